@@ -1,0 +1,443 @@
+"""The intake envelope, format version 1: streaming public-key encryption.
+
+One envelope holds one item (a message, a file, a reply, a manifest) for one or
+more recipients' X25519 keys. The full specification, with test vectors, is in
+SECURITY.md; in short::
+
+    envelope = MAGIC "INTAKE-E" | version u8 = 1 | count u8 (1..64)
+             | count x sealed_file_key (80 bytes: crypto_box_seal of the 32-byte file key)
+             | secretstream header (24 bytes)
+             | messages...
+
+Every message is libsodium secretstream XChaCha20-Poly1305. A message's plaintext
+is ``u32be used | used bytes of content | zero bytes``; every message but the
+last has a plaintext of exactly MESSAGE_SIZE bytes; the last is tagged FINAL.
+The first message carries the whole header (magic through secretstream header)
+as associated data, so reordering or swapping stanzas is detected.
+
+The content is ``u16be record_len | record (JSON) | body``; the record names the
+item (kind, name, type, length). The slots across all messages add up to
+``padme(max(len(content), MIN_PADDED))``, so the stored size of an envelope
+depends only on that padded length and the number of recipients.
+
+Writer and reader work one message at a time: memory use does not grow with
+the size of the item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import random
+import struct
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+from nacl import bindings as sodium
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey
+
+from keys.errors import (
+    FormatError,
+    TamperedError,
+    TruncatedError,
+    UnsupportedVersionError,
+    WrongKeyError,
+)
+
+MAGIC = b"INTAKE-E"
+VERSION = 1
+MAX_RECIPIENTS = 64
+FILE_KEY_SIZE = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES  # 32
+STANZA_SIZE = FILE_KEY_SIZE + sodium.crypto_box_SEALBYTES  # 80
+STREAM_HEADER_SIZE = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
+MESSAGE_SIZE = 64 * 1024  # plaintext bytes of every message but the last
+ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17
+MESSAGE_CT_SIZE = MESSAGE_SIZE + ABYTES
+SLOT_CAPACITY = MESSAGE_SIZE - 4  # content bytes one message can carry
+MIN_PADDED = 1024  # short messages all look alike in size
+MAX_RECORD = 4096
+MAX_NAME = 1024
+MAX_TYPE = 255
+MAX_KIND = 32
+
+TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+
+_U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
+_PREFIX = MAGIC + bytes([VERSION])
+
+
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+    """What an envelope says about its item. ``length`` is None when the writer
+    did not know it in advance; the reader then learns it at the end."""
+
+    kind: str
+    name: str | None = None
+    content_type: str | None = None
+    length: int | None = None
+
+    def encode(self) -> bytes:
+        record = {
+            "kind": self.kind,
+            "length": self.length,
+            "name": self.name,
+            "type": self.content_type,
+        }
+        data = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        _check_record(self)
+        if len(data) > MAX_RECORD:
+            raise FormatError("the item's name or type is too long for an envelope")
+        return _U16.pack(len(data)) + data
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Metadata":
+        try:
+            record = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise FormatError("the envelope's record is not valid JSON") from None
+        if not isinstance(record, dict) or set(record) != {"kind", "length", "name", "type"}:
+            raise FormatError("the envelope's record has unexpected fields")
+        length = record["length"]
+        if length is not None and (type(length) is not int or length < 0):
+            raise FormatError("the envelope's record has an invalid length")
+        meta = cls(record["kind"], record["name"], record["type"], length)
+        _check_record(meta)
+        return meta
+
+
+def _check_record(meta: Metadata) -> None:
+    def text(value, limit, optional=True):
+        if value is None:
+            return optional
+        return isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value
+
+    if not (text(meta.kind, MAX_KIND, False) and text(meta.name, MAX_NAME) and text(meta.content_type, MAX_TYPE)):
+        raise FormatError("the envelope's record has an invalid kind, name or type")
+
+
+def padme(length: int) -> int:
+    """Padmé (Nikitin et al., PETS 2019): round up so at most O(log log L)
+    bits of the length remain; overhead is at most 12%."""
+    if length < 2:
+        return length
+    exponent = length.bit_length() - 1
+    size_bits = exponent.bit_length()
+    low_bits = exponent - size_bits
+    mask = (1 << low_bits) - 1
+    return (length + mask) & ~mask
+
+
+def padded_size(content_length: int) -> int:
+    return padme(max(content_length, MIN_PADDED))
+
+
+def envelope_size(content_length: int, recipients: int) -> int:
+    """Exact stored size of an envelope whose content (record + body) has this length."""
+    slots = padded_size(content_length)
+    messages = max(1, -(-slots // SLOT_CAPACITY))
+    header = len(_PREFIX) + 1 + recipients * STANZA_SIZE + STREAM_HEADER_SIZE
+    return header + messages * (ABYTES + 4) + slots
+
+
+def _public_bytes(key: PublicKey | bytes) -> bytes:
+    raw = bytes(key)
+    if len(raw) != sodium.crypto_box_PUBLICKEYBYTES:
+        raise ValueError("a recipient key must be 32 bytes")
+    return raw
+
+
+class EnvelopeWriter:
+    """File-like writer: ``write()`` the body in pieces of any size, then ``close()``.
+
+    Nothing is final until close(): an envelope without its FINAL message is
+    refused by every reader, so an interrupted write never looks complete.
+    """
+
+    def __init__(self, out: BinaryIO, recipients: Sequence[PublicKey | bytes], metadata: Metadata):
+        if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+            raise ValueError(f"an envelope needs 1 to {MAX_RECIPIENTS} recipients")
+        self._out = out
+        self.metadata = metadata
+        record = metadata.encode()
+        file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
+        stanzas = [sodium.crypto_box_seal(file_key, _public_bytes(pk)) for pk in recipients]
+        random.SystemRandom().shuffle(stanzas)  # stanza order must not reveal the recipient list's order
+        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._state, file_key)
+        header = _PREFIX + bytes([len(stanzas)]) + b"".join(stanzas) + stream_header
+        out.write(header)
+        self._ad: bytes | None = header  # associated data of the first message only
+        self._pending = bytearray(record)
+        self._content_length = 0  # body bytes
+        self._content_total = len(record)
+        self._slots_written = 0
+        self._closed = False
+
+    @property
+    def body_length(self) -> int:
+        return self._content_length
+
+    def _push(self, plaintext: bytes, tag: int) -> None:
+        ciphertext = sodium.crypto_secretstream_xchacha20poly1305_push(self._state, plaintext, self._ad, tag)
+        self._ad = None
+        self._out.write(ciphertext)
+
+    def write(self, data) -> int:
+        if self._closed:
+            raise ValueError("write to a closed envelope")
+        view = memoryview(data).cast("B")
+        size = len(view)
+        self._content_length += size
+        self._content_total += size
+        pos = 0
+        # A full message goes out only once more data exists behind it: the last
+        # one must carry the FINAL tag, and we only know which it is at close().
+        while pos < size:
+            if len(self._pending) == SLOT_CAPACITY:
+                self._push(_U32.pack(SLOT_CAPACITY) + self._pending, TAG_MESSAGE)
+                self._slots_written += SLOT_CAPACITY
+                self._pending = bytearray()
+            if not self._pending and size - pos > SLOT_CAPACITY:
+                self._push(_U32.pack(SLOT_CAPACITY) + view[pos : pos + SLOT_CAPACITY], TAG_MESSAGE)
+                self._slots_written += SLOT_CAPACITY
+                pos += SLOT_CAPACITY
+                continue
+            take = min(SLOT_CAPACITY - len(self._pending), size - pos)
+            self._pending += view[pos : pos + take]
+            pos += take
+        return size
+
+    def close(self) -> None:
+        """Write the padding and the FINAL message. Idempotent."""
+        if self._closed:
+            return
+        if self.metadata.length is not None and self.metadata.length != self._content_length:
+            raise ValueError("the body written does not match the length declared in the metadata")
+        self._closed = True
+        remaining = padded_size(self._content_total) - self._slots_written
+        used = len(self._pending)
+        capacity = min(SLOT_CAPACITY, remaining)
+        remaining -= capacity
+        self._push(_U32.pack(used) + self._pending + bytes(capacity - used), TAG_FINAL if not remaining else TAG_MESSAGE)
+        self._pending = bytearray()
+        while remaining:
+            capacity = min(SLOT_CAPACITY, remaining)
+            remaining -= capacity
+            self._push(bytes(4 + capacity), TAG_FINAL if not remaining else TAG_MESSAGE)
+
+    def __enter__(self) -> "EnvelopeWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def _read_exact(src: BinaryIO, size: int) -> bytes:
+    """Read ``size`` bytes, fewer only at end of input (pipes and sockets return short reads)."""
+    data = src.read(size)
+    if data is None:
+        data = b""
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = src.read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _as_private_keys(identities) -> list[PrivateKey]:
+    if isinstance(identities, (PrivateKey, bytes)):
+        identities = [identities]
+    return [key if isinstance(key, PrivateKey) else PrivateKey(key) for key in identities]
+
+
+class EnvelopeReader:
+    """Reads an envelope with one of the given secret keys.
+
+    ``metadata`` is available after construction; the body comes from ``read()``
+    or ``chunks()``. Plaintext handed out before the end is authentic chunk by
+    chunk, but only reaching the end (``complete`` is True) proves nothing was
+    cut off: callers that write files must treat them as partial until then.
+    """
+
+    def __init__(self, src: BinaryIO, identities: PrivateKey | bytes | Sequence[PrivateKey | bytes]):
+        self._src = src
+        header = self._read_header(src, _as_private_keys(identities))
+        self._first_ad: bytes | None = header
+        self._content_ended = False  # a message used fewer slots than it had
+        self._done = False
+        self._body_length = 0
+        self._buffer = b""
+        record_head = self._take_content(2)
+        (record_len,) = _U16.unpack(record_head)
+        if record_len > MAX_RECORD:
+            raise FormatError("the envelope's record is oversized")
+        self.metadata = Metadata.decode(self._take_content(record_len))
+
+    def _read_header(self, src: BinaryIO, keys: list[PrivateKey]) -> bytes:
+        prefix = _read_exact(src, len(_PREFIX) + 1)
+        if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
+            raise FormatError("this is not an intake envelope")
+        if len(prefix) < len(_PREFIX) + 1:
+            raise TruncatedError("the envelope ends inside its header")
+        if prefix[len(MAGIC)] != VERSION:
+            raise UnsupportedVersionError(f"envelope format version {prefix[len(MAGIC)]} is not supported (this toolkit reads version {VERSION})")
+        count = prefix[-1]
+        if not 1 <= count <= MAX_RECIPIENTS:
+            raise FormatError("the envelope names an invalid number of recipients")
+        rest = _read_exact(src, count * STANZA_SIZE + STREAM_HEADER_SIZE)
+        if len(rest) < count * STANZA_SIZE + STREAM_HEADER_SIZE:
+            raise TruncatedError("the envelope ends inside its header")
+        file_key = None
+        for i in range(count):
+            stanza = rest[i * STANZA_SIZE : (i + 1) * STANZA_SIZE]
+            for key in keys:
+                try:
+                    file_key = sodium.crypto_box_seal_open(stanza, bytes(key.public_key), bytes(key))
+                    break
+                except CryptoError:
+                    continue
+            if file_key is not None:
+                break
+        if file_key is None or len(file_key) != FILE_KEY_SIZE:
+            raise WrongKeyError("none of the given keys can open this envelope")
+        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        try:
+            sodium.crypto_secretstream_xchacha20poly1305_init_pull(self._state, rest[-STREAM_HEADER_SIZE:], file_key)
+        except CryptoError:
+            raise TamperedError("the envelope's header is damaged") from None
+        return prefix + rest
+
+    def _next_message(self) -> bytes | None:
+        """Decrypt the next message and return its content part; None at the end."""
+        if self._done:
+            return None
+        ciphertext = _read_exact(self._src, MESSAGE_CT_SIZE)
+        if not ciphertext:
+            raise TruncatedError("the envelope is truncated: it ends before its final message")
+        try:
+            plaintext, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(self._state, ciphertext, self._first_ad)
+        except CryptoError:
+            if len(ciphertext) < MESSAGE_CT_SIZE:
+                raise TruncatedError("the envelope is truncated or damaged at its end") from None
+            raise TamperedError("the envelope failed authentication: it was modified or reordered") from None
+        self._first_ad = None
+        if tag == TAG_FINAL:
+            if _read_exact(self._src, 1):
+                raise FormatError("the envelope has data after its final message")
+            self._done = True
+        elif tag != TAG_MESSAGE or len(ciphertext) < MESSAGE_CT_SIZE:
+            raise TruncatedError("the envelope is truncated: it ends before its final message")
+        if len(plaintext) < 4:
+            raise FormatError("an envelope message is malformed")
+        (used,) = _U32.unpack_from(plaintext)
+        capacity = len(plaintext) - 4
+        if used > capacity or (self._content_ended and used):
+            raise FormatError("an envelope message is malformed")
+        if used < capacity:
+            if plaintext.count(0, 4 + used) != capacity - used:
+                raise FormatError("an envelope's padding is not zero")
+            self._content_ended = True
+        return plaintext[4 : 4 + used] if used < capacity else plaintext[4:]
+
+    def _take_content(self, size: int) -> bytes:
+        """Take exactly ``size`` bytes of content (used for the record)."""
+        while len(self._buffer) < size:
+            piece = self._next_message()
+            if piece is None:
+                raise FormatError("the envelope ends inside its record")
+            self._buffer += piece
+        taken, self._buffer = self._buffer[:size], self._buffer[size:]
+        return taken
+
+    def chunks(self) -> Iterator[bytes]:
+        """Yield the body piece by piece, to the authenticated end."""
+        if self._buffer:
+            piece, self._buffer = self._buffer, b""
+            self._body_length += len(piece)
+            yield piece
+        while (piece := self._next_message()) is not None:
+            if piece:
+                self._body_length += len(piece)
+                yield piece
+        self._check_length()
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` body bytes (all if negative); b"" only at the authenticated end."""
+        if size is None or size < 0:
+            return b"".join(self.chunks())
+        while len(self._buffer) < size and not self._done:
+            piece = self._next_message()
+            if piece:
+                self._buffer += piece
+        taken, self._buffer = self._buffer[:size], self._buffer[size:]
+        self._body_length += len(taken)
+        if self._done and not self._buffer:
+            self._check_length()
+        return taken
+
+    def _check_length(self) -> None:
+        if self.metadata.length is not None and self.metadata.length != self._body_length:
+            raise FormatError("the envelope's body does not match its declared length")
+
+    @property
+    def complete(self) -> bool:
+        return self._done and not self._buffer
+
+    @property
+    def body_length(self) -> int:
+        return self._body_length
+
+
+def encrypt_stream(src: BinaryIO, out: BinaryIO, recipients: Sequence[PublicKey | bytes], metadata: Metadata, chunk_size: int = 1 << 20) -> int:
+    """Encrypt everything from ``src`` into ``out``; returns the body length."""
+    writer = EnvelopeWriter(out, recipients, metadata)
+    while data := src.read(chunk_size):
+        writer.write(data)
+    writer.close()
+    return writer.body_length
+
+
+def decrypt_stream(src: BinaryIO, out: BinaryIO, identities) -> Metadata:
+    """Decrypt ``src`` into ``out``; returns the metadata with the true length."""
+    reader = EnvelopeReader(src, identities)
+    for piece in reader.chunks():
+        out.write(piece)
+    return dataclasses.replace(reader.metadata, length=reader.body_length)
+
+
+def encrypt_bytes(data: bytes, recipients: Sequence[PublicKey | bytes], metadata: Metadata) -> bytes:
+    out = io.BytesIO()
+    writer = EnvelopeWriter(out, recipients, metadata)
+    writer.write(data)
+    writer.close()
+    return out.getvalue()
+
+
+def decrypt_bytes(blob: bytes, identities) -> tuple[Metadata, bytes]:
+    reader = EnvelopeReader(io.BytesIO(blob), identities)
+    body = reader.read()
+    return dataclasses.replace(reader.metadata, length=len(body)), body
+
+
+__all__ = [
+    "EnvelopeReader",
+    "EnvelopeWriter",
+    "Metadata",
+    "decrypt_bytes",
+    "decrypt_stream",
+    "encrypt_bytes",
+    "encrypt_stream",
+    "envelope_size",
+    "padme",
+]

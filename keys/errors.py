@@ -1,0 +1,36 @@
+"""Exceptions of the offline toolkit.
+
+Each carries one line a person can act on; the CLI prints it and exits non-zero.
+"""
+
+
+class KeysError(Exception):
+    """Base class: anything the toolkit refuses, for a stated reason."""
+
+
+class FormatError(KeysError):
+    """The input is not in a format we read (bad magic, malformed field, oversized)."""
+
+
+class UnsupportedVersionError(FormatError):
+    """The input names a format version this toolkit does not know."""
+
+
+class TruncatedError(FormatError):
+    """The input ends before its authenticated end marker."""
+
+
+class TamperedError(KeysError):
+    """Authentication failed: the data was modified, reordered or corrupted."""
+
+
+class WrongKeyError(KeysError):
+    """None of the given keys can open this data."""
+
+
+class BadPassphraseError(KeysError):
+    """The passphrase does not unlock this secret key file."""
+
+
+class UnsafeNameError(KeysError):
+    """A name from hostile input cannot be used as a file name."""
