@@ -1,0 +1,704 @@
+"""Tor for intake: launch or attach to tor, publish the two onion services.
+
+This is the only module in the project that imports stem. The rest of the
+app asks :class:`OnionServices` for "the source onion for this port and the
+journalist onion for that port" and gets ``xxx.onion`` addresses back.
+
+Modes
+-----
+``launch``
+    Start a private tor process owned by intake. Its DataDirectory is
+    ``<data_dir>/tor/`` (0700); it is controlled over a unix socket in that
+    directory with cookie authentication, and it exits when intake does
+    (``__OwningControllerProcess`` and ``TAKEOWNERSHIP``). It opens no SOCKS
+    port, logs only to its stdout (read by intake, never written to disk),
+    with ``SafeLogging 1``. ``extra_torrc`` lines are appended to its torrc:
+    tests use them to join a private Tor network.
+``offline``
+    As ``launch``, plus ``DisableNetwork 1``: the onion keys and addresses
+    are made and returned at once and nothing is contacted.
+``system``
+    Attach to an already running tor's control socket (default
+    ``/run/tor/control``) with cookie authentication. The services are
+    ephemeral and not detached, so they vanish when intake disconnects.
+
+The two services
+----------------
+Both keys live in ``<data_dir>/onion/`` (0700) as ``source.key`` and
+``journalist.key`` (0600), in tor's own ``hs_ed25519_secret_key`` file
+format, so addresses are stable across restarts and the files can be handed
+to any tor. Keys are made here on first use (RFC 8032 key expansion, exactly
+what tor does for ``ADD_ONION NEW:ED25519-V3``) so that the address is known
+before tor is even started.
+
+* Source service (virtual port 80): proof-of-work defences
+  (``PoWDefensesEnabled``) and a per-circuit stream limit that closes abusive
+  circuits. In ``launch``/``offline`` mode it is a torrc service
+  (``HiddenServiceDir`` under the tor data dir) because that is the only way
+  tor 0.4.9 offers to also enable the introduction-point DoS defence
+  (``HiddenServiceEnableIntroDoSDefense``): ``ADD_ONION`` has no keyword for
+  it ("Unrecognized keyword argument"). In ``system`` mode it is added with
+  ``ADD_ONION ... PoWDefensesEnabled=1``, so it has PoW and stream limits but
+  no intro-point defence, unless the system torrc already publishes the same
+  key (see docs/operator.md); tor then answers "Onion address collision",
+  which proves it serves our address, and we take that as published.
+* Journalist service (virtual port 80): v3 client authorisation, one x25519
+  key per journalist (``Flags=V3Auth ClientAuthV3=<base32 public key>``),
+  always via ``ADD_ONION`` so that the list of journalists can change without
+  restarting tor. With no journalist key it is not published at all (tor
+  refuses V3Auth without clients, and publishing it open would expose the
+  journalist interface); its address is still returned.
+
+Secrets
+-------
+Private keys never appear in exceptions or logs. stem traces every control
+command (ADD_ONION carries the service secret key) at its own TRACE level
+(5); this module pins stem's logger at WARNING so that trace is never emitted,
+whatever the root logger is set to.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import hashlib
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import nacl.bindings
+import nacl.public
+import stem
+import stem.connection
+import stem.control
+import stem.response
+
+log = logging.getLogger(__name__)
+
+# stem logs raw control traffic (including ADD_ONION's secret key) at TRACE (5),
+# and chatters at INFO when a controller closes: keep only its warnings.
+logging.getLogger("stem").setLevel(logging.WARNING)
+
+MODES = ("launch", "offline", "system")
+DEFAULT_SYSTEM_CONTROL_SOCKET = Path("/run/tor/control")
+
+ONION_VIRTUAL_PORT = 80
+# Tor Browser opens at most ~6 connections per site; 20 streams per rendezvous
+# circuit is ample for a person and closes circuits that open hundreds.
+MAX_STREAMS_PER_CIRCUIT = 20
+
+_KEY_HEADER = b"== ed25519v1-secret: type0 ==\x00\x00\x00"
+_KEY_FILE_LEN = len(_KEY_HEADER) + 64
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
+_START_TIMEOUT = 60.0
+_STOP_TIMEOUT = 10.0
+
+ProgressCallback = Callable[[int, str], None]
+
+
+class TorError(Exception):
+    """Tor could not do what intake asked; the message is one clear line."""
+
+
+class InvalidClientKeyError(TorError, ValueError):
+    """A journalist's client-authorisation public key is not a valid x25519 key."""
+
+
+# --- keys and addresses ------------------------------------------------------
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=")
+
+
+def _b32decode(text: str) -> bytes:
+    text = text.strip().upper()
+    return base64.b32decode(text + "=" * (-len(text) % 8))
+
+
+def _generate_onion_secret_key() -> bytes:
+    """A new 64-byte expanded ed25519 secret key, as tor stores and loads it."""
+    h = bytearray(hashlib.sha512(os.urandom(32)).digest())
+    h[0] &= 248
+    h[31] &= 127
+    h[31] |= 64
+    return bytes(h)
+
+
+def onion_address_for_key(expanded_secret_key: bytes) -> str:
+    """The v3 ``xxx.onion`` address of an expanded ed25519 secret key (rend-spec-v3 6)."""
+    if len(expanded_secret_key) != 64:
+        raise TorError("an onion secret key must be 64 bytes")
+    public = nacl.bindings.crypto_scalarmult_ed25519_base_noclamp(expanded_secret_key[:32])
+    version = b"\x03"
+    checksum = hashlib.sha3_256(b".onion checksum" + public + version).digest()[:2]
+    return _b32(public + checksum + version).lower() + ".onion"
+
+
+def _write_private_file(path: Path, data: bytes) -> None:
+    """Create path (0600) atomically; never replaces an existing file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if path exists: a concurrent first run keeps one key
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def load_or_create_onion_key(path: Path) -> bytes:
+    """The expanded secret key in ``path`` (tor's hs_ed25519_secret_key format),
+    made on first use. Returns the 64 key bytes."""
+    _private_dir(path.parent)
+    if not path.exists():
+        try:
+            _write_private_file(path, _KEY_HEADER + _generate_onion_secret_key())
+            log.info("created onion key %s", path)
+        except FileExistsError:
+            pass
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TorError(f"cannot read onion key {path}: {exc.strerror}") from None
+    if len(data) != _KEY_FILE_LEN or not data.startswith(_KEY_HEADER):
+        raise TorError(f"{path} is not a tor v3 onion secret key file")
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return data[len(_KEY_HEADER):]
+
+
+def generate_client_auth_keypair() -> tuple[str, str]:
+    """A new x25519 key pair for one journalist's client authorisation.
+
+    Returns ``(public_b32, private_b32)``: base32 without padding, as tor
+    expects. The public half goes to the server (``ClientAuthV3``); the
+    private half goes to the journalist only (see :func:`client_auth_line`).
+    """
+    private = nacl.public.PrivateKey.generate()
+    return _b32(bytes(private.public_key)), _b32(bytes(private))
+
+
+def normalise_client_public_key(key: str) -> str:
+    """A journalist's client-auth public key in tor's form, or InvalidClientKeyError."""
+    text = key.strip()
+    if text.lower().startswith("descriptor:x25519:"):
+        text = text[len("descriptor:x25519:"):]
+    try:
+        raw = _b32decode(text)
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidClientKeyError("a client authorisation key must be 52 base32 characters (an x25519 key)")
+    return _b32(raw)
+
+
+def client_auth_line(onion_address: str, private_b32: str) -> str:
+    """The line a journalist puts in a ``ClientOnionAuthDir`` ``.auth_private`` file:
+    ``<address without .onion>:descriptor:x25519:<base32 private key>``.
+    (Tor Browser's authentication prompt takes just the private key part.)"""
+    address = onion_address.strip().lower().removesuffix(".onion")
+    if not re.fullmatch(r"[a-z2-7]{56}", address):
+        raise TorError("not a v3 onion address")
+    try:
+        raw = _b32decode(private_b32)
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidClientKeyError("a client authorisation private key must be 52 base32 characters")
+    return f"{address}:descriptor:x25519:{_b32(raw)}"
+
+
+# --- status records ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BootstrapStatus:
+    """What tor last said about bootstrapping."""
+    percent: int
+    summary: str
+    problem: str | None = None  # tor's warning and reason, when it reported one
+
+    @property
+    def done(self) -> bool:
+        return self.percent >= 100
+
+    def describe(self) -> str:
+        text = f"{self.percent}% ({self.summary})"
+        return f"{text}: {self.problem}" if self.problem else text
+
+
+@dataclass(frozen=True)
+class OnionService:
+    """One service as intake asked for it and tor confirmed it."""
+    name: str                     # "source" or "journalist"
+    address: str                  # "xxx.onion"
+    target_port: int              # 127.0.0.1 port behind virtual port 80
+    published: bool               # tor serves it (False: journalist with no clients)
+    how: str                      # "torrc", "add_onion", "system-torrc" or "not published"
+    pow_defenses: bool = False
+    intro_dos_defense: bool = False
+    max_streams: int = 0
+    client_auth: tuple[str, ...] = ()   # client public keys tor echoed back
+
+
+_KV = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def _parse_bootstrap_phase(value: str) -> BootstrapStatus:
+    fields = {k: v.strip('"') for k, v in _KV.findall(value)}
+    try:
+        percent = int(fields.get("PROGRESS", "0"))
+    except ValueError:
+        percent = 0
+    problem = None
+    if value.startswith("WARN") or "WARNING" in fields:
+        problem = fields.get("WARNING", "problem")
+        if fields.get("REASON"):
+            problem += f" (reason: {fields['REASON']})"
+    return BootstrapStatus(percent, fields.get("SUMMARY", fields.get("TAG", "")), problem)
+
+
+def _torrc_quote(value: str | os.PathLike) -> str:
+    text = os.fspath(value)
+    if any(c in text for c in "\n\r\0"):
+        raise TorError("a path given to tor contains a line break")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _find_tor(binary: str | None) -> str:
+    if binary and os.sep in binary:
+        return binary
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
+    found = shutil.which(binary or "tor", path=path)
+    if not found:
+        raise TorError("tor is not installed (install the Debian package `tor`)")
+    return found
+
+
+# --- the controller ------------------------------------------------------------
+
+class OnionServices:
+    """A tor (ours or the system's) and intake's two onion services on it.
+
+    >>> tor = OnionServices(data_dir, "offline")
+    >>> source, journalist = tor.start(8080, 8081, [journalist_public_b32])
+    >>> tor.wait_for_bootstrap(60)   # False at once in offline mode
+    >>> tor.stop()
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        mode: str = "launch",
+        *,
+        control_socket: Path | None = None,
+        extra_torrc: Sequence[str] | None = None,
+        progress: ProgressCallback | None = None,
+        tor_binary: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise TorError(f"unknown tor mode {mode!r} (choose one of {', '.join(MODES)})")
+        self.mode = mode
+        self.data_dir = Path(data_dir).absolute()
+        self.onion_dir = self.data_dir / "onion"
+        self.tor_dir = self.data_dir / "tor"
+        if mode == "system":
+            self.control_socket = Path(control_socket or DEFAULT_SYSTEM_CONTROL_SOCKET)
+        else:
+            self.control_socket = Path(control_socket) if control_socket else self.tor_dir / "control"
+        for line in extra_torrc or ():
+            if any(c in line for c in "\n\r\0"):
+                raise TorError("an extra torrc line contains a line break")
+        self.extra_torrc = list(extra_torrc or ())
+        self.progress = progress
+        self._tor_binary = tor_binary
+        self._lock = threading.RLock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._tor_output: collections.deque[str] = collections.deque(maxlen=40)
+        self._controller: stem.control.Controller | None = None
+        self._journalist_port: int | None = None
+        self._journalist_key: bytes | None = None
+        self._added: list[str] = []          # service ids we ADD_ONIONed
+        self._services: dict[str, OnionService] = {}
+        self._bootstrap = BootstrapStatus(0, "not started")
+        self._stopped = False
+
+    # -- public API --
+
+    @property
+    def services(self) -> dict[str, OnionService]:
+        """``{"source": OnionService, "journalist": OnionService}`` once started."""
+        return dict(self._services)
+
+    @property
+    def source_address(self) -> str | None:
+        s = self._services.get("source")
+        return s.address if s else None
+
+    @property
+    def journalist_address(self) -> str | None:
+        s = self._services.get("journalist")
+        return s.address if s else None
+
+    @property
+    def bootstrap(self) -> BootstrapStatus:
+        """The last bootstrap status seen (see :meth:`wait_for_bootstrap`)."""
+        return self._bootstrap
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the tor we launched (None in system mode or when stopped)."""
+        return self._process.pid if self._process else None
+
+    def start(self, source_port: int, journalist_port: int,
+              journalist_client_keys: Iterable[str]) -> tuple[str, str]:
+        """Start (or attach to) tor and publish both services.
+
+        Returns ``(source_onion, journalist_onion)`` as ``"xxx.onion"``; both
+        are known at once, before tor has bootstrapped.
+        """
+        keys = [normalise_client_public_key(k) for k in journalist_client_keys]
+        for port in (source_port, journalist_port):
+            if not (isinstance(port, int) and 0 < port < 65536):
+                raise TorError(f"invalid local port {port!r}")
+        with self._lock:
+            if self._controller is not None or self._stopped:
+                raise TorError("these onion services were already started")
+            source_key = load_or_create_onion_key(self.onion_dir / "source.key")
+            self._journalist_key = load_or_create_onion_key(self.onion_dir / "journalist.key")
+            self._journalist_port = journalist_port
+            try:
+                if self.mode == "system":
+                    self._attach()
+                    self._services["source"] = self._add_source_onion(source_key, source_port)
+                else:
+                    self._launch(source_key, source_port)
+                    self._services["source"] = OnionService(
+                        "source", onion_address_for_key(source_key), source_port, True, "torrc",
+                        pow_defenses=True, intro_dos_defense=True,
+                        max_streams=MAX_STREAMS_PER_CIRCUIT)
+                    self._check_torrc_service_address("source")
+                self._services["journalist"] = self._add_journalist_onion(keys)
+            except BaseException:
+                self.stop()
+                raise
+        log.info("source onion %s, journalist onion %s",
+                 self._services["source"].address, self._services["journalist"].address)
+        return self._services["source"].address, self._services["journalist"].address
+
+    def update_journalist_clients(self, journalist_client_keys: Iterable[str]) -> str:
+        """Replace the journalist service's authorised clients; same address.
+        Connections in progress on the journalist service are cut."""
+        keys = [normalise_client_public_key(k) for k in journalist_client_keys]
+        with self._lock:
+            if self._controller is None:
+                raise TorError("tor is not running")
+            old = self._services.get("journalist")
+            if old and old.how == "add_onion":
+                sid = old.address.removesuffix(".onion")
+                self._msg(f"DEL_ONION {sid}", "could not remove the journalist onion service")
+                if sid in self._added:
+                    self._added.remove(sid)
+            self._services["journalist"] = self._add_journalist_onion(keys)
+            return self._services["journalist"].address
+
+    def wait_for_bootstrap(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for tor to reach the Tor network.
+
+        Calls ``progress(percent, summary)`` whenever that changes. Returns
+        True once bootstrapped; False on timeout (then :attr:`bootstrap` says
+        how far tor got and why, e.g. no route to the network). In ``offline``
+        mode it returns False at once. Raises TorError if tor died.
+        """
+        if self.mode == "offline":
+            self._set_bootstrap(BootstrapStatus(0, "network disabled (offline mode)"))
+            return False
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._controller is None:
+                    raise TorError("tor is not running")
+                self._check_alive()
+                try:
+                    value = self._controller.get_info("status/bootstrap-phase")
+                except stem.ControllerError as exc:
+                    raise TorError(f"lost the connection to tor: {exc}") from None
+            self._set_bootstrap(_parse_bootstrap_phase(value))
+            if self._bootstrap.done:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def stop(self) -> None:
+        """Remove our services, and stop the tor we launched (no orphan). Idempotent."""
+        with self._lock:
+            self._stopped = True
+            controller, self._controller = self._controller, None
+            if controller is not None:
+                if self.mode == "system":
+                    for sid in self._added:
+                        try:
+                            controller.msg(f"DEL_ONION {sid}")
+                        except stem.StemError:
+                            pass
+                self._added.clear()
+                try:
+                    controller.close()
+                except Exception:  # closing must never stop the shutdown
+                    pass
+            process, self._process = self._process, None
+            if process is not None:
+                if process.poll() is None:
+                    process.terminate()
+                    try:
+                        process.wait(_STOP_TIMEOUT)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+                if process.stdout:
+                    process.stdout.close()
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.join(5)
+
+    def __enter__(self) -> "OnionServices":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- tor process / control connection --
+
+    def _torrc(self, source_key_dir: Path, source_port: int) -> str:
+        lines = [
+            "# Written by intake at each start; edits are lost.",
+            f"DataDirectory {_torrc_quote(self.tor_dir)}",
+            f"ControlSocket unix:{_torrc_quote(self.control_socket)}",
+            "CookieAuthentication 1",
+            f"__OwningControllerProcess {os.getpid()}",
+            "SocksPort 0",
+            "SafeLogging 1",
+            "Log notice stdout",
+            "AvoidDiskWrites 1",
+            f"HiddenServiceDir {_torrc_quote(source_key_dir)}",
+            f"HiddenServicePort {ONION_VIRTUAL_PORT} 127.0.0.1:{source_port}",
+            "HiddenServicePoWDefensesEnabled 1",
+            "HiddenServiceEnableIntroDoSDefense 1",
+            f"HiddenServiceMaxStreams {MAX_STREAMS_PER_CIRCUIT}",
+            "HiddenServiceMaxStreamsCloseCircuit 1",
+        ]
+        if self.mode == "offline":
+            lines.append("DisableNetwork 1")
+        lines += self.extra_torrc
+        return "\n".join(lines) + "\n"
+
+    def _launch(self, source_key: bytes, source_port: int) -> None:
+        tor = _find_tor(self._tor_binary)
+        _private_dir(self.tor_dir)
+        if len(os.fsencode(self.control_socket)) > _SUN_PATH_MAX:
+            raise TorError(f"the data directory path is too long for tor's control socket "
+                           f"(keep {self.control_socket} under {_SUN_PATH_MAX} bytes)")
+        # tor's copy of the source key: rewritten from onion/source.key at each start.
+        hs_dir = self.tor_dir / "source_service"
+        if hs_dir.exists():
+            shutil.rmtree(hs_dir)
+        _private_dir(hs_dir)
+        _write_private_file(hs_dir / "hs_ed25519_secret_key", _KEY_HEADER + source_key)
+        torrc = self.tor_dir / "torrc"
+        torrc.unlink(missing_ok=True)
+        _write_private_file(torrc, self._torrc(hs_dir, source_port).encode())
+        self.control_socket.unlink(missing_ok=True)
+
+        self._bootstrap = BootstrapStatus(0, "starting tor")
+        try:
+            self._process = subprocess.Popen(
+                [tor, "--defaults-torrc", os.devnull, "-f", str(torrc)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches intake, which stops tor in order
+            )
+        except OSError as exc:
+            raise TorError(f"cannot run tor: {exc.strerror}") from None
+        self._reader = threading.Thread(target=self._read_output, name="tor-output", daemon=True)
+        self._reader.start()
+
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            self._check_alive()
+            if self.control_socket.exists():
+                try:
+                    self._connect()
+                    break
+                except TorError:
+                    if time.monotonic() > deadline:
+                        raise
+            if time.monotonic() > deadline:
+                raise TorError("tor did not open its control socket within "
+                               f"{_START_TIMEOUT:.0f} s{self._last_complaint()}")
+            time.sleep(0.05)
+        self._msg("TAKEOWNERSHIP", "tor refused TAKEOWNERSHIP")
+
+    def _attach(self) -> None:
+        if not self.control_socket.exists():
+            raise TorError(f"no tor control socket at {self.control_socket} (is the system tor "
+                           "running with ControlSocket enabled?)")
+        self._connect()
+
+    def _connect(self) -> None:
+        try:
+            controller = stem.control.Controller.from_socket_file(str(self.control_socket))
+        except stem.SocketError as exc:
+            reason = "permission denied" if "ermission" in str(exc) else str(exc)
+            hint = " (is intake's user in tor's group, e.g. debian-tor?)" if reason == "permission denied" else ""
+            raise TorError(f"cannot open tor's control socket {self.control_socket}: {reason}{hint}") from None
+        try:
+            controller.authenticate()
+        except stem.connection.AuthenticationFailure as exc:
+            controller.close()
+            raise TorError(f"tor refused intake's control connection ({type(exc).__name__}); "
+                           "check CookieAuthentication and the cookie file's permissions") from None
+        self._controller = controller
+
+    def _check_alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            code = self._process.returncode
+            if self._reader is not None:
+                self._reader.join(2)
+            raise TorError(f"tor exited (status {code}){self._last_complaint()}")
+
+    def _read_output(self) -> None:
+        process = self._process
+        if process is None or process.stdout is None:
+            return
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not line:
+                continue
+            self._tor_output.append(line)
+            if "[err]" in line or "[warn]" in line:
+                if "running Tor as root" not in line:
+                    log.warning("tor: %s", line.split("] ", 1)[-1])
+            else:
+                log.debug("tor: %s", line)
+
+    def _last_complaint(self) -> str:
+        for line in reversed(self._tor_output):
+            if ("[err]" in line or "[warn]" in line) and "running Tor as root" not in line:
+                return ": " + line.split("] ", 1)[-1]
+        return ""
+
+    def _msg(self, command: str, what: str) -> stem.response.ControlMessage:
+        """Send a raw control command; raise TorError(what: tor's reply) if refused.
+        The command itself never goes into the error (it may carry a key)."""
+        if self._controller is None:
+            raise TorError("tor is not running")
+        try:
+            reply = self._controller.msg(command)
+        except stem.StemError as exc:
+            raise TorError(f"{what}: lost the connection to tor ({type(exc).__name__})") from None
+        if not reply.is_ok():
+            raise TorError(f"{what}: tor said {str(reply).strip()!r}")
+        return reply
+
+    def _set_bootstrap(self, status: BootstrapStatus) -> None:
+        changed = (status.percent, status.summary, status.problem) != (
+            self._bootstrap.percent, self._bootstrap.summary, self._bootstrap.problem)
+        self._bootstrap = status
+        if changed and self.progress is not None:
+            self.progress(status.percent, status.summary)
+
+    # -- services --
+
+    def _check_torrc_service_address(self, name: str) -> None:
+        hostname = self.tor_dir / f"{name}_service" / "hostname"
+        if hostname.exists():
+            tor_says = hostname.read_text().strip()
+            if tor_says != self._services[name].address:
+                raise TorError(f"tor derived {tor_says} from the {name} key, intake expected "
+                               f"{self._services[name].address}")
+
+    @staticmethod
+    def _reply_fields(reply: stem.response.ControlMessage) -> list[tuple[str, str]]:
+        fields = []
+        for _code, _div, content in reply.content():
+            key, sep, value = content.partition("=")
+            if sep:
+                fields.append((key, value))
+        return fields
+
+    def _add_onion(self, key: bytes, args: str, what: str) -> tuple[str, list[tuple[str, str]]]:
+        blob = base64.b64encode(key).decode("ascii")
+        reply = self._msg(f"ADD_ONION ED25519-V3:{blob} {args}", what)
+        fields = self._reply_fields(reply)
+        sid = dict(fields).get("ServiceID", "")
+        if sid + ".onion" != onion_address_for_key(key):
+            raise TorError(f"{what}: tor returned an unexpected service id")
+        self._added.append(sid)
+        return sid, fields
+
+    def _add_source_onion(self, key: bytes, port: int) -> OnionService:
+        address = onion_address_for_key(key)
+        args = (f"Flags=MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
+                f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},127.0.0.1:{port}")
+        blob = base64.b64encode(key).decode("ascii")
+        assert self._controller is not None
+        try:
+            reply = self._controller.msg(f"ADD_ONION ED25519-V3:{blob} {args}")
+        except stem.StemError as exc:
+            raise TorError(f"could not add the source onion service: lost the connection to tor "
+                           f"({type(exc).__name__})") from None
+        if reply.is_ok():
+            sid = dict(self._reply_fields(reply)).get("ServiceID", "")
+            if sid + ".onion" != address:
+                raise TorError("could not add the source onion service: unexpected service id")
+            self._added.append(sid)
+            return OnionService("source", address, port, True, "add_onion", pow_defenses=True,
+                                max_streams=MAX_STREAMS_PER_CIRCUIT)
+        if reply.code == "550" and "collision" in str(reply).lower():
+            # Only a holder of this key can publish this address: the system tor's torrc does
+            # (HiddenServiceDir with intake's source.key, as in deploy/torrc), and its per-service
+            # options (PoW, intro-point DoS defence, stream limits) apply.
+            log.info("the system tor already publishes the source address (from its torrc)")
+            return OnionService("source", address, port, True, "system-torrc")
+        raise TorError(f"could not add the source onion service: tor said {str(reply).strip()!r}")
+
+    def _add_journalist_onion(self, client_keys: list[str]) -> OnionService:
+        assert self._journalist_key is not None and self._journalist_port is not None
+        address = onion_address_for_key(self._journalist_key)
+        port = self._journalist_port
+        if not client_keys:
+            log.warning("no journalist client-authorisation keys: the journalist onion "
+                        "service is not published")
+            return OnionService("journalist", address, port, False, "not published")
+        args = (f"Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
+                f"Port={ONION_VIRTUAL_PORT},127.0.0.1:{port} "
+                + " ".join(f"ClientAuthV3={k}" for k in sorted(set(client_keys))))
+        _sid, fields = self._add_onion(self._journalist_key, args,
+                                       "could not add the journalist onion service")
+        echoed = tuple(v.upper() for k, v in fields if k == "ClientAuthV3")
+        if sorted(echoed) != sorted(set(client_keys)):
+            raise TorError("tor did not confirm the journalist service's client authorisation")
+        return OnionService("journalist", address, port, True, "add_onion",
+                            max_streams=MAX_STREAMS_PER_CIRCUIT, client_auth=echoed)
