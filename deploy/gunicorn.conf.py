@@ -1,0 +1,98 @@
+"""gunicorn settings for intake (`gunicorn -c deploy/gunicorn.conf.py wsgi:app`).
+
+Slow clients are normal over Tor and are also an attack. A thread per connection
+(sync or gthread workers) is held by whoever dribbles a request, so 30 slowloris
+connections stop 2 workers x 4 threads for as long as they like. The gevent
+worker gives each connection a greenlet instead: a connection that is waiting
+costs a few KiB, not a thread, and the event loop keeps serving everyone else.
+Request bodies are streamed to the app as they arrive (nothing is buffered to
+disk: there is no proxy in front).
+
+What must not run on the event loop is long CPU work: Argon2id (the codename
+KDF) runs in a real OS thread via `intake.worker_threads.run_in_os_thread`,
+which the KdfGate uses; libsodium releases the GIL while it works, so the
+loop keeps serving pages meanwhile.
+
+Environment:
+  INTAKE_BIND                 address to listen on (default 127.0.0.1:8080); loopback only
+                              in production, tor forwards the onion service here
+  INTAKE_WORKERS              worker processes (default: one per CPU core)
+  INTAKE_WORKER_CONNECTIONS   connections per worker (default 250)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+
+bind = [os.environ.get("INTAKE_BIND", "127.0.0.1:8080")]
+
+# One process per core: each gevent worker is one event-loop thread (plus KDF threads).
+worker_class = "gevent"
+workers = int(os.environ.get("INTAKE_WORKERS", str(os.cpu_count() or 1)))
+# Each connection that reaches the app holds a store connection (file descriptors,
+# page cache), so the cap is far below gevent's default of 1000.
+worker_connections = int(os.environ.get("INTAKE_WORKER_CONNECTIONS", "250"))
+
+# With the gevent worker, `keepalive` is also the deadline for a request's headers
+# (gunicorn reads every request line and header block under this timeout): a
+# connection that dribbles headers is dropped after it. Bodies are not bounded
+# in time, because a large upload over Tor is legitimately slow.
+keepalive = 20
+# Heartbeat: a worker whose event loop is stuck for this long is replaced.
+timeout = 60
+graceful_timeout = 30
+
+# Requests are small apart from their bodies; refuse oversized request lines and headers early.
+limit_request_line = 2048
+limit_request_fields = 40
+limit_request_field_size = 4096
+
+# The app must import after gevent has patched the standard library (in the worker).
+preload_app = False
+
+# No access log, ever: it would record who fetched what and when.
+accesslog = None
+errorlog = "-"
+loglevel = "warning"
+capture_output = False
+# Behind tor on loopback every client is 127.0.0.1; never trust forwarded client addresses.
+forwarded_allow_ips = ""
+proxy_protocol = False
+# No runtime control socket (not needed, and it would be one more thing listening).
+control_socket_disable = True
+proc_name = "intake"
+
+
+class _RedactRequestDetails(logging.Filter):
+    """Keeps the error log free of request details.
+
+    gunicorn names the client address, the request line or the URI when it
+    refuses a request or the app fails, and an exception's message can quote
+    request data (a header, a form value, bytes of an upload). Only what
+    happened, the exception's type and the code locations are kept.
+    """
+
+    _REQUEST_MESSAGES = {
+        "Invalid request from": "Refused an invalid request (details withheld)",
+        "Error handling request": "Error handling a request (details withheld)",
+    }
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        for prefix, replacement in self._REQUEST_MESSAGES.items():
+            if message.startswith(prefix):
+                record.msg, record.args = replacement, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc_type, _, tb = record.exc_info
+            frames = "".join(traceback.format_tb(tb))
+            record.exc_text = f"Traceback (most recent call last):\n{frames}{exc_type.__name__} (message withheld)"
+            record.exc_info = None
+        return True
+
+
+# A logger-level filter outlives the handlers gunicorn replaces on reload.
+_error_log = logging.getLogger("gunicorn.error")
+if not any(type(f).__name__ == "_RedactRequestDetails" for f in _error_log.filters):
+    _error_log.addFilter(_RedactRequestDetails())
