@@ -87,8 +87,11 @@ class Metadata:
             "name": self.name,
             "type": self.content_type,
         }
-        data = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         _check_record(self)
+        try:
+            data = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # lone surrogates, e.g. from a badly decoded file name
+            raise FormatError("the item's name or type is not valid text") from None
         if len(data) > MAX_RECORD:
             raise FormatError("the item's name or type is too long for an envelope")
         return _U16.pack(len(data)) + data
@@ -336,7 +339,9 @@ class EnvelopeReader:
             if _read_exact(self._src, 1):
                 raise FormatError("the envelope has data after its final message")
             self._done = True
-        elif tag != TAG_MESSAGE or len(ciphertext) < MESSAGE_CT_SIZE:
+        elif tag != TAG_MESSAGE:
+            raise FormatError("an envelope message carries an unexpected tag")
+        elif len(ciphertext) < MESSAGE_CT_SIZE:
             raise TruncatedError("the envelope is truncated: it ends before its final message")
         if len(plaintext) < 4:
             raise FormatError("an envelope message is malformed")

@@ -34,3 +34,11 @@ class BadPassphraseError(KeysError):
 
 class UnsafeNameError(KeysError):
     """A name from hostile input cannot be used as a file name."""
+
+
+class BadSignatureError(TamperedError):
+    """A signature is missing or does not verify."""
+
+
+class UnknownSignerError(KeysError):
+    """The data is signed by someone who is not a registered journalist."""

@@ -1,0 +1,140 @@
+"""Writing files from hostile input: safe names, no overwrite, nothing partial.
+
+Names in a bundle come from whoever uploaded the file. ``safe_file_name`` turns
+any string into one plain file name that cannot leave its folder, hide itself,
+name a device, smuggle control or bidi characters, or exceed common limits.
+``PendingFile`` writes under a hidden temporary name in the target folder and
+only gives the file its real name once the caller says it is complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import unicodedata
+from pathlib import Path
+from types import TracebackType
+
+MAX_NAME_BYTES = 200  # well under the 255 of common file systems, leaving room for a suffix
+_RESERVED = re.compile(r'[<>:"/\\|?*]')
+# Windows device names, also with an extension ("NUL.txt") and superscript digits ("COM¹").
+_DEVICE = re.compile(r"(con|prn|aux|nul|conin\$|conout\$|clock\$|(com|lpt)[0-9¹²³])(\..*)?", re.IGNORECASE)
+_NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
+TEMP_PREFIX = ".intake-partial-"
+
+
+def safe_file_name(name: str | None, fallback: str) -> str:
+    """A file name safe to create in any folder; ``fallback`` if nothing usable remains."""
+    if not name:
+        return fallback
+    name = unicodedata.normalize("NFC", name)
+    # Keep the last path component only, whichever separator the uploader used.
+    name = re.split(r"[/\\]", name)[-1]
+    # Drop control, format (bidi overrides, zero-width), surrogate, private and unassigned characters.
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = _RESERVED.sub("_", name)
+    name = " ".join(name.split())  # no tabs/newlines already; collapse odd spaces
+    name = name.strip(" .")  # leading dots hide files; trailing dots and spaces vanish on Windows
+    if not name:
+        return fallback
+    if _DEVICE.fullmatch(name):
+        name = "_" + name
+    return _truncate(name, MAX_NAME_BYTES)
+
+
+def _truncate(name: str, limit: int) -> str:
+    """Cut to ``limit`` UTF-8 bytes, keeping a short extension."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext.encode("utf-8")) > 16 or not stem:
+        stem, ext = name, ""
+    ext = "." + ext if ext else ""
+    budget = limit - len(ext.encode("utf-8"))
+    stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip(" .")
+    return (stem or "file") + ext
+
+
+def with_suffix_number(name: str, number: int) -> str:
+    """'report.pdf', 2 -> 'report (2).pdf'."""
+    if number < 2:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    suffix = f" ({number})"
+    ext = "." + ext if ext else ""
+    return _truncate(stem, MAX_NAME_BYTES - len(suffix) - len(ext.encode("utf-8"))) + suffix + ext
+
+
+def _inside(folder: Path, name: str) -> Path:
+    path = folder / name
+    if path.parent != folder or name in {"", ".", ".."}:
+        raise ValueError("a sanitised name still leaves its folder")  # a bug in safe_file_name, not bad input
+    return path
+
+
+def link_new(tmp: Path, path: Path) -> None:
+    """Give the file at ``tmp`` the name ``path`` unless ``path`` exists (FileExistsError)."""
+    try:
+        os.link(tmp, path)
+    except OSError as error:
+        if error.errno not in _NO_LINK:
+            raise
+        # File systems without hard links (FAT on USB sticks): claim the name, then move onto it.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+class PendingFile:
+    """A file written under a hidden temporary name in ``folder``.
+
+    ``commit(name)`` gives it the first free name among ``name``, ``name (2)``, ...
+    and returns that path; leaving the ``with`` block without commit removes it.
+    """
+
+    def __init__(self, folder: Path, mode: int = 0o600):
+        self.folder = folder
+        self._tmp = folder / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
+        self._file = open(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb")
+        self._committed: Path | None = None
+
+    def write(self, data: bytes) -> int:
+        return self._file.write(data)
+
+    def commit(self, name: str, durable: bool = False, renumber: bool = True) -> Path:
+        """Name the file; with ``renumber`` False an existing ``name`` raises FileExistsError."""
+        self._file.flush()
+        if durable:
+            os.fsync(self._file.fileno())
+        self._file.close()
+        for number in range(1, 10_000 if renumber else 2):
+            path = _inside(self.folder, with_suffix_number(name, number))
+            try:
+                link_new(self._tmp, path)
+            except FileExistsError:
+                continue
+            self._committed = path
+            return path
+        raise FileExistsError(errno.EEXIST, "the file exists", str(self.folder / name))
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "PendingFile":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._committed is None:
+            self.abort()
+
+
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` durably, completely or not at all; never replaces an existing file."""
+    with PendingFile(path.parent, mode) as pending:
+        pending.write(data)
+        pending.commit(path.name, durable=True, renumber=False)

@@ -1,0 +1,228 @@
+"""Journalist identities: key pairs, passphrase-protected secret files, fingerprints.
+
+An identity is a name, an X25519 key pair (envelopes are sealed to it) and an
+Ed25519 key pair (reply bundles are signed with it). The formats are specified
+in SECURITY.md; in short::
+
+    secret file = MAGIC "INTAKE-K" | version u8 = 1 | opslimit u32be | memlimit u32be
+                | salt (16) | nonce (24) | secretbox(payload)
+    payload     = x25519 secret (32) | ed25519 seed (32) | name (UTF-8, 1..64 bytes)
+
+The secretbox key is Argon2id(passphrase, salt, opslimit, memlimit). The public
+file is a few lines of text (see ``PublicIdentity.to_text``).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+import re
+import struct
+import unicodedata
+from pathlib import Path
+
+import nacl.pwhash.argon2id as argon2id
+import nacl.secret
+import nacl.utils
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey
+from nacl.signing import SigningKey, VerifyKey
+
+from keys.errors import BadPassphraseError, FormatError, TruncatedError, UnsupportedVersionError
+from keys.files import write_new_file
+
+SECRET_MAGIC = b"INTAKE-K"
+SECRET_VERSION = 1
+PUBLIC_HEADER = "intake-public-key v1"
+MAX_NAME_BYTES = 64
+MAX_PUBLIC_FILE = 4096
+_SECRET_HEAD = struct.Struct(">8sBII")
+_SALT_SIZE = argon2id.SALTBYTES  # 16
+_NONCE_SIZE = nacl.secret.SecretBox.NONCE_SIZE  # 24
+_KEYS_SIZE = 64
+_SECRET_MIN = _SECRET_HEAD.size + _SALT_SIZE + _NONCE_SIZE + nacl.secret.SecretBox.MACBYTES + _KEYS_SIZE + 1
+_SECRET_MAX = _SECRET_MIN + MAX_NAME_BYTES
+_FINGERPRINT_PERSON = b"intake-fp-v1"
+# Names become file names and manifest entries: letters, digits, '.', '_', '-'.
+_NAME_PATTERN = re.compile(r"[^\W_][\w.-]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class KdfParams:
+    """Argon2id cost. Loading refuses costs outside [MIN, MAX] so a hostile file
+    cannot make us allocate gigabytes or spin for hours."""
+
+    opslimit: int
+    memlimit: int
+
+    def check(self) -> None:
+        if not (KDF_MIN.opslimit <= self.opslimit <= KDF_MAX.opslimit and KDF_MIN.memlimit <= self.memlimit <= KDF_MAX.memlimit):
+            raise FormatError("the secret key file asks for an out-of-range passphrase cost")
+
+
+KDF_MIN = KdfParams(argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN)  # tests only
+KDF_INTERACTIVE = KdfParams(argon2id.OPSLIMIT_INTERACTIVE, argon2id.MEMLIMIT_INTERACTIVE)  # 64 MiB
+KDF_MODERATE = KdfParams(argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE)  # 256 MiB, the default
+KDF_SENSITIVE = KdfParams(argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE)  # 1 GiB
+KDF_MAX = KdfParams(16, argon2id.MEMLIMIT_SENSITIVE)
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid identity name, else raise FormatError."""
+    if (
+        not isinstance(name, str)
+        or unicodedata.normalize("NFC", name) != name
+        or not 0 < len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+        or not _NAME_PATTERN.fullmatch(name)
+    ):
+        raise FormatError(
+            f"a name must be 1 to {MAX_NAME_BYTES} bytes of letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def fingerprint(encryption_key: bytes, verify_key: bytes) -> str:
+    """160 bits of BLAKE2b over both public keys, as 8 groups of 4 base32 characters."""
+    digest = hashlib.blake2b(encryption_key + verify_key, digest_size=20, person=_FINGERPRINT_PERSON).digest()
+    text = base64.b32encode(digest).decode("ascii")  # 32 characters, no padding for 20 bytes
+    return " ".join(text[i : i + 4] for i in range(0, 32, 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class PublicIdentity:
+    name: str
+    encryption_key: PublicKey
+    verify_key: VerifyKey
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(bytes(self.encryption_key), bytes(self.verify_key))
+
+    def to_text(self) -> str:
+        return (
+            f"{PUBLIC_HEADER}\n"
+            f"name: {self.name}\n"
+            f"encryption-key: {base64.b64encode(bytes(self.encryption_key)).decode()}\n"
+            f"verify-key: {base64.b64encode(bytes(self.verify_key)).decode()}\n"
+            f"fingerprint: {self.fingerprint}\n"
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> "PublicIdentity":
+        lines = text.splitlines()
+        if not lines or lines[0].strip() != PUBLIC_HEADER:
+            if lines and lines[0].startswith("intake-public-key "):
+                raise UnsupportedVersionError(f"public key format {lines[0].split(' ', 1)[1]!r} is not supported (this toolkit reads v1)")
+            raise FormatError("this is not an intake public key file")
+        fields: dict[str, str] = {}
+        for line in lines[1:]:
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            key, sep, value = line.partition(":")
+            if not sep or key in fields or key not in {"name", "encryption-key", "verify-key", "fingerprint"}:
+                raise FormatError("the public key file has an unexpected or repeated line")
+            fields[key] = value.strip()
+        if not {"name", "encryption-key", "verify-key"} <= fields.keys():
+            raise FormatError("the public key file lacks its name or keys")
+        identity = cls(check_name(fields["name"]), PublicKey(_key32(fields["encryption-key"])), VerifyKey(_key32(fields["verify-key"])))
+        if "fingerprint" in fields and fields["fingerprint"].upper() != identity.fingerprint:
+            raise FormatError("the public key file's fingerprint does not match its keys")
+        return identity
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PublicIdentity":
+        with open(path, "rb") as f:
+            data = f.read(MAX_PUBLIC_FILE + 1)
+        if len(data) > MAX_PUBLIC_FILE:
+            raise FormatError("the public key file is oversized")
+        try:
+            return cls.from_text(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise FormatError("this is not an intake public key file") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_new_file(Path(path), self.to_text().encode(), 0o644)
+
+
+def _key32(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise FormatError("a key in the public key file is not valid base64") from None
+    if len(raw) != 32:
+        raise FormatError("a key in the public key file has the wrong length")
+    return raw
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Identity:
+    """A journalist's secret keys. repr() never shows them."""
+
+    name: str
+    private_key: PrivateKey
+    signing_key: SigningKey
+
+    def __repr__(self) -> str:
+        return f"Identity(name={self.name!r}, fingerprint={self.public.fingerprint!r})"
+
+    @classmethod
+    def generate(cls, name: str) -> "Identity":
+        return cls(check_name(name), PrivateKey.generate(), SigningKey.generate())
+
+    @property
+    def public(self) -> PublicIdentity:
+        return PublicIdentity(self.name, self.private_key.public_key, self.signing_key.verify_key)
+
+    def to_secret_bytes(self, passphrase: str, kdf: KdfParams = KDF_MODERATE) -> bytes:
+        kdf.check()
+        salt = nacl.utils.random(_SALT_SIZE)
+        box = nacl.secret.SecretBox(_derive(passphrase, salt, kdf))
+        payload = bytes(self.private_key) + bytes(self.signing_key) + self.name.encode("utf-8")
+        head = _SECRET_HEAD.pack(SECRET_MAGIC, SECRET_VERSION, kdf.opslimit, kdf.memlimit)
+        return head + salt + bytes(box.encrypt(payload))  # encrypt() prepends its random nonce
+
+    @classmethod
+    def from_secret_bytes(cls, data: bytes, passphrase: str) -> "Identity":
+        if len(data) < len(SECRET_MAGIC) or not data.startswith(SECRET_MAGIC):
+            raise FormatError("this is not an intake secret key file")
+        if len(data) < _SECRET_HEAD.size:
+            raise TruncatedError("the secret key file is truncated")
+        _, version, opslimit, memlimit = _SECRET_HEAD.unpack_from(data)
+        if version != SECRET_VERSION:
+            raise UnsupportedVersionError(f"secret key format version {version} is not supported (this toolkit reads version {SECRET_VERSION})")
+        if len(data) < _SECRET_MIN:
+            raise TruncatedError("the secret key file is truncated")
+        if len(data) > _SECRET_MAX:
+            raise FormatError("the secret key file is oversized")
+        kdf = KdfParams(opslimit, memlimit)
+        kdf.check()
+        salt = data[_SECRET_HEAD.size : _SECRET_HEAD.size + _SALT_SIZE]
+        box = nacl.secret.SecretBox(_derive(passphrase, salt, kdf))
+        try:
+            payload = box.decrypt(data[_SECRET_HEAD.size + _SALT_SIZE :])
+        except CryptoError:
+            # A wrong passphrase and a damaged file look the same to secretbox.
+            raise BadPassphraseError("the passphrase does not unlock this secret key file (or the file is damaged)") from None
+        try:
+            name = payload[_KEYS_SIZE:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError("the secret key file holds an invalid name") from None
+        return cls(check_name(name), PrivateKey(payload[:32]), SigningKey(payload[32:64]))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, passphrase: str) -> "Identity":
+        with open(path, "rb") as f:
+            data = f.read(_SECRET_MAX + 1)
+        return cls.from_secret_bytes(data, passphrase)
+
+    def save(self, path: str | os.PathLike, passphrase: str, kdf: KdfParams = KDF_MODERATE) -> None:
+        """Write the secret file with mode 0600; never replaces an existing file."""
+        write_new_file(Path(path), self.to_secret_bytes(passphrase, kdf), 0o600)
+
+
+def _derive(passphrase: str, salt: bytes, kdf: KdfParams) -> bytes:
+    if not passphrase:
+        raise BadPassphraseError("the passphrase is empty")
+    return argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase.encode("utf-8"), salt, opslimit=kdf.opslimit, memlimit=kdf.memlimit)
