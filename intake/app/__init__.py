@@ -1,0 +1,91 @@
+"""The source interface as a Flask app; `create_app` is the one place that wires it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, g
+from flask_wtf.csrf import CSRFProtect
+
+from intake.codename import KdfGate
+from intake.config import Settings, load_settings
+from intake.store import Store
+from intake.worker_threads import run_in_os_thread
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+SMALL_FORM_BYTES = 64 * 1024  # every form but the upload; keeps Werkzeug's parser from ever spooling
+
+
+@dataclass(frozen=True)
+class AppState:
+    settings: Settings
+    kdf_gate: KdfGate
+
+
+def app_state() -> AppState:
+    return current_app.extensions["intake"]
+
+
+def get_store() -> Store:
+    """The store of this request, opened on first use and closed at teardown."""
+    if "store" not in g:
+        g.store = Store.open(app_state().settings)
+    return g.store
+
+
+def _close_store(_error: BaseException | None) -> None:
+    store = g.pop("store", None)
+    if store is not None:
+        store.close()
+
+
+def _kdf_gate(settings: Settings, timeout: float) -> KdfGate:
+    # Under gevent workers Argon2id must leave the event loop, or every connection stalls.
+    return KdfGate(settings.kdf_concurrency, settings.kdf_queue, timeout, runner=run_in_os_thread)
+
+
+def create_app(settings: Settings | None = None, **config_overrides: Any) -> Flask:
+    if settings is None:
+        settings = load_settings(Path(os.environ["INTAKE_DATA"]))
+    app = Flask(
+        __name__,
+        template_folder=str(PACKAGE_DIR / "templates"),
+        static_folder=str(PACKAGE_DIR / "static"),
+    )
+    app.config.update(
+        SECRET_KEY=settings.flask_secret_key,
+        # Flask's client-side session carries the CSRF token and nothing else.
+        SESSION_COOKIE_NAME="csrf",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=False,  # onion services are plain http; Tor encrypts end to end
+        # A source may spend a long time writing before sending; the token stays bound to the session cookie.
+        WTF_CSRF_TIME_LIMIT=12 * 60 * 60,
+        WTF_CSRF_SSL_STRICT=False,
+        MAX_CONTENT_LENGTH=SMALL_FORM_BYTES,
+        MAX_FORM_MEMORY_SIZE=SMALL_FORM_BYTES,
+        BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
+        BABEL_DEFAULT_LOCALE="en",
+        KDF_WAIT_SECONDS=settings.kdf_timeout_seconds,
+    )
+    app.config.update(config_overrides)
+    app.extensions["intake"] = AppState(settings, _kdf_gate(settings, app.config["KDF_WAIT_SECONDS"]))
+
+    from intake.app.errors import install_error_pages
+    from intake.app.i18n import install_i18n
+    from intake.app.security import install_security
+    from intake.app.source import blueprint as source_blueprint
+    from intake.app.source import submit as upload_view
+
+    install_security(app)
+    install_i18n(app)
+    # The upload route reads its CSRF token from the body stream itself (see ingest.py):
+    # CSRFProtect would read request.form, and Werkzeug would spool the files to disk.
+    CSRFProtect(app).exempt(upload_view)
+    install_error_pages(app)
+    app.register_blueprint(source_blueprint)
+    app.teardown_appcontext(_close_store)
+    return app

@@ -1,0 +1,298 @@
+"""Encryption on receipt: a multipart upload is parsed as a stream and every part
+is encrypted, chunk by chunk, to all active journalist keys as it arrives.
+
+Werkzeug's own form parser spools uploaded files to a temporary file in the clear,
+so upload routes never touch ``request.form``/``request.files``; they hand the raw
+body to :func:`ingest_submission`. Plaintext exists only in this process's memory,
+one read at a time. Nothing becomes visible to journalists until the whole request
+has arrived; any failure aborts every part of the request.
+
+The form must send its CSRF token as the first part and the honeypot before any
+content, so that a forged or automated request is refused before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
+
+READ_SIZE = 256 * 1024
+PARSER_BUFFER_LIMIT = READ_SIZE + 64 * 1024  # part headers must fit in one read
+MAX_PARTS = 256
+SMALL_FIELD_LIMIT = 1024  # CSRF token, honeypot
+MAX_FILE_NAME = 255
+BLANK_MESSAGE_HOLD = 64 * 1024  # a message of only whitespace is not stored
+
+CSRF_FIELD = "csrf_token"
+HONEYPOT_FIELD = "website"
+MESSAGE_FIELD = "message"
+FILES_FIELD = "files"
+
+
+class UploadError(Exception):
+    """A submission was refused; nothing of it was stored."""
+
+
+class UploadTooLargeError(UploadError):
+    """The request is larger than the configured limit."""
+
+
+class MalformedUploadError(UploadError):
+    """The body is not a multipart form we understand."""
+
+
+class ConnectionLostError(UploadError):
+    """The client stopped sending before the request was complete."""
+
+
+class FormTokenError(UploadError):
+    """The CSRF token is missing, misplaced or invalid."""
+
+
+class EmptySubmissionError(UploadError):
+    """Neither a message nor a file was sent."""
+
+
+class NoRecipientsError(UploadError):
+    """No journalist key is active, so nothing can be encrypted."""
+
+
+class SubmissionSink(Protocol):
+    def write(self, ciphertext: bytes) -> object: ...
+    def commit(self) -> str: ...
+    def abort(self) -> None: ...
+
+
+class RecipientLike(Protocol):
+    public_key: bytes
+
+
+class SubmissionStore(Protocol):
+    def active_recipients(self) -> Sequence[RecipientLike]: ...
+    def start_submission(self, source_id: str, kind: str, recipients: list) -> SubmissionSink: ...
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    submission_ids: tuple[str, ...]
+    dropped: bool  # the honeypot was filled: nothing was stored, answer as if it had been
+
+
+class _EncryptedPart:
+    """One message or file, encrypted into its own pending submission.
+
+    The submission starts on the first byte worth keeping (or at once for a named
+    file, so an empty file still arrives), which keeps the unused file input and an
+    empty message box from leaving anything behind.
+    """
+
+    def __init__(self, upload: "_Upload", kind: str, metadata: Metadata, *, start_now: bool, skip_blank: bool):
+        self._upload = upload
+        self._kind = kind
+        self._metadata = metadata
+        self._skip_blank = skip_blank
+        self._held = bytearray()
+        self._envelope: EnvelopeWriter | None = None
+        if start_now:
+            self._start()
+
+    def _start(self) -> None:
+        sink = self._upload.start_submission(self._kind)
+        self._envelope = EnvelopeWriter(sink, self._upload.recipient_keys, self._metadata)
+
+    def feed(self, data: bytes) -> None:
+        if self._envelope is None:
+            if self._skip_blank:
+                self._held += data
+                if not self._held.strip() and len(self._held) <= BLANK_MESSAGE_HOLD:
+                    return
+                data, self._held = bytes(self._held), bytearray()
+            if not data:
+                return
+            self._start()
+        self._envelope.write(data)
+
+    def finish(self) -> None:
+        if self._envelope is not None:
+            self._envelope.close()
+
+
+class _SmallField:
+    def __init__(self, limit: int = SMALL_FIELD_LIMIT):
+        self._limit = limit
+        self._value = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._value += data
+        if len(self._value) > self._limit:
+            raise MalformedUploadError("a form field is longer than allowed")
+
+    def text(self) -> str:
+        return self._value.decode("utf-8", errors="replace")
+
+
+class _Ignored:
+    def feed(self, data: bytes) -> None:
+        pass
+
+
+def _clean_file_name(name: str) -> str | None:
+    """Browsers send the bare name; keep it readable, bounded and free of control characters.
+    The offline toolkit sanitises it again before it ever becomes a path."""
+    cleaned = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return cleaned[:MAX_FILE_NAME] or None
+
+
+def _clean_content_type(value: str | None) -> str:
+    if value and len(value) <= MAX_TYPE and value.isascii() and value.isprintable():
+        return value
+    return "application/octet-stream"
+
+
+class _Upload:
+    def __init__(self, store: SubmissionStore, source_id: str, check_form_token: Callable[[str], None]):
+        self._store = store
+        self._source_id = source_id
+        self._check_form_token = check_form_token
+        self._recipients = list(store.active_recipients())
+        if not self._recipients:
+            raise NoRecipientsError("no journalist key is active")
+        self.recipient_keys = [recipient.public_key for recipient in self._recipients]
+        self._sinks: list[SubmissionSink] = []
+        self._token_checked = False
+        self.dropped = False
+        self._field_name: str | None = None
+        self._part: _EncryptedPart | _SmallField | _Ignored | None = None
+
+    def start_submission(self, kind: str) -> SubmissionSink:
+        sink = self._store.start_submission(self._source_id, kind, self._recipients)
+        self._sinks.append(sink)
+        return sink
+
+    def on_part(self, event: Field | File) -> None:
+        if not self._token_checked and event.name != CSRF_FIELD:
+            raise FormTokenError("the form token must come first")
+        self._field_name = event.name
+        if event.name in (CSRF_FIELD, HONEYPOT_FIELD):
+            self._part = _SmallField()
+        elif self.dropped:
+            self._part = _Ignored()
+        elif isinstance(event, Field) and event.name == MESSAGE_FIELD:
+            metadata = Metadata("message", content_type="text/plain; charset=utf-8")
+            self._part = _EncryptedPart(self, "message", metadata, start_now=False, skip_blank=True)
+        elif isinstance(event, File) and event.name == FILES_FIELD:
+            name = _clean_file_name(event.filename)
+            content_type = _clean_content_type(event.headers.get("content-type"))
+            metadata = Metadata("file", name=name, content_type=content_type)
+            self._part = _EncryptedPart(self, "file", metadata, start_now=name is not None, skip_blank=False)
+        else:
+            self._part = _Ignored()
+
+    def on_data(self, event: Data) -> None:
+        if self._part is None:
+            raise MalformedUploadError("data outside a form part")
+        self._part.feed(event.data)
+        if event.more_data:
+            return
+        part, self._part = self._part, None
+        if isinstance(part, _EncryptedPart):
+            part.finish()
+        elif isinstance(part, _SmallField):
+            self._on_small_field(part.text())
+
+    def _on_small_field(self, value: str) -> None:
+        if self._field_name == CSRF_FIELD:
+            if self._token_checked:
+                raise FormTokenError("the form token was sent twice")
+            self._check_form_token(value)  # raises FormTokenError
+            self._token_checked = True
+        elif self._field_name == HONEYPOT_FIELD and value.strip():
+            self.dropped = True
+            self.abort()
+
+    def commit(self) -> tuple[str, ...]:
+        if not self._token_checked:
+            raise FormTokenError("the form token is missing")
+        if self.dropped:
+            return ()
+        if not self._sinks:
+            raise EmptySubmissionError("nothing was submitted")
+        ids = tuple(sink.commit() for sink in self._sinks)
+        self._sinks = []
+        return ids
+
+    def abort(self) -> None:
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            try:
+                sink.abort()
+            except Exception:  # noqa: BLE001 - the store's recover() at next start removes what is left
+                pass
+
+
+def _boundary(content_type: str | None) -> bytes:
+    mimetype, options = parse_options_header(content_type or "")
+    boundary = options.get("boundary", "")
+    if mimetype != "multipart/form-data" or not boundary or len(boundary) > 200 or not boundary.isascii():
+        raise MalformedUploadError("the request is not a multipart form")
+    return boundary.encode("ascii")
+
+
+def ingest_submission(
+    stream: BinaryIO,
+    content_type: str | None,
+    *,
+    store: SubmissionStore,
+    source_id: str,
+    max_bytes: int,
+    check_form_token: Callable[[str], None],
+) -> IngestResult:
+    """Read a multipart body from ``stream``, encrypting as it arrives, and commit
+    every part together once the body is complete. Raises an UploadError (after
+    rolling back everything of this request) when the request is refused."""
+    decoder = MultipartDecoder(_boundary(content_type), PARSER_BUFFER_LIMIT, max_parts=MAX_PARTS)
+    upload = _Upload(store, source_id, check_form_token)
+    received = 0
+    try:
+        finished = False
+        while not finished:
+            try:
+                chunk = stream.read(READ_SIZE)
+            except (ClientDisconnected, OSError):
+                raise ConnectionLostError("the connection ended mid-upload") from None
+            received += len(chunk)
+            if received > max_bytes:
+                raise UploadTooLargeError("the upload is larger than allowed")
+            decoder.receive_data(chunk or None)
+            while True:
+                event = decoder.next_event()
+                if isinstance(event, NeedData):
+                    break
+                if isinstance(event, Epilogue):
+                    finished = True
+                    break
+                if isinstance(event, (Field, File)):
+                    upload.on_part(event)
+                elif isinstance(event, Data):
+                    upload.on_data(event)
+            if not chunk and not finished:
+                raise ConnectionLostError("the upload ended before the form was complete")
+        return IngestResult(upload.commit(), upload.dropped)
+    except RequestEntityTooLarge:
+        upload.abort()
+        raise MalformedUploadError("the form has too many parts or an oversized part header") from None
+    except ValueError:  # the parser's complaints (UnicodeDecodeError included); they name no data
+        upload.abort()
+        raise MalformedUploadError("the request is not a well-formed multipart form") from None
+    except BaseException:
+        upload.abort()
+        raise

@@ -1,0 +1,93 @@
+"""Logged-in source sessions, kept server-side and readable only with the cookie.
+
+The cookie holds a random 32-byte token and nothing else. The store keeps, under
+a hash of the token, the source id and the source's reply secret key sealed with
+a key derived from the same token: a copy of the database alone opens no
+session, and the codename is never needed again until the next login.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
+
+COOKIE_NAME = "intake_session"
+TOKEN_BYTES = 32
+_COOKIE_CHARS = 43  # unpadded base64url of 32 bytes
+
+
+class SessionStore(Protocol):
+    def save_session(self, session_id: bytes, source_id: str, sealed_secret: bytes, expires_at: int) -> None: ...
+    def load_session(self, session_id: bytes) -> tuple[str, bytes] | None: ...
+    def delete_session(self, session_id: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceSession:
+    source_id: str
+    reply_secret_key: bytes
+    session_id: bytes
+
+    def __repr__(self) -> str:  # keep the secret key out of tracebacks and debug output
+        return f"SourceSession(source_id={self.source_id!r})"
+
+
+def _session_id(token: bytes) -> bytes:
+    return hashlib.blake2b(token, digest_size=32, person=b"intake:sess-id").digest()
+
+
+def _sealing_key(token: bytes) -> bytes:
+    return hashlib.blake2b(token, digest_size=32, person=b"intake:sess-key").digest()
+
+
+def _encode_token(token: bytes) -> str:
+    return base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
+
+
+def _decode_token(cookie_value: str | None) -> bytes | None:
+    if not cookie_value or len(cookie_value) != _COOKIE_CHARS:
+        return None
+    try:
+        token = base64.urlsafe_b64decode(cookie_value + "=")
+    except (binascii.Error, ValueError):
+        return None
+    return token if len(token) == TOKEN_BYTES else None
+
+
+def open_session(store: SessionStore, source_id: str, reply_secret_key: bytes, *, minutes: int) -> str:
+    """Store a new session and return the cookie value that unlocks it."""
+    token = secrets.token_bytes(TOKEN_BYTES)
+    sealed = SecretBox(_sealing_key(token)).encrypt(reply_secret_key)
+    store.save_session(_session_id(token), source_id, bytes(sealed), int(time.time()) + minutes * 60)
+    return _encode_token(token)
+
+
+def resume_session(store: SessionStore, cookie_value: str | None) -> SourceSession | None:
+    """The session this cookie unlocks, or None if it is malformed, unknown or expired."""
+    token = _decode_token(cookie_value)
+    if token is None:
+        return None
+    session_id = _session_id(token)
+    found = store.load_session(session_id)
+    if found is None:
+        return None
+    source_id, sealed = found
+    try:
+        secret = SecretBox(_sealing_key(token)).decrypt(sealed)
+    except CryptoError:
+        return None
+    return SourceSession(source_id=source_id, reply_secret_key=secret, session_id=session_id)
+
+
+def end_session(store: SessionStore, cookie_value: str | None) -> None:
+    token = _decode_token(cookie_value)
+    if token is not None:
+        store.delete_session(_session_id(token))
