@@ -452,6 +452,26 @@ class OnionServices:
                 return False
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
+    def getinfo(self, key: str) -> str:
+        """Tor's answer to ``GETINFO key`` (read-only, for status and diagnostics)."""
+        with self._lock:
+            if self._controller is None:
+                raise TorError("tor is not running")
+            try:
+                return self._controller.get_info(key)
+            except stem.StemError as exc:
+                raise TorError(f"GETINFO {key} failed: {exc}") from None
+
+    def getconf(self, key: str) -> dict[str, list[str]]:
+        """Tor's answer to ``GETCONF key`` as {option: [values]} (read-only)."""
+        with self._lock:
+            if self._controller is None:
+                raise TorError("tor is not running")
+            try:
+                return self._controller.get_conf_map(key)
+            except stem.StemError as exc:
+                raise TorError(f"GETCONF {key} failed: {exc}") from None
+
     def stop(self) -> None:
         """Remove our services, and stop the tor we launched (no orphan). Idempotent."""
         with self._lock:
@@ -604,10 +624,13 @@ class OnionServices:
                 log.debug("tor: %s", line)
 
     def _last_complaint(self) -> str:
-        for line in reversed(self._tor_output):
-            if ("[err]" in line or "[warn]" in line) and "running Tor as root" not in line:
-                return ": " + line.split("] ", 1)[-1]
-        return ""
+        """': <tor's last warning or error>', preferring the warning that an
+        error such as "Reading config failed--see warnings above" points to."""
+        complaints = [line.split("] ", 1)[-1] for line in self._tor_output
+                      if ("[err]" in line or "[warn]" in line) and "running Tor as root" not in line]
+        while len(complaints) > 1 and "see warnings above" in complaints[-1]:
+            complaints.pop()
+        return ": " + complaints[-1].strip() if complaints else ""
 
     def _msg(self, command: str, what: str) -> stem.response.ControlMessage:
         """Send a raw control command; raise TorError(what: tor's reply) if refused.
@@ -676,7 +699,7 @@ class OnionServices:
             self._added.append(sid)
             return OnionService("source", address, port, True, "add_onion", pow_defenses=True,
                                 max_streams=MAX_STREAMS_PER_CIRCUIT)
-        if reply.code == "550" and "collision" in str(reply).lower():
+        if reply.content()[-1][0] == "550" and "collision" in str(reply).lower():
             # Only a holder of this key can publish this address: the system tor's torrc does
             # (HiddenServiceDir with intake's source.key, as in deploy/torrc), and its per-service
             # options (PoW, intro-point DoS defence, stream limits) apply.

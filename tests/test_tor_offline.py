@@ -1,0 +1,363 @@
+"""intake.tor against a real tor that cannot reach any network.
+
+Unmarked tests cover the pure helpers. Tests marked ``slow`` run the real tor
+binary, either in ``offline`` mode (``DisableNetwork 1``) or as a stand-in
+"system tor" that also has ``DisableNetwork 1``: nothing is ever contacted.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nacl.public
+import pytest
+
+from intake.tor import (
+    InvalidClientKeyError,
+    OnionServices,
+    TorError,
+    client_auth_line,
+    generate_client_auth_keypair,
+    load_or_create_onion_key,
+    onion_address_for_key,
+)
+
+ONION = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion"
+
+
+def _alive(pid: int) -> bool:
+    """True if pid runs and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _tor_processes_using(path: Path) -> list[int]:
+    """Pids of tor processes whose command line mentions path."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"tor") and any(str(path).encode() in a for a in cmdline):
+            if _alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- helpers without tor -----------------------------------------------------------
+
+def test_client_auth_keypair_is_an_x25519_pair_in_base32():
+    public, private = generate_client_auth_keypair()
+    assert len(public) == len(private) == 52
+    raw_private = base64.b32decode(private + "====")
+    derived = nacl.public.PrivateKey(raw_private).public_key
+    assert base64.b32decode(public + "====") == bytes(derived)
+
+
+def test_client_auth_line_is_what_tor_reads_from_client_onion_auth_dir():
+    _public, private = generate_client_auth_keypair()
+    line = client_auth_line(ONION, private.lower())
+    assert line == f"{ONION.removesuffix('.onion')}:descriptor:x25519:{private}"
+
+
+def test_client_auth_line_refuses_a_bad_address_or_key():
+    _public, private = generate_client_auth_keypair()
+    with pytest.raises(TorError):
+        client_auth_line("example.com", private)
+    with pytest.raises(InvalidClientKeyError):
+        client_auth_line(ONION, "AAAA")
+
+
+def test_invalid_journalist_client_key_is_refused_before_tor_starts(tmp_path):
+    services = OnionServices(tmp_path, "offline")
+    with pytest.raises(InvalidClientKeyError):
+        services.start(8080, 8081, ["not-a-key"])
+    assert services.pid is None
+
+
+def test_unknown_tor_mode_is_refused(tmp_path):
+    with pytest.raises(TorError, match="unknown tor mode"):
+        OnionServices(tmp_path, "public")
+
+
+def test_onion_key_file_is_private_and_stable(tmp_path):
+    key = load_or_create_onion_key(tmp_path / "onion" / "source.key")
+    assert load_or_create_onion_key(tmp_path / "onion" / "source.key") == key
+    assert _mode(tmp_path / "onion" / "source.key") == 0o600
+    assert _mode(tmp_path / "onion") == 0o700
+    address = onion_address_for_key(key)
+    assert address.endswith(".onion") and len(address) == 62
+
+
+def test_corrupt_onion_key_file_gives_a_clear_error(tmp_path):
+    (tmp_path / "onion").mkdir(mode=0o700)
+    (tmp_path / "onion" / "source.key").write_bytes(b"garbage")
+    with pytest.raises(TorError, match="not a tor v3 onion secret key"):
+        load_or_create_onion_key(tmp_path / "onion" / "source.key")
+
+
+# --- offline mode, real tor ----------------------------------------------------------
+
+@pytest.fixture
+def journalist_keys():
+    return [generate_client_auth_keypair() for _ in range(2)]
+
+
+@pytest.fixture
+def started():
+    """Start OnionServices and always stop them."""
+    running: list[OnionServices] = []
+
+    def start(services: OnionServices, *args):
+        running.append(services)
+        return services.start(*args)
+
+    yield start
+    for services in running:
+        services.stop()
+
+
+@pytest.mark.slow
+def test_offline_mode_makes_both_addresses_at_once(tmp_path, started, journalist_keys):
+    seen = []
+    services = OnionServices(tmp_path, "offline", progress=lambda p, s: seen.append((p, s)))
+    t0 = time.monotonic()
+    source, journalist = started(services, 8080, 8081, [journalist_keys[0][0]])
+    assert time.monotonic() - t0 < 10
+    for address in (source, journalist):
+        assert address.endswith(".onion") and len(address) == 62
+    assert source != journalist
+    assert services.wait_for_bootstrap(30) is False  # at once: nothing is contacted
+    assert "offline" in services.bootstrap.summary
+    assert seen == [(0, "network disabled (offline mode)")]
+    # tor itself derived the same source address from the key intake wrote
+    assert (tmp_path / "tor" / "source_service" / "hostname").read_text().strip() == source
+
+
+@pytest.mark.slow
+def test_addresses_are_the_same_after_a_restart_and_keys_are_private(tmp_path, started, journalist_keys):
+    first = OnionServices(tmp_path, "offline")
+    addresses = started(first, 8080, 8081, [journalist_keys[0][0]])
+    first.stop()
+    again = OnionServices(tmp_path, "offline")
+    assert started(again, 9090, 9091, [k for k, _ in journalist_keys]) == addresses
+    assert _mode(tmp_path / "onion") == 0o700
+    assert _mode(tmp_path / "tor") == 0o700
+    for name in ("source.key", "journalist.key"):
+        assert _mode(tmp_path / "onion" / name) == 0o600
+    assert sorted(p.name for p in (tmp_path / "onion").iterdir()) == ["journalist.key", "source.key"]
+
+
+@pytest.mark.slow
+def test_journalist_service_requires_client_auth(tmp_path, started, journalist_keys):
+    services = OnionServices(tmp_path, "offline")
+    publics = [public for public, _ in journalist_keys]
+    _source, journalist = started(services, 8080, 8081, publics)
+    record = services.services["journalist"]
+    assert record.published and record.how == "add_onion"
+    # what tor echoed in its ADD_ONION reply (Flags=V3Auth): exactly our clients
+    assert sorted(record.client_auth) == sorted(publics)
+    current = services.getinfo("onions/current").split()
+    assert current == [journalist.removesuffix(".onion")]
+
+
+@pytest.mark.slow
+def test_source_service_has_pow_intro_dos_and_stream_limits(tmp_path, started):
+    services = OnionServices(tmp_path, "offline")
+    started(services, 8080, 8081, [generate_client_auth_keypair()[0]])
+    record = services.services["source"]
+    assert (record.pow_defenses, record.intro_dos_defense, record.max_streams) == (True, True, 20)
+    options = services.getconf("HiddenServiceOptions")
+    assert options["HiddenServicePoWDefensesEnabled"] == ["1"]
+    assert options["HiddenServiceEnableIntroDoSDefense"] == ["1"]
+    assert options["HiddenServiceMaxStreamsCloseCircuit"] == ["1"]
+    assert options["HiddenServicePort"] == ["80 127.0.0.1:8080"]
+
+
+@pytest.mark.slow
+def test_journalist_service_is_not_published_without_clients(tmp_path, started):
+    services = OnionServices(tmp_path, "offline")
+    _source, journalist = started(services, 8080, 8081, [])
+    assert not services.services["journalist"].published
+    assert services.getinfo("onions/current").split() == []
+    public, _private = generate_client_auth_keypair()
+    assert services.update_journalist_clients([public]) == journalist
+    assert services.getinfo("onions/current").split() == [journalist.removesuffix(".onion")]
+    assert services.services["journalist"].client_auth == (public,)
+
+
+@pytest.mark.slow
+def test_changing_journalist_clients_keeps_the_address(tmp_path, started, journalist_keys):
+    services = OnionServices(tmp_path, "offline")
+    _source, journalist = started(services, 8080, 8081, [journalist_keys[0][0]])
+    assert services.update_journalist_clients([k for k, _ in journalist_keys]) == journalist
+    assert len(services.services["journalist"].client_auth) == 2
+    assert services.getinfo("onions/current").split() == [journalist.removesuffix(".onion")]
+
+
+@pytest.mark.slow
+def test_stop_leaves_no_tor_process_behind(tmp_path, started):
+    services = OnionServices(tmp_path, "offline")
+    started(services, 8080, 8081, [])
+    pid = services.pid
+    assert pid and _alive(pid)
+    services.stop()
+    services.stop()  # idempotent
+    assert not _alive(pid)
+    assert _tor_processes_using(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_tor_exits_when_intake_is_killed(tmp_path):
+    """kill -9 of the owner: tor sees its owning control connection close and exits."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from intake.tor import OnionServices
+        services = OnionServices(Path({str(tmp_path)!r}), "offline")
+        services.start(8080, 8081, [])
+        print(services.pid, flush=True)
+        time.sleep(60)
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        tor_pid = int(owner.stdout.readline())
+        assert _alive(tor_pid)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 10
+    while _alive(tor_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(tor_pid)
+
+
+@pytest.mark.slow
+def test_private_keys_are_never_logged(tmp_path, started, caplog):
+    caplog.set_level(1)  # everything, stem's TRACE included
+    caplog.set_level(1, logger="stem")
+    public, private = generate_client_auth_keypair()
+    services = OnionServices(tmp_path, "offline")
+    started(services, 8080, 8081, [public])
+    services.update_journalist_clients([public])
+    services.stop()
+    text = caplog.text
+    assert "tor:" in text  # tor's own output did reach the log
+    for name in ("source.key", "journalist.key"):
+        secret = (tmp_path / "onion" / name).read_bytes()[32:]
+        assert base64.b64encode(secret).decode() not in text
+    assert private not in text
+
+
+@pytest.mark.slow
+def test_a_tor_that_refuses_its_config_gives_a_clear_error(tmp_path):
+    services = OnionServices(tmp_path, "offline", extra_torrc=["NoSuchTorOption 1"])
+    with pytest.raises(TorError, match="tor exited.*NoSuchTorOption"):
+        services.start(8080, 8081, [])
+    assert services.pid is None
+
+
+# --- system mode, against a stand-in system tor (also DisableNetwork 1) ----------------
+
+@pytest.fixture
+def system_tor(tmp_path):
+    """A tor like the Debian system tor: control socket + cookie auth; here with no network.
+    Returns (control_socket, tor_data_dir)."""
+    data = tmp_path / "system-tor"
+    data.mkdir(mode=0o700)
+    torrc = data / "torrc"
+    extra: list[str] = []
+
+    def launch(*torrc_lines: str) -> Path:
+        extra.extend(torrc_lines)
+        torrc.write_text("\n".join([
+            f"DataDirectory {data}",
+            f"ControlSocket unix:{data / 'control'}",
+            "CookieAuthentication 1",
+            "DisableNetwork 1",
+            "SocksPort 0",
+            "Log notice stdout",
+            "GeoIPFile /nonexistent",
+            "GeoIPv6File /nonexistent",
+            # no __OwningControllerProcess: stem would take ownership of a tor owned by
+            # its own pid, which a system tor never is; the fixture stops it instead
+            *extra,
+        ]) + "\n")
+        process = subprocess.Popen(["tor", "--defaults-torrc", os.devnull, "-f", str(torrc)],
+                                   stdout=open(data / "tor.log", "ab"), stderr=subprocess.STDOUT)
+        processes.append(process)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(data / "control"))
+                return data / "control"
+            except OSError:
+                assert process.poll() is None, "stand-in system tor exited"
+                assert time.monotonic() < deadline, "stand-in system tor did not start"
+                time.sleep(0.05)
+
+    processes: list[subprocess.Popen] = []
+    yield launch
+    for process in processes:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.slow
+def test_system_mode_adds_both_services_and_removes_them_on_stop(tmp_path, system_tor, started):
+    control = system_tor()
+    public, _ = generate_client_auth_keypair()
+    services = OnionServices(tmp_path / "data", "system", control_socket=control)
+    addresses = started(services, 8080, 8081, [public])
+    source = services.services["source"]
+    assert (source.how, source.pow_defenses, source.intro_dos_defense) == ("add_onion", True, False)
+    assert services.services["journalist"].client_auth == (public,)
+    assert services.pid is None  # not ours to stop
+    services.stop()
+    # the services went with the control connection: adding them again does not collide
+    again = OnionServices(tmp_path / "data", "system", control_socket=control)
+    assert started(again, 8080, 8081, [public]) == addresses
+    assert again.services["source"].how == "add_onion"
+
+
+@pytest.mark.slow
+def test_system_mode_accepts_a_source_service_from_the_system_torrc(tmp_path, system_tor, started):
+    key_file = tmp_path / "data" / "onion" / "source.key"
+    load_or_create_onion_key(key_file)
+    hs_dir = tmp_path / "system-tor" / "intake-source"
+    hs_dir.mkdir(mode=0o700, parents=True)
+    (hs_dir / "hs_ed25519_secret_key").write_bytes(key_file.read_bytes())
+    (hs_dir / "hs_ed25519_secret_key").chmod(0o600)
+    control = system_tor(f"HiddenServiceDir {hs_dir}", "HiddenServicePort 80 127.0.0.1:8080",
+                         "HiddenServicePoWDefensesEnabled 1", "HiddenServiceEnableIntroDoSDefense 1")
+    services = OnionServices(tmp_path / "data", "system", control_socket=control)
+    source, _journalist = started(services, 8080, 8081, [generate_client_auth_keypair()[0]])
+    assert services.services["source"].how == "system-torrc"
+    assert (hs_dir / "hostname").read_text().strip() == source
+
+
+@pytest.mark.slow
+def test_system_mode_without_a_control_socket_says_so(tmp_path):
+    services = OnionServices(tmp_path, "system", control_socket=tmp_path / "nothing-here")
+    with pytest.raises(TorError, match="no tor control socket"):
+        services.start(8080, 8081, [])
