@@ -1,4 +1,5 @@
 """Shared pytest set-up. Each area keeps its fixtures in its own module, registered here."""
 
 pytest_plugins = [
+    "tests.fixtures_server",
 ]
