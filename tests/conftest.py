@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures_server",
+    "tests.fixtures_store",
 ]

@@ -1,0 +1,111 @@
+"""Settings of one intake instance: where its data lives, its secrets, its limits.
+
+Everything the app, the store and the CLI need comes from one `Settings` object
+made by `load_settings`; nothing else reads the environment for configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from intake.store.errors import MissingDatabaseKeyError, NotInitialisedError, SecretFileError
+
+DB_FILE = "intake.db"
+DEFAULT_DB_KEY_FILE = "db.key"
+INSTANCE_SECRET_FILE = "instance.secret"
+DB_KEY_BYTES = 32
+INSTANCE_SECRET_BYTES = 32
+# systemd's LoadCredential= / LoadCredentialEncrypted= name (deploy/intake.service).
+SYSTEMD_CREDENTIAL = "intake-db-key"
+DB_KEY_FILE_ENV = "INTAKE_DB_KEY_FILE"
+
+# Argon2id cost of one codename derivation, measured on the development machine
+# (AMD EPYC, 2 cores; PyNaCl 1.6): opslimit 5 with 128 MiB takes 0.33-0.38 s
+# (opslimit 4: 0.27-0.30 s; opslimit 6: 0.46-0.50 s). With kdf_concurrency = 2
+# a worker needs at most 256 MiB for derivations at once, released afterwards.
+KDF_OPSLIMIT = 5
+KDF_MEMLIMIT = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    db_key: bytes = field(repr=False)  # SQLCipher key; repr=False keeps it out of tracebacks and logs
+    instance_secret: bytes = field(repr=False)  # Flask SECRET_KEY and the codename salt derive from it
+    max_request_bytes: int = 500 * 1024 * 1024
+    session_minutes: int = 120
+    kdf_opslimit: int = KDF_OPSLIMIT
+    kdf_memlimit: int = KDF_MEMLIMIT
+    kdf_concurrency: int = 2  # derivations running at once per worker
+    kdf_queue: int = 8  # derivations waiting per worker; beyond that the source sees "busy, try again"
+    kdf_timeout_seconds: float = 10.0  # a derivation that waited this long is refused as busy
+    upload_chunk_bytes: int = 1024 * 1024  # ciphertext per stored chunk row (one short transaction each)
+    busy_timeout_ms: int = 10_000  # how long a connection waits for the write lock
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    @property
+    def flask_secret_key(self) -> bytes:
+        return _derive(self.instance_secret, b"intake:flask", 32)
+
+    @property
+    def codename_salt(self) -> bytes:
+        """The Argon2id salt of codename derivations (16 bytes): per instance, so
+        one precomputed table cannot serve two newsrooms."""
+        return _derive(self.instance_secret, b"intake:codename", 16)
+
+
+def _derive(secret: bytes, purpose: bytes, size: int) -> bytes:
+    # BLAKE2b keyed with the instance secret, personalised per purpose (domain separation).
+    return hashlib.blake2b(b"", key=secret, person=purpose, digest_size=size).digest()
+
+
+def db_key_path(data_dir: Path, db_key_file: Path | None = None) -> Path:
+    """Where the database key is read from: the explicit file, else $INTAKE_DB_KEY_FILE,
+    else a systemd credential, else `db.key` in the data dir."""
+    if db_key_file is not None:
+        return Path(db_key_file)
+    if os.environ.get(DB_KEY_FILE_ENV):
+        return Path(os.environ[DB_KEY_FILE_ENV])
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / SYSTEMD_CREDENTIAL).is_file():
+        return Path(credentials) / SYSTEMD_CREDENTIAL
+    return Path(data_dir) / DEFAULT_DB_KEY_FILE
+
+
+def read_secret_file(path: Path, size: int, what: str, error: type[SecretFileError] = SecretFileError) -> bytes:
+    """Read a secret written as hex by `intake init`; refuse it if others may read it."""
+    try:
+        info = path.stat()
+        text = path.read_text("ascii").strip()
+    except FileNotFoundError:
+        raise error(f"the {what} file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError):
+        raise error(f"the {what} file {path} cannot be read") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(f"the {what} file {path} is readable by other users: run chmod 600 {path}")
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) != size:
+        raise error(f"the {what} file {path} does not hold a {size}-byte key in hex")
+    return secret
+
+
+def load_settings(data_dir: Path, *, db_key_file: Path | None = None, **overrides) -> Settings:
+    """Settings of the instance in `data_dir`; `overrides` replace any default (tests use small KDF costs)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / DB_FILE).is_file() or not (data_dir / INSTANCE_SECRET_FILE).is_file():
+        raise NotInitialisedError(f"{data_dir} is not an intake data dir: run `intake init --data {data_dir}` first")
+    instance_secret = read_secret_file(data_dir / INSTANCE_SECRET_FILE, INSTANCE_SECRET_BYTES, "instance secret")
+    db_key = read_secret_file(db_key_path(data_dir, db_key_file), DB_KEY_BYTES, "database key", MissingDatabaseKeyError)
+    settings = Settings(data_dir=data_dir, db_key=db_key, instance_secret=instance_secret)
+    return dataclasses.replace(settings, **overrides) if overrides else settings

@@ -1,0 +1,41 @@
+"""Exceptions of the store and of the data dir set-up.
+
+Each message is one line a person can act on; the CLI and web layers show it as is.
+No message ever quotes a key, a codename or any content.
+"""
+
+
+class StoreError(Exception):
+    """Base class: the store refused or failed an operation, for a stated reason."""
+
+
+class NotInitialisedError(StoreError):
+    """The data dir does not exist or was never set up with `intake init`."""
+
+
+class SecretFileError(StoreError):
+    """A secret file of the data dir is missing, unreadable, malformed or readable by others."""
+
+
+class MissingDatabaseKeyError(SecretFileError):
+    """The database key file is missing, unreadable, malformed or readable by others."""
+
+
+class WrongDatabaseKeyError(StoreError):
+    """The key does not open this database (or the file is not an intake database)."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the database is full."""
+
+
+class SourceExistsError(StoreError):
+    """A source with this lookup id already exists."""
+
+
+class JournalistExistsError(StoreError):
+    """A journalist with this name or key is already registered."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was written by a newer version of intake."""

@@ -1,0 +1,112 @@
+"""Forward-only schema migrations. Append new ones; never edit one that has shipped.
+
+The database's schema version is SQLite's `user_version` (inside the encrypted
+header). Migration N takes the schema from version N-1 to N.
+
+Dates are days ('YYYY-MM-DD', UTC) and nothing records a client's address or
+browser. The one precise time is source_sessions.expires_at: a session must end
+on time, and its row is deleted at expiry or logout.
+"""
+
+from __future__ import annotations
+
+import sqlcipher3
+
+from intake.store.connection import Connection, write_transaction
+from intake.store.errors import SchemaTooNewError
+
+MIGRATION_1 = """
+CREATE TABLE journalists (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    public_key BLOB NOT NULL UNIQUE,     -- X25519, submissions are encrypted to it
+    verify_key BLOB NOT NULL,            -- Ed25519, checks reply bundles
+    fingerprint TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    added_day TEXT NOT NULL,
+    removed_day TEXT
+);
+CREATE TABLE sources (
+    id TEXT PRIMARY KEY,                 -- random, not derived from the codename
+    lookup_id BLOB NOT NULL UNIQUE,      -- from the codename by Argon2id + BLAKE2b
+    reply_public_key BLOB NOT NULL,
+    designation TEXT NOT NULL UNIQUE,    -- "adjective noun", how journalists name the source
+    created_day TEXT NOT NULL,
+    last_active_day TEXT NOT NULL
+);
+CREATE TABLE submissions (
+    id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    received_day TEXT NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,     -- ciphertext bytes (envelopes are padded)
+    state TEXT NOT NULL CHECK (state IN ('pending', 'ready')),
+    writer TEXT,                         -- the process writing a pending upload (so recovery spots orphans); NULL once ready
+    exported_day TEXT
+);
+CREATE INDEX submissions_by_source ON submissions(source_id, state);
+CREATE INDEX submissions_by_state ON submissions(state, exported_day);
+CREATE TABLE submission_recipients (
+    submission_id TEXT NOT NULL REFERENCES submissions(id) ON DELETE CASCADE,
+    journalist_id INTEGER NOT NULL REFERENCES journalists(id),
+    PRIMARY KEY (submission_id, journalist_id)
+) WITHOUT ROWID;
+CREATE TABLE submission_chunks (
+    submission_id TEXT NOT NULL REFERENCES submissions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (submission_id, seq)
+);
+CREATE TABLE replies (
+    id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    journalist_id INTEGER REFERENCES journalists(id),
+    envelope BLOB NOT NULL,              -- sealed to the source's reply key on the air-gapped laptop
+    created_day TEXT NOT NULL,
+    read_day TEXT
+);
+CREATE INDEX replies_by_source ON replies(source_id);
+CREATE TABLE source_sessions (
+    id BLOB PRIMARY KEY,                 -- hash of the cookie token, never the token
+    source_id TEXT NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    sealed_secret BLOB NOT NULL,         -- the source's reply secret key, encrypted under the token
+    expires_at INTEGER NOT NULL          -- unix seconds; the only precise time kept, deleted with the row
+);
+CREATE INDEX source_sessions_by_expiry ON source_sessions(expires_at);
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1]
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: Connection) -> int:
+    """Bring the schema to LATEST_VERSION; safe when several processes start at once."""
+    if schema_version(conn) == LATEST_VERSION:
+        return LATEST_VERSION
+    with write_transaction(conn):
+        version = schema_version(conn)  # re-read under the write lock: another process may have migrated
+        if version > LATEST_VERSION:
+            raise SchemaTooNewError(f"the database has schema version {version}, newer than this intake ({LATEST_VERSION}): upgrade intake")
+        for number in range(version + 1, LATEST_VERSION + 1):
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+    return LATEST_VERSION
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT the surrounding transaction; run statement by statement instead.
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlcipher3.complete_statement(current):
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip():
+        raise ValueError("a migration ends with an incomplete statement")
+    return statements

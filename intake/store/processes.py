@@ -1,0 +1,35 @@
+"""Naming the process that writes a pending upload, so recovery can tell an
+orphan (its writer died) from an upload still in flight in another worker."""
+
+from __future__ import annotations
+
+import os
+
+
+def _start_time(pid: int) -> str | None:
+    # Field 22 of /proc/PID/stat: start time in clock ticks since boot. With the pid
+    # it names a process uniquely, even after the pid is reused.
+    try:
+        stat = open(f"/proc/{pid}/stat", "rb").read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()  # the command name may hold spaces
+    return fields[19].decode()
+
+
+def current_writer() -> str:
+    return f"{os.getpid()}:{_start_time(os.getpid()) or ''}"
+
+
+def writer_alive(writer: str | None) -> bool:
+    pid_text, _, started = (writer or "").partition(":")
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    return started == (_start_time(pid) or "")

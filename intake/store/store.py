@@ -1,0 +1,385 @@
+"""The encrypted store: the only code in intake that knows SQL.
+
+One `Store` wraps one SQLCipher connection; use one per thread or request.
+Transactions are short and explicit: an upload writes its ciphertext chunk by
+chunk, each in its own transaction, so a slow upload over Tor never holds the
+write lock, and becomes visible in one last short transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from intake.store import processes
+from intake.store.connection import Connection, IntegrityError, connect, translate_errors, write_transaction
+from intake.store.designations import random_designation
+from intake.store.errors import JournalistExistsError, NotInitialisedError, SourceExistsError, StoreError
+from intake.store.migrations import migrate
+
+if TYPE_CHECKING:
+    from intake.config import Settings
+
+_DESIGNATION_ATTEMPTS = 20
+# The WAL is cut back to this after a checkpoint, so one large upload does not leave a large file behind.
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
+def today() -> str:
+    """The current day, UTC: the finest time the store keeps (see migrations.py)."""
+    return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
+def _new_id() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    designation: str
+    reply_public_key: bytes
+    created_day: str
+    last_active_day: str
+
+
+@dataclass(frozen=True)
+class Recipient:
+    journalist_id: int
+    name: str
+    public_key: bytes
+
+
+@dataclass(frozen=True)
+class Journalist:
+    id: int
+    name: str
+    public_key: bytes
+    verify_key: bytes
+    fingerprint: str
+    active: bool
+    added_day: str
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    id: str
+    created_day: str
+    envelope: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class StoredSubmission:
+    id: str
+    source_id: str
+    kind: str
+    received_day: str
+    size: int
+    exported_day: str | None
+
+
+class Store:
+    def __init__(self, conn: Connection, chunk_bytes: int):
+        self._conn = conn
+        self._chunk_bytes = chunk_bytes
+
+    @classmethod
+    def open(cls, settings: Settings) -> Store:
+        """Open an initialised database (raises NotInitialisedError, WrongDatabaseKeyError)."""
+        if not settings.db_path.is_file():
+            raise NotInitialisedError(f"{settings.data_dir} has no intake database: run `intake init --data {settings.data_dir}` first")
+        return cls._connect(settings, create=False)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Store:
+        """Create the database with the current schema (used by `intake init`)."""
+        return cls._connect(settings, create=True)
+
+    @classmethod
+    def _connect(cls, settings: Settings, *, create: bool) -> Store:
+        conn = connect(settings.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms, create=create)
+        try:
+            with translate_errors():
+                conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, settings.upload_chunk_bytes)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with translate_errors():
+            return self._conn.execute(sql, params).fetchall()
+
+    # Journalists
+
+    def register_journalist(self, name: str, public_key: bytes, verify_key: bytes, fingerprint: str) -> Recipient:
+        try:
+            with write_transaction(self._conn) as conn:
+                cursor = conn.execute(
+                    "INSERT INTO journalists (name, public_key, verify_key, fingerprint, added_day) VALUES (?, ?, ?, ?, ?)",
+                    (name, public_key, verify_key, fingerprint, today()),
+                )
+        except IntegrityError:
+            raise JournalistExistsError(f"a journalist named {name!r} or with the same key is already registered") from None
+        return Recipient(cursor.lastrowid, name, public_key)
+
+    def journalists(self) -> list[Journalist]:
+        rows = self._read("SELECT id, name, public_key, verify_key, fingerprint, active, added_day FROM journalists ORDER BY id")
+        return [Journalist(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6]) for row in rows]
+
+    def active_recipients(self) -> list[Recipient]:
+        rows = self._read("SELECT id, name, public_key FROM journalists WHERE active = 1 ORDER BY id")
+        return [Recipient(*row) for row in rows]
+
+    # Sources
+
+    def source_by_lookup(self, lookup_id: bytes) -> Source | None:
+        rows = self._read(
+            "SELECT id, designation, reply_public_key, created_day, last_active_day FROM sources WHERE lookup_id = ?",
+            (lookup_id,),
+        )
+        return Source(*rows[0]) if rows else None
+
+    def create_source(self, lookup_id: bytes, reply_public_key: bytes) -> Source:
+        day = today()
+        with write_transaction(self._conn) as conn:
+            # Under the write lock this check cannot race another insert.
+            if conn.execute("SELECT 1 FROM sources WHERE lookup_id = ?", (lookup_id,)).fetchone():
+                raise SourceExistsError("a source with this codename already exists")
+            for _ in range(_DESIGNATION_ATTEMPTS):
+                source = Source(_new_id(), random_designation(), reply_public_key, day, day)
+                try:
+                    conn.execute(
+                        "INSERT INTO sources (id, lookup_id, reply_public_key, designation, created_day, last_active_day)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (source.id, lookup_id, reply_public_key, source.designation, day, day),
+                    )
+                    return source
+                except IntegrityError:
+                    continue  # the designation (or the random id) is taken: draw again
+        raise StoreError("could not find a free source designation: try again")
+
+    def touch_source(self, source_id: str) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute("UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?", (today(), source_id, today()))
+
+    # Submissions
+
+    def start_submission(self, source_id: str, kind: str, recipients: list[Recipient]) -> SubmissionWriter:
+        if not recipients:
+            raise StoreError("no journalist is registered to receive submissions")
+        submission_id = _new_id()
+        with write_transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT INTO submissions (id, source_id, kind, received_day, state, writer) VALUES (?, ?, ?, ?, 'pending', ?)",
+                (submission_id, source_id, kind, today(), processes.current_writer()),
+            )
+            conn.executemany(
+                "INSERT INTO submission_recipients (submission_id, journalist_id) VALUES (?, ?)",
+                [(submission_id, recipient.journalist_id) for recipient in recipients],
+            )
+        return SubmissionWriter(self, submission_id, self._chunk_bytes)
+
+    def submissions(self, source_id: str | None = None) -> list[StoredSubmission]:
+        """Visible (complete) submissions, of one source or of all."""
+        sql = "SELECT id, source_id, kind, received_day, size, exported_day FROM submissions WHERE state = 'ready'"
+        params: tuple = ()
+        if source_id is not None:
+            sql += " AND source_id = ?"
+            params = (source_id,)
+        return [StoredSubmission(*row) for row in self._read(sql + " ORDER BY received_day, rowid", params)]
+
+    def submission_ciphertext(self, submission_id: str) -> Iterator[bytes]:
+        """The stored envelope of a visible submission, chunk by chunk (memory stays flat)."""
+        seqs = self._read(
+            "SELECT c.seq FROM submission_chunks c JOIN submissions s ON s.id = c.submission_id"
+            " WHERE c.submission_id = ? AND s.state = 'ready' ORDER BY c.seq",
+            (submission_id,),
+        )
+        for (seq,) in seqs:
+            rows = self._read("SELECT data FROM submission_chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq))
+            if not rows:
+                raise StoreError("the submission was deleted while it was being read")
+            yield rows[0][0]
+
+    def _append_chunk(self, submission_id: str, seq: int, data: bytes) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
+
+    def _publish(self, submission_id: str, size: int) -> None:
+        with write_transaction(self._conn) as conn:
+            updated = conn.execute(
+                "UPDATE submissions SET state = 'ready', size = ?, writer = NULL WHERE id = ? AND state = 'pending'",
+                (size, submission_id),
+            ).rowcount
+            if updated != 1:
+                raise StoreError("the upload was removed before it completed: please send it again")
+            conn.execute(
+                "UPDATE sources SET last_active_day = ? WHERE id = (SELECT source_id FROM submissions WHERE id = ?)",
+                (today(), submission_id),
+            )
+
+    def _discard(self, submission_id: str) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute("DELETE FROM submissions WHERE id = ? AND state = 'pending'", (submission_id,))
+        self._reclaim_space()
+
+    def recover(self) -> int:
+        """Remove uploads left pending by a process that died, and free their space.
+
+        Uploads still being written by a live process (another worker) are kept.
+        Returns how many were removed.
+        """
+        pending = self._read("SELECT id, writer FROM submissions WHERE state = 'pending'")
+        orphans = [(submission_id,) for submission_id, writer in pending if not processes.writer_alive(writer)]
+        if orphans:
+            with write_transaction(self._conn) as conn:
+                conn.executemany("DELETE FROM submissions WHERE id = ? AND state = 'pending'", orphans)
+        self._reclaim_space()
+        return len(orphans)
+
+    def _reclaim_space(self) -> None:
+        with translate_errors():
+            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    # Replies
+
+    def add_reply(self, source_id: str, journalist_id: int | None, envelope: bytes) -> StoredReply:
+        reply = StoredReply(_new_id(), today(), envelope)
+        with write_transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day) VALUES (?, ?, ?, ?, ?)",
+                (reply.id, source_id, journalist_id, envelope, reply.created_day),
+            )
+        return reply
+
+    def replies_for(self, source_id: str) -> list[StoredReply]:
+        rows = self._read("SELECT id, created_day, envelope FROM replies WHERE source_id = ? ORDER BY created_day, rowid", (source_id,))
+        return [StoredReply(*row) for row in rows]
+
+    def delete_reply(self, source_id: str, reply_id: str) -> bool:
+        with write_transaction(self._conn) as conn:
+            return conn.execute("DELETE FROM replies WHERE id = ? AND source_id = ?", (reply_id, source_id)).rowcount == 1
+
+    def mark_replies_read(self, source_id: str, reply_ids: list[str]) -> None:
+        if not reply_ids:
+            return
+        with write_transaction(self._conn) as conn:
+            conn.executemany(
+                "UPDATE replies SET read_day = ? WHERE id = ? AND source_id = ? AND read_day IS NULL",
+                [(today(), reply_id, source_id) for reply_id in reply_ids],
+            )
+
+    # Sessions (expires_at is the one precise time kept; the row goes at expiry or logout)
+
+    def save_session(self, session_id: bytes, source_id: str, sealed_secret: bytes, expires_at: int) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT INTO source_sessions (id, source_id, sealed_secret, expires_at) VALUES (?, ?, ?, ?)",
+                (session_id, source_id, sealed_secret, int(expires_at)),
+            )
+
+    def load_session(self, session_id: bytes) -> tuple[str, bytes] | None:
+        rows = self._read("SELECT source_id, sealed_secret, expires_at FROM source_sessions WHERE id = ?", (session_id,))
+        if not rows:
+            return None
+        source_id, sealed_secret, expires_at = rows[0]
+        if expires_at <= time.time():
+            self.delete_session(session_id)
+            return None
+        return source_id, sealed_secret
+
+    def delete_session(self, session_id: bytes) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute("DELETE FROM source_sessions WHERE id = ?", (session_id,))
+
+    def purge_expired_sessions(self) -> int:
+        with write_transaction(self._conn) as conn:
+            return conn.execute("DELETE FROM source_sessions WHERE expires_at <= ?", (int(time.time()),)).rowcount
+
+    # Overview
+
+    def counts(self) -> dict[str, int]:
+        (row,) = self._read(
+            "SELECT (SELECT count(*) FROM sources),"
+            " (SELECT count(*) FROM submissions WHERE state = 'ready'),"
+            " (SELECT count(*) FROM replies),"
+            " (SELECT count(*) FROM journalists WHERE active = 1),"
+            " (SELECT count(*) FROM submissions WHERE state = 'pending')"
+        )
+        return dict(zip(("sources", "submissions", "replies", "journalists", "pending uploads"), row))
+
+
+class SubmissionWriter:
+    """File-like sink for one submission's ciphertext.
+
+    `write()` buffers up to one chunk and stores each full chunk in its own short
+    transaction; `commit()` stores the rest and makes the submission visible;
+    `abort()` (or leaving a `with` block by an exception) removes it.
+    """
+
+    def __init__(self, store: Store, submission_id: str, chunk_bytes: int):
+        self.id = submission_id
+        self._store = store
+        self._chunk_bytes = chunk_bytes
+        self._buffer = bytearray()
+        self._seq = 0
+        self._size = 0
+        self._finished = False
+
+    @property
+    def size(self) -> int:
+        return self._size + len(self._buffer)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._finished:
+            raise ValueError("write to a submission that was already committed or aborted")
+        self._buffer += data
+        while len(self._buffer) >= self._chunk_bytes:
+            self._flush(self._chunk_bytes)
+        return len(data)
+
+    def _flush(self, size: int) -> None:
+        chunk = bytes(self._buffer[:size])
+        self._store._append_chunk(self.id, self._seq, chunk)
+        del self._buffer[:size]
+        self._seq += 1
+        self._size += len(chunk)
+
+    def commit(self) -> str:
+        if self._finished:
+            raise ValueError("this submission was already committed or aborted")
+        if self._buffer:
+            self._flush(len(self._buffer))
+        self._store._publish(self.id, self._size)
+        self._finished = True
+        return self.id
+
+    def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._buffer = bytearray()
+        self._store._discard(self.id)
+
+    def __enter__(self) -> SubmissionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -1,0 +1,55 @@
+"""Fixtures for an initialised data dir, its settings and an open store (cheap KDF costs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from keys.identity import Identity
+from nacl import pwhash
+
+from intake.config import Settings, load_settings
+from intake.setup import init_data_dir
+from intake.store import Recipient, Source, Store
+
+# Argon2id's minimum costs: derivations take milliseconds, so tests stay fast.
+FAST_KDF = {"kdf_opslimit": pwhash.argon2id.OPSLIMIT_MIN, "kdf_memlimit": pwhash.argon2id.MEMLIMIT_MIN}
+
+
+def make_journalist(folder: Path, name: str) -> tuple[Identity, Path]:
+    """A journalist identity and its public key file (the secret stays in memory)."""
+    identity = Identity.generate(name)
+    public_file = folder / f"{name}.public"
+    identity.public.save(public_file)
+    return identity, public_file
+
+
+@pytest.fixture
+def journalists(tmp_path: Path) -> list[tuple[Identity, Path]]:
+    folder = tmp_path / "journalist-keys"
+    folder.mkdir()
+    return [make_journalist(folder, name) for name in ("alice", "bob", "carol")]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, journalists: list[tuple[Identity, Path]]) -> Settings:
+    data_dir = tmp_path / "data"
+    init_data_dir(data_dir, [public_file for _, public_file in journalists])
+    return load_settings(data_dir, **FAST_KDF)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    with Store.open(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def recipients(store: Store) -> list[Recipient]:
+    return store.active_recipients()
+
+
+@pytest.fixture
+def source(store: Store) -> Source:
+    return store.create_source(b"\x01" * 32, b"\x02" * 32)

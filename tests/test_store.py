@@ -1,0 +1,263 @@
+"""The SQLCipher store: encryption at rest, visibility of uploads, recovery, limits."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes
+
+from intake.config import Settings
+from intake.store import (
+    NotInitialisedError,
+    SchemaTooNewError,
+    SourceExistsError,
+    Store,
+    StoreError,
+    StoreFullError,
+    WrongDatabaseKeyError,
+)
+from intake.store import store as store_module
+from intake.store.migrations import LATEST_VERSION
+
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _files_digest(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def _disk_bytes(settings: Settings) -> int:
+    return sum(path.stat().st_size for path in settings.data_dir.glob("intake.db*"))
+
+
+def _store_envelope(store: Store, source_id: str, recipients, body: bytes) -> str:
+    out = io.BytesIO()
+    with EnvelopeWriter(out, [r.public_key for r in recipients], Metadata("message", length=len(body))) as envelope:
+        envelope.write(body)
+    with store.start_submission(source_id, "message", recipients) as upload:
+        upload.write(out.getvalue())
+        return upload.commit()
+
+
+def test_wrong_database_key_is_refused_and_changes_nothing(settings: Settings):
+    before = _files_digest(settings.data_dir)
+    wrong = dataclasses.replace(settings, db_key=bytes(32))
+    with pytest.raises(WrongDatabaseKeyError) as refused:
+        Store.open(wrong)
+    assert settings.db_key.hex() not in str(refused.value)
+    assert _files_digest(settings.data_dir) == before
+
+
+def test_missing_database_is_not_initialised(settings: Settings, tmp_path: Path):
+    elsewhere = dataclasses.replace(settings, data_dir=tmp_path / "nowhere")
+    with pytest.raises(NotInitialisedError):
+        Store.open(elsewhere)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_database_and_wal_hold_no_plaintext(store: Store, settings: Settings, recipients):
+    canary = b"CANARY-" + os.urandom(8).hex().encode()
+    source = store.create_source(canary + b"-lookup", b"\x05" * 32)
+    with store.start_submission(source.id, "message", recipients) as upload:
+        upload.write(canary * 1000)  # stands in for ciphertext: proves the pages themselves are encrypted
+        upload.commit()
+    store.add_reply(source.id, recipients[0].journalist_id, canary)
+    files = list(settings.data_dir.glob("intake.db*"))
+    assert any(path.name.endswith("-wal") and path.stat().st_size > 0 for path in files)
+    for path in files:
+        data = path.read_bytes()
+        assert canary not in data and source.designation.encode() not in data, path.name
+    assert store.counts()["submissions"] == 1
+
+
+def test_committed_submission_decrypts_for_every_journalist(store: Store, source, recipients, journalists):
+    body = os.urandom(3 * 1024 * 1024 + 123)  # several chunk rows
+    submission_id = _store_envelope(store, source.id, recipients, body)
+    (stored,) = store.submissions(source.id)
+    assert stored.id == submission_id and DAY.match(stored.received_day)
+    ciphertext = b"".join(store.submission_ciphertext(submission_id))
+    assert stored.size == len(ciphertext)
+    for identity, _ in journalists:
+        metadata, plaintext = decrypt_bytes(ciphertext, identity.private_key)
+        assert plaintext == body and metadata.kind == "message"
+
+
+def test_pending_upload_is_invisible_until_commit(store: Store, source, recipients):
+    upload = store.start_submission(source.id, "file", recipients)
+    upload.write(os.urandom(2 * 1024 * 1024))
+    assert store.submissions() == []
+    assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 1
+    upload.commit()
+    assert len(store.submissions()) == 1 and store.counts()["pending uploads"] == 0
+
+
+def test_aborted_upload_leaves_nothing_and_frees_its_space(store: Store, settings: Settings, source, recipients):
+    store.recover()  # settle the WAL so the baseline is the database itself
+    baseline = _disk_bytes(settings)
+    upload = store.start_submission(source.id, "file", recipients)
+    upload.write(os.urandom(4 * 1024 * 1024))
+    upload.abort()
+    assert store.counts()["pending uploads"] == 0
+    assert _disk_bytes(settings) < baseline + 256 * 1024
+
+
+def test_exception_inside_upload_block_aborts_it(store: Store, source, recipients):
+    with pytest.raises(RuntimeError):
+        with store.start_submission(source.id, "file", recipients) as upload:
+            upload.write(b"x" * 10)
+            raise RuntimeError("client went away")
+    assert store.counts()["pending uploads"] == 0
+
+
+def test_second_store_commits_while_an_upload_is_in_flight(settings: Settings, source, recipients):
+    # A short busy timeout: the other worker must not wait on the upload at all.
+    impatient = dataclasses.replace(settings, busy_timeout_ms=100)
+    with Store.open(settings) as slow_worker, Store.open(impatient) as other_worker:
+        upload = slow_worker.start_submission(source.id, "file", recipients)
+        upload.write(os.urandom(settings.upload_chunk_bytes + 10))  # one chunk stored, the rest buffered
+        # The slow client is between writes: another worker takes in a whole submission meanwhile.
+        quick_source = other_worker.create_source(b"\x09" * 32, b"\x08" * 32)
+        quick_id = _store_envelope(other_worker, quick_source.id, recipients, b"tip")
+        upload.write(os.urandom(settings.upload_chunk_bytes))
+        slow_id = upload.commit()
+        assert {s.id for s in other_worker.submissions()} == {quick_id, slow_id}
+
+
+_KILLED_WRITER = """
+import os, sys
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store
+store = Store.open(load_settings(Path(sys.argv[1])))
+(source,) = [store.source_by_lookup(bytes(32))]
+upload = store.start_submission(source.id, "file", store.active_recipients())
+upload.write(os.urandom(6 * 1024 * 1024 + 5))
+print("written", flush=True)
+sys.stdin.read()  # wait to be killed
+"""
+
+
+def test_writer_killed_mid_upload_shows_nothing_and_recover_reclaims_space(store: Store, settings: Settings):
+    store.create_source(bytes(32), b"\x03" * 32)
+    store.recover()
+    baseline = _disk_bytes(settings)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(settings.data_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "written"
+        assert store.counts()["pending uploads"] == 1
+        assert store.recover() == 0  # the writer is alive: its upload is kept
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert store.submissions() == []
+    assert store.recover() == 1
+    counts = store.counts()
+    assert counts["pending uploads"] == 0 and counts["submissions"] == 0
+    assert _disk_bytes(settings) < baseline + 256 * 1024
+
+
+def test_recover_keeps_uploads_still_being_written(store: Store, source, recipients):
+    upload = store.start_submission(source.id, "file", recipients)
+    upload.write(b"x" * 100)
+    assert store.recover() == 0
+    upload.commit()
+    assert len(store.submissions()) == 1
+
+
+def test_full_disk_gives_a_clear_error_and_no_partial_submission(store: Store, source, recipients):
+    used_pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {used_pages + 50}")  # the disk, as the database sees it, fills up
+    upload = store.start_submission(source.id, "file", recipients)
+    with pytest.raises(StoreFullError) as full:
+        upload.write(os.urandom(8 * 1024 * 1024))
+    assert "full" in str(full.value)
+    upload.abort()
+    assert store.submissions() == [] and store.counts()["pending uploads"] == 0
+
+
+def test_existing_lookup_id_is_refused(store: Store, source):
+    with pytest.raises(SourceExistsError):
+        store.create_source(b"\x01" * 32, b"\x07" * 32)
+
+
+def test_source_round_trip_with_day_granular_dates(store: Store):
+    created = store.create_source(b"\x0a" * 32, b"\x0b" * 32)
+    found = store.source_by_lookup(b"\x0a" * 32)
+    assert found == created
+    assert re.fullmatch(r"[a-z]+ [a-z]+", created.designation)
+    assert DAY.match(created.created_day) and DAY.match(created.last_active_day)
+    store.touch_source(created.id)
+    assert store.source_by_lookup(b"\x0c" * 32) is None
+
+
+def test_designation_collision_is_retried(store: Store, monkeypatch):
+    names = iter(["calm river", "calm river", "quiet hill"])
+    monkeypatch.setattr(store_module, "random_designation", lambda: next(names))
+    first = store.create_source(b"\x10" * 32, b"\x00" * 32)
+    second = store.create_source(b"\x11" * 32, b"\x00" * 32)
+    assert (first.designation, second.designation) == ("calm river", "quiet hill")
+
+
+def test_replies_are_listed_marked_read_and_deleted_only_by_their_source(store: Store, source, recipients):
+    other = store.create_source(b"\x20" * 32, b"\x21" * 32)
+    first = store.add_reply(source.id, recipients[0].journalist_id, b"sealed-1")
+    second = store.add_reply(source.id, recipients[1].journalist_id, b"sealed-2")
+    assert [reply.envelope for reply in store.replies_for(source.id)] == [b"sealed-1", b"sealed-2"]
+    assert store.replies_for(other.id) == []
+    store.mark_replies_read(source.id, [first.id])
+    assert store.delete_reply(other.id, first.id) is False
+    assert store.delete_reply(source.id, first.id) is True
+    assert [reply.id for reply in store.replies_for(source.id)] == [second.id]
+
+
+def test_sessions_load_until_they_expire(store: Store, source):
+    store.save_session(b"live", source.id, b"sealed", int(time.time()) + 60)
+    store.save_session(b"old", source.id, b"sealed", int(time.time()) - 1)
+    store.save_session(b"older", source.id, b"sealed", int(time.time()) - 100)
+    assert store.load_session(b"live") == (source.id, b"sealed")
+    assert store.load_session(b"old") is None
+    assert store.purge_expired_sessions() == 1  # "old" went when it was found expired
+    store.delete_session(b"live")
+    assert store.load_session(b"live") is None and store.load_session(b"missing") is None
+
+
+def test_schema_keeps_no_client_data_or_precise_times(store: Store):
+    tables = [row[0] for row in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    columns = {f"{table}.{row[1]}" for table in tables for row in store._conn.execute(f"PRAGMA table_info({table})")}
+    suspicious = {c for c in columns if re.search(r"ip|addr|agent|_at$|time|stamp", c.split(".")[1])}
+    assert suspicious == {"source_sessions.expires_at"}
+
+
+def test_database_from_a_newer_intake_is_refused(store: Store, settings: Settings):
+    assert store._conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+    store._conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    with pytest.raises(SchemaTooNewError):
+        Store.open(settings)
+
+
+def test_counts_cover_every_kind(store: Store, source, recipients):
+    _store_envelope(store, source.id, recipients, b"hello")
+    store.add_reply(source.id, None, b"sealed")
+    assert store.counts() == {"sources": 1, "submissions": 1, "replies": 1, "journalists": 3, "pending uploads": 0}
+
+
+def test_start_submission_needs_a_recipient(store: Store, source):
+    with pytest.raises(StoreError):
+        store.start_submission(source.id, "message", [])
