@@ -75,8 +75,8 @@ def _derive_keys(codename: str) -> SourceKeys:
 
 
 def _max_upload_label() -> str:
-    mebibytes = app_state().settings.max_request_bytes / (1024 * 1024)
-    return _("%(size)s MiB", size=f"{mebibytes:g}")
+    mebibytes = format(app_state().settings.max_request_bytes / (1024 * 1024), "g")
+    return _("%(size)s MiB", size=mebibytes)
 
 
 # --- pages --------------------------------------------------------------------
