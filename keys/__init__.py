@@ -1,0 +1,12 @@
+"""intake's offline toolkit and crypto format. PyNaCl and the standard library only.
+
+envelope       streaming public-key encryption, format v1 (the server writes, the laptop reads)
+identity       journalist key pairs, passphrase-protected secret files, fingerprints
+bundle         export bundles (server -> laptop) and signed reply bundles (laptop -> server)
+files          safe names and all-or-nothing writes for files named by hostile input
+unpack         decrypt an export bundle into a folder per source
+source_record  the source.json each decrypted source folder carries
+index          index.html for a decrypted folder
+progress       a progress bar on stderr
+cli            the ``intake-keys`` command
+"""

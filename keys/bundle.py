@@ -462,8 +462,16 @@ def _check_reply(source_id: object, sealed: bytes) -> None:
         raise FormatError("a reply in the bundle is not a version 1 envelope")
 
 
-def verify_reply_bundle(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | bytes]) -> VerifiedReplies:
-    """Read a reply bundle; return its replies only if a journalist in ``verify_keys`` signed it all."""
+@dataclasses.dataclass(frozen=True)
+class _ParsedReplies:
+    signer: str
+    replies: list[tuple[str, bytes]]
+    signed_digest: bytes
+    signature: bytes | None  # None: the bundle ends where its signature should be
+
+
+def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> _ParsedReplies:
+    """Parse a reply bundle's framing; ``accept_signer`` may refuse the signer before the body is read."""
     digest = hashlib.blake2b(digest_size=64)
     total = 0
 
@@ -478,7 +486,7 @@ def verify_reply_bundle(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | byt
         return data
 
     head = _read_exact(src, len(REPLY_MAGIC) + 2)
-    if len(head) < len(REPLY_MAGIC) or not head.startswith(REPLY_MAGIC):
+    if not head.startswith(REPLY_MAGIC):
         raise FormatError("this is not an intake reply bundle")
     if len(head) < len(REPLY_MAGIC) + 2:
         raise TruncatedError("the reply bundle is truncated")
@@ -489,16 +497,13 @@ def verify_reply_bundle(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | byt
         signer = check_name(signer_raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise FormatError("the reply bundle names an invalid signer") from None
-    if signer not in verify_keys:
-        raise UnknownSignerError(f"the reply bundle is signed by {signer!r}, who is not a registered journalist")
-    verify_key = verify_keys[signer]
-    verify_key = verify_key if isinstance(verify_key, VerifyKey) else VerifyKey(bytes(verify_key))
+    accept_signer(signer)
     digest.update(head + signer_raw)
     replies: list[tuple[str, bytes]] = []
     while True:
         raw = _read_exact(src, _REPLY_ENTRY.size)
         if not raw:
-            raise BadSignatureError("the reply bundle is not signed")
+            return _ParsedReplies(signer, replies, digest.digest(), None)
         if len(raw) < _REPLY_ENTRY.size:
             raise TruncatedError("the reply bundle is truncated")
         total += len(raw)
@@ -509,7 +514,7 @@ def verify_reply_bundle(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | byt
             signature = take(64)
             if _read_exact(src, 1):
                 raise FormatError("the reply bundle has data after its signature")
-            break
+            return _ParsedReplies(signer, replies, digest.digest(), signature)
         if kind != ENTRY_REPLY:
             raise FormatError(f"the reply bundle has an entry of unknown type {kind}")
         if not 2 <= length <= 1 + 255 + MAX_REPLY_ENVELOPE:
@@ -526,11 +531,39 @@ def verify_reply_bundle(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | byt
         sealed = payload[1 + sid_len :]
         _check_reply(source_id, sealed)
         replies.append((source_id, sealed))
+
+
+def verify_reply_bundle(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | bytes]) -> VerifiedReplies:
+    """Read a reply bundle; return its replies only if a journalist in ``verify_keys`` signed it all."""
+
+    def accept(signer: str) -> None:
+        if signer not in verify_keys:
+            raise UnknownSignerError(f"the reply bundle is signed by {signer!r}, who is not a registered journalist")
+
+    parsed = _parse_reply_bundle(src, accept)
+    if parsed.signature is None:
+        raise BadSignatureError("the reply bundle is not signed")
+    key = verify_keys[parsed.signer]
+    key = key if isinstance(key, VerifyKey) else VerifyKey(bytes(key))
     try:
-        verify_key.verify(SIGNATURE_CONTEXT + digest.digest(), signature)
+        key.verify(SIGNATURE_CONTEXT + parsed.signed_digest, parsed.signature)
     except NaclBadSignature:
-        raise BadSignatureError(f"the reply bundle's signature by {signer!r} does not verify: it was forged or modified") from None
-    return VerifiedReplies(signer, replies)
+        raise BadSignatureError(f"the reply bundle's signature by {parsed.signer!r} does not verify: it was forged or modified") from None
+    return VerifiedReplies(parsed.signer, parsed.replies)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplyBundleInfo:
+    """What a reply bundle says about itself, signature NOT checked (for ``inspect``)."""
+
+    signer: str
+    replies: int
+    signed: bool
+
+
+def describe_reply_bundle(src: BinaryIO) -> ReplyBundleInfo:
+    parsed = _parse_reply_bundle(src, lambda signer: None)
+    return ReplyBundleInfo(parsed.signer, len(parsed.replies), parsed.signature is not None)
 
 
 def add_replies(path: Path, identity: Identity, new_replies: Sequence[tuple[str, bytes]]) -> int:

@@ -1,0 +1,111 @@
+"""Decrypt an export bundle into a folder per source.
+
+Layout of the output folder::
+
+    OUT/index.html                      every source and item, no scripts
+    OUT/<designation>/source.json       source_id, designation, reply public key, items decrypted
+    OUT/<designation>/<day> message.txt
+    OUT/<designation>/<day> <sanitised original file name>
+
+Each item is written under a hidden temporary name and renamed only after its
+envelope's FINAL message verified and its bytes matched the manifest; on any
+error the temporary file is removed, so nothing partial looks complete.
+Decrypting the same bundle again skips items already recorded in source.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from keys.bundle import ExportBundle, ManifestItem, ManifestSource
+from keys.errors import FormatError
+from keys.files import PendingFile, safe_file_name, with_suffix_number
+from keys.identity import Identity
+from keys.index import write_index
+from keys.source_record import load_source_record, save_source_record
+
+@dataclasses.dataclass
+class UnpackSummary:
+    sources: int = 0
+    written: int = 0
+    already_there: int = 0
+    not_for_you: int = 0
+
+
+def unpack_bundle(bundle: ExportBundle, identity: Identity, out: Path, advance: Callable[[int], None] = lambda n: None) -> UnpackSummary:
+    sources = bundle.read_manifest(identity)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    summary = UnpackSummary(sources=len(sources))
+    for source in sources:
+        folder, record = _source_folder(out, source)
+        done = {entry["item_id"] for entry in record["items"]}
+        try:
+            for item in source.items:
+                if item.item_id in done:
+                    summary.already_there += 1
+                elif identity.name not in item.recipients:
+                    summary.not_for_you += 1
+                else:
+                    record["items"].append(_write_item(bundle, identity, folder, item, advance))
+                    summary.written += 1
+                    continue
+                advance(item.size)
+        finally:
+            # Record what is complete even when a later item fails.
+            save_source_record(folder, record)
+    write_index(out)
+    return summary
+
+
+def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: ManifestItem, advance: Callable[[int], None]) -> dict:
+    reader = bundle.open_item(item, identity)
+    if item.kind == "message":
+        name = f"{item.received_day} message.txt"
+    else:
+        name = f"{item.received_day} {safe_file_name(reader.metadata.name, 'file')}"
+    length = 0
+    with PendingFile(folder) as pending:
+        for chunk in reader.chunks():
+            pending.write(chunk)
+            length += len(chunk)
+            advance(len(chunk))
+        path = pending.commit(name)
+    advance(item.size - length)  # the progress counts stored bytes: add the envelope's overhead
+    return {
+        "item_id": item.item_id,
+        "kind": item.kind,
+        "received_day": item.received_day,
+        "file": path.name,
+        "original_name": reader.metadata.name,
+        "content_type": reader.metadata.content_type,
+        "length": length,
+    }
+
+
+def _source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict]:
+    """The source's folder: its existing one (same source_id) or a new one."""
+    base = safe_file_name(source.designation, f"source {source.source_id}")
+    for number in range(1, 1000):
+        folder = out / with_suffix_number(base, number)
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            try:
+                record = load_source_record(folder, missing_ok=True)
+            except FormatError:
+                continue  # not ours to write into
+            if record is not None and record["source_id"] == source.source_id:
+                return folder, record
+            continue
+        record = {
+            "source_id": source.source_id,
+            "designation": source.designation,
+            "reply_public_key": base64.b64encode(source.reply_public_key).decode(),
+            "items": [],
+        }
+        save_source_record(folder, record)
+        return folder, record
+    raise FormatError(f"too many folders named like {base!r} in {out}")
