@@ -361,3 +361,28 @@ def test_system_mode_without_a_control_socket_says_so(tmp_path):
     services = OnionServices(tmp_path, "system", control_socket=tmp_path / "nothing-here")
     with pytest.raises(TorError, match="no tor control socket"):
         services.start(8080, 8081, [])
+
+
+def _closed_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_launch_with_no_reachable_network_says_tor_could_not_bootstrap(tmp_path, started):
+    """A launched tor whose only (private) authority is a closed loopback port: the
+    services still get their addresses, and bootstrap fails with tor's reason."""
+    dead_authority = (f"DirAuthority dead orport={_closed_loopback_port()} no-v2 v3ident={'A' * 40} "
+                      f"127.0.0.1:{_closed_loopback_port()} {'B' * 40}")
+    services = OnionServices(tmp_path, "launch", extra_torrc=[
+        "TestingTorNetwork 1", dead_authority, "GeoIPFile /nonexistent", "GeoIPv6File /nonexistent"])
+    source, journalist = started(services, 8080, 8081, [generate_client_auth_keypair()[0]])
+    assert source.endswith(".onion") and journalist.endswith(".onion")
+    deadline = time.monotonic() + 20
+    while services.bootstrap.problem is None and time.monotonic() < deadline:
+        assert services.wait_for_bootstrap(1) is False
+    status = services.bootstrap
+    assert not status.done
+    assert "refused" in status.problem.lower()
+    assert "Connection refused" in status.describe()

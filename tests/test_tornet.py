@@ -1,0 +1,106 @@
+"""intake.tor end to end over the private Tor network of tests/tornet.py.
+
+A tor launched by intake.tor joins the private network, publishes the source
+and journalist onions in front of two tiny local HTTP servers, and the
+network's client tor reaches them through its SocksPort by .onion address.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from intake.tor import OnionServices, generate_client_auth_keypair
+from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TRANSIENT_SOCKS_ERRORS, SocksError, TorNetwork
+
+pytestmark = pytest.mark.slow
+
+
+class _Site(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, body: bytes):
+        self.body = body
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(self.server.body)))
+        self.end_headers()
+        self.wfile.write(self.server.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def site() -> Iterator:
+    servers: list[_Site] = []
+
+    def serve(body: bytes) -> int:
+        server = _Site(body)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server.server_address[1]
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _wait_for_socks_error(net: TorNetwork, url: str, timeout: float = 90.0) -> int:
+    """Poll url until tor answers with a non-transient SOCKS error; return its code."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = net.fetch(url, timeout=30)
+        except SocksError as exc:
+            if exc.code not in TRANSIENT_SOCKS_ERRORS:
+                return exc.code
+        else:
+            pytest.fail(f"{url} answered {response.status} without client authorisation")
+        time.sleep(0.5)
+    pytest.fail(f"{url}: no definite answer within {timeout:.0f} s")
+
+
+def test_source_and_journalist_onions_over_a_private_tor_network(tor_network, site, tmp_path):
+    t0 = time.monotonic()
+    source_port = site(b"source interface")
+    journalist_port = site(b"journalist interface")
+    public, private = generate_client_auth_keypair()
+    progress: list[tuple[int, str]] = []
+    services = OnionServices(tmp_path / "data", "launch",
+                             extra_torrc=tor_network.torrc_lines_for_service(),
+                             progress=lambda p, s: progress.append((p, s)))
+    try:
+        source, journalist = services.start(source_port, journalist_port, [public])
+        assert services.wait_for_bootstrap(60), services.bootstrap.describe()
+        assert progress[-1][0] == 100
+        t_bootstrap = time.monotonic() - t0
+
+        response = tor_network.wait_until_reachable(f"http://{source}/", timeout=90)
+        assert (response.status, response.body) == (200, b"source interface")
+        t_source = time.monotonic() - t0
+
+        # The journalist onion: without the key tor cannot even read the descriptor.
+        assert _wait_for_socks_error(tor_network, f"http://{journalist}/") == SOCKS_MISSING_CLIENT_AUTH
+        tor_network.add_client_auth(journalist, private)
+        try:
+            response = tor_network.wait_until_reachable(f"http://{journalist}/", timeout=90)
+            assert (response.status, response.body) == (200, b"journalist interface")
+        finally:
+            tor_network.remove_client_auth(journalist)
+        t_journalist = time.monotonic() - t0
+    finally:
+        services.stop()
+    print(f"\nnetwork up in {tor_network.bring_up_seconds:.1f} s; service bootstrapped "
+          f"{t_bootstrap:.1f} s, source fetched {t_source:.1f} s, journalist fetched "
+          f"{t_journalist:.1f} s after intake started its tor")
