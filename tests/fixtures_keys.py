@@ -1,0 +1,115 @@
+"""Fixtures for the offline toolkit: identities, key files, export bundles built as the server builds them."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from nacl.public import PrivateKey
+
+from keys import bundle, envelope
+from keys.identity import KDF_MIN, Identity
+
+PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture
+def alice() -> Identity:
+    return Identity.generate("alice")
+
+
+@pytest.fixture
+def bob() -> Identity:
+    return Identity.generate("bob")
+
+
+@dataclasses.dataclass
+class KeyFiles:
+    identity: Identity
+    secret: Path
+    public: Path
+    passphrase_file: Path
+
+
+@pytest.fixture
+def alice_files(alice: Identity, tmp_path: Path) -> KeyFiles:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    alice.save(folder / "alice.secret", PASSPHRASE, KDF_MIN)
+    alice.public.save(folder / "alice.public")
+    passphrase_file = folder / "passphrase"
+    passphrase_file.write_text(PASSPHRASE + "\n")
+    return KeyFiles(alice, folder / "alice.secret", folder / "alice.public", passphrase_file)
+
+
+@dataclasses.dataclass
+class Submission:
+    """A plaintext item for ``build_export``: what a source sent."""
+
+    kind: str
+    body: bytes
+    name: str | None = None
+    day: str = "2026-11-28"
+
+
+@dataclasses.dataclass
+class Source:
+    source_id: str
+    designation: str
+    submissions: list[Submission]
+    key: PrivateKey = dataclasses.field(default_factory=PrivateKey.generate)
+
+
+def seal_submission(submission: Submission, recipients: Sequence[Identity]) -> bytes:
+    meta = envelope.Metadata(submission.kind, name=submission.name, content_type="application/octet-stream" if submission.name else None)
+    return envelope.encrypt_bytes(submission.body, [r.public.encryption_key for r in recipients], meta)
+
+
+def export_sources(sources: Sequence[Source], recipients: Sequence[Identity], piece: int = 4096) -> list[bundle.ExportSource]:
+    """Seal every submission as the server does on receipt; chunks() reads it back in pieces."""
+    result = []
+    for n, source in enumerate(sources):
+        items = []
+        for m, submission in enumerate(source.submissions):
+            sealed = seal_submission(submission, recipients)
+
+            def chunks(sealed: bytes = sealed) -> list[bytes]:
+                return [sealed[i : i + piece] for i in range(0, len(sealed), piece)]
+
+            items.append(
+                bundle.ExportItem(f"item-{n}-{m}", submission.kind, submission.day, len(sealed), [r.name for r in recipients], chunks)
+            )
+        result.append(bundle.ExportSource(source.source_id, source.designation, bytes(source.key.public_key), items))
+    return result
+
+
+def build_export(sources: Sequence[Source], recipients: Sequence[Identity]) -> bytes:
+    return b"".join(bundle.stream_export_bundle([r.public.encryption_key for r in recipients], export_sources(sources, recipients)))
+
+
+@pytest.fixture
+def two_sources() -> list[Source]:
+    return [
+        Source(
+            "src-1",
+            "brave otter",
+            [
+                Submission("message", "Der Bürgermeister hat gelogen.\n".encode()),
+                Submission("file", os.urandom(200_000), name="minutes.pdf"),
+            ],
+        ),
+        Source("src-2", "quiet heron", [Submission("message", b"second source", day="2026-11-27")]),
+    ]
+
+
+def write_bundle(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def open_export(data: bytes) -> bundle.ExportBundle:
+    return bundle.ExportBundle(io.BytesIO(data))

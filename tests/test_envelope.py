@@ -1,0 +1,448 @@
+"""keys.envelope, format v1: round trips, sizes, every way an envelope can be refused, memory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nacl import bindings as sodium
+from nacl.public import PrivateKey
+
+from keys import envelope
+from keys.envelope import (
+    MAGIC,
+    MESSAGE_CT_SIZE,
+    MESSAGE_SIZE,
+    SLOT_CAPACITY,
+    STANZA_SIZE,
+    STREAM_HEADER_SIZE,
+    EnvelopeReader,
+    EnvelopeWriter,
+    Metadata,
+    decrypt_bytes,
+    encrypt_bytes,
+    envelope_size,
+    padme,
+)
+from keys.errors import FormatError, KeysError, TamperedError, TruncatedError, UnsupportedVersionError, WrongKeyError
+
+KEY = PrivateKey(bytes(range(1, 33)))
+OTHER = PrivateKey(bytes(range(33, 65)))
+VECTORS = Path(__file__).parent / "vectors" / "envelope-v1.json"
+HEADER_1 = len(MAGIC) + 2 + STANZA_SIZE + STREAM_HEADER_SIZE  # header size with one recipient
+
+
+def seal(body: bytes, meta: Metadata = Metadata("message"), recipients=(KEY,)) -> bytes:
+    return encrypt_bytes(body, [k.public_key for k in recipients], meta)
+
+
+def record_length(meta: Metadata) -> int:
+    return len(meta.encode())
+
+
+# ---------------------------------------------------------------- round trips
+
+# Sizes where the message layout changes: around multiples of the slot capacity, less the record.
+_RECORD = record_length(Metadata("file", name="f.bin"))
+_BOUNDARIES = sorted({max(0, k * SLOT_CAPACITY - _RECORD + d) for k in (1, 2, 3) for d in (-2, -1, 0, 1, 2)})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    size=st.one_of(st.sampled_from(_BOUNDARIES), st.integers(0, 3 * SLOT_CAPACITY + 10)),
+    pieces=st.lists(st.integers(1, 3 * SLOT_CAPACITY), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_round_trip_any_size_written_in_any_pieces(size, pieces, data):
+    body = data.draw(st.binary(min_size=size, max_size=size)) if size < 512 else os.urandom(size)
+    meta = Metadata("file", name="f.bin")
+    out = io.BytesIO()
+    writer = EnvelopeWriter(out, [KEY.public_key], meta)
+    pos, i = 0, 0
+    while pos < size:
+        step = pieces[i % len(pieces)]
+        writer.write(body[pos : pos + step])
+        pos += step
+        i += 1
+    writer.close()
+    blob = out.getvalue()
+    assert len(blob) == envelope_size(size + _RECORD, 1)
+
+    reader = EnvelopeReader(io.BytesIO(blob), KEY)
+    assert reader.metadata == meta
+    read_size = data.draw(st.integers(1, 2 * SLOT_CAPACITY))
+    parts = []
+    while piece := reader.read(read_size):
+        parts.append(piece)
+    assert b"".join(parts) == body
+    assert reader.complete
+
+
+@pytest.mark.parametrize("size", [0, 1, SLOT_CAPACITY - 2 - 20, SLOT_CAPACITY, 5 * SLOT_CAPACITY + 7])
+def test_chunks_yield_the_whole_body_then_report_complete(size):
+    body = os.urandom(size)
+    reader = EnvelopeReader(io.BytesIO(seal(body)), KEY)
+    if size > SLOT_CAPACITY:  # a one-message envelope is already at its end after the record
+        assert not reader.complete
+    assert b"".join(reader.chunks()) == body
+    assert reader.complete
+    assert reader.body_length == size
+
+
+def test_metadata_round_trips_with_unicode_name_and_declared_length():
+    meta = Metadata("file", name="Bericht über Ölpreise 📄.pdf", content_type="application/pdf", length=5)
+    got, body = decrypt_bytes(seal(b"12345", meta), KEY)
+    assert got == meta and body == b"12345"
+
+
+def test_stream_helpers_round_trip_and_return_the_true_length():
+    body = os.urandom(3 * MESSAGE_SIZE + 11)
+    sealed = io.BytesIO()
+    assert envelope.encrypt_stream(io.BytesIO(body), sealed, [KEY.public_key], Metadata("file"), chunk_size=10_000) == len(body)
+    sealed.seek(0)
+    plain = io.BytesIO()
+    meta = envelope.decrypt_stream(sealed, plain, KEY)
+    assert plain.getvalue() == body and meta.length == len(body)
+
+
+def test_writer_refuses_a_body_longer_or_shorter_than_declared():
+    writer = EnvelopeWriter(io.BytesIO(), [KEY.public_key], Metadata("file", length=3))
+    writer.write(b"1234")
+    with pytest.raises(ValueError):
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [Metadata(""), Metadata("x" * 33), Metadata("file", name="a\x00b"), Metadata("file", name="n" * 1025), Metadata("file", name="\udcff")],
+)
+def test_invalid_metadata_is_refused_by_the_writer(meta):
+    with pytest.raises(FormatError):
+        EnvelopeWriter(io.BytesIO(), [KEY.public_key], meta)
+
+
+# ---------------------------------------------------------------- recipients
+
+
+def test_every_recipient_opens_and_a_stranger_gets_wrong_key():
+    recipients = [PrivateKey.generate() for _ in range(5)]
+    blob = seal(b"for five", recipients=recipients)
+    for key in recipients:
+        assert decrypt_bytes(blob, key)[1] == b"for five"
+    with pytest.raises(WrongKeyError):
+        decrypt_bytes(blob, PrivateKey.generate())
+
+
+def test_reader_tries_each_of_several_own_keys():
+    blob = seal(b"x", recipients=[OTHER])
+    assert decrypt_bytes(blob, [KEY, OTHER])[1] == b"x"
+
+
+def test_header_names_no_recipient():
+    blob = seal(b"x")
+    assert bytes(KEY.public_key) not in blob
+
+
+@pytest.mark.parametrize("count", [0, envelope.MAX_RECIPIENTS + 1])
+def test_recipient_count_out_of_range_is_refused(count):
+    with pytest.raises(ValueError):
+        EnvelopeWriter(io.BytesIO(), [PrivateKey.generate().public_key for _ in range(count)], Metadata("message"))
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 1 << 24), st.integers(1, 64))
+def test_envelope_size_is_exact_and_depends_only_on_the_padded_length(content_length, recipients):
+    size = envelope_size(content_length, recipients)
+    slots = padme(max(content_length, envelope.MIN_PADDED))
+    messages = -(-slots // SLOT_CAPACITY)
+    assert size == len(MAGIC) + 2 + recipients * STANZA_SIZE + STREAM_HEADER_SIZE + slots + messages * (4 + sodium.crypto_secretstream_xchacha20poly1305_ABYTES)
+    assert slots >= content_length
+    assert slots - content_length <= max(content_length, envelope.MIN_PADDED) * 0.12 + envelope.MIN_PADDED
+
+
+@pytest.mark.parametrize("size", [0, 10, 900, 5000, 70_000, 300_000])
+def test_stored_size_equals_envelope_size(size):
+    meta = Metadata("message")
+    assert len(seal(os.urandom(size), meta)) == envelope_size(size + record_length(meta), 1)
+
+
+def test_sizes_within_one_padding_bucket_look_identical():
+    meta = Metadata("message")
+    base = 300_000
+    bucket = padme(base + record_length(meta))
+    smaller = bucket - record_length(meta)
+    while padme(smaller - 1 + record_length(meta)) == bucket:
+        smaller -= 1
+    lengths = {len(seal(os.urandom(n), meta)) for n in (smaller, (smaller + base) // 2, bucket - record_length(meta))}
+    assert len(lengths) == 1
+    assert {len(seal(b"a")), len(seal(b"a" * 900))} == {envelope_size(envelope.MIN_PADDED, 1)}
+
+
+def test_padme_is_monotonic_and_bounded():
+    previous = 0
+    for n in list(range(0, 5000)) + [10**6, 10**9, (1 << 40) + 3]:
+        p = padme(n)
+        assert p >= n and p >= previous
+        assert p - n <= n * 0.12 + 1
+        previous = p
+
+
+# ---------------------------------------------------------------- hostile input: framing
+
+
+def test_wrong_magic_is_refused():
+    blob = seal(b"x")
+    with pytest.raises(FormatError, match="not an intake envelope"):
+        decrypt_bytes(b"INTAKE-Z" + blob[8:], KEY)
+    with pytest.raises(FormatError):
+        decrypt_bytes(b"", KEY)
+
+
+def test_unknown_version_is_refused_before_anything_else():
+    blob = bytearray(seal(b"x"))
+    blob[len(MAGIC)] = 2
+    with pytest.raises(UnsupportedVersionError, match="version 2"):
+        decrypt_bytes(bytes(blob), KEY)
+
+
+def test_wrong_key_is_refused():
+    with pytest.raises(WrongKeyError):
+        decrypt_bytes(seal(b"x"), OTHER)
+
+
+def _truncation_points(blob: bytes) -> list[int]:
+    points = set(range(0, HEADER_1 + 3)) | {HEADER_1 + MESSAGE_CT_SIZE * k + d for k in range(4) for d in (-1, 0, 1)}
+    points |= {len(blob) - d for d in (1, 2, 17, 18)}
+    return sorted(p for p in points if 0 <= p < len(blob))
+
+
+def test_truncation_at_every_interesting_offset_is_detected():
+    blob = seal(os.urandom(3 * SLOT_CAPACITY))
+    for cut in _truncation_points(blob):
+        with pytest.raises(FormatError) as caught:
+            decrypt_bytes(blob[:cut], KEY)
+        if cut >= len(MAGIC):
+            assert isinstance(caught.value, TruncatedError), (cut, caught.value)
+
+
+def test_truncation_is_detected_even_when_streaming():
+    blob = seal(os.urandom(3 * SLOT_CAPACITY))
+    cut = HEADER_1 + 2 * MESSAGE_CT_SIZE  # on a message boundary
+    reader = EnvelopeReader(io.BytesIO(blob[:cut]), KEY)
+    with pytest.raises(TruncatedError):
+        for _ in reader.chunks():
+            pass
+    assert not reader.complete
+
+
+def _messages(blob: bytes, header: int = HEADER_1) -> tuple[bytes, list[bytes]]:
+    body = blob[header:]
+    return blob[:header], [body[i : i + MESSAGE_CT_SIZE] for i in range(0, len(body), MESSAGE_CT_SIZE)]
+
+
+def test_reordered_messages_are_detected():
+    head, messages = _messages(seal(os.urandom(3 * SLOT_CAPACITY)))
+    assert len(messages) == 4
+    swapped = head + messages[0] + messages[2] + messages[1] + messages[3]
+    with pytest.raises(TamperedError):
+        decrypt_bytes(swapped, KEY)
+
+
+def test_dropped_message_is_detected():
+    head, messages = _messages(seal(os.urandom(3 * SLOT_CAPACITY)))
+    with pytest.raises(TamperedError):
+        decrypt_bytes(head + messages[0] + messages[2] + messages[3], KEY)
+
+
+def test_message_from_another_envelope_is_detected():
+    head, messages = _messages(seal(os.urandom(3 * SLOT_CAPACITY)))
+    _, foreign = _messages(seal(os.urandom(3 * SLOT_CAPACITY)))
+    with pytest.raises(TamperedError):
+        decrypt_bytes(head + messages[0] + foreign[1] + messages[2] + messages[3], KEY)
+
+
+def test_swapped_stanzas_are_detected():
+    blob = seal(os.urandom(2 * SLOT_CAPACITY), recipients=[KEY, OTHER])
+    start = len(MAGIC) + 2
+    first, second = blob[start : start + STANZA_SIZE], blob[start + STANZA_SIZE : start + 2 * STANZA_SIZE]
+    swapped = blob[:start] + second + first + blob[start + 2 * STANZA_SIZE :]
+    with pytest.raises(TamperedError):
+        decrypt_bytes(swapped, KEY)
+
+
+def _flip(blob: bytes, position: int) -> bytes:
+    damaged = bytearray(blob)
+    damaged[position] ^= 0x01 << (position % 8)
+    return bytes(damaged)
+
+
+def test_a_flipped_bit_anywhere_is_refused():
+    blob = seal(os.urandom(2 * SLOT_CAPACITY))
+    final_start = HEADER_1 + 2 * MESSAGE_CT_SIZE
+    assert len(blob) - final_start < MESSAGE_CT_SIZE  # the final message is short
+    positions = list(range(HEADER_1 + 40)) + list(range(HEADER_1 + 40, len(blob), 61)) + [final_start - 1, final_start, len(blob) - 1]
+    for position in positions:
+        with pytest.raises(KeysError) as caught:
+            decrypt_bytes(_flip(blob, position), KEY)
+        error = caught.value
+        if position < len(MAGIC):
+            assert isinstance(error, FormatError)
+        elif position == len(MAGIC):
+            assert isinstance(error, UnsupportedVersionError)
+        elif len(MAGIC) + 2 <= position < len(MAGIC) + 2 + STANZA_SIZE:
+            assert isinstance(error, WrongKeyError)  # a damaged stanza opens for no one
+        elif len(MAGIC) + 2 + STANZA_SIZE <= position < final_start:
+            assert isinstance(error, TamperedError), position  # stream header, full messages, their tags
+        elif position >= final_start:
+            # A short final message that fails is, to the reader, cut off or damaged: both are refused.
+            assert isinstance(error, (TamperedError, TruncatedError)), position
+
+
+def test_trailing_data_is_refused():
+    short = seal(b"x")  # its final message is short, so the extra byte is read as part of it
+    with pytest.raises((TruncatedError, TamperedError)):
+        decrypt_bytes(short + b"\x00", KEY)
+    full_final = forge([(slot(record(GOOD_RECORD), SLOT_CAPACITY), FINAL)])
+    assert decrypt_bytes(full_final, KEY)[1] == b""
+    with pytest.raises(FormatError, match="after its final message"):
+        decrypt_bytes(full_final + b"junk", KEY)
+
+
+# ---------------------------------------------------------------- hostile but authentic input
+# Anyone with a journalist's public key can make an envelope, so the reader must
+# also survive well-encrypted nonsense. These build envelopes by hand.
+
+
+def forge(messages: list[tuple[bytes, int]], key: PrivateKey = KEY) -> bytes:
+    """An envelope with exactly these (plaintext, tag) messages, correctly encrypted."""
+    file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, file_key)
+    header = MAGIC + bytes([1, 1]) + sodium.crypto_box_seal(file_key, bytes(key.public_key)) + stream_header
+    out = [header]
+    for i, (plaintext, tag) in enumerate(messages):
+        out.append(sodium.crypto_secretstream_xchacha20poly1305_push(state, plaintext, header if i == 0 else None, tag))
+    return b"".join(out)
+
+
+FINAL = envelope.TAG_FINAL
+PUSH = envelope.TAG_MESSAGE
+
+
+def slot(content: bytes, capacity: int | None = None, used: int | None = None) -> bytes:
+    capacity = len(content) if capacity is None else capacity
+    used = len(content) if used is None else used
+    return struct.pack(">I", used) + content + bytes(capacity - len(content))
+
+
+def record(payload: dict | bytes) -> bytes:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return struct.pack(">H", len(data)) + data
+
+
+GOOD_RECORD = {"kind": "message", "length": None, "name": None, "type": None}
+
+
+def test_forge_helper_makes_envelopes_the_reader_accepts():
+    assert decrypt_bytes(forge([(slot(record(GOOD_RECORD) + b"hi", 100), FINAL)]), KEY)[1] == b"hi"
+
+
+@pytest.mark.parametrize(
+    "messages, error",
+    [
+        ([(slot(struct.pack(">H", envelope.MAX_RECORD + 1) + b"{}", 100), FINAL)], "oversized"),
+        ([(slot(record(b"not json"), 100), FINAL)], "not valid JSON"),
+        ([(slot(record({**GOOD_RECORD, "extra": 1}), 100), FINAL)], "unexpected fields"),
+        ([(slot(record({**GOOD_RECORD, "length": -1}), 100), FINAL)], "invalid length"),
+        ([(slot(record({**GOOD_RECORD, "kind": 7}), 100), FINAL)], "invalid kind"),
+        ([(slot(record({**GOOD_RECORD, "length": 5}) + b"abc", 100), FINAL)], "declared length"),
+        ([(slot(record(GOOD_RECORD) + b"hi", 100) [:-1] + b"\x01", FINAL)], "padding is not zero"),
+        ([(struct.pack(">I", 500) + record(GOOD_RECORD), FINAL)], "malformed"),
+        ([(b"\x00\x00", FINAL)], "malformed"),
+        ([(slot(record(GOOD_RECORD), SLOT_CAPACITY), PUSH), (slot(b"late", 10), FINAL)], "malformed"),  # content after the end
+        ([(slot(record(GOOD_RECORD), SLOT_CAPACITY), sodium.crypto_secretstream_xchacha20poly1305_TAG_PUSH)], "unexpected tag"),
+        ([(slot(record(b"\x00")[:1]), FINAL)], "ends inside its record"),
+    ],
+)
+def test_authentic_but_malformed_envelopes_are_refused(messages, error):
+    with pytest.raises(FormatError, match=error):
+        decrypt_bytes(forge(messages), KEY)
+
+
+def test_authentic_envelope_without_final_message_is_truncated():
+    full = slot(record(GOOD_RECORD) + bytes(SLOT_CAPACITY - 2 - len(json.dumps(GOOD_RECORD))))
+    with pytest.raises(TruncatedError):
+        decrypt_bytes(forge([(full, PUSH)]), KEY)
+
+
+# ---------------------------------------------------------------- memory
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def test_memory_stays_flat_while_streaming_a_large_body(tmp_path):
+    total = 48 << 20
+    piece = os.urandom(1 << 20)
+    path = tmp_path / "big.env"
+    tracemalloc.start()
+    try:
+        with open(path, "wb") as f:
+            writer = EnvelopeWriter(f, [KEY.public_key], Metadata("file", name="big.bin"))
+            for _ in range(total // len(piece)):
+                writer.write(piece)
+            writer.close()
+        _, write_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        sink = _Sink()
+        with open(path, "rb") as f:
+            reader = EnvelopeReader(f, KEY)
+            while data := reader.read(1 << 20):
+                sink.write(data)
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sink.size == total and reader.complete
+    # The input piece is 1 MiB; the envelope adds a few messages of 64 KiB at most.
+    assert write_peak < 4 << 20, write_peak
+    assert read_peak < 4 << 20, read_peak
+
+
+# ---------------------------------------------------------------- published test vectors
+
+
+def test_published_vectors_decrypt_to_the_published_plaintext():
+    doc = json.loads(VECTORS.read_text())
+    assert doc["format"] == "intake envelope v1"
+    keys = {name: PrivateKey(bytes.fromhex(hex_key)) for name, hex_key in doc["secret_keys"].items()}
+    assert len(doc["vectors"]) >= 4
+    for vector in doc["vectors"]:
+        blob = bytes.fromhex(vector["envelope_hex"])
+        assert len(blob) == vector["envelope_size"]
+        expected_body = bytes.fromhex(vector["body_hex"])
+        assert hashlib.sha256(blob).hexdigest() == vector["envelope_sha256"]
+        for name in vector["recipients"]:
+            reader = EnvelopeReader(io.BytesIO(blob), keys[name])
+            assert reader.metadata == Metadata(**vector["metadata"]), vector["description"]
+            assert reader.read() == expected_body and reader.complete, vector["description"]
+        strangers = set(keys) - set(vector["recipients"])
+        for name in strangers:
+            with pytest.raises(WrongKeyError):
+                decrypt_bytes(blob, keys[name])
