@@ -189,6 +189,14 @@ def load_or_create_onion_key(path: Path) -> bytes:
     return data[len(_KEY_HEADER):]
 
 
+def ensure_onion_keys(data_dir: Path) -> tuple[str, str]:
+    """Make the two onion keys if missing; return ``(source_onion, journalist_onion)``.
+    Needs no tor: for ``intake init`` and the server set-up script."""
+    onion_dir = Path(data_dir) / "onion"
+    return (onion_address_for_key(load_or_create_onion_key(onion_dir / "source.key")),
+            onion_address_for_key(load_or_create_onion_key(onion_dir / "journalist.key")))
+
+
 def generate_client_auth_keypair() -> tuple[str, str]:
     """A new x25519 key pair for one journalist's client authorisation.
 
@@ -344,6 +352,7 @@ class OnionServices:
         self._services: dict[str, OnionService] = {}
         self._bootstrap = BootstrapStatus(0, "not started")
         self._stopped = False
+        self.notices: list[str] = []  # things the operator should be told, one line each
 
     # -- public API --
 
@@ -351,6 +360,11 @@ class OnionServices:
     def services(self) -> dict[str, OnionService]:
         """``{"source": OnionService, "journalist": OnionService}`` once started."""
         return dict(self._services)
+
+    def _notice(self, text: str) -> None:
+        if text not in self.notices:
+            self.notices.append(text)
+        log.warning("%s", text)
 
     @property
     def source_address(self) -> str | None:
@@ -697,6 +711,7 @@ class OnionServices:
             if sid + ".onion" != address:
                 raise TorError("could not add the source onion service: unexpected service id")
             self._added.append(sid)
+            self._check_system_torrc_services(port)
             return OnionService("source", address, port, True, "add_onion", pow_defenses=True,
                                 max_streams=MAX_STREAMS_PER_CIRCUIT)
         if reply.content()[-1][0] == "550" and "collision" in str(reply).lower():
@@ -707,13 +722,28 @@ class OnionServices:
             return OnionService("source", address, port, True, "system-torrc")
         raise TorError(f"could not add the source onion service: tor said {str(reply).strip()!r}")
 
+    def _check_system_torrc_services(self, port: int) -> None:
+        """Tell the operator if the system torrc publishes another onion for our port
+        (deploy/torrc's source service, without intake's key installed)."""
+        try:
+            options = self._controller.get_conf_map("HiddenServiceOptions") if self._controller else {}
+        except stem.StemError:
+            return
+        for value in options.get("HiddenServicePort", []):
+            target = value.split()[-1]
+            if target in (f"127.0.0.1:{port}", f"localhost:{port}", str(port)):
+                self._notice(f"the system tor's torrc publishes a different onion address for "
+                             f"127.0.0.1:{port}: install intake's onion/source.key in that "
+                             "HiddenServiceDir, or remove that service (docs/operator.md)")
+                return
+
     def _add_journalist_onion(self, client_keys: list[str]) -> OnionService:
         assert self._journalist_key is not None and self._journalist_port is not None
         address = onion_address_for_key(self._journalist_key)
         port = self._journalist_port
         if not client_keys:
-            log.warning("no journalist client-authorisation keys: the journalist onion "
-                        "service is not published")
+            self._notice("no journalist has a client-authorisation key yet: the journalist "
+                         "onion service is not published (`intake journalist add`)")
             return OnionService("journalist", address, port, False, "not published")
         args = (f"Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
                 f"Port={ONION_VIRTUAL_PORT},127.0.0.1:{port} "

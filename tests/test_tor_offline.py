@@ -20,6 +20,7 @@ from pathlib import Path
 import nacl.public
 import pytest
 
+from intake import tor as intake_tor
 from intake.tor import (
     InvalidClientKeyError,
     OnionServices,
@@ -386,3 +387,33 @@ def test_launch_with_no_reachable_network_says_tor_could_not_bootstrap(tmp_path,
     assert not status.done
     assert "refused" in status.problem.lower()
     assert "Connection refused" in status.describe()
+
+
+@pytest.mark.slow
+def test_system_mode_says_when_the_system_torrc_publishes_another_onion_for_our_port(
+        tmp_path, system_tor, started):
+    hs_dir = tmp_path / "system-tor" / "other"
+    control = system_tor(f"HiddenServiceDir {hs_dir}", "HiddenServicePort 80 127.0.0.1:8080")
+    services = OnionServices(tmp_path / "data", "system", control_socket=control)
+    source, _journalist = started(services, 8080, 8081, [generate_client_auth_keypair()[0]])
+    assert services.services["source"].how == "add_onion"  # intake's own address still works
+    assert (hs_dir / "hostname").read_text().strip() != source
+    assert any("different onion address for 127.0.0.1:8080" in n for n in services.notices)
+
+
+def test_onion_keys_and_addresses_can_be_made_without_tor(tmp_path):
+    source, journalist = intake_tor.ensure_onion_keys(tmp_path)
+    assert intake_tor.ensure_onion_keys(tmp_path) == (source, journalist)
+    assert source != journalist and source.endswith(".onion")
+
+
+@pytest.mark.slow
+def test_deploy_torrc_is_valid_for_debians_system_tor():
+    deploy = Path(__file__).resolve().parents[1] / "deploy" / "torrc"
+    defaults = Path("/usr/share/tor/tor-service-defaults-torrc")
+    if not defaults.exists():
+        pytest.skip("not a Debian tor package")
+    result = subprocess.run(
+        ["tor", "--defaults-torrc", str(defaults), "-f", str(deploy), "--DisableNetwork", "1",
+         "--verify-config"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:]
