@@ -75,7 +75,38 @@ CREATE TABLE source_sessions (
 CREATE INDEX source_sessions_by_expiry ON source_sessions(expires_at);
 """
 
-MIGRATIONS: list[str] = [MIGRATION_1]
+# Journalist logins, the journalist onion's client authorisation, reply import and retention.
+# failed_logins.failed_at is a precise time about journalists (never sources), kept only
+# for the throttle window and deleted with its row.
+MIGRATION_2 = """
+ALTER TABLE journalists ADD COLUMN login_hash BLOB;               -- Argon2id string (nacl.pwhash) of the login passphrase
+ALTER TABLE journalists ADD COLUMN totp_secret TEXT;              -- base32, the second factor
+ALTER TABLE journalists ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;  -- a code is accepted only for a later time step
+ALTER TABLE journalists ADD COLUMN client_auth_key TEXT;          -- base32 x25519 public key for the journalist onion
+CREATE TABLE failed_logins (
+    journalist_id INTEGER REFERENCES journalists(id) ON DELETE CASCADE,  -- NULL: an unknown name
+    failed_at INTEGER NOT NULL                                            -- unix seconds
+);
+CREATE INDEX failed_logins_by_time ON failed_logins(failed_at);
+CREATE TABLE journalist_sessions (
+    id BLOB PRIMARY KEY,                 -- hash of the cookie token, never the token
+    journalist_id INTEGER NOT NULL REFERENCES journalists(id) ON DELETE CASCADE,
+    expires_at INTEGER NOT NULL          -- unix seconds; the row goes at expiry or logout
+);
+CREATE INDEX journalist_sessions_by_expiry ON journalist_sessions(expires_at);
+ALTER TABLE replies ADD COLUMN digest BLOB;                       -- BLAKE2b of the envelope: importing a bundle twice adds nothing
+CREATE UNIQUE INDEX replies_by_digest ON replies(digest);
+CREATE INDEX replies_by_read_day ON replies(read_day);
+ALTER TABLE sources ADD COLUMN has_submitted INTEGER NOT NULL DEFAULT 0;  -- retention keeps sources that ever sent something
+UPDATE sources SET has_submitted = 1 WHERE id IN (SELECT source_id FROM submissions WHERE state = 'ready');
+CREATE TRIGGER sources_mark_submitted AFTER UPDATE OF state ON submissions
+WHEN NEW.state = 'ready'
+BEGIN
+    UPDATE sources SET has_submitted = 1 WHERE id = NEW.source_id AND has_submitted = 0;
+END;
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2]
 LATEST_VERSION = len(MIGRATIONS)
 
 
