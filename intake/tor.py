@@ -67,7 +67,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -361,11 +360,6 @@ class OnionServices:
         """``{"source": OnionService, "journalist": OnionService}`` once started."""
         return dict(self._services)
 
-    def _notice(self, text: str) -> None:
-        if text not in self.notices:
-            self.notices.append(text)
-        log.warning("%s", text)
-
     @property
     def source_address(self) -> str | None:
         s = self._services.get("source")
@@ -512,11 +506,11 @@ class OnionServices:
                     except subprocess.TimeoutExpired:
                         process.kill()
                         process.wait()
-                if process.stdout:
-                    process.stdout.close()
             reader, self._reader = self._reader, None
         if reader is not None:
-            reader.join(5)
+            reader.join(5)  # tor is gone: its output ends
+        if process is not None and process.stdout:
+            process.stdout.close()
 
     def __enter__(self) -> "OnionServices":
         return self
@@ -658,6 +652,11 @@ class OnionServices:
         if not reply.is_ok():
             raise TorError(f"{what}: tor said {str(reply).strip()!r}")
         return reply
+
+    def _notice(self, text: str) -> None:
+        if text not in self.notices:
+            self.notices.append(text)
+        log.warning("%s", text)
 
     def _set_bootstrap(self, status: BootstrapStatus) -> None:
         changed = (status.percent, status.summary, status.problem) != (
