@@ -1,6 +1,8 @@
 """Shared pytest set-up. Each area keeps its fixtures in its own module, registered here."""
 
 pytest_plugins = [
+    "tests.fixtures_keys",
     "tests.fixtures_server",
     "tests.fixtures_store",
+    "tests.fixtures_app",
 ]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,11 +21,16 @@ _CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 _CODENAME_RE = re.compile(r'<p class="codename" lang="en">(.*?)</p>', re.S)
 
 
-@dataclass(frozen=True)
 class AppInstance:
-    settings: Settings
-    app: Flask
-    journalists: tuple[Identity, ...]
+    """A test instance: its settings, its app and its journalists' identities."""
+
+    def __init__(self, settings: Settings, app: Flask, journalists: tuple[Identity, ...]):
+        self.settings = settings
+        self.app = app
+        self.journalists = journalists
+
+    def __repr__(self) -> str:  # test reports (hypothesis prints arguments) must not show keys
+        return f"AppInstance({self.settings.data_dir})"
 
 
 def make_instance(tmp_path: Path, journalist_count: int = 2, **overrides) -> AppInstance:
@@ -44,20 +47,19 @@ def make_instance(tmp_path: Path, journalist_count: int = 2, **overrides) -> App
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> AppInstance:
+def app_instance(tmp_path: Path) -> AppInstance:
     return make_instance(tmp_path)
 
 
 @pytest.fixture
-def client(instance: AppInstance) -> Iterator[FlaskClient]:
-    with instance.app.test_client() as test_client:
-        yield test_client
+def source_client(app_instance: AppInstance) -> FlaskClient:
+    # Not used as a context manager: a kept request context would share `g` between clients.
+    return app_instance.app.test_client()
 
 
-@pytest.fixture
-def store(instance: AppInstance) -> Iterator[Store]:
-    with Store.open(instance.settings) as opened:
-        yield opened
+def counts(instance: AppInstance) -> dict[str, int]:
+    with Store.open(instance.settings) as store:
+        return store.counts()
 
 
 def csrf_token(html: str) -> str:

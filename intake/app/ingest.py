@@ -247,6 +247,48 @@ def _boundary(content_type: str | None) -> bytes:
     return boundary.encode("ascii")
 
 
+def _safe_cut(decoder: MultipartDecoder, held: bytearray, delimiter: bytes) -> int:
+    """How many of the ``held`` bytes the decoder may see now.
+
+    Werkzeug 3.1's decoder mistakes the line break before a boundary for content
+    when its input ends right after ``--boundary-`` (half of the closing ``--``)
+    or after blanks following the boundary, and adds a stray CR to the part.
+    Such a suffix is held back until more data (or the end) arrives.
+    """
+    window = len(delimiter) + 64
+    tail = bytes(decoder.buffer[-window:]) + bytes(held[-window:])
+    index = tail.rfind(delimiter)
+    if index == -1:
+        return len(held)
+    after = tail[index + len(delimiter) :]
+    if after == b"-" or (after and not after.strip(b" \t")):
+        return max(0, len(held) - len(after))
+    return len(held)
+
+
+def _feed(decoder: MultipartDecoder, upload: _Upload) -> bool:
+    """Hand every event the decoder can produce to the upload; True once the form is complete."""
+    while True:
+        event = decoder.next_event()
+        if isinstance(event, NeedData):
+            return False
+        if isinstance(event, Epilogue):
+            return True
+        if isinstance(event, (Field, File)):
+            upload.on_part(event)
+        elif isinstance(event, Data):
+            upload.on_data(event)
+
+
+def _read(stream: BinaryIO) -> bytes:
+    try:
+        return stream.read(READ_SIZE)
+    except (ClientDisconnected, OSError):
+        raise ConnectionLostError("the connection ended mid-upload") from None
+    except RequestEntityTooLarge:  # Werkzeug's own cap on the input stream
+        raise UploadTooLargeError("the upload is larger than allowed") from None
+
+
 def ingest_submission(
     stream: BinaryIO,
     content_type: str | None,
@@ -259,32 +301,33 @@ def ingest_submission(
     """Read a multipart body from ``stream``, encrypting as it arrives, and commit
     every part together once the body is complete. Raises an UploadError (after
     rolling back everything of this request) when the request is refused."""
-    decoder = MultipartDecoder(_boundary(content_type), PARSER_BUFFER_LIMIT, max_parts=MAX_PARTS)
+    boundary = _boundary(content_type)
+    delimiter = b"--" + boundary
+    decoder = MultipartDecoder(boundary, PARSER_BUFFER_LIMIT, max_parts=MAX_PARTS)
     upload = _Upload(store, source_id, check_form_token)
     received = 0
+    held = bytearray()
     try:
         finished = False
         while not finished:
-            try:
-                chunk = stream.read(READ_SIZE)
-            except (ClientDisconnected, OSError):
-                raise ConnectionLostError("the connection ended mid-upload") from None
+            chunk = _read(stream)
             received += len(chunk)
             if received > max_bytes:
                 raise UploadTooLargeError("the upload is larger than allowed")
-            decoder.receive_data(chunk or None)
-            while True:
-                event = decoder.next_event()
-                if isinstance(event, NeedData):
-                    break
-                if isinstance(event, Epilogue):
-                    finished = True
-                    break
-                if isinstance(event, (Field, File)):
-                    upload.on_part(event)
-                elif isinstance(event, Data):
-                    upload.on_data(event)
-            if not chunk and not finished:
+            if chunk:
+                held += chunk
+                cut = _safe_cut(decoder, held, delimiter)
+                decoder.receive_data(bytes(held[:cut]))
+                del held[:cut]
+                finished = _feed(decoder, upload)
+                continue
+            decoder.receive_data(bytes(held))
+            decoder.receive_data(None)
+            try:
+                finished = _feed(decoder, upload)
+            except ValueError:
+                finished = False
+            if not finished:
                 raise ConnectionLostError("the upload ended before the form was complete")
         return IngestResult(upload.commit(), upload.dropped)
     except RequestEntityTooLarge:

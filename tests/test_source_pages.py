@@ -1,0 +1,371 @@
+"""The source's journey through the pages, and every way it can fail, with the Flask test source_client."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from babel.messages.mofile import read_mo
+from babel.messages.pofile import read_po
+
+from tests.fixtures_app import AppInstance, csrf_token, make_instance, post_upload, start_as_new_source, upload_body
+from intake.app.sessions import COOKIE_NAME
+from intake.codename import derive_source_keys
+from intake.store import Store
+from keys.envelope import Metadata, decrypt_bytes, encrypt_bytes
+
+TRANSLATIONS = Path(__file__).resolve().parent.parent / "intake" / "translations"
+
+
+def source_keys(instance: AppInstance, codename: str):
+    settings = instance.settings
+    return derive_source_keys(codename, settings.codename_salt, opslimit=settings.kdf_opslimit, memlimit=settings.kdf_memlimit)
+
+
+def source_id_for(instance: AppInstance, codename: str) -> str:
+    with Store.open(instance.settings) as store:
+        return store.source_by_lookup(source_keys(instance, codename).lookup_id).id
+
+
+def log_in(client, codename: str):
+    token = csrf_token(client.get("/login").text)
+    return client.post("/login", data={"csrf_token": token, "codename": codename})
+
+
+def test_landing_page_explains_safety_and_offers_both_paths(source_client):
+    page = source_client.get("/")
+    assert page.status_code == 200
+    for advice in ("Tor Browser", "Safest", "bridge"):
+        assert advice in page.text
+    assert 'action="/new"' in page.text and 'href="/login"' in page.text
+    assert "<script" not in page.text
+
+
+def test_first_visit_shows_a_seven_word_codename_once_and_the_submit_form(source_client, app_instance):
+    codename, page = start_as_new_source(source_client)
+    assert len(codename.split()) == 7
+    assert "only time you will see" in page
+    assert 'enctype="multipart/form-data"' in page
+    assert source_client.get_cookie(COOKIE_NAME) is not None
+    # The codename is never shown again: not on the form page, not after login.
+    assert codename.split()[0] + " " + codename.split()[1] not in source_client.get("/submit").text
+
+
+def test_codename_is_not_in_any_cookie(source_client):
+    codename, _page = start_as_new_source(source_client)
+    cookies = " ".join(f"{cookie.key}={cookie.value}" for cookie in source_client._cookies.values())
+    for word in codename.split():
+        assert word not in cookies
+
+
+def test_new_source_without_csrf_token_is_refused(source_client, app_instance):
+    source_client.get("/")
+    page = source_client.post("/new", data={})
+    assert page.status_code == 400
+    assert "expired" in page.text
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["sources"] == 0
+
+
+def test_message_and_several_files_are_stored_for_the_journalist(source_client, app_instance):
+    _codename, page = start_as_new_source(source_client)
+    files = [("notes.txt", b"first file", "text/plain"), ("scan.pdf", b"%PDF-1.4 second", "application/pdf")]
+    body, content_type = upload_body(csrf_token(page), message="the message", files=files)
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 303 and response.location.endswith("/thanks")
+    assert "we received it" in source_client.get("/thanks").text
+    journalist = app_instance.journalists[1].private_key
+    with Store.open(app_instance.settings) as store:
+        stored = store.submissions()
+        opened = [decrypt_bytes(b"".join(store.submission_ciphertext(item.id)), journalist) for item in stored]
+    assert [(meta.kind, meta.name, meta.content_type, body) for meta, body in opened] == [
+        ("message", None, "text/plain; charset=utf-8", b"the message"),
+        ("file", "notes.txt", "text/plain", b"first file"),
+        ("file", "scan.pdf", "application/pdf", b"%PDF-1.4 second"),
+    ]
+
+
+def test_empty_submission_gets_a_clear_error(source_client, app_instance):
+    _codename, page = start_as_new_source(source_client)
+    body, content_type = upload_body(csrf_token(page), message="  \r\n ", files=[("", b"", "application/octet-stream")])
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 400
+    assert "write a message or choose at least one file" in response.text
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
+
+
+def test_upload_with_wrong_csrf_token_stores_nothing(source_client, app_instance):
+    start_as_new_source(source_client)
+    body, content_type = upload_body("not-a-token", message="forged")
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 400
+    assert "expired" in response.text
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
+
+
+def test_filled_honeypot_is_answered_like_success_but_dropped(source_client, app_instance):
+    _codename, page = start_as_new_source(source_client)
+    body, content_type = upload_body(csrf_token(page), message="spam", honeypot="http://spam.example")
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 303 and response.location.endswith("/thanks")
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
+
+
+def test_oversized_upload_is_refused_with_a_clear_page_and_nothing_kept(tmp_path):
+    app_instance = make_instance(tmp_path, max_request_bytes=64 * 1024)
+    source_client = app_instance.app.test_client()
+    _codename, page = start_as_new_source(source_client)
+    body, content_type = upload_body(csrf_token(page), message="fits", files=[("big.bin", b"x" * 100_000, "application/octet-stream")])
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 413
+    assert "0.0625 MiB" in response.text  # the page names the limit
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
+
+
+def test_oversized_upload_without_declared_length_is_cut_off_while_streaming(tmp_path):
+    app_instance = make_instance(tmp_path, max_request_bytes=64 * 1024)
+    source_client = app_instance.app.test_client()
+    _codename, page = start_as_new_source(source_client)
+    body, content_type = upload_body(csrf_token(page), message="fits", files=[("big.bin", b"x" * 300_000, "application/octet-stream")])
+    chunks = iter([body[i : i + 10_000] for i in range(0, len(body), 10_000)])
+
+    class Chunked:
+        def read(self, size=-1):
+            return next(chunks, b"")
+
+    # As gunicorn hands over a chunked body: no length, a terminated input stream.
+    response = source_client.post(
+        "/submit",
+        headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input": Chunked(), "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
+
+
+def test_upload_without_session_is_sent_to_login(source_client, app_instance):
+    page = source_client.get("/")
+    body, content_type = upload_body(csrf_token(page.text), message="who am I")
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 303 and "/login" in response.location
+    assert "session has ended" in source_client.get(response.location).text
+
+
+def test_expired_session_sends_source_back_to_login(tmp_path):
+    app_instance = make_instance(tmp_path, session_minutes=0)
+    source_client = app_instance.app.test_client()
+    _codename, page = start_as_new_source(source_client)
+    body, content_type = upload_body(csrf_token(page), message="too late")
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 303 and "/login" in response.location
+    assert source_client.get("/replies").status_code == 303
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0
+
+
+def test_returning_source_logs_in_and_sends_more(source_client, app_instance):
+    codename, _page = start_as_new_source(source_client)
+    source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    response = log_in(source_client, "  " + codename.upper().replace(" ", "   ") + " ")  # typed loosely
+    assert response.status_code == 303 and response.location.endswith("/replies")
+    form = source_client.get("/submit")
+    body, content_type = upload_body(csrf_token(form.text), message="second visit")
+    assert post_upload(source_client, body, content_type).status_code == 303
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["sources"] == 1
+        assert [item.source_id for item in store.submissions()] == [source_id_for(app_instance, codename)]
+
+
+def test_invalid_codename_is_refused_without_a_derivation(source_client):
+    response = log_in(source_client, "not a real codename at all here")
+    assert response.status_code == 400
+    assert "not a valid codename" in response.text
+
+
+def test_unknown_codename_is_refused(source_client):
+    response = log_in(source_client, "april charging retrial concise delta arming churn")
+    assert response.status_code == 401
+    assert "do not know this codename" in response.text
+    assert source_client.get_cookie(COOKIE_NAME) is None
+
+
+def test_login_when_the_kdf_is_saturated_gets_a_busy_page(tmp_path):
+    app_instance = make_instance(tmp_path, kdf_concurrency=1, kdf_queue=0)
+    source_client = app_instance.app.test_client()
+    gate = app_instance.app.extensions["intake"].kdf_gate
+    started, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=gate.run, args=(lambda: (started.set(), release.wait(10)),))
+    holder.start()
+    try:
+        assert started.wait(5)
+        response = log_in(source_client, "april charging retrial concise delta arming churn")
+        new_source = source_client.post("/new", data={"csrf_token": csrf_token(source_client.get("/").text)})
+    finally:
+        release.set()
+        holder.join()
+    for busy in (response, new_source):
+        assert busy.status_code == 503
+        assert busy.headers["Retry-After"] == "30"
+        assert "try again" in busy.text
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["sources"] == 0
+
+
+def test_replies_are_shown_decrypted_and_can_be_deleted(source_client, app_instance):
+    codename, _page = start_as_new_source(source_client)
+    keys = source_keys(app_instance, codename)
+    with Store.open(app_instance.settings) as store:
+        source_id = store.source_by_lookup(keys.lookup_id).id
+        reply = store.add_reply(source_id, None, encrypt_bytes("Thank you. <b>Can you send more?</b>".encode(), [keys.reply_public_key], Metadata("reply")))
+        store.add_reply(source_id, None, b"INTAKE-E damaged")
+    page = source_client.get("/replies")
+    assert page.status_code == 200
+    assert "Thank you. &lt;b&gt;Can you send more?&lt;/b&gt;" in page.text  # escaped, never markup
+    assert "could not be opened" in page.text
+    delete = source_client.post(f"/replies/{reply.id}/delete", data={"csrf_token": csrf_token(page.text)})
+    assert delete.status_code == 303
+    assert "Can you send more?" not in source_client.get(delete.location).text
+    with Store.open(app_instance.settings) as store:
+        assert [r.id for r in store.replies_for(source_id)] != [reply.id]
+        assert reply.id not in [r.id for r in store.replies_for(source_id)]
+
+
+def test_a_source_cannot_delete_another_sources_reply(source_client, app_instance):
+    codename, _page = start_as_new_source(source_client)
+    keys = source_keys(app_instance, codename)
+    with Store.open(app_instance.settings) as store:
+        reply = store.add_reply(source_id_for(app_instance, codename), None, encrypt_bytes(b"private", [keys.reply_public_key], Metadata("reply")))
+    other = app_instance.app.test_client()
+    start_as_new_source(other)
+    response = other.post(f"/replies/{reply.id}/delete", data={"csrf_token": csrf_token(other.get("/submit").text)})
+    assert response.status_code == 404
+    assert "private" in source_client.get("/replies").text
+
+
+def test_reply_deletion_needs_the_csrf_token(source_client, app_instance):
+    codename, _page = start_as_new_source(source_client)
+    keys = source_keys(app_instance, codename)
+    with Store.open(app_instance.settings) as store:
+        reply = store.add_reply(source_id_for(app_instance, codename), None, encrypt_bytes(b"keep me", [keys.reply_public_key], Metadata("reply")))
+    assert source_client.post(f"/replies/{reply.id}/delete", data={}).status_code == 400
+    assert "keep me" in source_client.get("/replies").text
+
+
+def test_logout_ends_the_session_and_advises_a_new_identity(source_client, app_instance):
+    start_as_new_source(source_client)
+    page = source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    assert page.status_code == 200
+    assert "New identity" in page.text
+    assert source_client.get_cookie(COOKIE_NAME) is None
+    assert source_client.get("/submit").status_code == 303
+    with Store.open(app_instance.settings) as store:
+        assert store.purge_expired_sessions() == 0  # nothing left behind to expire
+
+
+def test_old_cookie_is_useless_after_logout(source_client):
+    start_as_new_source(source_client)
+    old = source_client.get_cookie(COOKIE_NAME).value
+    source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    source_client.set_cookie(COOKIE_NAME, old)
+    assert source_client.get("/replies").status_code == 303
+
+
+@pytest.mark.parametrize("cookie", ["", "x" * 43, "A" * 42, "!" * 43, "A" * 500])
+def test_malformed_session_cookie_is_treated_as_logged_out(source_client, cookie):
+    source_client.set_cookie(COOKIE_NAME, cookie)
+    assert source_client.get("/replies").status_code == 303
+
+
+def test_browser_language_is_used(source_client):
+    page = source_client.get("/", headers={"Accept-Language": "ru-RU,ru;q=0.9,en;q=0.5"})
+    assert '<html lang="ru">' in page.text
+    assert "Как соблюдать безопасность" in page.text
+
+
+def test_language_can_be_switched_by_a_plain_link(source_client):
+    response = source_client.get("/language/ru?next=/login")
+    assert response.status_code == 303 and response.location == "/login"
+    assert "Введите кодовое имя" in source_client.get("/login", headers={"Accept-Language": "en"}).text
+    source_client.get("/language/en?next=/")
+    assert "Enter your codename" in source_client.get("/login", headers={"Accept-Language": "ru"}).text
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"])
+def test_language_switch_never_redirects_off_site(source_client, target):
+    response = source_client.get("/language/ru", query_string={"next": target})
+    assert response.location == "/"
+
+
+def test_unknown_language_is_not_found(source_client):
+    assert source_client.get("/language/xx").status_code == 404
+
+
+def test_russian_pages_render_in_russian(source_client):
+    source_client.get("/language/ru")
+    codename, page = start_as_new_source(source_client)
+    assert "Ваше кодовое имя" in page
+    assert "Отправить защищённо" in page
+    assert "Ответов пока нет" in source_client.get("/replies").text
+
+
+def test_every_message_is_translated_to_russian():
+    with open(TRANSLATIONS / "messages.pot", "rb") as f:
+        template = read_po(f)
+    with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.po", "rb") as f:
+        russian = read_po(f)
+    wanted = {message.id for message in template if message.id}
+    translated = {message.id for message in russian if message.id and message.string and not message.fuzzy}
+    assert wanted - translated == set()
+    assert all(message.string for message in russian if message.id)
+
+
+def test_compiled_russian_catalog_matches_its_po():
+    with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.po", "rb") as f:
+        source = {message.id: message.string for message in read_po(f) if message.id}
+    with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.mo", "rb") as f:
+        compiled = {message.id: message.string for message in read_mo(f) if message.id}
+    assert compiled == source
+
+
+def test_template_catalog_is_up_to_date_with_the_code(tmp_path):
+    from babel.messages.frontend import CommandLineInterface
+
+    root = TRANSLATIONS.parent.parent
+    fresh = tmp_path / "fresh.pot"
+    CommandLineInterface().run(["pybabel", "-q", "extract", "-F", str(root / "babel.cfg"), "-k", "_l", "--no-location", "--sort-output", "-o", str(fresh), str(root)])
+    with open(fresh, "rb") as f:
+        extracted = {message.id for message in read_po(f) if message.id}
+    with open(TRANSLATIONS / "messages.pot", "rb") as f:
+        checked_in = {message.id for message in read_po(f) if message.id}
+    assert extracted == checked_in
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("get", "/no-such-page", 404), ("get", "/logout", 405), ("delete", "/", 405)],
+)
+def test_error_pages_say_nothing_internal(source_client, method, path, status):
+    response = getattr(source_client, method)(path)
+    assert response.status_code == status
+    assert "Traceback" not in response.text and "werkzeug" not in response.text.lower()
+    assert "start page" in response.text
+
+
+def test_unexpected_failure_shows_a_plain_500_page(tmp_path):
+    app_instance = make_instance(tmp_path)
+    app_instance.app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app_instance.app.get("/boom")
+    def boom():
+        raise RuntimeError("internal detail /srv/intake secret-path")
+
+    response = app_instance.app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert "internal detail" not in response.text and "secret-path" not in response.text
+    assert "Something went wrong" in response.text
