@@ -70,6 +70,7 @@ import shutil
 import subprocess
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -596,7 +597,9 @@ class OnionServices:
 
     def _connect(self) -> None:
         try:
-            controller = stem.control.Controller.from_socket_file(str(self.control_socket))
+            with warnings.catch_warnings():  # stem 1.8 calls Thread.setDaemon (deprecated)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                controller = stem.control.Controller.from_socket_file(str(self.control_socket))
         except stem.SocketError as exc:
             reason = "permission denied" if "ermission" in str(exc) else str(exc)
             hint = " (is intake's user in tor's group, e.g. debian-tor?)" if reason == "permission denied" else ""
