@@ -167,7 +167,10 @@ class EnvelopeWriter:
         self.metadata = metadata
         record = metadata.encode()
         file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-        stanzas = [sodium.crypto_box_seal(file_key, _public_bytes(pk)) for pk in recipients]
+        try:
+            stanzas = [sodium.crypto_box_seal(file_key, _public_bytes(pk)) for pk in recipients]
+        except CryptoError:  # libsodium refuses low-order points such as the all-zero key
+            raise FormatError("a recipient key is not a usable X25519 public key") from None
         random.SystemRandom().shuffle(stanzas)  # stanza order must not reveal the recipient list's order
         self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
         stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._state, file_key)

@@ -1,0 +1,397 @@
+"""The intake-keys command: what a journalist sees, and that every failure is one clear line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nacl.public import PrivateKey
+
+from keys import bundle, cli, envelope
+from keys.files import TEMP_PREFIX
+from keys.identity import KDF_MIN, Identity
+from keys.progress import Progress
+from tests.fixtures_keys import PASSPHRASE, KeyFiles, Source, Submission, build_export
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY = struct.Struct(">BQ")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, match: str = "") -> None:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("intake-keys: error: "), err
+    assert "Traceback" not in err
+    assert match.lower() in lines[0].lower(), lines[0]
+
+
+def visible_files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def decrypt(capsys, files: KeyFiles, bundle_path: Path, out: Path) -> tuple[int, str, str]:
+    return run(capsys, "decrypt", bundle_path, "--key", files.secret, "--passphrase-file", files.passphrase_file, "--out", out)
+
+
+@pytest.fixture
+def export_file(tmp_path, alice, two_sources) -> Path:
+    path = tmp_path / "export.bundle"
+    path.write_bytes(build_export(two_sources, [alice]))
+    return path
+
+
+# ---------------------------------------------------------------- generate, fingerprint
+
+
+def test_generate_writes_a_private_secret_and_a_public_file_and_prints_the_fingerprint(capsys, tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text(PASSPHRASE + "\n")
+    code, out, _ = run(capsys, "generate", "--out", tmp_path / "k", "--name", "alice", "--passphrase-file", pw, "--kdf-strength", "interactive")
+    assert code == 0
+    secret, public = tmp_path / "k" / "alice.secret", tmp_path / "k" / "alice.public"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    identity = Identity.load(secret, PASSPHRASE)
+    assert identity.name == "alice"
+    assert f"fingerprint: {identity.public.fingerprint}" in out
+    code, out, _ = run(capsys, "fingerprint", public)
+    assert code == 0 and out.strip() == f"alice: {identity.public.fingerprint}"
+
+
+def test_generate_refuses_to_overwrite_a_key(capsys, alice_files):
+    before = alice_files.secret.read_bytes()
+    code, _, err = run(capsys, "generate", "--out", alice_files.secret.parent, "--name", "alice", "--passphrase-file", alice_files.passphrase_file)
+    assert_one_line_error(code, err, "refusing to overwrite")
+    assert alice_files.secret.read_bytes() == before
+
+
+def test_generate_prompts_twice_and_refuses_a_mismatch_or_a_short_passphrase(capsys, tmp_path, monkeypatch):
+    answers = iter(["one long passphrase", "another long passphrase"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    code, _, err = run(capsys, "generate", "--out", tmp_path, "--name", "alice")
+    assert_one_line_error(code, err, "do not match")
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "short")
+    code, _, err = run(capsys, "generate", "--out", tmp_path, "--name", "alice")
+    assert_one_line_error(code, err, "too short")
+    assert not list(tmp_path.iterdir())
+
+
+def test_generate_refuses_a_name_unsafe_as_a_file_name(capsys, tmp_path, alice_files):
+    code, _, err = run(capsys, "generate", "--out", tmp_path, "--name", "../evil", "--passphrase-file", alice_files.passphrase_file)
+    assert_one_line_error(code, err, "name must be")
+
+
+def test_fingerprint_of_a_damaged_public_file_is_one_line(capsys, tmp_path):
+    path = tmp_path / "x.public"
+    path.write_bytes(b"\x00\xff garbage")
+    code, _, err = run(capsys, "fingerprint", path)
+    assert_one_line_error(code, err, "not an intake public key")
+    code, _, err = run(capsys, "fingerprint", tmp_path / "missing.public")
+    assert_one_line_error(code, err, "no such file")
+
+
+@pytest.mark.parametrize("command", [[], ["generate"], ["fingerprint"], ["decrypt"], ["reply"], ["inspect"]])
+def test_every_command_has_help(capsys, command):
+    with pytest.raises(SystemExit) as leaving:
+        cli.main([*command, "--help"])
+    assert leaving.value.code == 0
+    assert "usage: intake-keys" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- decrypt
+
+
+def test_decrypt_writes_a_folder_per_source_with_messages_files_record_and_index(capsys, tmp_path, alice_files, export_file, two_sources):
+    out = tmp_path / "out"
+    code, stdout, err = decrypt(capsys, alice_files, export_file, out)
+    assert code == 0, err
+    assert "3 item(s) decrypted from 2 source(s)" in stdout
+    assert visible_files(out) == [
+        "brave otter/2026-11-28 message.txt",
+        "brave otter/2026-11-28 minutes.pdf",
+        "brave otter/source.json",
+        "index.html",
+        "quiet heron/2026-11-27 message.txt",
+        "quiet heron/source.json",
+    ]
+    assert (out / "brave otter" / "2026-11-28 message.txt").read_text() == "Der Bürgermeister hat gelogen.\n"
+    assert (out / "brave otter" / "2026-11-28 minutes.pdf").read_bytes() == two_sources[0].submissions[1].body
+    record = json.loads((out / "brave otter" / "source.json").read_text())
+    assert record["source_id"] == "src-1" and record["designation"] == "brave otter"
+    assert record["reply_public_key"] == __import__("base64").b64encode(bytes(two_sources[0].key.public_key)).decode()
+    index = (out / "index.html").read_text()
+    assert "<script" not in index and "default-src 'none'" in index
+    assert "Der Bürgermeister hat gelogen." in index and 'href="brave%20otter/2026-11-28%20minutes.pdf"' in index
+
+
+def test_decrypting_again_skips_what_is_already_there(capsys, tmp_path, alice_files, export_file):
+    out = tmp_path / "out"
+    decrypt(capsys, alice_files, export_file, out)
+    before = visible_files(out)
+    code, stdout, _ = decrypt(capsys, alice_files, export_file, out)
+    assert code == 0 and "3 item(s) were already decrypted" in stdout
+    assert visible_files(out) == before
+
+
+def test_decrypt_prompts_for_the_passphrase_and_refuses_a_wrong_one(capsys, tmp_path, alice_files, export_file, monkeypatch):
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "not the passphrase")
+    code, _, err = run(capsys, "decrypt", export_file, "--key", alice_files.secret, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "passphrase does not unlock")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": PASSPHRASE)
+    code, _, _ = run(capsys, "decrypt", export_file, "--key", alice_files.secret, "--out", tmp_path / "out")
+    assert code == 0
+
+
+HOSTILE_NAMES = {
+    "../../../etc/passwd": "passwd",
+    "..\\..\\windows\\system32\\evil.dll": "evil.dll",
+    "C:\\Users\\x\\report.docx": "report.docx",
+    ".bashrc": "bashrc",
+    "..": "file",
+    "...": "file",
+    None: "file",  # an empty name cannot reach here: envelopes refuse it
+    "CON": "_CON",
+    "nul.txt": "_nul.txt",
+    "COM1.jpg": "_COM1.jpg",
+    "lpt9": "_lpt9",
+    "a\x01b\x1b[31mred\x7f.txt": "ab[31mred.txt",  # NUL cannot reach here: envelopes refuse it
+    "invoice\u202egpj.exe": "invoicegpj.exe",
+    "zero\u200bwidth.txt": "zerowidth.txt",
+    "tab\tand\nnewline.txt": "tabandnewline.txt",
+    "trailing dots... ": "trailing dots",
+    'what?<is>this|"*:.txt': "what__is_this____.txt",
+    "x" * 300 + ".pdf": "x" * 196 + ".pdf",
+}
+
+
+def test_hostile_file_names_are_sanitised_and_never_leave_the_folder(capsys, tmp_path, alice, alice_files):
+    names = list(HOSTILE_NAMES)
+    sources = [
+        Source("s1", "brave otter", [Submission("file", f"body {n}".encode(), name=name) for n, name in enumerate(names)]),
+        Source("s2", "../../escape", [Submission("message", b"m")]),
+        Source("s3", ".hidden", [Submission("message", b"m")]),
+        Source("s4", "NUL", [Submission("message", b"m")]),
+    ]
+    path = tmp_path / "hostile.bundle"
+    path.write_bytes(build_export(sources, [alice]))
+    out = tmp_path / "out"
+    code, _, err = decrypt(capsys, alice_files, path, out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["_NUL", "brave otter", "escape", "hidden", "index.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.bundle", "keys", "out"]
+    folder = out / "brave otter"
+    written = {p.read_bytes(): p.name for p in folder.iterdir() if p.name != "source.json"}
+    for n, name in enumerate(names):
+        expected = f"2026-11-28 {HOSTILE_NAMES[name]}"
+        got = written[f"body {n}".encode()]
+        # The three names that sanitise to plain "file" share it: no overwrite, a numbered suffix instead.
+        assert got == expected or (HOSTILE_NAMES[name] == "file" and got.startswith("2026-11-28 file (")), (name, got)
+        assert len(got.encode()) <= 255
+
+
+def test_an_existing_folder_of_another_source_is_never_written_into(capsys, tmp_path, alice_files, export_file):
+    out = tmp_path / "out"
+    (out / "brave otter").mkdir(parents=True)
+    (out / "brave otter" / "notes.txt").write_text("mine")
+    code, _, _ = decrypt(capsys, alice_files, export_file, out)
+    assert code == 0
+    assert sorted(p.name for p in (out / "brave otter").iterdir()) == ["notes.txt"]
+    assert (out / "brave otter (2)" / "source.json").exists()
+
+
+def _corrupt_second_item(data: bytes) -> bytes:
+    offset = len(bundle.EXPORT_MAGIC) + 1
+    _, first = ENTRY.unpack_from(data, offset)
+    second = offset + ENTRY.size + first + ENTRY.size
+    damaged = bytearray(data)
+    damaged[second + 3000] ^= 0x01
+    return bytes(damaged)
+
+
+def test_a_damaged_item_leaves_nothing_partial_and_keeps_what_verified(capsys, tmp_path, alice_files, export_file):
+    export_file.write_bytes(_corrupt_second_item(export_file.read_bytes()))
+    out = tmp_path / "out"
+    code, _, err = decrypt(capsys, alice_files, export_file, out)
+    assert_one_line_error(code, err, "modified or reordered")
+    assert visible_files(out) == ["brave otter/2026-11-28 message.txt", "brave otter/source.json"]
+    assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")]
+    record = json.loads((out / "brave otter" / "source.json").read_text())
+    assert [i["file"] for i in record["items"]] == ["2026-11-28 message.txt"]
+
+
+def _export_entries(data: bytes) -> list[tuple[int, int]]:
+    offset, found = len(bundle.EXPORT_MAGIC) + 1, []
+    while offset < len(data):
+        _, length = ENTRY.unpack_from(data, offset)
+        found.append((offset, offset + ENTRY.size + length))
+        offset += ENTRY.size + length
+    return found
+
+
+def _reordered(data: bytes) -> bytes:
+    (a, b), (c, d), *rest = _export_entries(data)
+    return data[:a] + data[c:d] + data[a:b] + data[d:]
+
+
+def _oversized(data: bytes) -> bytes:
+    start = len(bundle.EXPORT_MAGIC) + 1
+    return data[:start] + ENTRY.pack(1, 1 << 50) + data[start + ENTRY.size :]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d[: len(d) // 2], "truncated"),
+        (lambda d: d[:-1], "truncated"),
+        (_reordered, "does not match"),
+        (_corrupt_second_item, "modified or reordered"),
+        (_oversized, "oversized"),
+        (lambda d: d[:8] + b"\x09" + d[9:], "version 9 is not supported"),
+        (lambda d: b"GARBAGE!" + d[8:], "not an intake export bundle"),
+        (lambda d: b"", "not an intake export bundle"),
+    ],
+)
+def test_every_damaged_bundle_gives_one_line_and_no_plaintext_file(capsys, tmp_path, alice_files, export_file, damage, message):
+    export_file.write_bytes(damage(export_file.read_bytes()))
+    out = tmp_path / "out"
+    code, _, err = decrypt(capsys, alice_files, export_file, out)
+    assert_one_line_error(code, err, message)
+    assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")] if out.exists() else True
+    # Only items that verified completely may be there, and only the first (a message) comes first.
+    assert set(visible_files(out) if out.exists() else []) <= {"brave otter/2026-11-28 message.txt", "brave otter/source.json", "quiet heron/source.json"}
+
+
+def test_wrong_key_gives_one_line(capsys, tmp_path, bob, export_file):
+    secret = tmp_path / "bob.secret"
+    bob.save(secret, PASSPHRASE, KDF_MIN)
+    pw = tmp_path / "pw"
+    pw.write_text(PASSPHRASE)
+    code, _, err = run(capsys, "decrypt", export_file, "--key", secret, "--passphrase-file", pw, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "none of the given keys")
+
+
+def test_items_sealed_only_to_colleagues_are_skipped_and_counted(capsys, tmp_path, alice, bob, alice_files):
+    from tests.fixtures_keys import export_sources
+
+    sources = export_sources([Source("s", "brave otter", [Submission("message", b"for bob")])], [bob])
+    path = tmp_path / "b.bundle"
+    path.write_bytes(b"".join(bundle.stream_export_bundle([alice.public.encryption_key, bob.public.encryption_key], sources)))
+    code, out, _ = decrypt(capsys, alice_files, path, tmp_path / "out")
+    assert code == 0 and "1 item(s) are not sealed to alice" in out
+
+
+def test_progress_bar_draws_on_the_given_stream():
+    stream = io.StringIO()
+    progress = Progress(4 << 20, stream=stream, enabled=True)
+    progress.advance(1 << 20)
+    progress.advance(3 << 20)
+    progress.finish()
+    text = stream.getvalue()
+    assert "\r[" in text and "100%" in text and text.endswith("\n")
+    quiet = io.StringIO()
+    Progress(1 << 30, stream=quiet).advance(1)  # not a terminal: no bar
+    assert quiet.getvalue() == ""
+
+
+# ---------------------------------------------------------------- reply
+
+
+def test_reply_seals_to_the_source_and_signs_and_adds(capsys, tmp_path, alice, alice_files, export_file, two_sources):
+    out = tmp_path / "out"
+    decrypt(capsys, alice_files, export_file, out)
+    replies = tmp_path / "replies.bundle"
+    common = ["--key", alice_files.secret, "--passphrase-file", alice_files.passphrase_file, "--out", replies]
+    code, stdout, err = run(capsys, "reply", "--source", out / "brave otter", "--message", "Thank you. Stay safe.", *common)
+    assert code == 0, err
+    message_file = tmp_path / "reply.txt"
+    message_file.write_text("Second reply, to the heron.")
+    code, stdout, _ = run(capsys, "reply", "--source", out / "quiet heron", "--message-file", message_file, *common)
+    assert code == 0 and "2 signed replies" in stdout
+    with open(replies, "rb") as f:
+        verified = bundle.verify_reply_bundle(f, {"alice": alice.signing_key.verify_key})
+    assert [sid for sid, _ in verified.replies] == ["src-1", "src-2"]
+    meta, text = envelope.decrypt_bytes(verified.replies[0][1], two_sources[0].key)
+    assert meta.kind == "reply" and text == "Thank you. Stay safe.".encode()
+    assert envelope.decrypt_bytes(verified.replies[1][1], two_sources[1].key)[1] == b"Second reply, to the heron."
+
+
+def test_reply_errors_are_one_line(capsys, tmp_path, alice_files):
+    common = ["--key", alice_files.secret, "--passphrase-file", alice_files.passphrase_file, "--out", tmp_path / "r.bundle"]
+    code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
+    assert_one_line_error(code, err, "not a source folder")
+    (tmp_path / "source.json").write_text("{not json")
+    code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
+    assert_one_line_error(code, err, "damaged")
+    record = {"source_id": "s", "designation": "d", "reply_public_key": "A" * 43 + "=", "items": []}
+    (tmp_path / "source.json").write_text(json.dumps(record))
+    code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
+    assert_one_line_error(code, err, "not a usable X25519 public key")  # the all-zero key
+    record["reply_public_key"] = __import__("base64").b64encode(bytes(PrivateKey.generate().public_key)).decode()
+    (tmp_path / "source.json").write_text(json.dumps(record))
+    code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "   ", *common)
+    assert_one_line_error(code, err, "empty")
+    (tmp_path / "r.bundle").write_bytes(b"INTAKE-R\x01\x05alice")  # unsigned
+    code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
+    assert_one_line_error(code, err, "not signed")
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def test_inspect_without_key_says_only_what_the_framing_says(capsys, export_file, tmp_path):
+    code, out, _ = run(capsys, "inspect", export_file)
+    assert code == 0
+    assert "export bundle, version 1" in out and "items: 3" in out and "sealed" in out
+    assert "brave otter" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.bundle"]
+
+
+def test_inspect_with_key_lists_the_manifest_without_writing_plaintext(capsys, export_file, alice_files, tmp_path):
+    code, out, _ = run(capsys, "inspect", export_file, "--key", alice_files.secret, "--passphrase-file", alice_files.passphrase_file)
+    assert code == 0
+    assert "brave otter" in out and "quiet heron" in out and "2026-11-27" in out
+    assert "Bürgermeister" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.bundle", "keys"]
+
+
+def test_inspect_describes_a_reply_bundle(capsys, tmp_path, alice):
+    path = tmp_path / "r.bundle"
+    bundle.add_replies(path, alice, [("s", bundle.seal_reply("hi", PrivateKey.generate().public_key))])
+    code, out, _ = run(capsys, "inspect", path)
+    assert code == 0 and "reply bundle" in out and "signer: alice" in out and "replies: 1" in out
+
+
+def test_inspect_of_a_truncated_bundle_is_one_line(capsys, export_file):
+    export_file.write_bytes(export_file.read_bytes()[:100])
+    code, _, err = run(capsys, "inspect", export_file)
+    assert_one_line_error(code, err, "truncated")
+
+
+# ---------------------------------------------------------------- as a process
+
+
+def test_the_command_as_a_process_fails_with_one_line_and_no_traceback(tmp_path, alice_files, export_file):
+    export_file.write_bytes(export_file.read_bytes()[:-10])
+    result = subprocess.run(
+        [sys.executable, "-m", "keys.cli", "decrypt", str(export_file), "--key", str(alice_files.secret), "--passphrase-file", str(alice_files.passphrase_file), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["intake-keys: error: the export bundle is truncated"]
