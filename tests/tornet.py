@@ -191,11 +191,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tor_binary() -> str:
-    found = shutil.which("tor", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    if not found or not shutil.which("tor-gencert", path=os.environ.get("PATH", "") + ":/usr/bin:/usr/sbin"):
+def _tor_binaries() -> tuple[str, str]:
+    """Paths of tor and tor-gencert."""
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin"
+    tor, gencert = shutil.which("tor", path=path), shutil.which("tor-gencert", path=path)
+    if not tor or not gencert:
         raise TorNetworkError("tor and tor-gencert are needed (Debian package `tor`)")
-    return found
+    return tor, gencert
 
 
 def _check_private(torrc: str) -> None:
@@ -318,6 +320,12 @@ class TorNetwork:
             "GeoIPv6File /nonexistent",
         ]
 
+    def write_service_torrc(self, path: Path) -> Path:
+        """torrc_lines_for_service() in a file, for a service started as a subprocess
+        (e.g. ``intake serve`` told to append it to the torrc of the tor it launches)."""
+        path.write_text("\n".join(self.torrc_lines_for_service()) + "\n")
+        return path
+
     # -- for clients --
 
     @property
@@ -394,7 +402,7 @@ class TorNetwork:
         return net
 
     def _bring_up(self, relays: int, timeout: float) -> None:
-        tor = _tor_binary()
+        tor, gencert_binary = _tor_binaries()
         t0 = time.monotonic()
         deadline = t0 + timeout
         owner = os.getpid()
@@ -409,7 +417,7 @@ class TorNetwork:
         (auth_dir / "keys").mkdir(mode=0o700)
         auth_or, auth_dir_port = _free_port(), _free_port()
         gencert = subprocess.Popen(
-            ["tor-gencert", "--create-identity-key", "--passphrase-fd", "0", "-m", "12",
+            [gencert_binary, "--create-identity-key", "--passphrase-fd", "0", "-m", "12",
              "-a", f"127.0.0.1:{auth_dir_port}",
              "-i", str(auth_dir / "keys" / "authority_identity_key"),
              "-s", str(auth_dir / "keys" / "authority_signing_key"),
