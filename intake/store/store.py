@@ -106,6 +106,9 @@ class Store:
             with translate_errors():
                 conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
             migrate(conn)
+            if create:
+                # SQLite gives the -wal and -shm files the database file's mode.
+                settings.db_path.chmod(0o600)
         except BaseException:
             conn.close()
             raise

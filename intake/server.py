@@ -1,0 +1,131 @@
+"""Running the web app under gunicorn as a child process, on loopback.
+
+The settings come from deploy/gunicorn.conf.py (worker model, no access log);
+the address is given on the command line, which takes precedence over it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from intake.config import DB_KEY_FILE_ENV, load_settings
+from intake.store import Store
+
+GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
+APP_FACTORY = "intake.app:create_app()"
+LOOPBACK = "127.0.0.1"
+
+
+class ServerError(Exception):
+    """gunicorn did not start or stopped unexpectedly."""
+
+
+def prepare_data_dir(data_dir: Path, db_key_file: Path | None = None) -> dict[str, int]:
+    """Check the key opens the store, clear what a crash left, and return the counts.
+
+    Raises the store's errors (not initialised, wrong key) before anything is started.
+    """
+    settings = load_settings(data_dir, db_key_file=db_key_file)
+    with Store.open(settings) as store:
+        store.recover()
+        store.purge_expired_sessions()
+        return store.counts()
+
+
+def gunicorn_command(port: int, host: str = LOOPBACK) -> list[str]:
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}"]
+    if GUNICORN_CONF.is_file():
+        command += ["--config", str(GUNICORN_CONF)]
+    return command + [APP_FACTORY]
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _accepts_connections(port: int, host: str) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class GunicornServer:
+    """gunicorn for one data dir, started by `start()` and stopped (gracefully) by `stop()`."""
+
+    def __init__(self, data_dir: Path, port: int, *, db_key_file: Path | None = None, host: str = LOOPBACK):
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.host = host
+        self._db_key_file = db_key_file
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self, ready_timeout: float = 30.0) -> None:
+        if not port_is_free(self.port, self.host):
+            raise ServerError(f"port {self.port} on {self.host} is already in use: choose another with --port")
+        env = dict(os.environ, INTAKE_DATA=str(self.data_dir))
+        if self._db_key_file is not None:
+            env[DB_KEY_FILE_ENV] = str(Path(self._db_key_file).resolve())
+        self._process = subprocess.Popen(gunicorn_command(self.port, self.host), env=env, cwd=GUNICORN_CONF.parents[1])
+        deadline = time.monotonic() + ready_timeout
+        while not _accepts_connections(self.port, self.host):
+            if self._process.poll() is not None:
+                raise ServerError(f"gunicorn exited with status {self._process.returncode} while starting (see its messages above)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"gunicorn did not start listening on {self.host}:{self.port} within {ready_timeout:.0f} s")
+            time.sleep(0.1)
+
+    def wait(self) -> int:
+        """Block until gunicorn exits; SIGTERM or SIGINT to this process stops it gracefully."""
+        assert self._process is not None
+        previous = signal.signal(signal.SIGTERM, self._forward_stop)
+        try:
+            while True:
+                try:
+                    return self._process.wait()
+                except KeyboardInterrupt:
+                    # Ctrl-C reached gunicorn too (same process group); wait for it to finish.
+                    self.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _forward_stop(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 35.0) -> int | None:
+        """Graceful stop (SIGTERM: in-flight requests finish), then SIGKILL after `timeout`."""
+        if self._process is None:
+            return None
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        return self._process.returncode
+
+    def __enter__(self) -> GunicornServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

@@ -1,0 +1,272 @@
+"""`intake init`, `status`, `serve --no-tor` and `demo`; settings and the data dir's secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from keys.identity import Identity
+
+from intake.cli import cli
+from intake.config import load_settings
+from intake.server import prepare_data_dir
+from intake.setup import DEMO_JOURNALIST_DIR, SetupError, ensure_demo_instance, init_data_dir
+from intake.store import JournalistExistsError, MissingDatabaseKeyError, NotInitialisedError, Store, WrongDatabaseKeyError
+from tests.fixtures_store import make_journalist
+
+REPO = Path(__file__).resolve().parents[1]
+INTAKE = [sys.executable, "-c", "from intake.cli import main; main()"]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def _write_key(path: Path, key: bytes) -> Path:
+    path.write_text(key.hex() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_init_makes_a_private_data_dir_and_registers_journalists(tmp_path: Path, journalists):
+    data_dir = tmp_path / "data"
+    result = CliRunner().invoke(cli, ["init", "--data", str(data_dir)] + [a for _, p in journalists for a in ("--journalist-key", str(p))])
+    assert result.exit_code == 0, result.output
+    assert "journalists: 3" in result.output
+    assert _mode(data_dir) == 0o700
+    for name in ("db.key", "instance.secret", "intake.db"):
+        assert _mode(data_dir / name) == 0o600, name
+    settings = load_settings(data_dir)
+    with Store.open(settings) as store:
+        assert {j.name for j in store.journalists()} == {"alice", "bob", "carol"}
+        alice = next(j for j in store.journalists() if j.name == "alice")
+        assert alice.fingerprint == journalists[0][0].public.fingerprint
+    assert settings.db_key.hex() not in result.output and settings.db_key.hex() not in repr(settings)
+    assert settings.instance_secret.hex() not in repr(settings)
+
+
+def test_init_again_keeps_the_key_and_adds_new_journalists(settings, tmp_path: Path):
+    key_before = (settings.data_dir / "db.key").read_bytes()
+    _, dave = make_journalist(tmp_path, "dave")
+    init_data_dir(settings.data_dir, [dave])
+    assert (settings.data_dir / "db.key").read_bytes() == key_before
+    with Store.open(settings) as store:
+        assert store.counts()["journalists"] == 4
+
+
+def test_init_refuses_a_known_name_with_another_key(settings, tmp_path: Path):
+    impostor_dir = tmp_path / "impostor"
+    impostor_dir.mkdir()
+    _, impostor = make_journalist(impostor_dir, "alice")
+    before = _digest(settings.data_dir)
+    with pytest.raises(JournalistExistsError):
+        init_data_dir(settings.data_dir, [impostor])
+    assert _digest(settings.data_dir) == before
+
+
+def test_init_with_a_bad_journalist_key_file_creates_nothing(tmp_path: Path):
+    bad = tmp_path / "bad.public"
+    bad.write_text("not a key\n")
+    runner = CliRunner()
+    for path in (bad, tmp_path / "missing.public"):
+        result = runner.invoke(cli, ["init", "--data", str(tmp_path / "data"), "--journalist-key", str(path)])
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "data").exists()
+
+
+def test_init_without_journalists_is_refused(tmp_path: Path):
+    with pytest.raises(SetupError):
+        init_data_dir(tmp_path / "data", [])
+    assert not (tmp_path / "data").exists()
+
+
+def test_init_with_the_wrong_key_changes_nothing(settings, tmp_path: Path):
+    wrong = _write_key(tmp_path / "wrong.key", os.urandom(32))
+    _, dave = make_journalist(tmp_path, "dave")
+    before = _digest(settings.data_dir)
+    result = CliRunner().invoke(cli, ["init", "--data", str(settings.data_dir), "--journalist-key", str(dave), "--db-key-file", str(wrong)])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: the database key does not open this database (wrong key, or not an intake database)"
+    assert _digest(settings.data_dir) == before
+
+
+def test_init_with_a_missing_key_on_an_existing_dir_changes_nothing(settings):
+    (settings.data_dir / "db.key").unlink()
+    before = _digest(settings.data_dir)
+    with pytest.raises(MissingDatabaseKeyError):
+        init_data_dir(settings.data_dir, [])
+    assert _digest(settings.data_dir) == before
+
+
+def test_key_file_outside_the_data_dir_is_used_and_needed(tmp_path: Path, journalists):
+    key_file = _write_key(tmp_path / "db-key", os.urandom(32))
+    data_dir = tmp_path / "data"
+    init_data_dir(data_dir, [journalists[0][1]], db_key_file=key_file)
+    assert not (data_dir / "db.key").exists()
+    with Store.open(load_settings(data_dir, db_key_file=key_file)) as store:
+        assert store.counts()["journalists"] == 1
+    with pytest.raises(MissingDatabaseKeyError):
+        load_settings(data_dir)
+
+
+def test_systemd_credential_holds_the_key(tmp_path: Path, journalists, monkeypatch):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    _write_key(credentials / "intake-db-key", os.urandom(32))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    data_dir = tmp_path / "data"
+    init_data_dir(data_dir, [journalists[0][1]])
+    assert not (data_dir / "db.key").exists()
+    assert load_settings(data_dir).db_key == bytes.fromhex((credentials / "intake-db-key").read_text())
+
+
+def test_key_file_readable_by_others_is_refused(settings):
+    (settings.data_dir / "db.key").chmod(0o644)
+    with pytest.raises(MissingDatabaseKeyError, match="chmod 600"):
+        load_settings(settings.data_dir)
+
+
+def test_uninitialised_dir_is_reported(tmp_path: Path):
+    with pytest.raises(NotInitialisedError):
+        load_settings(tmp_path)
+    result = CliRunner().invoke(cli, ["status", "--data", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "intake init" in result.output
+
+
+def test_status_prints_counts(settings, source):
+    result = CliRunner().invoke(cli, ["status", "--data", str(settings.data_dir)])
+    assert result.exit_code == 0
+    assert result.output.splitlines() == ["sources: 1", "submissions: 0", "replies: 0", "journalists: 3", "pending uploads: 0"]
+
+
+def test_status_with_the_wrong_key_is_one_line_and_changes_nothing(settings, tmp_path: Path):
+    wrong = _write_key(tmp_path / "wrong.key", os.urandom(32))
+    before = _digest(settings.data_dir)
+    result = subprocess.run(
+        INTAKE + ["status", "--data", str(settings.data_dir), "--db-key-file", str(wrong)],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == ["Error: the database key does not open this database (wrong key, or not an intake database)"]
+    assert _digest(settings.data_dir) == before
+
+
+def test_settings_derive_separate_secrets(settings):
+    assert len(settings.flask_secret_key) == 32 and len(settings.codename_salt) == 16
+    assert settings.codename_salt not in settings.flask_secret_key
+    assert settings.instance_secret not in (settings.flask_secret_key, settings.codename_salt)
+
+
+def test_overrides_replace_defaults(settings):
+    tuned = load_settings(settings.data_dir, kdf_queue=1, session_minutes=5)
+    assert (tuned.kdf_queue, tuned.session_minutes) == (1, 5)
+    with pytest.raises(TypeError):
+        load_settings(settings.data_dir, no_such_setting=1)
+
+
+_ORPHAN = """
+import os, sys
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store
+store = Store.open(load_settings(Path(sys.argv[1])))
+upload = store.start_submission(store.create_source(b"o" * 32, b"p" * 32).id, "file", store.active_recipients())
+upload.write(os.urandom(3 * 1024 * 1024))
+os._exit(9)  # dies without aborting, as a killed worker would
+"""
+
+
+def test_serve_preparation_removes_uploads_orphaned_by_a_dead_worker(settings):
+    subprocess.run([sys.executable, "-c", _ORPHAN, str(settings.data_dir)], cwd=REPO, timeout=60)
+    with Store.open(settings) as store:
+        assert store.counts()["pending uploads"] == 1
+    assert prepare_data_dir(settings.data_dir)["pending uploads"] == 0
+
+
+def test_demo_instance_is_labelled_reused_and_usable(tmp_path: Path):
+    first = ensure_demo_instance(tmp_path)
+    public_before = first.public_key_file.read_bytes()
+    second = ensure_demo_instance(tmp_path)
+    assert second == first and first.public_key_file.read_bytes() == public_before
+    assert first.journalist_dir.name == DEMO_JOURNALIST_DIR == "demo-journalist-DO-NOT-USE-IN-PRODUCTION"
+    assert "DO NOT USE IT IN PRODUCTION" in (first.journalist_dir / "README.txt").read_text()
+    assert _mode(first.secret_key_file) == 0o600 and _mode(first.passphrase_file) == 0o600
+    identity = Identity.load(first.secret_key_file, first.passphrase_file.read_text().strip())
+    with Store.open(load_settings(first.data_dir)) as store:
+        (recipient,) = store.active_recipients()
+    assert recipient.public_key == bytes(identity.private_key.public_key)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(INTAKE + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _read_until(process: subprocess.Popen, marker: str) -> str:
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+    raise AssertionError("the command ended before printing " + repr(marker) + ": " + process.stderr.read())
+
+
+def _stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(40)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_serve_prints_its_url_serves_and_stops_on_sigterm(settings):
+    port = _free_port()
+    process = _start(["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(port)], REPO)
+    try:
+        output = _read_until(process, "Ctrl-C")
+        url = f"http://127.0.0.1:{port}/"
+        assert url in output
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        code = _stop(process)
+    assert code == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.slow
+def test_demo_sets_itself_up_and_prints_where_to_submit_and_how_to_decrypt(tmp_path: Path):
+    port = _free_port()
+    process = _start(["demo", "--dir", str(tmp_path / "demo"), "--port", str(port)], tmp_path)
+    try:
+        output = _read_until(process, "Ctrl-C stops the server")
+        url = f"http://127.0.0.1:{port}/"
+        assert f"Submit a tip:  {url}" in output
+        assert "intake-keys decrypt" in output and "--passphrase-file" in output and "intake export" in output
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        assert _stop(process) == 0
+    assert (tmp_path / "demo" / DEMO_JOURNALIST_DIR / "journalist.secret").is_file()
+    assert load_settings(tmp_path / "demo" / "data").db_path.is_file()
