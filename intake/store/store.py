@@ -183,19 +183,11 @@ class Store:
     # Submissions
 
     def start_submission(self, source_id: str, kind: str, recipients: list[Recipient]) -> SubmissionWriter:
+        """A writer for a new submission. Nothing is stored until its first chunk is
+        (a message that fits in one chunk is stored and published in one transaction)."""
         if not recipients:
             raise StoreError("no journalist is registered to receive submissions")
-        submission_id = _new_id()
-        with write_transaction(self._conn) as conn:
-            conn.execute(
-                "INSERT INTO submissions (id, source_id, kind, received_day, state, writer) VALUES (?, ?, ?, ?, 'pending', ?)",
-                (submission_id, source_id, kind, today(), processes.current_writer()),
-            )
-            conn.executemany(
-                "INSERT INTO submission_recipients (submission_id, journalist_id) VALUES (?, ?)",
-                [(submission_id, recipient.journalist_id) for recipient in recipients],
-            )
-        return SubmissionWriter(self, submission_id, self._chunk_bytes)
+        return SubmissionWriter(self, _new_id(), source_id, kind, [r.journalist_id for r in recipients], self._chunk_bytes)
 
     def submissions(self, source_id: str | None = None) -> list[StoredSubmission]:
         """Visible (complete) submissions, of one source or of all."""
@@ -219,21 +211,38 @@ class Store:
                 raise StoreError("the submission was deleted while it was being read")
             yield rows[0][0]
 
-    def _append_chunk(self, submission_id: str, seq: int, data: bytes) -> None:
-        with write_transaction(self._conn) as conn:
-            conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
+    def _insert_pending(self, conn: Connection, upload: SubmissionWriter) -> None:
+        conn.execute(
+            "INSERT INTO submissions (id, source_id, kind, received_day, state, writer) VALUES (?, ?, ?, ?, 'pending', ?)",
+            (upload.id, upload.source_id, upload.kind, today(), processes.current_writer()),
+        )
+        conn.executemany(
+            "INSERT INTO submission_recipients (submission_id, journalist_id) VALUES (?, ?)",
+            [(upload.id, journalist_id) for journalist_id in upload.journalist_ids],
+        )
 
-    def _publish(self, submission_id: str, size: int) -> None:
+    def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes, *, first: bool) -> None:
         with write_transaction(self._conn) as conn:
+            if first:
+                self._insert_pending(conn, upload)
+            conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (upload.id, seq, data))
+
+    def _publish(self, upload: SubmissionWriter, seq: int, last_chunk: bytes | None, size: int, *, first: bool) -> None:
+        """Store the last chunk and make the submission visible, in one transaction."""
+        with write_transaction(self._conn) as conn:
+            if first:
+                self._insert_pending(conn, upload)
+            if last_chunk is not None:
+                conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (upload.id, seq, last_chunk))
             updated = conn.execute(
                 "UPDATE submissions SET state = 'ready', size = ?, writer = NULL WHERE id = ? AND state = 'pending'",
-                (size, submission_id),
+                (size, upload.id),
             ).rowcount
             if updated != 1:
                 raise StoreError("the upload was removed before it completed: please send it again")
             conn.execute(
-                "UPDATE sources SET last_active_day = ? WHERE id = (SELECT source_id FROM submissions WHERE id = ?)",
-                (today(), submission_id),
+                "UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
+                (today(), upload.source_id, today()),
             )
 
     def _discard(self, submission_id: str) -> None:
@@ -332,17 +341,20 @@ class SubmissionWriter:
     """File-like sink for one submission's ciphertext.
 
     `write()` buffers up to one chunk and stores each full chunk in its own short
-    transaction; `commit()` stores the rest and makes the submission visible;
-    `abort()` (or leaving a `with` block by an exception) removes it.
+    transaction; `commit()` stores the rest and makes the submission visible in
+    one more; `abort()` (or leaving a `with` block by an exception) removes it.
     """
 
-    def __init__(self, store: Store, submission_id: str, chunk_bytes: int):
+    def __init__(self, store: Store, submission_id: str, source_id: str, kind: str, journalist_ids: list[int], chunk_bytes: int):
         self.id = submission_id
+        self.source_id = source_id
+        self.kind = kind
+        self.journalist_ids = journalist_ids
         self._store = store
         self._chunk_bytes = chunk_bytes
         self._buffer = bytearray()
-        self._seq = 0
-        self._size = 0
+        self._seq = 0  # chunks stored so far
+        self._size = 0  # bytes stored so far
         self._finished = False
 
     @property
@@ -354,23 +366,20 @@ class SubmissionWriter:
             raise ValueError("write to a submission that was already committed or aborted")
         self._buffer += data
         while len(self._buffer) >= self._chunk_bytes:
-            self._flush(self._chunk_bytes)
+            chunk = bytes(self._buffer[: self._chunk_bytes])
+            self._store._append_chunk(self, self._seq, chunk, first=self._seq == 0)
+            del self._buffer[: self._chunk_bytes]
+            self._seq += 1
+            self._size += len(chunk)
         return len(data)
-
-    def _flush(self, size: int) -> None:
-        chunk = bytes(self._buffer[:size])
-        self._store._append_chunk(self.id, self._seq, chunk)
-        del self._buffer[:size]
-        self._seq += 1
-        self._size += len(chunk)
 
     def commit(self) -> str:
         if self._finished:
             raise ValueError("this submission was already committed or aborted")
-        if self._buffer:
-            self._flush(len(self._buffer))
-        self._store._publish(self.id, self._size)
+        last_chunk = bytes(self._buffer) if self._buffer else None
+        self._store._publish(self, self._seq, last_chunk, self.size, first=self._seq == 0)
         self._finished = True
+        self._buffer = bytearray()
         return self.id
 
     def abort(self) -> None:
@@ -378,7 +387,8 @@ class SubmissionWriter:
             return
         self._finished = True
         self._buffer = bytearray()
-        self._store._discard(self.id)
+        if self._seq:
+            self._store._discard(self.id)
 
     def __enter__(self) -> SubmissionWriter:
         return self
