@@ -384,11 +384,14 @@ class EnvelopeReader:
         """Read up to ``size`` body bytes (all if negative); b"" only at the authenticated end."""
         if size is None or size < 0:
             return b"".join(self.chunks())
-        while len(self._buffer) < size and not self._done:
+        pieces, buffered = [self._buffer], len(self._buffer)
+        while buffered < size and not self._done:
             piece = self._next_message()
             if piece:
-                self._buffer += piece
-        taken, self._buffer = self._buffer[:size], self._buffer[size:]
+                pieces.append(piece)  # joined once below: appending to bytes would copy quadratically
+                buffered += len(piece)
+        buffer = b"".join(pieces) if len(pieces) > 1 else pieces[0]
+        taken, self._buffer = buffer[:size], buffer[size:]
         self._body_length += len(taken)
         if self._done and not self._buffer:
             self._check_length()

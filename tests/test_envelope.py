@@ -398,10 +398,8 @@ class _Sink:
         return len(data)
 
 
-def test_memory_stays_flat_while_streaming_a_large_body(tmp_path):
-    total = 48 << 20
-    piece = os.urandom(1 << 20)
-    path = tmp_path / "big.env"
+def _streaming_peaks(path: Path, total: int, piece: bytes) -> tuple[int, int, int]:
+    """Traced peak bytes while writing, reading in pieces, and iterating chunks()."""
     tracemalloc.start()
     try:
         with open(path, "wb") as f:
@@ -409,20 +407,35 @@ def test_memory_stays_flat_while_streaming_a_large_body(tmp_path):
             for _ in range(total // len(piece)):
                 writer.write(piece)
             writer.close()
-        _, write_peak = tracemalloc.get_traced_memory()
+        write_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         sink = _Sink()
         with open(path, "rb") as f:
             reader = EnvelopeReader(f, KEY)
-            while data := reader.read(1 << 20):
+            while data := reader.read(len(piece)):
                 sink.write(data)
-        _, read_peak = tracemalloc.get_traced_memory()
+        assert sink.size == total and reader.complete
+        read_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        with open(path, "rb") as f:
+            reader = EnvelopeReader(f, KEY)
+            for data in reader.chunks():
+                sink.write(data)
+        chunks_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert sink.size == total and reader.complete
-    # The input piece is 1 MiB; the envelope adds a few messages of 64 KiB at most.
-    assert write_peak < 4 << 20, write_peak
-    assert read_peak < 4 << 20, read_peak
+    return write_peak, read_peak, chunks_peak
+
+
+def test_memory_stays_flat_while_streaming_a_large_body(tmp_path):
+    piece = os.urandom(1 << 20)
+    small = _streaming_peaks(tmp_path / "small.env", 4 << 20, piece)
+    large = _streaming_peaks(tmp_path / "large.env", 48 << 20, piece)
+    for name, small_peak, large_peak in zip(("write", "read", "chunks"), small, large):
+        # Twelve times the data, the same memory: a few copies of one read piece at most.
+        assert large_peak <= small_peak + (256 << 10), (name, small_peak, large_peak)
+        assert large_peak < 5 * len(piece), (name, large_peak)
+    assert large[2] < 512 << 10  # chunks() holds one 64 KiB message at a time
 
 
 # ---------------------------------------------------------------- published test vectors
