@@ -9,7 +9,8 @@ has arrived; any failure aborts every part of the request.
 
 The form must send its CSRF token as the first part and the honeypot before any
 content, so that a forged or automated request is refused before anything is
-written.
+written. A filled honeypot is answered exactly like a success (so a bot learns
+nothing to adapt to), but the rest of the body is read and thrown away unstored.
 """
 
 from __future__ import annotations
