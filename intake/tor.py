@@ -62,6 +62,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import dataclasses
 import hashlib
 import logging
 import os
@@ -430,6 +431,8 @@ class OnionServices:
                 self._msg(f"DEL_ONION {sid}", "could not remove the journalist onion service")
                 if sid in self._added:
                     self._added.remove(sid)
+                self._services["journalist"] = dataclasses.replace(
+                    old, published=False, how="not published", client_auth=())
             self._services["journalist"] = self._add_journalist_onion(keys)
             return self._services["journalist"].address
 
@@ -539,9 +542,9 @@ class OnionServices:
             f"HiddenServiceMaxStreams {MAX_STREAMS_PER_CIRCUIT}",
             "HiddenServiceMaxStreamsCloseCircuit 1",
         ]
-        if self.mode == "offline":
-            lines.append("DisableNetwork 1")
         lines += self.extra_torrc
+        if self.mode == "offline":
+            lines.append("DisableNetwork 1")  # last: no extra line can turn the network on
         return "\n".join(lines) + "\n"
 
     def _launch(self, source_key: bytes, source_port: int) -> None:

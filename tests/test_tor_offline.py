@@ -417,3 +417,10 @@ def test_deploy_torrc_is_valid_for_debians_system_tor():
         ["tor", "--defaults-torrc", str(defaults), "-f", str(deploy), "--DisableNetwork", "1",
          "--verify-config"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_offline_mode_cannot_be_turned_online_by_extra_torrc_lines(tmp_path, started):
+    services = OnionServices(tmp_path, "offline", extra_torrc=["DisableNetwork 0"])
+    started(services, 8080, 8081, [])
+    assert services.getconf("DisableNetwork") == {"DisableNetwork": ["1"]}
