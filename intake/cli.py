@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -121,6 +122,9 @@ def demo_instructions(info: DemoInfo, url: str) -> str:
     out = _shell_path(info.base_dir / "decrypted")
     key = _shell_path(info.secret_key_file)
     passphrase = _shell_path(info.passphrase_file)
+    # The commands next to this interpreter: the venv's, e.g. .venv/bin/intake from the repository.
+    intake = _shell_path(Path(sys.executable).parent / "intake")
+    intake_keys = _shell_path(Path(sys.executable).parent / "intake-keys")
     return "\n".join([
         "",
         "intake demo: a tip line for trying things out on this machine. NOT FOR PRODUCTION:",
@@ -129,8 +133,8 @@ def demo_instructions(info: DemoInfo, url: str) -> str:
         f"  Submit a tip:  {url}   (open it in a browser; JavaScript may stay off)",
         "",
         "  Then, in another terminal, export what was submitted and decrypt it:",
-        f"    .venv/bin/intake export --data {data} --out {bundle}",
-        f"    .venv/bin/intake-keys decrypt {bundle} --key {key} --passphrase-file {passphrase} --out {out}",
+        f"    {intake} export --data {data} --out {bundle}",
+        f"    {intake_keys} decrypt {bundle} --key {key} --passphrase-file {passphrase} --out {out}",
         f"  and open {out}/index.html.",
         "",
         "Ctrl-C stops the server; run the same command again to continue with the same instance.",
