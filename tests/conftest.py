@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures_server",
     "tests.fixtures_store",
     "tests.fixtures_app",
+    "tests.tornet",
 ]
