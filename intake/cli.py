@@ -16,12 +16,13 @@ import click
 from keys.errors import KeysError
 
 from intake.config import load_settings
-from intake.server import GunicornServer, ServerError, prepare_data_dir
+from intake.retention import PurgeSchedule
+from intake.server import JOURNALIST_APP_FACTORY, GunicornServer, ServerError, prepare_data_dir
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
 
 # Modules that add commands to `cli` when imported (e.g. the journalist commands).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli",)
 DEFAULT_PORT = 8080
 
 data_option = click.option(
@@ -68,9 +69,13 @@ def init(data_dir: Path, journalist_keys: tuple[Path, ...], db_key_file: Path | 
 @data_option
 @db_key_option
 def status(data_dir: Path, db_key_file: Path | None) -> None:
-    """Open the store and print what it holds."""
-    with Store.open(load_settings(data_dir, db_key_file=db_key_file)) as store:
+    """Open the store and print what it holds: counts, sizes, logins, retention."""
+    settings = load_settings(data_dir, db_key_file=db_key_file)
+    with Store.open(settings) as store:
         _echo_counts(store.counts())
+        from intake.newsroom_cli import echo_store_details
+
+        echo_store_details(store, settings)
 
 
 def _echo_counts(counts: dict[str, int]) -> None:
@@ -82,16 +87,26 @@ def _echo_counts(counts: dict[str, int]) -> None:
 @data_option
 @click.option("--no-tor", is_flag=True, help="serve on 127.0.0.1 only, without onion services")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--journalist-port", type=click.IntRange(1, 65535), default=DEFAULT_PORT + 1, show_default=True,
+              help="loopback port of the journalist interface")
 @db_key_option
-def serve(data_dir: Path, no_tor: bool, port: int, db_key_file: Path | None) -> None:
-    """Run the tip line under gunicorn on 127.0.0.1."""
+def serve(data_dir: Path, no_tor: bool, port: int, journalist_port: int, db_key_file: Path | None) -> None:
+    """Run the tip line under gunicorn on 127.0.0.1 (and the journalist interface, and retention)."""
     if not no_tor:
         raise click.UsageError("serving through Tor is not available in this version yet: pass --no-tor")
     prepare_data_dir(data_dir, db_key_file)
     server = GunicornServer(data_dir, port, db_key_file=db_key_file)
+    journalist_server = GunicornServer(data_dir, journalist_port, db_key_file=db_key_file, app_factory=JOURNALIST_APP_FACTORY)
     server.start()
-    click.echo(f"intake is serving {server.data_dir} at {server.url} (Ctrl-C stops it)")
-    raise SystemExit(server.wait())
+    try:
+        journalist_server.start()
+        PurgeSchedule(load_settings(data_dir, db_key_file=db_key_file)).start()
+        click.echo(f"intake is serving {server.data_dir} at {server.url}, the journalist interface at "
+                   f"{journalist_server.url} (Ctrl-C stops it)")
+        raise SystemExit(server.wait())
+    finally:
+        server.stop()
+        journalist_server.stop()
 
 
 @cli.command()

@@ -20,6 +20,7 @@ from intake.store import Store
 
 GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
 APP_FACTORY = "intake.app:create_app()"
+JOURNALIST_APP_FACTORY = "intake.app.journalist:create_journalist_app()"
 LOOPBACK = "127.0.0.1"
 
 
@@ -39,11 +40,11 @@ def prepare_data_dir(data_dir: Path, db_key_file: Path | None = None) -> dict[st
         return store.counts()
 
 
-def gunicorn_command(port: int, host: str = LOOPBACK) -> list[str]:
+def gunicorn_command(port: int, host: str = LOOPBACK, app_factory: str = APP_FACTORY) -> list[str]:
     command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}"]
     if GUNICORN_CONF.is_file():
         command += ["--config", str(GUNICORN_CONF)]
-    return command + [APP_FACTORY]
+    return command + [app_factory]
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
@@ -66,7 +67,9 @@ def _accepts_connections(port: int, host: str) -> bool:
 class GunicornServer:
     """gunicorn for one data dir, started by `start()` and stopped (gracefully) by `stop()`."""
 
-    def __init__(self, data_dir: Path, port: int, *, db_key_file: Path | None = None, host: str = LOOPBACK):
+    def __init__(self, data_dir: Path, port: int, *, db_key_file: Path | None = None, host: str = LOOPBACK,
+                 app_factory: str = APP_FACTORY):
+        self.app_factory = app_factory
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.host = host
@@ -83,7 +86,7 @@ class GunicornServer:
         env = dict(os.environ, INTAKE_DATA=str(self.data_dir))
         if self._db_key_file is not None:
             env[DB_KEY_FILE_ENV] = str(Path(self._db_key_file).resolve())
-        self._process = subprocess.Popen(gunicorn_command(self.port, self.host), env=env, cwd=GUNICORN_CONF.parents[1])
+        self._process = subprocess.Popen(gunicorn_command(self.port, self.host, self.app_factory), env=env, cwd=GUNICORN_CONF.parents[1])
         deadline = time.monotonic() + ready_timeout
         while not _accepts_connections(self.port, self.host):
             if self._process.poll() is not None:

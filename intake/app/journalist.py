@@ -1,0 +1,321 @@
+"""The journalist interface: a second Flask app on its own loopback port (and its
+own client-authorised onion service). Sign in with passphrase + TOTP; list
+sources (never content); download encrypted exports; upload signed reply
+bundles; delete.
+
+Sessions are server-side: the cookie holds a random token, the store a hash of
+it. Flask's signed cookie carries the CSRF token only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Request,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from keys.bundle import MAX_REPLY_BUNDLE
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from intake.app.security import install_security
+from intake.config import Settings, load_settings
+from intake.exchange import (
+    ExportScope,
+    NothingToExportError,
+    PreparedExport,
+    ReplyBundleRefusedError,
+    import_reply_bundle,
+    selected_sources,
+)
+from intake.journalist_auth import LoginError, LoginThrottledError, ThrottlePolicy, authenticate
+from intake.store import Store, StoreError
+from intake.store.newsroom import Newsroom
+from intake.worker_threads import run_in_os_thread
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+SESSION_COOKIE = "journalist_session"
+SMALL_FORM_BYTES = 64 * 1024
+MAX_SELECTED_SOURCES = 1000
+
+blueprint = Blueprint("journalist", __name__)
+
+
+class _InMemoryUploads(Request):
+    """Uploads (reply bundles: ciphertext, at most MAX_CONTENT_LENGTH) are parsed
+    from the stream into memory: Werkzeug would spool large ones to /tmp."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+@dataclass(frozen=True)
+class JournalistState:
+    settings: Settings
+    throttle: ThrottlePolicy
+
+
+@dataclass(frozen=True)
+class CurrentJournalist:
+    id: int
+    name: str
+
+
+def _state() -> JournalistState:
+    return current_app.extensions["intake-journalist"]
+
+
+def _store() -> Store:
+    if "store" not in g:
+        g.store = Store.open(_state().settings)
+    return g.store
+
+
+def _close_store(_error: BaseException | None) -> None:
+    store = g.pop("store", None)
+    if store is not None:
+        store.close()
+
+
+def _session_id(token: str) -> bytes:
+    return hashlib.blake2b(token.encode("ascii"), digest_size=32, person=b"intake:jsess-id").digest()
+
+
+def current_journalist() -> CurrentJournalist | None:
+    if "journalist" not in g:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        found = None
+        if 20 <= len(token) <= 64 and token.isascii():
+            found = Newsroom(_store()).load_journalist_session(_session_id(token), int(time.time()))
+        g.journalist = CurrentJournalist(*found) if found else None
+    return g.journalist
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_journalist() is None:
+            return redirect(url_for("journalist.login"), 303)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+@blueprint.app_context_processor
+def _template_globals() -> dict[str, Any]:
+    return {"journalist": current_journalist()}
+
+
+@blueprint.get("/")
+def index():
+    return redirect(url_for("journalist.sources" if current_journalist() else "journalist.login"), 303)
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        return render_template("journalist/login.html")
+    form = request.form
+    try:
+        signed_in = authenticate(
+            Newsroom(_store()), form.get("name", "")[:64], form.get("passphrase", "")[:256], form.get("code", "")[:16],
+            policy=_state().throttle, run=run_in_os_thread,
+        )
+    except LoginError as error:
+        status = 429 if isinstance(error, LoginThrottledError) else 401
+        return render_template("journalist/login.html", error=str(error)), status
+    token = secrets.token_urlsafe(32)
+    minutes = current_app.config["JOURNALIST_SESSION_MINUTES"]
+    Newsroom(_store()).save_journalist_session(_session_id(token), signed_in.journalist_id, int(time.time()) + minutes * 60)
+    response = redirect(url_for("journalist.sources"), 303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=minutes * 60, httponly=True, samesite="Strict", secure=False)
+    return response
+
+
+@blueprint.post("/logout")
+def logout():
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if token:
+        Newsroom(_store()).delete_journalist_session(_session_id(token))
+    response = redirect(url_for("journalist.login"), 303)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="Strict")
+    return response
+
+
+@blueprint.get("/sources")
+@login_required
+def sources():
+    overview = Newsroom(_store()).source_overview()
+    totals = {"new": sum(s.new_submissions for s in overview), "submissions": sum(s.submissions for s in overview)}
+    return render_template("journalist/sources.html", sources=overview, totals=totals)
+
+
+@blueprint.post("/export")
+@login_required
+def export():
+    scope_name = request.form.get("scope", "new")
+    if scope_name not in ("new", "selected", "all"):
+        abort(400)
+    chosen = selected_sources(request.form.getlist("source")[:MAX_SELECTED_SOURCES])
+    if scope_name == "selected" and not chosen:
+        flash("Select at least one source to download.", "error")
+        return redirect(url_for("journalist.sources"), 303)
+    scope = ExportScope(only_new=scope_name == "new", source_ids=chosen if scope_name == "selected" else None)
+    # The download outlives this request's store (closed at teardown): it streams from its own.
+    store = Store.open(_state().settings)
+    try:
+        prepared = PreparedExport(store, scope)
+    except NothingToExportError as error:
+        store.close()
+        flash(f"Nothing to download: {error}.", "notice")
+        return redirect(url_for("journalist.sources"), 303)
+    except BaseException:
+        store.close()
+        raise
+    name = f"intake-export-{time.strftime('%Y-%m-%d', time.gmtime())}-{secrets.token_hex(3)}.bundle"
+    return Response(
+        _stream_and_close(prepared, store),
+        mimetype="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        direct_passthrough=True,
+    )
+
+
+def _stream_and_close(prepared: PreparedExport, store: Store) -> Iterator[bytes]:
+    try:
+        yield from prepared
+        # Reached only when the server asks for more after the last piece: all of it was sent.
+        prepared.mark_exported()
+    finally:
+        store.close()
+
+
+@blueprint.post("/replies")
+@login_required
+def upload_replies():
+    upload = request.files.get("bundle")
+    if upload is None or not upload.filename:
+        flash("Choose a reply bundle file to upload.", "error")
+        return redirect(url_for("journalist.sources"), 303)
+    try:
+        report = import_reply_bundle(_store(), upload.stream)
+    except ReplyBundleRefusedError as error:
+        return render_template("journalist/error.html", title="Reply bundle refused", message=str(error)), 400
+    return render_template("journalist/import_report.html", report=report)
+
+
+@blueprint.get("/sources/<source_id>/delete")
+@login_required
+def confirm_delete(source_id: str):
+    source = Newsroom(_store()).source_overview_of(source_id)
+    if source is None:
+        abort(404)
+    return render_template("journalist/confirm_delete.html", source=source)
+
+
+@blueprint.post("/sources/<source_id>/delete-submissions")
+@login_required
+def delete_submissions(source_id: str):
+    newsroom = Newsroom(_store())
+    source = newsroom.source_overview_of(source_id)
+    if source is None:
+        abort(404)
+    deleted = newsroom.delete_submissions_of(source_id)
+    flash(f"Deleted {deleted} submissions from {source.designation}.", "notice")
+    return redirect(url_for("journalist.sources"), 303)
+
+
+@blueprint.post("/sources/<source_id>/delete")
+@login_required
+def delete_source(source_id: str):
+    newsroom = Newsroom(_store())
+    source = newsroom.source_overview_of(source_id)
+    if source is None:
+        abort(404)
+    newsroom.delete_source(source_id)
+    flash(f"Deleted {source.designation} and everything from it.", "notice")
+    return redirect(url_for("journalist.sources"), 303)
+
+
+# --- errors: say what to do, never anything internal -----------------------------
+
+_ERRORS = {
+    400: ("Something was wrong with that request", "Go back, reload the page and try again."),
+    403: ("Not allowed", "Sign in again."),
+    404: ("Not found", "There is nothing at this address (it may have been deleted)."),
+    405: ("Not allowed", "This page cannot be used that way."),
+    413: ("Too large", f"A reply bundle may be at most {MAX_REPLY_BUNDLE // (1 << 20)} MiB."),
+    500: ("Something went wrong", "The server could not finish this request. Nothing was changed by it."),
+    503: ("Busy", "The server is busy right now. Wait a minute, then try again."),
+}
+
+
+def _error(status: int, message: str | None = None):
+    title, advice = _ERRORS.get(status, _ERRORS[500])
+    return render_template("journalist/error.html", title=title, message=message or advice), status
+
+
+def _http_error(error: HTTPException):
+    if error.code is None or error.code < 400:
+        return error
+    return _error(error.code if error.code in _ERRORS else 500)
+
+
+def _install_error_pages(app: Flask) -> None:
+    app.register_error_handler(CSRFError, lambda _e: _error(400, "The form expired or came from elsewhere. Reload the page and try again."))
+    app.register_error_handler(RequestEntityTooLarge, lambda _e: _error(413))
+    app.register_error_handler(StoreError, lambda e: _error(503, str(e)))
+    app.register_error_handler(HTTPException, _http_error)
+
+
+def _secret_key(settings: Settings) -> bytes:
+    # Not the source app's key: a cookie of one app is worthless to the other.
+    return hashlib.blake2b(b"", key=settings.instance_secret, person=b"intake:jflask", digest_size=32).digest()
+
+
+def create_journalist_app(settings: Settings | None = None, **config_overrides: Any) -> Flask:
+    """The journalist interface for one instance (``settings=None``: from $INTAKE_DATA)."""
+    if settings is None:
+        settings = load_settings(Path(os.environ["INTAKE_DATA"]))
+    app = Flask(__name__, template_folder=str(PACKAGE_DIR / "templates"), static_folder=str(PACKAGE_DIR / "static"))
+    app.request_class = _InMemoryUploads
+    app.config.update(
+        SECRET_KEY=_secret_key(settings),
+        SESSION_COOKIE_NAME="journalist_csrf",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=False,  # onion services are plain http; Tor encrypts end to end
+        WTF_CSRF_TIME_LIMIT=60 * 60,
+        WTF_CSRF_SSL_STRICT=False,
+        MAX_CONTENT_LENGTH=MAX_REPLY_BUNDLE + SMALL_FORM_BYTES,
+        MAX_FORM_MEMORY_SIZE=SMALL_FORM_BYTES,
+        JOURNALIST_SESSION_MINUTES=30,
+    )
+    app.config.update(config_overrides)
+    app.extensions["intake-journalist"] = JournalistState(settings, app.config.get("JOURNALIST_THROTTLE", ThrottlePolicy()))
+    install_security(app)
+    CSRFProtect(app)
+    _install_error_pages(app)
+    app.register_blueprint(blueprint)
+    app.teardown_appcontext(_close_store)
+    return app

@@ -1,0 +1,146 @@
+"""The server's side of the bundles: export bundles out, reply bundles in.
+
+Both the journalist interface and the admin CLI use these, so a download and
+``intake export`` produce the same bundle and an upload and ``intake
+import-replies`` apply the same checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from keys.bundle import ExportItem, ExportSource, stream_export_bundle, verify_reply_bundle
+from keys.errors import KeysError
+
+from intake.store import Store
+from intake.store.newsroom import Newsroom
+
+
+class NothingToExportError(Exception):
+    """The selection holds no submission."""
+
+
+class ReplyBundleRefusedError(Exception):
+    """The reply bundle is not signed by an active journalist, or is damaged; nothing was imported."""
+
+
+@dataclass(frozen=True)
+class ExportScope:
+    """What to export: only submissions never exported, or all; of some sources or of all."""
+
+    only_new: bool = True
+    source_ids: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        what = "new submissions" if self.only_new else "all submissions"
+        return what if self.source_ids is None else f"{what} of {len(self.source_ids)} selected sources"
+
+
+class PreparedExport:
+    """An export bundle ready to stream from ``store``.
+
+    Iterate it for the bundle's bytes; call :meth:`mark_exported` only once the
+    bundle is complete where it goes (the last byte sent, the file committed),
+    so a download cut short marks nothing.
+    """
+
+    def __init__(self, store: Store, scope: ExportScope):
+        newsroom = Newsroom(store)
+        groups = newsroom.export_groups(only_new=scope.only_new, source_ids=scope.source_ids)
+        self.submission_ids = [entry.submission.id for group in groups for entry in group.entries]
+        if not self.submission_ids:
+            raise NothingToExportError(f"there are no {scope.describe()} to export")
+        self.recipients = [recipient.public_key for recipient in store.active_recipients()]
+        self.source_count = len(groups)
+        self.stored_bytes = sum(entry.submission.size for group in groups for entry in group.entries)
+        self.completed = False
+        self._store = store
+        self._sources = [
+            ExportSource(
+                group.source.id,
+                group.source.designation,
+                group.source.reply_public_key,
+                [_export_item(store, entry.submission.id, entry.submission.kind, entry.submission.received_day,
+                              entry.submission.size, entry.recipients) for entry in group.entries],
+            )
+            for group in groups
+        ]
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from stream_export_bundle(self.recipients, self._sources)
+        self.completed = True
+
+    def mark_exported(self) -> int:
+        if not self.completed:
+            raise RuntimeError("the export bundle was not streamed to its end")
+        return Newsroom(self._store).mark_exported(self.submission_ids)
+
+
+def _export_item(store: Store, submission_id: str, kind: str, day: str, size: int, recipients: list[str]) -> ExportItem:
+    return ExportItem(submission_id, kind, day, size, recipients, lambda: store.submission_ciphertext(submission_id))
+
+
+@dataclass(frozen=True)
+class SourceImport:
+    source_id: str
+    designation: str | None  # None: no such source here (deleted, or never existed)
+    added: int
+    duplicates: int
+    missing: int
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    journalist: str
+    per_source: list[SourceImport]
+
+    @property
+    def added(self) -> int:
+        return sum(line.added for line in self.per_source)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(line.duplicates for line in self.per_source)
+
+    @property
+    def missing(self) -> int:
+        return sum(line.missing for line in self.per_source)
+
+    def lines(self) -> list[str]:
+        """The report in words, one line per source, then the totals."""
+        out = []
+        for line in self.per_source:
+            if line.designation is None:
+                out.append(f"{line.missing} for a source that is no longer here (id {line.source_id}): not imported")
+            else:
+                text = f"{line.designation}: {line.added} added"
+                if line.duplicates:
+                    text += f", {line.duplicates} already imported before"
+                out.append(text)
+        out.append(f"{self.added} replies added, {self.duplicates} already here, {self.missing} not deliverable"
+                   f" (signed by {self.journalist})")
+        return out
+
+
+def import_reply_bundle(store: Store, src: BinaryIO) -> ImportReport:
+    """Verify a reply bundle against the active journalists' signing keys, then
+    store its replies for existing sources in one transaction."""
+    newsroom = Newsroom(store)
+    try:
+        verified = verify_reply_bundle(src, newsroom.verify_keys())
+    except KeysError as error:
+        raise ReplyBundleRefusedError(f"the reply bundle was refused: {error}. Nothing was imported.") from None
+    counts = newsroom.import_replies(verified.journalist, verified.replies)
+    designations = newsroom.designations(counts)
+    return ImportReport(
+        verified.journalist,
+        [SourceImport(source_id, designations.get(source_id), c.added, c.duplicates, c.missing)
+         for source_id, c in counts.items()],
+    )
+
+
+def selected_sources(values: Sequence[str]) -> tuple[str, ...]:
+    """Source ids from a form or the command line, deduplicated, order kept."""
+    return tuple(dict.fromkeys(value.strip() for value in values if value.strip()))

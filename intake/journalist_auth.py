@@ -1,0 +1,158 @@
+"""Journalist login secrets: passphrase hashes, one-time TOTP codes, throttling rules.
+
+Pure functions and small records; the state they act on (hashes, the last
+used TOTP time step, recent failures) lives in the store
+(:mod:`intake.store.newsroom`), which is shared by every gunicorn worker.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import nacl.exceptions
+import nacl.pwhash
+import pyotp
+from diceware.wordlist import WordList, get_wordlist_path
+
+if TYPE_CHECKING:
+    from intake.store.newsroom import Newsroom
+
+TOTP_ISSUER = "intake"
+TOTP_INTERVAL = 30
+LOGIN_PASSPHRASE_WORDS = 7  # EFF large list: 7 x 12.9 bits > 90 bits
+
+# Argon2id for login hashes: journalists log in rarely, so this may cost more
+# than a source login; tests pass smaller limits.
+PASSPHRASE_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE + 1
+PASSPHRASE_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+
+
+class LoginError(Exception):
+    """A login was refused; the message is safe to show to the person logging in."""
+
+
+class LoginFailedError(LoginError):
+    """Wrong name, passphrase or code (deliberately not saying which)."""
+
+
+class LoginThrottledError(LoginError):
+    """Too many recent failures for this account or for the whole service."""
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """Failed logins allowed within ``window_seconds``, per account and in total.
+
+    The global limit stops guessing spread over many account names; it also
+    locks real journalists out during an attack, which is the safer failure
+    for a service whose accounts are few.
+    """
+
+    per_account: int = 5
+    overall: int = 50
+    window_seconds: int = 15 * 60
+
+    @property
+    def window_minutes(self) -> int:
+        return -(-self.window_seconds // 60)
+
+
+def generate_login_passphrase(words: int = LOGIN_PASSPHRASE_WORDS) -> str:
+    wordlist = _eff_words()
+    return " ".join(secrets.choice(wordlist) for _ in range(words))
+
+
+def _eff_words() -> list[str]:
+    return list(WordList(get_wordlist_path("en_eff")))
+
+
+def hash_passphrase(passphrase: str, *, opslimit: int = PASSPHRASE_OPSLIMIT,
+                    memlimit: int = PASSPHRASE_MEMLIMIT) -> bytes:
+    """An Argon2id hash string (salt and limits included) for storing."""
+    return nacl.pwhash.argon2id.str(passphrase.encode("utf-8"), opslimit=opslimit, memlimit=memlimit)
+
+
+def passphrase_matches(stored_hash: bytes, passphrase: str) -> bool:
+    try:
+        return nacl.pwhash.argon2id.verify(stored_hash, passphrase.encode("utf-8"))
+    except nacl.exceptions.InvalidkeyError:
+        return False
+
+
+_decoy_hash: bytes | None = None
+
+
+def waste_like_a_verification(passphrase: str) -> None:
+    """Verify against a throwaway hash, so a wrong account name costs as much
+    time as a wrong passphrase (no timing oracle for which names exist)."""
+    global _decoy_hash
+    if _decoy_hash is None:
+        _decoy_hash = hash_passphrase(secrets.token_hex(16))
+    passphrase_matches(_decoy_hash, passphrase)
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_provisioning_uri(secret: str, account_name: str) -> str:
+    return pyotp.TOTP(secret, interval=TOTP_INTERVAL).provisioning_uri(
+        name=account_name, issuer_name=TOTP_ISSUER)
+
+
+def matching_totp_step(secret: str, code: str, *, now: float | None = None) -> int | None:
+    """The time step whose code equals ``code`` (the current one or a neighbour,
+    for clock drift), or None. The caller accepts it only if it is later than
+    the last step used, which makes every code single-use."""
+    code = "".join(code.split())
+    if not (code.isdigit() and len(code) == 6):
+        return None
+    totp = pyotp.TOTP(secret, interval=TOTP_INTERVAL)
+    current = int((time.time() if now is None else now) // TOTP_INTERVAL)
+    for step in (current, current - 1, current + 1):
+        if hmac.compare_digest(totp.at(step * TOTP_INTERVAL), code):
+            return step
+    return None
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    journalist_id: int
+    name: str
+
+
+def authenticate(newsroom: Newsroom, name: str, passphrase: str, code: str, *,
+                 policy: ThrottlePolicy = ThrottlePolicy(), now: float | None = None,
+                 run: Callable[..., Any] = lambda fn, *args: fn(*args)) -> SignedIn:
+    """Check a name, passphrase and TOTP code against the store.
+
+    Refuses before any Argon2id work when the account, or the service as a
+    whole, saw too many failures in the window. A code is used up by a
+    successful sign-in (its time step is recorded; that step and earlier ones
+    are refused afterwards). ``run`` executes the Argon2id verification (the web
+    app passes a runner that leaves a gevent event loop).
+    """
+    now = time.time() if now is None else now
+    record = newsroom.login_record(name)
+    journalist_id = record.journalist_id if record else None
+    account_failures, overall_failures = newsroom.failed_logins_since(journalist_id, int(now) - policy.window_seconds)
+    if overall_failures >= policy.overall or (record is not None and account_failures >= policy.per_account):
+        raise LoginThrottledError(
+            f"Too many failed sign-ins. Wait {policy.window_minutes} minutes, then try again.")
+    if record is None:
+        run(waste_like_a_verification, passphrase)
+        ok = False
+    else:
+        ok = bool(run(passphrase_matches, record.login_hash, passphrase))
+        step = matching_totp_step(record.totp_secret, code, now=now) if ok else None
+        ok = step is not None and newsroom.use_totp_step(record.journalist_id, step)
+    if not ok:
+        newsroom.record_failed_login(journalist_id, int(now))
+        raise LoginFailedError("The name, passphrase or code is wrong (each code works only once).")
+    newsroom.forget_failed_logins(journalist_id=record.journalist_id)
+    return SignedIn(record.journalist_id, record.name)

@@ -1,0 +1,232 @@
+"""Admin commands for the journalist side, attached to the `intake` group:
+`journalist add|list|remove|reset-login`, `export`, `import-replies`, `purge`, `check`.
+
+Secrets printed here (login passphrase, TOTP URI, client-auth line) go to the
+terminal once, for the journalist; nothing else ever prints them.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import click
+from keys.files import PendingFile
+
+from intake.cli import cli, data_option, db_key_option
+from intake.config import Settings, load_settings
+from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
+from intake.exchange import ExportScope, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
+from intake.retention import RetentionPolicy, purge
+from intake.store import JournalistExistsError, Store
+from intake.store.newsroom import Newsroom
+
+_RESTART_NOTE = "Restart `intake serve` so the journalist onion service takes the new client list."
+
+
+def _settings(data_dir: Path, db_key_file: Path | None) -> Settings:
+    return load_settings(data_dir, db_key_file=db_key_file)
+
+
+@cli.group()
+def journalist() -> None:
+    """Register, list and remove journalists, and reset their logins."""
+
+
+@journalist.command("add")
+@data_option
+@click.option("--name", required=True, help="the journalist's name (as in their public key file)")
+@click.option("--public-key", "public_key", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="the public key file made by `intake-keys generate` on the air-gapped laptop")
+@click.option("--yes", is_flag=True, help="do not ask to confirm the fingerprint")
+@db_key_option
+def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, db_key_file: Path | None) -> None:
+    """Register a journalist: every new submission is sealed to their key too.
+
+    Prints the key's fingerprint to check with the journalist (read it aloud
+    against `intake-keys fingerprint` on their laptop), then their login
+    passphrase, TOTP set-up and Tor client-authorisation line.
+    """
+    settings = _settings(data_dir, db_key_file)
+    identity = load_public_key(public_key, name)
+    click.echo(f"Fingerprint of {identity.name}'s key: {identity.fingerprint}")
+    if not yes:
+        click.confirm("Does the journalist read the same fingerprint on their laptop?", abort=True)
+    with Store.open(settings) as store:
+        try:
+            enrolment = enrol_journalist(store, settings.data_dir, identity)
+        except JournalistExistsError as error:
+            raise click.ClickException(f"{error}; for a new login use `intake journalist reset-login --name {name}`") from None
+    _echo_enrolment(enrolment)
+
+
+@journalist.command("reset-login")
+@data_option
+@click.option("--name", required=True)
+@db_key_option
+def journalist_reset_login(data_dir: Path, name: str, db_key_file: Path | None) -> None:
+    """Give a journalist a new passphrase, TOTP secret and client-auth key (the old ones stop working).
+
+    Also the way to give a login to journalists registered by `intake init`.
+    """
+    settings = _settings(data_dir, db_key_file)
+    with Store.open(settings) as store:
+        enrolment = reset_login(store, settings.data_dir, name)
+    _echo_enrolment(enrolment)
+
+
+@journalist.command("list")
+@data_option
+@click.option("--all", "include_removed", is_flag=True, help="include removed journalists")
+@db_key_option
+def journalist_list(data_dir: Path, include_removed: bool, db_key_file: Path | None) -> None:
+    """List journalists with their key fingerprints."""
+    with Store.open(_settings(data_dir, db_key_file)) as store:
+        accounts = Newsroom(store).accounts(include_removed=include_removed)
+    for account in accounts:
+        state = "active" if account.active else f"removed {account.removed_day}"
+        login = "can sign in" if account.can_log_in else "no login (run reset-login)"
+        click.echo(f"{account.name}\t{account.fingerprint}\tadded {account.added_day}\t{state}\t{login if account.active else ''}".rstrip())
+
+
+@journalist.command("remove")
+@data_option
+@click.option("--name", required=True)
+@db_key_option
+def journalist_remove(data_dir: Path, name: str, db_key_file: Path | None) -> None:
+    """Stop sealing new submissions to a journalist and end their login.
+
+    What was already sealed to their key stays readable with it. Key rotation:
+    `remove`, then `add` with the new public key.
+    """
+    with Store.open(_settings(data_dir, db_key_file)) as store:
+        Newsroom(store).remove_journalist(name)
+    click.echo(f"Removed {name}: new submissions are no longer sealed to their key and their login is gone.")
+    click.echo(_RESTART_NOTE)
+
+
+def _echo_enrolment(enrolment: Enrolment) -> None:
+    click.echo("")
+    click.echo(f"Give these to {enrolment.name} in person, once. They are not stored readably and cannot be shown again.")
+    click.echo("")
+    click.echo(f"  Login passphrase:  {enrolment.passphrase}")
+    click.echo(f"  TOTP (add to an authenticator app): {enrolment.totp_uri}")
+    qr = _terminal_qr(enrolment.totp_uri)
+    if qr:
+        click.echo(qr)
+    click.echo(f"  Journalist onion:  http://{enrolment.journalist_onion}/")
+    click.echo("  Tor client authorisation (a line for ClientOnionAuthDir/<name>.auth_private;")
+    click.echo("  Tor Browser asks only for the key after 'descriptor:x25519:'):")
+    click.echo(f"    {enrolment.client_auth_line}")
+    click.echo("")
+    click.echo(_RESTART_NOTE)
+
+
+def _terminal_qr(text: str) -> str | None:
+    try:
+        import qrcode
+    except ImportError:  # optional: the URI above is enough
+        return None
+    code = qrcode.QRCode(border=2)
+    code.add_data(text)
+    out = io.StringIO()
+    code.print_ascii(out=out, invert=True)
+    return out.getvalue()
+
+
+@cli.command("export")
+@data_option
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="the bundle file to write (must not exist)")
+@click.option("--all", "export_all", is_flag=True, help="also submissions exported before")
+@click.option("--source", "source_ids", multiple=True, help="only this source id (repeatable)")
+@db_key_option
+def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids: tuple[str, ...],
+                   db_key_file: Path | None) -> None:
+    """Write an encrypted export bundle of new submissions (for `intake-keys decrypt`).
+
+    Submissions are marked exported only once the whole bundle is on disk.
+    """
+    if out_path.exists():
+        raise click.ClickException(f"{out_path} exists already: choose a new file name")
+    scope = ExportScope(only_new=not export_all, source_ids=selected_sources(source_ids) or None)
+    with Store.open(_settings(data_dir, db_key_file)) as store:
+        try:
+            prepared = PreparedExport(store, scope)
+        except NothingToExportError as error:
+            raise click.ClickException(f"nothing exported: {error}") from None
+        parent = out_path.parent if str(out_path.parent) else Path(".")
+        with PendingFile(parent) as pending:
+            for piece in prepared:
+                pending.write(piece)
+            pending.commit(out_path.name, durable=True, renumber=False)
+        prepared.mark_exported()
+    click.echo(f"Wrote {out_path}: {len(prepared.submission_ids)} submissions from {prepared.source_count} sources "
+               f"({prepared.stored_bytes} bytes of ciphertext), sealed to {len(prepared.recipients)} journalists.")
+
+
+@cli.command("import-replies")
+@data_option
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@db_key_option
+def import_replies_command(data_dir: Path, bundle: Path, db_key_file: Path | None) -> None:
+    """Import a reply bundle made with `intake-keys reply` (it must be signed by an active journalist)."""
+    with Store.open(_settings(data_dir, db_key_file)) as store, open(bundle, "rb") as src:
+        try:
+            report = import_reply_bundle(store, src)
+        except ReplyBundleRefusedError as error:
+            raise click.ClickException(str(error)) from None
+    for line in report.lines():
+        click.echo(line)
+
+
+@cli.command("purge")
+@data_option
+@db_key_option
+def purge_command(data_dir: Path, db_key_file: Path | None) -> None:
+    """Run retention now (it also runs on its own schedule under `intake serve`).
+
+    The policy is in DATA/retention.toml (see docs/journalists.md).
+    """
+    settings = _settings(data_dir, db_key_file)
+    policy = RetentionPolicy.load(settings.data_dir)
+    click.echo(f"Retention: exported submissions after {policy.exported_days} days, read replies after "
+               f"{policy.read_reply_days} days, sources that never submitted after {policy.unused_source_days} days.")
+    with Store.open(settings) as store:
+        report = purge(store, policy)
+    for line in report.lines():
+        click.echo(line)
+
+
+@cli.command("check")
+@data_option
+@db_key_option
+def check_command(data_dir: Path, db_key_file: Path | None) -> None:
+    """Check the store's integrity (SQLCipher page authentication, SQLite structure, foreign keys)."""
+    with Store.open(_settings(data_dir, db_key_file)) as store:
+        problems = Newsroom(store).integrity_problems()
+    if problems:
+        for problem in problems[:20]:
+            click.echo(problem, err=True)
+        raise click.ClickException(f"the store has {len(problems)} integrity problems: restore it from a backup")
+    click.echo("The store is intact.")
+
+
+def echo_store_details(store: Store, settings: Settings) -> None:
+    """Sizes, logins and retention for `intake status`."""
+    newsroom = Newsroom(store)
+    for name, size in newsroom.sizes().items():
+        click.echo(f"{name}: {_human(size)}")
+    accounts = newsroom.accounts()
+    click.echo(f"journalists who can sign in: {sum(a.can_log_in for a in accounts)} of {len(accounts)}")
+    policy = RetentionPolicy.load(settings.data_dir)
+    click.echo(f"retention: exported submissions {policy.exported_days} days, read replies {policy.read_reply_days} days,"
+               f" unused codenames {policy.unused_source_days} days, every {policy.interval_minutes} minutes")
+
+
+def _human(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)

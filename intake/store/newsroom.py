@@ -1,0 +1,424 @@
+"""The journalist side of the store: accounts and login state, exports, reply
+import, deletion, retention and health. SQL only; the rules live in the callers
+(intake.journalist_auth, intake.exchange, intake.retention).
+
+Wraps one :class:`Store` (its connection); use it where the Store is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from intake.store.connection import IntegrityError, translate_errors, write_transaction
+from intake.store.errors import JournalistExistsError, StoreError
+from intake.store.store import Source, Store, StoredSubmission, today
+
+# Names of retired keys stay in old rows (which submissions were sealed to them);
+# the suffix keeps them valid identity names (letters, digits, '.', '-').
+_RETIRED_SUFFIX = ".retired-{id}"
+_MAX_NAME_BYTES = 64
+
+
+class UnknownJournalistError(StoreError):
+    """No active journalist has this name."""
+
+
+@dataclass(frozen=True)
+class JournalistAccount:
+    id: int
+    name: str
+    fingerprint: str
+    active: bool
+    added_day: str
+    removed_day: str | None
+    can_log_in: bool
+    client_auth_key: str | None
+
+
+@dataclass(frozen=True, repr=False)
+class LoginRecord:
+    journalist_id: int
+    name: str
+    login_hash: bytes
+    totp_secret: str
+    totp_last_step: int
+
+    def __repr__(self) -> str:  # the TOTP secret and hash stay out of tracebacks
+        return f"LoginRecord(journalist_id={self.journalist_id}, name={self.name!r})"
+
+
+@dataclass(frozen=True)
+class SourceOverview:
+    id: str
+    designation: str
+    created_day: str
+    last_active_day: str
+    submissions: int
+    new_submissions: int
+    replies: int
+    unread_replies: int
+
+
+@dataclass(frozen=True)
+class ExportEntry:
+    """A stored submission to put in an export, with who can open it."""
+
+    submission: StoredSubmission
+    recipients: list[str]
+
+
+@dataclass(frozen=True)
+class ExportGroup:
+    source: Source
+    entries: list[ExportEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReplyImportCounts:
+    added: int
+    duplicates: int
+    missing: int
+
+
+def day_before(days: int, *, now: datetime.date | None = None) -> str:
+    """The day ``days`` before today (UTC), as stored."""
+    base = now or datetime.date.fromisoformat(today())
+    return (base - datetime.timedelta(days=days)).isoformat()
+
+
+class Newsroom:
+    def __init__(self, store: Store):
+        self._store = store
+        self._conn = store._conn  # same package: one connection, one set of rules
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with translate_errors():
+            return self._conn.execute(sql, params).fetchall()
+
+    # ------------------------------------------------------------- journalists
+
+    def add_journalist(
+        self,
+        name: str,
+        public_key: bytes,
+        verify_key: bytes,
+        fingerprint: str,
+        *,
+        login_hash: bytes,
+        totp_secret: str,
+        client_auth_key: str,
+    ) -> int:
+        """Register an active journalist with login secrets. A removed journalist's
+        name may be reused (key rotation): the old row is renamed, kept for the record
+        of what was sealed to the old key."""
+        try:
+            with write_transaction(self._conn) as conn:
+                for old_id, old_name in conn.execute(
+                    "SELECT id, name FROM journalists WHERE name = ? AND active = 0", (name,)
+                ).fetchall():
+                    conn.execute("UPDATE journalists SET name = ? WHERE id = ?", (_retired_name(old_name, old_id), old_id))
+                cursor = conn.execute(
+                    "INSERT INTO journalists (name, public_key, verify_key, fingerprint, added_day,"
+                    " login_hash, totp_secret, client_auth_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, public_key, verify_key, fingerprint, today(), login_hash, totp_secret, client_auth_key),
+                )
+                return int(cursor.lastrowid)
+        except IntegrityError:
+            raise JournalistExistsError(
+                f"a journalist named {name!r} or with the same key is already registered"
+                " (a removed key cannot be registered again: make a new one)"
+            ) from None
+
+    def set_login(self, name: str, *, login_hash: bytes, totp_secret: str, client_auth_key: str) -> int:
+        """Replace an active journalist's login secrets and end their sessions."""
+        with write_transaction(self._conn) as conn:
+            row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
+            if row is None:
+                raise UnknownJournalistError(f"no active journalist is named {name!r}")
+            conn.execute(
+                "UPDATE journalists SET login_hash = ?, totp_secret = ?, totp_last_step = 0, client_auth_key = ? WHERE id = ?",
+                (login_hash, totp_secret, client_auth_key, row[0]),
+            )
+            conn.execute("DELETE FROM journalist_sessions WHERE journalist_id = ?", (row[0],))
+            conn.execute("DELETE FROM failed_logins WHERE journalist_id = ?", (row[0],))
+            return int(row[0])
+
+    def remove_journalist(self, name: str) -> None:
+        """Stop sealing to this journalist, end their sessions and forget their login."""
+        with write_transaction(self._conn) as conn:
+            row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
+            if row is None:
+                raise UnknownJournalistError(f"no active journalist is named {name!r}")
+            if conn.execute("SELECT count(*) FROM journalists WHERE active = 1").fetchone()[0] == 1:
+                raise StoreError("this is the last active journalist: add another before removing it,"
+                                 " or sources could not submit")
+            conn.execute(
+                "UPDATE journalists SET active = 0, removed_day = ?, login_hash = NULL, totp_secret = NULL,"
+                " client_auth_key = NULL WHERE id = ?",
+                (today(), row[0]),
+            )
+            conn.execute("DELETE FROM journalist_sessions WHERE journalist_id = ?", (row[0],))
+
+    def accounts(self, *, include_removed: bool = False) -> list[JournalistAccount]:
+        sql = ("SELECT id, name, fingerprint, active, added_day, removed_day,"
+               " login_hash IS NOT NULL AND totp_secret IS NOT NULL, client_auth_key FROM journalists")
+        if not include_removed:
+            sql += " WHERE active = 1"
+        return [
+            JournalistAccount(row[0], row[1], row[2], bool(row[3]), row[4], row[5], bool(row[6]), row[7])
+            for row in self._read(sql + " ORDER BY id")
+        ]
+
+    def client_auth_keys(self) -> list[str]:
+        """Public client-authorisation keys of active journalists, for the journalist onion."""
+        rows = self._read("SELECT client_auth_key FROM journalists WHERE active = 1 AND client_auth_key IS NOT NULL ORDER BY id")
+        return [row[0] for row in rows]
+
+    def verify_keys(self) -> dict[str, bytes]:
+        """Signing keys of active journalists by name: who may sign reply bundles."""
+        return {name: key for name, key in self._read("SELECT name, verify_key FROM journalists WHERE active = 1")}
+
+    # ------------------------------------------------------------- logins
+
+    def login_record(self, name: str) -> LoginRecord | None:
+        rows = self._read(
+            "SELECT id, name, login_hash, totp_secret, totp_last_step FROM journalists"
+            " WHERE name = ? AND active = 1 AND login_hash IS NOT NULL AND totp_secret IS NOT NULL",
+            (name,),
+        )
+        return LoginRecord(*rows[0]) if rows else None
+
+    def use_totp_step(self, journalist_id: int, step: int) -> bool:
+        """Record ``step`` as used; False if it (or a later one) was used already: a replay."""
+        with write_transaction(self._conn) as conn:
+            return conn.execute(
+                "UPDATE journalists SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?",
+                (step, journalist_id, step),
+            ).rowcount == 1
+
+    def record_failed_login(self, journalist_id: int | None, now: int) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute("INSERT INTO failed_logins (journalist_id, failed_at) VALUES (?, ?)", (journalist_id, now))
+
+    def failed_logins_since(self, journalist_id: int | None, since: int) -> tuple[int, int]:
+        """(failures of this account, failures overall) at or after ``since``."""
+        (row,) = self._read(
+            "SELECT count(CASE WHEN journalist_id IS ? THEN 1 END), count(*) FROM failed_logins WHERE failed_at >= ?",
+            (journalist_id, since),
+        )
+        return int(row[0]), int(row[1])
+
+    def forget_failed_logins(self, *, journalist_id: int | None = None, before: int | None = None) -> int:
+        with write_transaction(self._conn) as conn:
+            if journalist_id is not None:
+                return conn.execute("DELETE FROM failed_logins WHERE journalist_id = ?", (journalist_id,)).rowcount
+            return conn.execute("DELETE FROM failed_logins WHERE failed_at < ?", (before,)).rowcount
+
+    # ------------------------------------------------------------- sessions
+
+    def save_journalist_session(self, session_id: bytes, journalist_id: int, expires_at: int) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT INTO journalist_sessions (id, journalist_id, expires_at) VALUES (?, ?, ?)",
+                (session_id, journalist_id, expires_at),
+            )
+
+    def load_journalist_session(self, session_id: bytes, now: int) -> tuple[int, str] | None:
+        """(journalist id, name) of a live session of an active journalist, else None."""
+        rows = self._read(
+            "SELECT j.id, j.name FROM journalist_sessions s JOIN journalists j ON j.id = s.journalist_id"
+            " WHERE s.id = ? AND s.expires_at > ? AND j.active = 1",
+            (session_id, now),
+        )
+        return (int(rows[0][0]), rows[0][1]) if rows else None
+
+    def delete_journalist_session(self, session_id: bytes) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute("DELETE FROM journalist_sessions WHERE id = ?", (session_id,))
+
+    def purge_expired_journalist_sessions(self, now: int) -> int:
+        with write_transaction(self._conn) as conn:
+            return conn.execute("DELETE FROM journalist_sessions WHERE expires_at <= ?", (now,)).rowcount
+
+    # ------------------------------------------------------------- sources and exports
+
+    _OVERVIEW = (
+        "SELECT s.id, s.designation, s.created_day, s.last_active_day,"
+        " (SELECT count(*) FROM submissions WHERE source_id = s.id AND state = 'ready'),"
+        " (SELECT count(*) FROM submissions WHERE source_id = s.id AND state = 'ready' AND exported_day IS NULL),"
+        " (SELECT count(*) FROM replies WHERE source_id = s.id),"
+        " (SELECT count(*) FROM replies WHERE source_id = s.id AND read_day IS NULL)"
+        " FROM sources s"
+    )
+
+    def source_overview(self) -> list[SourceOverview]:
+        """Every source that sent something or has replies, most recently active first."""
+        rows = self._read(
+            self._OVERVIEW + " WHERE s.has_submitted = 1 OR EXISTS (SELECT 1 FROM replies WHERE source_id = s.id)"
+            " ORDER BY s.last_active_day DESC, s.designation"
+        )
+        return [SourceOverview(*row) for row in rows]
+
+    def source_overview_of(self, source_id: str) -> SourceOverview | None:
+        rows = self._read(self._OVERVIEW + " WHERE s.id = ?", (source_id,))
+        return SourceOverview(*rows[0]) if rows else None
+
+    def designations(self, source_ids: Iterable[str]) -> dict[str, str]:
+        """Designation by source id, for the ids that exist."""
+        wanted = sorted(set(source_ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+            batch = wanted[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            found.update(self._read(f"SELECT id, designation FROM sources WHERE id IN ({marks})", tuple(batch)))
+        return found
+
+    def export_groups(self, *, only_new: bool, source_ids: Sequence[str] | None = None) -> list[ExportGroup]:
+        """Complete submissions to export, grouped by source (oldest first), each with the
+        names of the journalists it is sealed to. Never the ciphertext itself: items read
+        it lazily with ``Store.submission_ciphertext``."""
+        sql = (
+            "SELECT s.id, s.source_id, s.kind, s.received_day, s.size, s.exported_day,"
+            " src.designation, src.reply_public_key, src.created_day, src.last_active_day,"
+            " (SELECT group_concat(j.name, char(10)) FROM submission_recipients r JOIN journalists j"
+            "  ON j.id = r.journalist_id WHERE r.submission_id = s.id)"
+            " FROM submissions s JOIN sources src ON src.id = s.source_id WHERE s.state = 'ready'"
+        )
+        params: list = []
+        if only_new:
+            sql += " AND s.exported_day IS NULL"
+        if source_ids is not None:
+            if not source_ids:
+                return []
+            sql += f" AND s.source_id IN ({','.join('?' * len(source_ids))})"
+            params += list(source_ids)
+        sql += " ORDER BY src.created_day, src.id, s.received_day, s.rowid"
+        groups: dict[str, ExportGroup] = {}
+        for row in self._read(sql, tuple(params)):
+            submission = StoredSubmission(*row[:6])
+            group = groups.get(submission.source_id)
+            if group is None:
+                source = Source(submission.source_id, row[6], row[7], row[8], row[9])
+                group = groups[submission.source_id] = ExportGroup(source)
+            group.entries.append(ExportEntry(submission, sorted((row[10] or "").split("\n")) if row[10] else []))
+        return list(groups.values())
+
+    def mark_exported(self, submission_ids: Iterable[str]) -> int:
+        """Mark submissions exported today; one already exported keeps its first day
+        (the retention clock starts at the first export)."""
+        day = today()
+        with write_transaction(self._conn) as conn:
+            cursor = conn.executemany(
+                "UPDATE submissions SET exported_day = ? WHERE id = ? AND state = 'ready' AND exported_day IS NULL",
+                [(day, submission_id) for submission_id in submission_ids],
+            )
+            return cursor.rowcount
+
+    # ------------------------------------------------------------- replies
+
+    def import_replies(self, journalist_name: str, replies: Sequence[tuple[str, bytes]]) -> dict[str, ReplyImportCounts]:
+        """Store replies in one transaction, counted per source id: added, already
+        here (the same envelope is stored once), or addressed to no existing source."""
+        counts: dict[str, ReplyImportCounts] = {}
+        day = today()
+        with write_transaction(self._conn) as conn:
+            row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (journalist_name,)).fetchone()
+            if row is None:
+                raise UnknownJournalistError(f"no active journalist is named {journalist_name!r}")
+            for source_id, envelope in replies:
+                before = counts.get(source_id, ReplyImportCounts(0, 0, 0))
+                if conn.execute("SELECT 1 FROM sources WHERE id = ?", (source_id,)).fetchone() is None:
+                    counts[source_id] = dataclasses.replace(before, missing=before.missing + 1)
+                    continue
+                inserted = conn.execute(
+                    "INSERT OR IGNORE INTO replies (id, source_id, journalist_id, envelope, created_day, digest)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (secrets.token_hex(16), source_id, row[0], envelope, day,
+                     hashlib.blake2b(envelope, digest_size=32).digest()),
+                ).rowcount
+                counts[source_id] = dataclasses.replace(
+                    before, added=before.added + inserted, duplicates=before.duplicates + 1 - inserted)
+        return counts
+
+    # ------------------------------------------------------------- deletion
+
+    def delete_source(self, source_id: str) -> bool:
+        """Delete a source and everything from or for it (overwritten: secure_delete)."""
+        with write_transaction(self._conn) as conn:
+            deleted = conn.execute("DELETE FROM sources WHERE id = ?", (source_id,)).rowcount == 1
+        self._store._reclaim_space()
+        return deleted
+
+    def delete_submissions_of(self, source_id: str) -> int:
+        with write_transaction(self._conn) as conn:
+            deleted = conn.execute(
+                "DELETE FROM submissions WHERE source_id = ? AND state = 'ready'", (source_id,)
+            ).rowcount
+        self._store._reclaim_space()
+        return deleted
+
+    # ------------------------------------------------------------- retention
+
+    def purge_exported_submissions(self, exported_on_or_before: str) -> int:
+        with write_transaction(self._conn) as conn:
+            return conn.execute(
+                "DELETE FROM submissions WHERE state = 'ready' AND exported_day IS NOT NULL AND exported_day <= ?",
+                (exported_on_or_before,),
+            ).rowcount
+
+    def purge_read_replies(self, read_on_or_before: str) -> int:
+        with write_transaction(self._conn) as conn:
+            return conn.execute(
+                "DELETE FROM replies WHERE read_day IS NOT NULL AND read_day <= ?", (read_on_or_before,)
+            ).rowcount
+
+    def purge_sources_that_never_submitted(self, last_active_on_or_before: str) -> int:
+        """Sources that made a codename but never sent anything, idle since that day.
+        A source with an upload in flight or a reply waiting is kept."""
+        with write_transaction(self._conn) as conn:
+            return conn.execute(
+                "DELETE FROM sources WHERE has_submitted = 0 AND last_active_day <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
+                " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
+                (last_active_on_or_before,),
+            ).rowcount
+
+    def reclaim_space(self) -> None:
+        self._store._reclaim_space()
+
+    # ------------------------------------------------------------- health
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of stored ciphertext by kind, and of the database files."""
+        (row,) = self._read(
+            "SELECT (SELECT coalesce(sum(size), 0) FROM submissions WHERE state = 'ready'),"
+            " (SELECT coalesce(sum(size), 0) FROM submissions WHERE state = 'ready' AND exported_day IS NULL),"
+            " (SELECT coalesce(sum(length(envelope)), 0) FROM replies)"
+        )
+        # int(): SQLCipher reports page_size as text.
+        page_size, pages, free = (int(self._read(f"PRAGMA {name}")[0][0]) for name in ("page_size", "page_count", "freelist_count"))
+        return {
+            "submissions": int(row[0]),
+            "not exported": int(row[1]),
+            "replies": int(row[2]),
+            "database": page_size * pages,
+            "free in database": page_size * free,
+        }
+
+    def integrity_problems(self) -> list[str]:
+        """What SQLCipher's page authentication and SQLite's structure checks report; [] if healthy."""
+        problems = [row[0] for row in self._read("PRAGMA cipher_integrity_check")]
+        problems += [row[0] for row in self._read("PRAGMA integrity_check") if row[0] != "ok"]
+        problems += [f"foreign key broken in {row[0]}" for row in self._read("PRAGMA foreign_key_check")]
+        return problems
+
+
+def _retired_name(name: str, journalist_id: int) -> str:
+    suffix = _RETIRED_SUFFIX.format(id=journalist_id)
+    base = name.encode("utf-8")[: _MAX_NAME_BYTES - len(suffix)].decode("utf-8", "ignore")
+    return base + suffix
