@@ -459,3 +459,15 @@ def test_published_vectors_decrypt_to_the_published_plaintext():
         for name in strangers:
             with pytest.raises(WrongKeyError):
                 decrypt_bytes(blob, keys[name])
+
+
+def test_security_md_prints_the_same_vectors():
+    doc = json.loads(VECTORS.read_text())
+    text = (VECTORS.parents[2] / "SECURITY.md").read_text()
+    flat = text.replace("\n", "")
+    for name, key in doc["secret_keys"].items():
+        assert key in text
+    for vector in doc["vectors"]:
+        assert vector["envelope_sha256"] in text
+        if vector["envelope_size"] <= 4096:
+            assert vector["envelope_hex"] in flat, vector["description"]
