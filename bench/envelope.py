@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nacl import bindings as sodium  # noqa: E402
 from nacl.public import PrivateKey  # noqa: E402
 
-from keys.envelope import MESSAGE_CT_SIZE, MESSAGE_SIZE, EnvelopeReader, EnvelopeWriter, Metadata  # noqa: E402
+from keys.envelope import MESSAGE_SIZE, EnvelopeReader, EnvelopeWriter, Metadata  # noqa: E402
 
 PIECE = 1 << 20
 MiB = 1 << 20

@@ -42,7 +42,7 @@ from nacl.public import PublicKey
 from nacl.signing import VerifyKey
 
 from keys import envelope
-from keys.envelope import EnvelopeReader, EnvelopeWriter, Metadata
+from keys.envelope import EnvelopeReader, Metadata
 from keys.errors import (
     BadSignatureError,
     FormatError,

@@ -11,7 +11,7 @@ import getpass
 import sys
 from pathlib import Path
 
-from keys import bundle, envelope
+from keys import bundle
 from keys.errors import KeysError
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
 from keys.progress import Progress

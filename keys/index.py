@@ -8,7 +8,6 @@ and a Content-Security-Policy forbids scripts and remote loads outright.
 from __future__ import annotations
 
 import html
-import json
 import urllib.parse
 from pathlib import Path
 
