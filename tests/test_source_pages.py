@@ -369,3 +369,20 @@ def test_unexpected_failure_shows_a_plain_500_page(tmp_path):
     assert response.status_code == 500
     assert "internal detail" not in response.text and "secret-path" not in response.text
     assert "Something went wrong" in response.text
+
+
+def test_session_keeps_the_reply_key_only_sealed_under_the_cookie_token(source_client, app_instance):
+    from intake.app.sessions import resume_session
+
+    codename, _page = start_as_new_source(source_client)
+    keys = source_keys(app_instance, codename)
+    cookie = source_client.get_cookie(COOKIE_NAME).value
+    with Store.open(app_instance.settings) as store:
+        session = resume_session(store, cookie)
+        assert session.reply_secret_key == keys.reply_secret_key
+        _source_id, sealed = store.load_session(session.session_id)
+        assert keys.reply_secret_key not in sealed and len(sealed) == 24 + 32 + 16  # nonce, key, MAC
+        assert session.session_id != cookie.encode()
+        forged = cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BA")
+        assert resume_session(store, forged) is None
+    assert "reply_secret_key" not in repr(session) and keys.reply_secret_key.hex() not in repr(session)
