@@ -169,9 +169,11 @@ def init_instance(base_dir: Path, journalist_count: int) -> tuple[Path, object, 
 
 
 @contextlib.contextmanager
-def run_intake_server(base_dir: Path, *, journalist_count: int = 1, env: dict[str, str] | None = None) -> Iterator[IntakeServer]:
+def run_intake_server(
+    base_dir: Path, *, journalist_count: int = 1, env: dict[str, str] | None = None, app_spec: str = "wsgi:app"
+) -> Iterator[IntakeServer]:
     data_dir, settings, journalists = init_instance(base_dir, journalist_count)
-    with run_gunicorn("wsgi:app", base_dir, {**(env or {}), "INTAKE_DATA": str(data_dir)}) as gunicorn:
+    with run_gunicorn(app_spec, base_dir, {**(env or {}), "INTAKE_DATA": str(data_dir)}) as gunicorn:
         yield IntakeServer(gunicorn, data_dir, settings, journalists)
 
 
