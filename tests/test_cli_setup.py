@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from keys.identity import Identity
-
 from keys.envelope import Metadata, encrypt_bytes
+from keys.identity import Identity
 
 from intake.cli import cli, demo_instructions
 from intake.config import load_settings
