@@ -137,12 +137,57 @@ def peak_rss_kib(size: int, tmp: str) -> tuple[int, int]:
     return encrypt_peak, overall_peak
 
 
+def many_items_figures(tmp: str, sources: int, per_source: int) -> tuple[float, float]:
+    """Seconds for ``intake-keys decrypt`` of a bundle of sources x per_source short messages
+    sealed to two journalists, and for plainly writing the same plaintexts as files (the floor)."""
+    from keys import bundle, cli, envelope
+    from keys.identity import KDF_MIN, Identity
+
+    folder = Path(tmp) / "many"
+    folder.mkdir()
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    alice.save(folder / "alice.secret", "bench passphrase", KDF_MIN)
+    (folder / "pw").write_text("bench passphrase")
+    recipients = [alice.public.encryption_key, bob.public.encryption_key]
+    texts = [f"message {s}.{i}: ".encode() + os.urandom(300).hex().encode() for s in range(sources) for i in range(per_source)]
+    export_sources = []
+    for s in range(sources):
+        items = []
+        for i in range(per_source):
+            sealed = envelope.encrypt_bytes(texts[s * per_source + i], recipients, envelope.Metadata("message"))
+            items.append(bundle.ExportItem(f"i{s}-{i}", "message", "2026-11-28", len(sealed), ["alice", "bob"], lambda sealed=sealed: [sealed]))
+        export_sources.append(bundle.ExportSource(f"s{s}", f"source {s}", os.urandom(32), items))
+    with open(folder / "export.bundle", "wb") as f:
+        for piece in bundle.stream_export_bundle(recipients, export_sources):
+            f.write(piece)
+
+    start = time.perf_counter()
+    plain = folder / "plain"
+    plain.mkdir()
+    for s in range(sources):
+        (plain / f"source {s}").mkdir()
+        for i in range(per_source):
+            (plain / f"source {s}" / f"{i}.txt").write_bytes(texts[s * per_source + i])
+    floor = time.perf_counter() - start
+
+    start = time.perf_counter()
+    argv = ["decrypt", str(folder / "export.bundle"), "--key", str(folder / "alice.secret"), "--passphrase-file", str(folder / "pw"), "--out", str(folder / "out")]
+    with open(os.devnull, "w") as quiet:
+        stdout, sys.stdout = sys.stdout, quiet
+        try:
+            assert cli.main(argv) == 0
+        finally:
+            sys.stdout = stdout
+    return time.perf_counter() - start, floor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--gpg-runs", type=int, default=1)
+    parser.add_argument("--sources", type=int, default=2000, help="sources in the many-items bundle (5 messages each)")
     args = parser.parse_args()
     size = args.size_mib * MiB
 
@@ -198,6 +243,10 @@ def main() -> None:
         print(f"  {args.size_mib:>5} MiB: encrypt {small_enc / 1024:6.1f} MiB, encrypt+decrypt {small_all / 1024:6.1f} MiB")
         print(f"  {args.big_mib:>5} MiB: encrypt {big_enc / 1024:6.1f} MiB, encrypt+decrypt {big_all / 1024:6.1f} MiB")
         print(f"  ratio {args.big_mib} MiB / {args.size_mib} MiB: {big_all / small_all:4.2f} (flat = 1.00)")
+
+        seconds, floor = many_items_figures(tmp, args.sources, 5)
+        print(f"intake-keys decrypt of {args.sources * 5:,} messages from {args.sources:,} sources (2 recipients each)")
+        print(f"  {seconds:.2f} s; writing the same plaintexts as plain files: {floor:.2f} s; ratio {seconds / floor:.1f}x")
 
 
 if __name__ == "__main__":

@@ -121,10 +121,11 @@ class PendingFile:
             return path
         raise FileExistsError(errno.EEXIST, "the file exists", str(self.folder / name))
 
-    def commit_replacing(self, name: str) -> Path:
-        """Durably give the file the name ``name``, atomically replacing any file of that name."""
+    def commit_replacing(self, name: str, durable: bool = True) -> Path:
+        """Give the file the name ``name``, atomically replacing any file of that name."""
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if durable:
+            os.fsync(self._file.fileno())
         self._file.close()
         path = _inside(self.folder, name)
         os.replace(self._tmp, path)

@@ -41,7 +41,7 @@ def write_index(out: Path) -> Path:
 """
     with PendingFile(out, 0o600) as pending:
         pending.write(page.encode("utf-8"))
-        return pending.commit_replacing(INDEX)
+        return pending.commit_replacing(INDEX, durable=False)
 
 
 def _source_section(folder: Path, record: dict) -> str:

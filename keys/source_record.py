@@ -48,6 +48,7 @@ def load_source_record(folder: Path, missing_ok: bool = False) -> dict | None:
 
 
 def save_source_record(folder: Path, record: dict) -> None:
+    # Not fsynced: like the decrypted files it describes, it can be redone by decrypting again.
     with PendingFile(folder) as pending:
         pending.write(json.dumps(record, indent=2, ensure_ascii=False).encode())
-        pending.commit_replacing(SOURCE_RECORD)
+        pending.commit_replacing(SOURCE_RECORD, durable=False)

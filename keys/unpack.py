@@ -99,13 +99,15 @@ def _source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict]:
                 continue  # not ours to write into
             if record is not None and record["source_id"] == source.source_id:
                 return folder, record
-            continue
+            if record is not None or not folder.is_dir() or any(folder.iterdir()):
+                continue
+            # An empty folder without a record: ours, left by a run that stopped before its first item.
+        # The record is saved once the source's items are done (unpack_bundle's finally).
         record = {
             "source_id": source.source_id,
             "designation": source.designation,
             "reply_public_key": base64.b64encode(source.reply_public_key).decode(),
             "items": [],
         }
-        save_source_record(folder, record)
         return folder, record
     raise FormatError(f"too many folders named like {base!r} in {out}")
