@@ -2,7 +2,10 @@
 re-running makes different but equally valid vectors). Keys are fixed and public:
 never use them for anything else.
 
-    .venv/bin/python tests/vectors/make_envelope_vectors.py > tests/vectors/envelope-v1.json
+    PYTHONPATH=. .venv/bin/python tests/vectors/make_envelope_vectors.py > tests/vectors/envelope-v1.json
+    PYTHONPATH=. .venv/bin/python tests/vectors/make_envelope_vectors.py --markdown   # section 7 of SECURITY.md
+
+tests/test_envelope.py checks that SECURITY.md prints the vectors of the JSON file.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import dataclasses
 import hashlib
 import json
 import sys
+import textwrap
+from pathlib import Path
 
 from nacl.public import PrivateKey
 
@@ -64,5 +69,33 @@ def main() -> None:
     sys.stdout.write("\n")
 
 
+def markdown() -> str:
+    """The test-vector section of SECURITY.md, from the published JSON file."""
+    doc = json.loads((Path(__file__).parent / "envelope-v1.json").read_text())
+    out = ["Secret keys (X25519, hex) and their public keys:\n", "```"]
+    for name, key in doc["secret_keys"].items():
+        out += [f"{name:<6} secret {key}", f"{'':<6} public {doc['public_keys'][name]}"]
+    out.append("```\n")
+    for number, vector in enumerate(doc["vectors"], 1):
+        meta = vector["metadata"]
+        record = {"kind": meta["kind"], "length": meta["length"], "name": meta["name"], "type": meta["content_type"]}
+        body = bytes.fromhex(vector["body_hex"])
+        line = f"**Vector {number}: {vector['description']}.** Recipients: {', '.join(vector['recipients'])}. "
+        line += f"Record: `{json.dumps(record, sort_keys=True, separators=(',', ':'), ensure_ascii=False)}`. "
+        if len(body) <= 64:
+            line += f"Body ({len(body)} bytes, hex): `{vector['body_hex'] or '(empty)'}`."
+        else:
+            line += f"Body: {len(body)} bytes, byte i = (7·i + 3) mod 256."
+        out += [line, f"Envelope: {vector['envelope_size']} bytes, SHA-256 `{vector['envelope_sha256']}`."]
+        if vector["envelope_size"] <= 4096:
+            out += ["\n```", *textwrap.wrap(vector["envelope_hex"], 96), "```\n"]
+        else:
+            out.append("(Too long to print: the full hex is in the JSON file.)\n")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--markdown"]:
+        print(markdown())
+    else:
+        main()
