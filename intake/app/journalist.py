@@ -55,7 +55,9 @@ from intake.worker_threads import run_in_os_thread
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SESSION_COOKIE = "journalist_session"
-SMALL_FORM_BYTES = 64 * 1024
+# Text fields are tiny, but Werkzeug's multipart decoder applies this bound to its
+# buffer, which holds up to two 64 KiB reads of a file part too.
+FORM_FIELD_BYTES = 1024 * 1024
 MAX_SELECTED_SOURCES = 1000
 
 blueprint = Blueprint("journalist", __name__)
@@ -307,8 +309,8 @@ def create_journalist_app(settings: Settings | None = None, **config_overrides: 
         SESSION_COOKIE_SECURE=False,  # onion services are plain http; Tor encrypts end to end
         WTF_CSRF_TIME_LIMIT=60 * 60,
         WTF_CSRF_SSL_STRICT=False,
-        MAX_CONTENT_LENGTH=MAX_REPLY_BUNDLE + SMALL_FORM_BYTES,
-        MAX_FORM_MEMORY_SIZE=SMALL_FORM_BYTES,
+        MAX_CONTENT_LENGTH=MAX_REPLY_BUNDLE + FORM_FIELD_BYTES,
+        MAX_FORM_MEMORY_SIZE=FORM_FIELD_BYTES,
         JOURNALIST_SESSION_MINUTES=30,
     )
     app.config.update(config_overrides)

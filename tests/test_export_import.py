@@ -1,0 +1,242 @@
+"""Export bundles out of the journalist interface and the CLI; signed reply bundles in."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from keys.bundle import ExportBundle, seal_reply, write_reply_bundle
+from keys.envelope import decrypt_bytes
+from keys.errors import WrongKeyError
+from keys.identity import Identity
+
+import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
+from intake.cli import cli
+from intake.exchange import ExportScope, PreparedExport
+from intake.store.newsroom import Newsroom as NewsroomStore
+from tests.fixtures_newsroom import Newsroom, csrf_token, download_export, sign_in, submit_as_new_source
+
+
+def read_bundle(data: bytes, identity: Identity) -> dict[str, list[tuple[str, str | None, bytes, tuple[str, ...]]]]:
+    """designation -> [(kind, file name, plaintext, recipients)], as the offline laptop sees it."""
+    bundle = ExportBundle(io.BytesIO(data))
+    out = {}
+    for source in bundle.read_manifest(identity):
+        items = []
+        for item in source.items:
+            reader = bundle.open_item(item, identity)
+            items.append((item.kind, reader.metadata.name, b"".join(reader.chunks()), item.recipients))
+        out[source.designation] = items
+    return out
+
+
+def designation_of(newsroom: Newsroom) -> dict[str, str]:
+    with newsroom.store() as store:
+        return {s.designation: s.id for s in NewsroomStore(store).source_overview()}
+
+
+def new_counts(newsroom: Newsroom) -> dict[str, int]:
+    with newsroom.store() as store:
+        return {s.designation: s.new_submissions for s in NewsroomStore(store).source_overview()}
+
+
+def test_sources_page_lists_designations_and_counts_never_content(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "the secret canary text", [("canary-name.pdf", b"%PDF canary", "application/pdf")])
+    page = alice_client.get("/sources")
+    (designation,) = designation_of(newsroom)
+    assert designation in page.text
+    assert "canary" not in page.text
+    assert ">2<" in page.text  # two new submissions: the message and the file
+
+
+def test_export_holds_exact_plaintexts_for_every_journalist(newsroom: Newsroom, alice_client):
+    files = [("report.pdf", b"%PDF-1.7 leaked report", "application/pdf"), ("photo.jpg", bytes(range(256)) * 700, "image/jpeg")]
+    submit_as_new_source(newsroom.source_app, "Meet me at the usual place.", files)
+    data = download_export(alice_client)
+    for journalist in (newsroom.alice, newsroom.bob):
+        (items,) = read_bundle(data, journalist.identity).values()
+        assert sorted((kind, name, body) for kind, name, body, _ in items) == sorted(
+            [("message", None, b"Meet me at the usual place.")] + [("file", name, body) for name, body, _ in files])
+        assert all(recipients == ("alice", "bob") for *_, recipients in items)
+    assert all(count == 0 for count in new_counts(newsroom).values())
+
+
+def test_the_bundle_is_ciphertext_throughout(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "plaintext-marker-4711", [("marker-4711.txt", b"plaintext-marker-4711", "text/plain")])
+    data = download_export(alice_client)
+    assert b"marker-4711" not in data
+    assert designation_of(newsroom).popitem()[0].encode() not in data  # even designations are in the sealed manifest
+    with pytest.raises(WrongKeyError):
+        read_bundle(data, Identity.generate("outsider"))
+
+
+def test_new_selected_and_all_scopes(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "first source")
+    submit_as_new_source(newsroom.source_app, "second source")
+    first, second = sorted(designation_of(newsroom).items())
+    selected = read_bundle(download_export(alice_client, "selected", [first[1]]), newsroom.alice.identity)
+    assert list(selected) == [first[0]]
+    rest = read_bundle(download_export(alice_client, "new"), newsroom.alice.identity)
+    assert list(rest) == [second[0]]
+    page = alice_client.get("/sources")
+    nothing = alice_client.post("/export", data={"csrf_token": csrf_token(page.text), "scope": "new"}, follow_redirects=True)
+    assert "Nothing to download" in nothing.text
+    everything = read_bundle(download_export(alice_client, "all"), newsroom.alice.identity)
+    assert sorted(everything) == sorted([first[0], second[0]])
+
+
+def test_a_download_cut_short_marks_nothing_exported(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "x" * 10, [("big.bin", os.urandom(300_000), "application/octet-stream")])
+    page = alice_client.get("/sources")
+    response = alice_client.post("/export", data={"csrf_token": csrf_token(page.text), "scope": "new"}, buffered=False)
+    pieces = iter(response.response)
+    next(pieces)
+    response.close()  # the client went away after the first piece
+    assert list(new_counts(newsroom).values()) == [2]
+    download_export(alice_client)
+    assert list(new_counts(newsroom).values()) == [0]
+
+
+def test_export_reads_the_store_lazily(newsroom: Newsroom):
+    submit_as_new_source(newsroom.source_app, "lazy", [("f.bin", os.urandom(50_000), "application/octet-stream")])
+    with newsroom.store() as store:
+        prepared = PreparedExport(store, ExportScope())
+        pieces = iter(prepared)
+        next(pieces)  # the bundle header: nothing read from the chunk rows yet, nothing marked
+        assert not prepared.completed
+        with pytest.raises(RuntimeError):
+            prepared.mark_exported()
+
+
+def test_removing_a_journalist_stops_sealing_to_them(newsroom: Newsroom, alice_client):
+    with newsroom.store() as store:
+        NewsroomStore(store).remove_journalist("bob")
+        assert [r.name for r in store.active_recipients()] == ["alice"]
+    submit_as_new_source(newsroom.source_app, "only for alice")
+    with newsroom.store() as store:
+        (submission,) = store.submissions()
+        envelope = b"".join(store.submission_ciphertext(submission.id))
+    assert decrypt_bytes(envelope, newsroom.alice.identity.private_key)[1] == b"only for alice"
+    with pytest.raises(WrongKeyError):
+        decrypt_bytes(envelope, newsroom.bob.identity.private_key)
+    (items,) = read_bundle(download_export(alice_client), newsroom.alice.identity).values()
+    assert items[0][3] == ("alice",)
+
+
+def reply_bundle(journalist: Identity, replies: list[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    write_reply_bundle(out, journalist, replies)
+    return out.getvalue()
+
+
+def reply_to(newsroom: Newsroom, text: str) -> tuple[str, bytes]:
+    with newsroom.store() as store:
+        (source,) = [s for s in NewsroomStore(store).export_groups(only_new=False)][:1]
+    return source.source.id, seal_reply(text, source.source.reply_public_key)
+
+
+def upload(client, data: bytes, name: str = "replies.bundle"):
+    page = client.get("/sources")
+    return client.post("/replies", data={"csrf_token": csrf_token(page.text), "bundle": (io.BytesIO(data), name)},
+                       content_type="multipart/form-data")
+
+
+def test_a_signed_reply_bundle_is_imported_with_a_report(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "hello")
+    source_id, sealed = reply_to(newsroom, "We got it, thank you.")
+    response = upload(alice_client, reply_bundle(newsroom.bob.identity, [(source_id, sealed)]))
+    assert response.status_code == 200
+    assert "signed by <strong>bob</strong>" in response.text and ": 1 added" in response.text
+    again = upload(alice_client, reply_bundle(newsroom.bob.identity, [(source_id, sealed)]))
+    assert "1 already imported before" in again.text
+    with newsroom.store() as store:
+        assert [r.envelope for r in store.replies_for(source_id)] == [sealed]
+
+
+@pytest.mark.parametrize("forgery", ["unknown signer", "unsigned", "tampered", "removed signer"])
+def test_a_forged_or_unsigned_reply_bundle_is_refused_and_nothing_changes(newsroom: Newsroom, alice_client, forgery: str):
+    submit_as_new_source(newsroom.source_app, "hello")
+    source_id, sealed = reply_to(newsroom, "forged words")
+    if forgery == "unknown signer":
+        data = reply_bundle(Identity.generate("alice-impostor"), [(source_id, sealed)])
+    elif forgery == "unsigned":
+        data = reply_bundle(newsroom.bob.identity, [(source_id, sealed)])
+        data = data[: -(5 + 64)]  # the signature entry cut off
+    elif forgery == "tampered":
+        data = bytearray(reply_bundle(newsroom.bob.identity, [(source_id, sealed)]))
+        data[len(data) // 2] ^= 1
+        data = bytes(data)
+    else:
+        data = reply_bundle(newsroom.bob.identity, [(source_id, sealed)])
+        with newsroom.store() as store:
+            NewsroomStore(store).remove_journalist("bob")
+    response = upload(alice_client, data)
+    assert response.status_code == 400
+    assert "refused" in response.text and "Nothing was imported" in response.text
+    with newsroom.store() as store:
+        assert store.counts()["replies"] == 0
+
+
+def test_replies_to_a_deleted_source_are_reported_not_imported(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "hello")
+    source_id, sealed = reply_to(newsroom, "too late")
+    with newsroom.store() as store:
+        NewsroomStore(store).delete_source(source_id)
+    response = upload(alice_client, reply_bundle(newsroom.alice.identity, [(source_id, sealed)]))
+    assert response.status_code == 200 and "no longer here" in response.text and "0 replies added" in response.text
+
+
+def test_reply_upload_is_size_capped_and_never_spooled_to_disk(newsroom: Newsroom, alice_client, monkeypatch, tmp_path: Path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    submit_as_new_source(newsroom.source_app, "hello")
+    source_id, _ = reply_to(newsroom, "x")
+    with newsroom.store() as store:
+        (group,) = NewsroomStore(store).export_groups(only_new=False)
+    big = [(source_id, seal_reply("y" * 3_000_000, group.source.reply_public_key))]
+    response = upload(alice_client, reply_bundle(newsroom.alice.identity, big))
+    assert response.status_code == 200 and ": 1 added" in response.text
+    assert list(spool.iterdir()) == []
+    oversized = b"INTAKE-R" + os.urandom(70 << 20)
+    assert upload(alice_client, oversized).status_code == 413
+
+
+def test_deleting_a_source_or_its_submissions(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "keep the source", [("a.txt", b"a", "text/plain")])
+    (designation, source_id), = designation_of(newsroom).items()
+    page = alice_client.get(f"/sources/{source_id}/delete")
+    assert page.status_code == 200 and designation in page.text
+    alice_client.post(f"/sources/{source_id}/delete-submissions", data={"csrf_token": csrf_token(page.text)})
+    with newsroom.store() as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["sources"] == 1
+    alice_client.post(f"/sources/{source_id}/delete", data={"csrf_token": csrf_token(page.text)})
+    with newsroom.store() as store:
+        assert store.counts()["sources"] == 0
+    assert alice_client.get(f"/sources/{source_id}/delete").status_code == 404
+
+
+def test_cli_export_and_import_replies(newsroom: Newsroom, tmp_path: Path):
+    submit_as_new_source(newsroom.source_app, "via the command line")
+    runner = CliRunner()
+    data = str(newsroom.settings.data_dir)
+    out = tmp_path / "export.bundle"
+    result = runner.invoke(cli, ["export", "--data", data, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (items,) = read_bundle(out.read_bytes(), newsroom.bob.identity).values()
+    assert items[0][2] == b"via the command line"
+    again = runner.invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "second.bundle")])
+    assert again.exit_code == 1 and "no new submissions" in again.output
+    source_id, sealed = reply_to(newsroom, "answer")
+    replies = tmp_path / "replies.bundle"
+    replies.write_bytes(reply_bundle(newsroom.alice.identity, [(source_id, sealed)]))
+    result = runner.invoke(cli, ["import-replies", "--data", data, str(replies)])
+    assert result.exit_code == 0 and "1 replies added" in result.output
+    forged = tmp_path / "forged.bundle"
+    forged.write_bytes(reply_bundle(Identity.generate("alice"), [(source_id, sealed)]))
+    result = runner.invoke(cli, ["import-replies", "--data", data, str(forged)])
+    assert result.exit_code == 1 and "does not verify" in result.output and "Traceback" not in result.output
