@@ -1,0 +1,129 @@
+"""Retention: what goes when, what stays, and the schedule that runs it unasked."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
+from intake.cli import cli
+from intake.retention import PurgeSchedule, RetentionConfigError, RetentionPolicy, purge
+from intake.store import Store
+from intake.store.newsroom import Newsroom as NewsroomStore
+from intake.store.newsroom import day_before
+from keys.bundle import seal_reply
+from tests.fixtures_newsroom import Newsroom, download_export, submit_as_new_source
+
+
+def backdate(store: Store, sql: str, days: int, *params) -> None:
+    """Move stored days into the past (the store keeps days only, so this is how time passes)."""
+    store._conn.execute(sql, (day_before(days), *params))
+
+
+def test_exported_submissions_go_after_the_configured_days(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "exported long ago")
+    download_export(alice_client)
+    submit_as_new_source(newsroom.source_app, "never exported")
+    with newsroom.store() as store:
+        assert purge(store, RetentionPolicy()).submissions == 0  # exported today: kept
+        backdate(store, "UPDATE submissions SET exported_day = ? WHERE exported_day IS NOT NULL", 14)
+        report = purge(store, RetentionPolicy(exported_days=14))
+        assert report.submissions == 1
+        (left,) = store.submissions()
+        assert left.exported_day is None
+        # The source that sent it stays: it may come back for replies.
+        assert store.counts()["sources"] == 2
+
+
+def test_read_replies_go_after_the_configured_days_unread_ones_stay(newsroom: Newsroom):
+    submit_as_new_source(newsroom.source_app, "hello")
+    with newsroom.store() as store:
+        (group,) = NewsroomStore(store).export_groups(only_new=False)
+        read = store.add_reply(group.source.id, None, seal_reply("read", group.source.reply_public_key))
+        store.add_reply(group.source.id, None, seal_reply("unread", group.source.reply_public_key))
+        store.mark_replies_read(group.source.id, [read.id])
+        assert purge(store, RetentionPolicy(read_reply_days=7)).replies == 0
+        backdate(store, "UPDATE replies SET read_day = ? WHERE id = ?", 7, read.id)
+        assert purge(store, RetentionPolicy(read_reply_days=7)).replies == 1
+        assert [r.id for r in store.replies_for(group.source.id)] != [read.id]
+        assert len(store.replies_for(group.source.id)) == 1
+
+
+def test_sources_that_never_submitted_go_others_stay(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "a real tip")
+    with newsroom.store() as store:
+        idle = store.create_source(b"\x01" * 32, b"\x02" * 32)
+        with_reply = store.create_source(b"\x03" * 32, b"\x04" * 32)
+        store.add_reply(with_reply.id, None, seal_reply("hi", with_reply.reply_public_key))
+        uploading = store.create_source(b"\x05" * 32, b"\x06" * 32)
+        in_flight = store.start_submission(uploading.id, "file", store.active_recipients())
+        in_flight.write(b"\x00" * (newsroom.settings.upload_chunk_bytes + 1))  # the first chunk is stored
+        backdate(store, "UPDATE sources SET last_active_day = ?, created_day = ?", 2, day_before(2))
+        assert purge(store, RetentionPolicy(unused_source_days=1)).sources == 1
+        remaining = {row[0] for row in store._conn.execute("SELECT id FROM sources")}
+        assert idle.id not in remaining and {with_reply.id, uploading.id} <= remaining and len(remaining) == 3
+        in_flight.abort()
+
+
+def test_a_source_whose_submissions_were_purged_keeps_its_codename(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "tip")
+    download_export(alice_client)
+    with newsroom.store() as store:
+        backdate(store, "UPDATE submissions SET exported_day = ?", 30)
+        backdate(store, "UPDATE sources SET last_active_day = ?", 30)
+        report = purge(store, RetentionPolicy())
+        assert (report.submissions, report.sources) == (1, 0)
+        assert store.counts()["sources"] == 1
+
+
+def test_expired_sessions_and_old_failed_logins_go(newsroom: Newsroom, alice_client):
+    with newsroom.store() as store:
+        newsroom_store = NewsroomStore(store)
+        source = store.create_source(b"\x09" * 32, b"\x0a" * 32)
+        store.save_session(b"s" * 32, source.id, b"sealed", int(time.time()) - 1)
+        (account,) = [a for a in newsroom_store.accounts() if a.name == "bob"]
+        newsroom_store.save_journalist_session(b"j" * 32, account.id, int(time.time()) - 1)
+        newsroom_store.record_failed_login(None, int(time.time()) - 3600)
+        newsroom_store.record_failed_login(None, int(time.time()))
+        report = purge(store, RetentionPolicy())
+        assert (report.source_sessions, report.journalist_sessions, report.failed_logins) == (1, 1, 1)
+    assert alice_client.get("/sources").status_code == 200  # a live session survives
+
+
+def test_policy_comes_from_retention_toml(tmp_path: Path):
+    assert RetentionPolicy.load(tmp_path) == RetentionPolicy(14, 7, 1, 60)
+    (tmp_path / "retention.toml").write_text("exported_days = 3\ninterval_minutes = 5\n")
+    assert RetentionPolicy.load(tmp_path) == RetentionPolicy(exported_days=3, interval_minutes=5)
+    (tmp_path / "retention.toml").write_text("exported_dayz = 3\n")
+    with pytest.raises(RetentionConfigError, match="unknown setting 'exported_dayz'"):
+        RetentionPolicy.load(tmp_path)
+    (tmp_path / "retention.toml").write_text("read_reply_days = -1\n")
+    with pytest.raises(RetentionConfigError, match="read_reply_days"):
+        RetentionPolicy.load(tmp_path)
+
+
+def test_the_schedule_purges_without_anyone_asking(newsroom: Newsroom):
+    with newsroom.store() as store:
+        store.create_source(b"\x0b" * 32, b"\x0c" * 32)
+        backdate(store, "UPDATE sources SET last_active_day = ?", 5)
+    schedule = PurgeSchedule(newsroom.settings, RetentionPolicy(interval_minutes=1)).start()
+    try:
+        deadline = time.monotonic() + 10
+        while schedule.runs == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        schedule.stop()
+    assert schedule.runs >= 1
+    with newsroom.store() as store:
+        assert store.counts()["sources"] == 0
+
+
+def test_purge_command_runs_retention_now(newsroom: Newsroom):
+    with newsroom.store() as store:
+        store.create_source(b"\x0d" * 32, b"\x0e" * 32)
+        backdate(store, "UPDATE sources SET last_active_day = ?", 5)
+    result = CliRunner().invoke(cli, ["purge", "--data", str(newsroom.settings.data_dir)])
+    assert result.exit_code == 0 and "sources deleted: 1" in result.output
