@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from intake.store.connection import IntegrityError, translate_errors, write_transaction
+from intake.store.connection import DatabaseError, IntegrityError, translate_errors, write_transaction
 from intake.store.errors import JournalistExistsError, StoreError
 from intake.store.store import Source, Store, StoredSubmission, today
 
@@ -412,9 +412,14 @@ class Newsroom:
 
     def integrity_problems(self) -> list[str]:
         """What SQLCipher's page authentication and SQLite's structure checks report; [] if healthy."""
-        problems = [row[0] for row in self._read("PRAGMA cipher_integrity_check")]
-        problems += [row[0] for row in self._read("PRAGMA integrity_check") if row[0] != "ok"]
-        problems += [f"foreign key broken in {row[0]}" for row in self._read("PRAGMA foreign_key_check")]
+        problems: list[str] = []
+        for pragma, healthy in (("cipher_integrity_check", None), ("integrity_check", "ok"), ("foreign_key_check", None)):
+            try:
+                rows = self._conn.execute(f"PRAGMA {pragma}").fetchall()
+            except DatabaseError as error:  # a damaged page can stop a check half-way
+                problems.append(f"{pragma}: {error}")
+                continue
+            problems += [f"{pragma}: {' '.join(map(str, row))}" for row in rows if row[0] != healthy]
         return problems
 
 

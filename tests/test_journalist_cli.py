@@ -1,0 +1,138 @@
+"""The admin commands for journalists: add, list, remove, reset-login, rotation, status, check."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyotp
+from click.testing import CliRunner
+from keys.identity import Identity
+
+import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
+from intake.cli import cli
+from intake.journalist_auth import passphrase_matches
+from intake.store.newsroom import Newsroom as NewsroomStore
+from intake.tor import normalise_client_public_key
+from tests.fixtures_newsroom import Newsroom, download_export, sign_in, submit_as_new_source
+
+
+def invoke(newsroom: Newsroom, *args: str, input: str | None = None):
+    return CliRunner().invoke(cli, [args[0], *args[1:], "--data", str(newsroom.settings.data_dir)] if args[0] != "journalist"
+                              else [*args[:2], "--data", str(newsroom.settings.data_dir), *args[2:]], input=input)
+
+
+def new_key(tmp_path: Path, name: str) -> tuple[Identity, Path]:
+    identity = Identity.generate(name)
+    path = tmp_path / f"{name}-{identity.public.fingerprint[:4]}.public"
+    identity.public.save(path)
+    return identity, path
+
+
+def test_add_shows_the_fingerprint_and_asks_before_registering(newsroom: Newsroom, tmp_path: Path):
+    identity, path = new_key(tmp_path, "carol")
+    declined = invoke(newsroom, "journalist", "add", "--name", "carol", "--public-key", str(path), input="n\n")
+    assert identity.public.fingerprint in declined.output and declined.exit_code == 1
+    with newsroom.store() as store:
+        assert "carol" not in [r.name for r in store.active_recipients()]
+    added = invoke(newsroom, "journalist", "add", "--name", "carol", "--public-key", str(path), input="y\n")
+    assert added.exit_code == 0, added.output
+    passphrase = re.search(r"Login passphrase:\s+(.+)", added.output).group(1).strip()
+    totp = pyotp.parse_uri(re.search(r"(otpauth://\S+)", added.output).group(1))
+    auth_line = re.search(r"(\S+:descriptor:x25519:\S+)", added.output).group(1)
+    assert len(passphrase.split()) == 7
+    with newsroom.store() as store:
+        assert "carol" in [r.name for r in store.active_recipients()]
+        record = NewsroomStore(store).login_record("carol")
+        assert passphrase_matches(record.login_hash, passphrase) and record.totp_secret == totp.secret
+        assert passphrase.encode() not in record.login_hash
+        (stored_client_key,) = [a.client_auth_key for a in NewsroomStore(store).accounts() if a.name == "carol"]
+    assert normalise_client_public_key(stored_client_key) == stored_client_key
+    assert stored_client_key not in auth_line  # the server keeps the public half, the journalist gets the private one
+
+
+def test_add_refuses_a_key_of_someone_else_or_twice(newsroom: Newsroom, tmp_path: Path):
+    _, path = new_key(tmp_path, "dave")
+    mismatch = invoke(newsroom, "journalist", "add", "--name", "erin", "--public-key", str(path), "--yes")
+    assert mismatch.exit_code == 1 and "is the key of 'dave'" in mismatch.output and "Traceback" not in mismatch.output
+    twice = invoke(newsroom, "journalist", "add", "--name", "bob", "--public-key", str(newsroom_public(newsroom, tmp_path)), "--yes")
+    assert twice.exit_code == 1 and "reset-login" in twice.output
+    broken = tmp_path / "broken.public"
+    broken.write_text("not a key")
+    assert invoke(newsroom, "journalist", "add", "--name", "x", "--public-key", str(broken), "--yes").exit_code == 1
+
+
+def newsroom_public(newsroom: Newsroom, tmp_path: Path) -> Path:
+    path = tmp_path / "bob-again.public"
+    newsroom.bob.identity.public.save(path)
+    return path
+
+
+def test_list_and_remove(newsroom: Newsroom):
+    listed = invoke(newsroom, "journalist", "list")
+    assert listed.exit_code == 0
+    assert newsroom.alice.identity.public.fingerprint in listed.output and "bob" in listed.output
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0
+    assert "bob" not in invoke(newsroom, "journalist", "list").output
+    assert "removed" in invoke(newsroom, "journalist", "list", "--all").output
+    last = invoke(newsroom, "journalist", "remove", "--name", "alice")
+    assert last.exit_code == 1 and "last active journalist" in last.output
+    unknown = invoke(newsroom, "journalist", "remove", "--name", "nobody")
+    assert unknown.exit_code == 1 and "no active journalist is named 'nobody'" in unknown.output
+
+
+def test_reset_login_replaces_the_passphrase_and_ends_sessions(newsroom: Newsroom):
+    client = newsroom.journalist_app.test_client()
+    assert sign_in(client, newsroom.alice).status_code == 303
+    result = invoke(newsroom, "journalist", "reset-login", "--name", "alice")
+    assert result.exit_code == 0
+    assert client.get("/sources").status_code == 303
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice, code=newsroom.alice.code(1)).status_code == 401
+    new_passphrase = re.search(r"Login passphrase:\s+(.+)", result.output).group(1).strip()
+    new_code = pyotp.parse_uri(re.search(r"(otpauth://\S+)", result.output).group(1)).now()
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice, passphrase=new_passphrase, code=new_code).status_code == 303
+
+
+def test_key_rotation_is_remove_then_add(newsroom: Newsroom, alice_client, tmp_path: Path):
+    submit_as_new_source(newsroom.source_app, "sealed to bob's old key")
+    new_bob, path = new_key(tmp_path, "bob")
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0
+    added = invoke(newsroom, "journalist", "add", "--name", "bob", "--public-key", str(path), "--yes")
+    assert added.exit_code == 0, added.output
+    submit_as_new_source(newsroom.source_app, "sealed to bob's new key")
+    with newsroom.store() as store:
+        groups = NewsroomStore(store).export_groups(only_new=True)
+        recipients = sorted(tuple(entry.recipients) for group in groups for entry in group.entries)
+        assert recipients == [("alice", "bob"), ("alice", "bob.retired-2")]
+        assert [r.public_key for r in store.active_recipients() if r.name == "bob"] == [bytes(new_bob.public.encryption_key)]
+    download_export(alice_client)
+
+
+def test_status_shows_counts_sizes_and_logins_and_check_passes(newsroom: Newsroom):
+    submit_as_new_source(newsroom.source_app, "something")
+    status = invoke(newsroom, "status")
+    assert status.exit_code == 0
+    for line in ("sources: 1", "submissions: 1", "not exported:", "database:", "journalists who can sign in: 2 of 2", "retention:"):
+        assert line in status.output
+    check = invoke(newsroom, "check")
+    assert check.exit_code == 0 and "intact" in check.output
+
+
+def test_check_reports_a_damaged_store(newsroom: Newsroom):
+    submit_as_new_source(newsroom.source_app, "x" * 2000)
+    db = newsroom.settings.db_path
+    with newsroom.store() as store:
+        store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    page = 16384
+    data[3 * page + 100] ^= 0xFF  # a flipped bit inside the fourth page
+    db.write_bytes(bytes(data))
+    result = invoke(newsroom, "check")
+    assert result.exit_code == 1 and "integrity problems" in result.output and "Traceback" not in result.output
+
+
+def test_every_command_has_help(newsroom: Newsroom):
+    for args in (["journalist", "add"], ["journalist", "list"], ["journalist", "remove"], ["journalist", "reset-login"],
+                 ["export"], ["import-replies"], ["purge"], ["check"], ["status"]):
+        result = CliRunner().invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0 and "--data" in result.output, args
