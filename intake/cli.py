@@ -8,18 +8,22 @@ line on stderr and a non-zero exit; no secret is ever printed.
 from __future__ import annotations
 
 import importlib
+import logging
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from keys.errors import KeysError
 
 from intake.config import load_settings
-from intake.retention import PurgeSchedule
-from intake.server import JOURNALIST_APP_FACTORY, GunicornServer, ServerError, prepare_data_dir
+from intake.server import ServerError, prepare_data_dir
+from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, TOR_MODES, TipLine, TorPlan, read_torrc_lines
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
+from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError, ensure_onion_keys
 
 # Modules that add commands to `cli` when imported (e.g. the journalist commands).
 COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli",)
@@ -41,7 +45,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (StoreError, KeysError, ServerError) as error:
+        except (StoreError, KeysError, ServerError, TorError) as error:
             raise click.ClickException(str(error)) from None
 
 
@@ -63,6 +67,11 @@ def init(data_dir: Path, journalist_keys: tuple[Path, ...], db_key_file: Path | 
     settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file)
     click.echo(f"Data dir ready: {settings.data_dir}")
     _echo_counts(prepare_data_dir(data_dir, db_key_file))
+    # The onion keys exist from the start, so the addresses can be published (and backed up) before serving.
+    source_onion, journalist_onion = ensure_onion_keys(settings.data_dir)
+    click.echo(f"Source onion address: {source_onion}")
+    click.echo(f"Journalist onion address: {journalist_onion} (client authorisation: `intake journalist add`)")
+    click.echo(f"Back up {settings.data_dir / 'onion'} now (docs/operator.md): whoever holds it can serve these addresses.")
 
 
 @cli.command()
@@ -83,44 +92,76 @@ def _echo_counts(counts: dict[str, int]) -> None:
         click.echo(f"{name}: {count}")
 
 
+def tor_options(command: Callable) -> Callable:
+    """--tor, --no-tor and the rarer Tor settings, shared by `serve` and `demo`."""
+    options = [
+        click.option("--tor", "tor_mode", type=click.Choice(TOR_MODES, case_sensitive=False), default="launch",
+                     envvar="INTAKE_TOR", show_envvar=True, show_default=True,
+                     help="launch: intake's own tor on the Tor network; system: the system tor's control socket; "
+                          "offline: tor with the network disabled (addresses only); none: no tor"),
+        click.option("--no-tor", is_flag=True, help="the same as --tor none: serve on 127.0.0.1 only"),
+        click.option("--tor-config", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                     envvar="INTAKE_TOR_CONFIG", show_envvar=True,
+                     help="extra torrc lines for the tor intake launches; for private test networks only"),
+        click.option("--tor-control-socket", type=click.Path(path_type=Path), default=None,
+                     envvar="INTAKE_TOR_CONTROL_SOCKET", show_envvar=True,
+                     help=f"--tor system: the system tor's control socket [default: {DEFAULT_SYSTEM_CONTROL_SOCKET}]"),
+        click.option("--tor-bootstrap-timeout", type=click.FloatRange(0), default=DEFAULT_BOOTSTRAP_TIMEOUT,
+                     show_default=True, help="seconds to wait for tor to reach the Tor network before saying it could not"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _tor_plan(tor_mode: str, no_tor: bool, tor_config: Path | None, tor_control_socket: Path | None,
+              tor_bootstrap_timeout: float) -> TorPlan:
+    mode = "none" if no_tor else tor_mode.lower()
+    extra = read_torrc_lines(tor_config) if tor_config is not None and mode != "none" else ()
+    return TorPlan(mode, extra, tor_control_socket, tor_bootstrap_timeout)
+
+
+def _show_logs() -> None:
+    # intake.tor reports tor's own warnings through logging; show them on stderr as they come.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+
 @cli.command()
 @data_option
-@click.option("--no-tor", is_flag=True, help="serve on 127.0.0.1 only, without onion services")
-@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
+              help="loopback port of the source interface")
 @click.option("--journalist-port", type=click.IntRange(1, 65535), default=DEFAULT_PORT + 1, show_default=True,
               help="loopback port of the journalist interface")
+@tor_options
 @db_key_option
-def serve(data_dir: Path, no_tor: bool, port: int, journalist_port: int, db_key_file: Path | None) -> None:
-    """Run the tip line under gunicorn on 127.0.0.1 (and the journalist interface, and retention)."""
-    if not no_tor:
-        raise click.UsageError("serving through Tor is not available in this version yet: pass --no-tor")
+def serve(data_dir: Path, port: int, journalist_port: int, db_key_file: Path | None, **tor: Any) -> None:
+    """Serve the tip line: gunicorn on 127.0.0.1 for the source and journalist interfaces, their
+    onion services through tor, and retention. SIGTERM or Ctrl-C stops all of it; SIGHUP
+    re-reads the journalists' client-authorisation keys."""
+    plan = _tor_plan(**tor)
+    _show_logs()
     prepare_data_dir(data_dir, db_key_file)
-    server = GunicornServer(data_dir, port, db_key_file=db_key_file)
-    journalist_server = GunicornServer(data_dir, journalist_port, db_key_file=db_key_file, app_factory=JOURNALIST_APP_FACTORY)
-    server.start()
-    try:
-        journalist_server.start()
-        PurgeSchedule(load_settings(data_dir, db_key_file=db_key_file)).start()
-        click.echo(f"intake is serving {server.data_dir} at {server.url}, the journalist interface at "
-                   f"{journalist_server.url} (Ctrl-C stops it)")
-        raise SystemExit(server.wait())
-    finally:
-        server.stop()
-        journalist_server.stop()
+    tip_line = TipLine(data_dir, source_port=port, journalist_port=journalist_port, db_key_file=db_key_file,
+                       tor=plan, say=click.echo)
+    raise SystemExit(tip_line.serve())
 
 
 @cli.command()
 @click.option("--dir", "base_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"),
               show_default=True, help="where the demo journalist and data dir live")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
-def demo(base_dir: Path, port: int) -> None:
-    """Set up (or reuse) a demo instance and serve it on 127.0.0.1. Not for production."""
+@click.option("--journalist-port", type=click.IntRange(1, 65535), default=None,
+              help="loopback port of the journalist interface [default: --port + 1]")
+@tor_options
+def demo(base_dir: Path, port: int, journalist_port: int | None, **tor: Any) -> None:
+    """Set up (or reuse) a demo instance and serve it. Not for production."""
+    plan = _tor_plan(**tor)
+    _show_logs()
     info = ensure_demo_instance(base_dir)
     prepare_data_dir(info.data_dir)
-    server = GunicornServer(info.data_dir, port)
-    server.start()
-    click.echo(demo_instructions(info, server.url))
-    raise SystemExit(server.wait())
+    tip_line = TipLine(info.data_dir, source_port=port, journalist_port=journalist_port or port + 1, tor=plan,
+                       say=click.echo)
+    raise SystemExit(tip_line.serve(banner=demo_instructions(info, tip_line.source.url)))
 
 
 def _shell_path(path: Path) -> str:

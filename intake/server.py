@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 from intake.config import DB_KEY_FILE_ENV, load_settings
 from intake.store import Store
@@ -82,7 +81,7 @@ class GunicornServer:
 
     def start(self, ready_timeout: float = 30.0) -> None:
         if not port_is_free(self.port, self.host):
-            raise ServerError(f"port {self.port} on {self.host} is already in use: choose another with --port")
+            raise ServerError(f"port {self.port} on {self.host} is already in use: choose another with --port or --journalist-port")
         env = dict(os.environ, INTAKE_DATA=str(self.data_dir))
         if self._db_key_file is not None:
             env[DB_KEY_FILE_ENV] = str(Path(self._db_key_file).resolve())
@@ -96,21 +95,16 @@ class GunicornServer:
                 raise ServerError(f"gunicorn did not start listening on {self.host}:{self.port} within {ready_timeout:.0f} s")
             time.sleep(0.1)
 
-    def wait(self) -> int:
-        """Block until gunicorn exits; SIGTERM or SIGINT to this process stops it gracefully."""
-        assert self._process is not None
-        previous = signal.signal(signal.SIGTERM, self._forward_stop)
-        try:
-            while True:
-                try:
-                    return self._process.wait()
-                except KeyboardInterrupt:
-                    # Ctrl-C reached gunicorn too (same process group); wait for it to finish.
-                    self.stop()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
 
-    def _forward_stop(self, _signum: int, _frame: FrameType | None) -> None:
+    def exit_status(self) -> int | None:
+        """gunicorn's exit status, or None while it runs (or was never started)."""
+        return self._process.poll() if self._process else None
+
+    def begin_stop(self) -> None:
+        """Ask gunicorn to stop gracefully without waiting (stop several servers at once)."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
 
@@ -119,7 +113,7 @@ class GunicornServer:
         if self._process is None:
             return None
         if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
+            self.begin_stop()
             try:
                 self._process.wait(timeout)
             except subprocess.TimeoutExpired:

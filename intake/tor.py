@@ -464,6 +464,16 @@ class OnionServices:
                 return False
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
+    def check_running(self) -> None:
+        """Raise TorError if our tor exited or the control connection to tor is lost
+        (e.g. the system tor restarted, taking our services with it)."""
+        with self._lock:
+            if self._controller is None:
+                raise TorError("tor is not running")
+            self._check_alive()
+            if not self._controller.is_alive():
+                raise TorError("lost the connection to tor's control socket")
+
     def getinfo(self, key: str) -> str:
         """Tor's answer to ``GETINFO key`` (read-only, for status and diagnostics)."""
         with self._lock:
@@ -660,9 +670,10 @@ class OnionServices:
         return reply
 
     def _notice(self, text: str) -> None:
+        # The caller shows self.notices to the operator; logging them too would say it twice.
         if text not in self.notices:
             self.notices.append(text)
-        log.warning("%s", text)
+        log.info("%s", text)
 
     def _set_bootstrap(self, status: BootstrapStatus) -> None:
         changed = (status.percent, status.summary, status.problem) != (
@@ -746,9 +757,7 @@ class OnionServices:
         assert self._journalist_key is not None and self._journalist_port is not None
         address = onion_address_for_key(self._journalist_key)
         port = self._journalist_port
-        if not client_keys:
-            self._notice("no journalist has a client-authorisation key yet: the journalist "
-                         "onion service is not published (`intake journalist add`)")
+        if not client_keys:  # published=False tells the caller, who knows how to add a journalist
             return OnionService("journalist", address, port, False, "not published")
         args = (f"Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
                 f"Port={ONION_VIRTUAL_PORT},127.0.0.1:{port} "

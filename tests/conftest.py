@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures_store",
     "tests.fixtures_app",
     "tests.tornet",
+    "tests.fixtures_serve",
 ]

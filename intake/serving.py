@@ -1,0 +1,219 @@
+"""`intake serve`: the tip line's processes, started in order and stopped together.
+
+gunicorn runs the source app and the journalist app as two child processes on
+loopback; tor runs through :mod:`intake.tor` from this (parent) process, never
+from a forked worker, so one controller owns it and tor exits with us; the
+retention schedule is a thread here. :meth:`TipLine.serve` blocks until SIGTERM
+or SIGINT (or until a child dies), then stops everything, so no gunicorn or tor
+process outlives it. SIGHUP re-reads the journalists' client-authorisation keys
+and republishes the journalist onion with them (same address).
+
+Signal handlers only set flags: a stop asked for while something is starting
+takes effect between steps, never half-way through starting a process.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from intake.config import load_settings
+from intake.retention import PurgeSchedule
+from intake.server import JOURNALIST_APP_FACTORY, GunicornServer
+from intake.store import Store
+from intake.store.newsroom import Newsroom
+from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, OnionServices, TorError
+
+TOR_MODES = ("launch", "system", "offline", "none")
+DEFAULT_BOOTSTRAP_TIMEOUT = 120.0
+_WATCH_INTERVAL = 0.5
+
+Say = Callable[[str], None]
+
+
+class TorConfigError(TorError):
+    """The extra torrc file cannot be used."""
+
+
+@dataclass(frozen=True)
+class TorPlan:
+    """How `intake serve` uses Tor (see docs/operator.md, "Choosing how intake uses Tor")."""
+
+    mode: str = "launch"
+    # Lines appended to the torrc of the tor intake launches: for private test networks only.
+    extra_torrc: tuple[str, ...] = ()
+    control_socket: Path | None = None  # system mode: the system tor's control socket
+    bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.mode not in TOR_MODES:
+            raise TorError(f"unknown tor mode {self.mode!r} (choose one of {', '.join(TOR_MODES)})")
+        if self.extra_torrc and self.mode not in ("launch", "offline"):
+            raise TorConfigError("extra torrc lines only apply to a tor that intake launches (--tor launch or offline)")
+        if self.control_socket is not None and self.mode != "system":
+            raise TorConfigError("a tor control socket is only given with --tor system")
+
+
+def read_torrc_lines(path: Path) -> tuple[str, ...]:
+    """The configuration lines of a torrc fragment (blank lines and comments left out)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not text"
+        raise TorConfigError(f"cannot read the extra torrc file {path}: {reason}") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+def journalist_client_keys(store: Store) -> list[str]:
+    """The client-authorisation public keys of the active journalists."""
+    return Newsroom(store).client_auth_keys()
+
+
+class TipLine:
+    """The source and journalist interfaces under gunicorn, their onion services, retention."""
+
+    def __init__(self, data_dir: Path, *, source_port: int, journalist_port: int, db_key_file: Path | None = None,
+                 tor: TorPlan = TorPlan(), say: Say = print):
+        self.settings = load_settings(data_dir, db_key_file=db_key_file)
+        self.data_dir = Path(data_dir).resolve()
+        self.tor_plan = tor
+        self.say = say
+        self.source = GunicornServer(self.data_dir, source_port, db_key_file=db_key_file)
+        self.journalist = GunicornServer(self.data_dir, journalist_port, db_key_file=db_key_file,
+                                         app_factory=JOURNALIST_APP_FACTORY)
+        self.onions: OnionServices | None = None
+        self._retention: PurgeSchedule | None = None
+        self._stop_requested = threading.Event()
+        self._reload_requested = threading.Event()
+
+    # -- the whole life --
+
+    def serve(self, banner: str = "Ctrl-C stops intake.") -> int:
+        """Start everything, print `banner`, serve until SIGTERM/SIGINT, stop everything.
+        Returns the exit status: 0 when asked to stop, 1 when a part failed while serving."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            if not self._start():
+                return 0
+            self.say(banner)
+            return self._watch()
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        (self._reload_requested if signum == signal.SIGHUP else self._stop_requested).set()
+
+    def _start(self) -> bool:
+        """Start the parts in order; False if a stop was asked for meanwhile."""
+        for server in (self.source, self.journalist):
+            server.start()
+            if self._stop_requested.is_set():
+                return False
+        self._retention = PurgeSchedule(self.settings).start()
+        self.say(f"intake is serving {self.data_dir}: the source interface at {self.source.url}, "
+                 f"the journalist interface at {self.journalist.url} (loopback only)")
+        if self.tor_plan.mode == "none":
+            self.say("Tor is off (--no-tor): no onion service is published.")
+            return not self._stop_requested.is_set()
+        self._start_tor()
+        return not self._stop_requested.is_set()
+
+    def stop(self) -> None:
+        """Stop tor first (no new visitors), then both gunicorns together. Idempotent."""
+        if self.onions is not None:
+            self.onions.stop()
+        for server in (self.source, self.journalist):
+            server.begin_stop()
+        for server in (self.source, self.journalist):
+            server.stop()
+        if self._retention is not None:
+            self._retention.stop()
+
+    # -- tor --
+
+    def _start_tor(self) -> None:
+        plan = self.tor_plan
+        with Store.open(self.settings) as store:
+            client_keys = journalist_client_keys(store)
+        self.say({
+            "launch": "Starting tor (intake's own, joining the Tor network)...",
+            "offline": "Starting tor offline (DisableNetwork 1: nothing is contacted)...",
+            "system": f"Attaching to the system tor at {plan.control_socket or DEFAULT_SYSTEM_CONTROL_SOCKET}...",
+        }[plan.mode])
+        self.onions = OnionServices(self.data_dir, plan.mode, control_socket=plan.control_socket,
+                                    extra_torrc=plan.extra_torrc, progress=self._on_bootstrap_progress)
+        source, journalist = self.onions.start(self.source.port, self.journalist.port, client_keys)
+        self.say(f"Source onion:      http://{source}/")
+        self._say_journalist_onion()
+        for notice in self.onions.notices:
+            self.say(f"Note: {notice}")
+        if plan.mode == "offline":
+            self.say("Tor is offline: these addresses are made but not published, so nobody can reach them; "
+                     "intake serves on loopback only.")
+
+    def _say_journalist_onion(self) -> None:
+        assert self.onions is not None
+        service = self.onions.services["journalist"]
+        if service.published:
+            count = len(service.client_auth)
+            self.say(f"Journalist onion:  http://{service.address}/  (client authorisation: reachable only with "
+                     f"a journalist's key; {count} key{'s' if count != 1 else ''} authorised)")
+        else:
+            self.say(f"Journalist onion:  http://{service.address}/  NOT published: no journalist has a "
+                     f"client-authorisation key yet. Add one with `intake journalist add --data {self.data_dir} "
+                     f"--name NAME --public-key FILE` (for a journalist registered by `intake init`: "
+                     f"`intake journalist reset-login --data {self.data_dir} --name NAME`), then send intake "
+                     "SIGHUP or restart it.")
+
+    def _on_bootstrap_progress(self, percent: int, summary: str) -> None:
+        self.say(f"Tor: bootstrapped {percent}% ({summary})")
+
+    def _reload_journalist_clients(self) -> None:
+        assert self.onions is not None
+        with Store.open(self.settings) as store:
+            keys = journalist_client_keys(store)
+        self.onions.update_journalist_clients(keys)
+        self._say_journalist_onion()
+
+    # -- while serving --
+
+    def _watch(self) -> int:
+        onions = self.onions
+        needs_bootstrap = onions is not None and self.tor_plan.mode != "offline"
+        deadline = time.monotonic() + self.tor_plan.bootstrap_timeout
+        gave_up = False
+        while not self._stop_requested.wait(_WATCH_INTERVAL):
+            for name, server in (("source", self.source), ("journalist", self.journalist)):
+                status = server.exit_status()
+                if status is not None and not self._stop_requested.is_set():
+                    self.say(f"gunicorn for the {name} interface exited (status {status}): stopping intake.")
+                    return 1
+            if onions is None:
+                continue
+            try:
+                onions.check_running()
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self._reload_journalist_clients()
+                if needs_bootstrap:
+                    if onions.wait_for_bootstrap(0):
+                        needs_bootstrap = False
+                        self.say("Tor is connected: the onion services are being published "
+                                 "(reachable within a minute or two).")
+                    elif not gave_up and time.monotonic() > deadline:
+                        gave_up = True
+                        self.say(f"Tor could not bootstrap: {onions.bootstrap.describe()}. intake keeps "
+                                 "serving on loopback and tor keeps trying (docs/operator.md lists the usual causes).")
+            except TorError as error:
+                if self._stop_requested.is_set():
+                    break
+                self.say(f"Tor failed: {error}. Stopping intake.")
+                return 1
+        return 0
