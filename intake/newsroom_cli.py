@@ -21,7 +21,8 @@ from intake.retention import RetentionPolicy, purge
 from intake.store import JournalistExistsError, Store
 from intake.store.newsroom import Newsroom
 
-_RESTART_NOTE = "Restart `intake serve` so the journalist onion service takes the new client list."
+_RESTART_NOTE = ("Send SIGHUP to the running `intake serve` (or restart it) so the journalist onion service "
+                 "takes the new list of client keys.")
 
 
 def _settings(data_dir: Path, db_key_file: Path | None) -> Settings:
