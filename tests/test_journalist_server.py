@@ -1,0 +1,65 @@
+"""The journalist interface under real gunicorn (deploy/gunicorn.conf.py, gevent workers):
+sign in over HTTP, and an export that streams as it is read and is marked exported
+only when the whole bundle went out."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from intake.store.newsroom import Newsroom as NewsroomStore
+from tests.fixtures_newsroom import Newsroom, make_newsroom, submit_as_new_source
+from tests.fixtures_server import SourceClient, run_gunicorn
+from tests.test_export_import import read_bundle
+
+JOURNALIST_APP = "intake.app.journalist:create_journalist_app()"
+
+
+def new_submissions(newsroom: Newsroom) -> int:
+    with newsroom.store() as store:
+        return sum(s.new_submissions for s in NewsroomStore(store).source_overview())
+
+
+def start_export(client: SourceClient, port: int) -> http.client.HTTPResponse:
+    page = client.get("/sources")
+    token = dict((name, value) for name, _kind, value in page.form_posting_to("/export").controls)["csrf_token"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    body = urlencode({"csrf_token": token, "scope": "new"}).encode()
+    conn.request("POST", "/export", body, {**client._cookie_header(), "Content-Type": "application/x-www-form-urlencoded"})
+    return conn.getresponse()
+
+
+@pytest.mark.slow
+def test_sign_in_and_streamed_export_under_gunicorn(tmp_path: Path):
+    newsroom = make_newsroom(tmp_path)
+    big = os.urandom(24 << 20)  # larger than the socket buffers, so a reader that stops really stops the stream
+    submit_as_new_source(newsroom.source_app, "over real HTTP", [("big.bin", big, "application/octet-stream")])
+    with run_gunicorn(JOURNALIST_APP, tmp_path, {"INTAKE_DATA": str(newsroom.settings.data_dir)}) as server:
+        client = SourceClient(server.url)
+        login = client.get("/login")
+        sources = client.submit(login, login.form_with("name", "passphrase", "code"), {
+            "name": "alice", "passphrase": newsroom.alice.enrolment.passphrase, "code": newsroom.alice.code()})
+        assert sources.status == 200 and "Signed in as alice" in sources.text
+
+        # A download abandoned after the first megabyte marks nothing exported.
+        response = start_export(client, server.port)
+        assert response.status == 200 and response.getheader("Content-Length") is None  # streamed, not built first
+        response.read(1 << 20)
+        response.close()
+        time.sleep(2)
+        assert new_submissions(newsroom) == 2
+
+        response = start_export(client, server.port)
+        data = b"".join(iter(lambda: response.read(1 << 16), b""))
+        (items,) = read_bundle(data, newsroom.bob.identity).values()
+        assert sorted(body for _, _, body, _ in items) == sorted([b"over real HTTP", big])
+        deadline = time.monotonic() + 10
+        while new_submissions(newsroom) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert new_submissions(newsroom) == 0
+    assert "Traceback" not in server.error_log.read_text()
