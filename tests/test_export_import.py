@@ -18,7 +18,7 @@ import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands
 from intake.cli import cli
 from intake.exchange import ExportScope, PreparedExport
 from intake.store.newsroom import Newsroom as NewsroomStore
-from tests.fixtures_newsroom import Newsroom, csrf_token, download_export, sign_in, submit_as_new_source
+from tests.fixtures_newsroom import Newsroom, csrf_token, download_export, submit_as_new_source
 
 
 def read_bundle(data: bytes, identity: Identity) -> dict[str, list[tuple[str, str | None, bytes, tuple[str, ...]]]]:
