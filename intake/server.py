@@ -114,12 +114,35 @@ class GunicornServer:
             return None
         if self._process.poll() is None:
             self.begin_stop()
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    self._process.wait(1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        self._process.kill()
+                        self._process.wait()
+                        break
+                    self._signal_workers_again()
         return self._process.returncode
+
+    def _signal_workers_again(self) -> None:
+        # A gevent worker that gets SIGTERM while it boots (gevent patches the standard library
+        # before the worker installs its own handlers) swallows it, and gunicorn would wait
+        # graceful_timeout (30 s) for it. Tell the workers again; a worker already stopping
+        # gracefully just keeps doing so.
+        assert self._process is not None
+        pid = self._process.pid
+        try:
+            workers = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return
+        for worker in workers:
+            try:
+                os.kill(worker, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def __enter__(self) -> GunicornServer:
         return self
