@@ -4,14 +4,29 @@
 Tor network. Tests may only use `offline` or the private network of tests/tornet.py,
 so every subprocess a test starts inherits INTAKE_TOR=none unless it passes
 `--tor` itself (an option beats the environment).
+
+It also has the helpers to run `intake serve` as a subprocess and to see its processes.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+INTAKE = [sys.executable, "-c", "from intake.cli import main; main()"]
+ONION_LINE = re.compile(r"^(Source|Journalist) onion: +http://([a-z2-7]{56}\.onion)/", re.MULTILINE)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,3 +40,93 @@ def intake_tor_defaults_to_none() -> Iterator[None]:
             os.environ.pop("INTAKE_TOR", None)
         else:
             os.environ["INTAKE_TOR"] = previous
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_state(pid: int) -> str | None:
+    """The process state letter from /proc (None if there is no such process)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    return process_state(pid) not in (None, "Z")
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children of all its threads, recursively)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found.append(child)
+            found += descendants(child)
+    return found
+
+
+class ServeProcess:
+    """`intake serve` (or `demo`) as a subprocess whose output is read line by line."""
+
+    def __init__(self, args: list[str], cwd: Path = REPO, env: dict[str, str] | None = None):
+        self.process = subprocess.Popen(INTAKE + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, env={**os.environ, **(env or {})})
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def read_until(self, marker: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {marker!r} within {timeout:.0f} s; output so far:\n{self.output}") from None
+            if line is None:
+                raise AssertionError(f"intake ended (status {self.process.wait()}) before {marker!r}:\n{self.output}")
+            self.lines.append(line)
+            if marker in line:
+                return self.output
+
+    def onions(self) -> dict[str, str]:
+        return {kind.lower(): address for kind, address in ONION_LINE.findall(self.output)}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 45.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
@@ -341,10 +341,13 @@ def encode_multipart(form: Form, values: dict[str, str], files: dict[str, Sequen
 class SourceClient:
     """Plays a source's browser with JavaScript off: keeps cookies, follows redirects, submits forms."""
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0):
+    def __init__(self, base_url: str, *, timeout: float = 60.0,
+                 connection: Callable[..., http.client.HTTPConnection] = http.client.HTTPConnection):
         self.base_url = base_url.rstrip("/")
         self.cookies: dict[str, str] = {}
         self.timeout = timeout
+        # connection(host, port, timeout=...): e.g. TorNetwork.http_connection to go through Tor.
+        self._connection = connection
         split = urlsplit(self.base_url)
         self._host, self._port = split.hostname, split.port
 
@@ -364,7 +367,7 @@ class SourceClient:
         self, method: str, path: str, body: Sequence[bytes] = (), headers: dict[str, str] | None = None, *, follow_redirects: bool = True
     ) -> Page:
         url = urljoin(self.base_url + "/", path)
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        conn = self._connection(self._host, self._port, timeout=self.timeout)
         try:
             all_headers = {**self._cookie_header(), **(headers or {})}
             if method == "POST":

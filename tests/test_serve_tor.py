@@ -4,15 +4,9 @@ can contact any network. The private-network end to end is tests/test_tornet_end
 
 from __future__ import annotations
 
-import os
-import queue
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,100 +20,7 @@ from intake.enrolment import reset_login
 from intake.store import Store
 from intake.tor import ensure_onion_keys
 from tests.fixtures_newsroom import FAST_LOGIN_HASH
-
-REPO = Path(__file__).resolve().parents[1]
-INTAKE = [sys.executable, "-c", "from intake.cli import main; main()"]
-ONION_LINE = re.compile(r"^(Source|Journalist) onion: +http://([a-z2-7]{56}\.onion)/", re.MULTILINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _state(pid: int) -> str | None:
-    """The process state letter from /proc (None if there is no such process)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    return _state(pid) not in (None, "Z")
-
-
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below pid (children of all its threads, recursively)."""
-    found: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            children = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for child in children:
-            found.append(child)
-            found += _descendants(child)
-    return found
-
-
-class ServeProcess:
-    """`intake serve` (or `demo`) as a subprocess whose output is read line by line."""
-
-    def __init__(self, args: list[str], cwd: Path = REPO, env: dict[str, str] | None = None):
-        self.process = subprocess.Popen(INTAKE + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, env={**os.environ, **(env or {})})
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def read_until(self, marker: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {marker!r} within {timeout:.0f} s; output so far:\n{self.output}") from None
-            if line is None:
-                raise AssertionError(f"intake ended (status {self.process.wait()}) before {marker!r}:\n{self.output}")
-            self.lines.append(line)
-            if marker in line:
-                return self.output
-
-    def onions(self) -> dict[str, str]:
-        return {kind.lower(): address for kind, address in ONION_LINE.findall(self.output)}
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 45.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+from tests.fixtures_serve import ServeProcess, alive, command_line, descendants, free_port
 
 
 @pytest.fixture
@@ -128,8 +29,8 @@ def serve(settings: Settings) -> Iterator:
     started: list[ServeProcess] = []
 
     def start(*args: str) -> ServeProcess:
-        process = ServeProcess(["serve", "--data", str(settings.data_dir), "--port", str(_free_port()),
-                                "--journalist-port", str(_free_port()), *args])
+        process = ServeProcess(["serve", "--data", str(settings.data_dir), "--port", str(free_port()),
+                                "--journalist-port", str(free_port()), *args])
         started.append(process)
         return process
 
@@ -190,8 +91,8 @@ def test_offline_serve_prints_both_addresses_at_once_and_the_same_after_a_restar
 
 @pytest.mark.slow
 def test_offline_mode_can_come_from_the_environment(settings: Settings):
-    process = ServeProcess(["serve", "--data", str(settings.data_dir), "--port", str(_free_port()),
-                            "--journalist-port", str(_free_port())], env={"INTAKE_TOR": "offline"})
+    process = ServeProcess(["serve", "--data", str(settings.data_dir), "--port", str(free_port()),
+                            "--journalist-port", str(free_port())], env={"INTAKE_TOR": "offline"})
     try:
         output = process.read_until("Ctrl-C stops intake")
         assert "Starting tor offline" in output
@@ -205,18 +106,18 @@ def test_sigterm_leaves_no_tor_or_gunicorn_process_behind(serve, settings: Setti
     _give_alice_a_login(settings)
     process = serve("--tor", "offline")
     process.read_until("Ctrl-C stops intake")
-    family = _descendants(process.process.pid)
-    commands = {pid: _command(pid) for pid in family}
+    family = descendants(process.process.pid)
+    commands = {pid: command_line(pid) for pid in family}
     tors = [pid for pid, command in commands.items() if Path(command.split(" ", 1)[0]).name == "tor"]
     gunicorns = [pid for pid, command in commands.items() if "gunicorn" in command]
     assert len(tors) == 1, commands
     assert len(gunicorns) >= 4, commands  # two masters, each with at least one worker
-    assert all(_alive(pid) for pid in family)
+    assert all(alive(pid) for pid in family)
 
     assert process.stop(signal.SIGTERM) == 0
-    left = [f"{pid}: {commands[pid]}" for pid in family if _alive(pid)]
+    left = [f"{pid}: {commands[pid]}" for pid in family if alive(pid)]
     assert left == []
-    assert not (settings.data_dir / "tor" / "control").exists() or not _tor_socket_answers(settings.data_dir)
+    assert not _tor_socket_answers(settings.data_dir)
 
 
 def _tor_socket_answers(data_dir: Path) -> bool:
@@ -232,9 +133,9 @@ def _tor_socket_answers(data_dir: Path) -> bool:
 def test_ctrl_c_stops_everything_too(serve, settings: Settings):
     process = serve("--tor", "offline")
     process.read_until("Ctrl-C stops intake")
-    family = _descendants(process.process.pid)
+    family = descendants(process.process.pid)
     assert process.stop(signal.SIGINT) == 0
-    assert [pid for pid in family if _alive(pid)] == []
+    assert [pid for pid in family if alive(pid)] == []
 
 
 @pytest.mark.slow
@@ -266,7 +167,7 @@ def test_journalist_onion_is_published_with_the_stored_client_keys(serve, settin
 def test_without_a_route_to_tor_it_says_so_and_keeps_serving_on_loopback(serve, settings: Settings, tmp_path: Path):
     # A private network whose only authority is a closed loopback port: tor can reach nothing
     # (and, having its own DirAuthority, would never try the public Tor network).
-    dead = [_free_port(), _free_port()]
+    dead = [free_port(), free_port()]
     extra = tmp_path / "dead-network.torrc"
     extra.write_text("\n".join([
         "TestingTorNetwork 1",
