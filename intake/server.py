@@ -40,10 +40,12 @@ def prepare_data_dir(data_dir: Path, db_key_file: Path | None = None) -> dict[st
 
 
 def gunicorn_command(port: int, host: str = LOOPBACK, app_factory: str = APP_FACTORY) -> list[str]:
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}"]
-    if GUNICORN_CONF.is_file():
-        command += ["--config", str(GUNICORN_CONF)]
-    return command + [app_factory]
+    # Without its config gunicorn would run sync workers and keep gunicorn's own error log format:
+    # refuse rather than serve that way.
+    if not GUNICORN_CONF.is_file():
+        raise ServerError(f"{GUNICORN_CONF} is missing: install intake from its source tree "
+                          "(pip install -e, as deploy/setup-debian.sh does)")
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--config", str(GUNICORN_CONF), app_factory]
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
