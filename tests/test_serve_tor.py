@@ -184,3 +184,17 @@ def test_without_a_route_to_tor_it_says_so_and_keeps_serving_on_loopback(serve, 
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
     assert process.stop() == 0
+
+
+@pytest.mark.slow
+def test_demo_honours_intake_tor_offline(tmp_path: Path):
+    """The README's `INTAKE_TOR=offline scripts/run`: addresses shown, nothing contacted."""
+    process = ServeProcess(["demo", "--dir", str(tmp_path / "demo"), "--port", str(free_port())], cwd=tmp_path,
+                           env={"INTAKE_TOR": "offline"})
+    try:
+        output = process.read_until("Ctrl-C stops the server")
+        assert "Starting tor offline" in output
+        assert process.onions() == dict(zip(("source", "journalist"), ensure_onion_keys(tmp_path / "demo" / "data")))
+        assert "Submit a tip:" in output
+    finally:
+        assert process.stop() == 0
