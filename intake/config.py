@@ -44,7 +44,7 @@ class Settings:
     kdf_concurrency: int = 2  # derivations running at once per worker
     kdf_queue: int = 8  # derivations waiting per worker; beyond that the source sees "busy, try again"
     kdf_timeout_seconds: float = 10.0  # a derivation that waited this long is refused as busy
-    upload_chunk_bytes: int = 1024 * 1024  # ciphertext per stored chunk row (one short transaction each)
+    upload_chunk_bytes: int = 4 * 1024 * 1024  # ciphertext per stored chunk row (one short transaction each; see bench/store.py)
     busy_timeout_ms: int = 10_000  # how long a connection waits for the write lock
 
     @property

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import sys
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+def _gevent_threads() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
 
 
 def run_in_os_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -18,9 +27,49 @@ def run_in_os_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     loop keeps serving. Under a threaded server or the Flask test client the
     caller is already a real thread and gevent is not loaded.
     """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("threading"):
+    if not _gevent_threads():
         return fn(*args, **kwargs)
     import gevent
 
     return gevent.get_hub().threadpool.apply(fn, args, kwargs)
+
+
+class Running(Protocol[T_co]):
+    def result(self) -> T_co:
+        """Wait for the call to end (only this greenlet, under gevent) and return or raise what it did."""
+
+
+class _GeventRunning:
+    def __init__(self, async_result: Any):
+        self._async_result = async_result
+
+    def result(self) -> Any:
+        return self._async_result.get()
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_pid = 0
+_executor_lock = threading.Lock()
+
+
+def _plain_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor, _executor_pid
+    with _executor_lock:
+        if _executor is None or _executor_pid != os.getpid():  # threads do not survive fork
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="intake-store")
+            _executor_pid = os.getpid()
+        return _executor
+
+
+def start_in_os_thread(fn: Callable[..., T], /, *args: Any) -> Running[T]:
+    """Start `fn` in a real OS thread and return at once, so the caller can go on
+    (read and encrypt the next piece of an upload while this one is written).
+
+    Under gevent the thread comes from the hub's pool and waiting for the result
+    lets the loop serve other connections; elsewhere from a small shared pool.
+    """
+    if _gevent_threads():
+        import gevent
+
+        return _GeventRunning(gevent.get_hub().threadpool.spawn(fn, *args))
+    return _plain_executor().submit(fn, *args)

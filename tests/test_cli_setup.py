@@ -183,9 +183,10 @@ import os, sys
 from pathlib import Path
 from intake.config import load_settings
 from intake.store import Store
-store = Store.open(load_settings(Path(sys.argv[1])))
+settings = load_settings(Path(sys.argv[1]))
+store = Store.open(settings)
 upload = store.start_submission(store.create_source(b"o" * 32, b"p" * 32).id, "file", store.active_recipients())
-upload.write(os.urandom(3 * 1024 * 1024))
+upload.write(os.urandom(2 * settings.upload_chunk_bytes + 5))  # chunks stored, whatever the chunk size
 os._exit(9)  # dies without aborting, as a killed worker would
 """
 

@@ -23,6 +23,7 @@ from keys.envelope import EnvelopeReader, decrypt_bytes
 from tests.fixtures_app import AppInstance, make_instance, upload_body
 
 TOKEN = "valid-token"
+CHUNK_BYTES = 1024 * 1024
 
 
 def accept_token(value: str) -> None:
@@ -55,7 +56,8 @@ def shared_instance(tmp_path_factory) -> AppInstance:
 
 @pytest.fixture
 def instance(tmp_path: Path) -> AppInstance:
-    return make_instance(tmp_path)
+    # Small chunk rows, so a few MiB make many of them (the default is several MiB).
+    return make_instance(tmp_path, upload_chunk_bytes=CHUNK_BYTES)
 
 
 def new_source_id(store: Store) -> str:

@@ -81,8 +81,8 @@ def test_database_and_wal_hold_no_plaintext(store: Store, settings: Settings, re
     assert store.counts()["submissions"] == 1
 
 
-def test_committed_submission_decrypts_for_every_journalist(store: Store, source, recipients, journalists):
-    body = os.urandom(3 * 1024 * 1024 + 123)  # several chunk rows
+def test_committed_submission_decrypts_for_every_journalist(store: Store, settings: Settings, source, recipients, journalists):
+    body = os.urandom(3 * settings.upload_chunk_bytes + 123)  # several chunk rows
     submission_id = _store_envelope(store, source.id, recipients, body)
     (stored,) = store.submissions(source.id)
     assert stored.id == submission_id and DAY.match(stored.received_day)
@@ -93,9 +93,9 @@ def test_committed_submission_decrypts_for_every_journalist(store: Store, source
         assert plaintext == body and metadata.kind == "message"
 
 
-def test_pending_upload_is_invisible_until_commit(store: Store, source, recipients):
+def test_pending_upload_is_invisible_until_commit(store: Store, settings: Settings, source, recipients):
     upload = store.start_submission(source.id, "file", recipients)
-    upload.write(os.urandom(2 * 1024 * 1024))
+    upload.write(os.urandom(2 * settings.upload_chunk_bytes))
     assert store.submissions() == []
     assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 1
     upload.commit()
@@ -106,7 +106,7 @@ def test_aborted_upload_leaves_nothing_and_frees_its_space(store: Store, setting
     store.recover()  # settle the WAL so the baseline is the database itself
     baseline = _disk_bytes(settings)
     upload = store.start_submission(source.id, "file", recipients)
-    upload.write(os.urandom(4 * 1024 * 1024))
+    upload.write(os.urandom(2 * settings.upload_chunk_bytes + 5))
     upload.abort()
     assert store.counts()["pending uploads"] == 0
     assert _disk_bytes(settings) < baseline + 256 * 1024
@@ -139,10 +139,11 @@ import os, sys
 from pathlib import Path
 from intake.config import load_settings
 from intake.store import Store
-store = Store.open(load_settings(Path(sys.argv[1])))
+settings = load_settings(Path(sys.argv[1]))
+store = Store.open(settings)
 (source,) = [store.source_by_lookup(bytes(32))]
 upload = store.start_submission(source.id, "file", store.active_recipients())
-upload.write(os.urandom(6 * 1024 * 1024 + 5))
+upload.write(os.urandom(3 * settings.upload_chunk_bytes + 5))
 print("written", flush=True)
 sys.stdin.read()  # wait to be killed
 """
@@ -181,13 +182,30 @@ def test_recover_keeps_uploads_still_being_written(store: Store, source, recipie
     assert len(store.submissions()) == 1
 
 
-def test_full_disk_gives_a_clear_error_and_no_partial_submission(store: Store, source, recipients):
-    used_pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
-    store._conn.execute(f"PRAGMA max_page_count = {used_pages + 50}")  # the disk, as the database sees it, fills up
+def _fill_disk(store: Store, spare_pages: int) -> None:
+    """The disk, as both database files see it, fills up after `spare_pages` more pages each."""
+    for conn in (store._conn, store._blobs_connection()):
+        used_pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {used_pages + spare_pages}")
+
+
+def test_full_disk_gives_a_clear_error_and_no_partial_submission(store: Store, settings: Settings, source, recipients):
+    _fill_disk(store, 50)
     upload = store.start_submission(source.id, "file", recipients)
     with pytest.raises(StoreFullError) as full:
-        upload.write(os.urandom(8 * 1024 * 1024))
+        upload.write(os.urandom(3 * settings.upload_chunk_bytes))
     assert "full" in str(full.value)
+    upload.abort()
+    assert store.submissions() == [] and store.counts()["pending uploads"] == 0
+
+
+def test_full_disk_at_publish_gives_a_clear_error_and_no_partial_submission(store: Store, settings: Settings, source, recipients):
+    upload = store.start_submission(source.id, "file", recipients)
+    upload.write(os.urandom(2 * settings.upload_chunk_bytes))  # full chunks stored in the blobs database
+    _fill_disk(store, 0)
+    upload.write(os.urandom(settings.upload_chunk_bytes // 2))  # the last piece goes in with the publish
+    with pytest.raises(StoreFullError):
+        upload.commit()
     upload.abort()
     assert store.submissions() == [] and store.counts()["pending uploads"] == 0
 

@@ -13,6 +13,7 @@ from flask_wtf.csrf import CSRFProtect
 from intake.codename import KdfGate
 from intake.config import Settings, load_settings
 from intake.store import Store
+from intake.store.pool import StorePool
 from intake.worker_threads import run_in_os_thread
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -23,6 +24,7 @@ SMALL_FORM_BYTES = 64 * 1024  # every form but the upload; keeps Werkzeug's pars
 class AppState:
     settings: Settings
     kdf_gate: KdfGate
+    stores: StorePool
 
 
 def app_state() -> AppState:
@@ -30,16 +32,16 @@ def app_state() -> AppState:
 
 
 def get_store() -> Store:
-    """The store of this request, opened on first use and closed at teardown."""
+    """The store of this request, taken from the worker's pool on first use and given back at teardown."""
     if "store" not in g:
-        g.store = Store.open(app_state().settings)
+        g.store = app_state().stores.take()
     return g.store
 
 
-def _close_store(_error: BaseException | None) -> None:
+def _give_back_store(error: BaseException | None) -> None:
     store = g.pop("store", None)
     if store is not None:
-        store.close()
+        app_state().stores.give_back(store, failed=error is not None)
 
 
 def _kdf_gate(settings: Settings, timeout: float) -> KdfGate:
@@ -72,7 +74,7 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
         KDF_WAIT_SECONDS=settings.kdf_timeout_seconds,
     )
     app.config.update(config_overrides)
-    app.extensions["intake"] = AppState(settings, _kdf_gate(settings, app.config["KDF_WAIT_SECONDS"]))
+    app.extensions["intake"] = AppState(settings, _kdf_gate(settings, app.config["KDF_WAIT_SECONDS"]), StorePool(settings))
 
     from intake.app.errors import install_error_pages
     from intake.app.i18n import install_i18n
@@ -87,5 +89,5 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
     CSRFProtect(app).exempt(upload_view)
     install_error_pages(app)
     app.register_blueprint(source_blueprint)
-    app.teardown_appcontext(_close_store)
+    app.teardown_appcontext(_give_back_store)
     return app

@@ -141,7 +141,7 @@ def submit():
     except EmptySubmissionError:
         page = render_template("submit.html", max_upload=_max_upload_label(), empty=True)
         return page, 400
-    store.touch_source(source_session.source_id)
+    # Publishing marked the source active, in the same transaction.
     return redirect(url_for("source.thanks"), 303)
 
 

@@ -109,24 +109,41 @@ END;
 MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2]
 LATEST_VERSION = len(MIGRATIONS)
 
+# The blobs database (intake.db-blobs, see connection.py) has its own schema and
+# user_version. It holds the ciphertext chunks of large uploads; the submission
+# they belong to, its state and its last chunk live in the main database, which
+# alone decides what is visible. Chunks whose submission is gone are reclaimed
+# (Store._reclaim_space), so deleting a submission needs no cross-file transaction.
+BLOBS_MIGRATION_1 = """
+CREATE TABLE chunks (
+    submission_id TEXT NOT NULL,         -- submissions.id in the main database
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (submission_id, seq)
+);
+"""
+
+BLOBS_MIGRATIONS: list[str] = [BLOBS_MIGRATION_1]
+
 
 def schema_version(conn: Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(conn: Connection) -> int:
-    """Bring the schema to LATEST_VERSION; safe when several processes start at once."""
-    if schema_version(conn) == LATEST_VERSION:
-        return LATEST_VERSION
+def migrate(conn: Connection, migrations: list[str] = MIGRATIONS) -> int:
+    """Bring the schema to the latest of `migrations`; safe when several processes start at once."""
+    latest = len(migrations)
+    if schema_version(conn) == latest:
+        return latest
     with write_transaction(conn):
         version = schema_version(conn)  # re-read under the write lock: another process may have migrated
-        if version > LATEST_VERSION:
-            raise SchemaTooNewError(f"the database has schema version {version}, newer than this intake ({LATEST_VERSION}): upgrade intake")
-        for number in range(version + 1, LATEST_VERSION + 1):
-            for statement in _statements(MIGRATIONS[number - 1]):
+        if version > latest:
+            raise SchemaTooNewError(f"the database has schema version {version}, newer than this intake ({latest}): upgrade intake")
+        for number in range(version + 1, latest + 1):
+            for statement in _statements(migrations[number - 1]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
-    return LATEST_VERSION
+    return latest
 
 
 def _statements(script: str) -> list[str]:

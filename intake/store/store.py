@@ -1,9 +1,13 @@
 """The encrypted store: the only code in intake that knows SQL.
 
-One `Store` wraps one SQLCipher connection; use one per thread or request.
-Transactions are short and explicit: an upload writes its ciphertext chunk by
-chunk, each in its own transaction, so a slow upload over Tor never holds the
-write lock, and becomes visible in one last short transaction.
+One `Store` wraps one connection to each SQLCipher database (see connection.py);
+use it from one request or thread at a time. Transactions are short and
+explicit. An upload writes its ciphertext chunk by chunk, each full chunk in
+its own transaction in the blobs database (so a slow upload over Tor never holds
+the main database's write lock), and becomes visible in one last short
+transaction in the main database, which also stores its last piece. A short
+message therefore costs one transaction. While one chunk is written in an OS
+thread, the caller reads and encrypts the next (at most one write in flight).
 """
 
 from __future__ import annotations
@@ -13,18 +17,33 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from intake.store import processes
-from intake.store.connection import Connection, IntegrityError, connect, translate_errors, write_transaction
+from intake.store.connection import (
+    Connection,
+    IntegrityError,
+    connect,
+    connect_blobs,
+    translate_errors,
+    write_transaction,
+)
 from intake.store.designations import random_designation
 from intake.store.errors import JournalistExistsError, NotInitialisedError, SourceExistsError, StoreError
-from intake.store.migrations import migrate
+from intake.store.migrations import BLOBS_MIGRATIONS, migrate
+from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
 
 if TYPE_CHECKING:
     from intake.config import Settings
 
 _DESIGNATION_ATTEMPTS = 20
+BLOBS_SUFFIX = "-blobs"  # intake.db-blobs: named like SQLite's own side files, so intake.db* is the whole store
+# A submission's last piece up to this size is stored in the main database with the
+# publish (a short message costs one transaction); a larger one goes to the blobs
+# database first, so the main database's write lock is held for milliseconds only.
+INLINE_BYTES = 256 * 1024
+_ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
 # The WAL is cut back to this after a checkpoint, so one large upload does not leave a large file behind.
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -36,6 +55,10 @@ def today() -> str:
 
 def _new_id() -> str:
     return secrets.token_hex(16)
+
+
+def blobs_path(settings: Settings) -> Path:
+    return settings.db_path.with_name(settings.db_path.name + BLOBS_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -83,9 +106,12 @@ class StoredSubmission:
 
 
 class Store:
-    def __init__(self, conn: Connection, chunk_bytes: int):
+    def __init__(self, conn: Connection, settings: Settings):
         self._conn = conn
-        self._chunk_bytes = chunk_bytes
+        self._settings = settings
+        self._chunk_bytes = settings.upload_chunk_bytes
+        self._blobs: Connection | None = None  # opened on first use
+        self._in_flight: Running[None] | None = None  # the one chunk write running in an OS thread
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
@@ -112,16 +138,49 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        return cls(conn, settings.upload_chunk_bytes)
+        return cls(conn, settings)
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            self._settle()
+        except Exception:  # noqa: BLE001 - a write of an upload left unfinished: recover() removes it
+            pass
+        finally:
+            if self._blobs is not None:
+                self._blobs.close()
+                self._blobs = None
+            self._conn.close()
+
+    @property
+    def idle(self) -> bool:
+        """No transaction open and no write in flight: safe to hand to the next request."""
+        return self._in_flight is None and not self._conn.in_transaction and not (self._blobs and self._blobs.in_transaction)
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    def _blobs_connection(self) -> Connection:
+        """The blobs database, opened (and created, the first time) on first use.
+        Call only with no write in flight (see _settle)."""
+        if self._blobs is None:
+            settings = self._settings
+            blobs = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)
+            try:
+                migrate(blobs, BLOBS_MIGRATIONS)
+            except BaseException:
+                blobs.close()
+                raise
+            self._blobs = blobs
+        return self._blobs
+
+    def _settle(self) -> None:
+        """Wait for the write in flight, if any; raise what it raised."""
+        running, self._in_flight = self._in_flight, None
+        if running is not None:
+            running.result()
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with translate_errors():
@@ -199,17 +258,38 @@ class Store:
         return [StoredSubmission(*row) for row in self._read(sql + " ORDER BY received_day, rowid", params)]
 
     def submission_ciphertext(self, submission_id: str) -> Iterator[bytes]:
-        """The stored envelope of a visible submission, chunk by chunk (memory stays flat)."""
-        seqs = self._read(
-            "SELECT c.seq FROM submission_chunks c JOIN submissions s ON s.id = c.submission_id"
-            " WHERE c.submission_id = ? AND s.state = 'ready' ORDER BY c.seq",
-            (submission_id,),
-        )
-        for (seq,) in seqs:
+        """The stored envelope of a visible submission, chunk by chunk (memory stays flat).
+
+        Full chunks are in the blobs database, the last piece in the main one.
+        """
+        if not self._read("SELECT 1 FROM submissions WHERE id = ? AND state = 'ready'", (submission_id,)):
+            return
+        blobs = self._settled_blobs()
+        blob_seqs = run_in_os_thread(self._blob_seqs, blobs, submission_id)
+        for seq in blob_seqs:
+            rows = run_in_os_thread(self._blob_chunk, blobs, submission_id, seq)
+            if not rows:
+                raise StoreError("the submission was deleted while it was being read")
+            yield rows[0][0]
+        for seq in [row[0] for row in self._read("SELECT seq FROM submission_chunks WHERE submission_id = ? ORDER BY seq", (submission_id,))]:
+            if blob_seqs and seq <= blob_seqs[-1]:
+                raise StoreError("the submission's chunks are out of order")
             rows = self._read("SELECT data FROM submission_chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq))
             if not rows:
                 raise StoreError("the submission was deleted while it was being read")
             yield rows[0][0]
+
+    # Reads of the blobs database wait for a writer's commit in SQLite's busy handler, so they run in OS threads.
+
+    @staticmethod
+    def _blob_seqs(blobs: Connection, submission_id: str) -> list[int]:
+        with translate_errors():
+            return [row[0] for row in blobs.execute("SELECT seq FROM chunks WHERE submission_id = ? ORDER BY seq", (submission_id,))]
+
+    @staticmethod
+    def _blob_chunk(blobs: Connection, submission_id: str, seq: int) -> list[tuple]:
+        with translate_errors():
+            return blobs.execute("SELECT data FROM chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq)).fetchall()
 
     def _insert_pending(self, conn: Connection, upload: SubmissionWriter) -> None:
         conn.execute(
@@ -221,14 +301,32 @@ class Store:
             [(upload.id, journalist_id) for journalist_id in upload.journalist_ids],
         )
 
-    def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes, *, first: bool) -> None:
-        with write_transaction(self._conn) as conn:
-            if first:
+    def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes) -> None:
+        """Store a full chunk in the blobs database, in the background.
+
+        The pending row is committed first, so every chunk in the blobs database
+        belongs to a row of the main one until that row is deleted, and
+        _reclaim_space can tell orphans from uploads in flight.
+        """
+        blobs = self._settled_blobs()  # the write in flight ends (or raises) first
+        if seq == 0:
+            with write_transaction(self._conn) as conn:
                 self._insert_pending(conn, upload)
-            conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (upload.id, seq, data))
+        self._in_flight = start_in_os_thread(self._write_blob_chunk, blobs, upload.id, seq, data)
+
+    def _settled_blobs(self) -> Connection:
+        self._settle()
+        return self._blobs_connection()
+
+    @staticmethod
+    def _write_blob_chunk(blobs: Connection, submission_id: str, seq: int, data: bytes) -> None:
+        with write_transaction(blobs) as conn:
+            conn.execute("INSERT INTO chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
 
     def _publish(self, upload: SubmissionWriter, seq: int, last_chunk: bytes | None, size: int, *, first: bool) -> None:
-        """Store the last chunk and make the submission visible, in one transaction."""
+        """Store the last chunk and make the submission visible, in one transaction.
+        Every earlier chunk is committed (durably) in the blobs database before it."""
+        self._settle()
         with write_transaction(self._conn) as conn:
             if first:
                 self._insert_pending(conn, upload)
@@ -246,6 +344,10 @@ class Store:
             )
 
     def _discard(self, submission_id: str) -> None:
+        try:
+            self._settle()
+        except Exception:  # noqa: BLE001 - a failed chunk write is often why the upload is discarded
+            pass
         with write_transaction(self._conn) as conn:
             conn.execute("DELETE FROM submissions WHERE id = ? AND state = 'pending'", (submission_id,))
         self._reclaim_space()
@@ -265,9 +367,31 @@ class Store:
         return len(orphans)
 
     def _reclaim_space(self) -> None:
+        """Delete chunks whose submission is gone (deleted, discarded, or left by a dead
+        writer), then give freed pages back to the file system. In an OS thread: with
+        secure_delete, freeing a large upload rewrites its pages."""
+        self._settle()
+        run_in_os_thread(self._reclaim_space_now, self._blobs_connection())
+
+    def _reclaim_space_now(self, blobs: Connection) -> None:
         with translate_errors():
+            stored = [row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks").fetchall()]
+        gone = set(stored) - self._existing_submissions(stored)
+        if gone:
+            with write_transaction(blobs) as conn:
+                conn.executemany("DELETE FROM chunks WHERE submission_id = ?", [(submission_id,) for submission_id in gone])
+        with translate_errors():
+            blobs.execute("PRAGMA incremental_vacuum").fetchall()
             self._conn.execute("PRAGMA incremental_vacuum").fetchall()
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _existing_submissions(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _ID_BATCH):
+            batch = ids[start : start + _ID_BATCH]
+            marks = ",".join("?" * len(batch))
+            found.update(row[0] for row in self._read(f"SELECT id FROM submissions WHERE id IN ({marks})", tuple(batch)))
+        return found
 
     # Replies
 
@@ -340,9 +464,11 @@ class Store:
 class SubmissionWriter:
     """File-like sink for one submission's ciphertext.
 
-    `write()` buffers up to one chunk and stores each full chunk in its own short
-    transaction; `commit()` stores the rest and makes the submission visible in
-    one more; `abort()` (or leaving a `with` block by an exception) removes it.
+    `write()` buffers up to one chunk and hands each full chunk to the store, which
+    writes it in its own short transaction while the caller goes on (a failed
+    write raises at the next call); `commit()` stores the rest and makes the
+    submission visible in one more; `abort()` (or leaving a `with` block by an
+    exception) removes it.
     """
 
     def __init__(self, store: Store, submission_id: str, source_id: str, kind: str, journalist_ids: list[int], chunk_bytes: int):
@@ -366,9 +492,10 @@ class SubmissionWriter:
             raise ValueError("write to a submission that was already committed or aborted")
         self._buffer += data
         while len(self._buffer) >= self._chunk_bytes:
-            chunk = bytes(self._buffer[: self._chunk_bytes])
-            self._store._append_chunk(self, self._seq, chunk, first=self._seq == 0)
+            with memoryview(self._buffer) as view:
+                chunk = bytes(view[: self._chunk_bytes])
             del self._buffer[: self._chunk_bytes]
+            self._store._append_chunk(self, self._seq, chunk)
             self._seq += 1
             self._size += len(chunk)
         return len(data)
@@ -376,6 +503,11 @@ class SubmissionWriter:
     def commit(self) -> str:
         if self._finished:
             raise ValueError("this submission was already committed or aborted")
+        if len(self._buffer) > INLINE_BYTES:
+            self._store._append_chunk(self, self._seq, bytes(self._buffer))
+            self._size += len(self._buffer)
+            self._seq += 1
+            self._buffer = bytearray()
         last_chunk = bytes(self._buffer) if self._buffer else None
         self._store._publish(self, self._seq, last_chunk, self.size, first=self._seq == 0)
         self._finished = True
