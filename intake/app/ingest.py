@@ -26,9 +26,8 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
 
-READ_SIZE = 1024 * 1024  # gunicorn copies what it holds on every read: fewer, larger reads
-FEED_SIZE = 256 * 1024  # the parser sees at most this much at once (its buffer limit bounds part headers)
-PARSER_BUFFER_LIMIT = FEED_SIZE + 64 * 1024  # part headers must fit in one feed
+READ_SIZE = 256 * 1024
+PARSER_BUFFER_LIMIT = READ_SIZE + 64 * 1024  # part headers must fit in one read
 MAX_PARTS = 256
 SMALL_FIELD_LIMIT = 1024  # CSRF token, honeypot
 MAX_FILE_NAME = 255
@@ -249,7 +248,7 @@ def _boundary(content_type: str | None) -> bytes:
     return boundary.encode("ascii")
 
 
-def _safe_cut(decoder: MultipartDecoder, held: bytearray | memoryview, delimiter: bytes) -> int:
+def _safe_cut(decoder: MultipartDecoder, held: bytearray, delimiter: bytes) -> int:
     """How many of the ``held`` bytes the decoder may see now.
 
     Werkzeug 3.1's decoder mistakes the line break before a boundary for content
@@ -266,22 +265,6 @@ def _safe_cut(decoder: MultipartDecoder, held: bytearray | memoryview, delimiter
     if after == b"-" or (after and not after.strip(b" \t")):
         return max(0, len(held) - len(after))
     return len(held)
-
-
-def _feed_held(decoder: MultipartDecoder, held: bytearray, delimiter: bytes, upload: _Upload) -> None:
-    """Hand the decoder what it may safely see of ``held``, FEED_SIZE at a time,
-    handling its events after each piece; what it may not see yet stays in ``held``."""
-    fed = 0
-    with memoryview(held) as view:
-        while fed < len(view):
-            with view[fed : fed + FEED_SIZE] as piece:
-                cut = _safe_cut(decoder, piece, delimiter)
-                if not cut:
-                    break
-                decoder.receive_data(piece[:cut])
-            fed += cut
-            _feed(decoder, upload)
-    del held[:fed]
 
 
 def _feed(decoder: MultipartDecoder, upload: _Upload) -> bool:
@@ -334,7 +317,10 @@ def ingest_submission(
                 raise UploadTooLargeError("the upload is larger than allowed")
             if chunk:
                 held += chunk
-                _feed_held(decoder, held, delimiter, upload)
+                cut = _safe_cut(decoder, held, delimiter)
+                decoder.receive_data(bytes(held[:cut]))
+                del held[:cut]
+                finished = _feed(decoder, upload)
                 continue
             decoder.receive_data(bytes(held))
             decoder.receive_data(None)
