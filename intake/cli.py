@@ -159,7 +159,7 @@ def demo(base_dir: Path, port: int, journalist_port: int | None, **tor: Any) -> 
     _show_logs()
     info = ensure_demo_instance(base_dir)
     prepare_data_dir(info.data_dir)
-    tip_line = TipLine(info.data_dir, source_port=port, journalist_port=journalist_port or port + 1, tor=plan,
+    tip_line = TipLine(info.data_dir, source_port=port, journalist_port=journalist_port or (port + 1 if port < 65535 else port - 1), tor=plan,
                        say=click.echo)
     raise SystemExit(tip_line.serve(banner=demo_instructions(info, tip_line.source.url)))
 
