@@ -291,10 +291,10 @@ class Store:
         with translate_errors():
             return blobs.execute("SELECT data FROM chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq)).fetchall()
 
-    def _insert_pending(self, conn: Connection, upload: SubmissionWriter) -> None:
+    def _insert_pending(self, conn: Connection, upload: SubmissionWriter, *, writer: str | None) -> None:
         conn.execute(
             "INSERT INTO submissions (id, source_id, kind, received_day, state, writer) VALUES (?, ?, ?, ?, 'pending', ?)",
-            (upload.id, upload.source_id, upload.kind, today(), processes.current_writer()),
+            (upload.id, upload.source_id, upload.kind, today(), writer),
         )
         conn.executemany(
             "INSERT INTO submission_recipients (submission_id, journalist_id) VALUES (?, ?)",
@@ -311,7 +311,7 @@ class Store:
         blobs = self._settled_blobs()  # the write in flight ends (or raises) first
         if seq == 0:
             with write_transaction(self._conn) as conn:
-                self._insert_pending(conn, upload)
+                self._insert_pending(conn, upload, writer=processes.current_writer())
         self._in_flight = start_in_os_thread(self._write_blob_chunk, blobs, upload.id, seq, data)
 
     def _settled_blobs(self) -> Connection:
@@ -334,7 +334,8 @@ class Store:
         self._settle()
         with write_transaction(self._conn) as conn:
             if first:
-                self._insert_pending(conn, upload)
+                # Pending only inside this transaction, so no other process ever sees it without a writer.
+                self._insert_pending(conn, upload, writer=None)
             if last_chunk is not None:
                 conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (upload.id, seq, last_chunk))
             updated = conn.execute(
