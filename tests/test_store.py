@@ -8,6 +8,7 @@ import io
 import os
 import re
 import signal
+import threading
 import subprocess
 import sys
 import time
@@ -282,3 +283,131 @@ def test_counts_cover_every_kind(store: Store, source, recipients):
 def test_start_submission_needs_a_recipient(store: Store, source):
     with pytest.raises(StoreError):
         store.start_submission(source.id, "message", [])
+
+
+def _blobs_file(settings: Settings) -> Path:
+    return settings.data_dir / "intake.db-blobs"
+
+
+def _blob_chunk_count(store: Store, submission_id: str | None = None) -> int:
+    sql, params = "SELECT count(*) FROM chunks", ()
+    if submission_id is not None:
+        sql, params = sql + " WHERE submission_id = ?", (submission_id,)
+    return store._blobs_connection().execute(sql, params).fetchone()[0]
+
+
+def test_large_upload_goes_to_the_blobs_file_encrypted_and_private(store: Store, settings: Settings, source, recipients):
+    canary = b"CANARY-" + os.urandom(8).hex().encode()
+    main_before = settings.db_path.stat().st_size
+    with store.start_submission(source.id, "file", recipients) as upload:
+        upload.write(canary * (2 * settings.upload_chunk_bytes // len(canary) + 100))  # stands in for ciphertext
+        submission_id = upload.commit()
+    assert _blob_chunk_count(store, submission_id) == 2
+    blobs = _blobs_file(settings)
+    assert blobs.stat().st_mode & 0o777 == 0o600
+    assert blobs.stat().st_size > 2 * settings.upload_chunk_bytes
+    store.recover()  # checkpoint the main database's WAL into its file
+    assert settings.db_path.stat().st_size < main_before + settings.upload_chunk_bytes
+    for path in settings.data_dir.glob("intake.db*"):
+        assert canary not in path.read_bytes(), path.name
+
+
+def test_short_message_is_published_without_touching_the_blobs_file(store: Store, settings: Settings, source, recipients):
+    _store_envelope(store, source.id, recipients, b"a short tip")
+    assert not _blobs_file(settings).exists()
+
+
+def test_blobs_file_is_refused_under_another_key(store: Store, settings: Settings, source, recipients):
+    with store.start_submission(source.id, "file", recipients) as upload:
+        upload.write(os.urandom(settings.upload_chunk_bytes + 1))
+        upload.commit()
+    wrong = dataclasses.replace(settings, db_key=bytes(range(32)))
+    with pytest.raises(WrongDatabaseKeyError):
+        Store(store._conn, wrong)._blobs_connection()
+
+
+def test_deleting_a_submission_reclaims_its_chunks_and_space(store: Store, settings: Settings, source, recipients):
+    from intake.store.newsroom import Newsroom
+
+    store.recover()
+    with store.start_submission(source.id, "file", recipients) as upload:
+        upload.write(os.urandom(3 * settings.upload_chunk_bytes))
+        upload.commit()
+    grown = _disk_bytes(settings)
+    assert Newsroom(store).delete_submissions_of(source.id) == 1
+    assert _blob_chunk_count(store) == 0
+    assert _disk_bytes(settings) < grown - 2 * settings.upload_chunk_bytes
+
+
+def test_recover_removes_chunks_whose_submission_is_gone(store: Store, settings: Settings, source, recipients):
+    """As after a crash between deleting a submission and deleting its chunks."""
+    with store.start_submission(source.id, "file", recipients) as upload:
+        upload.write(os.urandom(settings.upload_chunk_bytes + 1))
+        kept = upload.commit()
+    store._blobs_connection().execute("INSERT INTO chunks (submission_id, seq, data) VALUES ('gone', 0, x'00')")
+    assert store.recover() == 0
+    assert _blob_chunk_count(store, "gone") == 0 and _blob_chunk_count(store, kept) == 1
+    assert len(b"".join(store.submission_ciphertext(kept))) == settings.upload_chunk_bytes + 1
+
+
+def test_write_transaction_waits_for_the_lock_and_gives_up_clearly(settings: Settings, source):
+    from intake.store.connection import write_transaction
+
+    impatient = dataclasses.replace(settings, busy_timeout_ms=300)
+    with Store.open(settings) as holder, Store.open(impatient) as waiter:
+        holder._conn.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.1, holder._conn.execute, ("COMMIT",))
+        release.start()
+        started = time.monotonic()
+        with write_transaction(waiter._conn) as conn:  # waits until the holder commits
+            conn.execute("UPDATE sources SET last_active_day = last_active_day")
+        assert 0.05 < time.monotonic() - started < 0.3
+        release.join()
+        holder._conn.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreError) as busy:
+                with write_transaction(waiter._conn):
+                    pass
+            assert "busy" in str(busy.value) and 0.2 < time.monotonic() - started < 1.0
+        finally:
+            holder._conn.execute("ROLLBACK")
+
+
+_LOCK_WAIT_UNDER_GEVENT = """
+from gevent import monkey
+monkey.patch_all()
+import sys, time, gevent
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store
+from intake.store.connection import write_transaction
+from intake.worker_threads import run_in_os_thread
+
+settings = load_settings(Path(sys.argv[1]))
+holder, waiter = Store.open(settings), Store.open(settings)
+run_in_os_thread(holder._conn.execute, "BEGIN IMMEDIATE")
+ticks = []
+def tick():
+    while True:
+        ticks.append(time.monotonic())
+        gevent.sleep(0.01)
+ticker = gevent.spawn(tick)
+release = gevent.spawn_later(0.3, run_in_os_thread, holder._conn.execute, "COMMIT")
+gevent.sleep(0)
+started = time.monotonic()
+with write_transaction(waiter._conn):
+    pass
+waited = time.monotonic() - started
+during = [t for t in ticks if started <= t <= started + waited]
+print(f"{waited:.3f} {len(during)}")
+"""
+
+
+def test_waiting_for_the_write_lock_does_not_freeze_a_gevent_worker(settings: Settings):
+    """Other connections of the worker keep being served while one request waits for the lock."""
+    done = subprocess.run([sys.executable, "-c", _LOCK_WAIT_UNDER_GEVENT, str(settings.data_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    waited, ticks = done.stdout.split()
+    assert float(waited) >= 0.25 and int(ticks) >= 10
