@@ -82,8 +82,13 @@ def test_database_and_wal_hold_no_plaintext(store: Store, settings: Settings, re
     assert store.counts()["submissions"] == 1
 
 
-def test_committed_submission_decrypts_for_every_journalist(store: Store, settings: Settings, source, recipients, journalists):
-    body = os.urandom(3 * settings.upload_chunk_bytes + 123)  # several chunk rows
+@pytest.mark.parametrize(
+    "chunks, tail",
+    [(0, 1000), (0, store_module.INLINE_BYTES + 1), (3, 123), (3, store_module.INLINE_BYTES + 1), (2, -3000)],
+    ids=["tiny", "just-over-the-inline-size", "three-chunks", "three-chunks-and-more", "under-two-chunks"],
+)
+def test_committed_submission_decrypts_for_every_journalist(store: Store, settings: Settings, source, recipients, journalists, chunks, tail):
+    body = os.urandom(chunks * settings.upload_chunk_bytes + tail)
     submission_id = _store_envelope(store, source.id, recipients, body)
     (stored,) = store.submissions(source.id)
     assert stored.id == submission_id and DAY.match(stored.received_day)

@@ -484,47 +484,61 @@ class SubmissionWriter:
         self.journalist_ids = journalist_ids
         self._store = store
         self._chunk_bytes = chunk_bytes
+        # Two buffers take turns: one is filled while the other is being written, then it is
+        # reused, so a large upload needs no copy of its chunks in Python and no new allocations.
         self._buffer = bytearray()
+        self._filled = 0  # bytes of _buffer in use
+        self._spare: bytearray | None = None  # the chunk handed over last: free once the next one is handed over
         self._seq = 0  # chunks stored so far
         self._size = 0  # bytes stored so far
         self._finished = False
 
     @property
     def size(self) -> int:
-        return self._size + len(self._buffer)
+        return self._size + self._filled
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._finished:
             raise ValueError("write to a submission that was already committed or aborted")
-        self._buffer += data
-        while len(self._buffer) >= self._chunk_bytes:
-            with memoryview(self._buffer) as view:
-                chunk = bytes(view[: self._chunk_bytes])
-            del self._buffer[: self._chunk_bytes]
-            self._store._append_chunk(self, self._seq, chunk)
-            self._seq += 1
-            self._size += len(chunk)
-        return len(data)
+        with memoryview(data) as view, view.cast("B") as octets:
+            taken = 0
+            while taken < len(octets):
+                piece = octets[taken : taken + self._chunk_bytes - self._filled]
+                self._buffer[self._filled : self._filled + len(piece)] = piece
+                self._filled += len(piece)
+                taken += len(piece)
+                piece.release()
+                if self._filled == self._chunk_bytes:
+                    self._hand_over(self._buffer)
+        return taken
+
+    def _hand_over(self, chunk: bytearray | bytes) -> None:
+        self._store._append_chunk(self, self._seq, chunk)  # written in the background; every earlier write has ended
+        self._seq += 1
+        self._size += len(chunk)
+        if chunk is self._buffer:
+            self._buffer, self._spare = self._spare if self._spare is not None else bytearray(), self._buffer
+        self._filled = 0
 
     def commit(self) -> str:
         if self._finished:
             raise ValueError("this submission was already committed or aborted")
-        if len(self._buffer) > INLINE_BYTES:
-            self._store._append_chunk(self, self._seq, bytes(self._buffer))
-            self._size += len(self._buffer)
-            self._seq += 1
-            self._buffer = bytearray()
-        last_chunk = bytes(self._buffer) if self._buffer else None
-        self._store._publish(self, self._seq, last_chunk, self.size, first=self._seq == 0)
+        with memoryview(self._buffer) as view:
+            rest = bytes(view[: self._filled])
+        if len(rest) > INLINE_BYTES:
+            self._hand_over(rest)
+            rest = b""
+        self._store._publish(self, self._seq, rest or None, self.size, first=self._seq == 0)
         self._finished = True
-        self._buffer = bytearray()
+        self._buffer = self._spare = None
         return self.id
 
     def abort(self) -> None:
         if self._finished:
             return
         self._finished = True
-        self._buffer = bytearray()
+        self._buffer = self._spare = None
+        self._filled = 0
         if self._seq:
             self._store._discard(self.id)
 
