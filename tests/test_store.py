@@ -317,9 +317,19 @@ def test_large_upload_goes_to_the_blobs_file_encrypted_and_private(store: Store,
         assert canary not in path.read_bytes(), path.name
 
 
-def test_short_message_is_published_without_touching_the_blobs_file(store: Store, settings: Settings, source, recipients):
-    _store_envelope(store, source.id, recipients, b"a short tip")
+def test_short_message_is_stored_and_read_without_touching_the_blobs_file(store: Store, settings: Settings, source, recipients):
+    submission_id = _store_envelope(store, source.id, recipients, b"a short tip")
+    assert b"".join(store.submission_ciphertext(submission_id))
     assert not _blobs_file(settings).exists()
+
+
+def test_a_missing_piece_is_reported_not_skipped(store: Store, settings: Settings, source, recipients):
+    with store.start_submission(source.id, "file", recipients) as upload:
+        upload.write(os.urandom(3 * settings.upload_chunk_bytes))
+        submission_id = upload.commit()
+    store._blobs_connection().execute("DELETE FROM chunks WHERE submission_id = ? AND seq = 1", (submission_id,))
+    with pytest.raises(StoreError):
+        b"".join(store.submission_ciphertext(submission_id))
 
 
 def test_blobs_file_is_refused_under_another_key(store: Store, settings: Settings, source, recipients):

@@ -260,24 +260,29 @@ class Store:
     def submission_ciphertext(self, submission_id: str) -> Iterator[bytes]:
         """The stored envelope of a visible submission, chunk by chunk (memory stays flat).
 
-        Full chunks are in the blobs database, the last piece in the main one.
+        Pieces 0..n-1 are in the blobs database, the last one (if small) in the main one,
+        so a submission stored in one piece needs no look at the blobs database.
         """
         if not self._read("SELECT 1 FROM submissions WHERE id = ? AND state = 'ready'", (submission_id,)):
             return
-        blobs = self._settled_blobs()
-        blob_seqs = run_in_os_thread(self._blob_seqs, blobs, submission_id)
+        main_seqs = [row[0] for row in self._read("SELECT seq FROM submission_chunks WHERE submission_id = ? ORDER BY seq", (submission_id,))]
+        blob_seqs: list[int] = []
+        blobs = None
+        if main_seqs != [0]:
+            blobs = self._settled_blobs()
+            blob_seqs = run_in_os_thread(self._blob_seqs, blobs, submission_id)
+        if blob_seqs + main_seqs != list(range(len(blob_seqs) + len(main_seqs))):
+            raise StoreError("the submission's stored pieces are incomplete")
         for seq in blob_seqs:
-            rows = run_in_os_thread(self._blob_chunk, blobs, submission_id, seq)
-            if not rows:
-                raise StoreError("the submission was deleted while it was being read")
-            yield rows[0][0]
-        for seq in [row[0] for row in self._read("SELECT seq FROM submission_chunks WHERE submission_id = ? ORDER BY seq", (submission_id,))]:
-            if blob_seqs and seq <= blob_seqs[-1]:
-                raise StoreError("the submission's chunks are out of order")
-            rows = self._read("SELECT data FROM submission_chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq))
-            if not rows:
-                raise StoreError("the submission was deleted while it was being read")
-            yield rows[0][0]
+            yield self._one_piece(run_in_os_thread(self._blob_chunk, blobs, submission_id, seq))
+        for seq in main_seqs:
+            yield self._one_piece(self._read("SELECT data FROM submission_chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq)))
+
+    @staticmethod
+    def _one_piece(rows: list[tuple]) -> bytes:
+        if not rows:
+            raise StoreError("the submission was deleted while it was being read")
+        return rows[0][0]
 
     # Reads of the blobs database wait for a writer's commit in SQLite's busy handler, so they run in OS threads.
 
