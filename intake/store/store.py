@@ -5,9 +5,10 @@ use it from one request or thread at a time. Transactions are short and
 explicit. An upload writes its ciphertext chunk by chunk, each full chunk in
 its own transaction in the blobs database (so a slow upload over Tor never holds
 the main database's write lock), and becomes visible in one last short
-transaction in the main database, which also stores its last piece. A short
-message therefore costs one transaction. While one chunk is written in an OS
-thread, the caller reads and encrypts the next (at most one write in flight).
+transaction in the main database, which also stores its last piece if that is
+small. A short message therefore costs one transaction. While one chunk is
+written in an OS thread, the caller reads and encrypts the next (at most one
+write in flight per store).
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ class Store:
 
     def start_submission(self, source_id: str, kind: str, recipients: list[Recipient]) -> SubmissionWriter:
         """A writer for a new submission. Nothing is stored until its first chunk is
-        (a message that fits in one chunk is stored and published in one transaction)."""
+        (a submission of at most INLINE_BYTES is stored and published in one transaction)."""
         if not recipients:
             raise StoreError("no journalist is registered to receive submissions")
         return SubmissionWriter(self, _new_id(), source_id, kind, [r.journalist_id for r in recipients], self._chunk_bytes)
