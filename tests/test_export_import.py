@@ -17,7 +17,9 @@ from keys.identity import Identity
 import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
 from intake.cli import cli
 from intake.exchange import ExportScope, PreparedExport
+from intake.retention import RetentionPolicy, purge
 from intake.store.newsroom import Newsroom as NewsroomStore
+from intake.store.newsroom import day_before
 from tests.fixtures_newsroom import Newsroom, csrf_token, download_export, submit_as_new_source
 
 
@@ -155,6 +157,66 @@ def test_a_signed_reply_bundle_is_imported_with_a_report(newsroom: Newsroom, ali
     assert "1 already imported before" in again.text
     with newsroom.store() as store:
         assert [r.envelope for r in store.replies_for(source_id)] == [sealed]
+
+
+def test_a_reply_the_source_deleted_does_not_come_back_with_a_replayed_bundle(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "hello")
+    source_id, sealed = reply_to(newsroom, "Delete this once you have read it.")
+    bundle = reply_bundle(newsroom.bob.identity, [(source_id, sealed)])
+    assert ": 1 added" in upload(alice_client, bundle).text
+    with newsroom.store() as store:
+        (reply,) = store.replies_for(source_id)
+        assert store.delete_reply(source_id, reply.id)
+    again = upload(alice_client, bundle)
+    assert again.status_code == 200 and "0 replies added, 1 already here" in again.text
+    with newsroom.store() as store:
+        assert store.replies_for(source_id) == [] and store.counts()["replies"] == 0
+
+
+def test_a_cumulative_bundle_after_retention_adds_only_the_new_reply(newsroom: Newsroom, alice_client):
+    # `intake-keys reply --out FILE` appends to FILE: each upload carries every earlier reply again.
+    submit_as_new_source(newsroom.source_app, "hello")
+    source_id, first = reply_to(newsroom, "first answer")
+    assert ": 1 added" in upload(alice_client, reply_bundle(newsroom.bob.identity, [(source_id, first)])).text
+    with newsroom.store() as store:
+        (stored,) = store.replies_for(source_id)
+        store.mark_replies_read(source_id, [stored.id])
+        store._conn.execute("UPDATE replies SET read_day = ?", (day_before(30),))
+        assert purge(store, RetentionPolicy(read_reply_days=7)).replies == 1
+    _, second = reply_to(newsroom, "second answer")
+    report = upload(alice_client, reply_bundle(newsroom.bob.identity, [(source_id, first), (source_id, second)]))
+    assert ": 1 added, 1 already imported before" in report.text
+    with newsroom.store() as store:
+        assert [r.envelope for r in store.replies_for(source_id)] == [second]
+
+
+def test_the_replay_record_keeps_no_content_and_no_time(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "hello")
+    source_id, sealed = reply_to(newsroom, "kept nowhere")
+    upload(alice_client, reply_bundle(newsroom.bob.identity, [(source_id, sealed)]))
+    with newsroom.store() as store:
+        columns = [row[1] for row in store._conn.execute("PRAGMA table_info(imported_reply_digests)")]
+        assert columns == ["digest"]
+        (row,) = store._conn.execute("SELECT digest FROM imported_reply_digests").fetchall()
+        assert len(row[0]) == 32 and row[0] not in sealed
+        # No rowid either: the order of the records says nothing about when they came.
+        assert store._conn.execute("SELECT count(*) FROM pragma_index_list('imported_reply_digests')").fetchone()[0] == 1
+        with pytest.raises(Exception):
+            store._conn.execute("SELECT rowid FROM imported_reply_digests").fetchall()
+
+
+def test_the_upgrade_keeps_replies_already_imported_from_coming_back(newsroom: Newsroom, alice_client):
+    submit_as_new_source(newsroom.source_app, "hello")
+    source_id, sealed = reply_to(newsroom, "imported before the upgrade")
+    bundle = reply_bundle(newsroom.bob.identity, [(source_id, sealed)])
+    upload(alice_client, bundle)
+    with newsroom.store() as store:  # back to schema 2, as the database was before the upgrade
+        store._conn.execute("DROP TABLE imported_reply_digests")
+        store._conn.execute("PRAGMA user_version = 2")
+    with newsroom.store() as store:  # opening migrates
+        (reply,) = store.replies_for(source_id)
+        store.delete_reply(source_id, reply.id)
+    assert "0 replies added, 1 already here" in upload(alice_client, bundle).text
 
 
 @pytest.mark.parametrize("forgery", ["unknown signer", "unsigned", "tampered", "removed signer"])

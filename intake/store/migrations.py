@@ -106,7 +106,19 @@ BEGIN
 END;
 """
 
-MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2]
+# Replay protection that outlives the replies: replies.digest goes with its row (the
+# source deletes the reply, retention purges it), and `intake-keys reply --out FILE`
+# appends to FILE, so every upload carries the earlier replies again. This keeps the
+# digest of every reply envelope ever imported: no content, no source, no day, and no
+# rowid (the rows are ordered by digest, so they do not even say which came first).
+MIGRATION_3 = """
+CREATE TABLE imported_reply_digests (
+    digest BLOB PRIMARY KEY              -- BLAKE2b-256 of the envelope, as in replies.digest
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO imported_reply_digests (digest) SELECT digest FROM replies WHERE digest IS NOT NULL;
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3]
 LATEST_VERSION = len(MIGRATIONS)
 
 # The blobs database (intake.db-blobs, see connection.py) has its own schema and

@@ -322,8 +322,11 @@ class Newsroom:
     # ------------------------------------------------------------- replies
 
     def import_replies(self, journalist_name: str, replies: Sequence[tuple[str, bytes]]) -> dict[str, ReplyImportCounts]:
-        """Store replies in one transaction, counted per source id: added, already
-        here (the same envelope is stored once), or addressed to no existing source."""
+        """Store replies in one transaction, counted per source id: added, imported
+        before (the same envelope is stored once, ever: its digest stays in
+        imported_reply_digests after the reply is deleted or purged), or addressed
+        to no existing source (not recorded, so it can be imported if that source
+        turns up, e.g. from a restored backup)."""
         counts: dict[str, ReplyImportCounts] = {}
         day = today()
         with write_transaction(self._conn) as conn:
@@ -335,12 +338,16 @@ class Newsroom:
                 if conn.execute("SELECT 1 FROM sources WHERE id = ?", (source_id,)).fetchone() is None:
                     counts[source_id] = dataclasses.replace(before, missing=before.missing + 1)
                     continue
+                digest = hashlib.blake2b(envelope, digest_size=32).digest()
                 inserted = conn.execute(
-                    "INSERT OR IGNORE INTO replies (id, source_id, journalist_id, envelope, created_day, digest)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (secrets.token_hex(16), source_id, row[0], envelope, day,
-                     hashlib.blake2b(envelope, digest_size=32).digest()),
+                    "INSERT OR IGNORE INTO imported_reply_digests (digest) VALUES (?)", (digest,)
                 ).rowcount
+                if inserted:
+                    conn.execute(
+                        "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day, digest)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (secrets.token_hex(16), source_id, row[0], envelope, day, digest),
+                    )
                 counts[source_id] = dataclasses.replace(
                     before, added=before.added + inserted, duplicates=before.duplicates + 1 - inserted)
         return counts
