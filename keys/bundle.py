@@ -69,7 +69,7 @@ MAX_MANIFEST_SIZE = 256 << 20
 MAX_REPLY_ENVELOPE = 4 << 20
 MAX_REPLIES = 10_000
 MAX_REPLY_BUNDLE = 64 << 20
-MAX_DESIGNATION = 128
+MAX_DESIGNATION = 64
 MAX_SOURCE_ID = 128
 HASH_SIZE = 32
 SIGNATURE_CONTEXT = b"intake-reply-bundle-v1"
@@ -78,6 +78,11 @@ _EXPORT_ENTRY = struct.Struct(">BQ")
 _REPLY_ENTRY = struct.Struct(">BI")
 _SOURCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % MAX_SOURCE_ID)
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# The server makes designations as "adjective noun" from the diceware package's word lists
+# (intake/store/designations.py): lowercase ASCII words and single spaces; up to four words
+# are accepted. A designation names a folder on the laptop and appears in suggested
+# commands, so a manifest can carry no shell, HTML or path metacharacters through it.
+DESIGNATION = re.compile(r"[a-z]+( [a-z]+){0,3}")
 
 
 # ---------------------------------------------------------------- export: server side
@@ -169,10 +174,16 @@ def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Itera
 def _check_source(source_id: object, designation: object, reply_key: bytes) -> None:
     if not isinstance(source_id, str) or not _SOURCE_ID.fullmatch(source_id):
         raise FormatError("a source id in the bundle is invalid")
-    if not isinstance(designation, str) or not 0 < len(designation) <= MAX_DESIGNATION or not designation.isprintable():
-        raise FormatError("a source designation in the bundle is invalid")
+    check_designation(designation)
     if len(reply_key) != 32:
         raise FormatError("a source's reply key in the bundle is invalid")
+
+
+def check_designation(designation: object) -> str:
+    """``designation`` if it has the server's shape, else FormatError."""
+    if not isinstance(designation, str) or len(designation) > MAX_DESIGNATION or not DESIGNATION.fullmatch(designation):
+        raise FormatError("a source designation in the bundle is invalid: expected lowercase words separated by single spaces, like 'brave otter'")
+    return designation
 
 
 def _check_item_fields(item_id: object, kind: object, day: object, recipients: object) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import getpass
+import shlex
 import sys
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             summary = unpack_bundle(export, identity, Path(args.out), progress.advance)
         finally:
             progress.finish()
-    print(f"{summary.written} item(s) decrypted from {summary.sources} source(s) into {args.out}; open {Path(args.out) / 'index.html'}")
+    print(f"{summary.written} item(s) decrypted from {summary.sources} source(s) into {args.out}; open {shlex.quote(str(Path(args.out) / 'index.html'))}")
     if summary.already_there:
         print(f"{summary.already_there} item(s) were already decrypted there and were skipped")
     if summary.not_for_you:

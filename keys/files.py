@@ -2,7 +2,9 @@
 
 Names in a bundle come from whoever uploaded the file. ``safe_file_name`` turns
 any string into one plain file name that cannot leave its folder, hide itself,
-name a device, smuggle control or bidi characters, or exceed common limits.
+name a device, smuggle control or bidi characters, or exceed common limits;
+``safe_folder_name`` also leaves no shell metacharacters (``$ ` ( ) ; & |``...),
+for names that end up in suggested commands.
 ``PendingFile`` writes under a hidden temporary name in the target folder and
 only gives the file its real name once the caller says it is complete.
 """
@@ -22,6 +24,7 @@ _RESERVED = re.compile(r'[<>:"/\\|?*]')
 _DEVICE = re.compile(r"(con|prn|aux|nul|conin\$|conout\$|clock\$|(com|lpt)[0-9¹²³])(\..*)?", re.IGNORECASE)
 _NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 TEMP_PREFIX = ".intake-partial-"
+_FOLDER_PUNCTUATION = frozenset(" .,_+-")  # with letters and digits: nothing a shell expands or splits on but the space
 
 
 def safe_file_name(name: str | None, fallback: str) -> str:
@@ -41,6 +44,21 @@ def safe_file_name(name: str | None, fallback: str) -> str:
     if _DEVICE.fullmatch(name):
         name = "_" + name
     return _truncate(name, MAX_NAME_BYTES)
+
+
+def safe_folder_name(name: str | None, fallback: str) -> str:
+    """A folder name like ``safe_file_name``'s, of letters, digits, spaces and ``.,_+-`` only.
+
+    Every other character becomes ``_``, so the name can sit in a shell command
+    without expanding anything (still quote it: it may hold spaces). ``fallback``
+    is cleaned the same way when nothing usable remains of ``name``.
+    """
+    for candidate in (name, fallback):
+        cleaned = "".join(ch if ch.isalnum() or ch in _FOLDER_PUNCTUATION else "_" for ch in safe_file_name(candidate, ""))
+        cleaned = safe_file_name(cleaned, "")  # again: a replacement may have made a device name
+        if cleaned:
+            return cleaned
+    return "folder"
 
 
 def _truncate(name: str, limit: int) -> str:

@@ -2,12 +2,14 @@
 
 Everything shown comes from hostile input (designations, file names, message
 text), so every value is HTML-escaped, every link is a quoted relative path,
-and a Content-Security-Policy forbids scripts and remote loads outright.
+every suggested shell command quotes its arguments (shlex.quote, then HTML-
+escaped), and a Content-Security-Policy forbids scripts and remote loads outright.
 """
 
 from __future__ import annotations
 
 import html
+import shlex
 import urllib.parse
 from pathlib import Path
 
@@ -22,7 +24,8 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
 
 def write_index(out: Path) -> Path:
     sections = []
-    for folder in sorted(p for p in out.iterdir() if p.is_dir() and (p / SOURCE_RECORD).is_file()):
+    # Source folders are real directories that unpack made: never a symlink found in ``out``.
+    for folder in sorted(p for p in out.iterdir() if not p.is_symlink() and p.is_dir() and (p / SOURCE_RECORD).is_file()):
         try:
             record = load_source_record(folder)
         except FormatError:
@@ -64,6 +67,11 @@ def _source_section(folder: Path, record: dict) -> str:
     return (
         f"<section><h2>{e(record['designation'])}</h2>"
         f"<p>source id <code>{e(record['source_id'])}</code>; reply with "
-        f"<code>intake-keys reply --source \"{e(str(folder))}\" …</code></p>"
+        f"<code>{e(reply_command(folder))} …</code></p>"
         f"<ul>{''.join(rows) or '<li>nothing decrypted for you</li>'}</ul></section>\n"
     )
+
+
+def reply_command(folder: Path) -> str:
+    """The start of the shell command that replies to the source in ``folder``, safe to paste."""
+    return f"intake-keys reply --source {shlex.quote(str(folder))}"

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from keys.bundle import ExportBundle, ManifestItem, ManifestSource
 from keys.errors import FormatError
-from keys.files import PendingFile, safe_file_name, with_suffix_number
+from keys.files import PendingFile, safe_file_name, safe_folder_name, with_suffix_number
 from keys.identity import Identity
 from keys.index import write_index
 from keys.source_record import load_source_record, save_source_record
@@ -86,20 +88,26 @@ def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: Ma
 
 
 def _source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict]:
-    """The source's folder: its existing one (same source_id) or a new one."""
-    base = safe_file_name(source.designation, f"source {source.source_id}")
+    """The source's folder: its existing one (same source_id) or a new one.
+
+    ``out`` itself may be a symlink (the user chose it); an entry inside it is
+    used only if it is a real directory, never a symlink, whatever it points to.
+    """
+    base = safe_folder_name(source.designation, f"source {source.source_id}")
     for number in range(1, 1000):
         folder = out / with_suffix_number(base, number)
         try:
             folder.mkdir(mode=0o700)
         except FileExistsError:
+            if not _is_real_directory(folder):
+                continue  # a symlink (to a folder elsewhere, or dangling), a file, a device...
             try:
                 record = load_source_record(folder, missing_ok=True)
             except FormatError:
                 continue  # not ours to write into
             if record is not None and record["source_id"] == source.source_id:
                 return folder, record
-            if record is not None or not folder.is_dir() or any(folder.iterdir()):
+            if record is not None or any(folder.iterdir()):
                 continue
             # An empty folder without a record: ours, left by a run that stopped before its first item.
         # The record is saved once the source's items are done (unpack_bundle's finally).
@@ -111,3 +119,11 @@ def _source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict]:
         }
         return folder, record
     raise FormatError(f"too many folders named like {base!r} in {out}")
+
+
+def _is_real_directory(path: Path) -> bool:
+    """A directory, not a symlink to one (lstat: the last component is not followed)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False

@@ -258,6 +258,18 @@ def test_manifest_helper_builds_a_readable_bundle(alice):
         ("sources.0.source_id", "../x", "source id"),
         ("sources.0.designation", "", "designation"),
         ("sources.0.designation", "a\nb", "designation"),
+        ("sources.0.designation", "brave $(touch PWNED) otter", "designation"),
+        ("sources.0.designation", "brave `id` otter", "designation"),
+        ("sources.0.designation", "brave;otter", "designation"),
+        ("sources.0.designation", "../otter", "designation"),
+        ("sources.0.designation", "Brave Otter", "designation"),
+        ("sources.0.designation", "brave  otter", "designation"),
+        ("sources.0.designation", " brave otter", "designation"),
+        ("sources.0.designation", "brave otter\n", "designation"),
+        ("sources.0.designation", "br\u00e4ve otter", "designation"),
+        ("sources.0.designation", "one two three four five", "designation"),
+        ("sources.0.designation", "a" * 65, "designation"),
+        ("sources.0.designation", 5, "designation"),
         ("sources.0.reply_public_key", "AAAA", "reply key"),
         ("sources.0.reply_public_key", 5, "base64"),
         ("sources.0.items.0.kind", "reply", "unknown kind"),
@@ -278,6 +290,22 @@ def test_hostile_manifests_are_refused(alice, path, value, error):
     data = _bundle_with_manifest(alice, _edit(_good_manifest(item), path, value), [item])
     with pytest.raises(FormatError, match=error):
         open_export(data).read_manifest(alice)
+
+
+def test_every_designation_the_server_makes_is_accepted_and_no_other_shape():
+    # keys/ must not import intake/; the agreement between the two is checked here.
+    from intake.store.designations import ADJECTIVES, NOUNS, random_designation
+
+    longest = f"{max(ADJECTIVES, key=len)} {max(NOUNS, key=len)}"
+    for designation in [longest, "a b", *(random_designation() for _ in range(200))]:
+        assert bundle.check_designation(designation) == designation
+    assert all(bundle.DESIGNATION.fullmatch(word) for word in (*ADJECTIVES, *NOUNS))
+
+
+def test_the_server_side_refuses_to_export_a_designation_readers_refuse(alice):
+    source = bundle.ExportSource("s", "brave $(touch PWNED) otter", bytes(32), [])
+    with pytest.raises(FormatError, match="designation"):
+        b"".join(stream_export_bundle([alice.public.encryption_key], [source]))
 
 
 def test_manifest_listing_one_item_twice_is_refused(alice):

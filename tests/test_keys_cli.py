@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
+import re
+import shlex
 import stat
 import struct
 import subprocess
@@ -15,7 +18,7 @@ import pytest
 from nacl.public import PrivateKey
 
 from keys import bundle, cli, envelope
-from keys.files import TEMP_PREFIX
+from keys.files import TEMP_PREFIX, safe_folder_name
 from keys.identity import KDF_MIN, Identity
 from keys.progress import Progress
 from tests.fixtures_keys import PASSPHRASE, KeyFiles, Source, Submission, build_export
@@ -179,18 +182,17 @@ HOSTILE_NAMES = {
 
 def test_hostile_file_names_are_sanitised_and_never_leave_the_folder(capsys, tmp_path, alice, alice_files):
     names = list(HOSTILE_NAMES)
+    # Hostile designations ("../../escape", ".hidden", "NUL") are refused outright now:
+    # test_a_designation_not_shaped_like_the_servers_is_refused_and_nothing_is_written.
     sources = [
         Source("s1", "brave otter", [Submission("file", f"body {n}".encode(), name=name) for n, name in enumerate(names)]),
-        Source("s2", "../../escape", [Submission("message", b"m")]),
-        Source("s3", ".hidden", [Submission("message", b"m")]),
-        Source("s4", "NUL", [Submission("message", b"m")]),
     ]
     path = tmp_path / "hostile.bundle"
     path.write_bytes(build_export(sources, [alice]))
     out = tmp_path / "out"
     code, _, err = decrypt(capsys, alice_files, path, out)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["_NUL", "brave otter", "escape", "hidden", "index.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["brave otter", "index.html"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.bundle", "keys", "out"]
     folder = out / "brave otter"
     written = {p.read_bytes(): p.name for p in folder.iterdir() if p.name != "source.json"}
@@ -200,6 +202,149 @@ def test_hostile_file_names_are_sanitised_and_never_leave_the_folder(capsys, tmp
         # The three names that sanitise to plain "file" share it: no overwrite, a numbered suffix instead.
         assert got == expected or (HOSTILE_NAMES[name] == "file" and got.startswith("2026-11-28 file (")), (name, got)
         assert len(got.encode()) <= 255
+
+
+def forged_export(monkeypatch, sources: list[Source], recipients: list[Identity]) -> bytes:
+    """An export bundle as anyone with the journalists' public keys can write it:
+    the server's own checks (which refuse hostile designations) skipped."""
+    with monkeypatch.context() as patch:
+        patch.setattr(bundle, "check_designation", lambda designation: designation, raising=False)
+        return build_export(sources, recipients)
+
+
+PASTE_ME = "brave $(touch PWNED) otter"
+
+
+def pasted(command: str, cwd: Path) -> list[str]:
+    """Run a suggested ``intake-keys ...`` command in bash, as a journalist pasting it
+    would, but with a harmless stand-in that prints its arguments one per line."""
+    assert command.startswith("intake-keys ")
+    script = "printf '%s\\n'" + command[len("intake-keys") :]
+    result = subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()
+
+
+def suggested_reply_commands(index_html: str) -> list[str]:
+    found = re.findall(r"<code>(intake-keys reply [^<]*?) …</code>", index_html)
+    return [html.unescape(command) for command in found]
+
+
+@pytest.mark.parametrize(
+    "designation",
+    [PASTE_ME, "brave `touch PWNED` otter", "brave otter; touch PWNED", "../../escape", ".hidden", "NUL", "Brave Otter", "brave  otter", "brave otter ", "brave\u00a0otter", "x" * 65],
+)
+def test_a_designation_not_shaped_like_the_servers_is_refused_and_nothing_is_written(capsys, monkeypatch, tmp_path, alice, alice_files, designation):
+    path = tmp_path / "forged.bundle"
+    path.write_bytes(forged_export(monkeypatch, [Source("s1", designation, [Submission("message", b"m")])], [alice]))
+    out = tmp_path / "out"
+    code, _, err = decrypt(capsys, alice_files, path, out)
+    assert_one_line_error(code, err, "designation in the bundle is invalid")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forged.bundle", "keys"]
+
+
+HOSTILE_FOLDER_NAMES = {
+    # As before the designation check: still sanitised like file names, should one get through.
+    "../../escape": "escape",
+    ".hidden": "hidden",
+    "NUL": "_NUL",
+    # And no shell metacharacters at all.
+    PASTE_ME: "brave __touch PWNED_ otter",
+    "a`b`;c&d|e<f>g'h\"i!k#l~m*n?o[p]q{r}s=t^u%v@w\tx\ny": "a_b__c_d_e_f_g_h_i_k_l_m_n_o_p_q_r_s_t_u_v_wxy",
+    "$((1+1))": "___1+1__",
+    "~": "_",
+    "-rf": "-rf",
+    "": "source s-1",
+    "...": "source s-1",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_FOLDER_NAMES)
+def test_folder_names_from_hostile_input_hold_no_shell_metacharacters(name):
+    folder = safe_folder_name(name, "source s-1")
+    assert folder == HOSTILE_FOLDER_NAMES[name]
+    assert re.fullmatch(r"[A-Za-z0-9 .,_+-]+", folder)
+    assert safe_folder_name(name, "source a:b$c") == (folder if folder != "source s-1" else "source a_b_c")  # the fallback too
+
+
+def test_without_the_manifest_check_a_hostile_designation_still_cannot_run_code(capsys, monkeypatch, tmp_path, alice, alice_files):
+    # Defence in depth: even if a hostile designation got past the manifest check, the folder
+    # name holds no shell metacharacters and the suggested command quotes it.
+    monkeypatch.setattr(bundle, "check_designation", lambda designation: designation, raising=False)
+    path = tmp_path / "forged.bundle"
+    path.write_bytes(build_export([Source("s1", PASTE_ME, [Submission("message", b"m")])], [alice]))
+    out = tmp_path / "out"
+    code, _, err = decrypt(capsys, alice_files, path, out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["brave __touch PWNED_ otter", "index.html"]
+    (command,) = suggested_reply_commands((out / "index.html").read_text())
+    assert pasted(command, tmp_path) == ["reply", "--source", str(out / "brave __touch PWNED_ otter")]
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_suggested_commands_are_shell_quoted(capsys, tmp_path, alice_files, export_file):
+    # The output folder is the user's choice, but whatever its name, pasting a suggested
+    # command passes it as one argument and runs nothing else.
+    out = tmp_path / "it's \"out\" $(touch PWNED) `touch PWNED` ; touch PWNED"
+    code, stdout, err = decrypt(capsys, alice_files, export_file, out)
+    assert code == 0, err
+    commands = suggested_reply_commands((out / "index.html").read_text())
+    assert len(commands) == 2
+    for command, designation in zip(sorted(commands), ["brave otter", "quiet heron"]):
+        assert pasted(command, tmp_path) == ["reply", "--source", str(out / designation)]
+    (printed,) = re.findall(r"; open (.*)$", stdout.splitlines()[0])
+    assert shlex.split(printed) == [str(out / "index.html")]
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_symlink_in_the_output_folder_is_never_followed_for_a_source_folder(capsys, tmp_path, alice_files, export_file):
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "brave otter").symlink_to(elsewhere, target_is_directory=True)  # empty: looked like a fresh folder
+    (out / "quiet heron").symlink_to(tmp_path / "missing")  # dangling
+    code, _, err = decrypt(capsys, alice_files, export_file, out)
+    assert code == 0, err
+    assert list(elsewhere.iterdir()) == [] and not (tmp_path / "missing").exists()
+    assert (out / "brave otter").is_symlink() and (out / "quiet heron").is_symlink()
+    assert sorted(visible_files(out)) == [
+        "brave otter (2)/2026-11-28 message.txt",
+        "brave otter (2)/2026-11-28 minutes.pdf",
+        "brave otter (2)/source.json",
+        "index.html",
+        "quiet heron (2)/2026-11-27 message.txt",
+        "quiet heron (2)/source.json",
+    ]
+
+
+def test_a_symlink_to_the_sources_own_earlier_folder_is_not_followed_either(capsys, tmp_path, alice_files, export_file):
+    # A symlinked folder holding a source.json with the right source id (the ids are in the
+    # hostile manifest) is still not written through, nor listed in index.html.
+    first = tmp_path / "first"
+    code, _, err = decrypt(capsys, alice_files, export_file, first)
+    assert code == 0, err
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "brave otter").symlink_to(first / "brave otter", target_is_directory=True)
+    (first / "brave otter" / "2026-11-28 message.txt").unlink()
+    before = sorted(p.name for p in (first / "brave otter").iterdir())
+    code, stdout, err = decrypt(capsys, alice_files, export_file, out)
+    assert code == 0 and "3 item(s) decrypted" in stdout, err
+    assert sorted(p.name for p in (first / "brave otter").iterdir()) == before
+    assert (out / "brave otter (2)" / "2026-11-28 message.txt").is_file()
+    commands = suggested_reply_commands((out / "index.html").read_text())
+    assert sorted(shlex.split(command)[-1] for command in commands) == [str(out / "brave otter (2)"), str(out / "quiet heron")]
+
+
+def test_the_output_folder_itself_may_be_a_symlink(capsys, tmp_path, alice_files, export_file):
+    real = tmp_path / "real"
+    real.mkdir()
+    out = tmp_path / "out"
+    out.symlink_to(real, target_is_directory=True)
+    code, _, err = decrypt(capsys, alice_files, export_file, out)
+    assert code == 0, err
+    assert (real / "brave otter" / "2026-11-28 message.txt").is_file() and (real / "index.html").is_file()
 
 
 def test_an_existing_folder_of_another_source_is_never_written_into(capsys, tmp_path, alice_files, export_file):
