@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -18,6 +19,8 @@ import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands
 from intake.cli import cli
 from intake.exchange import ExportScope, PreparedExport
 from intake.retention import RetentionPolicy, purge
+from intake.store.connection import connect
+from intake.store.migrations import MIGRATIONS, migrate
 from intake.store.newsroom import Newsroom as NewsroomStore
 from intake.store.newsroom import day_before
 from tests.fixtures_newsroom import Newsroom, csrf_token, download_export, submit_as_new_source
@@ -205,18 +208,18 @@ def test_the_replay_record_keeps_no_content_and_no_time(newsroom: Newsroom, alic
             store._conn.execute("SELECT rowid FROM imported_reply_digests").fetchall()
 
 
-def test_the_upgrade_keeps_replies_already_imported_from_coming_back(newsroom: Newsroom, alice_client):
-    submit_as_new_source(newsroom.source_app, "hello")
-    source_id, sealed = reply_to(newsroom, "imported before the upgrade")
-    bundle = reply_bundle(newsroom.bob.identity, [(source_id, sealed)])
-    upload(alice_client, bundle)
-    with newsroom.store() as store:  # back to schema 2, as the database was before the upgrade
-        store._conn.execute("DROP TABLE imported_reply_digests")
-        store._conn.execute("PRAGMA user_version = 2")
-    with newsroom.store() as store:  # opening migrates
-        (reply,) = store.replies_for(source_id)
-        store.delete_reply(source_id, reply.id)
-    assert "0 replies added, 1 already here" in upload(alice_client, bundle).text
+def test_the_upgrade_records_the_replies_already_imported(tmp_path: Path):
+    conn = connect(tmp_path / "schema-2.db", os.urandom(32), busy_timeout_ms=1000, create=True)
+    migrate(conn, MIGRATIONS[:2])  # a database from before the replay record
+    conn.execute("INSERT INTO sources (id, lookup_id, reply_public_key, designation, created_day, last_active_day)"
+                 " VALUES ('s', x'01', x'02', 'brave otter', '2025-01-01', '2025-01-01')")
+    imported = hashlib.blake2b(b"an imported envelope", digest_size=32).digest()
+    for reply_id, digest in (("imported", imported), ("added without a digest", None)):
+        conn.execute("INSERT INTO replies (id, source_id, envelope, created_day, digest) VALUES (?, 's', x'00', '2025-01-01', ?)",
+                     (reply_id, digest))
+    migrate(conn)
+    assert conn.execute("SELECT digest FROM imported_reply_digests").fetchall() == [(imported,)]
+    conn.close()
 
 
 @pytest.mark.parametrize("forgery", ["unknown signer", "unsigned", "tampered", "removed signer"])
