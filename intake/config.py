@@ -56,6 +56,11 @@ class Settings:
         return _derive(self.instance_secret, b"intake:flask", 32)
 
     @property
+    def login_throttle_key(self) -> bytes:
+        """Keys the hash under which the journalist login throttle counts a name tried."""
+        return _derive(self.instance_secret, b"intake:login-nm", 32)
+
+    @property
     def codename_salt(self) -> bytes:
         """The Argon2id salt of codename derivations (16 bytes): per instance, so
         one precomputed table cannot serve two newsrooms."""

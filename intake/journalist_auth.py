@@ -7,6 +7,7 @@ used TOTP time step, recent failures) lives in the store
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -46,11 +47,13 @@ class LoginThrottledError(LoginError):
 
 @dataclass(frozen=True)
 class ThrottlePolicy:
-    """Failed logins allowed within ``window_seconds``, per account and in total.
+    """Failed logins allowed within ``window_seconds``, per name tried and in total.
 
-    The global limit stops guessing spread over many account names; it also
-    locks real journalists out during an attack, which is the safer failure
-    for a service whose accounts are few.
+    ``per_account`` applies to every name, whether an account has it or not, so
+    the throttle does not tell which names exist. The global limit stops
+    guessing spread over many account names; it also locks real journalists out
+    during an attack, which is the safer failure for a service whose accounts
+    are few.
     """
 
     per_account: int = 5
@@ -126,22 +129,34 @@ class SignedIn:
     name: str
 
 
-def authenticate(newsroom: Newsroom, name: str, passphrase: str, code: str, *,
+def name_key(name: str, throttle_key: bytes) -> bytes:
+    """What the throttle stores for a name tried: a keyed hash, never the name (it may be
+    a mistyped passphrase, or someone's guess at who works here)."""
+    return hashlib.blake2b(name.encode("utf-8"), key=throttle_key, digest_size=32).digest()
+
+
+def authenticate(newsroom: Newsroom, name: str, passphrase: str, code: str, *, throttle_key: bytes,
                  policy: ThrottlePolicy = ThrottlePolicy(), now: float | None = None,
                  run: Callable[..., Any] = lambda fn, *args: fn(*args)) -> SignedIn:
     """Check a name, passphrase and TOTP code against the store.
 
-    Refuses before any Argon2id work when the account, or the service as a
-    whole, saw too many failures in the window. A code is used up by a
-    successful sign-in (its time step is recorded; that step and earlier ones
-    are refused afterwards). ``run`` executes the Argon2id verification (the web
-    app passes a runner that leaves a gevent event loop).
+    Every attempt is first recorded as a failure, in the same transaction that
+    counts the recent ones (see ``Newsroom.reserve_login_attempt``); over the
+    limit for this name, known or not, or for the service as a whole, it is
+    refused before any Argon2id work. Only a successful sign-in removes the
+    record. A code is used up by a successful sign-in (its time step is
+    recorded; that step and earlier ones are refused afterwards). ``run``
+    executes the Argon2id verification (the web app passes a runner that leaves
+    a gevent event loop). ``throttle_key`` keys the hash of the name that the
+    throttle stores (``Settings.login_throttle_key``).
     """
     now = time.time() if now is None else now
     record = newsroom.login_record(name)
     journalist_id = record.journalist_id if record else None
-    account_failures, overall_failures = newsroom.failed_logins_since(journalist_id, int(now) - policy.window_seconds)
-    if overall_failures >= policy.overall or (record is not None and account_failures >= policy.per_account):
+    reservation = newsroom.reserve_login_attempt(
+        journalist_id, name_key(name, throttle_key), now=int(now), since=int(now) - policy.window_seconds,
+        per_name=policy.per_account, overall=policy.overall)
+    if reservation is None:
         raise LoginThrottledError(
             f"Too many failed sign-ins. Wait {policy.window_minutes} minutes, then try again.")
     if record is None:
@@ -152,7 +167,6 @@ def authenticate(newsroom: Newsroom, name: str, passphrase: str, code: str, *,
         step = matching_totp_step(record.totp_secret, code, now=now) if ok else None
         ok = step is not None and newsroom.use_totp_step(record.journalist_id, step)
     if not ok:
-        newsroom.record_failed_login(journalist_id, int(now))
         raise LoginFailedError("The name, passphrase or code is wrong (each code works only once).")
-    newsroom.forget_failed_logins(journalist_id=record.journalist_id)
+    newsroom.login_succeeded(record.journalist_id, reservation)
     return SignedIn(record.journalist_id, record.name)

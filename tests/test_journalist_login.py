@@ -4,11 +4,13 @@ server-side sessions, CSRF, headers."""
 from __future__ import annotations
 
 import hashlib
+import re
+import threading
 import time
 from pathlib import Path
 
 from intake.app.journalist import SESSION_COOKIE
-from intake.journalist_auth import ThrottlePolicy
+from intake.journalist_auth import LoginError, ThrottlePolicy, authenticate
 from intake.store.newsroom import Newsroom as NewsroomStore
 from tests.fixtures_newsroom import Newsroom, csrf_token, make_newsroom, sign_in
 
@@ -55,6 +57,37 @@ def test_an_account_is_throttled_after_five_failures_even_with_the_right_secrets
     assert "Too many failed sign-ins. Wait 15 minutes" in blocked.text
     # Other accounts are not locked by one account's failures.
     assert sign_in(newsroom.journalist_app.test_client(), newsroom.bob).status_code == 303
+
+
+def _sign_in_as(client, name: str, passphrase: str = "wrong", code: str = "000000"):
+    page = client.get("/login")
+    return client.post("/login", data={"csrf_token": csrf_token(page.text), "name": name,
+                                       "passphrase": passphrase, "code": code})
+
+
+def test_an_unknown_name_is_throttled_like_a_known_one(newsroom: Newsroom):
+    """The throttle must not tell which names exist: the sixth try gets the same 429 either way."""
+    known, unknown = [], []
+    for _ in range(6):
+        known.append(_sign_in_as(newsroom.journalist_app.test_client(), "alice"))
+        unknown.append(_sign_in_as(newsroom.journalist_app.test_client(), "mallory"))
+    assert [r.status_code for r in known] == [r.status_code for r in unknown] == [401] * 5 + [429]
+    without_form_token = [re.sub(r'name="csrf_token" value="[^"]*"', "", r.text) for r in (known[-1], unknown[-1])]
+    assert without_form_token[0] == without_form_token[1] and "Too many failed sign-ins" in unknown[-1].text
+    # Another unknown name is not locked by mallory's failures.
+    assert _sign_in_as(newsroom.journalist_app.test_client(), "eve").status_code == 401
+
+
+def test_the_throttle_never_stores_a_name_that_was_tried(newsroom: Newsroom):
+    _sign_in_as(newsroom.journalist_app.test_client(), "mallory-the-unknown")
+    _sign_in_as(newsroom.journalist_app.test_client(), "alice")
+    with newsroom.store() as store:
+        rows = store._conn.execute("SELECT * FROM failed_logins").fetchall()
+    assert len(rows) == 2
+    for row in rows:
+        for value in row:
+            as_bytes = value if isinstance(value, bytes) else str(value).encode()
+            assert b"mallory" not in as_bytes and b"alice" not in as_bytes
 
 
 def test_failures_age_out_of_the_throttle_window(newsroom: Newsroom):
@@ -136,3 +169,51 @@ def test_journalist_pages_carry_the_strict_headers(newsroom: Newsroom, alice_cli
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["Referrer-Policy"] == "no-referrer"
         assert "<script" not in response.text
+
+
+def _parallel_attempts(newsroom: Newsroom, names: list[str], policy: ThrottlePolicy) -> tuple[int, list[str]]:
+    """Wrong sign-ins started at the same moment, each with its own store (as separate
+    requests and workers have); returns how many reached Argon2id, and each outcome."""
+    barrier = threading.Barrier(len(names))
+    lock = threading.Lock()
+    checks = 0
+    outcomes: list[str] = []
+
+    def slow_kdf(fn, *args):
+        nonlocal checks
+        with lock:
+            checks += 1
+        time.sleep(0.2)  # Argon2id takes this long or more: every other attempt runs meanwhile
+        return fn(*args)
+
+    def attempt(name: str) -> None:
+        with newsroom.store() as store:
+            barrier.wait()
+            try:
+                authenticate(NewsroomStore(store), name, "wrong " * 7, "000000", policy=policy,
+                             throttle_key=newsroom.settings.login_throttle_key, run=slow_kdf)
+            except LoginError as error:
+                with lock:
+                    outcomes.append(type(error).__name__)
+
+    threads = [threading.Thread(target=attempt, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return checks, outcomes
+
+
+def test_parallel_wrong_passphrases_for_one_account_get_no_more_checks_than_the_limit(newsroom: Newsroom):
+    checks, outcomes = _parallel_attempts(newsroom, ["alice"] * 30, ThrottlePolicy(per_account=5, overall=1000))
+    assert checks == 5
+    assert sorted(outcomes) == ["LoginFailedError"] * 5 + ["LoginThrottledError"] * 25
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice).status_code == 429
+
+
+def test_parallel_guesses_across_names_get_no_more_checks_than_the_overall_limit(tmp_path: Path):
+    policy = ThrottlePolicy(per_account=5, overall=8)
+    newsroom = make_newsroom(tmp_path, JOURNALIST_THROTTLE=policy)
+    checks, outcomes = _parallel_attempts(newsroom, [f"user{i}" for i in range(30)], policy)
+    assert checks == 8 and outcomes.count("LoginThrottledError") == 22
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.bob).status_code == 429

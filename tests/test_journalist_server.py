@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -63,3 +64,35 @@ def test_sign_in_and_streamed_export_under_gunicorn(tmp_path: Path):
             time.sleep(0.1)
         assert new_submissions(newsroom) == 0
     assert "Traceback" not in server.error_log.read_text()
+
+
+@pytest.mark.slow
+def test_simultaneous_wrong_passphrases_get_no_more_checks_than_the_limit_under_gunicorn(tmp_path: Path):
+    """40 wrong sign-ins for one account at once, through gevent workers: 5 are checked
+    (and fail), the rest are throttled before any Argon2id work."""
+    newsroom = make_newsroom(tmp_path)
+    with run_gunicorn(JOURNALIST_APP, tmp_path, {"INTAKE_DATA": str(newsroom.settings.data_dir),
+                                                 "INTAKE_WORKERS": "2"}) as server:
+        posts = []
+        for _ in range(40):
+            client = SourceClient(server.url)
+            login = client.get("/login")
+            token = dict((n, v) for n, _k, v in login.form_with("name", "passphrase", "code").controls)["csrf_token"]
+            body = urlencode({"csrf_token": token, "name": "alice", "passphrase": "wrong " * 7, "code": "000000"})
+            posts.append((client._cookie_header(), body.encode()))
+        barrier = threading.Barrier(len(posts))
+        statuses: list[int] = []
+
+        def post(headers: dict[str, str], body: bytes) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            barrier.wait()
+            conn.request("POST", "/login", body, {**headers, "Content-Type": "application/x-www-form-urlencoded"})
+            statuses.append(conn.getresponse().status)
+            conn.close()
+
+        threads = [threading.Thread(target=post, args=args) for args in posts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(statuses) == [401] * 5 + [429] * 35

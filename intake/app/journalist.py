@@ -141,7 +141,7 @@ def login():
     try:
         signed_in = authenticate(
             Newsroom(_store()), form.get("name", "")[:64], form.get("passphrase", "")[:256], form.get("code", "")[:16],
-            policy=_state().throttle, run=run_in_os_thread,
+            throttle_key=_state().settings.login_throttle_key, policy=_state().throttle, run=run_in_os_thread,
         )
     except LoginError as error:
         status = 429 if isinstance(error, LoginThrottledError) else 401

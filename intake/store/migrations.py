@@ -118,7 +118,14 @@ CREATE TABLE imported_reply_digests (
 INSERT OR IGNORE INTO imported_reply_digests (digest) SELECT digest FROM replies WHERE digest IS NOT NULL;
 """
 
-MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3]
+# The login throttle counts failures per name tried, whether or not an account has that
+# name (throttling only real accounts would tell which names exist). The name is kept
+# only as a keyed BLAKE2b (key: the instance secret), never as text.
+MIGRATION_4 = """
+ALTER TABLE failed_logins ADD COLUMN name_key BLOB;               -- keyed BLAKE2b of the name tried
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4]
 LATEST_VERSION = len(MIGRATIONS)
 
 # The blobs database (intake.db-blobs, see connection.py) has its own schema and

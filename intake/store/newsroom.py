@@ -201,17 +201,39 @@ class Newsroom:
                 (step, journalist_id, step),
             ).rowcount == 1
 
-    def record_failed_login(self, journalist_id: int | None, now: int) -> None:
+    def record_failed_login(self, journalist_id: int | None, now: int, name_key: bytes | None = None) -> None:
         with write_transaction(self._conn) as conn:
-            conn.execute("INSERT INTO failed_logins (journalist_id, failed_at) VALUES (?, ?)", (journalist_id, now))
+            conn.execute("INSERT INTO failed_logins (journalist_id, name_key, failed_at) VALUES (?, ?, ?)",
+                         (journalist_id, name_key, now))
 
-    def failed_logins_since(self, journalist_id: int | None, since: int) -> tuple[int, int]:
-        """(failures of this account, failures overall) at or after ``since``."""
-        (row,) = self._read(
-            "SELECT count(CASE WHEN journalist_id IS ? THEN 1 END), count(*) FROM failed_logins WHERE failed_at >= ?",
-            (journalist_id, since),
-        )
-        return int(row[0]), int(row[1])
+    def reserve_login_attempt(self, journalist_id: int | None, name_key: bytes, *, now: int, since: int,
+                              per_name: int, overall: int) -> int | None:
+        """Count the failures at or after ``since`` for this name (by its key, or by the
+        account for rows older than name keys) and overall; if both are under their
+        limits, record this attempt as a failure now, before any passphrase check.
+
+        One write transaction: parallel attempts (other workers, other greenlets of
+        this one) queue for the write lock, so each sees the ones before it and no more
+        than the limit get through. Returns the record's id (the caller deletes it when
+        the attempt succeeds), or None: the attempt is throttled.
+        """
+        with write_transaction(self._conn) as conn:
+            for_name, total = conn.execute(
+                "SELECT count(CASE WHEN name_key = ? OR journalist_id = ? THEN 1 END), count(*)"
+                " FROM failed_logins WHERE failed_at >= ?",
+                (name_key, journalist_id, since),
+            ).fetchone()
+            if for_name >= per_name or total >= overall:
+                return None
+            return int(conn.execute(
+                "INSERT INTO failed_logins (journalist_id, name_key, failed_at) VALUES (?, ?, ?)",
+                (journalist_id, name_key, now),
+            ).lastrowid)
+
+    def login_succeeded(self, journalist_id: int, reservation: int) -> None:
+        """Drop the attempt's reserved record and the account's earlier failures."""
+        with write_transaction(self._conn) as conn:
+            conn.execute("DELETE FROM failed_logins WHERE rowid = ? OR journalist_id = ?", (reservation, journalist_id))
 
     def forget_failed_logins(self, *, journalist_id: int | None = None, before: int | None = None) -> int:
         with write_transaction(self._conn) as conn:
