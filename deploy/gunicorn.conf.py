@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
-import traceback
+
+from intake.logs import redact
 
 bind = [os.environ.get("INTAKE_BIND", "127.0.0.1:8080")]
 
@@ -65,34 +66,6 @@ control_socket_disable = True
 proc_name = "intake"
 
 
-class _RedactRequestDetails(logging.Filter):
-    """Keeps the error log free of request details.
-
-    gunicorn names the client address, the request line or the URI when it
-    refuses a request or the app fails, and an exception's message can quote
-    request data (a header, a form value, bytes of an upload). Only what
-    happened, the exception's type and the code locations are kept.
-    """
-
-    _REQUEST_MESSAGES = {
-        "Invalid request from": "Refused an invalid request (details withheld)",
-        "Error handling request": "Error handling a request (details withheld)",
-    }
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        for prefix, replacement in self._REQUEST_MESSAGES.items():
-            if message.startswith(prefix):
-                record.msg, record.args = replacement, ()
-        if record.exc_info and record.exc_info[1] is not None:
-            exc_type, _, tb = record.exc_info
-            frames = "".join(traceback.format_tb(tb))
-            record.exc_text = f"Traceback (most recent call last):\n{frames}{exc_type.__name__} (message withheld)"
-            record.exc_info = None
-        return True
-
-
-# A logger-level filter outlives the handlers gunicorn replaces on reload.
-_error_log = logging.getLogger("gunicorn.error")
-if not any(type(f).__name__ == "_RedactRequestDetails" for f in _error_log.filters):
-    _error_log.addFilter(_RedactRequestDetails())
+# Request details stay out of the error log: gunicorn's messages and exception texts
+# are rewritten by the same filter the Flask apps put on their loggers (intake.logs).
+redact(logging.getLogger("gunicorn.error"))

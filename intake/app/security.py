@@ -1,4 +1,4 @@
-"""Response headers and logging rules that every page of the source interface gets.
+"""Response headers and logging rules that every page of both interfaces gets.
 
 The pages need nothing but our own stylesheet and same-origin form posts, so the
 policy allows exactly that. Every response is no-store: a source's pages must not
@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response
+
+from intake.logs import redact
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -44,4 +46,6 @@ def silence_request_logging() -> None:
 
 def install_security(app: Flask) -> None:
     silence_request_logging()
+    # Flask logs an unhandled exception with its route, method and message: redacted like gunicorn's log.
+    redact(app.logger)
     app.after_request(add_security_headers)
