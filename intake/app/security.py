@@ -1,9 +1,5 @@
-"""Response headers and logging rules that every page of both interfaces gets.
-
-The pages need nothing but our own stylesheet and same-origin form posts, so the
-policy allows exactly that. Every response is no-store: a source's pages must not
-linger in a cache on a shared or seized computer.
-"""
+"""Response headers and logging rules that every page of both interfaces gets
+(the headers themselves: intake.headers, shared with gunicorn's own error answers)."""
 
 from __future__ import annotations
 
@@ -11,23 +7,10 @@ import logging
 
 from flask import Flask, Response
 
+from intake.headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
 from intake.logs import redact
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-
-SECURITY_HEADERS: dict[str, str] = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
-}
+__all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "add_security_headers", "install_security"]
 
 
 def add_security_headers(response: Response) -> Response:
