@@ -4,6 +4,7 @@ server-side sessions, CSRF, headers."""
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import threading
 import time
@@ -217,3 +218,35 @@ def test_parallel_guesses_across_names_get_no_more_checks_than_the_overall_limit
     checks, outcomes = _parallel_attempts(newsroom, [f"user{i}" for i in range(30)], policy)
     assert checks == 8 and outcomes.count("LoginThrottledError") == 22
     assert sign_in(newsroom.journalist_app.test_client(), newsroom.bob).status_code == 429
+
+
+def _flask_session(app, client) -> dict:
+    """What Flask's signed (not encrypted) cookie holds: anyone with the cookie can read it."""
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    return app.session_interface.get_signing_serializer(app).loads(cookie.value) if cookie else {}
+
+
+def test_action_results_never_travel_in_the_cookie(newsroom: Newsroom, alice_client):
+    from tests.fixtures_newsroom import submit_as_new_source
+
+    app = newsroom.journalist_app
+    submit_as_new_source(newsroom.source_app, "to be deleted", [("a.txt", b"a", "text/plain")])
+    with newsroom.store() as store:
+        ((source_id, designation),) = [(s.id, s.designation) for s in NewsroomStore(store).source_overview()]
+    token = csrf_token(alice_client.get("/sources").text)
+    actions = [
+        ("/export", {"scope": "selected"}, "Select at least one source to download."),
+        ("/replies", {}, "Choose a reply bundle file to upload."),
+        (f"/sources/{source_id}/delete-submissions", {}, "Deleted the source's submissions."),
+        ("/export", {"scope": "new"}, "Nothing to download: there are no new submissions."),
+        (f"/sources/{source_id}/delete", {}, "Deleted the source and everything from and for it."),
+    ]
+    for path, data, notice in actions:
+        response = alice_client.post(path, data={"csrf_token": token, **data})
+        assert response.status_code == 303, path
+        assert set(_flask_session(app, alice_client)) <= {"csrf_token"}, path
+        page = alice_client.get(response.location)
+        (shown,) = re.findall(r'<p class="notice[^"]*"[^>]*>([^<]*)</p>', page.text)
+        assert html.unescape(shown) == notice and designation not in response.location, path
+    # A status in the address is only a key to a fixed message: nothing else can be shown through it.
+    assert "<p class=\"notice" not in alice_client.get("/sources?done=%3Cb%3Eowned%3C%2Fb%3E").text

@@ -4,7 +4,10 @@ sources (never content); download encrypted exports; upload signed reply
 bundles; delete.
 
 Sessions are server-side: the cookie holds a random token, the store a hash of
-it. Flask's signed cookie carries the CSRF token only.
+it. Flask's signed (readable, not encrypted) cookie carries the CSRF token only:
+the outcome of an action is a short code in the address it redirects to
+(``/sources?done=...``), shown as one of the fixed messages in ``NOTICES``, never
+a designation or anything from the store.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from flask import (
     Response,
     abort,
     current_app,
-    flash,
     g,
     redirect,
     render_template,
@@ -164,12 +166,36 @@ def logout():
     return response
 
 
+@dataclass(frozen=True)
+class Notice:
+    category: str  # "notice" or "error" (a CSS class)
+    text: str
+
+
+# What an action says on the sources page it redirects to, by the code in ?done=.
+NOTICES: dict[str, Notice] = {
+    "choose-sources": Notice("error", "Select at least one source to download."),
+    "choose-bundle": Notice("error", "Choose a reply bundle file to upload."),
+    "nothing-new": Notice("notice", "Nothing to download: there are no new submissions."),
+    "nothing-selected": Notice("notice", "Nothing to download: the selected sources have no submissions."),
+    "nothing-all": Notice("notice", "Nothing to download: there are no submissions."),
+    "deleted-submissions": Notice("notice", "Deleted the source's submissions."),
+    "deleted-source": Notice("notice", "Deleted the source and everything from and for it."),
+}
+
+
+def _back_to_sources(done: str):
+    assert done in NOTICES
+    return redirect(url_for("journalist.sources", done=done), 303)
+
+
 @blueprint.get("/sources")
 @login_required
 def sources():
     overview = Newsroom(_store()).source_overview()
     totals = {"new": sum(s.new_submissions for s in overview), "submissions": sum(s.submissions for s in overview)}
-    return render_template("journalist/sources.html", sources=overview, totals=totals)
+    return render_template("journalist/sources.html", sources=overview, totals=totals,
+                           notice=NOTICES.get(request.args.get("done", "")))
 
 
 @blueprint.post("/export")
@@ -180,17 +206,15 @@ def export():
         abort(400)
     chosen = selected_sources(request.form.getlist("source")[:MAX_SELECTED_SOURCES])
     if scope_name == "selected" and not chosen:
-        flash("Select at least one source to download.", "error")
-        return redirect(url_for("journalist.sources"), 303)
+        return _back_to_sources("choose-sources")
     scope = ExportScope(only_new=scope_name == "new", source_ids=chosen if scope_name == "selected" else None)
     # The download outlives this request's store (closed at teardown): it streams from its own.
     store = Store.open(_state().settings)
     try:
         prepared = PreparedExport(store, scope)
-    except NothingToExportError as error:
+    except NothingToExportError:
         store.close()
-        flash(f"Nothing to download: {error}.", "notice")
-        return redirect(url_for("journalist.sources"), 303)
+        return _back_to_sources(f"nothing-{scope_name}")
     except BaseException:
         store.close()
         raise
@@ -217,8 +241,7 @@ def _stream_and_close(prepared: PreparedExport, store: Store) -> Iterator[bytes]
 def upload_replies():
     upload = request.files.get("bundle")
     if upload is None or not upload.filename:
-        flash("Choose a reply bundle file to upload.", "error")
-        return redirect(url_for("journalist.sources"), 303)
+        return _back_to_sources("choose-bundle")
     try:
         report = import_reply_bundle(_store(), upload.stream)
     except ReplyBundleRefusedError as error:
@@ -239,24 +262,20 @@ def confirm_delete(source_id: str):
 @login_required
 def delete_submissions(source_id: str):
     newsroom = Newsroom(_store())
-    source = newsroom.source_overview_of(source_id)
-    if source is None:
+    if newsroom.source_overview_of(source_id) is None:
         abort(404)
-    deleted = newsroom.delete_submissions_of(source_id)
-    flash(f"Deleted {deleted} submissions from {source.designation}.", "notice")
-    return redirect(url_for("journalist.sources"), 303)
+    newsroom.delete_submissions_of(source_id)
+    return _back_to_sources("deleted-submissions")
 
 
 @blueprint.post("/sources/<source_id>/delete")
 @login_required
 def delete_source(source_id: str):
     newsroom = Newsroom(_store())
-    source = newsroom.source_overview_of(source_id)
-    if source is None:
+    if newsroom.source_overview_of(source_id) is None:
         abort(404)
     newsroom.delete_source(source_id)
-    flash(f"Deleted {source.designation} and everything from it.", "notice")
-    return redirect(url_for("journalist.sources"), 303)
+    return _back_to_sources("deleted-source")
 
 
 # --- errors: say what to do, never anything internal -----------------------------
