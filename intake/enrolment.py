@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keys.errors import KeysError
 from keys.identity import PublicIdentity
 
 from intake.journalist_auth import (
@@ -22,6 +21,7 @@ from intake.journalist_auth import (
     new_totp_secret,
     totp_provisioning_uri,
 )
+from intake.setup import load_journalist_key
 from intake.store import Store, StoreError
 from intake.store.newsroom import Newsroom
 from intake.tor import client_auth_line, generate_client_auth_keypair, load_or_create_onion_key, onion_address_for_key
@@ -53,14 +53,9 @@ def journalist_onion_address(data_dir: Path) -> str:
 
 
 def load_public_key(path: Path, name: str) -> PublicIdentity:
-    try:
-        identity = PublicIdentity.load(path)
-    except FileNotFoundError:
-        raise EnrolmentError(f"the public key file {path} does not exist") from None
-    except OSError:
-        raise EnrolmentError(f"the public key file {path} cannot be read") from None
-    except KeysError as error:
-        raise EnrolmentError(f"{path}: {error}") from None
+    """The public key file of the journalist to be enrolled as ``name`` (read as
+    `intake init` reads keys: intake.setup.load_journalist_key)."""
+    identity = load_journalist_key(path)
     if identity.name != name:
         # Reply bundles are signed under the identity's own name: the account must carry it.
         raise EnrolmentError(f"{path} is the key of {identity.name!r}, not {name!r}: use --name {identity.name}")

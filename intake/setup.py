@@ -40,17 +40,26 @@ class SetupError(StoreError):
     """The data dir cannot be set up as asked (bad journalist key file, nothing to register...)."""
 
 
+class JournalistKeyFileError(SetupError):
+    """A journalist's public key file is missing, unreadable or not a public key."""
+
+
+def load_journalist_key(path: Path) -> PublicIdentity:
+    """A journalist's public key file (from `intake-keys generate`), with one clear
+    error for each way reading it can fail. `intake init` and `intake journalist add`
+    both read keys through this."""
+    try:
+        return PublicIdentity.load(path)
+    except FileNotFoundError:
+        raise JournalistKeyFileError(f"the journalist public key file {path} does not exist") from None
+    except OSError:
+        raise JournalistKeyFileError(f"the journalist public key file {path} cannot be read") from None
+    except KeysError as error:
+        raise JournalistKeyFileError(f"{path}: {error}") from None
+
+
 def _load_journalist_keys(paths: list[Path]) -> list[PublicIdentity]:
-    identities = []
-    for path in paths:
-        try:
-            identities.append(PublicIdentity.load(path))
-        except FileNotFoundError:
-            raise SetupError(f"the journalist key file {path} does not exist") from None
-        except OSError:
-            raise SetupError(f"the journalist key file {path} cannot be read") from None
-        except KeysError as error:
-            raise SetupError(f"{path}: {error}") from None
+    identities = [load_journalist_key(path) for path in paths]
     names = [identity.name for identity in identities]
     if len(set(names)) != len(names):
         raise SetupError("two of the journalist key files have the same name")

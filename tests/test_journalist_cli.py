@@ -136,3 +136,13 @@ def test_every_command_has_help(newsroom: Newsroom):
                  ["export"], ["import-replies"], ["purge"], ["check"], ["status"]):
         result = CliRunner().invoke(cli, [*args, "--help"])
         assert result.exit_code == 0 and "--data" in result.output, args
+
+
+def test_init_and_add_refuse_a_bad_key_file_with_the_same_message(newsroom: Newsroom, tmp_path: Path):
+    broken = tmp_path / "broken.public"
+    broken.write_text("not a key\n")
+    for path in (broken, tmp_path / "missing.public"):
+        added = invoke(newsroom, "journalist", "add", "--name", "x", "--public-key", str(path), "--yes")
+        initialised = CliRunner().invoke(cli, ["init", "--data", str(tmp_path / "new-data"), "--journalist-key", str(path)])
+        assert added.exit_code == initialised.exit_code == 1
+        assert added.output == initialised.output and str(path) in added.output and "Traceback" not in added.output
