@@ -305,3 +305,20 @@ def test_cli_export_and_import_replies(newsroom: Newsroom, tmp_path: Path):
     forged.write_bytes(reply_bundle(Identity.generate("alice"), [(source_id, sealed)]))
     result = runner.invoke(cli, ["import-replies", "--data", data, str(forged)])
     assert result.exit_code == 1 and "does not verify" in result.output and "Traceback" not in result.output
+
+
+def test_the_journalist_app_reuses_the_workers_stores(newsroom: Newsroom, alice_client, monkeypatch):
+    """Like the source app, the journalist app takes stores from the worker's pool and gives
+    them back (an export's store too, once the download is complete)."""
+    from intake.store import Store
+
+    submit_as_new_source(newsroom.source_app, "hello")
+    opened = []
+    real_open = Store.open.__func__
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, settings: opened.append(1) or real_open(cls, settings)))
+    for _ in range(3):
+        assert alice_client.get("/sources").status_code == 200
+    download_export(alice_client)
+    for _ in range(3):
+        assert alice_client.get("/sources").status_code == 200
+    assert len(opened) <= 1  # the export's own store, the first time

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
+from intake.app.stores import install_store_pool, request_store
 from intake.codename import KdfGate
 from intake.config import Settings, load_settings
 from intake.store import Store
@@ -33,15 +34,7 @@ def app_state() -> AppState:
 
 def get_store() -> Store:
     """The store of this request, taken from the worker's pool on first use and given back at teardown."""
-    if "store" not in g:
-        g.store = app_state().stores.take()
-    return g.store
-
-
-def _give_back_store(error: BaseException | None) -> None:
-    store = g.pop("store", None)
-    if store is not None:
-        app_state().stores.give_back(store, failed=error is not None)
+    return request_store()
 
 
 def _kdf_gate(settings: Settings, timeout: float) -> KdfGate:
@@ -74,7 +67,8 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
         KDF_WAIT_SECONDS=settings.kdf_timeout_seconds,
     )
     app.config.update(config_overrides)
-    app.extensions["intake"] = AppState(settings, _kdf_gate(settings, app.config["KDF_WAIT_SECONDS"]), StorePool(settings))
+    app.extensions["intake"] = AppState(settings, _kdf_gate(settings, app.config["KDF_WAIT_SECONDS"]),
+                                        install_store_pool(app, settings))
 
     from intake.app.errors import install_error_pages
     from intake.app.i18n import install_i18n
@@ -89,5 +83,4 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
     CSRFProtect(app).exempt(upload_view)
     install_error_pages(app)
     app.register_blueprint(source_blueprint)
-    app.teardown_appcontext(_give_back_store)
     return app

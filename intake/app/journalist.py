@@ -41,6 +41,7 @@ from keys.bundle import MAX_REPLY_BUNDLE
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from intake.app.security import install_security
+from intake.app.stores import install_store_pool, request_store, store_pool
 from intake.config import Settings, load_settings
 from intake.exchange import (
     ExportScope,
@@ -52,6 +53,7 @@ from intake.exchange import (
 )
 from intake.journalist_auth import LoginError, LoginThrottledError, ThrottlePolicy, authenticate
 from intake.store import Store, StoreError
+from intake.store.pool import StorePool
 from intake.store.newsroom import Newsroom
 from intake.worker_threads import run_in_os_thread
 
@@ -89,18 +91,6 @@ def _state() -> JournalistState:
     return current_app.extensions["intake-journalist"]
 
 
-def _store() -> Store:
-    if "store" not in g:
-        g.store = Store.open(_state().settings)
-    return g.store
-
-
-def _close_store(_error: BaseException | None) -> None:
-    store = g.pop("store", None)
-    if store is not None:
-        store.close()
-
-
 def _session_id(token: str) -> bytes:
     return hashlib.blake2b(token.encode("ascii"), digest_size=32, person=b"intake:jsess-id").digest()
 
@@ -110,7 +100,7 @@ def current_journalist() -> CurrentJournalist | None:
         token = request.cookies.get(SESSION_COOKIE, "")
         found = None
         if 20 <= len(token) <= 64 and token.isascii():
-            found = Newsroom(_store()).load_journalist_session(_session_id(token), int(time.time()))
+            found = Newsroom(request_store()).load_journalist_session(_session_id(token), int(time.time()))
         g.journalist = CurrentJournalist(*found) if found else None
     return g.journalist
 
@@ -142,7 +132,7 @@ def login():
     form = request.form
     try:
         signed_in = authenticate(
-            Newsroom(_store()), form.get("name", "")[:64], form.get("passphrase", "")[:256], form.get("code", "")[:16],
+            Newsroom(request_store()), form.get("name", "")[:64], form.get("passphrase", "")[:256], form.get("code", "")[:16],
             throttle_key=_state().settings.login_throttle_key, policy=_state().throttle, run=run_in_os_thread,
         )
     except LoginError as error:
@@ -150,7 +140,7 @@ def login():
         return render_template("journalist/login.html", error=str(error)), status
     token = secrets.token_urlsafe(32)
     minutes = current_app.config["JOURNALIST_SESSION_MINUTES"]
-    Newsroom(_store()).save_journalist_session(_session_id(token), signed_in.journalist_id, int(time.time()) + minutes * 60)
+    Newsroom(request_store()).save_journalist_session(_session_id(token), signed_in.journalist_id, int(time.time()) + minutes * 60)
     response = redirect(url_for("journalist.sources"), 303)
     response.set_cookie(SESSION_COOKIE, token, max_age=minutes * 60, httponly=True, samesite="Strict", secure=False)
     return response
@@ -160,7 +150,7 @@ def login():
 def logout():
     token = request.cookies.get(SESSION_COOKIE, "")
     if token:
-        Newsroom(_store()).delete_journalist_session(_session_id(token))
+        Newsroom(request_store()).delete_journalist_session(_session_id(token))
     response = redirect(url_for("journalist.login"), 303)
     response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="Strict")
     return response
@@ -192,7 +182,7 @@ def _back_to_sources(done: str):
 @blueprint.get("/sources")
 @login_required
 def sources():
-    overview = Newsroom(_store()).source_overview()
+    overview = Newsroom(request_store()).source_overview()
     totals = {"new": sum(s.new_submissions for s in overview), "submissions": sum(s.submissions for s in overview)}
     return render_template("journalist/sources.html", sources=overview, totals=totals,
                            notice=NOTICES.get(request.args.get("done", "")))
@@ -208,32 +198,36 @@ def export():
     if scope_name == "selected" and not chosen:
         return _back_to_sources("choose-sources")
     scope = ExportScope(only_new=scope_name == "new", source_ids=chosen if scope_name == "selected" else None)
-    # The download outlives this request's store (closed at teardown): it streams from its own.
-    store = Store.open(_state().settings)
+    # The download outlives this request (its store goes back at teardown): it streams
+    # from a store of its own, taken from the same pool and given back when it ends.
+    pool = store_pool()
+    store = pool.take()
     try:
         prepared = PreparedExport(store, scope)
     except NothingToExportError:
-        store.close()
+        pool.give_back(store)
         return _back_to_sources(f"nothing-{scope_name}")
     except BaseException:
-        store.close()
+        pool.give_back(store, failed=True)
         raise
     name = f"intake-export-{time.strftime('%Y-%m-%d', time.gmtime())}-{secrets.token_hex(3)}.bundle"
     return Response(
-        _stream_and_close(prepared, store),
+        _stream_and_give_back(prepared, pool, store),
         mimetype="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
         direct_passthrough=True,
     )
 
 
-def _stream_and_close(prepared: PreparedExport, store: Store) -> Iterator[bytes]:
+def _stream_and_give_back(prepared: PreparedExport, pool: StorePool, store: Store) -> Iterator[bytes]:
+    done = False
     try:
         yield from prepared
         # Reached only when the server asks for more after the last piece: all of it was sent.
         prepared.mark_exported()
+        done = True
     finally:
-        store.close()
+        pool.give_back(store, failed=not done)
 
 
 @blueprint.post("/replies")
@@ -243,7 +237,7 @@ def upload_replies():
     if upload is None or not upload.filename:
         return _back_to_sources("choose-bundle")
     try:
-        report = import_reply_bundle(_store(), upload.stream)
+        report = import_reply_bundle(request_store(), upload.stream)
     except ReplyBundleRefusedError as error:
         return render_template("journalist/error.html", title="Reply bundle refused", message=str(error)), 400
     return render_template("journalist/import_report.html", report=report)
@@ -252,7 +246,7 @@ def upload_replies():
 @blueprint.get("/sources/<source_id>/delete")
 @login_required
 def confirm_delete(source_id: str):
-    source = Newsroom(_store()).source_overview_of(source_id)
+    source = Newsroom(request_store()).source_overview_of(source_id)
     if source is None:
         abort(404)
     return render_template("journalist/confirm_delete.html", source=source)
@@ -261,7 +255,7 @@ def confirm_delete(source_id: str):
 @blueprint.post("/sources/<source_id>/delete-submissions")
 @login_required
 def delete_submissions(source_id: str):
-    newsroom = Newsroom(_store())
+    newsroom = Newsroom(request_store())
     if newsroom.source_overview_of(source_id) is None:
         abort(404)
     newsroom.delete_submissions_of(source_id)
@@ -271,7 +265,7 @@ def delete_submissions(source_id: str):
 @blueprint.post("/sources/<source_id>/delete")
 @login_required
 def delete_source(source_id: str):
-    newsroom = Newsroom(_store())
+    newsroom = Newsroom(request_store())
     if newsroom.source_overview_of(source_id) is None:
         abort(404)
     newsroom.delete_source(source_id)
@@ -337,6 +331,6 @@ def create_journalist_app(settings: Settings | None = None, **config_overrides: 
     install_security(app)
     CSRFProtect(app)
     _install_error_pages(app)
+    install_store_pool(app, settings)
     app.register_blueprint(blueprint)
-    app.teardown_appcontext(_close_store)
     return app
