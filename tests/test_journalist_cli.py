@@ -13,6 +13,7 @@ import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands
 from intake.cli import cli
 from intake.journalist_auth import passphrase_matches
 from intake.store.newsroom import Newsroom as NewsroomStore
+from intake.store.store import blobs_path
 from intake.tor import normalise_client_public_key
 from tests.fixtures_newsroom import Newsroom, download_export, sign_in, submit_as_new_source
 
@@ -129,6 +130,19 @@ def test_check_reports_a_damaged_store(newsroom: Newsroom):
     db.write_bytes(bytes(data))
     result = invoke(newsroom, "check")
     assert result.exit_code == 1 and "integrity problems" in result.output and "Traceback" not in result.output
+
+
+def test_status_and_check_cover_the_blobs_database(newsroom: Newsroom):
+    big = newsroom.settings.upload_chunk_bytes * 2  # large enough to go to the blobs file
+    submit_as_new_source(newsroom.source_app, "x" * big)
+    status = invoke(newsroom, "status")
+    assert status.exit_code == 0 and "blobs database:" in status.output
+    blobs = blobs_path(newsroom.settings)
+    data = bytearray(blobs.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside a chunk page, past the schema
+    blobs.write_bytes(bytes(data))
+    result = invoke(newsroom, "check")
+    assert result.exit_code == 1 and "blobs database" in result.output and "Traceback" not in result.output
 
 
 def test_every_command_has_help(newsroom: Newsroom):

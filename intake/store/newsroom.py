@@ -429,26 +429,30 @@ class Newsroom:
             " (SELECT coalesce(sum(size), 0) FROM submissions WHERE state = 'ready' AND exported_day IS NULL),"
             " (SELECT coalesce(sum(length(envelope)), 0) FROM replies)"
         )
-        # int(): SQLCipher reports page_size as text.
-        page_size, pages, free = (int(self._read(f"PRAGMA {name}")[0][0]) for name in ("page_size", "page_count", "freelist_count"))
-        return {
+        sizes = {
             "submissions": int(row[0]),
             "not exported": int(row[1]),
             "replies": int(row[2]),
-            "database": page_size * pages,
-            "free in database": page_size * free,
         }
+        for label, conn in self._store.databases():
+            with translate_errors():
+                # int(): SQLCipher reports page_size as text.
+                page_size, pages, free = (int(conn.execute(f"PRAGMA {name}").fetchone()[0]) for name in ("page_size", "page_count", "freelist_count"))
+            sizes[label] = page_size * pages
+            sizes[f"free in {label}"] = page_size * free
+        return sizes
 
     def integrity_problems(self) -> list[str]:
         """What SQLCipher's page authentication and SQLite's structure checks report; [] if healthy."""
         problems: list[str] = []
-        for pragma, healthy in (("cipher_integrity_check", None), ("integrity_check", "ok"), ("foreign_key_check", None)):
-            try:
-                rows = self._conn.execute(f"PRAGMA {pragma}").fetchall()
-            except DatabaseError as error:  # a damaged page can stop a check half-way
-                problems.append(f"{pragma}: {error}")
-                continue
-            problems += [f"{pragma}: {' '.join(map(str, row))}" for row in rows if row[0] != healthy]
+        for label, conn in self._store.databases():
+            for pragma, healthy in (("cipher_integrity_check", None), ("integrity_check", "ok"), ("foreign_key_check", None)):
+                try:
+                    rows = conn.execute(f"PRAGMA {pragma}").fetchall()
+                except DatabaseError as error:  # a damaged page can stop a check half-way
+                    problems.append(f"{label}: {pragma}: {error}")
+                    continue
+                problems += [f"{label}: {pragma}: {' '.join(map(str, row))}" for row in rows if row[0] != healthy]
         return problems
 
 

@@ -163,6 +163,11 @@ class Store:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def databases(self) -> list[tuple[str, Connection]]:
+        """Both database files, named as `intake status` and `intake check` report them."""
+        self._settle()
+        return [("database", self._conn), ("blobs database", self._blobs_connection())]
+
     def _blobs_connection(self) -> Connection:
         """The blobs database, opened (and created, the first time) on first use.
         Call only with no write in flight (see _settle)."""
