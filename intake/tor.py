@@ -363,16 +363,6 @@ class OnionServices:
         return dict(self._services)
 
     @property
-    def source_address(self) -> str | None:
-        s = self._services.get("source")
-        return s.address if s else None
-
-    @property
-    def journalist_address(self) -> str | None:
-        s = self._services.get("journalist")
-        return s.address if s else None
-
-    @property
     def bootstrap(self) -> BootstrapStatus:
         """The last bootstrap status seen (see :meth:`wait_for_bootstrap`)."""
         return self._bootstrap
