@@ -646,15 +646,19 @@ class OnionServices:
             complaints.pop()
         return ": " + complaints[-1].strip() if complaints else ""
 
-    def _msg(self, command: str, what: str) -> stem.response.ControlMessage:
-        """Send a raw control command; raise TorError(what: tor's reply) if refused.
-        The command itself never goes into the error (it may carry a key)."""
+    def _send(self, command: str, what: str) -> stem.response.ControlMessage:
+        """Send a raw control command and return tor's reply, accepted or not.
+        The command itself never goes into an error (it may carry a key)."""
         if self._controller is None:
             raise TorError("tor is not running")
         try:
-            reply = self._controller.msg(command)
+            return self._controller.msg(command)
         except stem.StemError as exc:
             raise TorError(f"{what}: lost the connection to tor ({type(exc).__name__})") from None
+
+    def _msg(self, command: str, what: str) -> stem.response.ControlMessage:
+        """Send a raw control command; raise TorError(what: tor's reply) if refused."""
+        reply = self._send(command, what)
         if not reply.is_ok():
             raise TorError(f"{what}: tor said {str(reply).strip()!r}")
         return reply
@@ -691,42 +695,36 @@ class OnionServices:
                 fields.append((key, value))
         return fields
 
-    def _add_onion(self, key: bytes, args: str, what: str) -> tuple[str, list[tuple[str, str]]]:
+    def _add_onion(self, key: bytes, args: str, what: str, *,
+                   collision_ok: bool = False) -> list[tuple[str, str]] | None:
+        """ADD_ONION with ``key``; the fields of tor's reply. With ``collision_ok``, None
+        when tor answers that it already publishes this address."""
         blob = base64.b64encode(key).decode("ascii")
-        reply = self._msg(f"ADD_ONION ED25519-V3:{blob} {args}", what)
+        reply = self._send(f"ADD_ONION ED25519-V3:{blob} {args}", what)
+        if not reply.is_ok():
+            if collision_ok and reply.content()[-1][0] == "550" and "collision" in str(reply).lower():
+                return None
+            raise TorError(f"{what}: tor said {str(reply).strip()!r}")
         fields = self._reply_fields(reply)
         sid = dict(fields).get("ServiceID", "")
         if sid + ".onion" != onion_address_for_key(key):
             raise TorError(f"{what}: tor returned an unexpected service id")
         self._added.append(sid)
-        return sid, fields
+        return fields
 
     def _add_source_onion(self, key: bytes, port: int) -> OnionService:
         address = onion_address_for_key(key)
         args = (f"Flags=MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
                 f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},127.0.0.1:{port}")
-        blob = base64.b64encode(key).decode("ascii")
-        assert self._controller is not None
-        try:
-            reply = self._controller.msg(f"ADD_ONION ED25519-V3:{blob} {args}")
-        except stem.StemError as exc:
-            raise TorError(f"could not add the source onion service: lost the connection to tor "
-                           f"({type(exc).__name__})") from None
-        if reply.is_ok():
-            sid = dict(self._reply_fields(reply)).get("ServiceID", "")
-            if sid + ".onion" != address:
-                raise TorError("could not add the source onion service: unexpected service id")
-            self._added.append(sid)
-            self._check_system_torrc_services(port)
-            return OnionService("source", address, port, True, "add_onion", pow_defenses=True,
-                                max_streams=MAX_STREAMS_PER_CIRCUIT)
-        if reply.content()[-1][0] == "550" and "collision" in str(reply).lower():
+        if self._add_onion(key, args, "could not add the source onion service", collision_ok=True) is None:
             # Only a holder of this key can publish this address: the system tor's torrc does
             # (HiddenServiceDir with intake's source.key, as in deploy/torrc), and its per-service
             # options (PoW, intro-point DoS defence, stream limits) apply.
             log.info("the system tor already publishes the source address (from its torrc)")
             return OnionService("source", address, port, True, "system-torrc")
-        raise TorError(f"could not add the source onion service: tor said {str(reply).strip()!r}")
+        self._check_system_torrc_services(port)
+        return OnionService("source", address, port, True, "add_onion", pow_defenses=True,
+                            max_streams=MAX_STREAMS_PER_CIRCUIT)
 
     def _check_system_torrc_services(self, port: int) -> None:
         """Tell the operator if the system torrc publishes another onion for our port
@@ -752,8 +750,8 @@ class OnionServices:
         args = (f"Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
                 f"Port={ONION_VIRTUAL_PORT},127.0.0.1:{port} "
                 + " ".join(f"ClientAuthV3={k}" for k in sorted(set(client_keys))))
-        _sid, fields = self._add_onion(self._journalist_key, args,
-                                       "could not add the journalist onion service")
+        fields = self._add_onion(self._journalist_key, args, "could not add the journalist onion service")
+        assert fields is not None
         echoed = tuple(v.upper() for k, v in fields if k == "ClientAuthV3")
         if sorted(echoed) != sorted(set(client_keys)):
             raise TorError("tor did not confirm the journalist service's client authorisation")
