@@ -97,10 +97,6 @@ class GunicornServer:
                 raise ServerError(f"gunicorn did not start listening on {self.host}:{self.port} within {ready_timeout:.0f} s")
             time.sleep(0.1)
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def exit_status(self) -> int | None:
         """gunicorn's exit status, or None while it runs (or was never started)."""
         return self._process.poll() if self._process else None
