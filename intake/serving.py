@@ -69,11 +69,6 @@ def read_torrc_lines(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
-def journalist_client_keys(store: Store) -> list[str]:
-    """The client-authorisation public keys of the active journalists."""
-    return Newsroom(store).client_auth_keys()
-
-
 class TipLine:
     """The source and journalist interfaces under gunicorn, their onion services, retention."""
 
@@ -140,8 +135,7 @@ class TipLine:
 
     def _start_tor(self) -> None:
         plan = self.tor_plan
-        with Store.open(self.settings) as store:
-            client_keys = journalist_client_keys(store)
+        client_keys = self._journalist_client_keys()
         self.say({
             "launch": "Starting tor (intake's own, joining the Tor network)...",
             "offline": "Starting tor offline (DisableNetwork 1: nothing is contacted)...",
@@ -175,11 +169,14 @@ class TipLine:
     def _on_bootstrap_progress(self, percent: int, summary: str) -> None:
         self.say(f"Tor: bootstrapped {percent}% ({summary})")
 
+    def _journalist_client_keys(self) -> list[str]:
+        """The client-authorisation public keys of the active journalists, read afresh."""
+        with Store.open(self.settings) as store:
+            return Newsroom(store).client_auth_keys()
+
     def _reload_journalist_clients(self) -> None:
         assert self.onions is not None
-        with Store.open(self.settings) as store:
-            keys = journalist_client_keys(store)
-        self.onions.update_journalist_clients(keys)
+        self.onions.update_journalist_clients(self._journalist_client_keys())
         self._say_journalist_onion()
 
     # -- while serving --
