@@ -235,10 +235,9 @@ class Newsroom:
         with write_transaction(self._conn) as conn:
             conn.execute("DELETE FROM failed_logins WHERE rowid = ? OR journalist_id = ?", (reservation, journalist_id))
 
-    def forget_failed_logins(self, *, journalist_id: int | None = None, before: int | None = None) -> int:
+    def forget_failed_logins(self, *, before: int) -> int:
+        """Delete the failed-login records older than ``before`` (outside every throttle window)."""
         with write_transaction(self._conn) as conn:
-            if journalist_id is not None:
-                return conn.execute("DELETE FROM failed_logins WHERE journalist_id = ?", (journalist_id,)).rowcount
             return conn.execute("DELETE FROM failed_logins WHERE failed_at < ?", (before,)).rowcount
 
     # ------------------------------------------------------------- sessions
