@@ -14,6 +14,8 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from keys.identity import MAX_NAME_BYTES
+
 from intake.store.connection import DatabaseError, IntegrityError, translate_errors, write_transaction
 from intake.store.errors import JournalistExistsError, StoreError
 from intake.store.store import Source, Store, StoredSubmission, today
@@ -21,7 +23,6 @@ from intake.store.store import Source, Store, StoredSubmission, today
 # Names of retired keys stay in old rows (which submissions were sealed to them);
 # the suffix keeps them valid identity names (letters, digits, '.', '-').
 _RETIRED_SUFFIX = ".retired-{id}"
-_MAX_NAME_BYTES = 64
 
 
 class UnknownJournalistError(StoreError):
@@ -457,5 +458,5 @@ class Newsroom:
 
 def _retired_name(name: str, journalist_id: int) -> str:
     suffix = _RETIRED_SUFFIX.format(id=journalist_id)
-    base = name.encode("utf-8")[: _MAX_NAME_BYTES - len(suffix)].decode("utf-8", "ignore")
+    base = name.encode("utf-8")[: MAX_NAME_BYTES - len(suffix)].decode("utf-8", "ignore")
     return base + suffix
