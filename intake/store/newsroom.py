@@ -98,8 +98,7 @@ class Newsroom:
         self._conn = store._conn  # same package: one connection, one set of rules
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with translate_errors():
-            return self._conn.execute(sql, params).fetchall()
+        return self._store._read(sql, params)
 
     # ------------------------------------------------------------- journalists
 
