@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import nacl.exceptions
 import nacl.pwhash
 import pyotp
-from diceware.wordlist import WordList, get_wordlist_path
+
+from intake.codename import EFF_WORDS
 
 if TYPE_CHECKING:
     from intake.store.newsroom import Newsroom
@@ -65,13 +66,9 @@ class ThrottlePolicy:
         return -(-self.window_seconds // 60)
 
 
-def generate_login_passphrase(words: int = LOGIN_PASSPHRASE_WORDS) -> str:
-    wordlist = _eff_words()
-    return " ".join(secrets.choice(wordlist) for _ in range(words))
-
-
-def _eff_words() -> list[str]:
-    return list(WordList(get_wordlist_path("en_eff")))
+def generate_login_passphrase() -> str:
+    """Words from the EFF large list, the list codenames are made of (checked once at import)."""
+    return " ".join(secrets.choice(EFF_WORDS) for _ in range(LOGIN_PASSPHRASE_WORDS))
 
 
 def hash_passphrase(passphrase: str, *, opslimit: int = PASSPHRASE_OPSLIMIT,
