@@ -21,6 +21,7 @@ from intake.config import (
     load_settings,
     read_secret_file,
 )
+from intake.journalist_auth import generate_login_passphrase
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, Store, StoreError
 
 DEMO_JOURNALIST_DIR = "demo-journalist-DO-NOT-USE-IN-PRODUCTION"
@@ -148,12 +149,6 @@ class DemoInfo:
     data_dir: Path
 
 
-def _demo_passphrase() -> str:
-    from intake.codename import EFF_WORDS
-
-    return " ".join(secrets.choice(EFF_WORDS) for _ in range(7))
-
-
 def ensure_demo_instance(base_dir: Path) -> DemoInfo:
     """A demo journalist identity and a data dir under `base_dir`; reuses what a previous run made."""
     base_dir = Path(base_dir).resolve()
@@ -170,7 +165,7 @@ def ensure_demo_instance(base_dir: Path) -> DemoInfo:
     if not info.public_key_file.exists():
         for path in (info.secret_key_file, info.passphrase_file):
             path.unlink(missing_ok=True)  # leftovers of an interrupted run, useless without the rest
-        passphrase = _demo_passphrase()
+        passphrase = generate_login_passphrase()  # seven EFF words, like a journalist's login
         identity = Identity.generate(DEMO_JOURNALIST_NAME)
         write_new_file(info.passphrase_file, passphrase.encode() + b"\n", 0o600)
         identity.save(info.secret_key_file, passphrase)
