@@ -10,10 +10,9 @@ from typing import Any
 from flask import Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
-from intake.app.stores import install_store_pool, request_store
+from intake.app.stores import install_store_pool
 from intake.codename import KdfGate
 from intake.config import Settings, load_settings
-from intake.store import Store
 from intake.store.pool import StorePool
 from intake.worker_threads import run_in_os_thread
 
@@ -30,11 +29,6 @@ class AppState:
 
 def app_state() -> AppState:
     return current_app.extensions["intake"]
-
-
-def get_store() -> Store:
-    """The store of this request, taken from the worker's pool on first use and given back at teardown."""
-    return request_store()
 
 
 def _kdf_gate(settings: Settings, timeout: float) -> KdfGate:

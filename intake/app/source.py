@@ -14,7 +14,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import validate_csrf
 from wtforms import ValidationError
 
-from intake.app import app_state, get_store
+from intake.app import app_state
 from intake.app.errors import FORM_EXPIRED, error_page
 from intake.app.i18n import LANGUAGE_COOKIE, LANGUAGES
 from intake.app.ingest import (
@@ -27,6 +27,7 @@ from intake.app.ingest import (
     ingest_submission,
 )
 from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session
+from intake.app.stores import request_store
 from intake.codename import InvalidCodenameError, KdfBusyError, SourceKeys, derive_source_keys, generate_codename, normalize_codename
 from intake.store.errors import StoreFullError
 from keys.envelope import decrypt_bytes
@@ -42,7 +43,7 @@ MAX_REPLY_ID = 64
 
 def current_session() -> SourceSession | None:
     if "source_session" not in g:
-        g.source_session = resume_session(get_store(), request.cookies.get(COOKIE_NAME))
+        g.source_session = resume_session(request_store(), request.cookies.get(COOKIE_NAME))
     return g.source_session
 
 
@@ -57,7 +58,7 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _start_session(response: Response, source_id: str, reply_secret_key: bytes) -> None:
-    store = get_store()
+    store = request_store()
     end_session(store, request.cookies.get(COOKIE_NAME))  # a second login replaces the first
     cookie = open_session(store, source_id, reply_secret_key, minutes=app_state().settings.session_minutes)
     response.set_cookie(COOKIE_NAME, cookie, path="/", httponly=True, samesite="Strict", secure=False)
@@ -105,7 +106,7 @@ def new_source():
     """Make a codename, show it once, and log the new source in."""
     codename = generate_codename()
     keys = _derive_keys(codename)
-    source = get_store().create_source(keys.lookup_id, keys.reply_public_key)
+    source = request_store().create_source(keys.lookup_id, keys.reply_public_key)
     response = make_response(
         render_template("codename.html", codename=codename.split(), max_upload=_max_upload_label(), logged_in=True)
     )
@@ -128,7 +129,7 @@ def submit():
     if request.content_length is not None and request.content_length > settings.max_request_bytes:
         raise UploadTooLargeError("declared body too large")
     request.max_content_length = settings.max_request_bytes
-    store = get_store()
+    store = request_store()
     try:
         ingest_submission(
             request.stream,
@@ -170,7 +171,7 @@ def login_submit():
     except InvalidCodenameError:
         return render_template("login.html", error="invalid"), 400
     keys = _derive_keys(codename)
-    store = get_store()
+    store = request_store()
     source = store.source_by_lookup(keys.lookup_id)
     if source is None:
         return render_template("login.html", error="unknown"), 401
@@ -193,7 +194,7 @@ class ShownReply:
 def replies():
     """Replies are decrypted in memory for this response only."""
     source_session = current_session()
-    store = get_store()
+    store = request_store()
     stored = store.replies_for(source_session.source_id)
     shown = []
     for reply in stored:
@@ -211,14 +212,14 @@ def replies():
 @blueprint.post("/replies/<reply_id>/delete")
 @login_required
 def delete_reply(reply_id: str):
-    if len(reply_id) > MAX_REPLY_ID or not get_store().delete_reply(current_session().source_id, reply_id):
+    if len(reply_id) > MAX_REPLY_ID or not request_store().delete_reply(current_session().source_id, reply_id):
         abort(404)
     return redirect(url_for("source.replies", deleted=1), 303)
 
 
 @blueprint.post("/logout")
 def logout():
-    end_session(get_store(), request.cookies.get(COOKIE_NAME))
+    end_session(request_store(), request.cookies.get(COOKIE_NAME))
     session.clear()
     response = make_response(render_template("logged_out.html"))
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Strict")
