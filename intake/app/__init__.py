@@ -31,9 +31,9 @@ def app_state() -> AppState:
     return current_app.extensions["intake"]
 
 
-def _kdf_gate(settings: Settings, timeout: float) -> KdfGate:
+def _kdf_gate(settings: Settings) -> KdfGate:
     # Under gevent workers Argon2id must leave the event loop, or every connection stalls.
-    return KdfGate(settings.kdf_concurrency, settings.kdf_queue, timeout, runner=run_in_os_thread)
+    return KdfGate(settings.kdf_concurrency, settings.kdf_queue, settings.kdf_timeout_seconds, runner=run_in_os_thread)
 
 
 def create_app(settings: Settings | None = None, **config_overrides: Any) -> Flask:
@@ -58,11 +58,9 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
         MAX_FORM_MEMORY_SIZE=SMALL_FORM_BYTES,
         BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
         BABEL_DEFAULT_LOCALE="en",
-        KDF_WAIT_SECONDS=settings.kdf_timeout_seconds,
     )
     app.config.update(config_overrides)
-    app.extensions["intake"] = AppState(settings, _kdf_gate(settings, app.config["KDF_WAIT_SECONDS"]),
-                                        install_store_pool(app, settings))
+    app.extensions["intake"] = AppState(settings, _kdf_gate(settings), install_store_pool(app, settings))
 
     from intake.app.errors import install_error_pages
     from intake.app.i18n import install_i18n
