@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from intake.app import create_app
-from intake.config import load_settings
+from intake.config import load_settings_from_environment
 
-app = create_app(load_settings(Path(os.environ["INTAKE_DATA"]), max_request_bytes=int(os.environ["BENCH_MAX_REQUEST_BYTES"])))
+app = create_app(load_settings_from_environment(max_request_bytes=int(os.environ["BENCH_MAX_REQUEST_BYTES"])))

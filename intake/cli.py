@@ -18,7 +18,7 @@ from typing import Any
 import click
 from keys.errors import KeysError
 
-from intake.config import load_settings
+from intake.config import DATA_DIR_ENV, load_settings
 from intake.server import ServerError, prepare_data_dir
 from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, TOR_MODES, TipLine, TorPlan, read_torrc_lines
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
@@ -30,7 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli",)
 DEFAULT_PORT = 8080
 
 data_option = click.option(
-    "--data", "data_dir", required=True, envvar="INTAKE_DATA", show_envvar=True,
+    "--data", "data_dir", required=True, envvar=DATA_DIR_ENV, show_envvar=True,
     type=click.Path(file_okay=False, path_type=Path), help="the instance's data dir",
 )
 db_key_option = click.option(

@@ -23,6 +23,7 @@ INSTANCE_SECRET_BYTES = 32
 # systemd's LoadCredential= / LoadCredentialEncrypted= name (deploy/intake.service).
 SYSTEMD_CREDENTIAL = "intake-db-key"
 DB_KEY_FILE_ENV = "INTAKE_DB_KEY_FILE"
+DATA_DIR_ENV = "INTAKE_DATA"  # how gunicorn's workers learn their data dir (intake.server sets it)
 
 # Argon2id cost of one codename derivation, measured on the development machine
 # (AMD EPYC, 2 cores; PyNaCl 1.6): opslimit 5 with 128 MiB takes 0.33-0.38 s
@@ -114,3 +115,8 @@ def load_settings(data_dir: Path, *, db_key_file: Path | None = None, **override
     db_key = read_secret_file(db_key_path(data_dir, db_key_file), DB_KEY_BYTES, "database key", MissingDatabaseKeyError)
     settings = Settings(data_dir=data_dir, db_key=db_key, instance_secret=instance_secret)
     return dataclasses.replace(settings, **overrides) if overrides else settings
+
+
+def load_settings_from_environment(**overrides) -> Settings:
+    """Settings of the instance in $INTAKE_DATA, for the app factories that gunicorn calls."""
+    return load_settings(Path(os.environ[DATA_DIR_ENV]), **overrides)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from intake.app.stores import install_store_pool
 from intake.codename import KdfGate
-from intake.config import Settings, load_settings
+from intake.config import Settings, load_settings_from_environment
 from intake.store.pool import StorePool
 from intake.worker_threads import run_in_os_thread
 
@@ -38,7 +37,7 @@ def _kdf_gate(settings: Settings) -> KdfGate:
 
 def create_app(settings: Settings | None = None, **config_overrides: Any) -> Flask:
     if settings is None:
-        settings = load_settings(Path(os.environ["INTAKE_DATA"]))
+        settings = load_settings_from_environment()
     app = Flask(
         __name__,
         template_folder=str(PACKAGE_DIR / "templates"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +41,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from intake.app.security import install_security
 from intake.app.stores import install_store_pool, request_store, store_pool
-from intake.config import Settings, load_settings
+from intake.config import Settings, load_settings_from_environment
 from intake.exchange import (
     ExportScope,
     NothingToExportError,
@@ -311,7 +310,7 @@ def _secret_key(settings: Settings) -> bytes:
 def create_journalist_app(settings: Settings | None = None, **config_overrides: Any) -> Flask:
     """The journalist interface for one instance (``settings=None``: from $INTAKE_DATA)."""
     if settings is None:
-        settings = load_settings(Path(os.environ["INTAKE_DATA"]))
+        settings = load_settings_from_environment()
     app = Flask(__name__, template_folder=str(PACKAGE_DIR / "templates"), static_folder=str(PACKAGE_DIR / "static"))
     app.request_class = _InMemoryUploads
     app.config.update(
