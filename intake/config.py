@@ -57,6 +57,11 @@ class Settings:
         return _derive(self.instance_secret, b"intake:flask", 32)
 
     @property
+    def journalist_flask_secret_key(self) -> bytes:
+        """Not the source app's key: a cookie of one app is worthless to the other."""
+        return _derive(self.instance_secret, b"intake:jflask", 32)
+
+    @property
     def login_throttle_key(self) -> bytes:
         """Keys the hash under which the journalist login throttle counts a name tried."""
         return _derive(self.instance_secret, b"intake:login-nm", 32)

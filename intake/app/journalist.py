@@ -302,11 +302,6 @@ def _install_error_pages(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
 
 
-def _secret_key(settings: Settings) -> bytes:
-    # Not the source app's key: a cookie of one app is worthless to the other.
-    return hashlib.blake2b(b"", key=settings.instance_secret, person=b"intake:jflask", digest_size=32).digest()
-
-
 def create_journalist_app(settings: Settings | None = None, **config_overrides: Any) -> Flask:
     """The journalist interface for one instance (``settings=None``: from $INTAKE_DATA)."""
     if settings is None:
@@ -314,7 +309,7 @@ def create_journalist_app(settings: Settings | None = None, **config_overrides: 
     app = Flask(__name__, template_folder=str(PACKAGE_DIR / "templates"), static_folder=str(PACKAGE_DIR / "static"))
     app.request_class = _InMemoryUploads
     app.config.update(
-        SECRET_KEY=_secret_key(settings),
+        SECRET_KEY=settings.journalist_flask_secret_key,
         SESSION_COOKIE_NAME="journalist_csrf",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
