@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import wraps
-from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -39,6 +38,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from keys.bundle import MAX_REPLY_BUNDLE
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from intake.app import PACKAGE_DIR
 from intake.app.security import install_security
 from intake.app.stores import install_store_pool, request_store, store_pool
 from intake.config import Settings, load_settings_from_environment
@@ -56,7 +56,6 @@ from intake.store.pool import StorePool
 from intake.store.newsroom import Newsroom
 from intake.worker_threads import run_in_os_thread
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SESSION_COOKIE = "journalist_session"
 # Text fields are tiny, but Werkzeug's multipart decoder applies this bound to its
 # buffer, which holds up to two 64 KiB reads of a file part too.
