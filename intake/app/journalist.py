@@ -53,7 +53,7 @@ from intake.exchange import (
 from intake.journalist_auth import LoginError, LoginThrottledError, ThrottlePolicy, authenticate
 from intake.store import Store, StoreError
 from intake.store.pool import StorePool
-from intake.store.newsroom import Newsroom
+from intake.store.newsroom import Newsroom, SourceOverview
 from intake.worker_threads import run_in_os_thread
 
 SESSION_COOKIE = "journalist_session"
@@ -241,12 +241,17 @@ def upload_replies():
     return render_template("journalist/import_report.html", report=report)
 
 
+def _source_or_404(newsroom: Newsroom, source_id: str) -> SourceOverview:
+    source = newsroom.source_overview_of(source_id)
+    if source is None:
+        abort(404)
+    return source
+
+
 @blueprint.get("/sources/<source_id>/delete")
 @login_required
 def confirm_delete(source_id: str):
-    source = Newsroom(request_store()).source_overview_of(source_id)
-    if source is None:
-        abort(404)
+    source = _source_or_404(Newsroom(request_store()), source_id)
     return render_template("journalist/confirm_delete.html", source=source)
 
 
@@ -254,8 +259,7 @@ def confirm_delete(source_id: str):
 @login_required
 def delete_submissions(source_id: str):
     newsroom = Newsroom(request_store())
-    if newsroom.source_overview_of(source_id) is None:
-        abort(404)
+    _source_or_404(newsroom, source_id)
     newsroom.delete_submissions_of(source_id)
     return _back_to_sources("deleted-submissions")
 
@@ -264,8 +268,7 @@ def delete_submissions(source_id: str):
 @login_required
 def delete_source(source_id: str):
     newsroom = Newsroom(request_store())
-    if newsroom.source_overview_of(source_id) is None:
-        abort(404)
+    _source_or_404(newsroom, source_id)
     newsroom.delete_source(source_id)
     return _back_to_sources("deleted-source")
 
