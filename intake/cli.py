@@ -18,11 +18,13 @@ from typing import Any
 import click
 from keys.errors import KeysError
 
-from intake.config import DATA_DIR_ENV, load_settings
+from intake.config import DATA_DIR_ENV, Settings, load_settings
+from intake.retention import RetentionPolicy
 from intake.server import ServerError, prepare_data_dir
 from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, TOR_MODES, TipLine, TorPlan, read_torrc_lines
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
+from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError, ensure_onion_keys
 
 # Modules that add commands to `cli` when imported (e.g. the journalist commands).
@@ -82,14 +84,32 @@ def status(data_dir: Path, db_key_file: Path | None) -> None:
     settings = load_settings(data_dir, db_key_file=db_key_file)
     with Store.open(settings) as store:
         _echo_counts(store.counts())
-        from intake.newsroom_cli import echo_store_details
-
-        echo_store_details(store, settings)
+        _echo_store_details(store, settings)
 
 
 def _echo_counts(counts: dict[str, int]) -> None:
     for name, count in counts.items():
         click.echo(f"{name}: {count}")
+
+
+def _echo_store_details(store: Store, settings: Settings) -> None:
+    """Sizes, logins and retention for `intake status`."""
+    newsroom = Newsroom(store)
+    for name, size in newsroom.sizes().items():
+        click.echo(f"{name}: {_human(size)}")
+    accounts = newsroom.accounts()
+    click.echo(f"journalists who can sign in: {sum(a.can_log_in for a in accounts)} of {len(accounts)}")
+    policy = RetentionPolicy.load(settings.data_dir)
+    click.echo(f"retention: exported submissions {policy.exported_days} days, read replies {policy.read_reply_days} days,"
+               f" unused codenames {policy.unused_source_days} days, every {policy.interval_minutes} minutes")
+
+
+def _human(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 def tor_options(command: Callable) -> Callable:

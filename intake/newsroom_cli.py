@@ -211,23 +211,3 @@ def check_command(data_dir: Path, db_key_file: Path | None) -> None:
             click.echo(problem, err=True)
         raise click.ClickException(f"the store has {len(problems)} integrity problems: restore it from a backup")
     click.echo("The store is intact.")
-
-
-def echo_store_details(store: Store, settings: Settings) -> None:
-    """Sizes, logins and retention for `intake status`."""
-    newsroom = Newsroom(store)
-    for name, size in newsroom.sizes().items():
-        click.echo(f"{name}: {_human(size)}")
-    accounts = newsroom.accounts()
-    click.echo(f"journalists who can sign in: {sum(a.can_log_in for a in accounts)} of {len(accounts)}")
-    policy = RetentionPolicy.load(settings.data_dir)
-    click.echo(f"retention: exported submissions {policy.exported_days} days, read replies {policy.read_reply_days} days,"
-               f" unused codenames {policy.unused_source_days} days, every {policy.interval_minutes} minutes")
-
-
-def _human(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
