@@ -32,10 +32,6 @@ class BadPassphraseError(KeysError):
     """The passphrase does not unlock this secret key file."""
 
 
-class UnsafeNameError(KeysError):
-    """A name from hostile input cannot be used as a file name."""
-
-
 class BadSignatureError(TamperedError):
     """A signature is missing or does not verify."""
 
