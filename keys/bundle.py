@@ -42,7 +42,7 @@ from nacl.public import PublicKey
 from nacl.signing import VerifyKey
 
 from keys import envelope
-from keys.envelope import EnvelopeReader, Metadata
+from keys.envelope import EnvelopeReader, Metadata, read_exact
 from keys.errors import (
     BadSignatureError,
     FormatError,
@@ -243,7 +243,7 @@ class ExportBundle:
         self._src = src
         self.size = src.seek(0, io.SEEK_END)
         src.seek(0)
-        head = _read_exact(src, len(EXPORT_MAGIC) + 1)
+        head = read_exact(src, len(EXPORT_MAGIC) + 1)
         if not head.startswith(EXPORT_MAGIC):
             raise FormatError("this is not an intake export bundle")
         if len(head) == len(EXPORT_MAGIC):
@@ -256,7 +256,7 @@ class ExportBundle:
         offset = len(head)
         while offset < self.size:
             src.seek(offset)
-            raw = _read_exact(src, _EXPORT_ENTRY.size)
+            raw = read_exact(src, _EXPORT_ENTRY.size)
             if len(raw) < _EXPORT_ENTRY.size:
                 raise TruncatedError("the export bundle is truncated inside an entry header")
             kind, length = _EXPORT_ENTRY.unpack(raw)
@@ -413,16 +413,6 @@ class _Slice:
         return self._hash.digest()
 
 
-def _read_exact(src: BinaryIO, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        more = src.read(size - len(data))
-        if not more:
-            break
-        data += more
-    return data
-
-
 # ---------------------------------------------------------------- reply bundles
 
 
@@ -491,12 +481,12 @@ def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> 
         total += size
         if total > MAX_REPLY_BUNDLE:
             raise FormatError("the reply bundle is oversized")
-        data = _read_exact(src, size)
+        data = read_exact(src, size)
         if len(data) < size:
             raise TruncatedError("the reply bundle is truncated")
         return data
 
-    head = _read_exact(src, len(REPLY_MAGIC) + 2)
+    head = read_exact(src, len(REPLY_MAGIC) + 2)
     if not head.startswith(REPLY_MAGIC):
         raise FormatError("this is not an intake reply bundle")
     if len(head) < len(REPLY_MAGIC) + 2:
@@ -512,7 +502,7 @@ def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> 
     digest.update(head + signer_raw)
     replies: list[tuple[str, bytes]] = []
     while True:
-        raw = _read_exact(src, _REPLY_ENTRY.size)
+        raw = read_exact(src, _REPLY_ENTRY.size)
         if not raw:
             return _ParsedReplies(signer, replies, digest.digest(), None)
         if len(raw) < _REPLY_ENTRY.size:
@@ -523,7 +513,7 @@ def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> 
             if length != 64:
                 raise FormatError("the reply bundle's signature is malformed")
             signature = take(64)
-            if _read_exact(src, 1):
+            if read_exact(src, 1):
                 raise FormatError("the reply bundle has data after its signature")
             return _ParsedReplies(signer, replies, digest.digest(), signature)
         if kind != ENTRY_REPLY:

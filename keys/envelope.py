@@ -243,7 +243,7 @@ class EnvelopeWriter:
             self.close()
 
 
-def _read_exact(src: BinaryIO, size: int) -> bytes:
+def read_exact(src: BinaryIO, size: int) -> bytes:
     """Read ``size`` bytes, fewer only at end of input (pipes and sockets return short reads)."""
     data = src.read(size)
     if data is None:
@@ -291,7 +291,7 @@ class EnvelopeReader:
         self.metadata = Metadata.decode(self._take_content(record_len))
 
     def _read_header(self, src: BinaryIO, keys: list[PrivateKey]) -> bytes:
-        prefix = _read_exact(src, len(_PREFIX) + 1)
+        prefix = read_exact(src, len(_PREFIX) + 1)
         if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
             raise FormatError("this is not an intake envelope")
         if len(prefix) < len(_PREFIX) + 1:
@@ -301,7 +301,7 @@ class EnvelopeReader:
         count = prefix[-1]
         if not 1 <= count <= MAX_RECIPIENTS:
             raise FormatError("the envelope names an invalid number of recipients")
-        rest = _read_exact(src, count * STANZA_SIZE + STREAM_HEADER_SIZE)
+        rest = read_exact(src, count * STANZA_SIZE + STREAM_HEADER_SIZE)
         if len(rest) < count * STANZA_SIZE + STREAM_HEADER_SIZE:
             raise TruncatedError("the envelope ends inside its header")
         file_key = None
@@ -328,7 +328,7 @@ class EnvelopeReader:
         """Decrypt the next message and return its content part; None at the end."""
         if self._done:
             return None
-        ciphertext = _read_exact(self._src, MESSAGE_CT_SIZE)
+        ciphertext = read_exact(self._src, MESSAGE_CT_SIZE)
         if not ciphertext:
             raise TruncatedError("the envelope is truncated: it ends before its final message")
         try:
@@ -339,7 +339,7 @@ class EnvelopeReader:
             raise TamperedError("the envelope failed authentication: it was modified or reordered") from None
         self._first_ad = None
         if tag == TAG_FINAL:
-            if _read_exact(self._src, 1):
+            if read_exact(self._src, 1):
                 raise FormatError("the envelope has data after its final message")
             self._done = True
         elif tag != TAG_MESSAGE:
