@@ -15,7 +15,9 @@ loop keeps serving pages meanwhile.
 
 Environment:
   INTAKE_BIND                 address to listen on (default 127.0.0.1:8080); loopback only
-                              in production, tor forwards the onion service here
+                              in production, tor forwards the onion service here.
+                              `intake serve` passes --bind itself (its --port and
+                              --journalist-port), which takes precedence
   INTAKE_WORKERS              worker processes (default: one per CPU core)
   INTAKE_WORKER_CONNECTIONS   connections per worker (default 250)
 """
