@@ -31,10 +31,10 @@ from intake.logs import redact
 
 bind = [os.environ.get("INTAKE_BIND", "127.0.0.1:8080")]
 
-# One process per core: each gevent worker is one event-loop thread (plus KDF threads).
 # gunicorn's gevent worker, answering the requests gunicorn refuses itself (over-long
 # request line, malformed headers) with intake's strict headers and no echo of the request.
 worker_class = "intake.gunicorn_worker.IntakeGeventWorker"
+# One process per core: each gevent worker is one event-loop thread (plus KDF threads).
 workers = int(os.environ.get("INTAKE_WORKERS", str(os.cpu_count() or 1)))
 # Each connection that reaches the app holds a store connection (file descriptors,
 # page cache), so the cap is far below gevent's default of 1000.
