@@ -28,7 +28,7 @@ IntegrityError = sqlcipher3.IntegrityError
 # SQLCipher encrypts and authenticates each page, and WAL mode writes each page twice
 # (log, then database). Measured here (bench figures in the store engineer's report):
 # 1 MiB chunk rows ingest at ~120 MiB/s with 4 KiB pages, ~155 MiB/s with 16 KiB,
-# while small three-transaction submissions drop only from ~850/s to ~630/s
+# while small submissions (three transactions each, as they were then) drop only from ~850/s to ~630/s
 # (64 KiB pages: ~280/s). The page size is not stored in the clear, so every
 # connection must give the same one; changing it needs a `sqlcipher_export` migration.
 CIPHER_PAGE_SIZE = 16384
