@@ -20,7 +20,7 @@ from intake.cli import cli, demo_instructions
 from intake.config import load_settings
 from intake.server import prepare_data_dir
 from intake.setup import DEMO_JOURNALIST_DIR, SetupError, ensure_demo_instance, init_data_dir
-from intake.store import JournalistExistsError, MissingDatabaseKeyError, NotInitialisedError, Store, WrongDatabaseKeyError
+from intake.store import JournalistExistsError, MissingDatabaseKeyError, NotInitialisedError, Store
 from tests.fixtures_store import make_journalist
 
 REPO = Path(__file__).resolve().parents[1]
