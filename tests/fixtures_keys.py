@@ -106,10 +106,5 @@ def two_sources() -> list[Source]:
     ]
 
 
-def write_bundle(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
 def open_export(data: bytes) -> bundle.ExportBundle:
     return bundle.ExportBundle(io.BytesIO(data))
