@@ -80,6 +80,7 @@ class RecipientLike(Protocol):
 class SubmissionStore(Protocol):
     def active_recipients(self) -> Sequence[RecipientLike]: ...
     def start_submission(self, source_id: str, kind: str, recipients: list) -> SubmissionSink: ...
+    def commit_together(self, sinks: list) -> tuple[str, ...]: ...  # one transaction: all visible, or none
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ class _Upload:
             return ()
         if not self._sinks:
             raise EmptySubmissionError("nothing was submitted")
-        ids = tuple(sink.commit() for sink in self._sinks)
+        ids = self._store.commit_together(self._sinks)  # the request's parts appear together or not at all
         self._sinks = []
         return ids
 

@@ -339,26 +339,52 @@ class Store:
         with translate_errors():
             blobs.execute("INSERT INTO chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
 
-    def _publish(self, upload: SubmissionWriter, seq: int, last_chunk: bytes | None, size: int, *, first: bool) -> None:
-        """Store the last chunk and make the submission visible, in one transaction.
+    def commit_together(self, uploads: list[SubmissionWriter]) -> tuple[str, ...]:
+        """Make several submissions (the parts of one request) visible in one transaction:
+        all of them, or (on any error, or a crash) none. Their last pieces stay in the main
+        database only while they add up to INLINE_BYTES, so the write lock stays short."""
+        rests = [upload._rest() for upload in uploads]
+        budget = INLINE_BYTES
+        to_blobs = []
+        for rest in rests:
+            to_blobs.append(len(rest) > budget)
+            budget -= 0 if to_blobs[-1] else len(rest)
+        # Rows are numbered as they are first stored: a part with nothing stored yet that comes
+        # before one whose rest goes to the blobs file goes there too, so the parts keep their order.
+        last = max((i for i, big in enumerate(to_blobs) if big), default=-1)
+        pieces = []
+        for i, (upload, rest) in enumerate(zip(uploads, rests)):
+            if rest and (to_blobs[i] or (i < last and upload._seq == 0)):
+                upload._hand_over(rest)
+                rest = b""
+            pieces.append((upload, upload._seq, rest or None, upload.size, upload._seq == 0))
+        self._publish(pieces)
+        for upload in uploads:
+            upload._published()
+        return tuple(upload.id for upload in uploads)
+
+    def _publish(self, pieces: list[tuple[SubmissionWriter, int, bytes | None, int, bool]]) -> None:
+        """Store each upload's last chunk and make the uploads visible, in one transaction.
         Every earlier chunk is committed (durably) in the blobs database before it."""
         self._settle()
         with write_transaction(self._conn) as conn:
-            if first:
-                # Pending only inside this transaction, so no other process ever sees it without a writer.
-                self._insert_pending(conn, upload, writer=None)
-            if last_chunk is not None:
-                conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (upload.id, seq, last_chunk))
-            updated = conn.execute(
-                "UPDATE submissions SET state = 'ready', size = ?, writer = NULL WHERE id = ? AND state = 'pending'",
-                (size, upload.id),
-            ).rowcount
-            if updated != 1:
-                raise StoreError("the upload was removed before it completed: please send it again")
-            conn.execute(
-                "UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
-                (today(), upload.source_id, today()),
-            )
+            for upload, seq, last_chunk, size, first in pieces:
+                if first:
+                    # Pending only inside this transaction, so no other process ever sees it without a writer.
+                    self._insert_pending(conn, upload, writer=None)
+                if last_chunk is not None:
+                    conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (upload.id, seq, last_chunk))
+                updated = conn.execute(
+                    "UPDATE submissions SET state = 'ready', size = ?, writer = NULL WHERE id = ? AND state = 'pending'",
+                    (size, upload.id),
+                ).rowcount
+                if updated != 1:
+                    raise StoreError("the upload was removed before it completed: please send it again")
+            for source_id in {upload.source_id for upload, *_ in pieces}:
+                conn.execute(
+                    "UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
+                    (today(), source_id, today()),
+                )
 
     def _discard(self, submission_id: str) -> None:
         try:
@@ -532,17 +558,19 @@ class SubmissionWriter:
         self._filled = 0
 
     def commit(self) -> str:
+        (submission_id,) = self._store.commit_together([self])
+        return submission_id
+
+    def _rest(self) -> bytes:
+        """What is buffered: the last piece, stored by Store.commit_together."""
         if self._finished:
             raise ValueError("this submission was already committed or aborted")
         with memoryview(self._buffer) as view:
-            rest = bytes(view[: self._filled])
-        if len(rest) > INLINE_BYTES:
-            self._hand_over(rest)
-            rest = b""
-        self._store._publish(self, self._seq, rest or None, self.size, first=self._seq == 0)
+            return bytes(view[: self._filled])
+
+    def _published(self) -> None:
         self._finished = True
         self._buffer = self._spare = None
-        return self.id
 
     def abort(self) -> None:
         if self._finished:

@@ -1,0 +1,693 @@
+"""Faults (DESIGN.md section 6): kill -9 during concurrent submissions loses no acknowledged
+submission and shows no partial one; a full disk, a wrong database key and tampered
+ciphertext each give a clear error.
+
+Everything here runs the real thing: `intake serve --no-tor` (gunicorn, gevent workers),
+browser-like clients over loopback, a real small file system for the full disk, and the
+journalist's own tools (`intake export`, `intake-keys decrypt`) to see what a journalist sees.
+Two bugs these found have their own quick tests here: the parts of one request were published
+one by one (a refusal or a kill between two showed half a request), and recovery took a killed
+writer its parent had not reaped yet (a zombie) for a live one and kept its upload.
+Already covered elsewhere and not repeated: a wrong key at `intake init` and `intake status`
+(test_cli_setup.py), a damaged bundle file (test_keys_cli.py), a damaged database page
+(test_journalist_cli.py), a writer killed in-process and SQLITE_FULL simulated with
+max_page_count (test_store.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from keys import cli as keys_cli
+from keys.bundle import ExportBundle
+from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes
+from keys.files import TEMP_PREFIX
+from keys.identity import KDF_MIN, Identity
+
+import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
+from intake.cli import cli
+from intake.config import load_settings
+from intake.store import Store
+from intake.store.connection import connect, connect_blobs
+from intake.store.store import INLINE_BYTES, blobs_path
+from tests.fixtures_app import make_instance, upload_body
+from tests.fixtures_serve import REPO, INTAKE, ServeProcess, descendants, free_port
+from tests.fixtures_server import Page, SourceClient, Upload, encode_multipart, init_instance
+
+MiB = 1024 * 1024
+PASSPHRASE = "correct horse battery staple"
+SERVING = "Ctrl-C stops intake."
+WRONG_KEY = "Error: the database key does not open this database (wrong key, or not an intake database)"
+
+
+# --- the server and its clients --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[ServeProcess, str]]:
+    """`intake serve --no-tor` on free loopback ports (its start-up: prepare_data_dir, then gunicorn)."""
+    port = free_port()
+    serve = ServeProcess(["serve", "--data", str(data_dir), "--no-tor", "--port", str(port),
+                          "--journalist-port", str(free_port())], env=env)
+    try:
+        serve.read_until(SERVING)
+        yield serve, f"http://127.0.0.1:{port}"
+    except BaseException:
+        serve.stop()
+        print(f"intake serve's output:\n{serve.output}{''.join(iter(lambda: serve._queue.get(timeout=5) or '', ''))}")
+        raise
+    finally:
+        serve.stop()
+
+
+def kill_everything(serve: ServeProcess) -> list[int]:
+    """SIGKILL `intake serve` and every process under it (both gunicorn masters and their workers)
+    at one instant: all are stopped first, so none can react (a worker whose master dies would
+    otherwise finish its requests gracefully), then all are killed."""
+    pids = [serve.process.pid, *descendants(serve.process.pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    serve.process.wait(10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and _state(pid) not in ("Z", "X") for pid in pids):
+        assert time.monotonic() < deadline, "a killed process is still running"
+        time.sleep(0.01)
+    return pids
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+@dataclass
+class Part:
+    kind: str  # "message" or "file"
+    name: str | None
+    content: bytes
+
+
+@dataclass
+class Sent:
+    """One POST of the submit form: its parts, and whether the server acknowledged it (303 to the thanks page)."""
+
+    parts: list[Part]
+    acknowledged: bool = False
+    status: int | None = None
+    page: str = ""
+
+
+def post_submission(client: SourceClient, page: Page, parts: list[Part], *, piece: int = 256 * 1024, pause: float = 0.0,
+                    on_progress=None) -> tuple[int, str, str]:
+    """Send the submit form found on `page` as a browser does, the body in pieces of `piece` bytes with
+    `pause` seconds between them (a trickle, like an upload over Tor). Returns (status, Location, body)."""
+    form = page.form_with("message", "files")
+    message = "".join(p.content.decode() for p in parts if p.kind == "message")
+    files = [Upload(p.name or "", p.content) for p in parts if p.kind == "file"]
+    content_type, pieces = encode_multipart(form, {"message": message}, {"files": files})
+    body = b"".join(pieces)
+    conn = http.client.HTTPConnection("127.0.0.1", int(client.base_url.rsplit(":", 1)[1]), timeout=60)
+    try:
+        conn.putrequest("POST", form.action or "/submit")
+        conn.putheader("Cookie", "; ".join(f"{k}={v}" for k, v in client.cookies.items()))
+        conn.putheader("Content-Type", content_type)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        with memoryview(body) as view:
+            for start in range(0, len(body), piece):
+                conn.send(view[start : start + piece])
+                if on_progress is not None:
+                    on_progress(start + piece)
+                if pause:
+                    time.sleep(pause)
+        response = conn.getresponse()
+        text = response.read().decode("utf-8", errors="replace")
+        return response.status, response.headers.get("Location", ""), text
+    finally:
+        conn.close()
+
+
+def acknowledged(status: int, location: str) -> bool:
+    return status == 303 and location.rstrip("/").endswith("/thanks")
+
+
+def unique_message(tag: str, size: int = 0) -> bytes:
+    text = f"{tag} {os.urandom(8).hex()} " + "x" * size
+    return text.encode()
+
+
+def unique_file(size: int) -> bytes:
+    return os.urandom(size)
+
+
+# --- what the journalists see ------------------------------------------------------------------
+
+
+def visible_submissions(settings, identity: Identity) -> dict[str, tuple[str, str | None, bytes]]:
+    """Every visible submission, decrypted from the store: id -> (kind, name, content)."""
+    found = {}
+    with Store.open(settings) as store:
+        for submission in store.submissions():
+            ciphertext = b"".join(store.submission_ciphertext(submission.id))
+            assert len(ciphertext) == submission.size
+            metadata, content = decrypt_bytes(ciphertext, identity.private_key)
+            assert metadata.kind == submission.kind
+            found[submission.id] = (metadata.kind, metadata.name, content)
+    return found
+
+
+def exported(data_dir: Path, out: Path, identity: Identity) -> list[tuple[str, str | None, bytes]]:
+    """`intake export --all`, then every item of the bundle decrypted with the journalist's key."""
+    result = CliRunner().invoke(cli, ["export", "--data", str(data_dir), "--out", str(out), "--all"])
+    assert result.exit_code == 0, result.output
+    items = []
+    with ExportBundle.open(out) as bundle:
+        for source in bundle.read_manifest(identity):
+            for item in source.items:
+                reader = bundle.open_item(item, identity)
+                content = b"".join(reader.chunks())
+                items.append((item.kind, reader.metadata.name, content))
+    return items
+
+
+def store_space(settings) -> dict[str, object]:
+    """Free pages left in each database, pending rows, and which submissions own chunks in the blobs file."""
+    main = connect(settings.db_path, settings.db_key, busy_timeout_ms=10_000)
+    blobs = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=10_000)
+    try:
+        return {
+            "main free pages": main.execute("PRAGMA freelist_count").fetchone()[0],
+            "blobs free pages": blobs.execute("PRAGMA freelist_count").fetchone()[0],
+            "pending": [row[0] for row in main.execute("SELECT id FROM submissions WHERE state != 'ready'")],
+            "ready": {row[0] for row in main.execute("SELECT id FROM submissions WHERE state = 'ready'")},
+            "main chunk owners": {row[0] for row in main.execute("SELECT DISTINCT submission_id FROM submission_chunks")},
+            "blob chunk owners": {row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks")},
+            "blob bytes": blobs.execute("SELECT coalesce(sum(length(data)), 0) FROM chunks").fetchone()[0],
+        }
+    finally:
+        main.close()
+        blobs.close()
+
+
+def check_all_or_nothing(sent: list[Sent], visible: list[tuple[str, str | None, bytes]]) -> tuple[int, int]:
+    """Every acknowledged request is there in full; every other request is there in full or not at all;
+    nothing is there that was not sent. Returns (acknowledged requests, requests visible)."""
+    key = lambda kind, name, content: (kind, name, hashlib.sha256(content).hexdigest())  # noqa: E731
+    seen: dict[tuple, int] = {}
+    for kind, name, content in visible:
+        k = key(kind, name, content)
+        seen[k] = seen.get(k, 0) + 1
+    assert all(count == 1 for count in seen.values()), "a submission is visible twice"
+    expected: set[tuple] = set()
+    visible_requests = 0
+    for request in sent:
+        keys = {key(p.kind, p.name, p.content) for p in request.parts}
+        present = keys & seen.keys()
+        if request.acknowledged:
+            assert present == keys, f"an acknowledged request lost {len(keys - present)} of its {len(keys)} parts"
+        else:
+            assert present in (set(), keys), f"an unacknowledged request is visible in part ({len(present)} of {len(keys)})"
+        visible_requests += bool(present)
+        expected |= keys
+    assert seen.keys() <= expected, "something is visible that no source sent"
+    return sum(r.acknowledged for r in sent), visible_requests
+
+
+# --- 1. kill -9 during concurrent submissions ------------------------------------------------------
+
+
+class Load:
+    """Sources submitting at once, each in its own thread, until the server dies."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.sent: list[Sent] = []
+        self.stop = threading.Event()
+        self.killing = threading.Event()  # set just before the kill: a broken connection is expected from then on
+        self.ready = threading.Barrier(6)
+        self.trickled = 0  # bytes of the current trickled upload sent so far
+        self.errors: list[BaseException] = []
+        self.threads = [
+            threading.Thread(target=self._run, args=(plan,), daemon=True)
+            for plan in (self._messages, self._message_and_small_file, self._large_files, self._two_files, self._trickle)
+        ]
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(r.acknowledged for r in self.sent)
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+        self.ready.wait(60)  # every source has its codename: the submissions begin now
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+            assert not thread.is_alive()
+
+    def _run(self, plan) -> None:
+        client = SourceClient(self.url, timeout=60)
+        try:
+            _, page = client.start_as_new_source()
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            self.errors.append(error)
+            self.ready.abort()
+            return
+        self.ready.wait(60)
+        rng = random.Random(os.urandom(8))
+        while not self.stop.is_set():
+            parts, pace = plan(rng)
+            request = Sent(parts)
+            self.sent.append(request)
+            try:
+                status, location, text = post_submission(client, page, parts, **pace)
+            except (OSError, http.client.HTTPException) as error:
+                if not self.killing.is_set():
+                    self.errors.append(error)  # a connection broken by a live server
+                return  # the server is gone
+            request.status, request.page = status, text
+            request.acknowledged = acknowledged(status, location)
+            if not request.acknowledged:
+                self.errors.append(AssertionError(f"a submission was refused with status {status}"))
+                return
+
+    def _messages(self, rng) -> tuple[list[Part], dict]:
+        return [Part("message", None, unique_message("short", rng.randrange(0, 2000)))], {}
+
+    def _message_and_small_file(self, rng) -> tuple[list[Part], dict]:
+        return [Part("message", None, unique_message("with a file")),
+                Part("file", f"notes-{rng.randrange(10**6)}.bin", unique_file(rng.randrange(1, 2 * INLINE_BYTES)))], {}
+
+    def _large_files(self, rng) -> tuple[list[Part], dict]:
+        # Several chunk rows in the blobs file, and a last piece in either database.
+        return [Part("message", None, unique_message("large")),
+                Part("file", f"large-{rng.randrange(10**6)}.bin", unique_file(rng.randrange(4 * MiB, 10 * MiB)))], {}
+
+    def _two_files(self, rng) -> tuple[list[Part], dict]:
+        return [Part("file", f"a-{rng.randrange(10**6)}.bin", unique_file(rng.randrange(1 * MiB, 5 * MiB))),
+                Part("file", f"b-{rng.randrange(10**6)}.bin", unique_file(rng.randrange(INLINE_BYTES, 5 * MiB)))], {}
+
+    def _trickle(self, rng) -> tuple[list[Part], dict]:
+        # 9 MiB at about 3 MiB/s: always in the middle of an upload with chunks stored when the kill comes.
+        def progress(sent: int) -> None:
+            self.trickled = sent
+
+        self.trickled = 0
+        return [Part("file", f"trickled-{rng.randrange(10**6)}.bin", unique_file(9 * MiB))], {
+            "piece": 64 * 1024, "pause": 0.02, "on_progress": progress}
+
+
+def wait_for(condition, timeout: float, load: Load) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert not load.errors, load.errors
+        assert time.monotonic() < deadline, "the load never reached the moment to kill"
+        time.sleep(0.005)
+
+
+def trickle_has_stored_a_chunk(load: Load, pending) -> bool:
+    """The trickled upload is past its first 4 MiB chunk (stored in the blobs file under a pending
+    row) with at least 1.5 MiB, half a second, still to go: it is certainly in flight at the kill."""
+    return 5 * MiB < load.trickled < 7.5 * MiB and pending() >= 1
+
+
+KILL_MOMENTS = {
+    # Early: few acknowledgements yet, the trickled upload has its first chunk stored.
+    "first-chunk-in-flight": trickle_has_stored_a_chunk,
+    # Anywhere: a random instant in the first seconds of the load.
+    "random": None,
+    # Later: many acknowledgements in, the trickled upload (not the first one, often) in flight.
+    "after-many-acks": lambda load, pending: load.acknowledged >= 100 and trickle_has_stored_a_chunk(load, pending),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", list(KILL_MOMENTS))
+def test_kill_9_during_concurrent_submissions_loses_no_acknowledged_one_and_shows_no_partial_one(tmp_path: Path, moment: str):
+    data_dir, settings, (journalist,) = init_instance(tmp_path, 1)
+    started = time.monotonic()
+    with serving(data_dir) as (serve, url), Store.open(settings) as watcher:
+        load = Load(url)
+        load.start()
+        condition = KILL_MOMENTS[moment]
+        if condition is None:
+            time.sleep(random.uniform(0.2, 2.0))
+        else:
+            wait_for(lambda: condition(load, lambda: watcher.counts()["pending uploads"]), 30, load)
+            time.sleep(random.uniform(0, 0.05))
+        assert not load.errors, load.errors
+        load.killing.set()
+        kill_everything(serve)
+        load.join()
+    with Store.open(settings) as store:  # as the crash left it (no recovery yet)
+        interrupted = store.counts()["pending uploads"]
+    assert not load.errors, load.errors
+    acked = load.acknowledged
+    if moment != "random":
+        assert interrupted >= 1, "the kill came while no upload was in flight"
+
+    with serving(data_dir) as (serve, url):  # the start-up of `intake serve` recovers the store
+        space = store_space(settings)
+        assert space["pending"] == [], "a pending upload survived the restart"
+        assert space["blob chunk owners"] <= space["ready"] and space["main chunk owners"] <= space["ready"]
+        assert space["main free pages"] == 0 and space["blobs free pages"] == 0, "the interrupted uploads' space was not given back"
+        assert blobs_path(settings).stat().st_size <= space["blob bytes"] * 1.05 + MiB
+        # The restarted service takes submissions again.
+        client = SourceClient(url)
+        _, page = client.start_as_new_source()
+        after = Sent([Part("message", None, unique_message("after the restart"))])
+        status, location, _ = post_submission(client, page, after.parts)
+        after.acknowledged = acknowledged(status, location)
+        assert after.acknowledged
+
+    visible = visible_submissions(settings, journalist)
+    with Store.open(settings) as store:
+        counts = store.counts()
+    assert counts["submissions"] == len(visible) and counts["pending uploads"] == 0
+    acked_requests, visible_requests = check_all_or_nothing(load.sent + [after], list(visible.values()))
+    export = exported(data_dir, tmp_path / "export.bundle", journalist)
+    assert sorted(export, key=repr) == sorted(visible.values(), key=repr)
+    print(f"\n[{moment}] {len(load.sent)} requests sent, {acked} acknowledged before the kill and all present;"
+          f" {visible_requests - 1 - acked} more complete without an answer; {interrupted} uploads interrupted and"
+          f" removed; {len(visible)} submissions exported and decrypted; {time.monotonic() - started:.1f} s")
+
+
+# --- 2. a real full disk ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here (mount: {mounted.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+@pytest.mark.slow
+def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_when_space_is_freed(tmp_path: Path):
+    with small_filesystem(tmp_path / "disk", "40m") as disk:
+        data_dir, settings, (journalist,) = init_instance(disk, 1)
+        with serving(data_dir) as (serve, url):
+            # Someone else's file on the same disk: what the operator deletes to free space.
+            ballast = disk / "ballast"
+            ballast.write_bytes(b"\0" * (free_bytes(disk) - 16 * MiB))
+            client = SourceClient(url)
+            _, page = client.start_as_new_source()
+            sent: list[Sent] = []
+            refused = None
+            for number in range(40):
+                parts = [Part("message", None, unique_message(f"tip {number}")),
+                         # 5.5 MiB: a chunk goes to the blobs file while the body still arrives; 3 MiB: all at the end.
+                         Part("file", f"scan-{number}.pdf", unique_file(int((5.5 if number % 2 else 3) * MiB) + number * 1000))]
+                request = Sent(parts)
+                sent.append(request)
+                request.status, location, request.page = post_submission(client, page, parts)
+                request.acknowledged = acknowledged(request.status, location)
+                if not request.acknowledged:
+                    refused = request
+                    break
+            assert refused is not None, "the disk never filled"
+            assert sum(r.acknowledged for r in sent) >= 2
+            # A clear page for the source: what happened, that nothing was kept, what to do; nothing internal.
+            assert refused.status == 503, refused.page[:2000]
+            assert "Not accepting submissions right now" in refused.page and "Nothing you sent was kept" in refused.page
+            for internal in ("Traceback", "sqlite", "SQLITE", "intake.db", str(disk), "Error", "full"):
+                assert internal not in refused.page, internal
+            # Small messages are refused too while the disk is full, or accepted whole.
+            for number in range(3):
+                parts = [Part("message", None, unique_message(f"while full {number}", 20_000))]
+                request = Sent(parts)
+                sent.append(request)
+                request.status, location, request.page = post_submission(client, page, parts)
+                request.acknowledged = acknowledged(request.status, location)
+                assert request.acknowledged or request.status == 503
+            # A file larger than the room left is refused while its body still arrives (a 4 MiB chunk
+            # fails to go in): the source still gets the page, not a broken connection.
+            parts = [Part("message", None, unique_message("with a large file")), Part("file", "big.mov", unique_file(9 * MiB))]
+            request = Sent(parts)
+            sent.append(request)
+            request.status, location, request.page = post_submission(client, page, parts)
+            assert request.status == 503 and "Nothing you sent was kept" in request.page, request.status
+            with Store.open(settings) as store:
+                assert store.counts()["pending uploads"] == 0, "a refused upload left a pending row"
+            check_all_or_nothing(sent, list(visible_submissions(settings, journalist).values()))
+
+            ballast.unlink()
+            again = Sent([Part("message", None, unique_message("after freeing space")),
+                          Part("file", "after.pdf", unique_file(3 * MiB))])
+            sent.append(again)
+            status, location, _ = post_submission(client, page, again.parts)
+            again.acknowledged = acknowledged(status, location)
+            assert again.acknowledged, status
+
+        visible = visible_submissions(settings, journalist)
+        acked, _ = check_all_or_nothing(sent, list(visible.values()))
+        space = store_space(settings)
+        assert space["pending"] == [] and space["blob chunk owners"] <= space["ready"]
+        print(f"\n[disk full] refused with 503 after {sent.index(refused)} acknowledged requests of 3-5.5 MiB;"
+              f" {sum(r.acknowledged for r in sent[sent.index(refused) + 1 : -2])} of 3 small messages accepted while full;"
+              f" {acked} acknowledged requests kept and decrypted; accepted again after freeing space")
+
+
+# --- a request's parts become visible together ------------------------------------------------------
+
+
+def test_a_request_refused_at_its_last_part_keeps_none_of_its_parts(tmp_path: Path):
+    """When the file's publish fails (here: the main database may not grow), the source is told
+    nothing was kept, and so it must be. (The message used to be published in its own transaction
+    first, and stayed; a kill -9 between the two commits showed half a request the same way.)"""
+    from intake.app.ingest import ingest_submission
+    from intake.store import StoreFullError
+
+    instance = make_instance(tmp_path, journalist_count=1)
+    with Store.open(instance.settings) as store:
+        source = store.create_source(os.urandom(32), os.urandom(32))
+        store.recover()
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages}")  # room for a short row, not for a 200 KiB one
+        body, content_type = upload_body("token", message="a short message",
+                                         files=[("scan.pdf", os.urandom(200_000), "application/pdf")])
+        with pytest.raises(StoreFullError):
+            ingest_submission(io.BytesIO(body), content_type, store=store, source_id=source.id, max_bytes=10 * MiB,
+                              check_form_token=lambda token: None)
+        counts = store.counts()
+        assert counts["submissions"] == 0 and counts["pending uploads"] == 0, counts
+
+
+@pytest.mark.parametrize("sizes", [(200_000, 200_000, 1000, INLINE_BYTES + 10), (1000, 50_000, 100_000), (1000, 600_000, 3000)])
+def test_parts_of_one_request_are_published_together_in_order_and_read_back(tmp_path: Path, sizes):
+    instance = make_instance(tmp_path, journalist_count=1)
+    (journalist,) = instance.journalists
+    contents = [os.urandom(size) for size in sizes]
+    with Store.open(instance.settings) as store:
+        source = store.create_source(os.urandom(32), os.urandom(32))
+        recipients = store.active_recipients()
+        uploads = []
+        for content in contents:
+            upload = store.start_submission(source.id, "file", recipients)
+            upload.write(_seal(recipients, content, Metadata("file", name="f")))
+            uploads.append(upload)
+        ids = store.commit_together(uploads)
+        # The main database took at most INLINE_BYTES of last pieces in that one transaction; the rest went to the blobs file.
+        inline = store._conn.execute("SELECT coalesce(sum(length(data)), 0) FROM submission_chunks").fetchone()[0]
+        assert inline <= INLINE_BYTES
+        read = [decrypt_bytes(b"".join(store.submission_ciphertext(i)), journalist.private_key)[1] for i in ids]
+        assert read == contents and store.counts()["pending uploads"] == 0
+        assert [s.id for s in store.submissions()] == list(ids)  # in the form's order, as before
+
+
+_DIES_MID_UPLOAD = """
+import os, sys
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store
+settings = load_settings(Path(sys.argv[1]))
+store = Store.open(settings)
+upload = store.start_submission(store.create_source(os.urandom(32), b"p" * 32).id, "file", store.active_recipients())
+upload.write(os.urandom(2 * settings.upload_chunk_bytes + 5))
+os._exit(9)  # killed mid-upload; its parent (this test) does not reap it: a zombie, as after kill -9 of a server
+"""
+
+
+def test_recover_removes_the_upload_of_a_killed_writer_its_parent_has_not_reaped_yet(settings):
+    writer = subprocess.Popen([sys.executable, "-c", _DIES_MID_UPLOAD, str(settings.data_dir)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while _state(writer.pid) != "Z":
+            assert time.monotonic() < deadline, "the writer did not die"
+            time.sleep(0.01)
+        with Store.open(settings) as store:
+            assert store.counts()["pending uploads"] == 1
+            assert store.recover() == 1
+            assert store.counts()["pending uploads"] == 0
+    finally:
+        writer.wait()
+
+
+# --- 3. a wrong database key at `intake serve` ------------------------------------------------------
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_serve_with_the_wrong_key_is_one_line_starts_nothing_and_changes_nothing(tmp_path: Path):
+    data_dir, _, _ = init_instance(tmp_path, 1)
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(os.urandom(32).hex() + "\n")
+    wrong.chmod(0o600)
+    before = _digest(data_dir)
+    port = free_port()
+    result = subprocess.run(
+        INTAKE + ["serve", "--data", str(data_dir), "--no-tor", "--port", str(port), "--db-key-file", str(wrong)],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).strip().splitlines() == [WRONG_KEY]
+    assert _digest(data_dir) == before
+    with pytest.raises(OSError):  # nothing was started
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+# --- 4. tampered ciphertext in the store -------------------------------------------------------------
+
+
+def _seal(recipients, content: bytes, metadata: Metadata) -> bytes:
+    out = io.BytesIO()
+    with EnvelopeWriter(out, [r.public_key for r in recipients], metadata) as envelope:
+        envelope.write(content)
+    return out.getvalue()
+
+
+def _submit(store: Store, source_id: str, kind: str, content: bytes, name: str | None = None) -> str:
+    recipients = store.active_recipients()
+    envelope = _seal(recipients, content, Metadata(kind, name=name))
+    with store.start_submission(source_id, kind, recipients) as upload:
+        upload.write(envelope)
+        return upload.commit()
+
+
+def _flip_a_byte(conn, table: str, submission_id: str, seq: int) -> None:
+    """Change one byte in the middle of a stored piece, at the SQLite level with the real key:
+    SQLCipher's page authentication sees a legitimate write; only the envelope can tell."""
+    (data,) = conn.execute(f"SELECT data FROM {table} WHERE submission_id = ? AND seq = ?", (submission_id, seq)).fetchone()
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0x01
+    conn.execute(f"UPDATE {table} SET data = ? WHERE submission_id = ? AND seq = ?", (bytes(damaged), submission_id, seq))
+
+
+@dataclass
+class TamperedRun:
+    code: int
+    err: str
+    out: Path
+    files: dict[str, Path]
+    contents: list[bytes]
+    sent: dict[str, bytes]  # what each item was: "before", "damaged", "after", "other source"
+
+
+def tampered_export_decrypted(tmp_path: Path, capsys, where: str) -> TamperedRun:
+    """One source sends three items, another one; one byte of the second item is changed in the store;
+    then `intake export` and `intake-keys decrypt`, as the journalist would run them."""
+    data_dir, _, (journalist,) = init_instance(tmp_path, 1)
+    secret = tmp_path / "journalist.secret"
+    journalist.save(secret, PASSPHRASE, KDF_MIN)
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text(PASSPHRASE + "\n")
+    settings = load_settings(data_dir, upload_chunk_bytes=1 * MiB)  # a few MiB make several chunk rows
+    sent = {"before": b"the message before " + os.urandom(8).hex().encode(),
+            "damaged": (os.urandom(3 * MiB + 12345) if where == "blobs database" else b"a short tip " + os.urandom(8).hex().encode()),
+            "after": b"the message after " + os.urandom(8).hex().encode(),
+            "other source": b"another source's tip " + os.urandom(8).hex().encode()}
+    with Store.open(settings) as store:
+        first = store.create_source(os.urandom(32), os.urandom(32))
+        second = store.create_source(os.urandom(32), os.urandom(32))
+        _submit(store, first.id, "message", sent["before"])
+        if where == "blobs database":
+            damaged_id = _submit(store, first.id, "file", sent["damaged"], "leak.pdf")
+        else:
+            damaged_id = _submit(store, first.id, "message", sent["damaged"])
+        _submit(store, first.id, "message", sent["after"])
+        _submit(store, second.id, "message", sent["other source"])
+    if where == "main database":  # a one-piece envelope, in the main database
+        conn, table, seq = connect(settings.db_path, settings.db_key, busy_timeout_ms=1000), "submission_chunks", 0
+    else:  # a piece in the middle of a large envelope, in the blobs file
+        conn, table, seq = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=1000), "chunks", 1
+    try:
+        _flip_a_byte(conn, table, damaged_id, seq)
+    finally:
+        conn.close()
+
+    bundle = tmp_path / "export.bundle"
+    result = CliRunner().invoke(cli, ["export", "--data", str(data_dir), "--out", str(bundle)])
+    assert result.exit_code == 0, result.output  # the server cannot open envelopes; it hands them on verbatim
+    out = tmp_path / "decrypted"
+    capsys.readouterr()
+    code = keys_cli.main(["decrypt", str(bundle), "--key", str(secret), "--passphrase-file", str(passphrase), "--out", str(out)])
+    err = capsys.readouterr().err
+    files = {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file()}
+    contents = [p.read_bytes() for name, p in files.items() if not name.endswith((".json", ".html"))]
+    return TamperedRun(code, err, out, files, contents, sent)
+
+
+@pytest.mark.parametrize("where", ["main database", "blobs database"])
+def test_tampered_ciphertext_in_the_store_is_one_clear_error_and_no_partial_plaintext(tmp_path: Path, capsys, where: str):
+    run = tampered_export_decrypted(tmp_path, capsys, where)
+    assert run.code == 1
+    lines = run.err.strip().splitlines()
+    # One line saying the data was damaged (which of the envelope spec's two refusals depends on where
+    # the byte is: a damaged only-and-last piece cannot be told from a cut-off one).
+    assert len(lines) == 1 and "Traceback" not in run.err, run.err
+    assert lines[0] in ("intake-keys: error: the envelope failed authentication: it was modified or reordered",
+                        "intake-keys: error: the envelope is truncated or damaged at its end"), lines[0]
+    assert not [name for name in run.files if Path(name).name.startswith(TEMP_PREFIX)], "a partial plaintext file was left"
+    # What came before the damaged item is complete and recorded; the damaged one is nowhere, in whole or in part.
+    assert run.sent["before"] in run.contents
+    damaged = run.sent["damaged"]
+    assert not any(content and content in damaged for content in run.contents), "partial plaintext of the damaged item"
+    records = [json.loads(p.read_text()) for name, p in run.files.items() if name.endswith("source.json")]
+    assert sum(len(record["items"]) for record in records) == len(run.contents)
+    print(f"\n[tampered, {where}] decrypt stopped with one line and wrote {len(run.contents)} of 4 items")
+
+
+@pytest.mark.xfail(strict=True, reason="intake-keys decrypt stops at the first item that fails to authenticate, so the "
+                   "items after it in the bundle (of that source and of later sources) are not decrypted at all")
+def test_items_after_a_tampered_one_still_decrypt(tmp_path: Path, capsys):
+    run = tampered_export_decrypted(tmp_path, capsys, "blobs database")
+    assert run.code != 0
+    assert run.sent["after"] in run.contents and run.sent["other source"] in run.contents
