@@ -244,7 +244,8 @@ def _stop(process: subprocess.Popen) -> int:
 @pytest.mark.slow
 def test_serve_prints_its_url_serves_and_stops_on_sigterm(settings):
     port = _free_port()
-    process = _start(["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(port)], REPO)
+    process = _start(["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(port),
+                      "--journalist-port", str(_free_port())], REPO)
     try:
         output = _read_until(process, "Ctrl-C")
         url = f"http://127.0.0.1:{port}/"
@@ -261,7 +262,8 @@ def test_serve_prints_its_url_serves_and_stops_on_sigterm(settings):
 @pytest.mark.slow
 def test_demo_sets_itself_up_and_prints_where_to_submit_and_how_to_decrypt(tmp_path: Path):
     port = _free_port()
-    process = _start(["demo", "--dir", str(tmp_path / "demo"), "--port", str(port)], tmp_path)
+    process = _start(["demo", "--dir", str(tmp_path / "demo"), "--port", str(port),
+                      "--journalist-port", str(_free_port())], tmp_path)
     try:
         output = _read_until(process, "Ctrl-C stops the server")
         url = f"http://127.0.0.1:{port}/"

@@ -189,7 +189,8 @@ def test_without_a_route_to_tor_it_says_so_and_keeps_serving_on_loopback(serve, 
 @pytest.mark.slow
 def test_demo_honours_intake_tor_offline(tmp_path: Path):
     """The README's `INTAKE_TOR=offline scripts/run`: addresses shown, nothing contacted."""
-    process = ServeProcess(["demo", "--dir", str(tmp_path / "demo"), "--port", str(free_port())], cwd=tmp_path,
+    process = ServeProcess(["demo", "--dir", str(tmp_path / "demo"), "--port", str(free_port()),
+                            "--journalist-port", str(free_port())], cwd=tmp_path,
                            env={"INTAKE_TOR": "offline"})
     try:
         output = process.read_until("Ctrl-C stops the server")
