@@ -45,7 +45,9 @@ from keys import envelope
 from keys.envelope import EnvelopeReader, Metadata, read_exact
 from keys.errors import (
     BadSignatureError,
+    DamagedItemError,
     FormatError,
+    KeysError,
     TamperedError,
     TruncatedError,
     UnknownSignerError,
@@ -322,20 +324,41 @@ class ExportBundle:
 
 class ItemReader:
     """Decrypts one item. ``chunks()`` ends normally only when the envelope
-    reached its FINAL message and the bytes match the manifest's hash."""
+    reached its FINAL message and the bytes match the manifest's hash.
+
+    When the envelope refuses (TamperedError, or FormatError and its subclasses
+    TruncatedError...), the rest of the item's bytes are read and hashed, not
+    decrypted: if they match the manifest, the bundle is intact and the item was
+    damaged before export, and DamagedItemError says so; otherwise the bundle is
+    damaged and the envelope's own error is raised.
+    """
 
     def __init__(self, src: "_Slice", identity: Identity, item: ManifestItem):
         self._src = src
         self._item = item
-        self._reader = EnvelopeReader(src, identity.private_key)
+        try:
+            self._reader = EnvelopeReader(src, identity.private_key)
+        except (TamperedError, FormatError) as error:
+            raise self._refusal(error) from None
         self.metadata = self._reader.metadata
         if self.metadata.kind != item.kind:
             raise FormatError("an item in the export bundle does not match its manifest entry")
 
     def chunks(self) -> Iterator[bytes]:
-        yield from self._reader.chunks()
+        try:
+            yield from self._reader.chunks()
+        except (TamperedError, FormatError) as error:
+            raise self._refusal(error) from None
         if not self._reader.complete or self._src.remaining or self._src.digest() != self._item.blake2b:
             raise TamperedError("an item in the export bundle does not match its manifest entry")
+
+    def _refusal(self, error: KeysError) -> KeysError:
+        """The envelope refused: DamagedItemError if the item's bytes are the ones the manifest lists, else ``error``."""
+        while self._src.read(1 << 20):
+            pass
+        if self._src.digest() == self._item.blake2b:
+            return DamagedItemError(str(error))
+        return error
 
 
 def _parse_manifest(data: bytes, entries: list[_Entry]) -> list[ManifestSource]:

@@ -1,6 +1,9 @@
 """The ``intake-keys`` command: the journalist's offline toolkit.
 
-Every failure ends as one line on stderr and a non-zero exit status.
+Every failure ends as one line on stderr and a non-zero exit status. The one
+exception is ``decrypt`` meeting items damaged on the server before export: it
+decrypts the rest, then prints one line per damaged item and exits with
+EXIT_DAMAGED_ITEMS.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ MIN_PASSPHRASE = 12
 MAX_MESSAGE = 256 << 10
 KDF_STRENGTHS = {"interactive": KDF_INTERACTIVE, "moderate": KDF_MODERATE, "sensitive": KDF_SENSITIVE}
 EXIT_ERROR = 1
+EXIT_DAMAGED_ITEMS = 3  # decrypt: the bundle is intact, but some items were damaged on the server; the rest were decrypted
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
@@ -98,6 +102,17 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         print(f"{summary.already_there} item(s) were already decrypted there and were skipped")
     if summary.not_for_you:
         print(f"{summary.not_for_you} item(s) are not sealed to {identity.name} and were skipped")
+    if summary.damaged:
+        print(f"{len(summary.damaged)} item(s) were damaged on the server before export and were not decrypted (listed on stderr)")
+        sys.stdout.flush()
+        for item in summary.damaged:
+            # Designation, item id, kind and day are checked against strict patterns by the manifest
+            # reader; the reason is the envelope's fixed refusal. No plaintext.
+            _fail(
+                f"source {item.designation!r}: item {item.item_id} ({item.kind} received {item.received_day}) was damaged "
+                f"on the server before export and was not decrypted (the bundle itself is intact): {item.reason}"
+            )
+        return EXIT_DAMAGED_ITEMS
     return 0
 
 
@@ -167,7 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("public_file", metavar="PUBLIC_FILE")
     p.set_defaults(run=cmd_fingerprint)
 
-    p = commands.add_parser("decrypt", help="decrypt an export bundle into a folder", description="Decrypt an export bundle: a folder per source, and index.html.")
+    p = commands.add_parser(
+        "decrypt",
+        help="decrypt an export bundle into a folder",
+        description="Decrypt an export bundle: a folder per source, and index.html.",
+        epilog=(
+            f"Exit status: 0 when every item for you was decrypted (or was already there); {EXIT_DAMAGED_ITEMS} when the bundle "
+            "is intact but some items were damaged on the server before export: the others were decrypted, and each damaged "
+            f"one is named on stderr (source designation and item id); {EXIT_ERROR} on any other error, a damaged bundle "
+            "included, which stops at once. Nothing partial is ever left; items decrypted before a stop are kept."
+        ),
+    )
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("--key", required=True, metavar="SECRET_FILE")
     p.add_argument("--out", required=True, metavar="DIR")

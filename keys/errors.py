@@ -24,6 +24,12 @@ class TamperedError(KeysError):
     """Authentication failed: the data was modified, reordered or corrupted."""
 
 
+class DamagedItemError(KeysError):
+    """An item's envelope fails to open although the bundle carries exactly the bytes the
+    manifest lists for it: the bundle is intact, the item was damaged on the server before export.
+    The message is the envelope's own refusal."""
+
+
 class WrongKeyError(KeysError):
     """None of the given keys can open this data."""
 

@@ -11,6 +11,11 @@ Each item is written under a hidden temporary name and renamed only after its
 envelope's FINAL message verified and its bytes matched the manifest; on any
 error the temporary file is removed, so nothing partial looks complete.
 Decrypting the same bundle again skips items already recorded in source.json.
+
+An item whose envelope fails to open although its bytes are exactly those the
+manifest lists (the bundle is intact: the item was damaged on the server before
+export) is skipped, not recorded, and listed in ``UnpackSummary.damaged``; the
+other items are decrypted. Any other failure, a damaged bundle included, stops.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from keys.bundle import ExportBundle, ManifestItem, ManifestSource
-from keys.errors import FormatError
+from keys.errors import DamagedItemError, FormatError
 from keys.files import PendingFile, safe_file_name, safe_folder_name, with_suffix_number
 from keys.identity import Identity
 from keys.index import write_index
@@ -35,6 +40,19 @@ class UnpackSummary:
     written: int = 0
     already_there: int = 0
     not_for_you: int = 0
+    damaged: list["DamagedItem"] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class DamagedItem:
+    """An item skipped because it was damaged on the server before export. No plaintext."""
+
+    designation: str
+    source_id: str
+    item_id: str
+    kind: str
+    received_day: str
+    reason: str  # the envelope's refusal
 
 
 def unpack_bundle(bundle: ExportBundle, identity: Identity, out: Path, advance: Callable[[int], None] = lambda n: None) -> UnpackSummary:
@@ -51,8 +69,14 @@ def unpack_bundle(bundle: ExportBundle, identity: Identity, out: Path, advance: 
                 elif identity.name not in item.recipients:
                     summary.not_for_you += 1
                 else:
-                    record["items"].append(_write_item(bundle, identity, folder, item, advance))
-                    summary.written += 1
+                    try:
+                        record["items"].append(_write_item(bundle, identity, folder, item, advance))
+                    except DamagedItemError as error:
+                        summary.damaged.append(
+                            DamagedItem(source.designation, source.source_id, item.item_id, item.kind, item.received_day, str(error))
+                        )
+                    else:
+                        summary.written += 1
                     continue
                 advance(item.size)
         finally:
@@ -63,18 +87,22 @@ def unpack_bundle(bundle: ExportBundle, identity: Identity, out: Path, advance: 
 
 
 def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: ManifestItem, advance: Callable[[int], None]) -> dict:
-    reader = bundle.open_item(item, identity)
-    if item.kind == "message":
-        name = f"{item.received_day} message.txt"
-    else:
-        name = f"{item.received_day} {safe_file_name(reader.metadata.name, 'file')}"
     length = 0
-    with PendingFile(folder) as pending:
-        for chunk in reader.chunks():
-            pending.write(chunk)
-            length += len(chunk)
-            advance(len(chunk))
-        path = pending.commit(name)
+    try:
+        reader = bundle.open_item(item, identity)
+        if item.kind == "message":
+            name = f"{item.received_day} message.txt"
+        else:
+            name = f"{item.received_day} {safe_file_name(reader.metadata.name, 'file')}"
+        with PendingFile(folder) as pending:
+            for chunk in reader.chunks():
+                pending.write(chunk)
+                length += len(chunk)
+                advance(len(chunk))
+            path = pending.commit(name)
+    except DamagedItemError:
+        advance(item.size - length)  # the item was read to its end, to check its hash
+        raise
     advance(item.size - length)  # the progress counts stored bytes: add the envelope's overhead
     return {
         "item_id": item.item_id,

@@ -377,6 +377,84 @@ def test_a_damaged_item_leaves_nothing_partial_and_keeps_what_verified(capsys, t
     assert [i["file"] for i in record["items"]] == ["2026-11-28 message.txt"]
 
 
+def _three_and_one(seed: bytes) -> list[Source]:
+    return [
+        Source("src-1", "brave otter", [
+            Submission("message", b"the message before " + seed),
+            Submission("file", b"the damaged file " + seed + os.urandom(20_000), name="leak.pdf"),
+            Submission("message", b"the message after " + seed),
+        ]),
+        Source("src-2", "quiet heron", [Submission("message", b"another source's tip " + seed, day="2026-11-27")]),
+    ]
+
+
+def _damaged_on_server_export(alice, sources: list[Source], flip_at: int) -> bytes:
+    """An intact bundle whose second item was damaged in the store before export: the server hashes
+    and hands on the damaged envelope verbatim, so the manifest matches the damaged bytes."""
+    from tests.fixtures_keys import export_sources
+
+    exported = export_sources(sources, [alice])
+    item = exported[0].items[1]
+    damaged = bytearray(b"".join(item.chunks()))
+    damaged[flip_at] ^= 0x01
+    exported[0].items[1] = bundle.ExportItem(item.item_id, item.kind, item.received_day, item.size, item.recipients, lambda: [bytes(damaged)])
+    return b"".join(bundle.stream_export_bundle([alice.public.encryption_key], exported))
+
+
+# The envelope's version byte, its stream header (after one 80-byte recipient stanza), a middle and a last byte.
+@pytest.mark.parametrize("flip_at", [8, 95, 3000, -5], ids=["version", "stream header", "middle", "end"])
+def test_an_item_damaged_on_the_server_is_reported_and_the_items_around_it_decrypt(capsys, tmp_path, alice, alice_files, flip_at):
+    seed = os.urandom(8).hex().encode()
+    sources = _three_and_one(seed)
+    path = tmp_path / "export.bundle"
+    path.write_bytes(_damaged_on_server_export(alice, sources, flip_at))
+    out = tmp_path / "out"
+    code, stdout, err = decrypt(capsys, alice_files, path, out)
+    assert code == cli.EXIT_DAMAGED_ITEMS and code not in (0, cli.EXIT_ERROR)
+    assert "3 item(s) decrypted from 2 source(s)" in stdout and "1 item(s) were damaged on the server" in stdout
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("intake-keys: error: source 'brave otter': item item-0-1 (file received 2026-11-28) was damaged"), lines[0]
+    assert "the bundle itself is intact" in lines[0] and seed.decode() not in lines[0]
+    # Before and after it, and the other source's: decrypted and recorded; the damaged one nowhere, not even partly.
+    assert visible_files(out) == [
+        "brave otter/2026-11-28 message (2).txt",
+        "brave otter/2026-11-28 message.txt",
+        "brave otter/source.json",
+        "index.html",
+        "quiet heron/2026-11-27 message.txt",
+        "quiet heron/source.json",
+    ]
+    assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")]
+    assert (out / "quiet heron" / "2026-11-27 message.txt").read_bytes() == sources[1].submissions[0].body
+    record = json.loads((out / "brave otter" / "source.json").read_text())
+    assert [i["item_id"] for i in record["items"]] == ["item-0-0", "item-0-2"]
+    contents = [(out / "brave otter" / i["file"]).read_bytes() for i in record["items"]]
+    assert contents == [sources[0].submissions[0].body, sources[0].submissions[2].body]
+    assert b"the damaged file" not in (out / "index.html").read_bytes()
+    # Decrypting again skips what is there and names the damaged item again.
+    code, stdout, err2 = decrypt(capsys, alice_files, path, out)
+    assert code == cli.EXIT_DAMAGED_ITEMS and "3 item(s) were already decrypted" in stdout and err2 == err
+
+
+def test_a_middle_item_damaged_in_the_bundle_stops_as_before(capsys, tmp_path, alice, alice_files):
+    # The same bytes changed in the bundle instead, after export: they no longer match the manifest,
+    # so the bundle is not to be trusted and decrypt stops at that item with one line.
+    sources = _three_and_one(os.urandom(8).hex().encode())
+    data = bytearray(build_export(sources, [alice]))
+    _, (start, end), *_ = _export_entries(bytes(data))
+    data[start + ENTRY.size + 3000] ^= 0x01
+    path = tmp_path / "export.bundle"
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    code, _, err = decrypt(capsys, alice_files, path, out)
+    assert code == cli.EXIT_ERROR
+    assert_one_line_error(code, err, "the envelope")
+    assert "damaged on the server" not in err
+    assert visible_files(out) == ["brave otter/2026-11-28 message.txt", "brave otter/source.json"]
+    assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")]
+
+
 def _export_entries(data: bytes) -> list[tuple[int, int]]:
     offset, found = len(bundle.EXPORT_MAGIC) + 1, []
     while offset < len(data):
