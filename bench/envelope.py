@@ -137,6 +137,16 @@ def peak_rss_kib(size: int, tmp: str) -> tuple[int, int]:
     return encrypt_peak, overall_peak
 
 
+def designation(number: int) -> str:
+    """A distinct designation of the server's shape (lowercase words), e.g. 'source bdc'."""
+    letters = ""
+    while True:
+        number, digit = divmod(number, 26)
+        letters += chr(ord("a") + digit)
+        if not number:
+            return f"source {letters}"
+
+
 def many_items_figures(tmp: str, sources: int, per_source: int) -> tuple[float, float]:
     """Seconds for ``intake-keys decrypt`` of a bundle of sources x per_source short messages
     sealed to two journalists, and for plainly writing the same plaintexts as files (the floor)."""
@@ -156,7 +166,7 @@ def many_items_figures(tmp: str, sources: int, per_source: int) -> tuple[float, 
         for i in range(per_source):
             sealed = envelope.encrypt_bytes(texts[s * per_source + i], recipients, envelope.Metadata("message"))
             items.append(bundle.ExportItem(f"i{s}-{i}", "message", "2026-11-28", len(sealed), ["alice", "bob"], lambda sealed=sealed: [sealed]))
-        export_sources.append(bundle.ExportSource(f"s{s}", f"source {s}", os.urandom(32), items))
+        export_sources.append(bundle.ExportSource(f"s{s}", designation(s), os.urandom(32), items))
     with open(folder / "export.bundle", "wb") as f:
         for piece in bundle.stream_export_bundle(recipients, export_sources):
             f.write(piece)
