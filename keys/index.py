@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import shlex
-import urllib.parse
 from pathlib import Path
 
 from keys.errors import FormatError
@@ -20,6 +19,12 @@ from keys.source_record import SOURCE_RECORD, load_source_record
 INDEX = "index.html"
 INLINE_LIMIT = 256 << 10  # longer messages are linked, not shown inline
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
+_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
+
+
+def _percent_encode(relative_path: str) -> str:
+    """A relative link to a file (RFC 3986 percent-encoding; keys/ keeps clear of urllib)."""
+    return "".join(chr(b) if b in _URL_SAFE else f"%{b:02X}" for b in relative_path.encode("utf-8"))
 
 
 def write_index(out: Path) -> Path:
@@ -55,7 +60,7 @@ def _source_section(folder: Path, record: dict) -> str:
         path = folder / name
         if not name or path.parent != folder or not path.is_file():
             continue
-        href = urllib.parse.quote(f"{folder.name}/{name}")
+        href = _percent_encode(f"{folder.name}/{name}")
         label = f'{e(str(entry.get("received_day")))} · {e(str(entry.get("kind")))} · <a href="{href}">{e(name)}</a>'
         if entry.get("kind") == "message" and path.stat().st_size <= INLINE_LIMIT:
             text = path.read_bytes().decode("utf-8", "replace")
