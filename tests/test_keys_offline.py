@@ -55,7 +55,7 @@ with tempfile.TemporaryDirectory() as folder:
 print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
-FORBIDDEN = ("intake", "flask", "werkzeug", "jinja2", "click", "requests", "urllib3", "http", "ssl", "socketserver", "asyncio", "stem", "sqlcipher3", "gunicorn", "email")
+FORBIDDEN = ("intake", "flask", "werkzeug", "jinja2", "click", "requests", "urllib", "urllib3", "http", "socket", "ssl", "socketserver", "asyncio", "stem", "sqlcipher3", "gunicorn", "email")
 
 
 def all_keys_modules() -> list[str]:
