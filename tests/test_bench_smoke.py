@@ -1,0 +1,34 @@
+"""Every benchmark still runs: each is started at a tiny size and must finish and print figures.
+
+The figures at these sizes mean nothing; the full runs are `.venv/bin/python bench/NAME.py`.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMALL_RUNS = {
+    "envelope.py": ["--size-mib", "4", "--big-mib", "8", "--runs", "1", "--gpg-runs", "1", "--sources", "20"],
+    "ingest.py": ["--size-mib", "4", "--large-mib", "8", "--repeat", "1"],
+    "returning.py": ["--clients", "2", "--seconds", "1", "--flooders", "2"],
+    "export.py": ["--submissions", "50", "--sources", "5"],
+    "store.py": ["--mib", "4", "--messages", "20"],
+}
+
+
+def test_every_benchmark_has_a_smoke_run():
+    assert sorted(p.name for p in (ROOT / "bench").glob("*.py") if not p.name.endswith("_app.py")) == sorted(SMALL_RUNS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bench", sorted(SMALL_RUNS))
+def test_benchmark_runs_and_prints_figures(bench):
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / bench), *SMALL_RUNS[bench]],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert any(ch.isdigit() for ch in result.stdout)
