@@ -43,7 +43,8 @@ before tor is even started.
   key (see docs/operator.md); tor then answers "Onion address collision",
   which proves it serves our address, and we take that as published.
 * Journalist service (virtual port 80): v3 client authorisation, one x25519
-  key per journalist (``Flags=V3Auth ClientAuthV3=<base32 public key>``),
+  key per journalist (``Flags=V3Auth ClientAuthV3=<base32 public key>``), with
+  PoW defences and the same stream limit as the source service,
   always via ``ADD_ONION`` so that the list of journalists can change without
   restarting tor. With no journalist key it is not published at all (tor
   refuses V3Auth without clients, and publishing it open would expose the
@@ -747,13 +748,15 @@ class OnionServices:
         port = self._journalist_port
         if not client_keys:  # published=False tells the caller, who knows how to add a journalist
             return OnionService("journalist", address, port, False, "not published")
+        # PoW too: client auth keeps strangers from reaching the service, not from flooding
+        # its introduction points with requests that tor must answer.
         args = (f"Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
-                f"Port={ONION_VIRTUAL_PORT},127.0.0.1:{port} "
+                f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},127.0.0.1:{port} "
                 + " ".join(f"ClientAuthV3={k}" for k in sorted(set(client_keys))))
         fields = self._add_onion(self._journalist_key, args, "could not add the journalist onion service")
         assert fields is not None
         echoed = tuple(v.upper() for k, v in fields if k == "ClientAuthV3")
         if sorted(echoed) != sorted(set(client_keys)):
             raise TorError("tor did not confirm the journalist service's client authorisation")
-        return OnionService("journalist", address, port, True, "add_onion",
+        return OnionService("journalist", address, port, True, "add_onion", pow_defenses=True,
                             max_streams=MAX_STREAMS_PER_CIRCUIT, client_auth=echoed)

@@ -174,6 +174,7 @@ def test_journalist_service_requires_client_auth(tmp_path, started, journalist_k
     _source, journalist = started(services, 8080, 8081, publics)
     record = services.services["journalist"]
     assert record.published and record.how == "add_onion"
+    assert (record.pow_defenses, record.max_streams) == (True, 20)  # tor refuses keywords it does not know
     # what tor echoed in its ADD_ONION reply (Flags=V3Auth): exactly our clients
     assert sorted(record.client_auth) == sorted(publics)
     current = services.getinfo("onions/current").split()
