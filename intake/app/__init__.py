@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
+from intake.app.security import install_security, strict_cookie_config
 from intake.app.stores import install_store_pool
 from intake.codename import KdfGate
 from intake.config import Settings, load_settings_from_environment
@@ -46,13 +47,9 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
     app.config.update(
         SECRET_KEY=settings.flask_secret_key,
         # Flask's client-side session carries the CSRF token and nothing else.
-        SESSION_COOKIE_NAME="csrf",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        SESSION_COOKIE_SECURE=False,  # onion services are plain http; Tor encrypts end to end
+        **strict_cookie_config("csrf"),
         # A source may spend a long time writing before sending; the token stays bound to the session cookie.
         WTF_CSRF_TIME_LIMIT=12 * 60 * 60,
-        WTF_CSRF_SSL_STRICT=False,
         MAX_CONTENT_LENGTH=SMALL_FORM_BYTES,
         MAX_FORM_MEMORY_SIZE=SMALL_FORM_BYTES,
         BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
@@ -63,7 +60,6 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
 
     from intake.app.errors import install_error_pages
     from intake.app.i18n import install_i18n
-    from intake.app.security import install_security
     from intake.app.source import blueprint as source_blueprint
     from intake.app.source import submit as upload_view
 

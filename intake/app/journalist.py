@@ -39,7 +39,7 @@ from keys.bundle import MAX_REPLY_BUNDLE
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from intake.app import PACKAGE_DIR
-from intake.app.security import install_security
+from intake.app.security import install_security, strict_cookie_config
 from intake.app.stores import install_store_pool, request_store, store_pool
 from intake.config import Settings, load_settings_from_environment
 from intake.exchange import (
@@ -312,12 +312,8 @@ def create_journalist_app(settings: Settings | None = None, **config_overrides: 
     app.request_class = _InMemoryUploads
     app.config.update(
         SECRET_KEY=settings.journalist_flask_secret_key,
-        SESSION_COOKIE_NAME="journalist_csrf",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        SESSION_COOKIE_SECURE=False,  # onion services are plain http; Tor encrypts end to end
+        **strict_cookie_config("journalist_csrf"),
         WTF_CSRF_TIME_LIMIT=60 * 60,
-        WTF_CSRF_SSL_STRICT=False,
         MAX_CONTENT_LENGTH=MAX_REPLY_BUNDLE + FORM_FIELD_BYTES,
         MAX_FORM_MEMORY_SIZE=FORM_FIELD_BYTES,
         JOURNALIST_SESSION_MINUTES=30,

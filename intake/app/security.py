@@ -13,6 +13,17 @@ from intake.logs import redact
 __all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "add_security_headers", "install_security"]
 
 
+def strict_cookie_config(cookie_name: str) -> dict[str, object]:
+    """Flask settings for the one cookie each app keeps (its CSRF token): both apps use these."""
+    return {
+        "SESSION_COOKIE_NAME": cookie_name,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Strict",
+        "SESSION_COOKIE_SECURE": False,  # onion services are plain http; Tor encrypts end to end
+        "WTF_CSRF_SSL_STRICT": False,  # no https Referer to check on an onion service
+    }
+
+
 def add_security_headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value
