@@ -22,6 +22,7 @@ from intake.config import (
     read_secret_file,
 )
 from intake.journalist_auth import generate_login_passphrase
+from intake.server_identity import SERVER_SIGNING_FILE, create_server_signing_key, ensure_server_signing_key
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, Store, StoreError
 
 DEMO_JOURNALIST_DIR = "demo-journalist-DO-NOT-USE-IN-PRODUCTION"
@@ -85,7 +86,7 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
     """Create (or, if it exists, check and extend) an instance's data dir.
 
     A fresh dir gets mode 0700, a database key (0600, unless one is given), an
-    instance secret and the database with the journalists registered. On an
+    instance secret, the server's signing key and the database with the journalists registered. On an
     existing dir the key must open the database; new journalists are added.
     Any failure leaves the dir as it was.
     """
@@ -95,6 +96,7 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
         settings = load_settings(data_dir, db_key_file=db_key_file)
         with Store.open(settings) as store:
             _register(store, identities)
+        ensure_server_signing_key(data_dir)
         return settings
     if not identities:
         raise SetupError("a new data dir needs at least one journalist public key (--journalist-key)")
@@ -116,6 +118,8 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
         if not secret_path.exists():
             write_new_file(secret_path, secrets.token_bytes(INSTANCE_SECRET_BYTES).hex().encode() + b"\n", 0o600)
             created.append(secret_path)
+        if not (data_dir / SERVER_SIGNING_FILE).exists():
+            created.append(create_server_signing_key(data_dir))
         created += [data_dir / (DB_FILE + suffix) for suffix in ("", "-wal", "-shm")]
         settings = _settings_for_new_dir(data_dir, db_key_file)
         with Store.create(settings) as store:

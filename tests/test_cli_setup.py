@@ -296,3 +296,15 @@ def test_demo_export_and_decrypt_commands_work_as_printed(tmp_path: Path):
         assert done.returncode == 0, done.stderr
     decrypted = [p.read_bytes() for p in (tmp_path / "demo" / "decrypted").rglob("*") if p.is_file()]
     assert any(tip in data for data in decrypted)
+
+
+def test_init_makes_a_private_server_signing_key_that_stays(tmp_path):
+    from intake.server_identity import load_server_signing_key, server_signing_path
+
+    _, alice_public_file = make_journalist(tmp_path, "alice")
+    init_data_dir(tmp_path / "data", [alice_public_file])
+    path = server_signing_path(tmp_path / "data")
+    assert path.stat().st_mode & 0o077 == 0
+    first = load_server_signing_key(tmp_path / "data").verify_key
+    init_data_dir(tmp_path / "data", [alice_public_file])  # re-running init keeps the key
+    assert load_server_signing_key(tmp_path / "data").verify_key == first
