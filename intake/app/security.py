@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any, BinaryIO
 
-from flask import Flask, Response
+from flask import Flask, Response, abort, request
+from werkzeug.exceptions import BadRequest
 
 from intake.headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
 from intake.logs import redact
@@ -38,8 +41,67 @@ def silence_request_logging() -> None:
     logging.getLogger("werkzeug").disabled = True
 
 
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST"})  # all that a form-and-link site needs
+
+
+class _GuardedInput:
+    """The request body as the server hands it over, with its framing errors made a 400.
+
+    gunicorn decodes a chunked body lazily, inside the app's read: a malformed chunk
+    size raises gunicorn's own parse error there, which Flask would log as a 500 with
+    a traceback. Here any such error becomes a plain BadRequest that names nothing
+    of the request. Disconnects (OSError) pass through: the ingest handles them.
+    """
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+
+    def _guarded(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._stream, method)(*args)
+        except OSError:
+            raise
+        except Exception:
+            raise BadRequest() from None
+
+    def read(self, *args: Any) -> bytes:
+        return self._guarded("read", *args)
+
+    def readline(self, *args: Any) -> bytes:
+        return self._guarded("readline", *args)
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        return self._guarded("readlines", *args)
+
+    def __iter__(self) -> Iterable[bytes]:
+        return iter(self.readline, b"")
+
+
+class _GuardBody:
+    """WSGI middleware: wraps wsgi.input in a _GuardedInput before Flask sees it."""
+
+    def __init__(self, wsgi_app: Any):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        if "wsgi.input" in environ:
+            environ["wsgi.input"] = _GuardedInput(environ["wsgi.input"])
+        return self.wsgi_app(environ, start_response)
+
+
+def _refuse_what_no_browser_sends() -> None:
+    # Flask answers OPTIONS itself with 200 and an Allow header: a site of forms and links needs none of it.
+    if request.method not in ALLOWED_METHODS:
+        abort(405)
+    # Tor Browser always sends Host; a request without one comes from something else.
+    if not request.environ.get("HTTP_HOST"):
+        abort(400)
+
+
 def install_security(app: Flask) -> None:
     silence_request_logging()
+    app.wsgi_app = _GuardBody(app.wsgi_app)  # type: ignore[method-assign]
+    app.before_request(_refuse_what_no_browser_sends)
     # Flask logs an unhandled exception with its route, method and message: redacted like gunicorn's log.
     redact(app.logger)
     app.after_request(add_security_headers)
