@@ -28,6 +28,13 @@ import logging
 import os
 
 from intake.logs import redact
+from intake.memory_wiping import missing_wiping
+
+# Workers inherit the master's allocator settings: without them a request's plaintext
+# outlives it in freed memory (intake.memory_wiping). `intake serve` sets them.
+if _missing := missing_wiping(os.environ):
+    raise SystemExit("intake: refusing to serve without wiping freed memory; start it with "
+                     f"`intake serve`, or set {' '.join(_missing)} in gunicorn's environment")
 
 bind = [os.environ.get("INTAKE_BIND", "127.0.0.1:8080")]
 

@@ -31,6 +31,8 @@ import pytest
 
 from keys.identity import Identity
 
+from intake.memory_wiping import WIPING_ENVIRONMENT
+
 REPO = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = REPO / "deploy" / "gunicorn.conf.py"
 STARTUP_SECONDS = 30.0
@@ -100,7 +102,7 @@ def run_gunicorn(app_spec: str, log_dir: Path, env: dict[str, str] | None = None
     sock = _listening_socket()
     port = sock.getsockname()[1]
     error_log = log_dir / f"gunicorn-{port}.log"
-    process_env = {**os.environ, **(env or {}), "INTAKE_BIND": f"fd://{sock.fileno()}", "PYTHONPATH": str(cwd)}
+    process_env = {**os.environ, **WIPING_ENVIRONMENT, **(env or {}), "INTAKE_BIND": f"fd://{sock.fileno()}", "PYTHONPATH": str(cwd)}
     with open(error_log, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), app_spec],

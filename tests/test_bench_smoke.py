@@ -17,6 +17,7 @@ SMALL_RUNS = {
     "returning.py": ["--clients", "2", "--seconds", "1", "--flooders", "2"],
     "export.py": ["--submissions", "50", "--sources", "5"],
     "store.py": ["--mib", "4", "--messages", "20"],
+    "allocator.py": ["--rounds", "1", "--messages", "5", "--large-mib", "1"],
 }
 
 

@@ -1,0 +1,36 @@
+"""Freed memory is wiped in every server process, so plaintext does not outlive its request.
+
+Python frees a request's buffers without clearing them: a 5 MiB upload's content was
+still readable in a worker's memory long after the request ended (tests/test_memory_canary.py
+shows it). Two allocator settings fix that for everything Python and its C extensions
+free, not only the buffers our code owns:
+
+- ``PYTHONMALLOC=malloc``: every object goes through glibc's malloc instead of
+  pymalloc's pools (which reuse freed small blocks without clearing them);
+- ``MALLOC_PERTURB_``: glibc overwrites every freed block with this byte (and fills new
+  blocks with its complement).
+
+Both are read when the interpreter starts, so they are set in the environment of the
+gunicorn master (``intake serve`` does it; deploy/gunicorn.conf.py refuses to start
+without them) and every worker inherits them. The cost is measured by bench/allocator.py.
+What they cannot do: wipe memory still referenced (a live request's buffers), memory the
+kernel holds (socket buffers), or pages swapped out before the free (the unit locks
+nothing; use encrypted swap or none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+WIPING_ENVIRONMENT: dict[str, str] = {"PYTHONMALLOC": "malloc", "MALLOC_PERTURB_": "165"}
+
+
+def missing_wiping(environment: Mapping[str, str]) -> list[str]:
+    """The settings above that `environment` lacks (a MALLOC_PERTURB_ of 0 is off)."""
+    missing = []
+    if environment.get("PYTHONMALLOC") != "malloc":
+        missing.append("PYTHONMALLOC=malloc")
+    perturb = environment.get("MALLOC_PERTURB_", "")
+    if not perturb.isdigit() or int(perturb) % 256 == 0:
+        missing.append(f"MALLOC_PERTURB_={WIPING_ENVIRONMENT['MALLOC_PERTURB_']}")
+    return missing
