@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures_serve import free_port
+from tests.lockfiles import installed_releases, read_lock
 from tests.fixtures_server import SourceClient, Upload
 from tests.test_end_to_end_newsroom import decrypted_items
 
@@ -143,6 +144,11 @@ def test_readme_run_command_on_a_fresh_clone_takes_a_tip_that_decrypts_exactly(t
         output = run.read_until(READY_LINE, INSTALL_AND_START_SECONDS)
         assert f"http://127.0.0.1:{port}" in output
         assert status_of(journalist_port, "/login") == 200
+        # The venv holds what the locks pin (no test extras), intake itself, and the pip it came with.
+        pins = {**read_lock("build", clone / "requirements"), **read_lock("runtime", clone / "requirements")}
+        installed = installed_releases(clone / ".venv" / "bin" / "python")
+        assert installed.pop("pip") and installed.pop("intake")
+        assert installed == {name: pin.version for name, pin in pins.items()}
 
         source = SourceClient(f"http://127.0.0.1:{port}")
         _codename, page = source.start_as_new_source()
