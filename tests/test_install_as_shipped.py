@@ -119,7 +119,10 @@ def processes_in_session(session_id: int) -> list[int]:
 def printed_command(output: str, verb: str) -> list[str]:
     """The command line the demo printed for `intake ... export` / `intake-keys ... decrypt`."""
     for line in output.splitlines():
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError:  # prose with an apostrophe, not a command
+            continue
         if len(words) > 1 and words[1] == verb and words[0].endswith(("/intake", "/intake-keys")):
             return words
     raise AssertionError(f"the demo printed no {verb} command:\n{output}")
