@@ -168,8 +168,8 @@ class _VersionAction(argparse.Action):
     """--version: the installed release, looked up only when asked (importlib.metadata loads the
     email package, which the toolkit otherwise never needs)."""
 
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+    def __init__(self, option_strings: list[str], dest: str) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *_args) -> None:
         from importlib.metadata import version
