@@ -169,8 +169,9 @@ def test_readme_run_command_on_a_fresh_clone_takes_a_tip_that_decrypts_exactly(t
 
         assert run.press_ctrl_c() == 0, run.output[-6000:]
         assert processes_in_session(run.process.pid) == []
-        with pytest.raises(ConnectionRefusedError):
-            status_of(port, "/")
+        for stopped in (port, journalist_port):
+            with pytest.raises(ConnectionRefusedError):
+                status_of(stopped, "/")
     finally:
         if run.process.poll() is None or processes_in_session(run.process.pid):
             run.kill()
