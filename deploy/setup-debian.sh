@@ -72,8 +72,9 @@ if [ "$SRC" != "$PREFIX" ]; then
     chmod -R u=rwX,go=rX "$PREFIX"
 fi
 [ -x "$PREFIX/.venv/bin/python" ] || python3 -m venv "$PREFIX/.venv"
-"$PREFIX/.venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$PREFIX/.venv/bin/python" -m pip install -q -e "$PREFIX"
+"$PREFIX/.venv/bin/python" -m pip install -q --require-hashes -r "$PREFIX/requirements/build.txt"
+"$PREFIX/.venv/bin/python" -m pip install -q --require-hashes --no-build-isolation -r "$PREFIX/requirements/runtime.txt"
+"$PREFIX/.venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$PREFIX"
 
 # 4. The database key, only ever as an encrypted systemd credential (TPM2 if there is one,
 # else the host key in /var/lib/systemd/credential.secret).

@@ -52,6 +52,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
+@click.version_option(package_name="intake", message="%(prog)s %(version)s")
 def cli() -> None:
     """intake: a tip line for newsrooms, served as a Tor onion service."""
 

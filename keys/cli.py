@@ -164,8 +164,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+class _VersionAction(argparse.Action):
+    """--version: the installed release, looked up only when asked (importlib.metadata loads the
+    email package, which the toolkit otherwise never needs)."""
+
+    def __init__(self, option_strings: list[str], dest: str) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args) -> None:
+        from importlib.metadata import version
+
+        print(f"{PROG} {version('intake')}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Offline toolkit for intake journalists: keys, decryption, replies.")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def passphrase_option(p: argparse.ArgumentParser) -> None:
