@@ -107,6 +107,12 @@ def _axe():
     return Axe()
 
 
+def follow(page, control) -> None:
+    """Click a link or a form's button and wait for the page it leads to (a codename check takes a while)."""
+    with page.expect_navigation(timeout=60_000):
+        control.click()
+
+
 def _heading(page) -> str:
     return page.get_by_role("heading", level=1).inner_text()
 
@@ -125,21 +131,21 @@ def _walk_source_until_sent(page, servers: Servers, scan: Scan) -> None:
     page.goto(f"{base}/login?ended=1")
     scan(page, "login", "session ended")
     page.locator("#codename").fill("not a codename")
-    page.locator("form.login button").click()
+    follow(page, page.locator("form.login button"))
     scan(page, "login", "invalid codename")
     page.locator("#codename").fill(generate_codename())
-    page.locator("form.login button").click()
+    follow(page, page.locator("form.login button"))
     scan(page, "login", "unknown codename")
     page.goto(f"{base}/no-such-page")
     scan(page, "error", "404")
 
     page.goto(base + "/")
-    page.locator("form[action='/new'] button").click()
+    follow(page, page.locator("form[action='/new'] button"))
     scan(page, "codename")
-    page.locator("form[enctype='multipart/form-data'] button[type=submit]").click()
+    follow(page, page.locator("form[enctype='multipart/form-data'] button[type=submit]"))
     scan(page, "submit", "empty submission refused")
     page.locator("#message").fill(f"accessibility check in {scan.language}")
-    page.locator("form[enctype='multipart/form-data'] button[type=submit]").click()
+    follow(page, page.locator("form[enctype='multipart/form-data'] button[type=submit]"))
     scan(page, "thanks")
     page.goto(f"{base}/submit")
     scan(page, "submit")
@@ -149,9 +155,9 @@ def _walk_source_after_reply(page, servers: Servers, scan: Scan) -> None:
     page.goto(f"{servers.source_url}/replies")
     assert page.locator(".reply").count() == 1, "the source should have the one reply sent in this walk"
     scan(page, "replies")
-    page.locator(".reply form button").click()
+    follow(page, page.locator(".reply form button"))
     scan(page, "replies", "reply deleted")
-    page.locator("nav.account form button").click()
+    follow(page, page.locator("nav.account form button"))
     scan(page, "logged_out")
 
 
@@ -162,23 +168,23 @@ def _walk_journalist(page, servers: Servers, scan: Scan, journalist: Journalist)
     page.locator("#name").fill(journalist.name)
     page.locator("#passphrase").fill("not the passphrase")
     page.locator("#code").fill("000000")
-    page.locator("form.login button").click()
+    follow(page, page.locator("form.login button"))
     scan(page, "journalist/login", "refused")
     page.locator("#name").fill(journalist.name)
     page.locator("#passphrase").fill(journalist.enrolment.passphrase)
     page.locator("#code").fill(journalist.code())
-    page.locator("form.login button").click()
+    follow(page, page.locator("form.login button"))
     scan(page, "journalist/sources")
-    page.locator("button[value=selected]").click()
+    follow(page, page.locator("button[value=selected]"))
     scan(page, "journalist/sources", "notice: nothing selected")
-    page.locator("td a").first.click()
+    follow(page, page.locator("td a").first)
     scan(page, "journalist/confirm_delete")
     page.goto(f"{base}/sources/no-such-source/delete")
     scan(page, "journalist/error", "404")
 
     page.goto(f"{base}/sources")
     page.locator("#bundle").set_input_files(files=[{"name": "forged.bundle", "mimeType": "application/octet-stream", "buffer": b"not a bundle"}])
-    page.locator("form[action='/replies'] button").click()
+    follow(page, page.locator("form[action='/replies'] button"))
     scan(page, "journalist/error", "reply bundle refused")
 
     # A reply to every source so far: the one this walk made reads it next.
@@ -187,7 +193,7 @@ def _walk_journalist(page, servers: Servers, scan: Scan, journalist: Journalist)
     replies = reply_bundle(journalist.identity, [(s.id, seal_reply(f"reply in {scan.language}", s.reply_public_key)) for s in sources])
     page.goto(f"{base}/sources")
     page.locator("#bundle").set_input_files(files=[{"name": "replies.bundle", "mimeType": "application/octet-stream", "buffer": replies}])
-    page.locator("form[action='/replies'] button").click()
+    follow(page, page.locator("form[action='/replies'] button"))
     scan(page, "journalist/import_report")
 
 
@@ -253,8 +259,7 @@ def test_a_source_walks_the_journey_with_the_keyboard_only(servers: Servers, bro
         page.goto(servers.source_url + "/language/en?next=/")
 
         tab_to(page, "button", "First time: get a codename and send")
-        page.keyboard.press("Enter")
-        page.wait_for_load_state()
+        press_enter_and_wait(page)
         assert _heading(page) == "Your codename"
         codename = " ".join(page.locator(".codename span").all_inner_texts())
 
@@ -262,26 +267,28 @@ def test_a_source_walks_the_journey_with_the_keyboard_only(servers: Servers, bro
         message = "sent with the keyboard alone"
         page.keyboard.type(message)
         tab_to(page, "button", "Send securely")
-        page.keyboard.press("Enter")
-        page.wait_for_load_state()
+        press_enter_and_wait(page)
         assert _heading(page) == "Thank you, we received it"
 
         tab_to(page, "button", "Log out")
-        page.keyboard.press("Enter")
-        page.wait_for_load_state()
+        press_enter_and_wait(page)
         assert _heading(page) == "You are logged out"
 
         page.goto(servers.source_url + "/")
         tab_to(page, "a", "I have a codename: check replies or send more")
-        page.keyboard.press("Enter")
-        page.wait_for_load_state()
+        press_enter_and_wait(page)
         tab_to(page, "input", "")
         page.keyboard.type(codename)
-        page.keyboard.press("Enter")
-        page.wait_for_load_state()
+        press_enter_and_wait(page)
         assert _heading(page) == "Replies from our journalists"
     finally:
         context.close()
+
+
+def press_enter_and_wait(page) -> None:
+    """Enter on a link or in a form, then wait for the page it leads to (a codename check takes a while)."""
+    with page.expect_navigation(timeout=60_000):
+        page.keyboard.press("Enter")
 
 
 def tab_to(page, tag: str, text: str, limit: int = 40) -> None:
