@@ -18,6 +18,8 @@ from typing import Any
 import click
 from keys.errors import KeysError
 
+from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
+from intake.cli_i18n import _, set_language
 from intake.config import DATA_DIR_ENV, Settings, load_settings
 from intake.retention import RetentionPolicy
 from intake.server import ServerError, prepare_data_dir
@@ -28,7 +30,7 @@ from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError, ensure_onion_keys
 
 # Modules that add commands to `cli` when imported (e.g. the journalist commands).
-COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli",)
+COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli", "intake.guide.cli")
 DEFAULT_PORT = 8080
 
 data_option = click.option(
@@ -53,8 +55,11 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.version_option(package_name="intake", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.option("--lang", type=click.Choice(CLI_LANGUAGES), default=None,
+              help="language of the messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)")
+def cli(lang: str | None) -> None:
     """intake: a tip line for newsrooms, served as a Tor onion service."""
+    set_language(lang)
 
 
 @cli.command()
@@ -99,10 +104,11 @@ def _echo_store_details(store: Store, settings: Settings) -> None:
     for name, size in newsroom.sizes().items():
         click.echo(f"{name}: {_human(size)}")
     accounts = newsroom.accounts()
-    click.echo(f"journalists who can sign in: {sum(a.can_log_in for a in accounts)} of {len(accounts)}")
+    click.echo(_("journalists who can sign in: {able} of {total}").format(able=sum(a.can_log_in for a in accounts), total=len(accounts)))
     policy = RetentionPolicy.load(settings.data_dir)
-    click.echo(f"retention: exported submissions {policy.exported_days} days, read replies {policy.read_reply_days} days,"
-               f" unused codenames {policy.unused_source_days} days, every {policy.interval_minutes} minutes")
+    click.echo(_("retention: exported submissions {exported} days, read replies {read} days, unused codenames {unused} days,"
+                 " every {minutes} minutes").format(exported=policy.exported_days, read=policy.read_reply_days,
+                                                     unused=policy.unused_source_days, minutes=policy.interval_minutes))
 
 
 def _human(size: int) -> str:
@@ -204,17 +210,17 @@ def demo_instructions(info: DemoInfo, url: str) -> str:
     intake_keys = _shell_path(Path(sys.executable).parent / "intake-keys")
     return "\n".join([
         "",
-        "intake demo: a tip line for trying things out on this machine. NOT FOR PRODUCTION:",
-        f"the demo journalist's secret key and passphrase sit in {_shell_path(info.journalist_dir)}.",
+        _("intake demo: a tip line for trying things out on this machine. NOT FOR PRODUCTION:"),
+        _("the demo journalist's secret key and passphrase sit in {folder}.").format(folder=_shell_path(info.journalist_dir)),
         "",
-        f"  Submit a tip:  {url}   (open it in a browser; JavaScript may stay off)",
+        _("  Submit a tip:  {url}   (open it in a browser; JavaScript may stay off)").format(url=url),
         "",
-        "  Then, in another terminal, export what was submitted and decrypt it:",
+        _("  Then, in another terminal, export what was submitted and decrypt it:"),
         f"    {intake} export --data {data} --out {bundle}",
         f"    {intake_keys} decrypt {bundle} --key {key} --passphrase-file {passphrase} --out {out}",
-        f"  and open {out}/index.html.",
+        _("  and open {index}.").format(index=f"{out}/index.html"),
         "",
-        "Ctrl-C stops the server; run the same command again to continue with the same instance.",
+        _("Ctrl-C stops the server; run the same command again to continue with the same instance."),
     ])
 
 

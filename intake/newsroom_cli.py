@@ -14,6 +14,7 @@ import click
 from keys.files import PendingFile
 
 from intake.cli import cli, data_option, db_key_option
+from intake.cli_i18n import _, ngettext
 from intake.config import Settings, load_settings
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
 from intake.exchange import ExportScope, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
@@ -21,8 +22,9 @@ from intake.retention import RetentionPolicy, purge
 from intake.store import JournalistExistsError, Store
 from intake.store.newsroom import Newsroom
 
-_RESTART_NOTE = ("Send SIGHUP to the running `intake serve` (or restart it) so the journalist onion service "
-                 "takes the new list of client keys.")
+def _restart_note() -> str:
+    return _("Send SIGHUP to the running `intake serve` (or restart it) so the journalist onion service "
+             "takes the new list of client keys.")
 
 
 def _settings(data_dir: Path, db_key_file: Path | None) -> Settings:
@@ -50,14 +52,15 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, db_ke
     """
     settings = _settings(data_dir, db_key_file)
     identity = load_public_key(public_key, name)
-    click.echo(f"Fingerprint of {identity.name}'s key: {identity.fingerprint}")
+    click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
     if not yes:
-        click.confirm("Does the journalist read the same fingerprint on their laptop?", abort=True)
+        click.confirm(_("Does the journalist read the same fingerprint on their laptop?"), abort=True)
     with Store.open(settings) as store:
         try:
             enrolment = enrol_journalist(store, settings.data_dir, identity)
         except JournalistExistsError as error:
-            raise click.ClickException(f"{error}; for a new login use `intake journalist reset-login --name {name}`") from None
+            raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`")
+                                       .format(error=error, name=name)) from None
     _echo_enrolment(enrolment)
 
 
@@ -85,9 +88,10 @@ def journalist_list(data_dir: Path, include_removed: bool, db_key_file: Path | N
     with Store.open(_settings(data_dir, db_key_file)) as store:
         accounts = Newsroom(store).accounts(include_removed=include_removed)
     for account in accounts:
-        state = "active" if account.active else f"removed {account.removed_day}"
-        login = "can sign in" if account.can_log_in else "no login (run reset-login)"
-        click.echo(f"{account.name}\t{account.fingerprint}\tadded {account.added_day}\t{state}\t{login if account.active else ''}".rstrip())
+        state = _("active") if account.active else _("removed {day}").format(day=account.removed_day)
+        login = _("can sign in") if account.can_log_in else _("no login (run reset-login)")
+        added = _("added {day}").format(day=account.added_day)
+        click.echo(f"{account.name}\t{account.fingerprint}\t{added}\t{state}\t{login if account.active else ''}".rstrip())
 
 
 @journalist.command("remove")
@@ -102,25 +106,26 @@ def journalist_remove(data_dir: Path, name: str, db_key_file: Path | None) -> No
     """
     with Store.open(_settings(data_dir, db_key_file)) as store:
         Newsroom(store).remove_journalist(name)
-    click.echo(f"Removed {name}: new submissions are no longer sealed to their key and their login is gone.")
-    click.echo(_RESTART_NOTE)
+    click.echo(_("Removed {name}: new submissions are no longer sealed to their key and their login is gone.").format(name=name))
+    click.echo(_restart_note())
 
 
 def _echo_enrolment(enrolment: Enrolment) -> None:
     click.echo("")
-    click.echo(f"Give these to {enrolment.name} in person, once. They are not stored readably and cannot be shown again.")
+    click.echo(_("Give these to {name} in person, once. They are not stored readably and cannot be shown again.")
+               .format(name=enrolment.name))
     click.echo("")
-    click.echo(f"  Login passphrase:  {enrolment.passphrase}")
-    click.echo(f"  TOTP (add to an authenticator app): {enrolment.totp_uri}")
+    click.echo(_("  Login passphrase:  {passphrase}").format(passphrase=enrolment.passphrase))
+    click.echo(_("  TOTP (add to an authenticator app): {uri}").format(uri=enrolment.totp_uri))
     qr = _terminal_qr(enrolment.totp_uri)
     if qr:
         click.echo(qr)
-    click.echo(f"  Journalist onion:  http://{enrolment.journalist_onion}/")
-    click.echo("  Tor client authorisation (a line for ClientOnionAuthDir/<name>.auth_private;")
-    click.echo("  Tor Browser asks only for the key after 'descriptor:x25519:'):")
+    click.echo(_("  Journalist onion:  {url}").format(url=f"http://{enrolment.journalist_onion}/"))
+    click.echo(_("  Tor client authorisation (a line for ClientOnionAuthDir/<name>.auth_private;"))
+    click.echo(_("  Tor Browser asks only for the key after 'descriptor:x25519:'):"))
     click.echo(f"    {enrolment.client_auth_line}")
     click.echo("")
-    click.echo(_RESTART_NOTE)
+    click.echo(_restart_note())
 
 
 def _terminal_qr(text: str) -> str | None:
@@ -149,21 +154,23 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
     Submissions are marked exported only once the whole bundle is on disk.
     """
     if out_path.exists():
-        raise click.ClickException(f"{out_path} exists already: choose a new file name")
+        raise click.ClickException(_("{path} exists already: choose a new file name").format(path=out_path))
     scope = ExportScope(only_new=not export_all, source_ids=selected_sources(source_ids) or None)
     with Store.open(_settings(data_dir, db_key_file)) as store:
         try:
             prepared = PreparedExport(store, scope)
         except NothingToExportError as error:
-            raise click.ClickException(f"nothing exported: {error}") from None
+            raise click.ClickException(_("nothing exported: {reason}").format(reason=error)) from None
         parent = out_path.parent if str(out_path.parent) else Path(".")
         with PendingFile(parent) as pending:
             for piece in prepared:
                 pending.write(piece)
             pending.commit(out_path.name, durable=True, renumber=False)
         prepared.mark_exported()
-    click.echo(f"Wrote {out_path}: {len(prepared.submission_ids)} submissions from {prepared.source_count} sources "
-               f"({prepared.stored_bytes} bytes of ciphertext), sealed to {len(prepared.recipients)} journalists.")
+    click.echo(_("Wrote {path}: {submissions} submissions from {sources} sources ({size} bytes of ciphertext), "
+                 "sealed to {journalists} journalists.").format(
+        path=out_path, submissions=len(prepared.submission_ids), sources=prepared.source_count,
+        size=prepared.stored_bytes, journalists=len(prepared.recipients)))
 
 
 @cli.command("import-replies")
@@ -191,8 +198,9 @@ def purge_command(data_dir: Path, db_key_file: Path | None) -> None:
     """
     settings = _settings(data_dir, db_key_file)
     policy = RetentionPolicy.load(settings.data_dir)
-    click.echo(f"Retention: exported submissions after {policy.exported_days} days, read replies after "
-               f"{policy.read_reply_days} days, sources that never submitted after {policy.unused_source_days} days.")
+    click.echo(_("Retention: exported submissions after {exported} days, read replies after {read} days, "
+                 "sources that never submitted after {unused} days.").format(
+        exported=policy.exported_days, read=policy.read_reply_days, unused=policy.unused_source_days))
     with Store.open(settings) as store:
         report = purge(store, policy)
     for line in report.lines():
@@ -209,5 +217,7 @@ def check_command(data_dir: Path, db_key_file: Path | None) -> None:
     if problems:
         for problem in problems[:20]:
             click.echo(problem, err=True)
-        raise click.ClickException(f"the store has {len(problems)} integrity problems: restore it from a backup")
-    click.echo("The store is intact.")
+        raise click.ClickException(ngettext("the store has {count} integrity problem: restore it from a backup",
+                                            "the store has {count} integrity problems: restore it from a backup",
+                                            len(problems)).format(count=len(problems)))
+    click.echo(_("The store is intact."))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from keys import bundle
 from keys.errors import KeysError
+from keys.i18n import LANGUAGES, _, ngettext, set_language
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
 from keys.progress import Progress
 from keys.source_record import load_source_record
@@ -43,17 +44,17 @@ def _read_passphrase(args: argparse.Namespace, prompt: str, confirm: bool = Fals
     else:
         try:
             passphrase = getpass.getpass(prompt)
-            if confirm and getpass.getpass("Repeat the passphrase: ") != passphrase:
-                raise UsageError("the passphrases do not match")
+            if confirm and getpass.getpass(_("Repeat the passphrase: ")) != passphrase:
+                raise UsageError(_("the passphrases do not match"))
         except EOFError:
-            raise UsageError("no passphrase given (use --passphrase-file when there is no terminal)") from None
+            raise UsageError(_("no passphrase given (use --passphrase-file when there is no terminal)")) from None
     if not passphrase:
-        raise UsageError("the passphrase is empty")
+        raise UsageError(_("the passphrase is empty"))
     return passphrase
 
 
 def _load_identity(args: argparse.Namespace) -> Identity:
-    return Identity.load(args.key, _read_passphrase(args, f"Passphrase for {args.key}: "))
+    return Identity.load(args.key, _read_passphrase(args, _("Passphrase for {key}: ").format(key=args.key)))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -62,17 +63,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     secret_path, public_path = out / f"{name}.secret", out / f"{name}.public"
     for path in (secret_path, public_path):
         if path.exists():
-            raise UsageError(f"{path} exists; refusing to overwrite a key")
-    passphrase = _read_passphrase(args, f"New passphrase for {name}: ", confirm=True)
+            raise UsageError(_("{path} exists; refusing to overwrite a key").format(path=path))
+    passphrase = _read_passphrase(args, _("New passphrase for {name}: ").format(name=name), confirm=True)
     if len(passphrase) < MIN_PASSPHRASE:
-        raise UsageError(f"the passphrase is too short: use at least {MIN_PASSPHRASE} characters (several random words)")
+        raise UsageError(_("the passphrase is too short: use at least {count} characters (several random words)")
+                         .format(count=MIN_PASSPHRASE))
     identity = Identity.generate(name)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     identity.save(secret_path, passphrase, KDF_STRENGTHS[args.kdf_strength])
     identity.public.save(public_path)
-    print(f"secret key: {secret_path} (keep it on this laptop)")
-    print(f"public key: {public_path} (give it to the server admin)")
-    print(f"fingerprint: {identity.public.fingerprint}")
+    print(_("secret key: {path} (keep it on this laptop)").format(path=secret_path))
+    print(_("public key: {path} (give it to the server admin)").format(path=public_path))
+    print(_("fingerprint: {fingerprint}").format(fingerprint=identity.public.fingerprint))
     return 0
 
 
@@ -80,7 +82,7 @@ def _user_name() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError):
-        raise UsageError("cannot tell your user name: give --name") from None
+        raise UsageError(_("cannot tell your user name: give --name")) from None
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -97,20 +99,23 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             summary = unpack_bundle(export, identity, Path(args.out), progress.advance)
         finally:
             progress.finish()
-    print(f"{summary.written} item(s) decrypted from {summary.sources} source(s) into {args.out}; open {shlex.quote(str(Path(args.out) / 'index.html'))}")
+    print(_("{items} item(s) decrypted from {sources} source(s) into {out}; open {index}").format(
+        items=summary.written, sources=summary.sources, out=args.out, index=shlex.quote(str(Path(args.out) / "index.html"))))
     if summary.already_there:
-        print(f"{summary.already_there} item(s) were already decrypted there and were skipped")
+        print(_("{count} item(s) were already decrypted there and were skipped").format(count=summary.already_there))
     if summary.not_for_you:
-        print(f"{summary.not_for_you} item(s) are not sealed to {identity.name} and were skipped")
+        print(_("{count} item(s) are not sealed to {name} and were skipped").format(count=summary.not_for_you, name=identity.name))
     if summary.damaged:
-        print(f"{len(summary.damaged)} item(s) were damaged on the server before export and were not decrypted (listed on stderr)")
+        print(_("{count} item(s) were damaged on the server before export and were not decrypted (listed on stderr)")
+              .format(count=len(summary.damaged)))
         sys.stdout.flush()
         for item in summary.damaged:
             # Designation, item id, kind and day are checked against strict patterns by the manifest
             # reader; the reason is the envelope's fixed refusal. No plaintext.
             _fail(
-                f"source {item.designation!r}: item {item.item_id} ({item.kind} received {item.received_day}) was damaged "
-                f"on the server before export and was not decrypted (the bundle itself is intact): {item.reason}"
+                _("source {designation}: item {item} ({kind} received {day}) was damaged on the server before export "
+                  "and was not decrypted (the bundle itself is intact): {reason}").format(
+                    designation=repr(item.designation), item=item.item_id, kind=item.kind, day=item.received_day, reason=item.reason)
             )
         return EXIT_DAMAGED_ITEMS
     return 0
@@ -125,17 +130,19 @@ def cmd_reply(args: argparse.Namespace) -> int:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"{args.message_file} is not UTF-8 text") from None
+            raise UsageError(_("{file} is not UTF-8 text").format(file=args.message_file)) from None
     else:
         text = args.message
     if not text.strip():
-        raise UsageError("the reply is empty")
+        raise UsageError(_("the reply is empty"))
     if len(text.encode("utf-8")) > MAX_MESSAGE:
-        raise UsageError(f"the reply is longer than {MAX_MESSAGE // 1024} KiB")
+        raise UsageError(_("the reply is longer than {size} KiB").format(size=MAX_MESSAGE // 1024))
     identity = _load_identity(args)
     sealed = bundle.seal_reply(text, base64.b64decode(record["reply_public_key"]))
     count = bundle.add_replies(Path(args.out), identity, [(record["source_id"], sealed)])
-    print(f"reply to {record['designation']} sealed; {args.out} now holds {count} signed repl{'y' if count == 1 else 'ies'}")
+    print(ngettext("reply to {designation} sealed; {out} now holds {count} signed reply",
+                   "reply to {designation} sealed; {out} now holds {count} signed replies", count)
+          .format(designation=record["designation"], out=args.out, count=count))
     return 0
 
 
@@ -145,22 +152,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if magic == bundle.REPLY_MAGIC:
         with open(args.bundle, "rb") as f:
             info = bundle.describe_reply_bundle(f)
-        print(f"reply bundle, version {bundle.VERSION}")
-        print(f"signer: {info.signer} ({'signature present, checked by the server on import' if info.signed else 'NOT SIGNED'})")
-        print(f"replies: {info.replies}")
+        print(_("reply bundle, version {version}").format(version=bundle.VERSION))
+        signature = _("signature present, checked by the server on import") if info.signed else _("NOT SIGNED")
+        print(_("signer: {signer} ({signature})").format(signer=info.signer, signature=signature))
+        print(_("replies: {count}").format(count=info.replies))
         return 0
     with bundle.ExportBundle.open(args.bundle) as export:
         assert export.manifest_entry is not None
-        print(f"export bundle, version {export.version}, {export.size:,} bytes")
-        print(f"items: {len(export.items)}, {export.items_size:,} bytes of envelopes")
-        print(f"manifest: {export.manifest_entry.length:,} bytes, sealed")
+        print(_("export bundle, version {version}, {size:,} bytes").format(version=export.version, size=export.size))
+        print(_("items: {count}, {size:,} bytes of envelopes").format(count=len(export.items), size=export.items_size))
+        print(_("manifest: {size:,} bytes, sealed").format(size=export.manifest_entry.length))
         if not args.key:
             return 0
         sources = export.read_manifest(_load_identity(args))
     for source in sources:
-        print(f"\n{source.designation}  (source id {source.source_id})")
+        print("\n" + _("{designation}  (source id {id})").format(designation=source.designation, id=source.source_id))
         for item in source.items:
-            print(f"  {item.received_day}  {item.kind:<7}  {item.size:>12,} bytes  sealed to {', '.join(item.recipients)}")
+            print("  " + _("{day}  {kind:<7}  {size:>12,} bytes  sealed to {recipients}").format(
+                day=item.received_day, kind=item.kind, size=item.size, recipients=", ".join(item.recipients)))
     return 0
 
 
@@ -179,61 +188,84 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Offline toolkit for intake journalists: keys, decryption, replies.")
+    # --lang is accepted before or after the command; main() reads it before building the (translated) help.
+    language = argparse.ArgumentParser(add_help=False)
+    language.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS,
+                          help=_("language of the messages and of index.html (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)"))
+    parser = argparse.ArgumentParser(prog=PROG, parents=[language],
+                                     description=_("Offline toolkit for intake journalists: keys, decryption, replies."))
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def passphrase_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--passphrase-file", metavar="FILE", help="read the passphrase from the first line of FILE instead of prompting")
+    def command(name: str, help: str, description: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[language], help=help, description=description, **kwargs)
 
-    p = commands.add_parser("generate", help="create a key pair: NAME.secret and NAME.public", description="Create a journalist key pair.")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for NAME.secret (mode 0600) and NAME.public")
-    p.add_argument("--name", help="your name as the server knows it (default: your user name)")
-    p.add_argument("--kdf-strength", choices=sorted(KDF_STRENGTHS), default="moderate", help="Argon2id cost of the passphrase (default: moderate, 256 MiB)")
+    def passphrase_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--passphrase-file", metavar="FILE", help=_("read the passphrase from the first line of FILE instead of prompting"))
+
+    p = command("generate", _("create a key pair: NAME.secret and NAME.public"), _("Create a journalist key pair."))
+    p.add_argument("--out", required=True, metavar="DIR", help=_("folder for NAME.secret (mode 0600) and NAME.public"))
+    p.add_argument("--name", help=_("your name as the server knows it (default: your user name)"))
+    p.add_argument("--kdf-strength", choices=sorted(KDF_STRENGTHS), default="moderate", help=_("Argon2id cost of the passphrase (default: moderate, 256 MiB)"))
     passphrase_option(p)
     p.set_defaults(run=cmd_generate)
 
-    p = commands.add_parser("fingerprint", help="show a public key's fingerprint", description="Show the fingerprint of a public key file, to read aloud.")
+    p = command("fingerprint", _("show a public key's fingerprint"), _("Show the fingerprint of a public key file, to read aloud."))
     p.add_argument("public_file", metavar="PUBLIC_FILE")
     p.set_defaults(run=cmd_fingerprint)
 
-    p = commands.add_parser(
+    p = command(
         "decrypt",
-        help="decrypt an export bundle into a folder",
-        description="Decrypt an export bundle: a folder per source, and index.html.",
-        epilog=(
-            f"Exit status: 0 when every item for you was decrypted (or was already there); {EXIT_DAMAGED_ITEMS} when the bundle "
+        _("decrypt an export bundle into a folder"),
+        _("Decrypt an export bundle: a folder per source, and index.html."),
+        epilog=_(
+            "Exit status: 0 when every item for you was decrypted (or was already there); {damaged} when the bundle "
             "is intact but some items were damaged on the server before export: the others were decrypted, and each damaged "
-            f"one is named on stderr (source designation and item id); {EXIT_ERROR} on any other error, a damaged bundle "
+            "one is named on stderr (source designation and item id); {error} on any other error, a damaged bundle "
             "included, which stops at once. Nothing partial is ever left; items decrypted before a stop are kept."
-        ),
+        ).format(damaged=EXIT_DAMAGED_ITEMS, error=EXIT_ERROR),
     )
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("--key", required=True, metavar="SECRET_FILE")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--progress", action="store_true", help="always show the progress bar (default: on a terminal, for large bundles)")
+    p.add_argument("--progress", action="store_true", help=_("always show the progress bar (default: on a terminal, for large bundles)"))
     passphrase_option(p)
     p.set_defaults(run=cmd_decrypt)
 
-    p = commands.add_parser("reply", help="seal a reply to a source into a signed reply bundle", description="Seal a reply to a source and add it to a signed reply bundle.")
+    p = command("reply", _("seal a reply to a source into a signed reply bundle"), _("Seal a reply to a source and add it to a signed reply bundle."))
     p.add_argument("--key", required=True, metavar="SECRET_FILE")
-    p.add_argument("--source", required=True, metavar="DIR/DESIGNATION", help="the source's folder written by decrypt")
+    p.add_argument("--source", required=True, metavar="DIR/DESIGNATION", help=_("the source's folder written by decrypt"))
     text = p.add_mutually_exclusive_group(required=True)
     text.add_argument("--message", metavar="TEXT")
     text.add_argument("--message-file", metavar="FILE")
-    p.add_argument("--out", required=True, metavar="REPLY_BUNDLE", help="created, or extended and re-signed if it exists")
+    p.add_argument("--out", required=True, metavar="REPLY_BUNDLE", help=_("created, or extended and re-signed if it exists"))
     passphrase_option(p)
     p.set_defaults(run=cmd_reply)
 
-    p = commands.add_parser("inspect", help="describe a bundle without writing plaintext", description="Describe an export or reply bundle; with --key, list the export manifest.")
+    p = command("inspect", _("describe a bundle without writing plaintext"), _("Describe an export or reply bundle; with --key, list the export manifest."))
     p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--key", metavar="SECRET_FILE", help="decrypt the manifest to list sources and items")
+    p.add_argument("--key", metavar="SECRET_FILE", help=_("decrypt the manifest to list sources and items"))
     passphrase_option(p)
     p.set_defaults(run=cmd_inspect)
     return parser
 
 
+def _language_asked(argv: list[str]) -> str | None:
+    """The value of --lang anywhere on the command line (argparse checks it properly afterwards)."""
+    for position, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--lang" and position + 1 < len(argv):
+            return argv[position + 1]
+        if arg.startswith("--lang="):
+            return arg.partition("=")[2]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    asked = _language_asked(argv)
+    set_language(asked if asked in LANGUAGES else None)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
@@ -245,15 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"{where}{error.strerror or error}")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _fail("interrupted; nothing partial was kept")
+        _fail(_("interrupted; nothing partial was kept"))
         return EXIT_INTERRUPTED
     except Exception as error:  # a bug: still one line, and no data in it
-        _fail(f"internal error ({type(error).__name__}); please report it")
+        _fail(_("internal error ({kind}); please report it").format(kind=type(error).__name__))
         return EXIT_INTERNAL
 
 
 def _fail(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(_("{prog}: error: {message}").format(prog=PROG, message=message), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from keys.errors import FormatError
 from keys.files import PendingFile
+from keys.i18n import _, language
 from keys.source_record import SOURCE_RECORD, load_source_record
 
 INDEX = "index.html"
@@ -37,14 +38,16 @@ def write_index(out: Path) -> Path:
             continue
         assert record is not None
         sections.append(_source_section(folder, record))
+    e = html.escape
+    title, heading, empty = e(_("intake: decrypted submissions")), e(_("Decrypted submissions")), e(_("No sources yet."))
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8">
+<html lang="{e(language())}"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
-<title>intake: decrypted submissions</title>
+<title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}pre{{white-space:pre-wrap;background:#f4f4f4;padding:.5em}}</style>
 </head><body>
-<h1>Decrypted submissions</h1>
-{"".join(sections) or "<p>No sources yet.</p>"}
+<h1>{heading}</h1>
+{"".join(sections) or f"<p>{empty}</p>"}
 </body></html>
 """
     with PendingFile(out, 0o600) as pending:
@@ -67,13 +70,15 @@ def _source_section(folder: Path, record: dict) -> str:
             rows.append(f"<li>{label}<pre>{e(text)}</pre></li>")
         else:
             original = entry.get("original_name")
-            note = f" (sent as “{e(str(original))}”)" if original and original != name else ""
-            rows.append(f"<li>{label}{note}, {path.stat().st_size:,} bytes</li>")
+            note = e(_(" (sent as “{name}”)")).format(name=e(str(original))) if original and original != name else ""
+            size = e(_("{size:,} bytes").format(size=path.stat().st_size))
+            rows.append(f"<li>{label}{note}, {size}</li>")
+    nothing = e(_("nothing decrypted for you"))
     return (
         f"<section><h2>{e(record['designation'])}</h2>"
-        f"<p>source id <code>{e(record['source_id'])}</code>; reply with "
-        f"<code>{e(reply_command(folder))} …</code></p>"
-        f"<ul>{''.join(rows) or '<li>nothing decrypted for you</li>'}</ul></section>\n"
+        "<p>" + e(_("source id {id}; reply with {command}")).format(
+            id=f"<code>{e(record['source_id'])}</code>", command=f"<code>{e(reply_command(folder))} …</code>") + "</p>"
+        f"<ul>{''.join(rows) or f'<li>{nothing}</li>'}</ul></section>\n"
     )
 
 

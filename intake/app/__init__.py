@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
     app.extensions["intake"] = AppState(settings, _kdf_gate(settings), install_store_pool(app, settings))
 
     from intake.app.errors import install_error_pages
+    from intake.app.guide import blueprint as guide_blueprint
     from intake.app.i18n import install_i18n
     from intake.app.source import blueprint as source_blueprint
     from intake.app.source import submit as upload_view
@@ -70,4 +71,5 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
     CSRFProtect(app).exempt(upload_view)
     install_error_pages(app)
     app.register_blueprint(source_blueprint)
+    app.register_blueprint(guide_blueprint)
     return app

@@ -1,12 +1,16 @@
-"""Language of the source pages: the browser's choice, overridable by a plain link.
+"""Language of the pages: the browser's choice, overridable by a plain link.
 
 The override is a cookie holding only a language code, set by a GET link so it
-works without JavaScript.
+works without JavaScript. Tor Browser asks for English whatever its user reads,
+so Accept-Language is only the first guess. Each app has its own catalogue
+(domain): the source pages ``messages``, the journalist pages ``journalist``.
 """
 
 from __future__ import annotations
 
-from flask import Flask, request
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, redirect, request
 from flask_babel import Babel, get_locale
 
 LANGUAGES: dict[str, str] = {"en": "English", "ru": "Русский"}
@@ -20,6 +24,17 @@ def select_locale() -> str:
     return request.accept_languages.best_match(list(LANGUAGES)) or "en"
 
 
-def install_i18n(app: Flask) -> None:
-    Babel(app, locale_selector=select_locale)
+def language_redirect(code: str, fallback: str) -> Response:
+    """Remember ``code`` and go back to the page the link came from (a path on this site, else ``fallback``)."""
+    target = request.args.get("next", "")
+    parts = urlsplit(target)
+    if not target.startswith("/") or target.startswith("//") or "\\" in target or parts.scheme or parts.netloc:
+        target = fallback
+    response = redirect(target, 303)
+    response.set_cookie(LANGUAGE_COOKIE, code, path="/", httponly=True, samesite="Strict", secure=False)
+    return response
+
+
+def install_i18n(app: Flask, domain: str = "messages") -> None:
+    Babel(app, locale_selector=select_locale, default_domain=domain)
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, get_locale=get_locale)

@@ -34,11 +34,14 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from keys.bundle import MAX_REPLY_BUNDLE
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from intake.app import PACKAGE_DIR
+from intake.app.i18n import LANGUAGES, install_i18n, language_redirect
 from intake.app.security import install_security, strict_cookie_config
 from intake.app.stores import install_store_pool, request_store, store_pool
 from intake.config import Settings, load_settings_from_environment
@@ -123,6 +126,13 @@ def index():
     return redirect(url_for("journalist.sources" if current_journalist() else "journalist.login"), 303)
 
 
+@blueprint.get("/language/<code>")
+def language(code: str):
+    if code not in LANGUAGES:
+        abort(404)
+    return language_redirect(code, url_for("journalist.index"))
+
+
 @blueprint.route("/login", methods=["GET", "POST"])
 def login():
     if request.method == "GET":
@@ -133,9 +143,11 @@ def login():
             Newsroom(request_store()), form.get("name", "")[:64], form.get("passphrase", "")[:256], form.get("code", "")[:16],
             throttle_key=_state().settings.login_throttle_key, policy=_state().throttle, run=run_in_os_thread,
         )
-    except LoginError as error:
-        status = 429 if isinstance(error, LoginThrottledError) else 401
-        return render_template("journalist/login.html", error=str(error)), status
+    except LoginThrottledError:
+        message = _("Too many failed sign-ins. Wait %(minutes)s minutes, then try again.", minutes=_state().throttle.window_minutes)
+        return render_template("journalist/login.html", error=message), 429
+    except LoginError:
+        return render_template("journalist/login.html", error=_("The name, passphrase or code is wrong (each code works only once).")), 401
     token = secrets.token_urlsafe(32)
     minutes = current_app.config["JOURNALIST_SESSION_MINUTES"]
     Newsroom(request_store()).save_journalist_session(_session_id(token), signed_in.journalist_id, int(time.time()) + minutes * 60)
@@ -157,18 +169,18 @@ def logout():
 @dataclass(frozen=True)
 class Notice:
     category: str  # "notice" or "error" (a CSS class)
-    text: str
+    text: str  # a lazy translation, rendered in the page's language
 
 
 # What an action says on the sources page it redirects to, by the code in ?done=.
 NOTICES: dict[str, Notice] = {
-    "choose-sources": Notice("error", "Select at least one source to download."),
-    "choose-bundle": Notice("error", "Choose a reply bundle file to upload."),
-    "nothing-new": Notice("notice", "Nothing to download: there are no new submissions."),
-    "nothing-selected": Notice("notice", "Nothing to download: the selected sources have no submissions."),
-    "nothing-all": Notice("notice", "Nothing to download: there are no submissions."),
-    "deleted-submissions": Notice("notice", "Deleted the source's submissions."),
-    "deleted-source": Notice("notice", "Deleted the source and everything from and for it."),
+    "choose-sources": Notice("error", _l("Select at least one source to download.")),
+    "choose-bundle": Notice("error", _l("Choose a reply bundle file to upload.")),
+    "nothing-new": Notice("notice", _l("Nothing to download: there are no new submissions.")),
+    "nothing-selected": Notice("notice", _l("Nothing to download: the selected sources have no submissions.")),
+    "nothing-all": Notice("notice", _l("Nothing to download: there are no submissions.")),
+    "deleted-submissions": Notice("notice", _l("Deleted the source's submissions.")),
+    "deleted-source": Notice("notice", _l("Deleted the source and everything from and for it.")),
 }
 
 
@@ -237,7 +249,7 @@ def upload_replies():
     try:
         report = import_reply_bundle(request_store(), upload.stream)
     except ReplyBundleRefusedError as error:
-        return render_template("journalist/error.html", title="Reply bundle refused", message=str(error)), 400
+        return render_template("journalist/error.html", title=_("Reply bundle refused"), message=str(error)), 400
     return render_template("journalist/import_report.html", report=report)
 
 
@@ -276,13 +288,13 @@ def delete_source(source_id: str):
 # --- errors: say what to do, never anything internal -----------------------------
 
 _ERRORS = {
-    400: ("Something was wrong with that request", "Go back, reload the page and try again."),
-    403: ("Not allowed", "Sign in again."),
-    404: ("Not found", "There is nothing at this address (it may have been deleted)."),
-    405: ("Not allowed", "This page cannot be used that way."),
-    413: ("Too large", f"A reply bundle may be at most {MAX_REPLY_BUNDLE // (1 << 20)} MiB."),
-    500: ("Something went wrong", "The server could not finish this request. Nothing was changed by it."),
-    503: ("Busy", "The server is busy right now. Wait a minute, then try again."),
+    400: (_l("Something was wrong with that request"), _l("Go back, reload the page and try again.")),
+    403: (_l("Not allowed"), _l("Sign in again.")),
+    404: (_l("Not found"), _l("There is nothing at this address (it may have been deleted).")),
+    405: (_l("Not allowed"), _l("This page cannot be used that way.")),
+    413: (_l("Too large"), _l("A reply bundle may be at most %(size)s MiB.", size=MAX_REPLY_BUNDLE // (1 << 20))),
+    500: (_l("Something went wrong"), _l("The server could not finish this request. Nothing was changed by it.")),
+    503: (_l("Busy"), _l("The server is busy right now. Wait a minute, then try again.")),
 }
 
 
@@ -298,7 +310,7 @@ def _http_error(error: HTTPException):
 
 
 def _install_error_pages(app: Flask) -> None:
-    app.register_error_handler(CSRFError, lambda _e: _error(400, "The form expired or came from elsewhere. Reload the page and try again."))
+    app.register_error_handler(CSRFError, lambda _e: _error(400, _("The form expired or came from elsewhere. Reload the page and try again.")))
     app.register_error_handler(RequestEntityTooLarge, lambda _e: _error(413))
     app.register_error_handler(StoreError, lambda e: _error(503, str(e)))
     app.register_error_handler(HTTPException, _http_error)
@@ -317,10 +329,14 @@ def create_journalist_app(settings: Settings | None = None, **config_overrides: 
         MAX_CONTENT_LENGTH=MAX_REPLY_BUNDLE + FORM_FIELD_BYTES,
         MAX_FORM_MEMORY_SIZE=FORM_FIELD_BYTES,
         JOURNALIST_SESSION_MINUTES=30,
+        BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
+        BABEL_DEFAULT_LOCALE="en",
     )
     app.config.update(config_overrides)
     app.extensions["intake-journalist"] = JournalistState(settings, app.config.get("JOURNALIST_THROTTLE", ThrottlePolicy()))
     install_security(app)
+    # Its own catalogue (domain "journalist"), apart from the source pages' one.
+    install_i18n(app, domain="journalist")
     CSRFProtect(app)
     _install_error_pages(app)
     install_store_pool(app, settings)

@@ -1,0 +1,173 @@
+"""The journalist side speaks Russian: the journalist interface (chosen by a link,
+remembered; Accept-Language only a first guess), `intake` and `intake-keys`
+(--lang or LANG), and the index.html that `intake-keys decrypt` writes.
+
+The CLIs run as a user types them (the venv's console scripts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from babel.messages.frontend import CommandLineInterface
+from babel.messages.mofile import read_mo
+from babel.messages.pofile import read_po
+
+from tests.fixtures_keys import KeyFiles, build_export
+from tests.fixtures_newsroom import Newsroom, csrf_token, sign_in
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ENGLISH_ENV = {"LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": "", "LANG": "C.UTF-8"}
+
+
+def run(command: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / command), *map(str, args)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **ENGLISH_ENV, **(env or {})})
+
+
+# --- the journalist interface ------------------------------------------------------------
+
+
+def test_the_journalist_login_follows_the_browser_at_first(newsroom: Newsroom):
+    client = newsroom.journalist_app.test_client()
+    page = client.get("/login", headers={"Accept-Language": "ru-RU,ru;q=0.9"})
+    assert '<html lang="ru">' in page.text and "<h1>Вход</h1>" in page.text and "Парольная фраза" in page.text
+    assert "<h1>Sign in</h1>" in client.get("/login", headers={"Accept-Language": "en-US"}).text
+
+
+def test_the_language_link_is_remembered_over_the_browsers_guess(newsroom: Newsroom):
+    client = newsroom.journalist_app.test_client()
+    english = client.get("/login", headers={"Accept-Language": "en-US,en;q=0.5"})  # what Tor Browser sends
+    assert 'href="/language/ru?next=/login"' in english.text
+    switched = client.get("/language/ru?next=/login")
+    assert switched.status_code == 303 and switched.headers["Location"] == "/login"
+    again = client.get("/login", headers={"Accept-Language": "en-US,en;q=0.5"})
+    assert "<h1>Вход</h1>" in again.text and 'href="/language/en?next=/login"' in again.text
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
+def test_the_journalist_language_link_never_leaves_the_site(newsroom: Newsroom, target: str):
+    response = newsroom.journalist_app.test_client().get("/language/ru", query_string={"next": target})
+    assert response.headers["Location"] == "/"
+
+
+def test_a_signed_in_journalist_works_in_russian(newsroom: Newsroom):
+    client = newsroom.journalist_app.test_client()
+    client.get("/language/ru")
+    assert sign_in(client, newsroom.alice).status_code == 303
+    page = client.get("/sources")
+    for words in ("Вы вошли как alice", "Источники", "Скачать новые материалы", "Загрузить ответы", "Выйти"):
+        assert words in page.text
+    nothing = client.post("/export", data={"csrf_token": csrf_token(page.text), "scope": "new"}, follow_redirects=True)
+    assert "Скачивать нечего: новых материалов нет." in nothing.text
+    assert "Не найдено" in client.get("/sources/no-such-source/delete").text
+
+
+def test_a_wrong_sign_in_is_refused_in_russian(newsroom: Newsroom):
+    client = newsroom.journalist_app.test_client()
+    client.get("/language/ru")
+    refused = sign_in(client, newsroom.alice, code="000000")
+    assert refused.status_code == 401 and "Неверное имя, парольная фраза или код" in refused.text
+
+
+# --- the intake command ------------------------------------------------------------------
+
+
+def test_intake_speaks_russian_with_lang_and_with_LANG(newsroom: Newsroom, tmp_path: Path):
+    data = newsroom.settings.data_dir
+    by_option = run("intake", "--lang", "ru", "journalist", "list", "--data", data)
+    assert by_option.returncode == 0 and "активен" in by_option.stdout and "может войти" in by_option.stdout
+    by_environment = run("intake", "check", "--data", data, env={"LANG": "ru_RU.UTF-8"})
+    assert by_environment.stdout.strip() == "Хранилище в порядке."
+    english = run("intake", "check", "--data", data)
+    assert english.stdout.strip() == "The store is intact."
+    taken = tmp_path / "export.bundle"
+    taken.write_bytes(b"")
+    refused = run("intake", "--lang", "ru", "export", "--data", data, "--out", taken)
+    assert refused.returncode == 1 and "уже существует: выберите другое имя файла" in refused.stderr
+
+
+# --- intake-keys and its index.html ------------------------------------------------------
+
+
+def test_intake_keys_decrypts_in_russian_and_writes_a_russian_index(tmp_path: Path, alice_files: KeyFiles, two_sources):
+    bundle = tmp_path / "export.bundle"
+    bundle.write_bytes(build_export(two_sources, [alice_files.identity]))
+    out = tmp_path / "tips"
+    done = run("intake-keys", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file",
+               alice_files.passphrase_file, "--out", out, "--lang", "ru")
+    assert done.returncode == 0, done.stderr
+    assert "расшифровано материалов: 3, источников: 2" in done.stdout
+    index = (out / "index.html").read_text()
+    assert '<html lang="ru">' in index and "<h1>Расшифрованные материалы</h1>" in index and "id источника" in index
+    assert "ответить:" in index and "байт" in index
+    again = run("intake-keys", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file",
+                alice_files.passphrase_file, "--out", out, env={"LANG": "ru_RU.UTF-8"})
+    assert "пропущено уже расшифрованных там материалов: 3" in again.stdout
+
+
+def test_intake_keys_errors_and_help_in_russian(tmp_path: Path, alice_files: KeyFiles):
+    refused = run("intake-keys", "--lang", "ru", "generate", "--out", alice_files.secret.parent, "--name", "alice",
+                  "--passphrase-file", alice_files.passphrase_file)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith("уже существует; ключ не будет перезаписан")
+    assert refused.stderr.startswith("intake-keys: ошибка: ")
+    assert "Офлайн-инструменты журналиста intake" in run("intake-keys", "--lang", "ru", "--help").stdout
+    assert "Offline toolkit for intake journalists" in run("intake-keys", "--help").stdout
+    english = run("intake-keys", "fingerprint", alice_files.public)
+    assert english.returncode == 0 and english.stdout.startswith("alice: ")
+
+
+def test_intake_keys_index_stays_english_without_a_language(tmp_path: Path, alice_files: KeyFiles, two_sources):
+    bundle = tmp_path / "export.bundle"
+    bundle.write_bytes(build_export(two_sources, [alice_files.identity]))
+    out = tmp_path / "tips"
+    run("intake-keys", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file", alice_files.passphrase_file, "--out", out)
+    index = (out / "index.html").read_text()
+    assert '<html lang="en">' in index and "<h1>Decrypted submissions</h1>" in index
+
+
+# --- the catalogues ----------------------------------------------------------------------
+
+CATALOGUES = {
+    # name: (extraction config, template, Russian .po, compiled .mo, extra keywords)
+    "journalist": ("babel-journalist.cfg", "intake/translations/journalist.pot", "intake/translations/ru/LC_MESSAGES/journalist.po",
+                   "intake/translations/ru/LC_MESSAGES/journalist.mo", ["-k", "_l"]),
+    "cli": ("babel-cli.cfg", "intake/translations/cli.pot", "intake/translations/ru/LC_MESSAGES/cli.po",
+            "intake/translations/ru/LC_MESSAGES/cli.mo", []),
+    "intake-keys": ("babel-keys.cfg", "keys/locale/intake-keys.pot", "keys/locale/ru/LC_MESSAGES/intake-keys.po",
+                    "keys/locale/ru/LC_MESSAGES/intake-keys.mo", []),
+}
+
+
+def _ids(path: Path, reader=read_po) -> dict:
+    with open(path, "rb") as f:
+        # Plural messages: ids and strings as tuples (read_mo gives lists).
+        return {_hashable(message.id): _hashable(message.string) for message in reader(f) if message.id}
+
+
+def _hashable(value):
+    return value if isinstance(value, str) else tuple(value)
+
+
+@pytest.mark.parametrize("name", CATALOGUES)
+def test_every_message_of_the_catalogue_is_translated_and_compiled(name: str):
+    _config, template, po, mo, _keywords = CATALOGUES[name]
+    translated = _ids(ROOT / po)
+    assert set(translated) == set(_ids(ROOT / template))
+    untranslated = [key for key, value in translated.items() if not (value if isinstance(value, str) else all(value))]
+    assert untranslated == []
+    assert _ids(ROOT / mo, read_mo) == translated
+
+
+@pytest.mark.parametrize("name", CATALOGUES)
+def test_the_catalogue_is_up_to_date_with_the_code(name: str, tmp_path: Path):
+    config, template, _po, _mo, keywords = CATALOGUES[name]
+    fresh = tmp_path / "fresh.pot"
+    CommandLineInterface().run(["pybabel", "-q", "extract", "-F", str(ROOT / config), *keywords, "--no-location",
+                                "--sort-output", "-o", str(fresh), str(ROOT)])
+    assert set(_ids(fresh)) == set(_ids(ROOT / template))
