@@ -15,6 +15,7 @@ from keys.files import PendingFile
 
 from intake.cli import cli, data_option, db_key_option
 from intake.config import Settings, load_settings
+from intake.db_key_recovery import write_db_key_recovery
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
 from intake.exchange import ExportScope, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
 from intake.retention import RetentionPolicy, purge
@@ -58,6 +59,7 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, db_ke
             enrolment = enrol_journalist(store, settings.data_dir, identity)
         except JournalistExistsError as error:
             raise click.ClickException(f"{error}; for a new login use `intake journalist reset-login --name {name}`") from None
+        write_db_key_recovery(settings.data_dir, settings.db_key, store)  # the new journalist can recover the key too
     _echo_enrolment(enrolment)
 
 
@@ -100,8 +102,10 @@ def journalist_remove(data_dir: Path, name: str, db_key_file: Path | None) -> No
     What was already sealed to their key stays readable with it. Key rotation:
     `remove`, then `add` with the new public key.
     """
-    with Store.open(_settings(data_dir, db_key_file)) as store:
+    settings = _settings(data_dir, db_key_file)
+    with Store.open(settings) as store:
         Newsroom(store).remove_journalist(name)
+        write_db_key_recovery(settings.data_dir, settings.db_key, store)  # sealed to the remaining journalists only
     click.echo(f"Removed {name}: new submissions are no longer sealed to their key and their login is gone.")
     click.echo(_RESTART_NOTE)
 
