@@ -17,7 +17,8 @@
 #   5. /usr/local/sbin/intake-admin (deploy/intake-admin: intake commands run by systemd as
 #      user intake with that credential), and with it `intake init` in /var/lib/intake
 #   6. deploy/torrc -> /etc/tor/torrc, and intake's source onion key into tor's
-#      HiddenServiceDir, so tor's own source service has intake's address; restart tor
+#      HiddenServiceDir, so tor's own source service has intake's address; the hardening
+#      drop-in deploy/tor-hardening.conf for tor@default.service; restart tor
 #   7. deploy/intake.service -> /etc/systemd/system, enable and (re)start it
 #
 # Needs systemd (systemd-creds, systemd-run) and network access to Debian and PyPI.
@@ -31,6 +32,7 @@ CRED="$ETC/db-key.cred"
 TOR_HS_DIR=/var/lib/tor/intake-source
 TORRC=/etc/tor/torrc
 TOR_DEFAULTS=/usr/share/tor/tor-service-defaults-torrc
+TOR_DROPIN=/etc/systemd/system/tor@default.service.d/intake-hardening.conf
 UNIT=/etc/systemd/system/intake.service
 # Runs intake commands as the service does (user intake, the key from the credential).
 ADMIN=/usr/local/sbin/intake-admin
@@ -76,8 +78,10 @@ fi
 "$PREFIX/.venv/bin/python" -m pip install -q -e "$PREFIX"
 
 # 4. The database key, only ever as an encrypted systemd credential (TPM2 if there is one,
-# else the host key in /var/lib/systemd/credential.secret).
-install -d -o root -g root -m 0700 "$ETC"
+# else the host key in /var/lib/systemd/credential.secret). $ETC is root's, but group intake
+# may enter it: `intake init` runs as intake and reads the journalists' public keys in
+# $ETC/journalists; the credential itself stays root-only (0600).
+install -d -o root -g intake -m 0750 "$ETC"
 if [ ! -f "$CRED" ]; then
     say "making the database key as the encrypted credential $CRED"
     "$PREFIX/.venv/bin/python" -c 'import secrets; print(secrets.token_hex(32))' \
@@ -91,7 +95,7 @@ fi
 install -d -o intake -g intake -m 0700 "$DATA"
 journalist_args=()
 if [ $# -gt 0 ]; then
-    install -d -o root -g root -m 0755 "$ETC/journalists"
+    install -d -o root -g intake -m 0750 "$ETC/journalists"
     for key in "$@"; do
         copy="$ETC/journalists/$(basename "$key")"
         install -o root -g root -m 0644 "$key" "$copy"
@@ -116,7 +120,11 @@ if ! cmp -s "$DATA/onion/source.key" "$TOR_HS_DIR/hs_ed25519_secret_key"; then
 fi
 tor --defaults-torrc "$TOR_DEFAULTS" -f "$TORRC" --verify-config >/dev/null \
     || die "tor refuses $TORRC: check it with: tor --defaults-torrc $TOR_DEFAULTS -f $TORRC --verify-config"
-# Debian's tor.service starts tor@default (the instance that reads /etc/tor/torrc).
+# Debian's tor.service starts tor@default (the instance that reads /etc/tor/torrc); it runs
+# as debian-tor with no capability under intake's drop-in.
+install -d -o root -g root -m 0755 "$(dirname "$TOR_DROPIN")"
+install -o root -g root -m 0644 "$PREFIX/deploy/tor-hardening.conf" "$TOR_DROPIN"
+systemctl daemon-reload
 systemctl enable --quiet tor
 systemctl restart tor@default
 
@@ -128,4 +136,4 @@ systemctl restart intake
 
 say "done. Onion addresses: journalctl -u intake | grep onion; status: systemctl status intake"
 say "journalists get their logins with: intake-admin journalist reset-login --name NAME (then systemctl reload intake)"
-say "now back up $DATA/onion to offline media (docs/operator.md, \"The onion keys\")"
+say "now back up $DATA/onion and $DATA/db-key.recovery (docs/operator.md, \"Backups and recovery\")"
