@@ -28,7 +28,7 @@ from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError, ensure_onion_keys
 
 # Modules that add commands to `cli` when imported (e.g. the journalist commands).
-COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli",)
+COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli", "intake.backup_cli")
 DEFAULT_PORT = 8080
 
 data_option = click.option(
