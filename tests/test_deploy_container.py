@@ -1,6 +1,8 @@
 """deploy/setup-debian.sh, run for real: a fresh Debian bookworm booted with systemd as PID 1
 in a systemd-nspawn container (loopback only), the script run there as root, then checks that
-intake.service and the hardened tor@default.service run and serve (tests/container/check-setup.sh).
+intake.service and the hardened tor@default.service run and serve, survive reloads and a second run,
+and that a backup restored with --restore on "another machine" (new credential key) has the same
+onion address (tests/container/check-setup.sh).
 
 The Debian tree (debootstrap from Debian's mirror) and the wheels the script installs (pip,
 offline in the container, from a wheelhouse) are cached under $INTAKE_TEST_CACHE
@@ -18,18 +20,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from keys.identity import Identity
+from keys.identity import KDF_MIN, Identity
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("INTAKE_TEST_CACHE", "/var/cache/intake-tests"))
 MIRROR = "http://deb.debian.org/debian"
 # What a Debian server has before the script runs, plus what the script installs itself (tor,
 # python3-venv), so the test needs no network inside the container.
-PACKAGES = "systemd,systemd-sysv,dbus,tor,python3-venv,adduser,ca-certificates"
+# (procps: /bin/kill, which the units' ExecReload= run, as on any standard Debian install.)
+PACKAGES = "systemd,systemd-sysv,dbus,procps,tor,python3-venv,adduser,ca-certificates"
 CHECKS = [
     "first-run", "intake-active", "tor-active", "tor-unprivileged", "serves", "same-source-address",
     "admin-status", "key-recovery", "reset-login", "tor-exposure", "intake-exposure", "tor-survives-reload",
     "intake-reload", "second-run", "intake-active-again", "serves-again",
+    "backup", "recover-db-key", "restore-run", "restored-intake-active", "restored-serves", "restored-same-source-address",
+    "restored-same-address", "restored-store", "restored-key-stays-out",
 ]
 
 pytestmark = [
@@ -54,9 +59,9 @@ TimeoutStartSec=900
 
 
 def _debian_tree() -> Path:
-    tree = CACHE / "debian-bookworm"
+    tree = CACHE / f"debian-bookworm-{hashlib.sha256(PACKAGES.encode()).hexdigest()[:8]}"
     if not (tree / "usr" / "lib" / "systemd" / "systemd").exists():
-        partial = CACHE / "debian-bookworm.partial"
+        partial = tree.with_name(tree.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(partial), MIRROR],
@@ -86,7 +91,10 @@ def test_setup_script_deploys_a_running_tip_line_on_fresh_debian(tmp_path: Path)
     keys, results = tmp_path / "keys", tmp_path / "results"
     keys.mkdir()
     results.mkdir()
-    Identity.generate("alice").public.save(keys / "alice.public")
+    alice = Identity.generate("alice")  # her laptop's files: the secret key recovers the database key
+    alice.public.save(keys / "alice.public")
+    alice.save(keys / "alice.secret", "a passphrase for the test laptop", KDF_MIN)
+    (keys / "passphrase").write_text("a passphrase for the test laptop\n")
     unit = tmp_path / "intake-test.service"
     unit.write_text(TEST_UNIT)
     command = [

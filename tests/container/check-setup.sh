@@ -103,5 +103,27 @@ check intake-reload bash -c 'systemctl reload intake && sleep 2 && systemctl is-
 check second-run /src/deploy/setup-debian.sh
 check intake-active-again wait_active intake
 check serves-again serves
+
+# Another machine: every trace of this instance goes (data dir, credential, this host's
+# credential key, tor's copy of the source key) but a backup; a journalist recovers the
+# database key from the backup's db-key.recovery on the laptop; --restore brings it all back.
+source_address=$(cat /var/lib/tor/intake-source/hostname)
+install -d -o intake -g intake -m 0700 /var/backups/intake
+check backup /usr/local/sbin/intake-admin backup --out /var/backups/intake/intake.backup
+systemctl stop intake tor@default
+cp /var/backups/intake/intake.backup /root/intake.backup
+rm -rf /var/lib/intake /etc/intake /var/lib/tor/intake-source /var/lib/systemd/credential.secret /var/backups/intake
+mkdir -p /root/laptop /root/usb
+tar -xf /root/intake.backup -C /root/laptop db-key.recovery
+check recover-db-key /opt/intake/.venv/bin/intake-keys recover-db-key /root/laptop/db-key.recovery \
+    --key /keys/alice.secret --passphrase-file /keys/passphrase --out /root/usb/db.key
+check restore-run /src/deploy/setup-debian.sh --restore /root/intake.backup /root/usb/db.key
+check restored-intake-active wait_active intake
+check restored-serves serves
+check restored-same-source-address same_source_address
+check restored-same-address bash -c "[ \"\$(cat /var/lib/tor/intake-source/hostname)\" = '$source_address' ]"
+check restored-store bash -c '/usr/local/sbin/intake-admin status | grep -qx "journalists: 1"'
+check restored-key-stays-out key_stays_out_of_the_data_dir
+
 journalctl -u intake -u tor@default --no-pager | tail -80
 echo finished >>/results/verdict
