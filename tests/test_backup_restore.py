@@ -174,7 +174,7 @@ def test_restore_refuses_a_wrong_key_a_full_dir_and_a_key_inside_it_and_leaves_n
 
 def test_the_recovery_file_follows_the_list_of_journalists(tmp_path: Path, laptop: Path):
     """Sealed at init to every journalist; after `journalist remove` the removed one cannot open
-    it; a journalist added later can. A key that is not a journalist's opens nothing, writes nothing."""
+    it; a journalist added later (`journalist add`, or `init` with a new key) can. A key that is not a journalist's opens nothing, writes nothing."""
     key = _key_file(tmp_path / "db.key")
     data = tmp_path / "data"
     run(BIN / "intake", "init", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
@@ -199,6 +199,12 @@ def test_the_recovery_file_follows_the_list_of_journalists(tmp_path: Path, lapto
         "--public-key", laptop / "carol.public", "--yes", cwd=tmp_path)
     assert recover("carol", "carol.key").returncode == 0
     assert (tmp_path / "carol.key").read_text() == key.read_text()
+    dave = Identity.generate("dave")
+    dave.save(laptop / "dave.secret", PASSPHRASE, KDF_MIN)
+    dave.public.save(laptop / "dave.public")
+    assert recover("dave", "dave.key").returncode == 1
+    run(BIN / "intake", "init", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "dave.public", cwd=tmp_path)
+    assert recover("dave", "dave.key").returncode == 0  # init with a new journalist seals it again
     again = recover("alice", "alice.key")
     assert again.returncode == 1 and "exists" in again.stderr
     assert (data / "db-key.recovery").stat().st_mode & 0o777 == 0o600
