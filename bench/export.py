@@ -90,7 +90,7 @@ def main() -> None:
         alice.save(work / "alice.secret", PASSPHRASE, KDF_INTERACTIVE)
         (work / "passphrase").write_text(PASSPHRASE + "\n")
         data = work / "data"
-        init_data_dir(data, [work / "alice.public", work / "bob.public"])
+        init_data_dir(data, [work / "alice.public", work / "bob.public"], key_in_data_dir=True)  # a throwaway bench store
         settings = load_settings(data)
 
         print(f"filling the store: {args.submissions} submissions from {args.sources} sources, sealed to 2 journalists ...",

@@ -24,7 +24,7 @@ PIECE = 64 * 1024 + 17  # what the envelope writer hands over: one secretstream 
 
 def _instance(folder: Path):
     Identity.generate("bench").public.save(folder / "bench.public")
-    init_data_dir(folder / "data", [folder / "bench.public"])
+    init_data_dir(folder / "data", [folder / "bench.public"], key_in_data_dir=True)  # a throwaway bench store
     return load_settings(folder / "data")
 
 

@@ -2,10 +2,14 @@
 # Sets up (or updates) intake on a Debian server, as root, from this source tree:
 #
 #   deploy/setup-debian.sh JOURNALIST.public [MORE.public ...]
+#   deploy/setup-debian.sh --restore BACKUP KEY_FILE
 #
 # The first run needs at least one journalist public key (made with `intake-keys generate`
 # on the air-gapped laptop); later runs take none, or new ones to register. Running it
 # again is safe: it only adds what is missing and updates the installed code and configs.
+# --restore sets up a new server from `intake backup`'s file instead, with the database key
+# a journalist recovered with `intake-keys recover-db-key` (docs/operator.md, "Backups and
+# recovery"): same onion addresses, every submission.
 #
 # What it does (docs/operator.md, "Setting up a Debian server"):
 #   1. apt-get install tor python3-venv (only if missing)
@@ -15,9 +19,11 @@
 #      encrypted credential /etc/intake/db-key.cred is ever written (the plaintext never
 #      touches the disk: intake reads it from systemd's credentials directory, in memory)
 #   5. /usr/local/sbin/intake-admin (deploy/intake-admin: intake commands run by systemd as
-#      user intake with that credential), and with it `intake init` in /var/lib/intake
+#      user intake with that credential), and with it `intake restore` (--restore) and
+#      `intake init` in /var/lib/intake
 #   6. deploy/torrc -> /etc/tor/torrc, and intake's source onion key into tor's
-#      HiddenServiceDir, so tor's own source service has intake's address; restart tor
+#      HiddenServiceDir, so tor's own source service has intake's address; the hardening
+#      drop-in deploy/tor-hardening.conf for tor@default.service; restart tor
 #   7. deploy/intake.service -> /etc/systemd/system, enable and (re)start it
 #
 # Needs systemd (systemd-creds, systemd-run) and network access to Debian and PyPI.
@@ -31,6 +37,7 @@ CRED="$ETC/db-key.cred"
 TOR_HS_DIR=/var/lib/tor/intake-source
 TORRC=/etc/tor/torrc
 TOR_DEFAULTS=/usr/share/tor/tor-service-defaults-torrc
+TOR_DROPIN=/etc/systemd/system/tor@default.service.d/intake-hardening.conf
 UNIT=/etc/systemd/system/intake.service
 # Runs intake commands as the service does (user intake, the key from the credential).
 ADMIN=/usr/local/sbin/intake-admin
@@ -40,6 +47,17 @@ die() { say "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run this as root"
 [ -d /run/systemd/system ] || die "systemd is not running here: intake's unit and credentials need it"
+restore_backup=""
+restore_key=""
+if [ "${1:-}" = "--restore" ]; then
+    [ $# -eq 3 ] || die "usage: $0 --restore BACKUP KEY_FILE"
+    restore_backup=$2
+    restore_key=$3
+    shift 3
+    [ -f "$restore_backup" ] || die "no such backup file: $restore_backup"
+    [ -f "$restore_key" ] || die "no such key file: $restore_key"
+    [ ! -e "$DATA/intake.db" ] || die "$DATA holds an instance already: restore on a new server"
+fi
 for key in "$@"; do
     [ -f "$key" ] || die "no such public key file: $key"
 done
@@ -77,12 +95,19 @@ fi
 "$PREFIX/.venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$PREFIX"
 
 # 4. The database key, only ever as an encrypted systemd credential (TPM2 if there is one,
-# else the host key in /var/lib/systemd/credential.secret).
-install -d -o root -g root -m 0700 "$ETC"
-if [ ! -f "$CRED" ]; then
-    say "making the database key as the encrypted credential $CRED"
-    "$PREFIX/.venv/bin/python" -c 'import secrets; print(secrets.token_hex(32))' \
-        | systemd-creds encrypt --name=intake-db-key - "$CRED.new"
+# else the host key in /var/lib/systemd/credential.secret). $ETC is root's, but group intake
+# may enter it: `intake init` runs as intake and reads the journalists' public keys in
+# $ETC/journalists; the credential itself stays root-only (0600).
+install -d -o root -g intake -m 0750 "$ETC"
+if [ -n "$restore_backup" ] || [ ! -f "$CRED" ]; then
+    if [ -n "$restore_backup" ]; then
+        say "sealing the recovered database key as the encrypted credential $CRED"
+        systemd-creds encrypt --name=intake-db-key "$restore_key" "$CRED.new"
+    else
+        say "making the database key as the encrypted credential $CRED"
+        "$PREFIX/.venv/bin/python" -c 'import secrets; print(secrets.token_hex(32))' \
+            | systemd-creds encrypt --name=intake-db-key - "$CRED.new"
+    fi
     chmod 0600 "$CRED.new"
     mv "$CRED.new" "$CRED"
 fi
@@ -90,16 +115,23 @@ fi
 # 5. The data dir and its database, the way the service will open it: systemd decrypts the
 # credential into a private in-memory directory and sets $CREDENTIALS_DIRECTORY.
 install -d -o intake -g intake -m 0700 "$DATA"
+install -o root -g root -m 0755 "$PREFIX/deploy/intake-admin" "$ADMIN"
+if [ -n "$restore_backup" ]; then
+    # intake restore runs as user intake, which may read this copy of the backup (and no other).
+    install -o root -g intake -m 0640 "$restore_backup" "$ETC/restore.backup"
+    say "intake restore into $DATA"
+    "$ADMIN" restore "$ETC/restore.backup" --data "$DATA"
+    rm -f "$ETC/restore.backup"
+fi
 journalist_args=()
 if [ $# -gt 0 ]; then
-    install -d -o root -g root -m 0755 "$ETC/journalists"
+    install -d -o root -g intake -m 0750 "$ETC/journalists"
     for key in "$@"; do
         copy="$ETC/journalists/$(basename "$key")"
         install -o root -g root -m 0644 "$key" "$copy"
         journalist_args+=(--journalist-key "$copy")
     done
 fi
-install -o root -g root -m 0755 "$PREFIX/deploy/intake-admin" "$ADMIN"
 say "intake init --data $DATA"
 "$ADMIN" init --data "$DATA" "${journalist_args[@]}"
 
@@ -117,7 +149,11 @@ if ! cmp -s "$DATA/onion/source.key" "$TOR_HS_DIR/hs_ed25519_secret_key"; then
 fi
 tor --defaults-torrc "$TOR_DEFAULTS" -f "$TORRC" --verify-config >/dev/null \
     || die "tor refuses $TORRC: check it with: tor --defaults-torrc $TOR_DEFAULTS -f $TORRC --verify-config"
-# Debian's tor.service starts tor@default (the instance that reads /etc/tor/torrc).
+# Debian's tor.service starts tor@default (the instance that reads /etc/tor/torrc); it runs
+# as debian-tor with no capability under intake's drop-in.
+install -d -o root -g root -m 0755 "$(dirname "$TOR_DROPIN")"
+install -o root -g root -m 0644 "$PREFIX/deploy/tor-hardening.conf" "$TOR_DROPIN"
+systemctl daemon-reload
 systemctl enable --quiet tor
 systemctl restart tor@default
 
@@ -127,6 +163,7 @@ systemctl daemon-reload
 systemctl enable --quiet intake
 systemctl restart intake
 
+[ -z "$restore_key" ] || say "restored. The database key is now only in $CRED: destroy $restore_key (shred -u)"
 say "done. Onion addresses: journalctl -u intake | grep onion; status: systemctl status intake"
 say "journalists get their logins with: intake-admin journalist reset-login --name NAME (then systemctl reload intake)"
-say "now back up $DATA/onion to offline media (docs/operator.md, \"The onion keys\")"
+say "now back up $DATA/onion and $DATA/db-key.recovery (docs/operator.md, \"Backups and recovery\")"

@@ -20,7 +20,7 @@ from keys.errors import KeysError
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
 from intake.cli_i18n import _, set_language
-from intake.config import DATA_DIR_ENV, Settings, load_settings
+from intake.config import DATA_DIR_ENV, Settings, key_inside_data_dir, load_settings
 from intake.retention import RetentionPolicy
 from intake.server import ServerError, prepare_data_dir
 from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, TOR_MODES, TipLine, TorPlan, read_torrc_lines
@@ -30,7 +30,7 @@ from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError, ensure_onion_keys
 
 # Modules that add commands to `cli` when imported (e.g. the journalist commands).
-COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli", "intake.guide.cli")
+COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli", "intake.guide.cli", "intake.backup_cli")
 DEFAULT_PORT = 8080
 
 data_option = click.option(
@@ -67,19 +67,46 @@ def cli(lang: str | None) -> None:
 @click.option("--journalist-key", "journalist_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="a journalist's public key file (repeat for each journalist)")
 @db_key_option
-def init(data_dir: Path, journalist_keys: tuple[Path, ...], db_key_file: Path | None) -> None:
+@click.option("--db-key-in-data-dir", "key_in_data_dir", is_flag=True,
+              help="allow a new store's key in the data dir (DATA/db.key), where a copy of the disk takes it along: "
+                   "for trials only")
+def init(data_dir: Path, journalist_keys: tuple[Path, ...], db_key_file: Path | None, key_in_data_dir: bool) -> None:
     """Create the data dir, its database and key, and register journalists.
 
     On an existing data dir, checks the key and registers any new journalists.
+    The key is never written into the data dir unless --db-key-in-data-dir asks for it.
     """
-    settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file)
+    settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file, key_in_data_dir=key_in_data_dir)
     click.echo(f"Data dir ready: {settings.data_dir}")
     _echo_counts(prepare_data_dir(data_dir, db_key_file))
     # The onion keys exist from the start, so the addresses can be published (and backed up) before serving.
     source_onion, journalist_onion = ensure_onion_keys(settings.data_dir)
     click.echo(f"Source onion address: {source_onion}")
-    click.echo(f"Journalist onion address: {journalist_onion} (client authorisation: `intake journalist add`)")
+    click.echo(f"Journalist onion address: {journalist_onion} (reachable with a journalist's Tor client key)")
+    _echo_login_commands(settings, db_key_file)
     click.echo(f"Back up {settings.data_dir / 'onion'} now (docs/operator.md): whoever holds it can serve these addresses.")
+    _warn_if_key_in_data_dir(data_dir, db_key_file)
+
+
+def _echo_login_commands(settings: Settings, db_key_file: Path | None) -> None:
+    """init registers journalists without a login: say, per journalist, the command that gives one."""
+    with Store.open(settings) as store:
+        waiting = [account.name for account in Newsroom(store).accounts() if account.active and not account.can_log_in]
+    if not waiting:
+        return
+    key_option = f" --db-key-file {_shell_path(db_key_file)}" if db_key_file is not None else ""
+    click.echo("Journalists without a login yet. Give each one their passphrase, TOTP secret and Tor client key,"
+               " in person, with:")
+    for name in waiting:
+        click.echo(f"  intake journalist reset-login --data {_shell_path(settings.data_dir)}{key_option}"
+                   f" --name {shlex.quote(name)}")
+
+
+def _warn_if_key_in_data_dir(data_dir: Path, db_key_file: Path | None) -> None:
+    inside = key_inside_data_dir(data_dir, db_key_file)
+    if inside is not None:
+        click.echo(f"WARNING: the database key is inside the data dir ({inside}): anyone with a copy of this disk can "
+                   "open the store. Move it out (docs/operator.md, \"The database key\").", err=True)
 
 
 @cli.command()
@@ -91,6 +118,7 @@ def status(data_dir: Path, db_key_file: Path | None) -> None:
     with Store.open(settings) as store:
         _echo_counts(store.counts())
         _echo_store_details(store, settings)
+    _warn_if_key_in_data_dir(data_dir, db_key_file)
 
 
 def _echo_counts(counts: dict[str, int]) -> None:
@@ -168,6 +196,7 @@ def serve(data_dir: Path, port: int, journalist_port: int, db_key_file: Path | N
     plan = _tor_plan(**tor)
     _show_logs()
     prepare_data_dir(data_dir, db_key_file)
+    _warn_if_key_in_data_dir(data_dir, db_key_file)
     tip_line = TipLine(data_dir, source_port=port, journalist_port=journalist_port, db_key_file=db_key_file,
                        tor=plan, say=click.echo)
     raise SystemExit(tip_line.serve())

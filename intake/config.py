@@ -91,6 +91,13 @@ def db_key_path(data_dir: Path, db_key_file: Path | None = None) -> Path:
     return Path(data_dir) / DEFAULT_DB_KEY_FILE
 
 
+def key_inside_data_dir(data_dir: Path, db_key_file: Path | None = None) -> Path | None:
+    """The database key's path if it lies inside the data dir (where a copy of the disk
+    takes it along with the database, which then protects nothing), else None."""
+    key_path = db_key_path(data_dir, db_key_file)
+    return key_path if key_path.resolve().is_relative_to(Path(data_dir).resolve()) else None
+
+
 def read_secret_file(path: Path, size: int, what: str, error: type[SecretFileError] = SecretFileError) -> bytes:
     """Read a secret written as hex by `intake init`; refuse it if others may read it."""
     try:

@@ -16,6 +16,7 @@ from keys.files import PendingFile
 from intake.cli import cli, data_option, db_key_option
 from intake.cli_i18n import _, ngettext
 from intake.config import Settings, load_settings
+from intake.db_key_recovery import write_db_key_recovery
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
 from intake.exchange import ExportScope, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
 from intake.retention import RetentionPolicy, purge
@@ -61,6 +62,7 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, db_ke
         except JournalistExistsError as error:
             raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`")
                                        .format(error=error, name=name)) from None
+        write_db_key_recovery(settings.data_dir, settings.db_key, store)  # the new journalist can recover the key too
     _echo_enrolment(enrolment)
 
 
@@ -104,8 +106,10 @@ def journalist_remove(data_dir: Path, name: str, db_key_file: Path | None) -> No
     What was already sealed to their key stays readable with it. Key rotation:
     `remove`, then `add` with the new public key.
     """
-    with Store.open(_settings(data_dir, db_key_file)) as store:
+    settings = _settings(data_dir, db_key_file)
+    with Store.open(settings) as store:
         Newsroom(store).remove_journalist(name)
+        write_db_key_recovery(settings.data_dir, settings.db_key, store)  # sealed to the remaining journalists only
     click.echo(_("Removed {name}: new submissions are no longer sealed to their key and their login is gone.").format(name=name))
     click.echo(_restart_note())
 

@@ -18,9 +18,11 @@ from intake.config import (
     INSTANCE_SECRET_FILE,
     Settings,
     db_key_path,
+    key_inside_data_dir,
     load_settings,
     read_secret_file,
 )
+from intake.db_key_recovery import RECOVERY_FILE, write_db_key_recovery
 from intake.journalist_auth import generate_login_passphrase
 from intake.server_identity import SERVER_SIGNING_FILE, create_server_signing_key, ensure_server_signing_key
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, Store, StoreError
@@ -68,8 +70,9 @@ def _load_journalist_keys(paths: list[Path]) -> list[PublicIdentity]:
     return identities
 
 
-def _register(store: Store, identities: list[PublicIdentity]) -> None:
-    """Register the journalists not yet registered; the same name with another key is refused."""
+def _register(store: Store, identities: list[PublicIdentity]) -> bool:
+    """Register the journalists not yet registered (True if there were any); the same name
+    with another key is refused."""
     known = {journalist.name: journalist for journalist in store.journalists()}
     new = []
     for identity in identities:
@@ -80,14 +83,24 @@ def _register(store: Store, identities: list[PublicIdentity]) -> None:
             raise JournalistExistsError(f"a journalist named {identity.name!r} is already registered with another key")
     for identity in new:
         store.register_journalist(identity.name, bytes(identity.encryption_key), bytes(identity.verify_key), identity.fingerprint)
+    return bool(new)
 
 
-def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key_file: Path | None = None) -> Settings:
+class DatabaseKeyInDataDirError(SetupError):
+    """A new store would be keyed from a file inside its own data dir, and nobody asked for that."""
+
+
+def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key_file: Path | None = None,
+                  key_in_data_dir: bool = False) -> Settings:
     """Create (or, if it exists, check and extend) an instance's data dir.
 
     A fresh dir gets mode 0700, a database key (0600, unless one is given), an
-    instance secret, the server's signing key and the database with the journalists registered. On an
-    existing dir the key must open the database; new journalists are added.
+    instance secret, the server's signing key, the database with the journalists
+    registered, and db-key.recovery (the key sealed to them). On an existing dir the
+    key must open the database; new journalists are added.
+    A new store keyed from a file inside its own data dir (DATA/db.key, where a copy
+    of the disk would take the key along with the database) is refused unless
+    `key_in_data_dir` asks for exactly that (`intake demo`, tests).
     Any failure leaves the dir as it was.
     """
     data_dir = Path(data_dir)
@@ -95,11 +108,18 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
     if (data_dir / DB_FILE).exists():
         settings = load_settings(data_dir, db_key_file=db_key_file)
         with Store.open(settings) as store:
-            _register(store, identities)
+            if _register(store, identities) or not (data_dir / RECOVERY_FILE).exists():
+                write_db_key_recovery(data_dir, settings.db_key, store)
         ensure_server_signing_key(data_dir)
         return settings
     if not identities:
         raise SetupError("a new data dir needs at least one journalist public key (--journalist-key)")
+    inside = key_inside_data_dir(data_dir, db_key_file)
+    if inside is not None and not key_in_data_dir:
+        raise DatabaseKeyInDataDirError(
+            f"refusing to keep the database key in the data dir ({inside}): a copy of the disk would open the store. "
+            "Give --db-key-file with a path outside it (on a server: a systemd credential, as deploy/setup-debian.sh "
+            "makes), or --db-key-in-data-dir to accept that risk (trials only)")
 
     created: list[Path] = []
     try:
@@ -121,9 +141,11 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
         if not (data_dir / SERVER_SIGNING_FILE).exists():
             created.append(create_server_signing_key(data_dir))
         created += [data_dir / (DB_FILE + suffix) for suffix in ("", "-wal", "-shm")]
+        created.append(data_dir / RECOVERY_FILE)
         settings = _settings_for_new_dir(data_dir, db_key_file)
         with Store.create(settings) as store:
             _register(store, identities)
+            write_db_key_recovery(data_dir, settings.db_key, store)
         return load_settings(data_dir, db_key_file=db_key_file)
     except BaseException:
         for path in reversed(created):
@@ -177,5 +199,5 @@ def ensure_demo_instance(base_dir: Path) -> DemoInfo:
         readme = journalist_dir / "README.txt"
         if not readme.exists():
             write_new_file(readme, _DEMO_README.encode(), 0o644)
-    init_data_dir(info.data_dir, [info.public_key_file])
+    init_data_dir(info.data_dir, [info.public_key_file], key_in_data_dir=True)  # a demo: labelled, not for production
     return info

@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from keys import bundle
+from keys import bundle, recover_cli
 from keys.errors import KeysError
 from keys.i18n import LANGUAGES, _, ngettext, set_language
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", metavar="SECRET_FILE", help=_("decrypt the manifest to list sources and items"))
     passphrase_option(p)
     p.set_defaults(run=cmd_inspect)
+
+    recover_cli.add_parser(commands, passphrase_option, _read_passphrase)
     return parser
 
 

@@ -41,7 +41,7 @@ def make_instance(tmp_path: Path, journalist_count: int = 2, **overrides) -> App
         identity.public.save(path)
         public_files.append(path)
     data_dir = tmp_path / "data"
-    init_data_dir(data_dir, public_files)
+    init_data_dir(data_dir, public_files, key_in_data_dir=True)
     settings = load_settings(data_dir, **{**FAST_KDF, **overrides})
     return AppInstance(settings, create_app(settings, TESTING=True), identities)
 

@@ -63,7 +63,7 @@ def make_newsroom(tmp_path: Path, **journalist_config) -> Newsroom:
         public_files.append(path)
     data_dir = tmp_path / "data"
     # alice comes with `intake init` (and gets a login by reset); bob by `journalist add`.
-    init_data_dir(data_dir, public_files[:1])
+    init_data_dir(data_dir, public_files[:1], key_in_data_dir=True)
     settings = load_settings(data_dir, **FAST_KDF)
     with Store.open(settings) as store:
         alice = Journalist(identities[0], reset_login(store, data_dir, "alice", **FAST_LOGIN_HASH))

@@ -166,7 +166,7 @@ def init_instance(base_dir: Path, journalist_count: int) -> tuple[Path, object, 
         identity.public.save(path)
         public_files.append(path)
     data_dir = base_dir / "data"
-    settings = init_data_dir(data_dir, public_files)
+    settings = init_data_dir(data_dir, public_files, key_in_data_dir=True)
     return data_dir, settings, journalists
 
 

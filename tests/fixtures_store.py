@@ -35,7 +35,7 @@ def journalists(tmp_path: Path) -> list[tuple[Identity, Path]]:
 @pytest.fixture
 def settings(tmp_path: Path, journalists: list[tuple[Identity, Path]]) -> Settings:
     data_dir = tmp_path / "data"
-    init_data_dir(data_dir, [public_file for _, public_file in journalists])
+    init_data_dir(data_dir, [public_file for _, public_file in journalists], key_in_data_dir=True)
     return load_settings(data_dir, **FAST_KDF)
 
 

@@ -43,7 +43,8 @@ def _write_key(path: Path, key: bytes) -> Path:
 
 def test_init_makes_a_private_data_dir_and_registers_journalists(tmp_path: Path, journalists):
     data_dir = tmp_path / "data"
-    result = CliRunner().invoke(cli, ["init", "--data", str(data_dir)] + [a for _, p in journalists for a in ("--journalist-key", str(p))])
+    result = CliRunner().invoke(cli, ["init", "--data", str(data_dir), "--db-key-in-data-dir"]
+                                + [a for _, p in journalists for a in ("--journalist-key", str(p))])
     assert result.exit_code == 0, result.output
     assert "journalists: 3" in result.output
     assert _mode(data_dir) == 0o700
@@ -302,7 +303,7 @@ def test_init_makes_a_private_server_signing_key_that_stays(tmp_path):
     from intake.server_identity import load_server_signing_key, server_signing_path
 
     _, alice_public_file = make_journalist(tmp_path, "alice")
-    init_data_dir(tmp_path / "data", [alice_public_file])
+    init_data_dir(tmp_path / "data", [alice_public_file], key_in_data_dir=True)
     path = server_signing_path(tmp_path / "data")
     assert path.stat().st_mode & 0o077 == 0
     first = load_server_signing_key(tmp_path / "data").verify_key

@@ -2,7 +2,9 @@
 
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,67 @@ def test_service_unit_gets_the_database_key_as_an_encrypted_credential():
     unit = (DEPLOY / "intake.service").read_text()
     assert "LoadCredentialEncrypted=intake-db-key:" in unit
     assert "IPAddressAllow=localhost" in unit and "IPAddressDeny=any" in unit
+
+
+DEBIAN_TOR_UNIT = Path("/lib/systemd/system/tor@default.service")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None or not DEBIAN_TOR_UNIT.is_file(),
+                    reason="needs systemd-analyze and Debian's tor package (its tor@default.service)")
+def test_debian_tor_unit_with_intakes_drop_in_is_hardened(tmp_path: Path):
+    """Debian's unit alone scores 6.8; with deploy/tor-hardening.conf, installed where
+    setup-debian.sh puts it, the tor holding the source onion key is as confined as intake."""
+    units = tmp_path / "lib" / "systemd" / "system"
+    units.mkdir(parents=True)
+    shutil.copy(DEBIAN_TOR_UNIT, units)
+    assert exposure_of("tor@default.service", tmp_path) > 6
+    drop_in = tmp_path / "etc" / "systemd" / "system" / "tor@default.service.d" / "intake-hardening.conf"
+    drop_in.parent.mkdir(parents=True)
+    shutil.copy(DEPLOY / "tor-hardening.conf", drop_in)
+    assert exposure_of("tor@default.service", tmp_path) <= 2.0
+    assert f"install -o root -g root -m 0644 \"$PREFIX/deploy/tor-hardening.conf\" \"$TOR_DROPIN\"" in (DEPLOY / "setup-debian.sh").read_text()
+    assert "TOR_DROPIN=/etc/systemd/system/tor@default.service.d/intake-hardening.conf" in (DEPLOY / "setup-debian.sh").read_text()
+
+
+def exposure_of(unit: str, root: Path) -> float:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager", unit],
+        capture_output=True, text=True, check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+def test_shipped_torrc_does_not_enable_tors_seccomp_sandbox():
+    """`Sandbox 1` makes `systemctl reload tor` kill tor 0.4.9 with onion-service directories."""
+    lines = [line.split("#")[0].split() for line in (DEPLOY / "torrc").read_text().splitlines()]
+    assert not any(words and words[0].lower() == "sandbox" and words[1:] != ["0"] for words in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tor") is None, reason="needs Debian's tor")
+@pytest.mark.parametrize("sandbox", [0, 1])
+def test_why_the_torrc_has_no_sandbox_a_reload_kills_a_sandboxed_tor(tmp_path: Path, sandbox: int):
+    """What deploy/torrc's comment says, measured: with an onion-service directory, SIGHUP
+    (`systemctl reload tor`) ends a tor running `Sandbox 1`; without it tor reloads and lives."""
+    hs_dir = tmp_path / "hs"
+    hs_dir.mkdir(mode=0o700)
+    torrc = tmp_path / "torrc"
+    torrc.write_text(f"DataDirectory {tmp_path / 'data'}\nDisableNetwork 1\nSocksPort 0\nSandbox {sandbox}\n"
+                     f"Log notice file {tmp_path / 'log'}\nHiddenServiceDir {hs_dir}\nHiddenServicePort 80 127.0.0.1:9\n")
+    tor = subprocess.Popen(["tor", "-f", str(torrc), "--RunAsDaemon", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (hs_dir / "hostname").exists() and time.monotonic() < deadline and tor.poll() is None:
+            time.sleep(0.2)
+        assert (hs_dir / "hostname").exists(), (tmp_path / "log").read_text()
+        tor.send_signal(signal.SIGHUP)
+        try:
+            tor.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        assert (tor.poll() is None) == (sandbox == 0), (tmp_path / "log").read_text()
+    finally:
+        tor.kill()
+        tor.wait()

@@ -1,0 +1,232 @@
+"""`intake backup` and `intake restore`: a whole instance in one file, and back.
+
+A backup is an uncompressed tar (every member mode 0600, owner 0, time 0) of:
+
+- ``intake-backup``: the format line ``intake-backup 1``;
+- ``secrets.sealed``: the instance secret, the server's signing key and both onion keys,
+  in a SecretBox under a key derived from the database key (BLAKE2b, personal
+  ``intake:backup``), so the file is exactly as hard to read as the store itself;
+- ``db-key.recovery``: the database key sealed to the journalists (already sealed;
+  taken out of a backup with ``tar -xf BACKUP db-key.recovery`` when the key is lost);
+- ``intake.db`` and ``intake.db-blobs``: consistent snapshots by SQLite's backup API,
+  still encrypted with the database key; uploads in progress are left out;
+- ``retention.toml``, if the instance has one.
+
+Restoring needs the database key (from the running server's credential, or recovered on
+a journalist's laptop with `intake-keys recover-db-key`) and an empty data dir; it
+gives the same onion addresses and every submission, or nothing at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import nacl.secret
+from keys.files import PendingFile, write_new_file
+from nacl.exceptions import CryptoError
+
+from intake.config import (
+    DB_FILE,
+    DB_KEY_BYTES,
+    INSTANCE_SECRET_FILE,
+    Settings,
+    db_key_path,
+    load_settings,
+    read_secret_file,
+)
+from intake.db_key_recovery import RECOVERY_FILE
+from intake.server_identity import SERVER_SIGNING_FILE
+from intake.store import MissingDatabaseKeyError, Store, StoreError
+from intake.store.connection import connect, connect_blobs
+from intake.store.newsroom import Newsroom
+from intake.store.store import blobs_path
+
+FORMAT_MEMBER = "intake-backup"
+FORMAT_LINE = b"intake-backup 1\n"
+SECRETS_MEMBER = "secrets.sealed"
+BLOBS_FILE = DB_FILE + "-blobs"
+RETENTION_FILE = "retention.toml"
+# The files sealed in secrets.sealed, by their path in the data dir.
+SECRET_FILES = (INSTANCE_SECRET_FILE, SERVER_SIGNING_FILE, "onion/source.key", "onion/journalist.key")
+_PLAIN_MEMBERS = (RECOVERY_FILE, DB_FILE, BLOBS_FILE, RETENTION_FILE)
+_SMALL_MEMBER = 1 << 20  # the format line, the sealed secrets, the recovery file, the retention policy
+_SNAPSHOT_ATTEMPTS = 3
+
+
+class BackupError(StoreError):
+    """A backup cannot be made or restored as asked; nothing was left half-done."""
+
+
+def _backup_box(db_key: bytes) -> nacl.secret.SecretBox:
+    return nacl.secret.SecretBox(hashlib.blake2b(b"", key=db_key, person=b"intake:backup", digest_size=32).digest())
+
+
+# Making a backup
+
+
+def make_backup(data_dir: Path, out: Path, *, db_key_file: Path | None = None) -> dict[str, int]:
+    """Write a backup of the instance in `data_dir` to the new file `out`; returns the snapshot's counts."""
+    settings = load_settings(data_dir, db_key_file=db_key_file)
+    out = Path(out)
+    if out.exists():
+        raise BackupError(f"{out} exists already: choose a new file name")
+    secrets_blob = _seal_secrets(settings)
+    folder = out.parent if str(out.parent) else Path(".")
+    stage = Path(tempfile.mkdtemp(prefix=".intake-backup-", dir=folder))
+    try:
+        counts = _snapshot(settings, stage)
+        with PendingFile(folder, 0o600) as pending:
+            with tarfile.open(fileobj=pending, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                _add_bytes(tar, FORMAT_MEMBER, FORMAT_LINE)
+                _add_bytes(tar, SECRETS_MEMBER, secrets_blob)
+                for name in _PLAIN_MEMBERS:
+                    source = stage / name if name in (DB_FILE, BLOBS_FILE) else settings.data_dir / name
+                    if source.is_file():
+                        with open(source, "rb") as f:
+                            tar.addfile(_member(name, source.stat().st_size), f)
+            pending.commit(out.name, durable=True, renumber=False)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return counts
+
+
+def _seal_secrets(settings: Settings) -> bytes:
+    files = {}
+    for name in SECRET_FILES:
+        path = settings.data_dir / name
+        try:
+            files[name] = path.read_bytes().hex()
+        except FileNotFoundError:
+            raise BackupError(f"{path} is missing: this data dir is incomplete (run `intake init` on it)") from None
+    return bytes(_backup_box(settings.db_key).encrypt(json.dumps(files, sort_keys=True).encode()))
+
+
+def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
+    """Both databases copied into `stage`, main first: a submission seen there has all its
+    chunks in the blobs copy, unless it was deleted in between; then copy again."""
+    staged = dataclasses.replace(settings, data_dir=stage)
+    for _ in range(_SNAPSHOT_ATTEMPTS):
+        for path in stage.iterdir():
+            path.unlink()
+        with Store.open(settings) as store:
+            (_, main), (_, blobs) = store.databases()
+            for source, target in ((main, connect(staged.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)),
+                                   (blobs, connect_blobs(blobs_path(staged), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms))):
+                try:
+                    source.backup(target)
+                finally:
+                    target.close()
+        with Store.open(staged) as copy:
+            (_, main), (_, blobs) = copy.databases()
+            # Uploads in progress are not submissions yet; their chunks are reclaimed later.
+            main.execute("DELETE FROM submissions WHERE state = 'pending'")
+            if _every_submission_whole(main, blobs):
+                main.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                return copy.counts()
+    raise BackupError("submissions kept being deleted while the backup was made: run it again")
+
+
+def _every_submission_whole(main, blobs) -> bool:
+    pieces: dict[str, list[int]] = {}
+    for table, conn in (("chunks", blobs), ("submission_chunks", main)):
+        for submission_id, seq in conn.execute(f"SELECT submission_id, seq FROM {table}"):  # noqa: S608 - fixed names
+            pieces.setdefault(submission_id, []).append(seq)
+    for (submission_id,) in main.execute("SELECT id FROM submissions"):
+        seqs = sorted(pieces.get(submission_id, []))
+        if not seqs or seqs != list(range(len(seqs))):
+            return False
+    return True
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o600, 0  # no owner, no time: a backup tells nothing about when
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_member(name, len(data)), io.BytesIO(data))
+
+
+# Restoring
+
+
+def restore_backup(backup: Path, data_dir: Path, *, db_key_file: Path | None = None) -> Settings:
+    """Rebuild an instance from `backup` in `data_dir` (absent or empty), keyed by the usual key
+    (`db_key_file`, $INTAKE_DB_KEY_FILE or the systemd credential). All or nothing."""
+    data_dir = Path(data_dir)
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise BackupError(f"{data_dir} is not empty: restore into a new or empty data dir")
+    key_path = db_key_path(data_dir, db_key_file)
+    if key_path.resolve().is_relative_to(data_dir.resolve()):
+        raise BackupError("give the database key with --db-key-file (the one `intake-keys recover-db-key` wrote), "
+                          "or run this where the server's systemd credential holds it")
+    db_key = read_secret_file(key_path, DB_KEY_BYTES, "database key", MissingDatabaseKeyError)
+    made_dir = not data_dir.exists()
+    try:
+        if made_dir:
+            data_dir.mkdir(mode=0o700, parents=True)
+        os.chmod(data_dir, 0o700)
+        _unpack(backup, data_dir, db_key)
+        settings = load_settings(data_dir, db_key_file=db_key_file)
+        with Store.open(settings) as store:
+            problems = Newsroom(store).integrity_problems()
+        if problems:
+            raise BackupError(f"the restored store is damaged ({problems[0]}): this backup cannot be used")
+        return settings
+    except BaseException:
+        for path in sorted(data_dir.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        if made_dir:
+            data_dir.rmdir()
+        raise
+
+
+def _unpack(backup: Path, data_dir: Path, db_key: bytes) -> None:
+    try:
+        tar = tarfile.open(backup, mode="r|")
+    except (OSError, tarfile.TarError):
+        raise BackupError(f"{backup} is not an intake backup (not a tar file)") from None
+    seen: list[str] = []
+    with tar:
+        try:
+            for member in tar:
+                if member.name in seen or not member.isfile() or member.name not in (FORMAT_MEMBER, SECRETS_MEMBER, *_PLAIN_MEMBERS):
+                    raise BackupError(f"{backup} is not an intake backup (unexpected member {member.name!r})")
+                if not seen and member.name != FORMAT_MEMBER or seen == [FORMAT_MEMBER] and member.name != SECRETS_MEMBER:
+                    raise BackupError(f"{backup} is not an intake backup (members out of order)")
+                seen.append(member.name)
+                src = tar.extractfile(member)
+                if member.name == FORMAT_MEMBER:
+                    if src.read(_SMALL_MEMBER) != FORMAT_LINE:
+                        raise BackupError(f"{backup} is not an intake backup this version can read")
+                elif member.name == SECRETS_MEMBER:
+                    _write_secrets(data_dir, src.read(_SMALL_MEMBER), db_key)
+                else:
+                    with PendingFile(data_dir, 0o600) as pending:
+                        shutil.copyfileobj(src, pending)
+                        pending.commit(member.name, durable=True, renumber=False)
+        except tarfile.TarError:
+            raise BackupError(f"{backup} is damaged or cut short") from None
+    if DB_FILE not in seen:
+        raise BackupError(f"{backup} is damaged or cut short (it holds no database)")
+
+
+def _write_secrets(data_dir: Path, sealed: bytes, db_key: bytes) -> None:
+    try:
+        files = json.loads(_backup_box(db_key).decrypt(sealed))
+    except CryptoError:
+        raise BackupError("this database key does not open this backup (a different instance's key?)") from None
+    if not isinstance(files, dict) or sorted(files) != sorted(SECRET_FILES):
+        raise BackupError("the backup's secrets are incomplete")
+    (data_dir / "onion").mkdir(mode=0o700)
+    for name, data in files.items():
+        write_new_file(data_dir / name, bytes.fromhex(data), 0o600)
