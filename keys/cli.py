@@ -123,7 +123,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     if summary.already_there:
         print(f"{summary.already_there} item(s) were already decrypted there and were skipped")
     if summary.not_for_you:
-        print(f"{summary.not_for_you} item(s) do not open with {identity.name}'s key and were skipped")
+        print(f"{summary.not_for_you} item(s) are not sealed to {identity.name} and were skipped")
     if summary.damaged:
         print(f"{len(summary.damaged)} item(s) were damaged on the server before export and were not decrypted (listed on stderr)")
         sys.stdout.flush()

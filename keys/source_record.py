@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keys.bundle import SOURCE_ID, check_designation
+from keys.bundle import MAX_DESIGNATION, SOURCE_ID
 from keys.errors import FormatError
 from keys.files import PendingFile
 from keys.strict_json import b64_key, loads
@@ -37,9 +37,10 @@ def load_source_record(folder: Path, missing_ok: bool = False) -> dict | None:
         if not isinstance(record, dict):
             raise FormatError("not an object")
         b64_key(record["reply_public_key"], 32, "the reply key")
-        check_designation(record["designation"])
         valid = (
-            isinstance(record["source_id"], str)
+            isinstance(record["designation"], str)
+            and 0 < len(record["designation"]) <= MAX_DESIGNATION
+            and isinstance(record["source_id"], str)
             and SOURCE_ID.fullmatch(record["source_id"]) is not None
             and isinstance(record.get("server_key", ""), str)
             and isinstance(record["items"], list)
