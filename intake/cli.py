@@ -17,13 +17,14 @@ from typing import Any
 
 import click
 from keys.errors import KeysError
+from keys.identity import PublicIdentity
 
 from intake.config import DATA_DIR_ENV, Settings, load_settings
 from intake.retention import RetentionPolicy
 from intake.server import ServerError, prepare_data_dir
 from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, TOR_MODES, TipLine, TorPlan, read_torrc_lines
-from intake.server_identity import write_server_public_file
-from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir, load_journalist_key
+from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
+from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
 from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError, ensure_onion_keys
@@ -70,15 +71,16 @@ def init(data_dir: Path, journalist_keys: tuple[Path, ...], yes: bool, db_key_fi
     Shows each journalist key's fingerprint to compare with the journalist
     (`intake-keys fingerprint` on their laptop), as `journalist add` does.
     """
-    for path in journalist_keys:
-        identity = load_journalist_key(path)
-        click.echo(f"Fingerprint of {identity.name}'s key: {identity.fingerprint}")
-    if journalist_keys and not yes:
-        click.confirm("Does each journalist read the same fingerprint on their laptop?", abort=True)
-    settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file)
+    def confirm(identities: list[PublicIdentity]) -> None:
+        for identity in identities:
+            click.echo(f"Fingerprint of {identity.name}'s key: {identity.fingerprint}")
+        if not yes:
+            click.confirm("Does each journalist read the same fingerprint on their laptop?", abort=True)
+
+    settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file, confirm=confirm)
     click.echo(f"Data dir ready: {settings.data_dir}")
-    server_file, server = write_server_public_file(settings.data_dir)
-    click.echo(f"Server key fingerprint: {server.fingerprint} (journalists trust {server_file} with it)")
+    server = server_public_key(settings.data_dir)
+    click.echo(f"Server key fingerprint: {server.fingerprint} (journalists trust {settings.data_dir / SERVER_PUBLIC_FILE} with it)")
     _echo_counts(prepare_data_dir(data_dir, db_key_file))
     # The onion keys exist from the start, so the addresses can be published (and backed up) before serving.
     source_onion, journalist_onion = ensure_onion_keys(settings.data_dir)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from keys.errors import KeysError
 from keys.files import write_new_file
 from keys.identity import Identity, PublicIdentity
+from keys.server_key import trust_server
 
 from intake.config import (
     DB_FILE,
@@ -22,7 +24,7 @@ from intake.config import (
     read_secret_file,
 )
 from intake.journalist_auth import generate_login_passphrase
-from intake.server_identity import SERVER_SIGNING_FILE, create_server_signing_key, ensure_server_signing_key
+from intake.server_identity import SERVER_SIGNING_FILE, create_server_signing_key, server_public_key, write_server_public_file
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, Store, StoreError
 
 DEMO_JOURNALIST_DIR = "demo-journalist-DO-NOT-USE-IN-PRODUCTION"
@@ -68,8 +70,9 @@ def _load_journalist_keys(paths: list[Path]) -> list[PublicIdentity]:
     return identities
 
 
-def _register(store: Store, identities: list[PublicIdentity]) -> None:
-    """Register the journalists not yet registered; the same name with another key is refused."""
+def _register(store: Store, identities: list[PublicIdentity], confirm: Callable[[list[PublicIdentity]], None]) -> None:
+    """Register the journalists not yet registered, once ``confirm`` accepts them (it raises
+    to refuse); the same name with another key is refused."""
     known = {journalist.name: journalist for journalist in store.journalists()}
     new = []
     for identity in identities:
@@ -78,28 +81,33 @@ def _register(store: Store, identities: list[PublicIdentity]) -> None:
             new.append(identity)
         elif existing.public_key != bytes(identity.encryption_key) or existing.verify_key != bytes(identity.verify_key):
             raise JournalistExistsError(f"a journalist named {identity.name!r} is already registered with another key")
+    if new:
+        confirm(new)
     for identity in new:
         store.register_journalist(identity.name, bytes(identity.encryption_key), bytes(identity.verify_key), identity.fingerprint)
 
 
-def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key_file: Path | None = None) -> Settings:
+def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key_file: Path | None = None,
+                  confirm: Callable[[list[PublicIdentity]], None] = lambda identities: None) -> Settings:
     """Create (or, if it exists, check and extend) an instance's data dir.
 
     A fresh dir gets mode 0700, a database key (0600, unless one is given), an
-    instance secret, the server's signing key and the database with the journalists registered. On an
+    instance secret, the server's signing key (and its public file for journalists) and the database with the journalists registered. On an
     existing dir the key must open the database; new journalists are added.
-    Any failure leaves the dir as it was.
+    ``confirm`` sees the journalists about to be registered (to show their
+    fingerprints) and may refuse by raising. Any failure leaves the dir as it was.
     """
     data_dir = Path(data_dir)
     identities = _load_journalist_keys([Path(path) for path in journalist_public_files])
     if (data_dir / DB_FILE).exists():
         settings = load_settings(data_dir, db_key_file=db_key_file)
         with Store.open(settings) as store:
-            _register(store, identities)
-        ensure_server_signing_key(data_dir)
+            _register(store, identities, confirm)
+        write_server_public_file(data_dir)  # makes the signing key first if the dir predates it
         return settings
     if not identities:
         raise SetupError("a new data dir needs at least one journalist public key (--journalist-key)")
+    confirm(identities)
 
     created: list[Path] = []
     try:
@@ -120,10 +128,11 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
             created.append(secret_path)
         if not (data_dir / SERVER_SIGNING_FILE).exists():
             created.append(create_server_signing_key(data_dir))
+        created.append(write_server_public_file(data_dir)[0])
         created += [data_dir / (DB_FILE + suffix) for suffix in ("", "-wal", "-shm")]
         settings = _settings_for_new_dir(data_dir, db_key_file)
         with Store.create(settings) as store:
-            _register(store, identities)
+            _register(store, identities, lambda confirmed: None)
         return load_settings(data_dir, db_key_file=db_key_file)
     except BaseException:
         for path in reversed(created):
@@ -178,4 +187,6 @@ def ensure_demo_instance(base_dir: Path) -> DemoInfo:
         if not readme.exists():
             write_new_file(readme, _DEMO_README.encode(), 0o644)
     init_data_dir(info.data_dir, [info.public_key_file])
+    # The demo laptop is this machine: it trusts the demo server's key as a journalist would after checking it.
+    trust_server(info.secret_key_file, server_public_key(info.data_dir))
     return info

@@ -66,7 +66,7 @@ def test_tip_reaches_both_journalists_and_the_reply_reaches_the_source(tmp_path:
         run(BIN / "intake-keys", "generate", "--out", keys, "--name", name, "--kdf-strength", "interactive",
             "--passphrase-file", passphrase_file, cwd=tmp_path)
     data = tmp_path / "data"
-    run(BIN / "intake", "init", "--data", data, "--journalist-key", keys / "alice.public",
+    run(BIN / "intake", "init", "--yes", "--data", data, "--journalist-key", keys / "alice.public",
         "--journalist-key", keys / "bob.public", cwd=tmp_path)
     login_passphrase, totp_uri = login_secrets(run(BIN / "intake", "journalist", "reset-login", "--data", data,
                                                    "--name", "alice", cwd=tmp_path))

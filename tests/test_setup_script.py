@@ -72,7 +72,7 @@ def test_init_with_a_systemd_credential_writes_no_key_into_the_data_dir(tmp_path
     key.chmod(0o400)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     data_dir = tmp_path / "data"
-    result = CliRunner().invoke(cli, ["init", "--data", str(data_dir), "--journalist-key", str(journalists[0][1])])
+    result = CliRunner().invoke(cli, ["init", "--yes", "--data", str(data_dir), "--journalist-key", str(journalists[0][1])])
     assert result.exit_code == 0, result.output
     assert not (data_dir / "db.key").exists()
     with Store.open(load_settings(data_dir)) as store:
