@@ -272,6 +272,7 @@ class ExportBundle:
         self.manifest_entry: _Entry | None = None
         self.signature_entry: _Entry | None = None
         self._manifest: bytes | None = None  # set by verify(): the bytes the signature covered
+        self._item_digests: list[bytes] = []  # set by verify(): BLAKE2b-256 of each item entry's payload
         self.server: ServerPublicKey | None = None
         offset = len(head)
         while offset < self.size:
@@ -358,26 +359,35 @@ class ExportBundle:
                 "nothing was written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)"
             )
         signed = hashlib.blake2b(digest_size=64)
-        manifest = bytearray()
         self._src.seek(0)
-        end = self.signature_entry.offset - _EXPORT_ENTRY.size
-        position = 0
-        while position < end:
-            data = self._src.read(min(1 << 20, end - position))
-            if not data:
-                raise TruncatedError("the export bundle is truncated")
-            start, stop = position, position + len(data)
-            low, high = max(start, self.manifest_entry.offset), min(stop, self.manifest_entry.offset + self.manifest_entry.length)
-            if low < high:
-                manifest += data[low - start : high - start]
-            signed.update(data)
-            position = stop
-            advance(len(data))
+        signed.update(read_exact(self._src, len(EXPORT_MAGIC) + 1))
+        manifest = bytearray()
+        digests = []
+        for entry in [*self.items, self.manifest_entry]:  # in file order, as the framing walk found them
+            signed.update(read_exact(self._src, _EXPORT_ENTRY.size))
+            item_hash = hashlib.blake2b(digest_size=HASH_SIZE)
+            remaining = entry.length
+            while remaining:
+                data = self._src.read(min(1 << 20, remaining))
+                if not data:
+                    raise TruncatedError("the export bundle is truncated")
+                signed.update(data)
+                if entry.kind == ENTRY_ITEM:
+                    item_hash.update(data)
+                else:
+                    manifest += data
+                remaining -= len(data)
+                advance(len(data))
+            if entry.kind == ENTRY_ITEM:
+                digests.append(item_hash.digest())
+        if self._src.tell() != self.signature_entry.offset - _EXPORT_ENTRY.size:
+            raise FormatError("the export bundle's framing changed while it was read")
         try:
             server.verify_key.verify(SIGNATURE_CONTEXT + signed.digest(), signature)
         except NaclBadSignature:
             raise BadSignatureError("the export bundle's signature does not verify: it was modified or forged; nothing was written") from None
         self._manifest = bytes(manifest)
+        self._item_digests = digests
         self.server = server
         return server
 
@@ -388,8 +398,13 @@ class ExportBundle:
         reader = EnvelopeReader(io.BytesIO(self._manifest), identity.private_key)
         if reader.metadata.kind != "manifest":
             raise FormatError("the export bundle's manifest is not a manifest")
-        data = reader.read()
-        return _parse_manifest(data, self.items)
+        sources = _parse_manifest(reader.read(), self.items)
+        # Every item's hash was taken in the signature pass: a mismatch refuses the bundle before anything is written.
+        for source in sources:
+            for item in source.items:
+                if item.blake2b != self._item_digests[item.entry]:
+                    raise TamperedError("an item in the export bundle does not match its manifest entry")
+        return sources
 
     def open_item(self, item: ManifestItem, identity: Identity) -> "ItemReader":
         entry = self.items[item.entry]
