@@ -214,3 +214,16 @@ def test_ordinary_names_are_accepted(name):
 def test_names_unsafe_as_file_names_are_refused(name):
     with pytest.raises(FormatError):
         check_name(name)
+
+
+def test_passphrases_are_not_normalised(alice):
+    """SECURITY.md section 4: the UTF-8 of the text as typed; decomposed accents derive another key."""
+    import unicodedata
+
+    composed = "café crème brûlée"
+    data = alice.to_secret_bytes(composed, KDF_MIN)
+    assert Identity.from_secret_bytes(data, composed).name == "alice"
+    with pytest.raises(BadPassphraseError):
+        Identity.from_secret_bytes(data, unicodedata.normalize("NFD", composed))
+    with pytest.raises(BadPassphraseError):
+        Identity.from_secret_bytes(data, composed + " ")

@@ -309,3 +309,19 @@ def test_a_reply_is_routed_to_the_server_the_source_came_from(capsys, tmp_path, 
     (out / "brave otter" / "source.json").write_text(json.dumps(record))
     code = cli.main(["reply", "--source", str(out / "brave otter"), "--message", "hello", *common])
     assert code == cli.EXIT_ERROR and "several server keys are trusted" in capsys.readouterr().err
+
+
+def test_the_signature_is_checked_before_the_passphrase_is_asked(capsys, tmp_path, alice_files, genuine, monkeypatch):
+    def no_prompt(prompt=""):
+        raise AssertionError("the passphrase was asked for a bundle that is not the server's")
+
+    monkeypatch.setattr("getpass.getpass", no_prompt)
+    (tmp_path / "b.bundle").write_bytes(unsigned_part(genuine[0]))
+    code = cli.main(["decrypt", str(tmp_path / "b.bundle"), "--key", str(alice_files.secret), "--out", str(tmp_path / "out")])
+    assert code == cli.EXIT_ERROR and "not signed" in capsys.readouterr().err
+
+
+def test_a_passphrase_file_with_a_crlf_line_ending_works(capsys, tmp_path, alice_files, genuine):
+    alice_files.passphrase_file.write_bytes(alice_files.passphrase_file.read_text().strip().encode() + b"\r\n")
+    code, _, err, _ = decrypt(capsys, alice_files, genuine[0], tmp_path)
+    assert code == 0, err
