@@ -64,15 +64,15 @@ class DamagedItem:
 
 
 def unpack_bundle(
-    bundle: ExportBundle, identity: Identity, out: Path, pins_file_key: Path, advance: Callable[[int], None] = lambda n: None
+    bundle: ExportBundle, identity: Identity, out: Path, secret_key_file: Path, advance: Callable[[int], None] = lambda n: None
 ) -> UnpackSummary:
-    """Decrypt ``bundle`` (its signature verified) into ``out``; ``pins_file_key`` is the secret key
+    """Decrypt ``bundle`` (its signature verified) into ``out``; ``secret_key_file`` is the secret key
     file beside which the source pins live."""
     assert bundle.server is not None, "verify the bundle's signature first"
     sources = bundle.read_manifest(identity)
     summary = UnpackSummary(sources=len(sources))
     plans = [_plan_source(bundle, identity, out, source, summary, advance) for source in sources]
-    check_and_pin(pins_file_key, sources)
+    check_and_pin(secret_key_file, sources)
     # Nothing was written before this line.
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     server_key = bundle.server.fingerprint
