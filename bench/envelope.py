@@ -150,8 +150,11 @@ def designation(number: int) -> str:
 def many_items_figures(tmp: str, sources: int, per_source: int) -> tuple[float, float]:
     """Seconds for ``intake-keys decrypt`` of a bundle of sources x per_source short messages
     sealed to two journalists, and for plainly writing the same plaintexts as files (the floor)."""
+    from nacl.signing import SigningKey
+
     from keys import bundle, cli, envelope
     from keys.identity import KDF_MIN, Identity
+    from keys.server_key import ServerPublicKey, trust_server
 
     folder = Path(tmp) / "many"
     folder.mkdir()
@@ -167,8 +170,10 @@ def many_items_figures(tmp: str, sources: int, per_source: int) -> tuple[float, 
             sealed = envelope.encrypt_bytes(texts[s * per_source + i], recipients, envelope.Metadata("message"))
             items.append(bundle.ExportItem(f"i{s}-{i}", "message", "2026-11-28", len(sealed), ["alice", "bob"], lambda sealed=sealed: [sealed]))
         export_sources.append(bundle.ExportSource(f"s{s}", designation(s), os.urandom(32), items))
+    server = SigningKey.generate()
+    trust_server(folder / "alice.secret", ServerPublicKey.from_seed(bytes(server)))
     with open(folder / "export.bundle", "wb") as f:
-        for piece in bundle.stream_export_bundle(recipients, export_sources):
+        for piece in bundle.stream_export_bundle(recipients, export_sources, server):
             f.write(piece)
 
     start = time.perf_counter()

@@ -33,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes  # noqa: E402
 from keys.identity import KDF_INTERACTIVE, Identity  # noqa: E402
+from keys.server_key import trust_server  # noqa: E402
 
 from intake.config import load_settings  # noqa: E402
+from intake.server_identity import server_public_key  # noqa: E402
 from intake.setup import init_data_dir  # noqa: E402
 from intake.store import Store  # noqa: E402
 
@@ -91,6 +93,7 @@ def main() -> None:
         (work / "passphrase").write_text(PASSPHRASE + "\n")
         data = work / "data"
         init_data_dir(data, [work / "alice.public", work / "bob.public"], key_in_data_dir=True)  # a throwaway bench store
+        trust_server(work / "alice.secret", server_public_key(data))  # as the journalist does at enrolment
         settings = load_settings(data)
 
         print(f"filling the store: {args.submissions} submissions from {args.sources} sources, sealed to 2 journalists ...",

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Sets up (or updates) intake on a Debian server, as root, from this source tree:
 #
-#   deploy/setup-debian.sh JOURNALIST.public [MORE.public ...]
+#   deploy/setup-debian.sh [--yes] JOURNALIST.public [MORE.public ...]
 #   deploy/setup-debian.sh --restore BACKUP KEY_FILE
 #
 # The first run needs at least one journalist public key (made with `intake-keys generate`
 # on the air-gapped laptop); later runs take none, or new ones to register. Running it
 # again is safe: it only adds what is missing and updates the installed code and configs.
+# It shows each new journalist key's fingerprint and asks you to confirm that the journalist
+# reads the same one on their laptop; --yes says you have already checked them.
 # --restore sets up a new server from `intake backup`'s file instead, with the database key
 # a journalist recovered with `intake-keys recover-db-key` (docs/operator.md, "Backups and
 # recovery"): same onion addresses, every submission.
@@ -49,6 +51,11 @@ die() { say "$*"; exit 1; }
 [ -d /run/systemd/system ] || die "systemd is not running here: intake's unit and credentials need it"
 restore_backup=""
 restore_key=""
+fingerprints_checked=""
+if [ "${1:-}" = "--yes" ]; then
+    fingerprints_checked=1
+    shift
+fi
 if [ "${1:-}" = "--restore" ]; then
     [ $# -eq 3 ] || die "usage: $0 --restore BACKUP KEY_FILE"
     restore_backup=$2
@@ -132,8 +139,17 @@ if [ $# -gt 0 ]; then
         journalist_args+=(--journalist-key "$copy")
     done
 fi
+if [ ${#journalist_args[@]} -gt 0 ] && [ -z "$fingerprints_checked" ]; then
+    # intake init runs under systemd-run, with no terminal to ask on: ask here.
+    for key in "$@"; do
+        say "fingerprint of $(basename "$key"): $("$PREFIX/.venv/bin/intake-keys" fingerprint "$key")"
+    done
+    [ -t 0 ] || die "cannot ask to confirm the fingerprints without a terminal: check them, then run again with --yes"
+    read -r -p "Does each journalist read the same fingerprint on their laptop? [y/N] " answer
+    case "$answer" in [yY]*) ;; *) die "stopped: nothing was registered" ;; esac
+fi
 say "intake init --data $DATA"
-"$ADMIN" init --data "$DATA" "${journalist_args[@]}"
+"$ADMIN" init --yes --data "$DATA" "${journalist_args[@]}"
 
 # 6. The system tor: intake's torrc, and intake's source key for its source service.
 if [ -f "$TORRC" ] && ! cmp -s "$TORRC" "$PREFIX/deploy/torrc" && [ ! -f "$TORRC.before-intake" ]; then

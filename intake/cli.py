@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from keys.errors import KeysError
+from keys.identity import PublicIdentity
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
 from intake.cli_i18n import _, set_language
@@ -24,6 +25,7 @@ from intake.config import DATA_DIR_ENV, Settings, key_inside_data_dir, load_sett
 from intake.retention import RetentionPolicy
 from intake.server import ServerError, prepare_data_dir
 from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, TOR_MODES, TipLine, TorPlan, read_torrc_lines
+from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
 from intake.store.newsroom import Newsroom
@@ -66,18 +68,30 @@ def cli(lang: str | None) -> None:
 @data_option
 @click.option("--journalist-key", "journalist_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="a journalist's public key file (repeat for each journalist)")
+@click.option("--yes", is_flag=True, help="do not ask to confirm the journalists' fingerprints")
 @db_key_option
 @click.option("--db-key-in-data-dir", "key_in_data_dir", is_flag=True,
               help="allow a new store's key in the data dir (DATA/db.key), where a copy of the disk takes it along: "
                    "for trials only")
-def init(data_dir: Path, journalist_keys: tuple[Path, ...], db_key_file: Path | None, key_in_data_dir: bool) -> None:
+def init(data_dir: Path, journalist_keys: tuple[Path, ...], yes: bool, db_key_file: Path | None, key_in_data_dir: bool) -> None:
     """Create the data dir, its database and key, and register journalists.
 
     On an existing data dir, checks the key and registers any new journalists.
+    Shows each journalist key's fingerprint to compare with the journalist
+    (`intake-keys fingerprint` on their laptop), as `journalist add` does.
     The key is never written into the data dir unless --db-key-in-data-dir asks for it.
     """
-    settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file, key_in_data_dir=key_in_data_dir)
+    def confirm(identities: list[PublicIdentity]) -> None:
+        for identity in identities:
+            click.echo(f"Fingerprint of {identity.name}'s key: {identity.fingerprint}")
+        if not yes:
+            click.confirm("Does each journalist read the same fingerprint on their laptop?", abort=True)
+
+    settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file, key_in_data_dir=key_in_data_dir,
+                             confirm=confirm)
     click.echo(f"Data dir ready: {settings.data_dir}")
+    server = server_public_key(settings.data_dir)
+    click.echo(f"Server key fingerprint: {server.fingerprint} (journalists trust {settings.data_dir / SERVER_PUBLIC_FILE} with it)")
     _echo_counts(prepare_data_dir(data_dir, db_key_file))
     # The onion keys exist from the start, so the addresses can be published (and backed up) before serving.
     source_onion, journalist_onion = ensure_onion_keys(settings.data_dir)

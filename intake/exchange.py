@@ -11,8 +11,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from keys.bundle import ExportItem, ExportSource, stream_export_bundle, verify_reply_bundle
+from keys.bundle import ExportItem, ExportSource, stream_export_bundle
 from keys.errors import KeysError
+from keys.reply_bundle import verify_reply_bundle
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 from intake.store import Store
 from intake.store.newsroom import Newsroom
@@ -39,14 +42,15 @@ class ExportScope:
 
 
 class PreparedExport:
-    """An export bundle ready to stream from ``store``.
+    """An export bundle ready to stream from ``store``, signed with ``signing_key`` (the server's).
 
     Iterate it for the bundle's bytes; call :meth:`mark_exported` only once the
     bundle is complete where it goes (the last byte sent, the file committed),
     so a download cut short marks nothing.
     """
 
-    def __init__(self, store: Store, scope: ExportScope):
+    def __init__(self, store: Store, scope: ExportScope, signing_key: SigningKey):
+        self._signing_key = signing_key
         newsroom = Newsroom(store)
         groups = newsroom.export_groups(only_new=scope.only_new, source_ids=scope.source_ids)
         self.submission_ids = [entry.submission.id for group in groups for entry in group.entries]
@@ -69,7 +73,7 @@ class PreparedExport:
         ]
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from stream_export_bundle(self.recipients, self._sources)
+        yield from stream_export_bundle(self.recipients, self._sources, self._signing_key)
         self.completed = True
 
     def mark_exported(self) -> int:
@@ -124,12 +128,13 @@ class ImportReport:
         return out
 
 
-def import_reply_bundle(store: Store, src: BinaryIO) -> ImportReport:
-    """Verify a reply bundle against the active journalists' signing keys, then
-    store its replies for existing sources in one transaction."""
+def import_reply_bundle(store: Store, src: BinaryIO, box_keys: Sequence[PrivateKey]) -> ImportReport:
+    """Verify a reply bundle against the active journalists' signing keys, open each
+    reply's routing with the server's ``box_keys``, then store the replies for
+    existing sources in one transaction."""
     newsroom = Newsroom(store)
     try:
-        verified = verify_reply_bundle(src, newsroom.verify_keys())
+        verified = verify_reply_bundle(src, newsroom.verify_keys(), box_keys)
     except KeysError as error:
         raise ReplyBundleRefusedError(f"the reply bundle was refused: {error}. Nothing was imported.") from None
     counts = newsroom.import_replies(verified.journalist, verified.replies)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from keys.files import PendingFile
+from keys.identity import fingerprint
 
 from intake.cli import cli, data_option, db_key_option
 from intake.cli_i18n import _, ngettext
@@ -20,8 +21,15 @@ from intake.db_key_recovery import write_db_key_recovery
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
 from intake.exchange import ExportScope, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
 from intake.retention import RetentionPolicy, purge
-from intake.store import JournalistExistsError, Store
-from intake.store.newsroom import Newsroom
+from intake.server_identity import (
+    SERVER_PUBLIC_FILE,
+    load_server_signing_key,
+    rotate_server_signing_key,
+    server_box_keys,
+    write_server_public_file,
+)
+from intake.store import Journalist, JournalistExistsError, Store
+from intake.store.newsroom import JournalistAccount, Newsroom
 
 def _restart_note() -> str:
     return _("Send SIGHUP to the running `intake serve` (or restart it) so the journalist onion service "
@@ -63,7 +71,7 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, db_ke
             raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`")
                                        .format(error=error, name=name)) from None
         write_db_key_recovery(settings.data_dir, settings.db_key, store)  # the new journalist can recover the key too
-    _echo_enrolment(enrolment)
+    _echo_enrolment(enrolment, settings.data_dir)
 
 
 @journalist.command("reset-login")
@@ -78,7 +86,7 @@ def journalist_reset_login(data_dir: Path, name: str, db_key_file: Path | None) 
     settings = _settings(data_dir, db_key_file)
     with Store.open(settings) as store:
         enrolment = reset_login(store, settings.data_dir, name)
-    _echo_enrolment(enrolment)
+    _echo_enrolment(enrolment, settings.data_dir)
 
 
 @journalist.command("list")
@@ -89,11 +97,22 @@ def journalist_list(data_dir: Path, include_removed: bool, db_key_file: Path | N
     """List journalists with their key fingerprints."""
     with Store.open(_settings(data_dir, db_key_file)) as store:
         accounts = Newsroom(store).accounts(include_removed=include_removed)
+        keys = {journalist.id: journalist for journalist in store.journalists()}
     for account in accounts:
         state = _("active") if account.active else _("removed {day}").format(day=account.removed_day)
         login = _("can sign in") if account.can_log_in else _("no login (run reset-login)")
         added = _("added {day}").format(day=account.added_day)
-        click.echo(f"{account.name}\t{account.fingerprint}\t{added}\t{state}\t{login if account.active else ''}".rstrip())
+        click.echo(f"{account.name}\t{_fingerprint(account, keys)}\t{added}\t{state}\t{login if account.active else ''}".rstrip())
+
+
+def _fingerprint(account: JournalistAccount, keys: dict[int, Journalist]) -> str:
+    """What the journalist's laptop prints (v2, covering the name). The stored column keeps what was
+    shown at registration (v1 before names were covered); a removed account's name was retired, so
+    it shows the stored one."""
+    journalist = keys.get(account.id)
+    if not account.active or journalist is None:
+        return account.fingerprint
+    return fingerprint(account.name, journalist.public_key, journalist.verify_key)
 
 
 @journalist.command("remove")
@@ -114,7 +133,8 @@ def journalist_remove(data_dir: Path, name: str, db_key_file: Path | None) -> No
     click.echo(_restart_note())
 
 
-def _echo_enrolment(enrolment: Enrolment) -> None:
+def _echo_enrolment(enrolment: Enrolment, data_dir: Path) -> None:
+    server_file, server = write_server_public_file(data_dir)
     click.echo("")
     click.echo(_("Give these to {name} in person, once. They are not stored readably and cannot be shown again.")
                .format(name=enrolment.name))
@@ -128,6 +148,10 @@ def _echo_enrolment(enrolment: Enrolment) -> None:
     click.echo(_("  Tor client authorisation (a line for ClientOnionAuthDir/<name>.auth_private;"))
     click.echo(_("  Tor Browser asks only for the key after 'descriptor:x25519:'):"))
     click.echo(f"    {enrolment.client_auth_line}")
+    click.echo("")
+    click.echo(_("  Server key file (copy it to the laptop): {path}").format(path=server_file))
+    click.echo(_("  Server key fingerprint (read it out; they run `intake-keys trust-server` and compare):"))
+    click.echo(f"    {server.fingerprint}")
     click.echo("")
     click.echo(_restart_note())
 
@@ -162,7 +186,7 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
     scope = ExportScope(only_new=not export_all, source_ids=selected_sources(source_ids) or None)
     with Store.open(_settings(data_dir, db_key_file)) as store:
         try:
-            prepared = PreparedExport(store, scope)
+            prepared = PreparedExport(store, scope, load_server_signing_key(data_dir))
         except NothingToExportError as error:
             raise click.ClickException(_("nothing exported: {reason}").format(reason=error)) from None
         parent = out_path.parent if str(out_path.parent) else Path(".")
@@ -177,6 +201,25 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
         size=prepared.stored_bytes, journalists=len(prepared.recipients)))
 
 
+@cli.command("rotate-signing-key")
+@data_option
+@click.option("--yes", is_flag=True, help="do not ask to confirm")
+def rotate_signing_key_command(data_dir: Path, yes: bool) -> None:
+    """Replace the server's signing key: bundles are signed with the new one from now on.
+
+    Every journalist must trust the new key (`intake-keys trust-server`, checked
+    by its fingerprint) before they can decrypt a new bundle. The previous key is
+    kept only to open replies sealed to it; a second rotation forgets it.
+    """
+    if not yes:
+        click.confirm("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?", abort=True)
+    old, new = rotate_server_signing_key(data_dir)
+    click.echo(f"Old server key fingerprint: {old.fingerprint} (kept only to open replies sealed to it)")
+    click.echo(f"New server key fingerprint: {new.fingerprint}")
+    click.echo(f"Give every journalist {data_dir / SERVER_PUBLIC_FILE} and read them the new fingerprint "
+               "(they run `intake-keys trust-server`).")
+
+
 @cli.command("import-replies")
 @data_option
 @click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -185,7 +228,7 @@ def import_replies_command(data_dir: Path, bundle: Path, db_key_file: Path | Non
     """Import a reply bundle made with `intake-keys reply` (it must be signed by an active journalist)."""
     with Store.open(_settings(data_dir, db_key_file)) as store, open(bundle, "rb") as src:
         try:
-            report = import_reply_bundle(store, src)
+            report = import_reply_bundle(store, src, server_box_keys(data_dir))
         except ReplyBundleRefusedError as error:
             raise click.ClickException(str(error)) from None
     for line in report.lines():

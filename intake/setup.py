@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from keys.errors import KeysError
 from keys.files import write_new_file
 from keys.identity import Identity, PublicIdentity
+from keys.server_key import trust_server
 
 from intake.config import (
     DB_FILE,
@@ -24,7 +26,7 @@ from intake.config import (
 )
 from intake.db_key_recovery import RECOVERY_FILE, write_db_key_recovery
 from intake.journalist_auth import generate_login_passphrase
-from intake.server_identity import SERVER_SIGNING_FILE, create_server_signing_key, ensure_server_signing_key
+from intake.server_identity import SERVER_SIGNING_FILE, create_server_signing_key, server_public_key, write_server_public_file
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, Store, StoreError
 
 DEMO_JOURNALIST_DIR = "demo-journalist-DO-NOT-USE-IN-PRODUCTION"
@@ -70,9 +72,9 @@ def _load_journalist_keys(paths: list[Path]) -> list[PublicIdentity]:
     return identities
 
 
-def _register(store: Store, identities: list[PublicIdentity]) -> bool:
-    """Register the journalists not yet registered (True if there were any); the same name
-    with another key is refused."""
+def _register(store: Store, identities: list[PublicIdentity], confirm: Callable[[list[PublicIdentity]], None]) -> bool:
+    """Register the journalists not yet registered, once ``confirm`` accepts them (it raises
+    to refuse); True if there were any. The same name with another key is refused."""
     known = {journalist.name: journalist for journalist in store.journalists()}
     new = []
     for identity in identities:
@@ -81,6 +83,8 @@ def _register(store: Store, identities: list[PublicIdentity]) -> bool:
             new.append(identity)
         elif existing.public_key != bytes(identity.encryption_key) or existing.verify_key != bytes(identity.verify_key):
             raise JournalistExistsError(f"a journalist named {identity.name!r} is already registered with another key")
+    if new:
+        confirm(new)
     for identity in new:
         store.register_journalist(identity.name, bytes(identity.encryption_key), bytes(identity.verify_key), identity.fingerprint)
     return bool(new)
@@ -91,13 +95,16 @@ class DatabaseKeyInDataDirError(SetupError):
 
 
 def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key_file: Path | None = None,
-                  key_in_data_dir: bool = False) -> Settings:
+                  key_in_data_dir: bool = False,
+                  confirm: Callable[[list[PublicIdentity]], None] = lambda identities: None) -> Settings:
     """Create (or, if it exists, check and extend) an instance's data dir.
 
     A fresh dir gets mode 0700, a database key (0600, unless one is given), an
-    instance secret, the server's signing key, the database with the journalists
-    registered, and db-key.recovery (the key sealed to them). On an existing dir the
-    key must open the database; new journalists are added.
+    instance secret, the server's signing key (and its public file for journalists),
+    the database with the journalists registered, and db-key.recovery (the key sealed
+    to them). On an existing dir the key must open the database; new journalists are
+    added. ``confirm`` sees the journalists about to be registered (to show their
+    fingerprints) and may refuse by raising.
     A new store keyed from a file inside its own data dir (DATA/db.key, where a copy
     of the disk would take the key along with the database) is refused unless
     `key_in_data_dir` asks for exactly that (`intake demo`, tests).
@@ -108,9 +115,9 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
     if (data_dir / DB_FILE).exists():
         settings = load_settings(data_dir, db_key_file=db_key_file)
         with Store.open(settings) as store:
-            if _register(store, identities) or not (data_dir / RECOVERY_FILE).exists():
+            if _register(store, identities, confirm) or not (data_dir / RECOVERY_FILE).exists():
                 write_db_key_recovery(data_dir, settings.db_key, store)
-        ensure_server_signing_key(data_dir)
+        write_server_public_file(data_dir)  # makes the signing key first if the dir predates it
         return settings
     if not identities:
         raise SetupError("a new data dir needs at least one journalist public key (--journalist-key)")
@@ -120,6 +127,7 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
             f"refusing to keep the database key in the data dir ({inside}): a copy of the disk would open the store. "
             "Give --db-key-file with a path outside it (on a server: a systemd credential, as deploy/setup-debian.sh "
             "makes), or --db-key-in-data-dir to accept that risk (trials only)")
+    confirm(identities)
 
     created: list[Path] = []
     try:
@@ -140,11 +148,12 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
             created.append(secret_path)
         if not (data_dir / SERVER_SIGNING_FILE).exists():
             created.append(create_server_signing_key(data_dir))
+        created.append(write_server_public_file(data_dir)[0])
         created += [data_dir / (DB_FILE + suffix) for suffix in ("", "-wal", "-shm")]
         created.append(data_dir / RECOVERY_FILE)
         settings = _settings_for_new_dir(data_dir, db_key_file)
         with Store.create(settings) as store:
-            _register(store, identities)
+            _register(store, identities, lambda confirmed: None)
             write_db_key_recovery(data_dir, settings.db_key, store)
         return load_settings(data_dir, db_key_file=db_key_file)
     except BaseException:
@@ -200,4 +209,6 @@ def ensure_demo_instance(base_dir: Path) -> DemoInfo:
         if not readme.exists():
             write_new_file(readme, _DEMO_README.encode(), 0o644)
     init_data_dir(info.data_dir, [info.public_key_file], key_in_data_dir=True)  # a demo: labelled, not for production
+    # The demo laptop is this machine: it trusts the demo server's key as a journalist would after checking it.
+    trust_server(info.secret_key_file, server_public_key(info.data_dir))
     return info

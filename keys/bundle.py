@@ -1,25 +1,21 @@
-"""Export bundles (server -> laptop) and reply bundles (laptop -> server), version 1.
+"""Export bundles (server -> laptop), version 2: signed by the server.
 
-Export bundle: everything is ciphertext, the manifest included::
+Everything is ciphertext, the manifest included; the server's Ed25519 key signs
+a hash of every byte before the signature::
 
-    export = MAGIC "INTAKE-X" | version u8 = 1 | entry* | manifest entry
+    export = MAGIC "INTAKE-X" | version u8 = 2 | entry* | manifest entry | signature entry
     entry  = type u8 | length u64be | payload
-             type 1 (item):     payload = one stored envelope, verbatim
-             type 2 (manifest): payload = envelope of kind "manifest" (JSON), exactly once, last
+             type 1 (item):      payload = one stored envelope, verbatim
+             type 2 (manifest):  payload = envelope of kind "manifest" (JSON), exactly once
+             type 3 (signature): payload = server verify key (32) | server box key (32)
+                                           | Ed25519 signature (64); last
+    signature = Ed25519("intake-export-bundle-v2" || BLAKE2b-512(every byte before the signature entry))
 
-The manifest comes last so the server can stream items straight from its store
-and hash them on the way; it binds every item entry (index, size, BLAKE2b-256)
-to its source, so items cannot be dropped, swapped or replayed from another
-bundle without the reader noticing.
-
-Reply bundle: replies sealed to sources, signed by one journalist::
-
-    reply  = MAGIC "INTAKE-R" | version u8 = 1 | signer length u8 | signer (UTF-8)
-           | (type u8 = 1 | length u32be | source_id length u8 | source_id | envelope)*
-           | type u8 = 2 | length u32be = 64 | Ed25519 signature
-
-The signature is over ``"intake-reply-bundle-v1" || BLAKE2b-512(every byte
-before the signature entry)``, so both sides stream.
+The manifest comes after the items so the server can stream them straight from
+its store and hash them on the way; it binds every item entry (index, size,
+BLAKE2b-256) to its source. The signature makes the whole bundle the server's:
+without it anyone holding the journalists' public keys could rebuild a manifest
+around genuine items. Reply bundles are in ``keys.reply_bundle``.
 """
 
 from __future__ import annotations
@@ -34,12 +30,11 @@ import os
 import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import BinaryIO
 
 from nacl.exceptions import BadSignatureError as NaclBadSignature
 from nacl.public import PublicKey
-from nacl.signing import VerifyKey
+from nacl.signing import SigningKey, VerifyKey
 
 from keys import envelope
 from keys.envelope import EnvelopeReader, Metadata, read_exact
@@ -48,38 +43,37 @@ from keys.errors import (
     DamagedItemError,
     FormatError,
     KeysError,
+    RecordError,
     TamperedError,
     TruncatedError,
-    UnknownSignerError,
+    UnknownServerError,
     UnsupportedVersionError,
 )
-from keys.files import PendingFile
 from keys.identity import Identity, check_name
+from keys.server_key import ServerPublicKey
+from keys.strict_json import b64_key, is_int, loads
 
 EXPORT_MAGIC = b"INTAKE-X"
-REPLY_MAGIC = b"INTAKE-R"
-VERSION = 1
+VERSION = 2
+MANIFEST_VERSION = 1
 ENTRY_ITEM = 1
 ENTRY_MANIFEST = 2
-ENTRY_REPLY = 1
-ENTRY_SIGNATURE = 2
+ENTRY_SIGNATURE = 3
+SIGNATURE_ENTRY_LENGTH = 32 + 32 + 64  # verify key, box key, signature
+SIGNATURE_CONTEXT = b"intake-export-bundle-v2"
 ITEM_KINDS = ("message", "file")
 
 MAX_ITEM_SIZE = 1 << 40  # 1 TiB: far above any upload, far below u64 tricks
 MAX_ITEMS = 1_000_000
 MAX_MANIFEST_SIZE = 256 << 20
-MAX_REPLY_ENVELOPE = 4 << 20
-MAX_REPLIES = 10_000
-MAX_REPLY_BUNDLE = 64 << 20
 MAX_DESIGNATION = 64
 MAX_SOURCE_ID = 128
 HASH_SIZE = 32
-SIGNATURE_CONTEXT = b"intake-reply-bundle-v1"
 
 _EXPORT_ENTRY = struct.Struct(">BQ")
-_REPLY_ENTRY = struct.Struct(">BI")
-_SOURCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % MAX_SOURCE_ID)
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+SOURCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % MAX_SOURCE_ID)
+_HEX_HASH = re.compile(r"[0-9a-f]{%d}" % (2 * HASH_SIZE))
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # The server makes designations as "adjective noun" from the diceware package's word lists
 # (intake/store/designations.py): lowercase ASCII words and single spaces; up to four words
 # are accepted. A designation names a folder on the laptop and appears in suggested
@@ -111,21 +105,36 @@ class ExportSource:
     items: list[ExportItem]
 
 
-def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource]) -> Iterator[bytes]:
+def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource], server_key: SigningKey) -> Iterator[bytes]:
     """Yield an export bundle piece by piece: items as they come from the store,
-    then the manifest sealed to ``recipients``. Memory holds the manifest only.
+    the manifest sealed to ``recipients``, then the server's signature over all of
+    it (``server_key``, made from the server's seed). Memory holds the manifest only.
 
     A store that yields other bytes than announced raises ValueError mid-stream;
-    the bundle then has no manifest and every reader refuses it.
+    the bundle then has no manifest and no signature, and every reader refuses it.
     """
+    server = ServerPublicKey.from_seed(bytes(server_key))  # bytes(SigningKey) is its seed
+    signed = hashlib.blake2b(digest_size=64)
+    for piece in _unsigned_export(recipients, sources):
+        signed.update(piece)
+        yield piece
+    signature = server_key.sign(SIGNATURE_CONTEXT + signed.digest()).signature
+    yield _EXPORT_ENTRY.pack(ENTRY_SIGNATURE, SIGNATURE_ENTRY_LENGTH) + bytes(server.verify_key) + bytes(server.encryption_key) + signature
+
+
+def _unsigned_export(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource]) -> Iterator[bytes]:
     yield EXPORT_MAGIC + bytes([VERSION])
     manifest_sources = []
     entry = 0
+    item_ids: set[str] = set()
     for source in sources:
         _check_source(source.source_id, source.designation, bytes(source.reply_public_key))
         items = []
         for item in source.items:
             _check_item_fields(item.item_id, item.kind, item.received_day, item.recipients)
+            if item.item_id in item_ids:
+                raise ValueError(f"item {item.item_id}: listed twice")
+            item_ids.add(item.item_id)
             if not 0 < item.size <= MAX_ITEM_SIZE:
                 raise ValueError(f"item {item.item_id}: invalid stored size {item.size}")
             if entry >= MAX_ITEMS:
@@ -162,7 +171,7 @@ def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Itera
             }
         )
     manifest = json.dumps(
-        {"format": "intake-export-manifest", "version": VERSION, "items": entry, "sources": manifest_sources},
+        {"format": "intake-export-manifest", "version": MANIFEST_VERSION, "items": entry, "sources": manifest_sources},
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode()
@@ -174,7 +183,7 @@ def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Itera
 
 
 def _check_source(source_id: object, designation: object, reply_key: bytes) -> None:
-    if not isinstance(source_id, str) or not _SOURCE_ID.fullmatch(source_id):
+    if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
         raise FormatError("a source id in the bundle is invalid")
     check_designation(designation)
     if len(reply_key) != 32:
@@ -189,7 +198,7 @@ def check_designation(designation: object) -> str:
 
 
 def _check_item_fields(item_id: object, kind: object, day: object, recipients: object) -> None:
-    if not isinstance(item_id, str) or not _SOURCE_ID.fullmatch(item_id):
+    if not isinstance(item_id, str) or not SOURCE_ID.fullmatch(item_id):
         raise FormatError("an item id in the bundle is invalid")
     if kind not in ITEM_KINDS:
         raise FormatError("an item in the bundle has an unknown kind")
@@ -203,6 +212,8 @@ def _check_item_fields(item_id: object, kind: object, day: object, recipients: o
         raise FormatError("an item in the bundle has an invalid recipient list")
     for name in recipients:
         check_name(name)
+    if len(set(recipients)) != len(recipients):
+        raise FormatError("an item in the bundle names a recipient twice")
 
 
 # ---------------------------------------------------------------- export: offline side
@@ -238,7 +249,9 @@ class ExportBundle:
     """An export bundle file, opened for reading.
 
     Opening checks the framing (what can be checked without a key): magic,
-    version, entry types and lengths, a manifest last, nothing after it.
+    version, entry types and lengths, the manifest then the signature last,
+    nothing after. ``verify`` then reads every byte once to check the server's
+    signature, and keeps the manifest it covered; only then can the manifest be read.
     """
 
     def __init__(self, src: BinaryIO):
@@ -250,11 +263,17 @@ class ExportBundle:
             raise FormatError("this is not an intake export bundle")
         if len(head) == len(EXPORT_MAGIC):
             raise TruncatedError("the export bundle is truncated")
+        if head[-1] == 1:
+            raise UnsupportedVersionError("this export bundle is version 1, which is not signed: export it again from an updated server")
         if head[-1] != VERSION:
             raise UnsupportedVersionError(f"export bundle version {head[-1]} is not supported (this toolkit reads version {VERSION})")
         self.version = head[-1]
         self.items: list[_Entry] = []
         self.manifest_entry: _Entry | None = None
+        self.signature_entry: _Entry | None = None
+        self._manifest: bytes | None = None  # set by verify(): the bytes the signature covered
+        self._item_digests: list[bytes] = []  # set by verify(): BLAKE2b-256 of each item entry's payload
+        self.server: ServerPublicKey | None = None
         offset = len(head)
         while offset < self.size:
             src.seek(offset)
@@ -263,16 +282,25 @@ class ExportBundle:
                 raise TruncatedError("the export bundle is truncated inside an entry header")
             kind, length = _EXPORT_ENTRY.unpack(raw)
             offset += _EXPORT_ENTRY.size
-            if self.manifest_entry is not None:
-                raise FormatError("the export bundle has data after its manifest")
+            if self.signature_entry is not None:
+                raise FormatError("the export bundle has data after its signature")
             if kind == ENTRY_ITEM:
+                if self.manifest_entry is not None:
+                    raise FormatError("the export bundle has an item after its manifest")
                 if not 0 < length <= MAX_ITEM_SIZE:
                     raise FormatError("an item in the export bundle is oversized")
                 if len(self.items) >= MAX_ITEMS:
                     raise FormatError("the export bundle holds too many items")
             elif kind == ENTRY_MANIFEST:
+                if self.manifest_entry is not None:
+                    raise FormatError("the export bundle has two manifests")
                 if not 0 < length <= MAX_MANIFEST_SIZE:
                     raise FormatError("the export bundle's manifest is oversized")
+            elif kind == ENTRY_SIGNATURE:
+                if self.manifest_entry is None:
+                    raise FormatError("the export bundle is signed before its manifest")
+                if length != SIGNATURE_ENTRY_LENGTH:
+                    raise FormatError("the export bundle's signature is malformed")
             else:
                 raise FormatError(f"the export bundle has an entry of unknown type {kind}")
             if offset + length > self.size:
@@ -280,11 +308,16 @@ class ExportBundle:
             entry = _Entry(kind, offset, length)
             if kind == ENTRY_ITEM:
                 self.items.append(entry)
-            else:
+            elif kind == ENTRY_MANIFEST:
                 self.manifest_entry = entry
+            else:
+                self.signature_entry = entry
             offset += length
         if self.manifest_entry is None:
             raise TruncatedError("the export bundle is truncated: it has no manifest")
+        if self.signature_entry is None:
+            # Every version 2 bundle ends with the server's signature: without it, it is unsigned or cut off.
+            raise TruncatedError("the export bundle is not signed by the server (or it was cut off after its manifest)")
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "ExportBundle":
@@ -308,14 +341,70 @@ class ExportBundle:
     def items_size(self) -> int:
         return sum(entry.length for entry in self.items)
 
+    def verify(self, trusted: Mapping[bytes, ServerPublicKey], advance: Callable[[int], None] = lambda n: None) -> ServerPublicKey:
+        """Check the server's signature over every byte before it; keep the manifest it covers.
+
+        The signer must be one of ``trusted`` (verify key -> server key); the bundle is
+        read from its first byte to the signature, so nothing can be left out of it.
+        """
+        assert self.manifest_entry is not None and self.signature_entry is not None
+        self._src.seek(self.signature_entry.offset)
+        trailer = read_exact(self._src, SIGNATURE_ENTRY_LENGTH)
+        signature = trailer[64:]
+        named = ServerPublicKey(VerifyKey(trailer[:32]), PublicKey(trailer[32:64]))
+        server = trusted.get(bytes(named.verify_key))
+        if server is None or server != named:
+            raise UnknownServerError(
+                f"the export bundle is signed by a server key this laptop does not trust ({named.fingerprint}); "
+                "nothing was written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)"
+            )
+        signed = hashlib.blake2b(digest_size=64)
+        self._src.seek(0)
+        signed.update(read_exact(self._src, len(EXPORT_MAGIC) + 1))
+        manifest = bytearray()
+        digests = []
+        for entry in [*self.items, self.manifest_entry]:  # in file order, as the framing walk found them
+            signed.update(read_exact(self._src, _EXPORT_ENTRY.size))
+            item_hash = hashlib.blake2b(digest_size=HASH_SIZE)
+            remaining = entry.length
+            while remaining:
+                data = self._src.read(min(1 << 20, remaining))
+                if not data:
+                    raise TruncatedError("the export bundle is truncated")
+                signed.update(data)
+                if entry.kind == ENTRY_ITEM:
+                    item_hash.update(data)
+                else:
+                    manifest += data
+                remaining -= len(data)
+                advance(len(data))
+            if entry.kind == ENTRY_ITEM:
+                digests.append(item_hash.digest())
+        if self._src.tell() != self.signature_entry.offset - _EXPORT_ENTRY.size:
+            raise FormatError("the export bundle's framing changed while it was read")
+        try:
+            server.verify_key.verify(SIGNATURE_CONTEXT + signed.digest(), signature)
+        except NaclBadSignature:
+            raise BadSignatureError("the export bundle's signature does not verify: it was modified or forged; nothing was written") from None
+        self._manifest = bytes(manifest)
+        self._item_digests = digests
+        self.server = server
+        return server
+
     def read_manifest(self, identity: Identity) -> list[ManifestSource]:
-        """Decrypt and validate the manifest; it must describe every item entry exactly once."""
-        assert self.manifest_entry is not None
-        reader = EnvelopeReader(_Slice(self._src, self.manifest_entry.offset, self.manifest_entry.length), identity.private_key)
+        """Decrypt and validate the manifest the signature covered; it must describe every item entry exactly once."""
+        if self._manifest is None:
+            raise BadSignatureError("the export bundle's signature has not been checked")
+        reader = EnvelopeReader(io.BytesIO(self._manifest), identity.private_key)
         if reader.metadata.kind != "manifest":
             raise FormatError("the export bundle's manifest is not a manifest")
-        data = reader.read()
-        return _parse_manifest(data, self.items)
+        sources = _parse_manifest(reader.read(), self.items)
+        # Every item's hash was taken in the signature pass: a mismatch refuses the bundle before anything is written.
+        for source in sources:
+            for item in source.items:
+                if item.blake2b != self._item_digests[item.entry]:
+                    raise TamperedError("an item in the export bundle does not match its manifest entry")
+        return sources
 
     def open_item(self, item: ManifestItem, identity: Identity) -> "ItemReader":
         entry = self.items[item.entry]
@@ -330,7 +419,9 @@ class ItemReader:
     TruncatedError...), the rest of the item's bytes are read and hashed, not
     decrypted: if they match the manifest, the bundle is intact and the item was
     damaged before export, and DamagedItemError says so; otherwise the bundle is
-    damaged and the envelope's own error is raised.
+    damaged and the envelope's own error is raised. Two refusals are never
+    "damaged": a record that authenticated but breaks the rules (RecordError:
+    a forgery, not damage) and a key that opens no stanza (WrongKeyError).
     """
 
     def __init__(self, src: "_Slice", identity: Identity, item: ManifestItem):
@@ -338,15 +429,19 @@ class ItemReader:
         self._item = item
         try:
             self._reader = EnvelopeReader(src, identity.private_key)
+        except RecordError:
+            raise
         except (TamperedError, FormatError) as error:
             raise self._refusal(error) from None
         self.metadata = self._reader.metadata
         if self.metadata.kind != item.kind:
-            raise FormatError("an item in the export bundle does not match its manifest entry")
+            raise RecordError("an item in the export bundle does not match its manifest entry: it is of another kind")
 
     def chunks(self) -> Iterator[bytes]:
         try:
             yield from self._reader.chunks()
+        except RecordError:
+            raise
         except (TamperedError, FormatError) as error:
             raise self._refusal(error) from None
         if not self._reader.complete or self._src.remaining or self._src.digest() != self._item.blake2b:
@@ -361,58 +456,52 @@ class ItemReader:
         return error
 
 
+_MANIFEST_KEYS = {"format", "version", "items", "sources"}
+_SOURCE_KEYS = {"source_id", "designation", "reply_public_key", "items"}
+_ITEM_KEYS = {"item_id", "kind", "received_day", "recipients", "entry", "size", "blake2b"}
+
+
 def _parse_manifest(data: bytes, entries: list[_Entry]) -> list[ManifestSource]:
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise FormatError("the export bundle's manifest is not valid JSON") from None
+    doc = loads(data, "the export bundle's manifest")
     if not isinstance(doc, dict) or doc.get("format") != "intake-export-manifest":
         raise FormatError("the export bundle's manifest is malformed")
-    if doc.get("version") != VERSION:
-        raise UnsupportedVersionError(f"manifest version {doc.get('version')!r} is not supported (this toolkit reads version {VERSION})")
-    if doc.get("items") != len(entries) or not isinstance(doc.get("sources"), list):
+    if not is_int(doc.get("version")) or doc["version"] != MANIFEST_VERSION:
+        raise UnsupportedVersionError(f"manifest version {doc.get('version')!r} is not supported (this toolkit reads version {MANIFEST_VERSION})")
+    if set(doc) != _MANIFEST_KEYS or not isinstance(doc["sources"], list):
+        raise FormatError("the export bundle's manifest is malformed")
+    if not is_int(doc["items"]) or doc["items"] != len(entries):
         raise FormatError("the export bundle's manifest does not match its items")
     seen: set[int] = set()
     item_ids: set[str] = set()
     source_ids: set[str] = set()
     sources = []
-    try:
-        for raw in doc["sources"]:
-            reply_key = _b64(raw["reply_public_key"])
-            _check_source(raw["source_id"], raw["designation"], reply_key)
-            if raw["source_id"] in source_ids or not isinstance(raw["items"], list):
+    for raw in doc["sources"]:
+        if not isinstance(raw, dict) or set(raw) != _SOURCE_KEYS or not isinstance(raw["items"], list):
+            raise FormatError("the export bundle's manifest is malformed")
+        reply_key = b64_key(raw["reply_public_key"], 32, "a source's reply key in the bundle")
+        _check_source(raw["source_id"], raw["designation"], reply_key)
+        if raw["source_id"] in source_ids:
+            raise FormatError("the export bundle's manifest lists a source twice")
+        source_ids.add(raw["source_id"])
+        items = []
+        for it in raw["items"]:
+            if not isinstance(it, dict) or set(it) != _ITEM_KEYS:
                 raise FormatError("the export bundle's manifest is malformed")
-            source_ids.add(raw["source_id"])
-            items = []
-            for it in raw["items"]:
-                _check_item_fields(it["item_id"], it["kind"], it["received_day"], it["recipients"])
-                index, size, digest = it["entry"], it["size"], it["blake2b"]
-                if type(index) is not int or not 0 <= index < len(entries) or index in seen or it["item_id"] in item_ids:
-                    raise FormatError("the export bundle's manifest does not match its items")
-                if type(size) is not int or size != entries[index].length:
-                    raise FormatError("the export bundle's manifest does not match its items")
-                if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{%d}" % (2 * HASH_SIZE), digest):
-                    raise FormatError("the export bundle's manifest is malformed")
-                seen.add(index)
-                item_ids.add(it["item_id"])
-                items.append(
-                    ManifestItem(it["item_id"], it["kind"], it["received_day"], tuple(it["recipients"]), index, size, bytes.fromhex(digest))
-                )
-            sources.append(ManifestSource(raw["source_id"], raw["designation"], reply_key, tuple(items)))
-    except (KeyError, TypeError):
-        raise FormatError("the export bundle's manifest is malformed") from None
+            _check_item_fields(it["item_id"], it["kind"], it["received_day"], it["recipients"])
+            index, size, digest = it["entry"], it["size"], it["blake2b"]
+            if not is_int(index) or not 0 <= index < len(entries) or index in seen or it["item_id"] in item_ids:
+                raise FormatError("the export bundle's manifest does not match its items")
+            if not is_int(size) or size != entries[index].length:
+                raise FormatError("the export bundle's manifest does not match its items")
+            if not isinstance(digest, str) or not _HEX_HASH.fullmatch(digest):
+                raise FormatError("the export bundle's manifest is malformed")
+            seen.add(index)
+            item_ids.add(it["item_id"])
+            items.append(ManifestItem(it["item_id"], it["kind"], it["received_day"], tuple(it["recipients"]), index, size, bytes.fromhex(digest)))
+        sources.append(ManifestSource(raw["source_id"], raw["designation"], reply_key, tuple(items)))
     if len(seen) != len(entries):
         raise FormatError("the export bundle's manifest does not match its items")
     return sources
-
-
-def _b64(value: object) -> bytes:
-    if not isinstance(value, str):
-        raise FormatError("a key in the bundle is not base64")
-    try:
-        return base64.b64decode(value, validate=True)
-    except ValueError:
-        raise FormatError("a key in the bundle is not base64") from None
 
 
 class _Slice:
@@ -434,175 +523,3 @@ class _Slice:
 
     def digest(self) -> bytes:
         return self._hash.digest()
-
-
-# ---------------------------------------------------------------- reply bundles
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifiedReplies:
-    journalist: str
-    replies: list[tuple[str, bytes]]  # (source_id, envelope sealed to the source)
-
-
-def seal_reply(text: str, source_reply_key: PublicKey | bytes) -> bytes:
-    """Seal a reply's text to the source's reply public key (envelope kind "reply")."""
-    body = text.encode("utf-8")
-    sealed = envelope.encrypt_bytes(body, [source_reply_key], Metadata("reply", content_type="text/plain; charset=utf-8", length=len(body)))
-    if len(sealed) > MAX_REPLY_ENVELOPE:
-        raise FormatError("the reply is too long")
-    return sealed
-
-
-def write_reply_bundle(out: BinaryIO, identity: Identity, replies: Iterable[tuple[str, bytes]]) -> None:
-    """Write ``replies`` (source_id, sealed envelope) signed by ``identity``."""
-    digest = hashlib.blake2b(digest_size=64)
-
-    def put(data: bytes) -> None:
-        digest.update(data)
-        out.write(data)
-
-    signer = identity.name.encode("utf-8")
-    put(REPLY_MAGIC + bytes([VERSION, len(signer)]) + signer)
-    count = 0
-    for source_id, sealed in replies:
-        _check_reply(source_id, sealed)
-        count += 1
-        if count > MAX_REPLIES:
-            raise FormatError(f"a reply bundle holds at most {MAX_REPLIES} replies")
-        sid = source_id.encode("ascii")
-        put(_REPLY_ENTRY.pack(ENTRY_REPLY, 1 + len(sid) + len(sealed)) + bytes([len(sid)]) + sid)
-        put(sealed)
-    signature = identity.signing_key.sign(SIGNATURE_CONTEXT + digest.digest()).signature
-    out.write(_REPLY_ENTRY.pack(ENTRY_SIGNATURE, len(signature)) + signature)
-
-
-def _check_reply(source_id: object, sealed: bytes) -> None:
-    if not isinstance(source_id, str) or not _SOURCE_ID.fullmatch(source_id):
-        raise FormatError("a reply in the bundle names an invalid source id")
-    if not len(envelope.MAGIC) + 2 <= len(sealed) <= MAX_REPLY_ENVELOPE:
-        raise FormatError("a reply in the bundle is oversized or empty")
-    if not sealed.startswith(envelope.MAGIC) or sealed[len(envelope.MAGIC)] != envelope.VERSION:
-        raise FormatError("a reply in the bundle is not a version 1 envelope")
-
-
-@dataclasses.dataclass(frozen=True)
-class _ParsedReplies:
-    signer: str
-    replies: list[tuple[str, bytes]]
-    signed_digest: bytes
-    signature: bytes | None  # None: the bundle ends where its signature should be
-
-
-def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> _ParsedReplies:
-    """Parse a reply bundle's framing; ``accept_signer`` may refuse the signer before the body is read."""
-    digest = hashlib.blake2b(digest_size=64)
-    total = 0
-
-    def take(size: int) -> bytes:
-        nonlocal total
-        total += size
-        if total > MAX_REPLY_BUNDLE:
-            raise FormatError("the reply bundle is oversized")
-        data = read_exact(src, size)
-        if len(data) < size:
-            raise TruncatedError("the reply bundle is truncated")
-        return data
-
-    head = read_exact(src, len(REPLY_MAGIC) + 2)
-    if not head.startswith(REPLY_MAGIC):
-        raise FormatError("this is not an intake reply bundle")
-    if len(head) < len(REPLY_MAGIC) + 2:
-        raise TruncatedError("the reply bundle is truncated")
-    if head[len(REPLY_MAGIC)] != VERSION:
-        raise UnsupportedVersionError(f"reply bundle version {head[len(REPLY_MAGIC)]} is not supported (this toolkit reads version {VERSION})")
-    signer_raw = take(head[-1])
-    try:
-        signer = check_name(signer_raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise FormatError("the reply bundle names an invalid signer") from None
-    accept_signer(signer)
-    digest.update(head + signer_raw)
-    replies: list[tuple[str, bytes]] = []
-    while True:
-        raw = read_exact(src, _REPLY_ENTRY.size)
-        if not raw:
-            return _ParsedReplies(signer, replies, digest.digest(), None)
-        if len(raw) < _REPLY_ENTRY.size:
-            raise TruncatedError("the reply bundle is truncated")
-        total += len(raw)
-        kind, length = _REPLY_ENTRY.unpack(raw)
-        if kind == ENTRY_SIGNATURE:
-            if length != 64:
-                raise FormatError("the reply bundle's signature is malformed")
-            signature = take(64)
-            if read_exact(src, 1):
-                raise FormatError("the reply bundle has data after its signature")
-            return _ParsedReplies(signer, replies, digest.digest(), signature)
-        if kind != ENTRY_REPLY:
-            raise FormatError(f"the reply bundle has an entry of unknown type {kind}")
-        if not 2 <= length <= 1 + 255 + MAX_REPLY_ENVELOPE:
-            raise FormatError("a reply in the bundle is oversized")
-        if len(replies) >= MAX_REPLIES:
-            raise FormatError("the reply bundle holds too many replies")
-        payload = take(length)
-        digest.update(raw + payload)
-        sid_len = payload[0]
-        try:
-            source_id = payload[1 : 1 + sid_len].decode("ascii")
-        except UnicodeDecodeError:
-            raise FormatError("a reply in the bundle names an invalid source id") from None
-        sealed = payload[1 + sid_len :]
-        _check_reply(source_id, sealed)
-        replies.append((source_id, sealed))
-
-
-def verify_reply_bundle(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | bytes]) -> VerifiedReplies:
-    """Read a reply bundle; return its replies only if a journalist in ``verify_keys`` signed it all."""
-
-    def accept(signer: str) -> None:
-        if signer not in verify_keys:
-            raise UnknownSignerError(f"the reply bundle is signed by {signer!r}, who is not a registered journalist")
-
-    parsed = _parse_reply_bundle(src, accept)
-    if parsed.signature is None:
-        raise BadSignatureError("the reply bundle is not signed")
-    key = verify_keys[parsed.signer]
-    key = key if isinstance(key, VerifyKey) else VerifyKey(bytes(key))
-    try:
-        key.verify(SIGNATURE_CONTEXT + parsed.signed_digest, parsed.signature)
-    except NaclBadSignature:
-        raise BadSignatureError(f"the reply bundle's signature by {parsed.signer!r} does not verify: it was forged or modified") from None
-    return VerifiedReplies(parsed.signer, parsed.replies)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplyBundleInfo:
-    """What a reply bundle says about itself, signature NOT checked (for ``inspect``)."""
-
-    signer: str
-    replies: int
-    signed: bool
-
-
-def describe_reply_bundle(src: BinaryIO) -> ReplyBundleInfo:
-    parsed = _parse_reply_bundle(src, lambda signer: None)
-    return ReplyBundleInfo(parsed.signer, len(parsed.replies), parsed.signature is not None)
-
-
-def add_replies(path: Path, identity: Identity, new_replies: Sequence[tuple[str, bytes]]) -> int:
-    """Add replies to the bundle at ``path`` (created if missing), re-verified and
-    re-signed; the file is replaced atomically. Returns the number of replies."""
-    replies: list[tuple[str, bytes]] = []
-    if path.exists():
-        with open(path, "rb") as f:
-            try:
-                existing = verify_reply_bundle(f, {identity.name: identity.signing_key.verify_key})
-            except UnknownSignerError:
-                raise UnknownSignerError(f"{path} is signed by another journalist: write your replies to a new file") from None
-        replies.extend(existing.replies)
-    replies.extend(new_replies)
-    with PendingFile(path.parent) as pending:
-        write_reply_bundle(pending, identity, replies)  # type: ignore[arg-type]
-        pending.commit_replacing(path.name)
-    return len(replies)

@@ -15,11 +15,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from keys import bundle, recover_cli
+from keys import bundle, recover_cli, reply_bundle
 from keys.errors import KeysError
 from keys.i18n import LANGUAGES, _, ngettext, set_language
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
 from keys.progress import Progress
+from keys.server_key import ServerPublicKey, require_trusted, trust_server, trusted_servers_dir
 from keys.source_record import load_source_record
 from keys.unpack import unpack_bundle
 
@@ -91,12 +92,33 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trust_server(args: argparse.Namespace) -> int:
+    key = ServerPublicKey.load(args.server_key_file)
+    print(f"server key fingerprint: {key.fingerprint}")
+    if args.fingerprint is not None:
+        if " ".join(args.fingerprint.upper().split()) != key.fingerprint:
+            raise UsageError("the fingerprint you gave does not match this server key file: it was NOT trusted")
+    else:
+        try:
+            answer = input("Is this the fingerprint your admin read out from `intake journalist add`? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            raise UsageError("not confirmed: the server key was NOT trusted")
+    path, new = trust_server(args.key, key)
+    print(f"{'trusted' if new else 'already trusted'}: {path}")
+    return 0
+
+
 def cmd_decrypt(args: argparse.Namespace) -> int:
     with bundle.ExportBundle.open(args.bundle) as export:
-        identity = _load_identity(args)
-        progress = Progress(export.items_size, enabled=True if args.progress else None)
+        trusted = require_trusted(args.key)
+        progress = Progress(export.size + export.items_size, enabled=True if args.progress else None)
         try:
-            summary = unpack_bundle(export, identity, Path(args.out), progress.advance)
+            # The whole bundle is checked against the server's signature before the passphrase is asked.
+            export.verify(trusted, progress.advance)
+            identity = _load_identity(args)
+            summary = unpack_bundle(export, identity, Path(args.out), Path(args.key), progress.advance)
         finally:
             progress.finish()
     print(_("{items} item(s) decrypted from {sources} source(s) into {out}; open {index}").format(
@@ -137,22 +159,39 @@ def cmd_reply(args: argparse.Namespace) -> int:
         raise UsageError(_("the reply is empty"))
     if len(text.encode("utf-8")) > MAX_MESSAGE:
         raise UsageError(_("the reply is longer than {size} KiB").format(size=MAX_MESSAGE // 1024))
+    server = _reply_server(args.key, record)
     identity = _load_identity(args)
-    sealed = bundle.seal_reply(text, base64.b64decode(record["reply_public_key"]))
-    count = bundle.add_replies(Path(args.out), identity, [(record["source_id"], sealed)])
+    sealed = reply_bundle.SealedReply(
+        reply_bundle.seal_routing(record["source_id"], server.encryption_key),
+        reply_bundle.seal_reply(text, base64.b64decode(record["reply_public_key"])),
+    )
+    count = reply_bundle.add_replies(Path(args.out), identity, [sealed])
     print(ngettext("reply to {designation} sealed; {out} now holds {count} signed reply",
                    "reply to {designation} sealed; {out} now holds {count} signed replies", count)
           .format(designation=record["designation"], out=args.out, count=count))
     return 0
 
 
+def _reply_server(key_file: str, record: dict) -> ServerPublicKey:
+    """The trusted server the source came from (its key named in source.json); with none named, the only trusted one."""
+    trusted = require_trusted(key_file).values()
+    named = record.get("server_key")
+    matching = [server for server in trusted if server.fingerprint == named] if named else list(trusted)
+    if len(matching) != 1:
+        where = trusted_servers_dir(key_file)
+        if named:
+            raise UsageError(f"the source came from server key {named}, which is no longer trusted in {where}")
+        raise UsageError(f"several server keys are trusted in {where}: decrypt the source's latest bundle again to record which one it came from")
+    return matching[0]
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     with open(args.bundle, "rb") as f:
         magic = f.read(len(bundle.EXPORT_MAGIC))
-    if magic == bundle.REPLY_MAGIC:
+    if magic == reply_bundle.REPLY_MAGIC:
         with open(args.bundle, "rb") as f:
-            info = bundle.describe_reply_bundle(f)
-        print(_("reply bundle, version {version}").format(version=bundle.VERSION))
+            info = reply_bundle.describe_reply_bundle(f)
+        print(_("reply bundle, version {version}").format(version=reply_bundle.VERSION))
         signature = _("signature present, checked by the server on import") if info.signed else _("NOT SIGNED")
         print(_("signer: {signer} ({signature})").format(signer=info.signer, signature=signature))
         print(_("replies: {count}").format(count=info.replies))
@@ -164,6 +203,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(_("manifest: {size:,} bytes, sealed").format(size=export.manifest_entry.length))
         if not args.key:
             return 0
+        server = export.verify(require_trusted(args.key))
+        print(f"signed by the trusted server key {server.fingerprint}")
         sources = export.read_manifest(_load_identity(args))
     for source in sources:
         print("\n" + _("{designation}  (source id {id})").format(designation=source.designation, id=source.source_id))
@@ -215,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_fingerprint)
 
     p = command(
+        "trust-server",
+        _("trust the server's key, checked by its fingerprint"),
+        _("Trust an intake server's public key (the file server-signing.public your admin gives you), after checking "
+          "its fingerprint against the one the admin reads out. It is kept in trusted-servers/ beside your secret key "
+          "file; decrypt accepts only bundles signed by a key kept there. After a key rotation, trust the new key too; "
+          "delete the old file from trusted-servers/ once no bundle signed with it is left."),
+    )
+    p.add_argument("server_key_file", metavar="SERVER_KEY_FILE")
+    p.add_argument("--key", required=True, metavar="SECRET_FILE", help=_("your secret key file: the trust store is beside it"))
+    p.add_argument("--fingerprint", metavar="FINGERPRINT", help=_("the fingerprint the admin read out (otherwise you are asked to confirm)"))
+    p.set_defaults(run=cmd_trust_server)
+
+    p = command(
         "decrypt",
         _("decrypt an export bundle into a folder"),
         _("Decrypt an export bundle: a folder per source, and index.html."),
@@ -222,11 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit status: 0 when every item for you was decrypted (or was already there); {damaged} when the bundle "
             "is intact but some items were damaged on the server before export: the others were decrypted, and each damaged "
             "one is named on stderr (source designation and item id); {error} on any other error, a damaged bundle "
-            "included, which stops at once. Nothing partial is ever left; items decrypted before a stop are kept."
+            "included, which stops at once. A bundle not signed by a server key you trust (trust-server), one that "
+            "changes a source you decrypted before, or one holding a forged record is refused before anything is "
+            "written. Nothing partial is ever left; items decrypted before a stop are kept."
         ).format(damaged=EXIT_DAMAGED_ITEMS, error=EXIT_ERROR),
     )
     p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--key", required=True, metavar="SECRET_FILE")
+    p.add_argument("--key", required=True, metavar="SECRET_FILE", help="your secret key file; the trusted server keys and pinned sources are beside it")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--progress", action="store_true", help=_("always show the progress bar (default: on a terminal, for large bundles)"))
     passphrase_option(p)

@@ -40,11 +40,13 @@ from nacl.public import PrivateKey, PublicKey
 
 from keys.errors import (
     FormatError,
+    RecordError,
     TamperedError,
     TruncatedError,
     UnsupportedVersionError,
     WrongKeyError,
 )
+from keys.strict_json import is_int, loads
 
 MAGIC = b"INTAKE-E"
 VERSION = 1
@@ -98,17 +100,21 @@ class Metadata:
 
     @classmethod
     def decode(cls, data: bytes) -> "Metadata":
+        """Read a record that authenticated: any rule it breaks makes it a forgery (RecordError)."""
         try:
-            record = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise FormatError("the envelope's record is not valid JSON") from None
+            record = loads(data, "the envelope's record")
+        except FormatError as error:
+            raise RecordError(str(error)) from None
         if not isinstance(record, dict) or set(record) != {"kind", "length", "name", "type"}:
-            raise FormatError("the envelope's record has unexpected fields")
+            raise RecordError("the envelope's record has unexpected fields")
         length = record["length"]
-        if length is not None and (type(length) is not int or length < 0):
-            raise FormatError("the envelope's record has an invalid length")
+        if length is not None and (not is_int(length) or length < 0):
+            raise RecordError("the envelope's record has an invalid length")
         meta = cls(record["kind"], record["name"], record["type"], length)
-        _check_record(meta)
+        try:
+            _check_record(meta)
+        except FormatError as error:
+            raise RecordError(str(error)) from None
         return meta
 
 
@@ -287,7 +293,7 @@ class EnvelopeReader:
         record_head = self._take_content(2)
         (record_len,) = _U16.unpack(record_head)
         if record_len > MAX_RECORD:
-            raise FormatError("the envelope's record is oversized")
+            raise RecordError("the envelope's record is oversized")
         self.metadata = Metadata.decode(self._take_content(record_len))
 
     def _read_header(self, src: BinaryIO, keys: list[PrivateKey]) -> bytes:
@@ -363,7 +369,7 @@ class EnvelopeReader:
         while len(self._buffer) < size:
             piece = self._next_message()
             if piece is None:
-                raise FormatError("the envelope ends inside its record")
+                raise RecordError("the envelope ends inside its record")
             self._buffer += piece
         taken, self._buffer = self._buffer[:size], self._buffer[size:]
         return taken

@@ -44,3 +44,16 @@ class BadSignatureError(TamperedError):
 
 class UnknownSignerError(KeysError):
     """The data is signed by someone who is not a registered journalist."""
+
+
+class RecordError(FormatError):
+    """An envelope opened and authenticated, but the record it carries breaks the format's rules:
+    well-encrypted nonsense, which anyone holding the recipient's public key can write."""
+
+
+class UnknownServerError(KeysError):
+    """An export bundle is signed by a server key this laptop does not trust."""
+
+
+class PinnedSourceError(KeysError):
+    """A bundle describes a source otherwise than the bundles this laptop decrypted before."""

@@ -32,6 +32,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from keys.errors import BadPassphraseError, FormatError, TruncatedError, UnsupportedVersionError
 from keys.files import write_new_file
+from keys.strict_json import b64_key
 
 SECRET_MAGIC = b"INTAKE-K"
 SECRET_VERSION = 1
@@ -44,7 +45,9 @@ _NONCE_SIZE = nacl.secret.SecretBox.NONCE_SIZE  # 24
 _KEYS_SIZE = 64
 _SECRET_MIN = _SECRET_HEAD.size + _SALT_SIZE + _NONCE_SIZE + nacl.secret.SecretBox.MACBYTES + _KEYS_SIZE + 1
 _SECRET_MAX = _SECRET_MIN + MAX_NAME_BYTES
-_FINGERPRINT_PERSON = b"intake-fp-v1"
+_FINGERPRINT_V1_PERSON = b"intake-fp-v1"
+_FINGERPRINT_PERSON = b"intake-fp-v2"
+_PUBLIC_FIELDS = {"name", "encryption-key", "verify-key", "fingerprint"}
 # Names become file names and manifest entries: letters, digits, '.', '_', '-'.
 _NAME_PATTERN = re.compile(r"[^\W_][\w.-]*")
 
@@ -83,11 +86,46 @@ def check_name(name: str) -> str:
     return name
 
 
-def fingerprint(encryption_key: bytes, verify_key: bytes) -> str:
-    """160 bits of BLAKE2b over both public keys, as 8 groups of 4 base32 characters."""
-    digest = hashlib.blake2b(encryption_key + verify_key, digest_size=20, person=_FINGERPRINT_PERSON).digest()
+def fingerprint(name: str, encryption_key: bytes, verify_key: bytes) -> str:
+    """Version 2: 160 bits of BLAKE2b over the name and both public keys, as 8 groups
+    of 4 base32 characters. The name is covered: the same keys under another name
+    (which decides what a manifest calls sealed to whom) read differently."""
+    raw_name = check_name(name).encode("utf-8")
+    return format_fingerprint(hashlib.blake2b(bytes([len(raw_name)]) + raw_name + encryption_key + verify_key,
+                                              digest_size=20, person=_FINGERPRINT_PERSON).digest())
+
+
+def fingerprint_v1(encryption_key: bytes, verify_key: bytes) -> str:
+    """Version 1 (keys only), still accepted on the fingerprint line of older public files."""
+    return format_fingerprint(hashlib.blake2b(encryption_key + verify_key, digest_size=20, person=_FINGERPRINT_V1_PERSON).digest())
+
+
+def format_fingerprint(digest: bytes) -> str:
     text = base64.b32encode(digest).decode("ascii")  # 32 characters, no padding for 20 bytes
     return " ".join(text[i : i + 4] for i in range(0, 32, 4))
+
+
+def key_file_lines(text: str) -> list[str]:
+    """A key file's lines: split on LF only (a CR before it is dropped). No other character
+    (U+2028, VT, FF, NEL...) ends a line, so nothing can hide a line inside a comment."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def key_file_fields(lines: list[str], allowed: set[str], what: str) -> dict[str, str]:
+    """``field: value`` lines; blank lines and comments (``#`` after any spaces and tabs)
+    are skipped. Blank means empty or only spaces and tabs; values lose surrounding spaces and tabs."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line.strip(" \t") or line.lstrip(" \t").startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or key in fields or key not in allowed:
+            raise FormatError(f"the {what} has an unexpected or repeated line")
+        fields[key] = value.strip(" \t")
+    return fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +136,7 @@ class PublicIdentity:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(bytes(self.encryption_key), bytes(self.verify_key))
+        return fingerprint(self.name, bytes(self.encryption_key), bytes(self.verify_key))
 
     def to_text(self) -> str:
         return (
@@ -111,23 +149,18 @@ class PublicIdentity:
 
     @classmethod
     def from_text(cls, text: str) -> "PublicIdentity":
-        lines = text.splitlines()
-        if not lines or lines[0].strip() != PUBLIC_HEADER:
+        lines = key_file_lines(text)
+        if not lines or lines[0] != PUBLIC_HEADER:
             if lines and lines[0].startswith("intake-public-key "):
                 raise UnsupportedVersionError(f"public key format {lines[0].split(' ', 1)[1]!r} is not supported (this toolkit reads v1)")
             raise FormatError("this is not an intake public key file")
-        fields: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            key, sep, value = line.partition(":")
-            if not sep or key in fields or key not in {"name", "encryption-key", "verify-key", "fingerprint"}:
-                raise FormatError("the public key file has an unexpected or repeated line")
-            fields[key] = value.strip()
+        fields = key_file_fields(lines[1:], _PUBLIC_FIELDS, "public key file")
         if not {"name", "encryption-key", "verify-key"} <= fields.keys():
             raise FormatError("the public key file lacks its name or keys")
         identity = cls(check_name(fields["name"]), PublicKey(_key32(fields["encryption-key"])), VerifyKey(_key32(fields["verify-key"])))
-        if "fingerprint" in fields and fields["fingerprint"].upper() != identity.fingerprint:
+        # Files written before fingerprint v2 carry a v1 line: still a check of the keys.
+        written = fields.get("fingerprint", "").upper()
+        if written and written not in (identity.fingerprint, fingerprint_v1(bytes(identity.encryption_key), bytes(identity.verify_key))):
             raise FormatError("the public key file's fingerprint does not match its keys")
         return identity
 
@@ -147,13 +180,7 @@ class PublicIdentity:
 
 
 def _key32(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except ValueError:
-        raise FormatError("a key in the public key file is not valid base64") from None
-    if len(raw) != 32:
-        raise FormatError("a key in the public key file has the wrong length")
-    return raw
+    return b64_key(text, 32, "a key in the public key file")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -1,18 +1,20 @@
 """source.json: what a decrypted source folder records about its source.
 
-``{"source_id", "designation", "reply_public_key" (base64), "items": [...]}``;
-``intake-keys reply`` reads the id and key from it, ``decrypt`` the items done.
+``{"source_id", "designation", "reply_public_key" (base64), "server_key", "items": [...]}``;
+``intake-keys reply`` reads the id, the key and the server's key fingerprint
+(``server_key``, absent in records written before signed bundles) from it,
+``decrypt`` the items done. Read with the strict JSON rules of every reader.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
-from keys.bundle import MAX_DESIGNATION
+from keys.bundle import MAX_DESIGNATION, SOURCE_ID
 from keys.errors import FormatError
 from keys.files import PendingFile
+from keys.strict_json import b64_key, loads
 
 SOURCE_RECORD = "source.json"
 MAX_SOURCE_RECORD = 64 << 20
@@ -29,18 +31,22 @@ def load_source_record(folder: Path, missing_ok: bool = False) -> dict | None:
             return None
         raise FormatError(f"{folder} is not a source folder from intake-keys decrypt (no {SOURCE_RECORD})") from None
     try:
-        record = json.loads(data)
-        key = base64.b64decode(record["reply_public_key"], validate=True)
+        if len(data) > MAX_SOURCE_RECORD:
+            raise FormatError("oversized")
+        record = loads(data, str(path))
+        if not isinstance(record, dict):
+            raise FormatError("not an object")
+        b64_key(record["reply_public_key"], 32, "the reply key")
         valid = (
-            len(data) <= MAX_SOURCE_RECORD
-            and isinstance(record["source_id"], str)
-            and isinstance(record["designation"], str)
+            isinstance(record["designation"], str)
             and 0 < len(record["designation"]) <= MAX_DESIGNATION
-            and len(key) == 32
+            and isinstance(record["source_id"], str)
+            and SOURCE_ID.fullmatch(record["source_id"]) is not None
+            and isinstance(record.get("server_key", ""), str)
             and isinstance(record["items"], list)
             and all(isinstance(entry, dict) and isinstance(entry.get("item_id"), str) for entry in record["items"])
         )
-    except (ValueError, KeyError, TypeError):
+    except (FormatError, KeyError):
         valid = False
     if not valid:
         raise FormatError(f"{path} is damaged")

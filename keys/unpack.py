@@ -3,9 +3,16 @@
 Layout of the output folder::
 
     OUT/index.html                      every source and item, no scripts
-    OUT/<designation>/source.json       source_id, designation, reply public key, items decrypted
+    OUT/<designation>/source.json       source_id, designation, reply public key, server key, items decrypted
     OUT/<designation>/<day> message.txt
     OUT/<designation>/<day> <sanitised original file name>
+
+The caller has checked the server's signature (``ExportBundle.verify``). Then,
+before anything is written: the manifest is read, the sources are checked
+against the laptop's pins, and every item is opened far enough to read its
+record (a record that breaks the rules refuses the whole bundle). An item
+counts as for this journalist when its envelope opens with their key, whatever
+the manifest's recipient list says.
 
 Each item is written under a hidden temporary name and renamed only after its
 envelope's FINAL message verified and its bytes matched the manifest; on any
@@ -15,7 +22,7 @@ Decrypting the same bundle again skips items already recorded in source.json.
 An item whose envelope fails to open although its bytes are exactly those the
 manifest lists (the bundle is intact: the item was damaged on the server before
 export) is skipped, not recorded, and listed in ``UnpackSummary.damaged``; the
-other items are decrypted. Any other failure, a damaged bundle included, stops.
+other items are decrypted. Any other failure stops.
 """
 
 from __future__ import annotations
@@ -24,14 +31,15 @@ import base64
 import dataclasses
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from keys.bundle import ExportBundle, ManifestItem, ManifestSource
-from keys.errors import DamagedItemError, FormatError
+from keys.errors import DamagedItemError, FormatError, PinnedSourceError, WrongKeyError
 from keys.files import PendingFile, safe_file_name, safe_folder_name, with_suffix_number
 from keys.identity import Identity
 from keys.index import write_index
+from keys.pins import check_and_pin
 from keys.source_record import load_source_record, save_source_record
 
 @dataclasses.dataclass
@@ -55,35 +63,72 @@ class DamagedItem:
     reason: str  # the envelope's refusal
 
 
-def unpack_bundle(bundle: ExportBundle, identity: Identity, out: Path, advance: Callable[[int], None] = lambda n: None) -> UnpackSummary:
+def unpack_bundle(
+    bundle: ExportBundle, identity: Identity, out: Path, secret_key_file: Path, advance: Callable[[int], None] = lambda n: None
+) -> UnpackSummary:
+    """Decrypt ``bundle`` (its signature verified) into ``out``; ``secret_key_file`` is the secret key
+    file beside which the source pins live."""
+    assert bundle.server is not None, "verify the bundle's signature first"
     sources = bundle.read_manifest(identity)
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     summary = UnpackSummary(sources=len(sources))
-    for source in sources:
-        folder, record = _source_folder(out, source)
-        done = {entry["item_id"] for entry in record["items"]}
+    plans = [_plan_source(bundle, identity, out, source, summary, advance) for source in sources]
+    check_and_pin(secret_key_file, sources)
+    # Nothing was written before this line.
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    server_key = bundle.server.fingerprint
+    for plan in plans:
+        if not plan.items and plan.record is None:
+            continue  # nothing for this journalist, and no folder yet: none is made
+        folder, record = _source_folder(out, plan.source)
+        record["server_key"] = server_key  # replies go to the server that sent the source last
         try:
-            for item in source.items:
-                if item.item_id in done:
-                    summary.already_there += 1
-                elif identity.name not in item.recipients:
-                    summary.not_for_you += 1
+            for item in plan.items:
+                try:
+                    record["items"].append(_write_item(bundle, identity, folder, item, advance))
+                except DamagedItemError as error:
+                    summary.damaged.append(_damaged(plan.source, item, str(error)))
                 else:
-                    try:
-                        record["items"].append(_write_item(bundle, identity, folder, item, advance))
-                    except DamagedItemError as error:
-                        summary.damaged.append(
-                            DamagedItem(source.designation, source.source_id, item.item_id, item.kind, item.received_day, str(error))
-                        )
-                    else:
-                        summary.written += 1
-                    continue
-                advance(item.size)
+                    summary.written += 1
         finally:
             # Record what is complete even when a later item fails.
             save_source_record(folder, record)
     write_index(out)
     return summary
+
+
+@dataclasses.dataclass
+class _SourcePlan:
+    source: ManifestSource
+    record: dict | None  # the source's existing record in ``out``, if any
+    items: list[ManifestItem]  # to decrypt
+
+
+def _plan_source(bundle: ExportBundle, identity: Identity, out: Path, source: ManifestSource, summary: UnpackSummary,
+                 advance: Callable[[int], None]) -> _SourcePlan:
+    """Decide, writing nothing, which of the source's items to decrypt; refuse a forged record."""
+    found = _existing_source_folder(out, source)
+    record = found[1] if found else None
+    done = {entry["item_id"] for entry in record["items"]} if record else set()
+    plan = _SourcePlan(source, record, [])
+    for item in source.items:
+        if item.item_id in done:
+            summary.already_there += 1
+            advance(item.size)
+            continue
+        try:
+            bundle.open_item(item, identity)  # reads the header and the record, no more
+        except WrongKeyError:
+            summary.not_for_you += 1
+            advance(item.size)
+            continue
+        except DamagedItemError:
+            pass  # found again, and reported, when it is written
+        plan.items.append(item)
+    return plan
+
+
+def _damaged(source: ManifestSource, item: ManifestItem, reason: str) -> "DamagedItem":
+    return DamagedItem(source.designation, source.source_id, item.item_id, item.kind, item.received_day, reason)
 
 
 def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: ManifestItem, advance: Callable[[int], None]) -> dict:
@@ -115,15 +160,44 @@ def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: Ma
     }
 
 
+def _candidates(out: Path, source: ManifestSource) -> Iterator[Path]:
+    base = safe_folder_name(source.designation, f"source {source.source_id}")
+    for number in range(1, 1000):
+        yield out / with_suffix_number(base, number)
+    raise FormatError(f"too many folders named like {base!r} in {out}")
+
+
+def _existing_source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict] | None:
+    """The folder in ``out`` already holding this source's record, if any (nothing is written)."""
+    for folder in _candidates(out, source):
+        if not os.path.lexists(folder):
+            return None
+        if not _is_real_directory(folder):
+            continue
+        try:
+            record = load_source_record(folder, missing_ok=True)
+        except FormatError:
+            continue
+        if record is not None and record["source_id"] == source.source_id:
+            if base64.b64decode(record["reply_public_key"]) != source.reply_public_key:
+                raise PinnedSourceError(
+                    f"REFUSED: this bundle changes the reply key of source {source.source_id}, decrypted before into "
+                    f"{folder}; it may be forged: nothing was written, tell your security contact"
+                )
+            return folder, record
+    return None
+
+
 def _source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict]:
     """The source's folder: its existing one (same source_id) or a new one.
 
     ``out`` itself may be a symlink (the user chose it); an entry inside it is
     used only if it is a real directory, never a symlink, whatever it points to.
     """
-    base = safe_folder_name(source.designation, f"source {source.source_id}")
-    for number in range(1, 1000):
-        folder = out / with_suffix_number(base, number)
+    found = _existing_source_folder(out, source)
+    if found is not None:
+        return found
+    for folder in _candidates(out, source):
         try:
             folder.mkdir(mode=0o700)
         except FileExistsError:
@@ -133,8 +207,6 @@ def _source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict]:
                 record = load_source_record(folder, missing_ok=True)
             except FormatError:
                 continue  # not ours to write into
-            if record is not None and record["source_id"] == source.source_id:
-                return folder, record
             if record is not None or any(folder.iterdir()):
                 continue
             # An empty folder without a record: ours, left by a run that stopped before its first item.
@@ -146,9 +218,7 @@ def _source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict]:
             "items": [],
         }
         return folder, record
-    raise FormatError(f"too many folders named like {base!r} in {out}")
-
-
+    raise AssertionError("unreachable: _candidates raises when it runs out")
 def _is_real_directory(path: Path) -> bool:
     """A directory, not a symlink to one (lstat: the last component is not followed)."""
     try:

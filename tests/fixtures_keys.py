@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 from keys import bundle, envelope
 from keys.identity import KDF_MIN, Identity
+from keys.server_key import ServerPublicKey, trust_server
 
 PASSPHRASE = "correct horse battery staple"
+# The server key test bundles are signed with; alice_files trusts it.
+SERVER_SEED = bytes(range(32))
+SERVER_KEY = SigningKey(SERVER_SEED)
+SERVER_PUBLIC = ServerPublicKey.from_seed(SERVER_SEED)
 
 
 @pytest.fixture
@@ -43,6 +51,7 @@ def alice_files(alice: Identity, tmp_path: Path) -> KeyFiles:
     alice.public.save(folder / "alice.public")
     passphrase_file = folder / "passphrase"
     passphrase_file.write_text(PASSPHRASE + "\n")
+    trust_server(folder / "alice.secret", SERVER_PUBLIC)
     return KeyFiles(alice, folder / "alice.secret", folder / "alice.public", passphrase_file)
 
 
@@ -87,8 +96,8 @@ def export_sources(sources: Sequence[Source], recipients: Sequence[Identity], pi
     return result
 
 
-def build_export(sources: Sequence[Source], recipients: Sequence[Identity]) -> bytes:
-    return b"".join(bundle.stream_export_bundle([r.public.encryption_key for r in recipients], export_sources(sources, recipients)))
+def build_export(sources: Sequence[Source], recipients: Sequence[Identity], server_key: SigningKey = SERVER_KEY) -> bytes:
+    return b"".join(bundle.stream_export_bundle([r.public.encryption_key for r in recipients], export_sources(sources, recipients), server_key))
 
 
 @pytest.fixture
@@ -106,5 +115,22 @@ def two_sources() -> list[Source]:
     ]
 
 
+def unsigned_part(data: bytes) -> bytes:
+    """An export bundle without its signature entry (the last 9 + 128 bytes)."""
+    return data[: -(9 + bundle.SIGNATURE_ENTRY_LENGTH)]
+
+
+def sign_export(unsigned: bytes, server_key: SigningKey = SERVER_KEY) -> bytes:
+    """Append the server's signature entry to an export bundle's bytes, as the server does: a forgery
+    made with the server's secret key (the tests' way to reach checks behind the signature)."""
+    digest = hashlib.blake2b(unsigned, digest_size=64).digest()
+    public = ServerPublicKey.from_seed(bytes(server_key))
+    signature = server_key.sign(bundle.SIGNATURE_CONTEXT + digest).signature
+    return unsigned + struct.pack(">BQ", bundle.ENTRY_SIGNATURE, bundle.SIGNATURE_ENTRY_LENGTH) + bytes(public.verify_key) + bytes(public.encryption_key) + signature
+
+
 def open_export(data: bytes) -> bundle.ExportBundle:
-    return bundle.ExportBundle(io.BytesIO(data))
+    """An export bundle opened and its signature checked against the test server key."""
+    export = bundle.ExportBundle(io.BytesIO(data))
+    export.verify({bytes(SERVER_PUBLIC.verify_key): SERVER_PUBLIC})
+    return export

@@ -30,8 +30,8 @@ import pytest
 
 from intake.codename import generate_codename
 from intake.store.newsroom import Newsroom as NewsroomStore
-from keys.bundle import seal_reply
-from tests.fixtures_keys import KDF_MIN, PASSPHRASE, Source, Submission, build_export
+from keys.reply_bundle import seal_reply
+from tests.fixtures_keys import KDF_MIN, PASSPHRASE, SERVER_PUBLIC, Source, Submission, build_export
 from tests.fixtures_newsroom import Journalist, Newsroom, make_newsroom
 from tests.fixtures_server import run_gunicorn
 from tests.test_browser_source import CHROMIUM, CHROMIUM_ARGS
@@ -190,7 +190,7 @@ def _walk_journalist(page, servers: Servers, scan: Scan, journalist: Journalist)
     # A reply to every source so far: the one this walk made reads it next.
     with servers.newsroom.store() as store:
         sources = [group.source for group in NewsroomStore(store).export_groups(only_new=False)]
-    replies = reply_bundle(journalist.identity, [(s.id, seal_reply(f"reply in {scan.language}", s.reply_public_key)) for s in sources])
+    replies = reply_bundle(servers.newsroom, journalist.identity, [(s.id, seal_reply(f"reply in {scan.language}", s.reply_public_key)) for s in sources])
     page.goto(f"{base}/sources")
     page.locator("#bundle").set_input_files(files=[{"name": "replies.bundle", "mimeType": "application/octet-stream", "buffer": replies}])
     follow(page, page.locator("form[action='/replies'] button"))
@@ -209,10 +209,12 @@ def _scan_published_pages(page, servers: Servers, scan: Scan) -> None:
 
 def _scan_decrypted_index(page, servers: Servers, scan: Scan) -> None:
     from keys.identity import Identity
+    from keys.server_key import trust_server
 
     identity = Identity.generate("reader")
     secret, passphrase = servers.tmp / f"reader-{scan.language}.secret", servers.tmp / f"passphrase-{scan.language}"
     identity.save(secret, PASSPHRASE, KDF_MIN)
+    trust_server(secret, SERVER_PUBLIC)  # the test bundles' server key, as at enrolment
     passphrase.write_text(PASSPHRASE + "\n")
     bundle = servers.tmp / f"export-{scan.language}.bundle"
     bundle.write_bytes(build_export([

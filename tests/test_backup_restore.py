@@ -77,7 +77,7 @@ def test_a_backup_restored_on_another_machine_keeps_the_addresses_and_every_subm
     other.mkdir()
     key = _key_file(server / "db.key.credential")  # stands for the systemd credential: outside the data dir
     data = server / "data"
-    init = run(BIN / "intake", "init", "--data", data, "--db-key-file", key,
+    init = run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key,
                "--journalist-key", laptop / "alice.public", "--journalist-key", laptop / "bob.public", cwd=server)
     source_onion, journalist_onion = ensure_onion_keys(data)
     assert f"Source onion address: {source_onion}" in init.stdout
@@ -121,7 +121,7 @@ def test_a_backup_restored_on_another_machine_keeps_the_addresses_and_every_subm
 def test_a_backup_holds_no_secret_in_clear_and_no_time(tmp_path: Path, laptop: Path):
     key = _key_file(tmp_path / "db.key")
     data = tmp_path / "data"
-    run(BIN / "intake", "init", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
+    run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
         cwd=tmp_path)
     backup = tmp_path / "intake.backup"
     run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=tmp_path)
@@ -143,7 +143,7 @@ def test_a_backup_holds_no_secret_in_clear_and_no_time(tmp_path: Path, laptop: P
 def test_restore_refuses_a_wrong_key_a_full_dir_and_a_key_inside_it_and_leaves_nothing(tmp_path: Path, laptop: Path):
     key = _key_file(tmp_path / "db.key")
     data = tmp_path / "data"
-    run(BIN / "intake", "init", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
+    run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
         cwd=tmp_path)
     backup = tmp_path / "intake.backup"
     run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=tmp_path)
@@ -177,7 +177,7 @@ def test_the_recovery_file_follows_the_list_of_journalists(tmp_path: Path, lapto
     it; a journalist added later (`journalist add`, or `init` with a new key) can. A key that is not a journalist's opens nothing, writes nothing."""
     key = _key_file(tmp_path / "db.key")
     data = tmp_path / "data"
-    run(BIN / "intake", "init", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
+    run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
         "--journalist-key", laptop / "bob.public", cwd=tmp_path)
     carol = Identity.generate("carol")
     carol.save(laptop / "carol.secret", PASSPHRASE, KDF_MIN)
@@ -203,7 +203,7 @@ def test_the_recovery_file_follows_the_list_of_journalists(tmp_path: Path, lapto
     dave.save(laptop / "dave.secret", PASSPHRASE, KDF_MIN)
     dave.public.save(laptop / "dave.public")
     assert recover("dave", "dave.key").returncode == 1
-    run(BIN / "intake", "init", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "dave.public", cwd=tmp_path)
+    run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "dave.public", cwd=tmp_path)
     assert recover("dave", "dave.key").returncode == 0  # init with a new journalist seals it again
     again = recover("alice", "alice.key")
     assert again.returncode == 1 and "exists" in again.stderr

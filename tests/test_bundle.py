@@ -1,4 +1,4 @@
-"""keys.bundle: export bundles (server -> laptop) and signed reply bundles (laptop -> server)."""
+"""keys.bundle: signed export bundles (server -> laptop). Reply bundles: tests/test_reply_bundle.py."""
 
 from __future__ import annotations
 
@@ -7,22 +7,33 @@ import json
 import struct
 
 import pytest
-from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 from keys import bundle, envelope
-from keys.bundle import ExportBundle, stream_export_bundle, verify_reply_bundle
+from keys.bundle import ExportBundle, stream_export_bundle
 from keys.errors import (
     BadSignatureError,
     FormatError,
-    KeysError,
+    RecordError,
     TamperedError,
     TruncatedError,
-    UnknownSignerError,
+    UnknownServerError,
     UnsupportedVersionError,
     WrongKeyError,
 )
 from keys.identity import Identity
-from tests.fixtures_keys import Source, Submission, build_export, export_sources, open_export
+from keys.server_key import ServerPublicKey
+from tests.fixtures_keys import (
+    SERVER_KEY,
+    SERVER_PUBLIC,
+    Source,
+    Submission,
+    build_export,
+    export_sources,
+    open_export,
+    sign_export,
+    unsigned_part,
+)
 
 HEAD = len(bundle.EXPORT_MAGIC) + 1
 ENTRY = struct.Struct(">BQ")
@@ -86,7 +97,7 @@ def test_export_streams_items_lazily_from_the_store(alice):
         return chunks
 
     items = [bundle.ExportItem(f"i{n}", "message", "2026-11-28", len(sealed), ["alice"], reader(f"i{n}")) for n in range(3)]
-    stream = stream_export_bundle([alice.public.encryption_key], [bundle.ExportSource("s", "brave otter", bytes(32), items)])
+    stream = stream_export_bundle([alice.public.encryption_key], [bundle.ExportSource("s", "brave otter", bytes(32), items)], SERVER_KEY)
     next(stream), next(stream), next(stream)  # magic, first entry header, first item
     assert reads == ["i0"]
     rest = b"".join(stream)
@@ -98,7 +109,7 @@ def test_a_store_yielding_the_wrong_size_aborts_the_stream_and_leaves_an_unreada
     item = bundle.ExportItem("i0", "message", "2026-11-28", len(sealed) + 1, ["alice"], lambda: [sealed])
     written = []
     with pytest.raises(ValueError, match="i0"):
-        for piece in stream_export_bundle([alice.public.encryption_key], [bundle.ExportSource("s", "brave otter", bytes(32), [item])]):
+        for piece in stream_export_bundle([alice.public.encryption_key], [bundle.ExportSource("s", "brave otter", bytes(32), [item])], SERVER_KEY):
             written.append(piece)
     with pytest.raises(TruncatedError):
         open_export(b"".join(written))
@@ -113,7 +124,7 @@ def test_a_journalist_not_named_gets_wrong_key(alice, bob, two_sources):
 def test_an_item_sealed_to_others_cannot_be_opened(alice, bob):
     source = Source("s", "brave otter", [Submission("message", b"only for bob")])
     sources = export_sources([source], [bob])
-    data = b"".join(stream_export_bundle([alice.public.encryption_key, bob.public.encryption_key], sources))
+    data = b"".join(stream_export_bundle([alice.public.encryption_key, bob.public.encryption_key], sources, SERVER_KEY))
     export = open_export(data)
     (item,) = export.read_manifest(alice)[0].items
     assert item.recipients == ("bob",)
@@ -130,14 +141,75 @@ def test_an_item_sealed_to_others_cannot_be_opened(alice, bob):
         (lambda d: d[:HEAD] + b"\x09" + d[HEAD + 1 :], "unknown type 9"),
         (lambda d: d[:HEAD] + ENTRY.pack(1, 1 << 62) + d[HEAD + ENTRY.size :], "oversized"),
         (lambda d: d[:HEAD] + ENTRY.pack(1, 0) + d[HEAD + ENTRY.size :], "oversized"),
-        (lambda d: d + ENTRY.pack(1, 4) + b"abcd", "after its manifest"),
+        (lambda d: d + ENTRY.pack(1, 4) + b"abcd", "after its signature"),
         (lambda d: d[:HEAD] + ENTRY.pack(2, 20) + bytes(20) + d[HEAD:], "after its manifest"),
+        (lambda d: d[:HEAD] + ENTRY.pack(3, 128) + bytes(128) + d[HEAD:], "signed before its manifest"),
+        (lambda d: unsigned_part(d) + ENTRY.pack(3, 64) + bytes(64), "signature is malformed"),
+        (lambda d: unsigned_part(d) + d[-(9 + 128) :] + d[-(9 + 128) :], "after its signature"),
     ],
 )
 def test_malformed_export_framing_is_refused(alice, two_sources, mutate, error):
     data = build_export(two_sources, [alice])
     with pytest.raises(FormatError, match=error):
         open_export(mutate(data))
+
+
+def test_a_second_manifest_is_refused(alice, two_sources):
+    data = build_export(two_sources, [alice])
+    kind, start, end = entries(unsigned_part(data))[-1]
+    assert kind == 2
+    with pytest.raises(FormatError, match="two manifests"):
+        open_export(sign_export(unsigned_part(data) + data[start:end]))
+
+
+def test_an_unsigned_bundle_is_refused(alice, two_sources):
+    data = build_export(two_sources, [alice])
+    with pytest.raises(TruncatedError, match="not signed"):
+        open_export(unsigned_part(data))
+    version_1 = data[:8] + b"\x01" + unsigned_part(data)[9:]  # what servers wrote before signing
+    with pytest.raises(UnsupportedVersionError, match="not signed"):
+        open_export(version_1)
+
+
+def test_a_bundle_signed_by_an_untrusted_key_is_refused(alice, two_sources):
+    other = SigningKey.generate()
+    data = build_export(two_sources, [alice], server_key=other)
+    with pytest.raises(UnknownServerError, match=ServerPublicKey.from_seed(bytes(other)).fingerprint):
+        open_export(data)
+    # Naming the trusted verify key with another box key is refused too: the trailer must name a trusted key exactly.
+    forged = bytearray(data)
+    trailer = len(data) - bundle.SIGNATURE_ENTRY_LENGTH
+    forged[trailer : trailer + 32] = bytes(SERVER_PUBLIC.verify_key)
+    with pytest.raises(UnknownServerError):
+        open_export(bytes(forged))
+
+
+def test_the_signature_covers_every_byte(alice, two_sources):
+    """Flip one bit anywhere before the signature entry, or in the signature: refused before any key is used."""
+    data = build_export(two_sources, [alice])
+    for position in range(0, len(data), max(1, len(data) // 500)):
+        damaged = bytearray(data)
+        damaged[position] ^= 0x01
+        with pytest.raises((FormatError, TamperedError, UnknownServerError)):
+            open_export(bytes(damaged))
+
+
+def test_verify_keeps_the_manifest_it_checked(alice, two_sources):
+    """The manifest read is the one the signature covered, even if the file changes after the check."""
+    data = build_export(two_sources, [alice])
+    src = io.BytesIO(data)
+    export = ExportBundle(src)
+    export.verify({bytes(SERVER_PUBLIC.verify_key): SERVER_PUBLIC})
+    _, start, end = entries(unsigned_part(data))[-1]
+    src.seek(start + ENTRY.size)
+    src.write(bytes(end - start - ENTRY.size))  # the manifest, overwritten on disk after the check
+    assert [s.source_id for s in export.read_manifest(alice)] == ["src-1", "src-2"]
+
+
+def test_the_manifest_cannot_be_read_before_the_signature_is_checked(alice, two_sources):
+    export = ExportBundle(io.BytesIO(build_export(two_sources, [alice])))
+    with pytest.raises(BadSignatureError, match="not been checked"):
+        export.read_manifest(alice)
 
 
 def test_truncated_export_is_refused_at_every_interesting_offset(alice, two_sources):
@@ -154,55 +226,67 @@ def test_truncated_export_is_refused_at_every_interesting_offset(alice, two_sour
 
 
 def test_reordered_items_are_detected(alice):
-    # Two messages of the same padded size: the framing still fits, the hashes do not.
+    # Two messages of the same padded size: the framing still fits, the signature does not; re-signed
+    # (the server's key stolen), the manifest's hashes still do not.
     sources = [Source("s", "brave otter", [Submission("message", b"first"), Submission("message", b"second")])]
-    data = build_export(sources, [alice])
+    signed = build_export(sources, [alice])
+    data = unsigned_part(signed)
     (k1, s1, e1), (k2, s2, e2), manifest = entries(data)
     assert e1 - s1 == e2 - s2
     swapped = data[:s1] + data[s2:e2] + data[s1:e1] + data[e2:]
-    export = open_export(swapped)
-    item = export.read_manifest(alice)[0].items[0]
+    with pytest.raises(BadSignatureError):
+        open_export(swapped + signed[len(data) :])
     with pytest.raises(TamperedError, match="does not match its manifest"):
-        list(export.open_item(item, alice).chunks())
+        open_export(sign_export(swapped)).read_manifest(alice)
 
 
 def test_an_item_from_another_bundle_is_detected(alice):
     sources = [Source("s", "brave otter", [Submission("message", b"genuine")])]
-    data = build_export(sources, [alice])
-    other = build_export([Source("s", "brave otter", [Submission("message", b"planted")])], [alice])
+    data = unsigned_part(build_export(sources, [alice]))
+    other = unsigned_part(build_export([Source("s", "brave otter", [Submission("message", b"planted")])], [alice]))
     (_, s1, e1), _ = entries(data)
     (_, o1, f1), _ = entries(other)
-    export = open_export(data[:s1] + other[o1:f1] + data[e1:])
-    item = export.read_manifest(alice)[0].items[0]
-    with pytest.raises(TamperedError):
-        list(export.open_item(item, alice).chunks())
+    with pytest.raises(TamperedError, match="does not match its manifest"):
+        open_export(sign_export(data[:s1] + other[o1:f1] + data[e1:])).read_manifest(alice)
 
 
 def test_a_dropped_item_is_detected(alice, two_sources):
-    data = build_export(two_sources, [alice])
+    data = unsigned_part(build_export(two_sources, [alice]))
     (_, s1, e1), *_ = entries(data)
     with pytest.raises(FormatError, match="does not match its items"):
-        open_export(data[:s1] + data[e1:]).read_manifest(alice)
+        open_export(sign_export(data[:s1] + data[e1:])).read_manifest(alice)
 
 
 def test_a_flipped_bit_in_an_item_is_detected(alice, two_sources):
-    data = bytearray(build_export(two_sources, [alice]))
+    data = bytearray(unsigned_part(build_export(two_sources, [alice])))
     _, (_, start, end), *_ = entries(bytes(data))
     data[(start + end) // 2] ^= 0x10
-    export = open_export(bytes(data))
+    with pytest.raises(TamperedError, match="does not match its manifest"):
+        open_export(sign_export(bytes(data))).read_manifest(alice)
+
+
+def test_an_item_changed_on_disk_after_the_check_is_still_caught_while_decrypting(alice, two_sources):
+    data = build_export(two_sources, [alice])
+    src = io.BytesIO(data)
+    export = ExportBundle(src)
+    export.verify({bytes(SERVER_PUBLIC.verify_key): SERVER_PUBLIC})
     item = export.read_manifest(alice)[0].items[1]
+    _, (_, start, end), *_ = entries(unsigned_part(data))
+    src.seek((start + end) // 2)
+    src.write(b"\x00" * 16)  # the file is changed between the signature check and the decryption
     with pytest.raises(TamperedError):
         list(export.open_item(item, alice).chunks())
 
 
 def _bundle_with_manifest(alice: Identity, manifest: dict | bytes, items: list[bytes] = ()) -> bytes:
-    """A bundle whose (authentic) manifest is exactly ``manifest``."""
+    """A bundle whose manifest is exactly ``manifest``, signed with the (trusted) test server key:
+    what a server whose key was stolen could send."""
     body = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
     sealed = envelope.encrypt_bytes(body, [alice.public.encryption_key], envelope.Metadata("manifest"))
-    out = bundle.EXPORT_MAGIC + b"\x01"
+    out = bundle.EXPORT_MAGIC + b"\x02"
     for item in items:
         out += ENTRY.pack(1, len(item)) + item
-    return out + ENTRY.pack(2, len(sealed)) + sealed
+    return sign_export(out + ENTRY.pack(2, len(sealed)) + sealed)
 
 
 def _good_manifest(item: bytes) -> dict:
@@ -279,6 +363,19 @@ def test_manifest_helper_builds_a_readable_bundle(alice):
         ("sources.0.items.0.recipients", ["../root"], "name"),
         ("sources.0.items.0.entry", 1, "does not match"),
         ("sources.0.items.0.entry", True, "does not match"),
+        ("sources.0.items.0.size", True, "does not match"),
+        ("items", True, "does not match"),
+        ("version", True, "not supported"),
+        ("version", 1.0, "not supported"),
+        ("sources.0.items.0.blake2b", "AB" * 32, "malformed"),
+        ("sources.0.items.0.item_id", "x\u0661", "item id"),
+        ("sources.0.items.0.received_day", "２０２６-11-28", "date"),
+        ("sources.0.items.0.received_day", "2026-11-\u0662\u0668", "date"),
+        ("sources.0.items.0.recipients", ["alice", "alice"], "twice"),
+        ("sources.0.items.0.extra", 1, "malformed"),
+        ("sources.0.extra", 1, "malformed"),
+        ("extra", 1, "malformed"),
+        ("sources.0.reply_public_key", "A" * 42 + "B=", "canonical"),
         ("sources.0.items.0.size", 5, "does not match"),
         ("sources.0.items.0.blake2b", "00", "malformed"),
         ("sources.0.items", {}, "malformed"),
@@ -305,7 +402,7 @@ def test_every_designation_the_server_makes_is_accepted_and_no_other_shape():
 def test_the_server_side_refuses_to_export_a_designation_readers_refuse(alice):
     source = bundle.ExportSource("s", "brave $(touch PWNED) otter", bytes(32), [])
     with pytest.raises(FormatError, match="designation"):
-        b"".join(stream_export_bundle([alice.public.encryption_key], [source]))
+        b"".join(stream_export_bundle([alice.public.encryption_key], [source], SERVER_KEY))
 
 
 def test_manifest_listing_one_item_twice_is_refused(alice):
@@ -317,15 +414,26 @@ def test_manifest_listing_one_item_twice_is_refused(alice):
         open_export(_bundle_with_manifest(alice, doc, [item])).read_manifest(alice)
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[]", b"\xff\xfe", b"[" * 100_000])
-def test_manifest_that_is_not_a_json_object_is_refused(alice, body):
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b"\xff\xfe",
+        b"[" * 100_000,
+        b'{"format":"intake-export-manifest","format":"intake-export-manifest","version":1,"items":0,"sources":[]}',
+        b'{"format":"intake-export-manifest","version":1,"items":0,"sources":[],"x":NaN}',
+        b'{"format":"intake-export-manifest","version":1,"items":0,"sources":[],"\\ud800":1}',
+    ],
+)
+def test_manifest_that_is_not_a_strict_json_object_is_refused(alice, body):
     with pytest.raises(FormatError):
         open_export(_bundle_with_manifest(alice, body)).read_manifest(alice)
 
 
 def test_an_envelope_of_another_kind_is_not_accepted_as_manifest(alice):
     sealed = envelope.encrypt_bytes(b"{}", [alice.public.encryption_key], envelope.Metadata("message"))
-    data = bundle.EXPORT_MAGIC + b"\x01" + ENTRY.pack(2, len(sealed)) + sealed
+    data = sign_export(bundle.EXPORT_MAGIC + b"\x02" + ENTRY.pack(2, len(sealed)) + sealed)
     with pytest.raises(FormatError, match="not a manifest"):
         open_export(data).read_manifest(alice)
 
@@ -333,126 +441,5 @@ def test_an_envelope_of_another_kind_is_not_accepted_as_manifest(alice):
 def test_item_whose_kind_differs_from_the_manifest_is_refused(alice):
     item = envelope.encrypt_bytes(b"hi", [alice.public.encryption_key], envelope.Metadata("file", name="x"))
     export = open_export(_bundle_with_manifest(alice, _good_manifest(item), [item]))
-    with pytest.raises(FormatError, match="does not match"):
+    with pytest.raises(RecordError, match="does not match"):
         export.open_item(export.read_manifest(alice)[0].items[0], alice)
-
-
-# ---------------------------------------------------------------- reply bundles
-
-
-def make_replies(alice: Identity, texts: list[str]) -> tuple[PrivateKey, bytes]:
-    source_key = PrivateKey.generate()
-    out = io.BytesIO()
-    bundle.write_reply_bundle(out, alice, [(f"src-{n}", bundle.seal_reply(text, source_key.public_key)) for n, text in enumerate(texts)])
-    return source_key, out.getvalue()
-
-
-def test_reply_bundle_round_trips_and_only_the_source_can_read(alice, bob):
-    source_key, data = make_replies(alice, ["Thank you.", "Can you send the rest?"])
-    verified = verify_reply_bundle(io.BytesIO(data), {"alice": alice.signing_key.verify_key, "bob": bytes(bob.signing_key.verify_key)})
-    assert verified.journalist == "alice"
-    assert [sid for sid, _ in verified.replies] == ["src-0", "src-1"]
-    meta, text = envelope.decrypt_bytes(verified.replies[1][1], source_key)
-    assert meta.kind == "reply" and text == b"Can you send the rest?"
-    with pytest.raises(WrongKeyError):
-        envelope.decrypt_bytes(verified.replies[0][1], alice.private_key)
-
-
-def test_unsigned_reply_bundle_is_refused(alice):
-    _, data = make_replies(alice, ["hi"])
-    with pytest.raises(BadSignatureError, match="not signed"):
-        verify_reply_bundle(io.BytesIO(data[:-69]), {"alice": alice.signing_key.verify_key})
-
-
-def test_reply_bundle_from_an_unknown_signer_is_refused(alice, bob):
-    _, data = make_replies(alice, ["hi"])
-    with pytest.raises(UnknownSignerError, match="alice"):
-        verify_reply_bundle(io.BytesIO(data), {"bob": bob.signing_key.verify_key})
-
-
-def test_reply_bundle_forged_under_another_name_is_refused(alice, bob):
-    mallory = Identity("alice", PrivateKey.generate(), bob.signing_key)  # claims alice, signs with another key
-    _, data = make_replies(mallory, ["hi"])
-    with pytest.raises(BadSignatureError, match="forged or modified"):
-        verify_reply_bundle(io.BytesIO(data), {"alice": alice.signing_key.verify_key})
-
-
-def test_any_flipped_bit_in_a_reply_bundle_is_refused(alice):
-    _, data = make_replies(alice, ["hi", "again"])
-    keys = {"alice": alice.signing_key.verify_key}
-    for position in range(0, len(data), 7):
-        damaged = bytearray(data)
-        damaged[position] ^= 0x04
-        with pytest.raises(KeysError):
-            verify_reply_bundle(io.BytesIO(bytes(damaged)), keys)
-
-
-def test_truncated_reply_bundle_is_refused(alice):
-    _, data = make_replies(alice, ["hi", "again"])
-    for cut in sorted({0, 4, 8, 9, 10, 12, 20, 100, len(data) // 2, len(data) - 64, len(data) - 1}):
-        with pytest.raises(KeysError):
-            verify_reply_bundle(io.BytesIO(data[:cut]), {"alice": alice.signing_key.verify_key})
-
-
-@pytest.mark.parametrize(
-    "mutate, error, kind",
-    [
-        (lambda d: d[:8] + b"\x02" + d[9:], "version 2", UnsupportedVersionError),
-        (lambda d: b"INTAKE-X" + d[8:], "not an intake reply bundle", FormatError),
-        (lambda d: d + b"x", "after its signature", FormatError),
-        (lambda d: d[:15] + struct.pack(">BI", 1, 1 << 31) + d[20:], "oversized", FormatError),
-        (lambda d: d[:15] + struct.pack(">BI", 9, 4) + d[20:], "unknown type 9", FormatError),
-    ],
-)
-def test_malformed_reply_bundles_are_refused(alice, mutate, error, kind):
-    _, data = make_replies(alice, ["hi"])
-    assert data[9] == 5 and data[10:15] == b"alice"  # the entries start at 15
-    with pytest.raises(kind, match=error):
-        verify_reply_bundle(io.BytesIO(mutate(data)), {"alice": alice.signing_key.verify_key})
-
-
-def test_oversized_reply_bundle_is_refused_while_reading(alice, monkeypatch):
-    _, data = make_replies(alice, ["hi"] * 20)
-    monkeypatch.setattr(bundle, "MAX_REPLY_BUNDLE", len(data) // 2)
-    with pytest.raises(FormatError, match="oversized"):
-        verify_reply_bundle(io.BytesIO(data), {"alice": alice.signing_key.verify_key})
-
-
-def test_a_reply_that_is_not_an_envelope_is_refused_on_both_sides(alice):
-    with pytest.raises(FormatError, match="not a version 1 envelope"):
-        bundle.write_reply_bundle(io.BytesIO(), alice, [("src", b"INTAKE-Q" + bytes(200))])
-    with pytest.raises(FormatError, match="source id"):
-        bundle.write_reply_bundle(io.BytesIO(), alice, [("../x", bundle.seal_reply("hi", PrivateKey.generate().public_key))])
-
-
-def test_adding_replies_re_verifies_and_re_signs(alice, tmp_path):
-    path = tmp_path / "replies.bundle"
-    source_key = PrivateKey.generate()
-    assert bundle.add_replies(path, alice, [("s1", bundle.seal_reply("one", source_key.public_key))]) == 1
-    assert bundle.add_replies(path, alice, [("s2", bundle.seal_reply("two", source_key.public_key))]) == 2
-    with open(path, "rb") as f:
-        verified = verify_reply_bundle(f, {"alice": alice.signing_key.verify_key})
-    assert [envelope.decrypt_bytes(e, source_key)[1] for _, e in verified.replies] == [b"one", b"two"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["replies.bundle"]
-
-
-def test_adding_to_a_tampered_or_foreign_reply_bundle_is_refused_and_keeps_it(alice, bob, tmp_path):
-    path = tmp_path / "replies.bundle"
-    bundle.add_replies(path, alice, [("s1", bundle.seal_reply("one", PrivateKey.generate().public_key))])
-    damaged = bytearray(path.read_bytes())
-    damaged[40] ^= 1
-    path.write_bytes(bytes(damaged))
-    with pytest.raises(BadSignatureError):
-        bundle.add_replies(path, alice, [("s2", bundle.seal_reply("two", PrivateKey.generate().public_key))])
-    assert path.read_bytes() == bytes(damaged)
-    other = tmp_path / "bob.bundle"
-    bundle.add_replies(other, bob, [("s1", bundle.seal_reply("one", PrivateKey.generate().public_key))])
-    with pytest.raises(UnknownSignerError, match="another journalist"):
-        bundle.add_replies(other, alice, [("s2", bundle.seal_reply("two", PrivateKey.generate().public_key))])
-
-
-def test_describe_reply_bundle_reports_without_verifying(alice):
-    _, data = make_replies(alice, ["a", "b", "c"])
-    info = bundle.describe_reply_bundle(io.BytesIO(data))
-    assert (info.signer, info.replies, info.signed) == ("alice", 3, True)
-    assert not bundle.describe_reply_bundle(io.BytesIO(data[:-69])).signed

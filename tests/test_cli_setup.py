@@ -15,10 +15,12 @@ import pytest
 from click.testing import CliRunner
 from keys.envelope import Metadata, encrypt_bytes
 from keys.identity import Identity
+from keys.server_key import ServerPublicKey
 
 from intake.cli import cli, demo_instructions
 from intake.config import load_settings
 from intake.server import prepare_data_dir
+from intake.server_identity import load_server_signing_key
 from intake.setup import DEMO_JOURNALIST_DIR, SetupError, ensure_demo_instance, init_data_dir
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, NotInitialisedError, Store
 from tests.fixtures_store import make_journalist
@@ -43,7 +45,7 @@ def _write_key(path: Path, key: bytes) -> Path:
 
 def test_init_makes_a_private_data_dir_and_registers_journalists(tmp_path: Path, journalists):
     data_dir = tmp_path / "data"
-    result = CliRunner().invoke(cli, ["init", "--data", str(data_dir), "--db-key-in-data-dir"]
+    result = CliRunner().invoke(cli, ["init", "--yes", "--data", str(data_dir), "--db-key-in-data-dir"]
                                 + [a for _, p in journalists for a in ("--journalist-key", str(p))])
     assert result.exit_code == 0, result.output
     assert "journalists: 3" in result.output
@@ -57,6 +59,20 @@ def test_init_makes_a_private_data_dir_and_registers_journalists(tmp_path: Path,
         assert alice.fingerprint == journalists[0][0].public.fingerprint
     assert settings.db_key.hex() not in result.output and settings.db_key.hex() not in repr(settings)
     assert settings.instance_secret.hex() not in repr(settings)
+
+
+def test_init_shows_each_fingerprint_and_asks_to_confirm_them(tmp_path: Path, journalists):
+    data_dir = tmp_path / "data"
+    args = ["init", "--data", str(data_dir), "--db-key-in-data-dir"] + [a for _, p in journalists for a in ("--journalist-key", str(p))]
+    refused = CliRunner().invoke(cli, args, input="n\n")
+    assert refused.exit_code == 1 and not data_dir.exists()
+    for identity, _ in journalists:
+        assert f"Fingerprint of {identity.name}'s key: {identity.public.fingerprint}" in refused.output
+    confirmed = CliRunner().invoke(cli, args, input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    server = ServerPublicKey.load(data_dir / "server-signing.public")
+    assert f"Server key fingerprint: {server.fingerprint}" in confirmed.output
+    assert server == ServerPublicKey.from_seed(bytes(load_server_signing_key(data_dir)))
 
 
 def test_init_again_keeps_the_key_and_adds_new_journalists(settings, tmp_path: Path):
@@ -83,7 +99,7 @@ def test_init_with_a_bad_journalist_key_file_creates_nothing(tmp_path: Path):
     bad.write_text("not a key\n")
     runner = CliRunner()
     for path in (bad, tmp_path / "missing.public"):
-        result = runner.invoke(cli, ["init", "--data", str(tmp_path / "data"), "--journalist-key", str(path)])
+        result = runner.invoke(cli, ["init", "--yes", "--data", str(tmp_path / "data"), "--journalist-key", str(path)])
         assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "data").exists()
 
@@ -98,7 +114,7 @@ def test_init_with_the_wrong_key_changes_nothing(settings, tmp_path: Path):
     wrong = _write_key(tmp_path / "wrong.key", os.urandom(32))
     _, dave = make_journalist(tmp_path, "dave")
     before = _digest(settings.data_dir)
-    result = CliRunner().invoke(cli, ["init", "--data", str(settings.data_dir), "--journalist-key", str(dave), "--db-key-file", str(wrong)])
+    result = CliRunner().invoke(cli, ["init", "--yes", "--data", str(settings.data_dir), "--journalist-key", str(dave), "--db-key-file", str(wrong)])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: the database key does not open this database (wrong key, or not an intake database)"
     assert _digest(settings.data_dir) == before

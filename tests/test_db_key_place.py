@@ -31,7 +31,7 @@ def intake(*args, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess
 
 def test_init_refuses_to_write_the_key_beside_the_database(tmp_path: Path, journalists, env):
     for extra in ([], ["--db-key-file", tmp_path / "data" / "elsewhere.key"]):
-        done = intake("init", "--data", tmp_path / "data", "--journalist-key", journalists[0][1], *extra, cwd=tmp_path, env=env)
+        done = intake("init", "--yes", "--data", tmp_path / "data", "--journalist-key", journalists[0][1], *extra, cwd=tmp_path, env=env)
         assert done.returncode == 1 and done.stdout == ""
         assert done.stderr.startswith("Error: refusing to keep the database key in the data dir")
         assert "--db-key-in-data-dir" in done.stderr and len(done.stderr.strip().splitlines()) == 1
@@ -40,7 +40,7 @@ def test_init_refuses_to_write_the_key_beside_the_database(tmp_path: Path, journ
 
 def test_asked_for_explicitly_the_key_goes_there_and_init_and_status_warn(tmp_path: Path, journalists, env):
     data = tmp_path / "data"
-    done = intake("init", "--data", data, "--journalist-key", journalists[0][1], "--db-key-in-data-dir", cwd=tmp_path, env=env)
+    done = intake("init", "--yes", "--data", data, "--journalist-key", journalists[0][1], "--db-key-in-data-dir", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert (data / "db.key").stat().st_mode & 0o777 == 0o600
     assert done.stderr.startswith(f"{WARNING} ({data / 'db.key'}): anyone with a copy of this disk can open the store")
@@ -52,7 +52,7 @@ def test_asked_for_explicitly_the_key_goes_there_and_init_and_status_warn(tmp_pa
 def test_a_key_outside_the_data_dir_brings_no_warning(tmp_path: Path, journalists, env):
     data, key = tmp_path / "data", tmp_path / "keys" / "db.key"
     key.parent.mkdir(mode=0o700)
-    done = intake("init", "--data", data, "--journalist-key", journalists[0][1], "--db-key-file", key, cwd=tmp_path, env=env)
+    done = intake("init", "--yes", "--data", data, "--journalist-key", journalists[0][1], "--db-key-file", key, cwd=tmp_path, env=env)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert key.is_file() and not (data / "db.key").exists()
     status = intake("status", "--data", data, "--db-key-file", key, cwd=tmp_path, env=env)
@@ -68,7 +68,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_serve_warns_when_the_key_is_beside_the_database(tmp_path: Path, journalists, env):
     data = tmp_path / "data"
-    assert intake("init", "--data", data, "--journalist-key", journalists[0][1], "--db-key-in-data-dir",
+    assert intake("init", "--yes", "--data", data, "--journalist-key", journalists[0][1], "--db-key-in-data-dir",
                   cwd=tmp_path, env=env).returncode == 0
     serve = subprocess.Popen(["intake", "serve", "--data", str(data), "--no-tor", "--port", str(_free_port()),
                               "--journalist-port", str(_free_port())],
@@ -91,7 +91,7 @@ def test_the_login_commands_init_prints_work_as_printed(tmp_path: Path, journali
     (not `journalist add`, which refuses a journalist already registered)."""
     key = tmp_path / "db.key"
     keys = [a for _, public in journalists[:2] for a in ("--journalist-key", public)]
-    done = intake("init", "--data", "data", "--db-key-file", key, *keys, cwd=tmp_path, env=env)
+    done = intake("init", "--yes", "--data", "data", "--db-key-file", key, *keys, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert "journalist add" not in done.stdout
     commands = [line.strip() for line in done.stdout.splitlines() if "reset-login" in line]
@@ -100,5 +100,5 @@ def test_the_login_commands_init_prints_work_as_printed(tmp_path: Path, journali
         given = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert given.returncode == 0, given.stderr
         assert "Login passphrase:" in given.stdout and "descriptor:x25519:" in given.stdout
-    again = intake("init", "--data", "data", "--db-key-file", key, cwd=tmp_path, env=env)
+    again = intake("init", "--yes", "--data", "data", "--db-key-file", key, cwd=tmp_path, env=env)
     assert again.returncode == 0 and "reset-login" not in again.stdout  # everyone has a login now

@@ -66,10 +66,14 @@ def test_tip_reaches_both_journalists_and_the_reply_reaches_the_source(tmp_path:
         run(BIN / "intake-keys", "generate", "--out", keys, "--name", name, "--kdf-strength", "interactive",
             "--passphrase-file", passphrase_file, cwd=tmp_path)
     data = tmp_path / "data"
-    run(BIN / "intake", "init", "--data", data, "--journalist-key", keys / "alice.public",
+    run(BIN / "intake", "init", "--yes", "--data", data, "--journalist-key", keys / "alice.public",
         "--journalist-key", keys / "bob.public", "--db-key-in-data-dir", cwd=tmp_path)
-    login_passphrase, totp_uri = login_secrets(run(BIN / "intake", "journalist", "reset-login", "--data", data,
-                                                   "--name", "alice", cwd=tmp_path))
+    enrolment = run(BIN / "intake", "journalist", "reset-login", "--data", data, "--name", "alice", cwd=tmp_path)
+    login_passphrase, totp_uri = login_secrets(enrolment)
+    # On the laptop: the server key file the admin hands over, trusted with the fingerprint read out.
+    server_fingerprint = re.search(r"Server key fingerprint.*:\n\s+(.+)", enrolment).group(1).strip()
+    run(BIN / "intake-keys", "trust-server", data / "server-signing.public", "--key", keys / "alice.secret",
+        "--fingerprint", server_fingerprint, cwd=tmp_path)
     settings = load_settings(data, **FAST_KDF)
     source_app, journalist_app = create_app(settings, TESTING=True), create_journalist_app(settings, TESTING=True)
 
@@ -112,6 +116,8 @@ def test_tip_reaches_both_journalists_and_the_reply_reaches_the_source(tmp_path:
     impostor = Identity.generate("bob")
     impostor.save(tmp_path / "impostor.secret", "impostor passphrase", kdf=KDF_MIN)
     (tmp_path / "impostor-passphrase").write_text("impostor passphrase\n")
+    run(BIN / "intake-keys", "trust-server", data / "server-signing.public", "--key", tmp_path / "impostor.secret",
+        "--fingerprint", server_fingerprint, cwd=tmp_path)
     forged = tmp_path / "forged.bundle"
     run(BIN / "intake-keys", "reply", "--key", tmp_path / "impostor.secret", "--source", source_dir,
         "--message", "Send everything to this address instead.", "--out", forged,

@@ -37,6 +37,7 @@ import pytest
 from click.testing import CliRunner
 from keys import cli as keys_cli
 from keys.bundle import ExportBundle
+from keys.server_key import trust_server
 from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes
 from keys.files import TEMP_PREFIX
 from keys.identity import KDF_MIN, Identity
@@ -44,6 +45,7 @@ from keys.identity import KDF_MIN, Identity
 import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
 from intake.cli import cli
 from intake.config import load_settings
+from intake.server_identity import server_public_key
 from intake.store import Store
 from intake.store.connection import connect, connect_blobs
 from intake.store.store import INLINE_BYTES, blobs_path
@@ -184,7 +186,9 @@ def exported(data_dir: Path, out: Path, identity: Identity) -> list[tuple[str, s
     result = CliRunner().invoke(cli, ["export", "--data", str(data_dir), "--out", str(out), "--all"])
     assert result.exit_code == 0, result.output
     items = []
+    server = server_public_key(data_dir)
     with ExportBundle.open(out) as bundle:
+        bundle.verify({bytes(server.verify_key): server})
         for source in bundle.read_manifest(identity):
             for item in source.items:
                 reader = bundle.open_item(item, identity)
@@ -627,6 +631,7 @@ def tampered_export_decrypted(tmp_path: Path, capsys, where: str) -> TamperedRun
     data_dir, _, (journalist,) = init_instance(tmp_path, 1)
     secret = tmp_path / "journalist.secret"
     journalist.save(secret, PASSPHRASE, KDF_MIN)
+    trust_server(secret, server_public_key(data_dir))
     passphrase = tmp_path / "passphrase"
     passphrase.write_text(PASSPHRASE + "\n")
     settings = load_settings(data_dir, upload_chunk_bytes=1 * MiB)  # a few MiB make several chunk rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import stat
 import struct
@@ -16,6 +18,7 @@ from keys.identity import (
     PublicIdentity,
     check_name,
     fingerprint,
+    fingerprint_v1,
 )
 
 PASSPHRASE = "correct horse battery staple"
@@ -113,8 +116,51 @@ def test_fingerprint_is_eight_groups_of_four_base32_characters(alice):
 
 def test_fingerprint_covers_both_public_keys(alice, bob):
     enc, ver = bytes(alice.public.encryption_key), bytes(alice.public.verify_key)
-    assert fingerprint(enc, ver) != fingerprint(bytes(bob.public.encryption_key), ver)
-    assert fingerprint(enc, ver) != fingerprint(enc, bytes(bob.public.verify_key))
+    assert fingerprint("alice", enc, ver) != fingerprint("alice", bytes(bob.public.encryption_key), ver)
+    assert fingerprint("alice", enc, ver) != fingerprint("alice", enc, bytes(bob.public.verify_key))
+
+
+def test_fingerprint_covers_the_name(alice):
+    """alice's keys registered as mallory read differently: the name decides what a manifest calls sealed to whom."""
+    enc, ver = bytes(alice.public.encryption_key), bytes(alice.public.verify_key)
+    assert fingerprint("alice", enc, ver) != fingerprint("mallory", enc, ver)
+    renamed = alice.public.to_text().replace("name: alice", "name: mallory")
+    with pytest.raises(FormatError, match="fingerprint does not match"):
+        PublicIdentity.from_text(renamed)
+
+
+def test_fingerprint_v2_is_specified_exactly():
+    """SECURITY.md section 4: BLAKE2b-160, personalisation intake-fp-v2, over u8 name length | name | keys."""
+    enc, ver = bytes(range(32)), bytes(range(32, 64))
+    digest = hashlib.blake2b(b"\x05alice" + enc + ver, digest_size=20, person=b"intake-fp-v2").digest()
+    text = base64.b32encode(digest).decode()
+    assert fingerprint("alice", enc, ver) == " ".join(text[i : i + 4] for i in range(0, 32, 4))
+
+
+def test_public_files_with_a_v1_fingerprint_line_are_still_read(alice):
+    enc, ver = bytes(alice.public.encryption_key), bytes(alice.public.verify_key)
+    old = alice.public.to_text().replace(alice.public.fingerprint, fingerprint_v1(enc, ver))
+    assert PublicIdentity.from_text(old) == alice.public
+
+
+def test_only_a_line_feed_ends_a_line_in_a_key_file(alice):
+    """U+2028 (and VT, FF, NEL...) inside a comment hides no line; CRLF files are read."""
+    for separator in ("\u2028", "\x0b", "\x0c", "\x85", "\r"):
+        text = alice.public.to_text().replace("name: alice\n", f"# note{separator}name: mallory\nname: alice\n")
+        assert PublicIdentity.from_text(text).name == "alice"
+    assert PublicIdentity.from_text(alice.public.to_text().replace("\n", "\r\n")) == alice.public
+    hidden_only = alice.public.to_text().replace("name: alice\n", "# note\u2028name: alice\n")
+    with pytest.raises(FormatError, match="lacks"):
+        PublicIdentity.from_text(hidden_only)
+
+
+def test_non_canonical_base64_keys_are_refused(alice):
+    key = base64.b64encode(bytes(alice.public.encryption_key)).decode()
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    twin = key[:-2] + last[last.index(key[-2]) ^ 1] + "="  # same 32 bytes, a low unused bit set
+    assert base64.b64decode(twin) == base64.b64decode(key)
+    with pytest.raises(FormatError, match="canonical"):
+        PublicIdentity.from_text(alice.public.to_text().replace(key, twin))
 
 
 def test_public_file_whose_fingerprint_does_not_match_is_refused(alice, bob):
@@ -168,3 +214,16 @@ def test_ordinary_names_are_accepted(name):
 def test_names_unsafe_as_file_names_are_refused(name):
     with pytest.raises(FormatError):
         check_name(name)
+
+
+def test_passphrases_are_not_normalised(alice):
+    """SECURITY.md section 4: the UTF-8 of the text as typed; decomposed accents derive another key."""
+    import unicodedata
+
+    composed = "café crème brûlée"
+    data = alice.to_secret_bytes(composed, KDF_MIN)
+    assert Identity.from_secret_bytes(data, composed).name == "alice"
+    with pytest.raises(BadPassphraseError):
+        Identity.from_secret_bytes(data, unicodedata.normalize("NFD", composed))
+    with pytest.raises(BadPassphraseError):
+        Identity.from_secret_bytes(data, composed + " ")

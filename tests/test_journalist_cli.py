@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pyotp
 from click.testing import CliRunner
-from keys.identity import Identity
+from keys.identity import Identity, fingerprint_v1
+from keys.server_key import ServerPublicKey
 
 import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
 from intake.cli import cli
@@ -50,6 +51,12 @@ def test_add_shows_the_fingerprint_and_asks_before_registering(newsroom: Newsroo
         (stored_client_key,) = [a.client_auth_key for a in NewsroomStore(store).accounts() if a.name == "carol"]
     assert normalise_client_public_key(stored_client_key) == stored_client_key
     assert stored_client_key not in auth_line  # the server keeps the public half, the journalist gets the private one
+    # The server's key goes to the laptop at enrolment, with its fingerprint to compare (intake-keys trust-server).
+    server_file = newsroom.settings.data_dir / "server-signing.public"
+    server = ServerPublicKey.load(server_file)
+    assert f"Server key file (copy it to the laptop): {server_file}" in added.output and server.fingerprint in added.output
+    reset = invoke(newsroom, "journalist", "reset-login", "--name", "carol")
+    assert reset.exit_code == 0 and server.fingerprint in reset.output
 
 
 def test_add_refuses_a_key_of_someone_else_or_twice(newsroom: Newsroom, tmp_path: Path):
@@ -67,6 +74,15 @@ def newsroom_public(newsroom: Newsroom, tmp_path: Path) -> Path:
     path = tmp_path / "bob-again.public"
     newsroom.bob.identity.public.save(path)
     return path
+
+
+def test_list_shows_the_v2_fingerprint_of_accounts_registered_with_v1(newsroom: Newsroom):
+    alice = newsroom.alice.identity.public
+    old = fingerprint_v1(bytes(alice.encryption_key), bytes(alice.verify_key))
+    with newsroom.store() as store:
+        store._conn.execute("UPDATE journalists SET fingerprint = ? WHERE name = 'alice'", (old,))
+    listed = invoke(newsroom, "journalist", "list")
+    assert alice.fingerprint in listed.output and old not in listed.output
 
 
 def test_list_and_remove(newsroom: Newsroom):
@@ -157,6 +173,6 @@ def test_init_and_add_refuse_a_bad_key_file_with_the_same_message(newsroom: News
     broken.write_text("not a key\n")
     for path in (broken, tmp_path / "missing.public"):
         added = invoke(newsroom, "journalist", "add", "--name", "x", "--public-key", str(path), "--yes")
-        initialised = CliRunner().invoke(cli, ["init", "--data", str(tmp_path / "new-data"), "--journalist-key", str(path)])
+        initialised = CliRunner().invoke(cli, ["init", "--yes", "--data", str(tmp_path / "new-data"), "--journalist-key", str(path)])
         assert added.exit_code == initialised.exit_code == 1
         assert added.output == initialised.output and str(path) in added.output and "Traceback" not in added.output

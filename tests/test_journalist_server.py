@@ -57,7 +57,7 @@ def test_sign_in_and_streamed_export_under_gunicorn(tmp_path: Path):
 
         response = start_export(client, server.port)
         data = b"".join(iter(lambda: response.read(1 << 16), b""))
-        (items,) = read_bundle(data, newsroom.bob.identity).values()
+        (items,) = read_bundle(newsroom, data, newsroom.bob.identity).values()
         assert sorted(body for _, _, body, _ in items) == sorted([b"over real HTTP", big])
         deadline = time.monotonic() + 10
         while new_submissions(newsroom) and time.monotonic() < deadline:

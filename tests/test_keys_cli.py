@@ -17,11 +17,23 @@ from pathlib import Path
 import pytest
 from nacl.public import PrivateKey
 
-from keys import bundle, cli, envelope
+from keys import bundle, cli, envelope, reply_bundle
 from keys.files import TEMP_PREFIX, safe_folder_name
 from keys.identity import KDF_MIN, Identity
 from keys.progress import Progress
-from tests.fixtures_keys import PASSPHRASE, KeyFiles, Source, Submission, build_export
+from keys.server_key import server_keys_from_seed, trust_server
+from tests.fixtures_keys import (
+    PASSPHRASE,
+    SERVER_KEY,
+    SERVER_PUBLIC,
+    SERVER_SEED,
+    KeyFiles,
+    Source,
+    Submission,
+    build_export,
+    sign_export,
+    unsigned_part,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = struct.Struct(">BQ")
@@ -105,7 +117,7 @@ def test_fingerprint_of_a_damaged_public_file_is_one_line(capsys, tmp_path):
     assert_one_line_error(code, err, "no such file")
 
 
-@pytest.mark.parametrize("command", [[], ["generate"], ["fingerprint"], ["decrypt"], ["reply"], ["inspect"]])
+@pytest.mark.parametrize("command", [[], ["generate"], ["fingerprint"], ["trust-server"], ["decrypt"], ["reply"], ["inspect"]])
 def test_every_command_has_help(capsys, command):
     with pytest.raises(SystemExit) as leaving:
         cli.main([*command, "--help"])
@@ -366,15 +378,22 @@ def _corrupt_second_item(data: bytes) -> bytes:
     return bytes(damaged)
 
 
-def test_a_damaged_item_leaves_nothing_partial_and_keeps_what_verified(capsys, tmp_path, alice_files, export_file):
+def test_a_damaged_item_is_refused_by_the_signature_before_anything_is_written(capsys, tmp_path, alice_files, export_file):
     export_file.write_bytes(_corrupt_second_item(export_file.read_bytes()))
     out = tmp_path / "out"
     code, _, err = decrypt(capsys, alice_files, export_file, out)
-    assert_one_line_error(code, err, "modified or reordered")
-    assert visible_files(out) == ["brave otter/2026-11-28 message.txt", "brave otter/source.json"]
-    assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")]
-    record = json.loads((out / "brave otter" / "source.json").read_text())
-    assert [i["file"] for i in record["items"]] == ["2026-11-28 message.txt"]
+    assert_one_line_error(code, err, "signature does not verify")
+    assert not out.exists()
+
+
+def test_behind_the_signature_a_damaged_item_leaves_nothing_partial(capsys, tmp_path, alice_files, export_file):
+    # Re-signed with the server's key (stolen, or the server itself): the manifest's hashes, checked in
+    # the same pass as the signature, still catch the item before any plaintext is written.
+    export_file.write_bytes(sign_export(_corrupt_second_item(unsigned_part(export_file.read_bytes()))))
+    out = tmp_path / "out"
+    code, _, err = decrypt(capsys, alice_files, export_file, out)
+    assert_one_line_error(code, err, "does not match its manifest entry")
+    assert not out.exists()
 
 
 def _three_and_one(seed: bytes) -> list[Source]:
@@ -398,7 +417,7 @@ def _damaged_on_server_export(alice, sources: list[Source], flip_at: int) -> byt
     damaged = bytearray(b"".join(item.chunks()))
     damaged[flip_at] ^= 0x01
     exported[0].items[1] = bundle.ExportItem(item.item_id, item.kind, item.received_day, item.size, item.recipients, lambda: [bytes(damaged)])
-    return b"".join(bundle.stream_export_bundle([alice.public.encryption_key], exported))
+    return b"".join(bundle.stream_export_bundle([alice.public.encryption_key], exported, SERVER_KEY))
 
 
 # The envelope's version byte, its stream header (after one 80-byte recipient stanza), a middle and a last byte.
@@ -437,22 +456,27 @@ def test_an_item_damaged_on_the_server_is_reported_and_the_items_around_it_decry
     assert code == cli.EXIT_DAMAGED_ITEMS and "3 item(s) were already decrypted" in stdout and err2 == err
 
 
-def test_a_middle_item_damaged_in_the_bundle_stops_as_before(capsys, tmp_path, alice, alice_files):
-    # The same bytes changed in the bundle instead, after export: they no longer match the manifest,
-    # so the bundle is not to be trusted and decrypt stops at that item with one line.
+def test_a_middle_item_damaged_in_the_bundle_stops_before_writing(capsys, tmp_path, alice, alice_files):
+    # The same bytes changed in the bundle instead, after export: the signature no longer verifies, so
+    # nothing is written; re-signed, they no longer match the manifest, and decrypt still stops
+    # before writing anything, with one line.
     sources = _three_and_one(os.urandom(8).hex().encode())
-    data = bytearray(build_export(sources, [alice]))
+    signed = build_export(sources, [alice])
+    data = bytearray(unsigned_part(signed))
     _, (start, end), *_ = _export_entries(bytes(data))
     data[start + ENTRY.size + 3000] ^= 0x01
     path = tmp_path / "export.bundle"
-    path.write_bytes(bytes(data))
     out = tmp_path / "out"
+    path.write_bytes(bytes(data) + signed[len(data) :])
+    code, _, err = decrypt(capsys, alice_files, path, out)
+    assert_one_line_error(code, err, "signature does not verify")
+    assert not out.exists()
+    path.write_bytes(sign_export(bytes(data)))
     code, _, err = decrypt(capsys, alice_files, path, out)
     assert code == cli.EXIT_ERROR
-    assert_one_line_error(code, err, "the envelope")
+    assert_one_line_error(code, err, "does not match its manifest entry")
     assert "damaged on the server" not in err
-    assert visible_files(out) == ["brave otter/2026-11-28 message.txt", "brave otter/source.json"]
-    assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")]
+    assert not out.exists()
 
 
 def _export_entries(data: bytes) -> list[tuple[int, int]]:
@@ -479,8 +503,8 @@ def _oversized(data: bytes) -> bytes:
     [
         (lambda d: d[: len(d) // 2], "truncated"),
         (lambda d: d[:-1], "truncated"),
-        (_reordered, "does not match"),
-        (_corrupt_second_item, "modified or reordered"),
+        (_reordered, "signature does not verify"),
+        (_corrupt_second_item, "signature does not verify"),
         (_oversized, "oversized"),
         (lambda d: d[:8] + b"\x09" + d[9:], "version 9 is not supported"),
         (lambda d: b"GARBAGE!" + d[8:], "not an intake export bundle"),
@@ -493,8 +517,8 @@ def test_every_damaged_bundle_gives_one_line_and_no_plaintext_file(capsys, tmp_p
     code, _, err = decrypt(capsys, alice_files, export_file, out)
     assert_one_line_error(code, err, message)
     assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")] if out.exists() else True
-    # Only items that verified completely may be there, and only the first (a message) comes first.
-    assert set(visible_files(out) if out.exists() else []) <= {"brave otter/2026-11-28 message.txt", "brave otter/source.json", "quiet heron/source.json"}
+    # The whole bundle is checked before anything is written.
+    assert not out.exists()
 
 
 def test_wrong_key_gives_one_line(capsys, tmp_path, bob, export_file):
@@ -503,7 +527,11 @@ def test_wrong_key_gives_one_line(capsys, tmp_path, bob, export_file):
     pw = tmp_path / "pw"
     pw.write_text(PASSPHRASE)
     code, _, err = run(capsys, "decrypt", export_file, "--key", secret, "--passphrase-file", pw, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "no server key is trusted")
+    trust_server(secret, SERVER_PUBLIC)
+    code, _, err = run(capsys, "decrypt", export_file, "--key", secret, "--passphrase-file", pw, "--out", tmp_path / "out")
     assert_one_line_error(code, err, "none of the given keys")
+    assert not (tmp_path / "out").exists()
 
 
 def test_items_sealed_only_to_colleagues_are_skipped_and_counted(capsys, tmp_path, alice, bob, alice_files):
@@ -511,7 +539,7 @@ def test_items_sealed_only_to_colleagues_are_skipped_and_counted(capsys, tmp_pat
 
     sources = export_sources([Source("s", "brave otter", [Submission("message", b"for bob")])], [bob])
     path = tmp_path / "b.bundle"
-    path.write_bytes(b"".join(bundle.stream_export_bundle([alice.public.encryption_key, bob.public.encryption_key], sources)))
+    path.write_bytes(b"".join(bundle.stream_export_bundle([alice.public.encryption_key, bob.public.encryption_key], sources, SERVER_KEY)))
     code, out, _ = decrypt(capsys, alice_files, path, tmp_path / "out")
     assert code == 0 and "1 item(s) are not sealed to alice" in out
 
@@ -544,7 +572,7 @@ def test_reply_seals_to_the_source_and_signs_and_adds(capsys, tmp_path, alice, a
     code, stdout, _ = run(capsys, "reply", "--source", out / "quiet heron", "--message-file", message_file, *common)
     assert code == 0 and "2 signed replies" in stdout
     with open(replies, "rb") as f:
-        verified = bundle.verify_reply_bundle(f, {"alice": alice.signing_key.verify_key})
+        verified = reply_bundle.verify_reply_bundle(f, {"alice": alice.signing_key.verify_key}, [server_keys_from_seed(SERVER_SEED)[1]])
     assert [sid for sid, _ in verified.replies] == ["src-1", "src-2"]
     meta, text = envelope.decrypt_bytes(verified.replies[0][1], two_sources[0].key)
     assert meta.kind == "reply" and text == "Thank you. Stay safe.".encode()
@@ -566,7 +594,7 @@ def test_reply_errors_are_one_line(capsys, tmp_path, alice_files):
     (tmp_path / "source.json").write_text(json.dumps(record))
     code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "   ", *common)
     assert_one_line_error(code, err, "empty")
-    (tmp_path / "r.bundle").write_bytes(b"INTAKE-R\x01\x05alice")  # unsigned
+    (tmp_path / "r.bundle").write_bytes(b"INTAKE-R\x02\x05alice")  # unsigned
     code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
     assert_one_line_error(code, err, "not signed")
 
@@ -577,7 +605,7 @@ def test_reply_errors_are_one_line(capsys, tmp_path, alice_files):
 def test_inspect_without_key_says_only_what_the_framing_says(capsys, export_file, tmp_path):
     code, out, _ = run(capsys, "inspect", export_file)
     assert code == 0
-    assert "export bundle, version 1" in out and "items: 3" in out and "sealed" in out
+    assert "export bundle, version 2" in out and "items: 3" in out and "sealed" in out
     assert "brave otter" not in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.bundle"]
 
@@ -586,13 +614,15 @@ def test_inspect_with_key_lists_the_manifest_without_writing_plaintext(capsys, e
     code, out, _ = run(capsys, "inspect", export_file, "--key", alice_files.secret, "--passphrase-file", alice_files.passphrase_file)
     assert code == 0
     assert "brave otter" in out and "quiet heron" in out and "2026-11-27" in out
+    assert f"signed by the trusted server key {SERVER_PUBLIC.fingerprint}" in out
     assert "Bürgermeister" not in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.bundle", "keys"]
 
 
 def test_inspect_describes_a_reply_bundle(capsys, tmp_path, alice):
     path = tmp_path / "r.bundle"
-    bundle.add_replies(path, alice, [("s", bundle.seal_reply("hi", PrivateKey.generate().public_key))])
+    routing = reply_bundle.seal_routing("s", SERVER_PUBLIC.encryption_key)
+    reply_bundle.add_replies(path, alice, [reply_bundle.SealedReply(routing, reply_bundle.seal_reply("hi", PrivateKey.generate().public_key))])
     code, out, _ = run(capsys, "inspect", path)
     assert code == 0 and "reply bundle" in out and "signer: alice" in out and "replies: 1" in out
 

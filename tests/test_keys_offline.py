@@ -36,7 +36,9 @@ for name in {modules!r}:
 import io, os, tempfile, pathlib
 from keys import bundle, cli, envelope
 from keys.identity import Identity, KDF_MIN
+from keys.server_key import ServerPublicKey, trust_server
 from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 with tempfile.TemporaryDirectory() as folder:
     folder = pathlib.Path(folder)
@@ -46,7 +48,9 @@ with tempfile.TemporaryDirectory() as folder:
     sealed = envelope.encrypt_bytes(b"tip", [alice.public.encryption_key], envelope.Metadata("message"))
     item = bundle.ExportItem("i", "message", "2026-11-28", len(sealed), ["alice"], lambda: [sealed])
     source = bundle.ExportSource("s", "brave otter", bytes(PrivateKey.generate().public_key), [item])
-    (folder / "b").write_bytes(b"".join(bundle.stream_export_bundle([alice.public.encryption_key], [source])))
+    server = SigningKey.generate()
+    trust_server(folder / "alice.secret", ServerPublicKey.from_seed(bytes(server)))
+    (folder / "b").write_bytes(b"".join(bundle.stream_export_bundle([alice.public.encryption_key], [source], server)))
     common = ["--key", str(folder / "alice.secret"), "--passphrase-file", str(folder / "pw")]
     assert cli.main(["decrypt", str(folder / "b"), *common, "--out", str(folder / "out")]) == 0
     assert cli.main(["reply", "--source", str(folder / "out" / "brave otter"), "--message", "ok", *common, "--out", str(folder / "r")]) == 0

@@ -14,7 +14,7 @@ from intake.retention import PurgeSchedule, RetentionConfigError, RetentionPolic
 from intake.store import Store
 from intake.store.newsroom import Newsroom as NewsroomStore
 from intake.store.newsroom import day_before
-from keys.bundle import seal_reply
+from keys.reply_bundle import seal_reply
 from tests.fixtures_newsroom import Newsroom, download_export, submit_as_new_source
 
 

@@ -48,7 +48,7 @@ def _give_alice_a_login(settings: Settings) -> None:
 
 def test_init_makes_the_onion_keys_and_prints_both_addresses(tmp_path: Path, journalists):
     data_dir = tmp_path / "data"
-    result = CliRunner().invoke(cli, ["init", "--data", str(data_dir), "--journalist-key", str(journalists[0][1]),
+    result = CliRunner().invoke(cli, ["init", "--yes", "--data", str(data_dir), "--journalist-key", str(journalists[0][1]),
                                       "--db-key-in-data-dir"])
     assert result.exit_code == 0, result.output
     source, journalist = ensure_onion_keys(data_dir)

@@ -60,7 +60,8 @@ def test_setup_script_pipes_the_database_key_into_systemd_creds_only():
     # init (and every admin command) reads the key as the service does: systemd decrypts it.
     admin = (DEPLOY / "intake-admin").read_text()
     assert f"LoadCredentialEncrypted=intake-db-key:{_script_variable('CRED')}" in admin
-    assert '"$ADMIN" init --data "$DATA"' in text
+    # init runs without a terminal (systemd-run): the script asks to confirm the fingerprints itself.
+    assert '"$ADMIN" init --yes --data "$DATA"' in text and "Does each journalist read the same fingerprint" in text
 
 
 def test_init_with_a_systemd_credential_writes_no_key_into_the_data_dir(tmp_path: Path, journalists, monkeypatch):
@@ -72,7 +73,7 @@ def test_init_with_a_systemd_credential_writes_no_key_into_the_data_dir(tmp_path
     key.chmod(0o400)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     data_dir = tmp_path / "data"
-    result = CliRunner().invoke(cli, ["init", "--data", str(data_dir), "--journalist-key", str(journalists[0][1])])
+    result = CliRunner().invoke(cli, ["init", "--yes", "--data", str(data_dir), "--journalist-key", str(journalists[0][1])])
     assert result.exit_code == 0, result.output
     assert not (data_dir / "db.key").exists()
     with Store.open(load_settings(data_dir)) as store:

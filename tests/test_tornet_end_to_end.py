@@ -19,7 +19,9 @@ from urllib.parse import urlencode
 
 import pytest
 from keys.identity import KDF_MIN
+from keys.server_key import trust_server
 
+from intake.server_identity import server_public_key
 from tests.fixtures_newsroom import Journalist, make_newsroom
 from tests.fixtures_serve import ServeProcess, free_port
 from tests.fixtures_server import SourceClient, Upload
@@ -124,6 +126,7 @@ def test_a_tip_goes_from_a_source_over_tor_to_the_journalists_laptop(tor_network
     (laptop / "export.bundle").write_bytes(bundle)
     newsroom.alice.identity.save(laptop / "alice.secret", "alice's laptop passphrase", KDF_MIN)
     (laptop / "passphrase.txt").write_text("alice's laptop passphrase\n")
+    trust_server(laptop / "alice.secret", server_public_key(newsroom.settings.data_dir))
     done = subprocess.run([str(INTAKE_KEYS), "decrypt", str(laptop / "export.bundle"), "--key", str(laptop / "alice.secret"),
                            "--passphrase-file", str(laptop / "passphrase.txt"), "--out", str(laptop / "tips")],
                           capture_output=True, text=True, timeout=120)

@@ -37,7 +37,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from keys.bundle import MAX_REPLY_BUNDLE
+from keys.reply_bundle import MAX_REPLY_BUNDLE
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from intake.app import PACKAGE_DIR
@@ -53,6 +53,7 @@ from intake.exchange import (
     import_reply_bundle,
     selected_sources,
 )
+from intake.server_identity import load_server_signing_key, server_box_keys
 from intake.journalist_auth import LoginError, LoginThrottledError, ThrottlePolicy, authenticate
 from intake.store import Store, StoreError
 from intake.store.pool import StorePool
@@ -213,7 +214,7 @@ def export():
     pool = store_pool()
     store = pool.take()
     try:
-        prepared = PreparedExport(store, scope)
+        prepared = PreparedExport(store, scope, load_server_signing_key(_state().settings.data_dir))
     except NothingToExportError:
         pool.give_back(store)
         return _back_to_sources(f"nothing-{scope_name}")
@@ -247,7 +248,7 @@ def upload_replies():
     if upload is None or not upload.filename:
         return _back_to_sources("choose-bundle")
     try:
-        report = import_reply_bundle(request_store(), upload.stream)
+        report = import_reply_bundle(request_store(), upload.stream, server_box_keys(_state().settings.data_dir))
     except ReplyBundleRefusedError as error:
         return render_template("journalist/error.html", title=_("Reply bundle refused"), message=str(error)), 400
     return render_template("journalist/import_report.html", report=report)

@@ -87,7 +87,7 @@ reload_keeps_tor() {
     active tor@default && [ "$(systemctl show -p MainPID --value tor@default)" = "$before" ]
 }
 
-check first-run /src/deploy/setup-debian.sh /keys/alice.public
+check first-run /src/deploy/setup-debian.sh --yes /keys/alice.public
 check intake-active wait_active intake
 check tor-active wait_active tor@default
 check tor-unprivileged tor_runs_unprivileged

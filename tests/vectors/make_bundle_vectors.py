@@ -1,0 +1,138 @@
+"""Generate tests/vectors/bundles-v2.json: one export bundle (version 2, signed) and one reply
+bundle (version 2, routing sealed to the server). Run once; encryption is randomised, so
+re-running makes different but equally valid vectors. Keys are fixed and public: never use
+them for anything else.
+
+    PYTHONPATH=. .venv/bin/python tests/vectors/make_bundle_vectors.py > tests/vectors/bundles-v2.json
+    PYTHONPATH=. .venv/bin/python tests/vectors/make_bundle_vectors.py --markdown   # part of section 9 of SECURITY.md
+
+tests/test_vectors.py reads both vectors with the published keys and checks that SECURITY.md
+prints what the JSON file holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from keys import bundle, envelope, reply_bundle
+from keys.identity import Identity
+from keys.server_key import ServerPublicKey, server_keys_from_seed
+
+JOURNALIST = Identity(
+    "alice",
+    PrivateKey(hashlib.sha256(b"intake test vector key: alice").digest()),  # alice of envelope-v1.json
+    SigningKey(hashlib.sha256(b"intake test vector key: alice signing").digest()),
+)
+SERVER_SEED = hashlib.sha256(b"intake test vector key: server").digest()
+SOURCE = PrivateKey(hashlib.sha256(b"intake test vector key: source reply").digest())
+MESSAGE = "Der Bürgermeister hat gelogen.\n".encode()
+FILE = bytes((i * 7 + 3) % 256 for i in range(2000))
+REPLY = "Thank you. — the desk"
+
+
+def _export() -> bytes:
+    recipients = [JOURNALIST.public.encryption_key]
+    sealed = [
+        envelope.encrypt_bytes(MESSAGE, recipients, envelope.Metadata("message", content_type="text/plain; charset=utf-8", length=len(MESSAGE))),
+        envelope.encrypt_bytes(FILE, recipients, envelope.Metadata("file", name="minutes.pdf", content_type="application/pdf", length=len(FILE))),
+    ]
+    items = [
+        bundle.ExportItem("sub-1", "message", "2026-11-28", len(sealed[0]), ["alice"], lambda: [sealed[0]]),
+        bundle.ExportItem("sub-2", "file", "2026-11-28", len(sealed[1]), ["alice"], lambda: [sealed[1]]),
+    ]
+    source = bundle.ExportSource("src-1", "brave otter", bytes(SOURCE.public_key), items)
+    return b"".join(bundle.stream_export_bundle(recipients, [source], server_keys_from_seed(SERVER_SEED)[0]))
+
+
+def _reply() -> bytes:
+    server = ServerPublicKey.from_seed(SERVER_SEED)
+    out = io.BytesIO()
+    sealed = reply_bundle.SealedReply(reply_bundle.seal_routing("src-1", server.encryption_key), reply_bundle.seal_reply(REPLY, SOURCE.public_key))
+    reply_bundle.write_reply_bundle(out, JOURNALIST, [sealed])
+    return out.getvalue()
+
+
+def main() -> None:
+    signing, box = server_keys_from_seed(SERVER_SEED)
+    server = ServerPublicKey.from_seed(SERVER_SEED)
+    export, reply = _export(), _reply()
+    doc = {
+        "format": "intake bundles v2",
+        "keys": {
+            "journalist": {"name": JOURNALIST.name, "x25519_secret": bytes(JOURNALIST.private_key).hex(),
+                           "x25519_public": bytes(JOURNALIST.public.encryption_key).hex(),
+                           "ed25519_seed": bytes(JOURNALIST.signing_key).hex(),
+                           "ed25519_public": bytes(JOURNALIST.signing_key.verify_key).hex(),
+                           "fingerprint": JOURNALIST.public.fingerprint},
+            "server": {"seed": SERVER_SEED.hex(), "ed25519_public": bytes(signing.verify_key).hex(),
+                       "x25519_secret": bytes(box).hex(), "x25519_public": bytes(box.public_key).hex(),
+                       "fingerprint": server.fingerprint, "public_file": server.to_text()},
+            "source": {"x25519_secret": bytes(SOURCE).hex(), "x25519_public": bytes(SOURCE.public_key).hex()},
+        },
+        "export": {
+            "sources": [{"source_id": "src-1", "designation": "brave otter", "reply_public_key": bytes(SOURCE.public_key).hex(),
+                         "items": [{"item_id": "sub-1", "kind": "message", "received_day": "2026-11-28", "recipients": ["alice"],
+                                    "name": None, "type": "text/plain; charset=utf-8", "body_hex": MESSAGE.hex()},
+                                   {"item_id": "sub-2", "kind": "file", "received_day": "2026-11-28", "recipients": ["alice"],
+                                    "name": "minutes.pdf", "type": "application/pdf", "body": "2000 bytes, byte i = (7·i + 3) mod 256"}]}],
+            "size": len(export),
+            "sha256": hashlib.sha256(export).hexdigest(),
+            "signed_blake2b_512": hashlib.blake2b(export[: -(9 + bundle.SIGNATURE_ENTRY_LENGTH)], digest_size=64).hexdigest(),
+            "hex": export.hex(),
+        },
+        "reply": {
+            "signer": "alice",
+            "replies": [{"source_id": "src-1", "text": REPLY}],
+            "size": len(reply),
+            "sha256": hashlib.sha256(reply).hexdigest(),
+            "hex": reply.hex(),
+        },
+    }
+    json.dump(doc, sys.stdout, indent=1, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def markdown() -> str:
+    """The bundle vectors' part of SECURITY.md, from the published JSON file."""
+    doc = json.loads((Path(__file__).parent / "bundles-v2.json").read_text())
+    keys = doc["keys"]
+    journalist, server, source = keys["journalist"], keys["server"], keys["source"]
+    out = [
+        "Keys (hex). The journalist's X25519 key is alice's of the envelope vectors.\n",
+        "```",
+        f"journalist alice  x25519 secret  {journalist['x25519_secret']}",
+        f"                  ed25519 seed   {journalist['ed25519_seed']}",
+        f"                  ed25519 public {journalist['ed25519_public']}",
+        f"                  fingerprint    {journalist['fingerprint']}",
+        f"server            seed           {server['seed']}",
+        f"                  ed25519 public {server['ed25519_public']}",
+        f"                  x25519 secret  {server['x25519_secret']}",
+        f"                  x25519 public  {server['x25519_public']}",
+        f"                  fingerprint    {server['fingerprint']}",
+        f"source            x25519 secret  {source['x25519_secret']}",
+        "```\n",
+        f"**Export bundle vector.** One source `src-1` (\"brave otter\", reply key = the source key above) with a message "
+        f"(`{doc['export']['sources'][0]['items'][0]['body_hex']}`, type `text/plain; charset=utf-8`) and a file "
+        f"`minutes.pdf` (2000 bytes, byte i = (7·i + 3) mod 256, type `application/pdf`), both received 2026-11-28 and "
+        f"sealed to alice; signed by the server key above. {doc['export']['size']} bytes, SHA-256 "
+        f"`{doc['export']['sha256']}`; the BLAKE2b-512 its signature covers is `{doc['export']['signed_blake2b_512']}`.\n",
+        f"**Reply bundle vector.** Signed by alice; one reply to `src-1` (routing sealed to the server's X25519 key), "
+        f"text \"{doc['reply']['replies'][0]['text']}\" sealed to the source key. {doc['reply']['size']} bytes, SHA-256 "
+        f"`{doc['reply']['sha256']}`.\n",
+        "The full hex of both bundles is in the JSON file.",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        print(markdown())
+    else:
+        main()
