@@ -2,8 +2,11 @@
 
 A data dir holds two SQLCipher databases under related keys:
 
-- ``intake.db`` (WAL): everything but the bulk of large uploads, and the last
-  piece of every submission, so a submission is published in one transaction.
+- ``intake.db`` (rollback journal, TRUNCATE): everything but the bulk of large
+  uploads, and the last piece of every submission, so a submission is published
+  in one transaction. Not WAL: a WAL keeps every commit since the last checkpoint,
+  in order, and whoever holds the key replays them (a deleted reply, the order in
+  which sources came); the rollback journal is emptied at every commit.
 - ``intake.db-blobs`` (rollback journal): the ciphertext chunks of large uploads.
   Appended pages are encrypted and written once (WAL would write them twice:
   log, then checkpoint), and writing them never holds the main database's lock.
@@ -107,8 +110,12 @@ def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = Fals
                 # Must precede the first table: freed pages can then be returned to the OS.
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             _common_pragmas(conn, busy_timeout_ms=busy_timeout_ms)
-            # WAL: readers never block the writer and the writer never blocks readers.
-            conn.execute("PRAGMA journal_mode = WAL")
+            # The journal holds old page images only while a transaction runs (see the
+            # module's docstring; measured in SECURITY.md section 2). A database from
+            # before is switched out of WAL by its first connection.
+            mode = conn.execute("PRAGMA journal_mode = TRUNCATE").fetchone()[0]
+            if mode != "truncate":
+                raise StoreError("the database is still in WAL mode and open elsewhere: stop every intake process, then start again")
             # An acknowledged submission survives power loss: every commit is fsynced.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")

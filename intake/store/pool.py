@@ -13,6 +13,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from intake.store.file_times import settle_file_times
 from intake.store.store import Store
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class StorePool:
             with self._lock:
                 if len(self._idle) < self._keep:
                     self._idle.append(store)
+                    settle_file_times(self._settings.data_dir)  # the request has ended: see file_times.py
                     return
         store.close()
 
