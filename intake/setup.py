@@ -120,7 +120,7 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
             created.append(secret_path)
         if not (data_dir / SERVER_SIGNING_FILE).exists():
             created.append(create_server_signing_key(data_dir))
-        created += [data_dir / (DB_FILE + suffix) for suffix in ("", "-journal")]
+        created += [data_dir / (DB_FILE + suffix) for suffix in ("", "-wal", "-shm")]
         settings = _settings_for_new_dir(data_dir, db_key_file)
         with Store.create(settings) as store:
             _register(store, identities)

@@ -28,6 +28,7 @@ from intake.store.connection import (
     IntegrityError,
     connect,
     connect_blobs,
+    empty_wal,
     translate_errors,
     write_transaction,
 )
@@ -149,7 +150,7 @@ class Store:
         try:
             migrate(conn)
             if create:
-                # SQLite gives its journal the database file's mode.
+                # SQLite gives the -wal and -shm files the database file's mode.
                 settings.db_path.chmod(0o600)
         except BaseException:
             conn.close()
@@ -162,11 +163,21 @@ class Store:
         except Exception:  # noqa: BLE001 - a write of an upload left unfinished: recover() removes it
             pass
         finally:
+            if self._conn.wal_pending:
+                empty_wal(self._conn)
             if self._blobs is not None:
                 self._blobs.close()
                 self._blobs = None
             self._conn.close()
             settle_file_times(self._settings.data_dir)
+
+    def end_request(self) -> None:
+        """Leave nothing that dates the request: empty the WAL if a reader held up the
+        checkpoint after this store's last write (connection.empty_wal), and give the
+        files the day's start as their times (file_times.py)."""
+        if self._conn.wal_pending:
+            empty_wal(self._conn)
+        settle_file_times(self._settings.data_dir)
 
     @property
     def idle(self) -> bool:
@@ -444,6 +455,7 @@ class Store:
         with translate_errors():
             blobs.execute("PRAGMA incremental_vacuum").fetchall()
             self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        empty_wal(self._conn)  # the vacuum ran outside write_transaction
 
     def _existing_submissions(self, ids: list[str]) -> set[str]:
         found: set[str] = set()
