@@ -178,8 +178,17 @@ def test_sign_out_ends_the_session_on_the_server(newsroom: Newsroom, alice_clien
 def test_a_session_expires(tmp_path: Path):
     newsroom = make_newsroom(tmp_path, JOURNALIST_SESSION_MINUTES=0)
     client = newsroom.journalist_app.test_client()
-    assert sign_in(client, newsroom.alice).status_code == 303
+    response = sign_in(client, newsroom.alice)
+    assert response.status_code == 303
     assert client.get("/sources").status_code == 303
+    # The server does not rely on the browser dropping the cookie: the exact expiry, sealed under
+    # the cookie's token, is checked, and a session found expired is deleted.
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith(SESSION_COOKIE + "="))
+    replayed = newsroom.journalist_app.test_client()
+    replayed.set_cookie(SESSION_COOKIE, cookie.split(";")[0].split("=", 1)[1])
+    assert replayed.get("/sources").status_code == 303
+    with newsroom.store() as store:
+        assert store._conn.execute("SELECT count(*) FROM journalist_sessions").fetchone()[0] == 0
 
 
 def test_a_removed_journalist_is_signed_out_and_cannot_sign_in(newsroom: Newsroom, alice_client):

@@ -4,8 +4,10 @@ Every write to the store sets its files' modification time, and every read may s
 the access time: a seized disk would show when the last source came, to the
 nanosecond. When a request gives its store back (and whenever a store is closed),
 the data dir and the files intake writes in it get the start of the current day
-(UTC) as both times. The change time (ctime) cannot be set by any program: it
-stays the time of the last request (SECURITY.md section 2).
+(UTC) as both times. The change time (ctime) cannot be set by any program, but
+setting the other two sets it to now: `intake serve` does that every minute
+(FileTimesTicker), so the ctime tells when the server last ran, not when the
+last request came (SECURITY.md section 2).
 
 Tools that copy only files whose time and size changed (rsync without --checksum)
 would miss a change made within the same day: back up with --checksum.
@@ -14,6 +16,7 @@ would miss a change made within the same day: back up with --checksum.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -47,3 +50,27 @@ def _set_times(path: str | Path, when: int) -> None:
         os.utime(path, (when, when), follow_symlinks=False)
     except (FileNotFoundError, PermissionError):
         pass  # gone meanwhile (a journal), or not ours to change
+
+
+class FileTimesTicker:
+    """Settles the file times every ``interval`` seconds in a daemon thread, requests or not."""
+
+    def __init__(self, data_dir: Path, interval: float = 60.0):
+        self._data_dir = data_dir
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FileTimesTicker:
+        self._thread = threading.Thread(target=self._loop, name="intake-file-times", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            settle_file_times(self._data_dir)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
