@@ -81,6 +81,19 @@ class ThrottlePolicy:
 
         return inside
 
+    def outdated(self, now: float) -> Callable[[bytes], bool]:
+        """Whether a failure's sealed time is before the window that ends at ``now``. One
+        sealed under another run's key is left alone: it may be the running server's
+        (``intake purge`` runs in a process of its own), and the server's next sign-in
+        check drops it if it is not."""
+        since = int(now) - self.window_seconds
+
+        def before(sealed: bytes) -> bool:
+            when = open_number(sealed)
+            return when is not None and when < since
+
+        return before
+
 
 def sealed_time(when: float) -> bytes:
     """A failure's time as the store keeps it: sealed under the memory key."""

@@ -8,7 +8,8 @@ Defaults (docs/journalists.md), changed per instance in ``DATA/retention.toml``:
     interval_minutes = 60    # how often the schedule runs
 
 Sessions whose day has passed and failed-login records outside the throttle
-window (or sealed under an earlier run's memory key) go at every run. Deleted rows are overwritten (``secure_delete``) and freed pages returned.
+window go at every run (records sealed under another run's memory key are left
+to the server's sign-in check, see ThrottlePolicy.outdated). Deleted rows are overwritten (``secure_delete``) and freed pages returned.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def purge(store: Store, policy: RetentionPolicy, *, now: float | None = None) ->
         sources=newsroom.purge_sources_that_never_submitted(day_before(policy.unused_source_days)),
         source_sessions=store.purge_expired_sessions(),
         journalist_sessions=newsroom.purge_expired_journalist_sessions(),
-        failed_logins=newsroom.forget_failed_logins(recent=ThrottlePolicy().recent(now)),
+        failed_logins=newsroom.forget_failed_logins(outdated=ThrottlePolicy().outdated(now)),
     )
     newsroom.reclaim_space()
     return report

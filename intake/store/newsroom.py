@@ -244,12 +244,12 @@ class Newsroom:
         with write_transaction(self._conn) as conn:
             conn.execute("DELETE FROM failed_logins WHERE id = ? OR journalist_id = ?", (reservation, journalist_id))
 
-    def forget_failed_logins(self, *, recent: Callable[[bytes], bool]) -> int:
-        """Delete the failed-login records that are not ``recent`` (outside every throttle window)."""
+    def forget_failed_logins(self, *, outdated: Callable[[bytes], bool]) -> int:
+        """Delete the failed-login records whose sealed time is ``outdated`` (outside every throttle window)."""
         rows = self._read("SELECT id, sealed_time FROM failed_logins")
         with write_transaction(self._conn) as conn:
             return sum(conn.execute("DELETE FROM failed_logins WHERE id = ?", (row_id,)).rowcount
-                       for row_id, sealed in rows if not recent(sealed))
+                       for row_id, sealed in rows if outdated(sealed))
 
     # ------------------------------------------------------------- sessions
 
