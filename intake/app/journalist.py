@@ -5,8 +5,9 @@ bundles; delete.
 
 Sessions are server-side: the cookie holds a random token, the store a hash of
 it, the day the session has surely ended by, and its exact expiry sealed under a
-key derived from the token (a copy of the store tells no time of day). Flask's signed (readable, not encrypted) cookie carries the CSRF token only:
-the outcome of an action is a short code in the address it redirects to
+key derived from the token (a copy of the store tells no time of day). Flask's
+signed (readable, not encrypted) cookie carries the CSRF token only: the
+outcome of an action is a short code in the address it redirects to
 (``/sources?done=...``), shown as one of the fixed messages in ``NOTICES``, never
 a designation or anything from the store.
 """
