@@ -28,6 +28,7 @@ import logging
 import os
 
 from intake.logs import redact
+from intake.memory_key import environment_for_children
 from intake.memory_wiping import missing_wiping
 
 # Workers inherit the master's allocator settings: without them a request's plaintext
@@ -76,6 +77,10 @@ proxy_protocol = False
 control_socket_disable = True
 proc_name = "intake"
 
+
+# Every worker seals the journalist login state under the same key, which lives only in memory
+# (intake.memory_key): `intake serve` passes its own; otherwise this master makes one for its workers.
+os.environ.update(environment_for_children())
 
 # Request details stay out of the error log: gunicorn's messages and exception texts
 # are rewritten by the same filter the Flask apps put on their loggers (intake.logs).

@@ -2,7 +2,10 @@
 
 Pure functions and small records; the state they act on (hashes, the last
 used TOTP time step, recent failures) lives in the store
-(:mod:`intake.store.newsroom`), which is shared by every gunicorn worker.
+(:mod:`intake.store.newsroom`), which is shared by every gunicorn worker. The
+two that are times (the step, when a sign-in failed) are stored sealed under the
+server's memory key (:mod:`intake.memory_key`): a copy of the disk cannot read
+them, and a restart of the server forgets them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import nacl.pwhash
 import pyotp
 
 from intake.codename import EFF_WORDS
+from intake.memory_key import open_number, seal_number
 
 if TYPE_CHECKING:
     from intake.store.newsroom import Newsroom
@@ -54,7 +58,8 @@ class ThrottlePolicy:
     the throttle does not tell which names exist. The global limit stops
     guessing spread over many account names; it also locks real journalists out
     during an attack, which is the safer failure for a service whose accounts
-    are few.
+    are few. A restart of the server forgets the failures (their times were sealed
+    under its memory key).
     """
 
     per_account: int = 5
@@ -64,6 +69,39 @@ class ThrottlePolicy:
     @property
     def window_minutes(self) -> int:
         return -(-self.window_seconds // 60)
+
+    def recent(self, now: float) -> Callable[[bytes], bool]:
+        """Whether a failure's sealed time is inside the window that ends at ``now``
+        (one sealed under another run's memory key is not)."""
+        since = int(now) - self.window_seconds
+
+        def inside(sealed: bytes) -> bool:
+            when = open_number(sealed)
+            return when is not None and when >= since
+
+        return inside
+
+    def outdated(self, now: float) -> Callable[[bytes], bool]:
+        """Whether a failure's sealed time is before the window that ends at ``now``. One
+        sealed under another run's key is left alone: it may be the running server's
+        (``intake purge`` runs in a process of its own), and the server's next sign-in
+        check drops it if it is not."""
+        since = int(now) - self.window_seconds
+
+        def before(sealed: bytes) -> bool:
+            when = open_number(sealed)
+            return when is not None and when < since
+
+        return before
+
+
+def sealed_time(when: float) -> bytes:
+    """A failure's time as the store keeps it: sealed under the memory key."""
+    return seal_number(int(when))
+
+
+def _last_used_step(sealed: bytes | None) -> int:
+    return open_number(sealed) or 0
 
 
 def generate_login_passphrase() -> str:
@@ -142,7 +180,7 @@ def authenticate(newsroom: Newsroom, name: str, passphrase: str, code: str, *, t
     limit for this name, known or not, or for the service as a whole, it is
     refused before any Argon2id work. Only a successful sign-in removes the
     record. A code is used up by a successful sign-in (its time step is
-    recorded; that step and earlier ones are refused afterwards). ``run``
+    recorded, sealed; that step and earlier ones are refused afterwards). ``run``
     executes the Argon2id verification (the web app passes a runner that leaves
     a gevent event loop). ``throttle_key`` keys the hash of the name that the
     throttle stores (``Settings.login_throttle_key``).
@@ -151,7 +189,7 @@ def authenticate(newsroom: Newsroom, name: str, passphrase: str, code: str, *, t
     record = newsroom.login_record(name)
     journalist_id = record.journalist_id if record else None
     reservation = newsroom.reserve_login_attempt(
-        journalist_id, name_key(name, throttle_key), now=int(now), since=int(now) - policy.window_seconds,
+        journalist_id, name_key(name, throttle_key), sealed_now=sealed_time(now), recent=policy.recent(now),
         per_name=policy.per_account, overall=policy.overall)
     if reservation is None:
         raise LoginThrottledError(
@@ -162,7 +200,8 @@ def authenticate(newsroom: Newsroom, name: str, passphrase: str, code: str, *, t
     else:
         ok = bool(run(passphrase_matches, record.login_hash, passphrase))
         step = matching_totp_step(record.totp_secret, code, now=now) if ok else None
-        ok = step is not None and newsroom.use_totp_step(record.journalist_id, step)
+        ok = step is not None and newsroom.use_totp_step(record.journalist_id, step, seal=seal_number,
+                                                          last_used=_last_used_step)
     if not ok:
         raise LoginFailedError("The name, passphrase or code is wrong (each code works only once).")
     newsroom.login_succeeded(record.journalist_id, reservation)

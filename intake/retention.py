@@ -7,8 +7,9 @@ Defaults (docs/journalists.md), changed per instance in ``DATA/retention.toml``:
     unused_source_days = 1   # a codename that never sent anything goes after this many idle days
     interval_minutes = 60    # how often the schedule runs
 
-Expired source and journalist sessions and old failed-login records go at every
-run. Deleted rows are overwritten (``secure_delete``) and freed pages returned.
+Sessions whose day has passed and failed-login records outside the throttle
+window go at every run (records sealed under another run's memory key are left
+to the server's sign-in check, see ThrottlePolicy.outdated). Deleted rows are overwritten (``secure_delete``) and freed pages returned.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def purge(store: Store, policy: RetentionPolicy, *, now: float | None = None) ->
         replies=newsroom.purge_read_replies(day_before(policy.read_reply_days)),
         sources=newsroom.purge_sources_that_never_submitted(day_before(policy.unused_source_days)),
         source_sessions=store.purge_expired_sessions(),
-        journalist_sessions=newsroom.purge_expired_journalist_sessions(int(now)),
-        failed_logins=newsroom.forget_failed_logins(before=int(now) - ThrottlePolicy().window_seconds),
+        journalist_sessions=newsroom.purge_expired_journalist_sessions(),
+        failed_logins=newsroom.forget_failed_logins(outdated=ThrottlePolicy().outdated(now)),
     )
     newsroom.reclaim_space()
     return report

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from intake.config import DATA_DIR_ENV, DB_KEY_FILE_ENV, load_settings
 from intake.memory_wiping import WIPING_ENVIRONMENT
+from intake.memory_key import environment_for_children
 from intake.store import Store
 
 GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
@@ -85,7 +86,8 @@ class GunicornServer:
     def start(self, ready_timeout: float = 30.0) -> None:
         if not port_is_free(self.port, self.host):
             raise ServerError(f"port {self.port} on {self.host} is already in use: choose another with --port or --journalist-port")
-        env = dict(os.environ, **WIPING_ENVIRONMENT, **{DATA_DIR_ENV: str(self.data_dir)})
+        # Freed memory wiped (intake.memory_wiping); the memory key shared by the retention schedule here and every worker.
+        env = dict(os.environ, **WIPING_ENVIRONMENT, **{DATA_DIR_ENV: str(self.data_dir)}, **environment_for_children())
         if self._db_key_file is not None:
             env[DB_KEY_FILE_ENV] = str(Path(self._db_key_file).resolve())
         self._process = subprocess.Popen(gunicorn_command(self.port, self.host, self.app_factory), env=env, cwd=GUNICORN_CONF.parents[1])

@@ -3,7 +3,8 @@
 gunicorn runs the source app and the journalist app as two child processes on
 loopback; tor runs through :mod:`intake.tor` from this (parent) process, never
 from a forked worker, so one controller owns it and tor exits with us; the
-retention schedule is a thread here. :meth:`TipLine.serve` blocks until SIGTERM
+retention schedule and the file-times ticker (intake.store.file_times) are
+threads here. :meth:`TipLine.serve` blocks until SIGTERM
 or SIGINT (or until a child dies), then stops everything, so no gunicorn or tor
 process outlives it. SIGHUP re-reads the journalists' client-authorisation keys
 and republishes the journalist onion with them (same address).
@@ -26,6 +27,7 @@ from intake.config import load_settings
 from intake.retention import PurgeSchedule
 from intake.server import JOURNALIST_APP_FACTORY, GunicornServer
 from intake.store import Store
+from intake.store.file_times import FileTimesTicker
 from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, OnionServices, TorError
 
@@ -83,6 +85,7 @@ class TipLine:
                                          app_factory=JOURNALIST_APP_FACTORY)
         self.onions: OnionServices | None = None
         self._retention: PurgeSchedule | None = None
+        self._file_times: FileTimesTicker | None = None
         self._stop_requested = threading.Event()
         self._reload_requested = threading.Event()
 
@@ -112,6 +115,7 @@ class TipLine:
             if self._stop_requested.is_set():
                 return False
         self._retention = PurgeSchedule(self.settings).start()
+        self._file_times = FileTimesTicker(self.data_dir).start()
         self.say(f"intake is serving {self.data_dir}: the source interface at {self.source.url}, "
                  f"the journalist interface at {self.journalist.url} (loopback only)")
         if self.tor_plan.mode == "none":
@@ -130,6 +134,8 @@ class TipLine:
             server.stop()
         if self._retention is not None:
             self._retention.stop()
+        if self._file_times is not None:
+            self._file_times.stop()
 
     # -- tor --
 

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from intake.app.journalist import SESSION_COOKIE
-from intake.journalist_auth import LoginError, ThrottlePolicy, authenticate
+from intake import memory_key
+from intake.journalist_auth import LoginError, ThrottlePolicy, authenticate, name_key, sealed_time
 from intake.store.newsroom import Newsroom as NewsroomStore
 from tests.fixtures_newsroom import Newsroom, csrf_token, make_newsroom, sign_in
 
@@ -95,8 +96,33 @@ def test_failures_age_out_of_the_throttle_window(newsroom: Newsroom):
     with newsroom.store() as store:
         record = NewsroomStore(store).login_record("alice")
         for _ in range(5):
-            NewsroomStore(store).record_failed_login(record.journalist_id, int(time.time()) - 16 * 60)
+            NewsroomStore(store).record_failed_login(record.journalist_id, name_key("alice", newsroom.settings.login_throttle_key),
+                                                     sealed_time(time.time() - 16 * 60))
     assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice).status_code == 303
+
+
+def test_the_throttle_and_the_used_code_are_sealed_and_a_restart_forgets_them(newsroom: Newsroom, monkeypatch):
+    """Their times are sealed under a key that lives only in the server's memory: the store
+    shows no time (tests/test_seized_store.py), and a new run cannot read the old run's."""
+    code = newsroom.alice.code()
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice, code=code).status_code == 303
+    for _ in range(5):
+        assert sign_in(newsroom.journalist_app.test_client(), newsroom.bob, passphrase="nope").status_code == 401
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.bob).status_code == 429
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice, code=code).status_code == 401
+    with newsroom.store() as store:
+        (used,) = store._conn.execute("SELECT totp_used FROM journalists WHERE name = 'alice'").fetchone()
+        sealed = [row[0] for row in store._conn.execute("SELECT sealed_time FROM failed_logins")]
+    step = int(time.time() // 30)
+    assert len(used) == 24 + 8 + 16 and all(len(value) == 24 + 8 + 16 for value in sealed) and len(sealed) == 6  # bob 5, the replay 1
+    for value in (used, *sealed):
+        assert all(str(number).encode() not in value and number.to_bytes(8, "big") not in value
+                   for number in (step, step + 1, int(time.time())))
+    monkeypatch.setattr(memory_key, "_key", None)  # the server restarts: a new key
+    monkeypatch.delenv(memory_key.ENVIRONMENT_VARIABLE, raising=False)
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.bob).status_code == 303
+    with newsroom.store() as store:
+        assert store._conn.execute("SELECT count(*) FROM failed_logins").fetchone()[0] == 0
 
 
 def test_guessing_across_many_names_hits_the_overall_limit(tmp_path: Path):
@@ -152,8 +178,17 @@ def test_sign_out_ends_the_session_on_the_server(newsroom: Newsroom, alice_clien
 def test_a_session_expires(tmp_path: Path):
     newsroom = make_newsroom(tmp_path, JOURNALIST_SESSION_MINUTES=0)
     client = newsroom.journalist_app.test_client()
-    assert sign_in(client, newsroom.alice).status_code == 303
+    response = sign_in(client, newsroom.alice)
+    assert response.status_code == 303
     assert client.get("/sources").status_code == 303
+    # The server does not rely on the browser dropping the cookie: the exact expiry, sealed under
+    # the cookie's token, is checked, and a session found expired is deleted.
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith(SESSION_COOKIE + "="))
+    replayed = newsroom.journalist_app.test_client()
+    replayed.set_cookie(SESSION_COOKIE, cookie.split(";")[0].split("=", 1)[1])
+    assert replayed.get("/sources").status_code == 303
+    with newsroom.store() as store:
+        assert store._conn.execute("SELECT count(*) FROM journalist_sessions").fetchone()[0] == 0
 
 
 def test_a_removed_journalist_is_signed_out_and_cannot_sign_in(newsroom: Newsroom, alice_client):

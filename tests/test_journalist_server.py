@@ -96,3 +96,22 @@ def test_simultaneous_wrong_passphrases_get_no_more_checks_than_the_limit_under_
         for thread in threads:
             thread.join()
         assert sorted(statuses) == [401] * 5 + [429] * 35
+
+
+@pytest.mark.slow
+def test_a_code_used_at_one_worker_is_refused_at_every_other(tmp_path: Path):
+    """The last TOTP step is sealed under a key that lives only in memory; gunicorn's master
+    makes it once, so every worker reads what any other sealed (intake.memory_key)."""
+    newsroom = make_newsroom(tmp_path)
+    env = {"INTAKE_DATA": str(newsroom.settings.data_dir), "INTAKE_WORKERS": "2"}
+    with run_gunicorn(JOURNALIST_APP, tmp_path, env) as server:
+        assert len(server.worker_pids()) == 2
+        code = newsroom.alice.code()
+        outcomes = []
+        for _ in range(8):  # each on a new connection, so gevent workers take turns at accepting them
+            client = SourceClient(server.url)
+            login = client.get("/login")
+            page = client.submit(login, login.form_with("name", "passphrase", "code"), {
+                "name": "alice", "passphrase": newsroom.alice.enrolment.passphrase, "code": code})
+            outcomes.append("Signed in as alice" in page.text)
+    assert outcomes == [True] + [False] * 7

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
 from intake.cli import cli
+from intake.journalist_auth import sealed_time
 from intake.retention import PurgeSchedule, RetentionConfigError, RetentionPolicy, purge
 from intake.store import Store
 from intake.store.newsroom import Newsroom as NewsroomStore
@@ -83,13 +84,20 @@ def test_expired_sessions_and_old_failed_logins_go(newsroom: Newsroom, alice_cli
     with newsroom.store() as store:
         newsroom_store = NewsroomStore(store)
         source = store.create_source(b"\x09" * 32, b"\x0a" * 32)
-        store.save_session(b"s" * 32, source.id, b"sealed", int(time.time()) - 1)
+        store.save_session(b"s" * 32, source.id, b"sealed", int(time.time()) + 60)
         (account,) = [a for a in newsroom_store.accounts() if a.name == "bob"]
-        newsroom_store.save_journalist_session(b"j" * 32, account.id, int(time.time()) - 1)
-        newsroom_store.record_failed_login(None, int(time.time()) - 3600)
-        newsroom_store.record_failed_login(None, int(time.time()))
+        newsroom_store.save_journalist_session(b"j" * 32, account.id, b"sealed", int(time.time()) + 60)
+        # The store keeps the day a session has surely ended by: move it into the past.
+        backdate(store, "UPDATE source_sessions SET expires_by_day = ? WHERE id = ?", 1, b"s" * 32)
+        backdate(store, "UPDATE journalist_sessions SET expires_by_day = ? WHERE id = ?", 1, b"j" * 32)
+        newsroom_store.record_failed_login(None, b"k" * 32, sealed_time(time.time() - 3600))
+        newsroom_store.record_failed_login(None, b"k" * 32, sealed_time(time.time()))
+        # One sealed by another run of the server: `intake purge` in a process of its own cannot
+        # tell it from the running server's, so it leaves it to the server's sign-in check.
+        newsroom_store.record_failed_login(None, b"k" * 32, b"\x00" * 48)
         report = purge(store, RetentionPolicy())
         assert (report.source_sessions, report.journalist_sessions, report.failed_logins) == (1, 1, 1)
+        assert store._conn.execute("SELECT count(*) FROM failed_logins").fetchone()[0] == 2
     assert alice_client.get("/sources").status_code == 200  # a live session survives
 
 

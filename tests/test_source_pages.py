@@ -167,6 +167,8 @@ def test_expired_session_sends_source_back_to_login(tmp_path):
     assert source_client.get("/replies").status_code == 303
     with Store.open(app_instance.settings) as store:
         assert store.counts()["submissions"] == 0
+        # The exact expiry was sealed under the cookie's token; found expired, the session was deleted.
+        assert store._conn.execute("SELECT count(*) FROM source_sessions").fetchone()[0] == 0
 
 
 def test_returning_source_logs_in_and_sends_more(source_client, app_instance):
@@ -381,7 +383,7 @@ def test_session_keeps_the_reply_key_only_sealed_under_the_cookie_token(source_c
         session = resume_session(store, cookie)
         assert session.reply_secret_key == keys.reply_secret_key
         _source_id, sealed = store.load_session(session.session_id)
-        assert keys.reply_secret_key not in sealed and len(sealed) == 24 + 32 + 16  # nonce, key, MAC
+        assert keys.reply_secret_key not in sealed and len(sealed) == 24 + 8 + 32 + 16  # nonce, exact expiry, key, MAC
         assert session.session_id != cookie.encode()
         forged = cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BA")
         assert resume_session(store, forged) is None

@@ -4,8 +4,10 @@ sources (never content); download encrypted exports; upload signed reply
 bundles; delete.
 
 Sessions are server-side: the cookie holds a random token, the store a hash of
-it. Flask's signed (readable, not encrypted) cookie carries the CSRF token only:
-the outcome of an action is a short code in the address it redirects to
+it, the day the session has surely ended by, and its exact expiry sealed under a
+key derived from the token (a copy of the store tells no time of day). Flask's
+signed (readable, not encrypted) cookie carries the CSRF token only: the
+outcome of an action is a short code in the address it redirects to
 (``/sources?done=...``), shown as one of the fixed messages in ``NOTICES``, never
 a designation or anything from the store.
 """
@@ -38,6 +40,8 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from keys.reply_bundle import MAX_REPLY_BUNDLE
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from intake.app import PACKAGE_DIR
@@ -97,13 +101,30 @@ def _session_id(token: str) -> bytes:
     return hashlib.blake2b(token.encode("ascii"), digest_size=32, person=b"intake:jsess-id").digest()
 
 
+def _expiry_box(token: str) -> SecretBox:
+    return SecretBox(hashlib.blake2b(token.encode("ascii"), digest_size=32, person=b"intake:jsess-key").digest())
+
+
+def _open_session(token: str) -> CurrentJournalist | None:
+    newsroom = Newsroom(request_store())
+    found = newsroom.load_journalist_session(_session_id(token))
+    if found is None:
+        return None
+    journalist_id, name, sealed_expiry = found
+    try:
+        expires_at = int.from_bytes(_expiry_box(token).decrypt(sealed_expiry), "big")
+    except CryptoError:
+        return None
+    if expires_at <= time.time():
+        newsroom.delete_journalist_session(_session_id(token))
+        return None
+    return CurrentJournalist(journalist_id, name)
+
+
 def current_journalist() -> CurrentJournalist | None:
     if "journalist" not in g:
         token = request.cookies.get(SESSION_COOKIE, "")
-        found = None
-        if 20 <= len(token) <= 64 and token.isascii():
-            found = Newsroom(request_store()).load_journalist_session(_session_id(token), int(time.time()))
-        g.journalist = CurrentJournalist(*found) if found else None
+        g.journalist = _open_session(token) if 20 <= len(token) <= 64 and token.isascii() else None
     return g.journalist
 
 
@@ -151,7 +172,9 @@ def login():
         return render_template("journalist/login.html", error=_("The name, passphrase or code is wrong (each code works only once).")), 401
     token = secrets.token_urlsafe(32)
     minutes = current_app.config["JOURNALIST_SESSION_MINUTES"]
-    Newsroom(request_store()).save_journalist_session(_session_id(token), signed_in.journalist_id, int(time.time()) + minutes * 60)
+    expires_at = int(time.time()) + minutes * 60
+    sealed_expiry = bytes(_expiry_box(token).encrypt(expires_at.to_bytes(8, "big")))
+    Newsroom(request_store()).save_journalist_session(_session_id(token), signed_in.journalist_id, sealed_expiry, expires_at)
     response = redirect(url_for("journalist.sources"), 303)
     response.set_cookie(SESSION_COOKIE, token, max_age=minutes * 60, httponly=True, samesite="Strict", secure=False)
     return response

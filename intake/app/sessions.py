@@ -1,9 +1,11 @@
 """Logged-in source sessions, kept server-side and readable only with the cookie.
 
 The cookie holds a random 32-byte token and nothing else. The store keeps, under
-a hash of the token, the source id and the source's reply secret key sealed with
-a key derived from the same token: a copy of the database alone opens no
-session, and the codename is never needed again until the next login.
+a hash of the token, the source id and, sealed with a key derived from the same
+token, the session's exact expiry and the source's reply secret key: a copy of
+the database alone opens no session and tells no time of day (the store itself
+keeps only the day the session has surely ended by), and the codename is never
+needed again until the next login.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from nacl.secret import SecretBox
 COOKIE_NAME = "intake_session"
 TOKEN_BYTES = 32
 _COOKIE_CHARS = 43  # unpadded base64url of 32 bytes
+_EXPIRY_BYTES = 8  # unix seconds, big-endian, sealed before the reply secret key
 
 
 class SessionStore(Protocol):
@@ -65,13 +68,15 @@ def _decode_token(cookie_value: str | None) -> bytes | None:
 def open_session(store: SessionStore, source_id: str, reply_secret_key: bytes, *, minutes: int) -> str:
     """Store a new session and return the cookie value that unlocks it."""
     token = secrets.token_bytes(TOKEN_BYTES)
-    sealed = SecretBox(_sealing_key(token)).encrypt(reply_secret_key)
-    store.save_session(_session_id(token), source_id, bytes(sealed), int(time.time()) + minutes * 60)
+    expires_at = int(time.time()) + minutes * 60
+    sealed = SecretBox(_sealing_key(token)).encrypt(expires_at.to_bytes(_EXPIRY_BYTES, "big") + reply_secret_key)
+    store.save_session(_session_id(token), source_id, bytes(sealed), expires_at)
     return _encode_token(token)
 
 
 def resume_session(store: SessionStore, cookie_value: str | None) -> SourceSession | None:
-    """The session this cookie unlocks, or None if it is malformed, unknown or expired."""
+    """The session this cookie unlocks, or None if it is malformed, unknown or expired
+    (an expired one is deleted)."""
     token = _decode_token(cookie_value)
     if token is None:
         return None
@@ -81,8 +86,12 @@ def resume_session(store: SessionStore, cookie_value: str | None) -> SourceSessi
         return None
     source_id, sealed = found
     try:
-        secret = SecretBox(_sealing_key(token)).decrypt(sealed)
+        opened = SecretBox(_sealing_key(token)).decrypt(sealed)
     except CryptoError:
+        return None
+    expires_at, secret = int.from_bytes(opened[:_EXPIRY_BYTES], "big"), opened[_EXPIRY_BYTES:]
+    if expires_at <= time.time():
+        store.delete_session(session_id)
         return None
     return SourceSession(source_id=source_id, reply_secret_key=secret, session_id=session_id)
 

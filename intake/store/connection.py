@@ -4,6 +4,9 @@ A data dir holds two SQLCipher databases under related keys:
 
 - ``intake.db`` (WAL): everything but the bulk of large uploads, and the last
   piece of every submission, so a submission is published in one transaction.
+  A WAL keeps every commit since the last checkpoint, in order, and whoever holds
+  the key can replay them (a deleted reply, the order in which sources came): so
+  every write transaction ends with a checkpoint that empties it (empty_wal).
 - ``intake.db-blobs`` (rollback journal): the ciphertext chunks of large uploads.
   Appended pages are encrypted and written once (WAL would write them twice:
   log, then checkpoint), and writing them never holds the main database's lock.
@@ -50,6 +53,8 @@ class Connection(sqlcipher3.Connection):
     """
 
     lock_wait_seconds: float = 10.0
+    empties_wal: bool = False  # the main database: checkpoint after every write transaction
+    wal_pending: bool = False  # a checkpoint was held up by a reader: try again when the request ends
 
 
 def blobs_key(db_key: bytes) -> bytes:
@@ -108,7 +113,10 @@ def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = Fals
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             _common_pragmas(conn, busy_timeout_ms=busy_timeout_ms)
             # WAL: readers never block the writer and the writer never blocks readers.
+            # Emptied after every write transaction (empty_wal): measured against a
+            # rollback journal in SECURITY.md section 2.
             conn.execute("PRAGMA journal_mode = WAL")
+            conn.empties_wal = True
             # An acknowledged submission survives power loss: every commit is fsynced.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -197,7 +205,8 @@ def _begin_immediate(conn: Connection) -> None:
 
 @contextlib.contextmanager
 def write_transaction(conn: Connection) -> Iterator[Connection]:
-    """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once (no upgrade deadlock), rolls back on error."""
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once (no upgrade deadlock), rolls back on error.
+    On the main database the commit is then checkpointed out of the WAL (empty_wal)."""
     with translate_errors():
         _begin_immediate(conn)
         try:
@@ -207,3 +216,22 @@ def write_transaction(conn: Connection) -> Iterator[Connection]:
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+    if conn.empties_wal:
+        empty_wal(conn)
+
+
+def empty_wal(conn: Connection) -> bool:
+    """Copy the WAL into the database and truncate it to nothing, so no earlier state
+    of any page (a deleted row, the order of commits) stays in it. Never waits: while
+    another connection reads a snapshot in the WAL it cannot be emptied, and
+    ``conn.wal_pending`` says to try again (Store.end_request). True if it is empty."""
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(conn.lock_wait_seconds * 1000)}")
+    except DatabaseError:  # the commit stands; the WAL is emptied by a later try
+        busy, frames = 1, 1
+    conn.wal_pending = bool(busy) or frames > 0
+    return not conn.wal_pending

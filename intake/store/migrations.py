@@ -4,8 +4,8 @@ The database's schema version is SQLite's `user_version` (inside the encrypted
 header). Migration N takes the schema from version N-1 to N.
 
 Dates are days ('YYYY-MM-DD', UTC) and nothing records a client's address or
-browser. The one precise time is source_sessions.expires_at: a session must end
-on time, and its row is deleted at expiry or logout.
+browser. Since migration 5 nothing records a time finer than the day or an order
+of arrival (see MIGRATION_5 and SECURITY.md section 2).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlcipher3
 
 from intake.store.connection import Connection, write_transaction
-from intake.store.errors import SchemaTooNewError
+from intake.store.errors import SchemaTooNewError, StoreError
 
 MIGRATION_1 = """
 CREATE TABLE journalists (
@@ -125,7 +125,111 @@ MIGRATION_4 = """
 ALTER TABLE failed_logins ADD COLUMN name_key BLOB;               -- keyed BLAKE2b of the name tried
 """
 
-MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4]
+# Nothing finer than the day, and no order of arrival (issue 9):
+# - Tables of small rows become WITHOUT ROWID, keyed by their random ids: a rowid
+#   numbered the rows in the order they came. The two tables of ciphertext chunks
+#   (rows up to 256 KiB and 4 MiB, too large for a WITHOUT ROWID b-tree) keep rowids,
+#   drawn at random from now on, and their old rowids are replaced by random ones.
+# - A source's submissions and replies keep their order among themselves (journalists
+#   read them as a conversation) in `position`, 1, 2, ... per source: it orders nothing
+#   across sources.
+# - Sessions keep the day they surely ended by (`expires_by_day`, from the login day
+#   and the session length, never the time of day); the exact expiry is sealed under a
+#   key derived from the cookie's token, which the server never stores. The migration
+#   ends every open session (their rows held the exact expiry).
+# - The TOTP step last used and the times of failed logins are sealed under a key that
+#   lives only in the running server's memory (intake.memory_key): without it they
+#   are noise, and a restart forgets them.
+# A table is rebuilt as the SQLite documentation says (create, copy, drop, rename);
+# migrate() turns foreign keys off around it, so dropping a parent deletes no child.
+MIGRATION_5 = """
+DROP TRIGGER sources_mark_submitted;
+CREATE TABLE sources_new (
+    id TEXT PRIMARY KEY,                 -- random, not derived from the codename
+    lookup_id BLOB NOT NULL UNIQUE,      -- from the codename by Argon2id + BLAKE2b
+    reply_public_key BLOB NOT NULL,
+    designation TEXT NOT NULL UNIQUE,    -- "adjective noun", how journalists name the source
+    created_day TEXT NOT NULL,
+    last_active_day TEXT NOT NULL,
+    has_submitted INTEGER NOT NULL DEFAULT 0  -- retention keeps sources that ever sent something
+) WITHOUT ROWID;
+INSERT INTO sources_new (id, lookup_id, reply_public_key, designation, created_day, last_active_day, has_submitted)
+    SELECT id, lookup_id, reply_public_key, designation, created_day, last_active_day, has_submitted FROM sources;
+DROP TABLE sources;
+ALTER TABLE sources_new RENAME TO sources;
+CREATE TABLE submissions_new (
+    id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    received_day TEXT NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,     -- ciphertext bytes (envelopes are padded)
+    state TEXT NOT NULL CHECK (state IN ('pending', 'ready')),
+    writer TEXT,                         -- the process writing a pending upload (so recovery spots orphans); NULL once ready
+    exported_day TEXT,
+    position INTEGER NOT NULL            -- 1, 2, ... among this source's submissions, in the order it sent them
+) WITHOUT ROWID;
+INSERT INTO submissions_new (id, source_id, kind, received_day, size, state, writer, exported_day, position)
+    SELECT id, source_id, kind, received_day, size, state, writer, exported_day,
+           (SELECT count(*) FROM submissions AS earlier WHERE earlier.source_id = s.source_id AND earlier.rowid <= s.rowid)
+    FROM submissions AS s;
+DROP TABLE submissions;
+ALTER TABLE submissions_new RENAME TO submissions;
+CREATE INDEX submissions_by_source ON submissions(source_id, state);
+CREATE INDEX submissions_by_state ON submissions(state, exported_day);
+CREATE UNIQUE INDEX submissions_in_order ON submissions(source_id, position);
+CREATE TRIGGER sources_mark_submitted AFTER UPDATE OF state ON submissions
+WHEN NEW.state = 'ready'
+BEGIN
+    UPDATE sources SET has_submitted = 1 WHERE id = NEW.source_id AND has_submitted = 0;
+END;
+UPDATE submission_chunks SET rowid = random() & 9223372036854775807;
+CREATE TABLE replies_new (
+    id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    journalist_id INTEGER REFERENCES journalists(id),
+    envelope BLOB NOT NULL,              -- sealed to the source's reply key on the air-gapped laptop
+    created_day TEXT NOT NULL,
+    read_day TEXT,
+    digest BLOB,                         -- BLAKE2b of the envelope: importing a bundle twice adds nothing
+    position INTEGER NOT NULL            -- 1, 2, ... among this source's replies, in the order they were imported
+) WITHOUT ROWID;
+INSERT INTO replies_new (id, source_id, journalist_id, envelope, created_day, read_day, digest, position)
+    SELECT id, source_id, journalist_id, envelope, created_day, read_day, digest,
+           (SELECT count(*) FROM replies AS earlier WHERE earlier.source_id = r.source_id AND earlier.rowid <= r.rowid)
+    FROM replies AS r;
+DROP TABLE replies;
+ALTER TABLE replies_new RENAME TO replies;
+CREATE UNIQUE INDEX replies_in_order ON replies(source_id, position);
+CREATE UNIQUE INDEX replies_by_digest ON replies(digest);
+CREATE INDEX replies_by_read_day ON replies(read_day);
+DROP TABLE source_sessions;
+CREATE TABLE source_sessions (
+    id BLOB PRIMARY KEY,                 -- hash of the cookie token, never the token
+    source_id TEXT NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    sealed_secret BLOB NOT NULL,         -- exact expiry and the source's reply secret key, sealed under the token
+    expires_by_day TEXT NOT NULL         -- the session has surely ended after this day; retention deletes the row then
+) WITHOUT ROWID;
+CREATE INDEX source_sessions_by_day ON source_sessions(expires_by_day);
+DROP TABLE journalist_sessions;
+CREATE TABLE journalist_sessions (
+    id BLOB PRIMARY KEY,                 -- hash of the cookie token, never the token
+    journalist_id INTEGER NOT NULL REFERENCES journalists(id) ON DELETE CASCADE,
+    sealed_expiry BLOB NOT NULL,         -- the exact expiry, sealed under the token
+    expires_by_day TEXT NOT NULL         -- as in source_sessions
+) WITHOUT ROWID;
+CREATE INDEX journalist_sessions_by_day ON journalist_sessions(expires_by_day);
+DROP TABLE failed_logins;
+CREATE TABLE failed_logins (
+    id BLOB PRIMARY KEY,                 -- random
+    journalist_id INTEGER REFERENCES journalists(id) ON DELETE CASCADE,  -- NULL: an unknown name
+    name_key BLOB NOT NULL,              -- keyed BLAKE2b of the name tried
+    sealed_time BLOB NOT NULL            -- when, sealed under the server's memory key (intake.memory_key)
+) WITHOUT ROWID;
+ALTER TABLE journalists DROP COLUMN totp_last_step;
+ALTER TABLE journalists ADD COLUMN totp_used BLOB;                -- the last TOTP step used, sealed under the memory key
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5]
 LATEST_VERSION = len(MIGRATIONS)
 
 # The blobs database (intake.db-blobs, see connection.py) has its own schema and
@@ -142,7 +246,13 @@ CREATE TABLE chunks (
 );
 """
 
-BLOBS_MIGRATIONS: list[str] = [BLOBS_MIGRATION_1]
+# Rows were numbered in the order the chunks came: from now on each gets a random rowid
+# (Store._write_blob_chunk), and the old ones are renumbered at random.
+BLOBS_MIGRATION_2 = """
+UPDATE chunks SET rowid = random() & 9223372036854775807;
+"""
+
+BLOBS_MIGRATIONS: list[str] = [BLOBS_MIGRATION_1, BLOBS_MIGRATION_2]
 
 
 def schema_version(conn: Connection) -> int:
@@ -154,14 +264,23 @@ def migrate(conn: Connection, migrations: list[str] = MIGRATIONS) -> int:
     latest = len(migrations)
     if schema_version(conn) == latest:
         return latest
-    with write_transaction(conn):
-        version = schema_version(conn)  # re-read under the write lock: another process may have migrated
-        if version > latest:
-            raise SchemaTooNewError(f"the database has schema version {version}, newer than this intake ({latest}): upgrade intake")
-        for number in range(version + 1, latest + 1):
-            for statement in _statements(migrations[number - 1]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
+    # A rebuilt table is dropped: with foreign keys on, that would delete its children.
+    # (The pragma is a no-op inside a transaction, so it is set around it.)
+    foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with write_transaction(conn):
+            version = schema_version(conn)  # re-read under the write lock: another process may have migrated
+            if version > latest:
+                raise SchemaTooNewError(f"the database has schema version {version}, newer than this intake ({latest}): upgrade intake")
+            for number in range(version + 1, latest + 1):
+                for statement in _statements(migrations[number - 1]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+            if conn.execute("PRAGMA foreign_key_check").fetchall():
+                raise StoreError("the database's references are broken: run `intake check` and restore a backup")
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
     return latest
 
 

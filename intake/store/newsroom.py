@@ -11,14 +11,14 @@ import dataclasses
 import datetime
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from keys.identity import MAX_NAME_BYTES
 
 from intake.store.connection import DatabaseError, IntegrityError, translate_errors, write_transaction
 from intake.store.errors import JournalistExistsError, StoreError
-from intake.store.store import Source, Store, StoredSubmission, today
+from intake.store.store import Source, Store, StoredSubmission, expires_by_day, today
 
 # Names of retired keys stay in old rows (which submissions were sealed to them);
 # the suffix keeps them valid identity names (letters, digits, '.', '-').
@@ -47,7 +47,6 @@ class LoginRecord:
     name: str
     login_hash: bytes
     totp_secret: str
-    totp_last_step: int
 
     def __repr__(self) -> str:  # the TOTP secret and hash stay out of tracebacks
         return f"LoginRecord(journalist_id={self.journalist_id}, name={self.name!r})"
@@ -141,7 +140,7 @@ class Newsroom:
             if row is None:
                 raise UnknownJournalistError(f"no active journalist is named {name!r}")
             conn.execute(
-                "UPDATE journalists SET login_hash = ?, totp_secret = ?, totp_last_step = 0, client_auth_key = ? WHERE id = ?",
+                "UPDATE journalists SET login_hash = ?, totp_secret = ?, totp_used = NULL, client_auth_key = ? WHERE id = ?",
                 (login_hash, totp_secret, client_auth_key, row[0]),
             )
             conn.execute("DELETE FROM journalist_sessions WHERE journalist_id = ?", (row[0],))
@@ -187,30 +186,38 @@ class Newsroom:
 
     def login_record(self, name: str) -> LoginRecord | None:
         rows = self._read(
-            "SELECT id, name, login_hash, totp_secret, totp_last_step FROM journalists"
+            "SELECT id, name, login_hash, totp_secret FROM journalists"
             " WHERE name = ? AND active = 1 AND login_hash IS NOT NULL AND totp_secret IS NOT NULL",
             (name,),
         )
         return LoginRecord(*rows[0]) if rows else None
 
-    def use_totp_step(self, journalist_id: int, step: int) -> bool:
-        """Record ``step`` as used; False if it (or a later one) was used already: a replay."""
-        with write_transaction(self._conn) as conn:
-            return conn.execute(
-                "UPDATE journalists SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?",
-                (step, journalist_id, step),
-            ).rowcount == 1
+    # The TOTP step last used and the times of failed logins are stored sealed: the
+    # callers (intake.journalist_auth) seal and open them under the server's memory key,
+    # so these methods take the sealed bytes and a test for them, and know no time.
 
-    def record_failed_login(self, journalist_id: int | None, now: int, name_key: bytes | None = None) -> None:
+    def use_totp_step(self, journalist_id: int, step: int, *, seal: Callable[[int], bytes],
+                      last_used: Callable[[bytes | None], int]) -> bool:
+        """Record ``step`` as used (sealed by ``seal``); False if it or a later one was
+        used already (``last_used`` opens what is stored): a replay."""
         with write_transaction(self._conn) as conn:
-            conn.execute("INSERT INTO failed_logins (journalist_id, name_key, failed_at) VALUES (?, ?, ?)",
-                         (journalist_id, name_key, now))
+            row = conn.execute("SELECT totp_used FROM journalists WHERE id = ?", (journalist_id,)).fetchone()
+            if row is None or step <= last_used(row[0]):
+                return False
+            conn.execute("UPDATE journalists SET totp_used = ? WHERE id = ?", (seal(step), journalist_id))
+            return True
 
-    def reserve_login_attempt(self, journalist_id: int | None, name_key: bytes, *, now: int, since: int,
-                              per_name: int, overall: int) -> int | None:
-        """Count the failures at or after ``since`` for this name (by its key, or by the
-        account for rows older than name keys) and overall; if both are under their
-        limits, record this attempt as a failure now, before any passphrase check.
+    def record_failed_login(self, journalist_id: int | None, name_key: bytes, sealed_time: bytes) -> None:
+        with write_transaction(self._conn) as conn:
+            conn.execute("INSERT INTO failed_logins (id, journalist_id, name_key, sealed_time) VALUES (?, ?, ?, ?)",
+                         (secrets.token_bytes(16), journalist_id, name_key, sealed_time))
+
+    def reserve_login_attempt(self, journalist_id: int | None, name_key: bytes, *, sealed_now: bytes,
+                              recent: Callable[[bytes], bool], per_name: int, overall: int) -> bytes | None:
+        """Forget the failures that are not ``recent`` (their sealed time is outside the
+        window, or unreadable), count the rest for this name (by its key, or by the
+        account) and overall; if both are under their limits, record this attempt as a
+        failure now, before any passphrase check.
 
         One write transaction: parallel attempts (other workers, other greenlets of
         this one) queue for the write lock, so each sees the ones before it and no more
@@ -218,53 +225,60 @@ class Newsroom:
         the attempt succeeds), or None: the attempt is throttled.
         """
         with write_transaction(self._conn) as conn:
-            for_name, total = conn.execute(
-                "SELECT count(CASE WHEN name_key = ? OR journalist_id = ? THEN 1 END), count(*)"
-                " FROM failed_logins WHERE failed_at >= ?",
-                (name_key, journalist_id, since),
-            ).fetchone()
-            if for_name >= per_name or total >= overall:
+            live = []
+            for row in conn.execute("SELECT id, name_key, journalist_id, sealed_time FROM failed_logins").fetchall():
+                if recent(row[3]):
+                    live.append(row)
+                else:
+                    conn.execute("DELETE FROM failed_logins WHERE id = ?", (row[0],))
+            for_name = sum(1 for row in live if row[1] == name_key or (journalist_id is not None and row[2] == journalist_id))
+            if for_name >= per_name or len(live) >= overall:
                 return None
-            return int(conn.execute(
-                "INSERT INTO failed_logins (journalist_id, name_key, failed_at) VALUES (?, ?, ?)",
-                (journalist_id, name_key, now),
-            ).lastrowid)
+            reservation = secrets.token_bytes(16)
+            conn.execute("INSERT INTO failed_logins (id, journalist_id, name_key, sealed_time) VALUES (?, ?, ?, ?)",
+                         (reservation, journalist_id, name_key, sealed_now))
+            return reservation
 
-    def login_succeeded(self, journalist_id: int, reservation: int) -> None:
+    def login_succeeded(self, journalist_id: int, reservation: bytes) -> None:
         """Drop the attempt's reserved record and the account's earlier failures."""
         with write_transaction(self._conn) as conn:
-            conn.execute("DELETE FROM failed_logins WHERE rowid = ? OR journalist_id = ?", (reservation, journalist_id))
+            conn.execute("DELETE FROM failed_logins WHERE id = ? OR journalist_id = ?", (reservation, journalist_id))
 
-    def forget_failed_logins(self, *, before: int) -> int:
-        """Delete the failed-login records older than ``before`` (outside every throttle window)."""
+    def forget_failed_logins(self, *, outdated: Callable[[bytes], bool]) -> int:
+        """Delete the failed-login records whose sealed time is ``outdated`` (outside every throttle window)."""
+        rows = self._read("SELECT id, sealed_time FROM failed_logins")
         with write_transaction(self._conn) as conn:
-            return conn.execute("DELETE FROM failed_logins WHERE failed_at < ?", (before,)).rowcount
+            return sum(conn.execute("DELETE FROM failed_logins WHERE id = ?", (row_id,)).rowcount
+                       for row_id, sealed in rows if outdated(sealed))
 
     # ------------------------------------------------------------- sessions
 
-    def save_journalist_session(self, session_id: bytes, journalist_id: int, expires_at: int) -> None:
+    def save_journalist_session(self, session_id: bytes, journalist_id: int, sealed_expiry: bytes, expires_at: int) -> None:
+        """Store a session: its exact expiry only sealed (by the caller, under the cookie's
+        token), and the day it has surely ended by (see store.expires_by_day)."""
         with write_transaction(self._conn) as conn:
             conn.execute(
-                "INSERT INTO journalist_sessions (id, journalist_id, expires_at) VALUES (?, ?, ?)",
-                (session_id, journalist_id, expires_at),
+                "INSERT INTO journalist_sessions (id, journalist_id, sealed_expiry, expires_by_day) VALUES (?, ?, ?, ?)",
+                (session_id, journalist_id, sealed_expiry, expires_by_day(expires_at)),
             )
 
-    def load_journalist_session(self, session_id: bytes, now: int) -> tuple[int, str] | None:
-        """(journalist id, name) of a live session of an active journalist, else None."""
+    def load_journalist_session(self, session_id: bytes) -> tuple[int, str, bytes] | None:
+        """(journalist id, name, sealed expiry) of a session of an active journalist whose
+        day has not passed, else None; the caller checks the exact expiry."""
         rows = self._read(
-            "SELECT j.id, j.name FROM journalist_sessions s JOIN journalists j ON j.id = s.journalist_id"
-            " WHERE s.id = ? AND s.expires_at > ? AND j.active = 1",
-            (session_id, now),
+            "SELECT j.id, j.name, s.sealed_expiry FROM journalist_sessions s JOIN journalists j ON j.id = s.journalist_id"
+            " WHERE s.id = ? AND s.expires_by_day >= ? AND j.active = 1",
+            (session_id, today()),
         )
-        return (int(rows[0][0]), rows[0][1]) if rows else None
+        return (int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
     def delete_journalist_session(self, session_id: bytes) -> None:
         with write_transaction(self._conn) as conn:
             conn.execute("DELETE FROM journalist_sessions WHERE id = ?", (session_id,))
 
-    def purge_expired_journalist_sessions(self, now: int) -> int:
+    def purge_expired_journalist_sessions(self) -> int:
         with write_transaction(self._conn) as conn:
-            return conn.execute("DELETE FROM journalist_sessions WHERE expires_at <= ?", (now,)).rowcount
+            return conn.execute("DELETE FROM journalist_sessions WHERE expires_by_day < ?", (today(),)).rowcount
 
     # ------------------------------------------------------------- sources and exports
 
@@ -318,7 +332,7 @@ class Newsroom:
                 return []
             sql += f" AND s.source_id IN ({','.join('?' * len(source_ids))})"
             params += list(source_ids)
-        sql += " ORDER BY src.created_day, src.id, s.received_day, s.rowid"
+        sql += " ORDER BY src.created_day, src.id, s.received_day, s.position"
         groups: dict[str, ExportGroup] = {}
         for row in self._read(sql, tuple(params)):
             submission = StoredSubmission(*row[:6])
@@ -365,9 +379,9 @@ class Newsroom:
                 ).rowcount
                 if inserted:
                     conn.execute(
-                        "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day, digest)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (secrets.token_hex(16), source_id, row[0], envelope, day, digest),
+                        "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day, digest, position)"
+                        " VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(position), 0) + 1 FROM replies WHERE source_id = ?))",
+                        (secrets.token_hex(16), source_id, row[0], envelope, day, digest, source_id),
                     )
                 counts[source_id] = dataclasses.replace(
                     before, added=before.added + inserted, duplicates=before.duplicates + 1 - inserted)

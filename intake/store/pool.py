@@ -39,11 +39,12 @@ class StorePool:
     def give_back(self, store: Store, *, failed: bool = False) -> None:
         """Keep `store` for the next request, unless the request failed or it is not idle."""
         if not failed and store.idle and self._pid == os.getpid():
+            store.end_request()
             with self._lock:
                 if len(self._idle) < self._keep:
                     self._idle.append(store)
                     return
-        store.close()
+        store.close()  # ends the request the same way
 
     def close(self) -> None:
         with self._lock:

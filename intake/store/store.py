@@ -14,6 +14,7 @@ write in flight per store).
 from __future__ import annotations
 
 import datetime
+import math
 import secrets
 import time
 from collections.abc import Iterator
@@ -27,11 +28,13 @@ from intake.store.connection import (
     IntegrityError,
     connect,
     connect_blobs,
+    empty_wal,
     translate_errors,
     write_transaction,
 )
 from intake.store.designations import random_designation
 from intake.store.errors import JournalistExistsError, NotInitialisedError, SourceExistsError, StoreError
+from intake.store.file_times import settle_file_times
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
 from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
 
@@ -45,8 +48,6 @@ BLOBS_SUFFIX = "-blobs"  # intake.db-blobs: named like SQLite's own side files, 
 # database first, so the main database's write lock is held for milliseconds only.
 INLINE_BYTES = 256 * 1024
 _ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
-# The WAL is cut back to this after a checkpoint, so one large upload does not leave a large file behind.
-_WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def today() -> str:
@@ -56,6 +57,23 @@ def today() -> str:
 
 def _new_id() -> str:
     return secrets.token_hex(16)
+
+
+def random_rowid() -> int:
+    """A rowid for the chunk tables, whose rows are too large for WITHOUT ROWID: SQLite's
+    own would number them in the order they came (migrations.MIGRATION_5)."""
+    return secrets.randbits(63)
+
+
+def expires_by_day(expires_at: float, *, now: float | None = None) -> str:
+    """The day a session that ends at ``expires_at`` has surely ended by: today plus its
+    length in whole days, rounded up. It depends on the login day and the session's
+    length only, never on the time of day (the day of the expiry itself would tell
+    whether the login came late in the evening)."""
+    now = time.time() if now is None else now
+    login_day = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+    days = math.ceil(max(0.0, expires_at - now) / 86400)
+    return (login_day + datetime.timedelta(days=days)).isoformat()
 
 
 def blobs_path(settings: Settings) -> Path:
@@ -130,8 +148,6 @@ class Store:
     def _connect(cls, settings: Settings, *, create: bool) -> Store:
         conn = connect(settings.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms, create=create)
         try:
-            with translate_errors():
-                conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
             migrate(conn)
             if create:
                 # SQLite gives the -wal and -shm files the database file's mode.
@@ -147,10 +163,21 @@ class Store:
         except Exception:  # noqa: BLE001 - a write of an upload left unfinished: recover() removes it
             pass
         finally:
+            if self._conn.wal_pending:
+                empty_wal(self._conn)
             if self._blobs is not None:
                 self._blobs.close()
                 self._blobs = None
             self._conn.close()
+            settle_file_times(self._settings.data_dir)
+
+    def end_request(self) -> None:
+        """Leave nothing that dates the request: empty the WAL if a reader held up the
+        checkpoint after this store's last write (connection.empty_wal), and give the
+        files the day's start as their times (file_times.py)."""
+        if self._conn.wal_pending:
+            empty_wal(self._conn)
+        settle_file_times(self._settings.data_dir)
 
     @property
     def idle(self) -> bool:
@@ -261,7 +288,7 @@ class Store:
         if source_id is not None:
             sql += " AND source_id = ?"
             params = (source_id,)
-        return [StoredSubmission(*row) for row in self._read(sql + " ORDER BY received_day, rowid", params)]
+        return [StoredSubmission(*row) for row in self._read(sql + " ORDER BY received_day, source_id, position", params)]
 
     def submission_ciphertext(self, submission_id: str) -> Iterator[bytes]:
         """The stored envelope of a visible submission, chunk by chunk (memory stays flat).
@@ -304,8 +331,9 @@ class Store:
 
     def _insert_pending(self, conn: Connection, upload: SubmissionWriter, *, writer: str | None) -> None:
         conn.execute(
-            "INSERT INTO submissions (id, source_id, kind, received_day, state, writer) VALUES (?, ?, ?, ?, 'pending', ?)",
-            (upload.id, upload.source_id, upload.kind, today(), writer),
+            "INSERT INTO submissions (id, source_id, kind, received_day, state, writer, position)"
+            " VALUES (?, ?, ?, ?, 'pending', ?, (SELECT coalesce(max(position), 0) + 1 FROM submissions WHERE source_id = ?))",
+            (upload.id, upload.source_id, upload.kind, today(), writer, upload.source_id),
         )
         conn.executemany(
             "INSERT INTO submission_recipients (submission_id, journalist_id) VALUES (?, ?)",
@@ -337,7 +365,7 @@ class Store:
         # for Python's switch interval (measured: 3 statements per chunk made the
         # overlap with encryption ~25% worse than 1).
         with translate_errors():
-            blobs.execute("INSERT INTO chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
+            blobs.execute("INSERT INTO chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)", (random_rowid(), submission_id, seq, data))
 
     def commit_together(self, uploads: list[SubmissionWriter]) -> tuple[str, ...]:
         """Make several submissions (the parts of one request) visible in one transaction:
@@ -349,7 +377,7 @@ class Store:
         for rest in rests:
             to_blobs.append(len(rest) > budget)
             budget -= 0 if to_blobs[-1] else len(rest)
-        # Rows are numbered as they are first stored: a part with nothing stored yet that comes
+        # Positions are given as rows are first stored: a part with nothing stored yet that comes
         # before one whose rest goes to the blobs file goes there too, so the parts keep their order.
         last = max((i for i, big in enumerate(to_blobs) if big), default=-1)
         pieces = []
@@ -373,7 +401,8 @@ class Store:
                     # Pending only inside this transaction, so no other process ever sees it without a writer.
                     self._insert_pending(conn, upload, writer=None)
                 if last_chunk is not None:
-                    conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES (?, ?, ?)", (upload.id, seq, last_chunk))
+                    conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)",
+                                 (random_rowid(), upload.id, seq, last_chunk))
                 updated = conn.execute(
                     "UPDATE submissions SET state = 'ready', size = ?, writer = NULL WHERE id = ? AND state = 'pending'",
                     (size, upload.id),
@@ -426,7 +455,7 @@ class Store:
         with translate_errors():
             blobs.execute("PRAGMA incremental_vacuum").fetchall()
             self._conn.execute("PRAGMA incremental_vacuum").fetchall()
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        empty_wal(self._conn)  # the vacuum ran outside write_transaction
 
     def _existing_submissions(self, ids: list[str]) -> set[str]:
         found: set[str] = set()
@@ -442,13 +471,14 @@ class Store:
         reply = StoredReply(_new_id(), today(), envelope)
         with write_transaction(self._conn) as conn:
             conn.execute(
-                "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day) VALUES (?, ?, ?, ?, ?)",
-                (reply.id, source_id, journalist_id, envelope, reply.created_day),
+                "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day, position) VALUES (?, ?, ?, ?, ?,"
+                " (SELECT coalesce(max(position), 0) + 1 FROM replies WHERE source_id = ?))",
+                (reply.id, source_id, journalist_id, envelope, reply.created_day, source_id),
             )
         return reply
 
     def replies_for(self, source_id: str) -> list[StoredReply]:
-        rows = self._read("SELECT id, created_day, envelope FROM replies WHERE source_id = ? ORDER BY created_day, rowid", (source_id,))
+        rows = self._read("SELECT id, created_day, envelope FROM replies WHERE source_id = ? ORDER BY position", (source_id,))
         return [StoredReply(*row) for row in rows]
 
     def delete_reply(self, source_id: str, reply_id: str) -> bool:
@@ -464,24 +494,22 @@ class Store:
                 [(today(), reply_id, source_id) for reply_id in reply_ids],
             )
 
-    # Sessions (expires_at is the one precise time kept; the row goes at expiry or logout)
+    # Sessions. The store keeps only the day a session has surely ended by; its exact
+    # expiry is inside the sealed secret, which only the cookie's token opens
+    # (intake.app.sessions checks it). The row goes at logout, or the day after that day.
 
     def save_session(self, session_id: bytes, source_id: str, sealed_secret: bytes, expires_at: int) -> None:
         with write_transaction(self._conn) as conn:
             conn.execute(
-                "INSERT INTO source_sessions (id, source_id, sealed_secret, expires_at) VALUES (?, ?, ?, ?)",
-                (session_id, source_id, sealed_secret, int(expires_at)),
+                "INSERT INTO source_sessions (id, source_id, sealed_secret, expires_by_day) VALUES (?, ?, ?, ?)",
+                (session_id, source_id, sealed_secret, expires_by_day(expires_at)),
             )
 
     def load_session(self, session_id: bytes) -> tuple[str, bytes] | None:
-        rows = self._read("SELECT source_id, sealed_secret, expires_at FROM source_sessions WHERE id = ?", (session_id,))
-        if not rows:
-            return None
-        source_id, sealed_secret, expires_at = rows[0]
-        if expires_at <= time.time():
-            self.delete_session(session_id)
-            return None
-        return source_id, sealed_secret
+        """(source id, sealed secret) of a session whose day has not passed; the caller checks the exact expiry."""
+        rows = self._read("SELECT source_id, sealed_secret FROM source_sessions WHERE id = ? AND expires_by_day >= ?",
+                          (session_id, today()))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def delete_session(self, session_id: bytes) -> None:
         with write_transaction(self._conn) as conn:
@@ -489,7 +517,7 @@ class Store:
 
     def purge_expired_sessions(self) -> int:
         with write_transaction(self._conn) as conn:
-            return conn.execute("DELETE FROM source_sessions WHERE expires_at <= ?", (int(time.time()),)).rowcount
+            return conn.execute("DELETE FROM source_sessions WHERE expires_by_day < ?", (today(),)).rowcount
 
     # Overview
 
