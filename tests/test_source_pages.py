@@ -42,13 +42,13 @@ def test_landing_page_explains_safety_and_offers_both_paths(source_client):
     assert "<script" not in page.text
 
 
-def test_first_visit_shows_a_seven_word_codename_once_and_the_submit_form(source_client, app_instance):
+def test_first_visit_shows_a_seven_word_codename_and_the_submit_form(source_client, app_instance):
     codename, page = start_as_new_source(source_client)
     assert len(codename.split()) == 7
-    assert "only time you will see" in page
+    assert "Learn this codename now" in page
     assert 'enctype="multipart/form-data"' in page
     assert source_client.get_cookie(COOKIE_NAME) is not None
-    # The codename is never shown again: not on the form page, not after login.
+    # The codename is shown on its own page only: not on the form page, not after login.
     assert codename.split()[0] + " " + codename.split()[1] not in source_client.get("/submit").text
 
 
@@ -149,24 +149,49 @@ def test_oversized_upload_without_declared_length_is_cut_off_while_streaming(tmp
         assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 
 
-def test_upload_without_session_is_sent_to_login(source_client, app_instance):
+def test_upload_without_session_hands_the_message_back_and_says_nothing_was_received(source_client, app_instance):
     page = source_client.get("/")
-    body, content_type = upload_body(csrf_token(page.text), message="who am I")
+    body, content_type = upload_body(csrf_token(page.text), message="who am I <b>bold</b>",
+                                     files=[("evidence.pdf", b"%PDF" * 1000, "application/pdf")])
     response = post_upload(source_client, body, content_type)
-    assert response.status_code == 303 and "/login" in response.location
-    assert "session has ended" in source_client.get(response.location).text
+    assert response.status_code == 401
+    assert "Nothing was received" in response.text and "choose them again" in response.text
+    assert "who am I &lt;b&gt;bold&lt;/b&gt;" in response.text  # escaped, never markup
+    assert response.headers["Cache-Control"] == "no-store"
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 
 
-def test_expired_session_sends_source_back_to_login(tmp_path):
-    app_instance = make_instance(tmp_path, session_minutes=0)
-    source_client = app_instance.app.test_client()
-    _codename, page = start_as_new_source(source_client)
-    body, content_type = upload_body(csrf_token(page), message="too late")
+def end_the_session_as_expiry_would(instance: AppInstance, client) -> None:
+    from intake.app.sessions import resume_session
+
+    with Store.open(instance.settings) as store:
+        store.delete_session(resume_session(store, client.get_cookie(COOKIE_NAME).value).session_id)
+
+
+def test_message_written_while_the_session_ran_out_is_sent_after_logging_in(source_client, app_instance):
+    codename, page = start_as_new_source(source_client)
+    end_the_session_as_expiry_would(app_instance, source_client)
+    body, content_type = upload_body(csrf_token(page), message="too late, but kept")
     response = post_upload(source_client, body, content_type)
-    assert response.status_code == 303 and "/login" in response.location
+    assert response.status_code == 401 and "Nothing was received" in response.text
     assert source_client.get("/replies").status_code == 303
     with Store.open(app_instance.settings) as store:
         assert store.counts()["submissions"] == 0
+    # Logging in again from that page brings the text back into the submit form, unsent.
+    login = source_client.post("/login", data={"csrf_token": csrf_token(response.text), "codename": codename,
+                                               "message": "too late, but kept"})
+    assert login.status_code == 200 and "it has not been sent yet" in login.text
+    assert '<textarea id="message" name="message" rows="10">too late, but kept</textarea>' in login.text
+    assert "Log out" in login.text
+
+
+def test_long_message_is_handed_back_only_in_part_and_says_so(source_client):
+    page = source_client.get("/")
+    body, content_type = upload_body(csrf_token(page.text), message="слово " * 10_000)
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 401 and "only its beginning" in response.text
+    assert response.text.count("слово") > 1000
 
 
 def test_returning_source_logs_in_and_sends_more(source_client, app_instance):
@@ -257,8 +282,25 @@ def test_reply_deletion_needs_the_csrf_token(source_client, app_instance):
     assert "keep me" in source_client.get("/replies").text
 
 
+def send_something(client) -> None:
+    body, content_type = upload_body(csrf_token(client.get("/submit").text), message="something")
+    assert post_upload(client, body, content_type).status_code == 303
+
+
+def test_logout_of_a_codename_that_never_sent_anything_asks_first(source_client, app_instance):
+    start_as_new_source(source_client)
+    page = source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    assert page.status_code == 200
+    assert "Nothing has been sent with this codename yet" in page.text and "deleted after 1 day" in page.text
+    assert source_client.get("/submit").status_code == 200  # still logged in
+    anyway = source_client.post("/logout", data={"csrf_token": csrf_token(page.text), "confirm": "1"})
+    assert "You are logged out" in anyway.text
+    assert source_client.get("/submit").status_code == 303
+
+
 def test_logout_ends_the_session_and_advises_a_new_identity(source_client, app_instance):
     start_as_new_source(source_client)
+    send_something(source_client)
     page = source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
     assert page.status_code == 200
     assert "New identity" in page.text
@@ -270,6 +312,7 @@ def test_logout_ends_the_session_and_advises_a_new_identity(source_client, app_i
 
 def test_old_cookie_is_useless_after_logout(source_client):
     start_as_new_source(source_client)
+    send_something(source_client)
     old = source_client.get_cookie(COOKIE_NAME).value
     source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
     source_client.set_cookie(COOKIE_NAME, old)
@@ -285,7 +328,7 @@ def test_malformed_session_cookie_is_treated_as_logged_out(source_client, cookie
 def test_browser_language_is_used(source_client):
     page = source_client.get("/", headers={"Accept-Language": "ru-RU,ru;q=0.9,en;q=0.5"})
     assert '<html lang="ru">' in page.text
-    assert "Как соблюдать безопасность" in page.text
+    assert "Как обезопасить себя" in page.text
 
 
 def test_language_can_be_switched_by_a_plain_link(source_client):
@@ -310,7 +353,7 @@ def test_russian_pages_render_in_russian(source_client):
     source_client.get("/language/ru")
     codename, page = start_as_new_source(source_client)
     assert "Ваше кодовое имя" in page
-    assert "Отправить защищённо" in page
+    assert "Отправить" in page
     assert "Ответов пока нет" in source_client.get("/replies").text
 
 
@@ -325,11 +368,17 @@ def test_every_message_is_translated_to_russian():
     assert all(message.string for message in russian if message.id)
 
 
+def _entries(catalog) -> dict:
+    """{msgid: msgstr}, plural forms as tuples (the .mo reader gives lists)."""
+    as_key = lambda value: tuple(value) if isinstance(value, (list, tuple)) else value  # noqa: E731
+    return {as_key(message.id): as_key(message.string) for message in catalog if message.id}
+
+
 def test_compiled_russian_catalog_matches_its_po():
     with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.po", "rb") as f:
-        source = {message.id: message.string for message in read_po(f) if message.id}
+        source = _entries(read_po(f))
     with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.mo", "rb") as f:
-        compiled = {message.id: message.string for message in read_mo(f) if message.id}
+        compiled = _entries(read_mo(f))
     assert compiled == source
 
 

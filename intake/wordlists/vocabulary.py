@@ -75,3 +75,8 @@ def resolve_word(typed: str) -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def language_of(word: str) -> str:
+    """The language of the list a list word belongs to."""
+    return "ru" if RUSSIAN.find(word) == word else "en"
