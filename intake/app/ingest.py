@@ -29,7 +29,9 @@ from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
 READ_SIZE = 256 * 1024
 PARSER_BUFFER_LIMIT = READ_SIZE + 64 * 1024  # part headers must fit in one read
 MAX_FILES = 255  # files in one submission; a refusal names this limit
-MAX_PARTS = MAX_FILES + 3  # the files, the CSRF token, the honeypot and the message
+# The files, the CSRF token, the honeypot and the message, and one more so that a file past
+# the limit reaches our own count (TooManyFilesError names the limit) before the parser's.
+MAX_PARTS = MAX_FILES + 4
 SMALL_FIELD_LIMIT = 1024  # CSRF token, honeypot
 MAX_FILE_NAME = 255
 BLANK_MESSAGE_HOLD = 64 * 1024  # a message of only whitespace is not stored
