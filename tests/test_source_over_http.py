@@ -101,7 +101,7 @@ def test_walk_from_landing_to_received_takes_fewer_requests_and_at_most_20_kb(in
 
 def test_upload_that_outlives_its_session_lands_on_its_receipt_still_logged_in(intake_server: IntakeServer):
     client = SourceClient(intake_server.url)
-    _codename, page = client.start_as_new_source()
+    codename, page = client.start_as_new_source()
     form = page.form_with("message", "files")
     content_type, pieces = encode_multipart(form, {"message": "slow"}, {"files": [Upload("big.bin", b"b" * 2_000_000)]})
     conn = http.client.HTTPConnection("127.0.0.1", int(intake_server.url.rsplit(":", 1)[1]), timeout=60)
@@ -124,3 +124,4 @@ def test_upload_that_outlives_its_session_lands_on_its_receipt_still_logged_in(i
     conn.close()
     thanks = client.get("/thanks")
     assert thanks.status == 200 and "big.bin" in thanks.text and "Log out" in thanks.text
+    assert client.get("/codename").codename() == codename  # the new session still shows it

@@ -205,13 +205,16 @@ def submit():
         return page, 400
     # Publishing marked the source active, in the same transaction.
     response = redirect(url_for("source.thanks"), 303)
-    # A long upload may have outlived the session it started in: renew it, so the source lands on
-    # its receipt still logged in (and the codename page still opens).
-    codename = _shown_codename(source_session)
-    cookie = _start_session(response, source_session.source_id, source_session.reply_secret_key)
+    cookie = request.cookies.get(COOKIE_NAME)
+    if resume_session(store, cookie) is None:
+        # The upload outlived the session it started in: open a new one, so the source lands on its
+        # receipt still logged in (and its codename page still opens).
+        codename = _shown_codename(source_session)
+        cookie = _start_session(response, source_session.source_id, source_session.reply_secret_key)
+        if codename:
+            sealed = seal(CODENAME_COOKIE, cookie, source_session.reply_secret_key, " ".join(codename).encode("utf-8"))
+            set_sealed_cookie(response, CODENAME_COOKIE, sealed)
     set_sealed_cookie(response, RECEIPT_COOKIE, seal_receipt(cookie, source_session.reply_secret_key, result.items))
-    if codename:
-        set_sealed_cookie(response, CODENAME_COOKIE, seal(CODENAME_COOKIE, cookie, source_session.reply_secret_key, " ".join(codename).encode("utf-8")))
     return response
 
 
