@@ -162,3 +162,43 @@ def test_stylesheet_is_served_under_a_content_hashed_name_and_cached_for_good(so
     assert "Pragma" not in asset.headers and asset.headers["X-Content-Type-Options"] == "nosniff"
     assert source_client.get("/assets/style.0000000000000000.css").status_code == 404
     assert source_client.get("/").headers["Cache-Control"] == "no-store"
+
+
+def test_login_with_mistakes_costs_exactly_one_derivation(source_client, monkeypatch):
+    import intake.app.source as source_views
+
+    source_client.get("/language/ru")
+    codename, _page = start_as_new_source(source_client)
+    post_upload(source_client, *upload_body(csrf_token(source_client.get("/submit").text), message="м"))
+    source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    calls = []
+    real = source_views.derive_source_keys
+    monkeypatch.setattr(source_views, "derive_source_keys", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    words = codename.split()
+    response = log_in(source_client, " ".join([as_typed_on_latin_layout(words[0]), *(word[:4].upper() for word in words[1:])]))
+    assert response.status_code == 303 and calls == [1]
+
+
+def test_english_codename_logs_in_from_a_russian_page(source_client):
+    codename, _page = start_as_new_source(source_client)
+    post_upload(source_client, *upload_body(csrf_token(source_client.get("/submit").text), message="m"))
+    source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    source_client.get("/language/ru")
+    assert log_in(source_client, codename).status_code == 303
+
+
+def test_upload_cut_off_says_nothing_from_this_attempt_was_kept(source_client, app_instance):
+    _codename, page = start_as_new_source(source_client)
+    body, content_type = upload_body(csrf_token(page), message="m", files=[("a.bin", b"a" * 50_000, "x/y")])
+    chunks = iter([body[:30_000]])  # the connection ends mid-file
+
+    class CutOff:
+        def read(self, size=-1):
+            return next(chunks, b"")
+
+    response = source_client.post("/submit", headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"},
+                                  environ_overrides={"wsgi.input": CutOff(), "wsgi.input_terminated": True})
+    assert response.status_code == 400
+    assert "nothing from this attempt was kept" in response.text and "Status and replies" in response.text
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
