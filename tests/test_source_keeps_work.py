@@ -16,7 +16,7 @@ from intake.store import Store
 from intake.store.newsroom import Newsroom
 from intake.wordlists.layout import as_typed_on_latin_layout
 from intake.wordlists.vocabulary import RUSSIAN
-from tests.fixtures_app import AppInstance, csrf_token, make_instance, post_upload, start_as_new_source, upload_body
+from tests.fixtures_app import csrf_token, make_instance, post_upload, start_as_new_source, upload_body
 
 
 def log_in(client, codename: str):

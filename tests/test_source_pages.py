@@ -296,6 +296,7 @@ def test_logout_of_a_codename_that_never_sent_anything_asks_first(source_client,
     anyway = source_client.post("/logout", data={"csrf_token": csrf_token(page.text), "confirm": "1"})
     assert "You are logged out" in anyway.text
     assert source_client.get("/submit").status_code == 303
+    assert source_client.get_cookie("intake_codename") is None and source_client.get_cookie("intake_receipt") is None
 
 
 def test_logout_ends_the_session_and_advises_a_new_identity(source_client, app_instance):

@@ -13,7 +13,7 @@ from diceware.wordlist import WordList, get_wordlist_path
 from intake.wordlists.layout import as_typed_on_latin_layout, as_typed_on_russian_layout, fold, prefix_key
 
 RUSSIAN_FILE = Path(__file__).resolve().parent / "ru.txt"
-RUSSIAN_SHA256 = "002eca4313b30b8312010bb7ca3b5fc4e09c636a16063f51d40f62cd4678c162"
+RUSSIAN_SHA256 = "2269f5b18d6f1c42fb30b32e6316d5c0a3799ac6e1d401de2f47c5f4f4be832a"
 ENTROPY_FLOOR_BITS = 90
 
 
