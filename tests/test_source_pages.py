@@ -436,3 +436,11 @@ def test_session_keeps_the_reply_key_only_sealed_under_the_cookie_token(source_c
         forged = cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BA")
         assert resume_session(store, forged) is None
     assert "reply_secret_key" not in repr(session) and keys.reply_secret_key.hex() not in repr(session)
+
+
+def test_russian_copy_calls_sources_sources_never_informers():
+    with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.po", "rb") as f:
+        strings = " ".join(" ".join(m.string) if isinstance(m.string, (list, tuple)) else m.string for m in read_po(f) if m.id)
+    for word in ("информатор", "осведомител", "стукач", "доносчик"):
+        assert word not in strings.lower()
+    assert "Защищённый канал для источников" in strings
