@@ -125,3 +125,20 @@ def test_upload_that_outlives_its_session_lands_on_its_receipt_still_logged_in(i
     thanks = client.get("/thanks")
     assert thanks.status == 200 and "big.bin" in thanks.text and "Log out" in thanks.text
     assert client.get("/codename").codename() == codename  # the new session still shows it
+
+
+def test_upload_declared_over_the_limit_is_refused_before_its_body_is_sent(intake_server: IntakeServer):
+    client = SourceClient(intake_server.url)
+    _codename, page = client.start_as_new_source()
+    content_type, _pieces = encode_multipart(page.form_with("message", "files"), {"message": "big"}, {})
+    conn = http.client.HTTPConnection("127.0.0.1", int(intake_server.url.rsplit(":", 1)[1]), timeout=30)
+    conn.putrequest("POST", "/submit")
+    conn.putheader("Cookie", "; ".join(f"{k}={v}" for k, v in client.cookies.items()))
+    conn.putheader("Content-Type", content_type)
+    conn.putheader("Content-Length", str(10 * 1024**3))
+    conn.endheaders()  # not one byte of the 10 GiB body is sent: the answer comes at once
+    response = conn.getresponse()
+    text = response.read().decode()
+    conn.close()
+    assert response.status == 413
+    assert "Nothing was received" in text and "500 MiB" in text
