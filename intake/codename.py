@@ -1,7 +1,13 @@
 """Codenames: what a source remembers, and what the server derives from it.
 
-A codename is 7+ words from the EFF large wordlist (12.9 bits a word, so 7 words
-give 90.5 bits). One Argon2id derivation turns it into a master secret; BLAKE2b
+A codename is words from one of the lists in intake.wordlists, in the language of
+the page where it was made: 7 words of the EFF large wordlist (12.9 bits a word,
+90.5 bits) or 8 of the Russian list (12 bits a word, 96 bits). A typed codename is
+first written in its canonical form (each word as its list spells it, one space
+between words, whatever the case, spacing, ё or keyboard layout it was typed
+with), so a login costs exactly one Argon2id derivation; English codenames made
+before the Russian list existed keep their canonical form, and so their keys.
+One Argon2id derivation turns it into a master secret; BLAKE2b
 personalised per purpose then gives the lookup id kept in the database and the
 seed of the source's X25519 reply key pair. The codename itself is never stored.
 
@@ -19,11 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from diceware.wordlist import WordList, get_wordlist_path
 from nacl import pwhash
 from nacl.public import PrivateKey
 
-MIN_WORDS = 7
+from intake.wordlists.vocabulary import ENGLISH, VOCABULARIES, resolve_word
+
+MIN_WORDS = 7  # the fewest a login accepts: an English codename's length
 MAX_WORDS = 24  # bounds the work a hostile login form can ask for
 SALT_BYTES = pwhash.argon2id.SALTBYTES  # 16
 _MASTER_BYTES = 32
@@ -39,30 +46,28 @@ class KdfBusyError(Exception):
     """Too many codename derivations are running or waiting: try again shortly."""
 
 
-def _load_eff_wordlist() -> tuple[str, ...]:
-    path = get_wordlist_path("en_eff")
-    if path is None:
-        raise RuntimeError("the diceware package's EFF wordlist (en_eff) is missing")
-    words = tuple(WordList(path))
-    if len(words) != 7776 or len(set(words)) != 7776:
-        raise RuntimeError("the diceware package's EFF wordlist is not the 7,776-word list")
-    return words
+EFF_WORDS = ENGLISH.words
+CODENAME_LANGUAGES = tuple(VOCABULARIES)
 
 
-EFF_WORDS = _load_eff_wordlist()
-_EFF_SET = frozenset(EFF_WORDS)
-
-
-def generate_codename(words: int = MIN_WORDS) -> str:
-    if not MIN_WORDS <= words <= MAX_WORDS:
-        raise ValueError(f"a codename has {MIN_WORDS} to {MAX_WORDS} words")
-    return " ".join(secrets.choice(EFF_WORDS) for _ in range(words))
+def generate_codename(words: int | None = None, *, language: str = "en") -> str:
+    """A new codename from the word list of `language`, of at least the words that reach 90 bits."""
+    vocabulary = VOCABULARIES[language]
+    fewest = max(MIN_WORDS, vocabulary.codename_words)
+    words = fewest if words is None else words
+    if not fewest <= words <= MAX_WORDS:
+        raise ValueError(f"a codename from the {language} list has {fewest} to {MAX_WORDS} words")
+    return " ".join(secrets.choice(vocabulary.words) for _ in range(words))
 
 
 def normalize_codename(text: str) -> str:
-    """The canonical form of a typed codename: lower case, single spaces."""
-    words = text.lower().split()
-    if not MIN_WORDS <= len(words) <= MAX_WORDS or not all(word in _EFF_SET for word in words):
+    """The canonical form of a typed codename: each word as its list spells it, single spaces.
+    The error never says which words were wrong."""
+    typed = text.split()
+    if not MIN_WORDS <= len(typed) <= MAX_WORDS:
+        raise InvalidCodenameError("this is not a valid codename")
+    words = [resolve_word(word) for word in typed]
+    if None in words:
         raise InvalidCodenameError("this is not a valid codename")
     return " ".join(words)
 

@@ -5,7 +5,8 @@ the master process, before a worker has patched the standard library.
 
 The pages need nothing but our own stylesheet and same-origin form posts, so the
 policy allows exactly that. Every response is no-store: a source's pages must not
-linger in a cache on a shared or seized computer.
+linger in a cache on a shared or seized computer. The one exception is a static file
+under a content-hashed name (intake.app.assets), which holds nothing about anyone.
 """
 
 from __future__ import annotations

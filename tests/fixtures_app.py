@@ -18,7 +18,7 @@ from keys.identity import Identity
 
 FAST_KDF = {"kdf_opslimit": pwhash.argon2id.OPSLIMIT_MIN, "kdf_memlimit": pwhash.argon2id.MEMLIMIT_MIN}
 _CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-_CODENAME_RE = re.compile(r'<p class="codename" lang="en">(.*?)</p>', re.S)
+_CODENAME_RE = re.compile(r'<p class="codename" lang="(?:en|ru)">(.*?)</p>', re.S)
 
 
 class AppInstance:
@@ -71,9 +71,9 @@ def csrf_token(html: str) -> str:
 def start_as_new_source(client: FlaskClient) -> tuple[str, str]:
     """Walk the first visit; returns (codename, the codename page's HTML)."""
     landing = client.get("/")
-    page = client.post("/new", data={"csrf_token": csrf_token(landing.text)})
+    page = client.post("/new", data={"csrf_token": csrf_token(landing.text)}, follow_redirects=True)  # -> /codename
     assert page.status_code == 200
-    words = re.findall(r"<span>([a-z-]+)</span>", _CODENAME_RE.search(page.text).group(1))
+    words = re.findall(r"<span>([a-zа-яё-]+)</span>", _CODENAME_RE.search(page.text).group(1))
     return " ".join(words), page.text
 
 

@@ -10,6 +10,8 @@ import pytest
 from nacl import pwhash
 from nacl.public import PrivateKey
 
+from intake.wordlists.layout import as_typed_on_latin_layout, as_typed_on_russian_layout
+from intake.wordlists.vocabulary import RUSSIAN
 from intake.codename import (
     EFF_WORDS,
     InvalidCodenameError,
@@ -29,6 +31,47 @@ def test_codename_has_seven_eff_words_and_at_least_90_bits():
     assert len(words) == 7 and all(word in EFF_WORDS for word in words)
     assert len(set(EFF_WORDS)) == 7776
     assert 7 * math.log2(len(set(EFF_WORDS))) >= 90
+
+
+def test_russian_codename_has_eight_words_of_the_russian_list():
+    words = generate_codename(language="ru").split(" ")
+    assert len(words) == 8 and all(word in RUSSIAN.words for word in words)
+    with pytest.raises(ValueError):
+        generate_codename(7, language="ru")  # 84 bits: under the floor
+
+
+def test_russian_codename_typed_with_layout_mistakes_prefixes_and_spaces_is_normalised():
+    codename = generate_codename(language="ru")
+    words = codename.split()
+    typed = [
+        as_typed_on_latin_layout(words[0]),  # forgot to switch layout
+        words[1].upper().replace("Ё", "Е"),
+        words[2][:4],  # four letters are enough
+        as_typed_on_latin_layout(words[3][:4]).upper(),
+        *words[4:],
+    ]
+    assert normalize_codename("\t " + "   ".join(typed) + " \n") == codename
+
+
+def test_english_codename_typed_on_the_russian_layout_is_normalised():
+    codename = generate_codename()
+    assert normalize_codename(as_typed_on_russian_layout(codename)) == codename
+
+
+def test_codename_made_before_russian_lists_keeps_its_keys():
+    # Made by the generator and derivation of the commit before the Russian list (eb05c1d).
+    keys = derive_source_keys("jailer pectin vengeful shawl tapered turmoil dreamland", SALT, **FAST)
+    assert keys.lookup_id.hex() == "051a5a7614843fba8b95cce79e98583b606c318c4c6ec87772156f398ac5ca63"
+    assert keys.reply_public_key.hex() == "4dfbeafe4fcbb9fdfb7871afeac018528b29b43b073b1defb39c4da690048d60"
+    assert derive_source_keys("JAILER  pectin vengeful shawl tapered turmoil DREAMLAND", SALT, **FAST) == keys
+
+
+def test_one_wrong_word_is_refused_without_saying_which():
+    words = generate_codename(language="ru").split()
+    words[5] = "qqqqqq"
+    with pytest.raises(InvalidCodenameError) as refused:
+        normalize_codename(" ".join(words))
+    assert str(refused.value) == "this is not a valid codename"
 
 
 def test_codenames_are_random():

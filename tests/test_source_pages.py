@@ -42,13 +42,13 @@ def test_landing_page_explains_safety_and_offers_both_paths(source_client):
     assert "<script" not in page.text
 
 
-def test_first_visit_shows_a_seven_word_codename_once_and_the_submit_form(source_client, app_instance):
+def test_first_visit_shows_a_seven_word_codename_and_the_submit_form(source_client, app_instance):
     codename, page = start_as_new_source(source_client)
     assert len(codename.split()) == 7
-    assert "only time you will see" in page
+    assert "Learn this codename now" in page
     assert 'enctype="multipart/form-data"' in page
     assert source_client.get_cookie(COOKIE_NAME) is not None
-    # The codename is never shown again: not on the form page, not after login.
+    # The codename is shown on its own page only: not on the form page, not after login.
     assert codename.split()[0] + " " + codename.split()[1] not in source_client.get("/submit").text
 
 
@@ -149,24 +149,57 @@ def test_oversized_upload_without_declared_length_is_cut_off_while_streaming(tmp
         assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 
 
-def test_upload_without_session_is_sent_to_login(source_client, app_instance):
+def test_upload_without_session_hands_the_message_back_and_says_nothing_was_received(source_client, app_instance):
     page = source_client.get("/")
-    body, content_type = upload_body(csrf_token(page.text), message="who am I")
+    body, content_type = upload_body(csrf_token(page.text), message="who am I <b>bold</b>",
+                                     files=[("evidence.pdf", b"%PDF" * 1000, "application/pdf")])
     response = post_upload(source_client, body, content_type)
-    assert response.status_code == 303 and "/login" in response.location
-    assert "session has ended" in source_client.get(response.location).text
+    assert response.status_code == 401
+    assert "Nothing was received" in response.text and "choose them again" in response.text
+    assert "who am I &lt;b&gt;bold&lt;/b&gt;" in response.text  # escaped, never markup
+    assert response.headers["Cache-Control"] == "no-store"
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 
 
-def test_expired_session_sends_source_back_to_login(tmp_path):
-    app_instance = make_instance(tmp_path, session_minutes=0)
-    source_client = app_instance.app.test_client()
-    _codename, page = start_as_new_source(source_client)
-    body, content_type = upload_body(csrf_token(page), message="too late")
+def end_the_session_as_expiry_would(instance: AppInstance, client) -> None:
+    from intake.app.sessions import resume_session
+
+    with Store.open(instance.settings) as store:
+        store.delete_session(resume_session(store, client.get_cookie(COOKIE_NAME).value).session_id)
+
+
+def test_message_written_while_the_session_ran_out_is_sent_after_logging_in(source_client, app_instance):
+    codename, page = start_as_new_source(source_client)
+    end_the_session_as_expiry_would(app_instance, source_client)
+    body, content_type = upload_body(csrf_token(page), message="too late, but kept")
     response = post_upload(source_client, body, content_type)
-    assert response.status_code == 303 and "/login" in response.location
+    assert response.status_code == 401 and "Nothing was received" in response.text
     assert source_client.get("/replies").status_code == 303
     with Store.open(app_instance.settings) as store:
         assert store.counts()["submissions"] == 0
+    # Logging in again from that page brings the text back into the submit form, unsent.
+    login = source_client.post("/login", data={"csrf_token": csrf_token(response.text), "codename": codename,
+                                               "message": "too late, but kept"})
+    assert login.status_code == 200 and "it has not been sent yet" in login.text
+    assert '<textarea id="message" name="message" rows="10">too late, but kept</textarea>' in login.text
+    assert "Log out" in login.text
+
+
+def test_long_message_is_handed_back_only_in_part_and_says_so(source_client):
+    page = source_client.get("/")
+    body, content_type = upload_body(csrf_token(page.text), message="слово " * 10_000)
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 401 and "only its beginning" in response.text
+    assert response.text.count("слово") > 1000
+
+
+def test_an_expired_session_is_deleted_when_its_cookie_comes_back(tmp_path):
+    instance = make_instance(tmp_path, session_minutes=0)
+    client = instance.app.test_client()
+    client.post("/new", data={"csrf_token": csrf_token(client.get("/").text)})
+    assert client.get("/replies").status_code == 303  # sent to log in
+    with Store.open(instance.settings) as store:
         # The exact expiry was sealed under the cookie's token; found expired, the session was deleted.
         assert store._conn.execute("SELECT count(*) FROM source_sessions").fetchone()[0] == 0
 
@@ -259,8 +292,26 @@ def test_reply_deletion_needs_the_csrf_token(source_client, app_instance):
     assert "keep me" in source_client.get("/replies").text
 
 
+def send_something(client) -> None:
+    body, content_type = upload_body(csrf_token(client.get("/submit").text), message="something")
+    assert post_upload(client, body, content_type).status_code == 303
+
+
+def test_logout_of_a_codename_that_never_sent_anything_asks_first(source_client, app_instance):
+    start_as_new_source(source_client)
+    page = source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    assert page.status_code == 200
+    assert "Nothing has been sent with this codename yet" in page.text and "deleted after 1 day" in page.text
+    assert source_client.get("/submit").status_code == 200  # still logged in
+    anyway = source_client.post("/logout", data={"csrf_token": csrf_token(page.text), "confirm": "1"})
+    assert "You are logged out" in anyway.text
+    assert source_client.get("/submit").status_code == 303
+    assert source_client.get_cookie("intake_codename") is None and source_client.get_cookie("intake_receipt") is None
+
+
 def test_logout_ends_the_session_and_advises_a_new_identity(source_client, app_instance):
     start_as_new_source(source_client)
+    send_something(source_client)
     page = source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
     assert page.status_code == 200
     assert "New identity" in page.text
@@ -272,6 +323,7 @@ def test_logout_ends_the_session_and_advises_a_new_identity(source_client, app_i
 
 def test_old_cookie_is_useless_after_logout(source_client):
     start_as_new_source(source_client)
+    send_something(source_client)
     old = source_client.get_cookie(COOKIE_NAME).value
     source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
     source_client.set_cookie(COOKIE_NAME, old)
@@ -287,7 +339,7 @@ def test_malformed_session_cookie_is_treated_as_logged_out(source_client, cookie
 def test_browser_language_is_used(source_client):
     page = source_client.get("/", headers={"Accept-Language": "ru-RU,ru;q=0.9,en;q=0.5"})
     assert '<html lang="ru">' in page.text
-    assert "Как соблюдать безопасность" in page.text
+    assert "Как обезопасить себя" in page.text
 
 
 def test_language_can_be_switched_by_a_plain_link(source_client):
@@ -312,7 +364,7 @@ def test_russian_pages_render_in_russian(source_client):
     source_client.get("/language/ru")
     codename, page = start_as_new_source(source_client)
     assert "Ваше кодовое имя" in page
-    assert "Отправить защищённо" in page
+    assert "Отправить" in page
     assert "Ответов пока нет" in source_client.get("/replies").text
 
 
@@ -327,11 +379,17 @@ def test_every_message_is_translated_to_russian():
     assert all(message.string for message in russian if message.id)
 
 
+def _entries(catalog) -> dict:
+    """{msgid: msgstr}, plural forms as tuples (the .mo reader gives lists)."""
+    as_key = lambda value: tuple(value) if isinstance(value, (list, tuple)) else value  # noqa: E731
+    return {as_key(message.id): as_key(message.string) for message in catalog if message.id}
+
+
 def test_compiled_russian_catalog_matches_its_po():
     with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.po", "rb") as f:
-        source = {message.id: message.string for message in read_po(f) if message.id}
+        source = _entries(read_po(f))
     with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.mo", "rb") as f:
-        compiled = {message.id: message.string for message in read_mo(f) if message.id}
+        compiled = _entries(read_mo(f))
     assert compiled == source
 
 
@@ -388,3 +446,11 @@ def test_session_keeps_the_reply_key_only_sealed_under_the_cookie_token(source_c
         forged = cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BA")
         assert resume_session(store, forged) is None
     assert "reply_secret_key" not in repr(session) and keys.reply_secret_key.hex() not in repr(session)
+
+
+def test_russian_copy_calls_sources_sources_never_informers():
+    with open(TRANSLATIONS / "ru" / "LC_MESSAGES" / "messages.po", "rb") as f:
+        strings = " ".join(" ".join(m.string) if isinstance(m.string, (list, tuple)) else m.string for m in read_po(f) if m.id)
+    for word in ("информатор", "осведомител", "стукач", "доносчик"):
+        assert word not in strings.lower()
+    assert "Защищённый канал для источников" in strings

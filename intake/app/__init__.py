@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
     app.config.update(config_overrides)
     app.extensions["intake"] = AppState(settings, _kdf_gate(settings), install_store_pool(app, settings))
 
+    from intake.app.assets import install_assets
     from intake.app.errors import install_error_pages
     from intake.app.guide import blueprint as guide_blueprint
     from intake.app.i18n import install_i18n
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
 
     install_security(app)
     install_i18n(app)
+    install_assets(app, PACKAGE_DIR / "static")
     # The upload route reads its CSRF token from the body stream itself (see ingest.py):
     # CSRFProtect would read request.form, and Werkzeug would spool the files to disk.
     CSRFProtect(app).exempt(upload_view)

@@ -28,7 +28,10 @@ from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
 
 READ_SIZE = 256 * 1024
 PARSER_BUFFER_LIMIT = READ_SIZE + 64 * 1024  # part headers must fit in one read
-MAX_PARTS = 256
+MAX_FILES = 255  # files in one submission; a refusal names this limit
+# The files, the CSRF token, the honeypot and the message, and one more so that a file past
+# the limit reaches our own count (TooManyFilesError names the limit) before the parser's.
+MAX_PARTS = MAX_FILES + 4
 SMALL_FIELD_LIMIT = 1024  # CSRF token, honeypot
 MAX_FILE_NAME = 255
 BLANK_MESSAGE_HOLD = 64 * 1024  # a message of only whitespace is not stored
@@ -49,6 +52,10 @@ class UploadTooLargeError(UploadError):
 
 class MalformedUploadError(UploadError):
     """The body is not a multipart form we understand."""
+
+
+class TooManyFilesError(MalformedUploadError):
+    """More than MAX_FILES files in one submission."""
 
 
 class ConnectionLostError(UploadError):
@@ -84,9 +91,19 @@ class SubmissionStore(Protocol):
 
 
 @dataclass(frozen=True)
+class ReceivedItem:
+    """What the source sent in one stored part, for its receipt (never stored in the clear)."""
+
+    kind: str  # "message" or "file"
+    name: str | None  # the file name as sent (cleaned), None for the message
+    size: int  # plaintext bytes
+
+
+@dataclass(frozen=True)
 class IngestResult:
     submission_ids: tuple[str, ...]
     dropped: bool  # the honeypot was filled: nothing was stored, answer as if it had been
+    items: tuple[ReceivedItem, ...] = ()  # one per stored submission, in the order sent
 
 
 class _EncryptedPart:
@@ -104,12 +121,17 @@ class _EncryptedPart:
         self._skip_blank = skip_blank
         self._held = bytearray()
         self._envelope: EnvelopeWriter | None = None
+        self.received = 0
         if start_now:
             self._start()
 
     def _start(self) -> None:
         sink = self._upload.start_submission(self._kind)
         self._envelope = EnvelopeWriter(sink, self._upload.recipient_keys, self._metadata)
+        self._upload.items.append(self)
+
+    def receipt(self) -> ReceivedItem:
+        return ReceivedItem(self._kind, self._metadata.name, self.received)
 
     def feed(self, data: bytes) -> None:
         if self._envelope is None:
@@ -122,6 +144,7 @@ class _EncryptedPart:
                 return
             self._start()
         self._envelope.write(data)
+        self.received += len(data)
 
     def finish(self) -> None:
         if self._envelope is not None:
@@ -170,6 +193,8 @@ class _Upload:
             raise NoRecipientsError("no journalist key is active")
         self.recipient_keys = [recipient.public_key for recipient in self._recipients]
         self._sinks: list[SubmissionSink] = []
+        self.items: list[_EncryptedPart] = []  # the parts being stored, in order (one sink each)
+        self._files = 0
         self._token_checked = False
         self.dropped = False
         self._field_name: str | None = None
@@ -192,6 +217,9 @@ class _Upload:
             metadata = Metadata("message", content_type="text/plain; charset=utf-8")
             self._part = _EncryptedPart(self, "message", metadata, start_now=False, skip_blank=True)
         elif isinstance(event, File) and event.name == FILES_FIELD:
+            self._files += 1
+            if self._files > MAX_FILES:
+                raise TooManyFilesError(f"more than {MAX_FILES} files")
             name = _clean_file_name(event.filename)
             content_type = _clean_content_type(event.headers.get("content-type"))
             metadata = Metadata("file", name=name, content_type=content_type)
@@ -331,7 +359,8 @@ def ingest_submission(
                 finished = False
             if not finished:
                 raise ConnectionLostError("the upload ended before the form was complete")
-        return IngestResult(upload.commit(), upload.dropped)
+        ids = upload.commit()
+        return IngestResult(ids, upload.dropped, tuple(part.receipt() for part in upload.items) if ids else ())
     except RequestEntityTooLarge:
         upload.abort()
         raise MalformedUploadError("the form has too many parts or an oversized part header") from None

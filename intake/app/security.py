@@ -27,9 +27,17 @@ def strict_cookie_config(cookie_name: str) -> dict[str, object]:
     }
 
 
+# A content-hashed static file (intake.app.assets) may be cached; nothing else may.
+IMMUTABLE_ASSET = "public, max-age=31536000, immutable"
+
+
 def add_security_headers(response: Response) -> Response:
+    immutable = response.headers.get("Cache-Control") == IMMUTABLE_ASSET
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value
+    if immutable:
+        response.headers["Cache-Control"] = IMMUTABLE_ASSET
+        del response.headers["Pragma"]
     # Flask's static route adds validators and an expiry; they only invite caching.
     for name in ("ETag", "Last-Modified", "Expires"):
         response.headers.pop(name, None)

@@ -1,7 +1,16 @@
-"""The pages a source uses: start, codename, submit, return, replies, log out."""
+"""The pages a source uses: start, codename, submit, return, status and replies, log out.
+
+A source never loses work or identity without being told: the codename page can
+be reloaded while the session lives; an upload renews the session it started
+in, so a long upload never ends on "your session has ended"; a message sent
+after the session ended is handed back; logging out of a codename that never
+sent anything asks first; and a logged-in source is shown as logged in on
+every page, so "get a codename" never silently starts a second identity.
+"""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -9,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, g, make_response, redirect, render_template, request, session, url_for
+from flask_babel import format_date, format_decimal, get_locale, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import validate_csrf
@@ -17,19 +27,42 @@ from wtforms import ValidationError
 from intake.app import app_state
 from intake.app.errors import FORM_EXPIRED, error_page
 from intake.app.i18n import LANGUAGE_COOKIE, LANGUAGES
+from intake.app.give_back import read_unsent_form
 from intake.app.ingest import (
+    MAX_FILES,
     ConnectionLostError,
     EmptySubmissionError,
     FormTokenError,
     MalformedUploadError,
     NoRecipientsError,
+    TooManyFilesError,
     UploadTooLargeError,
     ingest_submission,
 )
+from intake.app.sealed_cookies import (
+    CODENAME_COOKIE,
+    RECEIPT_COOKIE,
+    delete_sealed_cookies,
+    open_receipt,
+    seal,
+    seal_receipt,
+    set_sealed_cookie,
+    unseal,
+)
 from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session
 from intake.app.stores import request_store
-from intake.codename import InvalidCodenameError, KdfBusyError, SourceKeys, derive_source_keys, generate_codename, normalize_codename
-from intake.store.errors import StoreFullError
+from intake.codename import (
+    CODENAME_LANGUAGES,
+    InvalidCodenameError,
+    KdfBusyError,
+    SourceKeys,
+    derive_source_keys,
+    generate_codename,
+    normalize_codename,
+)
+from intake.retention import RetentionPolicy
+from intake.store.errors import StoreError, StoreFullError
+from intake.wordlists.vocabulary import language_of
 from keys.envelope import decrypt_bytes
 from keys.errors import KeysError
 
@@ -57,11 +90,23 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _start_session(response: Response, source_id: str, reply_secret_key: bytes) -> None:
+def _start_session(response: Response, source_id: str, reply_secret_key: bytes) -> str:
+    """Open a session (ending the one this browser had), set its cookie and return the cookie's value."""
     store = request_store()
     end_session(store, request.cookies.get(COOKIE_NAME))  # a second login replaces the first
     cookie = open_session(store, source_id, reply_secret_key, minutes=app_state().settings.session_minutes)
     response.set_cookie(COOKIE_NAME, cookie, path="/", httponly=True, samesite="Strict", secure=False)
+    return cookie
+
+
+def _shown_codename(source_session: SourceSession) -> list[str] | None:
+    """The codename made in this session, if this browser still holds it sealed."""
+    opened = unseal(CODENAME_COOKIE, request.cookies.get(COOKIE_NAME), source_session.reply_secret_key, request.cookies.get(CODENAME_COOKIE))
+    return opened.decode("utf-8").split() if opened else None
+
+
+def _unused_source_days() -> int:
+    return RetentionPolicy.load(app_state().settings.data_dir).unused_source_days
 
 
 def _derive_keys(codename: str) -> SourceKeys:
@@ -103,15 +148,28 @@ def language(code: str):
 
 @blueprint.post("/new")
 def new_source():
-    """Make a codename, show it once, and log the new source in."""
-    codename = generate_codename()
+    """Make a codename in the page's language, log the new source in, and show the codename."""
+    if current_session() is not None:
+        # Already logged in: never start a second identity without the source logging out first.
+        return redirect(url_for("source.codename_page" if _shown_codename(current_session()) else "source.submit_form"), 303)
+    language = get_locale().language
+    codename = generate_codename(language=language if language in CODENAME_LANGUAGES else "en")
     keys = _derive_keys(codename)
     source = request_store().create_source(keys.lookup_id, keys.reply_public_key)
-    response = make_response(
-        render_template("codename.html", codename=codename.split(), max_upload=_max_upload_label(), logged_in=True)
-    )
-    _start_session(response, source.id, keys.reply_secret_key)
+    response = redirect(url_for("source.codename_page"), 303)
+    cookie = _start_session(response, source.id, keys.reply_secret_key)
+    set_sealed_cookie(response, CODENAME_COOKIE, seal(CODENAME_COOKIE, cookie, keys.reply_secret_key, codename.encode("utf-8")))
     return response
+
+
+@blueprint.get("/codename")
+@login_required
+def codename_page():
+    """The new codename and the form; the same codename on every reload while the session lives."""
+    words = _shown_codename(current_session())
+    if words is None:
+        return redirect(url_for("source.submit_form"), 303)
+    return render_template("codename.html", codename=words, codename_language=language_of(words[0]), max_upload=_max_upload_label())
 
 
 @blueprint.get("/submit")
@@ -121,17 +179,20 @@ def submit_form():
 
 
 @blueprint.post("/submit")
-@login_required
 def submit():
     """Stream the upload into encrypted submissions (CSRF is checked inside the stream)."""
-    source_session = current_session()
     settings = app_state().settings
     if request.content_length is not None and request.content_length > settings.max_request_bytes:
-        raise UploadTooLargeError("declared body too large")
+        raise UploadTooLargeError("declared body too large")  # refused before a byte of the body is read
     request.max_content_length = settings.max_request_bytes
+    source_session = current_session()
+    if source_session is None:
+        # The session ended while the source was writing: nothing can be stored, so hand the text back.
+        unsent = read_unsent_form(request.stream, request.headers.get("Content-Type"))
+        return render_template("login.html", ended=True, unsent=unsent), 401
     store = request_store()
     try:
-        ingest_submission(
+        result = ingest_submission(
             request.stream,
             request.headers.get("Content-Type"),
             store=store,
@@ -143,7 +204,18 @@ def submit():
         page = render_template("submit.html", max_upload=_max_upload_label(), empty=True)
         return page, 400
     # Publishing marked the source active, in the same transaction.
-    return redirect(url_for("source.thanks"), 303)
+    response = redirect(url_for("source.thanks"), 303)
+    cookie = request.cookies.get(COOKIE_NAME)
+    if resume_session(store, cookie) is None:
+        # The upload outlived the session it started in: open a new one, so the source lands on its
+        # receipt still logged in (and its codename page still opens).
+        codename = _shown_codename(source_session)
+        cookie = _start_session(response, source_session.source_id, source_session.reply_secret_key)
+        if codename:
+            sealed = seal(CODENAME_COOKIE, cookie, source_session.reply_secret_key, " ".join(codename).encode("utf-8"))
+            set_sealed_cookie(response, CODENAME_COOKIE, sealed)
+    set_sealed_cookie(response, RECEIPT_COOKIE, seal_receipt(cookie, source_session.reply_secret_key, result.items))
+    return response
 
 
 def _check_form_token(value: str) -> None:
@@ -156,7 +228,10 @@ def _check_form_token(value: str) -> None:
 @blueprint.get("/thanks")
 @login_required
 def thanks():
-    return render_template("thanks.html")
+    """What arrived in the last upload, part by part (the receipt lives sealed in the browser only)."""
+    source_session = current_session()
+    items = open_receipt(request.cookies.get(COOKIE_NAME), source_session.reply_secret_key, request.cookies.get(RECEIPT_COOKIE))
+    return render_template("thanks.html", items=items)
 
 
 @blueprint.get("/login")
@@ -166,20 +241,38 @@ def login():
 
 @blueprint.post("/login")
 def login_submit():
+    # A message handed back after the session ended travels with the login, to go back in the form.
+    unsent_message = request.form.get("message", "")
     try:
         codename = normalize_codename(request.form.get("codename", ""))
     except InvalidCodenameError:
-        return render_template("login.html", error="invalid"), 400
+        return render_template("login.html", error="invalid", unsent_message=unsent_message), 400
     keys = _derive_keys(codename)
     store = request_store()
     source = store.source_by_lookup(keys.lookup_id)
     if source is None:
-        return render_template("login.html", error="unknown"), 401
+        page = render_template("login.html", error="unknown", unused_days=_unused_source_days(), unsent_message=unsent_message)
+        return page, 401
     store.touch_source(source.id)
     store.purge_expired_sessions()
-    response = redirect(url_for("source.replies"), 303)
+    if unsent_message.strip():
+        page = render_template("submit.html", max_upload=_max_upload_label(), message=unsent_message, handed_back=True, logged_in=True)
+        response = make_response(page)
+    else:
+        response = redirect(url_for("source.replies"), 303)
     _start_session(response, source.id, keys.reply_secret_key)
     return response
+
+
+@dataclass(frozen=True)
+class ShownSubmission:
+    kind: str
+    received: str
+    downloaded: str | None  # the day the newsroom first exported it
+
+
+def _day(iso_day: str) -> str:
+    return format_date(datetime.date.fromisoformat(iso_day), format="long")
 
 
 @dataclass(frozen=True)
@@ -203,10 +296,14 @@ def replies():
             text = body.decode("utf-8", errors="replace")
         except KeysError:
             text = None
-        shown.append(ShownReply(reply.id, reply.created_day, text))
+        shown.append(ShownReply(reply.id, _day(reply.created_day), text))
     if stored:
         store.mark_replies_read(source_session.source_id, [reply.id for reply in stored])
-    return render_template("replies.html", replies=shown)
+    submissions = [
+        ShownSubmission(item.kind, _day(item.received_day), _day(item.exported_day) if item.exported_day else None)
+        for item in store.submissions(source_session.source_id)
+    ]
+    return render_template("replies.html", replies=shown, submissions=submissions)
 
 
 @blueprint.post("/replies/<reply_id>/delete")
@@ -219,17 +316,31 @@ def delete_reply(reply_id: str):
 
 @blueprint.post("/logout")
 def logout():
+    source_session = current_session()
+    if source_session is not None and not request.form.get("confirm") and not request_store().source_has_sent(source_session.source_id):
+        # A codename that never sent anything is deleted after a day: say so before it is left behind.
+        return render_template("confirm_logout.html", unused_days=_unused_source_days())
     end_session(request_store(), request.cookies.get(COOKIE_NAME))
     session.clear()
+    g.source_session = None
     response = make_response(render_template("logged_out.html"))
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Strict")
+    delete_sealed_cookies(response)
     return response
 
 
 # --- refusals -----------------------------------------------------------------
 
 BUSY = (_l("Busy, try again"), _l("Many people are using the service right now. Wait a minute, then try again."))
-TOO_LARGE = _l("What you tried to send is larger than the limit of %(size)s per submission. Send fewer or smaller files, or split them over several submissions.")
+TOO_LARGE = _l("Nothing was received: what you tried to send is larger than the limit of %(size)s per submission. Send fewer or smaller files, or split them over several submissions.")
+TOO_MANY_FILES = (
+    _l("Too many files"),
+    _l("Nothing was received: you can send at most %(count)s files at a time. Send them in several submissions, or put them in an archive (ZIP) first."),
+)
+BROKEN_UPLOAD = (
+    _l("The upload did not arrive"),
+    _l("The connection broke before everything arrived, so nothing from this attempt was kept. Send it again; what arrived earlier is listed under \"Status and replies\"."),
+)
 NOT_ACCEPTING = (_l("Not accepting submissions right now"), _l("The service cannot accept submissions at the moment. Nothing you sent was kept. Please try again later."))
 
 
@@ -249,10 +360,16 @@ def _bad_form_token(_error: FormTokenError):
     return error_page(400, *FORM_EXPIRED)
 
 
+@blueprint.errorhandler(TooManyFilesError)
+def _too_many_files(_error: TooManyFilesError):
+    title, advice = TOO_MANY_FILES
+    return error_page(413, title, advice % {"count": MAX_FILES})
+
+
 @blueprint.errorhandler(MalformedUploadError)
 @blueprint.errorhandler(ConnectionLostError)
 def _broken_upload(_error: Exception):
-    return error_page(400)
+    return error_page(400, *BROKEN_UPLOAD)
 
 
 @blueprint.errorhandler(StoreFullError)
@@ -261,7 +378,25 @@ def _not_accepting(_error: Exception):
     return error_page(503, *NOT_ACCEPTING)
 
 
+def _size_label(size: int) -> str:
+    if size < 1024:
+        return ngettext("%(num)s byte", "%(num)s bytes", size)
+    if size < 1024 * 1024:
+        return _("%(size)s KiB", size=format_decimal(round(size / 1024, 1)))
+    return _("%(size)s MiB", size=format_decimal(round(size / (1024 * 1024), 1)))
+
+
+@blueprint.app_context_processor
+def _page_globals() -> dict[str, object]:
+    return {"max_files": MAX_FILES, "size_label": _size_label}
+
+
 @blueprint.app_context_processor
 def _navigation() -> dict[str, bool]:
-    # Reads only what this request already loaded: no store access from templates.
+    """Every page shows whether the source is logged in (start, login and error pages included)."""
+    if "source_session" not in g and request.cookies.get(COOKIE_NAME):
+        try:
+            current_session()
+        except StoreError:  # an error page about the store itself: show it logged out rather than fail again
+            g.source_session = None
     return {"logged_in": g.get("source_session") is not None}

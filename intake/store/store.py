@@ -268,6 +268,16 @@ class Store:
                     continue  # the designation (or the random id) is taken: draw again
         raise StoreError("could not find a free source designation: try again")
 
+    def source_has_sent(self, source_id: str) -> bool:
+        """Whether the source ever sent something, has an upload in flight, or has a reply:
+        exactly the sources that retention keeps when they are idle (see newsroom.py)."""
+        rows = self._read(
+            "SELECT has_submitted OR EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
+            " OR EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id) FROM sources WHERE id = ?",
+            (source_id,),
+        )
+        return bool(rows and rows[0][0])
+
     def touch_source(self, source_id: str) -> None:
         with write_transaction(self._conn) as conn:
             conn.execute("UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?", (today(), source_id, today()))

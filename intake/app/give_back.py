@@ -1,0 +1,66 @@
+"""Reading back the message of an upload that cannot be accepted, to hand it back.
+
+When a source's session has ended while it was writing, its upload cannot be
+stored (there is no one to store it for). Rather than losing the text, the
+source view reads the message field from the body, up to a bound, and shows it
+again on the login page (escaped, on a no-store page) so it can be sent after
+logging in. Nothing read here is stored or logged. Reading stops at the first
+file, so a large upload is not read through; files cannot be handed back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from intake.app.ingest import FILES_FIELD, MESSAGE_FIELD, PARSER_BUFFER_LIMIT, READ_SIZE
+
+MAX_GIVE_BACK_BYTES = 24 * 1024  # fits the login form with room to spare (SMALL_FORM_BYTES)
+_MAX_READ = MAX_GIVE_BACK_BYTES + 64 * 1024  # the token, the honeypot and part headers come first
+
+
+@dataclass(frozen=True)
+class UnsentForm:
+    message: str  # "" when there was none
+    truncated: bool  # only the beginning of a longer message is here
+    had_files: bool  # files were chosen; they are not handed back
+
+
+def read_unsent_form(stream: BinaryIO, content_type: str | None) -> UnsentForm:
+    """The message (and whether files were chosen) of an upload body, read only as far as needed."""
+    mimetype, options = parse_options_header(content_type or "")
+    boundary = options.get("boundary", "")
+    if mimetype != "multipart/form-data" or not boundary or len(boundary) > 200 or not boundary.isascii():
+        return UnsentForm("", False, False)
+    decoder = MultipartDecoder(boundary.encode("ascii"), PARSER_BUFFER_LIMIT)
+    message, in_message, read, had_files = bytearray(), False, 0, False
+    try:
+        while read < _MAX_READ:
+            chunk = stream.read(min(READ_SIZE, _MAX_READ - read))
+            read += len(chunk)
+            decoder.receive_data(chunk or None)
+            while not isinstance(event := decoder.next_event(), NeedData):
+                if isinstance(event, Epilogue):
+                    return _unsent(message, had_files)
+                if isinstance(event, (Field, File)):
+                    in_message = isinstance(event, Field) and event.name == MESSAGE_FIELD
+                    if isinstance(event, File) and event.name == FILES_FIELD and event.filename:
+                        had_files = True
+                        return _unsent(message, had_files)  # files come last: nothing more to hand back
+                elif isinstance(event, Data) and in_message:
+                    message += event.data
+            if not chunk:
+                break
+    except (ValueError, RequestEntityTooLarge, ClientDisconnected, OSError):
+        pass  # hand back what was read
+    return _unsent(message, had_files)
+
+
+def _unsent(message: bytearray, had_files: bool) -> UnsentForm:
+    truncated = len(message) > MAX_GIVE_BACK_BYTES
+    text = bytes(message[:MAX_GIVE_BACK_BYTES]).decode("utf-8", errors="ignore" if truncated else "replace")
+    return UnsentForm(text.replace("\r\n", "\n").strip("\n"), truncated, had_files)

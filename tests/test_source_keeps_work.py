@@ -1,0 +1,204 @@
+"""A source never loses work or identity without being told, and sees what happened to
+what it sent (issue 13, sections 1, 3 and 4), with the Flask test client and a real store."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import pytest
+from babel.dates import format_date
+
+from intake.app.ingest import MAX_FILES
+from intake.app.sessions import COOKIE_NAME, resume_session
+from intake.codename import generate_codename
+from intake.store import Store
+from intake.store.newsroom import Newsroom
+from intake.wordlists.layout import as_typed_on_latin_layout
+from intake.wordlists.vocabulary import RUSSIAN
+from tests.fixtures_app import csrf_token, make_instance, post_upload, start_as_new_source, upload_body
+
+
+def log_in(client, codename: str):
+    return client.post("/login", data={"csrf_token": csrf_token(client.get("/login").text), "codename": codename})
+
+
+def test_codename_is_in_the_language_of_the_page_where_it_was_made(source_client):
+    source_client.get("/language/ru")
+    codename, page = start_as_new_source(source_client)
+    words = codename.split()
+    assert len(words) == 8 and all(word in RUSSIAN.words for word in words)
+    assert '<p class="codename" lang="ru">' in page and "первых четырёх букв" in page
+
+
+def test_russian_codename_typed_on_the_latin_layout_with_prefixes_and_spaces_logs_in(source_client):
+    source_client.get("/language/ru")
+    codename, _page = start_as_new_source(source_client)
+    post_upload(source_client, *upload_body(csrf_token(source_client.get("/submit").text), message="первое"))
+    source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    words = codename.split()
+    typed = "  ".join([as_typed_on_latin_layout(words[0]).upper(), words[1][:4], *words[2:7], as_typed_on_latin_layout(words[7][:4])])
+    source_client.get("/language/en")  # either list works in any page language
+    response = log_in(source_client, "  " + typed + "  ")
+    assert response.status_code == 303 and response.location.endswith("/replies")
+
+
+def test_login_field_lets_password_managers_and_paste_fill_it(source_client):
+    page = source_client.get("/login").text
+    field = re.search(r'<input type="password" id="codename"[^>]*>', page).group(0)
+    assert 'autocomplete="current-password"' in field and "onpaste" not in page
+
+
+def test_codename_page_shows_the_same_codename_on_reload_and_after_back(source_client):
+    codename, _page = start_as_new_source(source_client)
+    again = source_client.get("/codename")
+    assert again.status_code == 200 and " ".join(re.findall(r"<span>([^<]+)</span>", again.text)) == codename
+    # Posting "get a codename" again (Back, then the button) makes no second identity.
+    repost = source_client.post("/new", data={"csrf_token": csrf_token(again.text)})
+    assert repost.status_code == 303 and repost.location.endswith("/codename")
+    assert codename in " ".join(re.findall(r"<span>([^<]+)</span>", source_client.get(repost.location).text))
+
+
+def test_codename_page_is_gone_with_the_session(source_client, app_instance):
+    start_as_new_source(source_client)
+    sealed = source_client.get_cookie("intake_codename").value
+    cookie = source_client.get_cookie(COOKIE_NAME).value
+    with Store.open(app_instance.settings) as store:
+        store.delete_session(resume_session(store, cookie).session_id)
+        assert store.counts()["sources"] == 1
+    other = app_instance.app.test_client()
+    start_as_new_source(other)  # a live session of someone else cannot open it either
+    other.set_cookie("intake_codename", sealed)
+    assert other.get("/codename").status_code == 303
+    assert source_client.get("/codename").status_code == 303
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/no-such-page"])
+def test_logged_in_source_looks_logged_in_on_start_login_and_error_pages(source_client, path):
+    start_as_new_source(source_client)
+    page = source_client.get(path).text
+    assert "Log out" in page
+    assert "get a codename" not in page
+
+
+def test_logged_out_visitor_is_offered_a_codename(source_client):
+    page = source_client.get("/").text
+    assert "First time: get a codename" in page and "Log out" not in page
+
+
+def test_more_than_255_files_are_refused_naming_the_limit_and_nothing_is_kept(source_client, app_instance):
+    _codename, page = start_as_new_source(source_client)
+    files = [(f"f{i}.txt", b"x", "text/plain") for i in range(MAX_FILES + 1)]
+    response = post_upload(source_client, *upload_body(csrf_token(page), message="many", files=files))
+    assert response.status_code == 413
+    assert "at most 255 files" in response.text and "Nothing was received" in response.text
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
+
+
+def test_255_files_are_accepted(source_client, app_instance):
+    _codename, page = start_as_new_source(source_client)
+    files = [(f"f{i}.txt", b"x", "text/plain") for i in range(MAX_FILES)]
+    assert post_upload(source_client, *upload_body(csrf_token(page), files=files)).status_code == 303
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == MAX_FILES
+
+
+def test_declared_oversized_upload_is_refused_before_its_body_is_read(tmp_path):
+    instance = make_instance(tmp_path, max_request_bytes=64 * 1024)
+    client = instance.app.test_client()
+    start_as_new_source(client)
+
+    class Untouchable:
+        def read(self, *_args):
+            raise AssertionError("the body was read")
+
+    response = client.post("/submit", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                           environ_overrides={"wsgi.input": Untouchable(), "CONTENT_LENGTH": str(10**9)})
+    assert response.status_code == 413 and "0.0625 MiB" in response.text
+
+
+def test_unknown_codename_says_unused_codenames_are_deleted_after_a_day(source_client):
+    response = log_in(source_client, generate_codename())
+    assert response.status_code == 401
+    assert "never sent anything is deleted after 1 day" in response.text
+
+
+def test_thanks_page_lists_each_thing_that_arrived(source_client):
+    _codename, page = start_as_new_source(source_client)
+    files = [("notes <b>.txt", b"n" * 2000, "text/plain"), ("scan.pdf", b"p" * 3_000_000, "application/pdf")]
+    response = post_upload(source_client, *upload_body(csrf_token(page), message="the message", files=files))
+    thanks = source_client.get(response.location).text
+    receipt = re.search(r'<ul class="receipt">(.*?)</ul>', thanks, re.S).group(1)
+    assert "Your message, 11 bytes" in receipt
+    assert '<span class="name">notes &lt;b&gt;.txt</span>, 2 KiB' in receipt
+    assert '<span class="name">scan.pdf</span>, 2.9 MiB' in receipt
+    # The receipt lives in the browser only, sealed; no file name in any cookie or on the server.
+    assert "scan.pdf" not in " ".join(cookie.value for cookie in source_client._cookies.values())
+
+
+def test_status_page_shows_received_and_downloaded_days_per_item_and_names_no_journalist(source_client, app_instance):
+    _codename, page = start_as_new_source(source_client)
+    post_upload(source_client, *upload_body(csrf_token(page), message="m", files=[("a.txt", b"a", "text/plain")]))
+    with Store.open(app_instance.settings) as store:
+        Newsroom(store).mark_exported([store.submissions()[0].id])  # as an export by a journalist does
+    status = source_client.get("/replies").text
+    items = re.findall(r"<li>(.*?)</li>", re.search(r'<ul class="status">(.*?)</ul>', status, re.S).group(1), re.S)
+    today = format_date(datetime.date.today(), "long", locale="en")
+    assert [" ".join(item.split()) for item in items] == [
+        f"Message: received {today}; downloaded by the newsroom {today}",
+        f"File: received {today}; not downloaded by the newsroom yet",
+    ]
+    for name in ("journalist0", "journalist1"):
+        assert name not in status
+    assert re.search(r"\d\d:\d\d", status) is None  # days only
+
+
+def test_stylesheet_is_served_under_a_content_hashed_name_and_cached_for_good(source_client):
+    page = source_client.get("/").text
+    href = re.search(r'<link rel="stylesheet" href="(/assets/style\.[0-9a-f]{16}\.css)">', page).group(1)
+    asset = source_client.get(href)
+    assert asset.status_code == 200 and asset.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert "Pragma" not in asset.headers and asset.headers["X-Content-Type-Options"] == "nosniff"
+    assert source_client.get("/assets/style.0000000000000000.css").status_code == 404
+    assert source_client.get("/").headers["Cache-Control"] == "no-store"
+
+
+def test_login_with_mistakes_costs_exactly_one_derivation(source_client, monkeypatch):
+    import intake.app.source as source_views
+
+    source_client.get("/language/ru")
+    codename, _page = start_as_new_source(source_client)
+    post_upload(source_client, *upload_body(csrf_token(source_client.get("/submit").text), message="м"))
+    source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    calls = []
+    real = source_views.derive_source_keys
+    monkeypatch.setattr(source_views, "derive_source_keys", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    words = codename.split()
+    response = log_in(source_client, " ".join([as_typed_on_latin_layout(words[0]), *(word[:4].upper() for word in words[1:])]))
+    assert response.status_code == 303 and calls == [1]
+
+
+def test_english_codename_logs_in_from_a_russian_page(source_client):
+    codename, _page = start_as_new_source(source_client)
+    post_upload(source_client, *upload_body(csrf_token(source_client.get("/submit").text), message="m"))
+    source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
+    source_client.get("/language/ru")
+    assert log_in(source_client, codename).status_code == 303
+
+
+def test_upload_cut_off_says_nothing_from_this_attempt_was_kept(source_client, app_instance):
+    _codename, page = start_as_new_source(source_client)
+    body, content_type = upload_body(csrf_token(page), message="m", files=[("a.bin", b"a" * 50_000, "x/y")])
+    chunks = iter([body[:30_000]])  # the connection ends mid-file
+
+    class CutOff:
+        def read(self, size=-1):
+            return next(chunks, b"")
+
+    response = source_client.post("/submit", headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"},
+                                  environ_overrides={"wsgi.input": CutOff(), "wsgi.input_terminated": True})
+    assert response.status_code == 400
+    assert "nothing from this attempt was kept" in response.text and "Status and replies" in response.text
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0

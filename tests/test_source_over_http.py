@@ -1,0 +1,144 @@
+"""The source side over real gunicorn and real HTTP: the bytes and requests of the walk from
+the landing page to "received", and an upload that outlives the session it started in."""
+
+from __future__ import annotations
+
+import http.client
+import re
+from urllib.parse import urljoin
+
+import pytest
+
+from intake.app.sessions import COOKIE_NAME, resume_session
+from tests.fixtures_server import IntakeServer, SourceClient, Upload, encode_multipart
+
+pytestmark = pytest.mark.slow
+
+MAX_WALK_BYTES = 20_000
+TODAYS_WALK_REQUESTS = 7  # before the stylesheet was cacheable: 3 of the 7 were the same stylesheet
+
+
+class _CountingReader:
+    """The response side of a socket, counting every byte the client reads."""
+
+    def __init__(self, raw, counter: list[int]):
+        self._raw, self._counter = raw, counter
+
+    def read(self, *args):
+        data = self._raw.read(*args)
+        self._counter[0] += len(data)
+        return data
+
+    def readline(self, *args):
+        line = self._raw.readline(*args)
+        self._counter[0] += len(line)
+        return line
+
+    def readinto(self, buffer):
+        count = self._raw.readinto(buffer)
+        self._counter[0] += count or 0
+        return count
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+class _CountingSocket:
+    def __init__(self, sock, counter: list[int]):
+        self._sock, self._counter = sock, counter
+
+    def makefile(self, *args, **kwargs):
+        return _CountingReader(self._sock.makefile(*args, **kwargs), self._counter)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class Browser(SourceClient):
+    """A source's browser with JavaScript off that also loads each page's stylesheet (and keeps it
+    while its Cache-Control allows), counting the requests made and the bytes received."""
+
+    def __init__(self, base_url: str):
+        self.received = [0]
+        self.requests: list[str] = []
+        self.cached: set[str] = set()
+        counter = self.received
+
+        class CountingConnection(http.client.HTTPConnection):
+            def connect(self):
+                super().connect()
+                self.sock = _CountingSocket(self.sock, counter)
+
+        super().__init__(base_url, connection=CountingConnection)
+
+    def request(self, method, path, body=(), headers=None, *, follow_redirects=True):
+        self.requests.append(f"{method} {path}")
+        page = super().request(method, path, body, headers, follow_redirects=follow_redirects)
+        for href in re.findall(r'<link rel="stylesheet" href="([^"]+)">', page.text):
+            if href not in self.cached:
+                self.requests.append(f"GET {href}")
+                css = SourceClient.request(self, "GET", urljoin(page.url, href))
+                assert css.status == 200
+                if "immutable" in css.headers.get("Cache-Control", ""):
+                    self.cached.add(href)
+        return page
+
+    def get(self, path, *, base=None):
+        return self.request("GET", urljoin(base or self.base_url + "/", path))
+
+
+def test_walk_from_landing_to_received_takes_fewer_requests_and_at_most_20_kb(intake_server: IntakeServer):
+    browser = Browser(intake_server.url)
+    _codename, page = browser.start_as_new_source()
+    received = browser.send(page, message="The ledger is in the blue binder.", files=[Upload("notes.txt", b"n" * 1000, "text/plain")])
+    assert "we received it" in received.text and "notes.txt" in received.text
+    total = browser.received[0]
+    print(f"landing -> received: {len(browser.requests)} requests, {total} bytes received: {browser.requests}")
+    assert len(browser.requests) < TODAYS_WALK_REQUESTS
+    assert sum("/assets/" in request for request in browser.requests) == 1
+    assert total <= MAX_WALK_BYTES
+
+
+def test_upload_that_outlives_its_session_lands_on_its_receipt_still_logged_in(intake_server: IntakeServer):
+    client = SourceClient(intake_server.url)
+    codename, page = client.start_as_new_source()
+    form = page.form_with("message", "files")
+    content_type, pieces = encode_multipart(form, {"message": "slow"}, {"files": [Upload("big.bin", b"b" * 2_000_000)]})
+    conn = http.client.HTTPConnection("127.0.0.1", int(intake_server.url.rsplit(":", 1)[1]), timeout=60)
+    conn.putrequest("POST", "/submit")
+    conn.putheader("Cookie", "; ".join(f"{k}={v}" for k, v in client.cookies.items()))
+    conn.putheader("Content-Type", content_type)
+    conn.putheader("Content-Length", str(sum(len(piece) for piece in pieces)))
+    conn.endheaders()
+    half = len(pieces) // 2
+    for piece in pieces[:half]:
+        conn.send(piece)
+    with intake_server.open_store() as store:  # the session runs out while the upload is arriving
+        store.delete_session(resume_session(store, client.cookies[COOKIE_NAME]).session_id)
+    for piece in pieces[half:]:
+        conn.send(piece)
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 303 and response.headers["Location"].endswith("/thanks")
+    client._remember_cookies(response)
+    conn.close()
+    thanks = client.get("/thanks")
+    assert thanks.status == 200 and "big.bin" in thanks.text and "Log out" in thanks.text
+    assert client.get("/codename").codename() == codename  # the new session still shows it
+
+
+def test_upload_declared_over_the_limit_is_refused_before_its_body_is_sent(intake_server: IntakeServer):
+    client = SourceClient(intake_server.url)
+    _codename, page = client.start_as_new_source()
+    content_type, _pieces = encode_multipart(page.form_with("message", "files"), {"message": "big"}, {})
+    conn = http.client.HTTPConnection("127.0.0.1", int(intake_server.url.rsplit(":", 1)[1]), timeout=30)
+    conn.putrequest("POST", "/submit")
+    conn.putheader("Cookie", "; ".join(f"{k}={v}" for k, v in client.cookies.items()))
+    conn.putheader("Content-Type", content_type)
+    conn.putheader("Content-Length", str(10 * 1024**3))
+    conn.endheaders()  # not one byte of the 10 GiB body is sent: the answer comes at once
+    response = conn.getresponse()
+    text = response.read().decode()
+    conn.close()
+    assert response.status == 413
+    assert "Nothing was received" in text and "500 MiB" in text
