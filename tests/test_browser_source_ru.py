@@ -25,6 +25,7 @@ from babel.dates import format_date
 from intake.wordlists.layout import as_typed_on_latin_layout
 from intake.wordlists.vocabulary import RUSSIAN
 from keys.identity import KDF_MIN
+from keys.server_key import ServerPublicKey
 from tests.fixtures_server import IntakeServer
 from tests.test_browser_source import Journey, _stored_items, browser_context  # noqa: F401 - fixture
 
@@ -47,6 +48,10 @@ def reply_as_the_newsroom(server: IntakeServer, work: Path, text: str) -> None:
     journalist.save(secret, "a passphrase of the newsroom laptop", kdf=KDF_MIN)
     bundle, decrypted, replies = work / "tips.bundle", work / "tips", work / "replies.bundle"
     run(BIN / "intake", "export", "--data", server.data_dir, "--out", bundle, cwd=work)
+    # At enrolment the journalist trusted the server's key, checked by its fingerprint.
+    server_key = ServerPublicKey.load(server.data_dir / "server-signing.public")
+    run(BIN / "intake-keys", "trust-server", server.data_dir / "server-signing.public", "--key", secret,
+        "--fingerprint", server_key.fingerprint, cwd=work)
     run(BIN / "intake-keys", "decrypt", bundle, "--key", secret, "--passphrase-file", passphrase, "--out", decrypted, cwd=work)
     (record,) = decrypted.glob("*/source.json")
     assert len(json.loads(record.read_text())["items"]) == 3
