@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 from keys import bundle
+from keys.cleaning import folder as cleaning, sandbox, triage
 from keys.errors import KeysError
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
 from keys.progress import Progress
-from keys.source_record import load_source_record
+from keys.source_record import SOURCE_RECORD, load_source_record
 from keys.unpack import unpack_bundle
 
 PROG = "intake-keys"
@@ -90,6 +91,8 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    if args.clean:
+        sandbox.find_tools()  # before the passphrase: say now what to install
     with bundle.ExportBundle.open(args.bundle) as export:
         identity = _load_identity(args)
         progress = Progress(export.items_size, enabled=True if args.progress else None)
@@ -97,6 +100,9 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             summary = unpack_bundle(export, identity, Path(args.out), progress.advance)
         finally:
             progress.finish()
+    if args.clean:
+        _clean(Path(args.out))
+    triage.write_triage(Path(args.out))
     print(f"{summary.written} item(s) decrypted from {summary.sources} source(s) into {args.out}; open {shlex.quote(str(Path(args.out) / 'index.html'))}")
     if summary.already_there:
         print(f"{summary.already_there} item(s) were already decrypted there and were skipped")
@@ -113,6 +119,23 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
                 f"on the server before export and was not decrypted (the bundle itself is intact): {item.reason}"
             )
         return EXIT_DAMAGED_ITEMS
+    return 0
+
+
+def _clean(folder: Path, limits: sandbox.Limits = sandbox.Limits()) -> None:
+    done = cleaning.clean_folder(folder, limits=limits)
+    print(
+        f"{done.cleaned} file(s) cleaned, {done.not_cleaned} not cleaned, {done.already} cleaned before; "
+        f"{done.flagged} file(s) with warnings"
+    )
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    _clean(folder, sandbox.Limits(seconds=args.time_limit, memory=args.memory_limit << 20))
+    out = folder.parent if (folder / SOURCE_RECORD).is_file() else folder
+    triage.write_triage(out)
+    print(f"cleaned copies are beside the originals; open {shlex.quote(str(out / 'index.html'))}")
     return 0
 
 
@@ -165,7 +188,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Offline toolkit for intake journalists: keys, decryption, replies.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Offline toolkit for intake journalists: keys, decryption, cleaning, replies.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def passphrase_option(p: argparse.ArgumentParser) -> None:
@@ -197,8 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, metavar="SECRET_FILE")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--progress", action="store_true", help="always show the progress bar (default: on a terminal, for large bundles)")
+    p.add_argument("--clean", action="store_true", help="then make a cleaned copy of every file, as the clean command does")
     passphrase_option(p)
     p.set_defaults(run=cmd_decrypt)
+
+    p = commands.add_parser(
+        "clean",
+        help="make a metadata-free copy of every decrypted file, and flag dangerous ones",
+        description=(
+            "For every file decrypt wrote, check its bytes for danger (programs, macros, scripts, remote references, "
+            "hostile archives, misleading names), then make a cleaned copy beside it with mat2, run in a bubblewrap "
+            "sandbox without network. Originals are never changed. index.html then shows what was found."
+        ),
+        epilog=f"Needs the Debian packages mat2 and bubblewrap: {sandbox.INSTALL}",
+    )
+    p.add_argument("folder", metavar="FOLDER", help="a folder written by decrypt, or one source folder in it")
+    p.add_argument("--time-limit", type=int, default=sandbox.Limits.seconds, metavar="SECONDS", help="per file and step (default: %(default)s)")
+    p.add_argument("--memory-limit", type=int, default=sandbox.Limits.memory >> 20, metavar="MIB", help="address space of the cleaner (default: %(default)s)")
+    p.set_defaults(run=cmd_clean)
 
     p = commands.add_parser("reply", help="seal a reply to a source into a signed reply bundle", description="Seal a reply to a source and add it to a signed reply bundle.")
     p.add_argument("--key", required=True, metavar="SECRET_FILE")
