@@ -132,7 +132,7 @@ def _file_row(source: Path, path: Path, entry: dict, done: dict | None) -> tuple
         links.append(_link_or_name(source, cleaned, t["open-cleaned"], safe=not danger.any_dangerous(cleaned_flags)))
     links.append(_link_or_name(source, path, t["open-original"], safe=not danger.any_dangerous(inspection.flags)))
     original = entry.get("original_name")
-    sent_as = f'<br>{e(t["sent-as"].format(name=original))}' if original and original != path.name else ""
+    sent_as = f'<br>{e(t["sent-as"].format(name=original))}' if original and not path.name.endswith(f" {original}") else ""
     flags = list(inspection.flags) + [flag for flag in cleaned_flags if flag not in inspection.flags]
     warnings = (
         "<ul>" + "".join(f'<li class="warn">{e(cleaning.flag_text(flag))}</li>' for flag in flags) + "</ul>"
