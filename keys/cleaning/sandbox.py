@@ -2,8 +2,9 @@
 
 The sandbox has no network (``--unshare-all`` leaves only a loopback of its
 own), sees /usr read-only and a handful of read-only files from /etc, a private
-/tmp of limited size, and one scratch folder: the only place it can write, where
-the one input file appears read-only. Address space, CPU time and file size are
+/tmp of limited size, and one scratch folder: the only place it can write
+besides /tmp (its root is remounted read-only), where the one input file
+appears read-only. Address space, CPU time and file size are
 capped by rlimits set before bwrap starts (inherited by everything inside), and
 no core dump is ever written; a wall-clock timeout kills the whole process group.
 """
@@ -109,7 +110,7 @@ def run(tools: Tools, argv: list[str], input_file: Path, inside_name: str, scrat
         *[arg for path in _ETC for arg in ("--ro-bind-try", path, path)],
         "--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_size), "--tmpfs", "/tmp",
         "--bind", str(scratch), "/work", "--ro-bind", str(input_file), f"/work/{inside_name}", "--chdir", "/work",
-        "--ro-bind", str(nested), NESTED,
+        "--ro-bind", str(nested), NESTED, "--remount-ro", "/",
         "--", *argv,
     ]  # fmt: skip
     process = subprocess.Popen(
