@@ -178,3 +178,31 @@ REMOTE_HOST = "tracker.example.net"
 
 def html_with_remote_image() -> bytes:
     return f'<!doctype html><html><body><p>Hi</p><img src="https://{REMOTE_HOST}/pixel.gif?who=me" alt=""></body></html>'.encode()
+
+
+def _id3(artist: str) -> bytes:
+    """An ID3v2.3 tag with one frame: the artist."""
+    text = b"\x00" + artist.encode()
+    frame = b"TPE1" + struct.pack(">I", len(text)) + b"\x00\x00" + text
+    size = len(frame)
+    return b"ID3\x03\x00\x00" + bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F]) + frame
+
+
+def mp3() -> bytes:
+    """An ID3 tag naming the artist, then 20 silent MPEG-1 layer III frames (128 kbit/s, 44.1 kHz: 417 bytes each)."""
+    return _id3(AUTHOR) + (b"\xff\xfb\x90\x64" + b"\x00" * 413) * 20
+
+
+def wav() -> bytes:
+    """A tenth of a second of silence with an ID3 chunk naming the artist."""
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 800)
+    data, tag = out.getvalue(), _id3(AUTHOR)
+    chunk = b"id3 " + struct.pack("<I", len(tag)) + tag + b"\x00" * (len(tag) % 2)
+    return data[:4] + struct.pack("<I", len(data) - 8 + len(chunk)) + data[8:] + chunk

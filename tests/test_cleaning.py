@@ -38,6 +38,7 @@ PLANTED_FILES = {
     "report.pdf": made.pdf,
     "draft.docx": made.docx,
     "draft.odt": made.odt,
+    "recording.mp3": made.mp3,
     "everything.zip": lambda: made.zip_of({"photo.jpg": made.image("JPEG"), "report.pdf": made.pdf(), "draft.docx": made.docx(), "draft.odt": made.odt()}),
 }
 HOSTILE_FILES = {
@@ -128,7 +129,7 @@ def planted_in(text: str) -> list[str]:
 def test_the_run_finishes_and_says_so(run):
     assert run.code == 0, run.stderr
     assert f"{len(PLANTED_FILES)} file(s) cleaned, {len(HOSTILE_FILES)} not cleaned, 0 cleaned before; 5 file(s) with warnings" in run.stdout
-    assert "13 item(s) decrypted from 1 source(s)" in run.stdout
+    assert "14 item(s) decrypted from 1 source(s)" in run.stdout
 
 
 @pytest.mark.parametrize("name", PLANTED_FILES)
@@ -239,3 +240,18 @@ def test_decrypt_without_clean_still_writes_the_triage_view_with_flags(tmp_path,
     assert "a program or script (elf)" in index and "its content is not what its name (.pdf) says" in index
     assert "not cleaned yet" in index and "intake-keys clean " in index
     assert 'href="brave%20otter/2026-11-28%20report.pdf"' in index and 'href="brave%20otter/2026-11-28%20update.pdf"' not in index
+
+
+def test_audio_that_needs_ffmpeg_is_cleaned_with_it_or_reported_without_it(tmp_path, capsys, alice, alice_files):
+    """mat2 cleans WAV (and video) through ffmpeg, which Debian's mat2 only suggests."""
+    (tmp_path / "b").write_bytes(build_export([Source("s1", "brave otter", [Submission("file", made.wav(), name="call.wav")])], [alice]))
+    common = ["--key", str(alice_files.secret), "--passphrase-file", str(alice_files.passphrase_file), "--out", str(tmp_path / "out")]
+    assert cli.main(["decrypt", str(tmp_path / "b"), *common, "--clean"]) == 0
+    out = capsys.readouterr().out
+    cleaned = tmp_path / "out" / "brave otter" / f"{DAY} call.cleaned.wav"
+    if shutil.which("ffmpeg"):
+        assert f"{DAY} call.wav: cleaned; removed: Artist" in out
+        assert made.AUTHOR.encode() not in cleaned.read_bytes() and planted_in(exiftool(cleaned)) == []
+    else:
+        assert f"{DAY} call.wav: not cleaned: mat2 failed" in out and "Unable to find ffmpeg" in out
+        assert not cleaned.exists()

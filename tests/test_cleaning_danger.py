@@ -75,6 +75,13 @@ def odt_with_macro() -> bytes:
     return data.getvalue()
 
 
+def docx_with_embedded_object() -> bytes:
+    data = io.BytesIO(made.docx())
+    with zipfile.ZipFile(data, "a") as z:
+        z.writestr("word/embeddings/oleObject1.bin", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64)
+    return data.getvalue()
+
+
 def docx_with_remote_template() -> bytes:
     data = io.BytesIO(made.docx())
     with zipfile.ZipFile(data, "a") as z:
@@ -102,6 +109,7 @@ FLAGGED = {
     "old.doc": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100 + "_VBA_PROJECT".encode("utf-16-le"), "macros"),
     "invoice.docm": (made.docx(macro=True), "macros"),
     "template.docx": (docx_with_remote_template(), "remote"),
+    "embedded.docx": (docx_with_embedded_object(), "embedded"),
     "page.html": (b"<html><body><script>alert(1)</script></body></html>", "script"),
     "icon.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" onload="fetch(1)"><circle r="4"/></svg>', "script"),
     "tracker.svg": (b'<svg xmlns="http://www.w3.org/2000/svg"><image href="//evil.example.org/x.png"/></svg>', "remote"),

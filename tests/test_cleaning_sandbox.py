@@ -46,13 +46,14 @@ def test_the_sandbox_has_no_network(tools, setup):
 
 def test_the_input_is_read_only_and_only_the_scratch_folder_is_writable(tools, setup, tmp_path):
     secret, scratch = setup
+    private = Path("/tmp") / f"intake-sandbox-tmp-{os.getpid()}-{time.monotonic_ns()}"
     code = (
         "import os\n"
         "print(open('/work/input.txt').read().strip())\n"
         "for path in ['/work/input.txt', '/usr/evil', '/etc/evil', '/evil', '/home/evil', '/root/evil']:\n"
         "    try:\n        open(path, 'a').write('x'); print('WROTE', path)\n"
         "    except OSError as e: print('no', path)\n"
-        "open('/work/out.txt', 'w').write('ok'); open('/tmp/t', 'w').write('ok')\n"
+        f"open('/work/out.txt', 'w').write('ok'); open('/tmp/{private.name}', 'w').write('ok')\n"
         "print(sorted(os.listdir('/')), os.path.exists('/etc/passwd'), os.path.exists(os.path.expanduser('~/.ssh')))\n"
     )
     outcome = inside(tools, setup, code)
@@ -62,6 +63,7 @@ def test_the_input_is_read_only_and_only_the_scratch_folder_is_writable(tools, s
     assert (scratch / "out.txt").read_text() == "ok"
     assert "False False" in outcome.output  # no /etc/passwd, no home: nothing of the laptop's to read
     assert not (tmp_path / "evil").exists()
+    assert not private.exists()  # the sandbox's /tmp is its own
 
 
 def test_a_hanging_command_is_stopped_at_the_time_limit_with_everything_it_started(tools, setup):

@@ -47,7 +47,7 @@ def test_the_folder_holds_hash_locked_wheels_an_install_script_debian_packages_a
     assert [re.split(r"-\d", Path(w).name)[0].lower() for w in wheels] == ["cffi", "intake_keys", "pycparser", "pynacl"]
     requirements = (stick / "requirements.txt").read_text().splitlines()
     assert len(requirements) == len(wheels) and all(re.fullmatch(r"[a-z0-9-]+==\S+ --hash=sha256:[0-9a-f]{64}", r) for r in requirements)
-    assert set((stick / "debian-packages.txt").read_text().split()) == {"mat2", "bubblewrap", "python3-venv"}
+    assert set((stick / "debian-packages.txt").read_text().split()) == {"mat2", "bubblewrap", "ffmpeg", "python3-venv"}
     check = subprocess.run(["sha256sum", "--check", "--strict", "SHA256SUMS"], cwd=stick, capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout.count(": OK") == len(names) - 1
     install = (stick / "install.sh").read_text()

@@ -68,8 +68,8 @@ class Outcome:
 
     @property
     def killed(self) -> bool:
-        """Ended by a signal: a crash, or the kernel enforcing a limit."""
-        return self.returncode < 0 or self.returncode > 128
+        """Ended by a signal: a crash, or the kernel enforcing a limit (bwrap exits 128 + the signal's number)."""
+        return self.returncode < 0 or 128 < self.returncode <= 128 + 64
 
 
 def find_tools() -> Tools:

@@ -48,7 +48,7 @@ STATUS = {
     "not-cleaned": "not cleaned yet",
     "refused": "not cleaned: {reason}",
     "unsupported": "not cleaned: mat2 does not support this format",
-    "failed": "not cleaned: mat2 could not read it ({detail})",
+    "failed": "not cleaned: mat2 failed ({detail})",
     "timeout": "not cleaned: the cleaner took longer than {seconds} seconds and was stopped",
     "crashed": "not cleaned: the cleaner crashed or went over its time or memory limit",
 }
