@@ -255,3 +255,16 @@ def test_audio_that_needs_ffmpeg_is_cleaned_with_it_or_reported_without_it(tmp_p
     else:
         assert f"{DAY} call.wav: not cleaned: mat2 failed" in out and "Unable to find ffmpeg" in out
         assert not cleaned.exists()
+
+
+def test_one_source_folder_can_be_cleaned_and_the_triage_view_beside_it_follows(tmp_path, capsys, alice, alice_files):
+    sources = [Source("s1", "brave otter", [Submission("file", made.pdf(), name="a.pdf")]), Source("s2", "quiet heron", [Submission("file", made.pdf(), name="b.pdf")])]
+    (tmp_path / "b").write_bytes(build_export(sources, [alice]))
+    common = ["--key", str(alice_files.secret), "--passphrase-file", str(alice_files.passphrase_file), "--out", str(tmp_path / "out")]
+    assert cli.main(["decrypt", str(tmp_path / "b"), *common]) == 0
+    assert cli.main(["clean", str(tmp_path / "out" / "quiet heron")]) == 0
+    assert "1 file(s) cleaned" in capsys.readouterr().out
+    assert (tmp_path / "out" / "quiet heron" / f"{DAY} b.cleaned.pdf").is_file()
+    assert not (tmp_path / "out" / "brave otter" / f"{DAY} a.cleaned.pdf").exists()
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert f'href="quiet%20heron/{DAY}%20b.cleaned.pdf"' in index and "not cleaned yet" in index  # brave otter's is not

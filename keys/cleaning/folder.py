@@ -51,7 +51,7 @@ def source_folders(folder: Path) -> list[Path]:
     return found
 
 
-def decrypted_files(folder: Path, record: dict) -> Iterator[tuple[dict, Path]]:
+def decrypted_files(folder: Path, record: dict) -> Iterator[Path]:
     """The files decrypt wrote into a source folder: its record's file items that are still plain files there."""
     for entry in record["items"]:
         name = entry.get("file")
@@ -59,7 +59,7 @@ def decrypted_files(folder: Path, record: dict) -> Iterator[tuple[dict, Path]]:
             continue
         path = folder / name
         if path.parent == folder and not path.is_symlink() and path.is_file():
-            yield entry, path
+            yield path
 
 
 def load_record(folder: Path) -> dict:
@@ -88,7 +88,7 @@ def clean_folder(folder: Path, say: Callable[[str], None] = print, limits: Limit
         record = load_source_record(source)
         assert record is not None
         cleaning = load_record(source)
-        for _, path in decrypted_files(source, record):
+        for path in decrypted_files(source, record):
             done = cleaning.get(path.name, {})
             if done.get("status") == "cleaned" and (source / str(done.get("cleaned"))).is_file():
                 summary.already += 1
