@@ -130,6 +130,12 @@ def _clean(folder: Path, limits: sandbox.Limits = sandbox.Limits()) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number above 0: {text!r}")
+    return int(text)
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     _clean(folder, sandbox.Limits(seconds=args.time_limit, memory=args.memory_limit << 20))
@@ -235,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Needs the Debian packages mat2 and bubblewrap: {sandbox.INSTALL}",
     )
     p.add_argument("folder", metavar="FOLDER", help="a folder written by decrypt, or one source folder in it")
-    p.add_argument("--time-limit", type=int, default=sandbox.Limits.seconds, metavar="SECONDS", help="per file and step (default: %(default)s)")
-    p.add_argument("--memory-limit", type=int, default=sandbox.Limits.memory >> 20, metavar="MIB", help="address space of the cleaner (default: %(default)s)")
+    p.add_argument("--time-limit", type=_positive, default=sandbox.Limits.seconds, metavar="SECONDS", help="per file and step (default: %(default)s)")
+    p.add_argument("--memory-limit", type=_positive, default=sandbox.Limits.memory >> 20, metavar="MIB", help="address space of the cleaner (default: %(default)s)")
     p.set_defaults(run=cmd_clean)
 
     p = commands.add_parser("reply", help="seal a reply to a source into a signed reply bundle", description="Seal a reply to a source and add it to a signed reply bundle.")
