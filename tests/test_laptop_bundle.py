@@ -9,7 +9,6 @@ Debian's Python and installs from the folder alone, and the installed
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
