@@ -126,3 +126,19 @@ def test_find_tools_refuses_a_mat2_outside_usr(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     with pytest.raises(sandbox.ToolMissingError, match="the sandbox sees only /usr"):
         sandbox.find_tools()
+
+
+def test_a_cleaner_starved_of_memory_fails_on_every_file_and_the_run_still_finishes(tmp_path, capsys, alice, alice_files):
+    from tests.cleaning_files import pdf
+    from tests.fixtures_keys import Source, Submission, build_export
+
+    sources = [Source("s1", "brave otter", [Submission("file", image("JPEG"), name="a.jpg"), Submission("file", pdf(), name="b.pdf")])]
+    (tmp_path / "b").write_bytes(build_export(sources, [alice]))
+    common = ["--key", str(alice_files.secret), "--passphrase-file", str(alice_files.passphrase_file), "--out", str(tmp_path / "out")]
+    assert cli.main(["decrypt", str(tmp_path / "b"), *common]) == 0
+    capsys.readouterr()
+    assert cli.main(["clean", str(tmp_path / "out"), "--memory-limit", "40", "--time-limit", "15"]) == 0  # starved, some hang
+    out = capsys.readouterr().out
+    assert "0 file(s) cleaned, 2 not cleaned" in out
+    assert len([line for line in out.splitlines() if line.startswith("brave otter/") and ": not cleaned: " in line]) == 2
+    assert sorted(p.name for p in (tmp_path / "out" / "brave otter").iterdir()) == ["2026-11-28 a.jpg", "2026-11-28 b.pdf", "cleaning.json", "source.json"]
