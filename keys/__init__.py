@@ -13,4 +13,6 @@ source_record  the source.json each decrypted source folder carries
 index          index.html for a decrypted folder
 progress       a progress bar on stderr
 cli            the ``intake-keys`` command
+cleaning/      danger flags, metadata cleaning (mat2 in bubblewrap), the triage view;
+               outside the core: only cli imports it
 """

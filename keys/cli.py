@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 from keys import bundle, recover_cli, reply_bundle
+from keys.cleaning import folder as cleaning, sandbox, triage
 from keys.errors import KeysError
 from keys.i18n import LANGUAGES, _, ngettext, set_language
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
 from keys.progress import Progress
 from keys.server_key import ServerPublicKey, require_trusted, trust_server, trusted_servers_dir
-from keys.source_record import load_source_record
+from keys.source_record import SOURCE_RECORD, load_source_record
 from keys.unpack import unpack_bundle
 
 PROG = "intake-keys"
@@ -111,6 +112,8 @@ def cmd_trust_server(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    if args.clean:
+        sandbox.find_tools()  # before the passphrase: say now what to install
     with bundle.ExportBundle.open(args.bundle) as export:
         trusted = require_trusted(args.key)
         progress = Progress(export.size + export.items_size, enabled=True if args.progress else None)
@@ -121,6 +124,9 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             summary = unpack_bundle(export, identity, Path(args.out), Path(args.key), progress.advance)
         finally:
             progress.finish()
+    if args.clean:
+        _clean(Path(args.out))
+    triage.write_triage(Path(args.out))
     print(_("{items} item(s) decrypted from {sources} source(s) into {out}; open {index}").format(
         items=summary.written, sources=summary.sources, out=args.out, index=shlex.quote(str(Path(args.out) / "index.html"))))
     if summary.already_there:
@@ -140,6 +146,29 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
                     designation=repr(item.designation), item=item.item_id, kind=item.kind, day=item.received_day, reason=item.reason)
             )
         return EXIT_DAMAGED_ITEMS
+    return 0
+
+
+def _clean(folder: Path, limits: sandbox.Limits = sandbox.Limits()) -> None:
+    done = cleaning.clean_folder(folder, limits=limits)
+    print(
+        f"{done.cleaned} file(s) cleaned, {done.not_cleaned} not cleaned, {done.already} cleaned before; "
+        f"{done.flagged} file(s) with warnings"
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number above 0: {text!r}")
+    return int(text)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    _clean(folder, sandbox.Limits(seconds=args.time_limit, memory=args.memory_limit << 20))
+    out = folder.parent if (folder / SOURCE_RECORD).is_file() else folder
+    triage.write_triage(out)
+    print(f"cleaned copies are beside the originals; open {shlex.quote(str(out / 'index.html'))}")
     return 0
 
 
@@ -234,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     language.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS,
                           help=_("language of the messages and of index.html (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)"))
     parser = argparse.ArgumentParser(prog=PROG, parents=[language],
-                                     description=_("Offline toolkit for intake journalists: keys, decryption, replies."))
+                                     description=_("Offline toolkit for intake journalists: keys, decryption, cleaning, replies."))
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -285,8 +314,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, metavar="SECRET_FILE", help="your secret key file; the trusted server keys and pinned sources are beside it")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--progress", action="store_true", help=_("always show the progress bar (default: on a terminal, for large bundles)"))
+    p.add_argument("--clean", action="store_true", help=_("then make a cleaned copy of every file, as the clean command does"))
     passphrase_option(p)
     p.set_defaults(run=cmd_decrypt)
+
+    p = command(
+        "clean",
+        _("make a metadata-free copy of every decrypted file, and flag dangerous ones"),
+        _("For every file decrypt wrote, check its bytes for danger (programs, macros, scripts, remote references, "
+          "hostile archives, misleading names), then make a cleaned copy beside it with mat2, run in a bubblewrap "
+          "sandbox without network. Originals are never changed. index.html then shows what was found."),
+        epilog=_("Needs the Debian packages mat2 and bubblewrap: {install}").format(install=sandbox.INSTALL),
+    )
+    p.add_argument("folder", metavar="FOLDER", help=_("a folder written by decrypt, or one source folder in it"))
+    p.add_argument("--time-limit", type=_positive, default=sandbox.Limits.seconds, metavar="SECONDS", help=_("per file and step (default: %(default)s)"))
+    p.add_argument("--memory-limit", type=_positive, default=sandbox.Limits.memory >> 20, metavar="MIB", help=_("address space of the cleaner (default: %(default)s)"))
+    p.set_defaults(run=cmd_clean)
 
     p = command("reply", _("seal a reply to a source into a signed reply bundle"), _("Seal a reply to a source and add it to a signed reply bundle."))
     p.add_argument("--key", required=True, metavar="SECRET_FILE")

@@ -117,7 +117,7 @@ def test_fingerprint_of_a_damaged_public_file_is_one_line(capsys, tmp_path):
     assert_one_line_error(code, err, "no such file")
 
 
-@pytest.mark.parametrize("command", [[], ["generate"], ["fingerprint"], ["trust-server"], ["decrypt"], ["reply"], ["inspect"]])
+@pytest.mark.parametrize("command", [[], ["generate"], ["fingerprint"], ["trust-server"], ["decrypt"], ["reply"], ["inspect"], ["clean"]])
 def test_every_command_has_help(capsys, command):
     with pytest.raises(SystemExit) as leaving:
         cli.main([*command, "--help"])

@@ -63,12 +63,12 @@ FORBIDDEN = ("intake", "flask", "werkzeug", "jinja2", "click", "requests", "urll
 
 
 def all_keys_modules() -> list[str]:
-    return sorted(f"keys.{m.name}" for m in pkgutil.iter_modules(keys.__path__))
+    return sorted(m.name for m in pkgutil.walk_packages(keys.__path__, "keys."))
 
 
 def test_the_toolkit_imports_and_runs_with_sockets_disabled_and_loads_nothing_online():
     modules = all_keys_modules()
-    assert {"keys.envelope", "keys.identity", "keys.bundle", "keys.cli"} <= set(modules)
+    assert {"keys.envelope", "keys.identity", "keys.bundle", "keys.cli", "keys.cleaning.sandbox", "keys.cleaning.triage"} <= set(modules)
     result = subprocess.run(
         [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + _PROBE.format(modules=modules)],
         capture_output=True,
@@ -84,7 +84,7 @@ def test_the_toolkit_imports_and_runs_with_sockets_disabled_and_loads_nothing_on
 
 def test_no_keys_module_imports_intake_even_lazily():
     # The subprocess above sees module-level imports; this also catches imports inside functions.
-    for path in (ROOT / "keys").glob("*.py"):
+    for path in (ROOT / "keys").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -93,3 +93,26 @@ def test_no_keys_module_imports_intake_even_lazily():
             else:
                 continue
             assert not [n for n in names if n.split(".")[0] in FORBIDDEN], (path.name, names)
+
+
+# The core: what decrypts and replies. Cleaning (keys/cleaning/, which runs mat2 and bwrap) is
+# outside it: only the command line reaches it, so the core can be audited without it.
+CORE = ("envelope", "identity", "bundle", "unpack", "files", "index", "source_record", "errors", "progress")
+
+
+def test_the_core_never_imports_the_cleaning_package():
+    for name in CORE:
+        tree = ast.parse((ROOT / "keys" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            assert not [n for n in names if n.startswith("keys.cleaning")], (name, names)
+    probe = "import importlib, sys\n" + "".join(f"importlib.import_module('keys.{name}')\n" for name in CORE)
+    probe += "print(sorted(m for m in sys.modules if m.startswith('keys.cleaning')))"
+    result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

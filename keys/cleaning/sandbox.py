@@ -1,0 +1,155 @@
+"""Run one command on one file under bubblewrap, with time and memory limits.
+
+The sandbox has no network (``--unshare-all`` leaves only a loopback of its
+own), sees /usr read-only and a handful of read-only files from /etc, a private
+/tmp of limited size, and one scratch folder: the only place it can write
+besides /tmp (its root is remounted read-only), where the one input file
+appears read-only. Address space, CPU time and file size are
+capped by rlimits set before bwrap starts (inherited by everything inside), and
+no core dump is ever written; a wall-clock timeout kills the whole process group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from keys.errors import KeysError
+
+INSTALL = "sudo apt install mat2 bubblewrap"
+OUTPUT_LIMIT = 64 << 10  # characters of the tool's output kept
+NESTED = "/run/intake/bwrap"
+# mat2 wraps each helper it runs (exiftool, ffmpeg) in bwrap of its own, which cannot nest inside
+# ours on many systems (the kernel refuses the inner /proc). This stand-in, first on the sandbox's
+# PATH, drops bwrap's options and runs the helper directly: still inside our sandbox.
+_NESTED_BWRAP = """#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --) shift; break ;;
+    --ro-bind|--ro-bind-try|--bind|--bind-try|--dev-bind|--dev-bind-try|--symlink|--setenv|--chmod) shift 3 ;;
+    --dev|--proc|--tmpfs|--mqueue|--dir|--chdir|--cap-drop|--cap-add|--unsetenv|--remount-ro|--hostname|--uid|--gid|--perms|--size) shift 2 ;;
+    --*) shift ;;
+    *) break ;;
+  esac
+done
+exec "$@"
+"""
+_ETC = ("/etc/ld.so.cache", "/etc/mime.types", "/etc/fonts", "/etc/perl", "/etc/alternatives", "/etc/ssl/openssl.cnf")
+
+
+class ToolMissingError(KeysError):
+    """mat2 or bubblewrap is not installed (or not usable)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    seconds: int = 120
+    memory: int = 2 << 30  # address space, bytes
+    file_size: int = 4 << 30  # largest file the tool may write
+    tmp_size: int = 1 << 30  # the private /tmp (mat2 unpacks archives there)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tools:
+    mat2: str
+    bwrap: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    output: str
+    timed_out: bool = False
+
+    @property
+    def killed(self) -> bool:
+        """Ended by a signal: a crash, or the kernel enforcing a limit (bwrap exits 128 + the signal's number)."""
+        return self.returncode < 0 or 128 < self.returncode <= 128 + 64
+
+
+def find_tools() -> Tools:
+    """mat2 and bwrap from PATH, or one line saying how to install what is missing."""
+    mat2, bwrap = shutil.which("mat2"), shutil.which("bwrap")
+    missing = [name for name, found in (("mat2", mat2), ("bubblewrap", bwrap)) if not found]
+    if missing:
+        raise ToolMissingError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed, and cleaning needs "
+            f"{'it' if len(missing) == 1 else 'them'}: install with `{INSTALL}`"
+        )
+    assert mat2 and bwrap
+    if not os.path.realpath(mat2).startswith("/usr/"):
+        raise ToolMissingError(f"the sandbox sees only /usr, and mat2 is {mat2}: install Debian's with `{INSTALL}`")
+    return Tools(mat2, bwrap)
+
+
+def check_sandbox(tools: Tools, scratch: Path) -> None:
+    """Fail with one line if bwrap cannot make a sandbox on this system (e.g. user namespaces disabled)."""
+    probe = scratch / "probe"
+    probe.write_bytes(b"")
+    outcome = run(tools, [tools.mat2, "--version"], probe, "probe", scratch, Limits(seconds=60))
+    if outcome.returncode != 0:
+        first = next((line for line in outcome.output.splitlines() if line.strip()), "no output")
+        raise ToolMissingError(f"bubblewrap cannot make a sandbox here ({printable(first)[:200]}); cleaning needs it")
+
+
+def run(tools: Tools, argv: list[str], input_file: Path, inside_name: str, scratch: Path, limits: Limits) -> Outcome:
+    """Run ``argv`` in a sandbox where ``input_file`` is /work/``inside_name`` (read-only) and /work is ``scratch``."""
+    nested = scratch / ".nested-bwrap"
+    if not nested.exists():
+        nested.write_text(_NESTED_BWRAP)
+        nested.chmod(0o500)
+    command = [
+        tools.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--clearenv", "--setenv", "PATH", f"{os.path.dirname(NESTED)}:/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
+        "--ro-bind", "/usr", "/usr", *_top_level_links(),
+        *[arg for path in _ETC for arg in ("--ro-bind-try", path, path)],
+        "--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_size), "--tmpfs", "/tmp",
+        "--bind", str(scratch), "/work", "--ro-bind", str(input_file), f"/work/{inside_name}", "--chdir", "/work",
+        "--ro-bind", str(nested), NESTED, "--remount-ro", "/",
+        "--", *argv,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: _limit(limits),
+    )
+    try:
+        output, _ = process.communicate(timeout=limits.seconds)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the process group we started: bwrap and all inside
+        output, _ = process.communicate()
+        timed_out = True
+    return Outcome(process.returncode, output[:OUTPUT_LIMIT].decode("utf-8", "replace"), timed_out)
+
+
+def _limit(limits: Limits) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.seconds, limits.seconds))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _top_level_links() -> list[str]:
+    """/bin, /lib... as on the host: symlinks into /usr on merged-/usr systems, else read-only binds."""
+    args = []
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters, for a terminal line or a record (it may come from a hostile file)."""
+    return "".join(ch if ch.isprintable() else " " for ch in text).strip()
