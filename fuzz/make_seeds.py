@@ -54,7 +54,60 @@ def multipart_seeds() -> None:
         write("multipart", content_type.encode() + b"\n" + read_size.to_bytes(2, "big") + body)
 
 
+def bundle_seeds() -> None:
+    import json
+
+    import export_bundle
+    import reply_bundle as reply_harness
+
+    from keys import bundle, reply_bundle
+    from keys.envelope import Metadata as Meta
+
+    identity = export_bundle.JOURNALIST
+    recipient = identity.private_key.public_key
+    items = [bundle.ExportItem(f"item-{n}", kind, "2026-11-30", len(sealed), ["fuzzer"], lambda sealed=sealed: [sealed])
+             for n, (kind, sealed) in enumerate([("message", encrypt_bytes(b"hello", [recipient], Meta("message"))),
+                                                 ("file", encrypt_bytes(bytes(5000), [recipient], Meta("file", name="a.pdf")))])]
+    source = bundle.ExportSource("src-1", "brave otter", bytes(32), items)
+    data = b"".join(bundle.stream_export_bundle([recipient], [source], export_bundle.SERVER))
+    write("export_bundle", b"\0" + data)
+    write("export_bundle", b"\1" + data[: -(9 + bundle.SIGNATURE_ENTRY_LENGTH)])
+    manifest = {"format": "intake-export-manifest", "version": 1, "items": 1, "sources": [
+        {"source_id": "src-1", "designation": "brave otter", "reply_public_key": "A" * 43 + "=", "items": [
+            {"item_id": "item-0", "kind": "message", "received_day": "2026-11-30", "recipients": ["fuzzer"],
+             "entry": 0, "size": len(export_bundle.ITEM),
+             "blake2b": hashlib.blake2b(export_bundle.ITEM, digest_size=32).hexdigest()}]}]}
+    write("export_bundle", b"\2" + json.dumps(manifest, separators=(",", ":")).encode())
+
+    out = io.BytesIO()
+    sealed = reply_bundle.SealedReply(reply_bundle.seal_routing("src-1", reply_harness.SERVER_PUBLIC.encryption_key),
+                                      reply_bundle.seal_reply("thank you", PrivateKey.generate().public_key))
+    reply_bundle.write_reply_bundle(out, reply_harness.JOURNALIST, [sealed])
+    write("reply_bundle", b"\0" + out.getvalue())
+
+
+def text_seeds() -> None:
+    import json
+
+    from intake.codename import generate_codename
+    from keys.server_key import ServerPublicKey
+
+    for language in ("en", "ru"):
+        write("codename", generate_codename(language=language).encode())
+    write("codename", b"  Strongbox LINGUIST spud stubborn grievance wind scrambled ")
+    record = {"source_id": "src-1", "designation": "brave otter", "reply_public_key": "A" * 43 + "=",
+              "server_key": "ABCD", "items": []}
+    write("laptop_records", b"\0" + json.dumps(record).encode())
+    pins = {"format": "intake-pinned-sources", "version": 1,
+            "sources": [{"source_id": "src-1", "designation": "brave otter", "reply_public_key": "A" * 43 + "="}]}
+    write("laptop_records", b"\1" + json.dumps(pins).encode())
+    write("laptop_records", b"\2" + ServerPublicKey.from_seed(fixed_key_bytes("records")).to_text().encode())
+    write("journalist_login", b"name=alice&passphrase=seven+words+of+a+login+pass+phrase&code=123456")
+
+
 if __name__ == "__main__":
     envelope_seeds()
     key_file_seeds()
     multipart_seeds()
+    bundle_seeds()
+    text_seeds()

@@ -32,3 +32,15 @@ def test_harness_runs_briefly_without_a_crash(harness: str):
 def test_the_runner_refuses_an_unknown_harness():
     result = subprocess.run([sys.executable, str(ROOT / "fuzz" / "run.py"), "no-such-harness"], capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def regressions() -> list[Path]:
+    return sorted((ROOT / "fuzz" / "regressions").iterdir())
+
+
+@pytest.mark.parametrize("crash", regressions(), ids=lambda path: path.name)
+def test_every_crash_the_fuzzers_found_stays_fixed(crash: Path):
+    # A regression file is named HARNESS-what-it-was; its harness must now take it cleanly.
+    harness = next(name for name in sorted(HARNESSES, key=len, reverse=True) if crash.name.startswith(name + "-"))
+    module = __import__(harness)
+    module.test_one_input(crash.read_bytes())
