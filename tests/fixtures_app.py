@@ -78,7 +78,7 @@ def start_as_new_source(client: FlaskClient) -> tuple[str, str]:
 
 
 def upload_body(token: str | None, *, message: str | None = None, files: list[tuple[str, bytes, str]] = (),
-                honeypot: str = "", boundary: str = "intakeboundary7MA4YWxkTrZu0gW") -> tuple[bytes, str]:
+                extra_parts: tuple[tuple[str, bytes], ...] = (), boundary: str = "intakeboundary7MA4YWxkTrZu0gW") -> tuple[bytes, str]:
     """A multipart body in the order the real form sends it (token first)."""
     parts = []
 
@@ -90,7 +90,8 @@ def upload_body(token: str | None, *, message: str | None = None, files: list[tu
 
     if token is not None:
         part('name="csrf_token"', token.encode())
-    part('name="website"', honeypot.encode())
+    for name, value in extra_parts:  # parts the real form never sends
+        part(f'name="{name}"', value)
     if message is not None:
         part('name="message"', message.encode())
     for name, content, content_type in files:

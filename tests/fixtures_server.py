@@ -314,7 +314,7 @@ class Upload:
 def encode_multipart(form: Form, values: dict[str, str], files: dict[str, Sequence[Upload]]) -> tuple[str, list[bytes]]:
     """(content type, body pieces) for `form`, in document order like a browser.
 
-    Hidden fields keep their values from the page (CSRF token, an empty honeypot);
+    Hidden fields keep their values from the page (the CSRF token);
     `values` fills or overrides the others. File contents are separate pieces so
     a caller can stream them.
     """

@@ -15,6 +15,7 @@ from intake.app.ingest import (
     EmptySubmissionError,
     FormTokenError,
     MalformedUploadError,
+    UnexpectedPartError,
     UploadTooLargeError,
     ingest_submission,
 )
@@ -88,7 +89,7 @@ def test_every_journalist_can_decrypt_every_part(shared_instance):
     body, content_type = upload_body(TOKEN, message="hello", files=[("a.bin", bytes(range(256)) * 10, "application/octet-stream")])
     with Store.open(shared_instance.settings) as store:
         result = ingest(store, new_source_id(store), body, content_type)
-        assert not result.dropped and len(result.submission_ids) == 2
+        assert len(result.submission_ids) == 2
         for journalist in range(3):
             assert opened(shared_instance, store, result.submission_ids, journalist) == [
                 ("message", None, "text/plain; charset=utf-8", b"hello"),
@@ -222,11 +223,31 @@ def test_hostile_file_name_and_type_are_made_safe_for_the_envelope(instance):
     assert stored_type == "application/octet-stream"
 
 
-def test_filled_honeypot_drops_everything(instance):
-    body, content_type = upload_body(TOKEN, message="bot text", files=[("a", b"b", "x/y")], honeypot="buy now")
+# Parts the form never sends: an unknown name (the old honeypot's among them), a message sent as
+# a file, files sent as a plain field. Each refuses the whole upload; nothing is kept.
+UNEXPECTED = {
+    "unknown field": dict(extra_parts=(("website", b"http://spam.example"),)),
+    "another name": dict(extra_parts=(("comment", b"hello"),)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNEXPECTED))
+def test_a_part_the_form_never_sends_refuses_the_upload_and_keeps_nothing(instance, case):
+    body, content_type = upload_body(TOKEN, message="a real message", files=[("a.txt", b"b" * 70_000, "text/plain")], **UNEXPECTED[case])
     with Store.open(instance.settings) as store:
-        result = ingest(store, new_source_id(store), body, content_type)
-        assert result.dropped and result.submission_ids == ()
+        with pytest.raises(UnexpectedPartError):
+            ingest(store, new_source_id(store), body, content_type)
+        assert nothing_kept(store)
+
+
+@pytest.mark.parametrize("swap", [b'name="message"; filename="m.txt"', b'name="files"'])
+def test_a_message_sent_as_a_file_or_a_file_as_a_field_is_refused(instance, swap):
+    body, content_type = upload_body(TOKEN, message="text", files=[("a.txt", b"data", "text/plain")])
+    original = b'name="message"' if b"message" in swap else b'name="files"; filename="a.txt"'
+    body = body.replace(original, swap, 1)
+    with Store.open(instance.settings) as store:
+        with pytest.raises(UnexpectedPartError):
+            ingest(store, new_source_id(store), body, content_type)
         assert nothing_kept(store)
 
 

@@ -106,11 +106,12 @@ def test_upload_with_wrong_csrf_token_stores_nothing(source_client, app_instance
         assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 
 
-def test_filled_honeypot_is_answered_like_success_but_dropped(source_client, app_instance):
+def test_a_form_with_a_part_the_page_never_sends_is_refused_and_says_nothing_was_kept(source_client, app_instance):
     _codename, page = start_as_new_source(source_client)
-    body, content_type = upload_body(csrf_token(page), message="spam", honeypot="http://spam.example")
+    assert 'name="website"' not in page  # no hidden field for autofill to fill
+    body, content_type = upload_body(csrf_token(page), message="a real message", extra_parts=(("website", b"autofilled"),))
     response = post_upload(source_client, body, content_type)
-    assert response.status_code == 303 and response.location.endswith("/thanks")
+    assert response.status_code == 400 and "nothing from this attempt was kept" in response.text
     with Store.open(app_instance.settings) as store:
         assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 

@@ -20,7 +20,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from intake.app.ingest import FILES_FIELD, MESSAGE_FIELD, PARSER_BUFFER_LIMIT, READ_SIZE
 
 MAX_GIVE_BACK_BYTES = 24 * 1024  # fits the login form with room to spare (SMALL_FORM_BYTES)
-_MAX_READ = MAX_GIVE_BACK_BYTES + 64 * 1024  # the token, the honeypot and part headers come first
+_MAX_READ = MAX_GIVE_BACK_BYTES + 64 * 1024  # the token and part headers come first
 
 
 @dataclass(frozen=True)

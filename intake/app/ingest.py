@@ -7,10 +7,13 @@ body to :func:`ingest_submission`. Plaintext exists only in this process's memor
 one read at a time. Nothing becomes visible to journalists until the whole request
 has arrived; any failure aborts every part of the request.
 
-The form must send its CSRF token as the first part and the honeypot before any
-content, so that a forged or automated request is refused before anything is
-written. A filled honeypot is answered exactly like a success (so a bot learns
-nothing to adapt to), but the rest of the body is read and thrown away unstored.
+The form must send its CSRF token as the first part, so that a forged request is
+refused before anything is written. A part the form never sends (another name, a
+message sent as a file, a file sent as a field) refuses the whole upload: the source
+is told nothing was kept, rather than told "received" about something dropped.
+There is no honeypot field: over an onion service with proof-of-work and an
+Argon2id-priced codename it stopped little, and a browser's autofill could fill it
+and have a real source's message thrown away behind a success page.
 """
 
 from __future__ import annotations
@@ -29,15 +32,14 @@ from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
 READ_SIZE = 256 * 1024
 PARSER_BUFFER_LIMIT = READ_SIZE + 64 * 1024  # part headers must fit in one read
 MAX_FILES = 255  # files in one submission; a refusal names this limit
-# The files, the CSRF token, the honeypot and the message, and one more so that a file past
-# the limit reaches our own count (TooManyFilesError names the limit) before the parser's.
-MAX_PARTS = MAX_FILES + 4
-SMALL_FIELD_LIMIT = 1024  # CSRF token, honeypot
+# The files, the CSRF token and the message, and one more so that a file past the limit
+# reaches our own count (TooManyFilesError names the limit) before the parser's.
+MAX_PARTS = MAX_FILES + 3
+SMALL_FIELD_LIMIT = 1024  # the CSRF token
 MAX_FILE_NAME = 255
 BLANK_MESSAGE_HOLD = 64 * 1024  # a message of only whitespace is not stored
 
 CSRF_FIELD = "csrf_token"
-HONEYPOT_FIELD = "website"
 MESSAGE_FIELD = "message"
 FILES_FIELD = "files"
 
@@ -52,6 +54,10 @@ class UploadTooLargeError(UploadError):
 
 class MalformedUploadError(UploadError):
     """The body is not a multipart form we understand."""
+
+
+class UnexpectedPartError(MalformedUploadError):
+    """The form has a part the submit page never sends: nothing of the upload is kept."""
 
 
 class TooManyFilesError(MalformedUploadError):
@@ -102,7 +108,6 @@ class ReceivedItem:
 @dataclass(frozen=True)
 class IngestResult:
     submission_ids: tuple[str, ...]
-    dropped: bool  # the honeypot was filled: nothing was stored, answer as if it had been
     items: tuple[ReceivedItem, ...] = ()  # one per stored submission, in the order sent
 
 
@@ -165,11 +170,6 @@ class _SmallField:
         return self._value.decode("utf-8", errors="replace")
 
 
-class _Ignored:
-    def feed(self, data: bytes) -> None:
-        pass
-
-
 def _clean_file_name(name: str) -> str | None:
     """Browsers send the bare name; keep it readable, bounded and free of control characters.
     The offline toolkit sanitises it again before it ever becomes a path."""
@@ -196,9 +196,8 @@ class _Upload:
         self.items: list[_EncryptedPart] = []  # the parts being stored, in order (one sink each)
         self._files = 0
         self._token_checked = False
-        self.dropped = False
         self._field_name: str | None = None
-        self._part: _EncryptedPart | _SmallField | _Ignored | None = None
+        self._part: _EncryptedPart | _SmallField | None = None
 
     def start_submission(self, kind: str) -> SubmissionSink:
         sink = self._store.start_submission(self._source_id, kind, self._recipients)
@@ -209,10 +208,8 @@ class _Upload:
         if not self._token_checked and event.name != CSRF_FIELD:
             raise FormTokenError("the form token must come first")
         self._field_name = event.name
-        if event.name in (CSRF_FIELD, HONEYPOT_FIELD):
+        if event.name == CSRF_FIELD:
             self._part = _SmallField()
-        elif self.dropped:
-            self._part = _Ignored()
         elif isinstance(event, Field) and event.name == MESSAGE_FIELD:
             metadata = Metadata("message", content_type="text/plain; charset=utf-8")
             self._part = _EncryptedPart(self, "message", metadata, start_now=False, skip_blank=True)
@@ -225,7 +222,7 @@ class _Upload:
             metadata = Metadata("file", name=name, content_type=content_type)
             self._part = _EncryptedPart(self, "file", metadata, start_now=name is not None, skip_blank=False)
         else:
-            self._part = _Ignored()
+            raise UnexpectedPartError("the form has a part the page never sends")
 
     def on_data(self, event: Data) -> None:
         if self._part is None:
@@ -240,20 +237,14 @@ class _Upload:
             self._on_small_field(part.text())
 
     def _on_small_field(self, value: str) -> None:
-        if self._field_name == CSRF_FIELD:
-            if self._token_checked:
-                raise FormTokenError("the form token was sent twice")
-            self._check_form_token(value)  # raises FormTokenError
-            self._token_checked = True
-        elif self._field_name == HONEYPOT_FIELD and value.strip():
-            self.dropped = True
-            self.abort()
+        if self._token_checked:
+            raise FormTokenError("the form token was sent twice")
+        self._check_form_token(value)  # raises FormTokenError
+        self._token_checked = True
 
     def commit(self) -> tuple[str, ...]:
         if not self._token_checked:
             raise FormTokenError("the form token is missing")
-        if self.dropped:
-            return ()
         if not self._sinks:
             raise EmptySubmissionError("nothing was submitted")
         ids = self._store.commit_together(self._sinks)  # the request's parts appear together or not at all
@@ -360,7 +351,7 @@ def ingest_submission(
             if not finished:
                 raise ConnectionLostError("the upload ended before the form was complete")
         ids = upload.commit()
-        return IngestResult(ids, upload.dropped, tuple(part.receipt() for part in upload.items) if ids else ())
+        return IngestResult(ids, tuple(part.receipt() for part in upload.items) if ids else ())
     except RequestEntityTooLarge:
         upload.abort()
         raise MalformedUploadError("the form has too many parts or an oversized part header") from None

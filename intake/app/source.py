@@ -36,6 +36,7 @@ from intake.app.ingest import (
     MalformedUploadError,
     NoRecipientsError,
     TooManyFilesError,
+    UnexpectedPartError,
     UploadTooLargeError,
     ingest_submission,
 )
@@ -337,6 +338,10 @@ TOO_MANY_FILES = (
     _l("Too many files"),
     _l("Nothing was received: you can send at most %(count)s files at a time. Send them in several submissions, or put them in an archive (ZIP) first."),
 )
+UNEXPECTED_FORM = (
+    _l("The form was not the one this page sends"),
+    _l("What arrived had parts this page never sends, so nothing from this attempt was kept. Reload the page and send again."),
+)
 BROKEN_UPLOAD = (
     _l("The upload did not arrive"),
     _l("The connection broke before everything arrived, so nothing from this attempt was kept. Send it again; what arrived earlier is listed under \"Status and replies\"."),
@@ -368,8 +373,8 @@ def _too_many_files(_error: TooManyFilesError):
 
 @blueprint.errorhandler(MalformedUploadError)
 @blueprint.errorhandler(ConnectionLostError)
-def _broken_upload(_error: Exception):
-    return error_page(400, *BROKEN_UPLOAD)
+def _broken_upload(error: Exception):
+    return error_page(400, *(UNEXPECTED_FORM if isinstance(error, UnexpectedPartError) else BROKEN_UPLOAD))
 
 
 @blueprint.errorhandler(StoreFullError)
