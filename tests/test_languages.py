@@ -140,6 +140,11 @@ def test_intake_keys_clean_reports_in_russian(tmp_path: Path, alice_files: KeyFi
     index = (out / "index.html").read_text()
     assert '<html lang="ru">' in index and "<td>не очищен: содержимое не соответствует имени файла (.pdf)</td>" in index
     assert "Файлы ещё не очищены" not in index
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run("intake-keys", "--lang", "ru", "clean", empty)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == f"intake-keys: ошибка: в {empty} нет ни одной папки источника, созданной intake-keys decrypt (нет файла source.json)"
 
 
 def test_intake_keys_index_stays_english_without_a_language(tmp_path: Path, alice_files: KeyFiles, two_sources):

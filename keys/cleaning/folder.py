@@ -43,10 +43,10 @@ def source_folders(folder: Path) -> list[Path]:
     if (folder / SOURCE_RECORD).is_file():
         return [folder]
     if not folder.is_dir():
-        raise KeysError(f"{folder} is not a folder")
+        raise KeysError(wording.text("not-a-folder").format(folder=folder))
     found = sorted(p for p in folder.iterdir() if not p.is_symlink() and p.is_dir() and (p / SOURCE_RECORD).is_file())
     if not found:
-        raise FormatError(f"{folder} holds no source folder from intake-keys decrypt (no {SOURCE_RECORD})")
+        raise FormatError(wording.text("no-source-folder").format(folder=folder, record=SOURCE_RECORD))
     return found
 
 
@@ -135,7 +135,7 @@ def _keep(cleaned: Path, original: Path) -> Path:
         except FileExistsError:
             continue
         return target
-    raise FileExistsError(f"no free name for the cleaned copy of {original.name}")
+    raise FileExistsError(wording.text("no-free-name").format(name=original.name))
 
 
 def describe(entry: dict) -> str:

@@ -51,6 +51,15 @@ TEXT = {
     # The terminal lines of `intake-keys clean` (and of `decrypt --clean`).
     "clean-summary": N_("{cleaned} file(s) cleaned, {not_cleaned} not cleaned, {already} cleaned before; {flagged} file(s) with warnings"),
     "clean-done": N_("cleaned copies are beside the originals; open {index}"),
+    # Why `clean` cannot start or go on (one line on stderr).
+    "not-a-folder": N_("{folder} is not a folder"),
+    "no-source-folder": N_("{folder} holds no source folder from intake-keys decrypt (no {record})"),
+    "no-free-name": N_("no free name for the cleaned copy of {name}"),
+    "mat2-missing": N_("mat2 is not installed, and cleaning needs it: install with `{install}`"),
+    "bubblewrap-missing": N_("bubblewrap is not installed, and cleaning needs it: install with `{install}`"),
+    "both-missing": N_("mat2 and bubblewrap are not installed, and cleaning needs them: install with `{install}`"),
+    "mat2-outside-usr": N_("the sandbox sees only /usr, and mat2 is {mat2}: install Debian's with `{install}`"),
+    "no-sandbox": N_("bubblewrap cannot make a sandbox here ({reason}); cleaning needs it"),
 }
 
 # What a cleaning attempt came to: short, for a table cell and a terminal line.
