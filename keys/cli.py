@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from keys import bundle, recover_cli, reply_bundle
-from keys.cleaning import folder as cleaning, sandbox, triage
+from keys.cleaning import folder as cleaning, sandbox, triage, wording
 from keys.errors import KeysError
 from keys.i18n import LANGUAGES, _, ngettext, set_language
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
@@ -151,10 +151,8 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 def _clean(folder: Path, limits: sandbox.Limits = sandbox.Limits()) -> None:
     done = cleaning.clean_folder(folder, limits=limits)
-    print(
-        f"{done.cleaned} file(s) cleaned, {done.not_cleaned} not cleaned, {done.already} cleaned before; "
-        f"{done.flagged} file(s) with warnings"
-    )
+    print(wording.text("clean-summary").format(cleaned=done.cleaned, not_cleaned=done.not_cleaned, already=done.already,
+                                               flagged=done.flagged))
 
 
 def _positive(text: str) -> int:
@@ -168,7 +166,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     _clean(folder, sandbox.Limits(seconds=args.time_limit, memory=args.memory_limit << 20))
     out = folder.parent if (folder / SOURCE_RECORD).is_file() else folder
     triage.write_triage(out)
-    print(f"cleaned copies are beside the originals; open {shlex.quote(str(out / 'index.html'))}")
+    print(wording.text("clean-done").format(index=shlex.quote(str(out / "index.html"))))
     return 0
 
 
@@ -248,7 +246,7 @@ class _VersionAction(argparse.Action):
     email package, which the toolkit otherwise never needs)."""
 
     def __init__(self, option_strings: list[str], dest: str) -> None:
-        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, help=_("show the version and exit"))
 
     def __call__(self, parser: argparse.ArgumentParser, *_args) -> None:
         from importlib.metadata import version

@@ -103,8 +103,11 @@ def test_intake_keys_decrypts_in_russian_and_writes_a_russian_index(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "расшифровано материалов: 3, источников: 2" in done.stdout
     index = (out / "index.html").read_text()
-    assert '<html lang="ru">' in index and "<h1>Расшифрованные материалы</h1>" in index and "id источника" in index
-    assert "ответить:" in index and "байт" in index
+    assert '<html lang="ru">' in index and "<h1>Расшифрованные материалы</h1>" in index and "ID источника: <code>src-1</code>" in index
+    # The suggested command is shell-quoted, then escaped; the size is grouped the Russian way.
+    assert "ответить: <code>intake-keys reply --source &#x27;" in index and "<td>200\u00a0000 байт</td>" in index
+    assert "Получено 2026-11-28" in index and '<th scope="col">Предупреждения</th>' in index and "Файлы ещё не очищены" in index
+    assert "<td>ещё не очищен</td>" in index and "содержимое не соответствует имени файла (.pdf)" in index
     again = run("intake-keys", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file",
                 alice_files.passphrase_file, "--out", out, env={"LANG": "ru_RU.UTF-8"})
     assert "пропущено уже расшифрованных там материалов: 3" in again.stdout
@@ -116,10 +119,32 @@ def test_intake_keys_errors_and_help_in_russian(tmp_path: Path, alice_files: Key
     assert refused.returncode == 1
     assert refused.stderr.strip().endswith("уже существует; ключ не будет перезаписан")
     assert refused.stderr.startswith("intake-keys: ошибка: ")
-    assert "Офлайн-инструменты журналиста intake" in run("intake-keys", "--lang", "ru", "--help").stdout
+    russian_help = run("intake-keys", "--lang", "ru", "--help").stdout
+    assert "Офлайн-инструменты журналиста intake" in russian_help and "показать версию и выйти" in russian_help
     assert "Offline toolkit for intake journalists" in run("intake-keys", "--help").stdout
     english = run("intake-keys", "fingerprint", alice_files.public)
     assert english.returncode == 0 and english.stdout.startswith("alice: ")
+
+
+def test_intake_keys_clean_reports_in_russian(tmp_path: Path, alice_files: KeyFiles, two_sources):
+    # minutes.pdf holds random bytes: refused before mat2 runs, with the reason on the terminal and the page.
+    bundle = tmp_path / "export.bundle"
+    bundle.write_bytes(build_export(two_sources, [alice_files.identity]))
+    out = tmp_path / "tips"
+    run("intake-keys", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file", alice_files.passphrase_file, "--out", out)
+    cleaned = run("intake-keys", "clean", out, env={"LANG": "ru_RU.UTF-8"})
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "minutes.pdf: не очищен: содержимое не соответствует имени файла (.pdf)" in cleaned.stdout
+    assert "очищено файлов: 0, не очищено: 1, очищено раньше: 0; файлов с предупреждениями: 1" in cleaned.stdout
+    assert "очищенные копии лежат рядом с оригиналами; откройте " in cleaned.stdout
+    index = (out / "index.html").read_text()
+    assert '<html lang="ru">' in index and "<td>не очищен: содержимое не соответствует имени файла (.pdf)</td>" in index
+    assert "Файлы ещё не очищены" not in index
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run("intake-keys", "--lang", "ru", "clean", empty)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == f"intake-keys: ошибка: в {empty} нет ни одной папки источника, созданной intake-keys decrypt (нет файла source.json)"
 
 
 def test_intake_keys_index_stays_english_without_a_language(tmp_path: Path, alice_files: KeyFiles, two_sources):

@@ -43,10 +43,10 @@ def source_folders(folder: Path) -> list[Path]:
     if (folder / SOURCE_RECORD).is_file():
         return [folder]
     if not folder.is_dir():
-        raise KeysError(f"{folder} is not a folder")
+        raise KeysError(wording.text("not-a-folder").format(folder=folder))
     found = sorted(p for p in folder.iterdir() if not p.is_symlink() and p.is_dir() and (p / SOURCE_RECORD).is_file())
     if not found:
-        raise FormatError(f"{folder} holds no source folder from intake-keys decrypt (no {SOURCE_RECORD})")
+        raise FormatError(wording.text("no-source-folder").format(folder=folder, record=SOURCE_RECORD))
     return found
 
 
@@ -135,7 +135,7 @@ def _keep(cleaned: Path, original: Path) -> Path:
         except FileExistsError:
             continue
         return target
-    raise FileExistsError(f"no free name for the cleaned copy of {original.name}")
+    raise FileExistsError(wording.text("no-free-name").format(name=original.name))
 
 
 def describe(entry: dict) -> str:
@@ -144,16 +144,16 @@ def describe(entry: dict) -> str:
     if status == "refused":
         code = str(entry.get("flag"))
         reason = flag_text(danger.Flag(code, str(entry.get("detail", ""))))
-        return wording.STATUS["refused"].format(reason=reason)
+        return wording.status("refused").format(reason=reason)
     if status != "cleaned":
-        template = wording.STATUS.get(status, wording.STATUS["failed"])
+        template = wording.status(status if status in wording.STATUS else "failed")
         return template.format(detail=str(entry.get("detail", "")), seconds=str(entry.get("detail", "")))
     removed = [str(name) for name in entry.get("removed", [])]
     left = [str(name) for name in entry.get("left", [])]
-    parts = [wording.STATUS["cleaned"]]
-    parts.append(wording.TEXT["removed"].format(fields=field_list(removed)) if removed else wording.TEXT["nothing-found"])
+    parts = [wording.status("cleaned")]
+    parts.append(wording.text("removed").format(fields=field_list(removed)) if removed else wording.text("nothing-found"))
     if left:
-        parts.append(wording.TEXT["left"].format(fields=field_list(left)))
+        parts.append(wording.text("left").format(fields=field_list(left)))
     return "; ".join(parts)
 
 
@@ -161,12 +161,12 @@ def field_list(names: list[str]) -> str:
     shown = ", ".join(names[:SHOWN_FIELDS])
     if len(names) <= SHOWN_FIELDS:
         return shown
-    return wording.TEXT["more-fields"].format(fields=shown, count=len(names) - SHOWN_FIELDS)
+    return wording.text("more-fields").format(fields=shown, count=len(names) - SHOWN_FIELDS)
 
 
 def flag_text(flag: danger.Flag) -> str:
-    return wording.FLAGS.get(flag.code, flag.code).format(detail=sandbox.printable(flag.detail)[:100])
+    return wording.flag(flag.code).format(detail=sandbox.printable(flag.detail)[:100])
 
 
 def _warnings(flags: tuple[danger.Flag, ...]) -> str:
-    return "".join("\n  " + wording.TEXT["warning"].format(text=flag_text(flag)) for flag in flags)
+    return "".join("\n  " + wording.text("warning").format(text=flag_text(flag)) for flag in flags)

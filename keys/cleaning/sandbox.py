@@ -19,6 +19,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from keys.cleaning import wording
 from keys.errors import KeysError
 
 INSTALL = "sudo apt install mat2 bubblewrap"
@@ -75,15 +76,11 @@ class Outcome:
 def find_tools() -> Tools:
     """mat2 and bwrap from PATH, or one line saying how to install what is missing."""
     mat2, bwrap = shutil.which("mat2"), shutil.which("bwrap")
-    missing = [name for name, found in (("mat2", mat2), ("bubblewrap", bwrap)) if not found]
-    if missing:
-        raise ToolMissingError(
-            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed, and cleaning needs "
-            f"{'it' if len(missing) == 1 else 'them'}: install with `{INSTALL}`"
-        )
-    assert mat2 and bwrap
+    if not mat2 or not bwrap:
+        missing = "both-missing" if not mat2 and not bwrap else "mat2-missing" if not mat2 else "bubblewrap-missing"
+        raise ToolMissingError(wording.text(missing).format(install=INSTALL))
     if not os.path.realpath(mat2).startswith("/usr/"):
-        raise ToolMissingError(f"the sandbox sees only /usr, and mat2 is {mat2}: install Debian's with `{INSTALL}`")
+        raise ToolMissingError(wording.text("mat2-outside-usr").format(mat2=mat2, install=INSTALL))
     return Tools(mat2, bwrap)
 
 
@@ -94,7 +91,7 @@ def check_sandbox(tools: Tools, scratch: Path) -> None:
     outcome = run(tools, [tools.mat2, "--version"], probe, "probe", scratch, Limits(seconds=60))
     if outcome.returncode != 0:
         first = next((line for line in outcome.output.splitlines() if line.strip()), "no output")
-        raise ToolMissingError(f"bubblewrap cannot make a sandbox here ({printable(first)[:200]}); cleaning needs it")
+        raise ToolMissingError(wording.text("no-sandbox").format(reason=printable(first)[:200]))
 
 
 def run(tools: Tools, argv: list[str], input_file: Path, inside_name: str, scratch: Path, limits: Limits) -> Outcome:

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from keys.cleaning import danger, folder as cleaning, wording
+from keys.i18n import language
 from keys.errors import FormatError
 from keys.files import PendingFile
 from keys.index import INDEX, INLINE_LIMIT, _percent_encode, reply_command
@@ -38,7 +39,7 @@ CSP = f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'none'; fo
 
 def write_triage(out: Path) -> Path:
     """Write ``out``/index.html for every source folder decrypt made in ``out``."""
-    t = wording.TEXT
+    t = wording.text
     e = html.escape
     sections = []
     uncleaned = False
@@ -54,15 +55,15 @@ def write_triage(out: Path) -> Path:
     note = ""
     if uncleaned:
         command = f"intake-keys clean {shlex.quote(str(out))}"
-        note = f"<p>{e(t['not-cleaned-yet']).replace('{command}', f'<code>{e(command)}</code>')}</p>"
+        note = f"<p>{e(t('not-cleaned-yet')).replace('{command}', f'<code>{e(command)}</code>')}</p>"
     page = (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        f'<!doctype html>\n<html lang="{e(language())}"><head><meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         '<meta name="referrer" content="no-referrer">\n'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{e(t["title"])}</title>\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{e(t("title"))}</title>\n'
         f"<style>{_STYLE}</style>\n</head><body><main>\n"
-        f'<h1>{e(t["heading"])}</h1>\n<p class="advice">{e(t["advice"])}</p>\n{note}\n'
-        f'{"".join(sections) or "<p>" + e(t["no-sources"]) + "</p>"}\n</main></body></html>\n'
+        f'<h1>{e(t("heading"))}</h1>\n<p class="advice">{e(t("advice"))}</p>\n{note}\n'
+        f'{"".join(sections) or "<p>" + e(t("no-sources")) + "</p>"}\n</main></body></html>\n'
     )
     with PendingFile(out, 0o600) as pending:
         pending.write(page.encode("utf-8"))
@@ -70,7 +71,7 @@ def write_triage(out: Path) -> Path:
 
 
 def _source_section(source: Path, record: dict, number: int) -> tuple[str, bool]:
-    t = wording.TEXT
+    t = wording.text
     e = html.escape
     cleaning_record = cleaning.load_record(source)
     days: dict[str, list[dict]] = defaultdict(list)
@@ -93,20 +94,20 @@ def _source_section(source: Path, record: dict, number: int) -> tuple[str, bool]
                 uncleaned |= row_uncleaned
         if not messages and not rows:
             continue
-        heading = f'<h3>{e(t["day"].format(day=day))}</h3>'
+        heading = f'<h3>{e(t("day").format(day=day))}</h3>'
         body = "".join(messages)
         if rows:
             body += (
-                f'<table><caption>{e(t["files"])}</caption><thead><tr>'
-                + "".join(f'<th scope="col">{e(t[key])}</th>' for key in ("column-file", "column-size", "column-type", "column-cleaning", "column-warnings"))
+                f'<table><caption>{e(t("files"))}</caption><thead><tr>'
+                + "".join(f'<th scope="col">{e(t(key))}</th>' for key in ("column-file", "column-size", "column-type", "column-cleaning", "column-warnings"))
                 + f'</tr></thead><tbody>{"".join(rows)}</tbody></table>'
             )
         parts.append(f"<section>{heading}{body}</section>")
     section = (
         f'<section aria-labelledby="source-{number}"><h2 id="source-{number}">{e(record["designation"])}</h2>'
-        f'<p>{e(t["source-id"])}: <code>{e(record["source_id"])}</code>; {e(t["reply-with"])}: '
+        f'<p>{e(t("source-id"))}: <code>{e(record["source_id"])}</code>; {e(t("reply-with"))}: '
         f"<code>{e(reply_command(source))} …</code></p>"
-        f'{"".join(parts) or "<p>" + e(t["nothing-for-you"]) + "</p>"}</section>\n'
+        f'{"".join(parts) or "<p>" + e(t("nothing-for-you")) + "</p>"}</section>\n'
     )
     return section, uncleaned
 
@@ -115,12 +116,12 @@ def _message(source: Path, path: Path) -> str:
     e = html.escape
     if path.stat().st_size > INLINE_LIMIT:
         link = f'<a href="{_percent_encode(f"{source.name}/{path.name}")}">{e(path.name)}</a>'
-        return f"<p>{e(wording.TEXT['message-too-long']).replace('{name}', link)}</p>"
+        return f"<p>{e(wording.text('message-too-long')).replace('{name}', link)}</p>"
     return f"<pre>{e(path.read_bytes().decode('utf-8', 'replace'))}</pre>"
 
 
 def _file_row(source: Path, path: Path, entry: dict, done: dict | None) -> tuple[str, bool]:
-    t = wording.TEXT
+    t = wording.text
     e = html.escape
     inspection = danger.inspect(path)
     links = []
@@ -129,22 +130,22 @@ def _file_row(source: Path, path: Path, entry: dict, done: dict | None) -> tuple
     cleaned_flags: tuple[danger.Flag, ...] = ()
     if cleaned is not None and cleaned.parent == source and cleaned.is_file() and not cleaned.is_symlink():
         cleaned_flags = danger.inspect(cleaned).flags
-        links.append(_link_or_name(source, cleaned, t["open-cleaned"], safe=not danger.any_dangerous(cleaned_flags)))
-    links.append(_link_or_name(source, path, t["open-original"], safe=not danger.any_dangerous(inspection.flags)))
+        links.append(_link_or_name(source, cleaned, t("open-cleaned"), safe=not danger.any_dangerous(cleaned_flags)))
+    links.append(_link_or_name(source, path, t("open-original"), safe=not danger.any_dangerous(inspection.flags)))
     original = entry.get("original_name")
-    sent_as = f'<br>{e(t["sent-as"].format(name=original))}' if original and not path.name.endswith(f" {original}") else ""
+    sent_as = f'<br>{e(t("sent-as").format(name=original))}' if original and not path.name.endswith(f" {original}") else ""
     flags = list(inspection.flags) + [flag for flag in cleaned_flags if flag not in inspection.flags]
     warnings = (
         "<ul>" + "".join(f'<li class="warn">{e(cleaning.flag_text(flag))}</li>' for flag in flags) + "</ul>"
         if flags
-        else e(t["no-warnings"])
+        else e(t("no-warnings"))
     )
-    status = cleaning.describe(done) if done else wording.STATUS["not-cleaned"]
+    status = cleaning.describe(done) if done else wording.status("not-cleaned")
     row_class = ' class="danger"' if flags else ""
     row = (
         f'<tr{row_class}><th scope="row">{"<br>".join(links)}{sent_as}</th>'
-        f'<td>{e(t["bytes"].format(count=f"{path.stat().st_size:,}"))}</td>'
-        f'<td>{e(wording.KINDS.get(inspection.kind.name, inspection.kind.name))}</td>'
+        f'<td>{e(wording.byte_count(path.stat().st_size))}</td>'
+        f'<td>{e(wording.kind(inspection.kind.name))}</td>'
         f"<td>{e(status)}</td><td>{warnings}</td></tr>"
     )
     return row, done is None
