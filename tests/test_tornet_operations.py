@@ -95,13 +95,27 @@ def test_when_the_system_tor_goes_away_intake_keeps_serving_and_republishes_when
 
 
 def _http_get_on(sock: socket.socket, path: str) -> bytes:
-    """One keep-alive GET on an open connection; the answer's first bytes, or b"" if the
-    connection was closed instead."""
+    """One keep-alive GET on an open connection: the whole answer (head and body), or b""
+    if the connection was closed instead."""
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = b""
     try:
-        return sock.recv(65536)
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n" + body
     except (ConnectionResetError, BrokenPipeError):
-        return b""
+        return data
 
 
 def test_revoking_a_journalist_cuts_their_open_connection(tor_network: TorNetwork, tmp_path: Path):
