@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 
 from intake.config import load_settings
-from intake.listeners import SOCKET_NAMES, ListenerError, prepare_socket_dir, tor_group
+from intake.listeners import SOCKET_NAMES, prepare_socket_dir, tor_group
 from intake.retention import PurgeSchedule
 from intake.server import DEFAULT_GRACE_PERIOD, JOURNALIST_APP_FACTORY, GunicornServer, ServerError
 from intake.store import Store
@@ -125,8 +125,6 @@ class TipLine:
             prepare_socket_dir(self.socket_dir, self._socket_group)
         except OSError as error:
             raise ServerError(f"cannot prepare the socket directory {self.socket_dir}: {error.strerror}") from None
-        except ListenerError as error:
-            raise ServerError(str(error)) from None
         for server in (self.source, self.journalist):
             server.start()
             if self._stop_requested.is_set():
@@ -216,7 +214,7 @@ class TipLine:
         needs_bootstrap = onions is not None and self.tor_plan.mode != "offline"
         deadline = time.monotonic() + self.tor_plan.bootstrap_timeout
         gave_up = False
-        tor_lost_at: float | None = None  # system mode: when the system tor went away
+        system_tor_lost = False
         next_attempt = 0.0
         while not self._stop_requested.wait(_WATCH_INTERVAL):
             for name, server in (("source", self.source), ("journalist", self.journalist)):
@@ -226,13 +224,13 @@ class TipLine:
                     return 1
             if onions is None:
                 continue
-            if tor_lost_at is not None:
+            if system_tor_lost:
                 if time.monotonic() < next_attempt:
                     continue
                 next_attempt = time.monotonic() + _RECONNECT_INTERVAL
                 if not self._republish_on_system_tor():
                     continue
-                tor_lost_at, gave_up = None, False
+                system_tor_lost, gave_up = False, False
                 needs_bootstrap, deadline = True, time.monotonic() + self.tor_plan.bootstrap_timeout
             try:
                 onions.check_running()
@@ -251,10 +249,10 @@ class TipLine:
             except TorError as error:
                 if self._stop_requested.is_set():
                     break
-                if self.tor_plan.mode != "system":
+                if self.tor_plan.mode != "system" or onions.connected:
                     self.say(f"Tor failed: {error}. Stopping intake.")
                     return 1
-                tor_lost_at = next_attempt = time.monotonic()
+                system_tor_lost, next_attempt = True, time.monotonic()
                 self.say(f"Lost the system tor ({error}): the onion services are unreachable until it is "
                          "back. intake keeps serving and publishes them again as soon as it is.")
         return 0
@@ -262,6 +260,8 @@ class TipLine:
     def _republish_on_system_tor(self) -> bool:
         """One attempt to attach to the system tor again and publish both onions; True if done."""
         assert self.onions is not None
+        if not self.onions.control_socket.exists():
+            return False  # not back yet (and no need to open the store to find out)
         try:
             self.onions.reconnect(self._journalist_client_keys())
         except TorError:

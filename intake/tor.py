@@ -503,6 +503,12 @@ class OnionServices:
             if not self._controller.is_alive():
                 raise TorError("lost the connection to tor's control socket")
 
+    @property
+    def connected(self) -> bool:
+        """Whether the control connection to tor is open (False once tor went away)."""
+        with self._lock:
+            return self._controller is not None and self._controller.is_alive()
+
     def getinfo(self, key: str) -> str:
         """Tor's answer to ``GETINFO key`` (read-only, for status and diagnostics)."""
         with self._lock:
