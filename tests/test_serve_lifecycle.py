@@ -202,11 +202,11 @@ def test_an_upload_longer_than_the_grace_period_is_cut_and_intake_still_stops(se
 
 # --- what it listens on ---------------------------------------------------------------------------
 
-def _unix_get(path: Path, target: str = "/") -> tuple[int, bytes]:
+def _unix_get(path: Path, target: str = "/", headers: str = "") -> tuple[int, bytes]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         sock.connect(str(path))
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -228,6 +228,12 @@ def test_without_a_port_intake_serve_opens_no_tcp_listener(settings: Settings):
             assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o660
             status, answer = _unix_get(path, "/" if name == "source" else "/login")
             assert status == 200 and page in answer, answer[:300]
+        # Every visitor comes through tor, and gunicorn trusts a unix-socket peer's forwarding
+        # headers unless told otherwise: none may change the app's idea of its own URLs.
+        status, answer = _unix_get(sockets / "source.sock", "/", "SCRIPT_NAME: /elsewhere\r\n"
+                                   "X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\n")
+        assert status == 200 and b"/elsewhere" not in answer and b"https:" not in answer
+        assert b"; Secure" not in answer
         torrc = (settings.data_dir / "tor" / "torrc").read_text()
         assert f"HiddenServicePort 80 unix:{sockets / 'source.sock'}" in torrc
     finally:
