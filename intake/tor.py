@@ -1,8 +1,11 @@
 """Tor for intake: launch or attach to tor, publish the two onion services.
 
 This is the only module in the project that imports stem. The rest of the
-app asks :class:`OnionServices` for "the source onion for this port and the
-journalist onion for that port" and gets ``xxx.onion`` addresses back.
+app asks :class:`OnionServices` for "the source onion for this unix socket and
+the journalist onion for that one" and gets ``xxx.onion`` addresses back. Both
+services forward virtual port 80 to ``unix:PATH`` (``HiddenServicePort`` and
+``ADD_ONION Port=80,unix:PATH``), never to a TCP port that any local process
+could reach (intake.listeners makes the sockets).
 
 Modes
 -----
@@ -10,7 +13,8 @@ Modes
     Start a private tor process owned by intake. Its DataDirectory is
     ``<data_dir>/tor/`` (0700); it is controlled over a unix socket in that
     directory with cookie authentication, and it exits when intake does
-    (``__OwningControllerProcess`` and ``TAKEOWNERSHIP``). It opens no SOCKS
+    (``__OwningControllerProcess`` and ``TAKEOWNERSHIP``; and at once, by
+    PR_SET_PDEATHSIG, if intake is killed outright). It opens no SOCKS
     port, logs only to its stdout (read by intake, never written to disk),
     with ``SafeLogging 1``. ``extra_torrc`` lines are appended to its torrc:
     tests use them to join a private Tor network.
@@ -20,7 +24,9 @@ Modes
 ``system``
     Attach to an already running tor's control socket (default
     ``/run/tor/control``) with cookie authentication. The services are
-    ephemeral and not detached, so they vanish when intake disconnects.
+    ephemeral and not detached, so they vanish when intake disconnects. When
+    that tor restarts or stops, :meth:`OnionServices.reconnect` attaches again
+    and publishes both services again (the caller retries until tor is back).
 
 The two services
 ----------------
@@ -48,11 +54,15 @@ before tor is even started.
   always via ``ADD_ONION`` so that the list of journalists can change without
   restarting tor. With no journalist key it is not published at all (tor
   refuses V3Auth without clients, and publishing it open would expose the
-  journalist interface); its address is still returned.
+  journalist interface); its address is still returned. Changing the clients
+  re-adds it and closes its rendezvous circuits, which DEL_ONION leaves open:
+  a removed journalist's open connection is cut, not just future ones.
 
 Secrets
 -------
-Private keys never appear in exceptions or logs. stem traces every control
+Private keys never appear in exceptions or logs. stem's errors are caught as
+``stem.ControllerError`` (the base of its control-connection errors:
+``SocketClosed``, ``ProtocolError``, ``OperationFailed``...). stem traces every control
 command (ADD_ONION carries the service secret key) at its own TRACE level
 (5); this module pins stem's logger at WARNING so that trace is never emitted,
 whatever the root logger is set to.
