@@ -69,9 +69,19 @@ def tor_group() -> int | None:
 
 def prepare_socket_dir(path: Path, group: int | None) -> Path:
     """Create the socket directory: 0700, or 0710 with `group` (tor's) so tor can reach a
-    socket by its name but not list the directory."""
+    socket by its name but not list the directory.
+
+    An existing directory is used only if it is this user's and closed to others (e.g.
+    systemd's RuntimeDirectory): never loosen or take over a shared one such as /tmp."""
     path = Path(path).absolute()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        info = path.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o007:
+            raise ListenerError(f"{path} must be a directory of intake's own user that others cannot enter: "
+                                "choose another --socket-dir") from None
     if group is not None:
         os.chown(path, -1, group)
     os.chmod(path, 0o710 if group is not None else 0o700)

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 
 from intake.config import load_settings
-from intake.listeners import SOCKET_NAMES, prepare_socket_dir, tor_group
+from intake.listeners import SOCKET_NAMES, ListenerError, prepare_socket_dir, tor_group
 from intake.retention import PurgeSchedule
 from intake.server import DEFAULT_GRACE_PERIOD, JOURNALIST_APP_FACTORY, GunicornServer, ServerError
 from intake.store import Store
@@ -123,6 +123,8 @@ class TipLine:
         """Start the parts in order; False if a stop was asked for meanwhile."""
         try:
             prepare_socket_dir(self.socket_dir, self._socket_group)
+        except ListenerError as error:
+            raise ServerError(str(error)) from None
         except OSError as error:
             raise ServerError(f"cannot prepare the socket directory {self.socket_dir}: {error.strerror}") from None
         for server in (self.source, self.journalist):

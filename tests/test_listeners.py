@@ -48,6 +48,21 @@ def test_a_stale_socket_file_is_replaced_and_a_live_one_refused(tmp_path: Path):
         open_unix_listener(directory / ("x" * 120), None)
 
 
+def test_a_shared_or_foreign_directory_is_never_taken_for_the_sockets(tmp_path: Path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    with pytest.raises(ListenerError, match="must be a directory of intake's own user that others cannot enter"):
+        prepare_socket_dir(shared, None)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777  # left as it was
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ListenerError, match="must be a directory"):
+        prepare_socket_dir(tmp_path / "file", None)
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o750)
+    assert stat.S_IMODE(prepare_socket_dir(mine, None).stat().st_mode) == 0o700
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="joining tor's group needs root")
 def test_the_sockets_belong_to_tors_group_when_intake_is_in_it(settings: Settings):
