@@ -1,14 +1,17 @@
 """Operating `intake serve` over real Tor (the private network of tests/tornet.py): the system
-tor going away and coming back, and revoking a journalist while they are connected.
+tor going away and coming back, revoking a journalist while they are connected, and a stop
+that lets a source's upload over Tor finish.
 
 intake is started without --port: both onions reach the apps over the unix sockets only.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +19,8 @@ import pytest
 
 from tests.fixtures_newsroom import make_newsroom
 from tests.fixtures_serve import INTAKE, ServeProcess, alive, descendants, tcp_listeners
+from tests.fixtures_server import SourceClient, Upload, encode_multipart
+from tests.test_serve_lifecycle import _stored_submissions
 from tests.test_serve_lifecycle import _unix_get
 from tests.test_tornet_end_to_end import _client_auth_private_key, _socks_refusal
 from tests.test_tornet_system_tor import _start_system_tor
@@ -157,3 +162,63 @@ def test_revoking_a_journalist_cuts_their_open_connection(tor_network: TorNetwor
             tor_network.remove_client_auth(alice_address)
     finally:
         assert serve.stop() == 0, serve.output
+
+
+def _trickled_post(net: TorNetwork, onion: str, source: SourceClient, page, document: bytes, seconds: float,
+                   half_sent: threading.Event) -> tuple[int, str]:
+    """Send the submit form with a file through Tor in 16 pieces over `seconds`; (status, Location)."""
+    form = page.form_with("message", "files")
+    content_type, pieces = encode_multipart(form, {"message": ""}, {"files": [Upload("minutes.pdf", document)]})
+    body = b"".join(pieces)
+    connection = net.http_connection(onion, 80, timeout=120)
+    try:
+        connection.putrequest("POST", form.action)
+        connection.putheader("Cookie", "; ".join(f"{k}={v}" for k, v in source.cookies.items()))
+        connection.putheader("Content-Type", content_type)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders()
+        step = -(-len(body) // 16)
+        for start in range(0, len(body), step):
+            connection.send(body[start:start + step])
+            if start + step >= len(body) // 2:
+                half_sent.set()
+            time.sleep(seconds / 16)
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.headers.get("Location", "")
+    finally:
+        connection.close()
+
+
+def test_sigterm_lets_an_upload_over_tor_finish_before_tor_stops(tor_network: TorNetwork, tmp_path: Path):
+    newsroom = make_newsroom(tmp_path)
+    serve = ServeProcess(["serve", "--data", str(newsroom.settings.data_dir), "--tor", "launch", "--grace-period", "30",
+                          "--tor-config", str(tor_network.write_service_torrc(tmp_path / "tornet.torrc"))])
+    result: dict = {}
+    try:
+        serve.read_until("Tor is connected", timeout=90)
+        onion = serve.onions()["source"]
+        assert tor_network.wait_until_reachable(f"http://{onion}/", timeout=120).status == 200
+        source = SourceClient(f"http://{onion}", connection=tor_network.http_connection, timeout=120)
+        _codename, page = source.start_as_new_source()
+        half_sent = threading.Event()
+
+        def upload() -> None:
+            try:
+                result["answer"] = _trickled_post(tor_network, onion, source, page, os.urandom(200_000), 6.0, half_sent)
+            except OSError as error:
+                result["error"] = error
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        assert half_sent.wait(60)
+        serve.process.send_signal(signal.SIGTERM)
+        thread.join(90)
+        status = serve.process.wait(60)
+    finally:
+        serve.stop()
+    assert "error" not in result, result.get("error")
+    answer_status, location = result["answer"]
+    assert answer_status == 303 and location.rstrip("/").endswith("/thanks"), result["answer"]
+    assert status == 0, serve.output
+    assert _stored_submissions(newsroom.settings) == 1
