@@ -430,3 +430,30 @@ def test_offline_mode_cannot_be_turned_online_by_extra_torrc_lines(tmp_path, sta
     services = OnionServices(tmp_path, "offline", extra_torrc=["DisableNetwork 0"])
     started(services, *_sockets(tmp_path), [])
     assert services.getconf("DisableNetwork") == {"DisableNetwork": ["1"]}
+
+
+def test_every_stem_name_intake_uses_exists():
+    """`except stem.StemError` named a class stem does not have: the handler itself raised
+    AttributeError when tor went away. Every stem.* name in intake.tor must resolve."""
+    import ast
+    import importlib
+
+    source = Path(intake_tor.__file__).read_text()
+    used = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            parts, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                parts.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name) and inner.id == "stem":
+                used.add("stem." + ".".join(reversed(parts)))
+    assert "stem.ControllerError" in used
+    for dotted in sorted(used):
+        module, _, name = dotted.rpartition(".")
+        try:
+            target = importlib.import_module(module)
+        except ImportError:  # stem.control.Controller.from_socket_file: a class, not a module
+            owner, _, attr = module.rpartition(".")
+            target = getattr(importlib.import_module(owner), attr)
+        assert hasattr(target, name), f"{dotted} does not exist in stem"
