@@ -27,14 +27,12 @@ pytestmark = pytest.mark.slow
 SERVING = "Ctrl-C stops intake."
 
 
-def _first_ok(url: str, timeout: float) -> float | None:
-    """Seconds until GET url answers 200 (polled every 20 ms), or None if it never did."""
+def _first_ok(port: int, timeout: float) -> float | None:
+    """Seconds until GET / on the loopback port answers 200 (polled every 20 ms), or None."""
     t0 = time.monotonic()
-    parts = url.split(":")
-    port = int(parts[-1].rstrip("/"))
     while time.monotonic() - t0 < timeout:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/")
             if conn.getresponse().status == 200:
                 return time.monotonic() - t0
@@ -92,7 +90,7 @@ def test_a_restart_right_after_50_uploads_serves_again_within_3_seconds(settings
 
     second = ServeProcess(args)
     try:
-        took = _first_ok(f"http://127.0.0.1:{port}/", timeout=10)
+        took = _first_ok(port, timeout=10)
         if took is None:
             second.stop()
             pytest.fail(f"the restarted intake did not serve within 10 s:\n{second.all_output()}")
@@ -124,7 +122,7 @@ def test_kill_9_of_intake_takes_gunicorn_and_tor_with_it_and_the_next_start_just
     second = ServeProcess(args)
     try:
         second.read_until(SERVING)
-        assert _first_ok(f"http://127.0.0.1:{port}/", timeout=10) is not None
+        assert _first_ok(port, timeout=10) is not None
         assert second.onions() == first.onions() or not first.onions()
     finally:
         second_family = descendants(second.process.pid)
