@@ -14,10 +14,10 @@ which the KdfGate uses; libsodium releases the GIL while it works, so the
 loop keeps serving pages meanwhile.
 
 Environment:
-  INTAKE_BIND                 address to listen on (default 127.0.0.1:8080); loopback only
-                              in production, tor forwards the onion service here.
-                              `intake serve` passes --bind itself (its --port and
-                              --journalist-port), which takes precedence
+  INTAKE_BIND                 address to listen on (default 127.0.0.1:8080) when gunicorn is
+                              run by hand. `intake serve` makes the sockets itself (unix
+                              sockets for tor, loopback ports when asked for) and passes
+                              them as --bind fd://N, which takes precedence
   INTAKE_WORKERS              worker processes (default: one per CPU core)
   INTAKE_WORKER_CONNECTIONS   connections per worker (default 250)
 """
@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
+from intake.child_processes import die_with_parent
 from intake.logs import redact
 from intake.memory_key import environment_for_children
 from intake.memory_wiping import missing_wiping
@@ -70,8 +72,12 @@ accesslog = None
 errorlog = "-"
 loglevel = "warning"
 capture_output = False
-# Behind tor on loopback every client is 127.0.0.1; never trust forwarded client addresses.
+# Behind tor every client is tor itself; never trust forwarded client addresses. gunicorn
+# trusts any peer on a unix socket (which is how tor reaches intake) to set the scheme and
+# forwarding headers below: none are honoured, whoever sends them.
 forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
 proxy_protocol = False
 # No runtime control socket (not needed, and it would be one more thing listening).
 control_socket_disable = True
@@ -85,3 +91,9 @@ os.environ.update(environment_for_children())
 # Request details stay out of the error log: gunicorn's messages and exception texts
 # are rewritten by the same filter the Flask apps put on their loggers (intake.logs).
 redact(logging.getLogger("gunicorn.error"))
+
+
+def post_fork(server, worker) -> None:
+    """A worker stops (gracefully) when its master dies, even if the master is killed outright:
+    an orphaned worker would keep serving on the inherited sockets."""
+    die_with_parent(signal.SIGTERM, worker.ppid)

@@ -23,8 +23,8 @@ from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
 from intake.cli_i18n import _, set_language
 from intake.config import DATA_DIR_ENV, Settings, key_inside_data_dir, load_settings
 from intake.retention import RetentionPolicy
-from intake.server import ServerError, prepare_data_dir
-from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, TOR_MODES, TipLine, TorPlan, read_torrc_lines
+from intake.server import DEFAULT_GRACE_PERIOD, ServerError, prepare_data_dir
+from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, SOCKET_DIR_NAME, TOR_MODES, TipLine, TorPlan, read_torrc_lines
 from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
@@ -42,6 +42,12 @@ data_option = click.option(
 db_key_option = click.option(
     "--db-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="the database key file (default: a systemd credential intake-db-key, else DATA/db.key)",
+)
+
+grace_option = click.option(
+    "--grace-period", type=click.IntRange(0, 3600), default=DEFAULT_GRACE_PERIOD, envvar="INTAKE_GRACE_PERIOD",
+    show_envvar=True, show_default=True,
+    help="seconds that requests in flight (a slow upload) get to finish when intake is stopped",
 )
 
 
@@ -197,22 +203,28 @@ def _show_logs() -> None:
 
 @cli.command()
 @data_option
-@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
-              help="loopback port of the source interface")
-@click.option("--journalist-port", type=click.IntRange(1, 65535), default=DEFAULT_PORT + 1, show_default=True,
-              help="loopback port of the journalist interface")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="also serve the source interface on this loopback port (development, tests)")
+@click.option("--journalist-port", type=click.IntRange(1, 65535), default=None,
+              help="also serve the journalist interface on this loopback port")
+@click.option("--socket-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="INTAKE_SOCKET_DIR", show_envvar=True,
+              help=f"where the unix sockets tor forwards the onions to are made [default: DATA/{SOCKET_DIR_NAME}]")
+@grace_option
 @tor_options
 @db_key_option
-def serve(data_dir: Path, port: int, journalist_port: int, db_key_file: Path | None, **tor: Any) -> None:
-    """Serve the tip line: gunicorn on 127.0.0.1 for the source and journalist interfaces, their
-    onion services through tor, and retention. SIGTERM or Ctrl-C stops all of it; SIGHUP
-    re-reads the journalists' client-authorisation keys."""
+def serve(data_dir: Path, port: int | None, journalist_port: int | None, socket_dir: Path | None,
+          grace_period: int, db_key_file: Path | None, **tor: Any) -> None:
+    """Serve the tip line: gunicorn for the source and journalist interfaces on unix sockets,
+    their onion services through tor, and retention. No TCP port is opened unless --port or
+    --journalist-port asks for one. SIGTERM or Ctrl-C stops all of it (requests in flight
+    finish first); SIGHUP re-reads the journalists' client-authorisation keys."""
     plan = _tor_plan(**tor)
     _show_logs()
     prepare_data_dir(data_dir, db_key_file)
     _warn_if_key_in_data_dir(data_dir, db_key_file)
-    tip_line = TipLine(data_dir, source_port=port, journalist_port=journalist_port, db_key_file=db_key_file,
-                       tor=plan, say=click.echo)
+    tip_line = TipLine(data_dir, source_port=port, journalist_port=journalist_port, socket_dir=socket_dir,
+                       grace_period=grace_period, db_key_file=db_key_file, tor=plan, say=click.echo)
     raise SystemExit(tip_line.serve())
 
 
@@ -222,15 +234,16 @@ def serve(data_dir: Path, port: int, journalist_port: int, db_key_file: Path | N
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option("--journalist-port", type=click.IntRange(1, 65535), default=None,
               help="loopback port of the journalist interface [default: --port + 1]")
+@grace_option
 @tor_options
-def demo(base_dir: Path, port: int, journalist_port: int | None, **tor: Any) -> None:
+def demo(base_dir: Path, port: int, journalist_port: int | None, grace_period: int, **tor: Any) -> None:
     """Set up (or reuse) a demo instance and serve it. Not for production."""
     plan = _tor_plan(**tor)
     _show_logs()
     info = ensure_demo_instance(base_dir)
     prepare_data_dir(info.data_dir)
-    tip_line = TipLine(info.data_dir, source_port=port, journalist_port=journalist_port or (port + 1 if port < 65535 else port - 1), tor=plan,
-                       say=click.echo)
+    tip_line = TipLine(info.data_dir, source_port=port, journalist_port=journalist_port or (port + 1 if port < 65535 else port - 1),
+                       grace_period=grace_period, tor=plan, say=click.echo)
     raise SystemExit(tip_line.serve(banner=demo_instructions(info, tip_line.source.url)))
 
 

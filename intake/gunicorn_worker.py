@@ -8,6 +8,10 @@ offending request line or header back. This worker answers them instead with a
 fixed plain-text body (the status, nothing else) and the same strict headers as
 every page (intake.headers), and logs only what kind of request it refused.
 
+No answer carries gunicorn's ``Server`` and ``Date`` headers: the server's clock is a
+known way to tell onion services apart (or match one to a clearnet host), and the
+server's name and version help nobody but an attacker.
+
 Imported by the gunicorn master when it reads its config (``worker_class``), so
 it imports nothing of Flask or the app: the app loads in each worker, after
 gevent has patched the standard library.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import ssl
 
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.http.errors import (
     ConfigurationProblem,
     ExpectationFailed,
@@ -71,8 +76,26 @@ def error_response(status: int, reason: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+# The status line and headers gunicorn adds to every response that intake leaves out.
+_DROPPED_DEFAULT_HEADERS = ("server:", "date:")
+
+
+class ResponseWithoutServerOrDate(wsgi.Response):
+    """gunicorn's HTTP/1 response, without its ``Server`` and ``Date`` headers."""
+
+    def default_headers(self) -> list[str]:
+        return [line for line in super().default_headers()
+                if not line.lower().startswith(_DROPPED_DEFAULT_HEADERS)]
+
+
 class IntakeGeventWorker(GeventWorker):
     """The gevent worker (see docs/worker-model.md) with intake's answers to refused requests."""
+
+    def init_process(self) -> None:
+        # gunicorn has no setting for these headers and builds each response through the module's
+        # `Response` name (gunicorn.http.wsgi.create): point it at ours, in this worker process only.
+        wsgi.Response = ResponseWithoutServerOrDate
+        super().init_process()
 
     def handle_error(self, req, client, addr, exc) -> None:
         status, reason = refusal_status(exc)

@@ -1,13 +1,17 @@
 """`intake serve`: the tip line's processes, started in order and stopped together.
 
-gunicorn runs the source app and the journalist app as two child processes on
-loopback; tor runs through :mod:`intake.tor` from this (parent) process, never
-from a forked worker, so one controller owns it and tor exits with us; the
-retention schedule and the file-times ticker (intake.store.file_times) are
-threads here. :meth:`TipLine.serve` blocks until SIGTERM
-or SIGINT (or until a child dies), then stops everything, so no gunicorn or tor
-process outlives it. SIGHUP re-reads the journalists' client-authorisation keys
-and republishes the journalist onion with them (same address).
+gunicorn runs the source app and the journalist app as two child processes, each on
+a unix socket that tor forwards its onion to (intake.listeners), and on a loopback
+port only when one is asked for; tor runs through :mod:`intake.tor` from this (parent)
+process, never from a forked worker, so one controller owns it; the retention schedule
+and the file-times ticker (intake.store.file_times) are threads here. :meth:`TipLine.serve` blocks until SIGTERM or SIGINT (or until a
+child dies), then stops everything: gunicorn first, which finishes the requests in
+flight (uploads over Tor included) within the grace period, then tor. Children are
+started from the main thread with PR_SET_PDEATHSIG (intake.child_processes), so none
+outlives even a `kill -9` of this process. SIGHUP re-reads the journalists'
+client-authorisation keys and republishes the journalist onion with them (same
+address), cutting the connections open on it. With the system tor, losing it is not
+fatal: intake keeps serving and publishes its onions again when tor is back.
 
 Signal handlers only set flags: a stop asked for while something is starting
 takes effect between steps, never half-way through starting a process.
@@ -24,8 +28,9 @@ from pathlib import Path
 from types import FrameType
 
 from intake.config import load_settings
+from intake.listeners import SOCKET_NAMES, ListenerError, prepare_socket_dir, tor_group
 from intake.retention import PurgeSchedule
-from intake.server import JOURNALIST_APP_FACTORY, GunicornServer
+from intake.server import DEFAULT_GRACE_PERIOD, JOURNALIST_APP_FACTORY, GunicornServer, ServerError
 from intake.store import Store
 from intake.store.file_times import FileTimesTicker
 from intake.store.newsroom import Newsroom
@@ -34,6 +39,9 @@ from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, OnionServices, TorError
 TOR_MODES = ("launch", "system", "offline", "none")
 DEFAULT_BOOTSTRAP_TIMEOUT = 120.0
 _WATCH_INTERVAL = 0.5
+# How often intake tries the system tor's control socket again after losing it.
+_RECONNECT_INTERVAL = 2.0
+SOCKET_DIR_NAME = "sockets"
 
 Say = Callable[[str], None]
 
@@ -74,15 +82,20 @@ def read_torrc_lines(path: Path) -> tuple[str, ...]:
 class TipLine:
     """The source and journalist interfaces under gunicorn, their onion services, retention."""
 
-    def __init__(self, data_dir: Path, *, source_port: int, journalist_port: int, db_key_file: Path | None = None,
-                 tor: TorPlan = TorPlan(), say: Say = print):
+    def __init__(self, data_dir: Path, *, source_port: int | None = None, journalist_port: int | None = None,
+                 socket_dir: Path | None = None, grace_period: int = DEFAULT_GRACE_PERIOD,
+                 db_key_file: Path | None = None, tor: TorPlan = TorPlan(), say: Say = print):
         self.settings = load_settings(data_dir, db_key_file=db_key_file)
         self.data_dir = Path(data_dir).resolve()
+        self.socket_dir = Path(socket_dir).absolute() if socket_dir else self.data_dir / SOCKET_DIR_NAME
         self.tor_plan = tor
         self.say = say
-        self.source = GunicornServer(self.data_dir, source_port, db_key_file=db_key_file)
-        self.journalist = GunicornServer(self.data_dir, journalist_port, db_key_file=db_key_file,
-                                         app_factory=JOURNALIST_APP_FACTORY)
+        self._socket_group = tor_group()
+        common = dict(socket_group=self._socket_group, grace_period=grace_period, db_key_file=db_key_file)
+        self.source = GunicornServer(self.data_dir, socket_path=self.socket_dir / SOCKET_NAMES["source"],
+                                     port=source_port, **common)
+        self.journalist = GunicornServer(self.data_dir, socket_path=self.socket_dir / SOCKET_NAMES["journalist"],
+                                         port=journalist_port, app_factory=JOURNALIST_APP_FACTORY, **common)
         self.onions: OnionServices | None = None
         self._retention: PurgeSchedule | None = None
         self._file_times: FileTimesTicker | None = None
@@ -110,28 +123,45 @@ class TipLine:
 
     def _start(self) -> bool:
         """Start the parts in order; False if a stop was asked for meanwhile."""
+        try:
+            prepare_socket_dir(self.socket_dir, self._socket_group)
+        except ListenerError as error:
+            raise ServerError(str(error)) from None
+        except OSError as error:
+            raise ServerError(f"cannot prepare the socket directory {self.socket_dir}: {error.strerror}") from None
         for server in (self.source, self.journalist):
             server.start()
             if self._stop_requested.is_set():
                 return False
         self._retention = PurgeSchedule(self.settings).start()
         self._file_times = FileTimesTicker(self.data_dir).start()
-        self.say(f"intake is serving {self.data_dir}: the source interface at {self.source.url}, "
-                 f"the journalist interface at {self.journalist.url} (loopback only)")
+        self._say_where_it_listens()
         if self.tor_plan.mode == "none":
             self.say("Tor is off (--no-tor): no onion service is published.")
             return not self._stop_requested.is_set()
         self._start_tor()
         return not self._stop_requested.is_set()
 
+    def _say_where_it_listens(self) -> None:
+        group = " (group-shared with tor)" if self._socket_group is not None else ""
+        sockets = f"unix sockets in {self.socket_dir}{group}"
+        if self.source.url is None and self.journalist.url is None:
+            self.say(f"intake is serving {self.data_dir} on {sockets}, for tor; no TCP port is open.")
+            return
+        where = [f"the {name} interface at {server.url}" for name, server in
+                 (("source", self.source), ("journalist", self.journalist)) if server.url]
+        self.say(f"intake is serving {self.data_dir}: {', '.join(where)} (loopback only), "
+                 f"and to tor on {sockets}.")
+
     def stop(self) -> None:
-        """Stop tor first (no new visitors), then both gunicorns together. Idempotent."""
-        if self.onions is not None:
-            self.onions.stop()
+        """Stop both gunicorns together, letting requests in flight finish (they may come
+        through tor, so tor stops after them), then tor. Idempotent."""
         for server in (self.source, self.journalist):
-            server.begin_stop()
+            server.begin_stop()  # their listeners close at once: no new visitors
         for server in (self.source, self.journalist):
             server.stop()
+        if self.onions is not None:
+            self.onions.stop()
         if self._retention is not None:
             self._retention.stop()
         if self._file_times is not None:
@@ -149,14 +179,13 @@ class TipLine:
         }[plan.mode])
         self.onions = OnionServices(self.data_dir, plan.mode, control_socket=plan.control_socket,
                                     extra_torrc=plan.extra_torrc, progress=self._on_bootstrap_progress)
-        source, journalist = self.onions.start(self.source.port, self.journalist.port, client_keys)
+        source, journalist = self.onions.start(self.source.socket_path, self.journalist.socket_path, client_keys)
         self.say(f"Source onion:      http://{source}/")
         self._say_journalist_onion()
         for notice in self.onions.notices:
             self.say(f"Note: {notice}")
         if plan.mode == "offline":
-            self.say("Tor is offline: these addresses are made but not published, so nobody can reach them; "
-                     "intake serves on loopback only.")
+            self.say("Tor is offline: these addresses are made but not published, so nobody can reach them.")
 
     def _say_journalist_onion(self) -> None:
         assert self.onions is not None
@@ -192,6 +221,8 @@ class TipLine:
         needs_bootstrap = onions is not None and self.tor_plan.mode != "offline"
         deadline = time.monotonic() + self.tor_plan.bootstrap_timeout
         gave_up = False
+        system_tor_lost = False
+        next_attempt = 0.0
         while not self._stop_requested.wait(_WATCH_INTERVAL):
             for name, server in (("source", self.source), ("journalist", self.journalist)):
                 status = server.exit_status()
@@ -200,6 +231,14 @@ class TipLine:
                     return 1
             if onions is None:
                 continue
+            if system_tor_lost:
+                if time.monotonic() < next_attempt:
+                    continue
+                next_attempt = time.monotonic() + _RECONNECT_INTERVAL
+                if not self._republish_on_system_tor():
+                    continue
+                system_tor_lost, gave_up = False, False
+                needs_bootstrap, deadline = True, time.monotonic() + self.tor_plan.bootstrap_timeout
             try:
                 onions.check_running()
                 if self._reload_requested.is_set():
@@ -213,10 +252,28 @@ class TipLine:
                     elif not gave_up and time.monotonic() > deadline:
                         gave_up = True
                         self.say(f"Tor could not bootstrap: {onions.bootstrap.describe()}. intake keeps "
-                                 "serving on loopback and tor keeps trying (docs/operator.md lists the usual causes).")
+                                 "serving and tor keeps trying (docs/operator.md lists the usual causes).")
             except TorError as error:
                 if self._stop_requested.is_set():
                     break
-                self.say(f"Tor failed: {error}. Stopping intake.")
-                return 1
+                if self.tor_plan.mode != "system" or onions.connected:
+                    self.say(f"Tor failed: {error}. Stopping intake.")
+                    return 1
+                system_tor_lost, next_attempt = True, time.monotonic()
+                self.say(f"Lost the system tor ({error}): the onion services are unreachable until it is "
+                         "back. intake keeps serving and publishes them again as soon as it is.")
         return 0
+
+    def _republish_on_system_tor(self) -> bool:
+        """One attempt to attach to the system tor again and publish both onions; True if done."""
+        assert self.onions is not None
+        if not self.onions.control_socket.exists():
+            return False  # not back yet (and no need to open the store to find out)
+        try:
+            self.onions.reconnect(self._journalist_client_keys())
+        except TorError:
+            return False
+        self._reload_requested.clear()  # the keys were just read afresh
+        self.say("The system tor is back: both onion services are published again, at the same addresses.")
+        self._say_journalist_onion()
+        return True

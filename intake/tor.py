@@ -1,8 +1,11 @@
 """Tor for intake: launch or attach to tor, publish the two onion services.
 
 This is the only module in the project that imports stem. The rest of the
-app asks :class:`OnionServices` for "the source onion for this port and the
-journalist onion for that port" and gets ``xxx.onion`` addresses back.
+app asks :class:`OnionServices` for "the source onion for this unix socket and
+the journalist onion for that one" and gets ``xxx.onion`` addresses back. Both
+services forward virtual port 80 to ``unix:PATH`` (``HiddenServicePort`` and
+``ADD_ONION Port=80,unix:PATH``), never to a TCP port that any local process
+could reach (intake.listeners makes the sockets).
 
 Modes
 -----
@@ -10,7 +13,8 @@ Modes
     Start a private tor process owned by intake. Its DataDirectory is
     ``<data_dir>/tor/`` (0700); it is controlled over a unix socket in that
     directory with cookie authentication, and it exits when intake does
-    (``__OwningControllerProcess`` and ``TAKEOWNERSHIP``). It opens no SOCKS
+    (``__OwningControllerProcess`` and ``TAKEOWNERSHIP``; and at once, by
+    PR_SET_PDEATHSIG, if intake is killed outright). It opens no SOCKS
     port, logs only to its stdout (read by intake, never written to disk),
     with ``SafeLogging 1``. ``extra_torrc`` lines are appended to its torrc:
     tests use them to join a private Tor network.
@@ -20,7 +24,9 @@ Modes
 ``system``
     Attach to an already running tor's control socket (default
     ``/run/tor/control``) with cookie authentication. The services are
-    ephemeral and not detached, so they vanish when intake disconnects.
+    ephemeral and not detached, so they vanish when intake disconnects. When
+    that tor restarts or stops, :meth:`OnionServices.reconnect` attaches again
+    and publishes both services again (the caller retries until tor is back).
 
 The two services
 ----------------
@@ -48,11 +54,15 @@ before tor is even started.
   always via ``ADD_ONION`` so that the list of journalists can change without
   restarting tor. With no journalist key it is not published at all (tor
   refuses V3Auth without clients, and publishing it open would expose the
-  journalist interface); its address is still returned.
+  journalist interface); its address is still returned. Changing the clients
+  re-adds it and closes its rendezvous circuits, which DEL_ONION leaves open:
+  a removed journalist's open connection is cut, not just future ones.
 
 Secrets
 -------
-Private keys never appear in exceptions or logs. stem traces every control
+Private keys never appear in exceptions or logs. stem's errors are caught as
+``stem.ControllerError`` (the base of its control-connection errors:
+``SocketClosed``, ``ProtocolError``, ``OperationFailed``...). stem traces every control
 command (ADD_ONION carries the service secret key) at its own TRACE level
 (5); this module pins stem's logger at WARNING so that trace is never emitted,
 whatever the root logger is set to.
@@ -69,6 +79,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -83,6 +94,8 @@ import stem
 import stem.connection
 import stem.control
 import stem.response
+
+from intake.child_processes import dies_with_this_process
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +276,7 @@ class OnionService:
     """One service as intake asked for it and tor confirmed it."""
     name: str                     # "source" or "journalist"
     address: str                  # "xxx.onion"
-    target_port: int              # 127.0.0.1 port behind virtual port 80
+    target: str                   # where tor forwards virtual port 80: "unix:/path/to/app.sock"
     published: bool               # tor serves it (False: journalist with no clients)
     how: str                      # "torrc", "add_onion", "system-torrc" or "not published"
     pow_defenses: bool = False
@@ -306,13 +319,23 @@ def _find_tor(binary: str | None) -> str:
     return found
 
 
+def unix_socket_target(path: Path) -> str:
+    """``unix:/absolute/path``, the target of HiddenServicePort and of ADD_ONION's Port=.
+    Tor splits both on spaces (ADD_ONION also on commas) and takes no quotes there."""
+    text = os.fspath(Path(path).absolute())
+    if any(c in text for c in " \t\r\n,\"'\\\0"):
+        raise TorError(f"tor cannot forward to {text}: a socket path must not contain spaces, "
+                       "commas, quotes or backslashes")
+    return f"unix:{text}"
+
+
 # --- the controller ------------------------------------------------------------
 
 class OnionServices:
     """A tor (ours or the system's) and intake's two onion services on it.
 
     >>> tor = OnionServices(data_dir, "offline")
-    >>> source, journalist = tor.start(8080, 8081, [journalist_public_b32])
+    >>> source, journalist = tor.start(Path("run/source.sock"), Path("run/journalist.sock"), [journalist_public_b32])
     >>> tor.wait_for_bootstrap(60)   # False at once in offline mode
     >>> tor.stop()
     """
@@ -348,7 +371,9 @@ class OnionServices:
         self._reader: threading.Thread | None = None
         self._tor_output: collections.deque[str] = collections.deque(maxlen=40)
         self._controller: stem.control.Controller | None = None
-        self._journalist_port: int | None = None
+        self._source_key: bytes | None = None
+        self._source_target: str | None = None
+        self._journalist_target: str | None = None
         self._journalist_key: bytes | None = None
         self._added: list[str] = []          # service ids we ADD_ONIONed
         self._services: dict[str, OnionService] = {}
@@ -373,31 +398,30 @@ class OnionServices:
         """The pid of the tor we launched (None in system mode or when stopped)."""
         return self._process.pid if self._process else None
 
-    def start(self, source_port: int, journalist_port: int,
+    def start(self, source_socket: Path, journalist_socket: Path,
               journalist_client_keys: Iterable[str]) -> tuple[str, str]:
-        """Start (or attach to) tor and publish both services.
+        """Start (or attach to) tor and publish both services, each forwarding virtual port 80
+        to the app's unix socket.
 
         Returns ``(source_onion, journalist_onion)`` as ``"xxx.onion"``; both
         are known at once, before tor has bootstrapped.
         """
         keys = [normalise_client_public_key(k) for k in journalist_client_keys]
-        for port in (source_port, journalist_port):
-            if not (isinstance(port, int) and 0 < port < 65536):
-                raise TorError(f"invalid local port {port!r}")
+        source_target, journalist_target = (unix_socket_target(path) for path in (source_socket, journalist_socket))
         with self._lock:
             if self._controller is not None or self._stopped:
                 raise TorError("these onion services were already started")
-            source_key = load_or_create_onion_key(self.onion_dir / "source.key")
+            self._source_key = load_or_create_onion_key(self.onion_dir / "source.key")
             self._journalist_key = load_or_create_onion_key(self.onion_dir / "journalist.key")
-            self._journalist_port = journalist_port
+            self._source_target, self._journalist_target = source_target, journalist_target
             try:
                 if self.mode == "system":
                     self._attach()
-                    self._services["source"] = self._add_source_onion(source_key, source_port)
+                    self._services["source"] = self._add_source_onion()
                 else:
-                    self._launch(source_key, source_port)
+                    self._launch()
                     self._services["source"] = OnionService(
-                        "source", onion_address_for_key(source_key), source_port, True, "torrc",
+                        "source", onion_address_for_key(self._source_key), source_target, True, "torrc",
                         pow_defenses=True, intro_dos_defense=True,
                         max_streams=MAX_STREAMS_PER_CIRCUIT)
                     self._check_torrc_service_address("source")
@@ -409,9 +433,32 @@ class OnionServices:
                  self._services["source"].address, self._services["journalist"].address)
         return self._services["source"].address, self._services["journalist"].address
 
+    def reconnect(self, journalist_client_keys: Iterable[str]) -> None:
+        """System mode, after the connection to the system tor was lost (tor restarted or
+        stopped): attach again and publish both services again, same addresses. Raises
+        TorError while tor is not back."""
+        if self.mode != "system":
+            raise TorError("only a system tor is reconnected to; intake's own tor is not restarted")
+        keys = [normalise_client_public_key(k) for k in journalist_client_keys]
+        with self._lock:
+            if self._stopped or self._source_key is None:
+                raise TorError("these onion services are not started")
+            self._close_controller()
+            self._added.clear()  # they went with the old connection
+            self._attach()
+            try:
+                self._services["source"] = self._add_source_onion()
+                self._services["journalist"] = self._add_journalist_onion(keys)
+            except TorError:
+                self._close_controller()
+                raise
+
     def update_journalist_clients(self, journalist_client_keys: Iterable[str]) -> str:
         """Replace the journalist service's authorised clients; same address.
-        Connections in progress on the journalist service are cut."""
+
+        Connections open on the journalist service are cut: tor keeps the rendezvous
+        circuits of a removed service open (DEL_ONION closes only its introduction
+        circuits), and a removed journalist could go on using theirs."""
         keys = [normalise_client_public_key(k) for k in journalist_client_keys]
         with self._lock:
             if self._controller is None:
@@ -425,6 +472,7 @@ class OnionServices:
                 self._services["journalist"] = dataclasses.replace(
                     old, published=False, how="not published", client_auth=())
             self._services["journalist"] = self._add_journalist_onion(keys)
+            self._close_rendezvous_circuits(self._services["journalist"].address)
             return self._services["journalist"].address
 
     def wait_for_bootstrap(self, timeout: float) -> bool:
@@ -465,6 +513,12 @@ class OnionServices:
             if not self._controller.is_alive():
                 raise TorError("lost the connection to tor's control socket")
 
+    @property
+    def connected(self) -> bool:
+        """Whether the control connection to tor is open (False once tor went away)."""
+        with self._lock:
+            return self._controller is not None and self._controller.is_alive()
+
     def getinfo(self, key: str) -> str:
         """Tor's answer to ``GETINFO key`` (read-only, for status and diagnostics)."""
         with self._lock:
@@ -472,7 +526,7 @@ class OnionServices:
                 raise TorError("tor is not running")
             try:
                 return self._controller.get_info(key)
-            except stem.StemError as exc:
+            except stem.ControllerError as exc:
                 raise TorError(f"GETINFO {key} failed: {exc}") from None
 
     def getconf(self, key: str) -> dict[str, list[str]]:
@@ -482,26 +536,21 @@ class OnionServices:
                 raise TorError("tor is not running")
             try:
                 return self._controller.get_conf_map(key)
-            except stem.StemError as exc:
+            except stem.ControllerError as exc:
                 raise TorError(f"GETCONF {key} failed: {exc}") from None
 
     def stop(self) -> None:
         """Remove our services, and stop the tor we launched (no orphan). Idempotent."""
         with self._lock:
             self._stopped = True
-            controller, self._controller = self._controller, None
-            if controller is not None:
-                if self.mode == "system":
-                    for sid in self._added:
-                        try:
-                            controller.msg(f"DEL_ONION {sid}")
-                        except stem.StemError:
-                            pass
-                self._added.clear()
-                try:
-                    controller.close()
-                except Exception:  # closing must never stop the shutdown
-                    pass
+            if self.mode == "system" and self._controller is not None:
+                for sid in self._added:
+                    try:
+                        self._controller.msg(f"DEL_ONION {sid}")
+                    except stem.ControllerError:
+                        pass
+            self._added.clear()
+            self._close_controller()
             process, self._process = self._process, None
             if process is not None:
                 if process.poll() is None:
@@ -517,6 +566,14 @@ class OnionServices:
         if process is not None and process.stdout:
             process.stdout.close()
 
+    def _close_controller(self) -> None:
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            try:
+                controller.close()
+            except Exception:  # closing must never stop a shutdown or a reconnection
+                pass
+
     def __enter__(self) -> "OnionServices":
         return self
 
@@ -525,7 +582,7 @@ class OnionServices:
 
     # -- tor process / control connection --
 
-    def _torrc(self, source_key_dir: Path, source_port: int) -> str:
+    def _torrc(self, source_key_dir: Path) -> str:
         lines = [
             "# Written by intake at each start; edits are lost.",
             f"DataDirectory {_torrc_quote(self.tor_dir)}",
@@ -537,7 +594,7 @@ class OnionServices:
             "Log notice stdout",
             "AvoidDiskWrites 1",
             f"HiddenServiceDir {_torrc_quote(source_key_dir)}",
-            f"HiddenServicePort {ONION_VIRTUAL_PORT} 127.0.0.1:{source_port}",
+            f"HiddenServicePort {ONION_VIRTUAL_PORT} {self._source_target}",
             "HiddenServicePoWDefensesEnabled 1",
             "HiddenServiceEnableIntroDoSDefense 1",
             f"HiddenServiceMaxStreams {MAX_STREAMS_PER_CIRCUIT}",
@@ -548,7 +605,8 @@ class OnionServices:
             lines.append("DisableNetwork 1")  # last: no extra line can turn the network on
         return "\n".join(lines) + "\n"
 
-    def _launch(self, source_key: bytes, source_port: int) -> None:
+    def _launch(self) -> None:
+        assert self._source_key is not None
         tor = _find_tor(self._tor_binary)
         _private_dir(self.tor_dir)
         if len(os.fsencode(self.control_socket)) > _SUN_PATH_MAX:
@@ -559,10 +617,10 @@ class OnionServices:
         if hs_dir.exists():
             shutil.rmtree(hs_dir)
         _private_dir(hs_dir)
-        _write_private_file(hs_dir / "hs_ed25519_secret_key", _KEY_HEADER + source_key)
+        _write_private_file(hs_dir / "hs_ed25519_secret_key", _KEY_HEADER + self._source_key)
         torrc = self.tor_dir / "torrc"
         torrc.unlink(missing_ok=True)
-        _write_private_file(torrc, self._torrc(hs_dir, source_port).encode())
+        _write_private_file(torrc, self._torrc(hs_dir).encode())
         self.control_socket.unlink(missing_ok=True)
 
         self._bootstrap = BootstrapStatus(0, "starting tor")
@@ -571,6 +629,7 @@ class OnionServices:
                 [tor, "--defaults-torrc", os.devnull, "-f", str(torrc)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches intake, which stops tor in order
+                preexec_fn=dies_with_this_process(signal.SIGTERM),  # even if intake is killed outright
             )
         except OSError as exc:
             raise TorError(f"cannot run tor: {exc.strerror}") from None
@@ -654,7 +713,7 @@ class OnionServices:
             raise TorError("tor is not running")
         try:
             return self._controller.msg(command)
-        except stem.StemError as exc:
+        except stem.ControllerError as exc:
             raise TorError(f"{what}: lost the connection to tor ({type(exc).__name__})") from None
 
     def _msg(self, command: str, what: str) -> stem.response.ControlMessage:
@@ -713,50 +772,70 @@ class OnionServices:
         self._added.append(sid)
         return fields
 
-    def _add_source_onion(self, key: bytes, port: int) -> OnionService:
+    def _add_source_onion(self) -> OnionService:
+        key, target = self._source_key, self._source_target
+        assert key is not None and target is not None
         address = onion_address_for_key(key)
         args = (f"Flags=MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
-                f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},127.0.0.1:{port}")
+                f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},{target}")
         if self._add_onion(key, args, "could not add the source onion service", collision_ok=True) is None:
             # Only a holder of this key can publish this address: the system tor's torrc does
             # (HiddenServiceDir with intake's source.key, as in deploy/torrc), and its per-service
             # options (PoW, intro-point DoS defence, stream limits) apply.
             log.info("the system tor already publishes the source address (from its torrc)")
-            return OnionService("source", address, port, True, "system-torrc")
-        self._check_system_torrc_services(port)
-        return OnionService("source", address, port, True, "add_onion", pow_defenses=True,
+            return OnionService("source", address, target, True, "system-torrc")
+        self._check_system_torrc_services(target)
+        return OnionService("source", address, target, True, "add_onion", pow_defenses=True,
                             max_streams=MAX_STREAMS_PER_CIRCUIT)
 
-    def _check_system_torrc_services(self, port: int) -> None:
-        """Tell the operator if the system torrc publishes another onion for our port
+    def _check_system_torrc_services(self, target: str) -> None:
+        """Tell the operator if the system torrc publishes another onion for our socket
         (deploy/torrc's source service, without intake's key installed)."""
         try:
             options = self._controller.get_conf_map("HiddenServiceOptions") if self._controller else {}
-        except stem.StemError:
+        except stem.ControllerError:
             return
         for value in options.get("HiddenServicePort", []):
-            target = value.split()[-1]
-            if target in (f"127.0.0.1:{port}", f"localhost:{port}", str(port)):
+            if value.split()[-1] == target:
                 self._notice(f"the system tor's torrc publishes a different onion address for "
-                             f"127.0.0.1:{port}: install intake's onion/source.key in that "
+                             f"{target}: install intake's onion/source.key in that "
                              "HiddenServiceDir, or remove that service (docs/operator.md)")
                 return
 
     def _add_journalist_onion(self, client_keys: list[str]) -> OnionService:
-        assert self._journalist_key is not None and self._journalist_port is not None
+        assert self._journalist_key is not None and self._journalist_target is not None
         address = onion_address_for_key(self._journalist_key)
-        port = self._journalist_port
+        target = self._journalist_target
         if not client_keys:  # published=False tells the caller, who knows how to add a journalist
-            return OnionService("journalist", address, port, False, "not published")
+            return OnionService("journalist", address, target, False, "not published")
         # PoW too: client auth keeps strangers from reaching the service, not from flooding
         # its introduction points with requests that tor must answer.
         args = (f"Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
-                f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},127.0.0.1:{port} "
+                f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},{target} "
                 + " ".join(f"ClientAuthV3={k}" for k in sorted(set(client_keys))))
         fields = self._add_onion(self._journalist_key, args, "could not add the journalist onion service")
         assert fields is not None
         echoed = tuple(v.upper() for k, v in fields if k == "ClientAuthV3")
         if sorted(echoed) != sorted(set(client_keys)):
             raise TorError("tor did not confirm the journalist service's client authorisation")
-        return OnionService("journalist", address, port, True, "add_onion", pow_defenses=True,
+        return OnionService("journalist", address, target, True, "add_onion", pow_defenses=True,
                             max_streams=MAX_STREAMS_PER_CIRCUIT, client_auth=echoed)
+
+    def _close_rendezvous_circuits(self, address: str) -> int:
+        """Close this service's rendezvous circuits (the open connections of its clients);
+        returns how many. Tor names a service circuit's onion in REND_QUERY."""
+        assert self._controller is not None
+        sid = address.removesuffix(".onion")
+        try:
+            circuits = [c.id for c in self._controller.get_circuits()
+                        if c.purpose == "HS_SERVICE_REND" and c.rend_query == sid]
+            for circuit in circuits:
+                try:
+                    self._controller.close_circuit(circuit)
+                except stem.InvalidRequest:
+                    pass  # it closed meanwhile (552 unknown circuit)
+        except stem.ControllerError as exc:
+            raise TorError(f"could not close the journalist service's open circuits ({type(exc).__name__})") from None
+        if circuits:
+            log.info("closed %d open circuit(s) to the journalist service", len(circuits))
+        return len(circuits)

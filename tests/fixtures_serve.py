@@ -85,12 +85,45 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def _listening_tcp_inodes() -> set[str]:
+    """Socket inodes of every listening TCP socket (IPv4 and IPv6) on this machine."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def tcp_listeners(pids: list[int]) -> list[str]:
+    """The listening TCP sockets these processes hold, as "pid: command (socket:[inode])"."""
+    listening = _listening_tcp_inodes()
+    found = []
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in listening:
+                found.append(f"{pid}: {command_line(pid)} ({target})")
+    return found
+
+
 class ServeProcess:
     """`intake serve` (or `demo`) as a subprocess whose output is read line by line."""
 
-    def __init__(self, args: list[str], cwd: Path = REPO, env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], cwd: Path = REPO, env: dict[str, str] | None = None,
+                 new_session: bool = False):
+        # new_session: its own process group, as a command typed in a terminal has (Ctrl-C is
+        # then os.killpg(pid, SIGINT)).
         self.process = subprocess.Popen(INTAKE + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, env={**os.environ, **(env or {})})
+                                        text=True, env={**os.environ, **(env or {})}, start_new_session=new_session)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -117,6 +150,20 @@ class ServeProcess:
             self.lines.append(line)
             if marker in line:
                 return self.output
+
+    def all_output(self, timeout: float = 10.0) -> str:
+        """Everything it printed, once it has ended (for failure messages)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                self._queue.put(None)
+                break
+            self.lines.append(line)
+        return self.output
 
     def onions(self) -> dict[str, str]:
         return {kind.lower(): address for kind, address in ONION_LINE.findall(self.output)}

@@ -1,7 +1,8 @@
 """Requests that gunicorn refuses itself, before the app sees them (an over-long request
 line, a malformed or oversized header block), against the real server: the answer
 carries the same strict headers as every page, a fixed body, and nothing of the
-request; the error log names none of it either."""
+request; the error log names none of it either. No answer of either app, the app's own
+or gunicorn's, carries a Server or Date header."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from intake.server import JOURNALIST_APP_FACTORY
 from tests.fixtures_server import IntakeServer, run_intake_server
 
 SECRET = "echo-me-5d21c9"
@@ -27,6 +29,12 @@ STRICT = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[IntakeServer]:
     with run_intake_server(tmp_path_factory.mktemp("gunicorn-errors")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def journalist_server(tmp_path_factory) -> Iterator[IntakeServer]:
+    with run_intake_server(tmp_path_factory.mktemp("gunicorn-errors-journalist"), app_spec=JOURNALIST_APP_FACTORY) as running:
         yield running
 
 
@@ -94,3 +102,26 @@ def test_the_gunicorn_config_runs_this_worker():
     config = (Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py").read_text()
     assert 'worker_class = "intake.gunicorn_worker.IntakeGeventWorker"' in config
     assert issubclass(IntakeGeventWorker, GeventWorker)
+
+
+# Normal pages, the app's own errors, and what gunicorn answers itself.
+EVERY_KIND_OF_ANSWER = {
+    "page": (b"GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200),
+    "stylesheet": (b"GET /static/style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200),
+    "not found": (b"GET /no-such-page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),
+    "malformed request line": (b"GARBAGE\r\n\r\n", 400),
+    "over-long request line": (REFUSED["over-long request line"][0], 414),
+    "malformed header": (REFUSED["malformed header"][0], 400),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", ["source", "journalist"])
+@pytest.mark.parametrize("case", sorted(EVERY_KIND_OF_ANSWER))
+def test_no_answer_carries_a_server_or_date_header(request, app: str, case: str):
+    running: IntakeServer = request.getfixturevalue("server" if app == "source" else "journalist_server")
+    raw, expected_status = EVERY_KIND_OF_ANSWER[case]
+    status, headers, _body = raw_exchange(running.gunicorn.port, raw)
+    assert status == expected_status
+    assert "server" not in headers and "date" not in headers, headers
+    assert headers["cache-control"] == "no-store"  # the answer is intake's, with its headers

@@ -59,6 +59,11 @@ def _tor_processes_using(path: Path) -> list[int]:
     return found
 
 
+def _sockets(directory: Path) -> tuple[Path, Path]:
+    """Where the source and journalist apps would listen (tor needs no socket to exist yet)."""
+    return directory / "source.sock", directory / "journalist.sock"
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -90,7 +95,7 @@ def test_client_auth_line_refuses_a_bad_address_or_key():
 def test_invalid_journalist_client_key_is_refused_before_tor_starts(tmp_path):
     services = OnionServices(tmp_path, "offline")
     with pytest.raises(InvalidClientKeyError):
-        services.start(8080, 8081, ["not-a-key"])
+        services.start(*_sockets(tmp_path), ["not-a-key"])
     assert services.pid is None
 
 
@@ -141,7 +146,7 @@ def test_offline_mode_makes_both_addresses_at_once(tmp_path, started, journalist
     seen = []
     services = OnionServices(tmp_path, "offline", progress=lambda p, s: seen.append((p, s)))
     t0 = time.monotonic()
-    source, journalist = started(services, 8080, 8081, [journalist_keys[0][0]])
+    source, journalist = started(services, *_sockets(tmp_path), [journalist_keys[0][0]])
     assert time.monotonic() - t0 < 10
     for address in (source, journalist):
         assert address.endswith(".onion") and len(address) == 62
@@ -156,10 +161,10 @@ def test_offline_mode_makes_both_addresses_at_once(tmp_path, started, journalist
 @pytest.mark.slow
 def test_addresses_are_the_same_after_a_restart_and_keys_are_private(tmp_path, started, journalist_keys):
     first = OnionServices(tmp_path, "offline")
-    addresses = started(first, 8080, 8081, [journalist_keys[0][0]])
+    addresses = started(first, *_sockets(tmp_path), [journalist_keys[0][0]])
     first.stop()
     again = OnionServices(tmp_path, "offline")
-    assert started(again, 9090, 9091, [k for k, _ in journalist_keys]) == addresses
+    assert started(again, *_sockets(tmp_path / "elsewhere"), [k for k, _ in journalist_keys]) == addresses
     assert _mode(tmp_path / "onion") == 0o700
     assert _mode(tmp_path / "tor") == 0o700
     for name in ("source.key", "journalist.key"):
@@ -171,7 +176,7 @@ def test_addresses_are_the_same_after_a_restart_and_keys_are_private(tmp_path, s
 def test_journalist_service_requires_client_auth(tmp_path, started, journalist_keys):
     services = OnionServices(tmp_path, "offline")
     publics = [public for public, _ in journalist_keys]
-    _source, journalist = started(services, 8080, 8081, publics)
+    _source, journalist = started(services, *_sockets(tmp_path), publics)
     record = services.services["journalist"]
     assert record.published and record.how == "add_onion"
     assert (record.pow_defenses, record.max_streams) == (True, 20)  # tor refuses keywords it does not know
@@ -184,20 +189,20 @@ def test_journalist_service_requires_client_auth(tmp_path, started, journalist_k
 @pytest.mark.slow
 def test_source_service_has_pow_intro_dos_and_stream_limits(tmp_path, started):
     services = OnionServices(tmp_path, "offline")
-    started(services, 8080, 8081, [generate_client_auth_keypair()[0]])
+    started(services, *_sockets(tmp_path), [generate_client_auth_keypair()[0]])
     record = services.services["source"]
     assert (record.pow_defenses, record.intro_dos_defense, record.max_streams) == (True, True, 20)
     options = services.getconf("HiddenServiceOptions")
     assert options["HiddenServicePoWDefensesEnabled"] == ["1"]
     assert options["HiddenServiceEnableIntroDoSDefense"] == ["1"]
     assert options["HiddenServiceMaxStreamsCloseCircuit"] == ["1"]
-    assert options["HiddenServicePort"] == ["80 127.0.0.1:8080"]
+    assert options["HiddenServicePort"] == [f"80 unix:{tmp_path / 'source.sock'}"]
 
 
 @pytest.mark.slow
 def test_journalist_service_is_not_published_without_clients(tmp_path, started):
     services = OnionServices(tmp_path, "offline")
-    _source, journalist = started(services, 8080, 8081, [])
+    _source, journalist = started(services, *_sockets(tmp_path), [])
     assert not services.services["journalist"].published
     assert services.getinfo("onions/current").split() == []
     public, _private = generate_client_auth_keypair()
@@ -209,7 +214,7 @@ def test_journalist_service_is_not_published_without_clients(tmp_path, started):
 @pytest.mark.slow
 def test_changing_journalist_clients_keeps_the_address(tmp_path, started, journalist_keys):
     services = OnionServices(tmp_path, "offline")
-    _source, journalist = started(services, 8080, 8081, [journalist_keys[0][0]])
+    _source, journalist = started(services, *_sockets(tmp_path), [journalist_keys[0][0]])
     assert services.update_journalist_clients([k for k, _ in journalist_keys]) == journalist
     assert len(services.services["journalist"].client_auth) == 2
     assert services.getinfo("onions/current").split() == [journalist.removesuffix(".onion")]
@@ -218,7 +223,7 @@ def test_changing_journalist_clients_keeps_the_address(tmp_path, started, journa
 @pytest.mark.slow
 def test_stop_leaves_no_tor_process_behind(tmp_path, started):
     services = OnionServices(tmp_path, "offline")
-    started(services, 8080, 8081, [])
+    started(services, *_sockets(tmp_path), [])
     pid = services.pid
     assert pid and _alive(pid)
     services.stop()
@@ -235,7 +240,7 @@ def test_tor_exits_when_intake_is_killed(tmp_path):
         from pathlib import Path
         from intake.tor import OnionServices
         services = OnionServices(Path({str(tmp_path)!r}), "offline")
-        services.start(8080, 8081, [])
+        services.start(Path({str(tmp_path)!r}) / 's.sock', Path({str(tmp_path)!r}) / 'j.sock', [])
         print(services.pid, flush=True)
         time.sleep(60)
     """)
@@ -259,7 +264,7 @@ def test_private_keys_are_never_logged(tmp_path, started, caplog):
     caplog.set_level(1, logger="stem")
     public, private = generate_client_auth_keypair()
     services = OnionServices(tmp_path, "offline")
-    started(services, 8080, 8081, [public])
+    started(services, *_sockets(tmp_path), [public])
     services.update_journalist_clients([public])
     services.stop()
     text = caplog.text
@@ -274,7 +279,7 @@ def test_private_keys_are_never_logged(tmp_path, started, caplog):
 def test_a_tor_that_refuses_its_config_gives_a_clear_error(tmp_path):
     services = OnionServices(tmp_path, "offline", extra_torrc=["NoSuchTorOption 1"])
     with pytest.raises(TorError, match="tor exited.*NoSuchTorOption"):
-        services.start(8080, 8081, [])
+        services.start(*_sockets(tmp_path), [])
     assert services.pid is None
 
 
@@ -330,7 +335,7 @@ def test_system_mode_adds_both_services_and_removes_them_on_stop(tmp_path, syste
     control = system_tor()
     public, _ = generate_client_auth_keypair()
     services = OnionServices(tmp_path / "data", "system", control_socket=control)
-    addresses = started(services, 8080, 8081, [public])
+    addresses = started(services, *_sockets(tmp_path), [public])
     source = services.services["source"]
     assert (source.how, source.pow_defenses, source.intro_dos_defense) == ("add_onion", True, False)
     assert services.services["journalist"].client_auth == (public,)
@@ -338,7 +343,7 @@ def test_system_mode_adds_both_services_and_removes_them_on_stop(tmp_path, syste
     services.stop()
     # the services went with the control connection: adding them again does not collide
     again = OnionServices(tmp_path / "data", "system", control_socket=control)
-    assert started(again, 8080, 8081, [public]) == addresses
+    assert started(again, *_sockets(tmp_path), [public]) == addresses
     assert again.services["source"].how == "add_onion"
 
 
@@ -350,10 +355,10 @@ def test_system_mode_accepts_a_source_service_from_the_system_torrc(tmp_path, sy
     hs_dir.mkdir(mode=0o700, parents=True)
     (hs_dir / "hs_ed25519_secret_key").write_bytes(key_file.read_bytes())
     (hs_dir / "hs_ed25519_secret_key").chmod(0o600)
-    control = system_tor(f"HiddenServiceDir {hs_dir}", "HiddenServicePort 80 127.0.0.1:8080",
+    control = system_tor(f"HiddenServiceDir {hs_dir}", f"HiddenServicePort 80 unix:{tmp_path / 'source.sock'}",
                          "HiddenServicePoWDefensesEnabled 1", "HiddenServiceEnableIntroDoSDefense 1")
     services = OnionServices(tmp_path / "data", "system", control_socket=control)
-    source, _journalist = started(services, 8080, 8081, [generate_client_auth_keypair()[0]])
+    source, _journalist = started(services, *_sockets(tmp_path), [generate_client_auth_keypair()[0]])
     assert services.services["source"].how == "system-torrc"
     assert (hs_dir / "hostname").read_text().strip() == source
 
@@ -362,7 +367,7 @@ def test_system_mode_accepts_a_source_service_from_the_system_torrc(tmp_path, sy
 def test_system_mode_without_a_control_socket_says_so(tmp_path):
     services = OnionServices(tmp_path, "system", control_socket=tmp_path / "nothing-here")
     with pytest.raises(TorError, match="no tor control socket"):
-        services.start(8080, 8081, [])
+        services.start(*_sockets(tmp_path), [])
 
 
 def _closed_loopback_port() -> int:
@@ -379,7 +384,7 @@ def test_launch_with_no_reachable_network_says_tor_could_not_bootstrap(tmp_path,
                       f"127.0.0.1:{_closed_loopback_port()} {'B' * 40}")
     services = OnionServices(tmp_path, "launch", extra_torrc=[
         "TestingTorNetwork 1", dead_authority, "GeoIPFile /nonexistent", "GeoIPv6File /nonexistent"])
-    source, journalist = started(services, 8080, 8081, [generate_client_auth_keypair()[0]])
+    source, journalist = started(services, *_sockets(tmp_path), [generate_client_auth_keypair()[0]])
     assert source.endswith(".onion") and journalist.endswith(".onion")
     deadline = time.monotonic() + 20
     while services.bootstrap.problem is None and time.monotonic() < deadline:
@@ -394,12 +399,12 @@ def test_launch_with_no_reachable_network_says_tor_could_not_bootstrap(tmp_path,
 def test_system_mode_says_when_the_system_torrc_publishes_another_onion_for_our_port(
         tmp_path, system_tor, started):
     hs_dir = tmp_path / "system-tor" / "other"
-    control = system_tor(f"HiddenServiceDir {hs_dir}", "HiddenServicePort 80 127.0.0.1:8080")
+    control = system_tor(f"HiddenServiceDir {hs_dir}", f"HiddenServicePort 80 unix:{tmp_path / 'source.sock'}")
     services = OnionServices(tmp_path / "data", "system", control_socket=control)
-    source, _journalist = started(services, 8080, 8081, [generate_client_auth_keypair()[0]])
+    source, _journalist = started(services, *_sockets(tmp_path), [generate_client_auth_keypair()[0]])
     assert services.services["source"].how == "add_onion"  # intake's own address still works
     assert (hs_dir / "hostname").read_text().strip() != source
-    assert any("different onion address for 127.0.0.1:8080" in n for n in services.notices)
+    assert any(f"different onion address for unix:{tmp_path / 'source.sock'}" in n for n in services.notices)
 
 
 def test_onion_keys_and_addresses_can_be_made_without_tor(tmp_path):
@@ -423,5 +428,32 @@ def test_deploy_torrc_is_valid_for_debians_system_tor():
 @pytest.mark.slow
 def test_offline_mode_cannot_be_turned_online_by_extra_torrc_lines(tmp_path, started):
     services = OnionServices(tmp_path, "offline", extra_torrc=["DisableNetwork 0"])
-    started(services, 8080, 8081, [])
+    started(services, *_sockets(tmp_path), [])
     assert services.getconf("DisableNetwork") == {"DisableNetwork": ["1"]}
+
+
+def test_every_stem_name_intake_uses_exists():
+    """`except stem.StemError` named a class stem does not have: the handler itself raised
+    AttributeError when tor went away. Every stem.* name in intake.tor must resolve."""
+    import ast
+    import importlib
+
+    source = Path(intake_tor.__file__).read_text()
+    used = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            parts, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                parts.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name) and inner.id == "stem":
+                used.add("stem." + ".".join(reversed(parts)))
+    assert "stem.ControllerError" in used
+    for dotted in sorted(used):
+        module, _, name = dotted.rpartition(".")
+        try:
+            target = importlib.import_module(module)
+        except ImportError:  # stem.control.Controller.from_socket_file: a class, not a module
+            owner, _, attr = module.rpartition(".")
+            target = getattr(importlib.import_module(owner), attr)
+        assert hasattr(target, name), f"{dotted} does not exist in stem"

@@ -8,9 +8,11 @@ network's client tor reaches them through its SocksPort by .onion address.
 from __future__ import annotations
 
 import http.server
+import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,12 +22,13 @@ from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TRANSIENT_SOCKS_ERRORS, Sock
 pytestmark = pytest.mark.slow
 
 
-class _Site(http.server.ThreadingHTTPServer):
+class _Site(socketserver.ThreadingUnixStreamServer):
+    """A tiny web site on a unix socket, where intake's onions point (as gunicorn does)."""
     daemon_threads = True
 
-    def __init__(self, body: bytes):
+    def __init__(self, path: Path, body: bytes):
         self.body = body
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(str(path), _Handler)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -41,14 +44,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def site() -> Iterator:
+def site(tmp_path: Path) -> Iterator:
     servers: list[_Site] = []
 
-    def serve(body: bytes) -> int:
-        server = _Site(body)
+    def serve(body: bytes) -> Path:
+        path = tmp_path / f"site{len(servers)}.sock"
+        server = _Site(path, body)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        return server.server_address[1]
+        return path
 
     yield serve
     for server in servers:
@@ -73,15 +77,15 @@ def _wait_for_socks_error(net: TorNetwork, url: str, timeout: float = 90.0) -> i
 
 def test_source_and_journalist_onions_over_a_private_tor_network(tor_network, site, tmp_path):
     t0 = time.monotonic()
-    source_port = site(b"source interface")
-    journalist_port = site(b"journalist interface")
+    source_socket = site(b"source interface")
+    journalist_socket = site(b"journalist interface")
     public, private = generate_client_auth_keypair()
     progress: list[tuple[int, str]] = []
     services = OnionServices(tmp_path / "data", "launch",
                              extra_torrc=tor_network.torrc_lines_for_service(),
                              progress=lambda p, s: progress.append((p, s)))
     try:
-        source, journalist = services.start(source_port, journalist_port, [public])
+        source, journalist = services.start(source_socket, journalist_socket, [public])
         assert services.wait_for_bootstrap(60), services.bootstrap.describe()
         assert progress[-1][0] == 100
         t_bootstrap = time.monotonic() - t0

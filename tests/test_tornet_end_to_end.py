@@ -1,4 +1,5 @@
-"""The whole tip line over real Tor: `intake serve` on the private network of tests/tornet.py.
+"""The whole tip line over real Tor: `intake serve` on the private network of tests/tornet.py,
+with no TCP port: tor reaches both apps over their unix sockets.
 
 A source fetches the landing page through the network's client tor (SOCKS) by the
 .onion address, gets a codename and submits a message and a file with the page's own
@@ -23,7 +24,7 @@ from keys.server_key import trust_server
 
 from intake.server_identity import server_public_key
 from tests.fixtures_newsroom import Journalist, make_newsroom
-from tests.fixtures_serve import ServeProcess, free_port
+from tests.fixtures_serve import ServeProcess, descendants, tcp_listeners
 from tests.fixtures_server import SourceClient, Upload
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TRANSIENT_SOCKS_ERRORS, SocksError, TorNetwork
 
@@ -81,13 +82,14 @@ def test_a_tip_goes_from_a_source_over_tor_to_the_journalists_laptop(tor_network
     message = "The minutes are in the attached file. " + os.urandom(6).hex()
     document = os.urandom(300_000) + b"end of the minutes"
 
+    # No --port: both onions reach the apps over their unix sockets only.
     serve = ServeProcess(["serve", "--data", str(newsroom.settings.data_dir),
-                          "--port", str(free_port()), "--journalist-port", str(free_port()),
                           "--tor", "launch", "--tor-config", str(tor_network.write_service_torrc(tmp_path / "tornet.torrc"))])
     try:
         serve.read_until("Tor is connected", timeout=90)
         onions = serve.onions()
         assert "2 keys authorised" in serve.output
+        assert tcp_listeners([serve.process.pid, *descendants(serve.process.pid)]) == []
         t_connected = time.monotonic() - t0
 
         # The source, through Tor by the .onion address only.

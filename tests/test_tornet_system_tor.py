@@ -20,7 +20,7 @@ import pytest
 
 from intake.tor import load_or_create_onion_key
 from tests.fixtures_newsroom import make_newsroom
-from tests.fixtures_serve import ServeProcess, alive, free_port
+from tests.fixtures_serve import ServeProcess, alive, descendants, tcp_listeners
 from tests.test_tornet_end_to_end import _socks_refusal
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TorNetwork, _check_private, _Control
 
@@ -79,13 +79,14 @@ def test_intake_serve_on_a_system_tor(tor_network: TorNetwork, tmp_path: Path):
     control = None
     try:
         t_tor = time.monotonic() - t0
+        # No --port: both onions reach the apps over their unix sockets only.
         serve = ServeProcess(["serve", "--data", str(data_dir),
-                              "--port", str(free_port()), "--journalist-port", str(free_port()),
                               "--tor", "system", "--tor-control-socket", str(system / "control")])
         try:
             serve.read_until("Tor is connected", timeout=90)
             onions = serve.onions()
             assert "2 keys authorised" in serve.output
+            assert tcp_listeners([serve.process.pid, *descendants(serve.process.pid)]) == []
             landing = tor_network.wait_until_reachable(f"http://{onions['source']}/", timeout=120)
             assert landing.status == 200
             assert "Share information with our journalists, safely" in landing.text

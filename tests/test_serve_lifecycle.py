@@ -1,0 +1,241 @@
+"""`intake serve` as an operator lives with it: restarts, crashes, Ctrl-C, and what it listens on.
+
+Real `intake serve` subprocesses, real gunicorn and (offline) tor; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from intake.config import Settings
+from intake.store import Store
+from tests.fixtures_serve import ServeProcess, alive, command_line, descendants, free_port, tcp_listeners
+from tests.fixtures_server import SourceClient, Upload, encode_multipart
+from tests.test_faults import Part, acknowledged, post_submission
+
+pytestmark = pytest.mark.slow
+
+SERVING = "Ctrl-C stops intake."
+
+
+def _first_ok(port: int, timeout: float) -> float | None:
+    """Seconds until GET / on the loopback port answers 200 (polled every 20 ms), or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/")
+            if conn.getresponse().status == 200:
+                return time.monotonic() - t0
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.02)
+    return None
+
+
+def _stored_submissions(settings: Settings) -> int:
+    with Store.open(settings) as store:
+        return len(store.submissions())
+
+
+# --- restarts -----------------------------------------------------------------------------------
+
+def _upload_over_kept_alive_connections(port: int, uploads: int, connections: int) -> list[http.client.HTTPConnection]:
+    """A source sends `uploads` submissions (a message and a file each) over a few connections
+    kept alive, as a browser or tor does; returns the connections, still open."""
+    source = SourceClient(f"http://127.0.0.1:{port}")
+    _codename, page = source.start_as_new_source()
+    form = page.form_with("message", "files")
+    cookie = "; ".join(f"{k}={v}" for k, v in source.cookies.items())
+    opened = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(connections)]
+    for i in range(uploads):
+        content_type, pieces = encode_multipart(form, {"message": f"tip {i}"},
+                                                {"files": [Upload(f"file{i}.txt", os.urandom(20_000))]})
+        conn = opened[i % connections]
+        conn.request("POST", form.action, body=b"".join(pieces),
+                     headers={"Cookie": cookie, "Content-Type": content_type})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 303, response.status
+        assert not response.will_close  # the connection stays open for the next request
+    return opened
+
+
+def test_a_restart_right_after_50_uploads_serves_again_within_3_seconds(settings: Settings):
+    port, journalist_port = free_port(), free_port()
+    args = ["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(port),
+            "--journalist-port", str(journalist_port)]
+    first = ServeProcess(args)
+    try:
+        first.read_until(SERVING)
+        kept_alive = _upload_over_kept_alive_connections(port, uploads=50, connections=5)
+    finally:
+        # gunicorn closes the idle kept-alive connections itself: their ends on our port linger in
+        # TIME_WAIT for a minute, which must not stop the restart.
+        assert first.stop() == 0, first.output
+    for conn in kept_alive:
+        conn.close()
+    assert _stored_submissions(settings) == 100  # 50 messages and 50 files
+
+    second = ServeProcess(args)
+    try:
+        took = _first_ok(port, timeout=10)
+        if took is None:
+            second.stop()
+            pytest.fail(f"the restarted intake did not serve within 10 s:\n{second.all_output()}")
+        assert took < 3.0, f"serving again took {took:.2f} s"
+    finally:
+        assert second.stop() == 0, second.output
+    print(f"\nrestart after 50 uploads: first 200 after {took:.2f} s")
+
+
+def test_kill_9_of_intake_takes_gunicorn_and_tor_with_it_and_the_next_start_just_works(settings: Settings):
+    port, journalist_port = free_port(), free_port()
+    args = ["serve", "--data", str(settings.data_dir), "--tor", "offline", "--port", str(port),
+            "--journalist-port", str(journalist_port)]
+    first = ServeProcess(args)
+    first.read_until(SERVING)
+    family = descendants(first.process.pid)
+    commands = {pid: command_line(pid) for pid in family}
+    assert sum("gunicorn" in c for c in commands.values()) >= 4, commands  # two masters and their workers
+    assert sum(Path(c.split(" ", 1)[0]).name == "tor" for c in commands.values()) == 1, commands
+
+    first.process.kill()
+    first.process.wait(10)
+    t0 = time.monotonic()
+    while [pid for pid in family if alive(pid)] and time.monotonic() < t0 + 15:
+        time.sleep(0.05)
+    assert [f"{pid}: {commands[pid]}" for pid in family if alive(pid)] == []
+    gone = time.monotonic() - t0
+
+    second = ServeProcess(args)
+    try:
+        second.read_until(SERVING)
+        assert _first_ok(port, timeout=10) is not None
+        assert second.onions() == first.onions() or not first.onions()
+    finally:
+        second_family = descendants(second.process.pid)
+        assert second.stop() == 0, second.output
+    assert [pid for pid in second_family if alive(pid)] == []
+    print(f"\nafter kill -9 of intake its {len(family)} processes were gone in {gone:.2f} s")
+
+
+# --- stopping drains uploads in flight ----------------------------------------------------------
+
+def _slow_upload(settings: Settings, port: int, seconds: float) -> tuple[threading.Thread, dict, threading.Event]:
+    """A source sends a file in 16 pieces over `seconds` (an upload over a slow Tor circuit), in a
+    thread. Returns the thread, where its result goes, and an event set once half is sent."""
+    source = SourceClient(f"http://127.0.0.1:{port}")
+    _codename, page = source.start_as_new_source()
+    document = os.urandom(160_000)
+    result: dict = {"document": document}
+    half_sent = threading.Event()
+
+    def upload() -> None:
+        try:
+            result["answer"] = post_submission(source, page, [Part("file", "minutes.pdf", document)],
+                                               piece=10_000, pause=seconds / 16,
+                                               on_progress=lambda sent: sent >= 80_000 and half_sent.set())
+        except OSError as error:
+            result["error"] = error
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    return thread, result, half_sent
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_stopping_lets_an_upload_in_flight_finish(settings: Settings, how: str):
+    port = free_port()
+    # Its own process group, like a command in a terminal: Ctrl-C signals the whole group.
+    serve = ServeProcess(["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(port),
+                          "--journalist-port", str(free_port()), "--grace-period", "20"], new_session=True)
+    try:
+        serve.read_until(SERVING)
+        thread, result, half_sent = _slow_upload(settings, port, seconds=4.0)
+        assert half_sent.wait(30)
+        if how == "ctrl-c":
+            os.killpg(serve.process.pid, signal.SIGINT)
+        else:
+            serve.process.send_signal(signal.SIGTERM)
+        thread.join(60)
+        status = serve.process.wait(60)
+    finally:
+        serve.stop()
+    assert "error" not in result, result.get("error")
+    assert acknowledged(*result["answer"][:2]), result["answer"]
+    assert status == 0, serve.output
+    assert _stored_submissions(settings) == 1
+
+
+def test_an_upload_longer_than_the_grace_period_is_cut_and_intake_still_stops(settings: Settings):
+    port = free_port()
+    serve = ServeProcess(["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(port),
+                          "--journalist-port", str(free_port()), "--grace-period", "2"])
+    try:
+        serve.read_until(SERVING)
+        thread, result, half_sent = _slow_upload(settings, port, seconds=30.0)
+        assert half_sent.wait(60)
+        t0 = time.monotonic()
+        serve.process.send_signal(signal.SIGTERM)
+        status = serve.process.wait(30)
+        took = time.monotonic() - t0
+        thread.join(60)
+    finally:
+        serve.stop()
+    assert status == 0, serve.output
+    assert took < 2 + 6, f"intake took {took:.1f} s to stop with a 2 s grace period"
+    assert "answer" not in result or not acknowledged(*result["answer"][:2])
+    assert _stored_submissions(settings) == 0
+
+
+# --- what it listens on ---------------------------------------------------------------------------
+
+def _unix_get(path: Path, target: str = "/", headers: str = "") -> tuple[int, bytes]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_without_a_port_intake_serve_opens_no_tcp_listener(settings: Settings):
+    serve = ServeProcess(["serve", "--data", str(settings.data_dir), "--tor", "offline"])
+    try:
+        output = serve.read_until(SERVING)
+        assert "no TCP port is open" in output
+        family = [serve.process.pid, *descendants(serve.process.pid)]
+        assert sum("gunicorn" in command_line(pid) for pid in family) >= 4
+        assert tcp_listeners(family) == []
+        sockets = settings.data_dir / "sockets"
+        assert stat.S_IMODE(sockets.stat().st_mode) in (0o700, 0o710)
+        for name, page in (("source", b"Share information"), ("journalist", b"<form")):
+            path = sockets / f"{name}.sock"
+            assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o660
+            status, answer = _unix_get(path, "/" if name == "source" else "/login")
+            assert status == 200 and page in answer, answer[:300]
+        # Every visitor comes through tor, and gunicorn trusts a unix-socket peer's forwarding
+        # headers unless told otherwise: none may change the app's idea of its own URLs.
+        status, answer = _unix_get(sockets / "source.sock", "/", "SCRIPT_NAME: /elsewhere\r\n"
+                                   "X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\n")
+        assert status == 200 and b"/elsewhere" not in answer and b"https:" not in answer
+        assert b"; Secure" not in answer
+        torrc = (settings.data_dir / "tor" / "torrc").read_text()
+        assert f"HiddenServicePort 80 unix:{sockets / 'source.sock'}" in torrc
+    finally:
+        assert serve.stop() == 0, serve.output
+    assert not (settings.data_dir / "sockets" / "source.sock").exists()  # gunicorn removed them
