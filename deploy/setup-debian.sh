@@ -24,7 +24,8 @@
 #      user intake with that credential), and with it `intake restore` (--restore) and
 #      `intake init` in /var/lib/intake
 #   6. deploy/torrc -> /etc/tor/torrc, and intake's source onion key into tor's
-#      HiddenServiceDir, so tor's own source service has intake's address; the hardening
+#      HiddenServiceDir, so tor's own source service has intake's address; intake's sockets
+#      added to Debian's AppArmor profile for tor (deploy/apparmor-system_tor); the hardening
 #      drop-in deploy/tor-hardening.conf for tor@default.service; restart tor
 #   7. deploy/intake.service -> /etc/systemd/system, enable and (re)start it
 #
@@ -165,6 +166,18 @@ if ! cmp -s "$DATA/onion/source.key" "$TOR_HS_DIR/hs_ed25519_secret_key"; then
 fi
 tor --defaults-torrc "$TOR_DEFAULTS" -f "$TORRC" --verify-config >/dev/null \
     || die "tor refuses $TORRC: check it with: tor --defaults-torrc $TOR_DEFAULTS -f $TORRC --verify-config"
+# Debian's AppArmor profile for tor lets it reach only the sockets deploy/apparmor-system_tor
+# names; its local/ file is the site's own, so intake's lines are added to it, never replace it.
+APPARMOR_LOCAL=/etc/apparmor.d/local/system_tor
+if [ -f /etc/apparmor.d/system_tor ]; then
+    if ! grep -qs "run/intake/source.sock" "$APPARMOR_LOCAL"; then
+        install -d -o root -g root -m 0755 "$(dirname "$APPARMOR_LOCAL")"
+        cat "$PREFIX/deploy/apparmor-system_tor" >>"$APPARMOR_LOCAL"
+    fi
+    if command -v apparmor_parser >/dev/null && [ -d /sys/kernel/security/apparmor ]; then
+        apparmor_parser -r /etc/apparmor.d/system_tor || die "apparmor_parser refused /etc/apparmor.d/system_tor"
+    fi
+fi
 # Debian's tor.service starts tor@default (the instance that reads /etc/tor/torrc); it runs
 # as debian-tor with no capability under intake's drop-in.
 install -d -o root -g root -m 0755 "$(dirname "$TOR_DROPIN")"
