@@ -43,7 +43,7 @@ from intake.config import (
     read_secret_file,
 )
 from intake.db_key_recovery import RECOVERY_FILE
-from intake.server_identity import SERVER_SIGNING_FILE
+from intake.server_identity import SERVER_SIGNING_FILE, write_server_public_file
 from intake.store import MissingDatabaseKeyError, Store, StoreError
 from intake.store.connection import connect, connect_blobs
 from intake.store.newsroom import Newsroom
@@ -181,6 +181,7 @@ def restore_backup(backup: Path, data_dir: Path, *, db_key_file: Path | None = N
             problems = Newsroom(store).integrity_problems()
         if problems:
             raise BackupError(f"the restored store is damaged ({problems[0]}): this backup cannot be used")
+        write_server_public_file(data_dir)  # the public half journalists compare, from the restored seed
         return settings
     except BaseException:
         for path in sorted(data_dir.rglob("*"), reverse=True):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from keys.envelope import Metadata, encrypt_bytes
 from keys.identity import KDF_MIN, Identity
+from keys.server_key import ServerPublicKey
 
 from intake.config import load_settings
 from intake.store import Store
@@ -81,6 +82,11 @@ def test_a_backup_restored_on_another_machine_keeps_the_addresses_and_every_subm
                "--journalist-key", laptop / "alice.public", "--journalist-key", laptop / "bob.public", cwd=server)
     source_onion, journalist_onion = ensure_onion_keys(data)
     assert f"Source onion address: {source_onion}" in init.stdout
+    # At enrolment both laptops trusted the server's key, checked by its fingerprint.
+    server_key = ServerPublicKey.load(data / "server-signing.public")
+    for name in ("alice", "bob"):
+        run(BIN / "intake-keys", "trust-server", data / "server-signing.public", "--key", laptop / f"{name}.secret",
+            "--fingerprint", server_key.fingerprint, cwd=laptop)
     tips = {"message": b"the first tip " + os.urandom(8).hex().encode(),
             "file": os.urandom(700_000)}  # several blobs pieces and a last piece in the main database
     _submit(data, key, tips)
@@ -109,6 +115,8 @@ def test_a_backup_restored_on_another_machine_keeps_the_addresses_and_every_subm
     assert ensure_onion_keys(new_data) == (source_onion, journalist_onion)
     assert "submissions: 2" in restored.stdout
 
+    # The restored server signs with the same key: the laptops, which trust only the old one, accept its bundles.
+    assert ServerPublicKey.load(new_data / "server-signing.public") == server_key
     bundle = other / "export.bundle"
     run(BIN / "intake", "export", "--data", new_data, "--db-key-file", recovered, "--out", bundle, cwd=other)
     for name in ("alice", "bob"):
