@@ -82,7 +82,7 @@ def prepare_socket_dir(path: Path, group: int | None) -> Path:
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o007:
             raise ListenerError(f"{path} must be a directory of intake's own user that others cannot enter: "
                                 "choose another --socket-dir") from None
-    if group is not None:
+    if group is not None and path.stat().st_gid != group:
         os.chown(path, -1, group)
     os.chmod(path, 0o710 if group is not None else 0o700)
     return path

@@ -64,7 +64,12 @@ same_source_address() {
     local hostname
     for _ in $(seq 30); do [ -s /var/lib/tor/intake-source/hostname ] && break; sleep 1; done
     hostname=$(cat /var/lib/tor/intake-source/hostname) || return 1
-    journalctl -u intake --no-pager | grep -F "http://$hostname/"
+    # intake prints its address once it has attached to tor, which may come after "active".
+    for _ in $(seq 30); do
+        journalctl -u intake --no-pager | grep -qF "http://$hostname/" && return 0
+        sleep 1
+    done
+    return 1
 }
 
 key_stays_out_of_the_data_dir() {
