@@ -22,7 +22,9 @@ import atheris
 
 from common import fixed_key_bytes, run
 
-with atheris.instrument_imports():
+# Coverage of the ingest and of Werkzeug's multipart parser under it; the rest of Flask is left
+# uninstrumented, which makes a run several times faster.
+with atheris.instrument_imports(include=["intake.app.ingest", "werkzeug.sansio.multipart", "werkzeug.http"]):
     from intake.app.ingest import FormTokenError, UploadError, ingest_submission
 
 from nacl.public import PrivateKey
