@@ -19,7 +19,6 @@ the index.html that `intake-keys decrypt` writes.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from keys.reply_bundle import seal_reply
 from tests.fixtures_keys import KDF_MIN, PASSPHRASE, SERVER_PUBLIC, Source, Submission, build_export
 from tests.fixtures_newsroom import Journalist, Newsroom, make_newsroom
 from tests.fixtures_server import run_gunicorn
-from tests.test_browser_source import CHROMIUM, CHROMIUM_ARGS
+from tests.fixtures_browser import launch_chromium
 from tests.test_export_import import reply_bundle
 
 pytestmark = pytest.mark.slow
@@ -90,15 +89,8 @@ def servers(tmp_path_factory) -> Iterator[Servers]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/system-packages test)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        yield browser
 
 
 def _axe():

@@ -19,27 +19,17 @@ import pytest
 
 from intake.codename import derive_source_keys
 from keys.envelope import EnvelopeReader, Metadata, encrypt_bytes
+from tests.fixtures_browser import launch_chromium
 from tests.fixtures_server import IntakeServer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 @pytest.fixture
 def browser_context(intake_server: IntakeServer) -> Iterator:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/system-packages test)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(java_script_enabled=False, locale="en-US", viewport={"width": 1000, "height": 900})
-            yield context
-            context.close()
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        context = browser.new_context(java_script_enabled=False, locale="en-US", viewport={"width": 1000, "height": 900})
+        yield context
+        context.close()
 
 
 class Journey:

@@ -17,22 +17,15 @@ import pytest
 from keys import cli
 from tests import cleaning_files as made
 from tests.fixtures_keys import Source, Submission, build_export
-from tests.test_browser_source import CHROMIUM, CHROMIUM_ARGS
+from tests.fixtures_browser import launch_chromium
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def browser() -> Iterator:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/system-packages test)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_debian_tor_unit_with_intakes_drop_in_is_hardened(tmp_path: Path):
     drop_in.parent.mkdir(parents=True)
     shutil.copy(DEPLOY / "tor-hardening.conf", drop_in)
     assert exposure_of("tor@default.service", tmp_path) <= 2.0
-    assert f"install -o root -g root -m 0644 \"$PREFIX/deploy/tor-hardening.conf\" \"$TOR_DROPIN\"" in (DEPLOY / "setup-debian.sh").read_text()
+    assert "install -o root -g root -m 0644 \"$PREFIX/deploy/tor-hardening.conf\" \"$TOR_DROPIN\"" in (DEPLOY / "setup-debian.sh").read_text()
     assert "TOR_DROPIN=/etc/systemd/system/tor@default.service.d/intake-hardening.conf" in (DEPLOY / "setup-debian.sh").read_text()
 
 

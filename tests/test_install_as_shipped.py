@@ -16,7 +16,6 @@ from __future__ import annotations
 import http.client
 import os
 import queue
-import re
 import shlex
 import signal
 import subprocess
