@@ -1,0 +1,145 @@
+"""Promises of SECURITY.md and docs/ that no test backed when docs/ASSURANCE.md was first written.
+Each test names the sentence it proves; ASSURANCE.md points here."""
+
+from __future__ import annotations
+
+import configparser
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from keys import bundle
+from keys.errors import FormatError
+
+from intake.config import Settings
+from intake.server_identity import PREVIOUS_SIGNING_FILE, SERVER_SIGNING_FILE, rotate_server_signing_key
+from intake.store import Store
+from tests.fixtures_serve import REPO, ServeProcess, descendants, command_line, free_port
+
+BIN = Path(sys.executable).parent
+
+
+def _run(*args, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_deleted_rows_are_overwritten_in_both_databases(settings: Settings):
+    """SECURITY.md section 2: "Deleted rows are overwritten (`secure_delete`) in both"."""
+    with Store.open(settings) as store:
+        modes = {name: conn.execute("PRAGMA secure_delete").fetchone()[0] for name, conn in store.databases()}
+    assert modes == {"database": 1, "blobs database": 1}
+
+
+def test_a_second_rotation_discards_the_oldest_signing_key(settings: Settings):
+    """SECURITY.md section 5: rotation moves the seed to server-signing.previous.secret, "an older
+    previous seed is discarded"."""
+    data = settings.data_dir
+    first = (data / SERVER_SIGNING_FILE).read_bytes()
+    rotate_server_signing_key(data)
+    second = (data / SERVER_SIGNING_FILE).read_bytes()
+    assert (data / PREVIOUS_SIGNING_FILE).read_bytes() == first
+    rotate_server_signing_key(data)
+    assert (data / PREVIOUS_SIGNING_FILE).read_bytes() == second
+    kept = [path.read_bytes() for path in data.rglob("*") if path.is_file()]
+    assert not any(first.strip() in content for content in kept), "the oldest seed is still in the data dir"
+
+
+def test_generate_uses_argon2id_opslimit_3_and_256_mib_by_default(tmp_path: Path):
+    """SECURITY.md section 4: "`intake-keys generate` uses opslimit 3 and memlimit 256 MiB by default"."""
+    (tmp_path / "passphrase").write_text("a long passphrase for the laptop\n")
+    _run(BIN / "intake-keys", "generate", "--out", tmp_path / "keys", "--name", "alice",
+         "--passphrase-file", tmp_path / "passphrase", cwd=tmp_path)
+    header = (tmp_path / "keys" / "alice.secret").read_bytes()[:17]
+    assert header[:9] == b"INTAKE-K\x01"
+    assert struct.unpack(">II", header[9:]) == (3, 256 << 20)
+
+
+def test_an_export_bundle_of_more_than_a_million_items_is_refused_from_its_headers():
+    """SECURITY.md section 6: an item entry, "at most 1,000,000 items"; section 8: "Refuse sizes
+    beyond the limits before reading the data they announce"."""
+    entry = struct.pack(">BQ", bundle.ENTRY_ITEM, 1) + b"\0"
+    data = bundle.EXPORT_MAGIC + bytes([bundle.VERSION]) + entry * (bundle.MAX_ITEMS + 1)
+    with pytest.raises(FormatError, match="too many items"):
+        bundle.ExportBundle(io.BytesIO(data))
+    assert bundle.MAX_ITEMS == 1_000_000
+
+
+def test_restore_checks_the_integrity_of_what_it_wrote_and_refuses_a_damaged_backup(tmp_path: Path, journalists):
+    """docs/operator.md: `intake restore` "refuses a wrong key, a damaged or cut backup ... with one
+    line, and leaves nothing behind; after writing it checks the restored store's integrity". The
+    cut backup is tests/test_backup_restore.py's; here one byte of the database inside it changes."""
+    key = tmp_path / "db.key"
+    key.write_text(os.urandom(32).hex() + "\n")
+    key.chmod(0o600)
+    data = tmp_path / "data"
+    _run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", journalists[0][1],
+         cwd=tmp_path)
+    backup = tmp_path / "intake.backup"
+    _run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=tmp_path)
+
+    damaged = tmp_path / "damaged.backup"
+    with tarfile.open(backup) as original, tarfile.open(damaged, "w") as out:
+        for member in original.getmembers():
+            content = original.extractfile(member).read() if member.isfile() else None
+            if member.name == "intake.db":
+                last_page = len(content) - 100  # a page the store opens without reading it
+                content = content[:last_page] + bytes([content[last_page] ^ 0x01]) + content[last_page + 1:]
+            out.addfile(member, io.BytesIO(content) if content is not None else None)
+    target = tmp_path / "restored"
+    refused = _run(BIN / "intake", "restore", damaged, "--data", target, "--db-key-file", key, cwd=tmp_path, ok=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    print(f"\n[damaged backup] intake restore said: {refused.stderr.strip()}")
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert not target.exists()
+
+
+@pytest.mark.slow
+def test_when_intakes_own_tor_exits_intake_stops_with_status_1(settings: Settings):
+    """docs/operator.md: "With intake's own tor (`launch`, `offline`), tor exiting stops intake with
+    status 1 (systemd's `Restart=on-failure` brings it back)"."""
+    serve = ServeProcess(["serve", "--data", str(settings.data_dir), "--port", str(free_port()),
+                          "--journalist-port", str(free_port()), "--tor", "offline"])
+    try:
+        serve.read_until("Ctrl-C stops intake", timeout=90)
+        tors = [pid for pid in descendants(serve.process.pid) if command_line(pid).split(" ")[0].endswith("tor")]
+        assert len(tors) == 1, [command_line(pid) for pid in descendants(serve.process.pid)]
+        os.kill(tors[0], signal.SIGKILL)
+        status = serve.process.wait(timeout=60)
+        output = serve.all_output()
+        assert status == 1, output
+        assert "Tor failed" in output and "Traceback" not in output
+    finally:
+        serve.stop()
+
+
+def test_the_units_stop_timeout_outlasts_the_default_grace_period():
+    """docs/operator.md: the grace period is 30 s by default and `deploy/intake.service` gives
+    systemd `TimeoutStopSec=45s`, so systemd never kills an upload the grace period lets finish."""
+    from intake.server import DEFAULT_GRACE_PERIOD
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(REPO / "deploy" / "intake.service")
+    timeout = unit["Service"]["TimeoutStopSec"]
+    assert timeout == "45s" and DEFAULT_GRACE_PERIOD == 30
+    assert int(timeout.removesuffix("s")) > DEFAULT_GRACE_PERIOD
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """README.md: "CI (`.ci/run`) runs exactly this command" (`scripts/test`)."""
+    run = (REPO / ".ci" / "run").read_text()
+    commands = [line for line in run.splitlines() if line and not line.startswith("#") and not line.startswith("set ")
+                and not line.startswith("cd ")]
+    assert commands == ["exec scripts/test"]
+    assert "&& scripts/test\n" in (REPO / "README.md").read_text()
+    assert os.access(REPO / ".ci" / "run", os.X_OK)
