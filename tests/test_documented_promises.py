@@ -143,3 +143,23 @@ def test_ci_runs_exactly_the_readmes_test_command():
     assert commands == ["exec scripts/test"]
     assert "&& scripts/test\n" in (REPO / "README.md").read_text()
     assert os.access(REPO / ".ci" / "run", os.X_OK)
+
+
+def test_a_removed_key_cannot_be_registered_again(newsroom, tmp_path: Path):
+    """docs/journalists.md, "Key rotation": "A removed key cannot be registered again"."""
+    from click.testing import CliRunner
+
+    import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
+    from intake.cli import cli
+
+    data = str(newsroom.settings.data_dir)
+    path = tmp_path / "carried-again" / "bob.public"
+    path.parent.mkdir()
+    newsroom.bob.identity.public.save(path)
+    removed = CliRunner().invoke(cli, ["journalist", "remove", "--data", data, "--name", "bob"])
+    assert removed.exit_code == 0, removed.output
+    again = CliRunner().invoke(cli, ["journalist", "add", "--data", data, "--name", "bob", "--public-key", str(path), "--yes"])
+    assert again.exit_code == 1 and "Traceback" not in again.output, again.output
+    print(f"\n[removed key] journalist add said: {again.output.strip()}")
+    with newsroom.store() as store:
+        assert bytes(newsroom.bob.identity.public.encryption_key) not in [r.public_key for r in store.active_recipients()]
