@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import io
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -163,3 +164,12 @@ def test_a_removed_key_cannot_be_registered_again(newsroom, tmp_path: Path):
     print(f"\n[removed key] journalist add said: {again.output.strip()}")
     with newsroom.store() as store:
         assert bytes(newsroom.bob.identity.public.encryption_key) not in [r.public_key for r in store.active_recipients()]
+
+
+def test_the_cleaner_gets_120_seconds_and_2_gib_per_step_unless_told_otherwise(tmp_path: Path):
+    """docs/journalists.md, "Reading files safely": "120 seconds and 2 GiB of memory per step
+    (`--time-limit`, `--memory-limit`)". That the sandbox enforces the limits it is given is
+    tests/test_cleaning_sandbox.py's; this is the default a journalist gets."""
+    shown = _run(BIN / "intake-keys", "clean", "--help", cwd=tmp_path).stdout
+    assert re.search(r"--time-limit SECONDS\s+per file and step \(default: 120\)", shown), shown
+    assert re.search(r"--memory-limit MIB\s+address space of the cleaner \(default: 2048\)", shown), shown
