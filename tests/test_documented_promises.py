@@ -173,3 +173,36 @@ def test_the_cleaner_gets_120_seconds_and_2_gib_per_step_unless_told_otherwise(t
     shown = _run(BIN / "intake-keys", "clean", "--help", cwd=tmp_path).stdout
     assert re.search(r"--time-limit SECONDS\s+per file and step \(default: 120\)", shown), shown
     assert re.search(r"--memory-limit MIB\s+address space of the cleaner \(default: 2048\)", shown), shown
+
+
+@pytest.mark.slow
+def test_the_tor_intake_launches_has_no_socks_port_safe_logging_and_logs_to_intakes_output(tmp_path: Path):
+    """docs/operator.md, `--tor launch`: "no SOCKS port, `SafeLogging 1`, and logs that go to
+    intake's output, never to disk" (asked of the running tor, in offline mode)."""
+    from intake.tor import OnionServices
+
+    services = OnionServices(tmp_path, "offline")
+    try:
+        services.start(tmp_path / "source.sock", tmp_path / "journalist.sock", [])
+        conf = {key: services.getconf(key)[key] for key in ("SocksPort", "SafeLogging", "Log", "DisableNetwork")}
+    finally:
+        services.stop()
+    assert conf["SocksPort"] == ["0"] and conf["SafeLogging"] == ["1"] and conf["DisableNetwork"] == ["1"]
+    assert conf["Log"] and all(line.split()[-1] == "stdout" for line in conf["Log"]), conf["Log"]
+
+
+def test_the_shipped_torrc_never_relays_logs_safely_and_opens_its_control_socket_to_its_group_only():
+    """docs/operator.md, production step 1: deploy/torrc "turns off the SOCKS port, never relays,
+    logs at `notice` with `SafeLogging 1`, and opens the control socket `/run/tor/control` to group
+    `debian-tor` only" (tor itself checks the file: tests/test_tor_offline.py)."""
+    options: dict[str, list[str]] = {}
+    for line in (REPO / "deploy" / "torrc").read_text().splitlines():
+        words = line.split("#")[0].split(None, 1)
+        if words:
+            options.setdefault(words[0], []).append(words[1] if len(words) > 1 else "")
+    assert options["SocksPort"] == ["0"] and options["ORPort"] == ["0"] and options["DirPort"] == ["0"]
+    assert options["ExitRelay"] == ["0"] and options["ClientOnly"] == ["1"]
+    assert options["SafeLogging"] == ["1"] and [log.split()[0] for log in options["Log"]] == ["notice"]
+    assert options["ControlPort"] == ["0"] and [s.split()[0] for s in options["ControlSocket"]] == ["/run/tor/control"]
+    assert options["ControlSocketsGroupWritable"] == ["1"] and options["CookieAuthentication"] == ["1"]
+    assert "RelaxDirModeCheck" in options["ControlSocket"][0] and "WorldWritable" not in options["ControlSocket"][0]
