@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from keys.errors import FormatError
 from intake.config import Settings
 from intake.server_identity import PREVIOUS_SIGNING_FILE, SERVER_SIGNING_FILE, rotate_server_signing_key
 from intake.store import Store
-from tests.fixtures_serve import REPO, ServeProcess, descendants, command_line, free_port
+from tests.fixtures_serve import REPO, ServeProcess, command_line, descendants, free_port
 
 BIN = Path(sys.executable).parent
 
