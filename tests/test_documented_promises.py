@@ -205,3 +205,23 @@ def test_the_shipped_torrc_never_relays_logs_safely_and_opens_its_control_socket
     assert options["ControlPort"] == ["0"] and [s.split()[0] for s in options["ControlSocket"]] == ["/run/tor/control"]
     assert options["ControlSocketsGroupWritable"] == ["1"] and options["CookieAuthentication"] == ["1"]
     assert "RelaxDirModeCheck" in options["ControlSocket"][0] and "WorldWritable" not in options["ControlSocket"][0]
+
+
+def test_publish_replaces_each_file_whole(newsroom, tmp_path: Path):
+    """docs/publishing.md: `intake publish` writes into `site/`, "each file is replaced whole": a
+    new file is put in place of the old one, so a web server or a mirror reading the folder meanwhile
+    sees the old file or the new one, never a half-written one; nothing else is left in the folder."""
+    site = tmp_path / "site"
+    site.mkdir()
+    old = b"an older statement, longer than the new one will be. " * 400
+    (site / "onion-address.txt").write_bytes(old)
+    os.link(site / "onion-address.txt", tmp_path / "what-a-reader-has-open")  # the old file, as an open reader sees it
+    before = (site / "onion-address.txt").stat().st_ino
+    _run(BIN / "intake", "publish", "--data", newsroom.settings.data_dir, "--out", site, cwd=tmp_path)
+    assert (site / "onion-address.txt").stat().st_ino != before
+    assert (tmp_path / "what-a-reader-has-open").read_bytes() == old
+    statement = (site / "onion-address.txt").read_bytes()
+    assert statement != old and not statement.startswith(b"an older statement")
+    assert sorted(path.name for path in site.iterdir()) == sorted([
+        "onion-address.txt", "onion-address.txt.sig", "server-signing-key.pem",
+        "tip-line.en.html", "tip-line.en.txt", "tip-line.ru.html", "tip-line.ru.txt"])
