@@ -57,9 +57,11 @@ class Scan:
     language: str
     violations: list[str] = field(default_factory=list)
     covered: set[str] = field(default_factory=set)
+    scans: int = 0
 
     def __call__(self, page, template: str, state: str = "") -> None:
         self.covered.add(template)
+        self.scans += 1
         lang = page.locator("html").get_attribute("lang")
         label = f"{template}{' (' + state + ')' if state else ''} [{self.language}] {page.url}"
         assert lang == self.language, f"{label}: <html lang={lang!r}>"
@@ -247,6 +249,8 @@ def test_every_page_passes_axe_core_wcag_2_2_aa(servers: Servers, browser, langu
         source.close()
         newsroom.close()
     every_page = page_templates(TEMPLATES) | page_templates(TEMPLATES / "journalist", "journalist/")
+    print(f"\n[axe-core, {language}] {scan.scans} page states scanned, {len(scan.covered)} pages "
+          f"({len(every_page)} page templates), {len(scan.violations)} violations")
     assert every_page - scan.covered == set(), "pages no step of this gate reaches"
     assert scan.violations == [], "\n".join(scan.violations)
 

@@ -105,7 +105,10 @@ def test_canary_never_reaches_the_disk_and_no_file_is_written(tmp_path):
     assert canary in items[0][1].decode() and items[1][0].name == f"{canary}.txt" and items[1][1] == content
 
     needles = [canary.encode(), canary.encode("utf-16-le"), codename.encode()]
-    assert files_containing(needles, [instance.settings.data_dir, *SCAN_ROOTS], since) == []
+    roots = [instance.settings.data_dir, *SCAN_ROOTS]
+    hits = files_containing(needles, roots, since)
+    print(f"\n[canary on disk, app] {len(list(files_under(roots, since)))} files changed during the test scanned, {len(hits)} hits")
+    assert hits == []
 
 
 def test_canary_scan_finds_a_planted_plaintext_file(tmp_path):
@@ -143,4 +146,7 @@ def test_canary_through_gunicorn_never_reaches_the_disk(tmp_path):
             stored = [decrypt_bytes(b"".join(store.submission_ciphertext(s.id)), server.journalists[1].private_key) for s in store.submissions()]
         assert stored[1][0].name == f"{canary}.bin" and stored[1][1] == content
         needles = [canary.encode(), canary.encode("utf-16-le"), codename.encode()]
-        assert files_containing(needles, [tmp_path, *SCAN_ROOTS], since) == []
+        hits = files_containing(needles, [tmp_path, *SCAN_ROOTS], since)
+        print(f"\n[canary on disk, gunicorn] {len(list(files_under([tmp_path, *SCAN_ROOTS], since)))} files changed "
+              f"during the test scanned (data dir, logs, temp dirs), {len(hits)} hits")
+        assert hits == []

@@ -82,6 +82,9 @@ def test_no_plaintext_stays_in_the_servers_memory_after_the_request(server: Inta
     time.sleep(SETTLE_SECONDS)
     found = {pid: (count_in_memory(pid, file_marker), count_in_memory(pid, message_marker.encode()))
              for pid in gunicorn_pids(server)}
+    scanned = sum(end - start for pid in found for start, end, _name in readable_regions(pid))
+    print(f"\n[canary in memory] {len(found)} gunicorn processes, {scanned / 2**20:.0f} MiB of writable memory scanned "
+          f"{SETTLE_SECONDS:.0f} s after a {FILE_BYTES >> 20} MiB upload: {sum(map(sum, found.values()))} markers found")
     assert all(counts == (0, 0) for counts in found.values()), f"(file, message) markers per process: {found}"
 
 

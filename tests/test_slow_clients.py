@@ -188,12 +188,17 @@ def test_a_source_is_served_promptly_while_slow_uploads_and_slowloris_hold_conne
         thread.join(timeout=max(1.0, start + LOAD_SECONDS + 15 - time.monotonic()))
     assert not any(thread.is_alive() for thread in threads), "slow clients did not finish in time"
 
+    completed = [upload for upload in slow_uploads if upload.status == 303 and upload.location.endswith("/thanks")]
+    if probe.latencies:
+        print(f"\n[slow clients] {SLOW_UPLOADS} slow uploads ({len(completed)} completed) and "
+              f"{sum(loris.connections for loris in lorises)} slowloris connections held for {LOAD_SECONDS:.0f} s; "
+              f"a probing source made {len(probe.latencies)} requests, p95 {_p95(probe.latencies):.3f} s, "
+              f"worst {max(probe.latencies):.3f} s, {len(probe.failures)} failures")
     assert not probe.failures, probe.failures
     assert len(probe.latencies) >= 30, f"the probing source got through only {len(probe.latencies)} requests"
     assert _p95(probe.latencies) < P95_LIMIT, f"p95 {_p95(probe.latencies):.3f} s, worst {max(probe.latencies):.3f} s"
     assert sum(loris.connections for loris in lorises) >= SLOWLORIS
 
-    completed = [upload for upload in slow_uploads if upload.status == 303 and upload.location.endswith("/thanks")]
     assert len(completed) == SLOW_UPLOADS, [(u.status, u.error) for u in slow_uploads if u not in completed]
 
     journalist_key = server.journalists[0].private_key
