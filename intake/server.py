@@ -52,6 +52,9 @@ def gunicorn_command(port: int, host: str = LOOPBACK, app_factory: str = APP_FAC
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket() as probe:
+        # As gunicorn binds: connections a crash left in TIME_WAIT (a minute) do not hold the port,
+        # so a restart by systemd serves at once; a live listener still does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
