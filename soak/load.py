@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 import http.client
+import json
 import os
 import random
 import re
@@ -127,6 +128,10 @@ def _sha(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+class _Refused(Exception):
+    """The server answered, but not with what a source hoped for (busy, session gone, ...)."""
+
+
 class Sources:
     """One source thread: new sources and returning ones, each sending a few submissions."""
 
@@ -217,10 +222,6 @@ class Sources:
             self.ledger.latency("message", time.monotonic() - started)
         if not request.acknowledged:
             raise _Refused(f"submission answered {status}")
-
-
-class _Refused(Exception):
-    """The server answered, but not with what a source hoped for (busy, session gone, ...)."""
 
 
 class Journalist:
@@ -348,8 +349,6 @@ class Journalist:
 
 def decrypted_items(out: Path) -> list[tuple[str, str, Path]]:
     """(kind, sha256, source folder) of every item `intake-keys decrypt` wrote under `out`."""
-    import json
-
     items = []
     for record in sorted(out.glob("*/source.json")):
         for item in json.loads(record.read_text())["items"]:
