@@ -401,6 +401,41 @@ def test_kill_9_during_concurrent_submissions_loses_no_acknowledged_one_and_show
           f" removed; {len(visible)} submissions exported and decrypted; {time.monotonic() - started:.1f} s")
 
 
+@pytest.mark.slow
+def test_serve_starts_again_on_its_port_at_once_after_a_kill_9(tmp_path: Path):
+    """systemd restarts intake 5 s after a crash; the closed connections' TIME_WAIT on the port (a
+    minute) must not make `intake serve` refuse the port as in use (scripts/soak found it did)."""
+    data_dir, _, _ = init_instance(tmp_path, 1)
+    port, journalist_port = free_port(), free_port()
+    args = ["serve", "--data", str(data_dir), "--no-tor", "--port", str(port), "--journalist-port", str(journalist_port)]
+    first = ServeProcess(args)
+    try:
+        first.read_until(SERVING)
+        # Connections open at the kill: the kernel closes the server's side first, so TIME_WAIT is on its port.
+        assert SourceClient(f"http://127.0.0.1:{port}").get("/").status == 200
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        time.sleep(1)  # accepted by a worker
+        kill_everything(first)
+        for client in clients:
+            client.close()
+    finally:
+        first.stop()
+    again = ServeProcess(args)
+    try:
+        output = again.read_until(SERVING)
+        assert "already in use" not in output
+        assert SourceClient(f"http://127.0.0.1:{port}").get("/").status == 200
+    finally:
+        again.stop()
+    # A port a live program listens on is still refused.
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        refused = subprocess.run(INTAKE + args, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert refused.returncode == 1 and f"port {port} on 127.0.0.1 is already in use" in refused.stderr
+
+
 # --- 2. a real full disk ---------------------------------------------------------------------------
 
 
