@@ -18,7 +18,10 @@ import atheris
 
 from common import run
 
-with atheris.instrument_imports():
+# Coverage of the sign-in code and the form parsing under it; the rest of Flask, Jinja and Babel
+# is left uninstrumented, which makes a run several times faster.
+with atheris.instrument_imports(include=["intake.app.journalist", "intake.journalist_auth", "intake.app.security",
+                                         "werkzeug.formparser", "werkzeug.urls", "werkzeug.sansio.request"]):
     from intake.app.journalist import create_journalist_app
 
 from nacl import pwhash
