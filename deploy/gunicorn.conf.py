@@ -19,7 +19,15 @@ Environment:
                               `intake serve` passes --bind itself (its --port and
                               --journalist-port), which takes precedence
   INTAKE_WORKERS              worker processes (default: one per CPU core)
-  INTAKE_WORKER_CONNECTIONS   connections per worker (default 250)
+  INTAKE_WORKER_CONNECTIONS   connections per worker (default 1500)
+  INTAKE_BODY_MIN_BYTES_PER_SECOND, INTAKE_BODY_WINDOW_SECONDS, INTAKE_BODY_DEADLINE_SECONDS
+                              how fast a request body must arrive (default 1024 bytes/s
+                              averaged over each 60 s) and by when (default 4 h); see
+                              intake/body_pace.py
+  INTAKE_TOR_CIRCUIT_IDS      1: tor opens every connection with a PROXY line naming its
+                              circuit (HiddenServiceExportCircuitID haproxy); connections
+                              without one are refused (default 0)
+  INTAKE_CONNECTIONS_PER_CIRCUIT  connections one circuit may hold per worker (default 12)
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 
+from intake.body_pace import worker_limits_from_environment
 from intake.logs import redact
 from intake.memory_wiping import missing_wiping
 
@@ -43,14 +52,19 @@ bind = [os.environ.get("INTAKE_BIND", "127.0.0.1:8080")]
 worker_class = "intake.gunicorn_worker.IntakeGeventWorker"
 # One process per core: each gevent worker is one event-loop thread (plus KDF threads).
 workers = int(os.environ.get("INTAKE_WORKERS", str(os.cpu_count() or 1)))
-# Each connection that reaches the app holds a store connection (file descriptors,
-# page cache), so the cap is far below gevent's default of 1000.
-worker_connections = int(os.environ.get("INTAKE_WORKER_CONNECTIONS", "250"))
+# A waiting connection costs a greenlet and a file descriptor (~40 KiB measured, see
+# docs/worker-model.md); what is costly (a store, an upload, a derivation) has its own
+# cap in the app. 2 workers x 1500 hold 2,000 slow clients with room for real sources.
+# Needs a file limit above it (deploy/intake.service: LimitNOFILE).
+worker_connections = int(os.environ.get("INTAKE_WORKER_CONNECTIONS", "1500"))
+# Request bodies: minimum rate and deadline, and tor's circuit ids (intake.body_pace).
+# Read here so that a bad value stops the server at once; each worker reads them again.
+worker_limits_from_environment()
 
 # With the gevent worker, `keepalive` is also the deadline for a request's headers
 # (gunicorn reads every request line and header block under this timeout): a
-# connection that dribbles headers is dropped after it. Bodies are not bounded
-# in time, because a large upload over Tor is legitimately slow.
+# connection that dribbles headers is dropped after it. Bodies have a minimum rate
+# and a deadline of their own (intake.body_pace), suited to a large upload over Tor.
 keepalive = 20
 # Heartbeat: a worker whose event loop is stuck for this long is replaced.
 timeout = 60
@@ -71,7 +85,11 @@ loglevel = "warning"
 capture_output = False
 # Behind tor on loopback every client is 127.0.0.1; never trust forwarded client addresses.
 forwarded_allow_ips = ""
-proxy_protocol = False
+# Off: tor's PROXY line (INTAKE_TOR_CIRCUIT_IDS=1) is read and removed by intake's worker.
+# gunicorn's own reading trusts the line from any peer on a unix socket and from
+# loopback on TCP, and serves a connection without one as if none was expected, so a
+# client of a tor that does not send it could name any circuit it likes.
+proxy_protocol = "off"
 # No runtime control socket (not needed, and it would be one more thing listening).
 control_socket_disable = True
 proc_name = "intake"

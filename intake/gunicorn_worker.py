@@ -8,6 +8,12 @@ offending request line or header back. This worker answers them instead with a
 fixed plain-text body (the status, nothing else) and the same strict headers as
 every page (intake.headers), and logs only what kind of request it refused.
 
+Connections are also where slow and abusive clients are met (intake.body_pace,
+intake.circuits): each connection's reads enforce the body rate and deadline, and
+with ``INTAKE_TOR_CIRCUIT_IDS=1`` every connection must open with tor's PROXY line
+(``HiddenServiceExportCircuitID haproxy``), which is read and removed here, so the
+circuit's connections can be capped and gunicorn and the app never see its id.
+
 Imported by the gunicorn master when it reads its config (``worker_class``), so
 it imports nothing of Flask or the app: the app loads in each worker, after
 gevent has patched the standard library.
@@ -15,7 +21,9 @@ gevent has patched the standard library.
 
 from __future__ import annotations
 
+import socket
 import ssl
+import time
 
 from gunicorn import util
 from gunicorn.http.errors import (
@@ -31,6 +39,8 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.ggevent import GeventWorker
 
+from intake.body_pace import PacedSocket, WorkerLimits, worker_limits_from_environment
+from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, serving_circuit
 from intake.headers import SECURITY_HEADERS
 
 # Statuses as gunicorn gives them (gunicorn.workers.base.Worker.handle_error); any other
@@ -43,6 +53,13 @@ _CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (ForbiddenProxyRequest, 403, "Forbidden"),
     (ssl.SSLError, 403, "Forbidden"),
 )
+
+
+def _has_body(req) -> bool:
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value.strip() != "0"):
+            return True
+    return False
 
 
 def refusal_status(error: BaseException) -> tuple[int, str]:
@@ -71,8 +88,66 @@ def error_response(status: int, reason: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+def take_proxy_line(client: socket.socket, timeout: float) -> bytes:
+    """The PROXY v1 line that opens the connection, consumed from the socket and nothing
+    after it (the request that follows is gunicorn's to read); b"" if there is none."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            client.settimeout(max(0.001, deadline - time.monotonic()))
+            seen = client.recv(PROXY_V1_MAX, socket.MSG_PEEK)
+            start = seen[:6]
+            if not seen or b"PROXY "[: len(start)] != start:
+                return b""
+            end = seen.find(b"\r\n")
+            if end != -1:
+                return client.recv(end + 2)
+            if len(seen) >= PROXY_V1_MAX or time.monotonic() >= deadline:
+                return b""
+            time.sleep(0.01)  # tor writes the line at once; the rest of it is on its way
+    except OSError:
+        return b""
+    finally:
+        client.settimeout(None)
+
+
 class IntakeGeventWorker(GeventWorker):
-    """The gevent worker (see docs/worker-model.md) with intake's answers to refused requests."""
+    """The gevent worker (see docs/worker-model.md) with intake's answers to refused
+    requests, paced request bodies and, with tor's circuit ids, connections capped per circuit."""
+
+    def init_process(self) -> None:
+        self.limits: WorkerLimits = worker_limits_from_environment()
+        self.connections = CircuitLedger(self.limits.connections_per_circuit, self.cfg.worker_connections)
+        super().init_process()
+
+    def handle(self, listener, client, addr) -> None:
+        circuit: CircuitKey | None = None
+        if self.limits.circuit_ids:
+            circuit = circuit_from_proxy_line(take_proxy_line(client, self.cfg.keepalive))
+            if circuit is None:
+                # Only tor connects here, and it opens every connection with the line.
+                self.log.warning("Refused a connection that did not start with tor's circuit line")
+                util.close(client)
+                return
+        try:
+            with self.connections.hold(circuit), serving_circuit(circuit):
+                super().handle(listener, PacedSocket(client, self.limits), addr)
+        except CircuitBusyError:
+            try:
+                util.write_nonblock(client, error_response(503, "Service Unavailable"))
+            except OSError:
+                pass
+            util.close(client)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        paced = isinstance(sock, PacedSocket) and _has_body(req)
+        if paced:
+            sock.start_body()
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if paced:
+                sock.end_body()
 
     def handle_error(self, req, client, addr, exc) -> None:
         status, reason = refusal_status(exc)

@@ -28,6 +28,7 @@ from intake.app.ingest import (
 )
 from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session
 from intake.app.stores import request_store
+from intake.circuits import CircuitBusyError, current_circuit
 from intake.codename import InvalidCodenameError, KdfBusyError, SourceKeys, derive_source_keys, generate_codename, normalize_codename
 from intake.store.errors import StoreFullError
 from keys.envelope import decrypt_bytes
@@ -70,6 +71,7 @@ def _derive_keys(codename: str) -> SourceKeys:
         derive_source_keys,
         codename,
         settings.codename_salt,
+        circuit=current_circuit(),
         opslimit=settings.kdf_opslimit,
         memlimit=settings.kdf_memlimit,
     )
@@ -131,14 +133,15 @@ def submit():
     request.max_content_length = settings.max_request_bytes
     store = request_store()
     try:
-        ingest_submission(
-            request.stream,
-            request.headers.get("Content-Type"),
-            store=store,
-            source_id=source_session.source_id,
-            max_bytes=settings.max_request_bytes,
-            check_form_token=_check_form_token,
-        )
+        with app_state().uploads.hold(current_circuit()):
+            ingest_submission(
+                request.stream,
+                request.headers.get("Content-Type"),
+                store=store,
+                source_id=source_session.source_id,
+                max_bytes=settings.max_request_bytes,
+                check_form_token=_check_form_token,
+            )
     except EmptySubmissionError:
         page = render_template("submit.html", max_upload=_max_upload_label(), empty=True)
         return page, 400
@@ -234,7 +237,8 @@ NOT_ACCEPTING = (_l("Not accepting submissions right now"), _l("The service cann
 
 
 @blueprint.errorhandler(KdfBusyError)
-def _busy(_error: KdfBusyError):
+@blueprint.errorhandler(CircuitBusyError)
+def _busy(_error: Exception):
     body, status = error_page(503, *BUSY)
     return body, status, {"Retry-After": "30"}
 
