@@ -32,6 +32,7 @@ BODY_WINDOW_ENV = "INTAKE_BODY_WINDOW_SECONDS"
 BODY_DEADLINE_ENV = "INTAKE_BODY_DEADLINE_SECONDS"
 CIRCUIT_IDS_ENV = "INTAKE_TOR_CIRCUIT_IDS"
 CONNECTIONS_PER_CIRCUIT_ENV = "INTAKE_CONNECTIONS_PER_CIRCUIT"
+REQUESTS_PER_CIRCUIT_ENV = "INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND"
 
 
 class BodyTooSlowError(ConnectionResetError):
@@ -51,6 +52,7 @@ class WorkerLimits:
     body_deadline: float = 4 * 60 * 60  # seconds from the first byte of the body to its last
     circuit_ids: bool = False  # tor sends a PROXY line naming the circuit on every connection
     connections_per_circuit: int = 12  # per worker; Tor Browser opens ~6 to a site
+    requests_per_circuit: float = 10.0  # a second, per worker, in bursts of 4x that; a page is 2 requests without JavaScript
 
 
 def _number(env: dict[str, str], name: str, default: float, kind: type, minimum: float) -> Any:
@@ -78,6 +80,7 @@ def worker_limits_from_environment(env: dict[str, str] | None = None) -> WorkerL
         body_deadline=_number(env, BODY_DEADLINE_ENV, defaults.body_deadline, float, 1),
         circuit_ids=circuit_ids == "1",
         connections_per_circuit=_number(env, CONNECTIONS_PER_CIRCUIT_ENV, defaults.connections_per_circuit, int, 1),
+        requests_per_circuit=_number(env, REQUESTS_PER_CIRCUIT_ENV, defaults.requests_per_circuit, float, 0.1),
     )
     if limits.body_deadline < limits.body_window:
         raise SystemExit(f"intake: {BODY_DEADLINE_ENV} must be at least {BODY_WINDOW_ENV}")

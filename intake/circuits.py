@@ -24,6 +24,7 @@ import hashlib
 import ipaddress
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,16 +94,36 @@ class CircuitLedger:
     CircuitBusyError at once; the count drops when the block ends. An unknown
     circuit (None) counts only towards the total: without tor's PROXY line every
     connection looks alike.
+
+    With a `rate`, `allow_request(circuit)` also meters a circuit's requests (a token
+    bucket of `rate` a second, `burst` at once), so that one circuit cannot keep the
+    worker busy answering "busy". A circuit's bucket lives while it holds something.
     """
 
-    def __init__(self, per_circuit: int, total: int):
-        if per_circuit < 1 or total < 1:
-            raise ValueError("a CircuitLedger needs per_circuit >= 1 and total >= 1")
+    def __init__(self, per_circuit: int, total: int, *, rate: float | None = None, burst: int = 1):
+        if per_circuit < 1 or total < 1 or (rate is not None and (rate <= 0 or burst < 1)):
+            raise ValueError("a CircuitLedger needs per_circuit >= 1, total >= 1 and a positive rate and burst")
         self.per_circuit = per_circuit
         self.total = total
+        self._rate = rate
+        self._burst = burst
         self._held: Counter[CircuitKey] = Counter()
+        self._buckets: dict[CircuitKey, tuple[float, float]] = {}  # circuit -> (tokens, when counted)
         self._count = 0
         self._lock = threading.Lock()  # gevent's lock under a gevent worker; held only around the counts
+
+    def allow_request(self, circuit: CircuitKey | None) -> bool:
+        """Take a token from the circuit's bucket; False when it is empty (always True
+        without a rate, or for an unknown circuit)."""
+        if self._rate is None or circuit is None:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(circuit, (float(self._burst), now))
+            tokens = min(float(self._burst), tokens + (now - then) * self._rate)
+            allowed = tokens >= 1
+            self._buckets[circuit] = (tokens - 1 if allowed else tokens, now)
+            return allowed
 
     @contextlib.contextmanager
     def hold(self, circuit: CircuitKey | None) -> Iterator[None]:
@@ -123,6 +144,7 @@ class CircuitLedger:
                     self._held[circuit] -= 1
                     if not self._held[circuit]:
                         del self._held[circuit]  # nothing of a circuit outlives its last connection
+                        self._buckets.pop(circuit, None)
 
     def held(self, circuit: CircuitKey | None = None) -> int:
         with self._lock:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return fn(*args, **kwargs)
 
 
+_BUCKETS_KEPT = 1024  # beyond this many circuits' buckets, the full ones are dropped
+
+
 class KdfGate:
     """Admits at most `concurrency` running plus `queue` waiting calls, and at most
     `per_circuit` of them from one Tor circuit; others get KdfBusyError at once, as
@@ -107,12 +111,16 @@ class KdfGate:
     served, so 32 logins from one circuit delay another circuit's login by one
     derivation at most. Calls of unknown circuit (None) share one place in the round.
 
+    A circuit may also start only `circuit_burst` derivations at once and one more
+    every `circuit_interval` seconds (a source types a codename at human speed), so a
+    flood from one circuit cannot keep the CPUs busy. Its bucket is forgotten once full.
+
     `runner(fn, *args, **kwargs)` executes the admitted call; under an event-loop
     worker (gevent) pass one that runs it in an OS thread so the loop keeps serving.
     """
 
     def __init__(self, concurrency: int, queue: int, timeout: float, *, per_circuit: int | None = None,
-                 runner: Callable[..., Any] = _call):
+                 circuit_interval: float = 0.0, circuit_burst: int = 1, runner: Callable[..., Any] = _call):
         per_circuit = concurrency + queue if per_circuit is None else per_circuit
         if concurrency < 1 or queue < 0 or timeout <= 0 or per_circuit < 1:
             raise ValueError("a KdfGate needs concurrency >= 1, queue >= 0, per_circuit >= 1 and a positive timeout")
@@ -126,6 +134,9 @@ class KdfGate:
         self._admitted = 0
         self._per: Counter[Hashable] = Counter()  # admitted calls per circuit (None included)
         self._waiting: dict[Hashable, deque[_Turn]] = {}  # in round-robin order: the next circuit first
+        self._interval = circuit_interval
+        self._burst = circuit_burst
+        self._buckets: dict[Hashable, tuple[float, float]] = {}  # circuit -> (derivations allowed, when counted)
 
     def run(self, fn: Callable[..., T], *args: Any, circuit: Hashable = None, **kwargs: Any) -> T:
         turn = self._admit(circuit)
@@ -150,6 +161,8 @@ class KdfGate:
                 raise KdfBusyError("too many codename checks at once")
             if circuit is not None and self._per[circuit] >= self._per_circuit:
                 raise KdfBusyError("too many codename checks at once from one circuit")
+            if circuit is not None and self._interval > 0 and not self._take_token(circuit):
+                raise KdfBusyError("too many codename checks in a row from one circuit")
             self._admitted += 1
             self._per[circuit] += 1
             if self._running < self._concurrency and not self._waiting:
@@ -158,6 +171,22 @@ class KdfGate:
             turn = _Turn(self._lock, circuit, self._waiting)
             self._waiting.setdefault(circuit, deque()).append(turn)
             return turn
+
+    def _take_token(self, circuit: Hashable) -> bool:
+        """Under the lock: one derivation from the circuit's bucket, if it has one."""
+        now = time.monotonic()
+        tokens, then = self._buckets.get(circuit, (float(self._burst), now))
+        tokens = min(float(self._burst), tokens + (now - then) / self._interval)
+        if tokens < 1:
+            self._buckets[circuit] = (tokens, now)
+            return False
+        self._buckets[circuit] = (tokens - 1, now)
+        if len(self._buckets) > _BUCKETS_KEPT:
+            # Buckets that have filled up again say nothing more than a missing one.
+            full = [key for key, (left, when) in self._buckets.items() if left + (now - when) / self._interval >= self._burst]
+            for key in full:
+                del self._buckets[key]
+        return True
 
     def _hand_on(self) -> None:
         """A running call ended: its slot goes to the first waiting call of the next circuit."""

@@ -48,7 +48,9 @@ class Settings:
     kdf_concurrency: int = 2  # derivations running at once per worker
     kdf_queue: int = 8  # derivations waiting per worker; beyond that the source sees "busy, try again"
     kdf_timeout_seconds: float = 10.0  # a derivation that waited this long is refused as busy
-    kdf_per_circuit: int = 2  # derivations running or waiting per worker from one Tor circuit
+    kdf_per_circuit: int = 1  # derivations running or waiting per worker from one Tor circuit (a source logs in once)
+    kdf_circuit_burst: int = 3  # derivations one circuit may start in a row per worker ...
+    kdf_circuit_interval_seconds: float = 5.0  # ... and one more every this many seconds
     uploads_per_worker: int = 150  # uploads in flight per worker ($INTAKE_UPLOADS_PER_WORKER)
     uploads_per_circuit: int = 3  # uploads in flight per worker from one Tor circuit ($INTAKE_UPLOADS_PER_CIRCUIT)
     upload_chunk_bytes: int = 4 * 1024 * 1024  # ciphertext per stored chunk row (one short transaction each; see bench/store.py)

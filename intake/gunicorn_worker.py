@@ -40,7 +40,7 @@ from gunicorn.http.errors import (
 from gunicorn.workers.ggevent import GeventWorker
 
 from intake.body_pace import PacedSocket, WorkerLimits, worker_limits_from_environment
-from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, serving_circuit
+from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, current_circuit, serving_circuit
 from intake.headers import SECURITY_HEADERS
 
 # Statuses as gunicorn gives them (gunicorn.workers.base.Worker.handle_error); any other
@@ -88,6 +88,14 @@ def error_response(status: int, reason: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+def _refuse_busy(client) -> None:
+    try:
+        util.write_nonblock(client, error_response(503, "Service Unavailable"))
+    except OSError:
+        pass
+    util.close(client)
+
+
 def take_proxy_line(client: socket.socket, timeout: float) -> bytes:
     """The PROXY v1 line that opens the connection, consumed from the socket and nothing
     after it (the request that follows is gunicorn's to read); b"" if there is none."""
@@ -117,7 +125,8 @@ class IntakeGeventWorker(GeventWorker):
 
     def init_process(self) -> None:
         self.limits: WorkerLimits = worker_limits_from_environment()
-        self.connections = CircuitLedger(self.limits.connections_per_circuit, self.cfg.worker_connections)
+        self.connections = CircuitLedger(self.limits.connections_per_circuit, self.cfg.worker_connections,
+                                         rate=self.limits.requests_per_circuit, burst=int(4 * self.limits.requests_per_circuit))
         super().init_process()
 
     def handle(self, listener, client, addr) -> None:
@@ -133,13 +142,13 @@ class IntakeGeventWorker(GeventWorker):
             with self.connections.hold(circuit), serving_circuit(circuit):
                 super().handle(listener, PacedSocket(client, self.limits), addr)
         except CircuitBusyError:
-            try:
-                util.write_nonblock(client, error_response(503, "Service Unavailable"))
-            except OSError:
-                pass
-            util.close(client)
+            _refuse_busy(client)
 
     def handle_request(self, listener_name, req, sock, addr):
+        # A circuit over its request rate is answered here, before the app spends anything on it.
+        if not self.connections.allow_request(current_circuit()):
+            _refuse_busy(sock)
+            raise StopIteration()  # gunicorn closes the connection
         paced = isinstance(sock, PacedSocket) and _has_body(req)
         if paced:
             sock.start_body()

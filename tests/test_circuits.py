@@ -143,3 +143,28 @@ def test_bad_limits_in_the_environment_stop_the_server_with_a_clear_message() ->
         worker_limits_from_environment({"INTAKE_TOR_CIRCUIT_IDS": "yes"})
     with pytest.raises(SystemExit, match="at least INTAKE_BODY_WINDOW_SECONDS"):
         worker_limits_from_environment({"INTAKE_BODY_DEADLINE_SECONDS": "10"})
+
+
+def test_a_circuit_starts_derivations_only_at_human_speed() -> None:
+    gate = KdfGate(concurrency=2, queue=2, timeout=1, per_circuit=1, circuit_interval=0.5, circuit_burst=2)
+    attacker, other = circuit_from_proxy_line(tor_line(11)), circuit_from_proxy_line(tor_line(12))
+    assert gate.run(len, "a", circuit=attacker) == 1
+    assert gate.run(len, "a", circuit=attacker) == 1
+    with pytest.raises(KdfBusyError, match="in a row"):
+        gate.run(len, "a", circuit=attacker)
+    assert gate.run(len, "bb", circuit=other) == 2  # another circuit has its own bucket
+    assert gate.run(len, "ccc") == 3  # an unknown circuit is not metered
+    time.sleep(0.55)
+    assert gate.run(len, "a", circuit=attacker) == 1
+
+
+def test_the_request_rate_of_a_circuit_is_metered_while_it_holds_a_connection() -> None:
+    ledger = CircuitLedger(per_circuit=5, total=10, rate=10, burst=3)
+    circuit = circuit_from_proxy_line(tor_line(13))
+    with ledger.hold(circuit):
+        assert [ledger.allow_request(circuit) for _ in range(4)] == [True, True, True, False]
+        assert ledger.allow_request(None)
+        time.sleep(0.15)
+        assert ledger.allow_request(circuit)
+    with ledger.hold(circuit):  # the bucket went with the circuit's last connection
+        assert [ledger.allow_request(circuit) for _ in range(3)] == [True, True, True]

@@ -36,7 +36,8 @@ def app_state() -> AppState:
 def _kdf_gate(settings: Settings) -> KdfGate:
     # Under gevent workers Argon2id must leave the event loop, or every connection stalls.
     return KdfGate(settings.kdf_concurrency, settings.kdf_queue, settings.kdf_timeout_seconds,
-                   per_circuit=settings.kdf_per_circuit, runner=run_in_os_thread)
+                   per_circuit=settings.kdf_per_circuit, circuit_interval=settings.kdf_circuit_interval_seconds,
+                   circuit_burst=settings.kdf_circuit_burst, runner=run_in_os_thread)
 
 
 def create_app(settings: Settings | None = None, **config_overrides: Any) -> Flask:
