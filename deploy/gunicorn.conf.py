@@ -24,10 +24,12 @@ Environment:
                               how fast a request body must arrive (default 1024 bytes/s
                               averaged over each 60 s) and by when (default 4 h); see
                               intake/body_pace.py
-  INTAKE_TOR_CIRCUIT_IDS      1: tor opens every connection with a PROXY line naming its
-                              circuit (HiddenServiceExportCircuitID haproxy); connections
-                              without one are refused (default 0)
+  INTAKE_TOR_CIRCUIT_IDS      auto (default): a connection that opens with tor's PROXY line
+                              (HiddenServiceExportCircuitID haproxy) is counted by its
+                              circuit; required: connections without it are refused; off
   INTAKE_CONNECTIONS_PER_CIRCUIT  connections one circuit may hold per worker (default 12)
+  INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND  requests per second one circuit may make per worker
+                              (default 10, in bursts of 40)
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ loglevel = "warning"
 capture_output = False
 # Behind tor on loopback every client is 127.0.0.1; never trust forwarded client addresses.
 forwarded_allow_ips = ""
-# Off: tor's PROXY line (INTAKE_TOR_CIRCUIT_IDS=1) is read and removed by intake's worker.
+# Off: tor's PROXY line (INTAKE_TOR_CIRCUIT_IDS) is read and removed by intake's worker.
 # gunicorn's own reading trusts the line from any peer on a unix socket and from
 # loopback on TCP, and serves a connection without one as if none was expected, so a
 # client of a tor that does not send it could name any circuit it likes.

@@ -50,7 +50,9 @@ class WorkerLimits:
     body_min_rate: int = 1024  # bytes a second, averaged over each window
     body_window: float = 60.0  # seconds
     body_deadline: float = 4 * 60 * 60  # seconds from the first byte of the body to its last
-    circuit_ids: bool = False  # tor sends a PROXY line naming the circuit on every connection
+    # "auto": a connection that opens with tor's PROXY line is counted by its circuit, others
+    # as unknown; "required": refused without it; "off": never read (the line is a bad request).
+    circuit_ids: str = "auto"
     connections_per_circuit: int = 12  # per worker; Tor Browser opens ~6 to a site
     requests_per_circuit: float = 10.0  # a second, per worker, in bursts of 4x that; a page is 2 requests without JavaScript
 
@@ -71,14 +73,14 @@ def _number(env: dict[str, str], name: str, default: float, kind: type, minimum:
 def worker_limits_from_environment(env: dict[str, str] | None = None) -> WorkerLimits:
     env = dict(os.environ if env is None else env)
     defaults = WorkerLimits()
-    circuit_ids = env.get(CIRCUIT_IDS_ENV, "0")
-    if circuit_ids not in ("0", "1"):
-        raise SystemExit(f"intake: {CIRCUIT_IDS_ENV} must be 0 or 1")
+    circuit_ids = env.get(CIRCUIT_IDS_ENV) or defaults.circuit_ids
+    if circuit_ids not in ("auto", "required", "off"):
+        raise SystemExit(f"intake: {CIRCUIT_IDS_ENV} must be auto, required or off")
     limits = WorkerLimits(
         body_min_rate=_number(env, BODY_MIN_RATE_ENV, defaults.body_min_rate, int, 1),
         body_window=_number(env, BODY_WINDOW_ENV, defaults.body_window, float, 1),
         body_deadline=_number(env, BODY_DEADLINE_ENV, defaults.body_deadline, float, 1),
-        circuit_ids=circuit_ids == "1",
+        circuit_ids=circuit_ids,
         connections_per_circuit=_number(env, CONNECTIONS_PER_CIRCUIT_ENV, defaults.connections_per_circuit, int, 1),
         requests_per_circuit=_number(env, REQUESTS_PER_CIRCUIT_ENV, defaults.requests_per_circuit, float, 0.1),
     )
@@ -125,9 +127,10 @@ class PacedSocket:
     later read fails too, so the connection is closed rather than drained.
     """
 
-    def __init__(self, sock: socket.socket, limits: WorkerLimits):
+    def __init__(self, sock: socket.socket, limits: WorkerLimits, *, unread: bytes = b""):
         self._sock = sock
         self._limits = limits
+        self._unread = unread  # read from the socket already (looking for tor's line): given out first
         self._clock: _BodyClock | None = None
         self.too_slow = False
 
@@ -143,6 +146,9 @@ class PacedSocket:
     def recv(self, size: int, *flags: int) -> bytes:
         if self.too_slow:
             raise BodyTooSlowError("the request body arrived too slowly")
+        if self._unread:
+            data, self._unread = self._unread[:size], self._unread[size:]
+            return data
         clock = self._clock
         if clock is None:
             return self._sock.recv(size, *flags)

@@ -10,9 +10,10 @@ every page (intake.headers), and logs only what kind of request it refused.
 
 Connections are also where slow and abusive clients are met (intake.body_pace,
 intake.circuits): each connection's reads enforce the body rate and deadline, and
-with ``INTAKE_TOR_CIRCUIT_IDS=1`` every connection must open with tor's PROXY line
-(``HiddenServiceExportCircuitID haproxy``), which is read and removed here, so the
-circuit's connections can be capped and gunicorn and the app never see its id.
+a connection that opens with tor's PROXY line (``HiddenServiceExportCircuitID haproxy``)
+has it read and removed here, so the circuit's connections and requests can be capped
+and gunicorn and the app never see its id (``INTAKE_TOR_CIRCUIT_IDS``: auto, the
+default; required: refuse connections without it; off).
 
 Imported by the gunicorn master when it reads its config (``worker_class``), so
 it imports nothing of Flask or the app: the app loads in each worker, after
@@ -96,25 +97,28 @@ def _refuse_busy(client) -> None:
     util.close(client)
 
 
-def take_proxy_line(client: socket.socket, timeout: float) -> bytes:
-    """The PROXY v1 line that opens the connection, consumed from the socket and nothing
-    after it (the request that follows is gunicorn's to read); b"" if there is none."""
+def take_proxy_line(client: socket.socket, timeout: float) -> tuple[bytes, bytes]:
+    """(the PROXY line that opens the connection or b"", what else was read meanwhile).
+    Reads no further than the line or the first bytes that show there is none."""
+    read = b""
     deadline = time.monotonic() + timeout
     try:
         while True:
-            client.settimeout(max(0.001, deadline - time.monotonic()))
-            seen = client.recv(PROXY_V1_MAX, socket.MSG_PEEK)
-            start = seen[:6]
-            if not seen or b"PROXY "[: len(start)] != start:
-                return b""
-            end = seen.find(b"\r\n")
+            start = read[:6]
+            if read and b"PROXY "[: len(start)] != start:
+                return b"", read
+            end = read.find(b"\r\n")
             if end != -1:
-                return client.recv(end + 2)
-            if len(seen) >= PROXY_V1_MAX or time.monotonic() >= deadline:
-                return b""
-            time.sleep(0.01)  # tor writes the line at once; the rest of it is on its way
-    except OSError:
-        return b""
+                return read[: end + 2], read[end + 2 :]
+            if len(read) >= PROXY_V1_MAX or time.monotonic() >= deadline:
+                return b"", read
+            client.settimeout(max(0.001, deadline - time.monotonic()))
+            data = client.recv(PROXY_V1_MAX - len(read))
+            if not data:
+                return b"", read
+            read += data
+    except OSError:  # a timeout included: gunicorn's own deadline for the head then applies
+        return b"", read
     finally:
         client.settimeout(None)
 
@@ -131,16 +135,20 @@ class IntakeGeventWorker(GeventWorker):
 
     def handle(self, listener, client, addr) -> None:
         circuit: CircuitKey | None = None
-        if self.limits.circuit_ids:
-            circuit = circuit_from_proxy_line(take_proxy_line(client, self.cfg.keepalive))
+        unread = b""
+        if self.limits.circuit_ids != "off":
+            line, unread = take_proxy_line(client, self.cfg.keepalive)
+            circuit = circuit_from_proxy_line(line)
             if circuit is None:
-                # Only tor connects here, and it opens every connection with the line.
-                self.log.warning("Refused a connection that did not start with tor's circuit line")
-                util.close(client)
-                return
+                unread = line + unread  # not tor's line: gunicorn answers it as the bad request it is
+                if self.limits.circuit_ids == "required":
+                    # Only tor connects here, and it opens every connection with the line.
+                    self.log.warning("Refused a connection that did not start with tor's circuit line")
+                    util.close(client)
+                    return
         try:
             with self.connections.hold(circuit), serving_circuit(circuit):
-                super().handle(listener, PacedSocket(client, self.limits), addr)
+                super().handle(listener, PacedSocket(client, self.limits, unread=unread), addr)
         except CircuitBusyError:
             _refuse_busy(client)
 

@@ -7,7 +7,7 @@ import http.client
 import socket
 from collections.abc import Callable
 
-TOR_ENV = {"INTAKE_TOR_CIRCUIT_IDS": "1"}
+TOR_ENV = {"INTAKE_TOR_CIRCUIT_IDS": "required"}
 
 
 def tor_line(circuit_id: int, virtual_port: int = 80) -> bytes:

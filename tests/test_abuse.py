@@ -429,3 +429,23 @@ def test_one_circuit_holds_at_most_its_share_of_connections(tmp_path: Path) -> N
         finally:
             for sock in socks:
                 sock.close()
+
+
+def test_by_default_tors_line_is_read_when_it_comes_and_not_needed(tmp_path: Path) -> None:
+    """INTAKE_TOR_CIRCUIT_IDS=auto: the journalist site (published without the line) and a
+    source site whose tor exports circuit ids are served by the same settings."""
+    _raise_file_limit(1000)
+    with run_intake_server(tmp_path) as server:
+        assert SourceClient(server.url).get("/").status == 200
+        assert _client(server, PROBE_CIRCUIT).get("/").status == 200
+        # A line that is not tor's is the bad request it is, and never names a circuit.
+        with open_over_circuit(server.gunicorn.port, None) as sock:
+            sock.sendall(b"PROXY TCP4 10.1.2.3 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _answer(sock).startswith(b"HTTP/1.1 400")
+        # Slow to start: the first bytes of a request still reach gunicorn whole.
+        with open_over_circuit(server.gunicorn.port, None) as sock:
+            for byte in b"GET / HTTP/1.1\r\nHost: x\r\n\r\n":
+                sock.sendall(bytes([byte]))
+                time.sleep(0.01)
+            assert _answer(sock).startswith(b"HTTP/1.1 200")
+        assert "Traceback" not in server.gunicorn.error_log_text()

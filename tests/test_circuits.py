@@ -139,7 +139,7 @@ def test_bad_limits_in_the_environment_stop_the_server_with_a_clear_message() ->
     assert worker_limits_from_environment({}) == WorkerLimits()
     with pytest.raises(SystemExit, match="INTAKE_BODY_MIN_BYTES_PER_SECOND must be a number"):
         worker_limits_from_environment({"INTAKE_BODY_MIN_BYTES_PER_SECOND": "fast"})
-    with pytest.raises(SystemExit, match="INTAKE_TOR_CIRCUIT_IDS must be 0 or 1"):
+    with pytest.raises(SystemExit, match="INTAKE_TOR_CIRCUIT_IDS must be auto, required or off"):
         worker_limits_from_environment({"INTAKE_TOR_CIRCUIT_IDS": "yes"})
     with pytest.raises(SystemExit, match="at least INTAKE_BODY_WINDOW_SECONDS"):
         worker_limits_from_environment({"INTAKE_BODY_DEADLINE_SECONDS": "10"})
