@@ -47,6 +47,11 @@ INLINE_BYTES = 256 * 1024
 _ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
 # The WAL is cut back to this after a checkpoint, so one large upload does not leave a large file behind.
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# A slow upload (over Tor: most of them) would hold up to a whole chunk in memory for as long
+# as it takes to arrive; its buffer is stored as soon as it holds this much and its first byte
+# waited this long. A fast upload still fills whole chunks (fewer, larger transactions).
+SLOW_FLUSH_BYTES = 256 * 1024
+SLOW_FLUSH_SECONDS = 1.0
 
 
 def today() -> str:
@@ -312,32 +317,42 @@ class Store:
             [(upload.id, journalist_id) for journalist_id in upload.journalist_ids],
         )
 
-    def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes) -> None:
+    def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes, *, release: bool = False) -> None:
         """Store a full chunk in the blobs database, in the background.
 
         The pending row is committed first, so every chunk in the blobs database
         belongs to a row of the main one until that row is deleted, and
         _reclaim_space can tell orphans from uploads in flight.
+
+        With `release` (a slow upload's piece) the write closes the blobs connection
+        when it is done: measured, an open one holds ~1.8 MiB (SQLCipher's 64 KiB page
+        buffers), which a slow upload would keep for minutes between its pieces.
         """
         blobs = self._settled_blobs()  # the write in flight ends (or raises) first
         if seq == 0:
             with write_transaction(self._conn) as conn:
                 self._insert_pending(conn, upload, writer=processes.current_writer())
-        self._in_flight = start_in_os_thread(self._write_blob_chunk, blobs, upload.id, seq, data)
+        if release:
+            self._blobs = None  # the write owns it now; the next piece opens another
+        self._in_flight = start_in_os_thread(self._write_blob_chunk, blobs, upload.id, seq, data, release)
 
     def _settled_blobs(self) -> Connection:
         self._settle()
         return self._blobs_connection()
 
     @staticmethod
-    def _write_blob_chunk(blobs: Connection, submission_id: str, seq: int, data: bytes) -> None:
+    def _write_blob_chunk(blobs: Connection, submission_id: str, seq: int, data: bytes, close: bool) -> None:
         # One autocommit statement (its own write transaction, waiting for the lock in
         # SQLite's busy handler, which is fine in an OS thread): every statement is a
         # trip for the GIL, and with the caller's thread busy each trip back can wait
         # for Python's switch interval (measured: 3 statements per chunk made the
         # overlap with encryption ~25% worse than 1).
-        with translate_errors():
-            blobs.execute("INSERT INTO chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
+        try:
+            with translate_errors():
+                blobs.execute("INSERT INTO chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
+        finally:
+            if close:
+                blobs.close()
 
     def commit_together(self, uploads: list[SubmissionWriter]) -> tuple[str, ...]:
         """Make several submissions (the parts of one request) visible in one transaction:
@@ -521,11 +536,12 @@ class SubmissionWriter:
         self.journalist_ids = journalist_ids
         self._store = store
         self._chunk_bytes = chunk_bytes
-        # Two buffers take turns: one is filled while the other is being written, then it is
-        # reused, so a large upload needs no copy of its chunks in Python and no new allocations.
+        # A new buffer for each chunk: the one handed over is written in the background and
+        # then freed, so an upload in flight holds one buffer, not two (measured: a spare kept
+        # for reuse was 4 MiB of every slow upload's ~16 MiB).
         self._buffer = bytearray()
         self._filled = 0  # bytes of _buffer in use
-        self._spare: bytearray | None = None  # the chunk handed over last: free once the next one is handed over
+        self._first_at = 0.0  # when the first byte now in _buffer arrived
         self._seq = 0  # chunks stored so far
         self._size = 0  # bytes stored so far
         self._finished = False
@@ -540,6 +556,8 @@ class SubmissionWriter:
         with memoryview(data) as view, view.cast("B") as octets:
             taken = 0
             while taken < len(octets):
+                if not self._filled:
+                    self._first_at = time.monotonic()
                 piece = octets[taken : taken + self._chunk_bytes - self._filled]
                 self._buffer[self._filled : self._filled + len(piece)] = piece
                 self._filled += len(piece)
@@ -547,14 +565,18 @@ class SubmissionWriter:
                 piece.release()
                 if self._filled == self._chunk_bytes:
                     self._hand_over(self._buffer)
+        if self._filled >= SLOW_FLUSH_BYTES and time.monotonic() - self._first_at >= SLOW_FLUSH_SECONDS:
+            self._hand_over(self._buffer, slow=True)
         return taken
 
-    def _hand_over(self, chunk: bytearray | bytes) -> None:
-        self._store._append_chunk(self, self._seq, chunk)  # written in the background; every earlier write has ended
+    def _hand_over(self, chunk: bytearray | bytes, *, slow: bool = False) -> None:
+        # Written in the background; every earlier write has ended. A slow upload's piece
+        # releases the blobs connection (see Store._append_chunk).
+        self._store._append_chunk(self, self._seq, chunk, release=slow)
         self._seq += 1
         self._size += len(chunk)
         if chunk is self._buffer:
-            self._buffer, self._spare = self._spare if self._spare is not None else bytearray(), self._buffer
+            self._buffer = bytearray()
         self._filled = 0
 
     def commit(self) -> str:
@@ -570,13 +592,13 @@ class SubmissionWriter:
 
     def _published(self) -> None:
         self._finished = True
-        self._buffer = self._spare = None
+        self._buffer = None
 
     def abort(self) -> None:
         if self._finished:
             return
         self._finished = True
-        self._buffer = self._spare = None
+        self._buffer = None
         self._filled = 0
         if self._seq:
             self._store._discard(self.id)
