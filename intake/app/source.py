@@ -29,6 +29,8 @@ from intake.app.ingest import (
 from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session
 from intake.app.stores import request_store
 from intake.circuits import CircuitBusyError, current_circuit
+from intake.heap import give_back_free_memory
+from intake.worker_threads import start_in_os_thread
 from intake.codename import InvalidCodenameError, KdfBusyError, SourceKeys, derive_source_keys, generate_codename, normalize_codename
 from intake.store.errors import StoreFullError
 from keys.envelope import decrypt_bytes
@@ -132,8 +134,9 @@ def submit():
         raise UploadTooLargeError("declared body too large")
     request.max_content_length = settings.max_request_bytes
     store = request_store()
+    uploads = app_state().uploads
     try:
-        with app_state().uploads.hold(current_circuit()):
+        with uploads.hold(current_circuit()):
             ingest_submission(
                 request.stream,
                 request.headers.get("Content-Type"),
@@ -145,6 +148,9 @@ def submit():
     except EmptySubmissionError:
         page = render_template("submit.html", max_upload=_max_upload_label(), empty=True)
         return page, 400
+    finally:
+        if uploads.held() == 0:
+            start_in_os_thread(give_back_free_memory)  # the last upload in flight ended (intake.heap); not waited for
     # Publishing marked the source active, in the same transaction.
     return redirect(url_for("source.thanks"), 303)
 

@@ -42,7 +42,7 @@ BLOBS_HMAC = "HMAC_SHA256"
 
 # Page caches, per connection (every upload in flight holds one of each). SQLCipher's default
 # here is 8 MiB each, and appending a 4 MiB chunk filled the blobs one: measured ~9 MiB of C
-# memory per slow upload in flight. The blobs database is only appended to and read once in
+# memory per slow upload in flight, and 1.45 MiB for a blobs connection just opened. The blobs database is only appended to and read once in
 # order, so a few pages do; the main one keeps enough for the journalists' lists.
 MAIN_CACHE_KIB = 2048
 BLOBS_CACHE_KIB = 256
@@ -65,7 +65,7 @@ def blobs_key(db_key: bytes) -> bytes:
     return hashlib.blake2b(b"", key=db_key, person=b"intake:blobs-db", digest_size=32).digest()
 
 
-def _open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str | None) -> Connection:
+def _open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str | None, cache_kib: int) -> Connection:
     if len(key) != 32:
         raise ValueError("the database key must be 32 bytes")
     with translate_errors():
@@ -78,6 +78,9 @@ def _open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str |
             conn.execute(f"PRAGMA cipher_page_size = {page_size}")
             if hmac_algorithm is not None:
                 conn.execute(f"PRAGMA cipher_hmac_algorithm = {hmac_algorithm}")
+            # Before the first read: SQLite allocates the cache's first pages in bulk then, up to
+            # 20 pages (1.25 MiB at 64 KiB) under SQLCipher's default cache size.
+            conn.execute(f"PRAGMA cache_size = -{cache_kib}")
             # Off on purpose: wiping every freed allocation cost ~40% of upload throughput and
             # halved read speed here, while the bulk of the pages hold envelopes (ciphertext to
             # the journalists) and the rest is pseudonymous (lookup ids, sealed session secrets).
@@ -107,14 +110,13 @@ def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = Fals
     The key is given raw (x'..'), so opening costs no PBKDF. A wrong key is
     detected by reading the schema, before anything is written.
     """
-    conn = _open_keyed(path, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None)
+    conn = _open_keyed(path, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
     try:
         with translate_errors():
             if create:
                 # Must precede the first table: freed pages can then be returned to the OS.
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             _common_pragmas(conn, busy_timeout_ms=busy_timeout_ms)
-            conn.execute(f"PRAGMA cache_size = -{MAIN_CACHE_KIB}")
             # WAL: readers never block the writer and the writer never blocks readers.
             conn.execute("PRAGMA journal_mode = WAL")
             # An acknowledged submission survives power loss: every commit is fsynced.
@@ -128,7 +130,7 @@ def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = Fals
 
 def connect_blobs(path: Path, db_key: bytes, *, busy_timeout_ms: int) -> Connection:
     """The blobs database (SQLite creates it the first time; then it is made 0600 like the main one)."""
-    conn = _open_keyed(path, blobs_key(db_key), page_size=BLOBS_PAGE_SIZE, hmac_algorithm=BLOBS_HMAC)
+    conn = _open_keyed(path, blobs_key(db_key), page_size=BLOBS_PAGE_SIZE, hmac_algorithm=BLOBS_HMAC, cache_kib=BLOBS_CACHE_KIB)
     try:
         if stat.S_IMODE(path.stat().st_mode) != 0o600:
             # SQLite gives its journal the database file's mode.
@@ -137,7 +139,6 @@ def connect_blobs(path: Path, db_key: bytes, *, busy_timeout_ms: int) -> Connect
             # As for the main database; on a file that already has its table this changes nothing.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             _common_pragmas(conn, busy_timeout_ms=busy_timeout_ms)
-            conn.execute(f"PRAGMA cache_size = -{BLOBS_CACHE_KIB}")
             # A rollback journal: appended pages are written once, and the journal
             # holds only the few b-tree pages a chunk row changes.
             conn.execute("PRAGMA journal_mode = TRUNCATE")

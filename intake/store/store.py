@@ -67,6 +67,17 @@ def blobs_path(settings: Settings) -> Path:
     return settings.db_path.with_name(settings.db_path.name + BLOBS_SUFFIX)
 
 
+def _open_blobs(settings: Settings) -> Connection:
+    """The blobs database, opened (and created, the first time) and migrated."""
+    blobs = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)
+    try:
+        migrate(blobs, BLOBS_MIGRATIONS)
+    except BaseException:
+        blobs.close()
+        raise
+    return blobs
+
+
 @dataclass(frozen=True)
 class Source:
     id: str
@@ -177,14 +188,7 @@ class Store:
         """The blobs database, opened (and created, the first time) on first use.
         Call only with no write in flight (see _settle)."""
         if self._blobs is None:
-            settings = self._settings
-            blobs = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)
-            try:
-                migrate(blobs, BLOBS_MIGRATIONS)
-            except BaseException:
-                blobs.close()
-                raise
-            self._blobs = blobs
+            self._blobs = _open_blobs(self._settings)
         return self._blobs
 
     def _settle(self) -> None:
@@ -317,42 +321,35 @@ class Store:
             [(upload.id, journalist_id) for journalist_id in upload.journalist_ids],
         )
 
-    def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes, *, release: bool = False) -> None:
+    def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes) -> None:
         """Store a full chunk in the blobs database, in the background.
 
         The pending row is committed first, so every chunk in the blobs database
         belongs to a row of the main one until that row is deleted, and
         _reclaim_space can tell orphans from uploads in flight.
-
-        With `release` (a slow upload's piece) the write closes the blobs connection
-        when it is done: measured, an open one holds ~1.8 MiB (SQLCipher's 64 KiB page
-        buffers), which a slow upload would keep for minutes between its pieces.
         """
         blobs = self._settled_blobs()  # the write in flight ends (or raises) first
         if seq == 0:
             with write_transaction(self._conn) as conn:
                 self._insert_pending(conn, upload, writer=processes.current_writer())
-        if release:
-            self._blobs = None  # the write owns it now; the next piece opens another
-        self._in_flight = start_in_os_thread(self._write_blob_chunk, blobs, upload.id, seq, data, release)
+        self._in_flight = start_in_os_thread(self._write_blob_chunk, blobs, upload.id, seq, data)
 
     def _settled_blobs(self) -> Connection:
         self._settle()
         return self._blobs_connection()
 
     @staticmethod
-    def _write_blob_chunk(blobs: Connection, submission_id: str, seq: int, data: bytes, close: bool) -> None:
+    def _write_blob_chunk(blobs: Connection, submission_id: str, seq: int, data: bytes) -> None:
         # One autocommit statement (its own write transaction, waiting for the lock in
         # SQLite's busy handler, which is fine in an OS thread): every statement is a
         # trip for the GIL, and with the caller's thread busy each trip back can wait
         # for Python's switch interval (measured: 3 statements per chunk made the
         # overlap with encryption ~25% worse than 1).
-        try:
-            with translate_errors():
-                blobs.execute("INSERT INTO chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
-        finally:
-            if close:
-                blobs.close()
+        with translate_errors():
+            blobs.execute("INSERT INTO chunks (submission_id, seq, data) VALUES (?, ?, ?)", (submission_id, seq, data))
+            # The chunk's pages stay cached after the commit (up to 8 MiB, see connection.py):
+            # freed now, so an upload in flight does not hold them until its next chunk.
+            blobs.execute("PRAGMA shrink_memory")
 
     def commit_together(self, uploads: list[SubmissionWriter]) -> tuple[str, ...]:
         """Make several submissions (the parts of one request) visible in one transaction:
@@ -566,13 +563,11 @@ class SubmissionWriter:
                 if self._filled == self._chunk_bytes:
                     self._hand_over(self._buffer)
         if self._filled >= SLOW_FLUSH_BYTES and time.monotonic() - self._first_at >= SLOW_FLUSH_SECONDS:
-            self._hand_over(self._buffer, slow=True)
+            self._hand_over(self._buffer)
         return taken
 
-    def _hand_over(self, chunk: bytearray | bytes, *, slow: bool = False) -> None:
-        # Written in the background; every earlier write has ended. A slow upload's piece
-        # releases the blobs connection (see Store._append_chunk).
-        self._store._append_chunk(self, self._seq, chunk, release=slow)
+    def _hand_over(self, chunk: bytearray | bytes) -> None:
+        self._store._append_chunk(self, self._seq, chunk)  # written in the background; every earlier write has ended
         self._seq += 1
         self._size += len(chunk)
         if chunk is self._buffer:
