@@ -30,6 +30,8 @@ Environment:
   INTAKE_CONNECTIONS_PER_CIRCUIT  connections one circuit may hold per worker (default 12)
   INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND  requests per second one circuit may make per worker
                               (default 10, in bursts of 40)
+  INTAKE_MAX_UPLOAD_MIB, INTAKE_UPLOADS_PER_WORKER, INTAKE_UPLOADS_PER_CIRCUIT
+                              the app's limits (intake/config.py); all in docs/operator.md
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import logging
 import os
 
 from intake.body_pace import worker_limits_from_environment
+from intake.config import limits_from_environment
 from intake.logs import redact
 from intake.memory_wiping import missing_wiping
 
@@ -62,6 +65,10 @@ worker_connections = int(os.environ.get("INTAKE_WORKER_CONNECTIONS", "1500"))
 # Request bodies: minimum rate and deadline, and tor's circuit ids (intake.body_pace).
 # Read here so that a bad value stops the server at once; each worker reads them again.
 worker_limits_from_environment()
+try:
+    limits_from_environment()  # the app's (upload size, uploads per worker and circuit), read again in each worker
+except ValueError as error:
+    raise SystemExit(f"intake: {error}") from None
 
 # With the gevent worker, `keepalive` is also the deadline for a request's headers
 # (gunicorn reads every request line and header block under this timeout): a

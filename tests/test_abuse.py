@@ -449,3 +449,35 @@ def test_by_default_tors_line_is_read_when_it_comes_and_not_needed(tmp_path: Pat
                 time.sleep(0.01)
             assert _answer(sock).startswith(b"HTTP/1.1 200")
         assert "Traceback" not in server.gunicorn.error_log_text()
+
+
+def test_one_circuit_has_at_most_its_share_of_uploads_in_flight(tmp_path: Path) -> None:
+    """INTAKE_UPLOADS_PER_CIRCUIT=2 in one worker: a third upload in flight from the same
+    circuit is answered "busy" at once; another circuit's upload goes through meanwhile."""
+    _raise_file_limit(1000)
+    env = {**TOR_ENV, "INTAKE_WORKERS": "1", "INTAKE_UPLOADS_PER_CIRCUIT": "2"}
+    with run_intake_server(tmp_path, env=env, connection=circuit_connection(PROBE_CIRCUIT)) as server:
+        client = _client(server, ATTACKER_CIRCUIT)
+        form = client.start_as_new_source()[1].form_with("message", "files")
+        content_type, pieces = encode_multipart(form, {"message": "m" * 10_000}, {})
+        body = b"".join(pieces)
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        head = f"POST /submit HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        held = []
+        try:
+            for _ in range(2):
+                sock = open_over_circuit(server.gunicorn.port, ATTACKER_CIRCUIT)
+                sock.sendall(head + body[:5000])  # in flight: the rest is yet to come
+                held.append(sock)
+            time.sleep(0.5)
+            with open_over_circuit(server.gunicorn.port, ATTACKER_CIRCUIT) as third:
+                third.sendall(head + body[:5000])
+                assert _answer(third).startswith(b"HTTP/1.1 503")
+            other = _client(server, PROBE_CIRCUIT)
+            assert other.send(other.start_as_new_source()[1], "from another circuit").url.endswith("/thanks")
+            for sock in held:
+                sock.sendall(body[5000:])
+                assert _answer(sock).startswith(b"HTTP/1.1 303")
+        finally:
+            for sock in held:
+                sock.close()

@@ -1,9 +1,13 @@
-"""Request bodies have a minimum rate and a deadline (intake.body_pace), against the real
-app under real gunicorn with short limits set through the environment as an operator would."""
+"""Request bodies have a minimum rate and a deadline (intake.body_pace), and the upload size
+limit is the operator's, against the real app under real gunicorn with limits set through
+the environment as an operator would (docs/operator.md)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +17,8 @@ from tests.fixtures_server import SourceClient, encode_multipart, run_intake_ser
 
 pytestmark = pytest.mark.slow
 
-LIMITS = {"INTAKE_BODY_MIN_BYTES_PER_SECOND": "1000", "INTAKE_BODY_WINDOW_SECONDS": "3", "INTAKE_BODY_DEADLINE_SECONDS": "9"}
+LIMITS = {"INTAKE_BODY_MIN_BYTES_PER_SECOND": "1000", "INTAKE_BODY_WINDOW_SECONDS": "3", "INTAKE_BODY_DEADLINE_SECONDS": "9",
+          "INTAKE_MAX_UPLOAD_MIB": "1"}
 
 
 def _send_paced(port: int, head: bytes, body: bytes, piece: int, every: float, limit: float) -> tuple[bytes, float]:
@@ -68,7 +73,30 @@ def test_bodies_below_the_minimum_rate_are_cut_and_those_above_it_arrive(tmp_pat
         answer, seconds = _send_paced(server.gunicorn.port, head, body, 400, 0.25, 30)
         assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer
         assert 8.5 <= seconds < 12, seconds
+        # The operator's upload limit: told on the page, and enforced.
+        page = client.get("/submit")
+        assert "Up to 1 MiB in total per submission" in page.text
+        too_large = client.send(page, "x" * (1024 * 1024 + 1))
+        assert too_large.status == 413
         with server.open_store() as store:
             assert store.counts()["submissions"] == before + 1
             assert store.counts()["pending uploads"] == 0
         assert "Traceback" not in server.gunicorn.error_log_text()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("INTAKE_MAX_UPLOAD_MIB", "lots", "intake: INTAKE_MAX_UPLOAD_MIB must be a whole number of at least 1, not 'lots'"),
+        ("INTAKE_BODY_WINDOW_SECONDS", "0", "intake: INTAKE_BODY_WINDOW_SECONDS must be at least 1"),
+    ],
+)
+def test_a_bad_limit_stops_the_server_at_start_with_one_line(tmp_path: Path, variable: str, value: str, message: str) -> None:
+    from intake.memory_wiping import WIPING_ENVIRONMENT
+    from tests.fixtures_server import GUNICORN_CONF, REPO
+
+    env = {**os.environ, **WIPING_ENVIRONMENT, variable: value, "INTAKE_BIND": "127.0.0.1:0"}
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "wsgi:app"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == message
