@@ -41,6 +41,7 @@ class StorePool:
         if not failed and store.idle and self._pid == os.getpid():
             with self._lock:
                 if len(self._idle) < self._keep:
+                    store.release_blobs_cache()  # a large upload's pages: not worth keeping for the next request
                     self._idle.append(store)
                     return
         store.close()
