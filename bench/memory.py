@@ -15,7 +15,7 @@ Figures (min / median / max over the rounds):
   intake: MiB per upload in flight                                          target <= 1 MiB
   intake: MiB kept after the burst                                          (reported)
 
-Run: .venv/bin/python bench/memory.py [--rounds 3] [--uploads 40] [--file-kib 1536]
+Run: .venv/bin/python bench/memory.py [--rounds 3] [--uploads 40] [--file-kib 1536] [--kib-per-second 160]
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from tests.fixtures_server import Form, SourceClient, Upload, encode_multipart, 
 from tests.fixtures_slow_uploads import SlowUpload, SlowUploads, random_content, workers_rss_mib  # noqa: E402
 
 JOURNALISTS = 3
-PIECE = 32 * 1024
-EVERY = 0.2  # 160 KiB/s per upload: a good onion circuit, a slow bridge is slower still
+EVERY = 0.2  # each upload sends a piece this often
 TARGET_PER_UPLOAD = 1.0
 TARGET_200 = 400.0
 
@@ -45,10 +44,10 @@ def _head(path: str, content_type: str, length: int, cookie: str = "") -> bytes:
     return f"POST {path} HTTP/1.1\r\nHost: x\r\n{cookie_line}Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n".encode()
 
 
-def _burst(port: int, pids: list[int], uploads: list[SlowUpload]) -> tuple[float, float, float]:
+def _burst(port: int, pids: list[int], uploads: list[SlowUpload], piece: int) -> tuple[float, float, float]:
     """(before, in flight, after) RSS of the workers, MiB."""
     before = workers_rss_mib(pids)
-    driver = SlowUploads(port, uploads, PIECE, EVERY)
+    driver = SlowUploads(port, uploads, piece, EVERY)
     driver.run(pids, sample_at=0.8)
     bad = [upload.answer[:12] for upload in uploads if not upload.answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 303"))]
     if bad:
@@ -57,7 +56,7 @@ def _burst(port: int, pids: list[int], uploads: list[SlowUpload]) -> tuple[float
     return before, driver.rss_samples[0], workers_rss_mib(pids)
 
 
-def intake_round(base: Path, count: int, size: int) -> tuple[float, float, float]:
+def intake_round(base: Path, count: int, size: int, piece: int) -> tuple[float, float, float]:
     with run_intake_server(base, journalist_count=JOURNALISTS) as server:
         client = SourceClient(server.url)
         _codename, page = client.start_as_new_source()
@@ -68,10 +67,10 @@ def intake_round(base: Path, count: int, size: int) -> tuple[float, float, float
             content_type, pieces = encode_multipart(form, {"message": ""}, {"files": [Upload(f"f{i}.bin", random_content(size))]})
             body = b"".join(pieces)
             uploads.append(SlowUpload(_head("/submit", content_type, len(body), cookie), body))
-        return _burst(server.gunicorn.port, server.gunicorn.worker_pids(), uploads)
+        return _burst(server.gunicorn.port, server.gunicorn.worker_pids(), uploads, piece)
 
 
-def plain_round(base: Path, count: int, size: int) -> tuple[float, float, float]:
+def plain_round(base: Path, count: int, size: int, piece: int) -> tuple[float, float, float]:
     upload_dir = base / "uploads"
     upload_dir.mkdir()
     with run_gunicorn("bench.plain_upload_app:app", base, {"BENCH_UPLOAD_DIR": str(upload_dir)}) as server:
@@ -81,7 +80,7 @@ def plain_round(base: Path, count: int, size: int) -> tuple[float, float, float]
             content_type, pieces = encode_multipart(form, {}, {"files": [Upload(f"f{i}.bin", random_content(size))]})
             body = b"".join(pieces)
             uploads.append(SlowUpload(_head("/upload", content_type, len(body)), body))
-        return _burst(server.port, server.worker_pids(), uploads)
+        return _burst(server.port, server.worker_pids(), uploads, piece)
 
 
 def summary(values: list[float]) -> str:
@@ -93,8 +92,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--uploads", type=int, default=40)
     parser.add_argument("--file-kib", type=int, default=1536)
+    # 160 KiB/s: a good onion circuit; a slow bridge is slower still
+    parser.add_argument("--kib-per-second", type=int, default=160)
     args = parser.parse_args()
     size = args.file_kib * 1024
+    piece = int(args.kib_per_second * 1024 * EVERY)
     results: dict[str, list[tuple[float, float, float]]] = {"intake": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="intake-bench-memory-") as tmp:
         for round_number in range(args.rounds):
@@ -103,14 +105,14 @@ def main() -> None:
                 base = Path(tmp) / f"{name}-{round_number}"
                 base.mkdir()
                 run = intake_round if name == "intake" else plain_round
-                results[name].append(run(base, args.uploads, size))
+                results[name].append(run(base, args.uploads, size, piece))
 
     per_upload = {name: [(during - before) / args.uploads for before, during, _after in rounds] for name, rounds in results.items()}
     ratios = [i / p for i, p in zip(per_upload["intake"], per_upload["plain"])]
     at_200 = [before + 200 * each for (before, _d, _a), each in zip(results["intake"], per_upload["intake"])]
     kept = [after - before for before, _d, after in results["intake"]]
     print(f"memory per upload in flight: {args.rounds} paired rounds (alternated), {args.uploads} uploads of {args.file_kib} KiB"
-          f" at {PIECE // 1024 / EVERY:.0f} KiB/s each, {JOURNALISTS} journalist keys")
+          f" at {args.kib_per_second} KiB/s each, {JOURNALISTS} journalist keys")
     print(f"{'':52}{'min':>7} {'median':>7} {'max':>7}")
     print(f"{'intake MiB per upload in flight':52}{summary(per_upload['intake'])}"
           f"   target <= {TARGET_PER_UPLOAD}{'' if statistics.median(per_upload['intake']) <= TARGET_PER_UPLOAD else '   MISSED'}")
