@@ -29,7 +29,7 @@ Environment:
                               circuit; required: connections without it are refused; off
   INTAKE_CONNECTIONS_PER_CIRCUIT  connections one circuit may hold per worker (default 12)
   INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND  requests per second one circuit may make per worker
-                              (default 10, in bursts of 40)
+                              (default 4, in bursts of 16)
   INTAKE_MAX_UPLOAD_MIB, INTAKE_UPLOADS_PER_WORKER, INTAKE_UPLOADS_PER_CIRCUIT
                               the app's limits (intake/config.py); all in docs/operator.md
 """

@@ -54,7 +54,7 @@ class WorkerLimits:
     # as unknown; "required": refused without it; "off": never read (the line is a bad request).
     circuit_ids: str = "auto"
     connections_per_circuit: int = 12  # per worker; Tor Browser opens ~6 to a site
-    requests_per_circuit: float = 10.0  # a second, per worker, in bursts of 4x that; a page is 2 requests without JavaScript
+    requests_per_circuit: float = 4.0  # a second, per worker, in bursts of 4x that; a page is 2 requests without JavaScript
 
 
 def _number(env: dict[str, str], name: str, default: float, kind: type, minimum: float) -> Any:
