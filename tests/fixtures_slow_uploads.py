@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MIB = 1024 * 1024
 
 
 def workers_rss_mib(pids: list[int]) -> float:

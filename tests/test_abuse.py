@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import multiprocessing
-import os
 import resource
 import secrets
 import selectors

@@ -11,7 +11,7 @@ import pytest
 
 from keys.envelope import decrypt_bytes
 from tests.fixtures_server import SourceClient, Upload, encode_multipart, run_intake_server
-from tests.fixtures_slow_uploads import MIB, SlowUpload, SlowUploads, random_content, workers_rss_mib
+from tests.fixtures_slow_uploads import SlowUpload, SlowUploads, random_content, workers_rss_mib
 
 pytestmark = pytest.mark.slow
 
