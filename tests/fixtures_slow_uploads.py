@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-
 def workers_rss_mib(pids: list[int]) -> float:
     """Resident memory of these processes together, MiB."""
     total = 0

@@ -72,12 +72,23 @@ def test_waiting_derivations_are_served_round_robin_across_circuits() -> None:
     the others would run last; round robin runs them second and fourth."""
     gate = KdfGate(concurrency=1, queue=10, timeout=10, per_circuit=10)
     log: list[str] = []
+    release = threading.Event()
     attacker, genuine = circuit_from_proxy_line(tor_line(7)), circuit_from_proxy_line(tor_line(8))
-    threads = [threading.Thread(target=gate.run, args=(_slow, 0.05, "a", log), kwargs={"circuit": attacker}) for _ in range(7)]
-    threads += [threading.Thread(target=gate.run, args=(_slow, 0.05, "g", log), kwargs={"circuit": genuine}) for _ in range(2)]
-    for thread in threads:
+
+    def first() -> None:
+        release.wait(10)
+        log.append("a")
+
+    calls = [(first, (), attacker)] + [(_slow, (0.01, "a", log), attacker)] * 6 + [(_slow, (0.01, "g", log), genuine)] * 2
+    threads = []
+    for admitted, (fn, args, circuit) in enumerate(calls, start=1):
+        thread = threading.Thread(target=gate.run, args=(fn, *args), kwargs={"circuit": circuit})
         thread.start()
-        time.sleep(0.005)  # in this order: the attacker's calls are all queued first
+        threads.append(thread)
+        deadline = time.monotonic() + 5
+        while gate._admitted < admitted and time.monotonic() < deadline:  # queued in this order
+            time.sleep(0.001)
+    release.set()
     for thread in threads:
         thread.join()
     assert log == ["a", "a", "g", "a", "g", "a", "a", "a", "a"]
