@@ -61,6 +61,12 @@ def test_the_ledger_caps_each_circuit_and_the_total() -> None:
             pass
 
 
+def _wait_admitted(gate: KdfGate, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while gate._admitted < count and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def _slow(seconds: float, label: str, log: list[str]) -> str:
     time.sleep(seconds)
     log.append(label)
@@ -85,9 +91,7 @@ def test_waiting_derivations_are_served_round_robin_across_circuits() -> None:
         thread = threading.Thread(target=gate.run, args=(fn, *args), kwargs={"circuit": circuit})
         thread.start()
         threads.append(thread)
-        deadline = time.monotonic() + 5
-        while gate._admitted < admitted and time.monotonic() < deadline:  # queued in this order
-            time.sleep(0.001)
+        _wait_admitted(gate, admitted)  # queued in this order
     release.set()
     for thread in threads:
         thread.join()
@@ -101,7 +105,7 @@ def test_one_circuit_cannot_hold_more_than_its_share_of_derivations() -> None:
     held = [threading.Thread(target=gate.run, args=(release.wait, 5), kwargs={"circuit": attacker}) for _ in range(2)]
     for thread in held:
         thread.start()
-    time.sleep(0.05)
+    _wait_admitted(gate, 2)
     with pytest.raises(KdfBusyError):
         gate.run(len, "x", circuit=attacker)
     started = time.monotonic()
@@ -118,7 +122,7 @@ def test_a_waiter_that_gave_up_does_not_take_a_slot() -> None:
     release = threading.Event()
     runner = threading.Thread(target=gate.run, args=(release.wait, 5))
     runner.start()
-    time.sleep(0.05)
+    _wait_admitted(gate, 1)
     with pytest.raises(KdfBusyError):
         gate.run(len, "x")  # waits 0.1 s, gives up
     release.set()
