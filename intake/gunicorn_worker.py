@@ -89,6 +89,9 @@ def error_response(status: int, reason: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+PROXY_LINE_WAIT = 5.0  # seconds; then the connection is gunicorn's, under its own deadline for the head
+
+
 def _refuse_busy(client) -> None:
     try:
         util.write_nonblock(client, error_response(503, "Service Unavailable"))
@@ -137,7 +140,8 @@ class IntakeGeventWorker(GeventWorker):
         circuit: CircuitKey | None = None
         unread = b""
         if self.limits.circuit_ids != "off":
-            line, unread = take_proxy_line(client, self.cfg.keepalive)
+            # tor writes its line as it connects; a client's own first bytes may take a Tor round trip.
+            line, unread = take_proxy_line(client, min(self.cfg.keepalive, PROXY_LINE_WAIT))
             circuit = circuit_from_proxy_line(line)
             if circuit is None:
                 unread = line + unread  # not tor's line: gunicorn answers it as the bad request it is
