@@ -19,7 +19,19 @@ Environment:
                               sockets for tor, loopback ports when asked for) and passes
                               them as --bind fd://N, which takes precedence
   INTAKE_WORKERS              worker processes (default: one per CPU core)
-  INTAKE_WORKER_CONNECTIONS   connections per worker (default 250)
+  INTAKE_WORKER_CONNECTIONS   connections per worker (default 1500)
+  INTAKE_BODY_MIN_BYTES_PER_SECOND, INTAKE_BODY_WINDOW_SECONDS, INTAKE_BODY_DEADLINE_SECONDS
+                              how fast a request body must arrive (default 1024 bytes/s
+                              averaged over each 60 s) and by when (default 4 h); see
+                              intake/body_pace.py
+  INTAKE_TOR_CIRCUIT_IDS      auto (default): a connection that opens with tor's PROXY line
+                              (HiddenServiceExportCircuitID haproxy) is counted by its
+                              circuit; required: connections without it are refused; off
+  INTAKE_CONNECTIONS_PER_CIRCUIT  connections one circuit may hold per worker (default 12)
+  INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND  requests per second one circuit may make per worker
+                              (default 4, in bursts of 16)
+  INTAKE_MAX_UPLOAD_MIB, INTAKE_UPLOADS_PER_WORKER, INTAKE_UPLOADS_PER_CIRCUIT
+                              the app's limits (intake/config.py); all in docs/operator.md
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ import logging
 import os
 import signal
 
+from intake.body_pace import worker_limits_from_environment
+from intake.config import limits_from_environment
 from intake.child_processes import die_with_parent
 from intake.logs import redact
 from intake.memory_key import environment_for_children
@@ -46,14 +60,23 @@ bind = [os.environ.get("INTAKE_BIND", "127.0.0.1:8080")]
 worker_class = "intake.gunicorn_worker.IntakeGeventWorker"
 # One process per core: each gevent worker is one event-loop thread (plus KDF threads).
 workers = int(os.environ.get("INTAKE_WORKERS", str(os.cpu_count() or 1)))
-# Each connection that reaches the app holds a store connection (file descriptors,
-# page cache), so the cap is far below gevent's default of 1000.
-worker_connections = int(os.environ.get("INTAKE_WORKER_CONNECTIONS", "250"))
+# A waiting connection costs a greenlet and a file descriptor (~40 KiB measured, see
+# docs/worker-model.md); what is costly (a store, an upload, a derivation) has its own
+# cap in the app. 2 workers x 1500 hold 2,000 slow clients with room for real sources.
+# Needs a file limit above it (deploy/intake.service: LimitNOFILE).
+worker_connections = int(os.environ.get("INTAKE_WORKER_CONNECTIONS", "1500"))
+# Request bodies: minimum rate and deadline, and tor's circuit ids (intake.body_pace).
+# Read here so that a bad value stops the server at once; each worker reads them again.
+worker_limits_from_environment()
+try:
+    limits_from_environment()  # the app's (upload size, uploads per worker and circuit), read again in each worker
+except ValueError as error:
+    raise SystemExit(f"intake: {error}") from None
 
 # With the gevent worker, `keepalive` is also the deadline for a request's headers
 # (gunicorn reads every request line and header block under this timeout): a
-# connection that dribbles headers is dropped after it. Bodies are not bounded
-# in time, because a large upload over Tor is legitimately slow.
+# connection that dribbles headers is dropped after it. Bodies have a minimum rate
+# and a deadline of their own (intake.body_pace), suited to a large upload over Tor.
 keepalive = 20
 # Heartbeat: a worker whose event loop is stuck for this long is replaced.
 timeout = 60
@@ -78,7 +101,11 @@ capture_output = False
 forwarded_allow_ips = ""
 secure_scheme_headers: dict[str, str] = {}
 forwarder_headers = ""
-proxy_protocol = False
+# Off: tor's PROXY line (INTAKE_TOR_CIRCUIT_IDS) is read and removed by intake's worker.
+# gunicorn's own reading trusts the line from any peer on a unix socket and from
+# loopback on TCP, and serves a connection without one as if none was expected, so a
+# client of a tor that does not send it could name any circuit it likes.
+proxy_protocol = "off"
 # No runtime control socket (not needed, and it would be one more thing listening).
 control_socket_disable = True
 proc_name = "intake"

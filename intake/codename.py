@@ -13,7 +13,8 @@ seed of the source's X25519 reply key pair. The codename itself is never stored.
 
 Argon2id is deliberately costly, so a flood of logins must not take every CPU
 from sources already logged in: `KdfGate` bounds how many derivations run and
-wait at once and refuses the rest straight away.
+wait at once, in total and per Tor circuit, refuses the rest straight away, and
+serves the waiting ones round robin across circuits.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -101,31 +104,136 @@ def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return fn(*args, **kwargs)
 
 
+_BUCKETS_KEPT = 1024  # beyond this many circuits' buckets, the full ones are dropped
+
+
 class KdfGate:
-    """Admits at most `concurrency` running plus `queue` waiting calls; others get
-    KdfBusyError at once, as does a call that waited longer than `timeout` seconds.
+    """Admits at most `concurrency` running plus `queue` waiting calls, and at most
+    `per_circuit` of them from one Tor circuit; others get KdfBusyError at once, as
+    does a call that waited longer than `timeout` seconds.
+
+    Waiting calls are served round robin across circuits, not first come first
+    served, so 32 logins from one circuit delay another circuit's login by one
+    derivation at most. Calls of unknown circuit (None) share one place in the round.
+
+    A circuit may also start only `circuit_burst` derivations at once and one more
+    every `circuit_interval` seconds (a source types a codename at human speed), so a
+    flood from one circuit cannot keep the CPUs busy. Its bucket is forgotten once full.
 
     `runner(fn, *args, **kwargs)` executes the admitted call; under an event-loop
     worker (gevent) pass one that runs it in an OS thread so the loop keeps serving.
     """
 
-    def __init__(self, concurrency: int, queue: int, timeout: float, *, runner: Callable[..., Any] = _call):
-        if concurrency < 1 or queue < 0 or timeout <= 0:
-            raise ValueError("a KdfGate needs concurrency >= 1, queue >= 0 and a positive timeout")
-        self._running = threading.Semaphore(concurrency)
-        self._admitted = threading.Semaphore(concurrency + queue)
+    def __init__(self, concurrency: int, queue: int, timeout: float, *, per_circuit: int | None = None,
+                 circuit_interval: float = 0.0, circuit_burst: int = 1, runner: Callable[..., Any] = _call):
+        per_circuit = concurrency + queue if per_circuit is None else per_circuit
+        if concurrency < 1 or queue < 0 or timeout <= 0 or per_circuit < 1:
+            raise ValueError("a KdfGate needs concurrency >= 1, queue >= 0, per_circuit >= 1 and a positive timeout")
+        self._concurrency = concurrency
+        self._capacity = concurrency + queue
+        self._per_circuit = per_circuit
         self._timeout = timeout
         self._runner = runner
+        self._lock = threading.Lock()  # gevent's under a gevent worker; held only around the counts
+        self._running = 0
+        self._admitted = 0
+        self._per: Counter[Hashable] = Counter()  # admitted calls per circuit (None included)
+        self._waiting: dict[Hashable, deque[_Turn]] = {}  # in round-robin order: the next circuit first
+        self._interval = circuit_interval
+        self._burst = circuit_burst
+        self._buckets: dict[Hashable, tuple[float, float]] = {}  # circuit -> (derivations allowed, when counted)
 
-    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if not self._admitted.acquire(blocking=False):
-            raise KdfBusyError("too many codename checks at once")
+    def run(self, fn: Callable[..., T], *args: Any, circuit: Hashable = None, **kwargs: Any) -> T:
+        turn = self._admit(circuit)
         try:
-            if not self._running.acquire(timeout=self._timeout):
+            if turn is not None and not turn.wait(self._timeout):
                 raise KdfBusyError("a codename check waited too long")
             try:
                 return self._runner(fn, *args, **kwargs)
             finally:
-                self._running.release()
+                self._hand_on()
         finally:
-            self._admitted.release()
+            with self._lock:
+                self._admitted -= 1
+                self._per[circuit] -= 1
+                if not self._per[circuit]:
+                    del self._per[circuit]
+
+    def _admit(self, circuit: Hashable) -> _Turn | None:
+        """Count the call in; None if it may run now, else its place in the queue."""
+        with self._lock:
+            if self._admitted >= self._capacity:
+                raise KdfBusyError("too many codename checks at once")
+            if circuit is not None and self._per[circuit] >= self._per_circuit:
+                raise KdfBusyError("too many codename checks at once from one circuit")
+            if circuit is not None and self._interval > 0 and not self._take_token(circuit):
+                raise KdfBusyError("too many codename checks in a row from one circuit")
+            self._admitted += 1
+            self._per[circuit] += 1
+            if self._running < self._concurrency and not self._waiting:
+                self._running += 1
+                return None
+            turn = _Turn(self._lock, circuit, self._waiting)
+            self._waiting.setdefault(circuit, deque()).append(turn)
+            return turn
+
+    def _take_token(self, circuit: Hashable) -> bool:
+        """Under the lock: one derivation from the circuit's bucket, if it has one."""
+        now = time.monotonic()
+        tokens, then = self._buckets.get(circuit, (float(self._burst), now))
+        tokens = min(float(self._burst), tokens + (now - then) / self._interval)
+        if tokens < 1:
+            self._buckets[circuit] = (tokens, now)
+            return False
+        self._buckets[circuit] = (tokens - 1, now)
+        if len(self._buckets) > _BUCKETS_KEPT:
+            # Buckets that have filled up again say nothing more than a missing one.
+            full = [key for key, (left, when) in self._buckets.items() if left + (now - when) / self._interval >= self._burst]
+            for key in full:
+                del self._buckets[key]
+        return True
+
+    def _hand_on(self) -> None:
+        """A running call ended: its slot goes to the first waiting call of the next circuit."""
+        with self._lock:
+            while self._waiting:
+                circuit = next(iter(self._waiting))
+                queue = self._waiting.pop(circuit)
+                turn = queue.popleft()
+                if queue:
+                    self._waiting[circuit] = queue  # to the back of the round
+                if turn.grant():
+                    return
+            self._running -= 1
+
+
+class _Turn:
+    """A waiting call's place in the queue: granted a slot, or given up after the timeout."""
+
+    def __init__(self, lock: threading.Lock, circuit: Hashable, waiting: dict[Hashable, deque[_Turn]]):
+        self._lock = lock
+        self._circuit = circuit
+        self._waiting = waiting
+        self._event = threading.Event()
+        self._state = "waiting"
+
+    def grant(self) -> bool:
+        """Under the gate's lock: True if the waiter takes the slot (it had not given up)."""
+        if self._state != "waiting":
+            return False
+        self._state = "granted"
+        self._event.set()
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        self._event.wait(timeout)
+        with self._lock:
+            if self._state == "granted":
+                return True
+            self._state = "gave up"
+            queue = self._waiting.get(self._circuit)
+            if queue is not None and self in queue:
+                queue.remove(self)
+                if not queue:
+                    del self._waiting[self._circuit]
+            return False

@@ -1,7 +1,10 @@
 """Settings of one intake instance: where its data lives, its secrets, its limits.
 
 Everything the app, the store and the CLI need comes from one `Settings` object
-made by `load_settings`; nothing else reads the environment for configuration.
+made by `load_settings`; nothing else reads the environment for configuration
+(the gunicorn settings in deploy/gunicorn.conf.py and intake.body_pace aside).
+An operator sets the limits below through `INTAKE_*` variables (docs/operator.md),
+read by `load_settings_from_environment` in each gunicorn worker.
 """
 
 from __future__ import annotations
@@ -38,13 +41,18 @@ class Settings:
     data_dir: Path
     db_key: bytes = field(repr=False)  # SQLCipher key; repr=False keeps it out of tracebacks and logs
     instance_secret: bytes = field(repr=False)  # Flask SECRET_KEY and the codename salt derive from it
-    max_request_bytes: int = 500 * 1024 * 1024
+    max_request_bytes: int = 500 * 1024 * 1024  # $INTAKE_MAX_UPLOAD_MIB
     session_minutes: int = 120
     kdf_opslimit: int = KDF_OPSLIMIT
     kdf_memlimit: int = KDF_MEMLIMIT
     kdf_concurrency: int = 2  # derivations running at once per worker
     kdf_queue: int = 8  # derivations waiting per worker; beyond that the source sees "busy, try again"
     kdf_timeout_seconds: float = 10.0  # a derivation that waited this long is refused as busy
+    kdf_per_circuit: int = 1  # derivations running or waiting per worker from one Tor circuit (a source logs in once)
+    kdf_circuit_burst: int = 3  # derivations one circuit may start in a row per worker ...
+    kdf_circuit_interval_seconds: float = 5.0  # ... and one more every this many seconds
+    uploads_per_worker: int = 150  # uploads in flight per worker ($INTAKE_UPLOADS_PER_WORKER)
+    uploads_per_circuit: int = 3  # uploads in flight per worker from one Tor circuit ($INTAKE_UPLOADS_PER_CIRCUIT)
     upload_chunk_bytes: int = 4 * 1024 * 1024  # ciphertext per stored chunk row (one short transaction each; see bench/store.py)
     busy_timeout_ms: int = 10_000  # how long a connection waits for the write lock
 
@@ -129,6 +137,29 @@ def load_settings(data_dir: Path, *, db_key_file: Path | None = None, **override
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
+# Operator limits: environment variable -> (Settings field, bytes per unit).
+LIMITS_FROM_ENVIRONMENT = {
+    "INTAKE_MAX_UPLOAD_MIB": ("max_request_bytes", 1024 * 1024),
+    "INTAKE_UPLOADS_PER_WORKER": ("uploads_per_worker", 1),
+    "INTAKE_UPLOADS_PER_CIRCUIT": ("uploads_per_circuit", 1),
+}
+
+
+def limits_from_environment(env: dict[str, str] | None = None) -> dict[str, int]:
+    """The limits an operator set in the environment, as Settings fields (a bad value: ValueError)."""
+    env = os.environ if env is None else env
+    limits = {}
+    for name, (field_name, unit) in LIMITS_FROM_ENVIRONMENT.items():
+        text = env.get(name, "")
+        if not text:
+            continue
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, not {text!r}")
+        limits[field_name] = int(text) * unit
+    return limits
+
+
 def load_settings_from_environment(**overrides) -> Settings:
-    """Settings of the instance in $INTAKE_DATA, for the app factories that gunicorn calls."""
-    return load_settings(Path(os.environ[DATA_DIR_ENV]), **overrides)
+    """Settings of the instance in $INTAKE_DATA, with the operator's limits, for the app
+    factories that gunicorn calls."""
+    return load_settings(Path(os.environ[DATA_DIR_ENV]), **{**limits_from_environment(), **overrides})

@@ -12,6 +12,13 @@ No answer carries gunicorn's ``Server`` and ``Date`` headers: the server's clock
 known way to tell onion services apart (or match one to a clearnet host), and the
 server's name and version help nobody but an attacker.
 
+Connections are also where slow and abusive clients are met (intake.body_pace,
+intake.circuits): each connection's reads enforce the body rate and deadline, and
+a connection that opens with tor's PROXY line (``HiddenServiceExportCircuitID haproxy``)
+has it read and removed here, so the circuit's connections and requests can be capped
+and gunicorn and the app never see its id (``INTAKE_TOR_CIRCUIT_IDS``: auto, the
+default; required: refuse connections without it; off).
+
 Imported by the gunicorn master when it reads its config (``worker_class``), so
 it imports nothing of Flask or the app: the app loads in each worker, after
 gevent has patched the standard library.
@@ -19,7 +26,9 @@ gevent has patched the standard library.
 
 from __future__ import annotations
 
+import socket
 import ssl
+import time
 
 from gunicorn import util
 from gunicorn.http import wsgi
@@ -36,6 +45,8 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.ggevent import GeventWorker
 
+from intake.body_pace import PacedSocket, WorkerLimits, worker_limits_from_environment
+from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, current_circuit, serving_circuit
 from intake.headers import SECURITY_HEADERS
 
 # Statuses as gunicorn gives them (gunicorn.workers.base.Worker.handle_error); any other
@@ -48,6 +59,13 @@ _CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (ForbiddenProxyRequest, 403, "Forbidden"),
     (ssl.SSLError, 403, "Forbidden"),
 )
+
+
+def _has_body(req) -> bool:
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value.strip() != "0"):
+            return True
+    return False
 
 
 def refusal_status(error: BaseException) -> tuple[int, str]:
@@ -88,14 +106,89 @@ class ResponseWithoutServerOrDate(wsgi.Response):
                 if not line.lower().startswith(_DROPPED_DEFAULT_HEADERS)]
 
 
+PROXY_LINE_WAIT = 5.0  # seconds; then the connection is gunicorn's, under its own deadline for the head
+
+
+def _refuse_busy(client) -> None:
+    try:
+        util.write_nonblock(client, error_response(503, "Service Unavailable"))
+    except OSError:
+        pass
+    util.close(client)
+
+
+def take_proxy_line(client: socket.socket, timeout: float) -> tuple[bytes, bytes]:
+    """(the PROXY line that opens the connection or b"", what else was read meanwhile).
+    Reads no further than the line or the first bytes that show there is none."""
+    read = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            start = read[:6]
+            if read and b"PROXY "[: len(start)] != start:
+                return b"", read
+            end = read.find(b"\r\n")
+            if end != -1:
+                return read[: end + 2], read[end + 2 :]
+            if len(read) >= PROXY_V1_MAX or time.monotonic() >= deadline:
+                return b"", read
+            client.settimeout(max(0.001, deadline - time.monotonic()))
+            data = client.recv(PROXY_V1_MAX - len(read))
+            if not data:
+                return b"", read
+            read += data
+    except OSError:  # a timeout included: gunicorn's own deadline for the head then applies
+        return b"", read
+    finally:
+        client.settimeout(None)
+
+
 class IntakeGeventWorker(GeventWorker):
-    """The gevent worker (see docs/worker-model.md) with intake's answers to refused requests."""
+    """The gevent worker (see docs/worker-model.md) with intake's answers to refused
+    requests, paced request bodies and, with tor's circuit ids, connections capped per circuit."""
 
     def init_process(self) -> None:
-        # gunicorn has no setting for these headers and builds each response through the module's
-        # `Response` name (gunicorn.http.wsgi.create): point it at ours, in this worker process only.
+        # gunicorn has no setting for the Server and Date headers and builds each response through
+        # the module's `Response` name (gunicorn.http.wsgi.create): point it at ours, in this worker only.
         wsgi.Response = ResponseWithoutServerOrDate
+        self.limits: WorkerLimits = worker_limits_from_environment()
+        self.connections = CircuitLedger(self.limits.connections_per_circuit, self.cfg.worker_connections,
+                                         rate=self.limits.requests_per_circuit, burst=int(4 * self.limits.requests_per_circuit))
         super().init_process()
+
+    def handle(self, listener, client, addr) -> None:
+        circuit: CircuitKey | None = None
+        unread = b""
+        if self.limits.circuit_ids != "off":
+            # tor writes its line as it connects; a client's own first bytes may take a Tor round trip.
+            line, unread = take_proxy_line(client, min(self.cfg.keepalive, PROXY_LINE_WAIT))
+            circuit = circuit_from_proxy_line(line)
+            if circuit is None:
+                unread = line + unread  # not tor's line: gunicorn answers it as the bad request it is
+                if self.limits.circuit_ids == "required":
+                    # Only tor connects here, and it opens every connection with the line.
+                    self.log.warning("Refused a connection that did not start with tor's circuit line")
+                    util.close(client)
+                    return
+        try:
+            with self.connections.hold(circuit), serving_circuit(circuit):
+                super().handle(listener, PacedSocket(client, self.limits, unread=unread), addr)
+        except CircuitBusyError:
+            _refuse_busy(client)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        # A circuit over its request rate is answered here, before the app spends anything on it.
+        if not self.connections.allow_request(current_circuit()):
+            _refuse_busy(sock)
+            raise StopIteration()  # gunicorn closes the connection
+        paced = isinstance(sock, PacedSocket) and _has_body(req)
+        if paced:
+            sock.start_body()
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if paced:
+                sock.end_body()
 
     def handle_error(self, req, client, addr, exc) -> None:
         status, reason = refusal_status(exc)

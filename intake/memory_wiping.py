@@ -22,7 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-WIPING_ENVIRONMENT: dict[str, str] = {"PYTHONMALLOC": "malloc", "MALLOC_PERTURB_": "165"}
+WIPING_ENVIRONMENT: dict[str, str] = {
+    "PYTHONMALLOC": "malloc",
+    "MALLOC_PERTURB_": "165",
+    # Not for wiping but for giving memory back (bench/memory.py measures it): glibc raises its
+    # mmap threshold after large frees, so later upload buffers (64 KiB-4 MiB) came from the heap
+    # and stayed there after a burst, and each OS thread that wrote to the store got an arena
+    # of its own. A fixed threshold maps every block of 256 KiB and more on its own and unmaps
+    # it when freed (the kernel zeroes what it takes back); two arenas serve all threads.
+    "MALLOC_MMAP_THRESHOLD_": "262144",
+    "MALLOC_ARENA_MAX": "2",
+}
 
 
 def missing_wiping(environment: Mapping[str, str]) -> list[str]:

@@ -599,6 +599,9 @@ class OnionServices:
             "HiddenServiceEnableIntroDoSDefense 1",
             f"HiddenServiceMaxStreams {MAX_STREAMS_PER_CIRCUIT}",
             "HiddenServiceMaxStreamsCloseCircuit 1",
+            # intake.circuits: tor opens each connection with a PROXY line naming its circuit,
+            # so the app can cap connections, uploads and codename checks per circuit.
+            "HiddenServiceExportCircuitID haproxy",
         ]
         lines += self.extra_torrc
         if self.mode == "offline":

@@ -78,12 +78,12 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-def _wait_until_serving(server: GunicornProcess, timeout: float) -> None:
+def _wait_until_serving(server: GunicornProcess, timeout: float, connection: Callable[..., http.client.HTTPConnection]) -> None:
     deadline = time.monotonic() + timeout
     while True:
         server.check_alive()
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn = connection("127.0.0.1", server.port, timeout=5)
             conn.request("GET", "/")
             status = conn.getresponse().status
             conn.close()
@@ -97,8 +97,13 @@ def _wait_until_serving(server: GunicornProcess, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def run_gunicorn(app_spec: str, log_dir: Path, env: dict[str, str] | None = None, *, cwd: Path = REPO) -> Iterator[GunicornProcess]:
-    """Serve `app_spec` ("module:attr", importable from `cwd`) with deploy/gunicorn.conf.py."""
+def run_gunicorn(
+    app_spec: str, log_dir: Path, env: dict[str, str] | None = None, *, cwd: Path = REPO,
+    connection: Callable[..., http.client.HTTPConnection] = http.client.HTTPConnection,
+) -> Iterator[GunicornProcess]:
+    """Serve `app_spec` ("module:attr", importable from `cwd`) with deploy/gunicorn.conf.py;
+    `connection` is how to reach it (e.g. tests.fixtures_circuits.circuit_connection when
+    the server wants tor's circuit line)."""
     sock = _listening_socket()
     port = sock.getsockname()[1]
     error_log = log_dir / f"gunicorn-{port}.log"
@@ -116,7 +121,7 @@ def run_gunicorn(app_spec: str, log_dir: Path, env: dict[str, str] | None = None
     sock.close()
     server = GunicornProcess(process, port, error_log)
     try:
-        _wait_until_serving(server, STARTUP_SECONDS)
+        _wait_until_serving(server, STARTUP_SECONDS, connection)
         yield server
     finally:
         _stop(process)
@@ -172,10 +177,11 @@ def init_instance(base_dir: Path, journalist_count: int) -> tuple[Path, object, 
 
 @contextlib.contextmanager
 def run_intake_server(
-    base_dir: Path, *, journalist_count: int = 1, env: dict[str, str] | None = None, app_spec: str = "wsgi:app"
+    base_dir: Path, *, journalist_count: int = 1, env: dict[str, str] | None = None, app_spec: str = "wsgi:app",
+    connection: Callable[..., http.client.HTTPConnection] = http.client.HTTPConnection,
 ) -> Iterator[IntakeServer]:
     data_dir, settings, journalists = init_instance(base_dir, journalist_count)
-    with run_gunicorn(app_spec, base_dir, {**(env or {}), "INTAKE_DATA": str(data_dir)}) as gunicorn:
+    with run_gunicorn(app_spec, base_dir, {**(env or {}), "INTAKE_DATA": str(data_dir)}, connection=connection) as gunicorn:
         yield IntakeServer(gunicorn, data_dir, settings, journalists)
 
 

@@ -18,6 +18,7 @@ SMALL_RUNS = {
     "export.py": ["--submissions", "50", "--sources", "5"],
     "store.py": ["--mib", "4", "--messages", "20"],
     "allocator.py": ["--rounds", "1", "--messages", "5", "--large-mib", "1"],
+    "memory.py": ["--rounds", "1", "--uploads", "3", "--file-kib", "64"],
 }
 
 

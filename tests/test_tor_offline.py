@@ -196,6 +196,7 @@ def test_source_service_has_pow_intro_dos_and_stream_limits(tmp_path, started):
     assert options["HiddenServicePoWDefensesEnabled"] == ["1"]
     assert options["HiddenServiceEnableIntroDoSDefense"] == ["1"]
     assert options["HiddenServiceMaxStreamsCloseCircuit"] == ["1"]
+    assert options["HiddenServiceExportCircuitID"] == ["haproxy"]  # intake.circuits reads the line
     assert options["HiddenServicePort"] == [f"80 unix:{tmp_path / 'source.sock'}"]
 
 

@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from intake.app.security import install_security, strict_cookie_config
 from intake.app.stores import install_store_pool
+from intake.circuits import CircuitLedger
 from intake.codename import KdfGate
 from intake.config import Settings, load_settings_from_environment
 from intake.store.pool import StorePool
@@ -25,6 +26,7 @@ class AppState:
     settings: Settings
     kdf_gate: KdfGate
     stores: StorePool
+    uploads: CircuitLedger  # uploads in flight in this worker, in total and per Tor circuit
 
 
 def app_state() -> AppState:
@@ -33,7 +35,9 @@ def app_state() -> AppState:
 
 def _kdf_gate(settings: Settings) -> KdfGate:
     # Under gevent workers Argon2id must leave the event loop, or every connection stalls.
-    return KdfGate(settings.kdf_concurrency, settings.kdf_queue, settings.kdf_timeout_seconds, runner=run_in_os_thread)
+    return KdfGate(settings.kdf_concurrency, settings.kdf_queue, settings.kdf_timeout_seconds,
+                   per_circuit=settings.kdf_per_circuit, circuit_interval=settings.kdf_circuit_interval_seconds,
+                   circuit_burst=settings.kdf_circuit_burst, runner=run_in_os_thread)
 
 
 def create_app(settings: Settings | None = None, **config_overrides: Any) -> Flask:
@@ -56,7 +60,8 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
         BABEL_DEFAULT_LOCALE="en",
     )
     app.config.update(config_overrides)
-    app.extensions["intake"] = AppState(settings, _kdf_gate(settings), install_store_pool(app, settings))
+    uploads = CircuitLedger(settings.uploads_per_circuit, settings.uploads_per_worker)
+    app.extensions["intake"] = AppState(settings, _kdf_gate(settings), install_store_pool(app, settings), uploads)
 
     from intake.app.assets import install_assets
     from intake.app.errors import install_error_pages

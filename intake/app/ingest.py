@@ -29,7 +29,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024  # per upload in flight, a few buffers of this size (the read, what the parser holds)
 PARSER_BUFFER_LIMIT = READ_SIZE + 64 * 1024  # part headers must fit in one read
 MAX_FILES = 255  # files in one submission; a refusal names this limit
 # The files, the CSRF token and the message, and one more so that a file past the limit

@@ -52,6 +52,9 @@ from intake.app.sealed_cookies import (
 )
 from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session
 from intake.app.stores import request_store
+from intake.circuits import CircuitBusyError, current_circuit
+from intake.heap import give_back_free_memory
+from intake.worker_threads import start_in_os_thread
 from intake.codename import (
     CODENAME_LANGUAGES,
     InvalidCodenameError,
@@ -116,6 +119,7 @@ def _derive_keys(codename: str) -> SourceKeys:
         derive_source_keys,
         codename,
         settings.codename_salt,
+        circuit=current_circuit(),
         opslimit=settings.kdf_opslimit,
         memlimit=settings.kdf_memlimit,
     )
@@ -192,18 +196,23 @@ def submit():
         unsent = read_unsent_form(request.stream, request.headers.get("Content-Type"))
         return render_template("login.html", ended=True, unsent=unsent), 401
     store = request_store()
+    uploads = app_state().uploads
     try:
-        result = ingest_submission(
-            request.stream,
-            request.headers.get("Content-Type"),
-            store=store,
-            source_id=source_session.source_id,
-            max_bytes=settings.max_request_bytes,
-            check_form_token=_check_form_token,
-        )
+        with uploads.hold(current_circuit()):
+            result = ingest_submission(
+                request.stream,
+                request.headers.get("Content-Type"),
+                store=store,
+                source_id=source_session.source_id,
+                max_bytes=settings.max_request_bytes,
+                check_form_token=_check_form_token,
+            )
     except EmptySubmissionError:
         page = render_template("submit.html", max_upload=_max_upload_label(), empty=True)
         return page, 400
+    finally:
+        if uploads.held() == 0:
+            start_in_os_thread(give_back_free_memory)  # the last upload in flight ended (intake.heap); not waited for
     # Publishing marked the source active, in the same transaction.
     response = redirect(url_for("source.thanks"), 303)
     cookie = request.cookies.get(COOKIE_NAME)
@@ -350,7 +359,8 @@ NOT_ACCEPTING = (_l("Not accepting submissions right now"), _l("The service cann
 
 
 @blueprint.errorhandler(KdfBusyError)
-def _busy(_error: KdfBusyError):
+@blueprint.errorhandler(CircuitBusyError)
+def _busy(_error: Exception):
     body, status = error_page(503, *BUSY)
     return body, status, {"Retry-After": "30"}
 

@@ -42,6 +42,7 @@ class StorePool:
             store.end_request()
             with self._lock:
                 if len(self._idle) < self._keep:
+                    store.release_blobs_cache()  # a large upload's pages: not worth keeping for the next request
                     self._idle.append(store)
                     return
         store.close()  # ends the request the same way

@@ -1,0 +1,129 @@
+"""Memory per upload in flight: slow uploads (as over Tor) against intake and a plain app.
+
+Each round starts both servers fresh under deploy/gunicorn.conf.py (2 workers unless
+INTAKE_WORKERS says otherwise) and, in alternating order (A B, B A, ...), sends N uploads
+of a file at once, each at a steady slow rate, to
+  intake     a logged-in source's upload, encrypted on receipt to 3 journalist keys;
+  plain      baseline: bench/plain_upload_app.py (a Flask app saving request.files and
+             fsyncing it), under the same gunicorn settings.
+The workers' resident memory is read before, while every upload is in flight (80% sent)
+and 3 s after the last one was answered.
+
+Figures (min / median / max over the rounds):
+  MiB per upload in flight, intake and plain, and their ratio
+  intake: 200 uploads in flight, all workers (before + 200 x per upload)   target < 400 MiB
+  intake: MiB per upload in flight                                          target <= 1 MiB
+  intake: MiB kept after the burst                                          (reported)
+
+Run: .venv/bin/python bench/memory.py [--rounds 3] [--uploads 40] [--file-kib 1536] [--kib-per-second 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures_server import Form, SourceClient, Upload, encode_multipart, run_gunicorn, run_intake_server  # noqa: E402
+from tests.fixtures_slow_uploads import SlowUpload, SlowUploads, random_content, workers_rss_mib  # noqa: E402
+
+JOURNALISTS = 3
+EVERY = 0.2  # each upload sends a piece this often
+TARGET_PER_UPLOAD = 1.0
+TARGET_200 = 400.0
+
+
+def _head(path: str, content_type: str, length: int, cookie: str = "") -> bytes:
+    cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\n{cookie_line}Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+def _burst(port: int, pids: list[int], uploads: list[SlowUpload], piece: int) -> tuple[float, float, float]:
+    """(before, in flight, after) RSS of the workers, MiB."""
+    before = workers_rss_mib(pids)
+    driver = SlowUploads(port, uploads, piece, EVERY)
+    driver.run(pids, sample_at=0.8)
+    bad = [upload.answer[:12] for upload in uploads if not upload.answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 303"))]
+    if bad:
+        raise RuntimeError(f"{len(bad)} uploads failed: {set(bad)}")
+    time.sleep(3)
+    return before, driver.rss_samples[0], workers_rss_mib(pids)
+
+
+def intake_round(base: Path, count: int, size: int, piece: int) -> tuple[float, float, float]:
+    with run_intake_server(base, journalist_count=JOURNALISTS) as server:
+        client = SourceClient(server.url)
+        _codename, page = client.start_as_new_source()
+        form = page.form_with("message", "files")
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        uploads = []
+        for i in range(count):
+            content_type, pieces = encode_multipart(form, {"message": ""}, {"files": [Upload(f"f{i}.bin", random_content(size))]})
+            body = b"".join(pieces)
+            uploads.append(SlowUpload(_head("/submit", content_type, len(body), cookie), body))
+        return _burst(server.gunicorn.port, server.gunicorn.worker_pids(), uploads, piece)
+
+
+def plain_round(base: Path, count: int, size: int, piece: int) -> tuple[float, float, float]:
+    upload_dir = base / "uploads"
+    upload_dir.mkdir()
+    with run_gunicorn("bench.plain_upload_app:app", base, {"BENCH_UPLOAD_DIR": str(upload_dir)}) as server:
+        form = Form("/upload", "post", "multipart/form-data", [("files", "file", "")])
+        uploads = []
+        for i in range(count):
+            content_type, pieces = encode_multipart(form, {}, {"files": [Upload(f"f{i}.bin", random_content(size))]})
+            body = b"".join(pieces)
+            uploads.append(SlowUpload(_head("/upload", content_type, len(body)), body))
+        return _burst(server.port, server.worker_pids(), uploads, piece)
+
+
+def summary(values: list[float]) -> str:
+    return f"{min(values):7.2f} {statistics.median(values):7.2f} {max(values):7.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--uploads", type=int, default=40)
+    parser.add_argument("--file-kib", type=int, default=1536)
+    # 160 KiB/s: a good onion circuit; a slow bridge is slower still
+    parser.add_argument("--kib-per-second", type=int, default=160)
+    args = parser.parse_args()
+    size = args.file_kib * 1024
+    piece = int(args.kib_per_second * 1024 * EVERY)
+    results: dict[str, list[tuple[float, float, float]]] = {"intake": [], "plain": []}
+    with tempfile.TemporaryDirectory(prefix="intake-bench-memory-") as tmp:
+        for round_number in range(args.rounds):
+            order = ("intake", "plain") if round_number % 2 == 0 else ("plain", "intake")
+            for name in order:
+                base = Path(tmp) / f"{name}-{round_number}"
+                base.mkdir()
+                run = intake_round if name == "intake" else plain_round
+                results[name].append(run(base, args.uploads, size, piece))
+
+    per_upload = {name: [(during - before) / args.uploads for before, during, _after in rounds] for name, rounds in results.items()}
+    ratios = [i / p for i, p in zip(per_upload["intake"], per_upload["plain"])]
+    at_200 = [before + 200 * each for (before, _d, _a), each in zip(results["intake"], per_upload["intake"])]
+    kept = [after - before for before, _d, after in results["intake"]]
+    print(f"memory per upload in flight: {args.rounds} paired rounds (alternated), {args.uploads} uploads of {args.file_kib} KiB"
+          f" at {args.kib_per_second} KiB/s each, {JOURNALISTS} journalist keys")
+    print(f"{'':52}{'min':>7} {'median':>7} {'max':>7}")
+    print(f"{'intake MiB per upload in flight':52}{summary(per_upload['intake'])}"
+          f"   target <= {TARGET_PER_UPLOAD}{'' if statistics.median(per_upload['intake']) <= TARGET_PER_UPLOAD else '   MISSED'}")
+    print(f"{'plain app MiB per upload in flight (baseline)':52}{summary(per_upload['plain'])}")
+    print(f"{'ratio intake / plain':52}{summary(ratios)}")
+    print(f"{'intake, 200 in flight, all workers (MiB)':52}{summary(at_200)}"
+          f"   target < {TARGET_200:.0f}{'' if statistics.median(at_200) < TARGET_200 else '   MISSED'}")
+    print(f"{'intake MiB kept 3 s after the burst':52}{summary(kept)}")
+    print(f"{'workers RSS before (intake / plain)':52}{statistics.median(r[0] for r in results['intake']):7.1f} / "
+          f"{statistics.median(r[0] for r in results['plain']):.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""How fast a request body must arrive, and the worker's other limits per connection.
+
+gunicorn bounds a request's head in time (``keepalive``, under the gevent worker) but
+not its body, so a client sending a body at 1 byte / 5 s held a connection for as
+long as it liked, and ~500 of them stopped the source site. A body now has:
+
+- a minimum rate: at least ``min_rate`` bytes a second on average over each
+  ``window`` seconds (1 KiB/s over 60 s by default). A Tor circuit on a slow bridge
+  moves tens of KiB a second; a stall of a whole minute means the circuit is gone.
+  An attacker must now spend a real circuit's bandwidth on every connection it holds.
+- an overall deadline (4 h by default): a 500 MiB upload must average 36 KiB/s
+  (about 0.3 Mbit/s), a fraction of what onion services measure even over bridges.
+
+The limits are read from the environment by `worker_limits_from_environment`, which
+deploy/gunicorn.conf.py calls at start (so a bad value stops the server with a clear
+message) and the worker calls again in each process.
+
+Imported by the gunicorn master (through the worker class), so standard library only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+BODY_MIN_RATE_ENV = "INTAKE_BODY_MIN_BYTES_PER_SECOND"
+BODY_WINDOW_ENV = "INTAKE_BODY_WINDOW_SECONDS"
+BODY_DEADLINE_ENV = "INTAKE_BODY_DEADLINE_SECONDS"
+CIRCUIT_IDS_ENV = "INTAKE_TOR_CIRCUIT_IDS"
+CONNECTIONS_PER_CIRCUIT_ENV = "INTAKE_CONNECTIONS_PER_CIRCUIT"
+REQUESTS_PER_CIRCUIT_ENV = "INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND"
+
+
+class BodyTooSlowError(ConnectionResetError):
+    """The body arrived slower than the minimum rate, or not within the deadline.
+
+    A ConnectionResetError (errno ECONNRESET), so that everything between the socket and
+    the app (gunicorn, Werkzeug, intake's upload parser) treats it as the client going away."""
+
+    def __init__(self, reason: str):
+        super().__init__(errno.ECONNRESET, reason)
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    body_min_rate: int = 1024  # bytes a second, averaged over each window
+    body_window: float = 60.0  # seconds
+    body_deadline: float = 4 * 60 * 60  # seconds from the first byte of the body to its last
+    # "auto": a connection that opens with tor's PROXY line is counted by its circuit, others
+    # as unknown; "required": refused without it; "off": never read (the line is a bad request).
+    circuit_ids: str = "auto"
+    connections_per_circuit: int = 12  # per worker; Tor Browser opens ~6 to a site
+    requests_per_circuit: float = 4.0  # a second, per worker, in bursts of 4x that; a page is 2 requests without JavaScript
+
+
+def _number(env: dict[str, str], name: str, default: float, kind: type, minimum: float) -> Any:
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SystemExit(f"intake: {name} must be a number, not {text!r}") from None
+    if value < minimum:
+        raise SystemExit(f"intake: {name} must be at least {minimum}")
+    return value
+
+
+def worker_limits_from_environment(env: dict[str, str] | None = None) -> WorkerLimits:
+    env = dict(os.environ if env is None else env)
+    defaults = WorkerLimits()
+    circuit_ids = env.get(CIRCUIT_IDS_ENV) or defaults.circuit_ids
+    if circuit_ids not in ("auto", "required", "off"):
+        raise SystemExit(f"intake: {CIRCUIT_IDS_ENV} must be auto, required or off")
+    limits = WorkerLimits(
+        body_min_rate=_number(env, BODY_MIN_RATE_ENV, defaults.body_min_rate, int, 1),
+        body_window=_number(env, BODY_WINDOW_ENV, defaults.body_window, float, 1),
+        body_deadline=_number(env, BODY_DEADLINE_ENV, defaults.body_deadline, float, 1),
+        circuit_ids=circuit_ids,
+        connections_per_circuit=_number(env, CONNECTIONS_PER_CIRCUIT_ENV, defaults.connections_per_circuit, int, 1),
+        requests_per_circuit=_number(env, REQUESTS_PER_CIRCUIT_ENV, defaults.requests_per_circuit, float, 0.1),
+    )
+    if limits.body_deadline < limits.body_window:
+        raise SystemExit(f"intake: {BODY_DEADLINE_ENV} must be at least {BODY_WINDOW_ENV}")
+    return limits
+
+
+class _BodyClock:
+    """Bytes of one body per window, against the limits."""
+
+    def __init__(self, limits: WorkerLimits, now: float):
+        self._limits = limits
+        self._deadline = now + limits.body_deadline
+        self._window_end = now + limits.body_window
+        self._in_window = 0
+
+    def seconds_left(self, now: float) -> float:
+        """Until the next check: the end of this window or the deadline."""
+        return max(0.0, min(self._window_end, self._deadline) - now)
+
+    def received(self, count: int, now: float) -> None:
+        self._in_window += count
+        self.check(now)
+
+    def check(self, now: float) -> None:
+        if now >= self._deadline:
+            raise BodyTooSlowError("the request body did not arrive within the deadline")
+        if now >= self._window_end:
+            needed = self._limits.body_min_rate * self._limits.body_window
+            if self._in_window < needed:
+                raise BodyTooSlowError("the request body arrived slower than the minimum rate")
+            # Windows follow each other; a pause is judged from where the last window ended.
+            self._window_end += self._limits.body_window * max(1, int((now - self._window_end) // self._limits.body_window) + 1)
+            self._in_window = 0
+
+
+class PacedSocket:
+    """A connection's socket whose reads enforce the body limits while a body is read.
+
+    gunicorn's worker reads heads, bodies and the remains of a body the app left
+    unread through ``recv``; the worker calls `start_body` before the app runs a
+    request that has a body and `end_body` after. Once a body was too slow, every
+    later read fails too, so the connection is closed rather than drained.
+    """
+
+    def __init__(self, sock: socket.socket, limits: WorkerLimits, *, unread: bytes = b""):
+        self._sock = sock
+        self._limits = limits
+        self._unread = unread  # read from the socket already (looking for tor's line): given out first
+        self._clock: _BodyClock | None = None
+        self.too_slow = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def start_body(self) -> None:
+        self._clock = _BodyClock(self._limits, time.monotonic())
+
+    def end_body(self) -> None:
+        self._clock = None
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self.too_slow:
+            raise BodyTooSlowError("the request body arrived too slowly")
+        if self._unread:
+            data, self._unread = self._unread[:size], self._unread[size:]
+            return data
+        clock = self._clock
+        if clock is None:
+            return self._sock.recv(size, *flags)
+        try:
+            while True:
+                self._sock.settimeout(max(0.001, clock.seconds_left(time.monotonic())))
+                try:
+                    data = self._sock.recv(size, *flags)
+                except TimeoutError:
+                    clock.check(time.monotonic())  # raises unless a window passed with enough data
+                    continue
+                clock.received(len(data), time.monotonic())
+                return data
+        except BodyTooSlowError:
+            self.too_slow = True
+            raise
+        finally:
+            self._sock.settimeout(None)

@@ -1,0 +1,71 @@
+"""Many slow uploads at once, as over Tor, and the memory they hold in a server's workers.
+
+Used by tests/test_memory_in_flight.py and bench/memory.py. One thread drives every
+upload (non-blocking sockets): each sends its request head, then its body in pieces
+at a steady rate, and reads its answer at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def workers_rss_mib(pids: list[int]) -> float:
+    """Resident memory of these processes together, MiB."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+@dataclass
+class SlowUpload:
+    head: bytes  # request line and headers
+    body: bytes
+    content: bytes = b""  # the file in the body, to compare with what was stored
+    sock: socket.socket | None = None
+    sent: int = 0
+    answer: bytes = b""
+
+
+@dataclass
+class SlowUploads:
+    """Sends every upload's body `piece` bytes at a time, all of them every `every` seconds."""
+
+    port: int
+    uploads: list[SlowUpload]
+    piece: int
+    every: float
+    rss_samples: list[float] = field(default_factory=list)
+
+    def run(self, pids: list[int], sample_at: float) -> None:
+        """Send everything; sample the workers' RSS when `sample_at` of the bodies is sent (0..1)."""
+        for upload in self.uploads:
+            upload.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            upload.sock.sendall(upload.head)
+        longest = max(len(upload.body) for upload in self.uploads)
+        sampled = False
+        for offset in range(0, longest, self.piece):
+            started = time.monotonic()
+            for upload in self.uploads:
+                chunk = upload.body[offset : offset + self.piece]
+                if chunk:
+                    upload.sock.sendall(chunk)
+                    upload.sent += len(chunk)
+            if not sampled and offset >= sample_at * longest:
+                self.rss_samples.append(workers_rss_mib(pids))
+                sampled = True
+            time.sleep(max(0.0, self.every - (time.monotonic() - started)))
+        for upload in self.uploads:
+            upload.answer = upload.sock.recv(200)
+            upload.sock.close()
+
+
+def random_content(size: int) -> bytes:
+    return os.urandom(size)

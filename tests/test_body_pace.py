@@ -1,0 +1,102 @@
+"""Request bodies have a minimum rate and a deadline (intake.body_pace), and the upload size
+limit is the operator's, against the real app under real gunicorn with limits set through
+the environment as an operator would (docs/operator.md)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_server import SourceClient, encode_multipart, run_intake_server
+
+pytestmark = pytest.mark.slow
+
+LIMITS = {"INTAKE_BODY_MIN_BYTES_PER_SECOND": "1000", "INTAKE_BODY_WINDOW_SECONDS": "3", "INTAKE_BODY_DEADLINE_SECONDS": "9",
+          "INTAKE_MAX_UPLOAD_MIB": "1"}
+
+
+def _send_paced(port: int, head: bytes, body: bytes, piece: int, every: float, limit: float) -> tuple[bytes, float]:
+    """Send the body `piece` bytes every `every` seconds; (the answer, seconds until it came)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        for offset in range(0, len(body), piece):
+            try:
+                sock.sendall(body[offset : offset + piece])
+                answer = sock.recv(200)
+                return answer, time.monotonic() - started  # answered (or closed) before the end
+            except BlockingIOError:
+                pass
+            except OSError:
+                return b"", time.monotonic() - started
+            time.sleep(every)
+        sock.setblocking(True)
+        try:
+            return sock.recv(200), time.monotonic() - started
+        except OSError:
+            return b"", time.monotonic() - started
+
+
+def _request(client: SourceClient, form, message: str) -> tuple[bytes, bytes]:
+    content_type, pieces = encode_multipart(form, {"message": message}, {})
+    body = b"".join(pieces)
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    head = f"POST /submit HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode(), body
+
+
+def test_bodies_below_the_minimum_rate_are_cut_and_those_above_it_arrive(tmp_path: Path) -> None:
+    with run_intake_server(tmp_path, env=LIMITS) as server:
+        client = SourceClient(server.url)
+        form = client.start_as_new_source()[1].form_with("message", "files")
+        with server.open_store() as store:
+            before = store.counts()["submissions"]
+        # 1 byte every 0.5 s (2 B/s): cut at the end of the first 3 s window, nothing stored.
+        head, body = _request(client, form, "slow " * 200)
+        answer, seconds = _send_paced(server.gunicorn.port, head, body, 1, 0.5, 30)
+        assert answer in (b"",) or answer.startswith(b"HTTP/1.1 400"), answer
+        assert 2.5 <= seconds < 6, seconds
+        # 1,600 B/s for ~6 s: above the minimum in every window, below the deadline: stored.
+        head, body = _request(client, form, "steady " * 1400)
+        answer, seconds = _send_paced(server.gunicorn.port, head, body, 400, 0.25, 30)
+        assert answer.startswith(b"HTTP/1.1 303"), answer
+        assert seconds > 5
+        # 1,600 B/s for ~12 s: fast enough in every window, but past the 9 s deadline.
+        head, body = _request(client, form, "long " * 4000)
+        answer, seconds = _send_paced(server.gunicorn.port, head, body, 400, 0.25, 30)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer
+        assert 8.5 <= seconds < 12, seconds
+        # The operator's upload limit: told on the page, and enforced.
+        page = client.get("/submit")
+        assert "Up to 1 MiB in total per submission" in page.text
+        too_large = client.send(page, "x" * (1024 * 1024 + 1))
+        assert too_large.status == 413
+        with server.open_store() as store:
+            assert store.counts()["submissions"] == before + 1
+            assert store.counts()["pending uploads"] == 0
+        assert "Traceback" not in server.gunicorn.error_log_text()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("INTAKE_MAX_UPLOAD_MIB", "lots", "intake: INTAKE_MAX_UPLOAD_MIB must be a whole number of at least 1, not 'lots'"),
+        ("INTAKE_BODY_WINDOW_SECONDS", "0", "intake: INTAKE_BODY_WINDOW_SECONDS must be at least 1"),
+    ],
+)
+def test_a_bad_limit_stops_the_server_at_start_with_one_line(tmp_path: Path, variable: str, value: str, message: str) -> None:
+    from intake.memory_wiping import WIPING_ENVIRONMENT
+    from tests.fixtures_server import GUNICORN_CONF, REPO
+
+    env = {**os.environ, **WIPING_ENVIRONMENT, variable: value, "INTAKE_BIND": "127.0.0.1:0"}
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "wsgi:app"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == message
