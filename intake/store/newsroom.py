@@ -291,13 +291,28 @@ class Newsroom:
         " FROM sources s"
     )
 
+    # The sources journalists see: those that sent something or have replies.
+    _LISTED = " WHERE s.has_submitted = 1 OR EXISTS (SELECT 1 FROM replies WHERE source_id = s.id)"
+    # Most recently active first: the order of the index sources_by_activity, so a page
+    # is read from the index's start and the query stops after it (no sort of every source).
+    _ORDER = " ORDER BY s.last_active_day DESC, s.designation"
+
     def source_overview(self) -> list[SourceOverview]:
-        """Every source that sent something or has replies, most recently active first."""
-        rows = self._read(
-            self._OVERVIEW + " WHERE s.has_submitted = 1 OR EXISTS (SELECT 1 FROM replies WHERE source_id = s.id)"
-            " ORDER BY s.last_active_day DESC, s.designation"
-        )
+        """Every listed source, most recently active first."""
+        return [SourceOverview(*row) for row in self._read(self._OVERVIEW + self._LISTED + self._ORDER)]
+
+    def source_page(self, offset: int, limit: int) -> list[SourceOverview]:
+        """At most ``limit`` listed sources, after the first ``offset`` in the order of source_overview."""
+        rows = self._read(self._OVERVIEW + self._LISTED + self._ORDER + " LIMIT ? OFFSET ?", (limit, offset))
         return [SourceOverview(*row) for row in rows]
+
+    def submission_totals(self) -> tuple[int, int]:
+        """(never exported, all) complete submissions: counted on the index submissions_by_state."""
+        (row,) = self._read(
+            "SELECT (SELECT count(*) FROM submissions WHERE state = 'ready' AND exported_day IS NULL),"
+            " (SELECT count(*) FROM submissions WHERE state = 'ready')"
+        )
+        return int(row[0]), int(row[1])
 
     def source_overview_of(self, source_id: str) -> SourceOverview | None:
         rows = self._read(self._OVERVIEW + " WHERE s.id = ?", (source_id,))
