@@ -334,9 +334,7 @@ class Newsroom:
         it lazily with ``Store.submission_ciphertext``."""
         sql = (
             "SELECT s.id, s.source_id, s.kind, s.received_day, s.size, s.exported_day,"
-            " src.designation, src.reply_public_key, src.created_day, src.last_active_day,"
-            " (SELECT group_concat(j.name, char(10)) FROM submission_recipients r JOIN journalists j"
-            "  ON j.id = r.journalist_id WHERE r.submission_id = s.id)"
+            " src.designation, src.reply_public_key, src.created_day, src.last_active_day"
             " FROM submissions s JOIN sources src ON src.id = s.source_id WHERE s.state = 'ready'"
         )
         params: list = []
@@ -349,23 +347,40 @@ class Newsroom:
             params += list(source_ids)
         sql += " ORDER BY src.created_day, src.id, s.received_day, s.position"
         groups: dict[str, ExportGroup] = {}
-        for row in self._read(sql, tuple(params)):
+        rows = self._read(sql, tuple(params))
+        recipients = self._recipient_names(sorted(row[0] for row in rows))
+        for row in rows:
             submission = StoredSubmission(*row[:6])
             group = groups.get(submission.source_id)
             if group is None:
                 source = Source(submission.source_id, row[6], row[7], row[8], row[9])
                 group = groups[submission.source_id] = ExportGroup(source)
-            group.entries.append(ExportEntry(submission, sorted((row[10] or "").split("\n")) if row[10] else []))
+            group.entries.append(ExportEntry(submission, sorted(recipients.get(submission.id, ()))))
         return list(groups.values())
+
+    def _recipient_names(self, sorted_ids: list[str]) -> dict[str, list[str]]:
+        """Who each submission is sealed to, by submission id. Asked in batches of ids in
+        key order, so the table is read front to back (a look-up per submission, in the
+        export's order, misses the page cache at almost every one)."""
+        names: dict[str, list[str]] = {}
+        for start in range(0, len(sorted_ids), 500):  # stay under SQLite's bound-parameter limit
+            batch = tuple(sorted_ids[start : start + 500])
+            marks = ",".join("?" * len(batch))
+            for submission_id, name in self._read(
+                "SELECT r.submission_id, j.name FROM submission_recipients r JOIN journalists j ON j.id = r.journalist_id"
+                f" WHERE r.submission_id IN ({marks})", batch
+            ):
+                names.setdefault(submission_id, []).append(name)
+        return names
 
     def mark_exported(self, submission_ids: Iterable[str]) -> int:
         """Mark submissions exported today; one already exported keeps its first day
         (the retention clock starts at the first export)."""
         day = today()
         with write_transaction(self._conn) as conn:
-            cursor = conn.executemany(
+            cursor = conn.executemany(  # in key order: each page of the table is written once
                 "UPDATE submissions SET exported_day = ? WHERE id = ? AND state = 'ready' AND exported_day IS NULL",
-                [(day, submission_id) for submission_id in submission_ids],
+                [(day, submission_id) for submission_id in sorted(submission_ids)],
             )
             return cursor.rowcount
 
