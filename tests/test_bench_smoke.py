@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 SMALL_RUNS = {
-    "envelope.py": ["--size-mib", "4", "--big-mib", "8", "--runs", "1", "--gpg-runs", "1", "--sources", "20"],
+    "envelope.py": ["--size-mib", "4", "--big-mib", "8", "--runs", "2", "--sources", "20"],
     "ingest.py": ["--size-mib", "4", "--large-mib", "8", "--repeat", "1"],
     "returning.py": ["--clients", "2", "--seconds", "1", "--flooders", "2"],
     "export.py": ["--submissions", "50", "--sources", "5"],
