@@ -16,7 +16,7 @@ SMALL_RUNS = {
     "ingest.py": ["--size-mib", "4", "--large-mib", "8", "--repeat", "1"],
     "returning.py": ["--clients", "2", "--seconds", "1", "--flooders", "2"],
     "export.py": ["--submissions", "50", "--sources", "5", "--rounds", "2"],
-    "store.py": ["--mib", "4", "--messages", "20"],
+    "store.py": ["--mib", "4", "--messages", "20", "--rounds", "2"],
     "allocator.py": ["--rounds", "1", "--messages", "5", "--large-mib", "1"],
     "journalist.py": ["--small", "30", "--medium", "40", "--large", "60", "--rounds", "2", "--page-loads", "2"],
 }
