@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL_RUNS = {
     "envelope.py": ["--size-mib", "4", "--big-mib", "8", "--runs", "2", "--sources", "20"],
     "ingest.py": ["--size-mib", "4", "--large-mib", "8", "--repeat", "1"],
-    "returning.py": ["--clients", "2", "--seconds", "1", "--flooders", "2"],
+    "returning.py": ["--clients", "2", "--seconds", "1", "--flooders", "2", "--rounds", "2"],
     "export.py": ["--submissions", "50", "--sources", "5", "--rounds", "2"],
     "store.py": ["--mib", "4", "--messages", "20", "--rounds", "2"],
     "allocator.py": ["--rounds", "1", "--messages", "5", "--large-mib", "1"],
