@@ -57,10 +57,21 @@ def test_pages_follow_each_other_in_order_and_end(tmp_path: Path):
     assert [len(_ROW_RE.findall(text)) for text in pages] == [3, 3, 1]
     assert 'rel="prev"' not in pages[0] and 'rel="prev"' in pages[1] and 'rel="prev"' in pages[2]
     assert "Page 2: sources 4 to 6, most recently active first." in pages[1]
-    assert "New submissions: 7 of 7." in pages[0]
+    assert "New submissions: 7." in pages[0]
     assert client.get("/sources?page=4").status_code == 404
     assert client.get("/sources?page=0").status_code == 404
     assert client.get("/sources?page=-1").status_code == 404
+
+
+def test_the_count_of_new_submissions_stops_at_its_limit(tmp_path: Path):
+    newsroom = make_newsroom(tmp_path, JOURNALIST_COUNT_NEW_UP_TO=5)
+    add_sources(newsroom, ["2026-11-03"] * 5)
+    client = signed_in(newsroom)
+    assert "New submissions: 5." in client.get("/sources").text
+    add_sources(newsroom, ["2026-11-03"])
+    assert "New submissions: more than 5." in client.get("/sources").text
+    client.get("/language/ru")
+    assert "Новых материалов: больше 5." in client.get("/sources").text
 
 
 def test_one_page_has_no_page_links(tmp_path: Path):

@@ -226,8 +226,10 @@ def sources():
     listed = newsroom.source_page((number - 1) * per_page, per_page + 1)
     if not listed and number > 1:
         abort(404)
-    new, total = newsroom.submission_totals()
-    return render_template("journalist/sources.html", sources=listed[:per_page], totals={"new": new, "submissions": total},
+    # Counted up to one past the limit: "more than N" costs the same in any store.
+    count_limit = current_app.config["JOURNALIST_COUNT_NEW_UP_TO"]
+    new = newsroom.count_new_submissions(count_limit + 1)
+    return render_template("journalist/sources.html", sources=listed[:per_page], new=new, count_limit=count_limit,
                            page=number, first=(number - 1) * per_page + 1, has_next=len(listed) > per_page,
                            notice=NOTICES.get(request.args.get("done", "")))
 
@@ -364,6 +366,7 @@ def create_journalist_app(settings: Settings | None = None, **config_overrides: 
         MAX_FORM_MEMORY_SIZE=FORM_FIELD_BYTES,
         JOURNALIST_SESSION_MINUTES=30,
         JOURNALIST_SOURCES_PER_PAGE=50,  # ~25 KB of HTML a page
+        JOURNALIST_COUNT_NEW_UP_TO=1000,
         BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
         BABEL_DEFAULT_LOCALE="en",
     )

@@ -306,13 +306,13 @@ class Newsroom:
         rows = self._read(self._OVERVIEW + self._LISTED + self._ORDER + " LIMIT ? OFFSET ?", (limit, offset))
         return [SourceOverview(*row) for row in rows]
 
-    def submission_totals(self) -> tuple[int, int]:
-        """(never exported, all) complete submissions: counted on the index submissions_by_state."""
+    def count_new_submissions(self, up_to: int) -> int:
+        """Complete submissions never exported, counted on the index submissions_by_state
+        up to ``up_to`` at most: the count stops there, so its cost does not grow with the store."""
         (row,) = self._read(
-            "SELECT (SELECT count(*) FROM submissions WHERE state = 'ready' AND exported_day IS NULL),"
-            " (SELECT count(*) FROM submissions WHERE state = 'ready')"
+            "SELECT count(*) FROM (SELECT 1 FROM submissions WHERE state = 'ready' AND exported_day IS NULL LIMIT ?)", (up_to,)
         )
-        return int(row[0]), int(row[1])
+        return int(row[0])
 
     def source_overview_of(self, source_id: str) -> SourceOverview | None:
         rows = self._read(self._OVERVIEW + " WHERE s.id = ?", (source_id,))
