@@ -22,6 +22,11 @@ from intake.store.store import INLINE_BYTES
 from intake.store.newsroom import Newsroom
 
 
+# The page cache of the store an export reads from, while it reads (Store.page_cache): at
+# 100,000 items the default 2 MiB made every item cost more than at 10,000.
+EXPORT_CACHE_MIB = 64
+
+
 class NothingToExportError(Exception):
     """The selection holds no submission."""
 
@@ -53,7 +58,8 @@ class PreparedExport:
     def __init__(self, store: Store, scope: ExportScope, signing_key: SigningKey):
         self._signing_key = signing_key
         newsroom = Newsroom(store)
-        groups = newsroom.export_groups(only_new=scope.only_new, source_ids=scope.source_ids)
+        with store.page_cache(EXPORT_CACHE_MIB):
+            groups = newsroom.export_groups(only_new=scope.only_new, source_ids=scope.source_ids)
         self.submission_ids = [entry.submission.id for group in groups for entry in group.entries]
         if not self.submission_ids:
             raise NothingToExportError(f"there are no {scope.describe()} to export")
@@ -75,7 +81,8 @@ class PreparedExport:
         ]
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from stream_export_bundle(self.recipients, self._sources, self._signing_key)
+        with self._store.page_cache(EXPORT_CACHE_MIB):
+            yield from stream_export_bundle(self.recipients, self._sources, self._signing_key)
         self.completed = True
 
     def mark_exported(self) -> int:

@@ -18,6 +18,7 @@ import math
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from intake.store import processes
 from intake.store.connection import (
     Connection,
+    DatabaseError,
     IntegrityError,
     connect,
     connect_blobs,
@@ -214,6 +216,22 @@ class Store:
         running, self._in_flight = self._in_flight, None
         if running is not None:
             running.result()
+
+    @contextmanager
+    def page_cache(self, mib: int) -> Iterator[None]:
+        """A larger page cache for one long read (an export), SQLite's default again after:
+        with the default 2 MiB, the rows streaming through the cache push out the b-trees'
+        inner pages, which are then read and decrypted again for every row."""
+        with translate_errors():
+            before = int(self._conn.execute("PRAGMA cache_size").fetchone()[0])
+            self._conn.execute(f"PRAGMA cache_size = {-int(mib) * 1024}")
+        try:
+            yield
+        finally:
+            try:
+                self._conn.execute(f"PRAGMA cache_size = {before}")
+            except DatabaseError:
+                pass  # the store was closed before the reader let go: nothing to restore
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with translate_errors():
