@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from intake.exchange import ExportScope, PreparedExport, _BatchedCiphertexts
+from intake.exchange import EXPORT_CACHE_MIB, ExportScope, PreparedExport, _BatchedCiphertexts
 from intake.server_identity import load_server_signing_key
 from intake.store.newsroom import Newsroom as NewsroomStore
 from intake.store.store import INLINE_BYTES
@@ -60,3 +60,16 @@ def test_a_submission_deleted_while_streaming_stops_the_bundle(tmp_path: Path, s
         with pytest.raises(ValueError):
             list(pieces)
         assert not prepared.completed
+
+
+def test_an_export_reads_with_a_larger_page_cache_and_gives_it_back(tmp_path: Path):
+    newsroom = make_newsroom(tmp_path)
+    store_items(newsroom, [100] * 3)
+    with newsroom.store() as store:
+        default = store._read("PRAGMA cache_size")[0][0]
+        prepared = PreparedExport(store, ExportScope(only_new=False), load_server_signing_key(newsroom.settings.data_dir))
+        pieces = iter(prepared)
+        next(pieces)
+        assert store._read("PRAGMA cache_size")[0][0] == -EXPORT_CACHE_MIB * 1024
+        list(pieces)
+        assert store._read("PRAGMA cache_size")[0][0] == default
