@@ -3,17 +3,22 @@
     .venv/bin/python bench/envelope.py [--size-mib 256] [--big-mib 1024] [--runs 3]
 
 Every contender reads the same random file in 1 MiB pieces and writes to
-/dev/null, in the same run:
+/dev/null, in paired rounds (each contender once a round, the order reversed
+every other round; figures are median [min..max] of the rounds):
 
 - raw secretstream: PyNaCl's crypto_secretstream_xchacha20poly1305 on 64 KiB
-  messages (the envelope's message size), nothing else: the floor;
+  messages (the envelope's message size), nothing else: the crypto's floor;
+- disk write + fsync: the same bytes to a file, fsynced: the disk's floor;
 - envelope: keys.envelope writer / reader (chunks()), one recipient;
-- gpg: ``gpg --batch --encrypt`` to a throwaway cv25519 key (``--trust-model
-  always``), default settings, and again with compression off (-z 0).
+- gpg as SecureDrop runs it today: ``gzip -9``, then ``gpg --encrypt -z 0`` to
+  one throwaway cv25519 key (decrypt: gpg, then gunzip); and gpg with
+  compression off (-z 0) on the raw file.
 
 Peak memory is the maximum RSS of a child process that encrypts, then decrypts,
-a generated stream of the given size. Targets: envelope >= 0.8x raw,
->= 4x gpg, memory flat in the size.
+a generated stream of the given size. Then ``intake-keys decrypt`` of many short
+messages against writing the same plaintexts as files fsynced the same way.
+Targets: envelope >= 0.8x raw secretstream, >= 4x each gpg, memory flat in the
+size (<= 1.1x); MISSED is printed next to a target the median does not meet.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.paired import Paired, seconds, spread, verdict  # noqa: E402
 from nacl import bindings as sodium  # noqa: E402
 from nacl.public import PrivateKey  # noqa: E402
 
@@ -43,15 +50,6 @@ def make_data(path: Path, size: int) -> None:
         block = os.urandom(PIECE)
         for i in range(size // PIECE):
             f.write(block[i % 7 :] + block[: i % 7])  # not one repeated block, in case anything dedups
-
-
-def timed(fn, runs: int) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 # ---------------------------------------------------------------- contenders
@@ -147,9 +145,10 @@ def designation(number: int) -> str:
             return f"source {letters}"
 
 
-def many_items_figures(tmp: str, sources: int, per_source: int) -> tuple[float, float]:
-    """Seconds for ``intake-keys decrypt`` of a bundle of sources x per_source short messages
-    sealed to two journalists, and for plainly writing the same plaintexts as files (the floor)."""
+def many_items_figures(tmp: str, sources: int, per_source: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds, in paired rounds, for ``intake-keys decrypt`` of a bundle of sources x per_source short
+    messages sealed to two journalists, and for writing the same plaintexts as files fsynced as decrypt
+    does (in parallel batches): the floor."""
     from nacl.signing import SigningKey
 
     from keys import bundle, cli, envelope
@@ -176,92 +175,161 @@ def many_items_figures(tmp: str, sources: int, per_source: int) -> tuple[float, 
         for piece in bundle.stream_export_bundle(recipients, export_sources, server):
             f.write(piece)
 
-    start = time.perf_counter()
-    plain = folder / "plain"
-    plain.mkdir()
-    for s in range(sources):
-        (plain / f"source {s}").mkdir()
-        for i in range(per_source):
-            (plain / f"source {s}" / f"{i}.txt").write_bytes(texts[s * per_source + i])
-    floor = time.perf_counter() - start
+    def plain_files(out: Path) -> None:
+        out.mkdir()
+        for s in range(sources):
+            (out / f"source {s}").mkdir()
+        written = []
+        for s in range(sources):
+            for i in range(per_source):
+                path = out / f"source {s}" / f"{i}.txt"
+                path.write_bytes(texts[s * per_source + i])
+                written.append(path)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for start in range(0, len(written), 512):
+                list(pool.map(_fsync_path, written[start : start + 512]))
 
-    start = time.perf_counter()
-    argv = ["decrypt", str(folder / "export.bundle"), "--key", str(folder / "alice.secret"), "--passphrase-file", str(folder / "pw"), "--out", str(folder / "out")]
-    with open(os.devnull, "w") as quiet:
-        stdout, sys.stdout = sys.stdout, quiet
-        try:
-            assert cli.main(argv) == 0
-        finally:
-            sys.stdout = stdout
-    return time.perf_counter() - start, floor
+    def decrypt(out: Path) -> None:
+        argv = ["decrypt", str(folder / "export.bundle"), "--key", str(folder / "alice.secret"), "--passphrase-file", str(folder / "pw"), "--out", str(out)]
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                assert cli.main(argv) == 0
+            finally:
+                sys.stdout = stdout
+
+    decrypts, floors = [], []
+    for number in range(rounds):
+        pair = [(decrypts, decrypt), (floors, plain_files)]
+        for times, work in pair if number % 2 == 0 else reversed(pair):
+            out = folder / f"out-{number}-{len(times)}-{work.__name__}"
+            times.append(seconds(lambda: work(out)))
+            shutil.rmtree(out)
+    return decrypts, floors
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def disk_write(src: Path, dst: Path) -> None:
+    """The disk's floor: the same bytes written to a file and fsynced (file and folder)."""
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        while piece := f.read(PIECE):
+            out.write(piece)
+        out.flush()
+        os.fsync(out.fileno())
+    fd = os.open(dst.parent, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    dst.unlink()
+
+
+def bash(script: str) -> None:
+    subprocess.run(["bash", "-o", "pipefail", "-c", script], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def contenders(tmp: str, data: Path, key: PrivateKey, stream_key: bytes, have_gpg: bool) -> dict[str, dict[str, object]]:
+    """{operation: {contender: callable}}, with everything each needs made beforehand."""
+    raw_ct, env_ct = Path(tmp) / "raw.ct", Path(tmp) / "env.ct"
+    raw_encrypt(data, str(raw_ct), stream_key)
+    envelope_encrypt(data, str(env_ct), key.public_key)
+    work = {
+        "encrypt": {
+            "envelope": lambda: envelope_encrypt(data, os.devnull, key.public_key),
+            "raw secretstream": lambda: raw_encrypt(data, os.devnull, stream_key),
+            "disk write + fsync": lambda: disk_write(data, Path(tmp) / "disk.out"),
+        },
+        "decrypt": {
+            "envelope": lambda: envelope_decrypt(env_ct, os.devnull, key),
+            "raw secretstream": lambda: raw_decrypt(raw_ct, os.devnull, stream_key),
+        },
+    }
+    if have_gpg:
+        home = Path(tmp) / "gnupg"
+        home.mkdir(mode=0o700)
+        gpg(str(home), "--passphrase", "", "--quick-gen-key", "bench <bench@example.invalid>", "future-default", "default", "never")
+        g = f"gpg --homedir {home} --batch --yes --quiet --trust-model always"
+        sd_ct, z0_ct = Path(tmp) / "data.gz.gpg", Path(tmp) / "data.z0.gpg"
+        # SecureDrop today: gzip -9 the submission, then encrypt it to one key with gpg's compression off.
+        securedrop_encrypt = f"gzip -9 -c {data} | {g} -z 0 -r bench@example.invalid --encrypt -o"
+        bash(f"{securedrop_encrypt} {sd_ct}")
+        bash(f"{g} -z 0 -r bench@example.invalid -o {z0_ct} --encrypt {data}")
+        work["encrypt"]["gpg as SecureDrop (gzip -9, gpg -z 0)"] = lambda: bash(f"{securedrop_encrypt} /dev/null")
+        work["encrypt"]["gpg -z 0"] = lambda: bash(f"{g} -z 0 -r bench@example.invalid -o /dev/null --encrypt {data}")
+        work["decrypt"]["gpg as SecureDrop (gpg, gunzip)"] = lambda: bash(f"{g} -o - --decrypt {sd_ct} | gunzip -c > /dev/null")
+        work["decrypt"]["gpg -z 0"] = lambda: bash(f"{g} -o /dev/null --decrypt {z0_ct}")
+    return work
+
+
+# (operation, baseline, target for the baseline's time over the envelope's: higher is better)
+TARGETS = [
+    ("encrypt", "raw secretstream", 0.8), ("decrypt", "raw secretstream", 0.8),
+    ("encrypt", "disk write + fsync", None),
+    ("encrypt", "gpg as SecureDrop (gzip -9, gpg -z 0)", 4.0), ("encrypt", "gpg -z 0", 4.0),
+    ("decrypt", "gpg as SecureDrop (gpg, gunzip)", 4.0), ("decrypt", "gpg -z 0", 4.0),
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--big-mib", type=int, default=1024)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--gpg-runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5, help="paired rounds (every contender once a round, the order reversed every other round)")
     parser.add_argument("--sources", type=int, default=2000, help="sources in the many-items bundle (5 messages each)")
     args = parser.parse_args()
     size = args.size_mib * MiB
+    print(f"envelope benchmark: {args.size_mib} MiB, {args.runs} rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
     with tempfile.TemporaryDirectory(prefix="intake-bench-") as tmp:
         data = Path(tmp) / "data"
         make_data(data, size)
-        key = PrivateKey.generate()
-        stream_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-        raw_ct, env_ct = Path(tmp) / "raw.ct", Path(tmp) / "env.ct"
-        raw_encrypt(data, str(raw_ct), stream_key)
-        envelope_encrypt(data, str(env_ct), key.public_key)
+        have_gpg = shutil.which("gpg") is not None
+        work = contenders(tmp, data, PrivateKey.generate(), sodium.crypto_secretstream_xchacha20poly1305_keygen(), have_gpg)
         with open(data, "rb") as f:  # warm the page cache for everyone
             while f.read(16 * MiB):
                 pass
+        times: dict[str, dict[str, list[float]]] = {op: {name: [] for name in named} for op, named in work.items()}
+        for number in range(args.runs):
+            for op, named in work.items():
+                order = list(named) if number % 2 == 0 else list(reversed(named))
+                for name in order:
+                    times[op][name].append(seconds(named[name]))
 
-        results = {
-            "raw encrypt": timed(lambda: raw_encrypt(data, os.devnull, stream_key), args.runs),
-            "envelope encrypt": timed(lambda: envelope_encrypt(data, os.devnull, key.public_key), args.runs),
-            "raw decrypt": timed(lambda: raw_decrypt(raw_ct, os.devnull, stream_key), args.runs),
-            "envelope decrypt": timed(lambda: envelope_decrypt(env_ct, os.devnull, key), args.runs),
-        }
-
-        have_gpg = shutil.which("gpg") is not None
-        if have_gpg:
-            home = Path(tmp) / "gnupg"
-            home.mkdir(mode=0o700)
-            gpg(str(home), "--passphrase", "", "--quick-gen-key", "bench <bench@example.invalid>", "future-default", "default", "never")
-            recipient = ["--trust-model", "always", "-r", "bench@example.invalid"]
-            gpg_ct, gpg_ct_z0 = str(Path(tmp) / "data.gpg"), str(Path(tmp) / "data.z0.gpg")
-            gpg(str(home), *recipient, "-o", gpg_ct, "--encrypt", str(data))
-            gpg(str(home), *recipient, "-z", "0", "-o", gpg_ct_z0, "--encrypt", str(data))
-            results["gpg encrypt"] = timed(lambda: gpg(str(home), *recipient, "-o", os.devnull, "--encrypt", str(data)), args.gpg_runs)
-            results["gpg -z 0 encrypt"] = timed(lambda: gpg(str(home), *recipient, "-z", "0", "-o", os.devnull, "--encrypt", str(data)), args.gpg_runs)
-            results["gpg decrypt"] = timed(lambda: gpg(str(home), "-o", os.devnull, "--decrypt", gpg_ct), args.gpg_runs)
-            results["gpg -z 0 decrypt"] = timed(lambda: gpg(str(home), "-o", os.devnull, "--decrypt", gpg_ct_z0), args.gpg_runs)
-
-        print(f"throughput, {args.size_mib} MiB, best of {args.runs} (gpg: {args.gpg_runs}), file -> /dev/null")
-        for name, seconds in results.items():
-            print(f"  {name:<20} {seconds:7.3f} s  {size / MiB / seconds:8.1f} MiB/s")
-        print("ratios (higher is better for the envelope)")
-        for op in ("encrypt", "decrypt"):
-            env = results[f"envelope {op}"]
-            print(f"  envelope {op} vs raw secretstream: {results[f'raw {op}'] / env:5.2f}x   (target >= 0.8x)")
-            if have_gpg:
-                print(f"  envelope {op} vs gpg:              {results[f'gpg {op}'] / env:5.2f}x   (target >= 4x)")
-                print(f"  envelope {op} vs gpg -z 0:         {results[f'gpg -z 0 {op}'] / env:5.2f}x")
-        if not have_gpg:
-            print("  gpg not installed: no gpg baseline")
+        for op, named in times.items():
+            print(f"{op}, file -> /dev/null (disk: to a file, fsynced), MiB/s median [min..max]:")
+            for name, values in named.items():
+                print(f"  {name:<40} {spread([args.size_mib / t for t in values], 1)}")
+        print("the envelope against each (the other's time / the envelope's, per round; higher is better for the envelope):")
+        for op, baseline, target in TARGETS:
+            if baseline not in times[op]:
+                print(f"  {op} vs {baseline}: not measured (gpg is not installed)")
+                continue
+            figure = Paired(f"  envelope {op} vs {baseline}", "envelope", baseline)
+            for envelope_time, other in zip(times[op]["envelope"], times[op][baseline]):
+                figure.add(envelope_time, other)
+            ratio = statistics.median(figure.ratios)
+            wanted = f"   target >= {target}x" if target else "   (the disk's floor, for reference)"
+            print(f"  envelope {op} vs {baseline}: {spread(figure.ratios)}x{wanted}{verdict(ratio, target, 'higher')}")
 
         small_enc, small_all = peak_rss_kib(size, tmp)
         big_enc, big_all = peak_rss_kib(args.big_mib * MiB, tmp)
         print("peak RSS of a child that encrypts then decrypts a generated stream")
         print(f"  {args.size_mib:>5} MiB: encrypt {small_enc / 1024:6.1f} MiB, encrypt+decrypt {small_all / 1024:6.1f} MiB")
         print(f"  {args.big_mib:>5} MiB: encrypt {big_enc / 1024:6.1f} MiB, encrypt+decrypt {big_all / 1024:6.1f} MiB")
-        print(f"  ratio {args.big_mib} MiB / {args.size_mib} MiB: {big_all / small_all:4.2f} (flat = 1.00)")
+        flat = big_all / small_all
+        print(f"  ratio {args.big_mib} MiB / {args.size_mib} MiB: {flat:4.2f} (flat = 1.00; target <= 1.1){verdict(flat, 1.1, 'lower')}")
 
-        seconds, floor = many_items_figures(tmp, args.sources, 5)
-        print(f"intake-keys decrypt of {args.sources * 5:,} messages from {args.sources:,} sources (2 recipients each)")
-        print(f"  {seconds:.2f} s; writing the same plaintexts as plain files: {floor:.2f} s; ratio {seconds / floor:.1f}x")
+        decrypts, floors = many_items_figures(tmp, args.sources, 5, args.runs)
+        figure = Paired(f"intake-keys decrypt of {args.sources * 5:,} messages from {args.sources:,} sources (2 recipients each)",
+                        "the same plaintexts as files, fsynced in parallel batches (the floor)", "intake-keys decrypt")
+        for decrypt_time, floor in zip(decrypts, floors):
+            figure.add(floor, decrypt_time)
+        figure.report()
 
 
 if __name__ == "__main__":

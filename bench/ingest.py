@@ -6,13 +6,18 @@ Measured in one run, each on a fresh server under deploy/gunicorn.conf.py:
              before answering.
   plain      baseline (a): a plain Flask app saving `request.files` unencrypted
              (bench/plain_upload_app.py), fsynced before answering.
-  gpg        baseline (b): the plain upload, then `gpg --encrypt` to 3
-             recipients (gpg's defaults) and fsync of the result.
+  gpg        baselines (b): the plain upload, then gpg as SecureDrop stores a
+             submission today (gzip -9, then gpg -z 0 to one key), and gpg -z 0
+             to the 3 keys; each result fsynced.
+  floor      the physical limits, in the same round: the slower of writing the
+             upload's bytes to a file with fsync and raw secretstream over them.
 and the workers' peak RSS (VmHWM, reset before each upload) for uploads of
-256 MiB and 1 GiB.
+256 MiB and 1 GiB. intake and plain alternate (A B, B A, ...); each figure is
+median [min..max] of the rounds, ratios per round.
 
-Targets (DESIGN.md): intake at least as fast as plain (>= 1.0x), 4x faster
-than gpg-after-upload, worker RSS < 100 MiB and flat in file size.
+Targets (DESIGN.md, issue 10): intake at least as fast as plain (>= 1.0x), 4x
+faster than each gpg-after-upload, >= 0.7x the floor, worker RSS < 100 MiB and
+flat in file size; MISSED is printed next to a target the median does not meet.
 
 Run: .venv/bin/python bench/ingest.py [--size-mib 256] [--large-mib 1024] [--repeat 3]
 """
@@ -32,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.paired import Paired, spread, verdict  # noqa: E402
 from tests.fixtures_server import (  # noqa: E402
     Form,
     GunicornProcess,
@@ -143,16 +149,58 @@ class Gpg:
     def _gpg(self, *args: str) -> None:
         subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--quiet", *args], check=True, capture_output=True)
 
-    def encrypt(self, path: Path) -> float:
-        out = path.with_suffix(".gpg")
+    def _timed(self, script: str, out: Path) -> float:
         started = time.perf_counter()
-        recipients = [arg for uid in self.recipients for arg in ("--recipient", uid)]
-        self._gpg("--trust-model", "always", "--yes", "--output", str(out), *recipients, "--encrypt", str(path))
+        subprocess.run(["bash", "-o", "pipefail", "-c", script], check=True, capture_output=True)
         with open(out, "rb") as f:
             os.fsync(f.fileno())
         elapsed = time.perf_counter() - started
         out.unlink()
         return elapsed
+
+    def securedrop(self, path: Path) -> float:
+        """As SecureDrop stores a submission today: gzip -9, then gpg to one key with compression off, fsync."""
+        out = path.with_suffix(".gz.gpg")
+        return self._timed(f"gzip -9 -c {path} | gpg --homedir {self.home} --batch --quiet --trust-model always --yes -z 0"
+                           f" --recipient {self.recipients[0]} --encrypt --output {out}", out)
+
+    def uncompressed(self, path: Path) -> float:
+        """gpg to the 3 journalist keys with compression off (-z 0), fsync."""
+        out = path.with_suffix(".gpg")
+        recipients = " ".join(f"--recipient {uid}" for uid in self.recipients)
+        return self._timed(f"gpg --homedir {self.home} --batch --quiet --trust-model always --yes -z 0 {recipients}"
+                           f" --output {out} --encrypt {path}", out)
+
+
+def disk_write_fsync(base: Path, data: bytes, total: int) -> float:
+    """The disk's floor: the upload's bytes written to a file, file and folder fsynced."""
+    path = base / "floor.bin"
+    started = time.perf_counter()
+    with open(path, "wb") as out:
+        for piece in _content(data, total):
+            out.write(piece)
+        out.flush()
+        os.fsync(out.fileno())
+    fd = os.open(base, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    elapsed = time.perf_counter() - started
+    path.unlink()
+    return elapsed
+
+
+def raw_secretstream(data: bytes, total: int) -> float:
+    """The crypto's floor: secretstream over the upload's bytes in 64 KiB messages, nothing else."""
+    from nacl import bindings as sodium
+
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    sodium.crypto_secretstream_xchacha20poly1305_init_push(state, sodium.crypto_secretstream_xchacha20poly1305_keygen())
+    push, tag = sodium.crypto_secretstream_xchacha20poly1305_push, sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+    started = time.perf_counter()
+    for piece in _content(data, total):
+        for i in range(0, len(piece), 64 * 1024):
+            push(state, bytes(piece[i : i + 64 * 1024]), None, tag)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -164,20 +212,27 @@ def main() -> None:
     size, large = args.size_mib * MIB, args.large_mib * MIB
     data = os.urandom(size)  # incompressible, like most media files sources send
     content = _content(data, size)
-    print(f"ingest benchmark: {args.size_mib} MiB upload, {JOURNALISTS} journalist keys, best/median of {args.repeat}, {os.cpu_count()} CPUs")
+    print(f"ingest benchmark: {args.size_mib} MiB upload, {JOURNALISTS} journalist keys, {args.repeat} paired rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
     with tempfile.TemporaryDirectory(prefix="intake-bench-") as tmp:
         base = Path(tmp)
         (base / "intake").mkdir()
         (base / "plain").mkdir()
-        times: dict[str, list[float]] = {"intake": [], "plain": [], "gpg": []}
+        names = ("intake", "plain", "gpg as SecureDrop", "gpg -z 0", "floor")
+        times: dict[str, list[float]] = {name: [] for name in names}
         gpg = Gpg(base)
         with IntakeTarget(base / "intake", max(size, large) + MIB) as intake, PlainTarget(base / "plain") as plain:
-            for _ in range(args.repeat):
-                times["intake"].append(intake.upload(content))
-                plain_seconds = plain.upload(content)
-                times["plain"].append(plain_seconds)
-                times["gpg"].append(plain_seconds + gpg.encrypt(plain.saved_file()))
+            for number in range(args.repeat):  # paired rounds: the order flips every round
+                for contender in (("intake", "plain") if number % 2 == 0 else ("plain", "intake")):
+                    if contender == "intake":
+                        times["intake"].append(intake.upload(content))
+                    else:
+                        plain_seconds = plain.upload(content)
+                        times["plain"].append(plain_seconds)
+                        times["gpg as SecureDrop"].append(plain_seconds + gpg.securedrop(plain.saved_file()))
+                        times["gpg -z 0"].append(plain_seconds + gpg.uncompressed(plain.saved_file()))
+                # The physical limits, in the same round: the slower of the disk and the crypto.
+                times["floor"].append(max(disk_write_fsync(base, data, size), raw_secretstream(data, size)))
 
             rss = {}
             for label, total in ((f"{args.size_mib} MiB", size), (f"{args.large_mib} MiB", large)):
@@ -188,19 +243,24 @@ def main() -> None:
             plain.upload(content)
             plain_rss = peak_rss_mib(plain.server)
 
-    median = {name: statistics.median(values) for name, values in times.items()}
     mib = args.size_mib
     print()
-    print(f"{'':28}{'best s':>9}{'median s':>10}{'MiB/s':>8}")
-    for name, label in (("intake", "intake (encrypt on receipt)"), ("plain", "plain Flask request.files"), ("gpg", "plain upload + gpg --encrypt")):
-        print(f"{label:28}{min(times[name]):9.2f}{median[name]:10.2f}{mib / median[name]:8.0f}")
+    print(f"MiB/s, median [min..max] of {args.repeat} rounds:")
+    labels = {"intake": "intake (encrypt on receipt)", "plain": "plain Flask request.files + fsync",
+              "gpg as SecureDrop": "plain upload + gzip -9 + gpg -z 0 (1 key)", "gpg -z 0": "plain upload + gpg -z 0 (3 keys)",
+              "floor": "min(disk write + fsync, raw secretstream)"}
+    for name in names:
+        print(f"  {labels[name]:44}{spread([mib / t for t in times[name]], 0)}")
     print()
-    vs_plain = median["plain"] / median["intake"]
-    vs_gpg = median["gpg"] / median["intake"]
-    print(f"intake vs plain Flask:          {vs_plain:5.2f}x  (target >= 1.0x)  {'OK' if vs_plain >= 1.0 else 'MISSED'}")
-    print(f"intake vs upload + gpg:         {vs_gpg:5.2f}x  (target >= 4x)    {'OK' if vs_gpg >= 4.0 else 'MISSED'}")
+    print("intake against each (the other's time / intake's, per round; higher is better for intake):")
+    for name, target in (("plain", 1.0), ("gpg as SecureDrop", 4.0), ("gpg -z 0", 4.0), ("floor", 0.7)):
+        figure = Paired(labels[name], "intake", labels[name])
+        for ours, theirs in zip(times["intake"], times[name]):
+            figure.add(ours, theirs)
+        ratio = statistics.median(figure.ratios)
+        print(f"  vs {labels[name]:44}{spread(figure.ratios)}x  target >= {target}x{verdict(ratio, target, 'higher')}")
     for label, peak in rss.items():
-        print(f"intake worker peak RSS {label:>9}: {peak:6.1f} MiB  (target < 100 MiB)  {'OK' if peak < 100 else 'MISSED'}")
+        print(f"intake worker peak RSS {label:>9}: {peak:6.1f} MiB  (target < 100 MiB){verdict(peak, 100, 'lower')}")
     print(f"plain worker peak RSS {args.size_mib:>5} MiB:  {plain_rss:6.1f} MiB  (for comparison)")
 
 

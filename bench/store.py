@@ -1,23 +1,28 @@
 """Store figures: upload ingest vs writing a plain file, durable small submissions (store per request vs pooled), open cost, KDF.
 
-Run: .venv/bin/python bench/store.py [--mib 256]. Baselines are measured in the same run.
+Run: .venv/bin/python bench/store.py [--mib 256] [--rounds 3]. Baselines are measured in the same
+run, in paired rounds (A B, B A, ...): median [min..max] of each and of the ratio B / A.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from keys.identity import Identity
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intake.codename import derive_source_keys, generate_codename
-from intake.config import load_settings
-from intake.setup import init_data_dir
-from intake.store import Store
-from intake.store.pool import StorePool
+from bench.paired import Paired, seconds, spread  # noqa: E402
+from keys.identity import Identity  # noqa: E402
+
+from intake.codename import derive_source_keys, generate_codename  # noqa: E402
+from intake.config import load_settings  # noqa: E402
+from intake.setup import init_data_dir  # noqa: E402
+from intake.store import Store  # noqa: E402
+from intake.store.pool import StorePool  # noqa: E402
 
 PIECE = 64 * 1024 + 17  # what the envelope writer hands over: one secretstream message
 
@@ -80,30 +85,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     total = args.mib * 1024 * 1024
+    print(f"store benchmark: {args.rounds} paired rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as tmp:
         folder = Path(tmp)
         settings = _instance(folder)
-        store_s, plain_s = ingest(settings, total), plain_file(folder, total)
-        print(f"upload of {args.mib} MiB into the store: {args.mib / store_s:.0f} MiB/s; "
-              f"plain file + fsync: {args.mib / plain_s:.0f} MiB/s; ratio {plain_s / store_s:.2f}")
-        per_request = small_submissions(settings, args.messages, pooled=False)
-        pooled = small_submissions(settings, args.messages, pooled=True)
-        print(f"durable small submissions (one thread): store opened per request {per_request:.0f}/s; "
-              f"from the worker's pool {pooled:.0f}/s; ratio {pooled / per_request:.2f}")
-        started = time.perf_counter()
-        for _ in range(200):
-            Store.open(settings).close()
-        print(f"Store.open + close: {(time.perf_counter() - started) / 200 * 1000:.2f} ms")
+        upload = Paired(f"upload of {args.mib} MiB", "into the store", "plain file + fsync (the disk's floor)", unit="MiB/s")
+        pairs = (lambda: ingest(settings, total), lambda: plain_file(folder, total))
+        for number in range(args.rounds):
+            first, second = pairs if number % 2 == 0 else pairs[::-1]
+            a, b = first(), second()
+            store_s, plain_s = (a, b) if number % 2 == 0 else (b, a)
+            upload.add(args.mib / store_s, args.mib / plain_s)
+        # ratio: the floor's speed over the store's (1.0: the store writes at the disk's speed)
+        upload.report()  # no target here: issue 10 sets it for the upload through the server (bench/ingest.py)
+        small = Paired(f"durable small submissions (one thread, {args.messages} a round)", "store opened per request",
+                       "from the worker's pool", unit="/s", digits=0)
+        for number in range(args.rounds):
+            order = (False, True) if number % 2 == 0 else (True, False)
+            rates = {pooled: small_submissions(settings, args.messages, pooled=pooled) for pooled in order}
+            small.add(rates[False], rates[True])
+        small.report()  # no target: the pool's gain
+        opens = [seconds(lambda: Store.open(settings).close(), 50) * 1000 for _ in range(args.rounds)]
+        print(f"Store.open + close: {spread(opens)} ms")
         codename, salt = generate_codename(), settings.codename_salt
-        timings = []
-        for _ in range(3):
-            started = time.perf_counter()
-            derive_source_keys(codename, salt, opslimit=settings.kdf_opslimit, memlimit=settings.kdf_memlimit)
-            timings.append(time.perf_counter() - started)
-        print(f"codename derivation (opslimit {settings.kdf_opslimit}, {settings.kdf_memlimit >> 20} MiB): "
-              + ", ".join(f"{t:.2f} s" for t in timings))
+        timings = [seconds(lambda: derive_source_keys(codename, salt, opslimit=settings.kdf_opslimit, memlimit=settings.kdf_memlimit))
+                   for _ in range(args.rounds)]
+        print(f"codename derivation (opslimit {settings.kdf_opslimit}, {settings.kdf_memlimit >> 20} MiB): {spread(timings)} s")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -123,13 +124,20 @@ class PendingFile:
     def write(self, data: bytes) -> int:
         return self._file.write(data)
 
-    def commit(self, name: str, durable: bool = False, renumber: bool = True) -> Path:
-        """Name the file; with ``renumber`` False an existing ``name`` raises FileExistsError."""
+    def sync(self) -> None:
+        """Make the content durable under the temporary name (commit then only names it)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def commit(self, name: str, durable: bool = False, renumber: bool = True, first_number: int = 1) -> Path:
+        """Name the file; with ``renumber`` False an existing ``name`` raises FileExistsError.
+        ``first_number``: where to start among ``name``, ``name (2)``, ... (a caller that
+        knows the taken names saves a try per taken one)."""
         self._file.flush()
         if durable:
             os.fsync(self._file.fileno())
         self._file.close()
-        for number in range(1, 10_000 if renumber else 2):
+        for number in range(first_number, 10_000 if renumber else 2):
             path = _inside(self.folder, with_suffix_number(name, number))
             try:
                 link_new(self._tmp, path)
@@ -160,6 +168,49 @@ class PendingFile:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._committed is None:
             self.abort()
+
+
+class FreeNames:
+    """The names taken in a folder, read once, so that giving many files the first free
+    name among ``name``, ``name (2)``, ... costs one try each, not one per taken name."""
+
+    def __init__(self, folder: Path):
+        self._taken = set(os.listdir(folder))
+
+    def first_free(self, name: str) -> int:
+        number = 1
+        while with_suffix_number(name, number) in self._taken:
+            number += 1
+        return number
+
+    def take(self, path: Path) -> None:
+        self._taken.add(path.name)
+
+
+def sync_all(files: list[PendingFile]) -> None:
+    """fsync many files at once: in threads, so the file system commits them together."""
+    _in_parallel(PendingFile.sync, files)
+
+
+def fsync_folders(folders: list[Path]) -> None:
+    """Make the names given in ``folders`` durable."""
+    _in_parallel(_fsync_folder, folders)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _in_parallel(work, things: list) -> None:
+    if len(things) == 1:
+        work(things[0])
+    elif things:
+        with ThreadPoolExecutor(max_workers=min(16, len(things))) as pool:
+            list(pool.map(work, things))
 
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:

@@ -53,8 +53,8 @@ def load_source_record(folder: Path, missing_ok: bool = False) -> dict | None:
     return record
 
 
-def save_source_record(folder: Path, record: dict) -> None:
-    # Not fsynced: like the decrypted files it describes, it can be redone by decrypting again.
+def save_source_record(folder: Path, record: dict, durable: bool = False) -> None:
+    """Replace the record atomically; ``durable``: fsynced (decrypt does so once its files are)."""
     with PendingFile(folder) as pending:
         pending.write(json.dumps(record, indent=2, ensure_ascii=False).encode())
-        pending.commit_replacing(SOURCE_RECORD, durable=False)
+        pending.commit_replacing(SOURCE_RECORD, durable=durable)

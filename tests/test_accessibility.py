@@ -29,6 +29,7 @@ import pytest
 
 from intake.codename import generate_codename
 from intake.store.newsroom import Newsroom as NewsroomStore
+from keys.envelope import Metadata, encrypt_bytes
 from keys.reply_bundle import seal_reply
 from tests.fixtures_keys import KDF_MIN, PASSPHRASE, SERVER_PUBLIC, Source, Submission, build_export
 from tests.fixtures_newsroom import Journalist, Newsroom, make_newsroom
@@ -83,10 +84,21 @@ class Servers:
 def servers(tmp_path_factory) -> Iterator[Servers]:
     base = tmp_path_factory.mktemp("a11y")
     newsroom = make_newsroom(base)
+    _add_a_source_with_a_message(newsroom)
     env = {"INTAKE_DATA": str(newsroom.settings.data_dir)}
+    # One source a page: with the source above, the list of sources has page links to scan.
     with run_gunicorn("wsgi:app", base, env) as source, \
-            run_gunicorn("intake.app.journalist:create_journalist_app()", base, env) as journalist:
+            run_gunicorn("intake.app.journalist:create_journalist_app(JOURNALIST_SOURCES_PER_PAGE=1)", base, env) as journalist:
         yield Servers(newsroom, source.url, journalist.url, base)
+
+
+def _add_a_source_with_a_message(newsroom: Newsroom) -> None:
+    with newsroom.store() as store:
+        recipients = store.active_recipients()
+        source = store.create_source(os.urandom(32), os.urandom(32))
+        with store.start_submission(source.id, "message", recipients) as upload:
+            upload.write(encrypt_bytes(b"a message sent before the walks", [r.public_key for r in recipients], Metadata("message")))
+            upload.commit()
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +185,9 @@ def _walk_journalist(page, servers: Servers, scan: Scan, journalist: Journalist)
     page.locator("#code").fill(journalist.code())
     follow(page, page.locator("form.login button"))
     scan(page, "journalist/sources")
+    follow(page, page.locator("a[rel=next]"))
+    scan(page, "journalist/sources", "page 2")
+    follow(page, page.locator("a[rel=prev]"))
     follow(page, page.locator("button[value=selected]"))
     scan(page, "journalist/sources", "notice: nothing selected")
     follow(page, page.locator("td a").first)

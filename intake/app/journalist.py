@@ -216,9 +216,21 @@ def _back_to_sources(done: str):
 @blueprint.get("/sources")
 @login_required
 def sources():
-    overview = Newsroom(request_store()).source_overview()
-    totals = {"new": sum(s.new_submissions for s in overview), "submissions": sum(s.submissions for s in overview)}
-    return render_template("journalist/sources.html", sources=overview, totals=totals,
+    """One page of sources, sorted and cut in SQL: its size and time do not grow with the store."""
+    number = request.args.get("page", 1, type=int)
+    if number < 1:
+        abort(404)
+    per_page = current_app.config["JOURNALIST_SOURCES_PER_PAGE"]
+    newsroom = Newsroom(request_store())
+    # One more than a page: whether there is a next page, without counting every source.
+    listed = newsroom.source_page((number - 1) * per_page, per_page + 1)
+    if not listed and number > 1:
+        abort(404)
+    # Counted up to one past the limit: "more than N" costs the same in any store.
+    count_limit = current_app.config["JOURNALIST_COUNT_NEW_UP_TO"]
+    new = newsroom.count_new_submissions(count_limit + 1)
+    return render_template("journalist/sources.html", sources=listed[:per_page], new=new, count_limit=count_limit,
+                           page=number, first=(number - 1) * per_page + 1, has_next=len(listed) > per_page,
                            notice=NOTICES.get(request.args.get("done", "")))
 
 
@@ -353,6 +365,8 @@ def create_journalist_app(settings: Settings | None = None, **config_overrides: 
         MAX_CONTENT_LENGTH=MAX_REPLY_BUNDLE + FORM_FIELD_BYTES,
         MAX_FORM_MEMORY_SIZE=FORM_FIELD_BYTES,
         JOURNALIST_SESSION_MINUTES=30,
+        JOURNALIST_SOURCES_PER_PAGE=50,  # ~25 KB of HTML a page
+        JOURNALIST_COUNT_NEW_UP_TO=1000,
         BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
         BABEL_DEFAULT_LOCALE="en",
     )

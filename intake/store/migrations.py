@@ -229,7 +229,14 @@ ALTER TABLE journalists DROP COLUMN totp_last_step;
 ALTER TABLE journalists ADD COLUMN totp_used BLOB;                -- the last TOTP step used, sealed under the memory key
 """
 
-MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5]
+# The journalists' list of sources is paginated in SQL, most recently active first:
+# with this index a page is read from the index's start, whatever the number of sources
+# (it holds only what the columns hold already).
+MIGRATION_6 = """
+CREATE INDEX sources_by_activity ON sources(last_active_day DESC, designation);
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6]
 LATEST_VERSION = len(MIGRATIONS)
 
 # The blobs database (intake.db-blobs, see connection.py) has its own schema and

@@ -291,13 +291,28 @@ class Newsroom:
         " FROM sources s"
     )
 
+    # The sources journalists see: those that sent something or have replies.
+    _LISTED = " WHERE s.has_submitted = 1 OR EXISTS (SELECT 1 FROM replies WHERE source_id = s.id)"
+    # Most recently active first: the order of the index sources_by_activity, so a page
+    # is read from the index's start and the query stops after it (no sort of every source).
+    _ORDER = " ORDER BY s.last_active_day DESC, s.designation"
+
     def source_overview(self) -> list[SourceOverview]:
-        """Every source that sent something or has replies, most recently active first."""
-        rows = self._read(
-            self._OVERVIEW + " WHERE s.has_submitted = 1 OR EXISTS (SELECT 1 FROM replies WHERE source_id = s.id)"
-            " ORDER BY s.last_active_day DESC, s.designation"
-        )
+        """Every listed source, most recently active first."""
+        return [SourceOverview(*row) for row in self._read(self._OVERVIEW + self._LISTED + self._ORDER)]
+
+    def source_page(self, offset: int, limit: int) -> list[SourceOverview]:
+        """At most ``limit`` listed sources, after the first ``offset`` in the order of source_overview."""
+        rows = self._read(self._OVERVIEW + self._LISTED + self._ORDER + " LIMIT ? OFFSET ?", (limit, offset))
         return [SourceOverview(*row) for row in rows]
+
+    def count_new_submissions(self, up_to: int) -> int:
+        """Complete submissions never exported, counted on the index submissions_by_state
+        up to ``up_to`` at most: the count stops there, so its cost does not grow with the store."""
+        (row,) = self._read(
+            "SELECT count(*) FROM (SELECT 1 FROM submissions WHERE state = 'ready' AND exported_day IS NULL LIMIT ?)", (up_to,)
+        )
+        return int(row[0])
 
     def source_overview_of(self, source_id: str) -> SourceOverview | None:
         rows = self._read(self._OVERVIEW + " WHERE s.id = ?", (source_id,))
@@ -319,9 +334,7 @@ class Newsroom:
         it lazily with ``Store.submission_ciphertext``."""
         sql = (
             "SELECT s.id, s.source_id, s.kind, s.received_day, s.size, s.exported_day,"
-            " src.designation, src.reply_public_key, src.created_day, src.last_active_day,"
-            " (SELECT group_concat(j.name, char(10)) FROM submission_recipients r JOIN journalists j"
-            "  ON j.id = r.journalist_id WHERE r.submission_id = s.id)"
+            " src.designation, src.reply_public_key, src.created_day, src.last_active_day"
             " FROM submissions s JOIN sources src ON src.id = s.source_id WHERE s.state = 'ready'"
         )
         params: list = []
@@ -334,23 +347,40 @@ class Newsroom:
             params += list(source_ids)
         sql += " ORDER BY src.created_day, src.id, s.received_day, s.position"
         groups: dict[str, ExportGroup] = {}
-        for row in self._read(sql, tuple(params)):
+        rows = self._read(sql, tuple(params))
+        recipients = self._recipient_names(sorted(row[0] for row in rows))
+        for row in rows:
             submission = StoredSubmission(*row[:6])
             group = groups.get(submission.source_id)
             if group is None:
                 source = Source(submission.source_id, row[6], row[7], row[8], row[9])
                 group = groups[submission.source_id] = ExportGroup(source)
-            group.entries.append(ExportEntry(submission, sorted((row[10] or "").split("\n")) if row[10] else []))
+            group.entries.append(ExportEntry(submission, sorted(recipients.get(submission.id, ()))))
         return list(groups.values())
+
+    def _recipient_names(self, sorted_ids: list[str]) -> dict[str, list[str]]:
+        """Who each submission is sealed to, by submission id. Asked in batches of ids in
+        key order, so the table is read front to back (a look-up per submission, in the
+        export's order, misses the page cache at almost every one)."""
+        names: dict[str, list[str]] = {}
+        for start in range(0, len(sorted_ids), 500):  # stay under SQLite's bound-parameter limit
+            batch = tuple(sorted_ids[start : start + 500])
+            marks = ",".join("?" * len(batch))
+            for submission_id, name in self._read(
+                "SELECT r.submission_id, j.name FROM submission_recipients r JOIN journalists j ON j.id = r.journalist_id"
+                f" WHERE r.submission_id IN ({marks})", batch
+            ):
+                names.setdefault(submission_id, []).append(name)
+        return names
 
     def mark_exported(self, submission_ids: Iterable[str]) -> int:
         """Mark submissions exported today; one already exported keeps its first day
         (the retention clock starts at the first export)."""
         day = today()
         with write_transaction(self._conn) as conn:
-            cursor = conn.executemany(
+            cursor = conn.executemany(  # in key order: each page of the table is written once
                 "UPDATE submissions SET exported_day = ? WHERE id = ? AND state = 'ready' AND exported_day IS NULL",
-                [(day, submission_id) for submission_id in submission_ids],
+                [(day, submission_id) for submission_id in sorted(submission_ids)],
             )
             return cursor.rowcount
 
