@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from intake.server import APP_FACTORY, JOURNALIST_APP_FACTORY
 from soak.newsroom import BIN, Newsroom
 
 RESTART_SEC = 5.0  # deploy/intake.service
@@ -186,8 +187,10 @@ class Service:
         parent = self.process.pid
         if kind == "intake serve":
             return [parent]
-        port = self.source_port if kind.startswith("source") else self.journalist_port
-        masters = [pid for pid in _children(parent) if f"127.0.0.1:{port} " in _cmdline(pid) + " "]
+        # intake serve hands gunicorn its listening sockets (--bind fd://N): tell the two masters
+        # apart by the app they serve, which ends their command line.
+        app = APP_FACTORY if kind.startswith("source") else JOURNALIST_APP_FACTORY
+        masters = [pid for pid in _children(parent) if _cmdline(pid).rstrip().endswith(app)]
         if kind.endswith("master"):
             return masters
         return [worker for master in masters for worker in _children(master)]

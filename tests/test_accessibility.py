@@ -19,6 +19,7 @@ the index.html that `intake-keys decrypt` writes.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator

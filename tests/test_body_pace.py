@@ -75,7 +75,7 @@ def test_bodies_below_the_minimum_rate_are_cut_and_those_above_it_arrive(tmp_pat
         assert 8.5 <= seconds < 12, seconds
         # The operator's upload limit: told on the page, and enforced.
         page = client.get("/submit")
-        assert "Up to 1 MiB in total per submission" in page.text
+        assert "Up to 1 MiB and 255 files in total per submission" in page.text
         too_large = client.send(page, "x" * (1024 * 1024 + 1))
         assert too_large.status == 413
         with server.open_store() as store:

@@ -32,6 +32,16 @@ class _Site(socketserver.ThreadingUnixStreamServer):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    proxy_lines: list[bytes] = []  # tor's PROXY line of each connection (HiddenServiceExportCircuitID)
+
+    def handle(self) -> None:
+        # intake's tor opens each connection with a PROXY v1 line naming the circuit; intake's
+        # worker reads and removes it (intake.circuits), and so does this site.
+        first = self.rfile.peek(6)[:6]
+        if first == b"PROXY ":
+            _Handler.proxy_lines.append(self.rfile.readline(108))
+        super().handle()
+
     def do_GET(self) -> None:  # noqa: N802
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -92,6 +102,7 @@ def test_source_and_journalist_onions_over_a_private_tor_network(tor_network, si
 
         response = tor_network.wait_until_reachable(f"http://{source}/", timeout=90)
         assert (response.status, response.body) == (200, b"source interface")
+        assert _Handler.proxy_lines and all(line.startswith(b"PROXY TCP6 ") for line in _Handler.proxy_lines)
         t_source = time.monotonic() - t0
 
         # The journalist onion: without the key tor cannot even read the descriptor.
