@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 from urllib.parse import urljoin
 
 import pytest
@@ -103,19 +104,25 @@ def test_upload_that_outlives_its_session_lands_on_its_receipt_still_logged_in(i
     client = SourceClient(intake_server.url)
     codename, page = client.start_as_new_source()
     form = page.form_with("message", "files")
-    content_type, pieces = encode_multipart(form, {"message": "slow"}, {"files": [Upload("big.bin", b"b" * 2_000_000)]})
+    content = b"b" * 2_000_000
+    content_type, pieces = encode_multipart(form, {"message": "slow"}, {"files": [Upload("big.bin", content)]})
+    at = pieces.index(content)
+    first, rest = pieces[:at] + [content[:1_000_000]], [content[1_000_000:]] + pieces[at + 1:]
     conn = http.client.HTTPConnection("127.0.0.1", int(intake_server.url.rsplit(":", 1)[1]), timeout=60)
+    conn.connect()
+    # A small send buffer (no autotuning) and a server that has not read: then `first` cannot all be
+    # sent until the app is reading the body, i.e. has already looked the session up.
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
     conn.putrequest("POST", "/submit")
     conn.putheader("Cookie", "; ".join(f"{k}={v}" for k, v in client.cookies.items()))
     conn.putheader("Content-Type", content_type)
     conn.putheader("Content-Length", str(sum(len(piece) for piece in pieces)))
     conn.endheaders()
-    half = len(pieces) // 2
-    for piece in pieces[:half]:
+    for piece in first:
         conn.send(piece)
     with intake_server.open_store() as store:  # the session runs out while the upload is arriving
         store.delete_session(resume_session(store, client.cookies[COOKIE_NAME]).session_id)
-    for piece in pieces[half:]:
+    for piece in rest:
         conn.send(piece)
     response = conn.getresponse()
     response.read()

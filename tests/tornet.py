@@ -353,14 +353,22 @@ class TorNetwork:
         finally:
             conn.close()
 
-    def wait_until_reachable(self, url: str, timeout: float = 90.0, **kwargs) -> Response:
+    def wait_until_reachable(self, url: str, timeout: float = 90.0, *, as_new_client: bool = False,
+                             timeout_each: float = 60.0, **kwargs) -> Response:
         """fetch(url) until the service answers (its descriptor may not be published yet).
-        Non-transient SOCKS errors (e.g. 0xF4, missing client authorisation) raise at once."""
+        Non-transient SOCKS errors (e.g. 0xF4, missing client authorisation) raise at once.
+
+        as_new_client: before each try, make the client forget what it knows of onion services
+        (forget_onions), as a visitor arriving now would. A client that fetched the service's old
+        descriptor keeps failing on its dead introduction points, and tor will not ask the same
+        directories again for 15 minutes."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
+            if as_new_client:
+                self.forget_onions()
             try:
-                return self.fetch(url, **kwargs)
+                return self.fetch(url, timeout=min(timeout_each, max(1.0, deadline - time.monotonic())), **kwargs)
             except SocksError as exc:
                 if exc.code not in TRANSIENT_SOCKS_ERRORS:
                     raise
@@ -376,6 +384,11 @@ class TorNetwork:
             self._control = _Control(self.client.data_dir / "control",
                                      self.client.data_dir / "control_auth_cookie")
         return self._control.request(command)
+
+    def forget_onions(self) -> None:
+        """NEWNYM: tor drops its onion descriptors, introduction-point failures and the record of
+        which directories it asked (tor delays a second NEWNYM within 10 s; it still happens)."""
+        self.control("SIGNAL NEWNYM")
 
     def add_client_auth(self, onion_address: str, private_b32: str) -> None:
         """Give the client tor a v3 client-authorisation key for onion_address."""
