@@ -170,7 +170,8 @@ def test_the_cleaner_gets_120_seconds_and_2_gib_per_step_unless_told_otherwise(t
     (`--time-limit`, `--memory-limit`)". That the sandbox enforces the limits it is given is
     tests/test_cleaning_sandbox.py's; this is the default a journalist gets."""
     shown = _run(BIN / "intake-keys", "clean", "--help", cwd=tmp_path).stdout
-    assert re.search(r"--time-limit SECONDS\s+per file and step \(default: 120\)", shown), shown
+    said = r"--time-limit SECONDS per file and step, one more for every 8 MiB of the file (default: 120)"
+    assert re.search(re.escape(said).replace(r"\ ", r"\s+"), shown), shown
     assert re.search(r"--memory-limit MIB\s+address space of the cleaner \(default: 2048\)", shown), shown
 
 
