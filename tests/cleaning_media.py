@@ -75,6 +75,18 @@ def long_video(folder: Path, hours: int = 1) -> bytes:
     return path.read_bytes()
 
 
+GPS_TRACK = b"PLANTED-GPS-TRACK 55.7558 37.6173 "
+
+
+def video_with_gps_track(folder: Path) -> bytes:
+    """An MP4 with a GoPro-style GPS track (a ``gpmd`` data track beside the picture), as action cameras and drones record."""
+    (folder / "gps.bin").write_bytes(GPS_TRACK * 20)
+    path = folder / "action.mp4"
+    _ffmpeg(*_PICTURE, "-f", "data", "-i", str(folder / "gps.bin"), "-t", "1", "-map", "0:v", "-map", "1:d", "-c:v", "libx264", "-preset", "ultrafast",
+            "-c:d", "copy", "-tag:d", "gpmd", "-f", "mov", "-brand", "mp42", "-y", str(path))  # fmt: skip
+    return path.read_bytes()
+
+
 def heic(folder: Path) -> bytes:
     """A HEIC photo (x265, through heif-enc) with EXIF GPS, camera model, body serial and artist written by exiftool."""
     from PIL import Image

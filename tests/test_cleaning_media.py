@@ -8,6 +8,7 @@ and byte by byte.
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def media_files(folder: Path) -> dict[str, bytes]:
     bodies |= {name: made.audio(folder, name) for name in made.AUDIO}
     bodies["photo.heic"] = made.heic(folder)
     bodies["long.mp4"] = made.long_video(folder)
+    bodies["action.mp4"] = made.video_with_gps_track(folder)
     return bodies
 
 
@@ -110,7 +112,8 @@ def planted_in(text: str) -> list[str]:
 
 
 def test_the_run_cleans_audio_video_and_heic_and_names_what_it_could_not(run):
-    assert f"{len(CLEANED)} file(s) cleaned, {len(NOT_CLEANED)} not cleaned, 0 cleaned before; 0 file(s) with warnings" in run.stdout
+    cleaned = len(CLEANED) + 1  # and action.mp4, with a warning
+    assert f"{cleaned} file(s) cleaned, {len(NOT_CLEANED)} not cleaned, 0 cleaned before; 1 file(s) with warnings" in run.stdout
 
 
 @pytest.mark.parametrize("name", CLEANED)
@@ -199,3 +202,49 @@ def test_limits_grow_with_the_file_at_a_slow_disks_pace():
     assert base.for_file(1000) == base
     grown = base.for_file(4 << 30)
     assert grown.seconds == 120 + 512 and grown.file_size == 8 << 30 and grown.memory == base.memory and grown.tmp_size == base.tmp_size
+
+
+def test_a_gps_track_that_mat2_keeps_is_flagged_in_the_report_and_the_triage_view(run):
+    """mat2 copies every track of a video: an action camera's GPS track is still in the cleaned copy, and the report says so."""
+    says = "a video with tracks that are neither picture nor sound (meta/gpmd): cameras and drones record places and times there, and cleaning does not remove them"
+    lines = run.stdout.splitlines()
+    start = lines.index(run.line("action.mp4"))
+    assert run.line("action.mp4").startswith(f"{FOLDER}/{DAY} action.mp4: cleaned; ") and lines[start + 1] == f"  warning: {says}"
+    streams = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,codec_tag_string", "-of", "csv=p=0", str(run.cleaned("action.mp4"))],
+                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert "data,gpmd" in streams and made.GPS_TRACK in run.cleaned("action.mp4").read_bytes()  # the warning is true
+    index = (run.out / "index.html").read_text()
+    (row,) = [row for row in index.split("<tr")[1:] if f"{DAY} action.mp4" in row]
+    assert html.escape(says) in row and f'href="brave%20otter/{DAY}%20action.cleaned.mp4"' in row  # a caution: still a link
+    assert run.original("action.mp4").read_bytes() == run.bodies["action.mp4"]
+
+
+def test_the_track_reader_survives_any_damage_to_the_boxes(tmp_path):
+    """tracks.py reads untrusted boxes: every truncation and thousands of mutations give a list, quickly, and never raise."""
+    import random
+    import struct
+
+    from keys.cleaning import tracks
+
+    (tmp_path / "made").mkdir()
+    good = made.video_with_gps_track(tmp_path / "made")
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(good)
+    assert tracks.other_tracks(path) == ["meta/gpmd"]
+    moov = good.index(b"moov") - 4
+    random.seed(12)
+    cases = [good[:n] for n in range(0, len(good), 7)]
+    cases += [bytes(b if random.random() > 0.01 else random.randrange(256) for b in good[moov:]) for _ in range(300)]
+    for _ in range(1000):
+        mutated = bytearray(good)
+        at = random.randrange(moov, len(good) - 8)
+        mutated[at : at + 4] = random.choice([b"\x00\x00\x00\x00", b"\x00\x00\x00\x01", b"\xff\xff\xff\xff", b"\x00\x00\x00\x08", struct.pack(">I", random.randrange(1 << 32))])
+        cases.append(bytes(mutated))
+    # A moov of 100,000 empty boxes, and one that claims to be larger than the file.
+    cases += [struct.pack(">I4s", 8 + 8 * 100_000, b"moov") + struct.pack(">I4s", 8, b"trak") * 100_000, struct.pack(">I4sQ", 1, b"moov", 1 << 62)]
+    started = time.monotonic()
+    for case in cases:
+        path.write_bytes(case)
+        found = tracks.other_tracks(path)
+        assert isinstance(found, list) and all(isinstance(item, str) and item.isprintable() for item in found)
+    assert time.monotonic() - started < 30, len(cases)
