@@ -33,18 +33,20 @@ _APPLE_KEYS = [
 _PICTURE = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10"]
 _SOUND = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000"]
 
-# name: (ffmpeg arguments after the inputs, tags written): the containers mat2 cleans with ffmpeg or mutagen, and two it does not.
+# name: ffmpeg's arguments after the inputs. The containers mat2 cleans (with ffmpeg or mutagen), and some it does not.
 VIDEO = {
     "clip.mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS, *_APPLE_KEYS, "-movflags", "use_metadata_tags"],
     "clip.avi": ["-c:v", "mpeg4", "-c:a", "pcm_s16le", *_TAGS, "-metadata", f"date={CREATED}"],
     "clip.wmv": ["-c:v", "wmv2", "-c:a", "wmav2", *_TAGS, "-metadata", f"copyright={MAKER}"],
     "clip.webm": ["-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libvorbis", *_TAGS],
     "clip.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS, *_APPLE_KEYS],
+    "clip.mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS],
 }
 AUDIO = {
     "song.mp3": ["-c:a", "libmp3lame", *_TAGS, "-metadata", f"encoded_by={CREATOR_APP}", "-write_id3v1", "1", "-id3v2_version", "3"],
     "song.flac": ["-c:a", "flac", *_TAGS, "-metadata", f"organization={MAKER}"],
     "song.ogg": ["-c:a", "libvorbis", *_TAGS, "-metadata", f"organization={MAKER}"],
+    "memo.m4a": ["-c:a", "aac", *_TAGS],  # as iPhone's Voice Memos records
 }
 
 
@@ -52,9 +54,9 @@ def _ffmpeg(*arguments: str) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *arguments], check=True, timeout=120)
 
 
-def video(folder: Path, name: str, seconds: float = 1) -> bytes:
+def video(folder: Path, name: str) -> bytes:
     path = folder / name
-    _ffmpeg(*_PICTURE, *_SOUND, "-t", str(seconds), *VIDEO[name], "-y", str(path))
+    _ffmpeg(*_PICTURE, *_SOUND, "-t", "1", *VIDEO[name], "-y", str(path))
     return path.read_bytes()
 
 
