@@ -25,18 +25,23 @@ _PATH = (b"mdia", b"minf", b"stbl", b"stsd")
 def other_tracks(path: Path) -> list[str]:
     """``handler/format`` of each track that is not picture or sound, e.g. ``meta/gpmd``; [] if there are none or the file is damaged."""
     with open(path, "rb") as f:
-        budget = [MAX_BOXES]
-        moov = next((box for box in _boxes(f, 0, os.fstat(f.fileno()).st_size, budget) if box[0] == b"moov"), None)
-        if moov is None:
-            return []
-        found = []
-        for kind, start, end in _boxes(f, moov[1], moov[2], budget):
-            if kind != b"trak":
-                continue
-            handler = _handler(f, start, end, budget)
-            if handler is not None and handler not in PICTURE_AND_SOUND:
-                found.append(f"{_text(handler)}/{_text(_sample_format(f, start, end, budget))}")
-        return found
+        return tracks_in(f, os.fstat(f.fileno()).st_size)
+
+
+def tracks_in(f: BinaryIO, size: int) -> list[str]:
+    """other_tracks() of an open file of ``size`` bytes (what the fuzzing harness feeds)."""
+    budget = [MAX_BOXES]
+    moov = next((box for box in _boxes(f, 0, size, budget) if box[0] == b"moov"), None)
+    if moov is None:
+        return []
+    found = []
+    for kind, start, end in _boxes(f, moov[1], moov[2], budget):
+        if kind != b"trak":
+            continue
+        handler = _handler(f, start, end, budget)
+        if handler is not None and handler not in PICTURE_AND_SOUND:
+            found.append(f"{_text(handler)}/{_text(_sample_format(f, start, end, budget))}")
+    return found
 
 
 def _boxes(f: BinaryIO, start: int, end: int, budget: list[int]) -> Iterator[tuple[bytes, int, int]]:
@@ -89,4 +94,5 @@ def _sample_format(f: BinaryIO, start: int, end: int, budget: list[int]) -> byte
 
 
 def _text(code: bytes) -> str:
-    return "".join(chr(b) if 0x21 <= b < 0x7F else "?" for b in code) or "?"
+    """A four-byte code as printable ASCII; "/" too becomes "?", as it separates handler and format."""
+    return "".join(chr(b) if 0x21 <= b < 0x7F and b != 0x2F else "?" for b in code) or "?"
