@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import sys
 from pathlib import Path
 
@@ -105,9 +106,26 @@ def text_seeds() -> None:
     write("journalist_login", b"name=alice&passphrase=seven+words+of+a+login+pass+phrase&code=123456")
 
 
+def _box(kind: bytes, *children: bytes) -> bytes:
+    payload = b"".join(children)
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def video_track_seeds() -> None:
+    """An MP4's skeleton with a picture track and a GPS track (as GoPro writes), and a large mdat header."""
+    def trak(handler: bytes, sample_format: bytes) -> bytes:
+        hdlr = _box(b"hdlr", bytes(8) + handler + bytes(12) + b"\0")
+        stsd = _box(b"stsd", bytes(4) + struct.pack(">I", 1) + _box(sample_format, bytes(8)))
+        return _box(b"trak", _box(b"mdia", hdlr, _box(b"minf", _box(b"stbl", stsd))))
+    moov = _box(b"moov", _box(b"mvhd", bytes(100)), trak(b"vide", b"avc1"), trak(b"meta", b"gpmd"))
+    write("video_tracks", _box(b"ftyp", b"isom" + bytes(4) + b"isommp41") + moov)
+    write("video_tracks", _box(b"ftyp", b"qt  " + bytes(4)) + struct.pack(">I4sQ", 1, b"mdat", 16) + moov)
+
+
 if __name__ == "__main__":
     envelope_seeds()
     key_file_seeds()
     multipart_seeds()
     bundle_seeds()
     text_seeds()
+    video_track_seeds()

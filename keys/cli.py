@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_("Needs the Debian packages mat2 and bubblewrap: {install}").format(install=sandbox.INSTALL),
     )
     p.add_argument("folder", metavar="FOLDER", help=_("a folder written by decrypt, or one source folder in it"))
-    p.add_argument("--time-limit", type=_positive, default=sandbox.Limits.seconds, metavar="SECONDS", help=_("per file and step (default: %(default)s)"))
+    p.add_argument("--time-limit", type=_positive, default=sandbox.Limits.seconds, metavar="SECONDS", help=_("per file and step, one more for every 8 MiB of the file (default: %(default)s)"))
     p.add_argument("--memory-limit", type=_positive, default=sandbox.Limits.memory >> 20, metavar="MIB", help=_("address space of the cleaner (default: %(default)s)"))
     p.set_defaults(run=cmd_clean)
 

@@ -167,10 +167,12 @@ def test_a_removed_key_cannot_be_registered_again(newsroom, tmp_path: Path):
 
 def test_the_cleaner_gets_120_seconds_and_2_gib_per_step_unless_told_otherwise(tmp_path: Path):
     """docs/journalists.md, "Reading files safely": "120 seconds and 2 GiB of memory per step
-    (`--time-limit`, `--memory-limit`)". That the sandbox enforces the limits it is given is
-    tests/test_cleaning_sandbox.py's; this is the default a journalist gets."""
+    (`--time-limit`, `--memory-limit`), and one second more for every 8 MiB of the file". That the
+    sandbox enforces the limits it is given is tests/test_cleaning_sandbox.py's, and how they grow
+    tests/test_cleaning_media.py's; this is the default a journalist gets."""
     shown = _run(BIN / "intake-keys", "clean", "--help", cwd=tmp_path).stdout
-    assert re.search(r"--time-limit SECONDS\s+per file and step \(default: 120\)", shown), shown
+    said = r"--time-limit SECONDS per file and step, one more for every 8 MiB of the file (default: 120)"
+    assert re.search(re.escape(said).replace(r"\ ", r"\s+"), shown), shown
     assert re.search(r"--memory-limit MIB\s+address space of the cleaner \(default: 2048\)", shown), shown
 
 

@@ -70,6 +70,7 @@ def test_it_installs_and_decrypts_with_no_network(stick, tmp_path, alice, alice_
     installed = offline("sh", str(stick / "install.sh"), str(venv), env=env)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert f"intake-keys installed: {venv}/bin/intake-keys" in installed.stdout
+    assert "also install the Debian packages" not in installed.stdout  # mat2, bwrap and ffmpeg are all here
     decrypted = offline(
         str(venv / "bin" / "intake-keys"), "decrypt", str(tmp_path / "export.bundle"), "--key", str(alice_files.secret),
         "--passphrase-file", str(alice_files.passphrase_file), "--out", str(tmp_path / "out"), env=env,

@@ -9,6 +9,7 @@ wording   every sentence the report and the triage view show, in one place
 sniff     what a file is, from its first bytes
 archives  zip and tar members, read from headers only, never extracted
 danger    flags for files to be careful with, from bytes only
+tracks    tracks of a video that are neither picture nor sound (GPS, timecode)
 sandbox   run one command on one file under bubblewrap, with time and memory limits
 metadata  mat2 in the sandbox: what metadata a file carries, a cleaned copy
 folder    clean every decrypted file of a folder, keep a record per source

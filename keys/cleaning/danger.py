@@ -4,7 +4,7 @@ Executables and scripts; office files with macros, embedded programs or links
 that fetch from the internet when opened; HTML and SVG with scripts or remote
 references; PDFs with scripts or launch actions; archives that would escape
 their folder, expand absurdly or nest too deep; files whose content
-contradicts their name. Some flags also stop cleaning (``Flag.blocks_cleaning``):
+contradicts their name; videos with tracks that are neither picture nor sound. Some flags also stop cleaning (``Flag.blocks_cleaning``):
 cleaning an archive extracts it, and cleaning an executable makes no sense.
 """
 
@@ -15,7 +15,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from keys.cleaning import archives, sniff
+from keys.cleaning import archives, sniff, tracks
 
 SCAN_LIMIT = 256 << 20  # bytes of a file searched for scripts and remote references
 _CHUNK = 1 << 20
@@ -34,7 +34,7 @@ BLOCKS_CLEANING = frozenset(
      "archive-members", "archive-unreadable", "archive-uninspected", "archive-encrypted", "encrypted"}
 )
 
-CAUTIONS = frozenset({"mismatch", "encrypted", "partly-checked"})  # worth knowing, but nothing in the file acts
+CAUTIONS = frozenset({"mismatch", "encrypted", "partly-checked", "media-track"})  # worth knowing, but nothing in the file acts
 
 _MARKUP_EXTENSIONS = frozenset("html htm xhtml xht shtml mht mhtml svg svgz xml".split())
 _SCRIPT = re.compile(
@@ -103,6 +103,10 @@ def inspect(path: Path) -> Inspection:
         flags += _scan(path, _ole_flags)
     elif kind.name == "pdf":
         flags += _scan(path, _pdf_flags)
+    elif kind.name in ("mp4", "quicktime"):
+        other = tracks.other_tracks(path)
+        if other:
+            flags.append(Flag("media-track", ", ".join(other)))
     if kind.name in sniff.MARKUP or ext in _MARKUP_EXTENSIONS:
         flags += _scan(path, _markup_flags)
     return Inspection(kind, tuple(dict.fromkeys(flags)))

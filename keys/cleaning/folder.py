@@ -109,7 +109,7 @@ def _clean_file(tools: sandbox.Tools, path: Path, inspection: danger.Inspection,
     if blocking:
         return {"status": "refused", "flag": blocking.code, "detail": blocking.detail}
     with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, dir=path.parent) as scratch:
-        result = metadata.clean(tools, path, Path(scratch), limits)
+        result = metadata.clean(tools, path, Path(scratch), limits.for_file(path.stat().st_size))
         cleaned = _keep(result.cleaned, path) if result.cleaned else None
     return {
         "status": result.status,

@@ -47,12 +47,24 @@ class ToolMissingError(KeysError):
     """mat2 or bubblewrap is not installed (or not usable)."""
 
 
+SLOW_DISK = 8 << 20  # bytes a second: a USB 2 stick writing. Video is copied whole, so time grows with the file.
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     seconds: int = 120
     memory: int = 2 << 30  # address space, bytes
     file_size: int = 4 << 30  # largest file the tool may write
     tmp_size: int = 1 << 30  # the private /tmp (mat2 unpacks archives there)
+
+    def for_file(self, size: int) -> Limits:
+        """These limits grown for an input of ``size`` bytes: a second more per 8 MiB, and room for a copy twice its size.
+
+        mat2 rewrites a video or audio file whole (ffmpeg copies every packet),
+        so a 4 GiB phone video needs more than the two minutes and the 4 GiB
+        file that are plenty for a document; memory does not grow with the file.
+        """
+        return dataclasses.replace(self, seconds=self.seconds + size // SLOW_DISK, file_size=max(self.file_size, 2 * size))
 
 
 @dataclasses.dataclass(frozen=True)

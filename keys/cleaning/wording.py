@@ -84,6 +84,10 @@ FLAGS = {
     "pdf-active": N_("a PDF with active content ({detail})"),
     "encrypted": N_("encrypted ({detail}): its metadata cannot be removed"),
     "partly-checked": N_("large: only the first {detail} were checked"),
+    "media-track": N_(
+        "a video with tracks that are neither picture nor sound ({detail}): cameras and drones record "
+        "places and times there, and cleaning does not remove them"
+    ),
     "archive-traversal": N_("an archive with names that leave its folder ({detail}); refused"),
     "archive-link": N_("an archive with links or device files ({detail}); refused"),
     "archive-encrypted": N_("an archive with encrypted members ({detail}); refused"),

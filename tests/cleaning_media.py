@@ -1,0 +1,104 @@
+"""Real audio, video and HEIC files for the cleaning tests, made here with Debian's ffmpeg, heif-enc and exiftool.
+
+Each carries the planted values of tests/cleaning_files.py where its format
+keeps tags: title, artist, comment, a creation time, a camera make and model,
+the software that wrote it, and a place (an ISO 6709 location as phones write
+it into videos; EXIF GPS in the HEIC). Finding any of them in a cleaned copy
+means cleaning failed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.cleaning_files import AUTHOR, CAMERA, CREATOR_APP, SERIAL
+
+TITLE = "Planted title of the recording"
+COMMENT = "Planted comment: filmed from the third floor"
+MAKER = "Plantedmaker"
+CREATED = "2024-03-05T06:07:08Z"
+CREATED_SHOWN = "2024:03:05 06:07:08"  # how exiftool prints it
+LOCATION = "+55.7558+037.6173+150.000/"  # ISO 6709, as com.apple.quicktime.location.ISO6709 holds it
+LATITUDE = "55 deg 45' 20.88\""  # how exiftool prints the planted latitude
+PLANTED = [AUTHOR, CAMERA, CREATOR_APP, SERIAL, TITLE, COMMENT, MAKER, CREATED, CREATED_SHOWN, "55.7558", LATITUDE]
+
+_TAGS = ["-metadata", f"title={TITLE}", "-metadata", f"artist={AUTHOR}", "-metadata", f"comment={COMMENT}", "-metadata", f"creation_time={CREATED}"]
+# The keys an iPhone writes into a video's metadata (mdta), which ffmpeg writes with use_metadata_tags.
+_APPLE_KEYS = [
+    "-metadata", f"com.apple.quicktime.location.ISO6709={LOCATION}", "-metadata", f"location={LOCATION}",
+    "-metadata", f"com.apple.quicktime.make={MAKER}", "-metadata", f"com.apple.quicktime.model={CAMERA}",
+    "-metadata", f"com.apple.quicktime.software={CREATOR_APP}", "-metadata:s:v:0", f"handler_name={CREATOR_APP}",
+]  # fmt: skip
+_PICTURE = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10"]
+_SOUND = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000"]
+
+# name: ffmpeg's arguments after the inputs. The containers mat2 cleans (with ffmpeg or mutagen), and some it does not.
+VIDEO = {
+    "clip.mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS, *_APPLE_KEYS, "-movflags", "use_metadata_tags"],
+    "clip.avi": ["-c:v", "mpeg4", "-c:a", "pcm_s16le", *_TAGS, "-metadata", f"date={CREATED}"],
+    "clip.wmv": ["-c:v", "wmv2", "-c:a", "wmav2", *_TAGS, "-metadata", f"copyright={MAKER}"],
+    "clip.webm": ["-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libvorbis", *_TAGS],
+    "clip.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS, *_APPLE_KEYS],
+    "clip.mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS],
+}
+AUDIO = {
+    "song.mp3": ["-c:a", "libmp3lame", *_TAGS, "-metadata", f"encoded_by={CREATOR_APP}", "-write_id3v1", "1", "-id3v2_version", "3"],
+    "song.flac": ["-c:a", "flac", *_TAGS, "-metadata", f"organization={MAKER}"],
+    "song.ogg": ["-c:a", "libvorbis", *_TAGS, "-metadata", f"organization={MAKER}"],
+    "memo.m4a": ["-c:a", "aac", *_TAGS],  # as iPhone's Voice Memos records
+}
+
+
+def _ffmpeg(*arguments: str) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *arguments], check=True, timeout=120)
+
+
+def video(folder: Path, name: str) -> bytes:
+    path = folder / name
+    _ffmpeg(*_PICTURE, *_SOUND, "-t", "1", *VIDEO[name], "-y", str(path))
+    return path.read_bytes()
+
+
+def audio(folder: Path, name: str) -> bytes:
+    path = folder / name
+    _ffmpeg(*_SOUND, "-t", "1", *AUDIO[name], "-y", str(path))
+    return path.read_bytes()
+
+
+def long_video(folder: Path, hours: int = 1) -> bytes:
+    """An MP4 of ``hours`` hours (two frames a second and 8 kHz sound): tens of thousands of packets, in a few seconds."""
+    path = folder / "long.mp4"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "color=c=gray:size=32x32:rate=2", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", str(hours * 3600),
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "600", "-c:a", "aac", "-b:a", "8k", *_TAGS, *_APPLE_KEYS,
+        "-movflags", "use_metadata_tags", "-y", str(path),
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+GPS_TRACK = b"PLANTED-GPS-TRACK 55.7558 37.6173 "
+
+
+def video_with_gps_track(folder: Path) -> bytes:
+    """An MP4 with a GoPro-style GPS track (a ``gpmd`` data track beside the picture), as action cameras and drones record."""
+    (folder / "gps.bin").write_bytes(GPS_TRACK * 20)
+    path = folder / "action.mp4"
+    _ffmpeg(*_PICTURE, "-f", "data", "-i", str(folder / "gps.bin"), "-t", "1", "-map", "0:v", "-map", "1:d", "-c:v", "libx264", "-preset", "ultrafast",
+            "-c:d", "copy", "-tag:d", "gpmd", "-f", "mov", "-brand", "mp42", "-y", str(path))  # fmt: skip
+    return path.read_bytes()
+
+
+def heic(folder: Path) -> bytes:
+    """A HEIC photo (x265, through heif-enc) with EXIF GPS, camera model, body serial and artist written by exiftool."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(folder / "picture.png")
+    subprocess.run(["heif-enc", "--quality", "50", "-o", str(folder / "photo.heic"), str(folder / "picture.png")], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", f"-Make={MAKER}", f"-Model={CAMERA}", f"-Artist={AUTHOR}", f"-SerialNumber={SERIAL}",
+         f"-Software={CREATOR_APP}", "-GPSLatitude=55.7558", "-GPSLatitudeRef=N", "-GPSLongitude=37.6173", "-GPSLongitudeRef=E",
+         f"-DateTimeOriginal={CREATED_SHOWN}", str(folder / "photo.heic")],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return (folder / "photo.heic").read_bytes()

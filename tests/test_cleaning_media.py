@@ -1,0 +1,251 @@
+"""intake-keys clean on audio, video and HEIC: real files made by Debian's ffmpeg, heif-enc and exiftool.
+
+The files are sent through a bundle built as the server builds it, decrypted and
+then cleaned with the ``intake-keys`` command as a journalist types it. Cleaned
+copies are read back with exiftool and ffprobe (outside any sandbox, as a check)
+and byte by byte.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from keys.cleaning.sandbox import Limits
+from keys.identity import KDF_MIN, Identity
+from keys.server_key import trust_server
+from tests import cleaning_files, cleaning_media as made
+from tests.fixtures_keys import PASSPHRASE, SERVER_PUBLIC, Source, Submission, build_export
+
+BIN = Path(sys.executable).parent
+DAY = "2026-11-28"
+FOLDER = "brave otter"
+# Cleaned by mat2, and a field each report line must name (names only, never values).
+CLEANED = {
+    "clip.mp4": ["GPSCoordinates", "Location", "Make", "Model", "CreationTime", "Title", "Artist", "Comment", "Software"],
+    "clip.avi": ["Artist", "Comment", "DateCreated", "Title"],
+    "clip.wmv": ["Author", "CreationDate", "Description", "Title"],
+    "song.mp3": ["TPE1", "TIT2", "TENC"],
+    "song.flac": ["artist", "creation_time", "description", "title"],
+    "song.ogg": ["artist", "creation_time", "description", "title"],
+    "photo.heic": ["GPSLatitude", "SerialNumber", "Model", "Artist", "DateTimeOriginal"],
+    "long.mp4": ["GPSCoordinates", "Title"],
+}
+NOT_CLEANED = ("clip.webm", "clip.mkv", "clip.mov", "memo.m4a")  # mat2 0.13 (Debian 12) has no parser for Matroska, QuickTime or M4A
+ALL_PLANTED = sorted(set(made.PLANTED) | set(cleaning_files.PLANTED))
+
+
+class Run:
+    def __init__(self, out: Path, stdout: str, seconds: float, bodies: dict[str, bytes]):
+        self.out, self.stdout, self.seconds, self.bodies = out, stdout, seconds, bodies
+        self.folder = out / FOLDER
+
+    def original(self, name: str) -> Path:
+        return self.folder / f"{DAY} {name}"
+
+    def cleaned(self, name: str) -> Path:
+        stem, _, ext = name.rpartition(".")
+        return self.folder / f"{DAY} {stem}.cleaned.{ext}"
+
+    def line(self, name: str) -> str:
+        (found,) = [line for line in self.stdout.splitlines() if line.startswith(f"{FOLDER}/{DAY} {name}: ")]
+        return found
+
+
+def media_files(folder: Path) -> dict[str, bytes]:
+    bodies = {name: made.video(folder, name) for name in made.VIDEO}
+    bodies |= {name: made.audio(folder, name) for name in made.AUDIO}
+    bodies["photo.heic"] = made.heic(folder)
+    bodies["long.mp4"] = made.long_video(folder)
+    bodies["action.mp4"] = made.video_with_gps_track(folder)
+    return bodies
+
+
+def intake_keys(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(BIN / "intake-keys"), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def decrypted(base: Path, bodies: dict[str, bytes]) -> Path:
+    """The folder ``intake-keys decrypt`` writes for one source who sent ``bodies``."""
+    alice = Identity.generate("alice")
+    alice.save(base / "alice.secret", PASSPHRASE, KDF_MIN)
+    trust_server(base / "alice.secret", SERVER_PUBLIC)
+    (base / "pw").write_text(PASSPHRASE)
+    submissions = [Submission("file", body, name=name) for name, body in bodies.items()]
+    (base / "export.bundle").write_bytes(build_export([Source("src-1", FOLDER, submissions)], [alice]))
+    intake_keys("decrypt", "export.bundle", "--key", "alice.secret", "--passphrase-file", "pw", "--out", "tips", cwd=base)
+    return base / "tips"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    base = tmp_path_factory.mktemp("media")
+    (base / "made").mkdir()
+    bodies = media_files(base / "made")
+    out = decrypted(base, bodies)
+    started = time.monotonic()
+    done = intake_keys("clean", "tips", cwd=base)
+    return Run(out, done.stdout, time.monotonic() - started, bodies)
+
+
+def exiftool(path: Path) -> str:
+    return subprocess.run(["exiftool", "-a", "-u", "-G1", "-ee", str(path)], capture_output=True, text=True, timeout=60).stdout
+
+
+def ffprobe(path: Path) -> str:
+    """Every tag ffprobe reads: the container's, each stream's, each chapter's."""
+    shown = ["format_tags", "stream_tags", "chapter_tags"]
+    command = ["ffprobe", "-v", "error", "-show_entries", ":".join(shown), "-of", "json", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+
+
+def planted_in(text: str) -> list[str]:
+    return [value for value in ALL_PLANTED if value in text]
+
+
+def test_the_run_cleans_audio_video_and_heic_and_names_what_it_could_not(run):
+    cleaned = len(CLEANED) + 1  # and action.mp4, with a warning
+    assert f"{cleaned} file(s) cleaned, {len(NOT_CLEANED)} not cleaned, 0 cleaned before; 1 file(s) with warnings" in run.stdout
+
+
+@pytest.mark.parametrize("name", CLEANED)
+def test_the_cleaned_copy_carries_none_of_the_planted_values_and_the_original_is_untouched(run, name):
+    original, cleaned = run.original(name), run.cleaned(name)
+    assert original.read_bytes() == run.bodies[name]
+    # The check can fail: exiftool and ffprobe find the planted values in the original.
+    planted = planted_in(exiftool(original))
+    assert len(planted) >= 3, (name, planted)
+    assert name == "photo.heic" or planted_in(ffprobe(original)), name
+    assert planted_in(exiftool(cleaned)) == [] and planted_in(ffprobe(cleaned)) == []
+    assert [value for value in ALL_PLANTED if value.encode() in cleaned.read_bytes()] == []
+    assert "GPS" not in exiftool(cleaned) and "location" not in ffprobe(cleaned).lower()
+
+
+@pytest.mark.parametrize("name", CLEANED)
+def test_the_report_names_the_fields_removed(run, name):
+    line = run.line(name)
+    assert line.startswith(f"{FOLDER}/{DAY} {name}: cleaned; removed: ")
+    record = json.loads((run.folder / "cleaning.json").read_text())[f"{DAY} {name}"]
+    assert record["status"] == "cleaned" and record["cleaned"] == run.cleaned(name).name
+    assert [field for field in CLEANED[name] if field not in record["removed"]] == []
+    assert planted_in(line) == [] and planted_in(json.dumps(record, ensure_ascii=False)) == []
+
+
+def test_the_picture_and_sound_are_copied_not_re_encoded(run):
+    """mat2 rewrites the container around the same streams: nothing is lost, and nothing inside the streams is removed."""
+
+    def stream_hashes(path: Path) -> str:
+        command = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0", "-c", "copy", "-f", "streamhash", "-hash", "sha256", "-"]
+        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+
+    for name in ("clip.mp4", "clip.avi", "long.mp4"):
+        assert stream_hashes(run.original(name)) == stream_hashes(run.cleaned(name)) != ""
+    assert b"x264 - core " in run.cleaned("clip.mp4").read_bytes()  # the encoder's settings line, inside the picture stream
+
+
+@pytest.mark.parametrize("name", NOT_CLEANED)
+def test_a_format_mat2_cannot_clean_is_said_so_and_left_alone(run, name):
+    assert run.line(name) == f"{FOLDER}/{DAY} {name}: not cleaned: mat2 does not support this format"
+    assert not run.cleaned(name).exists() and run.original(name).read_bytes() == run.bodies[name]
+    index = (run.out / "index.html").read_text()
+    (row,) = [row for row in index.split("<tr")[1:] if f"{DAY} {name}" in row]
+    assert "not cleaned: mat2 does not support this format" in row and ".cleaned." not in row
+
+
+def test_an_hour_long_video_is_cleaned_within_the_default_limits(run):
+    assert run.line("long.mp4").startswith(f"{FOLDER}/{DAY} long.mp4: cleaned; ")
+    duration = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(run.cleaned("long.mp4"))],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert float(duration) == pytest.approx(3600, abs=1)
+    assert run.seconds < 120, run.seconds  # every file of the run, the hour included, in less than one step's limit
+
+
+def test_ffmpeg_runs_under_the_sandboxs_memory_limit(tmp_path):
+    """200 MiB of address space is room for mat2 and exiftool, not for ffmpeg and its libraries:
+    the video is reported and the HEIC beside it cleaned. ffmpeg runs inside the sandbox's limits."""
+    (tmp_path / "made").mkdir()
+    bodies = {"clip.mp4": made.video(tmp_path / "made", "clip.mp4"), "photo.heic": made.heic(tmp_path / "made")}
+    decrypted(tmp_path, bodies)
+    out = intake_keys("clean", "tips", "--memory-limit", "200", cwd=tmp_path).stdout
+    assert "1 file(s) cleaned, 1 not cleaned" in out
+    assert f"{FOLDER}/{DAY} photo.heic: cleaned; removed: " in out
+    (line,) = [line for line in out.splitlines() if line.startswith(f"{FOLDER}/{DAY} clip.mp4: ")]
+    assert line.startswith(f"{FOLDER}/{DAY} clip.mp4: not cleaned: ") and not (tmp_path / "tips" / FOLDER / f"{DAY} clip.cleaned.mp4").exists()
+    assert intake_keys("clean", "tips", cwd=tmp_path).stdout.count(": cleaned; ") == 1  # with the default limit, the video too
+
+
+def test_the_file_size_limit_grows_with_a_large_video(tmp_path, capsys):
+    """The cleaned copy of a video is as large as the video: a limit smaller than the file must not stop it."""
+    (tmp_path / "made").mkdir()
+    video = tmp_path / "made" / "big.avi"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc=size=640x480:rate=25", "-t", "1",
+                    "-c:v", "rawvideo", "-pix_fmt", "yuv420p", "-metadata", f"artist={cleaning_files.AUTHOR}", str(video)], check=True, timeout=60)  # fmt: skip
+    assert video.stat().st_size > 10 << 20
+    out = decrypted(tmp_path, {"big.avi": video.read_bytes()})
+    from keys.cleaning.folder import clean_folder
+
+    summary = clean_folder(out, limits=Limits(file_size=4 << 20))
+    assert summary.cleaned == 1, capsys.readouterr().out
+    cleaned = out / FOLDER / f"{DAY} big.cleaned.avi"
+    assert cleaned.stat().st_size > 10 << 20 and cleaning_files.AUTHOR.encode() not in cleaned.read_bytes()
+
+
+def test_limits_grow_with_the_file_at_a_slow_disks_pace():
+    base = Limits()
+    assert base.for_file(1000) == base
+    grown = base.for_file(4 << 30)
+    assert grown.seconds == 120 + 512 and grown.file_size == 8 << 30 and grown.memory == base.memory and grown.tmp_size == base.tmp_size
+
+
+def test_a_gps_track_that_mat2_keeps_is_flagged_in_the_report_and_the_triage_view(run):
+    """mat2 copies every track of a video: an action camera's GPS track is still in the cleaned copy, and the report says so."""
+    says = "a video with tracks that are neither picture nor sound (meta/gpmd): cameras and drones record places and times there, and cleaning does not remove them"
+    lines = run.stdout.splitlines()
+    start = lines.index(run.line("action.mp4"))
+    assert run.line("action.mp4").startswith(f"{FOLDER}/{DAY} action.mp4: cleaned; ") and lines[start + 1] == f"  warning: {says}"
+    streams = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,codec_tag_string", "-of", "csv=p=0", str(run.cleaned("action.mp4"))],
+                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert "data,gpmd" in streams and made.GPS_TRACK in run.cleaned("action.mp4").read_bytes()  # the warning is true
+    index = (run.out / "index.html").read_text()
+    (row,) = [row for row in index.split("<tr")[1:] if f"{DAY} action.mp4" in row]
+    assert html.escape(says) in row and f'href="brave%20otter/{DAY}%20action.cleaned.mp4"' in row  # a caution: still a link
+    assert run.original("action.mp4").read_bytes() == run.bodies["action.mp4"]
+
+
+def test_the_track_reader_survives_any_damage_to_the_boxes(tmp_path):
+    """tracks.py reads untrusted boxes: every truncation and thousands of mutations give a list, quickly, and never raise."""
+    import random
+    import struct
+
+    from keys.cleaning import tracks
+
+    (tmp_path / "made").mkdir()
+    good = made.video_with_gps_track(tmp_path / "made")
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(good)
+    assert tracks.other_tracks(path) == ["meta/gpmd"]
+    moov = good.index(b"moov") - 4
+    random.seed(12)
+    cases = [good[:n] for n in range(0, len(good), 7)]
+    cases += [bytes(b if random.random() > 0.01 else random.randrange(256) for b in good[moov:]) for _ in range(300)]
+    for _ in range(1000):
+        mutated = bytearray(good)
+        at = random.randrange(moov, len(good) - 8)
+        mutated[at : at + 4] = random.choice([b"\x00\x00\x00\x00", b"\x00\x00\x00\x01", b"\xff\xff\xff\xff", b"\x00\x00\x00\x08", struct.pack(">I", random.randrange(1 << 32))])
+        cases.append(bytes(mutated))
+    # A moov of 100,000 empty boxes, and one that claims to be larger than the file.
+    cases += [struct.pack(">I4s", 8 + 8 * 100_000, b"moov") + struct.pack(">I4s", 8, b"trak") * 100_000, struct.pack(">I4sQ", 1, b"moov", 1 << 62)]
+    started = time.monotonic()
+    for case in cases:
+        path.write_bytes(case)
+        found = tracks.other_tracks(path)
+        assert isinstance(found, list) and all(isinstance(item, str) and item.isprintable() for item in found)
+    assert time.monotonic() - started < 30, len(cases)
