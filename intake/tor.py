@@ -116,6 +116,7 @@ _KEY_FILE_LEN = len(_KEY_HEADER) + 64
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 10.0
+_TORRC_DESCRIPTOR_WAIT = 10.0  # seconds a torrc service forwarding to intake's socket may take to build its descriptor
 
 ProgressCallback = Callable[[int, str], None]
 
@@ -781,7 +782,10 @@ class OnionServices:
         address = onion_address_for_key(key)
         args = (f"Flags=MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
                 f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},{target}")
-        if self._add_onion(key, args, "could not add the source onion service", collision_ok=True) is None:
+        # Asked first, because ADD_ONION of an address the torrc already publishes is refused only
+        # after tor logs a "Bug" warning with a stack trace, which would alarm the operator.
+        if self._torrc_publishes(address, target) or self._add_onion(
+                key, args, "could not add the source onion service", collision_ok=True) is None:
             # Only a holder of this key can publish this address: the system tor's torrc does
             # (HiddenServiceDir with intake's source.key, as in deploy/torrc), and its per-service
             # options (PoW, intro-point DoS defence, stream limits) apply.
@@ -791,19 +795,58 @@ class OnionServices:
         return OnionService("source", address, target, True, "add_onion", pow_defenses=True,
                             max_streams=MAX_STREAMS_PER_CIRCUIT)
 
+    def _torrc_publishes(self, address: str, target: str) -> bool:
+        """Whether the system tor's torrc already publishes ``address`` (forwarding to ``target``).
+
+        The service's hostname file says so when intake may read it; tor's own directory usually
+        is not readable (Debian's is debian-tor's, 0700), and then tor answers with the service's
+        descriptor once it has built it, within seconds of a torrc service starting (waited for,
+        only when a torrc service forwards to intake's socket)."""
+        hostnames = self._torrc_hostname_files(target)
+        if not hostnames:
+            return False
+        for hostname in hostnames:
+            try:
+                if hostname.read_text().strip() == address:
+                    return True
+            except OSError:
+                break  # not ours to read: ask tor
+        else:
+            return False  # every service forwarding to our socket has another address
+        deadline = time.monotonic() + _TORRC_DESCRIPTOR_WAIT
+        while True:
+            try:
+                self._controller.get_info(f"hs/service/desc/id/{address.removesuffix('.onion')}")
+                return True
+            except stem.ControllerError:
+                if time.monotonic() >= deadline:
+                    return False
+            time.sleep(0.25)
+
+    def _torrc_hostname_files(self, target: str) -> list[Path]:
+        """The hostname file of each system torrc service with a HiddenServicePort to ``target``."""
+        try:
+            reply = self._controller.msg("GETCONF HiddenServiceOptions") if self._controller else None
+        except stem.ControllerError:
+            return []
+        if reply is None or not reply.is_ok():
+            return []
+        found, directory = [], None
+        for _code, _div, content in reply.content():  # in torrc order: each Dir, then its options
+            key, _, value = content.partition("=")
+            if key == "HiddenServiceDir":
+                directory = Path(value.strip().strip('"'))
+            elif key == "HiddenServicePort" and directory is not None and value.split()[-1] == target:
+                found.append(directory / "hostname")
+        return found
+
     def _check_system_torrc_services(self, target: str) -> None:
         """Tell the operator if the system torrc publishes another onion for our socket
         (deploy/torrc's source service, without intake's key installed)."""
-        try:
-            options = self._controller.get_conf_map("HiddenServiceOptions") if self._controller else {}
-        except stem.ControllerError:
-            return
-        for value in options.get("HiddenServicePort", []):
-            if value.split()[-1] == target:
-                self._notice(f"the system tor's torrc publishes a different onion address for "
-                             f"{target}: install intake's onion/source.key in that "
-                             "HiddenServiceDir, or remove that service (docs/operator.md)")
-                return
+        if self._torrc_hostname_files(target):
+            self._notice(f"the system tor's torrc publishes a different onion address for "
+                         f"{target}: install intake's onion/source.key in that "
+                         "HiddenServiceDir, or remove that service (docs/operator.md)")
 
     def _add_journalist_onion(self, client_keys: list[str]) -> OnionService:
         assert self._journalist_key is not None and self._journalist_target is not None

@@ -362,6 +362,8 @@ def test_system_mode_accepts_a_source_service_from_the_system_torrc(tmp_path, sy
     source, _journalist = started(services, *_sockets(tmp_path), [generate_client_auth_keypair()[0]])
     assert services.services["source"].how == "system-torrc"
     assert (hs_dir / "hostname").read_text().strip() == source
+    # intake did not try to add what tor already publishes (tor refuses that with a "Bug" warning)
+    assert "Bug" not in (tmp_path / "system-tor" / "tor.log").read_text()
 
 
 @pytest.mark.slow
