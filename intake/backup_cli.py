@@ -10,7 +10,7 @@ from intake.backup import make_backup, restore_backup
 from intake.cli import cli, data_option, db_key_option
 from intake.db_key_recovery import RECOVERY_FILE
 from intake.server import prepare_data_dir
-from intake.tor import ensure_onion_keys
+from intake.onion_keys import ensure_onion_keys
 
 
 @cli.command("backup")

@@ -29,7 +29,8 @@ from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
 from intake.store.newsroom import Newsroom
-from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError, ensure_onion_keys
+from intake.onion_keys import OnionKeyError, ensure_onion_keys
+from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError
 
 # Modules that add commands to `cli` when imported (e.g. the journalist commands).
 COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli", "intake.guide.cli", "intake.backup_cli")
@@ -57,7 +58,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (StoreError, KeysError, ServerError, TorError) as error:
+        except (StoreError, KeysError, ServerError, TorError, OnionKeyError) as error:
             raise click.ClickException(str(error)) from None
 
 

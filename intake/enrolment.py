@@ -24,7 +24,7 @@ from intake.journalist_auth import (
 from intake.setup import load_journalist_key
 from intake.store import Store, StoreError
 from intake.store.newsroom import Newsroom
-from intake.tor import client_auth_line, generate_client_auth_keypair, load_or_create_onion_key, onion_address_for_key
+from intake.onion_keys import client_auth_line, generate_client_auth_keypair, load_or_create_onion_key, onion_address_for_key
 
 
 class EnrolmentError(StoreError):

@@ -33,9 +33,9 @@ The two services
 Both keys live in ``<data_dir>/onion/`` (0700) as ``source.key`` and
 ``journalist.key`` (0600), in tor's own ``hs_ed25519_secret_key`` file
 format, so addresses are stable across restarts and the files can be handed
-to any tor. Keys are made here on first use (RFC 8032 key expansion, exactly
-what tor does for ``ADD_ONION NEW:ED25519-V3``) so that the address is known
-before tor is even started.
+to any tor. Keys are made on first use by :mod:`intake.onion_keys` (RFC 8032 key
+expansion, exactly what tor does for ``ADD_ONION NEW:ED25519-V3``) so that the
+address is known before tor is even started.
 
 * Source service (virtual port 80): proof-of-work defences
   (``PoWDefensesEnabled``) and a per-circuit stream limit that closes abusive
@@ -71,10 +71,8 @@ whatever the root logger is set to.
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import dataclasses
-import hashlib
 import logging
 import os
 import re
@@ -88,14 +86,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import nacl.bindings
-import nacl.public
 import stem
 import stem.connection
 import stem.control
 import stem.response
 
 from intake.child_processes import dies_with_this_process
+from intake.onion_keys import (
+    KEY_HEADER,
+    load_or_create_onion_key,
+    normalise_client_public_key,
+    onion_address_for_key,
+    private_dir,
+    write_private_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +115,6 @@ ONION_VIRTUAL_PORT = 80
 # circuit is ample for a person and closes circuits that open hundreds.
 MAX_STREAMS_PER_CIRCUIT = 20
 
-_KEY_HEADER = b"== ed25519v1-secret: type0 ==\x00\x00\x00"
-_KEY_FILE_LEN = len(_KEY_HEADER) + 64
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 10.0
@@ -123,135 +125,6 @@ ProgressCallback = Callable[[int, str], None]
 
 class TorError(Exception):
     """Tor could not do what intake asked; the message is one clear line."""
-
-
-class InvalidClientKeyError(TorError, ValueError):
-    """A journalist's client-authorisation public key is not a valid x25519 key."""
-
-
-# --- keys and addresses ------------------------------------------------------
-
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=")
-
-
-def _b32decode(text: str) -> bytes:
-    text = text.strip().upper()
-    return base64.b32decode(text + "=" * (-len(text) % 8))
-
-
-def _generate_onion_secret_key() -> bytes:
-    """A new 64-byte expanded ed25519 secret key, as tor stores and loads it."""
-    h = bytearray(hashlib.sha512(os.urandom(32)).digest())
-    h[0] &= 248
-    h[31] &= 127
-    h[31] |= 64
-    return bytes(h)
-
-
-def onion_address_for_key(expanded_secret_key: bytes) -> str:
-    """The v3 ``xxx.onion`` address of an expanded ed25519 secret key (rend-spec-v3 6)."""
-    if len(expanded_secret_key) != 64:
-        raise TorError("an onion secret key must be 64 bytes")
-    public = nacl.bindings.crypto_scalarmult_ed25519_base_noclamp(expanded_secret_key[:32])
-    version = b"\x03"
-    checksum = hashlib.sha3_256(b".onion checksum" + public + version).digest()[:2]
-    return _b32(public + checksum + version).lower() + ".onion"
-
-
-def _write_private_file(path: Path, data: bytes) -> None:
-    """Create path (0600) atomically; never replaces an existing file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # fails if path exists: a concurrent first run keeps one key
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
-
-
-def load_or_create_onion_key(path: Path) -> bytes:
-    """The expanded secret key in ``path`` (tor's hs_ed25519_secret_key format),
-    made on first use. Returns the 64 key bytes."""
-    _private_dir(path.parent)
-    if not path.exists():
-        try:
-            _write_private_file(path, _KEY_HEADER + _generate_onion_secret_key())
-            log.info("created onion key %s", path)
-        except FileExistsError:
-            pass
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TorError(f"cannot read onion key {path}: {exc.strerror}") from None
-    if len(data) != _KEY_FILE_LEN or not data.startswith(_KEY_HEADER):
-        raise TorError(f"{path} is not a tor v3 onion secret key file")
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)
-    return data[len(_KEY_HEADER):]
-
-
-def ensure_onion_keys(data_dir: Path) -> tuple[str, str]:
-    """Make the two onion keys if missing; return ``(source_onion, journalist_onion)``.
-    Needs no tor: for ``intake init`` and the server set-up script."""
-    onion_dir = Path(data_dir) / "onion"
-    return (onion_address_for_key(load_or_create_onion_key(onion_dir / "source.key")),
-            onion_address_for_key(load_or_create_onion_key(onion_dir / "journalist.key")))
-
-
-def generate_client_auth_keypair() -> tuple[str, str]:
-    """A new x25519 key pair for one journalist's client authorisation.
-
-    Returns ``(public_b32, private_b32)``: base32 without padding, as tor
-    expects. The public half goes to the server (``ClientAuthV3``); the
-    private half goes to the journalist only (see :func:`client_auth_line`).
-    """
-    private = nacl.public.PrivateKey.generate()
-    return _b32(bytes(private.public_key)), _b32(bytes(private))
-
-
-def normalise_client_public_key(key: str) -> str:
-    """A journalist's client-auth public key in tor's form, or InvalidClientKeyError."""
-    text = key.strip()
-    if text.lower().startswith("descriptor:x25519:"):
-        text = text[len("descriptor:x25519:"):]
-    try:
-        raw = _b32decode(text)
-    except (ValueError, binascii.Error):
-        raw = b""
-    if len(raw) != 32:
-        raise InvalidClientKeyError("a client authorisation key must be 52 base32 characters (an x25519 key)")
-    return _b32(raw)
-
-
-def client_auth_line(onion_address: str, private_b32: str) -> str:
-    """The line a journalist puts in a ``ClientOnionAuthDir`` ``.auth_private`` file:
-    ``<address without .onion>:descriptor:x25519:<base32 private key>``.
-    (Tor Browser's authentication prompt takes just the private key part.)"""
-    address = onion_address.strip().lower().removesuffix(".onion")
-    if not re.fullmatch(r"[a-z2-7]{56}", address):
-        raise TorError("not a v3 onion address")
-    try:
-        raw = _b32decode(private_b32)
-    except (ValueError, binascii.Error):
-        raw = b""
-    if len(raw) != 32:
-        raise InvalidClientKeyError("a client authorisation private key must be 52 base32 characters")
-    return f"{address}:descriptor:x25519:{_b32(raw)}"
 
 
 # --- status records ------------------------------------------------------------
@@ -612,7 +485,7 @@ class OnionServices:
     def _launch(self) -> None:
         assert self._source_key is not None
         tor = _find_tor(self._tor_binary)
-        _private_dir(self.tor_dir)
+        private_dir(self.tor_dir)
         if len(os.fsencode(self.control_socket)) > _SUN_PATH_MAX:
             raise TorError(f"the data directory path is too long for tor's control socket "
                            f"(keep {self.control_socket} under {_SUN_PATH_MAX} bytes)")
@@ -620,11 +493,11 @@ class OnionServices:
         hs_dir = self.tor_dir / "source_service"
         if hs_dir.exists():
             shutil.rmtree(hs_dir)
-        _private_dir(hs_dir)
-        _write_private_file(hs_dir / "hs_ed25519_secret_key", _KEY_HEADER + self._source_key)
+        private_dir(hs_dir)
+        write_private_file(hs_dir / "hs_ed25519_secret_key", KEY_HEADER + self._source_key)
         torrc = self.tor_dir / "torrc"
         torrc.unlink(missing_ok=True)
-        _write_private_file(torrc, self._torrc(hs_dir).encode())
+        write_private_file(torrc, self._torrc(hs_dir).encode())
         self.control_socket.unlink(missing_ok=True)
 
         self._bootstrap = BootstrapStatus(0, "starting tor")

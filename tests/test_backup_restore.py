@@ -20,7 +20,7 @@ from keys.server_key import ServerPublicKey
 
 from intake.config import load_settings
 from intake.store import Store
-from intake.tor import ensure_onion_keys
+from intake.onion_keys import ensure_onion_keys
 
 BIN = Path(sys.executable).parent
 PASSPHRASE = "a long passphrase for the laptop"

@@ -15,7 +15,7 @@ from intake.cli import cli
 from intake.journalist_auth import passphrase_matches
 from intake.store.newsroom import Newsroom as NewsroomStore
 from intake.store.store import blobs_path
-from intake.tor import normalise_client_public_key
+from intake.onion_keys import normalise_client_public_key
 from tests.fixtures_newsroom import Newsroom, download_export, sign_in, submit_as_new_source
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from intake.guide.publish import PUBLIC_KEY, SIGNATURE, STATEMENT, VERIFY_COMMAND
-from intake.tor import ensure_onion_keys
+from intake.onion_keys import ensure_onion_keys
 from tests.fixtures_newsroom import Newsroom
 
 OPENSSL = shutil.which("openssl")

@@ -18,7 +18,7 @@ from intake.cli import cli
 from intake.config import Settings
 from intake.enrolment import reset_login
 from intake.store import Store
-from intake.tor import ensure_onion_keys
+from intake.onion_keys import ensure_onion_keys
 from tests.fixtures_newsroom import FAST_LOGIN_HASH
 from tests.fixtures_serve import ServeProcess, alive, command_line, descendants, free_port
 

@@ -21,15 +21,16 @@ import nacl.public
 import pytest
 
 from intake import tor as intake_tor
-from intake.tor import (
+from intake.onion_keys import (
     InvalidClientKeyError,
-    OnionServices,
-    TorError,
+    OnionKeyError,
     client_auth_line,
+    ensure_onion_keys,
     generate_client_auth_keypair,
     load_or_create_onion_key,
     onion_address_for_key,
 )
+from intake.tor import OnionServices, TorError
 
 ONION = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion"
 
@@ -86,7 +87,7 @@ def test_client_auth_line_is_what_tor_reads_from_client_onion_auth_dir():
 
 def test_client_auth_line_refuses_a_bad_address_or_key():
     _public, private = generate_client_auth_keypair()
-    with pytest.raises(TorError):
+    with pytest.raises(OnionKeyError):
         client_auth_line("example.com", private)
     with pytest.raises(InvalidClientKeyError):
         client_auth_line(ONION, "AAAA")
@@ -116,7 +117,7 @@ def test_onion_key_file_is_private_and_stable(tmp_path):
 def test_corrupt_onion_key_file_gives_a_clear_error(tmp_path):
     (tmp_path / "onion").mkdir(mode=0o700)
     (tmp_path / "onion" / "source.key").write_bytes(b"garbage")
-    with pytest.raises(TorError, match="not a tor v3 onion secret key"):
+    with pytest.raises(OnionKeyError, match="not a tor v3 onion secret key"):
         load_or_create_onion_key(tmp_path / "onion" / "source.key")
 
 
@@ -411,8 +412,8 @@ def test_system_mode_says_when_the_system_torrc_publishes_another_onion_for_our_
 
 
 def test_onion_keys_and_addresses_can_be_made_without_tor(tmp_path):
-    source, journalist = intake_tor.ensure_onion_keys(tmp_path)
-    assert intake_tor.ensure_onion_keys(tmp_path) == (source, journalist)
+    source, journalist = ensure_onion_keys(tmp_path)
+    assert ensure_onion_keys(tmp_path) == (source, journalist)
     assert source != journalist and source.endswith(".onion")
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from intake.tor import OnionServices, generate_client_auth_keypair
+from intake.onion_keys import generate_client_auth_keypair
+from intake.tor import OnionServices
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TRANSIENT_SOCKS_ERRORS, SocksError, TorNetwork
 
 pytestmark = pytest.mark.slow

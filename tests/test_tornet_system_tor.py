@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from intake.tor import load_or_create_onion_key
+from intake.onion_keys import load_or_create_onion_key
 from tests.fixtures_newsroom import make_newsroom
 from tests.fixtures_serve import ServeProcess, alive, descendants, tcp_listeners
 from tests.test_tornet_end_to_end import _socks_refusal

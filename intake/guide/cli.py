@@ -16,7 +16,7 @@ from intake.retention import RetentionPolicy
 from intake.server_identity import ensure_server_signing_key, load_server_signing_key
 from intake.store import Store
 from intake.store.newsroom import Newsroom
-from intake.tor import ensure_onion_keys
+from intake.onion_keys import ensure_onion_keys
 
 
 @cli.command("publish")
