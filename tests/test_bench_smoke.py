@@ -19,7 +19,7 @@ SMALL_RUNS = {
     "store.py": ["--mib", "4", "--messages", "20", "--rounds", "2"],
     "allocator.py": ["--rounds", "1", "--messages", "5", "--large-mib", "1"],
     "memory.py": ["--rounds", "1", "--uploads", "3", "--file-kib", "64"],
-    "senders.py": ["--senders", "3", "--kib", "4", "--key-senders", "2", "--seconds", "1", "--rounds", "2"],
+    "senders.py": ["--senders", "3", "--kib", "4", "--key-senders", "2", "--seconds", "0.5", "--rounds", "1"],
     "journalist.py": ["--small", "30", "--medium", "40", "--large", "60", "--rounds", "2", "--page-loads", "2"],
 }
 LIBRARIES = {"paired.py"}  # imported by the benches, not run
