@@ -228,11 +228,11 @@ def write_transaction(conn: Connection) -> Iterator[Connection]:
         _begin_immediate(conn)
         try:
             yield conn
+            conn.execute("COMMIT")  # a failed COMMIT (a foreign key checked at the end) leaves the transaction open
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
     if conn.empties_wal:
         empty_wal(conn)
 

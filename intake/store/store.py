@@ -37,6 +37,7 @@ from intake.store.connection import (
 from intake.store.designations import random_designation
 from intake.store.errors import JournalistExistsError, NotInitialisedError, SourceExistsError, StoreError
 from intake.store.file_times import settle_file_times
+from intake.store.group_commit import group_for
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
 from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
 
@@ -466,25 +467,28 @@ class Store:
         """Store each upload's last chunk and make the uploads visible, in one transaction.
         Every earlier chunk is committed (durably) in the blobs database before it."""
         self._settle()
-        with write_transaction(self._conn) as conn:
-            for upload, seq, last_chunk, size, first in pieces:
-                if first:
-                    # Pending only inside this transaction, so no other process ever sees it without a writer.
-                    self._insert_pending(conn, upload, writer=None)
-                if last_chunk is not None:
-                    conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)",
-                                 (random_rowid(), upload.id, seq, last_chunk))
-                updated = conn.execute(
-                    "UPDATE submissions SET state = 'ready', size = ?, writer = NULL WHERE id = ? AND state = 'pending'",
-                    (size, upload.id),
-                ).rowcount
-                if updated != 1:
-                    raise StoreError("the upload was removed before it completed: please send it again")
-            for source_id in {upload.source_id for upload, *_ in pieces}:
-                conn.execute(
-                    "UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
-                    (today(), source_id, today()),
-                )
+        group_for(self._settings.db_path).publish(self._conn, lambda conn: self._publish_in(conn, pieces))
+
+    def _publish_in(self, conn: Connection, pieces: list[tuple[SubmissionWriter, int, bytes | None, int, bool]]) -> None:
+        """_publish's writes, inside the (perhaps shared) transaction of intake.store.group_commit."""
+        for upload, seq, last_chunk, size, first in pieces:
+            if first:
+                # Pending only inside this transaction, so no other process ever sees it without a writer.
+                self._insert_pending(conn, upload, writer=None)
+            updated = conn.execute(
+                "UPDATE submissions SET state = 'ready', size = ?, writer = NULL WHERE id = ? AND state = 'pending'",
+                (size, upload.id),
+            ).rowcount
+            if updated != 1:  # checked before its last chunk, whose row would otherwise refer to nothing
+                raise StoreError("the upload was removed before it completed: please send it again")
+            if last_chunk is not None:
+                conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)",
+                             (random_rowid(), upload.id, seq, last_chunk))
+        for source_id in {upload.source_id for upload, *_ in pieces}:
+            conn.execute(
+                "UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
+                (today(), source_id, today()),
+            )
 
     def _discard(self, submission_id: str) -> None:
         try:

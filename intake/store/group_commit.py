@@ -1,0 +1,108 @@
+"""Publishing the submissions of many requests in one transaction (group commit).
+
+A submission is acknowledged only once it is durable: its transaction committed (the WAL
+fsynced) and the WAL emptied into the database (connection.empty_wal: more fsyncs). That is
+several milliseconds of waiting on the disk, and it was paid once per request: 50 sources
+sending at once queued on the write lock and got through at a fraction of a plain app's rate.
+
+Here the requests of one process that want to publish at the same moment share one
+transaction: the first to arrive leads; whoever arrives while it commits waits, and the first
+of them leads the next batch with everyone who came meanwhile. Each request's writes run in a
+savepoint of their own, so one that fails (an upload removed before it completed) is rolled
+back alone and gets its own error while the rest commit. If the commit itself fails (a full
+disk), every request of the batch gets the error and none is acknowledged. The commit runs
+in an OS thread: under a gevent worker, the other connections keep being served meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from intake.store.connection import Connection, translate_errors, write_transaction
+from intake.worker_threads import run_in_os_thread
+
+Work = Callable[[Connection], None]
+
+
+class _Request:
+    __slots__ = ("error", "finished", "leads", "wake", "work")
+
+    def __init__(self, work: Work):
+        self.work = work
+        self.wake = threading.Event()  # gevent's Event in a patched worker: only the greenlet waits
+        self.leads = False
+        self.finished = False
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """The publishing queue of one database in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[_Request] = []
+        self._leading = False
+
+    def publish(self, conn: Connection, work: Work) -> None:
+        """Run ``work(conn)`` in a write transaction, perhaps shared with other requests'
+        work; returns once it is committed (and the WAL emptied); raises what ``work`` raised
+        or what the commit did."""
+        request = _Request(work)
+        with self._lock:
+            self._waiting.append(request)
+            if not self._leading:
+                self._leading = request.leads = True
+        if not request.leads:
+            request.wake.wait()  # finished by a leader, or made the next leader
+        if not request.finished:
+            self._lead(conn)
+        if request.error is not None:
+            raise request.error
+
+    def _lead(self, conn: Connection) -> None:
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+        try:
+            run_in_os_thread(_commit, conn, batch)
+        except BaseException as error:  # noqa: BLE001 - the transaction is gone: none of the batch is stored
+            for request in batch:
+                request.error = request.error or error
+        finally:
+            for request in batch:
+                request.finished = True
+            with self._lock:
+                if self._waiting:
+                    following = self._waiting[0]
+                    following.leads = True
+                    following.wake.set()
+                else:
+                    self._leading = False
+            for request in batch:
+                request.wake.set()
+
+
+def _commit(conn: Connection, batch: list[_Request]) -> None:
+    with write_transaction(conn):
+        for request in batch:
+            conn.execute("SAVEPOINT request")
+            try:
+                with translate_errors():
+                    request.work(conn)
+            except Exception as error:  # noqa: BLE001 - this request's own failure, given back to it
+                request.error = error
+                conn.execute("ROLLBACK TO request")
+            conn.execute("RELEASE request")
+
+
+_groups: dict[tuple[int, Path], GroupCommit] = {}
+_groups_lock = threading.Lock()
+
+
+def group_for(database: Path) -> GroupCommit:
+    """The queue of ``database`` in this process (a worker's requests all share it; a forked
+    worker gets its own)."""
+    with _groups_lock:
+        return _groups.setdefault((os.getpid(), Path(database)), GroupCommit())

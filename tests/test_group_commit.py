@@ -1,0 +1,164 @@
+"""Group commit (intake/store/group_commit.py): requests publishing at the same moment share a
+transaction; each gets its own outcome; none waits for ever; a failed commit acknowledges none."""
+
+from __future__ import annotations
+
+import threading
+
+from intake.config import Settings
+from intake.store import Recipient, Source, Store
+from intake.store.connection import Connection
+from intake.store.errors import StoreError
+from intake.store import group_commit
+from intake.store.group_commit import GroupCommit, group_for
+from tests.fixtures_store import recipients, settings, source, store  # noqa: F401 - fixtures
+
+SENDERS = 24
+
+
+def _send_at_once(settings: Settings, source: Source, recipients: list[Recipient], senders: int,
+                  removed: set[int] = frozenset()) -> dict[int, str | BaseException]:
+    """`senders` threads, each with its own store, publish one message at the same moment;
+    the uploads of the indexes in `removed` are deleted just before they publish."""
+    outcome: dict[int, str | BaseException] = {}
+    start_line = threading.Barrier(senders)
+
+    def send(index: int) -> None:
+        with Store.open(settings) as own:
+            upload = own.start_submission(source.id, "message", recipients)
+            if index in removed:
+                # A first chunk stored (its pending row with it), then the row removed, as
+                # recovery or deleting the source would, while the rest is still arriving.
+                upload.write(b"x" * settings.upload_chunk_bytes)
+                upload.write(b"the rest")
+                own._conn.execute("DELETE FROM submissions WHERE id = ?", (upload.id,))
+            else:
+                upload.write(f"message {index}".encode())
+            start_line.wait()
+            try:
+                outcome[index] = upload.commit()
+            except BaseException as error:  # noqa: BLE001 - recorded for the test to look at
+                outcome[index] = error
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a request waited for ever"
+    return outcome
+
+
+def test_requests_publishing_at_once_all_land(settings, store, source, recipients, monkeypatch):
+    batches = _count_batches(monkeypatch)
+    outcome = _send_at_once(settings, source, recipients, SENDERS)
+    assert all(isinstance(value, str) for value in outcome.values()), outcome
+    stored = {s.id for s in store.submissions(source.id)}
+    assert stored == set(outcome.values())
+    # They shared transactions (how many depends on timing; never one each when they all wait).
+    print(f"\n{SENDERS} requests published in {len(batches)} transactions: {batches}")
+    assert sum(batches) == SENDERS and len(batches) < SENDERS
+
+
+def test_one_request_failing_does_not_take_the_others_with_it(settings, store, source, recipients):
+    removed = {3, 11}
+    outcome = _send_at_once(settings, source, recipients, SENDERS, removed)
+    for index, value in outcome.items():
+        if index in removed:
+            assert isinstance(value, StoreError) and "removed before it completed" in str(value)
+        else:
+            assert isinstance(value, str), value
+    assert {s.id for s in store.submissions(source.id)} == {v for v in outcome.values() if isinstance(v, str)}
+
+
+def test_when_the_commit_fails_no_request_of_the_batch_is_acknowledged(settings, store):
+    """A leader in flight holds the queue; two requests wait and then share a batch, whose COMMIT
+    fails (a foreign key checked only at COMMIT): both get the error, neither's writes stay."""
+    group = GroupCommit()
+    in_flight, release = threading.Event(), threading.Event()
+    outcome: dict[str, BaseException | None] = {}
+    stores = {name: Store.open(settings) for name in ("first", "good", "bad")}
+    stores["first"]._conn.execute("CREATE TABLE IF NOT EXISTS probe (name TEXT)")
+
+    def first(conn: Connection) -> None:
+        in_flight.set()
+        release.wait(30)
+
+    def good(conn: Connection) -> None:
+        conn.execute("INSERT INTO probe VALUES ('good')")
+
+    def bad(conn: Connection) -> None:
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute("INSERT INTO submission_recipients (submission_id, journalist_id) VALUES ('no such submission', 1)")
+
+    def run(name: str, work) -> None:
+        try:
+            group.publish(stores[name]._conn, work)
+            outcome[name] = None
+        except BaseException as error:  # noqa: BLE001 - recorded for the test to look at
+            outcome[name] = error
+
+    try:
+        threads = [threading.Thread(target=run, args=("first", first))]
+        threads[0].start()
+        assert in_flight.wait(30)
+        for name, work in (("good", good), ("bad", bad)):
+            threads.append(threading.Thread(target=run, args=(name, work)))
+            threads[-1].start()
+        while len(group._waiting) < 2:
+            threading.Event().wait(0.01)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        for own in stores.values():
+            own.close()
+    assert outcome["first"] is None
+    assert outcome["good"] is not None and outcome["good"] is outcome["bad"]  # the COMMIT's own error
+    with Store.open(settings) as fresh:
+        assert fresh._conn.execute("SELECT name FROM probe").fetchall() == []
+
+
+def test_a_leader_that_leaves_hands_the_queue_on(settings, store):
+    """Many small publishes from many threads on one group: all finish, each exactly once."""
+    group = GroupCommit()
+    done = []
+    lock = threading.Lock()
+    stores = [Store.open(settings) for _ in range(16)]
+    try:
+        def publish(own: Store, index: int) -> None:
+            for round_ in range(10):
+                def work(conn: Connection, tag=(index, round_)) -> None:
+                    with lock:
+                        done.append(tag)
+                group.publish(own._conn, work)
+
+        threads = [threading.Thread(target=publish, args=(own, i)) for i, own in enumerate(stores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        for own in stores:
+            own.close()
+    assert sorted(done) == sorted((i, r) for i in range(16) for r in range(10))
+
+
+def test_each_process_and_database_has_its_own_queue(settings, tmp_path):
+    assert group_for(settings.db_path) is group_for(settings.db_path)
+    assert group_for(settings.db_path) is not group_for(tmp_path / "other.db")
+
+
+def _count_batches(monkeypatch) -> list[int]:
+    """The size of each batch committed from now on (filled in as they commit)."""
+    batches: list[int] = []
+    commit = group_commit._commit
+
+    def counting(conn: Connection, batch: list) -> None:
+        commit(conn, batch)
+        batches.append(len(batch))
+
+    monkeypatch.setattr(group_commit, "_commit", counting)
+    return batches
