@@ -155,6 +155,24 @@ def test_token_after_content_is_refused_before_anything_is_stored(instance):
         assert nothing_kept(store)
 
 
+def test_a_whole_file_before_the_token_is_refused_and_never_published(instance):
+    """Parts are published as they end, so the token must be checked before the first one: a file
+    that arrives whole before a valid token is refused, not published."""
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="early.pdf"\r\n'
+        f'Content-Type: application/pdf\r\n\r\n{"x" * 70_000}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{TOKEN}\r\n--{boundary}--\r\n'
+    ).encode()
+    published = []
+    with Store.open(instance.settings) as store:
+        with pytest.raises(FormTokenError):
+            ingest_submission(Dribble(body, (65536,)), f"multipart/form-data; boundary={boundary}", store=store,
+                              source_id=new_source_id(store), max_bytes=10 * 1024 * 1024, check_form_token=accept_token,
+                              on_published=published.append)
+        assert nothing_kept(store) and published == []
+
+
 def test_invalid_token_rolls_back(instance):
     body, content_type = upload_body("forged", message="x")
     with Store.open(instance.settings) as store:
