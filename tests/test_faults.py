@@ -225,7 +225,8 @@ def check_whole_parts(sent: list[Sent], visible: list[tuple[str, str | None, byt
     """Every acknowledged request is there in full; of every other request, what is there is its first
     parts in the order sent, each whole (a part is published once it has arrived whole, so a cut or a
     refusal keeps the parts before it); nothing is there that was not sent (a part stored in part would
-    be that: items are compared by their whole content). Returns (acknowledged requests, requests visible)."""
+    be that: items are compared by their whole content). Returns (acknowledged requests, requests
+    visible in full, requests without an answer visible in part)."""
     key = lambda kind, name, content: (kind, name, hashlib.sha256(content).hexdigest())  # noqa: E731
     seen: dict[tuple, int] = {}
     for kind, name, content in visible:
@@ -233,7 +234,7 @@ def check_whole_parts(sent: list[Sent], visible: list[tuple[str, str | None, byt
         seen[k] = seen.get(k, 0) + 1
     assert all(count == 1 for count in seen.values()), "a submission is visible twice"
     expected: set[tuple] = set()
-    visible_requests = 0
+    visible_requests = in_part = 0
     for request in sent:
         keys = [key(p.kind, p.name, p.content) for p in in_order_sent(request.parts)]
         present = [k in seen for k in keys]
@@ -241,10 +242,11 @@ def check_whole_parts(sent: list[Sent], visible: list[tuple[str, str | None, byt
             assert all(present), f"an acknowledged request lost {present.count(False)} of its {len(keys)} parts"
         else:
             assert present == sorted(present, reverse=True), f"an unacknowledged request kept parts out of order: {present}"
-        visible_requests += any(present)
+        visible_requests += all(present)
+        in_part += any(present) and not all(present)
         expected |= set(keys)
     assert seen.keys() <= expected, "something is visible that no source sent (or a part of it)"
-    return sum(r.acknowledged for r in sent), visible_requests
+    return sum(r.acknowledged for r in sent), visible_requests, in_part
 
 
 def check_refusal_lists_what_was_kept(request: Sent, visible: list[tuple[str, str | None, bytes]]) -> None:
@@ -413,11 +415,11 @@ def test_kill_9_during_concurrent_submissions_loses_no_acknowledged_one_and_show
     with Store.open(settings) as store:
         counts = store.counts()
     assert counts["submissions"] == len(visible) and counts["pending uploads"] == 0
-    acked_requests, visible_requests = check_whole_parts(load.sent + [after], list(visible.values()))
+    acked_requests, visible_requests, in_part = check_whole_parts(load.sent + [after], list(visible.values()))
     export = exported(data_dir, tmp_path / "export.bundle", journalist)
     assert sorted(export, key=repr) == sorted(visible.values(), key=repr)
     print(f"\n[{moment}] {len(load.sent)} requests sent, {acked} acknowledged before the kill and all present;"
-          f" {visible_requests - 1 - acked} more complete without an answer; {interrupted} uploads interrupted and"
+          f" {visible_requests - 1 - acked} more complete and {in_part} in their first parts without an answer; {interrupted} uploads interrupted and"
           f" removed; {len(visible)} submissions exported and decrypted; {time.monotonic() - started:.1f} s")
 
 
@@ -538,7 +540,7 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
             assert again.acknowledged, status
 
         visible = visible_submissions(settings, journalist)
-        acked, _ = check_whole_parts(sent, list(visible.values()))
+        acked, _, _ = check_whole_parts(sent, list(visible.values()))
         space = store_space(settings)
         assert space["pending"] == [] and space["blob chunk owners"] <= space["ready"]
         print(f"\n[disk full] refused with 503 after {sent.index(refused)} acknowledged requests of 3-5.5 MiB;"
