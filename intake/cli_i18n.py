@@ -33,4 +33,9 @@ def ngettext(singular: str, plural: str, count: int) -> str:
     return _translation.ngettext(singular, plural, count)
 
 
+def pgettext(context: str, message: str) -> str:
+    """For a word that is translated differently in another place (a count's label, a size's)."""
+    return _translation.pgettext(context, message)
+
+
 set_language(None)

@@ -212,12 +212,12 @@ def rotate_signing_key_command(data_dir: Path, yes: bool) -> None:
     kept only to open replies sealed to it; a second rotation forgets it.
     """
     if not yes:
-        click.confirm("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?", abort=True)
+        click.confirm(_("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?"), abort=True)
     old, new = rotate_server_signing_key(data_dir)
-    click.echo(f"Old server key fingerprint: {old.fingerprint} (kept only to open replies sealed to it)")
-    click.echo(f"New server key fingerprint: {new.fingerprint}")
-    click.echo(f"Give every journalist {data_dir / SERVER_PUBLIC_FILE} and read them the new fingerprint "
-               "(they run `intake-keys trust-server`).")
+    click.echo(_("Old server key fingerprint: {fingerprint} (kept only to open replies sealed to it)").format(fingerprint=old.fingerprint))
+    click.echo(_("New server key fingerprint: {fingerprint}").format(fingerprint=new.fingerprint))
+    click.echo(_("Give every journalist {file} and read them the new fingerprint (they run `intake-keys trust-server`).")
+               .format(file=data_dir / SERVER_PUBLIC_FILE))
 
 
 @cli.command("import-replies")
