@@ -20,7 +20,7 @@ from keys.errors import KeysError
 from keys.identity import PublicIdentity
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
-from intake.cli_i18n import _, ngettext, pgettext, set_language
+from intake.cli_i18n import _, ngettext, pgettext, set_language, speak_for_click
 from intake.config import DATA_DIR_ENV, Settings, key_inside_data_dir, load_settings
 from intake.retention import RetentionPolicy
 from intake.server import DEFAULT_GRACE_PERIOD, ServerError, prepare_data_dir
@@ -301,10 +301,25 @@ def demo_instructions(info: DemoInfo, url: str) -> str:
     ])
 
 
+def _language_asked(args: list[str]) -> str | None:
+    """The value of the group's --lang, read before click parses anything, so that click's own
+    messages (usage, a missing option) follow it too; click checks it properly afterwards."""
+    for position, arg in enumerate(args):
+        if arg == "--lang" and position + 1 < len(args):
+            return args[position + 1]
+        if arg.startswith("--lang="):
+            return arg.partition("=")[2]
+        if not arg.startswith("-"):  # the command's name: --lang belongs before it
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    speak_for_click(_language_asked(args))
     for module in COMMAND_MODULES:
         importlib.import_module(module)
-    cli.main(args=argv, prog_name="intake")
+    cli.main(args=args, prog_name="intake")
 
 
 if __name__ == "__main__":

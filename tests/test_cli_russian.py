@@ -115,3 +115,48 @@ def test_a_wrong_database_key_is_told_in_russian(instance, tmp_path: Path):
     refused = intake("--lang", "ru", "status", "--data", data, "--db-key-file", wrong)
     assert refused.returncode == 1
     assert "этот ключ не открывает базу данных (ключ неверный или это не база intake)" in refused.stderr
+
+
+# --- click's own words: usage, its refusals ----------------------------------------------
+
+
+def test_clicks_own_messages_follow_lang_and_LANG(tmp_path: Path):
+    missing = intake("--lang", "ru", "backup", "--data", tmp_path / "data")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == ["Использование: intake backup [OPTIONS]", "Справка: 'intake backup --help'.", "",
+                                           "Ошибка: Не указан параметр '--out'."]
+    unknown = intake("bogus", env=RUSSIAN_ENV)
+    assert unknown.returncode == 2 and "Ошибка: Нет такой команды: 'bogus'." in unknown.stderr
+    no_file = intake("restore", tmp_path / "nothing.backup", "--data", tmp_path / "data", env=RUSSIAN_ENV)
+    assert no_file.returncode == 2 and "не существует." in no_file.stderr and "does not exist" not in no_file.stderr
+    help_page = intake("--lang", "ru", "--help").stdout
+    assert help_page.startswith("Использование: intake [OPTIONS] COMMAND [ARGS]...")
+    assert "\nПараметры:\n" in help_page and "\nКоманды:\n" in help_page and "Показать эту справку и выйти." in help_page
+    english = intake("backup", "--data", tmp_path / "data")
+    assert english.returncode == 2 and "Error: Missing option '--out'." in english.stderr and "Usage: intake backup" in english.stderr
+
+
+def test_the_catalogue_of_clicks_words_covers_the_installed_click_and_is_compiled(tmp_path: Path):
+    """Every message of the installed click is translated (a click upgrade with new words fails here:
+    extract them as intake/translations/README.md says)."""
+    import click
+    from babel.messages.frontend import CommandLineInterface
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+
+    fresh = tmp_path / "click.pot"
+    CommandLineInterface().run(["pybabel", "-q", "extract", "--no-location", "--sort-output", "-o", str(fresh),
+                                str(Path(click.__file__).parent)])
+    translations = Path(__file__).resolve().parents[1] / "intake" / "translations"
+
+    def hashable(value):
+        return value if isinstance(value, str) else tuple(value)
+
+    def ids(path: Path, reader=read_po) -> dict:
+        with open(path, "rb") as f:
+            return {hashable(m.id): hashable(m.string) for m in reader(f) if m.id}
+
+    russian = ids(translations / "ru" / "LC_MESSAGES" / "click.po")
+    assert set(ids(fresh)) == set(russian) == set(ids(translations / "click.pot"))
+    assert [key for key, value in russian.items() if not (value if isinstance(value, str) else all(value))] == []
+    assert ids(translations / "ru" / "LC_MESSAGES" / "click.mo", read_mo) == russian
