@@ -160,3 +160,49 @@ def test_the_catalogue_of_clicks_words_covers_the_installed_click_and_is_compile
     assert set(ids(fresh)) == set(russian) == set(ids(translations / "click.pot"))
     assert [key for key, value in russian.items() if not (value if isinstance(value, str) else all(value))] == []
     assert ids(translations / "ru" / "LC_MESSAGES" / "click.mo", read_mo) == russian
+
+
+# --- argparse's own words in intake-keys -------------------------------------------------
+
+
+def test_argparses_own_messages_in_intake_keys_follow_lang_and_LANG():
+    def keys(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "intake-keys"), *args], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **ENGLISH_ENV, **(env or {})})
+
+    missing = keys("--lang", "ru", "fingerprint")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == ["использование: intake-keys fingerprint [-h] [--lang {en,ru}] PUBLIC_FILE",
+                                           "intake-keys fingerprint: ошибка: не указаны обязательные аргументы: PUBLIC_FILE"]
+    unknown = keys("bogus", env=RUSSIAN_ENV)
+    assert unknown.returncode == 2 and "ошибка: аргумент COMMAND: недопустимый выбор: 'bogus'" in unknown.stderr
+    help_page = keys("--lang", "ru", "--help").stdout
+    assert help_page.startswith("использование: intake-keys") and "позиционные аргументы:" in help_page
+    assert "показать эту справку и выйти" in help_page
+    english = keys("fingerprint")
+    assert "error: the following arguments are required: PUBLIC_FILE" in english.stderr and english.stderr.startswith("usage: ")
+
+
+def test_the_catalogue_of_argparses_words_covers_this_python_and_is_compiled(tmp_path: Path):
+    """Every message of this Python's argparse is translated (a Python with new words fails here:
+    extract them as intake/translations/README.md says)."""
+    import argparse
+    from babel.messages.frontend import CommandLineInterface
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+
+    fresh = tmp_path / "argparse.pot"
+    CommandLineInterface().run(["pybabel", "-q", "extract", "--no-location", "--sort-output", "-o", str(fresh), argparse.__file__])
+    locale = Path(__file__).resolve().parents[1] / "keys" / "locale"
+
+    def hashable(value):
+        return value if isinstance(value, str) else tuple(value)
+
+    def ids(path: Path, reader=read_po) -> dict:
+        with open(path, "rb") as f:
+            return {hashable(m.id): hashable(m.string) for m in reader(f) if m.id}
+
+    russian = ids(locale / "ru" / "LC_MESSAGES" / "argparse.po")
+    assert set(ids(fresh)) == set(russian) == set(ids(locale / "argparse.pot"))
+    assert [key for key, value in russian.items() if not (value if isinstance(value, str) else all(value))] == []
+    assert ids(locale / "ru" / "LC_MESSAGES" / "argparse.mo", read_mo) == russian
