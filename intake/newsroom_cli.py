@@ -20,7 +20,7 @@ from intake.config import Settings, load_settings
 from intake.db_key_recovery import write_db_key_recovery
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
 from intake.exchange import ExportScope, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
-from intake.retention import RetentionPolicy, purge
+from intake.retention import PurgeReport, RetentionPolicy, purge
 from intake.server_identity import (
     SERVER_PUBLIC_FILE,
     load_server_signing_key,
@@ -250,8 +250,18 @@ def purge_command(data_dir: Path, db_key_file: Path | None) -> None:
         exported=policy.exported_days, read=policy.read_reply_days, unused=policy.unused_source_days))
     with Store.open(settings) as store:
         report = purge(store, policy)
-    for line in report.lines():
+    for line in _purge_lines(report):
         click.echo(line)
+
+
+def _purge_lines(report: PurgeReport) -> list[str]:
+    """What retention deleted, in the terminal's language (the log keeps report.lines(), in English)."""
+    return [_("submissions deleted: {count}").format(count=report.submissions),
+            _("replies deleted: {count}").format(count=report.replies),
+            _("sources deleted: {count}").format(count=report.sources),
+            _("source sessions deleted: {count}").format(count=report.source_sessions),
+            _("journalist sessions deleted: {count}").format(count=report.journalist_sessions),
+            _("failed logins deleted: {count}").format(count=report.failed_logins)]
 
 
 @cli.command("check")

@@ -206,3 +206,24 @@ def test_the_catalogue_of_argparses_words_covers_this_python_and_is_compiled(tmp
     assert set(ids(fresh)) == set(russian) == set(ids(locale / "argparse.pot"))
     assert [key for key, value in russian.items() if not (value if isinstance(value, str) else all(value))] == []
     assert ids(locale / "ru" / "LC_MESSAGES" / "argparse.mo", read_mo) == russian
+
+
+# --- intake serve and intake purge ---------------------------------------------------------
+
+
+def test_serve_and_purge_speak_russian(instance):
+    from tests.fixtures_serve import ServeProcess, free_port
+
+    data, key = instance
+    serve = ServeProcess(["--lang", "ru", "serve", "--data", str(data), "--db-key-file", str(key), "--no-tor",
+                          "--port", str(free_port()), "--journalist-port", str(free_port())], env=ENGLISH_ENV)
+    try:
+        out = serve.read_until("Ctrl-C останавливает intake.")
+    finally:
+        serve.stop()
+    assert f"intake обслуживает {data}: интерфейс для источников на http://127.0.0.1:" in out
+    assert "(только на loopback), а для tor — через unix-сокеты в " in out
+    assert "Tor выключен (--no-tor): onion-сервисы не публикуются." in out
+    purged = intake("purge", "--data", data, "--db-key-file", key, env=RUSSIAN_ENV)
+    assert purged.returncode == 0, purged.stderr
+    assert "удалено материалов: 0\n" in purged.stdout and "удалено записей о неудачных входах: 0\n" in purged.stdout
