@@ -89,6 +89,7 @@ def test_a_connection_cut_after_the_second_of_three_files_keeps_two_and_the_stat
     assert status.status == 200 and "Status and replies" in status.text
     what_you_sent = status.text.split("What you sent", 1)[1].split("Replies from our journalists", 1)[0]
     assert len(re.findall(r"<li>\s*File: received", what_you_sent)) == 2, what_you_sent
+    assert "If sending broke off, only what arrived whole is listed here: send the rest again." in what_you_sent
 
 
 def test_a_refusal_for_size_after_two_files_names_the_two_files_received(small_limit_server):
