@@ -92,10 +92,19 @@ def test_a_connection_cut_after_the_second_of_three_files_keeps_two_and_the_stat
     assert "If sending broke off, only what arrived whole is listed here: send the rest again." in what_you_sent
 
 
-def test_a_refusal_for_size_after_two_files_names_the_two_files_received(small_limit_server):
+REFUSAL_WORDS = {
+    "en": ("This arrived safely and was kept:", "The rest did not arrive: a submission can be at most 1 MiB"),
+    "ru": ("Благополучно дошло и сохранено:", "Остальное не дошло: за один раз можно отправить не больше 1 МБ"),
+}
+
+
+@pytest.mark.parametrize("language", sorted(REFUSAL_WORDS))
+def test_a_refusal_for_size_after_two_files_names_the_two_files_received(small_limit_server, language):
     server = small_limit_server
+    listed, advice = REFUSAL_WORDS[language]
     before, _ = stored_contents(server)
     client = SourceClient(server.url)
+    client.get(f"/language/{language}")
     _codename, page = client.start_as_new_source()
     files = three_files("size")
     files[2].content += os.urandom(200 * KiB)
@@ -122,10 +131,10 @@ def test_a_refusal_for_size_after_two_files_names_the_two_files_received(small_l
     sock.close()
     head, _, text = answer.decode("utf-8", errors="replace").partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 413"), head
-    kept = text.split("This arrived safely and was kept:", 1)[1].split("</ul>", 1)[0]
+    kept = text.split(listed, 1)[1].split("</ul>", 1)[0]
     assert "size-1.pdf" in kept and files[1].name in html.unescape(kept) and "<b>second</b>" not in text
     assert "size-3.pdf" not in text
-    assert "The rest did not arrive: a submission can be at most 1 MiB" in text
+    assert advice in text
 
     contents = wait_until_settled(server)
     new = [content for content in contents if content not in before]
