@@ -19,7 +19,7 @@ from intake.cli_i18n import _, ngettext
 from intake.config import Settings, load_settings
 from intake.db_key_recovery import write_db_key_recovery
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
-from intake.exchange import ExportScope, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
+from intake.exchange import ExportScope, ImportReport, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
 from intake.retention import PurgeReport, RetentionPolicy, purge
 from intake.server_identity import (
     SERVER_PUBLIC_FILE,
@@ -231,8 +231,24 @@ def import_replies_command(data_dir: Path, bundle: Path, db_key_file: Path | Non
             report = import_reply_bundle(store, src, server_box_keys(data_dir))
         except ReplyBundleRefusedError as error:
             raise click.ClickException(str(error)) from None
-    for line in report.lines():
+    for line in _import_lines(report):
         click.echo(line)
+
+
+def _import_lines(report: ImportReport) -> list[str]:
+    """The import in words, one line per source, then the totals (the journalist interface says the same)."""
+    out = []
+    for line in report.per_source:
+        if line.designation is None:
+            out.append(_("{count} for a source that is no longer here (id {id}): not imported").format(count=line.missing, id=line.source_id))
+        elif line.duplicates:
+            out.append(_("{source}: {added} added, {duplicates} already imported before")
+                       .format(source=line.designation, added=line.added, duplicates=line.duplicates))
+        else:
+            out.append(_("{source}: {added} added").format(source=line.designation, added=line.added))
+    out.append(_("{added} replies added, {duplicates} already here, {missing} not deliverable (signed by {journalist})")
+               .format(added=report.added, duplicates=report.duplicates, missing=report.missing, journalist=report.journalist))
+    return out
 
 
 @cli.command("purge")
