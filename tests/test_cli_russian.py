@@ -227,3 +227,19 @@ def test_serve_and_purge_speak_russian(instance):
     purged = intake("purge", "--data", data, "--db-key-file", key, env=RUSSIAN_ENV)
     assert purged.returncode == 0, purged.stderr
     assert "удалено материалов: 0\n" in purged.stdout and "удалено записей о неудачных входах: 0\n" in purged.stdout
+
+
+def test_import_replies_reports_in_russian(newsroom, tmp_path: Path):
+    from tests.fixtures_newsroom import submit_as_new_source
+    from tests.test_export_import import reply_bundle, reply_to
+
+    submit_as_new_source(newsroom.source_app, "for a reply")
+    source_id, sealed = reply_to(newsroom, "answer")
+    replies = tmp_path / "replies.bundle"
+    replies.write_bytes(reply_bundle(newsroom, newsroom.alice.identity, [(source_id, sealed)]))
+    data = newsroom.settings.data_dir
+    imported = intake("--lang", "ru", "import-replies", "--data", data, replies)
+    assert imported.returncode == 0, imported.stderr
+    assert ": добавлено 1\n" in imported.stdout and "Добавлено ответов: 1; уже были: 0; некому доставить: 0" in imported.stdout
+    again = intake("import-replies", "--data", data, replies, env=RUSSIAN_ENV)
+    assert ": добавлено 0, импортировано раньше 1\n" in again.stdout
