@@ -124,9 +124,9 @@ def test_clicks_own_messages_follow_lang_and_LANG(tmp_path: Path):
     missing = intake("--lang", "ru", "backup", "--data", tmp_path / "data")
     assert missing.returncode == 2
     assert missing.stderr.splitlines() == ["Использование: intake backup [OPTIONS]", "Справка: 'intake backup --help'.", "",
-                                           "Ошибка: Не указан параметр '--out'."]
+                                           "Ошибка: не указан параметр '--out'."]
     unknown = intake("bogus", env=RUSSIAN_ENV)
-    assert unknown.returncode == 2 and "Ошибка: Нет такой команды: 'bogus'." in unknown.stderr
+    assert unknown.returncode == 2 and "Ошибка: нет такой команды: 'bogus'." in unknown.stderr
     no_file = intake("restore", tmp_path / "nothing.backup", "--data", tmp_path / "data", env=RUSSIAN_ENV)
     assert no_file.returncode == 2 and "не существует." in no_file.stderr and "does not exist" not in no_file.stderr
     help_page = intake("--lang", "ru", "--help").stdout
