@@ -4,13 +4,14 @@ The input is ``Content-Type value | LF | u16 read size | body``: the read size i
 the "socket" hands over each time (so split points fall anywhere: inside boundaries,
 part headers, CRLFs). Seeds in fuzz/corpus/multipart are real forms in this layout.
 
-The store here keeps ciphertext in memory and follows the store's contract (sinks that
-are committed together or aborted), so a run costs parsing and encryption only; the
-same contract against the real SQLCipher store is tests/test_ingest.py's.
+The store here keeps ciphertext in memory and follows the store's contract (each sink
+committed or aborted), so a run costs parsing and encryption only; the same contract
+against the real SQLCipher store is tests/test_ingest.py's.
 
-Contract: an IngestResult whose parts are all published together, each an envelope
-that opens to a complete item; or an UploadError with every part of the request
-aborted and nothing published.
+Contract: nothing is published before the form token was accepted; every part is
+published once whole, an envelope that opens to a complete item, and the caller hears
+of each; an IngestResult lists every published part; an UploadError leaves the parts
+published before it (in order) and no part open.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Recipient:
 
 @dataclass
 class Sink:
+    store: "MemoryStore"
     kind: str
     data: bytearray = field(default_factory=bytearray)
     state: str = "open"
@@ -53,7 +55,12 @@ class Sink:
         return len(ciphertext)
 
     def commit(self) -> str:
-        raise AssertionError("parts are published only together (commit_together)")
+        assert self.state == "open", "commit after commit or abort"
+        assert self.store.token_accepted, "a part was published before the form token was accepted"
+        decrypt_bytes(bytes(self.data), KEY)  # whole: the envelope opens to a complete item
+        self.state = "published"
+        self.store.published.append(self)
+        return str(len(self.store.published))
 
     def abort(self) -> None:
         assert self.state != "published", "abort after publishing"
@@ -64,21 +71,16 @@ class MemoryStore:
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
         self.published: list[Sink] = []
+        self.token_accepted = False
 
     def active_recipients(self) -> list[Recipient]:
         return [Recipient(bytes(KEY.public_key))]
 
     def start_submission(self, source_id: str, kind: str, recipients: list) -> Sink:
-        sink = Sink(kind)
+        assert all(sink.state != "open" for sink in self.sinks), "a part started while another is open"
+        sink = Sink(self, kind)
         self.sinks.append(sink)
         return sink
-
-    def commit_together(self, sinks: list[Sink]) -> tuple[str, ...]:
-        assert all(sink.state == "open" for sink in sinks)
-        for sink in sinks:
-            sink.state = "published"
-        self.published += sinks
-        return tuple(str(n) for n in range(len(sinks)))
 
 
 class Reads(io.RawIOBase):
@@ -91,9 +93,12 @@ class Reads(io.RawIOBase):
         return piece
 
 
-def check_token(value: str) -> None:
-    if value != TOKEN:
-        raise FormTokenError("the form token is wrong")
+def token_checker(store: MemoryStore):
+    def check_token(value: str) -> None:
+        if value != TOKEN:
+            raise FormTokenError("the form token is wrong")
+        store.token_accepted = True
+    return check_token
 
 
 def test_one_input(data: bytes) -> None:
@@ -102,14 +107,17 @@ def test_one_input(data: bytes) -> None:
         return
     read_size = 16 + int.from_bytes(rest[:2], "big") % 8192  # 16 bytes up: split points still fall anywhere in the body
     store = MemoryStore()
+    heard = []
     try:
         result = ingest_submission(Reads(rest[2:], read_size), content_type.decode("latin-1"), store=store,
-                                   source_id="source", max_bytes=MAX_BYTES, check_form_token=check_token)
+                                   source_id="source", max_bytes=MAX_BYTES, check_form_token=token_checker(store),
+                                   on_published=heard.append)
     except UploadError:
-        assert not store.published, "a refused upload published something"
-        assert all(sink.state == "aborted" for sink in store.sinks), "a refused upload left a part open"
+        assert all(sink.state != "open" for sink in store.sinks), "a refused upload left a part open"
+        assert [item.kind for item in heard] == [sink.kind for sink in store.published]
         return
-    assert len(result.submission_ids) == len(store.published)
+    assert len(result.submission_ids) == len(store.published) == len(result.items)
+    assert list(result.items) == heard
     assert all(sink.state == "published" for sink in store.sinks)
     for sink in store.published:
         meta, _body = decrypt_bytes(bytes(sink.data), KEY)

@@ -33,6 +33,7 @@ import nacl.secret
 from keys.files import PendingFile, write_new_file
 from nacl.exceptions import CryptoError
 
+from intake.cli_i18n import _
 from intake.config import (
     DB_FILE,
     DB_KEY_BYTES,
@@ -77,7 +78,7 @@ def make_backup(data_dir: Path, out: Path, *, db_key_file: Path | None = None) -
     settings = load_settings(data_dir, db_key_file=db_key_file)
     out = Path(out)
     if out.exists():
-        raise BackupError(f"{out} exists already: choose a new file name")
+        raise BackupError(_("{path} exists already: choose a new file name").format(path=out))
     secrets_blob = _seal_secrets(settings)
     folder = out.parent if str(out.parent) else Path(".")
     stage = Path(tempfile.mkdtemp(prefix=".intake-backup-", dir=folder))
@@ -105,7 +106,7 @@ def _seal_secrets(settings: Settings) -> bytes:
         try:
             files[name] = path.read_bytes().hex()
         except FileNotFoundError:
-            raise BackupError(f"{path} is missing: this data dir is incomplete (run `intake init` on it)") from None
+            raise BackupError(_("{path} is missing: this data dir is incomplete (run `intake init` on it)").format(path=path)) from None
     return bytes(_backup_box(settings.db_key).encrypt(json.dumps(files, sort_keys=True).encode()))
 
 
@@ -113,11 +114,11 @@ def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
     """Both databases copied into `stage`, main first: a submission seen there has all its
     chunks in the blobs copy, unless it was deleted in between; then copy again."""
     staged = dataclasses.replace(settings, data_dir=stage)
-    for _ in range(_SNAPSHOT_ATTEMPTS):
+    for _attempt in range(_SNAPSHOT_ATTEMPTS):
         for path in stage.iterdir():
             path.unlink()
         with Store.open(settings) as store:
-            (_, main), (_, blobs) = store.databases()
+            (_main_name, main), (_blobs_name, blobs) = store.databases()
             for source, target in ((main, connect(staged.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)),
                                    (blobs, connect_blobs(blobs_path(staged), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms))):
                 try:
@@ -125,13 +126,13 @@ def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
                 finally:
                     target.close()
         with Store.open(staged) as copy:
-            (_, main), (_, blobs) = copy.databases()
+            (_main_name, main), (_blobs_name, blobs) = copy.databases()
             # Uploads in progress are not submissions yet; their chunks are reclaimed later.
             main.execute("DELETE FROM submissions WHERE state = 'pending'")
             if _every_submission_whole(main, blobs):
                 main.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 return copy.counts()
-    raise BackupError("submissions kept being deleted while the backup was made: run it again")
+    raise BackupError(_("submissions kept being deleted while the backup was made: run it again"))
 
 
 def _every_submission_whole(main, blobs) -> bool:
@@ -164,11 +165,11 @@ def restore_backup(backup: Path, data_dir: Path, *, db_key_file: Path | None = N
     (`db_key_file`, $INTAKE_DB_KEY_FILE or the systemd credential). All or nothing."""
     data_dir = Path(data_dir)
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
-        raise BackupError(f"{data_dir} is not empty: restore into a new or empty data dir")
+        raise BackupError(_("{folder} is not empty: restore into a new or empty data dir").format(folder=data_dir))
     key_path = db_key_path(data_dir, db_key_file)
     if key_path.resolve().is_relative_to(data_dir.resolve()):
-        raise BackupError("give the database key with --db-key-file (the one `intake-keys recover-db-key` wrote), "
-                          "or run this where the server's systemd credential holds it")
+        raise BackupError(_("give the database key with --db-key-file (the one `intake-keys recover-db-key` wrote), "
+                            "or run this where the server's systemd credential holds it"))
     db_key = read_secret_file(key_path, DB_KEY_BYTES, "database key", MissingDatabaseKeyError)
     made_dir = not data_dir.exists()
     try:
@@ -180,7 +181,7 @@ def restore_backup(backup: Path, data_dir: Path, *, db_key_file: Path | None = N
         with Store.open(settings) as store:
             problems = Newsroom(store).integrity_problems()
         if problems:
-            raise BackupError(f"the restored store is damaged ({problems[0]}): this backup cannot be used")
+            raise BackupError(_("the restored store is damaged ({problem}): this backup cannot be used").format(problem=problems[0]))
         write_server_public_file(data_dir)  # the public half journalists compare, from the restored seed
         return settings
     except BaseException:
@@ -195,20 +196,20 @@ def _unpack(backup: Path, data_dir: Path, db_key: bytes) -> None:
     try:
         tar = tarfile.open(backup, mode="r|")
     except (OSError, tarfile.TarError):
-        raise BackupError(f"{backup} is not an intake backup (not a tar file)") from None
+        raise BackupError(_("{backup} is not an intake backup (not a tar file)").format(backup=backup)) from None
     seen: list[str] = []
     with tar:
         try:
             for member in tar:
                 if member.name in seen or not member.isfile() or member.name not in (FORMAT_MEMBER, SECRETS_MEMBER, *_PLAIN_MEMBERS):
-                    raise BackupError(f"{backup} is not an intake backup (unexpected member {member.name!r})")
+                    raise BackupError(_("{backup} is not an intake backup (unexpected member {member})").format(backup=backup, member=repr(member.name)))
                 if not seen and member.name != FORMAT_MEMBER or seen == [FORMAT_MEMBER] and member.name != SECRETS_MEMBER:
-                    raise BackupError(f"{backup} is not an intake backup (members out of order)")
+                    raise BackupError(_("{backup} is not an intake backup (members out of order)").format(backup=backup))
                 seen.append(member.name)
                 src = tar.extractfile(member)
                 if member.name == FORMAT_MEMBER:
                     if src.read(_SMALL_MEMBER) != FORMAT_LINE:
-                        raise BackupError(f"{backup} is not an intake backup this version can read")
+                        raise BackupError(_("{backup} is not an intake backup this version can read").format(backup=backup))
                 elif member.name == SECRETS_MEMBER:
                     _write_secrets(data_dir, src.read(_SMALL_MEMBER), db_key)
                 else:
@@ -216,18 +217,18 @@ def _unpack(backup: Path, data_dir: Path, db_key: bytes) -> None:
                         shutil.copyfileobj(src, pending)
                         pending.commit(member.name, durable=True, renumber=False)
         except tarfile.TarError:
-            raise BackupError(f"{backup} is damaged or cut short") from None
+            raise BackupError(_("{backup} is damaged or cut short").format(backup=backup)) from None
     if DB_FILE not in seen:
-        raise BackupError(f"{backup} is damaged or cut short (it holds no database)")
+        raise BackupError(_("{backup} is damaged or cut short (it holds no database)").format(backup=backup))
 
 
 def _write_secrets(data_dir: Path, sealed: bytes, db_key: bytes) -> None:
     try:
         files = json.loads(_backup_box(db_key).decrypt(sealed))
     except CryptoError:
-        raise BackupError("this database key does not open this backup (a different instance's key?)") from None
+        raise BackupError(_("this database key does not open this backup (a different instance's key?)")) from None
     if not isinstance(files, dict) or sorted(files) != sorted(SECRET_FILES):
-        raise BackupError("the backup's secrets are incomplete")
+        raise BackupError(_("the backup's secrets are incomplete"))
     (data_dir / "onion").mkdir(mode=0o700)
     for name, data in files.items():
         write_new_file(data_dir / name, bytes.fromhex(data), 0o600)

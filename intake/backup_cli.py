@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from intake.backup import make_backup, restore_backup
-from intake.cli import cli, data_option, db_key_option
+from intake.cli import cli, data_option, db_key_option, echo_counts
+from intake.cli_i18n import _
 from intake.db_key_recovery import RECOVERY_FILE
 from intake.server import prepare_data_dir
 from intake.onion_keys import ensure_onion_keys
@@ -25,10 +26,10 @@ def backup_command(data_dir: Path, out_path: Path, db_key_file: Path | None) -> 
     safe to keep as the store itself. It can be made while intake serves.
     """
     counts = make_backup(data_dir, out_path, db_key_file=db_key_file)
-    click.echo(f"Wrote {out_path}: {counts['submissions']} submissions from {counts['sources']} sources, "
-               f"{counts['replies']} replies, {counts['journalists']} journalists, and both onion keys.")
-    click.echo(f"It opens with the database key only; if that is lost, a journalist recovers it from "
-               f"{RECOVERY_FILE} (in the backup) with `intake-keys recover-db-key`.")
+    click.echo(_("Wrote {path}: {submissions} submissions from {sources} sources, {replies} replies, "
+                 "{journalists} journalists, and both onion keys.").format(path=out_path, **counts))
+    click.echo(_("It opens with the database key only; if that is lost, a journalist recovers it from "
+                 "{file} (in the backup) with `intake-keys recover-db-key`.").format(file=RECOVERY_FILE))
 
 
 @cli.command("restore")
@@ -42,11 +43,10 @@ def restore_command(backup: Path, data_dir: Path, db_key_file: Path | None) -> N
     $INTAKE_DB_KEY_FILE or the systemd credential, never from the data dir.
     """
     settings = restore_backup(backup, data_dir, db_key_file=db_key_file)
-    click.echo(f"Restored {backup} into {settings.data_dir}")
-    for name, count in prepare_data_dir(settings.data_dir, db_key_file).items():
-        click.echo(f"{name}: {count}")
+    click.echo(_("Restored {backup} into {folder}").format(backup=backup, folder=settings.data_dir))
+    echo_counts(prepare_data_dir(settings.data_dir, db_key_file))
     source_onion, journalist_onion = ensure_onion_keys(settings.data_dir)
-    click.echo(f"Source onion address: {source_onion}")
-    click.echo(f"Journalist onion address: {journalist_onion}")
-    click.echo("With the system tor (deploy/setup-debian.sh), run the set-up script now: it gives tor the restored "
-               "source key.")
+    click.echo(_("Source onion address: {onion}").format(onion=source_onion))
+    click.echo(_("Journalist onion address: {onion}").format(onion=journalist_onion))
+    click.echo(_("With the system tor (deploy/setup-debian.sh), run the set-up script now: it gives tor the restored "
+                 "source key."))

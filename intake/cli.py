@@ -20,16 +20,17 @@ from keys.errors import KeysError
 from keys.identity import PublicIdentity
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
-from intake.cli_i18n import _, set_language
+from intake.cli_i18n import _, ngettext, pgettext, set_language, speak_for_click
 from intake.config import DATA_DIR_ENV, Settings, key_inside_data_dir, load_settings
 from intake.retention import RetentionPolicy
+from intake.onion_keys import OnionKeyError, ensure_onion_keys
 from intake.server import DEFAULT_GRACE_PERIOD, ServerError, prepare_data_dir
 from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, SOCKET_DIR_NAME, TOR_MODES, TipLine, TorPlan, read_torrc_lines
 from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
+from intake.store.errors import WrongDatabaseKeyError
 from intake.store.newsroom import Newsroom
-from intake.onion_keys import OnionKeyError, ensure_onion_keys
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError
 
 # Modules that add commands to `cli` when imported (e.g. the journalist commands).
@@ -58,6 +59,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except WrongDatabaseKeyError:  # the store's own words, in the terminal's language
+            raise click.ClickException(_("the database key does not open this database (wrong key, or not an intake database)")) from None
         except (StoreError, KeysError, ServerError, TorError, OnionKeyError) as error:
             raise click.ClickException(str(error)) from None
 
@@ -90,22 +93,24 @@ def init(data_dir: Path, journalist_keys: tuple[Path, ...], yes: bool, db_key_fi
     """
     def confirm(identities: list[PublicIdentity]) -> None:
         for identity in identities:
-            click.echo(f"Fingerprint of {identity.name}'s key: {identity.fingerprint}")
+            click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
         if not yes:
-            click.confirm("Does each journalist read the same fingerprint on their laptop?", abort=True)
+            click.confirm(_("Does each journalist read the same fingerprint on their laptop?"), abort=True)
 
     settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file, key_in_data_dir=key_in_data_dir,
                              confirm=confirm)
-    click.echo(f"Data dir ready: {settings.data_dir}")
+    click.echo(_("Data dir ready: {folder}").format(folder=settings.data_dir))
     server = server_public_key(settings.data_dir)
-    click.echo(f"Server key fingerprint: {server.fingerprint} (journalists trust {settings.data_dir / SERVER_PUBLIC_FILE} with it)")
-    _echo_counts(prepare_data_dir(data_dir, db_key_file))
+    click.echo(_("Server key fingerprint: {fingerprint} (journalists trust {file} with it)")
+               .format(fingerprint=server.fingerprint, file=settings.data_dir / SERVER_PUBLIC_FILE))
+    echo_counts(prepare_data_dir(data_dir, db_key_file))
     # The onion keys exist from the start, so the addresses can be published (and backed up) before serving.
     source_onion, journalist_onion = ensure_onion_keys(settings.data_dir)
-    click.echo(f"Source onion address: {source_onion}")
-    click.echo(f"Journalist onion address: {journalist_onion} (reachable with a journalist's Tor client key)")
+    click.echo(_("Source onion address: {onion}").format(onion=source_onion))
+    click.echo(_("Journalist onion address: {onion} (reachable with a journalist's Tor client key)").format(onion=journalist_onion))
     _echo_login_commands(settings, db_key_file)
-    click.echo(f"Back up {settings.data_dir / 'onion'} now (docs/operator.md): whoever holds it can serve these addresses.")
+    click.echo(_("Back up {folder} now (docs/operator.md): whoever holds it can serve these addresses.")
+               .format(folder=settings.data_dir / "onion"))
     _warn_if_key_in_data_dir(data_dir, db_key_file)
 
 
@@ -116,8 +121,8 @@ def _echo_login_commands(settings: Settings, db_key_file: Path | None) -> None:
     if not waiting:
         return
     key_option = f" --db-key-file {_shell_path(db_key_file)}" if db_key_file is not None else ""
-    click.echo("Journalists without a login yet. Give each one their passphrase, TOTP secret and Tor client key,"
-               " in person, with:")
+    click.echo(_("Journalists without a login yet. Give each one their passphrase, TOTP secret and Tor client key,"
+                 " in person, with:"))
     for name in waiting:
         click.echo(f"  intake journalist reset-login --data {_shell_path(settings.data_dir)}{key_option}"
                    f" --name {shlex.quote(name)}")
@@ -126,8 +131,8 @@ def _echo_login_commands(settings: Settings, db_key_file: Path | None) -> None:
 def _warn_if_key_in_data_dir(data_dir: Path, db_key_file: Path | None) -> None:
     inside = key_inside_data_dir(data_dir, db_key_file)
     if inside is not None:
-        click.echo(f"WARNING: the database key is inside the data dir ({inside}): anyone with a copy of this disk can "
-                   "open the store. Move it out (docs/operator.md, \"The database key\").", err=True)
+        click.echo(_("WARNING: the database key is inside the data dir ({path}): anyone with a copy of this disk can "
+                     "open the store. Move it out (docs/operator.md, \"The database key\").").format(path=inside), err=True)
 
 
 @cli.command()
@@ -137,21 +142,37 @@ def status(data_dir: Path, db_key_file: Path | None) -> None:
     """Open the store and print what it holds: counts, sizes, logins, retention."""
     settings = load_settings(data_dir, db_key_file=db_key_file)
     with Store.open(settings) as store:
-        _echo_counts(store.counts())
+        echo_counts(store.counts())
         _echo_store_details(store, settings)
     _warn_if_key_in_data_dir(data_dir, db_key_file)
 
 
-def _echo_counts(counts: dict[str, int]) -> None:
+def _count_labels() -> dict[str, str]:
+    """The store's counts, named in the terminal's language (made at each call: the language is set by then)."""
+    return {"sources": pgettext("count", "sources"), "submissions": pgettext("count", "submissions"),
+            "replies": pgettext("count", "replies"), "journalists": pgettext("count", "journalists"),
+            "pending uploads": pgettext("count", "pending uploads")}
+
+
+def _size_labels() -> dict[str, str]:
+    return {"submissions": pgettext("size", "submissions"), "not exported": pgettext("size", "not exported"),
+            "replies": pgettext("size", "replies"), "database": pgettext("size", "database"),
+            "free in database": pgettext("size", "free in database"), "blobs database": pgettext("size", "blobs database"),
+            "free in blobs database": pgettext("size", "free in blobs database")}
+
+
+def echo_counts(counts: dict[str, int]) -> None:
+    labels = _count_labels()
     for name, count in counts.items():
-        click.echo(f"{name}: {count}")
+        click.echo(f"{labels.get(name, name)}: {count}")
 
 
 def _echo_store_details(store: Store, settings: Settings) -> None:
     """Sizes, logins and retention for `intake status`."""
     newsroom = Newsroom(store)
+    labels = _size_labels()
     for name, size in newsroom.sizes().items():
-        click.echo(f"{name}: {_human(size)}")
+        click.echo(f"{labels.get(name, name)}: {_human(size)}")
     accounts = newsroom.accounts()
     click.echo(_("journalists who can sign in: {able} of {total}").format(able=sum(a.can_log_in for a in accounts), total=len(accounts)))
     policy = RetentionPolicy.load(settings.data_dir)
@@ -163,7 +184,7 @@ def _echo_store_details(store: Store, settings: Settings) -> None:
 def _human(size: int) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+            return ngettext("{size} byte", "{size} bytes", size).format(size=size) if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return str(size)
 
@@ -281,10 +302,25 @@ def demo_instructions(info: DemoInfo, url: str) -> str:
     ])
 
 
+def _language_asked(args: list[str]) -> str | None:
+    """The value of the group's --lang, read before click parses anything, so that click's own
+    messages (usage, a missing option) follow it too; click checks it properly afterwards."""
+    for position, arg in enumerate(args):
+        if arg == "--lang" and position + 1 < len(args):
+            return args[position + 1]
+        if arg.startswith("--lang="):
+            return arg.partition("=")[2]
+        if not arg.startswith("-"):  # the command's name: --lang belongs before it
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    speak_for_click(_language_asked(args))
     for module in COMMAND_MODULES:
         importlib.import_module(module)
-    cli.main(args=argv, prog_name="intake")
+    cli.main(args=args, prog_name="intake")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,22 @@
 (LANGUAGE, LC_ALL, LC_MESSAGES, LANG); anything without a catalogue is English.
 The catalogue is intake/translations/LANG/LC_MESSAGES/cli.mo (domain "cli"),
 made from cli.po with pybabel (intake/translations/README.md).
+
+Click's own words (usage, "Missing option", "Error:") come from gettext's global
+domain, read in the environment's language: `speak_for_click` points that domain
+at click.mo, made from click's own source (domain "click"), and makes --lang the
+process's LANGUAGE, as if the user had typed LANGUAGE=ru.
 """
 
 from __future__ import annotations
 
 import gettext
+import os
 from pathlib import Path
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 DOMAIN = "cli"
+CLICK_DOMAIN = "click"
 LANGUAGES = ("en", "ru")
 
 _translation: gettext.NullTranslations = gettext.NullTranslations()
@@ -25,12 +32,26 @@ def set_language(language: str | None) -> None:
     _translation = gettext.translation(DOMAIN, TRANSLATIONS, languages=languages, fallback=True)
 
 
+def speak_for_click(language: str | None) -> None:
+    """For the `intake` process only (its console script): click's own messages in ``language``
+    (``None``: the environment's), from intake's catalogue of them."""
+    if language in LANGUAGES:
+        os.environ["LANGUAGE"] = language
+    gettext.bindtextdomain(CLICK_DOMAIN, TRANSLATIONS)
+    gettext.textdomain(CLICK_DOMAIN)
+
+
 def _(message: str) -> str:
     return _translation.gettext(message)
 
 
 def ngettext(singular: str, plural: str, count: int) -> str:
     return _translation.ngettext(singular, plural, count)
+
+
+def pgettext(context: str, message: str) -> str:
+    """For a word that is translated differently in another place (a count's label, a size's)."""
+    return _translation.pgettext(context, message)
 
 
 set_language(None)

@@ -155,21 +155,6 @@ class ImportReport:
     def missing(self) -> int:
         return sum(line.missing for line in self.per_source)
 
-    def lines(self) -> list[str]:
-        """The report in words, one line per source, then the totals."""
-        out = []
-        for line in self.per_source:
-            if line.designation is None:
-                out.append(f"{line.missing} for a source that is no longer here (id {line.source_id}): not imported")
-            else:
-                text = f"{line.designation}: {line.added} added"
-                if line.duplicates:
-                    text += f", {line.duplicates} already imported before"
-                out.append(text)
-        out.append(f"{self.added} replies added, {self.duplicates} already here, {self.missing} not deliverable"
-                   f" (signed by {self.journalist})")
-        return out
-
 
 def import_reply_bundle(store: Store, src: BinaryIO, box_keys: Sequence[PrivateKey]) -> ImportReport:
     """Verify a reply bundle against the active journalists' signing keys, open each

@@ -19,8 +19,8 @@ from intake.cli_i18n import _, ngettext
 from intake.config import Settings, load_settings
 from intake.db_key_recovery import write_db_key_recovery
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
-from intake.exchange import ExportScope, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
-from intake.retention import RetentionPolicy, purge
+from intake.exchange import ExportScope, ImportReport, NothingToExportError, PreparedExport, ReplyBundleRefusedError, import_reply_bundle, selected_sources
+from intake.retention import PurgeReport, RetentionPolicy, purge
 from intake.server_identity import (
     SERVER_PUBLIC_FILE,
     load_server_signing_key,
@@ -212,12 +212,12 @@ def rotate_signing_key_command(data_dir: Path, yes: bool) -> None:
     kept only to open replies sealed to it; a second rotation forgets it.
     """
     if not yes:
-        click.confirm("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?", abort=True)
+        click.confirm(_("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?"), abort=True)
     old, new = rotate_server_signing_key(data_dir)
-    click.echo(f"Old server key fingerprint: {old.fingerprint} (kept only to open replies sealed to it)")
-    click.echo(f"New server key fingerprint: {new.fingerprint}")
-    click.echo(f"Give every journalist {data_dir / SERVER_PUBLIC_FILE} and read them the new fingerprint "
-               "(they run `intake-keys trust-server`).")
+    click.echo(_("Old server key fingerprint: {fingerprint} (kept only to open replies sealed to it)").format(fingerprint=old.fingerprint))
+    click.echo(_("New server key fingerprint: {fingerprint}").format(fingerprint=new.fingerprint))
+    click.echo(_("Give every journalist {file} and read them the new fingerprint (they run `intake-keys trust-server`).")
+               .format(file=data_dir / SERVER_PUBLIC_FILE))
 
 
 @cli.command("import-replies")
@@ -231,8 +231,24 @@ def import_replies_command(data_dir: Path, bundle: Path, db_key_file: Path | Non
             report = import_reply_bundle(store, src, server_box_keys(data_dir))
         except ReplyBundleRefusedError as error:
             raise click.ClickException(str(error)) from None
-    for line in report.lines():
+    for line in _import_lines(report):
         click.echo(line)
+
+
+def _import_lines(report: ImportReport) -> list[str]:
+    """The import in words, one line per source, then the totals (the journalist interface says the same)."""
+    out = []
+    for line in report.per_source:
+        if line.designation is None:
+            out.append(_("{count} for a source that is no longer here (id {id}): not imported").format(count=line.missing, id=line.source_id))
+        elif line.duplicates:
+            out.append(_("{source}: {added} added, {duplicates} already imported before")
+                       .format(source=line.designation, added=line.added, duplicates=line.duplicates))
+        else:
+            out.append(_("{source}: {added} added").format(source=line.designation, added=line.added))
+    out.append(_("{added} replies added, {duplicates} already here, {missing} not deliverable (signed by {journalist})")
+               .format(added=report.added, duplicates=report.duplicates, missing=report.missing, journalist=report.journalist))
+    return out
 
 
 @cli.command("purge")
@@ -250,8 +266,18 @@ def purge_command(data_dir: Path, db_key_file: Path | None) -> None:
         exported=policy.exported_days, read=policy.read_reply_days, unused=policy.unused_source_days))
     with Store.open(settings) as store:
         report = purge(store, policy)
-    for line in report.lines():
+    for line in _purge_lines(report):
         click.echo(line)
+
+
+def _purge_lines(report: PurgeReport) -> list[str]:
+    """What retention deleted, in the terminal's language (the log keeps report.lines(), in English)."""
+    return [_("submissions deleted: {count}").format(count=report.submissions),
+            _("replies deleted: {count}").format(count=report.replies),
+            _("sources deleted: {count}").format(count=report.sources),
+            _("source sessions deleted: {count}").format(count=report.source_sessions),
+            _("journalist sessions deleted: {count}").format(count=report.journalist_sessions),
+            _("failed logins deleted: {count}").format(count=report.failed_logins)]
 
 
 @cli.command("check")

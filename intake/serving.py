@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from intake.cli_i18n import _, ngettext
 from intake.config import load_settings
 from intake.listeners import SOCKET_NAMES, ListenerError, prepare_socket_dir, tor_group
 from intake.retention import PurgeSchedule
@@ -104,14 +105,14 @@ class TipLine:
 
     # -- the whole life --
 
-    def serve(self, banner: str = "Ctrl-C stops intake.") -> int:
-        """Start everything, print `banner`, serve until SIGTERM/SIGINT, stop everything.
+    def serve(self, banner: str | None = None) -> int:
+        """Start everything, print `banner` (by default, how to stop), serve until SIGTERM/SIGINT, stop everything.
         Returns the exit status: 0 when asked to stop, 1 when a part failed while serving."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             if not self._start():
                 return 0
-            self.say(banner)
+            self.say(banner or _("Ctrl-C stops intake."))
             return self._watch()
         finally:
             self.stop()
@@ -128,7 +129,8 @@ class TipLine:
         except ListenerError as error:
             raise ServerError(str(error)) from None
         except OSError as error:
-            raise ServerError(f"cannot prepare the socket directory {self.socket_dir}: {error.strerror}") from None
+            raise ServerError(_("cannot prepare the socket directory {folder}: {reason}")
+                              .format(folder=self.socket_dir, reason=error.strerror)) from None
         for server in (self.source, self.journalist):
             server.start()
             if self._stop_requested.is_set():
@@ -137,21 +139,25 @@ class TipLine:
         self._file_times = FileTimesTicker(self.data_dir).start()
         self._say_where_it_listens()
         if self.tor_plan.mode == "none":
-            self.say("Tor is off (--no-tor): no onion service is published.")
+            self.say(_("Tor is off (--no-tor): no onion service is published."))
             return not self._stop_requested.is_set()
         self._start_tor()
         return not self._stop_requested.is_set()
 
     def _say_where_it_listens(self) -> None:
-        group = " (group-shared with tor)" if self._socket_group is not None else ""
-        sockets = f"unix sockets in {self.socket_dir}{group}"
+        if self._socket_group is not None:
+            sockets = _("unix sockets in {folder} (group-shared with tor)").format(folder=self.socket_dir)
+        else:
+            sockets = _("unix sockets in {folder}").format(folder=self.socket_dir)
         if self.source.url is None and self.journalist.url is None:
-            self.say(f"intake is serving {self.data_dir} on {sockets}, for tor; no TCP port is open.")
+            self.say(_("intake is serving {folder} on {sockets}, for tor; no TCP port is open.")
+                     .format(folder=self.data_dir, sockets=sockets))
             return
-        where = [f"the {name} interface at {server.url}" for name, server in
-                 (("source", self.source), ("journalist", self.journalist)) if server.url]
-        self.say(f"intake is serving {self.data_dir}: {', '.join(where)} (loopback only), "
-                 f"and to tor on {sockets}.")
+        where = [label.format(url=server.url) for label, server in
+                 ((_("the source interface at {url}"), self.source), (_("the journalist interface at {url}"), self.journalist))
+                 if server.url]
+        self.say(_("intake is serving {folder}: {where} (loopback only), and to tor on {sockets}.")
+                 .format(folder=self.data_dir, where=", ".join(where), sockets=sockets))
 
     def stop(self) -> None:
         """Stop both gunicorns together, letting requests in flight finish (they may come
@@ -173,36 +179,38 @@ class TipLine:
         plan = self.tor_plan
         client_keys = self._journalist_client_keys()
         self.say({
-            "launch": "Starting tor (intake's own, joining the Tor network)...",
-            "offline": "Starting tor offline (DisableNetwork 1: nothing is contacted)...",
-            "system": f"Attaching to the system tor at {plan.control_socket or DEFAULT_SYSTEM_CONTROL_SOCKET}...",
+            "launch": _("Starting tor (intake's own, joining the Tor network)..."),
+            "offline": _("Starting tor offline (DisableNetwork 1: nothing is contacted)..."),
+            "system": _("Attaching to the system tor at {socket}...").format(socket=plan.control_socket or DEFAULT_SYSTEM_CONTROL_SOCKET),
         }[plan.mode])
         self.onions = OnionServices(self.data_dir, plan.mode, control_socket=plan.control_socket,
                                     extra_torrc=plan.extra_torrc, progress=self._on_bootstrap_progress)
         source, journalist = self.onions.start(self.source.socket_path, self.journalist.socket_path, client_keys)
-        self.say(f"Source onion:      http://{source}/")
+        self.say(_("Source onion:      {url}").format(url=f"http://{source}/"))
         self._say_journalist_onion()
         for notice in self.onions.notices:
-            self.say(f"Note: {notice}")
+            self.say(_("Note: {notice}").format(notice=notice))
         if plan.mode == "offline":
-            self.say("Tor is offline: these addresses are made but not published, so nobody can reach them.")
+            self.say(_("Tor is offline: these addresses are made but not published, so nobody can reach them."))
 
     def _say_journalist_onion(self) -> None:
         assert self.onions is not None
         service = self.onions.services["journalist"]
         if service.published:
             count = len(service.client_auth)
-            self.say(f"Journalist onion:  http://{service.address}/  (client authorisation: reachable only with "
-                     f"a journalist's key; {count} key{'s' if count != 1 else ''} authorised)")
+            self.say(ngettext("Journalist onion:  {url}  (client authorisation: reachable only with a journalist's key;"
+                              " {count} key authorised)",
+                              "Journalist onion:  {url}  (client authorisation: reachable only with a journalist's key;"
+                              " {count} keys authorised)", count).format(url=f"http://{service.address}/", count=count))
         else:
-            self.say(f"Journalist onion:  http://{service.address}/  NOT published: no journalist has a "
-                     f"client-authorisation key yet. Add one with `intake journalist add --data {self.data_dir} "
-                     f"--name NAME --public-key FILE` (for a journalist registered by `intake init`: "
-                     f"`intake journalist reset-login --data {self.data_dir} --name NAME`), then send intake "
-                     "SIGHUP or restart it.")
+            self.say(_("Journalist onion:  {url}  NOT published: no journalist has a client-authorisation key yet. "
+                       "Add one with `intake journalist add --data {folder} --name NAME --public-key FILE` (for a "
+                       "journalist registered by `intake init`: `intake journalist reset-login --data {folder} "
+                       "--name NAME`), then send intake SIGHUP or restart it.")
+                     .format(url=f"http://{service.address}/", folder=self.data_dir))
 
     def _on_bootstrap_progress(self, percent: int, summary: str) -> None:
-        self.say(f"Tor: bootstrapped {percent}% ({summary})")
+        self.say(_("Tor: bootstrapped {percent}% ({summary})").format(percent=percent, summary=summary))
 
     def _journalist_client_keys(self) -> list[str]:
         """The client-authorisation public keys of the active journalists, read afresh."""
@@ -227,7 +235,10 @@ class TipLine:
             for name, server in (("source", self.source), ("journalist", self.journalist)):
                 status = server.exit_status()
                 if status is not None and not self._stop_requested.is_set():
-                    self.say(f"gunicorn for the {name} interface exited (status {status}): stopping intake.")
+                    message = (_("gunicorn for the source interface exited (status {status}): stopping intake.")
+                               if name == "source" else
+                               _("gunicorn for the journalist interface exited (status {status}): stopping intake."))
+                    self.say(message.format(status=status))
                     return 1
             if onions is None:
                 continue
@@ -247,21 +258,21 @@ class TipLine:
                 if needs_bootstrap:
                     if onions.wait_for_bootstrap(0):
                         needs_bootstrap = False
-                        self.say("Tor is connected: the onion services are being published "
-                                 "(reachable within a minute or two).")
+                        self.say(_("Tor is connected: the onion services are being published "
+                                   "(reachable within a minute or two)."))
                     elif not gave_up and time.monotonic() > deadline:
                         gave_up = True
-                        self.say(f"Tor could not bootstrap: {onions.bootstrap.describe()}. intake keeps "
-                                 "serving and tor keeps trying (docs/operator.md lists the usual causes).")
+                        self.say(_("Tor could not bootstrap: {reason}. intake keeps serving and tor keeps trying "
+                                   "(docs/operator.md lists the usual causes).").format(reason=onions.bootstrap.describe()))
             except TorError as error:
                 if self._stop_requested.is_set():
                     break
                 if self.tor_plan.mode != "system" or onions.connected:
-                    self.say(f"Tor failed: {error}. Stopping intake.")
+                    self.say(_("Tor failed: {error}. Stopping intake.").format(error=error))
                     return 1
                 system_tor_lost, next_attempt = True, time.monotonic()
-                self.say(f"Lost the system tor ({error}): the onion services are unreachable until it is "
-                         "back. intake keeps serving and publishes them again as soon as it is.")
+                self.say(_("Lost the system tor ({error}): the onion services are unreachable until it is "
+                           "back. intake keeps serving and publishes them again as soon as it is.").format(error=error))
         return 0
 
     def _republish_on_system_tor(self) -> bool:
@@ -274,6 +285,6 @@ class TipLine:
         except TorError:
             return False
         self._reload_requested.clear()  # the keys were just read afresh
-        self.say("The system tor is back: both onion services are published again, at the same addresses.")
+        self.say(_("The system tor is back: both onion services are published again, at the same addresses."))
         self._say_journalist_onion()
         return True

@@ -13,6 +13,7 @@ from keys.files import write_new_file
 from keys.identity import Identity, PublicIdentity
 from keys.server_key import trust_server
 
+from intake.cli_i18n import _
 from intake.config import (
     DB_FILE,
     DB_KEY_BYTES,
@@ -57,9 +58,9 @@ def load_journalist_key(path: Path) -> PublicIdentity:
     try:
         return PublicIdentity.load(path)
     except FileNotFoundError:
-        raise JournalistKeyFileError(f"the journalist public key file {path} does not exist") from None
+        raise JournalistKeyFileError(_("the journalist public key file {path} does not exist").format(path=path)) from None
     except OSError:
-        raise JournalistKeyFileError(f"the journalist public key file {path} cannot be read") from None
+        raise JournalistKeyFileError(_("the journalist public key file {path} cannot be read").format(path=path)) from None
     except KeysError as error:
         raise JournalistKeyFileError(f"{path}: {error}") from None
 
@@ -68,7 +69,7 @@ def _load_journalist_keys(paths: list[Path]) -> list[PublicIdentity]:
     identities = [load_journalist_key(path) for path in paths]
     names = [identity.name for identity in identities]
     if len(set(names)) != len(names):
-        raise SetupError("two of the journalist key files have the same name")
+        raise SetupError(_("two of the journalist key files have the same name"))
     return identities
 
 
@@ -82,7 +83,7 @@ def _register(store: Store, identities: list[PublicIdentity], confirm: Callable[
         if existing is None:
             new.append(identity)
         elif existing.public_key != bytes(identity.encryption_key) or existing.verify_key != bytes(identity.verify_key):
-            raise JournalistExistsError(f"a journalist named {identity.name!r} is already registered with another key")
+            raise JournalistExistsError(_("a journalist named {name} is already registered with another key").format(name=repr(identity.name)))
     if new:
         confirm(new)
     for identity in new:
@@ -120,13 +121,13 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
         write_server_public_file(data_dir)  # makes the signing key first if the dir predates it
         return settings
     if not identities:
-        raise SetupError("a new data dir needs at least one journalist public key (--journalist-key)")
+        raise SetupError(_("a new data dir needs at least one journalist public key (--journalist-key)"))
     inside = key_inside_data_dir(data_dir, db_key_file)
     if inside is not None and not key_in_data_dir:
         raise DatabaseKeyInDataDirError(
-            f"refusing to keep the database key in the data dir ({inside}): a copy of the disk would open the store. "
-            "Give --db-key-file with a path outside it (on a server: a systemd credential, as deploy/setup-debian.sh "
-            "makes), or --db-key-in-data-dir to accept that risk (trials only)")
+            _("refusing to keep the database key in the data dir ({path}): a copy of the disk would open the store. "
+              "Give --db-key-file with a path outside it (on a server: a systemd credential, as deploy/setup-debian.sh "
+              "makes), or --db-key-in-data-dir to accept that risk (trials only)").format(path=inside))
     confirm(identities)
 
     created: list[Path] = []
@@ -138,7 +139,7 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
         key_path = db_key_path(data_dir, db_key_file)
         if not key_path.exists():
             if db_key_file is None and key_path.parent != data_dir:
-                raise MissingDatabaseKeyError(f"the database key file {key_path} (from the environment) does not exist")
+                raise MissingDatabaseKeyError(_("the database key file {path} (from the environment) does not exist").format(path=key_path))
             write_new_file(key_path, secrets.token_bytes(DB_KEY_BYTES).hex().encode() + b"\n", 0o600)
             created.append(key_path)
         read_secret_file(key_path, DB_KEY_BYTES, "database key", MissingDatabaseKeyError)

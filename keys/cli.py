@@ -18,7 +18,7 @@ from pathlib import Path
 from keys import bundle, recover_cli, reply_bundle
 from keys.cleaning import folder as cleaning, sandbox, triage, wording
 from keys.errors import KeysError
-from keys.i18n import LANGUAGES, _, ngettext, set_language
+from keys.i18n import LANGUAGES, _, ngettext, set_language, speak_for_argparse
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
 from keys.progress import Progress
 from keys.server_key import ServerPublicKey, require_trusted, trust_server, trusted_servers_dir
@@ -365,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     asked = _language_asked(argv)
     set_language(asked if asked in LANGUAGES else None)
+    speak_for_argparse(asked)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -84,7 +84,8 @@ def _print(args, started_at, ran: float, ledger: Ledger, service: Service, monke
         "requests: " + ", ".join(f"{kind} {count}" for kind, count in sorted(ledger.requests.items())),
         "other outcomes: " + (", ".join(f"{what} {count}" for what, count in sorted(ledger.outcomes.items())) or "none"),
         f"acknowledged: {r.acknowledged_requests} requests ({r.acknowledged_parts} items);"
-        f" {r.unacknowledged_but_complete} more stored whole without an answer (connection cut after the commit)",
+        f" {r.unacknowledged_but_complete} more stored whole without an answer (connection cut after the commit),"
+        f" {r.unacknowledged_first_parts} cut after their first parts were stored whole",
         f"stored: {r.stored} submissions; decrypted: " + ", ".join(f"{name} {n}" for name, n in r.decrypted.items()),
         f"during the run: {ledger.decrypted_during_run} items decrypted from exports, {ledger.damaged_during_run} damaged,"
         f" {ledger.unknown_during_run} unknown",

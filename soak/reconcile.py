@@ -3,8 +3,9 @@
 After the load, `intake serve` is started once more (its start-up recovers the store), `intake status`
 must show no pending upload, every source with a reply imported signs in and reads it, the service
 stops, then `intake export --all` and `intake-keys decrypt` (as each journalist types them) must give
-back every acknowledged part byte-exact (sha256), no request in part, nothing nobody sent, no damaged
-item; and `intake check` must find the store intact.
+back every acknowledged part byte-exact (sha256), of an unacknowledged request only its first parts
+in the order sent (each part is published once whole), nothing nobody sent (a part stored in part
+would be that), no damaged item; and `intake check` must find the store intact.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Reckoning:
     partial: int = 0
     partial_reasons: Counter = field(default_factory=Counter)
     unacknowledged_but_complete: int = 0
+    unacknowledged_first_parts: int = 0  # requests cut after some of their parts were published whole
     pending_after_recovery: int = -1
     replies_imported: int = 0
     replies_read: int = 0
@@ -101,7 +103,11 @@ def reconcile(room: Newsroom, service: Service, ledger: Ledger, journalist: Jour
         elif present == keys:
             result.unacknowledged_but_complete += 1
         elif present:
-            result.partial_reasons["an unacknowledged request stored in part"] += 1
+            stored = [part in seen for part in request.parts]  # in the order sent: message, then files
+            if stored == sorted(stored, reverse=True):
+                result.unacknowledged_first_parts += 1
+            else:
+                result.partial_reasons["an unacknowledged request stored out of order"] += 1
     result.partial_reasons["an item nobody sent"] += len(seen.keys() - sent_keys)
     result.partial_reasons["exports during the run with damaged items"] += ledger.damaged_during_run
     result.partial_reasons["items nobody sent in exports during the run"] += ledger.unknown_during_run

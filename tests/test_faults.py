@@ -1,13 +1,13 @@
 """Faults (DESIGN.md section 6): kill -9 during concurrent submissions loses no acknowledged
-submission and shows no partial one; a full disk, a wrong database key and tampered
-ciphertext each give a clear error.
+submission and shows no partial one (each part of a request, the message or a file, is
+published once whole, so an unanswered request may show its first parts, never a part in
+part); a full disk, a wrong database key and tampered ciphertext each give a clear error.
 
 Everything here runs the real thing: `intake serve --no-tor` (gunicorn, gevent workers),
 browser-like clients over loopback, a real small file system for the full disk, and the
 journalist's own tools (`intake export`, `intake-keys decrypt`) to see what a journalist sees.
-Two bugs these found have their own quick tests here: the parts of one request were published
-one by one (a refusal or a kill between two showed half a request), and recovery took a killed
-writer its parent had not reaped yet (a zombie) for a live one and kept its upload.
+A bug these found has its own quick test here: recovery took a killed writer its parent had not
+reaped yet (a zombie) for a live one and kept its upload.
 Already covered elsewhere and not repeated: a wrong key at `intake init` and `intake status`
 (test_cli_setup.py), a damaged bundle file (test_keys_cli.py), a damaged database page
 (test_journalist_cli.py), a writer killed in-process and SQLITE_FULL simulated with
@@ -216,9 +216,17 @@ def store_space(settings) -> dict[str, object]:
         blobs.close()
 
 
-def check_all_or_nothing(sent: list[Sent], visible: list[tuple[str, str | None, bytes]]) -> tuple[int, int]:
-    """Every acknowledged request is there in full; every other request is there in full or not at all;
-    nothing is there that was not sent. Returns (acknowledged requests, requests visible)."""
+def in_order_sent(parts: list[Part]) -> list[Part]:
+    """The parts as the form sends them: the message first, then the files in the order chosen."""
+    return [p for p in parts if p.kind == "message"] + [p for p in parts if p.kind == "file"]
+
+
+def check_whole_parts(sent: list[Sent], visible: list[tuple[str, str | None, bytes]]) -> tuple[int, int]:
+    """Every acknowledged request is there in full; of every other request, what is there is its first
+    parts in the order sent, each whole (a part is published once it has arrived whole, so a cut or a
+    refusal keeps the parts before it); nothing is there that was not sent (a part stored in part would
+    be that: items are compared by their whole content). Returns (acknowledged requests, requests
+    visible in full, requests without an answer visible in part)."""
     key = lambda kind, name, content: (kind, name, hashlib.sha256(content).hexdigest())  # noqa: E731
     seen: dict[tuple, int] = {}
     for kind, name, content in visible:
@@ -226,18 +234,32 @@ def check_all_or_nothing(sent: list[Sent], visible: list[tuple[str, str | None, 
         seen[k] = seen.get(k, 0) + 1
     assert all(count == 1 for count in seen.values()), "a submission is visible twice"
     expected: set[tuple] = set()
-    visible_requests = 0
+    visible_requests = in_part = 0
     for request in sent:
-        keys = {key(p.kind, p.name, p.content) for p in request.parts}
-        present = keys & seen.keys()
+        keys = [key(p.kind, p.name, p.content) for p in in_order_sent(request.parts)]
+        present = [k in seen for k in keys]
         if request.acknowledged:
-            assert present == keys, f"an acknowledged request lost {len(keys - present)} of its {len(keys)} parts"
+            assert all(present), f"an acknowledged request lost {present.count(False)} of its {len(keys)} parts"
         else:
-            assert present in (set(), keys), f"an unacknowledged request is visible in part ({len(present)} of {len(keys)})"
-        visible_requests += bool(present)
-        expected |= keys
-    assert seen.keys() <= expected, "something is visible that no source sent"
-    return sum(r.acknowledged for r in sent), visible_requests
+            assert present == sorted(present, reverse=True), f"an unacknowledged request kept parts out of order: {present}"
+        visible_requests += all(present)
+        in_part += any(present) and not all(present)
+        expected |= set(keys)
+    assert seen.keys() <= expected, "something is visible that no source sent (or a part of it)"
+    return sum(r.acknowledged for r in sent), visible_requests, in_part
+
+
+def check_refusal_lists_what_was_kept(request: Sent, visible: list[tuple[str, str | None, bytes]]) -> None:
+    """A refused request's page names each of its parts that was kept, or says nothing was kept."""
+    kept = [p for p in in_order_sent(request.parts) if (p.kind, p.name, p.content) in visible]
+    if not kept:
+        assert "Nothing you sent was kept" in request.page and "arrived safely" not in request.page
+        return
+    assert "This arrived safely and was kept:" in request.page and "the rest" in request.page
+    for part in kept:
+        assert (part.name if part.kind == "file" else "Your message") in request.page
+    for part in in_order_sent(request.parts)[len(kept):]:
+        assert part.kind == "message" or part.name not in request.page
 
 
 # --- 1. kill -9 during concurrent submissions ------------------------------------------------------
@@ -393,11 +415,11 @@ def test_kill_9_during_concurrent_submissions_loses_no_acknowledged_one_and_show
     with Store.open(settings) as store:
         counts = store.counts()
     assert counts["submissions"] == len(visible) and counts["pending uploads"] == 0
-    acked_requests, visible_requests = check_all_or_nothing(load.sent + [after], list(visible.values()))
+    acked_requests, visible_requests, in_part = check_whole_parts(load.sent + [after], list(visible.values()))
     export = exported(data_dir, tmp_path / "export.bundle", journalist)
     assert sorted(export, key=repr) == sorted(visible.values(), key=repr)
     print(f"\n[{moment}] {len(load.sent)} requests sent, {acked} acknowledged before the kill and all present;"
-          f" {visible_requests - 1 - acked} more complete without an answer; {interrupted} uploads interrupted and"
+          f" {visible_requests - 1 - acked} more complete and {in_part} in their first parts without an answer; {interrupted} uploads interrupted and"
           f" removed; {len(visible)} submissions exported and decrypted; {time.monotonic() - started:.1f} s")
 
 
@@ -482,9 +504,11 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
                     break
             assert refused is not None, "the disk never filled"
             assert sum(r.acknowledged for r in sent) >= 2
-            # A clear page for the source: what happened, that nothing was kept, what to do; nothing internal.
+            # A clear page for the source: what happened, what was kept (its message may have been, before
+            # its file filled the disk), what to do; nothing internal.
             assert refused.status == 503, refused.page[:2000]
-            assert "Not accepting submissions right now" in refused.page and "Nothing you sent was kept" in refused.page
+            assert "Not accepting submissions right now" in refused.page
+            check_refusal_lists_what_was_kept(refused, list(visible_submissions(settings, journalist).values()))
             for internal in ("Traceback", "sqlite", "SQLITE", "intake.db", str(disk), "Error", "full"):
                 assert internal not in refused.page, internal
             # Small messages are refused too while the disk is full, or accepted whole.
@@ -501,10 +525,11 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
             request = Sent(parts)
             sent.append(request)
             request.status, location, request.page = post_submission(client, page, parts)
-            assert request.status == 503 and "Nothing you sent was kept" in request.page, request.status
+            assert request.status == 503, request.status
+            check_refusal_lists_what_was_kept(request, list(visible_submissions(settings, journalist).values()))
             with Store.open(settings) as store:
                 assert store.counts()["pending uploads"] == 0, "a refused upload left a pending row"
-            check_all_or_nothing(sent, list(visible_submissions(settings, journalist).values()))
+            check_whole_parts(sent, list(visible_submissions(settings, journalist).values()))
 
             ballast.unlink()
             again = Sent([Part("message", None, unique_message("after freeing space")),
@@ -515,7 +540,7 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
             assert again.acknowledged, status
 
         visible = visible_submissions(settings, journalist)
-        acked, _ = check_all_or_nothing(sent, list(visible.values()))
+        acked, _, _ = check_whole_parts(sent, list(visible.values()))
         space = store_space(settings)
         assert space["pending"] == [] and space["blob chunk owners"] <= space["ready"]
         print(f"\n[disk full] refused with 503 after {sent.index(refused)} acknowledged requests of 3-5.5 MiB;"
@@ -523,17 +548,18 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
               f" {acked} acknowledged requests kept and decrypted; accepted again after freeing space")
 
 
-# --- a request's parts become visible together ------------------------------------------------------
+# --- each part of a request becomes visible once whole ----------------------------------------------
 
 
-def test_a_request_refused_at_its_last_part_keeps_none_of_its_parts(tmp_path: Path):
-    """When the file's publish fails (here: the main database may not grow), the source is told
-    nothing was kept, and so it must be. (The message used to be published in its own transaction
-    first, and stayed; a kill -9 between the two commits showed half a request the same way.)"""
+def test_a_part_refused_at_its_publish_is_not_kept_and_the_message_before_it_is(tmp_path: Path):
+    """When the file's publish fails (here: the main database may not grow), nothing of the file is
+    kept, and the message that arrived whole before it is, and the caller heard of the message only."""
     from intake.app.ingest import ingest_submission
     from intake.store import StoreFullError
 
     instance = make_instance(tmp_path, journalist_count=1)
+    (journalist,) = instance.journalists
+    published = []
     with Store.open(instance.settings) as store:
         source = store.create_source(os.urandom(32), os.urandom(32))
         store.recover()
@@ -543,9 +569,11 @@ def test_a_request_refused_at_its_last_part_keeps_none_of_its_parts(tmp_path: Pa
                                          files=[("scan.pdf", os.urandom(200_000), "application/pdf")])
         with pytest.raises(StoreFullError):
             ingest_submission(io.BytesIO(body), content_type, store=store, source_id=source.id, max_bytes=10 * MiB,
-                              check_form_token=lambda token: None)
-        counts = store.counts()
-        assert counts["submissions"] == 0 and counts["pending uploads"] == 0, counts
+                              check_form_token=lambda token: None, on_published=published.append)
+        assert store.counts()["pending uploads"] == 0
+        (kept,) = store.submissions()
+        assert decrypt_bytes(b"".join(store.submission_ciphertext(kept.id)), journalist.private_key)[1] == b"a short message"
+    assert [(item.kind, item.size) for item in published] == [("message", 15)]
 
 
 @pytest.mark.parametrize("sizes", [(200_000, 200_000, 1000, INLINE_BYTES + 10), (1000, 50_000, 100_000), (1000, 600_000, 3000)])

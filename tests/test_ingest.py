@@ -11,10 +11,12 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from werkzeug.exceptions import ClientDisconnected
 
 from intake.app.ingest import (
+    MAX_FILES,
     ConnectionLostError,
     EmptySubmissionError,
     FormTokenError,
     MalformedUploadError,
+    TooManyFilesError,
     UnexpectedPartError,
     UploadTooLargeError,
     ingest_submission,
@@ -85,6 +87,13 @@ def nothing_kept(store: Store) -> bool:
     return counts["submissions"] == 0 and counts["pending uploads"] == 0
 
 
+def kept_exactly(instance: AppInstance, store: Store, expected: list[tuple[str, str | None, bytes]]) -> bool:
+    """The store shows exactly these whole parts, in this order, and nothing pending: each part is
+    published once whole, so a refusal or a cut keeps the parts before it and nothing of the rest."""
+    shown = [(kind, name, body) for kind, name, _type, body in opened(instance, store, [s.id for s in store.submissions()])]
+    return shown == expected and store.counts()["pending uploads"] == 0
+
+
 def test_every_journalist_can_decrypt_every_part(shared_instance):
     body, content_type = upload_body(TOKEN, message="hello", files=[("a.bin", bytes(range(256)) * 10, "application/octet-stream")])
     with Store.open(shared_instance.settings) as store:
@@ -146,6 +155,24 @@ def test_token_after_content_is_refused_before_anything_is_stored(instance):
         assert nothing_kept(store)
 
 
+def test_a_whole_file_before_the_token_is_refused_and_never_published(instance):
+    """Parts are published as they end, so the token must be checked before the first one: a file
+    that arrives whole before a valid token is refused, not published."""
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="early.pdf"\r\n'
+        f'Content-Type: application/pdf\r\n\r\n{"x" * 70_000}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{TOKEN}\r\n--{boundary}--\r\n'
+    ).encode()
+    published = []
+    with Store.open(instance.settings) as store:
+        with pytest.raises(FormTokenError):
+            ingest_submission(Dribble(body, (65536,)), f"multipart/form-data; boundary={boundary}", store=store,
+                              source_id=new_source_id(store), max_bytes=10 * 1024 * 1024, check_form_token=accept_token,
+                              on_published=published.append)
+        assert nothing_kept(store) and published == []
+
+
 def test_invalid_token_rolls_back(instance):
     body, content_type = upload_body("forged", message="x")
     with Store.open(instance.settings) as store:
@@ -154,23 +181,53 @@ def test_invalid_token_rolls_back(instance):
         assert nothing_kept(store)
 
 
-def test_overflow_while_streaming_aborts_parts_already_written(instance):
+def test_overflow_while_streaming_keeps_the_whole_parts_before_it_and_nothing_of_the_rest(instance):
     body, content_type = upload_body(TOKEN, message="kept until overflow", files=[("a", b"a" * 200_000, "x/y"), ("b", b"b" * 200_000, "x/y")])
+    published = []
     with Store.open(instance.settings) as store:
         with pytest.raises(UploadTooLargeError):
-            ingest(store, new_source_id(store), body, content_type, max_bytes=300_000, sizes=(50_000,))
-        assert nothing_kept(store)
+            ingest_submission(Dribble(body, (50_000,)), content_type, store=store, source_id=new_source_id(store),
+                              max_bytes=300_000, check_form_token=accept_token, on_published=published.append)
+        assert kept_exactly(instance, store, [("message", None, b"kept until overflow"), ("file", "a", b"a" * 200_000)])
+    assert [(item.kind, item.name, item.size) for item in published] == [("message", None, 19), ("file", "a", 200_000)]
 
 
-def test_connection_lost_mid_file_leaves_nothing(instance):
+def test_connection_lost_mid_file_keeps_the_message_before_it_and_nothing_of_the_file(instance):
     body, content_type = upload_body(TOKEN, message="m", files=[("a", os.urandom(500_000), "x/y")])
     with Store.open(instance.settings) as store:
         with pytest.raises(ConnectionLostError):
             ingest(store, new_source_id(store), body[:300_000], content_type)
-        assert nothing_kept(store)
+        assert kept_exactly(instance, store, [("message", None, b"m")])
 
 
-def test_client_disconnect_reported_by_the_server_leaves_nothing(instance):
+def test_connection_lost_anywhere_keeps_exactly_the_parts_that_ended_before_the_cut(instance):
+    """Cut the body around the end of every part: a part is kept only once its closing delimiter
+    (CRLF, dashes, boundary) has arrived, so never in part, even when all its bytes had arrived;
+    and a part whose delimiter and the next line arrived is always kept, in order."""
+    files = [("one.bin", os.urandom(70_000), "x/y"), ("two.bin", os.urandom(90_000), "x/y"), ("three.bin", os.urandom(80_000), "x/y")]
+    body, content_type = upload_body(TOKEN, message="first", files=files)
+    sent = [("message", None, b"first")] + [("file", name, content) for name, content, _t in files]
+    delimiter = b"\r\n--" + content_type.split("boundary=")[1].encode()
+    ends = [body.index(content) + len(content) for _kind, _name, content in sent]  # where each part's delimiter starts
+    assert all(body[end:end + len(delimiter)] == delimiter for end in ends)
+    cuts = sorted({end + d for end in ends for d in (-1, 0, 1, len(delimiter) - 1, len(delimiter), len(delimiter) + 1, len(delimiter) + 2, len(delimiter) + 40)})
+    with Store.open(instance.settings) as store:
+        for cut in cuts:
+            source_id = new_source_id(store)
+            try:
+                ingest(store, source_id, body[:cut], content_type, sizes=(4096, 65536))
+                assert body[:cut].rstrip().endswith(delimiter + b"--"), f"cut at {cut}: accepted an unfinished form"
+            except ConnectionLostError:
+                pass
+            shown = [(kind, name, data) for kind, name, _type, data in opened(instance, store, [s.id for s in store.submissions(source_id)])]
+            assert shown == sent[: len(shown)], f"cut at {cut}: a part kept out of order or in part"
+            must = sum(cut >= end + len(delimiter) + 2 for end in ends)
+            may = sum(cut >= end + len(delimiter) for end in ends)
+            assert must <= len(shown) <= may, f"cut at {cut}: kept {len(shown)}, expected {must}..{may}"
+            assert store.counts()["pending uploads"] == 0
+
+
+def test_client_disconnect_reported_by_the_server_keeps_the_message_before_it_and_nothing_of_the_file(instance):
     body, content_type = upload_body(TOKEN, message="m", files=[("a", os.urandom(500_000), "x/y")])
 
     def disconnect(reads: int) -> None:
@@ -180,7 +237,7 @@ def test_client_disconnect_reported_by_the_server_leaves_nothing(instance):
     with Store.open(instance.settings) as store:
         with pytest.raises(ConnectionLostError):
             ingest(store, new_source_id(store), body, content_type, on_read=disconnect)
-        assert nothing_kept(store)
+        assert kept_exactly(instance, store, [("message", None, b"m")])
 
 
 def test_empty_form_is_refused(instance):
@@ -248,7 +305,8 @@ def test_a_message_sent_as_a_file_or_a_file_as_a_field_is_refused(instance, swap
     with Store.open(instance.settings) as store:
         with pytest.raises(UnexpectedPartError):
             ingest(store, new_source_id(store), body, content_type)
-        assert nothing_kept(store)
+        # The message part comes first: sent as a file, nothing is kept; sent right, it is kept whole.
+        assert kept_exactly(instance, store, [] if b"message" in swap else [("message", None, b"text")])
 
 
 @pytest.mark.parametrize(
@@ -280,13 +338,13 @@ def test_malformed_bodies_are_refused_and_leave_nothing(instance, body):
         assert nothing_kept(store)
 
 
-def test_too_many_parts_are_refused(instance):
-    parts = [("f%d" % i, b"x", "x/y") for i in range(300)]
+def test_too_many_parts_are_refused_after_the_first_255_files(instance):
+    parts = [("f%d" % i, b"x%d" % i, "x/y") for i in range(300)]
     body, content_type = upload_body(TOKEN, files=parts)
     with Store.open(instance.settings) as store:
-        with pytest.raises(MalformedUploadError):
+        with pytest.raises(TooManyFilesError):
             ingest(store, new_source_id(store), body, content_type)
-        assert nothing_kept(store)
+        assert kept_exactly(instance, store, [("file", name, content) for name, content, _t in parts[:MAX_FILES]])
 
 
 def test_another_worker_commits_while_an_upload_is_in_flight(instance):

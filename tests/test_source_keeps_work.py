@@ -86,14 +86,16 @@ def test_logged_out_visitor_is_offered_a_codename(source_client):
     assert "First time: get a codename" in page and "Log out" not in page
 
 
-def test_more_than_255_files_are_refused_naming_the_limit_and_nothing_is_kept(source_client, app_instance):
+def test_more_than_255_files_are_refused_naming_the_limit_and_the_parts_before_it_are_kept_and_listed(source_client, app_instance):
     _codename, page = start_as_new_source(source_client)
     files = [(f"f{i}.txt", b"x", "text/plain") for i in range(MAX_FILES + 1)]
     response = post_upload(source_client, *upload_body(csrf_token(page), message="many", files=files))
     assert response.status_code == 413
-    assert "at most 255 files" in response.text and "Nothing was received" in response.text
+    assert "at most 255 files" in response.text and "Send the rest in another submission" in response.text
+    assert "This arrived safely and was kept:" in response.text and "Your message" in response.text
+    assert ">f254.txt<" in response.text and ">f255.txt<" not in response.text
     with Store.open(app_instance.settings) as store:
-        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
+        assert store.counts()["submissions"] == 1 + MAX_FILES and store.counts()["pending uploads"] == 0
 
 
 def test_255_files_are_accepted(source_client, app_instance):

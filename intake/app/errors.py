@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template
+from flask import Flask, g, render_template
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -19,11 +19,22 @@ ERROR_MESSAGES = {
     503: (_l("Busy, try again"), _l("The service is busy right now. Wait a minute, then try again.")),
 }
 FORM_EXPIRED = (_l("The form has expired"), _l("For your safety, forms expire. Go back, reload the page and send again."))
+# The same failures part-way through an upload whose earlier parts were kept (g.received, listed above the advice).
+SOME_ARRIVED = _l("The rest did not arrive. Reload the page and send the rest again.")
+SOME_ARRIVED_MESSAGES = {
+    500: _l("The service could not finish this request, so the rest was not kept. Please send the rest again later."),
+}
 
 
-def error_page(status: int, title=None, advice=None):
+def error_page(status: int, title=None, advice=None, advice_if_some_arrived=None):
+    """The page for a failure; during an upload whose earlier parts were published it lists
+    them first and gives ``advice_if_some_arrived`` instead (what to do with the rest)."""
     default_title, default_advice = ERROR_MESSAGES.get(status, ERROR_MESSAGES[500])
-    return render_template("error.html", title=title or default_title, advice=advice or default_advice), status
+    received = g.get("received") or []
+    if received:
+        advice = advice_if_some_arrived or SOME_ARRIVED_MESSAGES.get(status, SOME_ARRIVED)
+    page = render_template("error.html", title=title or default_title, advice=advice or default_advice, received=received)
+    return page, status
 
 
 def _http_error(error: HTTPException):

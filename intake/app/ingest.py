@@ -4,13 +4,17 @@ is encrypted, chunk by chunk, to all active journalist keys as it arrives.
 Werkzeug's own form parser spools uploaded files to a temporary file in the clear,
 so upload routes never touch ``request.form``/``request.files``; they hand the raw
 body to :func:`ingest_submission`. Plaintext exists only in this process's memory,
-one read at a time. Nothing becomes visible to journalists until the whole request
-has arrived; any failure aborts every part of the request.
+one read at a time. Each part (the message, every file) is published on its own as
+soon as it has arrived whole, so that a connection cut or a refusal later in the
+request keeps what was complete: never a part in part, and the source is told
+which parts arrived (``on_published``, the receipt). A failure aborts only the part
+in flight.
 
 The form must send its CSRF token as the first part, so that a forged request is
-refused before anything is written. A part the form never sends (another name, a
-message sent as a file, a file sent as a field) refuses the whole upload: the source
-is told nothing was kept, rather than told "received" about something dropped.
+refused before anything is written or published: any other part before it refuses
+the upload. A part the form never sends (another name, a message sent as a file, a
+file sent as a field) refuses the rest of the upload: the source is told which
+earlier parts were kept, rather than told "received" about something dropped.
 There is no honeypot field: over an onion service with proof-of-work and an
 Argon2id-priced codename it stopped little, and a browser's autofill could fill it
 and have a real source's message thrown away behind a success page.
@@ -45,7 +49,7 @@ FILES_FIELD = "files"
 
 
 class UploadError(Exception):
-    """A submission was refused; nothing of it was stored."""
+    """A submission was refused; its part in flight and everything after were not stored."""
 
 
 class UploadTooLargeError(UploadError):
@@ -57,7 +61,7 @@ class MalformedUploadError(UploadError):
 
 
 class UnexpectedPartError(MalformedUploadError):
-    """The form has a part the submit page never sends: nothing of the upload is kept."""
+    """The form has a part the submit page never sends: nothing from it on is kept."""
 
 
 class TooManyFilesError(MalformedUploadError):
@@ -93,7 +97,6 @@ class RecipientLike(Protocol):
 class SubmissionStore(Protocol):
     def active_recipients(self) -> Sequence[RecipientLike]: ...
     def start_submission(self, source_id: str, kind: str, recipients: list) -> SubmissionSink: ...
-    def commit_together(self, sinks: list) -> tuple[str, ...]: ...  # one transaction: all visible, or none
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ class IngestResult:
     items: tuple[ReceivedItem, ...] = ()  # one per stored submission, in the order sent
 
 
+PublishedCallback = Callable[[ReceivedItem], None]
+
+
 class _EncryptedPart:
     """One message or file, encrypted into its own pending submission.
 
@@ -126,14 +132,14 @@ class _EncryptedPart:
         self._skip_blank = skip_blank
         self._held = bytearray()
         self._envelope: EnvelopeWriter | None = None
+        self._sink: SubmissionSink | None = None
         self.received = 0
         if start_now:
             self._start()
 
     def _start(self) -> None:
-        sink = self._upload.start_submission(self._kind)
-        self._envelope = EnvelopeWriter(sink, self._upload.recipient_keys, self._metadata)
-        self._upload.items.append(self)
+        self._sink = self._upload.start_submission(self._kind)
+        self._envelope = EnvelopeWriter(self._sink, self._upload.recipient_keys, self._metadata)
 
     def receipt(self) -> ReceivedItem:
         return ReceivedItem(self._kind, self._metadata.name, self.received)
@@ -152,8 +158,10 @@ class _EncryptedPart:
         self.received += len(data)
 
     def finish(self) -> None:
+        """The part has arrived whole: close its envelope and publish it."""
         if self._envelope is not None:
             self._envelope.close()
+            self._upload.publish(self._sink, self.receipt())
 
 
 class _SmallField:
@@ -184,25 +192,36 @@ def _clean_content_type(value: str | None) -> str:
 
 
 class _Upload:
-    def __init__(self, store: SubmissionStore, source_id: str, check_form_token: Callable[[str], None]):
+    def __init__(self, store: SubmissionStore, source_id: str, check_form_token: Callable[[str], None],
+                 on_published: PublishedCallback | None):
         self._store = store
+        self._on_published = on_published
         self._source_id = source_id
         self._check_form_token = check_form_token
         self._recipients = list(store.active_recipients())
         if not self._recipients:
             raise NoRecipientsError("no journalist key is active")
         self.recipient_keys = [recipient.public_key for recipient in self._recipients]
-        self._sinks: list[SubmissionSink] = []
-        self.items: list[_EncryptedPart] = []  # the parts being stored, in order (one sink each)
+        self._in_flight: SubmissionSink | None = None  # the part being stored, not yet published
+        self.published_ids: list[str] = []
+        self.items: list[ReceivedItem] = []  # the parts published, in the order sent
         self._files = 0
         self._token_checked = False
         self._field_name: str | None = None
         self._part: _EncryptedPart | _SmallField | None = None
 
     def start_submission(self, kind: str) -> SubmissionSink:
-        sink = self._store.start_submission(self._source_id, kind, self._recipients)
-        self._sinks.append(sink)
-        return sink
+        self._in_flight = self._store.start_submission(self._source_id, kind, self._recipients)
+        return self._in_flight
+
+    def publish(self, sink: SubmissionSink, item: ReceivedItem) -> None:
+        """Make one whole part visible (in its own transaction), then tell the caller.
+        Only reached after the form token was checked: on_part refuses any part before it."""
+        self.published_ids.append(sink.commit())
+        self._in_flight = None
+        self.items.append(item)
+        if self._on_published is not None:
+            self._on_published(item)
 
     def on_part(self, event: Field | File) -> None:
         if not self._token_checked and event.name != CSRF_FIELD:
@@ -242,18 +261,18 @@ class _Upload:
         self._check_form_token(value)  # raises FormTokenError
         self._token_checked = True
 
-    def commit(self) -> tuple[str, ...]:
+    def finish(self) -> IngestResult:
+        """The form is complete; every part in it was published as it ended."""
         if not self._token_checked:
             raise FormTokenError("the form token is missing")
-        if not self._sinks:
+        if not self.published_ids:
             raise EmptySubmissionError("nothing was submitted")
-        ids = self._store.commit_together(self._sinks)  # the request's parts appear together or not at all
-        self._sinks = []
-        return ids
+        return IngestResult(tuple(self.published_ids), tuple(self.items))
 
     def abort(self) -> None:
-        sinks, self._sinks = self._sinks, []
-        for sink in sinks:
+        """Drop the part in flight; what was published stays."""
+        sink, self._in_flight = self._in_flight, None
+        if sink is not None:
             try:
                 sink.abort()
             except Exception:  # noqa: BLE001 - the store's recover() at next start removes what is left
@@ -318,14 +337,16 @@ def ingest_submission(
     source_id: str,
     max_bytes: int,
     check_form_token: Callable[[str], None],
+    on_published: PublishedCallback | None = None,
 ) -> IngestResult:
-    """Read a multipart body from ``stream``, encrypting as it arrives, and commit
-    every part together once the body is complete. Raises an UploadError (after
-    rolling back everything of this request) when the request is refused."""
+    """Read a multipart body from ``stream``, encrypting as it arrives and publishing
+    each part once it is whole (``on_published`` hears of each, in order). Raises an
+    UploadError (after dropping the part in flight) when the request is refused; the
+    parts published before the refusal stay."""
     boundary = _boundary(content_type)
     delimiter = b"--" + boundary
     decoder = MultipartDecoder(boundary, PARSER_BUFFER_LIMIT, max_parts=MAX_PARTS)
-    upload = _Upload(store, source_id, check_form_token)
+    upload = _Upload(store, source_id, check_form_token, on_published)
     received = 0
     held = bytearray()
     try:
@@ -350,8 +371,7 @@ def ingest_submission(
                 finished = False
             if not finished:
                 raise ConnectionLostError("the upload ended before the form was complete")
-        ids = upload.commit()
-        return IngestResult(ids, tuple(part.receipt() for part in upload.items) if ids else ())
+        return upload.finish()
     except RequestEntityTooLarge:
         upload.abort()
         raise MalformedUploadError("the form has too many parts or an oversized part header") from None

@@ -185,7 +185,9 @@ def submit_form():
 
 @blueprint.post("/submit")
 def submit():
-    """Stream the upload into encrypted submissions (CSRF is checked inside the stream)."""
+    """Stream the upload into encrypted submissions, each published once whole. The CSRF token is
+    the form's first part and is checked inside the stream, before anything is published; a
+    refusal's page lists what was published before it (g.received)."""
     settings = app_state().settings
     if request.content_length is not None and request.content_length > settings.max_request_bytes:
         raise UploadTooLargeError("declared body too large")  # refused before a byte of the body is read
@@ -197,6 +199,7 @@ def submit():
         return render_template("login.html", ended=True, unsent=unsent), 401
     store = request_store()
     uploads = app_state().uploads
+    g.received = []
     try:
         with uploads.hold(current_circuit()):
             result = ingest_submission(
@@ -206,6 +209,7 @@ def submit():
                 source_id=source_session.source_id,
                 max_bytes=settings.max_request_bytes,
                 check_form_token=_check_form_token,
+                on_published=g.received.append,
             )
     except EmptySubmissionError:
         page = render_template("submit.html", max_upload=_max_upload_label(), empty=True)
@@ -340,22 +344,29 @@ def logout():
 
 
 # --- refusals -----------------------------------------------------------------
+# Each refusal during an upload has a second advice for when earlier parts were published
+# (error_page lists those first): "the rest" is then what the source still has to send.
 
 BUSY = (_l("Busy, try again"), _l("Many people are using the service right now. Wait a minute, then try again."))
 TOO_LARGE = _l("Nothing was received: what you tried to send is larger than the limit of %(size)s per submission. Send fewer or smaller files, or split them over several submissions.")
+TOO_LARGE_REST = _l("The rest did not arrive: a submission can be at most %(size)s. Send the rest in another submission, or as smaller files.")
 TOO_MANY_FILES = (
     _l("Too many files"),
     _l("Nothing was received: you can send at most %(count)s files at a time. Send them in several submissions, or put them in an archive (ZIP) first."),
 )
+TOO_MANY_FILES_REST = _l("The rest did not arrive: you can send at most %(count)s files at a time. Send the rest in another submission, or put them in an archive (ZIP) first.")
 UNEXPECTED_FORM = (
     _l("The form was not the one this page sends"),
     _l("What arrived had parts this page never sends, so nothing from this attempt was kept. Reload the page and send again."),
 )
+UNEXPECTED_FORM_REST = _l("After them came parts this page never sends, so the rest was not kept. Reload the page and send the rest again.")
 BROKEN_UPLOAD = (
     _l("The upload did not arrive"),
     _l("The connection broke before everything arrived, so nothing from this attempt was kept. Send it again; what arrived earlier is listed under \"Status and replies\"."),
 )
+BROKEN_UPLOAD_REST = _l("The connection broke before the rest arrived. Send the rest again.")
 NOT_ACCEPTING = (_l("Not accepting submissions right now"), _l("The service cannot accept submissions at the moment. Nothing you sent was kept. Please try again later."))
+NOT_ACCEPTING_REST = _l("The service cannot accept the rest at the moment. Please send the rest later.")
 
 
 @blueprint.errorhandler(KdfBusyError)
@@ -367,7 +378,8 @@ def _busy(_error: Exception):
 
 @blueprint.errorhandler(UploadTooLargeError)
 def _too_large(_error: UploadTooLargeError):
-    return error_page(413, advice=TOO_LARGE % {"size": _max_upload_label()})
+    size = _max_upload_label()
+    return error_page(413, advice=TOO_LARGE % {"size": size}, advice_if_some_arrived=TOO_LARGE_REST % {"size": size})
 
 
 @blueprint.errorhandler(FormTokenError)
@@ -378,19 +390,21 @@ def _bad_form_token(_error: FormTokenError):
 @blueprint.errorhandler(TooManyFilesError)
 def _too_many_files(_error: TooManyFilesError):
     title, advice = TOO_MANY_FILES
-    return error_page(413, title, advice % {"count": MAX_FILES})
+    return error_page(413, title, advice % {"count": MAX_FILES}, TOO_MANY_FILES_REST % {"count": MAX_FILES})
 
 
 @blueprint.errorhandler(MalformedUploadError)
 @blueprint.errorhandler(ConnectionLostError)
 def _broken_upload(error: Exception):
-    return error_page(400, *(UNEXPECTED_FORM if isinstance(error, UnexpectedPartError) else BROKEN_UPLOAD))
+    if isinstance(error, UnexpectedPartError):
+        return error_page(400, *UNEXPECTED_FORM, UNEXPECTED_FORM_REST)
+    return error_page(400, *BROKEN_UPLOAD, BROKEN_UPLOAD_REST)
 
 
 @blueprint.errorhandler(StoreFullError)
 @blueprint.errorhandler(NoRecipientsError)
 def _not_accepting(_error: Exception):
-    return error_page(503, *NOT_ACCEPTING)
+    return error_page(503, *NOT_ACCEPTING, NOT_ACCEPTING_REST)
 
 
 def _size_label(size: int) -> str:
