@@ -48,6 +48,7 @@ from gunicorn.workers.ggevent import GeventWorker
 from intake.body_pace import PacedSocket, WorkerLimits, worker_limits_from_environment
 from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, current_circuit, serving_circuit
 from intake.headers import SECURITY_HEADERS
+from intake.memory_wiping import collect_request_garbage, freeze_startup_objects
 
 # Statuses as gunicorn gives them (gunicorn.workers.base.Worker.handle_error); any other
 # request it cannot parse is a 400.
@@ -156,6 +157,10 @@ class IntakeGeventWorker(GeventWorker):
                                          rate=self.limits.requests_per_circuit, burst=int(4 * self.limits.requests_per_circuit))
         super().init_process()
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        freeze_startup_objects()
+
     def handle(self, listener, client, addr) -> None:
         circuit: CircuitKey | None = None
         unread = b""
@@ -170,11 +175,16 @@ class IntakeGeventWorker(GeventWorker):
                     self.log.warning("Refused a connection that did not start with tor's circuit line")
                     util.close(client)
                     return
+        paced = PacedSocket(client, self.limits, unread=unread)
         try:
             with self.connections.hold(circuit), serving_circuit(circuit):
-                super().handle(listener, PacedSocket(client, self.limits, unread=unread), addr)
+                super().handle(listener, paced, addr)
         except CircuitBusyError:
             _refuse_busy(client)
+        finally:
+            if paced.carried_a_body:
+                # gunicorn's request and its body reader refer to each other: garbage only now.
+                collect_request_garbage()
 
     def handle_request(self, listener_name, req, sock, addr):
         # A circuit over its request rate is answered here, before the app spends anything on it.
@@ -189,6 +199,7 @@ class IntakeGeventWorker(GeventWorker):
         finally:
             if paced:
                 sock.end_body()
+                collect_request_garbage()  # a refusal's traceback held the frames that held its data
 
     def handle_error(self, req, client, addr, exc) -> None:
         status, reason = refusal_status(exc)
