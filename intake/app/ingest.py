@@ -7,6 +7,13 @@ body to :func:`ingest_submission`. Plaintext exists only in this process's memor
 one read at a time. Nothing becomes visible to journalists until the whole request
 has arrived; any failure aborts every part of the request.
 
+Every buffer of plaintext this module owns (what is held back for the parser, a
+blank message held back, the form token, the envelope writers' message buffers) is
+wiped when the request ends, refused or not (keys.wiping). What Werkzeug hands over
+is ``bytes`` (each read, each piece of a part) that nobody can wipe: those are freed
+within the read that made them, and the server's allocator settings overwrite freed
+memory (intake.memory_wiping).
+
 The form must send its CSRF token as the first part, so that a forged request is
 refused before anything is written. A part the form never sends (another name, a
 message sent as a file, a file sent as a field) refuses the whole upload: the source
@@ -28,6 +35,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
+from keys.wiping import wipe
 
 READ_SIZE = 64 * 1024  # per upload in flight, a few buffers of this size (the read, what the parser holds)
 PARSER_BUFFER_LIMIT = READ_SIZE + 64 * 1024  # part headers must fit in one read
@@ -139,14 +147,22 @@ class _EncryptedPart:
         return ReceivedItem(self._kind, self._metadata.name, self.received)
 
     def feed(self, data: bytes) -> None:
-        if self._envelope is None:
-            if self._skip_blank:
-                self._held += data
-                if not self._held.strip() and len(self._held) <= BLANK_MESSAGE_HOLD:
-                    return
-                data, self._held = bytes(self._held), bytearray()
-            if not data:
+        if self._envelope is None and self._skip_blank:
+            self._held += data
+            if (not self._held or self._held.isspace()) and len(self._held) <= BLANK_MESSAGE_HOLD:
                 return
+            held, self._held = self._held, bytearray()
+            try:
+                self._write(held)
+            finally:
+                wipe(held)
+            return
+        self._write(data)
+
+    def _write(self, data: bytes | bytearray) -> None:
+        if not data:
+            return
+        if self._envelope is None:
             self._start()
         self._envelope.write(data)
         self.received += len(data)
@@ -154,6 +170,12 @@ class _EncryptedPart:
     def finish(self) -> None:
         if self._envelope is not None:
             self._envelope.close()
+
+    def wipe(self) -> None:
+        """Wipe what this part holds (its envelope is given up unless it was closed)."""
+        wipe(self._held)
+        if self._envelope is not None:
+            self._envelope.discard()
 
 
 class _SmallField:
@@ -168,6 +190,9 @@ class _SmallField:
 
     def text(self) -> str:
         return self._value.decode("utf-8", errors="replace")
+
+    def wipe(self) -> None:
+        wipe(self._value)
 
 
 def _clean_file_name(name: str) -> str | None:
@@ -234,7 +259,10 @@ class _Upload:
         if isinstance(part, _EncryptedPart):
             part.finish()
         elif isinstance(part, _SmallField):
-            self._on_small_field(part.text())
+            try:
+                self._on_small_field(part.text())
+            finally:
+                part.wipe()
 
     def _on_small_field(self, value: str) -> None:
         if self._token_checked:
@@ -250,6 +278,12 @@ class _Upload:
         ids = self._store.commit_together(self._sinks)  # the request's parts appear together or not at all
         self._sinks = []
         return ids
+
+    def wipe(self) -> None:
+        """Wipe every part's buffers, whether the upload was stored or refused."""
+        for part in [*self.items, self._part]:
+            if part is not None:
+                part.wipe()
 
     def abort(self) -> None:
         sinks, self._sinks = self._sinks, []
@@ -277,14 +311,17 @@ def _safe_cut(decoder: MultipartDecoder, held: bytearray, delimiter: bytes) -> i
     Such a suffix is held back until more data (or the end) arrives.
     """
     window = len(delimiter) + 64
-    tail = bytes(decoder.buffer[-window:]) + bytes(held[-window:])
-    index = tail.rfind(delimiter)
-    if index == -1:
-        return len(held)
-    after = tail[index + len(delimiter) :]
-    if after == b"-" or (after and not after.strip(b" \t")):
-        return max(0, len(held) - len(after))
-    return len(held)
+    tail = decoder.buffer[-window:] + held[-window:]  # bytearrays: wiped below, like every copy of the body
+    try:
+        index = tail.rfind(delimiter)
+        if index == -1:
+            return len(held)
+        after = len(tail) - index - len(delimiter)
+        with memoryview(tail) as view, view[index + len(delimiter) :] as rest:
+            held_back = rest == b"-" or (after > 0 and all(byte in b" \t" for byte in rest))
+        return max(0, len(held) - after) if held_back else len(held)
+    finally:
+        wipe(tail)
 
 
 def _feed(decoder: MultipartDecoder, upload: _Upload) -> bool:
@@ -338,11 +375,10 @@ def ingest_submission(
             if chunk:
                 held += chunk
                 cut = _safe_cut(decoder, held, delimiter)
-                decoder.receive_data(bytes(held[:cut]))
-                del held[:cut]
+                _hand_over(decoder, held, cut)
                 finished = _feed(decoder, upload)
                 continue
-            decoder.receive_data(bytes(held))
+            _hand_over(decoder, held, len(held))
             decoder.receive_data(None)
             try:
                 finished = _feed(decoder, upload)
@@ -361,3 +397,15 @@ def ingest_submission(
     except BaseException:
         upload.abort()
         raise
+    finally:
+        wipe(held)
+        wipe(decoder.buffer)  # the parser's own bytearray: what it had not handed out yet
+        upload.wipe()
+
+
+def _hand_over(decoder: MultipartDecoder, held: bytearray, cut: int) -> None:
+    """Give the parser the first ``cut`` held bytes (it copies them), then wipe and drop them."""
+    with memoryview(held) as view, view[:cut] as given:
+        decoder.receive_data(given)
+        wipe(given)
+    del held[:cut]
