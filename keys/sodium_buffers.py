@@ -11,6 +11,7 @@ so the caller can wipe every copy. Only what is public leaves as ``bytes``
 
 from __future__ import annotations
 
+import nacl.utils
 from nacl import bindings as sodium
 from nacl._sodium import ffi, lib
 from nacl.exceptions import CryptoError
@@ -89,6 +90,17 @@ def argon2id_verify(password_hash: bytes, password: Buffer) -> bool:
     if len(password_hash) >= sodium.crypto_pwhash_STRBYTES:
         return False
     return lib.crypto_pwhash_str_verify(password_hash, ffi.from_buffer(password), len(password)) == 0
+
+
+def secretbox_seal(plaintext: Buffer, key: Buffer) -> bytes:
+    """``nonce | MAC | ciphertext`` of ``plaintext`` under ``key``, as SecretBox.encrypt makes it."""
+    if len(key) != sodium.crypto_secretbox_KEYBYTES:
+        raise ValueError("a secretbox key is 32 bytes")
+    nonce = nacl.utils.random(sodium.crypto_secretbox_NONCEBYTES)
+    out = ffi.new("unsigned char[]", len(plaintext) + SECRETBOX_MACBYTES)
+    if lib.crypto_secretbox_easy(out, ffi.from_buffer(plaintext), len(plaintext), nonce, ffi.from_buffer(key)) != 0:
+        raise RuntimeError("crypto_secretbox_easy failed")
+    return nonce + ffi.buffer(out)[:]
 
 
 def secretbox_open(out: bytearray | memoryview, box: bytes, key: Buffer) -> bool:

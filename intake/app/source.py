@@ -50,7 +50,7 @@ from intake.app.sealed_cookies import (
     set_sealed_cookie,
     unseal,
 )
-from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session
+from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session, wipe_session
 from intake.app.stores import request_store
 from intake.circuits import CircuitBusyError, current_circuit
 from intake.heap import give_back_free_memory
@@ -68,6 +68,7 @@ from intake.retention import RetentionPolicy
 from intake.store.errors import StoreError, StoreFullError
 from intake.wordlists.vocabulary import language_of
 from keys.envelope import decrypt_bytes
+from nacl.public import PrivateKey
 from keys.errors import KeysError
 
 blueprint = Blueprint("source", __name__)
@@ -82,6 +83,12 @@ def current_session() -> SourceSession | None:
     if "source_session" not in g:
         g.source_session = resume_session(request_store(), request.cookies.get(COOKIE_NAME))
     return g.source_session
+
+
+@blueprint.teardown_app_request
+def _wipe_session_key(_error: BaseException | None) -> None:
+    """The reply secret key a resumed session held is wiped once the request is over."""
+    wipe_session(g.pop("source_session", None))
 
 
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -216,7 +223,9 @@ def submit():
     # Publishing marked the source active, in the same transaction.
     response = redirect(url_for("source.thanks"), 303)
     cookie = request.cookies.get(COOKIE_NAME)
-    if resume_session(store, cookie) is None:
+    renewed = resume_session(store, cookie)
+    wipe_session(renewed)  # only whether it still lives matters here
+    if renewed is None:
         # The upload outlived the session it started in: open a new one, so the source lands on its
         # receipt still logged in (and its codename page still opens).
         codename = _shown_codename(source_session)
@@ -300,9 +309,10 @@ def replies():
     store = request_store()
     stored = store.replies_for(source_session.source_id)
     shown = []
+    key = PrivateKey(bytes(source_session.reply_secret_key))  # PyNaCl takes its keys as bytes only
     for reply in stored:
         try:
-            _metadata, body = decrypt_bytes(reply.envelope, source_session.reply_secret_key)
+            _metadata, body = decrypt_bytes(reply.envelope, key)
             text = body.decode("utf-8", errors="replace")
         except KeysError:
             text = None
