@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from nacl import pwhash
 
+import intake.app.give_back
 import intake.app.ingest
 import intake.app.sessions
 import keys.envelope
 import keys.wiping
+from intake.app.give_back import read_unsent_form
 from intake.app.ingest import ConnectionLostError, FormTokenError, UploadTooLargeError, ingest_submission
 from intake.app.sessions import open_session, resume_session, wipe_session
 from intake.codename import derive_source_keys, generate_codename
@@ -59,7 +61,7 @@ class Watcher:
 @pytest.fixture
 def watcher(monkeypatch) -> Watcher:
     watching = Watcher()
-    for module in (keys.wiping, keys.envelope, intake.app.ingest, intake.app.sessions):
+    for module in (keys.wiping, keys.envelope, intake.app.ingest, intake.app.give_back, intake.app.sessions):
         monkeypatch.setattr(module, "wipe", watching)
     return watching
 
@@ -206,6 +208,13 @@ def test_an_upload_wipes_every_buffer_that_held_its_plaintext(watcher: Watcher, 
     assert watcher.check(message) >= (2 if case == "forged-token" else 1)
     if case != "forged-token":
         assert watcher.check(file_marker) >= 1
+
+
+def test_a_message_handed_back_is_wiped_once_its_text_is_made(watcher: Watcher):
+    message = "written while the session ended " + os.urandom(8).hex()
+    body, content_type = upload_body("token", message=message, files=[("a.txt", b"file", "text/plain")])
+    assert read_unsent_form(io.BytesIO(body), content_type).message == message
+    assert watcher.check(message.encode()) >= 1
 
 
 # --- secrets: codenames, passphrases, session keys, secret key files -------------------------------
