@@ -167,11 +167,11 @@ class EnvelopeWriter:
     Nothing is final until close(): an envelope without its FINAL message is
     refused by every reader, so an interrupted write never looks complete.
 
-    The plaintext is copied once, into one message buffer this writer owns and reuses;
-    it is encrypted from there (keys.sodium_buffers) and wiped as soon as it is sent.
-    The file key lives only in a buffer wiped once the header is written. ``close()``
-    and ``discard()`` (an abandoned envelope, e.g. a refused upload) wipe the buffer and
-    the stream state; leaving a ``with`` block by an exception discards.
+    The plaintext is copied once, into one message buffer this writer owns and reuses
+    (each message overwrites the one before), and encrypted from there
+    (keys.sodium_buffers). The file key lives only in a buffer wiped once the header is
+    written. ``close()`` and ``discard()`` (an abandoned envelope, e.g. a refused upload)
+    wipe the buffer and the stream state; leaving a ``with`` block by an exception discards.
     """
 
     def __init__(self, out: BinaryIO, recipients: Sequence[PublicKey | bytes], metadata: Metadata):
@@ -193,7 +193,7 @@ class EnvelopeWriter:
         header = _PREFIX + bytes([len(stanzas)]) + b"".join(stanzas) + stream_header
         out.write(header)
         self._ad: bytes | None = header  # associated data of the first message only
-        # One message's plaintext, reused: u32 used | content | zeros. Zero past `_used` always.
+        # One message's plaintext, reused: u32 used | content (| zeros, in the last).
         self._message = bytearray(MESSAGE_SIZE)
         self._message[4 : 4 + len(record)] = record
         self._used = len(record)
@@ -207,14 +207,15 @@ class EnvelopeWriter:
         return self._content_length
 
     def _push(self, capacity: int, tag: int) -> None:
-        """Encrypt the message buffer's first 4 + ``capacity`` bytes, then wipe its content."""
+        """Encrypt the message buffer's first 4 + ``capacity`` bytes: the count, the content, zeros."""
         _U32.pack_into(self._message, 0, self._used)
-        with memoryview(self._message) as view, view[: 4 + capacity] as plaintext:
-            ciphertext = owned.secretstream_push(self._state, plaintext, self._ad, tag)
+        with memoryview(self._message) as view:
+            if self._used < capacity:
+                wipe(view[4 + self._used : 4 + capacity])  # padding: zeros, not what the last message held
+            with view[: 4 + capacity] as plaintext:
+                ciphertext = owned.secretstream_push(self._state, plaintext, self._ad, tag)
         self._ad = None
-        with memoryview(self._message) as view, view[: 4 + self._used] as sent:
-            wipe(sent)
-        self._used = 0
+        self._used = 0  # the next message overwrites this one's content; close() and discard() wipe it
         self._out.write(ciphertext)
 
     def write(self, data) -> int:
