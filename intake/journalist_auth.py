@@ -155,6 +155,7 @@ def matching_totp_step(secret: str, code: str, *, now: float | None = None) -> i
     code = "".join(code.split())
     if not (code.isdigit() and len(code) == 6):
         return None
+    # pyotp takes the secret as a str (as the store returns it): it cannot be wiped, only freed.
     totp = pyotp.TOTP(secret, interval=TOTP_INTERVAL)
     current = int((time.time() if now is None else now) // TOTP_INTERVAL)
     for step in (current, current - 1, current + 1):

@@ -101,7 +101,7 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _start_session(response: Response, source_id: str, reply_secret_key: bytes) -> str:
+def _start_session(response: Response, source_id: str, reply_secret_key: bytes | bytearray) -> str:
     """Open a session (ending the one this browser had), set its cookie and return the cookie's value."""
     store = request_store()
     end_session(store, request.cookies.get(COOKIE_NAME))  # a second login replaces the first
