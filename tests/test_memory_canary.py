@@ -160,7 +160,10 @@ def _scan(server_pids: list[int], markers: dict[str, bytes]) -> dict[str, dict[i
 
 def _report(case: str, found: dict[str, dict[int, int]]) -> str:
     total = sum(sum(per_pid.values()) for per_pid in found.values())
-    return f"\n[canary in memory] {case}: {total} markers found {SETTLE_SECONDS:.0f} s after the request ({found})"
+    pids = {pid for per_pid in found.values() for pid in per_pid}
+    scanned = sum(end - start for pid in pids for start, end, _name in readable_regions(pid)) / 2**20
+    return (f"\n[canary in memory] {case}: {total} markers found in {scanned:.0f} MiB of {len(pids)} gunicorn processes "
+            f"{SETTLE_SECONDS:.0f} s after the request ({found})")
 
 
 def _raw_upload(server: IntakeServer, client: SourceClient, page, *, token: str | None, message: str, file_bytes: bytes,
