@@ -23,7 +23,7 @@ a body ends, and again when its connection closes (`collect_request_garbage`); i
 freezes what the app made while loading (`gc.freeze`), so a collection walks only what
 requests made since (well under a millisecond instead of ~20 ms).
 
-Both are read when the interpreter starts, so they are set in the environment of the
+The three settings are read when the interpreter starts, so they are set in the environment of the
 gunicorn master (``intake serve`` does it; deploy/gunicorn.conf.py refuses to start
 without them) and every worker inherits them. The cost is measured by bench/allocator.py.
 What they cannot do: wipe memory still referenced (a live request's buffers), memory the

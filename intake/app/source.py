@@ -68,8 +68,8 @@ from intake.retention import RetentionPolicy
 from intake.store.errors import StoreError, StoreFullError
 from intake.wordlists.vocabulary import language_of
 from keys.envelope import decrypt_bytes
-from nacl.public import PrivateKey
 from keys.errors import KeysError
+from nacl.public import PrivateKey
 
 blueprint = Blueprint("source", __name__)
 
