@@ -18,10 +18,11 @@ free, not only the buffers our code owns:
 Freed memory is wiped only once Python frees it, and objects in reference cycles (an
 exception's traceback holds the frames that held a request's data; gunicorn's request
 and its body reader refer to each other) wait for the cyclic garbage collector, which
-may not run for a long time. So a worker collects them as soon as a request that carried
-a body ends, and again when its connection closes (`collect_request_garbage`); it
-freezes what the app made while loading (`gc.freeze`), so a collection walks only what
-requests made since (well under a millisecond instead of ~20 ms).
+may not run for a long time. So a worker collects them soon after a request that carried
+a body ends, and again when its connection closes (`collect_request_garbage`, at most
+once a second: intake.gunicorn_worker); it freezes what the app made while loading
+(`gc.freeze`), so a collection walks only what requests made since (well under a
+millisecond instead of ~20 ms on an idle worker).
 
 The three settings are read when the interpreter starts, so they are set in the environment of the
 gunicorn master (``intake serve`` does it; deploy/gunicorn.conf.py refuses to start
