@@ -275,3 +275,24 @@ def test_a_journalist_sign_in_leaves_no_passphrase_in_the_servers_memory(journal
     found = _scan([server.process.pid, *server.worker_pids()], markers)
     print(_report(f"journalist sign-in, {outcome}", found))
     assert all(count == 0 for per_pid in found.values() for count in per_pid.values()), found
+
+
+def test_a_worker_collects_cycles_soon_after_requests_and_at_most_once_a_second(monkeypatch):
+    """Requests ending in a flood make one collection at once and at most one more a second."""
+    import gevent
+
+    import intake.gunicorn_worker as worker_module
+
+    collections: list[float] = []
+    monkeypatch.setattr(worker_module, "collect_request_garbage", lambda: collections.append(time.monotonic()))
+    worker = worker_module.IntakeGeventWorker.__new__(worker_module.IntakeGeventWorker)
+    worker._collection_due, worker._last_collection = False, 0.0
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5:
+        worker._collect_soon()  # a request with a body ended
+        gevent.sleep(0.01)
+    gevent.sleep(worker_module.COLLECT_INTERVAL + 0.2)
+    assert collections[0] - started < 0.5  # the first at once (on the loop's next turn)
+    assert 2 <= len(collections) <= 4
+    assert all(later - earlier >= worker_module.COLLECT_INTERVAL - 0.01 for earlier, later in zip(collections, collections[1:]))
+    assert collections[-1] >= started + 2.0  # the last requests' cycles were collected too
