@@ -46,7 +46,9 @@ from keys.errors import (
     UnsupportedVersionError,
     WrongKeyError,
 )
+from keys import sodium_buffers as owned
 from keys.strict_json import is_int, loads
+from keys.wiping import wipe, wiping
 
 MAGIC = b"INTAKE-E"
 VERSION = 1
@@ -164,6 +166,12 @@ class EnvelopeWriter:
 
     Nothing is final until close(): an envelope without its FINAL message is
     refused by every reader, so an interrupted write never looks complete.
+
+    The plaintext is copied once, into one message buffer this writer owns and reuses
+    (each message overwrites the one before), and encrypted from there
+    (keys.sodium_buffers). The file key lives only in a buffer wiped once the header is
+    written. ``close()`` and ``discard()`` (an abandoned envelope, e.g. a refused upload)
+    wipe the buffer and the stream state; leaving a ``with`` block by an exception discards.
     """
 
     def __init__(self, out: BinaryIO, recipients: Sequence[PublicKey | bytes], metadata: Metadata):
@@ -172,18 +180,23 @@ class EnvelopeWriter:
         self._out = out
         self.metadata = metadata
         record = metadata.encode()
-        file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-        try:
-            stanzas = [sodium.crypto_box_seal(file_key, _public_bytes(pk)) for pk in recipients]
-        except CryptoError:  # libsodium refuses low-order points such as the all-zero key
-            raise FormatError("a recipient key is not a usable X25519 public key") from None
-        random.SystemRandom().shuffle(stanzas)  # stanza order must not reveal the recipient list's order
         self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
-        stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._state, file_key)
+        file_key = bytearray(FILE_KEY_SIZE)
+        with wiping(file_key):
+            owned.secretstream_keygen(file_key)
+            try:
+                stanzas = [owned.box_seal(file_key, _public_bytes(pk)) for pk in recipients]
+            except CryptoError:  # libsodium refuses low-order points such as the all-zero key
+                raise FormatError("a recipient key is not a usable X25519 public key") from None
+            random.SystemRandom().shuffle(stanzas)  # stanza order must not reveal the recipient list's order
+            stream_header = owned.secretstream_init_push(self._state, file_key)
         header = _PREFIX + bytes([len(stanzas)]) + b"".join(stanzas) + stream_header
         out.write(header)
         self._ad: bytes | None = header  # associated data of the first message only
-        self._pending = bytearray(record)
+        # One message's plaintext, reused: u32 used | content (| zeros, in the last).
+        self._message = bytearray(MESSAGE_SIZE)
+        self._message[4 : 4 + len(record)] = record
+        self._used = len(record)
         self._content_length = 0  # body bytes
         self._content_total = len(record)
         self._slots_written = 0
@@ -193,53 +206,66 @@ class EnvelopeWriter:
     def body_length(self) -> int:
         return self._content_length
 
-    def _push(self, plaintext: bytes, tag: int) -> None:
-        ciphertext = sodium.crypto_secretstream_xchacha20poly1305_push(self._state, plaintext, self._ad, tag)
+    def _push(self, capacity: int, tag: int) -> None:
+        """Encrypt the message buffer's first 4 + ``capacity`` bytes: the count, the content, zeros."""
+        _U32.pack_into(self._message, 0, self._used)
+        with memoryview(self._message) as view:
+            if self._used < capacity:
+                wipe(view[4 + self._used : 4 + capacity])  # padding: zeros, not what the last message held
+            with view[: 4 + capacity] as plaintext:
+                ciphertext = owned.secretstream_push(self._state, plaintext, self._ad, tag)
         self._ad = None
+        self._used = 0  # the next message overwrites this one's content; close() and discard() wipe it
         self._out.write(ciphertext)
 
     def write(self, data) -> int:
         if self._closed:
             raise ValueError("write to a closed envelope")
-        view = memoryview(data).cast("B")
-        size = len(view)
-        self._content_length += size
-        self._content_total += size
-        pos = 0
-        # A full message goes out only once more data exists behind it: the last
-        # one must carry the FINAL tag, and we only know which it is at close().
-        while pos < size:
-            if len(self._pending) == SLOT_CAPACITY:
-                self._push(_U32.pack(SLOT_CAPACITY) + self._pending, TAG_MESSAGE)
-                self._slots_written += SLOT_CAPACITY
-                self._pending = bytearray()
-            if not self._pending and size - pos > SLOT_CAPACITY:
-                self._push(_U32.pack(SLOT_CAPACITY) + view[pos : pos + SLOT_CAPACITY], TAG_MESSAGE)
-                self._slots_written += SLOT_CAPACITY
-                pos += SLOT_CAPACITY
-                continue
-            take = min(SLOT_CAPACITY - len(self._pending), size - pos)
-            self._pending += view[pos : pos + take]
-            pos += take
+        with memoryview(data) as given, given.cast("B") as view:
+            size = len(view)
+            self._content_length += size
+            self._content_total += size
+            pos = 0
+            # A full message goes out only once more data exists behind it: the last
+            # one must carry the FINAL tag, and we only know which it is at close().
+            while pos < size:
+                if self._used == SLOT_CAPACITY:
+                    self._push(SLOT_CAPACITY, TAG_MESSAGE)
+                    self._slots_written += SLOT_CAPACITY
+                take = min(SLOT_CAPACITY - self._used, size - pos)
+                self._message[4 + self._used : 4 + self._used + take] = view[pos : pos + take]
+                self._used += take
+                pos += take
         return size
 
     def close(self) -> None:
-        """Write the padding and the FINAL message. Idempotent."""
+        """Write the padding and the FINAL message, then wipe. Idempotent."""
         if self._closed:
             return
         if self.metadata.length is not None and self.metadata.length != self._content_length:
+            self.discard()
             raise ValueError("the body written does not match the length declared in the metadata")
         self._closed = True
-        remaining = padded_size(self._content_total) - self._slots_written
-        used = len(self._pending)
-        capacity = min(SLOT_CAPACITY, remaining)
-        remaining -= capacity
-        self._push(_U32.pack(used) + self._pending + bytes(capacity - used), TAG_FINAL if not remaining else TAG_MESSAGE)
-        self._pending = bytearray()
-        while remaining:
-            capacity = min(SLOT_CAPACITY, remaining)
-            remaining -= capacity
-            self._push(bytes(4 + capacity), TAG_FINAL if not remaining else TAG_MESSAGE)
+        try:
+            remaining = padded_size(self._content_total) - self._slots_written
+            while True:
+                capacity = min(SLOT_CAPACITY, remaining)
+                remaining -= capacity
+                self._push(capacity, TAG_FINAL if not remaining else TAG_MESSAGE)
+                if not remaining:
+                    break
+        finally:
+            self._wipe()
+
+    def discard(self) -> None:
+        """Give the envelope up unfinished: wipe what it holds. Idempotent."""
+        self._closed = True
+        self._wipe()
+
+    def _wipe(self) -> None:
+        wipe(self._message)
+        self._used = 0
+        owned.wipe_secretstream_state(self._state)
 
     def __enter__(self) -> "EnvelopeWriter":
         return self
@@ -247,6 +273,8 @@ class EnvelopeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.discard()
 
 
 def read_exact(src: BinaryIO, size: int) -> bytes:
