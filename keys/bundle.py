@@ -21,6 +21,7 @@ around genuine items. Reply bundles are in ``keys.reply_bundle``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -406,9 +407,10 @@ class ExportBundle:
                     raise TamperedError("an item in the export bundle does not match its manifest entry")
         return sources
 
-    def open_item(self, item: ManifestItem, identity: Identity) -> "ItemReader":
+    def open_item(self, item: ManifestItem, identity: Identity, *, file_key: bytes | None = None, keep_file_key: bool = False) -> "ItemReader":
+        """A reader of ``item`` (see ItemReader; ``file_key``, ``keep_file_key``: see EnvelopeReader)."""
         entry = self.items[item.entry]
-        return ItemReader(_Slice(self._src, entry.offset, entry.length), identity, item)
+        return ItemReader(_Slice(self._src, entry.offset, entry.length), identity, item, file_key=file_key, keep_file_key=keep_file_key)
 
 
 class ItemReader:
@@ -424,26 +426,42 @@ class ItemReader:
     a forgery, not damage) and a key that opens no stanza (WrongKeyError).
     """
 
-    def __init__(self, src: "_Slice", identity: Identity, item: ManifestItem):
+    def __init__(self, src: "_Slice", identity: Identity, item: ManifestItem, *, file_key: bytes | None = None, keep_file_key: bool = False):
         self._src = src
         self._item = item
         try:
-            self._reader = EnvelopeReader(src, identity.private_key)
+            self._reader = EnvelopeReader(src, identity.private_key, file_key=file_key, keep_file_key=keep_file_key)
         except RecordError:
             raise
         except (TamperedError, FormatError) as error:
             raise self._refusal(error) from None
         self.metadata = self._reader.metadata
+        self.file_key = self._reader.file_key
         if self.metadata.kind != item.kind:
             raise RecordError("an item in the export bundle does not match its manifest entry: it is of another kind")
 
     def chunks(self) -> Iterator[bytes]:
-        try:
+        with self._refusals():
             yield from self._reader.chunks()
+        self._check_end()
+
+    def write_to(self, out: BinaryIO, progress: Callable[[int], object] = lambda n: None) -> int:
+        """Write the body to ``out`` without a copy (EnvelopeReader.write_to), checked as ``chunks()`` is."""
+        with self._refusals():
+            length = self._reader.write_to(out, progress)
+        self._check_end()
+        return length
+
+    @contextlib.contextmanager
+    def _refusals(self) -> Iterator[None]:
+        try:
+            yield
         except RecordError:
             raise
         except (TamperedError, FormatError) as error:
             raise self._refusal(error) from None
+
+    def _check_end(self) -> None:
         if not self._reader.complete or self._src.remaining or self._src.digest() != self._item.blake2b:
             raise TamperedError("an item in the export bundle does not match its manifest entry")
 
@@ -505,21 +523,40 @@ def _parse_manifest(data: bytes, entries: list[_Entry]) -> list[ManifestSource]:
 
 
 class _Slice:
-    """A read-only window of ``length`` bytes at ``offset``, hashed as it is read."""
+    """A read-only window of ``length`` bytes at ``offset``, hashed as it is read.
+
+    Reads are positioned (pread on a file), so windows of one bundle file can be read
+    in any order and by forked processes sharing the file, never by its file offset."""
 
     def __init__(self, src: BinaryIO, offset: int, length: int):
-        src.seek(offset)
         self._src = src
+        self._offset = offset
         self.remaining = length
         self._hash = hashlib.blake2b(digest_size=HASH_SIZE)
+        try:
+            self._fd: int | None = src.fileno()
+        except (AttributeError, OSError, ValueError):  # io.BytesIO and the like
+            self._fd = None
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")[: self.remaining]
+        if not view:
+            return 0
+        if self._fd is not None:
+            count = os.preadv(self._fd, [view], self._offset)
+        else:
+            self._src.seek(self._offset)
+            count = self._src.readinto(view)
+        self._hash.update(view[:count])
+        self._offset += count
+        self.remaining -= count
+        return count
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0 or size > self.remaining:
             size = self.remaining
-        data = self._src.read(size) if size else b""
-        self.remaining -= len(data)
-        self._hash.update(data)
-        return data
+        buffer = bytearray(size)
+        return bytes(memoryview(buffer)[: self.readinto(buffer)])
 
     def digest(self) -> bytes:
         return self._hash.digest()
