@@ -407,10 +407,13 @@ class ExportBundle:
                     raise TamperedError("an item in the export bundle does not match its manifest entry")
         return sources
 
-    def open_item(self, item: ManifestItem, identity: Identity, *, file_key: bytes | None = None, keep_file_key: bool = False) -> "ItemReader":
-        """A reader of ``item`` (see ItemReader; ``file_key``, ``keep_file_key``: see EnvelopeReader)."""
+    def open_item(self, item: ManifestItem, identity: Identity, *, file_key: bytes | None = None, keep_file_key: bool = False,
+                  record_only: bool = False) -> "ItemReader":
+        """A reader of ``item`` (see ItemReader; ``file_key``, ``keep_file_key``: see EnvelopeReader).
+        ``record_only``: only its metadata will be read, so what is read is not hashed on the way."""
         entry = self.items[item.entry]
-        return ItemReader(_Slice(self._src, entry.offset, entry.length), identity, item, file_key=file_key, keep_file_key=keep_file_key)
+        window = _Slice(self._src, entry.offset, entry.length, hashed=not record_only)
+        return ItemReader(window, identity, item, file_key=file_key, keep_file_key=keep_file_key)
 
 
 class ItemReader:
@@ -467,9 +470,7 @@ class ItemReader:
 
     def _refusal(self, error: KeysError) -> KeysError:
         """The envelope refused: DamagedItemError if the item's bytes are the ones the manifest lists, else ``error``."""
-        while self._src.read(1 << 20):
-            pass
-        if self._src.digest() == self._item.blake2b:
+        if self._src.whole_digest() == self._item.blake2b:
             return DamagedItemError(str(error))
         return error
 
@@ -528,11 +529,12 @@ class _Slice:
     Reads are positioned (pread on a file), so windows of one bundle file can be read
     in any order and by forked processes sharing the file, never by its file offset."""
 
-    def __init__(self, src: BinaryIO, offset: int, length: int):
+    def __init__(self, src: BinaryIO, offset: int, length: int, hashed: bool = True):
         self._src = src
+        self._start, self._length = offset, length
         self._offset = offset
         self.remaining = length
-        self._hash = hashlib.blake2b(digest_size=HASH_SIZE)
+        self._hash = hashlib.blake2b(digest_size=HASH_SIZE) if hashed else None
         try:
             self._fd: int | None = src.fileno()
         except (AttributeError, OSError, ValueError):  # io.BytesIO and the like
@@ -547,7 +549,8 @@ class _Slice:
         else:
             self._src.seek(self._offset)
             count = self._src.readinto(view)
-        self._hash.update(view[:count])
+        if self._hash is not None:
+            self._hash.update(view[:count])
         self._offset += count
         self.remaining -= count
         return count
@@ -559,4 +562,14 @@ class _Slice:
         return bytes(memoryview(buffer)[: self.readinto(buffer)])
 
     def digest(self) -> bytes:
+        """The hash of what was read (a hashed window only)."""
+        assert self._hash is not None
+        return self._hash.digest()
+
+    def whole_digest(self) -> bytes:
+        """The hash of the whole window: the rest is read (a window not hashed is read again from its start)."""
+        if self._hash is None:
+            self._hash, self._offset, self.remaining = hashlib.blake2b(digest_size=HASH_SIZE), self._start, self._length
+        while self.read(1 << 20):
+            pass
         return self._hash.digest()

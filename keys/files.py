@@ -205,12 +205,17 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+_threads: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+
+
 def _in_parallel(work, things: list) -> None:
+    global _threads
     if len(things) == 1:
         work(things[0])
     elif things:
-        with ThreadPoolExecutor(max_workers=min(16, len(things))) as pool:
-            list(pool.map(work, things))
+        if _threads is None or _threads[0] != os.getpid():
+            _threads = (os.getpid(), ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync"))
+        list(_threads[1].map(work, things))
 
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:

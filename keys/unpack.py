@@ -2,7 +2,7 @@
 
 Layout of the output folder::
 
-    OUT/index.html                      every source and item, no scripts
+    OUT/index.html                      every source and item, no scripts (keys.cleaning.triage, after)
     OUT/<designation>/source.json       source_id, designation, reply public key, server key, items decrypted
     OUT/<designation>/<day> message.txt
     OUT/<designation>/<day> <sanitised original file name>
@@ -40,7 +40,6 @@ from keys.bundle import ExportBundle, ManifestItem, ManifestSource
 from keys.errors import DamagedItemError, FormatError, PinnedSourceError, WrongKeyError
 from keys.files import FreeNames, PendingFile, fsync_folders, safe_file_name, safe_folder_name, sync_all, with_suffix_number
 from keys.identity import Identity
-from keys.index import write_index
 from keys.pins import check_and_pin
 from keys.source_record import load_source_record, save_source_record
 from keys.workers import Team, worker_count
@@ -89,7 +88,6 @@ def unpack_bundle(
             summary.written += written
             summary.damaged += damaged
     summary.damaged.sort(key=lambda item: item.order)
-    write_index(out)
     return summary
 
 
@@ -265,7 +263,7 @@ def _plan_source(bundle: ExportBundle, identity: Identity, out: Path, number: in
             advance(item.size)
             continue
         try:
-            plan.file_keys[item.entry] = bundle.open_item(item, identity, keep_file_key=True).file_key  # the header and the record, no more
+            plan.file_keys[item.entry] = bundle.open_item(item, identity, keep_file_key=True, record_only=True).file_key  # header and record
         except WrongKeyError:
             counts[1] += 1
             advance(item.size)
