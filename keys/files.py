@@ -124,6 +124,13 @@ class PendingFile:
     def write(self, data: bytes) -> int:
         return self._file.write(data)
 
+    def start_writeback(self) -> None:
+        """Have the system start writing the content now, so a later ``sync`` finds it (mostly) written:
+        on Linux, POSIX_FADV_DONTNEED starts writeback of the dirty pages without waiting for it."""
+        self._file.flush()
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
     def sync(self) -> None:
         """Make the content durable under the temporary name (commit then only names it)."""
         self._file.flush()

@@ -299,6 +299,7 @@ def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: Ma
             name = f"{item.received_day} {safe_file_name(reader.metadata.name, 'file')}"
         pending = PendingFile(folder)
         reader.write_to(pending, wrote)
+        pending.start_writeback()
     except BaseException as error:
         if pending is not None:
             pending.abort()
