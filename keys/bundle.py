@@ -106,73 +106,81 @@ class ExportSource:
     items: list[ExportItem]
 
 
-def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource], server_key: SigningKey) -> Iterator[bytes]:
+def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource], server_key: SigningKey,
+                         order: Sequence[str] | None = None) -> Iterator[bytes]:
     """Yield an export bundle piece by piece: items as they come from the store,
     the manifest sealed to ``recipients``, then the server's signature over all of
     it (``server_key``, made from the server's seed). Memory holds the manifest only.
+    ``order``: every item id once, in the order the item entries are to be streamed
+    (the order the store reads fastest in); by default, the sources' order.
 
     A store that yields other bytes than announced raises ValueError mid-stream;
     the bundle then has no manifest and no signature, and every reader refuses it.
     """
     server = ServerPublicKey.from_seed(bytes(server_key))  # bytes(SigningKey) is its seed
     signed = hashlib.blake2b(digest_size=64)
-    for piece in _unsigned_export(recipients, sources):
+    for piece in _unsigned_export(recipients, list(sources), order):
         signed.update(piece)
         yield piece
     signature = server_key.sign(SIGNATURE_CONTEXT + signed.digest()).signature
     yield _EXPORT_ENTRY.pack(ENTRY_SIGNATURE, SIGNATURE_ENTRY_LENGTH) + bytes(server.verify_key) + bytes(server.encryption_key) + signature
 
 
-def _unsigned_export(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource]) -> Iterator[bytes]:
-    yield EXPORT_MAGIC + bytes([VERSION])
-    manifest_sources = []
-    entry = 0
-    item_ids: set[str] = set()
-    for source in sources:
+def _unsigned_export(recipients: Sequence[PublicKey | bytes], sources: list[ExportSource], order: Sequence[str] | None) -> Iterator[bytes]:
+    items: dict[str, ExportItem] = {}
+    for source in sources:  # every check before the first byte
         _check_source(source.source_id, source.designation, bytes(source.reply_public_key))
-        items = []
         for item in source.items:
             _check_item_fields(item.item_id, item.kind, item.received_day, item.recipients)
-            if item.item_id in item_ids:
+            if item.item_id in items:
                 raise ValueError(f"item {item.item_id}: listed twice")
-            item_ids.add(item.item_id)
             if not 0 < item.size <= MAX_ITEM_SIZE:
                 raise ValueError(f"item {item.item_id}: invalid stored size {item.size}")
-            if entry >= MAX_ITEMS:
-                raise ValueError(f"an export bundle holds at most {MAX_ITEMS} items")
-            yield _EXPORT_ENTRY.pack(ENTRY_ITEM, item.size)
-            digest = hashlib.blake2b(digest_size=HASH_SIZE)
-            written = 0
-            for chunk in item.chunks():
-                written += len(chunk)
-                if written > item.size:
-                    raise ValueError(f"item {item.item_id}: the store yields more than its stored size")
-                digest.update(chunk)
-                yield chunk
-            if written != item.size:
-                raise ValueError(f"item {item.item_id}: the store yields {written} bytes, not {item.size}")
-            items.append(
+            items[item.item_id] = item
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"an export bundle holds at most {MAX_ITEMS} items")
+    if order is None:
+        order = list(items)
+    elif len(order) != len(items) or set(order) != set(items):
+        raise ValueError("the order of the items must name every item once")
+    yield EXPORT_MAGIC + bytes([VERSION])
+    entries: dict[str, tuple[int, str]] = {}  # item id -> (entry, BLAKE2b-256)
+    for entry, item_id in enumerate(order):
+        item = items[item_id]
+        yield _EXPORT_ENTRY.pack(ENTRY_ITEM, item.size)
+        digest = hashlib.blake2b(digest_size=HASH_SIZE)
+        written = 0
+        for chunk in item.chunks():
+            written += len(chunk)
+            if written > item.size:
+                raise ValueError(f"item {item.item_id}: the store yields more than its stored size")
+            digest.update(chunk)
+            yield chunk
+        if written != item.size:
+            raise ValueError(f"item {item.item_id}: the store yields {written} bytes, not {item.size}")
+        entries[item_id] = (entry, digest.hexdigest())
+    manifest_sources = [
+        {
+            "source_id": source.source_id,
+            "designation": source.designation,
+            "reply_public_key": base64.b64encode(bytes(source.reply_public_key)).decode(),
+            "items": [
                 {
                     "item_id": item.item_id,
                     "kind": item.kind,
                     "received_day": item.received_day,
                     "recipients": list(item.recipients),
-                    "entry": entry,
+                    "entry": entries[item.item_id][0],
                     "size": item.size,
-                    "blake2b": digest.hexdigest(),
+                    "blake2b": entries[item.item_id][1],
                 }
-            )
-            entry += 1
-        manifest_sources.append(
-            {
-                "source_id": source.source_id,
-                "designation": source.designation,
-                "reply_public_key": base64.b64encode(bytes(source.reply_public_key)).decode(),
-                "items": items,
-            }
-        )
+                for item in source.items
+            ],
+        }
+        for source in sources
+    ]
     manifest = json.dumps(
-        {"format": "intake-export-manifest", "version": MANIFEST_VERSION, "items": entry, "sources": manifest_sources},
+        {"format": "intake-export-manifest", "version": MANIFEST_VERSION, "items": len(entries), "sources": manifest_sources},
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode()
