@@ -4,21 +4,22 @@ Decrypting many short items is bound by creating files and opening envelope
 headers (an X25519 operation each), both CPU work that one Python process does
 on one core. ``Team`` runs each share of the work (``plan``, then ``write``: see
 keys.unpack) in a forked child, so the secret key is never sent anywhere: the
-children have it from the fork, as the parent does. Each child dies with the
-parent (PR_SET_PDEATHSIG), as one process killed would; and stops between two
-items, keeping what is complete, when the parent says so or goes away. Where
-processes cannot be forked safely (outside Linux), or for one share, the work
-runs in this process, the same way.
+children have it from the fork, as the parent does. They talk to the parent over
+two pipes each (pickled messages; no multiprocessing, which would load the socket
+module into an offline tool). Each child dies with the parent (PR_SET_PDEATHSIG),
+as one process killed would; and stops between two items, keeping what is
+complete, when the parent says so or goes away. Where processes cannot be forked
+safely (outside Linux), or for one share, the work runs in this process, the same way.
 """
 
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
+import select
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,21 +29,53 @@ from keys.errors import KeysError
 MAX_WORKERS = 4
 PR_SET_PDEATHSIG = 1
 PROGRESS_EVERY = 0.1  # seconds between two progress messages of a child
+_LENGTH = struct.Struct(">I")
 
 
 def worker_count() -> int:
     """Processes worth starting here: one per CPU this process may run on, or 1 where forking is not used."""
-    if not can_fork():
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_WORKERS))
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
-def can_fork() -> bool:
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+class _Pipe:
+    """One direction of a parent-child channel: pickled messages, each prefixed by its length."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def send(self, message: object) -> None:
+        data = pickle.dumps(message)
+        view = memoryview(_LENGTH.pack(len(data)) + data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def receive(self) -> object:
+        """The next message; EOFError once the other side has closed."""
+        (length,) = _LENGTH.unpack(self._exactly(_LENGTH.size))
+        return pickle.loads(self._exactly(length))
+
+    def _exactly(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            more = os.read(self.fd, size - len(data))
+            if not more:
+                raise EOFError
+            data += more
+        return bytes(data)
+
+    def ready(self) -> bool:
+        """Something (a message, or the end) can be read without waiting."""
+        return bool(select.select([self.fd], [], [], 0)[0])
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class _Child:
+    def __init__(self, pid: int, commands: _Pipe, messages: _Pipe):
+        self.pid, self.commands, self.messages = pid, commands, messages
 
 
 class Team:
@@ -54,7 +87,7 @@ class Team:
 
     def __init__(self, shares: Sequence[object]):
         self._shares = list(shares)
-        self._children: list[tuple[multiprocessing.Process, multiprocessing.connection.Connection]] = []
+        self._children: list[_Child] = []
 
     def __enter__(self) -> "Team":
         if len(self._shares) > 1:
@@ -62,89 +95,86 @@ class Team:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for _process, conn in self._children:
-            try:
-                conn.send(None)  # stop between two items, keep what is complete, end
-            except OSError:
-                pass
-        for process, conn in self._children:
-            process.join(timeout=60)
-            if process.is_alive():
-                process.kill()
-                process.join()
-            conn.close()
+        for child in self._children:
+            _quietly(child.commands.close)  # the end: stop between two items, keep what is complete
+        for child in self._children:
+            _reap(child.pid, timeout=60)
+            child.messages.close()
         self._children = []
 
     def _start(self) -> None:
-        context = multiprocessing.get_context("fork")
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or a child would write out the parent's buffered text again
-        pipes = [context.Pipe() for _ in self._shares]
-        for share, (mine, theirs) in zip(self._shares, pipes):
-            others = [end for pair in pipes for end in pair if end is not theirs]
-            process = context.Process(target=_serve, args=(share, theirs, others, os.getpid()), daemon=True)
-            process.start()
-            self._children.append((process, mine))
-        for _mine, theirs in pipes:
-            theirs.close()
+        parent = os.getpid()
+        for share in self._shares:
+            command_read, command_write = os.pipe()
+            message_read, message_write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: never returns into the caller's code
+                status = 1
+                try:
+                    for child in self._children:  # the other children's ends, inherited
+                        _quietly(child.commands.close)
+                        _quietly(child.messages.close)
+                    os.close(command_write)
+                    os.close(message_read)
+                    _die_with(parent)
+                    _serve(share, _Pipe(command_read), _Pipe(message_write))
+                    status = 0
+                finally:
+                    os._exit(status)
+            os.close(command_read)
+            os.close(message_write)
+            self._children.append(_Child(pid, _Pipe(command_write), _Pipe(message_read)))
 
     def run(self, phase: str, advance: Callable[[int], None], *args: object) -> list:
         if not self._children:
             return [getattr(share, phase)(advance, lambda: False, *args) for share in self._shares]
-        for _process, conn in self._children:
-            conn.send((phase, args))
-        conns = [conn for _process, conn in self._children]
-        results: list = [None] * len(conns)
-        pending = set(range(len(conns)))
+        for child in self._children:
+            child.commands.send((phase, args))
+        results: list = [None] * len(self._children)
+        pending = dict(enumerate(self._children))
         error: BaseException | None = None
         while pending:
-            for conn in multiprocessing.connection.wait([conns[number] for number in pending]):
-                number = conns.index(conn)
+            ready, _, _ = select.select([child.messages.fd for child in pending.values()], [], [])
+            for number, child in list(pending.items()):
+                if child.messages.fd not in ready:
+                    continue
                 try:
-                    kind, value = conn.recv()
-                except (EOFError, OSError):
+                    kind, value = child.messages.receive()
+                except (EOFError, OSError, pickle.UnpicklingError):
                     kind, value = "error", KeysError("a decrypting process stopped unexpectedly; decrypt again to finish "
                                                      "(nothing partial was kept)")
                 if kind == "advance":
                     advance(value)
                     continue
-                pending.discard(number)
+                del pending[number]
                 if kind == "done":
                     results[number] = value
                 elif error is None:
                     error = value
-                    for other in pending:
-                        _send(conns[other], "stop")
+                    for other in pending.values():
+                        _quietly(other.commands.send, "stop")
         if error is not None:
             raise error
         return results
 
 
-def _send(conn: multiprocessing.connection.Connection, message: object) -> None:
-    try:
-        conn.send(message)
-    except OSError:
-        pass  # that child has ended
-
-
-def _serve(share: object, conn: multiprocessing.connection.Connection, others: list, parent: int) -> None:
+def _serve(share: object, commands: _Pipe, messages: _Pipe) -> None:
     """A child: run the phases the parent asks for, until it says to end or goes away."""
-    for end in others:
-        end.close()
-    _die_with(parent)
-    progress = _Progress(conn)
-    stopped = conn.poll  # the parent writes only to stop this phase (or to end)
+    progress = _Progress(messages)
     try:
-        while isinstance(message := conn.recv(), tuple):
+        while isinstance(message := commands.receive(), tuple):
             phase, args = message
-            result = getattr(share, phase)(progress.advance, stopped, *args)
+            # The parent writes during a phase only to stop it (or closes the pipe: the end).
+            result = getattr(share, phase)(progress.advance, commands.ready, *args)
             progress.send()
-            conn.send(("done", result))
+            messages.send(("done", result))
     except EOFError:
-        pass  # the parent is gone
+        pass  # the parent is done, or gone
     except BaseException as error:  # noqa: BLE001 - every failure goes to the parent, which raises it
         progress.send()
-        _send(conn, ("error", _portable(error)))
+        _quietly(messages.send, ("error", _portable(error)))
 
 
 def _die_with(parent: int) -> None:
@@ -152,6 +182,16 @@ def _die_with(parent: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != parent:
         os._exit(1)
+
+
+def _reap(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.01)
 
 
 def _portable(error: BaseException) -> BaseException:
@@ -163,11 +203,18 @@ def _portable(error: BaseException) -> BaseException:
         return RuntimeError(f"{type(error).__name__} in a decrypting process")
 
 
+def _quietly(action: Callable, *args: object) -> None:
+    try:
+        action(*args)
+    except OSError:
+        pass  # that end is gone already
+
+
 class _Progress:
     """Sums a child's progress and sends it at most every PROGRESS_EVERY seconds."""
 
-    def __init__(self, conn: multiprocessing.connection.Connection):
-        self._conn = conn
+    def __init__(self, messages: _Pipe):
+        self._messages = messages
         self._count = 0
         self._last = time.monotonic()
 
@@ -178,6 +225,6 @@ class _Progress:
 
     def send(self) -> None:
         if self._count:
-            _send(self._conn, ("advance", self._count))
+            _quietly(self._messages.send, ("advance", self._count))
             self._count = 0
         self._last = time.monotonic()
