@@ -140,6 +140,8 @@ class _Share:
         batch = _Batch()
         try:
             for plan in self._plans:
+                if stopped():
+                    break
                 if not plan.items and plan.record is None:
                     continue  # nothing for this journalist, and no folder yet: none is made
                 folder, record = _source_folder(self._out, plan.source)
@@ -147,7 +149,7 @@ class _Share:
                 target = batch.target(folder, record)
                 for item in plan.items:
                     if stopped():
-                        return written, damaged
+                        break
                     try:
                         batch.add(target, _write_item(self._bundle, self._identity, folder, item, plan.file_keys.pop(item.entry), advance))
                     except DamagedItemError as error:

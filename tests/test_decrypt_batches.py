@@ -18,6 +18,7 @@ import pytest
 
 from keys import unpack
 from keys.bundle import ExportBundle
+from keys.errors import TamperedError
 from keys.files import TEMP_PREFIX
 from tests.fixtures_keys import SERVER_PUBLIC, KeyFiles, Source, Submission, alice, alice_files, build_export  # noqa: F401
 
@@ -150,3 +151,22 @@ def running(pid: str) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_when_one_process_meets_a_changed_item_the_others_stop_and_keep_what_is_complete(alice_files: KeyFiles, tmp_path: Path,
+                                                                                       monkeypatch):
+    monkeypatch.setattr(unpack, "BATCH_ITEMS", 3)
+    sources, bodies = many_sources(8, 6)
+    path = tmp_path / "export.bundle"
+    path.write_bytes(build_export(sources, [alice_files.identity]))
+    out = tmp_path / "out"
+    with ExportBundle.open(path) as bundle:
+        bundle.verify({bytes(SERVER_PUBLIC.verify_key): SERVER_PUBLIC})
+        last = bundle.items[-1]
+        with open(path, "r+b") as f:  # changed on disk after the signature check, before it is decrypted
+            f.seek(last.offset + last.length // 2)
+            f.write(b"\x00" * 16)
+        with pytest.raises(TamperedError):
+            unpack.unpack_bundle(bundle, alice_files.identity, out, alice_files.secret, workers=2)
+    named = check_folder(out, bodies)
+    assert 0 < len(named) < len(bodies)
