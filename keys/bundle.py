@@ -451,6 +451,10 @@ class ItemReader:
         if self.metadata.kind != item.kind:
             raise RecordError("an item in the export bundle does not match its manifest entry: it is of another kind")
 
+    def close(self) -> None:
+        """Wipe what was decrypted and not read (see EnvelopeReader.close)."""
+        self._reader.close()
+
     def chunks(self) -> Iterator[bytes]:
         with self._refusals():
             yield from self._reader.chunks()

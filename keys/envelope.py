@@ -446,6 +446,10 @@ class EnvelopeReader:
         if self.metadata.length is not None and self.metadata.length != self._body_length:
             raise FormatError("the envelope's body does not match its declared length")
 
+    def close(self) -> None:
+        """Wipe what was decrypted and not read (a reader asked only for its metadata). Idempotent."""
+        self._wipe()
+
     def _wipe(self) -> None:
         self._content = memoryview(b"")
         secretstream.wipe(self._plaintext)

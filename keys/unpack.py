@@ -265,7 +265,9 @@ def _plan_source(bundle: ExportBundle, identity: Identity, out: Path, number: in
             advance(item.size)
             continue
         try:
-            plan.file_keys[item.entry] = bundle.open_item(item, identity, keep_file_key=True, record_only=True).file_key  # header and record
+            reader = bundle.open_item(item, identity, keep_file_key=True, record_only=True)  # header and record, no more
+            reader.close()  # the first message's plaintext, body included, is not left in memory
+            plan.file_keys[item.entry] = reader.file_key
         except WrongKeyError:
             counts[1] += 1
             advance(item.size)

@@ -479,6 +479,11 @@ def test_the_reader_decrypts_into_its_own_buffer_and_wipes_it_at_the_end_or_on_a
     reader = EnvelopeReader(io.BytesIO(seal(body)), KEY)
     assert reader.write_to(out) == len(body) and out.getvalue() == body and reader.complete
     assert not any(reader._plaintext) and not any(reader._stream._state)
+    # Asked only for its record, then closed: the rest of the first message is wiped too.
+    reader = EnvelopeReader(io.BytesIO(seal(body)), KEY)
+    assert any(reader._plaintext)
+    reader.close()
+    assert not any(reader._plaintext)
     # Cut off in its last message: refused, and what it had decrypted is wiped all the same.
     reader = EnvelopeReader(io.BytesIO(seal(body)[:-100]), KEY)
     with pytest.raises(TruncatedError):
