@@ -31,7 +31,7 @@ import io
 import json
 import random
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from nacl import bindings as sodium
@@ -308,23 +308,36 @@ class EnvelopeReader:
     or ``chunks()``. Plaintext handed out before the end is authentic chunk by
     chunk, but only reaching the end (``complete`` is True) proves nothing was
     cut off: callers that write files must treat them as partial until then.
+
+    Each message is decrypted into one buffer the reader owns and reuses
+    (keys.sodium_buffers), and wiped once the body is read to its end or refused;
+    ``write_to()`` writes the body from it without a copy.
+    With ``keep_file_key`` the reader keeps the envelope's file key in ``file_key``; given
+    back as ``file_key`` to a later reader of the same envelope, it opens it without trying
+    the secret keys against every stanza again.
     """
 
-    def __init__(self, src: BinaryIO, identities: PrivateKey | bytes | Sequence[PrivateKey | bytes]):
+    def __init__(self, src: BinaryIO, identities: PrivateKey | bytes | Sequence[PrivateKey | bytes], *,
+                 file_key: bytes | None = None, keep_file_key: bool = False):
+        self.file_key: bytes | None = None
         self._src = src
-        header = self._read_header(src, _as_private_keys(identities))
-        self._first_ad: bytes | None = header
+        self._ciphertext = bytearray(MESSAGE_CT_SIZE)
+        self._plaintext = bytearray(MESSAGE_SIZE)
+        self._content = memoryview(b"")  # the current message's content not yet handed out
         self._content_ended = False  # a message used fewer slots than it had
         self._done = False
         self._body_length = 0
-        self._buffer = b""
-        record_head = self._take_content(2)
-        (record_len,) = _U16.unpack(record_head)
-        if record_len > MAX_RECORD:
-            raise RecordError("the envelope's record is oversized")
-        self.metadata = Metadata.decode(self._take_content(record_len))
+        try:
+            self._first_ad: bytes | None = self._read_header(src, identities, file_key, keep_file_key)
+            (record_len,) = _U16.unpack(self._take_content(2))
+            if record_len > MAX_RECORD:
+                raise RecordError("the envelope's record is oversized")
+            self.metadata = Metadata.decode(self._take_content(record_len))
+        except BaseException:
+            self._wipe()
+            raise
 
-    def _read_header(self, src: BinaryIO, keys: list[PrivateKey]) -> bytes:
+    def _read_header(self, src: BinaryIO, identities, file_key: bytes | None, keep_file_key: bool) -> bytes:
         prefix = read_exact(src, len(_PREFIX) + 1)
         if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
             raise FormatError("this is not an intake envelope")
@@ -338,37 +351,40 @@ class EnvelopeReader:
         rest = read_exact(src, count * STANZA_SIZE + STREAM_HEADER_SIZE)
         if len(rest) < count * STANZA_SIZE + STREAM_HEADER_SIZE:
             raise TruncatedError("the envelope ends inside its header")
-        file_key = None
-        for i in range(count):
-            stanza = rest[i * STANZA_SIZE : (i + 1) * STANZA_SIZE]
-            for key in keys:
-                try:
-                    file_key = sodium.crypto_box_seal_open(stanza, bytes(key.public_key), bytes(key))
-                    break
-                except CryptoError:
-                    continue
-            if file_key is not None:
-                break
-        if file_key is None or len(file_key) != FILE_KEY_SIZE:
-            raise WrongKeyError("none of the given keys can open this envelope")
-        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        key = bytearray(file_key) if file_key is not None else self._open_stanzas(rest, count, _as_private_keys(identities))
         try:
-            sodium.crypto_secretstream_xchacha20poly1305_init_pull(self._state, rest[-STREAM_HEADER_SIZE:], file_key)
+            self._stream = owned.PullStream(rest[-STREAM_HEADER_SIZE:], key)
         except CryptoError:
+            wipe(key)
             raise TamperedError("the envelope's header is damaged") from None
+        else:
+            if keep_file_key:
+                self.file_key = bytes(key)
+            wipe(key)
         return prefix + rest
 
-    def _next_message(self) -> bytes | None:
-        """Decrypt the next message and return its content part; None at the end."""
+    @staticmethod
+    def _open_stanzas(rest: bytes, count: int, keys: list[PrivateKey]) -> bytearray:
+        pairs = [(bytes(key.public_key), bytes(key)) for key in keys]
+        for i in range(count):
+            stanza = rest[i * STANZA_SIZE : (i + 1) * STANZA_SIZE]
+            for public, secret in pairs:
+                file_key = owned.seal_open(stanza, public, secret)
+                if file_key is not None:
+                    return file_key
+        raise WrongKeyError("none of the given keys can open this envelope")
+
+    def _next_message(self) -> bool:
+        """Decrypt the next message into the buffer; its content becomes ``_content``. False at the end."""
         if self._done:
-            return None
-        ciphertext = read_exact(self._src, MESSAGE_CT_SIZE)
-        if not ciphertext:
+            return False
+        got = _read_into(self._src, self._ciphertext)
+        if not got:
             raise TruncatedError("the envelope is truncated: it ends before its final message")
         try:
-            plaintext, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(self._state, ciphertext, self._first_ad)
+            size, tag = self._stream.pull_into(memoryview(self._ciphertext)[:got], self._plaintext, self._first_ad)
         except CryptoError:
-            if len(ciphertext) < MESSAGE_CT_SIZE:
+            if got < MESSAGE_CT_SIZE:
                 raise TruncatedError("the envelope is truncated or damaged at its end") from None
             raise TamperedError("the envelope failed authentication: it was modified or reordered") from None
         self._first_ad = None
@@ -378,70 +394,121 @@ class EnvelopeReader:
             self._done = True
         elif tag != TAG_MESSAGE:
             raise FormatError("an envelope message carries an unexpected tag")
-        elif len(ciphertext) < MESSAGE_CT_SIZE:
+        elif got < MESSAGE_CT_SIZE:
             raise TruncatedError("the envelope is truncated: it ends before its final message")
-        if len(plaintext) < 4:
+        if size < 4:
             raise FormatError("an envelope message is malformed")
-        (used,) = _U32.unpack_from(plaintext)
-        capacity = len(plaintext) - 4
+        (used,) = _U32.unpack_from(self._plaintext)
+        capacity = size - 4
         if used > capacity or (self._content_ended and used):
             raise FormatError("an envelope message is malformed")
         if used < capacity:
-            if plaintext.count(0, 4 + used) != capacity - used:
+            if self._plaintext.count(0, 4 + used, size) != capacity - used:
                 raise FormatError("an envelope's padding is not zero")
             self._content_ended = True
-        return plaintext[4 : 4 + used] if used < capacity else plaintext[4:]
+        self._content = memoryview(self._plaintext)[4 : 4 + used]
+        return True
 
     def _take_content(self, size: int) -> bytes:
         """Take exactly ``size`` bytes of content (used for the record)."""
-        while len(self._buffer) < size:
-            piece = self._next_message()
-            if piece is None:
+        taken = bytearray()
+        while len(taken) < size:
+            if not self._content and not self._next_message():
                 raise RecordError("the envelope ends inside its record")
-            self._buffer += piece
-        taken, self._buffer = self._buffer[:size], self._buffer[size:]
-        return taken
+            piece = self._content[: size - len(taken)]
+            taken += piece
+            self._content = self._content[len(piece) :]
+        return bytes(taken)
+
+    def _pieces(self) -> Iterator[memoryview]:
+        """The body's pieces as views of the buffer, to the authenticated end; each is valid until
+        the next is asked for, and the buffer is wiped when the iteration ends, however it ends."""
+        try:
+            while True:
+                if self._content:
+                    piece, self._content = self._content, memoryview(b"")
+                    self._body_length += len(piece)
+                    yield piece
+                if not self._next_message():
+                    break
+            self._check_length()
+        finally:
+            self._wipe()
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield the body piece by piece, to the authenticated end."""
-        if self._buffer:
-            piece, self._buffer = self._buffer, b""
-            self._body_length += len(piece)
-            yield piece
-        while (piece := self._next_message()) is not None:
-            if piece:
-                self._body_length += len(piece)
-                yield piece
-        self._check_length()
+        """Yield the body piece by piece, to the authenticated end (each a copy: prefer ``write_to``)."""
+        for piece in self._pieces():
+            yield bytes(piece)
+
+    def write_to(self, out: BinaryIO, progress: Callable[[int], object] = lambda n: None) -> int:
+        """Write the body to ``out`` straight from the reader's buffer (no copy), to the authenticated
+        end; ``progress`` is told each piece's length. Returns the body's length."""
+        for piece in self._pieces():
+            out.write(piece)
+            progress(len(piece))
+        return self._body_length
 
     def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` body bytes (all if negative); b"" only at the authenticated end."""
-        if size is None or size < 0:
-            return b"".join(self.chunks())
-        pieces, buffered = [self._buffer], len(self._buffer)
-        while buffered < size and not self._done:
-            piece = self._next_message()
-            if piece:
-                pieces.append(piece)  # joined once below: appending to bytes would copy quadratically
-                buffered += len(piece)
-        buffer = b"".join(pieces) if len(pieces) > 1 else pieces[0]
-        taken, self._buffer = buffer[:size], buffer[size:]
-        self._body_length += len(taken)
-        if self._done and not self._buffer:
-            self._check_length()
-        return taken
+        out = bytearray()
+        try:
+            while size is None or size < 0 or len(out) < size:
+                if not self._content and not self._next_message():
+                    break
+                piece = self._content if size is None or size < 0 else self._content[: size - len(out)]
+                out += piece
+                self._content = self._content[len(piece) :]
+            self._body_length += len(out)
+            if self._done and not self._content:
+                self._check_length()
+                self._wipe()
+            return bytes(out)
+        except BaseException:
+            self._wipe()
+            raise
+        finally:
+            wipe(out)
 
     def _check_length(self) -> None:
         if self.metadata.length is not None and self.metadata.length != self._body_length:
             raise FormatError("the envelope's body does not match its declared length")
 
+    def close(self) -> None:
+        """Wipe what was decrypted and not read (a reader asked only for its metadata). Idempotent."""
+        self._wipe()
+
+    def _wipe(self) -> None:
+        self._content = memoryview(b"")
+        wipe(self._plaintext)
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.wipe()
+
     @property
     def complete(self) -> bool:
-        return self._done and not self._buffer
+        return self._done and not self._content
 
     @property
     def body_length(self) -> int:
         return self._body_length
+
+
+def _read_into(src: BinaryIO, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``src`` (fewer bytes only at end of input); returns how many came."""
+    view = memoryview(buffer)
+    readinto = getattr(src, "readinto", None)
+    got = 0
+    while got < len(buffer):
+        if readinto is not None:
+            count = readinto(view[got:])
+        else:
+            data = src.read(len(buffer) - got)
+            count = len(data) if data else 0
+            view[got : got + count] = data or b""
+        if not count:
+            break
+        got += count
+    return got
 
 
 def encrypt_stream(src: BinaryIO, out: BinaryIO, recipients: Sequence[PublicKey | bytes], metadata: Metadata, chunk_size: int = 1 << 20) -> int:
@@ -456,8 +523,7 @@ def encrypt_stream(src: BinaryIO, out: BinaryIO, recipients: Sequence[PublicKey 
 def decrypt_stream(src: BinaryIO, out: BinaryIO, identities) -> Metadata:
     """Decrypt ``src`` into ``out``; returns the metadata with the true length."""
     reader = EnvelopeReader(src, identities)
-    for piece in reader.chunks():
-        out.write(piece)
+    reader.write_to(out)
     return dataclasses.replace(reader.metadata, length=reader.body_length)
 
 

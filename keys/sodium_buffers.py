@@ -6,7 +6,9 @@ new ``bytes`` each time, and a key made or derived through them exists as ``byte
 until freed. These few wrappers call the same libsodium functions through PyNaCl's
 own cffi binding (``nacl._sodium``) on ``bytearray``/``memoryview`` buffers instead,
 so the caller can wipe every copy. Only what is public leaves as ``bytes``
-(ciphertext, headers).
+(ciphertext, headers). The envelope reader decrypts each message straight into one
+``bytearray`` it reuses and wipes (PullStream), from a ciphertext buffer it fills with
+``readinto``: no copy of the plaintext is made on the way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import nacl.utils
 from nacl import bindings as sodium
 from nacl._sodium import ffi, lib
 from nacl.exceptions import CryptoError
+
+from keys.wiping import wipe
 
 Buffer = bytearray | memoryview | bytes
 
@@ -115,3 +119,42 @@ def secretbox_open(out: bytearray | memoryview, box: bytes, key: Buffer) -> bool
     rc = lib.crypto_secretbox_open_easy(ffi.from_buffer(out, require_writable=True), ciphertext, len(ciphertext),
                                         box[:nonce_size], ffi.from_buffer(key))
     return rc == 0
+
+
+def seal_open(stanza: bytes, public_key: bytes, secret_key: bytes) -> bytearray | None:
+    """The file key sealed in ``stanza`` for this key pair, in a new buffer; None if it is not for them."""
+    if len(stanza) != SECRETSTREAM_KEYBYTES + _SEALBYTES:
+        return None
+    key = bytearray(SECRETSTREAM_KEYBYTES)
+    if lib.crypto_box_seal_open(ffi.from_buffer(key), stanza, len(stanza), public_key, secret_key) != 0:
+        return None
+    return key
+
+
+class PullStream:
+    """One secretstream being decrypted; its state is a buffer of ours, wiped by ``wipe()``."""
+
+    def __init__(self, header: bytes, key: Buffer):
+        self._state = bytearray(_STATEBYTES)
+        self._tag = bytearray(1)
+        if len(header) != _HEADERBYTES or len(key) != SECRETSTREAM_KEYBYTES:
+            raise CryptoError("invalid secretstream header or key")
+        if lib.crypto_secretstream_xchacha20poly1305_init_pull(ffi.from_buffer(self._state), header, ffi.from_buffer(key)) != 0:
+            raise CryptoError("invalid secretstream header")
+
+    def pull_into(self, ciphertext: memoryview, out: bytearray, ad: bytes | None = None) -> tuple[int, int]:
+        """Decrypt ``ciphertext`` into the start of ``out``; returns (plaintext length, tag).
+        CryptoError if it fails authentication (``out`` may then hold garbage: wipe it)."""
+        length = len(ciphertext) - _ABYTES
+        if length < 0 or length > len(out):
+            raise CryptoError("invalid ciphertext length")
+        rc = lib.crypto_secretstream_xchacha20poly1305_pull(
+            ffi.from_buffer(self._state), ffi.from_buffer(out), ffi.NULL, ffi.from_buffer(self._tag),
+            ffi.from_buffer(ciphertext), len(ciphertext), ad if ad is not None else ffi.NULL, len(ad) if ad is not None else 0,
+        )
+        if rc != 0:
+            raise CryptoError("secretstream message failed authentication")
+        return length, self._tag[0]
+
+    def wipe(self) -> None:
+        wipe(self._state)
