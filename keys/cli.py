@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         ).format(damaged=EXIT_DAMAGED_ITEMS, error=EXIT_ERROR),
     )
     p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--key", required=True, metavar="SECRET_FILE", help="your secret key file; the trusted server keys and pinned sources are beside it")
+    p.add_argument("--key", required=True, metavar="SECRET_FILE", help=_("your secret key file; the trusted server keys and pinned sources are beside it"))
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--progress", action="store_true", help=_("always show the progress bar (default: on a terminal, for large bundles)"))
     p.add_argument("--clean", action="store_true", help=_("then make a cleaned copy of every file, as the clean command does"))
@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     passphrase_option(p)
     p.set_defaults(run=cmd_inspect)
 
-    recover_cli.add_parser(commands, passphrase_option, _read_passphrase)
+    recover_cli.add_parser(command, passphrase_option, _read_passphrase)
     return parser
 
 
