@@ -28,7 +28,9 @@ class _TranslatedHelp:
     @property
     def help(self) -> str | None:
         english = self._english_help
-        return _(english).format(**self.help_values) if english else english
+        if not english:
+            return english
+        return _(english).format(**self.help_values) if self.help_values else _(english)
 
     @help.setter
     def help(self, english: str | None) -> None:
