@@ -9,7 +9,8 @@ every other round; figures are median [min..max] of the rounds):
 - raw secretstream: PyNaCl's crypto_secretstream_xchacha20poly1305 on 64 KiB
   messages (the envelope's message size), nothing else: the crypto's floor;
 - disk write + fsync: the same bytes to a file, fsynced: the disk's floor;
-- envelope: keys.envelope writer / reader (chunks()), one recipient;
+- envelope: keys.envelope writer / reader (write_to(), as intake-keys decrypt
+  writes its files), one recipient;
 - gpg as SecureDrop runs it today: ``gzip -9``, then ``gpg --encrypt -z 0`` to
   one throwaway cv25519 key (decrypt: gpg, then gunzip); and gpg with
   compression off (-z 0) on the raw file.
@@ -89,8 +90,7 @@ def envelope_encrypt(src: Path, dst: str, recipient) -> None:
 def envelope_decrypt(src: Path, dst: str, key: PrivateKey) -> None:
     with open(src, "rb") as f, open(dst, "wb") as out:
         reader = EnvelopeReader(f, key)
-        for piece in reader.chunks():
-            out.write(piece)
+        reader.write_to(out)  # as intake-keys decrypt writes files: straight from the reader's buffer
         assert reader.complete
 
 

@@ -1,6 +1,6 @@
 """The journalist side as the store grows: the list of sources and the full export.
 
-    .venv/bin/python bench/journalist.py [--small 1000] [--medium 10000] [--large 100000] [--rounds 5]
+    .venv/bin/python bench/journalist.py [--small 1000] [--medium 10000] [--large 100000] [--rounds 5] [--keep DIR]
 
 Three instances are filled through the store's own API (as bench/export.py does:
 mostly short messages, every tenth a 20-200 KiB file, one source per ten
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.export import fill  # noqa: E402
 from bench.paired import Paired, seconds  # noqa: E402
+from intake.app import create_app  # noqa: E402
+from intake.app.journalist import create_journalist_app  # noqa: E402
 from intake.store import Store  # noqa: E402
 from tests.fixtures_newsroom import Newsroom, make_newsroom, sign_in  # noqa: E402
 
@@ -47,7 +50,12 @@ LINEAR_SLACK = 1.1  # export time ratio allowed over the items ratio
 
 
 def filled(base: Path, submissions: int) -> Newsroom:
-    base.mkdir()
+    if (base / "filled").exists():  # kept from an earlier run (--keep)
+        print(f"  {submissions:,} submissions: reusing {base}", flush=True)
+        settings, alice, bob = pickle.loads((base / "filled").read_bytes())
+        return Newsroom(settings, create_app(settings, TESTING=True), create_journalist_app(settings, TESTING=True), alice, bob)
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
     newsroom = make_newsroom(base)
     started = time.perf_counter()
     with Store.open(newsroom.settings) as store:
@@ -55,6 +63,7 @@ def filled(base: Path, submissions: int) -> Newsroom:
         stored = fill(store, submissions, max(1, submissions // 10))
     print(f"  filled {submissions:,} submissions ({stored / 2**20:.0f} MiB of ciphertext) in {time.perf_counter() - started:.0f} s"
           " (set-up, not measured)", flush=True)
+    (base / "filled").write_bytes(pickle.dumps((newsroom.settings, newsroom.alice, newsroom.bob)))  # bench keys, for --keep
     return newsroom
 
 
@@ -92,12 +101,13 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--page-loads", type=int, default=20, help="/sources loads per round (the round's figure is their median)")
+    parser.add_argument("--keep", type=Path, help="fill the stores in this folder and keep them; a later run with the same folder reuses them")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"journalist side at scale: {os.cpu_count()} CPUs, load average {load:.1f} at the start", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="intake-bench-journalist-") as tmp:
-        base = Path(tmp)
+        base = args.keep or Path(tmp)
         rooms = {size: filled(base / str(size), size) for size in sorted({args.small, args.medium, args.large})}
 
         small_page, small_sizes = sources_page(rooms[args.small])
@@ -110,8 +120,8 @@ def main() -> None:
         verdict = "" if biggest < PAGE_BYTES else "   MISSED"
         print(f"  largest page: {biggest / 1000:.1f} KB of HTML   target < {PAGE_BYTES // 1000} KB{verdict}")
 
-        (base / "m").mkdir()
-        (base / "l").mkdir()
+        (base / "m").mkdir(exist_ok=True)
+        (base / "l").mkdir(exist_ok=True)
         medium, large = exporter(rooms[args.medium], base / "m"), exporter(rooms[args.large], base / "l")
         # Not measured: the first export marks everything exported and reads the fill's pages
         # once (the first export is timed by bench/export.py); the rounds are alike after it.

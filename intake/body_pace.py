@@ -132,6 +132,7 @@ class PacedSocket:
         self._limits = limits
         self._unread = unread  # read from the socket already (looking for tor's line): given out first
         self._clock: _BodyClock | None = None
+        self.carried_a_body = False  # some request on this connection had a body (intake.memory_wiping)
         self.too_slow = False
 
     def __getattr__(self, name: str) -> Any:
@@ -139,6 +140,7 @@ class PacedSocket:
 
     def start_body(self) -> None:
         self._clock = _BodyClock(self._limits, time.monotonic())
+        self.carried_a_body = True
 
     def end_body(self) -> None:
         self._clock = None

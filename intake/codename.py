@@ -31,6 +31,9 @@ from typing import Any, TypeVar
 from nacl import pwhash
 from nacl.public import PrivateKey
 
+from keys.sodium_buffers import argon2id_kdf
+from keys.wiping import wiping
+
 from intake.wordlists.vocabulary import ENGLISH, VOCABULARIES, resolve_word
 
 MIN_WORDS = 7  # the fewest a login accepts: an English codename's length
@@ -82,7 +85,7 @@ class SourceKeys:
     reply_public_key: bytes
 
 
-def _purpose_hash(master: bytes, purpose: bytes) -> bytes:
+def _purpose_hash(master: bytes | bytearray, purpose: bytes) -> bytes:
     return hashlib.blake2b(master, digest_size=32, person=purpose).digest()
 
 
@@ -90,14 +93,19 @@ def derive_source_keys(codename: str, salt: bytes, *, opslimit: int, memlimit: i
     """One Argon2id derivation, then a domain-separated hash per purpose."""
     if len(salt) != SALT_BYTES:
         raise ValueError(f"the codename salt must be {SALT_BYTES} bytes")
-    canonical = normalize_codename(codename)
-    master = pwhash.argon2id.kdf(_MASTER_BYTES, canonical.encode(), salt, opslimit=opslimit, memlimit=memlimit)
-    reply_key = PrivateKey.from_seed(_purpose_hash(master, b"intake:reply-key"))
-    return SourceKeys(
-        lookup_id=_purpose_hash(master, b"intake:lookup"),
-        reply_secret_key=bytes(reply_key),
-        reply_public_key=bytes(reply_key.public_key),
-    )
+    # The codename's bytes and the master secret stay in buffers wiped here. The str forms
+    # (as typed, canonical) cannot be wiped, nor can the derived keys, which hashlib and
+    # PyNaCl return as bytes: the allocator settings wipe them when freed (SECURITY.md §2).
+    password = bytearray(normalize_codename(codename), "utf-8")
+    master = bytearray(_MASTER_BYTES)
+    with wiping(password, master):
+        argon2id_kdf(master, password, salt, opslimit=opslimit, memlimit=memlimit)
+        reply_key = PrivateKey.from_seed(_purpose_hash(master, b"intake:reply-key"))
+        return SourceKeys(
+            lookup_id=_purpose_hash(master, b"intake:lookup"),
+            reply_secret_key=bytes(reply_key),
+            reply_public_key=bytes(reply_key.public_key),
+        )
 
 
 def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -18,7 +18,6 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from intake.store import Store
-from intake.store.store import INLINE_BYTES
 from intake.store.newsroom import Newsroom
 
 
@@ -68,7 +67,9 @@ class PreparedExport:
         self.stored_bytes = sum(entry.submission.size for group in groups for entry in group.entries)
         self.completed = False
         self._store = store
-        ciphertexts = _BatchedCiphertexts(store, [(entry.submission.id, entry.submission.size) for group in groups for entry in group.entries])
+        with store.page_cache(EXPORT_CACHE_MIB):
+            ciphertexts = _BatchedCiphertexts(store, [(entry.submission.id, entry.submission.size) for group in groups for entry in group.entries])
+        self._order = ciphertexts.order
         self._sources = [
             ExportSource(
                 group.source.id,
@@ -82,7 +83,7 @@ class PreparedExport:
 
     def __iter__(self) -> Iterator[bytes]:
         with self._store.page_cache(EXPORT_CACHE_MIB):
-            yield from stream_export_bundle(self.recipients, self._sources, self._signing_key)
+            yield from stream_export_bundle(self.recipients, self._sources, self._signing_key, order=self._order)
         self.completed = True
 
     def mark_exported(self) -> int:
@@ -96,23 +97,29 @@ def _export_item(ciphertexts: _BatchedCiphertexts, submission_id: str, kind: str
 
 
 class _BatchedCiphertexts:
-    """The items' ciphertext in the export's order, the short ones read ahead in batches
-    (Store.whole_ciphertexts: few queries, in the table's key order); a large one is
-    streamed piece by piece as before. A batch holds at most BATCH_BYTES of envelopes."""
+    """The items' ciphertext, read in ``order``: the short ones in the store's own order
+    (Store.ciphertext_positions), read ahead in batches of at most BATCH_ITEMS and
+    BATCH_BYTES, so the store's pages are read front to back, each once; then the large
+    ones, streamed piece by piece. The bundle's entries follow this order (its manifest
+    says which entry is which item), so the export reads the store as it lies on disk."""
 
     BATCH_BYTES = 8 << 20
     BATCH_ITEMS = 2000
 
     def __init__(self, store: Store, planned: list[tuple[str, int]]):
         self._store = store
-        self._planned = planned  # (submission id, stored size), in the order the bundle asks for them
-        self._position = {submission_id: index for index, (submission_id, _size) in enumerate(planned)}
+        positions = store.ciphertext_positions([submission_id for submission_id, _size in planned])
+        whole = sorted((positions[submission_id], submission_id, size) for submission_id, size in planned if submission_id in positions)
+        self._whole = [(submission_id, position, size) for position, submission_id, size in whole]
+        self.order = [submission_id for submission_id, _position, _size in self._whole]
+        self.order += [submission_id for submission_id, _size in planned if submission_id not in positions]
+        self._index = {submission_id: number for number, (submission_id, _position, _size) in enumerate(self._whole)}
         self._batch: dict[str, bytes] = {}
 
     def pieces(self, submission_id: str) -> Iterator[bytes]:
         whole = self._batch.pop(submission_id, None)
-        if whole is None and self._position.get(submission_id) is not None and not self._batch:
-            self._read_ahead(self._position[submission_id])
+        if whole is None and submission_id in self._index and not self._batch:
+            self._read_ahead(self._index[submission_id])
             whole = self._batch.pop(submission_id, None)
         if whole is None:  # stored in pieces (large), or deleted since: the store says which
             return self._store.submission_ciphertext(submission_id)
@@ -120,13 +127,12 @@ class _BatchedCiphertexts:
 
     def _read_ahead(self, start: int) -> None:
         wanted, budget = [], self.BATCH_BYTES
-        for submission_id, size in self._planned[start : start + self.BATCH_ITEMS]:
-            if size <= INLINE_BYTES:
-                if size > budget and wanted:
-                    break
-                wanted.append(submission_id)
-                budget -= size
-        self._batch = self._store.whole_ciphertexts(wanted)
+        for submission_id, position, size in self._whole[start : start + self.BATCH_ITEMS]:
+            if size > budget and wanted:
+                break
+            wanted.append((submission_id, position))
+            budget -= size
+        self._batch = self._store.ciphertexts_at(wanted)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import socket
 import ssl
 import time
 
+import gevent
 from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.http.errors import (
@@ -48,6 +49,7 @@ from gunicorn.workers.ggevent import GeventWorker
 from intake.body_pace import PacedSocket, WorkerLimits, worker_limits_from_environment
 from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, current_circuit, serving_circuit
 from intake.headers import SECURITY_HEADERS
+from intake.memory_wiping import collect_request_garbage, freeze_startup_objects
 
 # Statuses as gunicorn gives them (gunicorn.workers.base.Worker.handle_error); any other
 # request it cannot parse is a 400.
@@ -107,6 +109,9 @@ class ResponseWithoutServerOrDate(wsgi.Response):
 
 
 PROXY_LINE_WAIT = 5.0  # seconds; then the connection is gunicorn's, under its own deadline for the head
+# At most one collection of reference cycles a second (intake.memory_wiping), however many requests end:
+# a flood of requests cannot become a flood of collections, each of which walks every live connection's objects.
+COLLECT_INTERVAL = 1.0
 
 
 def _refuse_busy(client) -> None:
@@ -154,7 +159,26 @@ class IntakeGeventWorker(GeventWorker):
         self.limits: WorkerLimits = worker_limits_from_environment()
         self.connections = CircuitLedger(self.limits.connections_per_circuit, self.cfg.worker_connections,
                                          rate=self.limits.requests_per_circuit, burst=int(4 * self.limits.requests_per_circuit))
+        self._collection_due = False
+        self._last_collection = 0.0
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        freeze_startup_objects()
+
+    def _collect_soon(self) -> None:
+        """Collect the cycles a request left once this greenlet has let go of it (the loop's next turn),
+        or COLLECT_INTERVAL after the last collection if that is later."""
+        if self._collection_due:
+            return
+        self._collection_due = True
+        gevent.spawn_later(max(0.0, self._last_collection + COLLECT_INTERVAL - time.monotonic()), self._collect)
+
+    def _collect(self) -> None:
+        self._collection_due = False
+        self._last_collection = time.monotonic()
+        collect_request_garbage()
 
     def handle(self, listener, client, addr) -> None:
         circuit: CircuitKey | None = None
@@ -170,11 +194,16 @@ class IntakeGeventWorker(GeventWorker):
                     self.log.warning("Refused a connection that did not start with tor's circuit line")
                     util.close(client)
                     return
+        paced = PacedSocket(client, self.limits, unread=unread)
         try:
             with self.connections.hold(circuit), serving_circuit(circuit):
-                super().handle(listener, PacedSocket(client, self.limits, unread=unread), addr)
+                super().handle(listener, paced, addr)
         except CircuitBusyError:
             _refuse_busy(client)
+        finally:
+            if paced.carried_a_body:
+                # gunicorn's request and its body reader refer to each other: garbage only now.
+                self._collect_soon()
 
     def handle_request(self, listener_name, req, sock, addr):
         # A circuit over its request rate is answered here, before the app spends anything on it.
@@ -189,6 +218,7 @@ class IntakeGeventWorker(GeventWorker):
         finally:
             if paced:
                 sock.end_body()
+                self._collect_soon()  # a refusal's traceback held the frames that held its data
 
     def handle_error(self, req, client, addr, exc) -> None:
         status, reason = refusal_status(exc)

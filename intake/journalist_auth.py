@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import nacl.exceptions
 import nacl.pwhash
 import pyotp
+
+from keys.sodium_buffers import argon2id_verify
+from keys.wiping import wiping
 
 from intake.codename import EFF_WORDS
 from intake.memory_key import open_number, seal_number
@@ -116,10 +118,13 @@ def hash_passphrase(passphrase: str, *, opslimit: int = PASSPHRASE_OPSLIMIT,
 
 
 def passphrase_matches(stored_hash: bytes, passphrase: str) -> bool:
-    try:
-        return nacl.pwhash.argon2id.verify(stored_hash, passphrase.encode("utf-8"))
-    except nacl.exceptions.InvalidkeyError:
+    """The passphrase's bytes are checked from a buffer wiped here; the str the form
+    gave (Werkzeug's) cannot be wiped, only freed (intake.memory_wiping)."""
+    if not stored_hash.startswith(nacl.pwhash.argon2id.STRPREFIX):
         return False
+    password = bytearray(passphrase, "utf-8")
+    with wiping(password):
+        return argon2id_verify(stored_hash, password)
 
 
 _decoy_hash: bytes | None = None
@@ -150,6 +155,7 @@ def matching_totp_step(secret: str, code: str, *, now: float | None = None) -> i
     code = "".join(code.split())
     if not (code.isdigit() and len(code) == 6):
         return None
+    # pyotp takes the secret as a str (as the store returns it): it cannot be wiped, only freed.
     totp = pyotp.TOTP(secret, interval=TOTP_INTERVAL)
     current = int((time.time() if now is None else now) // TOTP_INTERVAL)
     for step in (current, current - 1, current + 1):

@@ -26,6 +26,8 @@ ENVIRONMENT_VARIABLE = "INTAKE_MEMORY_KEY"
 KEY_BYTES = 32
 _NUMBER_BYTES = 8
 
+# Kept for the life of the process, as is the environment it came in: there is no moment to
+# wipe it before the process ends (SECURITY.md section 2, "Plaintext and secrets in memory").
 _key: bytes | None = None
 
 

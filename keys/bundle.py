@@ -21,6 +21,7 @@ around genuine items. Reply bundles are in ``keys.reply_bundle``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -105,73 +106,81 @@ class ExportSource:
     items: list[ExportItem]
 
 
-def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource], server_key: SigningKey) -> Iterator[bytes]:
+def stream_export_bundle(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource], server_key: SigningKey,
+                         order: Sequence[str] | None = None) -> Iterator[bytes]:
     """Yield an export bundle piece by piece: items as they come from the store,
     the manifest sealed to ``recipients``, then the server's signature over all of
     it (``server_key``, made from the server's seed). Memory holds the manifest only.
+    ``order``: every item id once, in the order the item entries are to be streamed
+    (the order the store reads fastest in); by default, the sources' order.
 
     A store that yields other bytes than announced raises ValueError mid-stream;
     the bundle then has no manifest and no signature, and every reader refuses it.
     """
     server = ServerPublicKey.from_seed(bytes(server_key))  # bytes(SigningKey) is its seed
     signed = hashlib.blake2b(digest_size=64)
-    for piece in _unsigned_export(recipients, sources):
+    for piece in _unsigned_export(recipients, list(sources), order):
         signed.update(piece)
         yield piece
     signature = server_key.sign(SIGNATURE_CONTEXT + signed.digest()).signature
     yield _EXPORT_ENTRY.pack(ENTRY_SIGNATURE, SIGNATURE_ENTRY_LENGTH) + bytes(server.verify_key) + bytes(server.encryption_key) + signature
 
 
-def _unsigned_export(recipients: Sequence[PublicKey | bytes], sources: Iterable[ExportSource]) -> Iterator[bytes]:
-    yield EXPORT_MAGIC + bytes([VERSION])
-    manifest_sources = []
-    entry = 0
-    item_ids: set[str] = set()
-    for source in sources:
+def _unsigned_export(recipients: Sequence[PublicKey | bytes], sources: list[ExportSource], order: Sequence[str] | None) -> Iterator[bytes]:
+    items: dict[str, ExportItem] = {}
+    for source in sources:  # every check before the first byte
         _check_source(source.source_id, source.designation, bytes(source.reply_public_key))
-        items = []
         for item in source.items:
             _check_item_fields(item.item_id, item.kind, item.received_day, item.recipients)
-            if item.item_id in item_ids:
+            if item.item_id in items:
                 raise ValueError(f"item {item.item_id}: listed twice")
-            item_ids.add(item.item_id)
             if not 0 < item.size <= MAX_ITEM_SIZE:
                 raise ValueError(f"item {item.item_id}: invalid stored size {item.size}")
-            if entry >= MAX_ITEMS:
-                raise ValueError(f"an export bundle holds at most {MAX_ITEMS} items")
-            yield _EXPORT_ENTRY.pack(ENTRY_ITEM, item.size)
-            digest = hashlib.blake2b(digest_size=HASH_SIZE)
-            written = 0
-            for chunk in item.chunks():
-                written += len(chunk)
-                if written > item.size:
-                    raise ValueError(f"item {item.item_id}: the store yields more than its stored size")
-                digest.update(chunk)
-                yield chunk
-            if written != item.size:
-                raise ValueError(f"item {item.item_id}: the store yields {written} bytes, not {item.size}")
-            items.append(
+            items[item.item_id] = item
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"an export bundle holds at most {MAX_ITEMS} items")
+    if order is None:
+        order = list(items)
+    elif len(order) != len(items) or set(order) != set(items):
+        raise ValueError("the order of the items must name every item once")
+    yield EXPORT_MAGIC + bytes([VERSION])
+    entries: dict[str, tuple[int, str]] = {}  # item id -> (entry, BLAKE2b-256)
+    for entry, item_id in enumerate(order):
+        item = items[item_id]
+        yield _EXPORT_ENTRY.pack(ENTRY_ITEM, item.size)
+        digest = hashlib.blake2b(digest_size=HASH_SIZE)
+        written = 0
+        for chunk in item.chunks():
+            written += len(chunk)
+            if written > item.size:
+                raise ValueError(f"item {item.item_id}: the store yields more than its stored size")
+            digest.update(chunk)
+            yield chunk
+        if written != item.size:
+            raise ValueError(f"item {item.item_id}: the store yields {written} bytes, not {item.size}")
+        entries[item_id] = (entry, digest.hexdigest())
+    manifest_sources = [
+        {
+            "source_id": source.source_id,
+            "designation": source.designation,
+            "reply_public_key": base64.b64encode(bytes(source.reply_public_key)).decode(),
+            "items": [
                 {
                     "item_id": item.item_id,
                     "kind": item.kind,
                     "received_day": item.received_day,
                     "recipients": list(item.recipients),
-                    "entry": entry,
+                    "entry": entries[item.item_id][0],
                     "size": item.size,
-                    "blake2b": digest.hexdigest(),
+                    "blake2b": entries[item.item_id][1],
                 }
-            )
-            entry += 1
-        manifest_sources.append(
-            {
-                "source_id": source.source_id,
-                "designation": source.designation,
-                "reply_public_key": base64.b64encode(bytes(source.reply_public_key)).decode(),
-                "items": items,
-            }
-        )
+                for item in source.items
+            ],
+        }
+        for source in sources
+    ]
     manifest = json.dumps(
-        {"format": "intake-export-manifest", "version": MANIFEST_VERSION, "items": entry, "sources": manifest_sources},
+        {"format": "intake-export-manifest", "version": MANIFEST_VERSION, "items": len(entries), "sources": manifest_sources},
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode()
@@ -406,9 +415,13 @@ class ExportBundle:
                     raise TamperedError("an item in the export bundle does not match its manifest entry")
         return sources
 
-    def open_item(self, item: ManifestItem, identity: Identity) -> "ItemReader":
+    def open_item(self, item: ManifestItem, identity: Identity, *, file_key: bytes | None = None, keep_file_key: bool = False,
+                  record_only: bool = False) -> "ItemReader":
+        """A reader of ``item`` (see ItemReader; ``file_key``, ``keep_file_key``: see EnvelopeReader).
+        ``record_only``: only its metadata will be read, so what is read is not hashed on the way."""
         entry = self.items[item.entry]
-        return ItemReader(_Slice(self._src, entry.offset, entry.length), identity, item)
+        window = _Slice(self._src, entry.offset, entry.length, hashed=not record_only)
+        return ItemReader(window, identity, item, file_key=file_key, keep_file_key=keep_file_key)
 
 
 class ItemReader:
@@ -424,34 +437,52 @@ class ItemReader:
     a forgery, not damage) and a key that opens no stanza (WrongKeyError).
     """
 
-    def __init__(self, src: "_Slice", identity: Identity, item: ManifestItem):
+    def __init__(self, src: "_Slice", identity: Identity, item: ManifestItem, *, file_key: bytes | None = None, keep_file_key: bool = False):
         self._src = src
         self._item = item
         try:
-            self._reader = EnvelopeReader(src, identity.private_key)
+            self._reader = EnvelopeReader(src, identity.private_key, file_key=file_key, keep_file_key=keep_file_key)
         except RecordError:
             raise
         except (TamperedError, FormatError) as error:
             raise self._refusal(error) from None
         self.metadata = self._reader.metadata
+        self.file_key = self._reader.file_key
         if self.metadata.kind != item.kind:
             raise RecordError("an item in the export bundle does not match its manifest entry: it is of another kind")
 
+    def close(self) -> None:
+        """Wipe what was decrypted and not read (see EnvelopeReader.close)."""
+        self._reader.close()
+
     def chunks(self) -> Iterator[bytes]:
-        try:
+        with self._refusals():
             yield from self._reader.chunks()
+        self._check_end()
+
+    def write_to(self, out: BinaryIO, progress: Callable[[int], object] = lambda n: None) -> int:
+        """Write the body to ``out`` without a copy (EnvelopeReader.write_to), checked as ``chunks()`` is."""
+        with self._refusals():
+            length = self._reader.write_to(out, progress)
+        self._check_end()
+        return length
+
+    @contextlib.contextmanager
+    def _refusals(self) -> Iterator[None]:
+        try:
+            yield
         except RecordError:
             raise
         except (TamperedError, FormatError) as error:
             raise self._refusal(error) from None
+
+    def _check_end(self) -> None:
         if not self._reader.complete or self._src.remaining or self._src.digest() != self._item.blake2b:
             raise TamperedError("an item in the export bundle does not match its manifest entry")
 
     def _refusal(self, error: KeysError) -> KeysError:
         """The envelope refused: DamagedItemError if the item's bytes are the ones the manifest lists, else ``error``."""
-        while self._src.read(1 << 20):
-            pass
-        if self._src.digest() == self._item.blake2b:
+        if self._src.whole_digest() == self._item.blake2b:
             return DamagedItemError(str(error))
         return error
 
@@ -505,21 +536,52 @@ def _parse_manifest(data: bytes, entries: list[_Entry]) -> list[ManifestSource]:
 
 
 class _Slice:
-    """A read-only window of ``length`` bytes at ``offset``, hashed as it is read."""
+    """A read-only window of ``length`` bytes at ``offset``, hashed as it is read.
 
-    def __init__(self, src: BinaryIO, offset: int, length: int):
-        src.seek(offset)
+    Reads are positioned (pread on a file), so windows of one bundle file can be read
+    in any order and by forked processes sharing the file, never by its file offset."""
+
+    def __init__(self, src: BinaryIO, offset: int, length: int, hashed: bool = True):
         self._src = src
+        self._start, self._length = offset, length
+        self._offset = offset
         self.remaining = length
-        self._hash = hashlib.blake2b(digest_size=HASH_SIZE)
+        self._hash = hashlib.blake2b(digest_size=HASH_SIZE) if hashed else None
+        try:
+            self._fd: int | None = src.fileno()
+        except (AttributeError, OSError, ValueError):  # io.BytesIO and the like
+            self._fd = None
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")[: self.remaining]
+        if not view:
+            return 0
+        if self._fd is not None:
+            count = os.preadv(self._fd, [view], self._offset)
+        else:
+            self._src.seek(self._offset)
+            count = self._src.readinto(view)
+        if self._hash is not None:
+            self._hash.update(view[:count])
+        self._offset += count
+        self.remaining -= count
+        return count
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0 or size > self.remaining:
             size = self.remaining
-        data = self._src.read(size) if size else b""
-        self.remaining -= len(data)
-        self._hash.update(data)
-        return data
+        buffer = bytearray(size)
+        return bytes(memoryview(buffer)[: self.readinto(buffer)])
 
     def digest(self) -> bytes:
+        """The hash of what was read (a hashed window only)."""
+        assert self._hash is not None
+        return self._hash.digest()
+
+    def whole_digest(self) -> bytes:
+        """The hash of the whole window: the rest is read (a window not hashed is read again from its start)."""
+        if self._hash is None:
+            self._hash, self._offset, self.remaining = hashlib.blake2b(digest_size=HASH_SIZE), self._start, self._length
+        while self.read(1 << 20):
+            pass
         return self._hash.digest()

@@ -31,7 +31,7 @@ import io
 import json
 import random
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from nacl import bindings as sodium
@@ -46,7 +46,9 @@ from keys.errors import (
     UnsupportedVersionError,
     WrongKeyError,
 )
+from keys import sodium_buffers as owned
 from keys.strict_json import is_int, loads
+from keys.wiping import wipe, wiping
 
 MAGIC = b"INTAKE-E"
 VERSION = 1
@@ -164,6 +166,12 @@ class EnvelopeWriter:
 
     Nothing is final until close(): an envelope without its FINAL message is
     refused by every reader, so an interrupted write never looks complete.
+
+    The plaintext is copied once, into one message buffer this writer owns and reuses
+    (each message overwrites the one before), and encrypted from there
+    (keys.sodium_buffers). The file key lives only in a buffer wiped once the header is
+    written. ``close()`` and ``discard()`` (an abandoned envelope, e.g. a refused upload)
+    wipe the buffer and the stream state; leaving a ``with`` block by an exception discards.
     """
 
     def __init__(self, out: BinaryIO, recipients: Sequence[PublicKey | bytes], metadata: Metadata):
@@ -172,18 +180,23 @@ class EnvelopeWriter:
         self._out = out
         self.metadata = metadata
         record = metadata.encode()
-        file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-        try:
-            stanzas = [sodium.crypto_box_seal(file_key, _public_bytes(pk)) for pk in recipients]
-        except CryptoError:  # libsodium refuses low-order points such as the all-zero key
-            raise FormatError("a recipient key is not a usable X25519 public key") from None
-        random.SystemRandom().shuffle(stanzas)  # stanza order must not reveal the recipient list's order
         self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
-        stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._state, file_key)
+        file_key = bytearray(FILE_KEY_SIZE)
+        with wiping(file_key):
+            owned.secretstream_keygen(file_key)
+            try:
+                stanzas = [owned.box_seal(file_key, _public_bytes(pk)) for pk in recipients]
+            except CryptoError:  # libsodium refuses low-order points such as the all-zero key
+                raise FormatError("a recipient key is not a usable X25519 public key") from None
+            random.SystemRandom().shuffle(stanzas)  # stanza order must not reveal the recipient list's order
+            stream_header = owned.secretstream_init_push(self._state, file_key)
         header = _PREFIX + bytes([len(stanzas)]) + b"".join(stanzas) + stream_header
         out.write(header)
         self._ad: bytes | None = header  # associated data of the first message only
-        self._pending = bytearray(record)
+        # One message's plaintext, reused: u32 used | content (| zeros, in the last).
+        self._message = bytearray(MESSAGE_SIZE)
+        self._message[4 : 4 + len(record)] = record
+        self._used = len(record)
         self._content_length = 0  # body bytes
         self._content_total = len(record)
         self._slots_written = 0
@@ -193,53 +206,66 @@ class EnvelopeWriter:
     def body_length(self) -> int:
         return self._content_length
 
-    def _push(self, plaintext: bytes, tag: int) -> None:
-        ciphertext = sodium.crypto_secretstream_xchacha20poly1305_push(self._state, plaintext, self._ad, tag)
+    def _push(self, capacity: int, tag: int) -> None:
+        """Encrypt the message buffer's first 4 + ``capacity`` bytes: the count, the content, zeros."""
+        _U32.pack_into(self._message, 0, self._used)
+        with memoryview(self._message) as view:
+            if self._used < capacity:
+                wipe(view[4 + self._used : 4 + capacity])  # padding: zeros, not what the last message held
+            with view[: 4 + capacity] as plaintext:
+                ciphertext = owned.secretstream_push(self._state, plaintext, self._ad, tag)
         self._ad = None
+        self._used = 0  # the next message overwrites this one's content; close() and discard() wipe it
         self._out.write(ciphertext)
 
     def write(self, data) -> int:
         if self._closed:
             raise ValueError("write to a closed envelope")
-        view = memoryview(data).cast("B")
-        size = len(view)
-        self._content_length += size
-        self._content_total += size
-        pos = 0
-        # A full message goes out only once more data exists behind it: the last
-        # one must carry the FINAL tag, and we only know which it is at close().
-        while pos < size:
-            if len(self._pending) == SLOT_CAPACITY:
-                self._push(_U32.pack(SLOT_CAPACITY) + self._pending, TAG_MESSAGE)
-                self._slots_written += SLOT_CAPACITY
-                self._pending = bytearray()
-            if not self._pending and size - pos > SLOT_CAPACITY:
-                self._push(_U32.pack(SLOT_CAPACITY) + view[pos : pos + SLOT_CAPACITY], TAG_MESSAGE)
-                self._slots_written += SLOT_CAPACITY
-                pos += SLOT_CAPACITY
-                continue
-            take = min(SLOT_CAPACITY - len(self._pending), size - pos)
-            self._pending += view[pos : pos + take]
-            pos += take
+        with memoryview(data) as given, given.cast("B") as view:
+            size = len(view)
+            self._content_length += size
+            self._content_total += size
+            pos = 0
+            # A full message goes out only once more data exists behind it: the last
+            # one must carry the FINAL tag, and we only know which it is at close().
+            while pos < size:
+                if self._used == SLOT_CAPACITY:
+                    self._push(SLOT_CAPACITY, TAG_MESSAGE)
+                    self._slots_written += SLOT_CAPACITY
+                take = min(SLOT_CAPACITY - self._used, size - pos)
+                self._message[4 + self._used : 4 + self._used + take] = view[pos : pos + take]
+                self._used += take
+                pos += take
         return size
 
     def close(self) -> None:
-        """Write the padding and the FINAL message. Idempotent."""
+        """Write the padding and the FINAL message, then wipe. Idempotent."""
         if self._closed:
             return
         if self.metadata.length is not None and self.metadata.length != self._content_length:
+            self.discard()
             raise ValueError("the body written does not match the length declared in the metadata")
         self._closed = True
-        remaining = padded_size(self._content_total) - self._slots_written
-        used = len(self._pending)
-        capacity = min(SLOT_CAPACITY, remaining)
-        remaining -= capacity
-        self._push(_U32.pack(used) + self._pending + bytes(capacity - used), TAG_FINAL if not remaining else TAG_MESSAGE)
-        self._pending = bytearray()
-        while remaining:
-            capacity = min(SLOT_CAPACITY, remaining)
-            remaining -= capacity
-            self._push(bytes(4 + capacity), TAG_FINAL if not remaining else TAG_MESSAGE)
+        try:
+            remaining = padded_size(self._content_total) - self._slots_written
+            while True:
+                capacity = min(SLOT_CAPACITY, remaining)
+                remaining -= capacity
+                self._push(capacity, TAG_FINAL if not remaining else TAG_MESSAGE)
+                if not remaining:
+                    break
+        finally:
+            self._wipe()
+
+    def discard(self) -> None:
+        """Give the envelope up unfinished: wipe what it holds. Idempotent."""
+        self._closed = True
+        self._wipe()
+
+    def _wipe(self) -> None:
+        wipe(self._message)
+        self._used = 0
+        owned.wipe_secretstream_state(self._state)
 
     def __enter__(self) -> "EnvelopeWriter":
         return self
@@ -247,6 +273,8 @@ class EnvelopeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.discard()
 
 
 def read_exact(src: BinaryIO, size: int) -> bytes:
@@ -280,23 +308,36 @@ class EnvelopeReader:
     or ``chunks()``. Plaintext handed out before the end is authentic chunk by
     chunk, but only reaching the end (``complete`` is True) proves nothing was
     cut off: callers that write files must treat them as partial until then.
+
+    Each message is decrypted into one buffer the reader owns and reuses
+    (keys.sodium_buffers), and wiped once the body is read to its end or refused;
+    ``write_to()`` writes the body from it without a copy.
+    With ``keep_file_key`` the reader keeps the envelope's file key in ``file_key``; given
+    back as ``file_key`` to a later reader of the same envelope, it opens it without trying
+    the secret keys against every stanza again.
     """
 
-    def __init__(self, src: BinaryIO, identities: PrivateKey | bytes | Sequence[PrivateKey | bytes]):
+    def __init__(self, src: BinaryIO, identities: PrivateKey | bytes | Sequence[PrivateKey | bytes], *,
+                 file_key: bytes | None = None, keep_file_key: bool = False):
+        self.file_key: bytes | None = None
         self._src = src
-        header = self._read_header(src, _as_private_keys(identities))
-        self._first_ad: bytes | None = header
+        self._ciphertext = bytearray(MESSAGE_CT_SIZE)
+        self._plaintext = bytearray(MESSAGE_SIZE)
+        self._content = memoryview(b"")  # the current message's content not yet handed out
         self._content_ended = False  # a message used fewer slots than it had
         self._done = False
         self._body_length = 0
-        self._buffer = b""
-        record_head = self._take_content(2)
-        (record_len,) = _U16.unpack(record_head)
-        if record_len > MAX_RECORD:
-            raise RecordError("the envelope's record is oversized")
-        self.metadata = Metadata.decode(self._take_content(record_len))
+        try:
+            self._first_ad: bytes | None = self._read_header(src, identities, file_key, keep_file_key)
+            (record_len,) = _U16.unpack(self._take_content(2))
+            if record_len > MAX_RECORD:
+                raise RecordError("the envelope's record is oversized")
+            self.metadata = Metadata.decode(self._take_content(record_len))
+        except BaseException:
+            self._wipe()
+            raise
 
-    def _read_header(self, src: BinaryIO, keys: list[PrivateKey]) -> bytes:
+    def _read_header(self, src: BinaryIO, identities, file_key: bytes | None, keep_file_key: bool) -> bytes:
         prefix = read_exact(src, len(_PREFIX) + 1)
         if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
             raise FormatError("this is not an intake envelope")
@@ -310,37 +351,40 @@ class EnvelopeReader:
         rest = read_exact(src, count * STANZA_SIZE + STREAM_HEADER_SIZE)
         if len(rest) < count * STANZA_SIZE + STREAM_HEADER_SIZE:
             raise TruncatedError("the envelope ends inside its header")
-        file_key = None
-        for i in range(count):
-            stanza = rest[i * STANZA_SIZE : (i + 1) * STANZA_SIZE]
-            for key in keys:
-                try:
-                    file_key = sodium.crypto_box_seal_open(stanza, bytes(key.public_key), bytes(key))
-                    break
-                except CryptoError:
-                    continue
-            if file_key is not None:
-                break
-        if file_key is None or len(file_key) != FILE_KEY_SIZE:
-            raise WrongKeyError("none of the given keys can open this envelope")
-        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        key = bytearray(file_key) if file_key is not None else self._open_stanzas(rest, count, _as_private_keys(identities))
         try:
-            sodium.crypto_secretstream_xchacha20poly1305_init_pull(self._state, rest[-STREAM_HEADER_SIZE:], file_key)
+            self._stream = owned.PullStream(rest[-STREAM_HEADER_SIZE:], key)
         except CryptoError:
+            wipe(key)
             raise TamperedError("the envelope's header is damaged") from None
+        else:
+            if keep_file_key:
+                self.file_key = bytes(key)
+            wipe(key)
         return prefix + rest
 
-    def _next_message(self) -> bytes | None:
-        """Decrypt the next message and return its content part; None at the end."""
+    @staticmethod
+    def _open_stanzas(rest: bytes, count: int, keys: list[PrivateKey]) -> bytearray:
+        pairs = [(bytes(key.public_key), bytes(key)) for key in keys]
+        for i in range(count):
+            stanza = rest[i * STANZA_SIZE : (i + 1) * STANZA_SIZE]
+            for public, secret in pairs:
+                file_key = owned.seal_open(stanza, public, secret)
+                if file_key is not None:
+                    return file_key
+        raise WrongKeyError("none of the given keys can open this envelope")
+
+    def _next_message(self) -> bool:
+        """Decrypt the next message into the buffer; its content becomes ``_content``. False at the end."""
         if self._done:
-            return None
-        ciphertext = read_exact(self._src, MESSAGE_CT_SIZE)
-        if not ciphertext:
+            return False
+        got = _read_into(self._src, self._ciphertext)
+        if not got:
             raise TruncatedError("the envelope is truncated: it ends before its final message")
         try:
-            plaintext, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(self._state, ciphertext, self._first_ad)
+            size, tag = self._stream.pull_into(memoryview(self._ciphertext)[:got], self._plaintext, self._first_ad)
         except CryptoError:
-            if len(ciphertext) < MESSAGE_CT_SIZE:
+            if got < MESSAGE_CT_SIZE:
                 raise TruncatedError("the envelope is truncated or damaged at its end") from None
             raise TamperedError("the envelope failed authentication: it was modified or reordered") from None
         self._first_ad = None
@@ -350,70 +394,121 @@ class EnvelopeReader:
             self._done = True
         elif tag != TAG_MESSAGE:
             raise FormatError("an envelope message carries an unexpected tag")
-        elif len(ciphertext) < MESSAGE_CT_SIZE:
+        elif got < MESSAGE_CT_SIZE:
             raise TruncatedError("the envelope is truncated: it ends before its final message")
-        if len(plaintext) < 4:
+        if size < 4:
             raise FormatError("an envelope message is malformed")
-        (used,) = _U32.unpack_from(plaintext)
-        capacity = len(plaintext) - 4
+        (used,) = _U32.unpack_from(self._plaintext)
+        capacity = size - 4
         if used > capacity or (self._content_ended and used):
             raise FormatError("an envelope message is malformed")
         if used < capacity:
-            if plaintext.count(0, 4 + used) != capacity - used:
+            if self._plaintext.count(0, 4 + used, size) != capacity - used:
                 raise FormatError("an envelope's padding is not zero")
             self._content_ended = True
-        return plaintext[4 : 4 + used] if used < capacity else plaintext[4:]
+        self._content = memoryview(self._plaintext)[4 : 4 + used]
+        return True
 
     def _take_content(self, size: int) -> bytes:
         """Take exactly ``size`` bytes of content (used for the record)."""
-        while len(self._buffer) < size:
-            piece = self._next_message()
-            if piece is None:
+        taken = bytearray()
+        while len(taken) < size:
+            if not self._content and not self._next_message():
                 raise RecordError("the envelope ends inside its record")
-            self._buffer += piece
-        taken, self._buffer = self._buffer[:size], self._buffer[size:]
-        return taken
+            piece = self._content[: size - len(taken)]
+            taken += piece
+            self._content = self._content[len(piece) :]
+        return bytes(taken)
+
+    def _pieces(self) -> Iterator[memoryview]:
+        """The body's pieces as views of the buffer, to the authenticated end; each is valid until
+        the next is asked for, and the buffer is wiped when the iteration ends, however it ends."""
+        try:
+            while True:
+                if self._content:
+                    piece, self._content = self._content, memoryview(b"")
+                    self._body_length += len(piece)
+                    yield piece
+                if not self._next_message():
+                    break
+            self._check_length()
+        finally:
+            self._wipe()
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield the body piece by piece, to the authenticated end."""
-        if self._buffer:
-            piece, self._buffer = self._buffer, b""
-            self._body_length += len(piece)
-            yield piece
-        while (piece := self._next_message()) is not None:
-            if piece:
-                self._body_length += len(piece)
-                yield piece
-        self._check_length()
+        """Yield the body piece by piece, to the authenticated end (each a copy: prefer ``write_to``)."""
+        for piece in self._pieces():
+            yield bytes(piece)
+
+    def write_to(self, out: BinaryIO, progress: Callable[[int], object] = lambda n: None) -> int:
+        """Write the body to ``out`` straight from the reader's buffer (no copy), to the authenticated
+        end; ``progress`` is told each piece's length. Returns the body's length."""
+        for piece in self._pieces():
+            out.write(piece)
+            progress(len(piece))
+        return self._body_length
 
     def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` body bytes (all if negative); b"" only at the authenticated end."""
-        if size is None or size < 0:
-            return b"".join(self.chunks())
-        pieces, buffered = [self._buffer], len(self._buffer)
-        while buffered < size and not self._done:
-            piece = self._next_message()
-            if piece:
-                pieces.append(piece)  # joined once below: appending to bytes would copy quadratically
-                buffered += len(piece)
-        buffer = b"".join(pieces) if len(pieces) > 1 else pieces[0]
-        taken, self._buffer = buffer[:size], buffer[size:]
-        self._body_length += len(taken)
-        if self._done and not self._buffer:
-            self._check_length()
-        return taken
+        out = bytearray()
+        try:
+            while size is None or size < 0 or len(out) < size:
+                if not self._content and not self._next_message():
+                    break
+                piece = self._content if size is None or size < 0 else self._content[: size - len(out)]
+                out += piece
+                self._content = self._content[len(piece) :]
+            self._body_length += len(out)
+            if self._done and not self._content:
+                self._check_length()
+                self._wipe()
+            return bytes(out)
+        except BaseException:
+            self._wipe()
+            raise
+        finally:
+            wipe(out)
 
     def _check_length(self) -> None:
         if self.metadata.length is not None and self.metadata.length != self._body_length:
             raise FormatError("the envelope's body does not match its declared length")
 
+    def close(self) -> None:
+        """Wipe what was decrypted and not read (a reader asked only for its metadata). Idempotent."""
+        self._wipe()
+
+    def _wipe(self) -> None:
+        self._content = memoryview(b"")
+        wipe(self._plaintext)
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.wipe()
+
     @property
     def complete(self) -> bool:
-        return self._done and not self._buffer
+        return self._done and not self._content
 
     @property
     def body_length(self) -> int:
         return self._body_length
+
+
+def _read_into(src: BinaryIO, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``src`` (fewer bytes only at end of input); returns how many came."""
+    view = memoryview(buffer)
+    readinto = getattr(src, "readinto", None)
+    got = 0
+    while got < len(buffer):
+        if readinto is not None:
+            count = readinto(view[got:])
+        else:
+            data = src.read(len(buffer) - got)
+            count = len(data) if data else 0
+            view[got : got + count] = data or b""
+        if not count:
+            break
+        got += count
+    return got
 
 
 def encrypt_stream(src: BinaryIO, out: BinaryIO, recipients: Sequence[PublicKey | bytes], metadata: Metadata, chunk_size: int = 1 << 20) -> int:
@@ -428,8 +523,7 @@ def encrypt_stream(src: BinaryIO, out: BinaryIO, recipients: Sequence[PublicKey 
 def decrypt_stream(src: BinaryIO, out: BinaryIO, identities) -> Metadata:
     """Decrypt ``src`` into ``out``; returns the metadata with the true length."""
     reader = EnvelopeReader(src, identities)
-    for piece in reader.chunks():
-        out.write(piece)
+    reader.write_to(out)
     return dataclasses.replace(reader.metadata, length=reader.body_length)
 
 

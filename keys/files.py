@@ -124,6 +124,13 @@ class PendingFile:
     def write(self, data: bytes) -> int:
         return self._file.write(data)
 
+    def start_writeback(self) -> None:
+        """Have the system start writing the content now, so a later ``sync`` finds it (mostly) written:
+        on Linux, POSIX_FADV_DONTNEED starts writeback of the dirty pages without waiting for it."""
+        self._file.flush()
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
     def sync(self) -> None:
         """Make the content durable under the temporary name (commit then only names it)."""
         self._file.flush()
@@ -205,12 +212,17 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+_threads: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+
+
 def _in_parallel(work, things: list) -> None:
+    global _threads
     if len(things) == 1:
         work(things[0])
     elif things:
-        with ThreadPoolExecutor(max_workers=min(16, len(things))) as pool:
-            list(pool.map(work, things))
+        if _threads is None or _threads[0] != os.getpid():
+            _threads = (os.getpid(), ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync"))
+        list(_threads[1].map(work, things))
 
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:

@@ -26,13 +26,14 @@ from pathlib import Path
 import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 import nacl.utils
-from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
 from keys.errors import BadPassphraseError, FormatError, TruncatedError, UnsupportedVersionError
 from keys.files import write_new_file
+from keys.sodium_buffers import argon2id_kdf, secretbox_open
 from keys.strict_json import b64_key
+from keys.wiping import wiping
 
 SECRET_MAGIC = b"INTAKE-K"
 SECRET_VERSION = 1
@@ -205,13 +206,19 @@ class Identity:
     def to_secret_bytes(self, passphrase: str, kdf: KdfParams = KDF_MODERATE) -> bytes:
         kdf.check()
         salt = nacl.utils.random(_SALT_SIZE)
-        box = nacl.secret.SecretBox(_derive(passphrase, salt, kdf))
+        key = bytearray(nacl.secret.SecretBox.KEY_SIZE)
+        with wiping(key):
+            _derive_into(key, passphrase, salt, kdf)
+            box = nacl.secret.SecretBox(bytes(key))  # PyNaCl keeps its key as bytes
         payload = bytes(self.private_key) + bytes(self.signing_key) + self.name.encode("utf-8")
         head = _SECRET_HEAD.pack(SECRET_MAGIC, SECRET_VERSION, kdf.opslimit, kdf.memlimit)
         return head + salt + bytes(box.encrypt(payload))  # encrypt() prepends its random nonce
 
     @classmethod
-    def from_secret_bytes(cls, data: bytes, passphrase: str) -> "Identity":
+    def from_secret_bytes(cls, data: bytes | bytearray, passphrase: str) -> "Identity":
+        """The identity in a secret key file's content. The derived key and the decrypted keys
+        stay in buffers wiped here; the keys then live in PyNaCl's key objects, as bytes (PyNaCl
+        takes nothing else), for as long as the Identity does."""
         if len(data) < len(SECRET_MAGIC) or not data.startswith(SECRET_MAGIC):
             raise FormatError("this is not an intake secret key file")
         if len(data) < _SECRET_HEAD.size:
@@ -225,31 +232,43 @@ class Identity:
             raise FormatError("the secret key file is oversized")
         kdf = KdfParams(opslimit, memlimit)
         kdf.check()
-        salt = data[_SECRET_HEAD.size : _SECRET_HEAD.size + _SALT_SIZE]
-        box = nacl.secret.SecretBox(_derive(passphrase, salt, kdf))
-        try:
-            payload = box.decrypt(data[_SECRET_HEAD.size + _SALT_SIZE :])
-        except CryptoError:
-            # A wrong passphrase and a damaged file look the same to secretbox.
-            raise BadPassphraseError("the passphrase does not unlock this secret key file (or the file is damaged)") from None
-        try:
-            name = payload[_KEYS_SIZE:].decode("utf-8")
-        except UnicodeDecodeError:
-            raise FormatError("the secret key file holds an invalid name") from None
-        return cls(check_name(name), PrivateKey(payload[:32]), SigningKey(payload[32:64]))
+        salt = bytes(data[_SECRET_HEAD.size : _SECRET_HEAD.size + _SALT_SIZE])
+        sealed = bytes(data[_SECRET_HEAD.size + _SALT_SIZE :])  # nonce | MAC | ciphertext
+        key = bytearray(nacl.secret.SecretBox.KEY_SIZE)
+        payload = bytearray(len(sealed) - _NONCE_SIZE - nacl.secret.SecretBox.MACBYTES)
+        with wiping(key, payload):
+            _derive_into(key, passphrase, salt, kdf)
+            if not secretbox_open(payload, sealed, key):
+                # A wrong passphrase and a damaged file look the same to secretbox.
+                raise BadPassphraseError("the passphrase does not unlock this secret key file (or the file is damaged)")
+            try:
+                name = payload[_KEYS_SIZE:].decode("utf-8")
+            except UnicodeDecodeError:
+                raise FormatError("the secret key file holds an invalid name") from None
+            with memoryview(payload) as keys:
+                return cls(check_name(name), PrivateKey(bytes(keys[:32])), SigningKey(bytes(keys[32:64])))
 
     @classmethod
     def load(cls, path: str | os.PathLike, passphrase: str) -> "Identity":
-        with open(path, "rb") as f:
-            data = f.read(_SECRET_MAX + 1)
-        return cls.from_secret_bytes(data, passphrase)
+        data = bytearray(_SECRET_MAX + 1)
+        with wiping(data):
+            with open(path, "rb", buffering=0) as f, memoryview(data) as view:
+                size = 0
+                while size < len(data) and (read := f.readinto(view[size:])):
+                    size += read
+            del data[size:]  # the end was never written: nothing to wipe there
+            return cls.from_secret_bytes(data, passphrase)
 
     def save(self, path: str | os.PathLike, passphrase: str, kdf: KdfParams = KDF_MODERATE) -> None:
         """Write the secret file with mode 0600; never replaces an existing file."""
         write_new_file(Path(path), self.to_secret_bytes(passphrase, kdf), 0o600)
 
 
-def _derive(passphrase: str, salt: bytes, kdf: KdfParams) -> bytes:
+def _derive_into(key: bytearray, passphrase: str, salt: bytes, kdf: KdfParams) -> None:
+    """Argon2id of the passphrase into ``key``; its bytes exist only in a buffer wiped here
+    (the str given cannot be wiped)."""
     if not passphrase:
         raise BadPassphraseError("the passphrase is empty")
-    return argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase.encode("utf-8"), salt, opslimit=kdf.opslimit, memlimit=kdf.memlimit)
+    password = bytearray(passphrase, "utf-8")
+    with wiping(password):
+        argon2id_kdf(key, password, salt, opslimit=kdf.opslimit, memlimit=kdf.memlimit)

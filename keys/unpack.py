@@ -2,7 +2,7 @@
 
 Layout of the output folder::
 
-    OUT/index.html                      every source and item, no scripts
+    OUT/index.html                      every source and item, no scripts (keys.cleaning.triage, after)
     OUT/<designation>/source.json       source_id, designation, reply public key, server key, items decrypted
     OUT/<designation>/<day> message.txt
     OUT/<designation>/<day> <sanitised original file name>
@@ -40,9 +40,9 @@ from keys.bundle import ExportBundle, ManifestItem, ManifestSource
 from keys.errors import DamagedItemError, FormatError, PinnedSourceError, WrongKeyError
 from keys.files import FreeNames, PendingFile, fsync_folders, safe_file_name, safe_folder_name, sync_all, with_suffix_number
 from keys.identity import Identity
-from keys.index import write_index
 from keys.pins import check_and_pin
 from keys.source_record import load_source_record, save_source_record
+from keys.workers import Team, worker_count
 
 @dataclasses.dataclass
 class UnpackSummary:
@@ -63,44 +63,106 @@ class DamagedItem:
     kind: str
     received_day: str
     reason: str  # the envelope's refusal
+    order: tuple[int, int] = dataclasses.field(default=(0, 0), compare=False, repr=False)  # (source, item) in the manifest
 
 
 def unpack_bundle(
-    bundle: ExportBundle, identity: Identity, out: Path, secret_key_file: Path, advance: Callable[[int], None] = lambda n: None
+    bundle: ExportBundle, identity: Identity, out: Path, secret_key_file: Path, advance: Callable[[int], None] = lambda n: None,
+    workers: int | None = None,
 ) -> UnpackSummary:
     """Decrypt ``bundle`` (its signature verified) into ``out``; ``secret_key_file`` is the secret key
-    file beside which the source pins live."""
+    file beside which the source pins live. ``workers``: processes to share the work (default: one
+    per CPU for a bundle of many items, where the system can fork; see keys.workers)."""
     assert bundle.server is not None, "verify the bundle's signature first"
     sources = bundle.read_manifest(identity)
     summary = UnpackSummary(sources=len(sources))
-    plans = [_plan_source(bundle, identity, out, source, summary, advance) for source in sources]
-    check_and_pin(secret_key_file, sources)
-    # Nothing was written before this line.
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    server_key = bundle.server.fingerprint
-    batch = _Batch()
-    try:
-        for plan in plans:
-            if not plan.items and plan.record is None:
-                continue  # nothing for this journalist, and no folder yet: none is made
-            folder, record = _source_folder(out, plan.source)
-            record["server_key"] = server_key  # replies go to the server that sent the source last
-            target = batch.target(folder, record)
-            for item in plan.items:
-                try:
-                    batch.add(target, _write_item(bundle, identity, folder, item, advance))
-                except DamagedItemError as error:
-                    summary.damaged.append(_damaged(plan.source, item, str(error)))
-                if batch.full:
-                    summary.written += batch.flush()
-    finally:
-        # Name and record what is complete even when a later item fails.
-        try:
-            summary.written += batch.flush()
-        finally:
-            batch.abort()
-    write_index(out)
+    shares = [_Share(bundle, identity, out, part) for part in _partition(sources, workers)]
+    with Team(shares) as team:
+        for planned in team.run("plan", advance):
+            summary.already_there += planned[0]
+            summary.not_for_you += planned[1]
+        check_and_pin(secret_key_file, sources)
+        # Nothing was written before this line.
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for written, damaged in team.run("write", advance, bundle.server.fingerprint):
+            summary.written += written
+            summary.damaged += damaged
+    summary.damaged.sort(key=lambda item: item.order)
     return summary
+
+
+# A bundle of fewer items is decrypted in this process: forking would cost more than it saves.
+PARALLEL_ITEMS = 256
+
+
+def _partition(sources: list[ManifestSource], workers: int | None) -> list[list[tuple[int, ManifestSource]]]:
+    """The sources in ``workers`` shares of about equal work, keeping together every source whose
+    folder could take the same name (same designation), so no two processes compete for a folder."""
+    items = sum(len(source.items) for source in sources)
+    count = workers if workers is not None else (worker_count() if items >= PARALLEL_ITEMS else 1)
+    groups: dict[str, list[tuple[int, ManifestSource]]] = {}
+    for number, source in enumerate(sources):
+        groups.setdefault(_folder_base(source), []).append((number, source))
+    shares: list[list[tuple[int, ManifestSource]]] = [[] for _ in range(max(1, min(count, len(groups))))]
+    loads = [0] * len(shares)
+    # Heaviest first, each to the lightest share; an item weighs its bytes plus a file's creation.
+    for group in sorted(groups.values(), key=_weight, reverse=True):
+        lightest = loads.index(min(loads))
+        shares[lightest] += group
+        loads[lightest] += _weight(group)
+    return [sorted(share, key=lambda pair: pair[0]) for share in shares]
+
+
+def _weight(group: list[tuple[int, ManifestSource]]) -> int:
+    return sum(item.size + (64 << 10) for _number, source in group for item in source.items)
+
+
+class _Share:
+    """Some of the bundle's sources, planned then written by one process (keys.workers.Team)."""
+
+    def __init__(self, bundle: ExportBundle, identity: Identity, out: Path, sources: list[tuple[int, ManifestSource]]):
+        self._bundle, self._identity, self._out, self._sources = bundle, identity, out, sources
+        self._plans: list[_SourcePlan] = []
+
+    def plan(self, advance: Callable[[int], None], stopped: Callable[[], bool]) -> tuple[int, int]:
+        """Decide, writing nothing, which items to decrypt; refuse a forged record.
+        Returns (already decrypted, not for this journalist). ``stopped``: asked between sources."""
+        counts = [0, 0]
+        for number, source in self._sources:
+            if stopped():
+                break
+            self._plans.append(_plan_source(self._bundle, self._identity, self._out, number, source, counts, advance))
+        return counts[0], counts[1]
+
+    def write(self, advance: Callable[[int], None], stopped: Callable[[], bool], server_key: str) -> tuple[int, list[DamagedItem]]:
+        """Decrypt the planned items; returns (written, damaged). ``stopped``: asked between items."""
+        written, damaged = 0, []
+        batch = _Batch()
+        try:
+            for plan in self._plans:
+                if stopped():
+                    break
+                if not plan.items and plan.record is None:
+                    continue  # nothing for this journalist, and no folder yet: none is made
+                folder, record = _source_folder(self._out, plan.source)
+                record["server_key"] = server_key  # replies go to the server that sent the source last
+                target = batch.target(folder, record)
+                for item in plan.items:
+                    if stopped():
+                        break
+                    try:
+                        batch.add(target, _write_item(self._bundle, self._identity, folder, item, plan.file_keys.pop(item.entry), advance))
+                    except DamagedItemError as error:
+                        damaged.append(_damaged(plan, item, str(error)))
+                    if batch.full:
+                        written += batch.flush()
+        finally:
+            # Name and record what is complete even when a later item fails.
+            try:
+                written += batch.flush()
+            finally:
+                batch.abort()
+        return written, damaged
 
 
 # Items are written under temporary names, made durable together (one round of fsyncs
@@ -182,54 +244,66 @@ class _Batch:
 
 @dataclasses.dataclass
 class _SourcePlan:
+    number: int  # the source's place in the manifest
     source: ManifestSource
     record: dict | None  # the source's existing record in ``out``, if any
     items: list[ManifestItem]  # to decrypt
+    file_keys: dict[int, bytes]  # by item entry: found while planning, so each envelope's stanzas are tried once
 
 
-def _plan_source(bundle: ExportBundle, identity: Identity, out: Path, source: ManifestSource, summary: UnpackSummary,
+def _plan_source(bundle: ExportBundle, identity: Identity, out: Path, number: int, source: ManifestSource, counts: list[int],
                  advance: Callable[[int], None]) -> _SourcePlan:
-    """Decide, writing nothing, which of the source's items to decrypt; refuse a forged record."""
+    """Decide, writing nothing, which of the source's items to decrypt; refuse a forged record.
+    ``counts``: [already decrypted, not for this journalist], added to."""
     found = _existing_source_folder(out, source)
     record = found[1] if found else None
     done = {entry["item_id"] for entry in record["items"]} if record else set()
-    plan = _SourcePlan(source, record, [])
+    plan = _SourcePlan(number, source, record, [], {})
     for item in source.items:
         if item.item_id in done:
-            summary.already_there += 1
+            counts[0] += 1
             advance(item.size)
             continue
         try:
-            bundle.open_item(item, identity)  # reads the header and the record, no more
+            reader = bundle.open_item(item, identity, keep_file_key=True, record_only=True)  # header and record, no more
+            reader.close()  # the first message's plaintext, body included, is not left in memory
+            plan.file_keys[item.entry] = reader.file_key
         except WrongKeyError:
-            summary.not_for_you += 1
+            counts[1] += 1
             advance(item.size)
             continue
         except DamagedItemError:
-            pass  # found again, and reported, when it is written
+            plan.file_keys[item.entry] = None  # found again, and reported, when it is written
         plan.items.append(item)
     return plan
 
 
-def _damaged(source: ManifestSource, item: ManifestItem, reason: str) -> "DamagedItem":
-    return DamagedItem(source.designation, source.source_id, item.item_id, item.kind, item.received_day, reason)
+def _damaged(plan: _SourcePlan, item: ManifestItem, reason: str) -> "DamagedItem":
+    source = plan.source
+    return DamagedItem(source.designation, source.source_id, item.item_id, item.kind, item.received_day, reason,
+                       (plan.number, source.items.index(item)))
 
 
-def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: ManifestItem, advance: Callable[[int], None]) -> _Written:
+def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: ManifestItem, file_key: bytes | None,
+                advance: Callable[[int], None]) -> _Written:
     """Decrypt an item into a temporary file, verified to its end; the caller names it."""
     length = 0
     pending = None
+
+    def wrote(count: int) -> None:
+        nonlocal length
+        length += count
+        advance(count)
+
     try:
-        reader = bundle.open_item(item, identity)
+        reader = bundle.open_item(item, identity, file_key=file_key)
         if item.kind == "message":
             name = f"{item.received_day} message.txt"
         else:
             name = f"{item.received_day} {safe_file_name(reader.metadata.name, 'file')}"
         pending = PendingFile(folder)
-        for chunk in reader.chunks():
-            pending.write(chunk)
-            length += len(chunk)
-            advance(len(chunk))
+        reader.write_to(pending, wrote)
+        pending.start_writeback()
     except BaseException as error:
         if pending is not None:
             pending.abort()
@@ -240,8 +314,12 @@ def _write_item(bundle: ExportBundle, identity: Identity, folder: Path, item: Ma
     return _Written(pending, name, item, reader.metadata.name, reader.metadata.content_type, length)
 
 
+def _folder_base(source: ManifestSource) -> str:
+    return safe_folder_name(source.designation, f"source {source.source_id}")
+
+
 def _candidates(out: Path, source: ManifestSource) -> Iterator[Path]:
-    base = safe_folder_name(source.designation, f"source {source.source_id}")
+    base = _folder_base(source)
     for number in range(1, 1000):
         yield out / with_suffix_number(base, number)
     raise FormatError(f"too many folders named like {base!r} in {out}")

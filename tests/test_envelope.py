@@ -471,3 +471,31 @@ def test_security_md_prints_the_same_vectors():
         assert vector["envelope_sha256"] in text
         if vector["envelope_size"] <= 4096:
             assert vector["envelope_hex"] in flat, vector["description"]
+
+
+def test_the_reader_decrypts_into_its_own_buffer_and_wipes_it_at_the_end_or_on_a_refusal():
+    body = os.urandom(3 * MESSAGE_SIZE + 123)
+    out = io.BytesIO()
+    reader = EnvelopeReader(io.BytesIO(seal(body)), KEY)
+    assert reader.write_to(out) == len(body) and out.getvalue() == body and reader.complete
+    assert not any(reader._plaintext) and not any(reader._stream._state)
+    # Asked only for its record, then closed: the rest of the first message is wiped too.
+    reader = EnvelopeReader(io.BytesIO(seal(body)), KEY)
+    assert any(reader._plaintext)
+    reader.close()
+    assert not any(reader._plaintext)
+    # Cut off in its last message: refused, and what it had decrypted is wiped all the same.
+    reader = EnvelopeReader(io.BytesIO(seal(body)[:-100]), KEY)
+    with pytest.raises(TruncatedError):
+        reader.write_to(io.BytesIO())
+    assert not any(reader._plaintext)
+
+
+
+def test_a_kept_file_key_opens_its_envelope_again_and_no_other():
+    blob, other = seal(b"tip"), seal(b"tip")
+    first = EnvelopeReader(io.BytesIO(blob), KEY, keep_file_key=True)
+    assert first.file_key is not None and EnvelopeReader(io.BytesIO(blob), KEY).file_key is None
+    assert EnvelopeReader(io.BytesIO(blob), [], file_key=first.file_key).read() == b"tip"
+    with pytest.raises((TamperedError, TruncatedError)):  # a one-message envelope: "truncated or damaged at its end"
+        EnvelopeReader(io.BytesIO(other), [], file_key=first.file_key)

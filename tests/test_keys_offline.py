@@ -97,7 +97,7 @@ def test_no_keys_module_imports_intake_even_lazily():
 
 # The core: what decrypts and replies. Cleaning (keys/cleaning/, which runs mat2 and bwrap) is
 # outside it: only the command line reaches it, so the core can be audited without it.
-CORE = ("envelope", "identity", "bundle", "unpack", "files", "index", "source_record", "errors", "progress")
+CORE = ("envelope", "sodium_buffers", "wiping", "identity", "bundle", "unpack", "workers", "files", "index", "source_record", "errors", "progress")
 
 
 def test_the_core_never_imports_the_cleaning_package():
@@ -116,3 +116,16 @@ def test_the_core_never_imports_the_cleaning_package():
     result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_importing_every_keys_module_loads_no_network_module_at_all():
+    # The probe above disables sockets by importing the module first; this one checks that no keys
+    # module (decrypt's worker processes included: they fork, not multiprocessing) even loads one.
+    probe = "import importlib, json, sys\n" + "".join(f"importlib.import_module({name!r})\n" for name in all_keys_modules())
+    # (pathlib itself loads urllib.parse, string functions only: not counted here)
+    network = ("socket", "ssl", "http", "socketserver", "asyncio", "multiprocessing", "requests", "urllib3", "email")
+    probe += f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {network!r})))"
+    result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + probe],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

@@ -5,11 +5,14 @@ stored (there is no one to store it for). Rather than losing the text, the
 source view reads the message field from the body, up to a bound, and shows it
 again on the login page (escaped, on a no-store page) so it can be sent after
 logging in. Nothing read here is stored or logged. Reading stops at the first
-file, so a large upload is not read through; files cannot be handed back.
+file, so a large upload is not read through; files cannot be handed back. The
+message's bytes and the parser's buffer are wiped once the text is made (the text
+itself is a ``str``, which cannot be: keys.wiping).
 """
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -18,6 +21,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from intake.app.ingest import FILES_FIELD, MESSAGE_FIELD, PARSER_BUFFER_LIMIT, READ_SIZE
+from keys.wiping import wipe
 
 MAX_GIVE_BACK_BYTES = 24 * 1024  # fits the login form with room to spare (SMALL_FORM_BYTES)
 _MAX_READ = MAX_GIVE_BACK_BYTES + 64 * 1024  # the token and part headers come first
@@ -37,7 +41,16 @@ def read_unsent_form(stream: BinaryIO, content_type: str | None) -> UnsentForm:
     if mimetype != "multipart/form-data" or not boundary or len(boundary) > 200 or not boundary.isascii():
         return UnsentForm("", False, False)
     decoder = MultipartDecoder(boundary.encode("ascii"), PARSER_BUFFER_LIMIT)
-    message, in_message, read, had_files = bytearray(), False, 0, False
+    message = bytearray()
+    try:
+        return _read_message(stream, decoder, message)
+    finally:
+        wipe(message)
+        wipe(decoder.buffer)
+
+
+def _read_message(stream: BinaryIO, decoder: MultipartDecoder, message: bytearray) -> UnsentForm:
+    in_message, read, had_files = False, 0, False
     try:
         while read < _MAX_READ:
             chunk = stream.read(min(READ_SIZE, _MAX_READ - read))
@@ -62,5 +75,6 @@ def read_unsent_form(stream: BinaryIO, content_type: str | None) -> UnsentForm:
 
 def _unsent(message: bytearray, had_files: bool) -> UnsentForm:
     truncated = len(message) > MAX_GIVE_BACK_BYTES
-    text = bytes(message[:MAX_GIVE_BACK_BYTES]).decode("utf-8", errors="ignore" if truncated else "replace")
+    with memoryview(message) as view:
+        text = codecs.decode(view[:MAX_GIVE_BACK_BYTES], "utf-8", "ignore" if truncated else "replace")
     return UnsentForm(text.replace("\r\n", "\n").strip("\n"), truncated, had_files)

@@ -10,6 +10,13 @@ request keeps what was complete: never a part in part, and the source is told
 which parts arrived (``on_published``, the receipt). A failure aborts only the part
 in flight.
 
+Every buffer of plaintext this module owns (what is held back for the parser, a
+blank message held back, the form token, the envelope writers' message buffers) is
+wiped when the request ends, refused or not (keys.wiping). What Werkzeug hands over
+is ``bytes`` (each read, each piece of a part) that nobody can wipe: those are freed
+within the read that made them, and the server's allocator settings overwrite freed
+memory (intake.memory_wiping).
+
 The form must send its CSRF token as the first part, so that a forged request is
 refused before anything is written or published: any other part before it refuses
 the upload. A part the form never sends (another name, a message sent as a file, a
@@ -32,6 +39,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
+from keys.wiping import wipe
 
 READ_SIZE = 64 * 1024  # per upload in flight, a few buffers of this size (the read, what the parser holds)
 PARSER_BUFFER_LIMIT = READ_SIZE + 64 * 1024  # part headers must fit in one read
@@ -145,14 +153,22 @@ class _EncryptedPart:
         return ReceivedItem(self._kind, self._metadata.name, self.received)
 
     def feed(self, data: bytes) -> None:
-        if self._envelope is None:
-            if self._skip_blank:
-                self._held += data
-                if not self._held.strip() and len(self._held) <= BLANK_MESSAGE_HOLD:
-                    return
-                data, self._held = bytes(self._held), bytearray()
-            if not data:
+        if self._envelope is None and self._skip_blank:
+            self._held += data
+            if (not self._held or self._held.isspace()) and len(self._held) <= BLANK_MESSAGE_HOLD:
                 return
+            held, self._held = self._held, bytearray()
+            try:
+                self._write(held)
+            finally:
+                wipe(held)
+            return
+        self._write(data)
+
+    def _write(self, data: bytes | bytearray) -> None:
+        if not data:
+            return
+        if self._envelope is None:
             self._start()
         self._envelope.write(data)
         self.received += len(data)
@@ -162,6 +178,12 @@ class _EncryptedPart:
         if self._envelope is not None:
             self._envelope.close()
             self._upload.publish(self._sink, self.receipt())
+
+    def wipe(self) -> None:
+        """Wipe what this part holds (its envelope is given up unless it was closed)."""
+        wipe(self._held)
+        if self._envelope is not None:
+            self._envelope.discard()
 
 
 class _SmallField:
@@ -176,6 +198,9 @@ class _SmallField:
 
     def text(self) -> str:
         return self._value.decode("utf-8", errors="replace")
+
+    def wipe(self) -> None:
+        wipe(self._value)
 
 
 def _clean_file_name(name: str) -> str | None:
@@ -250,10 +275,13 @@ class _Upload:
         if event.more_data:
             return
         part, self._part = self._part, None
-        if isinstance(part, _EncryptedPart):
-            part.finish()
-        elif isinstance(part, _SmallField):
-            self._on_small_field(part.text())
+        try:
+            if isinstance(part, _EncryptedPart):
+                part.finish()
+            else:
+                self._on_small_field(part.text())
+        finally:
+            part.wipe()  # published or refused, what it held is wiped now
 
     def _on_small_field(self, value: str) -> None:
         if self._token_checked:
@@ -268,6 +296,11 @@ class _Upload:
         if not self.published_ids:
             raise EmptySubmissionError("nothing was submitted")
         return IngestResult(tuple(self.published_ids), tuple(self.items))
+
+    def wipe(self) -> None:
+        """Wipe the buffers of the part in flight (each part is wiped as it ends: on_data)."""
+        if self._part is not None:
+            self._part.wipe()
 
     def abort(self) -> None:
         """Drop the part in flight; what was published stays."""
@@ -296,14 +329,17 @@ def _safe_cut(decoder: MultipartDecoder, held: bytearray, delimiter: bytes) -> i
     Such a suffix is held back until more data (or the end) arrives.
     """
     window = len(delimiter) + 64
-    tail = bytes(decoder.buffer[-window:]) + bytes(held[-window:])
-    index = tail.rfind(delimiter)
-    if index == -1:
-        return len(held)
-    after = tail[index + len(delimiter) :]
-    if after == b"-" or (after and not after.strip(b" \t")):
-        return max(0, len(held) - len(after))
-    return len(held)
+    tail = decoder.buffer[-window:] + held[-window:]  # bytearrays: wiped below, like every copy of the body
+    try:
+        index = tail.rfind(delimiter)
+        if index == -1:
+            return len(held)
+        after = len(tail) - index - len(delimiter)
+        with memoryview(tail) as view, view[index + len(delimiter) :] as rest:
+            held_back = rest == b"-" or (after > 0 and all(byte in b" \t" for byte in rest))
+        return max(0, len(held) - after) if held_back else len(held)
+    finally:
+        wipe(tail)
 
 
 def _feed(decoder: MultipartDecoder, upload: _Upload) -> bool:
@@ -359,11 +395,10 @@ def ingest_submission(
             if chunk:
                 held += chunk
                 cut = _safe_cut(decoder, held, delimiter)
-                decoder.receive_data(bytes(held[:cut]))
-                del held[:cut]
+                _hand_over(decoder, held, cut)
                 finished = _feed(decoder, upload)
                 continue
-            decoder.receive_data(bytes(held))
+            _hand_over(decoder, held, len(held))
             decoder.receive_data(None)
             try:
                 finished = _feed(decoder, upload)
@@ -381,3 +416,15 @@ def ingest_submission(
     except BaseException:
         upload.abort()
         raise
+    finally:
+        wipe(held)
+        wipe(decoder.buffer)  # the parser's own bytearray: what it had not handed out yet
+        upload.wipe()
+
+
+def _hand_over(decoder: MultipartDecoder, held: bytearray, cut: int) -> None:
+    """Give the parser the first ``cut`` held bytes (it copies them), then wipe and drop them."""
+    with memoryview(held) as view, view[:cut] as given:
+        decoder.receive_data(given)
+        wipe(given)
+    del held[:cut]

@@ -30,17 +30,19 @@ MAX_COOKIE_CHARS = 3000  # browsers keep at least 4,096 bytes a cookie, name and
 _MAX_NAME_CHARS = 120
 
 
-def _box(cookie_name: str, session_cookie: str, reply_secret_key: bytes) -> SecretBox:
+def _box(cookie_name: str, session_cookie: str, reply_secret_key: bytes | bytearray) -> SecretBox:
     key = hashlib.blake2b(session_cookie.encode("ascii"), key=reply_secret_key, digest_size=32, person=_PURPOSES[cookie_name])
     return SecretBox(key.digest())
 
 
-def seal(cookie_name: str, session_cookie: str, reply_secret_key: bytes, data: bytes) -> str:
+def seal(cookie_name: str, session_cookie: str, reply_secret_key: bytes | bytearray, data: bytes) -> str:
+    # zlib and PyNaCl take and return bytes: the codename or receipt sealed here cannot be wiped,
+    # only freed at the end of the request (SECURITY.md section 2, "Plaintext and secrets in memory").
     sealed = _box(cookie_name, session_cookie, reply_secret_key).encrypt(zlib.compress(data, 9))
     return base64.urlsafe_b64encode(bytes(sealed)).rstrip(b"=").decode("ascii")
 
 
-def unseal(cookie_name: str, session_cookie: str | None, reply_secret_key: bytes, value: str | None) -> bytes | None:
+def unseal(cookie_name: str, session_cookie: str | None, reply_secret_key: bytes | bytearray, value: str | None) -> bytes | None:
     if not session_cookie or not value or len(value) > MAX_COOKIE_CHARS * 2:
         return None
     try:
@@ -59,7 +61,7 @@ def delete_sealed_cookies(response: Response) -> None:
         response.delete_cookie(name, path="/", httponly=True, samesite="Strict")
 
 
-def seal_receipt(session_cookie: str, reply_secret_key: bytes, items: Sequence[ReceivedItem]) -> str:
+def seal_receipt(session_cookie: str, reply_secret_key: bytes | bytearray, items: Sequence[ReceivedItem]) -> str:
     """The receipt of an upload; when it would not fit a cookie, the last file names are left out
     (the page then shows those files by their place in the list and their size)."""
     rows = [[item.kind, item.name[:_MAX_NAME_CHARS] if item.name else None, item.size] for item in items]
@@ -72,7 +74,7 @@ def seal_receipt(session_cookie: str, reply_secret_key: bytes, items: Sequence[R
         named = named * 3 // 4
 
 
-def open_receipt(session_cookie: str | None, reply_secret_key: bytes, value: str | None) -> list[ReceivedItem]:
+def open_receipt(session_cookie: str | None, reply_secret_key: bytes | bytearray, value: str | None) -> list[ReceivedItem]:
     data = unseal(RECEIPT_COOKIE, session_cookie, reply_secret_key, value)
     if data is None:
         return []

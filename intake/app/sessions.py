@@ -6,6 +6,10 @@ token, the session's exact expiry and the source's reply secret key: a copy of
 the database alone opens no session and tells no time of day (the store itself
 keeps only the day the session has surely ended by), and the codename is never
 needed again until the next login.
+
+The reply secret key is sealed from, and opened into, buffers wiped here; a
+resumed session holds it in a bytearray that the source view wipes when the
+request ends (``wipe_session``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from nacl.exceptions import CryptoError
+from keys.sodium_buffers import SECRETBOX_MACBYTES, secretbox_open, secretbox_seal
+from keys.wiping import wipe, wiping
 from nacl.secret import SecretBox
 
 COOKIE_NAME = "intake_session"
@@ -36,7 +41,7 @@ class SessionStore(Protocol):
 @dataclass(frozen=True)
 class SourceSession:
     source_id: str
-    reply_secret_key: bytes
+    reply_secret_key: bytearray  # wiped by wipe_session when the request ends
     session_id: bytes
 
     def __repr__(self) -> str:  # keep the secret key out of tracebacks and debug output
@@ -65,12 +70,15 @@ def _decode_token(cookie_value: str | None) -> bytes | None:
     return token if len(token) == TOKEN_BYTES else None
 
 
-def open_session(store: SessionStore, source_id: str, reply_secret_key: bytes, *, minutes: int) -> str:
+def open_session(store: SessionStore, source_id: str, reply_secret_key: bytes | bytearray, *, minutes: int) -> str:
     """Store a new session and return the cookie value that unlocks it."""
     token = secrets.token_bytes(TOKEN_BYTES)
     expires_at = int(time.time()) + minutes * 60
-    sealed = SecretBox(_sealing_key(token)).encrypt(expires_at.to_bytes(_EXPIRY_BYTES, "big") + reply_secret_key)
-    store.save_session(_session_id(token), source_id, bytes(sealed), expires_at)
+    plaintext = bytearray(expires_at.to_bytes(_EXPIRY_BYTES, "big"))
+    with wiping(plaintext):
+        plaintext += reply_secret_key
+        sealed = secretbox_seal(plaintext, _sealing_key(token))
+    store.save_session(_session_id(token), source_id, sealed, expires_at)
     return _encode_token(token)
 
 
@@ -85,15 +93,23 @@ def resume_session(store: SessionStore, cookie_value: str | None) -> SourceSessi
     if found is None:
         return None
     source_id, sealed = found
-    try:
-        opened = SecretBox(_sealing_key(token)).decrypt(sealed)
-    except CryptoError:
+    overhead = SecretBox.NONCE_SIZE + SECRETBOX_MACBYTES
+    if len(sealed) < overhead + _EXPIRY_BYTES:
         return None
-    expires_at, secret = int.from_bytes(opened[:_EXPIRY_BYTES], "big"), opened[_EXPIRY_BYTES:]
-    if expires_at <= time.time():
-        store.delete_session(session_id)
-        return None
-    return SourceSession(source_id=source_id, reply_secret_key=secret, session_id=session_id)
+    opened = bytearray(len(sealed) - overhead)
+    with wiping(opened), memoryview(opened) as view:
+        if not secretbox_open(opened, sealed, _sealing_key(token)):
+            return None
+        if int.from_bytes(view[:_EXPIRY_BYTES], "big") <= time.time():
+            store.delete_session(session_id)
+            return None
+        return SourceSession(source_id=source_id, reply_secret_key=bytearray(view[_EXPIRY_BYTES:]), session_id=session_id)
+
+
+def wipe_session(session: SourceSession | None) -> None:
+    """Wipe the reply secret key a resumed session holds (once its request is over)."""
+    if session is not None:
+        wipe(session.reply_secret_key)
 
 
 def end_session(store: SessionStore, cookie_value: str | None) -> None:

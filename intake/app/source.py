@@ -50,7 +50,7 @@ from intake.app.sealed_cookies import (
     set_sealed_cookie,
     unseal,
 )
-from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session
+from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session, wipe_session
 from intake.app.stores import request_store
 from intake.circuits import CircuitBusyError, current_circuit
 from intake.heap import give_back_free_memory
@@ -69,6 +69,7 @@ from intake.store.errors import StoreError, StoreFullError
 from intake.wordlists.vocabulary import language_of
 from keys.envelope import decrypt_bytes
 from keys.errors import KeysError
+from nacl.public import PrivateKey
 
 blueprint = Blueprint("source", __name__)
 
@@ -84,6 +85,12 @@ def current_session() -> SourceSession | None:
     return g.source_session
 
 
+@blueprint.teardown_app_request
+def _wipe_session_key(_error: BaseException | None) -> None:
+    """The reply secret key a resumed session held is wiped once the request is over."""
+    wipe_session(g.pop("source_session", None))
+
+
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -94,7 +101,7 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _start_session(response: Response, source_id: str, reply_secret_key: bytes) -> str:
+def _start_session(response: Response, source_id: str, reply_secret_key: bytes | bytearray) -> str:
     """Open a session (ending the one this browser had), set its cookie and return the cookie's value."""
     store = request_store()
     end_session(store, request.cookies.get(COOKIE_NAME))  # a second login replaces the first
@@ -220,7 +227,9 @@ def submit():
     # Publishing marked the source active, in the same transaction.
     response = redirect(url_for("source.thanks"), 303)
     cookie = request.cookies.get(COOKIE_NAME)
-    if resume_session(store, cookie) is None:
+    renewed = resume_session(store, cookie)
+    wipe_session(renewed)  # only whether it still lives matters here
+    if renewed is None:
         # The upload outlived the session it started in: open a new one, so the source lands on its
         # receipt still logged in (and its codename page still opens).
         codename = _shown_codename(source_session)
@@ -304,9 +313,10 @@ def replies():
     store = request_store()
     stored = store.replies_for(source_session.source_id)
     shown = []
+    key = PrivateKey(bytes(source_session.reply_secret_key))  # PyNaCl takes its keys as bytes only
     for reply in stored:
         try:
-            _metadata, body = decrypt_bytes(reply.envelope, source_session.reply_secret_key)
+            _metadata, body = decrypt_bytes(reply.envelope, key)
             text = body.decode("utf-8", errors="replace")
         except KeysError:
             text = None

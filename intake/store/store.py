@@ -355,26 +355,33 @@ class Store:
         for seq in main_seqs:
             yield self._one_piece(self._read("SELECT data FROM submission_chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq)))
 
-    def whole_ciphertexts(self, submission_ids: list[str]) -> dict[str, bytes]:
-        """The envelopes of those visible ``submission_ids`` stored whole in the main
-        database (one piece: every short one), by id; the others are not in it (read
-        them with submission_ciphertext).
-
-        For many submissions at once (an export): the chunks' rowids come from the
-        index, then the rows are read in rowid order, the table's own, so neighbouring
-        pages are read together instead of one cache miss per submission.
-        """
-        found: dict[str, bytes] = {}
+    def ciphertext_positions(self, submission_ids: list[str]) -> dict[str, int]:
+        """Where the envelope of each of ``submission_ids`` stored whole in the main database (one
+        piece: every short one) is, by id: reading them in this order (the table's key order, see
+        ciphertexts_at), each page of the table is read once, front to back. The others are not in it
+        (read them with submission_ciphertext). One query per batch of ids, along the key's index."""
+        found: dict[str, int] = {}
         in_key_order = sorted(submission_ids)
         for start in range(0, len(in_key_order), _ID_BATCH):
             batch = tuple(in_key_order[start : start + _ID_BATCH])
             marks = ",".join("?" * len(batch))
-            rowids = sorted(row[0] for row in self._read(
-                "SELECT c.rowid FROM submission_chunks c JOIN submissions s ON s.id = c.submission_id"
-                f" WHERE c.submission_id IN ({marks}) AND c.seq = 0 AND s.state = 'ready'", batch))
-            if rowids:
-                marks = ",".join("?" * len(rowids))
-                found.update(self._read(f"SELECT submission_id, data FROM submission_chunks WHERE rowid IN ({marks})", tuple(rowids)))
+            found.update(self._read(f"SELECT submission_id, rowid FROM submission_chunks WHERE seq = 0 AND submission_id IN ({marks})", batch))
+        return found
+
+    def ciphertexts_at(self, positions: list[tuple[str, int]]) -> dict[str, bytes]:
+        """The envelopes at ``positions`` ((id, position) from ciphertext_positions), by id; one
+        deleted since is missing. For an export: many at once, in the table's order."""
+        found: dict[str, bytes] = {}
+        wanted = dict((position, submission_id) for submission_id, position in positions)
+        in_table_order = sorted(wanted)
+        for start in range(0, len(in_table_order), _ID_BATCH):
+            batch = tuple(in_table_order[start : start + _ID_BATCH])
+            marks = ",".join("?" * len(batch))
+            for position, submission_id, data in self._read(
+                f"SELECT rowid, submission_id, data FROM submission_chunks WHERE rowid IN ({marks})", batch
+            ):
+                if wanted[position] == submission_id:
+                    found[submission_id] = data
         return found
 
     @staticmethod
