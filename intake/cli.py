@@ -20,7 +20,8 @@ from keys.errors import KeysError
 from keys.identity import PublicIdentity
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
-from intake.cli_i18n import _, ngettext, pgettext, set_language, speak_for_click
+from intake.cli_help import TranslatedGroup, TranslatedOption, option
+from intake.cli_i18n import N_, _, ngettext, pgettext, set_language, speak_for_click
 from intake.config import DATA_DIR_ENV, Settings, key_inside_data_dir, load_settings
 from intake.retention import RetentionPolicy
 from intake.onion_keys import OnionKeyError, ensure_onion_keys
@@ -37,23 +38,23 @@ from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError
 COMMAND_MODULES: tuple[str, ...] = ("intake.newsroom_cli", "intake.guide.cli", "intake.backup_cli")
 DEFAULT_PORT = 8080
 
-data_option = click.option(
+data_option = option(
     "--data", "data_dir", required=True, envvar=DATA_DIR_ENV, show_envvar=True,
-    type=click.Path(file_okay=False, path_type=Path), help="the instance's data dir",
+    type=click.Path(file_okay=False, path_type=Path), help=N_("the instance's data dir"),
 )
-db_key_option = click.option(
+db_key_option = option(
     "--db-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="the database key file (default: a systemd credential intake-db-key, else DATA/db.key)",
+    help=N_("the database key file (default: a systemd credential intake-db-key, else DATA/db.key)"),
 )
 
-grace_option = click.option(
+grace_option = option(
     "--grace-period", type=click.IntRange(0, 3600), default=DEFAULT_GRACE_PERIOD, envvar="INTAKE_GRACE_PERIOD",
     show_envvar=True, show_default=True,
-    help="seconds that requests in flight (a slow upload) get to finish when intake is stopped",
+    help=N_("seconds that requests in flight (a slow upload) get to finish when intake is stopped"),
 )
 
 
-class _Group(click.Group):
+class _Group(TranslatedGroup):
     """Turns the errors intake explains into one line and exit status 1."""
 
     def invoke(self, ctx: click.Context):
@@ -65,32 +66,35 @@ class _Group(click.Group):
             raise click.ClickException(str(error)) from None
 
 
-@click.group(cls=_Group)
-@click.version_option(package_name="intake", message="%(prog)s %(version)s")
-@click.option("--lang", type=click.Choice(CLI_LANGUAGES), default=None,
-              help="language of the messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)")
-def cli(lang: str | None) -> None:
-    """intake: a tip line for newsrooms, served as a Tor onion service."""
-    set_language(lang)
+def _choose_language(_ctx: click.Context, _param: click.Parameter, language: str | None) -> None:
+    set_language(language)
 
 
-@cli.command()
+@click.group(cls=_Group, help=N_("intake: a tip line for newsrooms, served as a Tor onion service."))
+@click.version_option(package_name="intake", message="%(prog)s %(version)s", cls=TranslatedOption,
+                      help=N_("Show the version and exit."))
+# Eager: the language is chosen before a command's --help is handled (main() reads it even earlier).
+@option("--lang", type=click.Choice(CLI_LANGUAGES), default=None, is_eager=True, expose_value=False,
+        callback=_choose_language,
+        help=N_("language of the messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)"))
+def cli() -> None:
+    pass
+
+
+@cli.command(help=N_("Create the data dir, its database and key, and register journalists.\n\n"
+                     "On an existing data dir, checks the key and registers any new journalists. "
+                     "Shows each journalist key's fingerprint to compare with the journalist "
+                     "(`intake-keys fingerprint` on their laptop), as `journalist add` does. "
+                     "The key is never written into the data dir unless --db-key-in-data-dir asks for it."))
 @data_option
-@click.option("--journalist-key", "journalist_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="a journalist's public key file (repeat for each journalist)")
-@click.option("--yes", is_flag=True, help="do not ask to confirm the journalists' fingerprints")
+@option("--journalist-key", "journalist_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+        help=N_("a journalist's public key file (repeat for each journalist)"))
+@option("--yes", is_flag=True, help=N_("do not ask to confirm the journalists' fingerprints"))
 @db_key_option
-@click.option("--db-key-in-data-dir", "key_in_data_dir", is_flag=True,
-              help="allow a new store's key in the data dir (DATA/db.key), where a copy of the disk takes it along: "
-                   "for trials only")
+@option("--db-key-in-data-dir", "key_in_data_dir", is_flag=True,
+        help=N_("allow a new store's key in the data dir (DATA/db.key), where a copy of the disk takes it along: "
+                "for trials only"))
 def init(data_dir: Path, journalist_keys: tuple[Path, ...], yes: bool, db_key_file: Path | None, key_in_data_dir: bool) -> None:
-    """Create the data dir, its database and key, and register journalists.
-
-    On an existing data dir, checks the key and registers any new journalists.
-    Shows each journalist key's fingerprint to compare with the journalist
-    (`intake-keys fingerprint` on their laptop), as `journalist add` does.
-    The key is never written into the data dir unless --db-key-in-data-dir asks for it.
-    """
     def confirm(identities: list[PublicIdentity]) -> None:
         for identity in identities:
             click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
@@ -135,11 +139,10 @@ def _warn_if_key_in_data_dir(data_dir: Path, db_key_file: Path | None) -> None:
                      "open the store. Move it out (docs/operator.md, \"The database key\").").format(path=inside), err=True)
 
 
-@cli.command()
+@cli.command(help=N_("Open the store and print what it holds: counts, sizes, logins, retention."))
 @data_option
 @db_key_option
 def status(data_dir: Path, db_key_file: Path | None) -> None:
-    """Open the store and print what it holds: counts, sizes, logins, retention."""
     settings = load_settings(data_dir, db_key_file=db_key_file)
     with Store.open(settings) as store:
         echo_counts(store.counts())
@@ -192,22 +195,23 @@ def _human(size: int) -> str:
 def tor_options(command: Callable) -> Callable:
     """--tor, --no-tor and the rarer Tor settings, shared by `serve` and `demo`."""
     options = [
-        click.option("--tor", "tor_mode", type=click.Choice(TOR_MODES, case_sensitive=False), default="launch",
-                     envvar="INTAKE_TOR", show_envvar=True, show_default=True,
-                     help="launch: intake's own tor on the Tor network; system: the system tor's control socket; "
-                          "offline: tor with the network disabled (addresses only); none: no tor"),
-        click.option("--no-tor", is_flag=True, help="the same as --tor none: serve on 127.0.0.1 only"),
-        click.option("--tor-config", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-                     envvar="INTAKE_TOR_CONFIG", show_envvar=True,
-                     help="extra torrc lines for the tor intake launches; for private test networks only"),
-        click.option("--tor-control-socket", type=click.Path(path_type=Path), default=None,
-                     envvar="INTAKE_TOR_CONTROL_SOCKET", show_envvar=True,
-                     help=f"--tor system: the system tor's control socket [default: {DEFAULT_SYSTEM_CONTROL_SOCKET}]"),
-        click.option("--tor-bootstrap-timeout", type=click.FloatRange(0), default=DEFAULT_BOOTSTRAP_TIMEOUT,
-                     show_default=True, help="seconds to wait for tor to reach the Tor network before saying it could not"),
+        option("--tor", "tor_mode", type=click.Choice(TOR_MODES, case_sensitive=False), default="launch",
+               envvar="INTAKE_TOR", show_envvar=True, show_default=True,
+               help=N_("launch: intake's own tor on the Tor network; system: the system tor's control socket; "
+                       "offline: tor with the network disabled (addresses only); none: no tor")),
+        option("--no-tor", is_flag=True, help=N_("the same as --tor none: serve on 127.0.0.1 only")),
+        option("--tor-config", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+               envvar="INTAKE_TOR_CONFIG", show_envvar=True,
+               help=N_("extra torrc lines for the tor intake launches; for private test networks only")),
+        option("--tor-control-socket", type=click.Path(path_type=Path), default=None,
+               envvar="INTAKE_TOR_CONTROL_SOCKET", show_envvar=True,
+               help=N_("--tor system: the system tor's control socket [default: {socket}]"),
+               help_values={"socket": DEFAULT_SYSTEM_CONTROL_SOCKET}),
+        option("--tor-bootstrap-timeout", type=click.FloatRange(0), default=DEFAULT_BOOTSTRAP_TIMEOUT,
+               show_default=True, help=N_("seconds to wait for tor to reach the Tor network before saying it could not")),
     ]
-    for option in reversed(options):
-        command = option(command)
+    for add_option in reversed(options):
+        command = add_option(command)
     return command
 
 
@@ -223,24 +227,24 @@ def _show_logs() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
 
-@cli.command()
+@cli.command(help=N_("Serve the tip line: gunicorn for the source and journalist interfaces on unix sockets, "
+                     "their onion services through tor, and retention. No TCP port is opened unless --port or "
+                     "--journalist-port asks for one. SIGTERM or Ctrl-C stops all of it (requests in flight "
+                     "finish first); SIGHUP re-reads the journalists' client-authorisation keys."))
 @data_option
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="also serve the source interface on this loopback port (development, tests)")
-@click.option("--journalist-port", type=click.IntRange(1, 65535), default=None,
-              help="also serve the journalist interface on this loopback port")
-@click.option("--socket-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              envvar="INTAKE_SOCKET_DIR", show_envvar=True,
-              help=f"where the unix sockets tor forwards the onions to are made [default: DATA/{SOCKET_DIR_NAME}]")
+@option("--port", type=click.IntRange(1, 65535), default=None,
+        help=N_("also serve the source interface on this loopback port (development, tests)"))
+@option("--journalist-port", type=click.IntRange(1, 65535), default=None,
+        help=N_("also serve the journalist interface on this loopback port"))
+@option("--socket-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        envvar="INTAKE_SOCKET_DIR", show_envvar=True,
+        help=N_("where the unix sockets tor forwards the onions to are made [default: DATA/{folder}]"),
+        help_values={"folder": SOCKET_DIR_NAME})
 @grace_option
 @tor_options
 @db_key_option
 def serve(data_dir: Path, port: int | None, journalist_port: int | None, socket_dir: Path | None,
           grace_period: int, db_key_file: Path | None, **tor: Any) -> None:
-    """Serve the tip line: gunicorn for the source and journalist interfaces on unix sockets,
-    their onion services through tor, and retention. No TCP port is opened unless --port or
-    --journalist-port asks for one. SIGTERM or Ctrl-C stops all of it (requests in flight
-    finish first); SIGHUP re-reads the journalists' client-authorisation keys."""
     plan = _tor_plan(**tor)
     _show_logs()
     prepare_data_dir(data_dir, db_key_file)
@@ -250,16 +254,15 @@ def serve(data_dir: Path, port: int | None, journalist_port: int | None, socket_
     raise SystemExit(tip_line.serve())
 
 
-@cli.command()
-@click.option("--dir", "base_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"),
-              show_default=True, help="where the demo journalist and data dir live")
-@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
-@click.option("--journalist-port", type=click.IntRange(1, 65535), default=None,
-              help="loopback port of the journalist interface [default: --port + 1]")
+@cli.command(help=N_("Set up (or reuse) a demo instance and serve it. Not for production."))
+@option("--dir", "base_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"),
+        show_default=True, help=N_("where the demo journalist and data dir live"))
+@option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@option("--journalist-port", type=click.IntRange(1, 65535), default=None,
+        help=N_("loopback port of the journalist interface [default: --port + 1]"))
 @grace_option
 @tor_options
 def demo(base_dir: Path, port: int, journalist_port: int | None, grace_period: int, **tor: Any) -> None:
-    """Set up (or reuse) a demo instance and serve it. Not for production."""
     plan = _tor_plan(**tor)
     _show_logs()
     info = ensure_demo_instance(base_dir)
@@ -317,7 +320,9 @@ def _language_asked(args: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
-    speak_for_click(_language_asked(args))
+    asked = _language_asked(args)
+    speak_for_click(asked)
+    set_language(asked if asked in CLI_LANGUAGES else None)  # before click parses: even `--help --lang ru` is Russian
     for module in COMMAND_MODULES:
         importlib.import_module(module)
     cli.main(args=args, prog_name="intake")

@@ -54,4 +54,10 @@ def pgettext(context: str, message: str) -> str:
     return _translation.pgettext(context, message)
 
 
+def N_(message: str) -> str:
+    """Marks a text for the catalogue where it is declared (e.g. a command's help); it is translated
+    later, when shown (intake.cli_help)."""
+    return message
+
+
 set_language(None)

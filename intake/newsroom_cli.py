@@ -15,7 +15,8 @@ from keys.files import PendingFile
 from keys.identity import fingerprint
 
 from intake.cli import cli, data_option, db_key_option
-from intake.cli_i18n import _, ngettext
+from intake.cli_help import option
+from intake.cli_i18n import N_, _, ngettext
 from intake.config import Settings, load_settings
 from intake.db_key_recovery import write_db_key_recovery
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
@@ -40,25 +41,22 @@ def _settings(data_dir: Path, db_key_file: Path | None) -> Settings:
     return load_settings(data_dir, db_key_file=db_key_file)
 
 
-@cli.group()
+@cli.group(help=N_("Register, list and remove journalists, and reset their logins."))
 def journalist() -> None:
-    """Register, list and remove journalists, and reset their logins."""
+    pass
 
 
-@journalist.command("add")
+@journalist.command("add", help=N_("Register a journalist: every new submission is sealed to their key too.\n\n"
+                                   "Prints the key's fingerprint to check with the journalist (read it aloud against "
+                                   "`intake-keys fingerprint` on their laptop), then their login passphrase, TOTP set-up and "
+                                   "Tor client-authorisation line."))
 @data_option
-@click.option("--name", required=True, help="the journalist's name (as in their public key file)")
-@click.option("--public-key", "public_key", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="the public key file made by `intake-keys generate` on the air-gapped laptop")
-@click.option("--yes", is_flag=True, help="do not ask to confirm the fingerprint")
+@option("--name", required=True, help=N_("the journalist's name (as in their public key file)"))
+@option("--public-key", "public_key", required=True, type=click.Path(dir_okay=False, path_type=Path),
+        help=N_("the public key file made by `intake-keys generate` on the air-gapped laptop"))
+@option("--yes", is_flag=True, help=N_("do not ask to confirm the fingerprint"))
 @db_key_option
 def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, db_key_file: Path | None) -> None:
-    """Register a journalist: every new submission is sealed to their key too.
-
-    Prints the key's fingerprint to check with the journalist (read it aloud
-    against `intake-keys fingerprint` on their laptop), then their login
-    passphrase, TOTP set-up and Tor client-authorisation line.
-    """
     settings = _settings(data_dir, db_key_file)
     identity = load_public_key(public_key, name)
     click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
@@ -74,27 +72,24 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, db_ke
     _echo_enrolment(enrolment, settings.data_dir)
 
 
-@journalist.command("reset-login")
+@journalist.command("reset-login", help=N_("Give a journalist a new passphrase, TOTP secret and client-auth key (the old ones stop "
+                                           "working).\n\n"
+                                           "Also the way to give a login to journalists registered by `intake init`."))
 @data_option
-@click.option("--name", required=True)
+@option("--name", required=True)
 @db_key_option
 def journalist_reset_login(data_dir: Path, name: str, db_key_file: Path | None) -> None:
-    """Give a journalist a new passphrase, TOTP secret and client-auth key (the old ones stop working).
-
-    Also the way to give a login to journalists registered by `intake init`.
-    """
     settings = _settings(data_dir, db_key_file)
     with Store.open(settings) as store:
         enrolment = reset_login(store, settings.data_dir, name)
     _echo_enrolment(enrolment, settings.data_dir)
 
 
-@journalist.command("list")
+@journalist.command("list", help=N_("List journalists with their key fingerprints."))
 @data_option
-@click.option("--all", "include_removed", is_flag=True, help="include removed journalists")
+@option("--all", "include_removed", is_flag=True, help=N_("include removed journalists"))
 @db_key_option
 def journalist_list(data_dir: Path, include_removed: bool, db_key_file: Path | None) -> None:
-    """List journalists with their key fingerprints."""
     with Store.open(_settings(data_dir, db_key_file)) as store:
         accounts = Newsroom(store).accounts(include_removed=include_removed)
         keys = {journalist.id: journalist for journalist in store.journalists()}
@@ -115,16 +110,13 @@ def _fingerprint(account: JournalistAccount, keys: dict[int, Journalist]) -> str
     return fingerprint(account.name, journalist.public_key, journalist.verify_key)
 
 
-@journalist.command("remove")
+@journalist.command("remove", help=N_("Stop sealing new submissions to a journalist and end their login.\n\n"
+                                      "What was already sealed to their key stays readable with it. Key rotation: `remove`, "
+                                      "then `add` with the new public key."))
 @data_option
-@click.option("--name", required=True)
+@option("--name", required=True)
 @db_key_option
 def journalist_remove(data_dir: Path, name: str, db_key_file: Path | None) -> None:
-    """Stop sealing new submissions to a journalist and end their login.
-
-    What was already sealed to their key stays readable with it. Key rotation:
-    `remove`, then `add` with the new public key.
-    """
     settings = _settings(data_dir, db_key_file)
     with Store.open(settings) as store:
         Newsroom(store).remove_journalist(name)
@@ -168,19 +160,16 @@ def _terminal_qr(text: str) -> str | None:
     return out.getvalue()
 
 
-@cli.command("export")
+@cli.command("export", help=N_("Write an encrypted export bundle of new submissions (for `intake-keys decrypt`).\n\n"
+                               "Submissions are marked exported only once the whole bundle is on disk."))
 @data_option
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="the bundle file to write (must not exist)")
-@click.option("--all", "export_all", is_flag=True, help="also submissions exported before")
-@click.option("--source", "source_ids", multiple=True, help="only this source id (repeatable)")
+@option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+        help=N_("the bundle file to write (must not exist)"))
+@option("--all", "export_all", is_flag=True, help=N_("also submissions exported before"))
+@option("--source", "source_ids", multiple=True, help=N_("only this source id (repeatable)"))
 @db_key_option
 def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids: tuple[str, ...],
                    db_key_file: Path | None) -> None:
-    """Write an encrypted export bundle of new submissions (for `intake-keys decrypt`).
-
-    Submissions are marked exported only once the whole bundle is on disk.
-    """
     if out_path.exists():
         raise click.ClickException(_("{path} exists already: choose a new file name").format(path=out_path))
     scope = ExportScope(only_new=not export_all, source_ids=selected_sources(source_ids) or None)
@@ -201,16 +190,13 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
         size=prepared.stored_bytes, journalists=len(prepared.recipients)))
 
 
-@cli.command("rotate-signing-key")
+@cli.command("rotate-signing-key", help=N_("Replace the server's signing key: bundles are signed with the new one from now on.\n\n"
+                                           "Every journalist must trust the new key (`intake-keys trust-server`, checked by its "
+                                           "fingerprint) before they can decrypt a new bundle. The previous key is kept only to open "
+                                           "replies sealed to it; a second rotation forgets it."))
 @data_option
-@click.option("--yes", is_flag=True, help="do not ask to confirm")
+@option("--yes", is_flag=True, help=N_("do not ask to confirm"))
 def rotate_signing_key_command(data_dir: Path, yes: bool) -> None:
-    """Replace the server's signing key: bundles are signed with the new one from now on.
-
-    Every journalist must trust the new key (`intake-keys trust-server`, checked
-    by its fingerprint) before they can decrypt a new bundle. The previous key is
-    kept only to open replies sealed to it; a second rotation forgets it.
-    """
     if not yes:
         click.confirm(_("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?"), abort=True)
     old, new = rotate_server_signing_key(data_dir)
@@ -220,12 +206,12 @@ def rotate_signing_key_command(data_dir: Path, yes: bool) -> None:
                .format(file=data_dir / SERVER_PUBLIC_FILE))
 
 
-@cli.command("import-replies")
+@cli.command("import-replies", help=N_("Import a reply bundle made with `intake-keys reply` (it must be signed by an active "
+                                       "journalist)."))
 @data_option
 @click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @db_key_option
 def import_replies_command(data_dir: Path, bundle: Path, db_key_file: Path | None) -> None:
-    """Import a reply bundle made with `intake-keys reply` (it must be signed by an active journalist)."""
     with Store.open(_settings(data_dir, db_key_file)) as store, open(bundle, "rb") as src:
         try:
             report = import_reply_bundle(store, src, server_box_keys(data_dir))
@@ -251,14 +237,11 @@ def _import_lines(report: ImportReport) -> list[str]:
     return out
 
 
-@cli.command("purge")
+@cli.command("purge", help=N_("Run retention now (it also runs on its own schedule under `intake serve`).\n\n"
+                              "The policy is in DATA/retention.toml (see docs/journalists.md)."))
 @data_option
 @db_key_option
 def purge_command(data_dir: Path, db_key_file: Path | None) -> None:
-    """Run retention now (it also runs on its own schedule under `intake serve`).
-
-    The policy is in DATA/retention.toml (see docs/journalists.md).
-    """
     settings = _settings(data_dir, db_key_file)
     policy = RetentionPolicy.load(settings.data_dir)
     click.echo(_("Retention: exported submissions after {exported} days, read replies after {read} days, "
@@ -280,11 +263,11 @@ def _purge_lines(report: PurgeReport) -> list[str]:
             _("failed logins deleted: {count}").format(count=report.failed_logins)]
 
 
-@cli.command("check")
+@cli.command("check", help=N_("Check the store's integrity (SQLCipher page authentication, SQLite structure, foreign "
+                              "keys)."))
 @data_option
 @db_key_option
 def check_command(data_dir: Path, db_key_file: Path | None) -> None:
-    """Check the store's integrity (SQLCipher page authentication, SQLite structure, foreign keys)."""
     with Store.open(_settings(data_dir, db_key_file)) as store:
         problems = Newsroom(store).integrity_problems()
     if problems:

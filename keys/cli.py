@@ -95,19 +95,19 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 def cmd_trust_server(args: argparse.Namespace) -> int:
     key = ServerPublicKey.load(args.server_key_file)
-    print(f"server key fingerprint: {key.fingerprint}")
+    print(_("server key fingerprint: {fingerprint}").format(fingerprint=key.fingerprint))
     if args.fingerprint is not None:
         if " ".join(args.fingerprint.upper().split()) != key.fingerprint:
-            raise UsageError("the fingerprint you gave does not match this server key file: it was NOT trusted")
+            raise UsageError(_("the fingerprint you gave does not match this server key file: it was NOT trusted"))
     else:
         try:
-            answer = input("Is this the fingerprint your admin read out from `intake journalist add`? [y/N] ")
+            answer = input(_("Is this the fingerprint your admin read out from `intake journalist add`? [y/N] "))
         except EOFError:
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
-            raise UsageError("not confirmed: the server key was NOT trusted")
+            raise UsageError(_("not confirmed: the server key was NOT trusted"))
     path, new = trust_server(args.key, key)
-    print(f"{'trusted' if new else 'already trusted'}: {path}")
+    print((_("trusted: {path}") if new else _("already trusted: {path}")).format(path=path))
     return 0
 
 
@@ -157,7 +157,7 @@ def _clean(folder: Path, limits: sandbox.Limits = sandbox.Limits()) -> None:
 
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a whole number above 0: {text!r}")
+        raise argparse.ArgumentTypeError(_("not a whole number above 0: {text}").format(text=repr(text)))
     return int(text)
 
 
@@ -207,8 +207,10 @@ def _reply_server(key_file: str, record: dict) -> ServerPublicKey:
     if len(matching) != 1:
         where = trusted_servers_dir(key_file)
         if named:
-            raise UsageError(f"the source came from server key {named}, which is no longer trusted in {where}")
-        raise UsageError(f"several server keys are trusted in {where}: decrypt the source's latest bundle again to record which one it came from")
+            raise UsageError(_("the source came from server key {fingerprint}, which is no longer trusted in {folder}")
+                             .format(fingerprint=named, folder=where))
+        raise UsageError(_("several server keys are trusted in {folder}: decrypt the source's latest bundle again to record "
+                           "which one it came from").format(folder=where))
     return matching[0]
 
 
@@ -231,7 +233,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if not args.key:
             return 0
         server = export.verify(require_trusted(args.key))
-        print(f"signed by the trusted server key {server.fingerprint}")
+        print(_("signed by the trusted server key {fingerprint}").format(fingerprint=server.fingerprint))
         sources = export.read_manifest(_load_identity(args))
     for source in sources:
         print("\n" + _("{designation}  (source id {id})").format(designation=source.designation, id=source.source_id))
@@ -309,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         ).format(damaged=EXIT_DAMAGED_ITEMS, error=EXIT_ERROR),
     )
     p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--key", required=True, metavar="SECRET_FILE", help="your secret key file; the trusted server keys and pinned sources are beside it")
+    p.add_argument("--key", required=True, metavar="SECRET_FILE", help=_("your secret key file; the trusted server keys and pinned sources are beside it"))
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--progress", action="store_true", help=_("always show the progress bar (default: on a terminal, for large bundles)"))
     p.add_argument("--clean", action="store_true", help=_("then make a cleaned copy of every file, as the clean command does"))
@@ -345,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     passphrase_option(p)
     p.set_defaults(run=cmd_inspect)
 
-    recover_cli.add_parser(commands, passphrase_option, _read_passphrase)
+    recover_cli.add_parser(command, passphrase_option, _read_passphrase)
     return parser
 
 

@@ -243,3 +243,40 @@ def test_import_replies_reports_in_russian(newsroom, tmp_path: Path):
     assert ": добавлено 1\n" in imported.stdout and "Добавлено ответов: 1; уже были: 0; некому доставить: 0" in imported.stdout
     again = intake("import-replies", "--data", data, replies, env=RUSSIAN_ENV)
     assert ": добавлено 0, импортировано раньше 1\n" in again.stdout
+
+
+# --- intake-keys trust-server, recover-db-key and clean's limits --------------------------
+
+
+def test_trust_server_recover_db_key_and_clean_limits_speak_russian(tmp_path: Path, alice_files: KeyFiles):
+    from keys.server_key import ServerPublicKey
+
+    def keys(*args: object, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "intake-keys"), *map(str, args)], capture_output=True, text=True, timeout=120,
+                              input=stdin, env={**os.environ, **ENGLISH_ENV, **(env or {})})
+
+    server = ServerPublicKey.from_seed(bytes(range(1, 33)))
+    server_file = tmp_path / "server-signing.public"
+    server_file.write_text(server.to_text())
+    asked = keys("--lang", "ru", "trust-server", server_file, "--key", alice_files.secret, stdin="n\n")
+    assert asked.returncode == 1
+    assert asked.stdout.startswith(f"отпечаток ключа сервера: {server.fingerprint}\nЭто тот отпечаток, который прочитал вам "
+                                   "администратор из вывода `intake journalist add`? [y/N] ")
+    assert "не подтверждено: ключ сервера НЕ добавлен в доверенные" in asked.stderr
+    wrong = keys("trust-server", server_file, "--key", alice_files.secret, "--fingerprint", "AAAA", env=RUSSIAN_ENV)
+    assert wrong.returncode == 1 and "указанный вами отпечаток не совпадает с этим файлом ключа сервера" in wrong.stderr
+    for expected in ("добавлен в доверенные: ", "уже в доверенных: "):
+        trusted = keys("trust-server", server_file, "--key", alice_files.secret, "--fingerprint", server.fingerprint,
+                       env=RUSSIAN_ENV)
+        assert trusted.returncode == 0 and expected in trusted.stdout, trusted.stderr
+    english = keys("trust-server", server_file, "--key", alice_files.secret, "--fingerprint", server.fingerprint)
+    assert english.stdout.splitlines()[-1].startswith("already trusted: ")
+
+    existing = tmp_path / "db.key"
+    existing.write_text("kept\n")
+    refused = keys("recover-db-key", tmp_path / "db-key.recovery", "--key", alice_files.secret, "--out", existing,
+                   "--lang", "ru")
+    assert refused.returncode == 1 and f"{existing} уже существует; файл не будет перезаписан" in refused.stderr
+    assert existing.read_text() == "kept\n"
+    limit = keys("clean", tmp_path, "--time-limit", "0", env=RUSSIAN_ENV)
+    assert limit.returncode == 2 and "нужно целое число больше 0, а не '0'" in limit.stderr

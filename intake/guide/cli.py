@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from intake.cli import cli, data_option, db_key_option
-from intake.cli_i18n import _
+from intake.cli_help import option
+from intake.cli_i18n import N_, _
 from intake.config import load_settings
 from intake.guide import BRIDGES_FILE, STALE_AFTER_DAYS, GuideError, load_bridge_advice
 from intake.guide.publish import VERIFY_COMMAND, Facts, page_name, public_key_line, publish
@@ -19,16 +20,16 @@ from intake.store.newsroom import Newsroom
 from intake.onion_keys import ensure_onion_keys
 
 
-@cli.command("publish")
+@cli.command("publish", help=N_("Write the guide for sources (Russian and English, HTML and plain text) and the onion "
+                                "address with the journalists' key fingerprints, signed by the server "
+                                "(docs/publishing.md)."))
 @data_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="folder to write the pages and the signed address into (made if missing; files in it are replaced)")
-@click.option("--bridges", "bridges_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=BRIDGES_FILE, show_default=True, help="the dated bridge advice (TOML) to publish")
+@option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+        help=N_("folder to write the pages and the signed address into (made if missing; files in it are replaced)"))
+@option("--bridges", "bridges_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=BRIDGES_FILE, show_default=True, help=N_("the dated bridge advice (TOML) to publish"))
 @db_key_option
 def publish_command(data_dir: Path, out_dir: Path, bridges_file: Path, db_key_file: Path | None) -> None:
-    """Write the guide for sources (Russian and English, HTML and plain text) and the onion
-    address with the journalists' key fingerprints, signed by the server (docs/publishing.md)."""
     settings = load_settings(data_dir, db_key_file=db_key_file)
     try:
         bridges = load_bridge_advice(bridges_file)
