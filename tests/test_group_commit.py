@@ -162,3 +162,56 @@ def _count_batches(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(group_commit, "_commit", counting)
     return batches
+
+
+GEVENT_STOPPED_WAITERS = r"""
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from intake.store import group_commit
+
+committed = []
+group_commit._commit = lambda conn, batch: (gevent.sleep(0.05), [r.work(conn) for r in batch])
+group = group_commit.GroupCommit()
+
+def run(name):
+    group.publish(None, lambda conn: committed.append(name))
+    return name
+
+# A: a request stopped while it waits is taken out of the queue; the one behind it still gets through.
+leader = gevent.spawn(run, "leader")
+gevent.sleep(0.01)
+stopped, behind = gevent.spawn(run, "stopped"), gevent.spawn(run, "behind")
+gevent.sleep(0.01)
+gevent.kill(stopped)
+gevent.joinall([leader, behind], timeout=5)
+assert leader.value == "leader" and behind.value == "behind", (leader.value, behind.value)
+assert "stopped" not in committed and not group._leading, committed
+
+# B: a request stopped just as it is made the next leader still leads the others before it goes,
+# and a leader stopped while its commit runs waits for it: the others are told what happened.
+for kill_after in (0, 0.02):
+    committed.clear()
+    group._leading = True  # someone else leads: both wait
+    promoted, after = gevent.spawn(run, "promoted"), gevent.spawn(run, "after")
+    gevent.sleep(0.01)
+    with group._lock:
+        group._waiting[0].leads = True
+        group._waiting[0].wake.set()
+    gevent.sleep(kill_after)
+    gevent.kill(promoted)
+    after.join(timeout=5)
+    assert after.value == "after" and sorted(committed) == ["after", "promoted"], (kill_after, after.value, committed)
+    assert not group._leading
+print("ok")
+"""
+
+
+def test_under_gevent_a_request_stopped_while_it_waits_never_blocks_the_others():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-c", GEVENT_STOPPED_WAITERS], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

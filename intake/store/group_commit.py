@@ -11,7 +11,9 @@ of them leads the next batch with everyone who came meanwhile. Each request's wr
 savepoint of their own, so one that fails (an upload removed before it completed) is rolled
 back alone and gets its own error while the rest commit. If the commit itself fails (a full
 disk), every request of the batch gets the error and none is acknowledged. The commit runs
-in an OS thread: under a gevent worker, the other connections keep being served meanwhile.
+in an OS thread: under a gevent worker, the other connections keep being served meanwhile. A
+request stopped while it waits (its greenlet killed) leaves the queue, or leads it first if it
+was just made the leader; a leader stopped while its commit runs waits for the outcome first.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from intake.store.connection import Connection, translate_errors, write_transaction
-from intake.worker_threads import run_in_os_thread
+from intake.worker_threads import start_in_os_thread
 
 Work = Callable[[Connection], None]
 
@@ -56,20 +58,44 @@ class GroupCommit:
             if not self._leading:
                 self._leading = request.leads = True
         if not request.leads:
-            request.wake.wait()  # finished by a leader, or made the next leader
+            try:
+                request.wake.wait()  # finished by a leader, or made the next leader
+            except BaseException:  # this request is being stopped (its greenlet killed, say)
+                if not self._give_up(request):
+                    self._lead(conn)  # it was just made the leader: the others must not wait for ever
+                raise
         if not request.finished:
             self._lead(conn)
         if request.error is not None:
             raise request.error
 
+    def _give_up(self, request: _Request) -> bool:
+        """Take a stopped request out of the queue; False if it was made the next leader."""
+        with self._lock:
+            if request.leads and not request.finished:
+                return False
+            if request in self._waiting:
+                self._waiting.remove(request)
+            return True
+
     def _lead(self, conn: Connection) -> None:
         with self._lock:
             batch, self._waiting = self._waiting, []
+        running = start_in_os_thread(_commit, conn, batch)
+        stopped: BaseException | None = None
         try:
-            run_in_os_thread(_commit, conn, batch)
-        except BaseException as error:  # noqa: BLE001 - the transaction is gone: none of the batch is stored
-            for request in batch:
-                request.error = request.error or error
+            while True:
+                try:
+                    running.result()
+                except Exception as error:  # noqa: BLE001 - the transaction is gone: none of the batch is stored
+                    for request in batch:
+                        request.error = request.error or error
+                except BaseException as stop:  # noqa: BLE001 - re-raised below
+                    # The leader is being stopped (its greenlet killed, say), but its commit goes on in
+                    # the OS thread: wait for the outcome, so that no request is told the wrong one.
+                    stopped = stopped or stop
+                    continue
+                break
         finally:
             for request in batch:
                 request.finished = True
@@ -82,6 +108,8 @@ class GroupCommit:
                     self._leading = False
             for request in batch:
                 request.wake.set()
+        if stopped is not None:
+            raise stopped
 
 
 def _commit(conn: Connection, batch: list[_Request]) -> None:
