@@ -35,6 +35,7 @@ from intake.server import DEFAULT_GRACE_PERIOD, JOURNALIST_APP_FACTORY, Gunicorn
 from intake.store import Store
 from intake.store.file_times import FileTimesTicker
 from intake.store.newsroom import Newsroom
+from intake.onion_keys import OnionKeyError
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, OnionServices, TorError
 
 TOR_MODES = ("launch", "system", "offline", "none")
@@ -264,7 +265,7 @@ class TipLine:
                         gave_up = True
                         self.say(_("Tor could not bootstrap: {reason}. intake keeps serving and tor keeps trying "
                                    "(docs/operator.md lists the usual causes).").format(reason=onions.bootstrap.describe()))
-            except TorError as error:
+            except (TorError, OnionKeyError) as error:
                 if self._stop_requested.is_set():
                     break
                 if self.tor_plan.mode != "system" or onions.connected:
@@ -282,7 +283,7 @@ class TipLine:
             return False  # not back yet (and no need to open the store to find out)
         try:
             self.onions.reconnect(self._journalist_client_keys())
-        except TorError:
+        except (TorError, OnionKeyError):
             return False
         self._reload_requested.clear()  # the keys were just read afresh
         self.say(_("The system tor is back: both onion services are published again, at the same addresses."))

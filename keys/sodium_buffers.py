@@ -27,6 +27,8 @@ _HEADERBYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
 _ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
 _STATEBYTES = sodium.crypto_secretstream_xchacha20poly1305_STATEBYTES
 _SEALBYTES = sodium.crypto_box_SEALBYTES
+_PUBLICKEYBYTES = sodium.crypto_box_PUBLICKEYBYTES
+_SECRETKEYBYTES = sodium.crypto_box_SECRETKEYBYTES
 ARGON2ID = sodium.crypto_pwhash_ALG_ARGON2ID13
 SECRETBOX_MACBYTES = sodium.crypto_secretbox_MACBYTES
 
@@ -44,6 +46,8 @@ def secretstream_keygen(key: bytearray | memoryview) -> None:
 
 def box_seal(message: Buffer, public_key: bytes) -> bytes:
     """crypto_box_seal of ``message`` (e.g. a file key) to ``public_key``; the sealed box is public."""
+    if len(public_key) != _PUBLICKEYBYTES:  # libsodium reads that many bytes, whatever it is given
+        raise ValueError("a public key must be 32 bytes")
     out = ffi.new("unsigned char[]", len(message) + _SEALBYTES)
     if lib.crypto_box_seal(out, ffi.from_buffer(message), len(message), public_key) != 0:
         raise CryptoError("crypto_box_seal refused the public key")
@@ -123,6 +127,8 @@ def secretbox_open(out: bytearray | memoryview, box: bytes, key: Buffer) -> bool
 
 def seal_open(stanza: bytes, public_key: bytes, secret_key: bytes) -> bytearray | None:
     """The file key sealed in ``stanza`` for this key pair, in a new buffer; None if it is not for them."""
+    if len(public_key) != _PUBLICKEYBYTES or len(secret_key) != _SECRETKEYBYTES:
+        raise ValueError("a key pair is two keys of 32 bytes")
     if len(stanza) != SECRETSTREAM_KEYBYTES + _SEALBYTES:
         return None
     key = bytearray(SECRETSTREAM_KEYBYTES)
@@ -149,7 +155,7 @@ class PullStream:
         if length < 0 or length > len(out):
             raise CryptoError("invalid ciphertext length")
         rc = lib.crypto_secretstream_xchacha20poly1305_pull(
-            ffi.from_buffer(self._state), ffi.from_buffer(out), ffi.NULL, ffi.from_buffer(self._tag),
+            ffi.from_buffer(self._state), ffi.from_buffer(out, require_writable=True), ffi.NULL, ffi.from_buffer(self._tag),
             ffi.from_buffer(ciphertext), len(ciphertext), ad if ad is not None else ffi.NULL, len(ad) if ad is not None else 0,
         )
         if rc != 0:

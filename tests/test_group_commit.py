@@ -115,7 +115,58 @@ def test_when_the_commit_fails_no_request_of_the_batch_is_acknowledged(settings,
         for own in stores.values():
             own.close()
     assert outcome["first"] is None
-    assert outcome["good"] is not None and outcome["good"] is outcome["bad"]  # the COMMIT's own error
+    # Both get the COMMIT's error, each in an object of its own: one shared object raised in two
+    # requests would gather both requests' frames, and what they hold, in its traceback.
+    good, bad = outcome["good"], outcome["bad"]
+    assert type(good) is type(bad) and good.args == bad.args and good is not bad
+    with Store.open(settings) as fresh:
+        assert fresh._conn.execute("SELECT name FROM probe").fetchall() == []
+
+
+def test_when_one_request_ends_the_whole_transaction_the_batch_fails_cleanly(settings, store):
+    """A statement that makes SQLite roll the whole transaction back (a full disk mid-statement):
+    no savepoint is left to roll back to, so every request of the batch gets that error, and
+    nothing of the batch is stored."""
+    group = GroupCommit()
+    in_flight, release = threading.Event(), threading.Event()
+    outcome: dict[str, BaseException | None] = {}
+    stores = {name: Store.open(settings) for name in ("first", "good", "bad")}
+    stores["first"]._conn.execute("CREATE TABLE IF NOT EXISTS probe (name TEXT)")
+
+    def first(conn: Connection) -> None:
+        in_flight.set()
+        release.wait(30)
+
+    def good(conn: Connection) -> None:
+        conn.execute("INSERT INTO probe VALUES ('good')")
+
+    def bad(conn: Connection) -> None:
+        conn.execute("ROLLBACK")  # what SQLite does itself on SQLITE_FULL in the middle of a statement
+        raise StoreError("the disk is full")
+
+    def run(name: str, work) -> None:
+        try:
+            group.publish(stores[name]._conn, work)
+            outcome[name] = None
+        except BaseException as error:  # noqa: BLE001 - recorded for the test to look at
+            outcome[name] = error
+
+    try:
+        threads = [threading.Thread(target=run, args=("first", first))]
+        threads[0].start()
+        assert in_flight.wait(30)
+        for name, work in (("good", good), ("bad", bad)):
+            threads.append(threading.Thread(target=run, args=(name, work)))
+            threads[-1].start()
+        while len(group._waiting) < 2:
+            threading.Event().wait(0.01)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        for own in stores.values():
+            own.close()
+    assert isinstance(outcome["good"], StoreError) and isinstance(outcome["bad"], StoreError), outcome
     with Store.open(settings) as fresh:
         assert fresh._conn.execute("SELECT name FROM probe").fetchall() == []
 

@@ -18,12 +18,14 @@ was just made the leader; a leader stopped while its commit runs waits for the o
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from intake.store.connection import Connection, translate_errors, write_transaction
+from intake.store.errors import StoreError
 from intake.worker_threads import start_in_os_thread
 
 Work = Callable[[Connection], None]
@@ -87,10 +89,12 @@ class GroupCommit:
             while True:
                 try:
                     running.result()
-                except Exception as error:  # noqa: BLE001 - the transaction is gone: none of the batch is stored
+                except Exception as error:  # the transaction is gone: none of the batch is stored
                     for request in batch:
-                        request.error = request.error or error
-                except BaseException as stop:  # noqa: BLE001 - re-raised below
+                        # Each its own copy: raised in every request, one shared object would gather
+                        # every request's frames (and the plaintext they hold) in its traceback.
+                        request.error = request.error or _own_copy(error)
+                except BaseException as stop:  # re-raised below
                     # The leader is being stopped (its greenlet killed, say), but its commit goes on in
                     # the OS thread: wait for the outcome, so that no request is told the wrong one.
                     stopped = stopped or stop
@@ -119,10 +123,20 @@ def _commit(conn: Connection, batch: list[_Request]) -> None:
             try:
                 with translate_errors():
                     request.work(conn)
-            except Exception as error:  # noqa: BLE001 - this request's own failure, given back to it
+            except Exception as error:  # this request's own failure, given back to it
                 request.error = error
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole transaction back (a full disk, say): the batch fails with it
                 conn.execute("ROLLBACK TO request")
             conn.execute("RELEASE request")
+
+
+def _own_copy(error: Exception) -> Exception:
+    """The same error in a new object with no traceback (a StoreError if it cannot be copied)."""
+    try:
+        return copy.copy(error).with_traceback(None)
+    except Exception:  # an exception whose constructor takes other arguments than its args
+        return StoreError("the database could not store this: please send it again")
 
 
 _groups: dict[tuple[int, Path], GroupCommit] = {}
