@@ -38,7 +38,16 @@ from pathlib import Path
 
 from keys.bundle import ExportBundle, ManifestItem, ManifestSource
 from keys.errors import DamagedItemError, FormatError, PinnedSourceError, WrongKeyError
-from keys.files import FreeNames, PendingFile, fsync_folders, safe_file_name, safe_folder_name, sync_all, with_suffix_number
+from keys.files import (
+    TEMP_PREFIX,
+    FreeNames,
+    PendingFile,
+    fsync_folders,
+    safe_file_name,
+    safe_folder_name,
+    sync_all,
+    with_suffix_number,
+)
 from keys.identity import Identity
 from keys.pins import check_and_pin
 from keys.source_record import load_source_record, save_source_record
@@ -77,18 +86,29 @@ def unpack_bundle(
     sources = bundle.read_manifest(identity)
     summary = UnpackSummary(sources=len(sources))
     shares = [_Share(bundle, identity, out, part) for part in _partition(sources, workers)]
-    with Team(shares) as team:
-        for planned in team.run("plan", advance):
-            summary.already_there += planned[0]
-            summary.not_for_you += planned[1]
-        check_and_pin(secret_key_file, sources)
-        # Nothing was written before this line.
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for written, damaged in team.run("write", advance, bundle.server.fingerprint):
-            summary.written += written
-            summary.damaged += damaged
+    try:
+        with Team(shares) as team:
+            for planned in team.run("plan", advance):
+                summary.already_there += planned[0]
+                summary.not_for_you += planned[1]
+            check_and_pin(secret_key_file, sources)
+            # Nothing was written before this line.
+            out.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for written, damaged in team.run("write", advance, bundle.server.fingerprint):
+                summary.written += written
+                summary.damaged += damaged
+    finally:
+        _remove_partial_files(out)
     summary.damaged.sort(key=lambda item: item.order)
     return summary
+
+
+def _remove_partial_files(out: Path) -> None:
+    """Once every process has ended, a file still under its temporary name is plaintext that was
+    never finished (a process killed in the middle of an item, this run or an earlier one)."""
+    if out.is_dir():
+        for partial in out.rglob(f"{TEMP_PREFIX}*"):
+            partial.unlink(missing_ok=True)
 
 
 # A bundle of fewer items is decrypted in this process: forking would cost more than it saves.

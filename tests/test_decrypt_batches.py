@@ -87,10 +87,15 @@ def test_killed_at_any_moment_it_leaves_nothing_partial_under_a_final_name(alice
         process.wait()
         if out.exists():
             check_folder(out, bodies)
+            left = list(out.rglob(f"{TEMP_PREFIX}*"))  # plaintext of the items it was killed in
+            (out / "source aa").mkdir(exist_ok=True)
+            (out / "source aa" / f"{TEMP_PREFIX}planted").write_bytes(b"a decrypted item never finished")
         again = subprocess.run([*argv, "--out", out], capture_output=True, text=True)
         assert again.returncode == 0, again.stderr
         # Every item is there (one named but not yet recorded when killed comes twice: "(2)").
         assert check_folder(out, bodies) == set(bodies)
+        # and no unfinished plaintext is left under a temporary name, the killed run's or planted
+        assert not list(out.rglob(f"{TEMP_PREFIX}*")), left
 
 
 def folder_contents(out: Path) -> dict[str, bytes]:
