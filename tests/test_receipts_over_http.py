@@ -59,6 +59,23 @@ def open_post(server: IntakeServer, client: SourceClient, content_type: str, hea
     return sock
 
 
+def read_answer(sock: socket.socket) -> tuple[str, str]:
+    """(head, body) of the answer, read as a browser does, to its Content-Length: the server may
+    keep the connection open after a refusal (it reads what is left of the body)."""
+    sock.settimeout(30)
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+        while len(body) < length and (chunk := sock.recv(65536)):
+            body += chunk
+    except ConnectionResetError:
+        head, _, body = answer.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), body.decode("utf-8", errors="replace")
+
+
 def three_files(tag: str) -> list[Upload]:
     return [Upload(f"{tag}-{n}.pdf", os.urandom(300 * KiB + n * 1000), "application/pdf") for n in (1, 2, 3)]
 
@@ -121,15 +138,8 @@ def test_a_refusal_for_size_after_two_files_names_the_two_files_received(small_l
         sock.sendall(b"0\r\n\r\n")
     except (BrokenPipeError, ConnectionResetError):
         pass  # the server answered and closed before the rest of the body was sent
-    answer = b""
-    sock.settimeout(30)
-    try:
-        while chunk := sock.recv(65536):
-            answer += chunk
-    except ConnectionResetError:
-        pass
+    head, text = read_answer(sock)
     sock.close()
-    head, _, text = answer.decode("utf-8", errors="replace").partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 413"), head
     kept = text.split(listed, 1)[1].split("</ul>", 1)[0]
     assert "size-1.pdf" in kept and files[1].name in html.unescape(kept) and "<b>second</b>" not in text
