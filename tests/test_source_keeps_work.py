@@ -204,3 +204,23 @@ def test_upload_cut_off_says_nothing_from_this_attempt_was_kept(source_client, a
     assert "nothing from this attempt was kept" in response.text and "Status and replies" in response.text
     with Store.open(app_instance.settings) as store:
         assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
+
+
+def test_a_store_kept_busy_too_long_answers_busy_try_again_not_an_error(tmp_path):
+    """A burst of writers can hold the write lock past what a request waits: the source gets the
+    'busy, try again' page (503, Retry-After), as for any other overload, not a 500."""
+    from intake.store import Store
+    from tests.fixtures_app import csrf_token, make_instance, post_upload, start_as_new_source, upload_body
+
+    instance = make_instance(tmp_path, busy_timeout_ms=300)
+    client = instance.app.test_client()
+    _codename, page = start_as_new_source(client)
+    body, content_type = upload_body(csrf_token(page), message="sent while the store is busy")
+    with Store.open(instance.settings) as other_writer:
+        other_writer._conn.execute("BEGIN IMMEDIATE")  # the write lock, held past the request's wait
+        try:
+            answer = post_upload(client, body, content_type)
+        finally:
+            other_writer._conn.execute("ROLLBACK")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "30"
+    assert "Busy, try again" in answer.text

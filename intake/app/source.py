@@ -65,7 +65,7 @@ from intake.codename import (
     normalize_codename,
 )
 from intake.retention import RetentionPolicy
-from intake.store.errors import StoreError, StoreFullError
+from intake.store.errors import StoreBusyError, StoreError, StoreFullError
 from intake.wordlists.vocabulary import language_of
 from keys.envelope import decrypt_bytes
 from keys.errors import KeysError
@@ -381,6 +381,7 @@ NOT_ACCEPTING_REST = _l("The service cannot accept the rest at the moment. Pleas
 
 @blueprint.errorhandler(KdfBusyError)
 @blueprint.errorhandler(CircuitBusyError)
+@blueprint.errorhandler(StoreBusyError)
 def _busy(_error: Exception):
     body, status = error_page(503, *BUSY)
     return body, status, {"Retry-After": "30"}

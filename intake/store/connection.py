@@ -23,7 +23,7 @@ from pathlib import Path
 
 import sqlcipher3
 
-from intake.store.errors import StoreError, StoreFullError, WrongDatabaseKeyError
+from intake.store.errors import StoreBusyError, StoreFullError, WrongDatabaseKeyError
 
 DatabaseError = sqlcipher3.DatabaseError
 IntegrityError = sqlcipher3.IntegrityError
@@ -187,7 +187,7 @@ def translate_errors() -> Iterator[None]:
         if code is not None and code & 0xFF == sqlcipher3.SQLITE_NOTADB:
             raise WrongDatabaseKeyError("the database key does not open this database (wrong key, or not an intake database)") from None
         if _is_busy(error):
-            raise StoreError("the database stayed busy too long: try again") from None
+            raise StoreBusyError("the database stayed busy too long: try again") from None
         raise
 
 

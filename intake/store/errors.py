@@ -29,6 +29,10 @@ class StoreFullError(StoreError):
     """The disk holding the database is full."""
 
 
+class StoreBusyError(StoreError):
+    """The write lock stayed taken longer than the connection waits (a burst of writers)."""
+
+
 class SourceExistsError(StoreError):
     """A source with this lookup id already exists."""
 
