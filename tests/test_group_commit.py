@@ -10,7 +10,7 @@ from intake.store import Recipient, Source, Store
 from intake.store.connection import Connection
 from intake.store.errors import StoreError
 from intake.store import group_commit
-from intake.store.group_commit import GroupCommit, group_for
+from intake.store.group_commit import GroupCommit, Work, group_for
 from tests.fixtures_store import recipients, settings, source, store  # noqa: F401 - fixtures
 
 SENDERS = 24
@@ -71,9 +71,9 @@ def test_one_request_failing_does_not_take_the_others_with_it(settings, store, s
     assert {s.id for s in store.submissions(source.id)} == {v for v in outcome.values() if isinstance(v, str)}
 
 
-def test_when_the_commit_fails_no_request_of_the_batch_is_acknowledged(settings, store):
-    """A leader in flight holds the queue; two requests wait and then share a batch, whose COMMIT
-    fails (a foreign key checked only at COMMIT): both get the error, neither's writes stay."""
+def _good_and_bad_in_one_batch(settings: Settings, bad: Work) -> dict[str, BaseException | None]:
+    """A leader in flight holds the queue while two requests wait; then they share a batch: `good`
+    inserts a probe row, `bad` is the given work. Returns what each of the three got."""
     group = GroupCommit()
     in_flight, release = threading.Event(), threading.Event()
     outcome: dict[str, BaseException | None] = {}
@@ -87,11 +87,7 @@ def test_when_the_commit_fails_no_request_of_the_batch_is_acknowledged(settings,
     def good(conn: Connection) -> None:
         conn.execute("INSERT INTO probe VALUES ('good')")
 
-    def bad(conn: Connection) -> None:
-        conn.execute("PRAGMA defer_foreign_keys = ON")
-        conn.execute("INSERT INTO submission_recipients (submission_id, journalist_id) VALUES ('no such submission', 1)")
-
-    def run(name: str, work) -> None:
+    def run(name: str, work: Work) -> None:
         try:
             group.publish(stores[name]._conn, work)
             outcome[name] = None
@@ -114,61 +110,43 @@ def test_when_the_commit_fails_no_request_of_the_batch_is_acknowledged(settings,
     finally:
         for own in stores.values():
             own.close()
+    return outcome
+
+
+def _probe_rows(settings: Settings) -> list:
+    with Store.open(settings) as fresh:
+        return fresh._conn.execute("SELECT name FROM probe").fetchall()
+
+
+def test_when_the_commit_fails_no_request_of_the_batch_is_acknowledged(settings, store):
+    """Two requests share a batch whose COMMIT fails (a foreign key checked only at COMMIT):
+    both get the error, neither's writes stay."""
+
+    def bad(conn: Connection) -> None:
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute("INSERT INTO submission_recipients (submission_id, journalist_id) VALUES ('no such submission', 1)")
+
+    outcome = _good_and_bad_in_one_batch(settings, bad)
     assert outcome["first"] is None
     # Both get the COMMIT's error, each in an object of its own: one shared object raised in two
     # requests would gather both requests' frames, and what they hold, in its traceback.
-    good, bad = outcome["good"], outcome["bad"]
-    assert type(good) is type(bad) and good.args == bad.args and good is not bad
-    with Store.open(settings) as fresh:
-        assert fresh._conn.execute("SELECT name FROM probe").fetchall() == []
+    good, bad_error = outcome["good"], outcome["bad"]
+    assert type(good) is type(bad_error) and good.args == bad_error.args and good is not bad_error
+    assert _probe_rows(settings) == []
 
 
 def test_when_one_request_ends_the_whole_transaction_the_batch_fails_cleanly(settings, store):
     """A statement that makes SQLite roll the whole transaction back (a full disk mid-statement):
     no savepoint is left to roll back to, so every request of the batch gets that error, and
     nothing of the batch is stored."""
-    group = GroupCommit()
-    in_flight, release = threading.Event(), threading.Event()
-    outcome: dict[str, BaseException | None] = {}
-    stores = {name: Store.open(settings) for name in ("first", "good", "bad")}
-    stores["first"]._conn.execute("CREATE TABLE IF NOT EXISTS probe (name TEXT)")
-
-    def first(conn: Connection) -> None:
-        in_flight.set()
-        release.wait(30)
-
-    def good(conn: Connection) -> None:
-        conn.execute("INSERT INTO probe VALUES ('good')")
 
     def bad(conn: Connection) -> None:
         conn.execute("ROLLBACK")  # what SQLite does itself on SQLITE_FULL in the middle of a statement
         raise StoreError("the disk is full")
 
-    def run(name: str, work) -> None:
-        try:
-            group.publish(stores[name]._conn, work)
-            outcome[name] = None
-        except BaseException as error:  # noqa: BLE001 - recorded for the test to look at
-            outcome[name] = error
-
-    try:
-        threads = [threading.Thread(target=run, args=("first", first))]
-        threads[0].start()
-        assert in_flight.wait(30)
-        for name, work in (("good", good), ("bad", bad)):
-            threads.append(threading.Thread(target=run, args=(name, work)))
-            threads[-1].start()
-        while len(group._waiting) < 2:
-            threading.Event().wait(0.01)
-        release.set()
-        for thread in threads:
-            thread.join(30)
-    finally:
-        for own in stores.values():
-            own.close()
+    outcome = _good_and_bad_in_one_batch(settings, bad)
     assert isinstance(outcome["good"], StoreError) and isinstance(outcome["bad"], StoreError), outcome
-    with Store.open(settings) as fresh:
-        assert fresh._conn.execute("SELECT name FROM probe").fetchall() == []
+    assert _probe_rows(settings) == []
 
 
 def test_a_leader_that_leaves_hands_the_queue_on(settings, store):
