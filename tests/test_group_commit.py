@@ -124,7 +124,7 @@ def test_when_the_commit_fails_no_request_of_the_batch_is_acknowledged(settings,
 
     def bad(conn: Connection) -> None:
         conn.execute("PRAGMA defer_foreign_keys = ON")
-        conn.execute("INSERT INTO submission_recipients (submission_id, journalist_id) VALUES ('no such submission', 1)")
+        conn.execute("INSERT INTO submission_chunks (submission_id, seq, data) VALUES ('no such submission', 0, x'00')")
 
     outcome = _good_and_bad_in_one_batch(settings, bad)
     assert outcome["first"] is None

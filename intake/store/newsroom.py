@@ -334,7 +334,7 @@ class Newsroom:
         it lazily with ``Store.submission_ciphertext``."""
         sql = (
             "SELECT s.id, s.source_id, s.kind, s.received_day, s.size, s.exported_day,"
-            " src.designation, src.reply_public_key, src.created_day, src.last_active_day"
+            " src.designation, src.reply_public_key, src.created_day, src.last_active_day, s.sealed_to"
             " FROM submissions s JOIN sources src ON src.id = s.source_id WHERE s.state = 'ready'"
         )
         params: list = []
@@ -348,30 +348,26 @@ class Newsroom:
         sql += " ORDER BY src.created_day, src.id, s.received_day, s.position"
         groups: dict[str, ExportGroup] = {}
         rows = self._read(sql, tuple(params))
-        recipients = self._recipient_names(sorted(row[0] for row in rows))
+        recipients = self._recipient_names()
         for row in rows:
             submission = StoredSubmission(*row[:6])
             group = groups.get(submission.source_id)
             if group is None:
                 source = Source(submission.source_id, row[6], row[7], row[8], row[9])
                 group = groups[submission.source_id] = ExportGroup(source)
-            group.entries.append(ExportEntry(submission, sorted(recipients.get(submission.id, ()))))
+            group.entries.append(ExportEntry(submission, recipients.get(row[10], [])))
         return list(groups.values())
 
-    def _recipient_names(self, sorted_ids: list[str]) -> dict[str, list[str]]:
-        """Who each submission is sealed to, by submission id. Asked in batches of ids in
-        key order, so the table is read front to back (a look-up per submission, in the
-        export's order, misses the page cache at almost every one)."""
+    def _recipient_names(self) -> dict[str, list[str]]:
+        """The journalists of each recipient set (migration 7), by the set's members, names sorted.
+        One query for the whole export: the sets are few (one per team the newsroom has had)."""
         names: dict[str, list[str]] = {}
-        for start in range(0, len(sorted_ids), 500):  # stay under SQLite's bound-parameter limit
-            batch = tuple(sorted_ids[start : start + 500])
-            marks = ",".join("?" * len(batch))
-            for submission_id, name in self._read(
-                "SELECT r.submission_id, j.name FROM submission_recipients r JOIN journalists j ON j.id = r.journalist_id"
-                f" WHERE r.submission_id IN ({marks})", batch
-            ):
-                names.setdefault(submission_id, []).append(name)
-        return names
+        for members, name in self._read(
+            "SELECT sets.members, j.name FROM recipient_sets AS sets, json_each(sets.members) AS member"
+            " JOIN journalists AS j ON j.id = member.value"
+        ):
+            names.setdefault(members, []).append(name)
+        return {members: sorted(of_set) for members, of_set in names.items()}
 
     def mark_exported(self, submission_ids: Iterable[str]) -> int:
         """Mark submissions exported today; one already exported keeps its first day

@@ -14,6 +14,7 @@ write in flight per store).
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import secrets
 import time
@@ -403,14 +404,13 @@ class Store:
             return blobs.execute("SELECT data FROM chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq)).fetchall()
 
     def _insert_pending(self, conn: Connection, upload: SubmissionWriter, *, writer: str | None) -> None:
+        # Two statements whatever the number of journalists (migration 7): the set is written once.
+        members = json.dumps(sorted(upload.journalist_ids), separators=(",", ":"))
+        conn.execute("INSERT INTO recipient_sets (members) VALUES (?) ON CONFLICT (members) DO NOTHING", (members,))
         conn.execute(
-            "INSERT INTO submissions (id, source_id, kind, received_day, state, writer, position)"
-            " VALUES (?, ?, ?, ?, 'pending', ?, (SELECT coalesce(max(position), 0) + 1 FROM submissions WHERE source_id = ?))",
-            (upload.id, upload.source_id, upload.kind, today(), writer, upload.source_id),
-        )
-        conn.executemany(
-            "INSERT INTO submission_recipients (submission_id, journalist_id) VALUES (?, ?)",
-            [(upload.id, journalist_id) for journalist_id in upload.journalist_ids],
+            "INSERT INTO submissions (id, source_id, kind, received_day, state, writer, position, sealed_to)"
+            " VALUES (?, ?, ?, ?, 'pending', ?, (SELECT coalesce(max(position), 0) + 1 FROM submissions WHERE source_id = ?), ?)",
+            (upload.id, upload.source_id, upload.kind, today(), writer, upload.source_id, members),
         )
 
     def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes) -> None:
