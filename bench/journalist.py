@@ -24,6 +24,7 @@ each pair, and MISSED next to any target the median does not meet.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import shutil
@@ -53,6 +54,7 @@ def filled(base: Path, submissions: int) -> Newsroom:
     if (base / "filled").exists():  # kept from an earlier run (--keep)
         print(f"  {submissions:,} submissions: reusing {base}", flush=True)
         settings, alice, bob = pickle.loads((base / "filled").read_bytes())
+        settings = dataclasses.replace(settings, data_dir=base / "data")  # the folder may have been copied or moved
         return Newsroom(settings, create_app(settings, TESTING=True), create_journalist_app(settings, TESTING=True), alice, bob)
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)

@@ -236,7 +236,69 @@ MIGRATION_6 = """
 CREATE INDEX sources_by_activity ON sources(last_active_day DESC, designation);
 """
 
-MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6]
+# Each source carries the counts the journalists' list shows, kept by triggers on every
+# change to its submissions and replies, and sources_by_activity holds them: a page of the
+# list is read from a few neighbouring pages of that one index. Counting in the page's query
+# looked up every submission of every listed source in the submissions table (for its
+# exported_day): past SQLite's 2 MiB page cache, each page load read and decrypted ~550 pages
+# at 100,000 submissions (see docs/PERFORMANCE.md, "/sources at 100,000, explained").
+MIGRATION_7 = """
+ALTER TABLE sources ADD COLUMN ready_submissions INTEGER NOT NULL DEFAULT 0;  -- state 'ready'
+ALTER TABLE sources ADD COLUMN new_submissions INTEGER NOT NULL DEFAULT 0;    -- ready, never exported
+ALTER TABLE sources ADD COLUMN reply_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sources ADD COLUMN unread_replies INTEGER NOT NULL DEFAULT 0;
+UPDATE sources SET
+    ready_submissions = (SELECT count(*) FROM submissions WHERE source_id = sources.id AND state = 'ready'),
+    new_submissions = (SELECT count(*) FROM submissions WHERE source_id = sources.id AND state = 'ready' AND exported_day IS NULL),
+    reply_count = (SELECT count(*) FROM replies WHERE source_id = sources.id),
+    unread_replies = (SELECT count(*) FROM replies WHERE source_id = sources.id AND read_day IS NULL);
+CREATE TRIGGER submissions_count_inserted AFTER INSERT ON submissions
+WHEN NEW.state = 'ready'
+BEGIN
+    UPDATE sources SET ready_submissions = ready_submissions + 1, new_submissions = new_submissions + (NEW.exported_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER submissions_count_deleted AFTER DELETE ON submissions
+WHEN OLD.state = 'ready'
+BEGIN
+    UPDATE sources SET ready_submissions = ready_submissions - 1, new_submissions = new_submissions - (OLD.exported_day IS NULL)
+    WHERE id = OLD.source_id;
+END;
+CREATE TRIGGER submissions_count_updated AFTER UPDATE OF source_id, state, exported_day ON submissions
+WHEN OLD.source_id IS NOT NEW.source_id OR (OLD.state = 'ready') IS NOT (NEW.state = 'ready')
+    OR (OLD.exported_day IS NULL) IS NOT (NEW.exported_day IS NULL)
+BEGIN
+    UPDATE sources SET ready_submissions = ready_submissions - (OLD.state = 'ready'),
+                       new_submissions = new_submissions - (OLD.state = 'ready' AND OLD.exported_day IS NULL)
+    WHERE id = OLD.source_id;
+    UPDATE sources SET ready_submissions = ready_submissions + (NEW.state = 'ready'),
+                       new_submissions = new_submissions + (NEW.state = 'ready' AND NEW.exported_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER replies_count_inserted AFTER INSERT ON replies
+BEGIN
+    UPDATE sources SET reply_count = reply_count + 1, unread_replies = unread_replies + (NEW.read_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER replies_count_deleted AFTER DELETE ON replies
+BEGIN
+    UPDATE sources SET reply_count = reply_count - 1, unread_replies = unread_replies - (OLD.read_day IS NULL)
+    WHERE id = OLD.source_id;
+END;
+CREATE TRIGGER replies_count_updated AFTER UPDATE OF source_id, read_day ON replies
+WHEN OLD.source_id IS NOT NEW.source_id OR (OLD.read_day IS NULL) IS NOT (NEW.read_day IS NULL)
+BEGIN
+    UPDATE sources SET reply_count = reply_count - 1, unread_replies = unread_replies - (OLD.read_day IS NULL)
+    WHERE id = OLD.source_id;
+    UPDATE sources SET reply_count = reply_count + 1, unread_replies = unread_replies + (NEW.read_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+DROP INDEX sources_by_activity;
+CREATE INDEX sources_by_activity ON sources(last_active_day DESC, designation, has_submitted, created_day,
+                                            ready_submissions, new_submissions, reply_count, unread_replies);
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7]
 LATEST_VERSION = len(MIGRATIONS)
 
 # The blobs database (intake.db-blobs, see connection.py) has its own schema and

@@ -282,17 +282,16 @@ class Newsroom:
 
     # ------------------------------------------------------------- sources and exports
 
+    # The counts are kept on each source by triggers (migration 7) and held by the index
+    # sources_by_activity with the order's columns: a page reads only that index.
     _OVERVIEW = (
         "SELECT s.id, s.designation, s.created_day, s.last_active_day,"
-        " (SELECT count(*) FROM submissions WHERE source_id = s.id AND state = 'ready'),"
-        " (SELECT count(*) FROM submissions WHERE source_id = s.id AND state = 'ready' AND exported_day IS NULL),"
-        " (SELECT count(*) FROM replies WHERE source_id = s.id),"
-        " (SELECT count(*) FROM replies WHERE source_id = s.id AND read_day IS NULL)"
+        " s.ready_submissions, s.new_submissions, s.reply_count, s.unread_replies"
         " FROM sources s"
     )
 
     # The sources journalists see: those that sent something or have replies.
-    _LISTED = " WHERE s.has_submitted = 1 OR EXISTS (SELECT 1 FROM replies WHERE source_id = s.id)"
+    _LISTED = " WHERE s.has_submitted = 1 OR s.reply_count > 0"
     # Most recently active first: the order of the index sources_by_activity, so a page
     # is read from the index's start and the query stops after it (no sort of every source).
     _ORDER = " ORDER BY s.last_active_day DESC, s.designation"
