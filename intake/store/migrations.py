@@ -237,8 +237,9 @@ CREATE INDEX sources_by_activity ON sources(last_active_day DESC, designation);
 """
 
 # Each source carries the counts the journalists' list shows, kept by triggers on every
-# change to its submissions and replies, and sources_by_activity holds them: a page of the
-# list is read from a few neighbouring pages of that one index. Counting in the page's query
+# change to its submissions and replies, and sources_by_activity holds them, for the listed
+# sources only (a partial index: codenames that never sent anything are not in it): a page of
+# the list is read from a few neighbouring pages of that one index. Counting in the page's query
 # looked up every submission of every listed source in the submissions table (for its
 # exported_day): past SQLite's 2 MiB page cache, each page load read and decrypted ~550 pages
 # at 100,000 submissions (see docs/PERFORMANCE.md, "/sources at 100,000, explained").
@@ -295,7 +296,8 @@ BEGIN
 END;
 DROP INDEX sources_by_activity;
 CREATE INDEX sources_by_activity ON sources(last_active_day DESC, designation, has_submitted, created_day,
-                                            ready_submissions, new_submissions, reply_count, unread_replies);
+                                            ready_submissions, new_submissions, reply_count, unread_replies)
+    WHERE has_submitted = 1 OR reply_count > 0;
 """
 
 MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7]

@@ -290,7 +290,8 @@ class Newsroom:
         " FROM sources s"
     )
 
-    # The sources journalists see: those that sent something or have replies.
+    # The sources journalists see: those that sent something or have replies. Written as
+    # the WHERE of the partial index sources_by_activity, for SQLite to use that index.
     _LISTED = " WHERE s.has_submitted = 1 OR s.reply_count > 0"
     # Most recently active first: the order of the index sources_by_activity, so a page
     # is read from the index's start and the query stops after it (no sort of every source).
