@@ -248,9 +248,13 @@ ALTER TABLE sources ADD COLUMN ready_submissions INTEGER NOT NULL DEFAULT 0;  --
 ALTER TABLE sources ADD COLUMN new_submissions INTEGER NOT NULL DEFAULT 0;    -- ready, never exported
 ALTER TABLE sources ADD COLUMN reply_count INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sources ADD COLUMN unread_replies INTEGER NOT NULL DEFAULT 0;
+-- One pass over the submissions table in its own order (looked up by source, each row would
+-- be a random read: 17 s at 100,000 submissions).
+UPDATE sources SET ready_submissions = counted.ready, new_submissions = counted.new
+FROM (SELECT source_id, count(*) AS ready, sum(exported_day IS NULL) AS new
+      FROM submissions NOT INDEXED WHERE state = 'ready' GROUP BY source_id) AS counted
+WHERE counted.source_id = sources.id;
 UPDATE sources SET
-    ready_submissions = (SELECT count(*) FROM submissions WHERE source_id = sources.id AND state = 'ready'),
-    new_submissions = (SELECT count(*) FROM submissions WHERE source_id = sources.id AND state = 'ready' AND exported_day IS NULL),
     reply_count = (SELECT count(*) FROM replies WHERE source_id = sources.id),
     unread_replies = (SELECT count(*) FROM replies WHERE source_id = sources.id AND read_day IS NULL);
 CREATE TRIGGER submissions_count_inserted AFTER INSERT ON submissions
