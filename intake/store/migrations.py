@@ -269,9 +269,17 @@ BEGIN
     UPDATE sources SET ready_submissions = ready_submissions - 1, new_submissions = new_submissions - (OLD.exported_day IS NULL)
     WHERE id = OLD.source_id;
 END;
-CREATE TRIGGER submissions_count_updated AFTER UPDATE OF source_id, state, exported_day ON submissions
-WHEN OLD.source_id IS NOT NEW.source_id OR (OLD.state = 'ready') IS NOT (NEW.state = 'ready')
-    OR (OLD.exported_day IS NULL) IS NOT (NEW.exported_day IS NULL)
+CREATE TRIGGER submissions_count_updated AFTER UPDATE OF state, exported_day ON submissions
+WHEN OLD.source_id IS NEW.source_id AND ((OLD.state = 'ready') IS NOT (NEW.state = 'ready')
+                                         OR (OLD.exported_day IS NULL) IS NOT (NEW.exported_day IS NULL))
+BEGIN
+    UPDATE sources SET ready_submissions = ready_submissions + (NEW.state = 'ready') - (OLD.state = 'ready'),
+                       new_submissions = new_submissions + (NEW.state = 'ready' AND NEW.exported_day IS NULL)
+                                                         - (OLD.state = 'ready' AND OLD.exported_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER submissions_count_moved AFTER UPDATE OF source_id ON submissions
+WHEN OLD.source_id IS NOT NEW.source_id
 BEGIN
     UPDATE sources SET ready_submissions = ready_submissions - (OLD.state = 'ready'),
                        new_submissions = new_submissions - (OLD.state = 'ready' AND OLD.exported_day IS NULL)
@@ -290,13 +298,16 @@ BEGIN
     UPDATE sources SET reply_count = reply_count - 1, unread_replies = unread_replies - (OLD.read_day IS NULL)
     WHERE id = OLD.source_id;
 END;
-CREATE TRIGGER replies_count_updated AFTER UPDATE OF source_id, read_day ON replies
-WHEN OLD.source_id IS NOT NEW.source_id OR (OLD.read_day IS NULL) IS NOT (NEW.read_day IS NULL)
+CREATE TRIGGER replies_count_updated AFTER UPDATE OF read_day ON replies
+WHEN OLD.source_id IS NEW.source_id AND (OLD.read_day IS NULL) IS NOT (NEW.read_day IS NULL)
 BEGIN
-    UPDATE sources SET reply_count = reply_count - 1, unread_replies = unread_replies - (OLD.read_day IS NULL)
-    WHERE id = OLD.source_id;
-    UPDATE sources SET reply_count = reply_count + 1, unread_replies = unread_replies + (NEW.read_day IS NULL)
-    WHERE id = NEW.source_id;
+    UPDATE sources SET unread_replies = unread_replies + (NEW.read_day IS NULL) - (OLD.read_day IS NULL) WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER replies_count_moved AFTER UPDATE OF source_id ON replies
+WHEN OLD.source_id IS NOT NEW.source_id
+BEGIN
+    UPDATE sources SET reply_count = reply_count - 1, unread_replies = unread_replies - (OLD.read_day IS NULL) WHERE id = OLD.source_id;
+    UPDATE sources SET reply_count = reply_count + 1, unread_replies = unread_replies + (NEW.read_day IS NULL) WHERE id = NEW.source_id;
 END;
 DROP INDEX sources_by_activity;
 CREATE INDEX sources_by_activity ON sources(last_active_day DESC, designation, has_submitted, created_day,

@@ -377,12 +377,19 @@ class Newsroom:
         """Mark submissions exported today; one already exported keeps its first day
         (the retention clock starts at the first export)."""
         day = today()
+        wanted = sorted(set(submission_ids))  # in key order: each page of the table is written once
+        marked = 0
         with write_transaction(self._conn) as conn:
-            cursor = conn.executemany(  # in key order: each page of the table is written once
-                "UPDATE submissions SET exported_day = ? WHERE id = ? AND state = 'ready' AND exported_day IS NULL",
-                [(day, submission_id) for submission_id in sorted(submission_ids)],
-            )
-            return cursor.rowcount
+            # 500 a statement: each marked row fires a trigger that counts it on its source
+            # (migration 7), and a statement with triggers journals the pages it changes; one
+            # statement a row cost 24-36 us a row, against 9-13 in batches (10,000 rows).
+            for start in range(0, len(wanted), 500):  # and under SQLite's bound-parameter limit
+                batch = wanted[start : start + 500]
+                marked += conn.execute(
+                    f"UPDATE submissions SET exported_day = ? WHERE id IN ({','.join('?' * len(batch))})"
+                    " AND state = 'ready' AND exported_day IS NULL", (day, *batch),
+                ).rowcount
+        return marked
 
     # ------------------------------------------------------------- replies
 
