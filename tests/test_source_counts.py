@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from intake.store import Store
-from intake.store.connection import connect
+from intake.store.connection import connect, write_transaction
 from intake.store.migrations import MIGRATIONS, migrate
 from intake.store.newsroom import Newsroom as NewsroomStore
 from intake.store.store import today
@@ -82,6 +82,17 @@ def test_the_counts_follow_uploads_exports_replies_and_deletions(tmp_path: Path)
         assert counts(store)[b] == (0, 0, 2, 2)
         assert newsroom_store.delete_source(c)
         assert counts(store) == {a: (0, 0, 0, 0), b: (0, 0, 2, 2)}
+
+        # A row given to another source (no code path does it today) is counted there.
+        moved = submit(store, a)
+        with write_transaction(store._conn) as conn:
+            conn.execute("UPDATE submissions SET source_id = ? WHERE id = ?", (b, moved))
+            conn.execute("UPDATE replies SET source_id = ? WHERE source_id = ?", (a, b))
+        assert counts(store) == {a: (0, 0, 2, 2), b: (1, 1, 0, 0)}
+        with write_transaction(store._conn) as conn:
+            conn.execute("UPDATE submissions SET source_id = ? WHERE id = ?", (a, moved))
+            conn.execute("UPDATE replies SET source_id = ? WHERE source_id = ?", (b, a))
+        newsroom_store.delete_submissions_of(a)
 
         # What the journalists' list shows is these counts.
         shown = {s.id: (s.submissions, s.new_submissions, s.replies, s.unread_replies) for s in newsroom_store.source_overview()}
