@@ -99,6 +99,14 @@ def test_the_counts_follow_uploads_exports_replies_and_deletions(tmp_path: Path)
         assert shown == {a: (0, 0, 0, 0), b: (0, 0, 2, 2)}  # a is listed still: it has submitted
         assert newsroom_store.source_overview_of(b).replies == 2
 
+        # A source that never sent anything is listed while it has a reply waiting, and only then.
+        d = store.create_source(os.urandom(32), os.urandom(32)).id
+        assert d not in {s.id for s in newsroom_store.source_page(0, 50)}
+        reply = store.add_reply(d, None, os.urandom(64)).id
+        assert d in {s.id for s in newsroom_store.source_page(0, 50)}
+        store.delete_reply(d, reply)
+        assert d not in {s.id for s in newsroom_store.source_page(0, 50)}
+
 
 def test_migration_7_counts_what_a_store_already_holds(tmp_path: Path):
     conn = connect(tmp_path / "intake.db", os.urandom(32), busy_timeout_ms=1000, create=True)
