@@ -248,8 +248,8 @@ ALTER TABLE sources ADD COLUMN ready_submissions INTEGER NOT NULL DEFAULT 0;  --
 ALTER TABLE sources ADD COLUMN new_submissions INTEGER NOT NULL DEFAULT 0;    -- ready, never exported
 ALTER TABLE sources ADD COLUMN reply_count INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sources ADD COLUMN unread_replies INTEGER NOT NULL DEFAULT 0;
--- One pass over the submissions table in its own order (looked up by source, each row would
--- be a random read: 17 s at 100,000 submissions).
+-- One pass over the submissions table in its own order (looked up source by source, each row
+-- was a random read: the first open of a 100,000 store took 17.5 s instead of 11.4).
 UPDATE sources SET ready_submissions = counted.ready, new_submissions = counted.new
 FROM (SELECT source_id, count(*) AS ready, sum(exported_day IS NULL) AS new
       FROM submissions NOT INDEXED WHERE state = 'ready' GROUP BY source_id) AS counted
