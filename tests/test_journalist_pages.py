@@ -132,12 +132,17 @@ def _read_calls() -> int:
 
 def pages_read(newsroom: Newsroom, ask: Callable[[NewsroomStore], object]) -> tuple[int, object]:
     """Database pages read from the file while ``ask`` runs with SQLite's cache empty, as after
-    any write by another connection (each page is decrypted and its HMAC checked); and its answer."""
-    with Store.open(newsroom.settings) as store:
-        newsroom_store = NewsroomStore(store)
-        before = _read_calls()
-        answer = ask(newsroom_store)
-        return _read_calls() - before, answer
+    any write by another connection (each page is decrypted and its HMAC checked); and its answer.
+    The fewest of three tries, each on a store opened afresh: the count is the whole process's,
+    and another thread could read at the same moment."""
+    tries = []
+    for _ in range(3):
+        with Store.open(newsroom.settings) as store:
+            newsroom_store = NewsroomStore(store)
+            before = _read_calls()
+            answer = ask(newsroom_store)
+            tries.append(_read_calls() - before)
+    return min(tries), answer
 
 
 def pages_read_for_first_page(newsroom: Newsroom) -> int:
