@@ -21,7 +21,7 @@ from intake.store import Store
 from intake.store.newsroom import Newsroom
 
 
-# The page cache of the store an export reads from, while it reads (Store.page_cache): at
+# The page cache of the store an export reads from, while it reads and marks (Store.page_cache): at
 # 100,000 items the default 2 MiB made every item cost more than at 10,000.
 EXPORT_CACHE_MIB = 64
 
@@ -89,7 +89,10 @@ class PreparedExport:
     def mark_exported(self) -> int:
         if not self.completed:
             raise RuntimeError("the export bundle was not streamed to its end")
-        return Newsroom(self._store).mark_exported(self.submission_ids)
+        # Each marked row updates its source's counts (migration 7): with the default cache,
+        # the sources' pages went out and came back, 7-9 s for 100,000 rows against 3 s.
+        with self._store.page_cache(EXPORT_CACHE_MIB):
+            return Newsroom(self._store).mark_exported(self.submission_ids)
 
 
 def _export_item(ciphertexts: _BatchedCiphertexts, submission_id: str, kind: str, day: str, size: int, recipients: list[str]) -> ExportItem:

@@ -249,12 +249,91 @@ ALTER TABLE submissions ADD COLUMN sealed_to TEXT REFERENCES recipient_sets(memb
 UPDATE submissions SET sealed_to = (
     SELECT json_group_array(journalist_id ORDER BY journalist_id)
     FROM submission_recipients WHERE submission_id = submissions.id
-);
-INSERT INTO recipient_sets (members) SELECT DISTINCT sealed_to FROM submissions;
+) WHERE EXISTS (SELECT 1 FROM submission_recipients WHERE submission_id = submissions.id);
+INSERT INTO recipient_sets (members) SELECT DISTINCT sealed_to FROM submissions WHERE sealed_to IS NOT NULL;
 DROP TABLE submission_recipients;
 """
 
-MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7]
+# Each source carries the counts the journalists' list shows, kept by triggers on every
+# change to its submissions and replies, and sources_by_activity holds them, for the listed
+# sources only (a partial index: codenames that never sent anything are not in it): a page of
+# the list is read from a few neighbouring pages of that one index. Counting in the page's query
+# looked up every submission of every listed source in the submissions table (for its
+# exported_day): past SQLite's 2 MiB page cache, each page load read and decrypted ~550 pages
+# at 100,000 submissions (see docs/PERFORMANCE.md, "/sources at 100,000, explained").
+MIGRATION_8 = """
+ALTER TABLE sources ADD COLUMN ready_submissions INTEGER NOT NULL DEFAULT 0;  -- state 'ready'
+ALTER TABLE sources ADD COLUMN new_submissions INTEGER NOT NULL DEFAULT 0;    -- ready, never exported
+ALTER TABLE sources ADD COLUMN reply_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sources ADD COLUMN unread_replies INTEGER NOT NULL DEFAULT 0;
+-- One pass over the submissions table in its own order (looked up source by source, each row
+-- was a random read: the first open of a 100,000 store took 17.5 s instead of 11.4).
+UPDATE sources SET ready_submissions = counted.ready, new_submissions = counted.new
+FROM (SELECT source_id, count(*) AS ready, sum(exported_day IS NULL) AS new
+      FROM submissions NOT INDEXED WHERE state = 'ready' GROUP BY source_id) AS counted
+WHERE counted.source_id = sources.id;
+UPDATE sources SET
+    reply_count = (SELECT count(*) FROM replies WHERE source_id = sources.id),
+    unread_replies = (SELECT count(*) FROM replies WHERE source_id = sources.id AND read_day IS NULL);
+CREATE TRIGGER submissions_count_inserted AFTER INSERT ON submissions
+WHEN NEW.state = 'ready'
+BEGIN
+    UPDATE sources SET ready_submissions = ready_submissions + 1, new_submissions = new_submissions + (NEW.exported_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER submissions_count_deleted AFTER DELETE ON submissions
+WHEN OLD.state = 'ready'
+BEGIN
+    UPDATE sources SET ready_submissions = ready_submissions - 1, new_submissions = new_submissions - (OLD.exported_day IS NULL)
+    WHERE id = OLD.source_id;
+END;
+CREATE TRIGGER submissions_count_updated AFTER UPDATE OF state, exported_day ON submissions
+WHEN OLD.source_id IS NEW.source_id AND ((OLD.state = 'ready') IS NOT (NEW.state = 'ready')
+                                         OR (OLD.exported_day IS NULL) IS NOT (NEW.exported_day IS NULL))
+BEGIN
+    UPDATE sources SET ready_submissions = ready_submissions + (NEW.state = 'ready') - (OLD.state = 'ready'),
+                       new_submissions = new_submissions + (NEW.state = 'ready' AND NEW.exported_day IS NULL)
+                                                         - (OLD.state = 'ready' AND OLD.exported_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER submissions_count_moved AFTER UPDATE OF source_id ON submissions
+WHEN OLD.source_id IS NOT NEW.source_id
+BEGIN
+    UPDATE sources SET ready_submissions = ready_submissions - (OLD.state = 'ready'),
+                       new_submissions = new_submissions - (OLD.state = 'ready' AND OLD.exported_day IS NULL)
+    WHERE id = OLD.source_id;
+    UPDATE sources SET ready_submissions = ready_submissions + (NEW.state = 'ready'),
+                       new_submissions = new_submissions + (NEW.state = 'ready' AND NEW.exported_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER replies_count_inserted AFTER INSERT ON replies
+BEGIN
+    UPDATE sources SET reply_count = reply_count + 1, unread_replies = unread_replies + (NEW.read_day IS NULL)
+    WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER replies_count_deleted AFTER DELETE ON replies
+BEGIN
+    UPDATE sources SET reply_count = reply_count - 1, unread_replies = unread_replies - (OLD.read_day IS NULL)
+    WHERE id = OLD.source_id;
+END;
+CREATE TRIGGER replies_count_updated AFTER UPDATE OF read_day ON replies
+WHEN OLD.source_id IS NEW.source_id AND (OLD.read_day IS NULL) IS NOT (NEW.read_day IS NULL)
+BEGIN
+    UPDATE sources SET unread_replies = unread_replies + (NEW.read_day IS NULL) - (OLD.read_day IS NULL) WHERE id = NEW.source_id;
+END;
+CREATE TRIGGER replies_count_moved AFTER UPDATE OF source_id ON replies
+WHEN OLD.source_id IS NOT NEW.source_id
+BEGIN
+    UPDATE sources SET reply_count = reply_count - 1, unread_replies = unread_replies - (OLD.read_day IS NULL) WHERE id = OLD.source_id;
+    UPDATE sources SET reply_count = reply_count + 1, unread_replies = unread_replies + (NEW.read_day IS NULL) WHERE id = NEW.source_id;
+END;
+DROP INDEX sources_by_activity;
+CREATE INDEX sources_by_activity ON sources(last_active_day DESC, designation, has_submitted, created_day,
+                                            ready_submissions, new_submissions, reply_count, unread_replies)
+    WHERE has_submitted = 1 OR reply_count > 0;
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8]
 LATEST_VERSION = len(MIGRATIONS)
 
 # The blobs database (intake.db-blobs, see connection.py) has its own schema and
