@@ -27,7 +27,8 @@
 #      HiddenServiceDir, so tor's own source service has intake's address; intake's sockets
 #      added to Debian's AppArmor profile for tor (deploy/apparmor-system_tor); the hardening
 #      drop-in deploy/tor-hardening.conf for tor@default.service; restart tor
-#   7. deploy/intake.service -> /etc/systemd/system, enable and (re)start it
+#   7. deploy/intake.service -> /etc/systemd/system, enable and (re)start it; its log in a
+#      journald namespace kept in memory only (deploy/journald@intake.conf)
 #
 # Needs systemd (systemd-creds, systemd-run) and network access to Debian and PyPI.
 set -euo pipefail
@@ -42,6 +43,7 @@ TORRC=/etc/tor/torrc
 TOR_DEFAULTS=/usr/share/tor/tor-service-defaults-torrc
 TOR_DROPIN=/etc/systemd/system/tor@default.service.d/intake-hardening.conf
 UNIT=/etc/systemd/system/intake.service
+JOURNALD_CONF=/etc/systemd/journald@intake.conf
 # Runs intake commands as the service does (user intake, the key from the credential).
 ADMIN=/usr/local/sbin/intake-admin
 
@@ -186,13 +188,14 @@ systemctl daemon-reload
 systemctl enable --quiet tor
 systemctl restart tor@default
 
-# 7. intake's unit.
+# 7. intake's unit, and its journal kept in memory only (LogNamespace=intake).
+install -o root -g root -m 0644 "$PREFIX/deploy/journald@intake.conf" "$JOURNALD_CONF"
 install -o root -g root -m 0644 "$PREFIX/deploy/intake.service" "$UNIT"
 systemctl daemon-reload
 systemctl enable --quiet intake
 systemctl restart intake
 
 [ -z "$restore_key" ] || say "restored. The database key is now only in $CRED: destroy $restore_key (shred -u)"
-say "done. Onion addresses: journalctl -u intake | grep onion; status: systemctl status intake"
+say "done. Onion addresses: journalctl --namespace=intake -u intake | grep onion; status: systemctl status intake"
 say "journalists get their logins with: intake-admin journalist reset-login --name NAME (then systemctl reload intake)"
 say "now back up $DATA/onion and $DATA/db-key.recovery (docs/operator.md, \"Backups and recovery\")"

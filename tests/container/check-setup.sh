@@ -66,10 +66,21 @@ same_source_address() {
     hostname=$(cat /var/lib/tor/intake-source/hostname) || return 1
     # intake prints its address once it has attached to tor, which may come after "active".
     for _ in $(seq 30); do
-        journalctl -u intake --no-pager | grep -qF "http://$hostname/" && return 0
+        journalctl --namespace=intake -u intake --no-pager | grep -qF "http://$hostname/" && return 0
         sleep 1
     done
     return 1
+}
+
+# intake's own output is in its journald namespace, in memory (/run/log/journal), and not in the
+# system journal, which this container keeps on disk (/var/log/journal, made before the setup).
+log_in_memory_only() {
+    journalctl --namespace=intake -u intake --no-pager | grep -qF "http://" || return 1
+    ! journalctl -u intake --no-pager | grep -F "http://" || return 1
+    compgen -G "/run/log/journal/*.intake/*.journal" >/dev/null || return 1
+    ls -laR /var/log/journal /run/log/journal
+    ! compgen -G "/var/log/journal/*.intake/*.journal*" >/dev/null || return 1
+    compgen -G "/var/log/journal/*/system.journal" >/dev/null  # the system journal is on disk here
 }
 
 key_stays_out_of_the_data_dir() {
@@ -92,12 +103,15 @@ reload_keeps_tor() {
     active tor@default && [ "$(systemctl show -p MainPID --value tor@default)" = "$before" ]
 }
 
+# A persistent system journal, as many servers have: intake's log must still stay off the disk.
+mkdir -p /var/log/journal && systemctl restart systemd-journald && journalctl --flush
 check first-run /src/deploy/setup-debian.sh --yes /keys/alice.public
 check intake-active wait_active intake
 check tor-active wait_active tor@default
 check tor-unprivileged tor_runs_unprivileged
 check serves serves
 check same-source-address same_source_address
+check log-in-memory-only log_in_memory_only
 check admin-status /usr/local/sbin/intake-admin status
 check key-recovery key_stays_out_of_the_data_dir
 check reset-login bash -c '/usr/local/sbin/intake-admin journalist reset-login --name alice | grep -q "Login passphrase"'
@@ -130,5 +144,6 @@ check restored-same-address bash -c "[ \"\$(cat /var/lib/tor/intake-source/hostn
 check restored-store bash -c '/usr/local/sbin/intake-admin status | grep -qx "journalists: 1"'
 check restored-key-stays-out key_stays_out_of_the_data_dir
 
-journalctl -u intake -u tor@default --no-pager | tail -80
+journalctl --namespace=intake -u intake --no-pager | tail -40
+journalctl -u intake -u tor@default --no-pager | tail -60
 echo finished >>/results/verdict
