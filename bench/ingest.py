@@ -11,6 +11,7 @@ Measured in one run, each on a fresh server under deploy/gunicorn.conf.py:
              to the 3 keys; each result fsynced.
   floor      the physical limits, in the same round: the slower of writing the
              upload's bytes to a file with fsync and raw secretstream over them.
+the CPU time (user + system) the workers spent on each upload of intake and plain,
 and the workers' peak RSS (VmHWM, reset before each upload) for uploads of
 256 MiB and 1 GiB. intake and plain alternate (A B, B A, ...); each figure is
 median [min..max] of the rounds, ratios per round.
@@ -82,6 +83,23 @@ def peak_rss_mib(server: GunicornProcess) -> float:
             if line.startswith("VmHWM:"):
                 peaks.append(int(line.split()[1]) / 1024)
     return max(peaks)
+
+
+def workers_cpu_seconds(server: GunicornProcess) -> float:
+    """User + system CPU of the server's workers so far, all their threads (/proc/PID/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in server.worker_pids():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def _cpu_of(server: GunicornProcess, upload, content: list, cpu: list[float]) -> float:
+    before = workers_cpu_seconds(server)
+    seconds = upload(content)
+    cpu.append(workers_cpu_seconds(server) - before)
+    return seconds
 
 
 def _content(data: bytes, total: int) -> list[memoryview]:
@@ -220,14 +238,15 @@ def main() -> None:
         (base / "plain").mkdir()
         names = ("intake", "plain", "gpg as SecureDrop", "gpg -z 0", "floor")
         times: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {"intake": [], "plain": []}  # the workers' CPU seconds per upload
         gpg = Gpg(base)
         with IntakeTarget(base / "intake", max(size, large) + MIB) as intake, PlainTarget(base / "plain") as plain:
             for number in range(args.repeat):  # paired rounds: the order flips every round
                 for contender in (("intake", "plain") if number % 2 == 0 else ("plain", "intake")):
                     if contender == "intake":
-                        times["intake"].append(intake.upload(content))
+                        times["intake"].append(_cpu_of(intake.server.gunicorn, intake.upload, content, cpu["intake"]))
                     else:
-                        plain_seconds = plain.upload(content)
+                        plain_seconds = _cpu_of(plain.server, plain.upload, content, cpu["plain"])
                         times["plain"].append(plain_seconds)
                         times["gpg as SecureDrop"].append(plain_seconds + gpg.securedrop(plain.saved_file()))
                         times["gpg -z 0"].append(plain_seconds + gpg.uncompressed(plain.saved_file()))
@@ -259,6 +278,8 @@ def main() -> None:
             figure.add(ours, theirs)
         ratio = statistics.median(figure.ratios)
         print(f"  vs {labels[name]:44}{spread(figure.ratios)}x  target >= {target}x{verdict(ratio, target, 'higher')}")
+    print(f"workers' CPU per {mib} MiB upload (user + system, s): intake {spread(cpu['intake'], 2)}, plain {spread(cpu['plain'], 2)};"
+          f" intake / plain {spread([ours / theirs for ours, theirs in zip(cpu['intake'], cpu['plain'])])}x")
     for label, peak in rss.items():
         print(f"intake worker peak RSS {label:>9}: {peak:6.1f} MiB  (target < 100 MiB){verdict(peak, 100, 'lower')}")
     print(f"plain worker peak RSS {args.size_mib:>5} MiB:  {plain_rss:6.1f} MiB  (for comparison)")

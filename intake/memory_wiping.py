@@ -48,6 +48,13 @@ WIPING_ENVIRONMENT: dict[str, str] = {
     # it when freed (the kernel zeroes what it takes back); two arenas serve all threads.
     "MALLOC_MMAP_THRESHOLD_": "262144",
     "MALLOC_ARENA_MAX": "2",
+    # A fixed mmap threshold also fixes the trim threshold at 128 KiB: every free that left that
+    # much at the heap's top gave it back to the kernel, and the next 64 KiB read took it again,
+    # a page fault and a cleared page for every 4 KiB of an upload (ingest without the store:
+    # 2.9 ms of CPU per MiB, 1.7 with this; docs/PERFORMANCE.md, "Large uploads, second pass").
+    # Freed blocks are wiped all the same (MALLOC_PERTURB_), and a worker trims its heap when its
+    # last upload ends (intake.heap).
+    "MALLOC_TRIM_THRESHOLD_": "1048576",
 }
 
 

@@ -110,6 +110,23 @@ def test_committed_submission_decrypts_for_every_journalist(store: Store, settin
         assert plaintext == body and metadata.kind == "message"
 
 
+def test_a_slow_piece_after_full_chunks_stores_exactly_what_was_written(store: Store, settings: Settings, source, recipients):
+    # Full chunks back to back refill the buffer of the chunk before; a piece stored by the slow
+    # flush from such a buffer must not carry the old chunk's bytes past its own end.
+    pieces = [os.urandom(settings.upload_chunk_bytes) for _ in range(3)] + [os.urandom(store_module.SLOW_FLUSH_BYTES + 7)]
+    upload = store.start_submission(source.id, "file", recipients)
+    for piece in pieces:
+        upload.write(piece)
+    time.sleep(store_module.SLOW_FLUSH_SECONDS + 0.05)
+    pieces.append(os.urandom(11))  # the write after the wait stores what waited
+    upload.write(pieces[-1])
+    assert upload.size == sum(map(len, pieces))
+    pieces.append(os.urandom(settings.upload_chunk_bytes + 5))  # and full chunks again after it
+    upload.write(pieces[-1])
+    submission_id = upload.commit()
+    assert b"".join(store.submission_ciphertext(submission_id)) == b"".join(pieces)
+
+
 def test_pending_upload_is_invisible_until_commit(store: Store, settings: Settings, source, recipients):
     upload = store.start_submission(source.id, "file", recipients)
     upload.write(os.urandom(2 * settings.upload_chunk_bytes))

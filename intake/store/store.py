@@ -635,10 +635,14 @@ class SubmissionWriter:
         self.journalist_ids = journalist_ids
         self._store = store
         self._chunk_bytes = chunk_bytes
-        # A new buffer for each chunk: the one handed over is written in the background and
-        # then freed, so an upload in flight holds one buffer, not two (measured: a spare kept
-        # for reuse was 4 MiB of every slow upload's ~16 MiB).
+        # A new buffer for each piece of a slow upload: the one handed over is written in the
+        # background and then freed, so it holds one buffer, not two (measured: a spare kept for
+        # reuse was 4 MiB of every slow upload's ~16 MiB). A fast upload, whose full chunks follow
+        # each other, refills the buffer of the chunk before instead (its write has ended by the
+        # time the next chunk is handed over): a fresh 4 MiB block is a new mapping that malloc's
+        # wiping byte fills first, a page fault and a cleared page every 4 KiB.
         self._buffer = bytearray()
+        self._written: bytearray | None = None  # the full chunk last handed over, refilled next
         self._filled = 0  # bytes of _buffer in use
         self._first_at = 0.0  # when the first byte now in _buffer arrived
         self._seq = 0  # chunks stored so far
@@ -665,6 +669,7 @@ class SubmissionWriter:
                 if self._filled == self._chunk_bytes:
                     self._hand_over(self._buffer)
         if self._filled >= SLOW_FLUSH_BYTES and time.monotonic() - self._first_at >= SLOW_FLUSH_SECONDS:
+            del self._buffer[self._filled :]  # a refilled chunk's buffer holds the old chunk past this
             self._hand_over(self._buffer)
         return taken
 
@@ -673,7 +678,9 @@ class SubmissionWriter:
         self._seq += 1
         self._size += len(chunk)
         if chunk is self._buffer:
-            self._buffer = bytearray()
+            full = len(chunk) == self._chunk_bytes
+            spare, self._written = self._written if full else None, chunk if full else None
+            self._buffer = spare if spare is not None else bytearray()
         self._filled = 0
 
     def commit(self) -> str:
@@ -689,13 +696,13 @@ class SubmissionWriter:
 
     def _published(self) -> None:
         self._finished = True
-        self._buffer = None
+        self._buffer = self._written = None
 
     def abort(self) -> None:
         if self._finished:
             return
         self._finished = True
-        self._buffer = None
+        self._buffer = self._written = None
         self._filled = 0
         if self._seq:
             self._store._discard(self.id)
