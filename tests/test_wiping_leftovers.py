@@ -52,6 +52,7 @@ LOCALS = {
     read_unsent_form: ("message", "decoder"),
     EnvelopeWriter.__init__: ("file_key",),
     EnvelopeReader._read_header: ("key",),
+    EnvelopeReader._take_content: ("taken",),
     EnvelopeReader.read: ("out",),
     Identity.to_secret_bytes: ("key",),
     Identity.from_secret_bytes: ("key", "payload"),
@@ -281,6 +282,8 @@ def test_an_envelope_reader_leaves_nothing(leftovers: Leftovers, how: str):
             assert again.read() == reader.read() == body
     seen = leftovers.check()
     assert "EnvelopeReader" in seen and "EnvelopeReader._read_header.key" in seen
+    if refusal is None or how == "tampered-later-message":
+        assert "EnvelopeReader._take_content.taken" in seen  # the record: the file's name and type
     if how.startswith("read") or how in ("kept-file-key", "tampered-later-message", "truncated"):
         assert "EnvelopeReader.read.out" in seen
 
