@@ -103,6 +103,7 @@ class Leftovers:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[Leftovers]:
+        """Trace this thread while the block runs (a tracer already set, coverage's, is put back after)."""
         before = sys.gettrace()
         sys.settrace(self._on_call)
         try:
@@ -132,11 +133,14 @@ class Leftovers:
 
     def check(self) -> set[str]:
         """Everything is zeros; returns what was looked at (so a test can tell it looked)."""
+        # Only names in the failure message: what the buffer held is not printed.
         for where, held in self.returned:
-            assert not any(held), f"{where} still holds data when its function returns"
+            left = any(held)
+            assert not left, f"{where} still holds data when its function returns"
         for thing in self.objects:
             for name, held in held_by(thing).items():
-                assert not any(held), f"a {type(thing).__name__}'s {name} still holds data"
+                left = any(held)
+                assert not left, f"a {type(thing).__name__}'s {name} still holds data"
         return {where for where, _held in self.returned} | {type(thing).__name__ for thing in self.objects}
 
     def sizes(self, where: str) -> list[int]:
