@@ -410,15 +410,19 @@ class EnvelopeReader:
         return True
 
     def _take_content(self, size: int) -> bytes:
-        """Take exactly ``size`` bytes of content (used for the record)."""
-        taken = bytearray()
-        while len(taken) < size:
-            if not self._content and not self._next_message():
-                raise RecordError("the envelope ends inside its record")
-            piece = self._content[: size - len(taken)]
-            taken += piece
-            self._content = self._content[len(piece) :]
-        return bytes(taken)
+        """Take exactly ``size`` bytes of content (used for the record: the file's name and type,
+        gathered in a buffer of its final size, wiped here; the bytes returned cannot be)."""
+        taken = bytearray(size)
+        with wiping(taken):
+            filled = 0
+            while filled < size:
+                if not self._content and not self._next_message():
+                    raise RecordError("the envelope ends inside its record")
+                piece = self._content[: size - filled]
+                taken[filled : filled + len(piece)] = piece
+                filled += len(piece)
+                self._content = self._content[len(piece) :]
+            return bytes(taken)
 
     def _pieces(self) -> Iterator[memoryview]:
         """The body's pieces as views of the buffer, to the authenticated end; each is valid until
