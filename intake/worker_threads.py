@@ -83,7 +83,11 @@ def start_in_background(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> R
     if _gevent_threads():
         import gevent
 
-        return _GeventRunning(gevent.spawn(fn, *args, **kwargs))
+        running = gevent.spawn(fn, *args, **kwargs)
+        # Let it start now (hand its work to an OS thread, say) rather than when the caller
+        # next waits: a fast upload's reads rarely wait, and its chunk would be written late.
+        gevent.sleep(0)
+        return _GeventRunning(running)
     future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def run() -> None:
