@@ -7,9 +7,9 @@ in the blobs database (so a slow upload over Tor never holds the main database's
 write lock) through the process's chunk writer (chunk_writer.py: one connection
 for every upload of the process, chunks that come together share a commit), and
 becomes visible in one last short transaction in the main database, which also
-stores its last piece if that is small. A short message therefore costs one transaction. While one chunk is
-written in an OS thread, the caller reads and encrypts the next (at most one
-write in flight per store).
+stores its last piece if that is small. A short message therefore costs one
+transaction. While one chunk is written in an OS thread, the caller reads and
+encrypts the next (at most one write in flight per store).
 """
 
 from __future__ import annotations
