@@ -97,5 +97,5 @@ def start_in_background(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> R
         except BaseException as error:  # noqa: BLE001 - handed to whoever waits for the result
             future.set_exception(error)
 
-    threading.Thread(target=run, name="intake-background", daemon=True).start()
+    threading.Thread(target=run, name="intake-background").start()  # not a daemon: a write is never cut at exit
     return future
