@@ -217,8 +217,9 @@ def test_recover_keeps_uploads_still_being_written(store: Store, source, recipie
 
 
 def _fill_disk(store: Store, spare_pages: int) -> None:
-    """The disk, as both database files see it, fills up after `spare_pages` more pages each."""
-    for conn in (store._conn, store._blobs_connection()):
+    """The disk, as both database files see it, fills up after `spare_pages` more pages each
+    (chunks are written through the process's chunk writer: its connection too)."""
+    for conn in (store._conn, store._blobs_connection(), store._chunk_writer()._connection()):
         used_pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {used_pages + spare_pages}")
 

@@ -394,6 +394,7 @@ def ingest_submission(
                 raise UploadTooLargeError("the upload is larger than allowed")
             if chunk:
                 held += chunk
+                del chunk  # not kept while the next read waits for the network
                 cut = _safe_cut(decoder, held, delimiter)
                 _hand_over(decoder, held, cut)
                 finished = _feed(decoder, upload)

@@ -351,7 +351,7 @@ CREATE TABLE chunks (
 """
 
 # Rows were numbered in the order the chunks came: from now on each gets a random rowid
-# (Store._write_blob_chunk), and the old ones are renumbered at random.
+# (intake.store.chunk_writer), and the old ones are renumbered at random.
 BLOBS_MIGRATION_2 = """
 UPDATE chunks SET rowid = random() & 9223372036854775807;
 """

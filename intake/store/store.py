@@ -2,13 +2,14 @@
 
 One `Store` wraps one connection to each SQLCipher database (see connection.py);
 use it from one request or thread at a time. Transactions are short and
-explicit. An upload writes its ciphertext chunk by chunk, each full chunk in
-its own transaction in the blobs database (so a slow upload over Tor never holds
-the main database's write lock), and becomes visible in one last short
-transaction in the main database, which also stores its last piece if that is
-small. A short message therefore costs one transaction. While one chunk is
-written in an OS thread, the caller reads and encrypts the next (at most one
-write in flight per store).
+explicit. An upload writes its ciphertext chunk by chunk, each chunk committed
+in the blobs database (so a slow upload over Tor never holds the main database's
+write lock) through the process's chunk writer (chunk_writer.py: one connection
+for every upload of the process, chunks that come together share a commit), and
+becomes visible in one last short transaction in the main database, which also
+stores its last piece if that is small. A short message therefore costs one
+transaction. While one chunk is written in an OS thread, the caller reads and
+encrypts the next (at most one write in flight per store).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from intake.store import processes
+from intake.store.chunk_writer import ChunkWriter, chunk_writer_for
 from intake.store.connection import (
     Connection,
     DatabaseError,
@@ -40,7 +42,7 @@ from intake.store.errors import JournalistExistsError, NotInitialisedError, Sour
 from intake.store.file_times import settle_file_times
 from intake.store.group_commit import group_for
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
-from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
+from intake.worker_threads import Running, run_in_os_thread, start_in_background
 
 if TYPE_CHECKING:
     from intake.config import Settings
@@ -414,13 +416,14 @@ class Store:
         )
 
     def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes) -> None:
-        """Store a full chunk in the blobs database, in the background.
+        """Store a full chunk in the blobs database, in the background, through this
+        process's chunk writer (intake.store.chunk_writer: one connection, commits shared).
 
         The pending row is committed first, so every chunk in the blobs database
         belongs to a row of the main one until that row is deleted, and
         _reclaim_space can tell orphans from uploads in flight.
         """
-        blobs = self._settled_blobs()  # the write in flight ends (or raises) first
+        self._settle()  # the write in flight ends (or raises) first
         if seq == 0:
             with write_transaction(self._conn) as conn:
                 self._insert_pending(conn, upload, writer=processes.current_writer())
@@ -428,27 +431,20 @@ class Store:
             # minutes away over Tor (~150 KiB per upload in flight, measured on the blobs branch).
             with translate_errors():
                 self._conn.execute("PRAGMA shrink_memory")
+        if upload._chunks is None:
+            upload._chunks = self._chunk_writer()
+            upload._chunks.enter()
         # A piece smaller than a chunk is a slow upload's: its cached pages are released after it.
-        self._in_flight = start_in_os_thread(self._write_blob_chunk, blobs, upload.id, seq, data, len(data) < self._chunk_bytes)
+        self._in_flight = start_in_background(upload._chunks.write, random_rowid(), upload.id, seq, data,
+                                              release_cache=len(data) < self._chunk_bytes)
+
+    def _chunk_writer(self) -> ChunkWriter:
+        settings = self._settings
+        return chunk_writer_for(blobs_path(settings), settings.busy_timeout_ms, lambda: _open_blobs(settings))
 
     def _settled_blobs(self) -> Connection:
         self._settle()
         return self._blobs_connection()
-
-    @staticmethod
-    def _write_blob_chunk(blobs: Connection, submission_id: str, seq: int, data: bytes, release_cache: bool) -> None:
-        # One autocommit statement (its own write transaction, waiting for the lock in
-        # SQLite's busy handler, which is fine in an OS thread): every statement is a
-        # trip for the GIL, and with the caller's thread busy each trip back can wait
-        # for Python's switch interval (measured: 3 statements per chunk made the
-        # overlap with encryption ~25% worse than 1).
-        with translate_errors():
-            blobs.execute("INSERT INTO chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)", (random_rowid(), submission_id, seq, data))
-            if release_cache:
-                # The piece's pages stay cached after the commit (up to 8 MiB, see connection.py),
-                # and a slow upload holds them until its next piece. Not after full chunks: a fast
-                # upload refills the cache at once (measured: releasing cost 10-15% of its speed).
-                blobs.execute("PRAGMA shrink_memory")
 
     def commit_together(self, uploads: list[SubmissionWriter]) -> tuple[str, ...]:
         """Make several submissions (the parts of one request) visible in one transaction:
@@ -648,6 +644,7 @@ class SubmissionWriter:
         self._seq = 0  # chunks stored so far
         self._size = 0  # bytes stored so far
         self._finished = False
+        self._chunks: ChunkWriter | None = None  # the process's chunk writer, from this upload's first chunk
 
     @property
     def size(self) -> int:
@@ -697,6 +694,7 @@ class SubmissionWriter:
     def _published(self) -> None:
         self._finished = True
         self._buffer = self._written = None
+        self._done_with_chunks()
 
     def abort(self) -> None:
         if self._finished:
@@ -704,8 +702,17 @@ class SubmissionWriter:
         self._finished = True
         self._buffer = self._written = None
         self._filled = 0
-        if self._seq:
-            self._store._discard(self.id)
+        try:
+            if self._seq:
+                self._store._discard(self.id)
+        finally:
+            self._done_with_chunks()
+
+    def _done_with_chunks(self) -> None:
+        """Every chunk write of this upload has ended (Store._settle): let the writer go."""
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            chunks.leave()
 
     def __enter__(self) -> SubmissionWriter:
         return self
