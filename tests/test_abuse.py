@@ -37,7 +37,8 @@ from intake.codename import generate_codename
 from tests.fixtures_circuits import TOR_ENV, circuit_connection, open_over_circuit, tor_line
 from tests.fixtures_server import IntakeServer, SourceClient, encode_multipart, run_intake_server
 
-pytestmark = pytest.mark.slow
+# Latencies under attack are what it measures: it runs alone, after the parallel run (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 DRIBBLERS = 2000
 DRIBBLE_INTERVAL = 5.0

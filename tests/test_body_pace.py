@@ -15,7 +15,8 @@ import pytest
 
 from tests.fixtures_server import SourceClient, encode_multipart, run_intake_server
 
-pytestmark = pytest.mark.slow
+# Time or memory bounds: one worker runs all such tests in turn, never two at once (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 LIMITS = {"INTAKE_BODY_MIN_BYTES_PER_SECOND": "1000", "INTAKE_BODY_WINDOW_SECONDS": "3", "INTAKE_BODY_DEADLINE_SECONDS": "9",
           "INTAKE_MAX_UPLOAD_MIB": "1"}

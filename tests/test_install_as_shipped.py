@@ -137,8 +137,10 @@ def status_of(port: int, path: str) -> int:
 
 
 @pytest.mark.slow
-def test_readme_run_command_on_a_fresh_clone_takes_a_tip_that_decrypts_exactly(tmp_path: Path):
-    clone = fresh_clone(tmp_path / "intake")
+def test_readme_run_command_on_a_fresh_clone_takes_a_tip_that_decrypts_exactly(tmp_path_factory: pytest.TempPathFactory):
+    # A short folder: the demo's sockets (intake/demo/data/sockets/journalist.sock) must fit in the
+    # 107 bytes of a socket path also under pytest-xdist's longer tmp paths (popen-gw0/).
+    clone = fresh_clone(tmp_path_factory.mktemp("clone") / "intake")
     env = {**user_environment(), "INTAKE_TOR": "offline"}
     port, journalist_port = free_port(), free_port()
     run = Terminal(["scripts/run", "--port", str(port), "--journalist-port", str(journalist_port)], clone, env)

@@ -13,7 +13,8 @@ from keys.envelope import decrypt_bytes
 from tests.fixtures_server import SourceClient, Upload, encode_multipart, run_intake_server
 from tests.fixtures_slow_uploads import SlowUpload, SlowUploads, random_content, workers_rss_mib
 
-pytestmark = pytest.mark.slow
+# Time or memory bounds: one worker runs all such tests in turn, never two at once (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 UPLOADS = 100
 SOURCES = 5

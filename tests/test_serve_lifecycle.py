@@ -22,7 +22,8 @@ from tests.fixtures_serve import ServeProcess, alive, command_line, descendants,
 from tests.fixtures_server import SourceClient, Upload, encode_multipart
 from tests.test_faults import Part, acknowledged, post_submission
 
-pytestmark = pytest.mark.slow
+# Time or memory bounds: one worker runs all such tests in turn, never two at once (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 SERVING = "Ctrl-C stops intake."
 

@@ -22,7 +22,8 @@ import pytest
 from keys.envelope import EnvelopeReader
 from tests.fixtures_server import IntakeServer, Page, SourceClient, Upload, encode_multipart
 
-pytestmark = pytest.mark.slow
+# Time or memory bounds: one worker runs all such tests in turn, never two at once (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 SLOW_UPLOADS = 50
 SLOW_UPLOAD_SOURCES = 5  # each logged in once; its uploads run side by side

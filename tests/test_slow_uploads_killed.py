@@ -19,7 +19,8 @@ from tests.fixtures_server import run_intake_server
 from tests.test_faults import store_space
 from tests.test_memory_in_flight import slow_uploads_for
 
-pytestmark = pytest.mark.slow
+# Time or memory bounds: one worker runs all such tests in turn, never two at once (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 UPLOADS = 100
 SOURCES = 5

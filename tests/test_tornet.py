@@ -20,7 +20,8 @@ from intake.onion_keys import generate_client_auth_keypair
 from intake.tor import OnionServices
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TRANSIENT_SOCKS_ERRORS, SocksError, TorNetwork
 
-pytestmark = pytest.mark.slow
+# The private Tor network (one per process) needs the machine to itself: run alone, after the parallel run (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 class _Site(socketserver.ThreadingUnixStreamServer):

@@ -28,7 +28,8 @@ from tests.fixtures_serve import ServeProcess, descendants, tcp_listeners
 from tests.fixtures_server import SourceClient, Upload
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TRANSIENT_SOCKS_ERRORS, SocksError, TorNetwork
 
-pytestmark = pytest.mark.slow
+# The private Tor network (one per process) needs the machine to itself: run alone, after the parallel run (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 INTAKE_KEYS = Path(sys.executable).parent / "intake-keys"
 

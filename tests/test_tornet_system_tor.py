@@ -24,7 +24,8 @@ from tests.fixtures_serve import ServeProcess, alive, descendants, tcp_listeners
 from tests.test_tornet_end_to_end import _socks_refusal
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TorNetwork, _check_private, _Control
 
-pytestmark = pytest.mark.slow
+# The private Tor network (one per process) needs the machine to itself: run alone, after the parallel run (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 def _start_system_tor(net: TorNetwork, data: Path) -> subprocess.Popen:
