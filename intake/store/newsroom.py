@@ -355,7 +355,7 @@ class Newsroom:
             if group is None:
                 source = Source(submission.source_id, row[6], row[7], row[8], row[9])
                 group = groups[submission.source_id] = ExportGroup(source)
-            group.entries.append(ExportEntry(submission, recipients.get(row[10], [])))
+            group.entries.append(ExportEntry(submission, list(recipients.get(row[10], ()))))  # its own list
         return list(groups.values())
 
     def _recipient_names(self) -> dict[str, list[str]]:
