@@ -89,7 +89,7 @@ class PreparedExport:
     def mark_exported(self) -> int:
         if not self.completed:
             raise RuntimeError("the export bundle was not streamed to its end")
-        # Each marked row updates its source's counts (migration 7): with the default cache,
+        # Each marked row updates its source's counts (migration 8): with the default cache,
         # the sources' pages went out and came back, 7-9 s for 100,000 rows against 3 s.
         with self._store.page_cache(EXPORT_CACHE_MIB):
             return Newsroom(self._store).mark_exported(self.submission_ids)
