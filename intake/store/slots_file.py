@@ -1,0 +1,201 @@
+"""The slots file (``intake.db-slots``): where large envelopes' ciphertext lives, written once.
+
+An envelope is already encrypted and authenticated to the journalists' keys. Stored in a
+SQLCipher database it was encrypted and authenticated again, page by page, and copied three
+times by SQLite on its way (docs/PERFORMANCE.md, "Large uploads, second pass"): more CPU than a
+plain app spends receiving the whole upload. Here it is written as it is, with ``pwrite``, and
+made durable with one ``fdatasync`` before the submission is published.
+
+The file is a row of fixed-size slots. Which slot holds which part of which submission is
+known only to the main database (table ``slots``, migration 9), which alone decides what is
+visible: a slot is written before the transaction that names it commits, so a crash leaves
+at most slots that nothing names, freed at the next start. What a slot holds is the part of an
+envelope after its header (the header, with the format's magic and the recipients' count,
+stays in the database), so every written slot reads as random bytes; a short last piece is
+padded with random bytes. A freed slot is overwritten with zeros, then its blocks are given
+back to the file system (a hole), so nothing deleted stays readable in the file.
+
+This module does file I/O only; the store decides which slots to use (intake.store.slot_table).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from intake.store.errors import StoreError, StoreFullError
+
+SLOT_BYTES = 256 * 1024
+SLOTS_SUFFIX = "-slots"  # intake.db-slots: named like SQLite's side files, so intake.db* is the whole store
+_ZEROS = bytes(SLOT_BYTES)
+# Linux's fallocate(2) mode: deallocate the range and keep the file's size.
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+
+
+def slots_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + SLOTS_SUFFIX)
+
+
+def runs(slots: list[int]) -> Iterator[tuple[int, int, int]]:
+    """(index in ``slots``, first slot, count) of each run of consecutive slot numbers, in order."""
+    start = 0
+    for i in range(1, len(slots) + 1):
+        if i == len(slots) or slots[i] != slots[i - 1] + 1:
+            yield start, slots[start], i - start
+            start = i
+
+
+class SlotsFile:
+    """One process's descriptor of the slots file; every method may block (call them in an OS thread)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def _descriptor(self) -> int:
+        with self._lock:
+            if self._fd is None:
+                created = not self.path.exists()
+                with _as_store_error("open"):
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                if created:
+                    # The file's name must survive a crash as surely as what is written in it.
+                    with _as_store_error("create"):
+                        folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                        try:
+                            os.fsync(folder)
+                        finally:
+                            os.close(folder)
+            return self._fd
+
+    def write(self, slots: list[int], data: bytes | bytearray, start: int, end: int) -> None:
+        """Write ``data[start:end]`` into ``slots`` in order, SLOT_BYTES each; a short last piece is
+        padded with random bytes, so that the slot shows neither where the envelope ends nor its size."""
+        fd = self._descriptor()
+        if not (len(slots) - 1) * SLOT_BYTES < end - start <= len(slots) * SLOT_BYTES:
+            raise ValueError("the data does not fill the slots given")
+        try:
+            with memoryview(data) as view:
+                for index, first, count in runs(slots):
+                    offset = start + index * SLOT_BYTES
+                    with view[offset : min(end, offset + count * SLOT_BYTES)] as piece:
+                        self._pwrite_all(fd, piece, first * SLOT_BYTES)
+                        short = count * SLOT_BYTES - len(piece)
+                        if short:
+                            self._pwrite_all(fd, os.urandom(short), first * SLOT_BYTES + len(piece))
+        except StoreError:
+            # A full disk: what this write did get onto it goes again at once, so the database
+            # has room to record that the upload failed.
+            self.free(slots)
+            raise
+
+    @staticmethod
+    def _pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
+        with _as_store_error("write"):
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], offset + done)
+
+    def read(self, slots: list[int], length: int) -> bytes:
+        """The first ``length`` bytes held in ``slots``, in order."""
+        fd = self._descriptor()
+        out = bytearray()
+        for _index, first, count in runs(slots):
+            want = min(count * SLOT_BYTES, length - len(out))
+            with _as_store_error("read"):
+                got = os.pread(fd, want, first * SLOT_BYTES)
+            if len(got) != want:
+                raise StoreError("the slots file is shorter than the database says: restore a backup")
+            out += got
+        return bytes(out)
+
+    def sync(self) -> None:
+        """Make every write so far durable (before the transaction that publishes them)."""
+        with _as_store_error("sync"):
+            os.fdatasync(self._descriptor())
+
+    def free(self, slots: list[int]) -> None:
+        """Overwrite what ``slots`` hold with zeros, durably, then give their blocks back (a hole).
+        Only the parts on disk are overwritten: zeros written into a hole would take space."""
+        fd = self._descriptor()
+        for _index, first, count in runs(slots):
+            for offset, length in _data_ranges(fd, first * SLOT_BYTES, (first + count) * SLOT_BYTES):
+                self._pwrite_all(fd, _ZEROS[:length] if length <= SLOT_BYTES else bytes(length), offset)
+        self.sync()
+        for _index, first, count in runs(slots):
+            _punch_hole(fd, first * SLOT_BYTES, count * SLOT_BYTES)
+
+    def truncate(self, slot_count: int) -> None:
+        """Cut the file after its first ``slot_count`` slots (call under the database's write lock)."""
+        if self._fd is None and not self.path.exists():
+            return
+        with _as_store_error("truncate"):
+            if os.fstat(self._descriptor()).st_size > slot_count * SLOT_BYTES:
+                os.ftruncate(self._descriptor(), slot_count * SLOT_BYTES)
+                os.fsync(self._descriptor())
+
+    def close(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each part of [start, end) that is on disk, not a hole or past the end."""
+    size = os.fstat(fd).st_size
+    position = start
+    while position < min(end, size):
+        try:
+            data = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # no data from here to the end of the file
+                return
+            raise
+        if data >= end:
+            return
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        yield data, hole - data
+        position = hole
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """Give the range's blocks back to the file system. Where it cannot (a file system without
+    holes), the zeros written stay, which say as little."""
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        error = ctypes.get_errno()
+        if error not in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise StoreError(f"could not free space in the slots file: {os.strerror(error)}")
+
+
+@contextmanager
+def _as_store_error(doing: str) -> Iterator[None]:
+    """OSError from the file, as the store's errors (a full disk is StoreFullError)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreFullError("the disk holding the intake database is full: free some space and try again") from None
+        raise StoreError(f"could not {doing} the slots file: {os.strerror(error.errno or 0)}") from None
+
+
+_files: dict[tuple[int, Path], SlotsFile] = {}
+_files_lock = threading.Lock()
+
+
+def slots_file_for(path: Path) -> SlotsFile:
+    """This process's SlotsFile for ``path`` (a forked worker opens its own descriptor)."""
+    with _files_lock:
+        key = (os.getpid(), Path(path))
+        if key not in _files:
+            _files[key] = SlotsFile(path)
+        return _files[key]
