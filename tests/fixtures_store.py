@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from keys.envelope import MAX_RECIPIENTS, header_size
 from keys.identity import Identity
 from nacl import pwhash
 
@@ -13,6 +14,9 @@ from intake.config import Settings, load_settings
 from intake.setup import init_data_dir
 from intake.store import Recipient, Source, Store
 
+# A first piece this much past a chunk is stored whatever the number of recipients: a large
+# upload's first chunk is a chunk's worth of slots after the envelope's header.
+PAST_ANY_HEADER = header_size(MAX_RECIPIENTS) + 1
 # Argon2id's minimum costs: derivations take milliseconds, so tests stay fast.
 FAST_KDF = {"kdf_opslimit": pwhash.argon2id.OPSLIMIT_MIN, "kdf_memlimit": pwhash.argon2id.MEMLIMIT_MIN}
 

@@ -36,7 +36,7 @@ from intake.store import slot_table
 from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.config import load_settings
 from intake.setup import init_data_dir
-from tests.fixtures_store import FAST_KDF
+from tests.fixtures_store import FAST_KDF, PAST_ANY_HEADER
 from tests.test_faults import free_bytes, small_filesystem
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -168,7 +168,7 @@ def test_second_store_commits_while_an_upload_is_in_flight(settings: Settings, s
     impatient = dataclasses.replace(settings, busy_timeout_ms=100)
     with Store.open(settings) as slow_worker, Store.open(impatient) as other_worker:
         upload = slow_worker.start_submission(source.id, "file", recipients)
-        upload.write(os.urandom(settings.upload_chunk_bytes + 10))  # one chunk stored, the rest buffered
+        upload.write(os.urandom(settings.upload_chunk_bytes + PAST_ANY_HEADER))  # one chunk stored, the rest buffered
         # The slow client is between writes: another worker takes in a whole submission meanwhile.
         quick_source = other_worker.create_source(b"\x09" * 32, b"\x08" * 32)
         quick_id = _store_envelope(other_worker, quick_source.id, recipients, b"tip")
