@@ -48,6 +48,7 @@ from intake.config import load_settings
 from intake.server_identity import server_public_key
 from intake.store import Store
 from intake.store.connection import connect, connect_blobs
+from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.store.store import INLINE_BYTES, blobs_path
 from tests.fixtures_app import make_instance, upload_body
 from tests.fixtures_serve import REPO, INTAKE, ServeProcess, descendants, free_port
@@ -210,6 +211,10 @@ def store_space(settings) -> dict[str, object]:
             "main chunk owners": {row[0] for row in main.execute("SELECT DISTINCT submission_id FROM submission_chunks")},
             "blob chunk owners": {row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks")},
             "blob bytes": blobs.execute("SELECT coalesce(sum(length(data)), 0) FROM chunks").fetchone()[0],
+            "slot owners": {row[0] for row in main.execute("SELECT DISTINCT submission_id FROM slots WHERE submission_id IS NOT NULL")},
+            "slots in use": main.execute("SELECT count(*) FROM slots WHERE submission_id IS NOT NULL").fetchone()[0],
+            "slots to overwrite": main.execute("SELECT count(*) FROM slots WHERE submission_id IS NULL AND dirty = 1").fetchone()[0],
+            "slots file blocks": slots.stat().st_blocks * 512 if (slots := slots_path(settings.db_path)).exists() else 0,
         }
     finally:
         main.close()
@@ -401,8 +406,10 @@ def test_kill_9_during_concurrent_submissions_loses_no_acknowledged_one_and_show
         space = store_space(settings)
         assert space["pending"] == [], "a pending upload survived the restart"
         assert space["blob chunk owners"] <= space["ready"] and space["main chunk owners"] <= space["ready"]
+        assert space["slot owners"] <= space["ready"] and space["slots to overwrite"] == 0
         assert space["main free pages"] == 0 and space["blobs free pages"] == 0, "the interrupted uploads' space was not given back"
         assert blobs_path(settings).stat().st_size <= space["blob bytes"] * 1.05 + MiB
+        assert space["slots file blocks"] <= space["slots in use"] * SLOT_BYTES, "the interrupted uploads' slots still take space"
         # The restarted service takes submissions again.
         client = SourceClient(url)
         _, page = client.start_as_new_source()
@@ -542,7 +549,8 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
         visible = visible_submissions(settings, journalist)
         acked, _, _ = check_whole_parts(sent, list(visible.values()))
         space = store_space(settings)
-        assert space["pending"] == [] and space["blob chunk owners"] <= space["ready"]
+        assert space["pending"] == [] and space["blob chunk owners"] <= space["ready"] and space["slot owners"] <= space["ready"]
+        assert space["slots to overwrite"] == 0 and space["slots file blocks"] <= space["slots in use"] * SLOT_BYTES
         print(f"\n[disk full] refused with 503 after {sent.index(refused)} acknowledged requests of 3-5.5 MiB;"
               f" {sum(r.acknowledged for r in sent[sent.index(refused) + 1 : -2])} of 3 small messages accepted while full;"
               f" {acked} acknowledged requests kept and decrypted; accepted again after freeing space")
@@ -669,6 +677,20 @@ def _submit(store: Store, source_id: str, kind: str, content: bytes, name: str |
         return upload.commit()
 
 
+def _flip_a_slot_byte(settings, submission_id: str, seq: int) -> None:
+    """Change one byte in the middle of a slot of a stored envelope, in the slots file."""
+    main = connect(settings.db_path, settings.db_key, busy_timeout_ms=1000)
+    try:
+        (slot,) = main.execute("SELECT slot FROM slots WHERE submission_id = ? AND seq = ?", (submission_id, seq)).fetchone()
+    finally:
+        main.close()
+    with open(slots_path(settings.db_path), "r+b") as slots:
+        slots.seek(slot * SLOT_BYTES + SLOT_BYTES // 2)
+        byte = slots.read(1)[0]
+        slots.seek(-1, os.SEEK_CUR)
+        slots.write(bytes([byte ^ 0x01]))
+
+
 def _flip_a_byte(conn, table: str, submission_id: str, seq: int) -> None:
     """Change one byte in the middle of a stored piece, at the SQLite level with the real key:
     SQLCipher's page authentication sees a legitimate write; only the envelope can tell."""
@@ -699,27 +721,27 @@ def tampered_export_decrypted(tmp_path: Path, capsys, where: str) -> TamperedRun
     passphrase.write_text(PASSPHRASE + "\n")
     settings = load_settings(data_dir, upload_chunk_bytes=1 * MiB)  # a few MiB make several chunk rows
     sent = {"before": b"the message before " + os.urandom(8).hex().encode(),
-            "damaged": (os.urandom(3 * MiB + 12345) if where == "blobs database" else b"a short tip " + os.urandom(8).hex().encode()),
+            "damaged": (os.urandom(3 * MiB + 12345) if where == "slots file" else b"a short tip " + os.urandom(8).hex().encode()),
             "after": b"the message after " + os.urandom(8).hex().encode(),
             "other source": b"another source's tip " + os.urandom(8).hex().encode()}
     with Store.open(settings) as store:
         first = store.create_source(os.urandom(32), os.urandom(32))
         second = store.create_source(os.urandom(32), os.urandom(32))
         _submit(store, first.id, "message", sent["before"])
-        if where == "blobs database":
+        if where == "slots file":
             damaged_id = _submit(store, first.id, "file", sent["damaged"], "leak.pdf")
         else:
             damaged_id = _submit(store, first.id, "message", sent["damaged"])
         _submit(store, first.id, "message", sent["after"])
         _submit(store, second.id, "message", sent["other source"])
     if where == "main database":  # a one-piece envelope, in the main database
-        conn, table, seq = connect(settings.db_path, settings.db_key, busy_timeout_ms=1000), "submission_chunks", 0
-    else:  # a piece in the middle of a large envelope, in the blobs file
-        conn, table, seq = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=1000), "chunks", 1
-    try:
-        _flip_a_byte(conn, table, damaged_id, seq)
-    finally:
-        conn.close()
+        conn = connect(settings.db_path, settings.db_key, busy_timeout_ms=1000)
+        try:
+            _flip_a_byte(conn, "submission_chunks", damaged_id, 0)
+        finally:
+            conn.close()
+    else:  # a slot in the middle of a large envelope, in the slots file
+        _flip_a_slot_byte(settings, damaged_id, 4)
 
     bundle = tmp_path / "export.bundle"
     result = CliRunner().invoke(cli, ["export", "--data", str(data_dir), "--out", str(bundle)])
@@ -733,7 +755,7 @@ def tampered_export_decrypted(tmp_path: Path, capsys, where: str) -> TamperedRun
     return TamperedRun(code, err, out, files, contents, sent)
 
 
-@pytest.mark.parametrize("where", ["main database", "blobs database"])
+@pytest.mark.parametrize("where", ["main database", "slots file"])
 def test_tampered_ciphertext_in_the_store_is_one_clear_error_and_no_partial_plaintext(tmp_path: Path, capsys, where: str):
     run = tampered_export_decrypted(tmp_path, capsys, where)
     # The bundle is intact (the server handed on what it stored), so decrypt goes on past the damaged item
@@ -757,6 +779,6 @@ def test_tampered_ciphertext_in_the_store_is_one_clear_error_and_no_partial_plai
 
 
 def test_items_after_a_tampered_one_still_decrypt(tmp_path: Path, capsys):
-    run = tampered_export_decrypted(tmp_path, capsys, "blobs database")
+    run = tampered_export_decrypted(tmp_path, capsys, "slots file")
     assert run.code != 0
     assert run.sent["after"] in run.contents and run.sent["other source"] in run.contents

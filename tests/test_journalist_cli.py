@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands
 from intake.cli import cli
 from intake.journalist_auth import passphrase_matches
 from intake.store.newsroom import Newsroom as NewsroomStore
+from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.store.store import blobs_path
 from intake.onion_keys import normalise_client_public_key
 from tests.fixtures_newsroom import Newsroom, download_export, sign_in, submit_as_new_source
@@ -159,6 +161,18 @@ def test_status_and_check_cover_the_blobs_database(newsroom: Newsroom):
     blobs.write_bytes(bytes(data))
     result = invoke(newsroom, "check")
     assert result.exit_code == 1 and "blobs database" in result.output and "Traceback" not in result.output
+
+
+def test_status_and_check_cover_the_slots_file(newsroom: Newsroom):
+    big = newsroom.settings.upload_chunk_bytes * 2  # large enough to go to the slots file
+    submit_as_new_source(newsroom.source_app, "x" * big)
+    status = invoke(newsroom, "status")
+    assert status.exit_code == 0 and re.search(r"^slots file: [1-9]", status.output, re.MULTILINE), status.output
+    assert invoke(newsroom, "check").exit_code == 0
+    slots = slots_path(newsroom.settings.db_path)
+    os.truncate(slots, slots.stat().st_size - SLOT_BYTES)  # a slot the database names is gone
+    result = invoke(newsroom, "check")
+    assert result.exit_code == 1 and "slots file" in result.output and "Traceback" not in result.output
 
 
 def test_every_command_has_help(newsroom: Newsroom):

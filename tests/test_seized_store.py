@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from keys.envelope import MAGIC
 from keys.reply_bundle import seal_reply
 from tests.test_export_import import reply_bundle
 
@@ -62,7 +63,7 @@ class Session:
 
 def _realistic_session(tmp_path: Path) -> Session:
     newsroom = make_newsroom(tmp_path)
-    # Small chunks, so a file goes through the blobs database too.
+    # Small chunks, so a file goes through the slots file in several pieces.
     settings = dataclasses.replace(newsroom.settings, upload_chunk_bytes=64 * 1024)
     source_app = create_app(settings, TESTING=True)
     journalists = newsroom.journalist_app
@@ -71,7 +72,7 @@ def _realistic_session(tmp_path: Path) -> Session:
     first = source_app.test_client()
     codename, page = start_as_new_source(first)
     body, content_type = upload_body(csrf_token(page), message="first tip",
-                                     files=[("notes.pdf", os.urandom(200_000), "application/pdf")])
+                                     files=[("notes.pdf", os.urandom(600_000), "application/pdf")])
     assert post_upload(first, body, content_type).status_code == 303
     first.post("/logout", data={"csrf_token": csrf_token(first.get("/thanks").text)})
     # Source B: a new codename and a message; stays logged in.
@@ -209,7 +210,9 @@ def test_a_seized_copy_of_the_data_dir_tells_nothing_finer_than_the_day(tmp_path
     main = connect(copy / "intake.db", settings.db_key, busy_timeout_ms=1000)
     blobs = connect_blobs(copy / "intake.db-blobs", settings.db_key, busy_timeout_ms=1000)
     try:
-        assert blobs.execute("SELECT count(*) FROM chunks").fetchone()[0] > 0  # the file went through the blobs database
+        # The file went through the slots file: nothing there says where an envelope starts.
+        assert main.execute("SELECT count(*) FROM slots WHERE submission_id IS NOT NULL").fetchone()[0] > 0
+        assert MAGIC not in (copy / "intake.db-slots").read_bytes(), "the slots file holds an envelope's header"
         problems += _table_problems(main, "intake.db", now, session.deleted_reply, session.arrival)
         problems += _table_problems(blobs, "intake.db-blobs", now, session.deleted_reply, session.arrival)
     finally:

@@ -391,6 +391,29 @@ class Store:
             left -= len(piece)
             yield piece
 
+    def slot_problems(self) -> list[str]:
+        """What is wrong between the slots table and the slots file (`intake check`); [] if nothing."""
+        problems, highest = [], -1
+        for count, low, high, last_slot, size, head in self._read(
+            "SELECT count(*), min(slots.seq), max(slots.seq), max(slots.slot), submissions.size,"
+            " (SELECT length(data) FROM submission_chunks WHERE submission_id = submissions.id AND seq = 0)"
+            " FROM slots JOIN submissions ON submissions.id = slots.submission_id"
+            " WHERE submissions.state = 'ready' GROUP BY submissions.id"
+        ):
+            highest = max(highest, last_slot)
+            if (low, high) != (0, count - 1) or head is None or not (count - 1) * SLOT_BYTES < size - head <= count * SLOT_BYTES:
+                problems.append("slots file: a submission's slots do not add up to its size")
+        path = slots_path(self._settings.db_path)
+        length = path.stat().st_size if path.exists() else 0
+        if (highest + 1) * SLOT_BYTES > length:
+            problems.append(f"slots file: {path.name} ends before the slots the database names (restore a backup)")
+        return problems
+
+    def slots_file_bytes(self) -> int:
+        """What the slots file takes on disk (its holes, freed slots, take nothing)."""
+        path = slots_path(self._settings.db_path)
+        return path.stat().st_blocks * 512 if path.exists() else 0
+
     def _slots(self) -> SlotsFile:
         return slots_file_for(slots_path(self._settings.db_path))
 
@@ -580,7 +603,7 @@ class Store:
         slot_table.clean_freed(self._conn, self._slots().free, self._slots().truncate)
         with translate_errors():
             stored = [row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks").fetchall()]
-        gone = set(stored) - self._existing_submissions(stored)
+        gone = set(stored) - self.existing_submissions(stored)
         if gone:
             with write_transaction(blobs) as conn:
                 conn.executemany("DELETE FROM chunks WHERE submission_id = ?", [(submission_id,) for submission_id in gone])
@@ -589,7 +612,8 @@ class Store:
             self._conn.execute("PRAGMA incremental_vacuum").fetchall()
         empty_wal(self._conn)  # the vacuum ran outside write_transaction
 
-    def _existing_submissions(self, ids: list[str]) -> set[str]:
+    def existing_submissions(self, ids: list[str]) -> set[str]:
+        """Those of ``ids`` that are submissions (pending or ready)."""
         found: set[str] = set()
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
