@@ -409,7 +409,8 @@ def test_kill_9_during_concurrent_submissions_loses_no_acknowledged_one_and_show
         assert space["slot owners"] <= space["ready"] and space["slots to overwrite"] == 0
         assert space["main free pages"] == 0 and space["blobs free pages"] == 0, "the interrupted uploads' space was not given back"
         assert blobs_path(settings).stat().st_size <= space["blob bytes"] * 1.05 + MiB
-        assert space["slots file blocks"] <= space["slots in use"] * SLOT_BYTES, "the interrupted uploads' slots still take space"
+        # (less than one slot more: the file system's own blocks for a large file's map count in st_blocks)
+        assert space["slots file blocks"] < (space["slots in use"] + 1) * SLOT_BYTES, "the interrupted uploads' slots still take space"
         # The restarted service takes submissions again.
         client = SourceClient(url)
         _, page = client.start_as_new_source()
@@ -550,7 +551,7 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
         acked, _, _ = check_whole_parts(sent, list(visible.values()))
         space = store_space(settings)
         assert space["pending"] == [] and space["blob chunk owners"] <= space["ready"] and space["slot owners"] <= space["ready"]
-        assert space["slots to overwrite"] == 0 and space["slots file blocks"] <= space["slots in use"] * SLOT_BYTES
+        assert space["slots to overwrite"] == 0 and space["slots file blocks"] < (space["slots in use"] + 1) * SLOT_BYTES
         print(f"\n[disk full] refused with 503 after {sent.index(refused)} acknowledged requests of 3-5.5 MiB;"
               f" {sum(r.acknowledged for r in sent[sent.index(refused) + 1 : -2])} of 3 small messages accepted while full;"
               f" {acked} acknowledged requests kept and decrypted; accepted again after freeing space")

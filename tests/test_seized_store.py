@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 from keys.envelope import MAGIC
@@ -19,6 +20,7 @@ from tests.test_export_import import reply_bundle
 from intake.app import create_app
 from intake.codename import generate_codename
 from intake.store.connection import connect, connect_blobs
+from intake.store.slots_file import SLOT_BYTES
 from intake.store.newsroom import Newsroom as NewsroomStore
 from tests.fixtures_app import post_upload, start_as_new_source, upload_body
 from tests.fixtures_newsroom import Newsroom, csrf_token, download_export, make_newsroom, sign_in
@@ -212,7 +214,13 @@ def test_a_seized_copy_of_the_data_dir_tells_nothing_finer_than_the_day(tmp_path
     try:
         # The file went through the slots file: nothing there says where an envelope starts.
         assert main.execute("SELECT count(*) FROM slots WHERE submission_id IS NOT NULL").fetchone()[0] > 0
-        assert MAGIC not in (copy / "intake.db-slots").read_bytes(), "the slots file holds an envelope's header"
+        slots_file = (copy / "intake.db-slots").read_bytes()
+        assert MAGIC not in slots_file, "the slots file holds an envelope's header"
+        # Every slot in use reads as random bytes: nothing in it compresses.
+        used = b"".join(slots_file[slot * SLOT_BYTES : (slot + 1) * SLOT_BYTES]
+                        for (slot,) in main.execute("SELECT slot FROM slots WHERE submission_id IS NOT NULL"))
+        compressed, size = len(zlib.compress(used, 9)), len(used)
+        assert compressed >= size, "a slot in use holds something other than random-looking bytes"
         problems += _table_problems(main, "intake.db", now, session.deleted_reply, session.arrival)
         problems += _table_problems(blobs, "intake.db-blobs", now, session.deleted_reply, session.arrival)
     finally:
