@@ -501,7 +501,11 @@ class Newsroom:
                     problems.append(f"{label}: {pragma}: {error}")
                     continue
                 problems += [f"{label}: {pragma}: {' '.join(map(str, row))}" for row in rows if row[0] != healthy]
-        return problems + self._store.slot_problems()
+        try:
+            problems += self._store.slot_problems()
+        except DatabaseError as error:  # the database's own damage, already reported above
+            problems.append(f"slots file: the database's list of slots cannot be read: {error}")
+        return problems
 
 
 def _retired_name(name: str, journalist_id: int) -> str:

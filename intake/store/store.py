@@ -46,7 +46,7 @@ from intake.store.file_times import settle_file_times
 from intake.store.group_commit import group_for
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
 from intake.store.slots_file import SLOT_BYTES, SlotsFile, slots_file_for, slots_path
-from intake.worker_threads import Running, run_in_os_thread, start_in_background
+from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
 
 if TYPE_CHECKING:
     from intake.config import Settings
@@ -505,7 +505,7 @@ class Store:
         if needed:
             slots = upload._slots[upload._used : upload._used + needed]
             upload._used += needed
-            self._in_flight = start_in_background(self._slots().write, slots, data, head, length)
+            self._in_flight = start_in_os_thread(self._slots().write, slots, data, head, length)
 
     def _settled_blobs(self) -> Connection:
         self._settle()
