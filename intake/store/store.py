@@ -496,11 +496,11 @@ class Store:
                                  (random_rowid(), upload.id, bytes(memoryview(data)[:head])))
                 if needed > unwritten:
                     upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), needed - unwritten + ahead)
-            if head:
-                # The pages that insert cached are not needed again until the publish, which may be
-                # minutes away over Tor (~150 KiB per upload in flight, measured on the blobs branch).
-                with translate_errors():
-                    self._conn.execute("PRAGMA shrink_memory")
+            # The pages this transaction cached are not needed again until the next claim or the
+            # publish, which may be minutes away over Tor (~150 KiB per upload in flight, measured
+            # on the blobs branch).
+            with translate_errors():
+                self._conn.execute("PRAGMA shrink_memory")
         upload._stored += length
         if needed:
             slots = upload._slots[upload._used : upload._used + needed]
