@@ -19,6 +19,8 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import mmap
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -45,7 +47,7 @@ from intake.store.errors import JournalistExistsError, NotInitialisedError, Sour
 from intake.store.file_times import settle_file_times
 from intake.store.group_commit import group_for
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
-from intake.store.slots_file import SLOT_BYTES, SlotsFile, slots_file_for, slots_path
+from intake.store.slots_file import HEADER_ROOM, SLOT_BYTES, SlotsFile, slots_file_for, slots_path
 from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
 
 if TYPE_CHECKING:
@@ -475,16 +477,18 @@ class Store:
             (upload.id, upload.source_id, upload.kind, today(), writer, upload.source_id, members),
         )
 
-    def _append(self, upload: SubmissionWriter, data: bytearray | bytes, length: int) -> None:
-        """Store ``data[:length]``, the upload's next piece, in the background: its first piece
-        starts with the envelope's header, which goes to the main database with the pending row;
-        the rest fills slots of the slots file (a short last piece is padded). Slots are claimed
-        before they are written, in a transaction that also records the pending row first, so
-        every written slot belongs to a row until that row is deleted, and recovery frees it.
+    def _append(self, upload: SubmissionWriter, buffer: mmap.mmap, start: int, length: int) -> None:
+        """Store the upload's next piece, ``buffer[start:start + length]``, in the background: its
+        first piece starts with the envelope's header, which goes to the main database with the
+        pending row; the rest fills whole slots of the slots file (a short last piece is padded
+        with random bytes in the buffer, so the slot shows neither where the envelope ends nor its
+        size). Slots are claimed before they are written, in a transaction that also records the
+        pending row first, so every written slot belongs to a row until that row is deleted, and
+        recovery frees it.
         """
         self._settle()  # the write in flight ends (or raises) first
-        head = upload._header_bytes if not upload._stored else 0
-        head = min(head, length)
+        head = min(upload._header_bytes, length) if not upload._stored else 0
+        body = start + head  # on a page boundary (HEADER_ROOM), as O_DIRECT needs
         needed = -(-(length - head) // SLOT_BYTES)
         unwritten = len(upload._slots) - upload._used
         if head or needed > unwritten:
@@ -493,7 +497,7 @@ class Store:
                 if head:
                     self._insert_pending(conn, upload, writer=processes.current_writer())
                     conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
-                                 (random_rowid(), upload.id, bytes(memoryview(data)[:head])))
+                                 (random_rowid(), upload.id, buffer[start:body]))
                 if needed > unwritten:
                     upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), needed - unwritten + ahead)
             # The pages this transaction cached are not needed again until the next claim or the
@@ -503,9 +507,12 @@ class Store:
                 self._conn.execute("PRAGMA shrink_memory")
         upload._stored += length
         if needed:
+            end, padded = start + length, body + needed * SLOT_BYTES
+            if padded > end:
+                buffer[end:padded] = os.urandom(padded - end)
             slots = upload._slots[upload._used : upload._used + needed]
             upload._used += needed
-            self._in_flight = start_in_os_thread(self._slots().write, slots, data, head, length)
+            self._in_flight = start_in_os_thread(self._slots().write, slots, buffer, body)
 
     def _settled_blobs(self) -> Connection:
         self._settle()
@@ -707,15 +714,18 @@ class SubmissionWriter:
         self._store = store
         self._chunk_bytes = chunk_bytes  # a whole number of slots
         self._header_bytes = header_bytes  # the envelope's header: the first piece's first bytes, kept in the database
-        # A new buffer for each piece of a slow upload: the one handed over is written in the
-        # background and then freed, so it holds one buffer, not two (measured: a spare kept for
-        # reuse was 4 MiB of every slow upload's ~16 MiB). A fast upload, whose full chunks follow
-        # each other, refills the buffer of the chunk before instead (its write has ended by the
-        # time the next chunk is handed over): a fresh 4 MiB block is a new mapping that malloc's
-        # wiping byte fills first, a page fault and a cleared page every 4 KiB.
-        self._buffer = bytearray()
-        self._written: bytearray | None = None  # the full chunk last handed over, refilled next
-        self._filled = 0  # bytes of _buffer in use
+        # A short submission (most are) is buffered in a bytearray. Past INLINE_BYTES it moves to
+        # a mapping of its own, page-aligned for O_DIRECT, its first slot's bytes on a page
+        # boundary after the header (HEADER_ROOM). A new mapping for each piece of a slow upload:
+        # the one handed over is written in the background and then unmapped, so it holds one
+        # buffer, not two (a spare kept for reuse was 4 MiB of every slow upload's ~16 MiB). A fast
+        # upload, whose full chunks follow each other, refills the mapping of the chunk before
+        # instead (its write has ended by the time the next chunk is handed over): pages already
+        # faulted in.
+        self._buffer: bytearray | mmap.mmap = bytearray()
+        self._start = 0  # where the piece being buffered starts in _buffer
+        self._written: mmap.mmap | None = None  # the full chunk last handed over, refilled next
+        self._filled = 0  # bytes of the piece in _buffer
         self._first_at = 0.0  # when the first byte now in _buffer arrived
         self._stored = 0  # bytes handed to the store so far
         self._slots: list[int] = []  # slots claimed, in the envelope's order
@@ -726,9 +736,23 @@ class SubmissionWriter:
     def size(self) -> int:
         return self._stored + self._filled
 
+    def _head(self) -> int:
+        """The header's bytes at the start of the piece being buffered (the first one only)."""
+        return 0 if self._stored else self._header_bytes
+
     def _target(self) -> int:
         """Bytes of a full chunk: whole slots, after the header in the first one."""
-        return self._chunk_bytes + (0 if self._stored else self._header_bytes)
+        return self._chunk_bytes + self._head()
+
+    def _mapped(self, keep: int) -> mmap.mmap:
+        """A page-aligned buffer for a piece whose first ``keep`` bytes are the buffered ones."""
+        mapped = self._written if self._written is not None else mmap.mmap(-1, HEADER_ROOM + self._chunk_bytes)
+        self._written = None
+        start = HEADER_ROOM - self._head() if not self._stored else 0
+        if keep:
+            mapped[start : start + keep] = memoryview(self._buffer)[self._start : self._start + keep]
+        self._buffer, self._start = mapped, start
+        return mapped
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._finished:
@@ -739,33 +763,39 @@ class SubmissionWriter:
                 if not self._filled:
                     self._first_at = time.monotonic()
                 piece = octets[taken : taken + self._target() - self._filled]
-                self._buffer[self._filled : self._filled + len(piece)] = piece
+                at = self._start + self._filled
+                if isinstance(self._buffer, bytearray) and at + len(piece) > INLINE_BYTES:
+                    self._mapped(self._filled)
+                    at = self._start + self._filled
+                self._buffer[at : at + len(piece)] = piece
                 self._filled += len(piece)
                 taken += len(piece)
                 piece.release()
                 if self._filled == self._target():
                     self._hand_over(self._filled, full=True)
-        head = 0 if self._stored else self._header_bytes
+        head = self._head()
         if self._filled >= head + SLOW_FLUSH_BYTES and time.monotonic() - self._first_at >= SLOW_FLUSH_SECONDS:
             self._hand_over(head + (self._filled - head) // SLOT_BYTES * SLOT_BYTES, full=False)
         return taken
 
     def _hand_over(self, length: int, *, full: bool) -> None:
-        """Hand the buffer's first ``length`` bytes to the store; what follows them stays buffered."""
-        chunk = self._buffer
-        self._store._append(self, chunk, length)  # written in the background; every earlier write has ended
+        """Hand the piece's first ``length`` bytes to the store; what follows them stays buffered."""
+        chunk, start = self._buffer, self._start
+        self._store._append(self, chunk, start, length)  # written in the background; every earlier write has ended
         rest = self._filled - length
         spare, self._written = (self._written, chunk) if full else (None, None)
-        self._buffer = spare if spare is not None else bytearray()
+        self._buffer = spare if spare is not None else mmap.mmap(-1, HEADER_ROOM + self._chunk_bytes)
+        self._start = 0
         if rest:
-            self._buffer[:rest] = memoryview(chunk)[length : self._filled]
+            self._buffer[:rest] = memoryview(chunk)[start + length : start + self._filled]
         self._filled = rest
 
     def _hand_over_rest(self) -> None:
         """Store what is buffered as the last piece (at the commit)."""
-        self._store._append(self, self._buffer, self._filled)
-        self._buffer = bytearray()
-        self._filled = 0
+        if isinstance(self._buffer, bytearray):
+            self._mapped(self._filled)
+        self._store._append(self, self._buffer, self._start, self._filled)
+        self._buffer, self._start, self._filled = bytearray(), 0, 0
 
     def commit(self) -> str:
         (submission_id,) = self._store.commit_together([self])
@@ -775,8 +805,7 @@ class SubmissionWriter:
         """What is buffered: the last piece, stored by Store.commit_together."""
         if self._finished:
             raise ValueError("this submission was already committed or aborted")
-        with memoryview(self._buffer) as view:
-            return bytes(view[: self._filled])
+        return bytes(memoryview(self._buffer)[self._start : self._start + self._filled])
 
     def _published(self) -> None:
         self._finished = True
