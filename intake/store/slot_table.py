@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable
 
 from intake.store.connection import Connection, translate_errors, write_transaction
+from intake.store.slots_file import runs
 
 _GROW_MIN_SLOTS = 64  # 16 MiB: a growing file is not extended for every upload
 
@@ -29,12 +30,14 @@ def claim(conn: Connection, submission_id: str, first_seq: int, count: int) -> l
     slots = _free_from(conn, secrets.randbelow(total) if total else 0, count)
     if len(slots) < count:
         grow = max(count - len(slots), _GROW_MIN_SLOTS, total // 8)
-        conn.executemany("INSERT INTO slots (slot, dirty) VALUES (?, 0)", [(slot,) for slot in range(total, total + grow)])
+        conn.execute("WITH RECURSIVE new(slot) AS (SELECT ? UNION ALL SELECT slot + 1 FROM new WHERE slot + 1 < ?)"
+                     " INSERT INTO slots (slot, dirty) SELECT slot, 0 FROM new", (total, total + grow))
         taken = set(slots)
         slots += [slot for slot in _free_from(conn, total + secrets.randbelow(grow), count) if slot not in taken][: count - len(slots)]
+    # One statement per run of consecutive slots (a claim is mostly one or two runs).
     conn.executemany(
-        "UPDATE slots SET submission_id = ?, seq = ?, dirty = 1 WHERE slot = ?",
-        [(submission_id, first_seq + i, slot) for i, slot in enumerate(slots)],
+        "UPDATE slots SET submission_id = ?, seq = ? + slot - ?, dirty = 1 WHERE slot BETWEEN ? AND ?",
+        [(submission_id, first_seq + index, first, first, first + run - 1) for index, first, run in runs(slots)],
     )
     return slots
 
