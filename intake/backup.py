@@ -48,8 +48,7 @@ from intake.config import (
 from intake.db_key_recovery import RECOVERY_FILE
 from intake.server_identity import SERVER_SIGNING_FILE, write_server_public_file
 from intake.store import MissingDatabaseKeyError, Store, StoreError
-from intake.store.connection import Connection
-from intake.store.connection import connect, connect_blobs, write_transaction
+from intake.store.connection import Connection, connect, connect_blobs, write_transaction
 from intake.store.newsroom import Newsroom
 from intake.store.slots_file import SLOT_BYTES, SLOTS_SUFFIX, SlotsFile, slots_path
 from intake.store.store import blobs_path
@@ -117,23 +116,26 @@ def _seal_secrets(settings: Settings) -> bytes:
 
 
 def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
-    """Both databases copied into `stage`, main first: a submission seen there has all its
-    chunks in the blobs copy and its slots unchanged in the slots file, unless it was deleted
-    in between; then copy again."""
+    """The databases copied into `stage`, main first, then the slots: a submission seen there
+    has all its chunks in the copy of an older store's blobs database and its slots unchanged in
+    the slots file, unless it was deleted in between; then copy again."""
     staged = dataclasses.replace(settings, data_dir=stage)
     for _attempt in range(_SNAPSHOT_ATTEMPTS):
         for path in stage.iterdir():
             path.unlink()
         with Store.open(settings) as store:
-            (_main_name, main), (_blobs_name, blobs) = store.databases()
-            for source, target in ((main, connect(staged.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)),
-                                   (blobs, connect_blobs(blobs_path(staged), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms))):
+            databases = dict(store.databases())
+            targets = {"database": lambda: connect(staged.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms),
+                       "blobs database": lambda: connect_blobs(blobs_path(staged), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)}
+            for name, source in databases.items():
+                target = targets[name]()
                 try:
                     source.backup(target)
                 finally:
                     target.close()
         with Store.open(staged) as copy:
-            (_main_name, main), (_blobs_name, blobs) = copy.databases()
+            databases = dict(copy.databases())
+            main, blobs = databases["database"], databases.get("blobs database")
             # Uploads in progress are not submissions yet; their chunks are reclaimed later.
             main.execute("DELETE FROM submissions WHERE state = 'pending'")
             if _every_submission_whole(main, blobs) and _copy_slots(settings, main, slots_path(staged.db_path)):
@@ -145,6 +147,8 @@ def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
 def _every_submission_whole(main, blobs) -> bool:
     pieces: dict[str, list[int]] = {}
     for table, conn in (("chunks", blobs), ("submission_chunks", main)):
+        if conn is None:
+            continue
         for submission_id, seq in conn.execute(f"SELECT submission_id, seq FROM {table}"):  # noqa: S608 - fixed names
             pieces.setdefault(submission_id, []).append(seq)
     for (submission_id,) in main.execute("SELECT id FROM submissions"):

@@ -57,3 +57,25 @@ def recipients(store: Store) -> list[Recipient]:
 @pytest.fixture
 def source(store: Store) -> Source:
     return store.create_source(b"\x01" * 32, b"\x02" * 32)
+
+
+def store_as_before_the_slots_file(store: Store, source_id: str, envelope: bytes, piece_bytes: int = 64 * 1024) -> str:
+    """Store ``envelope`` as intake did before the slots file (schema 8): every piece but the
+    last in the blobs database, the last one in the main database. Returns the submission's id."""
+    from intake.store.connection import write_transaction
+    from intake.store.store import _open_blobs, random_rowid
+
+    upload = store.start_submission(source_id, "file", store.active_recipients())
+    pieces = [envelope[start : start + piece_bytes] for start in range(0, len(envelope), piece_bytes)]
+    _open_blobs(store._settings).close()
+    blobs = store._legacy_blobs()
+    with write_transaction(blobs) as conn:
+        conn.executemany("INSERT INTO chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)",
+                         [(random_rowid(), upload.id, seq, piece) for seq, piece in enumerate(pieces[:-1])])
+    with write_transaction(store._conn) as conn:
+        store._insert_pending(conn, upload, writer=None)
+        conn.execute("UPDATE submissions SET state = 'ready', size = ? WHERE id = ?", (len(envelope), upload.id))
+        conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)",
+                     (random_rowid(), upload.id, len(pieces) - 1, pieces[-1]))
+    upload.abort()  # nothing of it was written through the writer
+    return upload.id

@@ -131,6 +131,7 @@ def test_a_backup_holds_no_secret_in_clear_and_no_time(tmp_path: Path, laptop: P
     data = tmp_path / "data"
     run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
         cwd=tmp_path)
+    _submit(data, key, {"file": os.urandom(700_000)})  # a large one: its slots are in the backup
     backup = tmp_path / "intake.backup"
     run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=tmp_path)
     raw = backup.read_bytes()
@@ -141,7 +142,8 @@ def test_a_backup_holds_no_secret_in_clear_and_no_time(tmp_path: Path, laptop: P
         assert secret not in raw
     with tarfile.open(backup) as tar:
         members = tar.getmembers()
-    assert [m.name for m in members] == ["intake-backup", "secrets.sealed", "db-key.recovery", "intake.db", "intake.db-blobs"]
+    # No blobs database: a store made since the slots file never has one.
+    assert [m.name for m in members] == ["intake-backup", "secrets.sealed", "db-key.recovery", "intake.db", "intake.db-slots"]
     assert {(m.mtime, m.uid, m.gid, m.mode) for m in members} == {(0, 0, 0, 0o600)}
     # Refuses to overwrite.
     again = run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=tmp_path, ok=False)

@@ -19,6 +19,7 @@ from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.store.store import blobs_path
 from intake.onion_keys import normalise_client_public_key
 from tests.fixtures_newsroom import Newsroom, download_export, sign_in, submit_as_new_source
+from tests.fixtures_store import store_as_before_the_slots_file
 
 
 def invoke(newsroom: Newsroom, *args: str, input: str | None = None):
@@ -151,8 +152,10 @@ def test_check_reports_a_damaged_store(newsroom: Newsroom):
 
 
 def test_status_and_check_cover_the_blobs_database(newsroom: Newsroom):
-    big = newsroom.settings.upload_chunk_bytes * 2  # large enough to go to the blobs file
-    submit_as_new_source(newsroom.source_app, "x" * big)
+    """A store from before the slots file keeps its blobs database."""
+    with newsroom.store() as store:
+        source = store.create_source(os.urandom(32), os.urandom(32))
+        store_as_before_the_slots_file(store, source.id, os.urandom(3 * 1024 * 1024))
     status = invoke(newsroom, "status")
     assert status.exit_code == 0 and "blobs database:" in status.output
     blobs = blobs_path(newsroom.settings)

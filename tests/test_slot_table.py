@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
+import threading
+import time
 
-from intake.store import Store
+import pytest
+
+from intake.store import Store, StoreError, slot_table
 from intake.store.connection import write_transaction
-from intake.store.slots_file import SLOT_BYTES, slots_path
+from intake.store.newsroom import Newsroom
+from intake.store.slots_file import SLOT_BYTES, SlotsFile, slots_path
 from tests.fixtures_store import PAST_ANY_HEADER
 
 MiB = 1 << 20
@@ -87,3 +94,104 @@ def test_a_slot_freed_but_not_yet_overwritten_is_never_claimed(store: Store, sou
         second = upload.commit()
     taken = {slot for (slot,) in store._conn.execute("SELECT slot FROM slots WHERE submission_id = ?", (second,))}
     assert not taken & freed
+
+
+def test_an_upload_whose_source_is_deleted_never_writes_into_anothers_slots(settings, monkeypatch):
+    """A journalist deletes a source while its upload still arrives: the upload's slots are freed
+    with its row, but not overwritten or claimed again while its writer may still write them."""
+    monkeypatch.setattr(slot_table.secrets, "randbelow", lambda n: 0)  # claims start at the file's start
+    with Store.open(settings) as worker, Store.open(settings) as other_worker, Store.open(settings) as journalist:
+        recipients = worker.active_recipients()
+        spammer = worker.create_source(b"\x01" * 32, b"\x02" * 32)
+        honest = other_worker.create_source(b"\x03" * 32, b"\x04" * 32)
+        uploads = []
+        for size in (16 * MiB, MiB):  # 64 slots, then a few after them
+            with worker.start_submission(honest.id, "file", recipients) as upload:
+                upload.write(os.urandom(size))
+                uploads.append(upload.commit())
+        _delete(worker, uploads[0])  # its 64 slots are free again
+        deleted = worker.start_submission(spammer.id, "file", recipients)
+        deleted.write(os.urandom(8 * MiB + PAST_ANY_HEADER))  # two chunks stored, 16 free slots claimed ahead
+        assert len(deleted._slots) - deleted._used == 16
+        assert Newsroom(journalist).delete_source(spammer.id)
+        body = os.urandom(11 * MiB)
+        with other_worker.start_submission(honest.id, "file", recipients) as upload:
+            upload.write(body)
+            kept = upload.commit()
+        with pytest.raises(StoreError, match="removed before it completed"):
+            # Its connection still sends: a chunk into the slots it claimed ahead, then the next
+            # claim sees the upload is gone.
+            deleted.write(os.urandom(8 * MiB))
+        deleted.abort()
+        assert b"".join(other_worker.submission_ciphertext(kept)) == body
+        assert not worker._conn.execute("SELECT 1 FROM slots WHERE submission_id IS NULL AND dirty = 1").fetchall()
+
+
+def test_two_cleaners_never_overwrite_a_slot_given_back_meanwhile(settings, monkeypatch):
+    """One cleaner overwrites freed slots while another (another worker, the journalist's CLI)
+    wants to: the second waits, so it never overwrites slots the first already gave back and an
+    upload has claimed since."""
+    monkeypatch.setattr(slot_table.secrets, "randbelow", lambda n: 0)
+    entered, release = threading.Event(), threading.Event()
+    real_free = SlotsFile.free
+
+    def slow_free(self, slots):
+        if threading.current_thread().name == "first cleaner":
+            entered.set()
+            release.wait(20)
+        real_free(self, slots)
+
+    with Store.open(settings) as first, Store.open(settings) as second, Store.open(settings) as uploader:
+        recipients = uploader.active_recipients()
+        source = uploader.create_source(b"\x01" * 32, b"\x02" * 32)
+        with uploader.start_submission(source.id, "file", recipients) as upload:
+            upload.write(os.urandom(3 * MiB))
+            gone = upload.commit()
+        with write_transaction(uploader._conn) as conn:  # deleted; its slots not yet overwritten
+            conn.execute("DELETE FROM submissions WHERE id = ?", (gone,))
+        monkeypatch.setattr(SlotsFile, "free", slow_free)
+        cleaners = [threading.Thread(target=store._reclaim_space, name=name) for store, name in
+                    ((first, "first cleaner"), (second, "second cleaner"))]
+        cleaners[0].start()
+        assert entered.wait(10)
+        cleaners[1].start()
+        cleaners[1].join(0.5)
+        # Meanwhile an upload is published: into those slots, had the second cleaner given them back.
+        body = os.urandom(2 * MiB)
+        with uploader.start_submission(source.id, "file", recipients) as upload:
+            upload.write(body)
+            published = upload.commit()
+        release.set()
+        for cleaner in cleaners:
+            cleaner.join(20)
+        assert b"".join(uploader.submission_ciphertext(published)) == body
+
+
+def test_the_cleaning_lock_holds_across_processes(settings):
+    path = slots_path(settings.db_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from intake.store.slots_file import SlotsFile\n"
+         "with SlotsFile(sys.argv[1]).cleaning():\n    print('held', flush=True); time.sleep(1.5)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with SlotsFile(path).cleaning():
+            waited = time.monotonic() - started
+    finally:
+        holder.wait(10)
+    assert waited > 0.8, waited
+
+
+def test_a_submission_deleted_while_read_says_so(settings):
+    with Store.open(settings) as reader_store, Store.open(settings) as journalist:
+        source = reader_store.create_source(b"\x01" * 32, b"\x02" * 32)
+        with reader_store.start_submission(source.id, "file", reader_store.active_recipients()) as upload:
+            upload.write(os.urandom(10 * MiB))
+            submission_id = upload.commit()
+        reader = reader_store.submission_ciphertext(submission_id)
+        next(reader), next(reader)  # the header, the first 4 MiB
+        assert Newsroom(journalist).delete_submissions_of(source.id) == 1  # its slots overwritten, the file cut
+        with pytest.raises(StoreError, match="deleted while it was being read"):
+            for _piece in reader:
+                pass

@@ -36,7 +36,7 @@ from intake.store import slot_table
 from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.config import load_settings
 from intake.setup import init_data_dir
-from tests.fixtures_store import FAST_KDF, PAST_ANY_HEADER
+from tests.fixtures_store import FAST_KDF, PAST_ANY_HEADER, store_as_before_the_slots_file
 from tests.test_faults import free_bytes, small_filesystem
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -377,7 +377,8 @@ def _blob_chunk_count(store: Store, submission_id: str | None = None) -> int:
     sql, params = "SELECT count(*) FROM chunks", ()
     if submission_id is not None:
         sql, params = sql + " WHERE submission_id = ?", (submission_id,)
-    return store._blobs_connection().execute(sql, params).fetchone()[0]
+    blobs = store._legacy_blobs()
+    return blobs.execute(sql, params).fetchone()[0] if blobs is not None else 0
 
 
 def test_large_upload_goes_to_the_slots_file_all_but_its_header(store: Store, settings: Settings, source, recipients):
@@ -416,11 +417,23 @@ def test_a_missing_piece_is_reported_not_skipped(store: Store, settings: Setting
         b"".join(store.submission_ciphertext(submission_id))
 
 
+def test_a_submission_stored_before_the_slots_file_still_reads_whole(store: Store, settings: Settings, source, recipients):
+    envelope = os.urandom(3 * MiB + 12345)
+    old = store_as_before_the_slots_file(store, source.id, envelope)
+    new = _store_envelope(store, source.id, recipients, os.urandom(2 * MiB))
+    assert b"".join(store.submission_ciphertext(old)) == envelope
+    assert b"".join(store.submission_ciphertext(new))
+    assert _blob_chunk_count(store, old) > 1 and _blob_chunk_count(store, new) == 0
+    store._legacy_blobs().execute("DELETE FROM chunks WHERE submission_id = ? AND seq = 1", (old,))
+    with pytest.raises(StoreError):
+        b"".join(store.submission_ciphertext(old))
+
+
 def test_blobs_file_is_refused_under_another_key(store: Store, settings: Settings):
-    store._blobs_connection()  # a store from before the slots file has one
+    store_module._open_blobs(settings).close()  # a store from before the slots file has one
     wrong = dataclasses.replace(settings, db_key=bytes(range(32)))
     with pytest.raises(WrongDatabaseKeyError):
-        Store(store._conn, wrong)._blobs_connection()
+        Store(store._conn, wrong)._legacy_blobs()
 
 
 def test_deleting_a_submission_reclaims_its_chunks_and_space(store: Store, settings: Settings, source, recipients):
@@ -443,7 +456,8 @@ def test_recover_removes_chunks_whose_submission_is_gone(store: Store, settings:
         kept = upload.commit()
     # A chunk left in the blobs database of a store from before the slots file, and slots freed but
     # not yet overwritten (as after a crash right after the delete).
-    store._blobs_connection().execute("INSERT INTO chunks (submission_id, seq, data) VALUES ('gone', 0, x'00')")
+    store_module._open_blobs(settings).close()
+    store._legacy_blobs().execute("INSERT INTO chunks (submission_id, seq, data) VALUES ('gone', 0, x'00')")
     with store.start_submission(source.id, "file", recipients) as upload:
         upload.write(os.urandom(settings.upload_chunk_bytes + 1))
         gone = upload.commit()

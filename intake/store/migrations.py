@@ -346,7 +346,8 @@ CREATE TABLE slots (
     slot INTEGER PRIMARY KEY,          -- bytes [slot * 256 KiB, + 256 KiB) of intake.db-slots
     submission_id TEXT REFERENCES submissions(id) ON DELETE SET NULL,  -- NULL: free
     seq INTEGER,                       -- its place among the submission's slots
-    dirty INTEGER NOT NULL DEFAULT 0 CHECK (dirty IN (0, 1))  -- may hold ciphertext: overwritten before reuse
+    dirty INTEGER NOT NULL DEFAULT 0 CHECK (dirty IN (0, 1)),  -- may hold ciphertext: overwritten before reuse
+    writer TEXT                        -- the process that claimed it, until its upload lets go (processes.py)
 ) WITHOUT ROWID;
 CREATE INDEX slots_by_submission ON slots(submission_id, seq);
 CREATE INDEX slots_free ON slots(dirty, slot) WHERE submission_id IS NULL;

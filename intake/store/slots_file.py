@@ -4,16 +4,17 @@ An envelope is already encrypted and authenticated to the journalists' keys. Sto
 SQLCipher database it was encrypted and authenticated again, page by page, and copied three
 times by SQLite on its way (docs/PERFORMANCE.md, "Large uploads, second pass"): more CPU than a
 plain app spends receiving the whole upload. Here it is written as it is, with ``pwrite``, and
-made durable with one ``fdatasync`` before the submission is published.
+made durable with one ``fdatasync`` before the transaction that publishes the submission.
 
 The file is a row of fixed-size slots. Which slot holds which part of which submission is
 known only to the main database (table ``slots``, migration 9), which alone decides what is
-visible: a slot is written before the transaction that names it commits, so a crash leaves
-at most slots that nothing names, freed at the next start. What a slot holds is the part of an
-envelope after its header (the header, with the format's magic and the recipients' count,
-stays in the database), so every written slot reads as random bytes; a short last piece is
-padded with random bytes. A freed slot is overwritten with zeros, then its blocks are given
-back to the file system (a hole), so nothing deleted stays readable in the file.
+visible. A slot is claimed (named by a pending upload, marked as maybe holding ciphertext)
+before it is written, and published only after the sync; a crash leaves slots named by a
+pending row, which recovery deletes, and the slots are then overwritten. What a slot holds is
+the part of an envelope after its header (the header, with the format's magic and the
+recipients' count, stays in the database), so every written slot reads as random bytes; a
+short last piece is padded with random bytes, and a freed slot is overwritten with random
+bytes: the file shows its length, not which slots are in use or belong together.
 
 This module does file I/O only; the store decides which slots to use (intake.store.slot_table).
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import mmap
 import os
 import threading
@@ -35,13 +37,12 @@ SLOT_BYTES = 256 * 1024
 # Room before a large envelope's first slot in its first buffer, for its header (at most 5,154
 # bytes: 64 recipients), so that the slots' bytes start on a page boundary (O_DIRECT).
 HEADER_ROOM = 8192
-SLOTS_SUFFIX = "-slots"  # intake.db-slots: named like SQLite's side files, so intake.db* is the whole store
-_ZEROS = bytes(SLOT_BYTES)
-# Linux's fallocate(2) mode: deallocate the range and keep the file's size.
+# Linux's fallocate(2) mode: deallocate the range, keep the file's size.
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+SLOTS_SUFFIX = "-slots"  # intake.db-slots: named like SQLite's side files, so intake.db* is the whole store
 
 
 def slots_path(db_path: Path) -> Path:
@@ -74,6 +75,8 @@ class SlotsFile:
         self._fd: int | None = None  # through the page cache
         self._direct_fd: int | None = None  # O_DIRECT, or None where the file system refuses it
         self._lock = threading.Lock()
+        self._cleaning = threading.Lock()  # flock does not exclude the threads of one process
+        self.sync_failures = 0
 
     def _descriptor(self) -> int:
         with self._lock:
@@ -110,9 +113,10 @@ class SlotsFile:
                     with view[offset : offset + count * SLOT_BYTES] as piece:
                         self._write_slots(fd, piece, first * SLOT_BYTES)
         except StoreError:
-            # A full disk: what this write did get onto it goes again at once, so the database
-            # has room to record that the upload failed.
-            self.free(slots)
+            # A full disk: what this write did get onto it goes at once (holes, until the slots
+            # are overwritten once the upload is removed), so the database has room to record it.
+            for _index, first, count in runs(slots):
+                _punch_hole(fd, first * SLOT_BYTES, count * SLOT_BYTES)
             raise
 
     def _write_slots(self, fd: int, piece: memoryview, offset: int) -> None:
@@ -140,31 +144,50 @@ class SlotsFile:
         return bytes(out)
 
     def sync(self) -> None:
-        """Make every write so far durable (before the transaction that publishes them)."""
-        with _as_store_error("sync"):
-            os.fdatasync(self._descriptor())
+        """Make every write so far durable (before the transaction that publishes them). Linux
+        reports a failed write-back once per open file: every upload of this process that wrote
+        before a failure must fail too, so failures are counted (``sync_failures``)."""
+        try:
+            with _as_store_error("sync"):
+                os.fdatasync(self._descriptor())
+        except StoreError:
+            self.sync_failures += 1
+            raise
 
     def free(self, slots: list[int]) -> None:
-        """Overwrite what ``slots`` hold with zeros, durably, then give their blocks back (a hole).
-        Only the parts on disk are overwritten: zeros written into a hole would take space."""
+        """Overwrite what ``slots`` hold with random bytes, durably: a freed slot looks like one
+        in use, so the file shows neither which slots are free nor where an upload ended. A hole
+        (a slot never written, or given back after a write failed on a full disk) holds nothing
+        and stays one: filling it would take room a full disk does not have."""
         fd = self._descriptor()
         for _index, first, count in runs(slots):
             for offset, length in _data_ranges(fd, first * SLOT_BYTES, (first + count) * SLOT_BYTES):
                 for at in range(offset, offset + length, SLOT_BYTES):
                     with _as_store_error("write"):
-                        _pwrite_all(fd, memoryview(_ZEROS)[: min(SLOT_BYTES, offset + length - at)], at)
+                        _pwrite_all(fd, memoryview(os.urandom(min(SLOT_BYTES, offset + length - at))), at)
         self.sync()
-        for _index, first, count in runs(slots):
-            _punch_hole(fd, first * SLOT_BYTES, count * SLOT_BYTES)
+
+    @contextmanager
+    def cleaning(self) -> Iterator[None]:
+        """Held while freed slots are overwritten and given back: by one cleaner at a time, in
+        every process (flock on the file), so none overwrites a slot another already gave back
+        and an upload has since claimed."""
+        fd = self._descriptor()
+        with self._cleaning:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def truncate(self, slot_count: int) -> None:
-        """Cut the file after its first ``slot_count`` slots (call under the database's write lock)."""
+        """Cut the file after its first ``slot_count`` slots (call under the database's write lock;
+        the cut is made durable by the next sync)."""
         if self._fd is None and not self.path.exists():
             return
         with _as_store_error("truncate"):
             if os.fstat(self._descriptor()).st_size > slot_count * SLOT_BYTES:
                 os.ftruncate(self._descriptor(), slot_count * SLOT_BYTES)
-                os.fsync(self._descriptor())
 
     def close(self) -> None:
         with self._lock:
@@ -174,23 +197,8 @@ class SlotsFile:
                 os.close(fd)
 
 
-class _Misaligned(Exception):
-    """O_DIRECT refused the buffer's address or length (EINVAL)."""
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(data):
-        try:
-            done += os.pwrite(fd, data[done:], offset + done)
-        except OSError as error:
-            if error.errno == errno.EINVAL and done == 0:
-                raise _Misaligned from None
-            raise
-
-
 def _data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
-    """(offset, length) of each part of [start, end) that is on disk, not a hole or past the end."""
+    """(offset, length) of each part of [start, end) that is on disk: not a hole, not past the end."""
     size = os.fstat(fd).st_size
     position = start
     while position < min(end, size):
@@ -208,12 +216,26 @@ def _data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
 
 
 def _punch_hole(fd: int, offset: int, length: int) -> None:
-    """Give the range's blocks back to the file system. Where it cannot (a file system without
-    holes), the zeros written stay, which say as little."""
+    """Give the range's blocks back to the file system, where it can (Linux's fallocate)."""
     if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
         error = ctypes.get_errno()
         if error not in (errno.EOPNOTSUPP, errno.ENOSYS):
             raise StoreError(f"could not free space in the slots file: {os.strerror(error)}")
+
+
+class _Misaligned(Exception):
+    """O_DIRECT refused the buffer's address or length (EINVAL)."""
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        try:
+            done += os.pwrite(fd, data[done:], offset + done)
+        except OSError as error:
+            if error.errno == errno.EINVAL and done == 0:
+                raise _Misaligned from None
+            raise
 
 
 @contextmanager
@@ -232,9 +254,24 @@ _files_lock = threading.Lock()
 
 
 def slots_file_for(path: Path) -> SlotsFile:
-    """This process's SlotsFile for ``path`` (a forked worker opens its own descriptor)."""
+    """This process's SlotsFile for ``path`` (a forked worker opens its own descriptors)."""
     with _files_lock:
         key = (os.getpid(), Path(path))
         if key not in _files:
             _files[key] = SlotsFile(path)
         return _files[key]
+
+
+def _close_the_parents_files() -> None:
+    """In a forked child: the parent's descriptors are not this process's to use. (No lock is
+    taken: a thread of the parent may have held one when it forked.)"""
+    global _files_lock
+    _files_lock = threading.Lock()
+    for key in [key for key in _files if key[0] != os.getpid()]:
+        parents = _files.pop(key)
+        for fd in (parents._fd, parents._direct_fd):
+            if fd is not None:
+                os.close(fd)
+
+
+os.register_at_fork(after_in_child=_close_the_parents_files)

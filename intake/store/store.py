@@ -43,7 +43,7 @@ from intake.store.connection import (
     write_transaction,
 )
 from intake.store.designations import random_designation
-from intake.store.errors import JournalistExistsError, NotInitialisedError, SourceExistsError, StoreError
+from intake.store.errors import JournalistExistsError, NotInitialisedError, SourceExistsError, StoreError, StoreFullError
 from intake.store.file_times import settle_file_times
 from intake.store.group_commit import group_for
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
@@ -229,14 +229,17 @@ class Store:
         self.close()
 
     def databases(self) -> list[tuple[str, Connection]]:
-        """Both database files, named as `intake status` and `intake check` report them."""
+        """The database files, named as `intake status` and `intake check` report them: the
+        blobs database only in a store from before the slots file."""
         self._settle()
-        return [("database", self._conn), ("blobs database", self._blobs_connection())]
+        blobs = self._legacy_blobs()
+        return [("database", self._conn)] + ([("blobs database", blobs)] if blobs is not None else [])
 
-    def _blobs_connection(self) -> Connection:
-        """The blobs database, opened (and created, the first time) on first use.
-        Call only with no write in flight (see _settle)."""
-        if self._blobs is None:
+    def _legacy_blobs(self) -> Connection | None:
+        """The blobs database of a store from before the slots file, opened on first use; None
+        in a store that never had one (nothing creates it any more). Call only with no write in
+        flight (see _settle)."""
+        if self._blobs is None and blobs_path(self._settings).exists():
             self._blobs = _open_blobs(self._settings)
         return self._blobs
 
@@ -366,8 +369,9 @@ class Store:
         blob_seqs: list[int] = []
         blobs = None
         if main_seqs != [0]:
-            blobs = self._settled_blobs()
-            blob_seqs = run_in_os_thread(self._blob_seqs, blobs, submission_id)
+            self._settle()
+            blobs = self._legacy_blobs()
+            blob_seqs = run_in_os_thread(self._blob_seqs, blobs, submission_id) if blobs is not None else []
         if blob_seqs + main_seqs != list(range(len(blob_seqs) + len(main_seqs))):
             raise StoreError("the submission's stored pieces are incomplete")
         for seq in blob_seqs:
@@ -386,10 +390,13 @@ class Store:
         numbers = [slot for _seq, slot in slots]
         per_read = self._chunk_bytes // SLOT_BYTES
         for start in range(0, len(numbers), per_read):
-            piece = run_in_os_thread(self._slots().read, numbers[start : start + per_read], min(left, per_read * SLOT_BYTES))
-            # Still there after the read, so its slots were not freed (and perhaps reused) during it.
-            if not self._read("SELECT 1 FROM submissions WHERE id = ?", (submission_id,)):
-                raise StoreError("the submission was deleted while it was being read")
+            try:
+                piece = run_in_os_thread(self._slots().read, numbers[start : start + per_read], min(left, per_read * SLOT_BYTES))
+            finally:
+                # Still there after the read, so its slots were not freed (and perhaps reused or
+                # cut off the file) during it; gone, that is why a read came back short.
+                if not self._read("SELECT 1 FROM submissions WHERE id = ?", (submission_id,)):
+                    raise StoreError("the submission was deleted while it was being read")
             left -= len(piece)
             yield piece
 
@@ -494,17 +501,21 @@ class Store:
         if head or needed > unwritten:
             ahead = min(len(upload._slots), _MAX_CLAIM_SLOTS)
             with write_transaction(self._conn) as conn:
+                if not head and not conn.execute("SELECT 1 FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,)).fetchone():
+                    raise StoreError("the upload was removed before it completed: please send it again")
                 if head:
                     self._insert_pending(conn, upload, writer=processes.current_writer())
                     conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
                                  (random_rowid(), upload.id, buffer[start:body]))
                 if needed > unwritten:
-                    upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), needed - unwritten + ahead)
+                    upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), needed - unwritten, ahead=ahead)
             # The pages this transaction cached are not needed again until the next claim or the
             # publish, which may be minutes away over Tor (~150 KiB per upload in flight, measured
             # on the blobs branch).
             with translate_errors():
                 self._conn.execute("PRAGMA shrink_memory")
+        if not upload._stored:
+            upload._sync_failures = self._slots().sync_failures
         upload._stored += length
         if needed:
             end, padded = start + length, body + needed * SLOT_BYTES
@@ -513,10 +524,6 @@ class Store:
             slots = upload._slots[upload._used : upload._used + needed]
             upload._used += needed
             self._in_flight = start_in_os_thread(self._slots().write, slots, buffer, body)
-
-    def _settled_blobs(self) -> Connection:
-        self._settle()
-        return self._blobs_connection()
 
     def commit_together(self, uploads: list[SubmissionWriter]) -> tuple[str, ...]:
         """Make several submissions (the parts of one request) visible in one transaction:
@@ -550,6 +557,8 @@ class Store:
         self._settle()
         if any(upload._used for upload, *_ in pieces):
             run_in_os_thread(self._slots().sync)
+            if any(upload._used and upload._sync_failures != self._slots().sync_failures for upload, *_ in pieces):
+                raise StoreError("the disk failed to keep an upload: please send it again")
         group_for(self._settings.db_path).publish(self._conn, lambda conn: self._publish_in(conn, pieces))
 
     def _publish_in(self, conn: Connection, pieces: list[tuple[SubmissionWriter, bytes | None, int, bool]]) -> None:
@@ -567,21 +576,22 @@ class Store:
             if whole is not None:
                 conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
                              (random_rowid(), upload.id, whole))
-            if len(upload._slots) > upload._used:
-                slot_table.release_unused(conn, upload.id, upload._used)
+            if upload._slots:
+                slot_table.publish(conn, upload.id, upload._used)
         for source_id in {upload.source_id for upload, *_ in pieces}:
             conn.execute(
                 "UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
                 (today(), source_id, today()),
             )
 
-    def _discard(self, submission_id: str) -> None:
+    def _discard(self, upload: SubmissionWriter) -> None:
         try:
             self._settle()
         except Exception:  # noqa: BLE001 - a failed chunk write is often why the upload is discarded
             pass
         with write_transaction(self._conn) as conn:
-            conn.execute("DELETE FROM submissions WHERE id = ? AND state = 'pending'", (submission_id,))
+            conn.execute("DELETE FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,))
+            slot_table.let_go(conn, upload._slots)  # nothing of this upload writes them any more
         self._reclaim_space()
 
     def recover(self) -> int:
@@ -604,19 +614,30 @@ class Store:
         is gone; then give freed pages back to the file system. In an OS thread: freeing a
         large upload rewrites its slots (and, with secure_delete, pages)."""
         self._settle()
-        run_in_os_thread(self._reclaim_space_now, self._blobs_connection())
+        run_in_os_thread(self._reclaim_space_now, self._legacy_blobs())
 
-    def _reclaim_space_now(self, blobs: Connection) -> None:
-        slot_table.clean_freed(self._conn, self._slots().free, self._slots().truncate)
-        with translate_errors():
-            stored = [row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks").fetchall()]
-        gone = set(stored) - self.existing_submissions(stored)
-        if gone:
-            with write_transaction(blobs) as conn:
-                conn.executemany("DELETE FROM chunks WHERE submission_id = ?", [(submission_id,) for submission_id in gone])
-        with translate_errors():
-            blobs.execute("PRAGMA incremental_vacuum").fetchall()
-            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+    def _reclaim_space_now(self, blobs: Connection | None) -> None:
+        # On a full disk each step may fail for want of room: what is left is done at a later
+        # reclaim (freed slots stay unclaimable meanwhile), and the caller's change stands.
+        try:
+            if self._read("SELECT 1 FROM slots LIMIT 1"):
+                slots = self._slots()
+                with slots.cleaning():
+                    slot_table.clean_freed(self._conn, slots.free, slots.truncate)
+                slots.sync()
+            if blobs is not None:
+                with translate_errors():
+                    stored = [row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks").fetchall()]
+                gone = set(stored) - self.existing_submissions(stored)
+                if gone:
+                    with write_transaction(blobs) as conn:
+                        conn.executemany("DELETE FROM chunks WHERE submission_id = ?", [(submission_id,) for submission_id in gone])
+                with translate_errors():
+                    blobs.execute("PRAGMA incremental_vacuum").fetchall()
+            with translate_errors():
+                self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        except StoreFullError:
+            pass
         empty_wal(self._conn)  # the vacuum ran outside write_transaction
 
     def existing_submissions(self, ids: list[str]) -> set[str]:
@@ -730,6 +751,7 @@ class SubmissionWriter:
         self._stored = 0  # bytes handed to the store so far
         self._slots: list[int] = []  # slots claimed, in the envelope's order
         self._used = 0  # of which written
+        self._sync_failures = 0  # the slots file's failed syncs when this upload first wrote
         self._finished = False
 
     @property
@@ -818,7 +840,7 @@ class SubmissionWriter:
         self._buffer = self._written = None
         self._filled = 0
         if self._stored:
-            self._store._discard(self.id)
+            self._store._discard(self)
 
     def __enter__(self) -> SubmissionWriter:
         return self
