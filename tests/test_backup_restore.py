@@ -54,7 +54,7 @@ def _key_file(path: Path) -> Path:
 
 def _submit(data: Path, key_file: Path, tips: dict[str, bytes]) -> None:
     """Store submissions as the source app does: envelopes sealed to the active journalists.
-    Small chunks put the large ones in the blobs database, in several pieces."""
+    Small chunks: the large ones go to the slots file in several pieces."""
     settings = load_settings(data, db_key_file=key_file, upload_chunk_bytes=64 << 10)
     with Store.open(settings) as store:
         recipients = store.active_recipients()

@@ -341,7 +341,7 @@ class Load:
                 Part("file", f"notes-{rng.randrange(10**6)}.bin", unique_file(rng.randrange(1, 2 * INLINE_BYTES)))], {}
 
     def _large_files(self, rng) -> tuple[list[Part], dict]:
-        # Several chunk rows in the blobs file, and a last piece in either database.
+        # Several slots in the slots file, or one piece in the database.
         return [Part("message", None, unique_message("large")),
                 Part("file", f"large-{rng.randrange(10**6)}.bin", unique_file(rng.randrange(4 * MiB, 10 * MiB)))], {}
 
@@ -368,7 +368,7 @@ def wait_for(condition, timeout: float, load: Load) -> None:
 
 
 def trickle_has_stored_a_chunk(load: Load, pending) -> bool:
-    """The trickled upload is past its first 4 MiB chunk (stored in the blobs file under a pending
+    """The trickled upload is past its first 4 MiB chunk (stored in the slots file under a pending
     row) with at least 1.5 MiB, half a second, still to go: it is certainly in flight at the kill."""
     return 5 * MiB < load.trickled < 7.5 * MiB and pending() >= 1
 
@@ -508,7 +508,7 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
             refused = None
             for number in range(40):
                 parts = [Part("message", None, unique_message(f"tip {number}")),
-                         # 5.5 MiB: a chunk goes to the blobs file while the body still arrives; 3 MiB: all at the end.
+                         # 5.5 MiB: a chunk goes to the slots file while the body still arrives; 3 MiB: all at the end.
                          Part("file", f"scan-{number}.pdf", unique_file(int((5.5 if number % 2 else 3) * MiB) + number * 1000))]
                 request = Sent(parts)
                 sent.append(request)
@@ -606,7 +606,7 @@ def test_parts_of_one_request_are_published_together_in_order_and_read_back(tmp_
             upload.write(_seal(recipients, content, Metadata("file", name="f")))
             uploads.append(upload)
         ids = store.commit_together(uploads)
-        # The main database took at most INLINE_BYTES of last pieces in that one transaction; the rest went to the blobs file.
+        # The main database took at most INLINE_BYTES of last pieces in that one transaction; the rest went to the slots file.
         inline = store._conn.execute("SELECT coalesce(sum(length(data)), 0) FROM submission_chunks").fetchone()[0]
         assert inline <= INLINE_BYTES
         read = [decrypt_bytes(b"".join(store.submission_ciphertext(i)), journalist.private_key)[1] for i in ids]

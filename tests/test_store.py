@@ -13,6 +13,7 @@ import threading
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -402,7 +403,7 @@ def test_large_upload_goes_to_the_slots_file_all_but_its_header(store: Store, se
         assert path == slots or (canary not in path.read_bytes() and header[:16] not in path.read_bytes()), path.name
 
 
-def test_short_message_is_stored_and_read_without_touching_the_blobs_file(store: Store, settings: Settings, source, recipients):
+def test_short_message_is_stored_and_read_without_touching_the_slots_file(store: Store, settings: Settings, source, recipients):
     submission_id = _store_envelope(store, source.id, recipients, b"a short tip")
     assert b"".join(store.submission_ciphertext(submission_id))
     assert not _blobs_file(settings).exists() and not slots_path(settings.db_path).exists()
@@ -436,7 +437,7 @@ def test_blobs_file_is_refused_under_another_key(store: Store, settings: Setting
         Store(store._conn, wrong)._legacy_blobs()
 
 
-def test_deleting_a_submission_reclaims_its_chunks_and_space(store: Store, settings: Settings, source, recipients):
+def test_deleting_a_submission_reclaims_its_slots_and_space(store: Store, settings: Settings, source, recipients):
     from intake.store.newsroom import Newsroom
 
     store.recover()
@@ -449,30 +450,36 @@ def test_deleting_a_submission_reclaims_its_chunks_and_space(store: Store, setti
     assert _disk_bytes(settings) < grown - 2 * settings.upload_chunk_bytes
 
 
-def test_recover_removes_chunks_whose_submission_is_gone(store: Store, settings: Settings, source, recipients):
-    """As after a crash between deleting a submission and deleting its chunks."""
-    with store.start_submission(source.id, "file", recipients) as upload:
-        upload.write(os.urandom(settings.upload_chunk_bytes + 1))
-        kept = upload.commit()
-    # A chunk left in the blobs database of a store from before the slots file, and slots freed but
-    # not yet overwritten (as after a crash right after the delete).
+def test_recover_overwrites_the_slots_of_a_submission_that_is_gone(store: Store, settings: Settings, source, recipients):
+    """As after a crash between deleting a submission and overwriting its slots (and, in a store
+    from before the slots file, deleting its chunks)."""
     store_module._open_blobs(settings).close()
     store._legacy_blobs().execute("INSERT INTO chunks (submission_id, seq, data) VALUES ('gone', 0, x'00')")
     with store.start_submission(source.id, "file", recipients) as upload:
         upload.write(os.urandom(settings.upload_chunk_bytes + 1))
         gone = upload.commit()
+    with store.start_submission(source.id, "file", recipients) as upload:  # after it in the file
+        upload.write(os.urandom(settings.upload_chunk_bytes + 1))
+        kept = upload.commit()
     gone_slots = [slot for _seq, slot in slot_table.slots_of(store._conn, gone)]
-    held = _slots_in_use(settings)
+    path = slots_path(settings.db_path)
+    before = {slot: _slot_bytes(path, slot) for slot in gone_slots}
     with write_transaction(store._conn) as conn:
         conn.execute("DELETE FROM submissions WHERE id = ?", (gone,))
     assert store.recover() == 0
     assert _blob_chunk_count(store, "gone") == 0
-    assert _slots_in_use(settings) <= held - len(gone_slots) + 1
-    with open(slots_path(settings.db_path), "rb") as slots_file:
-        for slot in gone_slots:
-            slots_file.seek(slot * SLOT_BYTES)
-            assert slots_file.read(SLOT_BYTES).strip(b"\x00") == b""
+    for slot, old in before.items():
+        now = _slot_bytes(path, slot)
+        # Overwritten with random bytes: nothing of the old ciphertext, and not told apart from a slot in use.
+        assert len(now) == SLOT_BYTES and now != old and old[:4096] not in now and len(zlib.compress(now)) >= SLOT_BYTES
+    assert not store._conn.execute("SELECT 1 FROM slots WHERE submission_id IS NULL AND dirty = 1").fetchall()
     assert len(b"".join(store.submission_ciphertext(kept))) == settings.upload_chunk_bytes + 1
+
+
+def _slot_bytes(path: Path, slot: int) -> bytes:
+    with open(path, "rb") as slots_file:
+        slots_file.seek(slot * SLOT_BYTES)
+        return slots_file.read(SLOT_BYTES)
 
 
 def test_write_transaction_waits_for_the_lock_and_gives_up_clearly(settings: Settings, source):

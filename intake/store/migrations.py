@@ -370,8 +370,8 @@ CREATE TABLE chunks (
 );
 """
 
-# Rows were numbered in the order the chunks came: from now on each gets a random rowid
-# (intake.store.chunk_writer), and the old ones are renumbered at random.
+# Rows were numbered in the order the chunks came: from then on each got a random rowid,
+# and the old ones are renumbered at random.
 BLOBS_MIGRATION_2 = """
 UPDATE chunks SET rowid = random() & 9223372036854775807;
 """

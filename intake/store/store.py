@@ -419,7 +419,7 @@ class Store:
         return problems
 
     def slots_file_bytes(self) -> int:
-        """What the slots file takes on disk (its holes, freed slots, take nothing)."""
+        """What the slots file takes on disk (a hole, where a write failed, takes nothing)."""
         path = slots_path(self._settings.db_path)
         return path.stat().st_blocks * 512 if path.exists() else 0
 
