@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pyotp
@@ -173,6 +174,10 @@ def test_status_and_check_cover_the_slots_file(newsroom: Newsroom):
     assert status.exit_code == 0 and re.search(r"^slots file: [1-9]", status.output, re.MULTILINE), status.output
     assert invoke(newsroom, "check").exit_code == 0
     slots = slots_path(newsroom.settings.db_path)
+    # A slot the database names is given back to the file system: a hole.
+    subprocess.run(["fallocate", "--punch-hole", "--offset", str(SLOT_BYTES), "--length", str(SLOT_BYTES), str(slots)], check=True)
+    holed = invoke(newsroom, "check")
+    assert holed.exit_code == 1 and "1 slots of submissions hold nothing" in holed.output and "Traceback" not in holed.output
     os.truncate(slots, slots.stat().st_size - SLOT_BYTES)  # a slot the database names is gone
     result = invoke(newsroom, "check")
     assert result.exit_code == 1 and "slots file" in result.output and "Traceback" not in result.output

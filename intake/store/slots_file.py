@@ -143,6 +143,14 @@ class SlotsFile:
             out += got
         return bytes(out)
 
+    def holes_among(self, slots: list[int]) -> int:
+        """How many of ``slots`` are not wholly on disk (a hole: never written, or given back)."""
+        fd = self._descriptor()
+        held = 0
+        for _index, first, count in runs(slots):
+            held += sum(length for _offset, length in _data_ranges(fd, first * SLOT_BYTES, (first + count) * SLOT_BYTES))
+        return len(slots) - held // SLOT_BYTES
+
     def sync(self) -> None:
         """Make every write so far durable (before the transaction that publishes them). Linux
         reports a failed write-back once per open file: every upload of this process that wrote

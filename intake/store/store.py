@@ -416,6 +416,12 @@ class Store:
         length = path.stat().st_size if path.exists() else 0
         if (highest + 1) * SLOT_BYTES > length:
             problems.append(f"slots file: {path.name} ends before the slots the database names (restore a backup)")
+        elif highest >= 0:
+            in_use = [row[0] for row in self._read("SELECT slots.slot FROM slots JOIN submissions ON submissions.id = slots.submission_id"
+                                                  " WHERE submissions.state = 'ready' ORDER BY slots.slot")]
+            empty = run_in_os_thread(self._slots().holes_among, in_use)
+            if empty:
+                problems.append(f"slots file: {empty} slots of submissions hold nothing (holes): restore a backup")
         return problems
 
     def slots_file_bytes(self) -> int:
