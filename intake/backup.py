@@ -164,10 +164,14 @@ def _copy_slots(settings: Settings, staged: Connection, target_path: Path) -> bo
     may have been reused): a submission still there after the copy was there throughout."""
     rows = staged.execute("SELECT submission_id, seq, slot FROM slots WHERE submission_id IS NOT NULL ORDER BY submission_id, seq").fetchall()
     if rows:
-        live, target = SlotsFile(slots_path(settings.db_path)), SlotsFile(target_path, direct=False)
+        live, target = SlotsFile(slots_path(settings.db_path), direct=False), SlotsFile(target_path, direct=False)
         try:
             for number, (_submission_id, _seq, slot) in enumerate(rows):
-                target.write([number], live.read([slot], SLOT_BYTES), 0)
+                try:
+                    piece = live.read([slot], SLOT_BYTES)
+                except StoreError:  # cut off the file with a submission deleted meanwhile: copy again
+                    return False
+                target.write([number], piece, 0)
             target.sync()
         finally:
             live.close()

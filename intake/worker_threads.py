@@ -38,6 +38,9 @@ class Running(Protocol[T_co]):
     def result(self) -> T_co:
         """Wait for the call to end (only this greenlet, under gevent) and return or raise what it did."""
 
+    def done(self) -> bool:
+        """Whether the call has ended."""
+
 
 class _GeventRunning:
     def __init__(self, async_result: Any):
@@ -45,6 +48,9 @@ class _GeventRunning:
 
     def result(self) -> Any:
         return self._async_result.get()
+
+    def done(self) -> bool:
+        return self._async_result.ready()
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None

@@ -5,13 +5,15 @@ sync of the slots file comes after its last write and before the publishing tran
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
 
-from intake.store import Store
-from intake.store import store as store_module
+from intake.store import Store, StoreError
+from intake.store import submission_writer as writer_module
 from intake.store.slots_file import SLOT_BYTES
+from tests.fixtures_store import PAST_ANY_HEADER
 
 MiB = 1 << 20
 
@@ -76,8 +78,35 @@ def test_parts_stored_at_the_commit_are_synced_before_they_are_published(store: 
     assert _synced_before_each_publish(events), events
 
 
+def test_a_failed_sync_fails_every_upload_that_wrote_before_it(store: Store, source, recipients, monkeypatch):
+    """Linux reports a failed write-back once per open file: the upload whose sync hears of it
+    fails, and so does every other upload that wrote before it; one that came after is kept."""
+    slots = store._slots()
+    first, second = (store.start_submission(source.id, "file", recipients) for _ in range(2))
+    for upload in (first, second):
+        upload.write(os.urandom(4 * MiB + PAST_ANY_HEADER))  # a chunk of each written before the failure
+    real_fdatasync, failures = os.fdatasync, [OSError(errno.EIO, "Input/output error")]
+
+    def failing_once(fd):
+        if fd in (slots._fd, slots._direct_fd) and failures:
+            raise failures.pop()
+        return real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing_once)
+    with pytest.raises(StoreError, match="could not sync"):
+        first.commit()
+    first.abort()
+    with pytest.raises(StoreError, match="the disk failed to keep an upload"):
+        second.commit()
+    second.abort()
+    with store.start_submission(source.id, "file", recipients) as later:
+        later.write(os.urandom(2 * MiB))
+        kept = later.commit()
+    assert [submission.id for submission in store.submissions()] == [kept]
+
+
 def test_a_slow_uploads_pieces_are_synced_before_it_is_published(store: Store, source, recipients, events, monkeypatch):
-    monkeypatch.setattr(store_module, "SLOW_FLUSH_SECONDS", 0.0)  # every piece of a slot or more is stored at once
+    monkeypatch.setattr(writer_module, "SLOW_FLUSH_SECONDS", 0.0)  # every piece of a slot or more is stored at once
     with store.start_submission(source.id, "file", recipients) as upload:
         for _ in range(5):
             upload.write(os.urandom(SLOT_BYTES + 1000))

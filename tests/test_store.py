@@ -31,6 +31,7 @@ from intake.store import (
     WrongDatabaseKeyError,
 )
 from intake.store import store as store_module
+from intake.store import submission_writer as writer_module
 from intake.store.connection import write_transaction
 from intake.store.migrations import LATEST_VERSION
 from intake.store import slot_table
@@ -105,7 +106,7 @@ def test_database_and_wal_hold_no_plaintext(store: Store, settings: Settings, re
 
 @pytest.mark.parametrize(
     "chunks, tail",
-    [(0, 1000), (0, store_module.INLINE_BYTES + 1), (3, 123), (3, store_module.INLINE_BYTES + 1), (2, -3000)],
+    [(0, 1000), (0, writer_module.INLINE_BYTES + 1), (3, 123), (3, writer_module.INLINE_BYTES + 1), (2, -3000)],
     ids=["tiny", "just-over-the-inline-size", "three-chunks", "three-chunks-and-more", "under-two-chunks"],
 )
 def test_committed_submission_decrypts_for_every_journalist(store: Store, settings: Settings, source, recipients, journalists, chunks, tail):
@@ -123,11 +124,11 @@ def test_committed_submission_decrypts_for_every_journalist(store: Store, settin
 def test_a_slow_piece_after_full_chunks_stores_exactly_what_was_written(store: Store, settings: Settings, source, recipients):
     # Full chunks back to back refill the buffer of the chunk before; a piece stored by the slow
     # flush from such a buffer must not carry the old chunk's bytes past its own end.
-    pieces = [os.urandom(settings.upload_chunk_bytes) for _ in range(3)] + [os.urandom(store_module.SLOW_FLUSH_BYTES + 7)]
+    pieces = [os.urandom(settings.upload_chunk_bytes) for _ in range(3)] + [os.urandom(writer_module.SLOW_FLUSH_BYTES + 7)]
     upload = store.start_submission(source.id, "file", recipients)
     for piece in pieces:
         upload.write(piece)
-    time.sleep(store_module.SLOW_FLUSH_SECONDS + 0.05)
+    time.sleep(writer_module.SLOW_FLUSH_SECONDS + 0.05)
     pieces.append(os.urandom(11))  # the write after the wait stores what waited
     upload.write(pieces[-1])
     assert upload.size == sum(map(len, pieces))
@@ -280,7 +281,7 @@ def test_full_disk_at_publish_gives_a_clear_error_and_no_partial_submission(smal
 
 
 def _slots_in_use(settings: Settings) -> int:
-    """Blocks the slots file holds on disk, in slots (a freed slot is a hole)."""
+    """Blocks the slots file holds on disk, in slots (where a write failed, a hole holds none)."""
     path = slots_path(settings.db_path)
     return path.stat().st_blocks * 512 // SLOT_BYTES if path.exists() else 0
 

@@ -11,10 +11,11 @@ free slots are claimed. Deleting a submission frees its slots (the foreign key's
 NULL), in the same transaction.
 
 Where a claim lands: free slots from a random place in the file on, so where a reused slot is
-says nothing of when its upload came; when none is free the file grows at its end by exactly
-what the piece needs, so no slot is ever left a hole between written ones (a hole would show
-where an upload ended), and a store that only grew keeps its slots in order of arrival, as
-the blobs database's pages were (SECURITY.md §2).
+says nothing of when its upload came; when too few are free the file grows at its end, and a
+store that only grew keeps its slots in order of arrival, as the blobs database's pages were
+(SECURITY.md §2). An upload claims ahead of what it writes (fewer transactions); what it did
+not write is filled with random bytes before it is given back, so no slot is left a hole
+between written ones (a hole would show where an upload ended).
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from intake.store.connection import Connection, translate_errors, write_transact
 from intake.store.slots_file import runs
 
 
-def claim(conn: Connection, submission_id: str, first_seq: int, count: int, *, ahead: int = 0) -> list[int]:
-    """Claim ``count`` slots for ``submission_id``, numbered first_seq..., and up to ``ahead``
-    more if that many are free already; call inside a write transaction. Grows the file for
-    the ``count`` only."""
+def claim(conn: Connection, submission_id: str, first_seq: int, count: int) -> list[int]:
+    """Claim ``count`` slots for ``submission_id``, numbered first_seq...; call inside a write
+    transaction. Adds rows at the end (the file grows as they are written) when too few are free."""
     total = conn.execute("SELECT coalesce(max(slot), -1) + 1 FROM slots").fetchone()[0]
-    slots = _free_from(conn, secrets.randbelow(total) if total else 0, count + ahead)
+    slots = _free_from(conn, secrets.randbelow(total) if total else 0, count)
     if len(slots) < count:
         conn.execute("WITH RECURSIVE new(slot) AS (SELECT ? UNION ALL SELECT slot + 1 FROM new WHERE slot + 1 < ?)"
                      " INSERT INTO slots (slot, dirty) SELECT slot, 0 FROM new", (total, total + count - len(slots)))
@@ -56,7 +56,8 @@ def _free_from(conn: Connection, start: int, count: int) -> list[int]:
 
 
 def publish(conn: Connection, submission_id: str, used: int) -> None:
-    """At the publish: the upload's written slots are its own, the others go back clean (never written)."""
+    """At the publish: the upload's written slots are its own; the others, claimed ahead and
+    filled with random bytes instead, go back clean."""
     conn.execute("UPDATE slots SET submission_id = NULL, seq = NULL, dirty = 0, writer = NULL WHERE submission_id = ? AND seq >= ?",
                  (submission_id, used))
     conn.execute("UPDATE slots SET writer = NULL WHERE submission_id = ?", (submission_id,))
@@ -81,14 +82,13 @@ def clean_freed(conn: Connection, overwrite: Callable[[list[int]], None], trunca
     under the write lock: no claim can grow the file meanwhile). The caller holds the slots
     file's cleaning lock, so two cleaners never overwrite a slot one of them already gave back.
     Returns how many slots were overwritten."""
-    with translate_errors():
-        rows = conn.execute("SELECT slot, writer FROM slots WHERE submission_id IS NULL AND dirty = 1 ORDER BY slot").fetchall()
-    freed = [slot for slot, writer in rows if writer is None or not processes.writer_alive(writer)]
-    if freed:
+    overwritten = 0
+    while freed := _cleanable(conn):  # again: others may have freed some meanwhile
         overwrite(freed)
         with write_transaction(conn):
             conn.executemany("UPDATE slots SET dirty = 0, writer = NULL WHERE slot = ? AND submission_id IS NULL",
                              [(slot,) for slot in freed])
+        overwritten += len(freed)
     last_in_use = "SELECT coalesce(max(slot), -1) + 1 FROM slots WHERE submission_id IS NOT NULL OR dirty = 1"
     with translate_errors():
         (kept,) = conn.execute(last_in_use).fetchone()
@@ -98,4 +98,12 @@ def clean_freed(conn: Connection, overwrite: Callable[[list[int]], None], trunca
             (kept,) = conn.execute(last_in_use).fetchone()
             conn.execute("DELETE FROM slots WHERE slot >= ?", (kept,))
             truncate(kept)
-    return len(freed)
+    return overwritten
+
+
+def _cleanable(conn: Connection) -> list[int]:
+    """Freed slots that may hold ciphertext and that no live process may still write (a zombie,
+    killed and not yet reaped, counts as gone, as for recovery: see SECURITY.md §2)."""
+    with translate_errors():
+        rows = conn.execute("SELECT slot, writer FROM slots WHERE submission_id IS NULL AND dirty = 1 ORDER BY slot").fetchall()
+    return [slot for slot, writer in rows if writer is None or not processes.writer_alive(writer)]

@@ -162,31 +162,54 @@ class SlotsFile:
             self.sync_failures += 1
             raise
 
-    def free(self, slots: list[int]) -> None:
-        """Overwrite what ``slots`` hold with random bytes, durably: a freed slot looks like one
-        in use, so the file shows neither which slots are free nor where an upload ended. A hole
-        (a slot never written, or given back after a write failed on a full disk) holds nothing
-        and stays one: filling it would take room a full disk does not have."""
+    def fill_random(self, slots: list[int]) -> None:
+        """Write random bytes into ``slots`` (claimed, never written: no hole may show where an
+        upload ended)."""
         fd = self._descriptor()
-        for _index, first, count in runs(slots):
-            for offset, length in _data_ranges(fd, first * SLOT_BYTES, (first + count) * SLOT_BYTES):
-                for at in range(offset, offset + length, SLOT_BYTES):
-                    with _as_store_error("write"):
-                        _pwrite_all(fd, memoryview(os.urandom(min(SLOT_BYTES, offset + length - at))), at)
+        for slot in slots:
+            self._write_slots(fd, _random_slot(), slot * SLOT_BYTES)
+
+    def free(self, slots: list[int]) -> None:
+        """Overwrite ``slots`` with random bytes, durably: a freed slot looks like one in use, so
+        the file shows neither which slots are free nor where an upload ended. On a full disk,
+        the holes this filled (slots never written, or given back after a failed write) are
+        given back again, and StoreFullError says to try later."""
+        fd = self._descriptor()
+        filled: list[int] = []
+        for slot in (slot for _index, first, count in runs(slots) for slot in range(first, first + count)):
+            was_hole = sum(length for _offset, length in _data_ranges(fd, slot * SLOT_BYTES, (slot + 1) * SLOT_BYTES)) < SLOT_BYTES
+            try:
+                self._write_slots(fd, _random_slot(), slot * SLOT_BYTES)
+            except StoreFullError:
+                for hole in [*filled, slot]:
+                    _punch_hole(fd, hole * SLOT_BYTES, SLOT_BYTES)
+                raise
+            if was_hole:
+                filled.append(slot)
         self.sync()
 
     @contextmanager
-    def cleaning(self) -> Iterator[None]:
+    def cleaning(self) -> Iterator[bool]:
         """Held while freed slots are overwritten and given back: by one cleaner at a time, in
         every process (flock on the file), so none overwrites a slot another already gave back
-        and an upload has since claimed."""
+        and an upload has since claimed. Never waits: yields False while another cleaner works
+        (it cleans until nothing is left; what it misses, the next reclaim does)."""
         fd = self._descriptor()
-        with self._cleaning:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        if not self._cleaning.acquire(blocking=False):
+            yield False
+            return
+        try:
             try:
-                yield
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._cleaning.release()
 
     def truncate(self, slot_count: int) -> None:
         """Cut the file after its first ``slot_count`` slots (call under the database's write lock;
@@ -224,11 +247,16 @@ def _data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
 
 
 def _punch_hole(fd: int, offset: int, length: int) -> None:
-    """Give the range's blocks back to the file system, where it can (Linux's fallocate)."""
-    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
-        error = ctypes.get_errno()
-        if error not in (errno.EOPNOTSUPP, errno.ENOSYS):
-            raise StoreError(f"could not free space in the slots file: {os.strerror(error)}")
+    """Give the range's blocks back to the file system, where it can (Linux's fallocate): at
+    best, after a failed write, so nothing it fails with hides that write's own error."""
+    _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
+
+
+def _random_slot() -> memoryview:
+    """A slot of fresh random bytes, page-aligned (O_DIRECT)."""
+    buffer = mmap.mmap(-1, SLOT_BYTES)
+    buffer[:] = os.urandom(SLOT_BYTES)
+    return memoryview(buffer)
 
 
 class _Misaligned(Exception):

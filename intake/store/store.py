@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 import mmap
 import os
@@ -47,27 +48,21 @@ from intake.store.errors import JournalistExistsError, NotInitialisedError, Sour
 from intake.store.file_times import settle_file_times
 from intake.store.group_commit import group_for
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
-from intake.store.slots_file import HEADER_ROOM, SLOT_BYTES, SlotsFile, slots_file_for, slots_path
+from intake.store.slots_file import SLOT_BYTES, SlotsFile, slots_file_for, slots_path
+from intake.store.submission_writer import INLINE_BYTES, SubmissionWriter
 from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
 
 if TYPE_CHECKING:
     from intake.config import Settings
 
+log = logging.getLogger(__name__)
 _DESIGNATION_ATTEMPTS = 20
 BLOBS_SUFFIX = "-blobs"  # intake.db-blobs: named like SQLite's own side files, so intake.db* is the whole store
-# A submission up to this size is stored in the main database with the publish (a short
-# message costs one transaction); a larger one goes to the slots file first, so the main
-# database's write lock is held for milliseconds only.
-INLINE_BYTES = 256 * 1024
 _ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
-# A slow upload (over Tor: most of them) would hold up to a whole chunk in memory for as long
-# as it takes to arrive; its buffer is stored as soon as it holds this much and its first byte
-# waited this long. A fast upload still fills whole chunks (fewer, larger writes).
-SLOW_FLUSH_BYTES = SLOT_BYTES
-# An upload claims slots for its next piece and, ahead, as many as it already has, up to this
-# many (64 MiB): a few claims per upload, and slots claimed but never written are given back.
-_MAX_CLAIM_SLOTS = 256
-SLOW_FLUSH_SECONDS = 1.0
+# An upload claims the slots of its next piece and, ahead, as many as it already has, up to this
+# many more (16 MiB): a few claims per upload (one transaction each on the main database), and
+# at most this many slots to fill with random bytes at the publish, those it did not write.
+_MAX_AHEAD_SLOTS = 64
 
 
 def today() -> str:
@@ -244,10 +239,16 @@ class Store:
         return self._blobs
 
     def _settle(self) -> None:
-        """Wait for the write in flight, if any; raise what it raised."""
-        running, self._in_flight = self._in_flight, None
-        if running is not None:
+        """Wait for the write in flight, if any; raise what it raised. A wait cut short (the
+        request's greenlet killed) leaves the write known as in flight: it still runs."""
+        running = self._in_flight
+        if running is None:
+            return
+        try:
             running.result()
+        finally:
+            if running.done():
+                self._in_flight = None
 
     @contextmanager
     def page_cache(self, mib: int) -> Iterator[None]:
@@ -505,7 +506,7 @@ class Store:
         needed = -(-(length - head) // SLOT_BYTES)
         unwritten = len(upload._slots) - upload._used
         if head or needed > unwritten:
-            ahead = min(len(upload._slots), _MAX_CLAIM_SLOTS)
+            ahead = min(len(upload._slots), _MAX_AHEAD_SLOTS)
             with write_transaction(self._conn) as conn:
                 if not head and not conn.execute("SELECT 1 FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,)).fetchone():
                     raise StoreError("the upload was removed before it completed: please send it again")
@@ -514,7 +515,7 @@ class Store:
                     conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
                                  (random_rowid(), upload.id, buffer[start:body]))
                 if needed > unwritten:
-                    upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), needed - unwritten, ahead=ahead)
+                    upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), needed - unwritten + ahead)
             # The pages this transaction cached are not needed again until the next claim or the
             # publish, which may be minutes away over Tor (~150 KiB per upload in flight, measured
             # on the blobs branch).
@@ -561,6 +562,9 @@ class Store:
         """Make the uploads visible (with each one stored whole in the database), in one
         transaction, once everything written to the slots file is durable."""
         self._settle()
+        for upload, *_ in pieces:
+            if len(upload._slots) > upload._used:  # claimed ahead, not written: random bytes, no hole
+                run_in_os_thread(self._slots().fill_random, upload._slots[upload._used :])
         if any(upload._used for upload, *_ in pieces):
             run_in_os_thread(self._slots().sync)
             if any(upload._used and upload._sync_failures != self._slots().sync_failures for upload, *_ in pieces):
@@ -597,7 +601,8 @@ class Store:
             pass
         with write_transaction(self._conn) as conn:
             conn.execute("DELETE FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,))
-            slot_table.let_go(conn, upload._slots)  # nothing of this upload writes them any more
+            if self._in_flight is None:  # else a write whose wait was cut short may still land: they wait for this process to end
+                slot_table.let_go(conn, upload._slots)  # nothing of this upload writes them any more
         self._reclaim_space()
 
     def recover(self) -> int:
@@ -623,14 +628,14 @@ class Store:
         run_in_os_thread(self._reclaim_space_now, self._legacy_blobs())
 
     def _reclaim_space_now(self, blobs: Connection | None) -> None:
-        # On a full disk each step may fail for want of room: what is left is done at a later
-        # reclaim (freed slots stay unclaimable meanwhile), and the caller's change stands.
+        # On a full (or failing) disk each step may fail: what is left is done at a later reclaim.
         try:
             if self._read("SELECT 1 FROM slots LIMIT 1"):
                 slots = self._slots()
-                with slots.cleaning():
-                    slot_table.clean_freed(self._conn, slots.free, slots.truncate)
-                slots.sync()
+                with slots.cleaning() as alone:
+                    if alone:
+                        slot_table.clean_freed(self._conn, slots.free, slots.truncate)
+                        slots.sync()
             if blobs is not None:
                 with translate_errors():
                     stored = [row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks").fetchall()]
@@ -642,8 +647,10 @@ class Store:
                     blobs.execute("PRAGMA incremental_vacuum").fetchall()
             with translate_errors():
                 self._conn.execute("PRAGMA incremental_vacuum").fetchall()
-        except StoreFullError:
-            pass
+        except StoreError as error:
+            # The caller's change (a delete, an abort) stands; freed slots stay unclaimable until
+            # a later reclaim overwrites them.
+            log.warning("freed space was not reclaimed yet: %s", error)
         empty_wal(self._conn)  # the vacuum ran outside write_transaction
 
     def existing_submissions(self, ids: list[str]) -> set[str]:
@@ -720,137 +727,3 @@ class Store:
             " (SELECT count(*) FROM submissions WHERE state = 'pending')"
         )
         return dict(zip(("sources", "submissions", "replies", "journalists", "pending uploads"), row))
-
-
-class SubmissionWriter:
-    """File-like sink for one submission's ciphertext.
-
-    `write()` buffers up to one chunk and hands each full chunk to the store, which
-    writes it into slots of the slots file while the caller goes on (a failed write
-    raises at the next call); `commit()` stores the rest and makes the submission
-    visible in one transaction; `abort()` (or leaving a `with` block by an exception)
-    removes it.
-    """
-
-    def __init__(self, store: Store, submission_id: str, source_id: str, kind: str, journalist_ids: list[int], chunk_bytes: int,
-                 header_bytes: int):
-        self.id = submission_id
-        self.source_id = source_id
-        self.kind = kind
-        self.journalist_ids = journalist_ids
-        self._store = store
-        self._chunk_bytes = chunk_bytes  # a whole number of slots
-        self._header_bytes = header_bytes  # the envelope's header: the first piece's first bytes, kept in the database
-        # A short submission (most are) is buffered in a bytearray. Past INLINE_BYTES it moves to
-        # a mapping of its own, page-aligned for O_DIRECT, its first slot's bytes on a page
-        # boundary after the header (HEADER_ROOM). A new mapping for each piece of a slow upload:
-        # the one handed over is written in the background and then unmapped, so it holds one
-        # buffer, not two (a spare kept for reuse was 4 MiB of every slow upload's ~16 MiB). A fast
-        # upload, whose full chunks follow each other, refills the mapping of the chunk before
-        # instead (its write has ended by the time the next chunk is handed over): pages already
-        # faulted in.
-        self._buffer: bytearray | mmap.mmap = bytearray()
-        self._start = 0  # where the piece being buffered starts in _buffer
-        self._written: mmap.mmap | None = None  # the full chunk last handed over, refilled next
-        self._filled = 0  # bytes of the piece in _buffer
-        self._first_at = 0.0  # when the first byte now in _buffer arrived
-        self._stored = 0  # bytes handed to the store so far
-        self._slots: list[int] = []  # slots claimed, in the envelope's order
-        self._used = 0  # of which written
-        self._sync_failures = 0  # the slots file's failed syncs when this upload first wrote
-        self._finished = False
-
-    @property
-    def size(self) -> int:
-        return self._stored + self._filled
-
-    def _head(self) -> int:
-        """The header's bytes at the start of the piece being buffered (the first one only)."""
-        return 0 if self._stored else self._header_bytes
-
-    def _target(self) -> int:
-        """Bytes of a full chunk: whole slots, after the header in the first one."""
-        return self._chunk_bytes + self._head()
-
-    def _mapped(self, keep: int) -> mmap.mmap:
-        """A page-aligned buffer for a piece whose first ``keep`` bytes are the buffered ones."""
-        mapped = self._written if self._written is not None else mmap.mmap(-1, HEADER_ROOM + self._chunk_bytes)
-        self._written = None
-        start = HEADER_ROOM - self._head() if not self._stored else 0
-        if keep:
-            mapped[start : start + keep] = memoryview(self._buffer)[self._start : self._start + keep]
-        self._buffer, self._start = mapped, start
-        return mapped
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self._finished:
-            raise ValueError("write to a submission that was already committed or aborted")
-        with memoryview(data) as view, view.cast("B") as octets:
-            taken = 0
-            while taken < len(octets):
-                if not self._filled:
-                    self._first_at = time.monotonic()
-                piece = octets[taken : taken + self._target() - self._filled]
-                at = self._start + self._filled
-                if isinstance(self._buffer, bytearray) and at + len(piece) > INLINE_BYTES:
-                    self._mapped(self._filled)
-                    at = self._start + self._filled
-                self._buffer[at : at + len(piece)] = piece
-                self._filled += len(piece)
-                taken += len(piece)
-                piece.release()
-                if self._filled == self._target():
-                    self._hand_over(self._filled, full=True)
-        head = self._head()
-        if self._filled >= head + SLOW_FLUSH_BYTES and time.monotonic() - self._first_at >= SLOW_FLUSH_SECONDS:
-            self._hand_over(head + (self._filled - head) // SLOT_BYTES * SLOT_BYTES, full=False)
-        return taken
-
-    def _hand_over(self, length: int, *, full: bool) -> None:
-        """Hand the piece's first ``length`` bytes to the store; what follows them stays buffered."""
-        chunk, start = self._buffer, self._start
-        self._store._append(self, chunk, start, length)  # written in the background; every earlier write has ended
-        rest = self._filled - length
-        spare, self._written = (self._written, chunk) if full else (None, None)
-        self._buffer = spare if spare is not None else mmap.mmap(-1, HEADER_ROOM + self._chunk_bytes)
-        self._start = 0
-        if rest:
-            self._buffer[:rest] = memoryview(chunk)[start + length : start + self._filled]
-        self._filled = rest
-
-    def _hand_over_rest(self) -> None:
-        """Store what is buffered as the last piece (at the commit)."""
-        if isinstance(self._buffer, bytearray):
-            self._mapped(self._filled)
-        self._store._append(self, self._buffer, self._start, self._filled)
-        self._buffer, self._start, self._filled = bytearray(), 0, 0
-
-    def commit(self) -> str:
-        (submission_id,) = self._store.commit_together([self])
-        return submission_id
-
-    def _rest(self) -> bytes:
-        """What is buffered: the last piece, stored by Store.commit_together."""
-        if self._finished:
-            raise ValueError("this submission was already committed or aborted")
-        return bytes(memoryview(self._buffer)[self._start : self._start + self._filled])
-
-    def _published(self) -> None:
-        self._finished = True
-        self._buffer = self._written = None
-
-    def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._buffer = self._written = None
-        self._filled = 0
-        if self._stored:
-            self._store._discard(self)
-
-    def __enter__(self) -> SubmissionWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
