@@ -10,6 +10,8 @@ A backup is an uncompressed tar (every member mode 0600, owner 0, time 0) of:
   taken out of a backup with ``tar -xf BACKUP db-key.recovery`` when the key is lost);
 - ``intake.db`` and ``intake.db-blobs``: consistent snapshots by SQLite's backup API,
   still encrypted with the database key; uploads in progress are left out;
+- ``intake.db-slots``: the slots of the snapshot's submissions (ciphertext to the journalists),
+  renumbered in the order of the submissions' random ids, with no free slot between them;
 - ``retention.toml``, if the instance has one.
 
 Restoring needs the database key (from the running server's credential, or recovered on
@@ -46,18 +48,21 @@ from intake.config import (
 from intake.db_key_recovery import RECOVERY_FILE
 from intake.server_identity import SERVER_SIGNING_FILE, write_server_public_file
 from intake.store import MissingDatabaseKeyError, Store, StoreError
-from intake.store.connection import connect, connect_blobs
+from intake.store.connection import Connection, connect, connect_blobs, write_transaction
 from intake.store.newsroom import Newsroom
+from intake.store.slots_file import SLOT_BYTES, SLOTS_SUFFIX, SlotsFile, slots_path
 from intake.store.store import blobs_path
 
 FORMAT_MEMBER = "intake-backup"
 FORMAT_LINE = b"intake-backup 1\n"
 SECRETS_MEMBER = "secrets.sealed"
 BLOBS_FILE = DB_FILE + "-blobs"
+SLOTS_FILE = DB_FILE + SLOTS_SUFFIX
 RETENTION_FILE = "retention.toml"
 # The files sealed in secrets.sealed, by their path in the data dir.
 SECRET_FILES = (INSTANCE_SECRET_FILE, SERVER_SIGNING_FILE, "onion/source.key", "onion/journalist.key")
-_PLAIN_MEMBERS = (RECOVERY_FILE, DB_FILE, BLOBS_FILE, RETENTION_FILE)
+_PLAIN_MEMBERS = (RECOVERY_FILE, DB_FILE, BLOBS_FILE, SLOTS_FILE, RETENTION_FILE)
+_SNAPSHOT_FILES = (DB_FILE, BLOBS_FILE, SLOTS_FILE)
 _SMALL_MEMBER = 1 << 20  # the format line, the sealed secrets, the recovery file, the retention policy
 _SNAPSHOT_ATTEMPTS = 3
 
@@ -89,7 +94,7 @@ def make_backup(data_dir: Path, out: Path, *, db_key_file: Path | None = None) -
                 _add_bytes(tar, FORMAT_MEMBER, FORMAT_LINE)
                 _add_bytes(tar, SECRETS_MEMBER, secrets_blob)
                 for name in _PLAIN_MEMBERS:
-                    source = stage / name if name in (DB_FILE, BLOBS_FILE) else settings.data_dir / name
+                    source = stage / name if name in _SNAPSHOT_FILES else settings.data_dir / name
                     if source.is_file():
                         with open(source, "rb") as f:
                             tar.addfile(_member(name, source.stat().st_size), f)
@@ -111,25 +116,29 @@ def _seal_secrets(settings: Settings) -> bytes:
 
 
 def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
-    """Both databases copied into `stage`, main first: a submission seen there has all its
-    chunks in the blobs copy, unless it was deleted in between; then copy again."""
+    """The databases copied into `stage`, main first, then the slots: a submission seen there
+    has all its chunks in the copy of an older store's blobs database and its slots unchanged in
+    the slots file, unless it was deleted in between; then copy again."""
     staged = dataclasses.replace(settings, data_dir=stage)
     for _attempt in range(_SNAPSHOT_ATTEMPTS):
         for path in stage.iterdir():
             path.unlink()
         with Store.open(settings) as store:
-            (_main_name, main), (_blobs_name, blobs) = store.databases()
-            for source, target in ((main, connect(staged.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)),
-                                   (blobs, connect_blobs(blobs_path(staged), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms))):
+            databases = dict(store.databases())
+            targets = {"database": lambda: connect(staged.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms),
+                       "blobs database": lambda: connect_blobs(blobs_path(staged), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)}
+            for name, source in databases.items():
+                target = targets[name]()
                 try:
                     source.backup(target)
                 finally:
                     target.close()
         with Store.open(staged) as copy:
-            (_main_name, main), (_blobs_name, blobs) = copy.databases()
+            databases = dict(copy.databases())
+            main, blobs = databases["database"], databases.get("blobs database")
             # Uploads in progress are not submissions yet; their chunks are reclaimed later.
             main.execute("DELETE FROM submissions WHERE state = 'pending'")
-            if _every_submission_whole(main, blobs):
+            if _every_submission_whole(main, blobs) and _copy_slots(settings, main, slots_path(staged.db_path)):
                 main.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 return copy.counts()
     raise BackupError(_("submissions kept being deleted while the backup was made: run it again"))
@@ -138,6 +147,8 @@ def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
 def _every_submission_whole(main, blobs) -> bool:
     pieces: dict[str, list[int]] = {}
     for table, conn in (("chunks", blobs), ("submission_chunks", main)):
+        if conn is None:
+            continue
         for submission_id, seq in conn.execute(f"SELECT submission_id, seq FROM {table}"):  # noqa: S608 - fixed names
             pieces.setdefault(submission_id, []).append(seq)
     for (submission_id,) in main.execute("SELECT id FROM submissions"):
@@ -145,6 +156,33 @@ def _every_submission_whole(main, blobs) -> bool:
         if not seqs or seqs != list(range(len(seqs))):
             return False
     return True
+
+
+def _copy_slots(settings: Settings, staged: Connection, target_path: Path) -> bool:
+    """Copy the slots of the staged snapshot's submissions from the live slots file into
+    ``target_path``, numbered afresh; False if one of them was deleted meanwhile (its slots
+    may have been reused): a submission still there after the copy was there throughout."""
+    rows = staged.execute("SELECT submission_id, seq, slot FROM slots WHERE submission_id IS NOT NULL ORDER BY submission_id, seq").fetchall()
+    if rows:
+        live, target = SlotsFile(slots_path(settings.db_path), direct=False), SlotsFile(target_path, direct=False)
+        try:
+            for number, (_submission_id, _seq, slot) in enumerate(rows):
+                try:
+                    piece = live.read([slot], SLOT_BYTES)
+                except StoreError:  # cut off the file with a submission deleted meanwhile: copy again
+                    return False
+                target.write([number], piece, 0)
+            target.sync()
+        finally:
+            live.close()
+            target.close()
+    with write_transaction(staged):
+        staged.execute("DELETE FROM slots")
+        staged.executemany("INSERT INTO slots (slot, submission_id, seq, dirty) VALUES (?, ?, ?, 1)",
+                           [(number, submission_id, seq) for number, (submission_id, seq, _slot) in enumerate(rows)])
+    copied = sorted({submission_id for submission_id, _seq, _slot in rows})
+    with Store.open(settings) as store:
+        return len(store.existing_submissions(copied)) == len(copied)
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:

@@ -161,7 +161,7 @@ def _size_labels() -> dict[str, str]:
     return {"submissions": pgettext("size", "submissions"), "not exported": pgettext("size", "not exported"),
             "replies": pgettext("size", "replies"), "database": pgettext("size", "database"),
             "free in database": pgettext("size", "free in database"), "blobs database": pgettext("size", "blobs database"),
-            "free in blobs database": pgettext("size", "free in blobs database")}
+            "free in blobs database": pgettext("size", "free in blobs database"), "slots file": pgettext("size", "slots file")}
 
 
 def echo_counts(counts: dict[str, int]) -> None:

@@ -38,6 +38,9 @@ class Running(Protocol[T_co]):
     def result(self) -> T_co:
         """Wait for the call to end (only this greenlet, under gevent) and return or raise what it did."""
 
+    def done(self) -> bool:
+        """Whether the call has ended."""
+
 
 class _GeventRunning:
     def __init__(self, async_result: Any):
@@ -45,6 +48,9 @@ class _GeventRunning:
 
     def result(self) -> Any:
         return self._async_result.get()
+
+    def done(self) -> bool:
+        return self._async_result.ready()
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -73,29 +79,3 @@ def start_in_os_thread(fn: Callable[..., T], /, *args: Any) -> Running[T]:
 
         return _GeventRunning(gevent.get_hub().threadpool.spawn(fn, *args))
     return _plain_executor().submit(fn, *args)
-
-
-def start_in_background(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Running[T]:
-    """Start `fn` and return at once, like start_in_os_thread, for work that waits on other
-    requests (a chunk write joining a shared commit: intake.store.chunk_writer). Under gevent
-    it runs in a greenlet of its own, whose waits are gevent's; elsewhere in a thread of its
-    own, never one of the pool's that the shared commit itself needs."""
-    if _gevent_threads():
-        import gevent
-
-        running = gevent.spawn(fn, *args, **kwargs)
-        # Let it start now (hand its work to an OS thread, say) rather than when the caller
-        # next waits: a fast upload's reads rarely wait, and its chunk would be written late.
-        gevent.sleep(0)
-        return _GeventRunning(running)
-    future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def run() -> None:
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as error:  # noqa: BLE001 - handed to whoever waits for the result
-            future.set_exception(error)
-
-    threading.Thread(target=run, name="intake-background").start()  # not a daemon: a write is never cut at exit
-    return future

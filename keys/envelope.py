@@ -146,12 +146,16 @@ def padded_size(content_length: int) -> int:
     return padme(max(content_length, MIN_PADDED))
 
 
+def header_size(recipients: int) -> int:
+    """Bytes before the first message: magic, version, count, stanzas, stream header."""
+    return len(_PREFIX) + 1 + recipients * STANZA_SIZE + STREAM_HEADER_SIZE
+
+
 def envelope_size(content_length: int, recipients: int) -> int:
     """Exact stored size of an envelope whose content (record + body) has this length."""
     slots = padded_size(content_length)
     messages = max(1, -(-slots // SLOT_CAPACITY))
-    header = len(_PREFIX) + 1 + recipients * STANZA_SIZE + STREAM_HEADER_SIZE
-    return header + messages * (ABYTES + 4) + slots
+    return header_size(recipients) + messages * (ABYTES + 4) + slots
 
 
 def _public_bytes(key: PublicKey | bytes) -> bytes:
@@ -554,5 +558,6 @@ __all__ = [
     "encrypt_bytes",
     "encrypt_stream",
     "envelope_size",
+    "header_size",
     "padme",
 ]

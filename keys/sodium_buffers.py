@@ -65,8 +65,10 @@ def secretstream_init_push(state: sodium.crypto_secretstream_xchacha20poly1305_s
 
 
 def secretstream_push(state: sodium.crypto_secretstream_xchacha20poly1305_state, message: Buffer,
-                      ad: bytes | None, tag: int) -> bytes:
-    """Encrypt one message read straight from ``message``; returns its ciphertext."""
+                      ad: bytes | None, tag: int) -> memoryview:
+    """Encrypt one message read straight from ``message``; returns its ciphertext, a view of the
+    state's own buffer, valid until the next push (a 64 KiB copy and allocation saved per message:
+    a file's write() copies what it is given)."""
     size = len(message) + _ABYTES
     if state.rawbuf is None or len(state.rawbuf) < size:
         state.rawbuf = ffi.new("unsigned char[]", size)
@@ -75,7 +77,7 @@ def secretstream_push(state: sodium.crypto_secretstream_xchacha20poly1305_state,
         ffi.NULL if ad is None else ad, 0 if ad is None else len(ad), tag)
     if rc != 0:
         raise RuntimeError("crypto_secretstream_xchacha20poly1305_push failed")
-    return ffi.buffer(state.rawbuf, size)[:]
+    return memoryview(ffi.buffer(state.rawbuf, size))
 
 
 def wipe_secretstream_state(state: sodium.crypto_secretstream_xchacha20poly1305_state) -> None:

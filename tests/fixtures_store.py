@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from keys.envelope import MAX_RECIPIENTS, header_size
 from keys.identity import Identity
 from nacl import pwhash
 
@@ -13,6 +14,9 @@ from intake.config import Settings, load_settings
 from intake.setup import init_data_dir
 from intake.store import Recipient, Source, Store
 
+# A first piece this much past a chunk is stored whatever the number of recipients: a large
+# upload's first chunk is a chunk's worth of slots after the envelope's header.
+PAST_ANY_HEADER = header_size(MAX_RECIPIENTS) + 1
 # Argon2id's minimum costs: derivations take milliseconds, so tests stay fast.
 FAST_KDF = {"kdf_opslimit": pwhash.argon2id.OPSLIMIT_MIN, "kdf_memlimit": pwhash.argon2id.MEMLIMIT_MIN}
 
@@ -53,3 +57,25 @@ def recipients(store: Store) -> list[Recipient]:
 @pytest.fixture
 def source(store: Store) -> Source:
     return store.create_source(b"\x01" * 32, b"\x02" * 32)
+
+
+def store_as_before_the_slots_file(store: Store, source_id: str, envelope: bytes, piece_bytes: int = 64 * 1024) -> str:
+    """Store ``envelope`` as intake did before the slots file (schema 8): every piece but the
+    last in the blobs database, the last one in the main database. Returns the submission's id."""
+    from intake.store.connection import write_transaction
+    from intake.store.store import _open_blobs, random_rowid
+
+    upload = store.start_submission(source_id, "file", store.active_recipients())
+    pieces = [envelope[start : start + piece_bytes] for start in range(0, len(envelope), piece_bytes)]
+    _open_blobs(store._settings).close()
+    blobs = store._legacy_blobs()
+    with write_transaction(blobs) as conn:
+        conn.executemany("INSERT INTO chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)",
+                         [(random_rowid(), upload.id, seq, piece) for seq, piece in enumerate(pieces[:-1])])
+    with write_transaction(store._conn) as conn:
+        store._insert_pending(conn, upload, writer=None)
+        conn.execute("UPDATE submissions SET state = 'ready', size = ? WHERE id = ?", (len(envelope), upload.id))
+        conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)",
+                     (random_rowid(), upload.id, len(pieces) - 1, pieces[-1]))
+    upload.abort()  # nothing of it was written through the writer
+    return upload.id

@@ -18,8 +18,11 @@ from keys.envelope import Metadata, encrypt_bytes
 from keys.identity import KDF_MIN, Identity
 from keys.server_key import ServerPublicKey
 
+from intake.backup import make_backup
 from intake.config import load_settings
-from intake.store import Store
+from intake.store import Store, slot_table
+from intake.store.newsroom import Newsroom
+from intake.store.slots_file import SlotsFile
 from intake.onion_keys import ensure_onion_keys
 
 BIN = Path(sys.executable).parent
@@ -54,7 +57,7 @@ def _key_file(path: Path) -> Path:
 
 def _submit(data: Path, key_file: Path, tips: dict[str, bytes]) -> None:
     """Store submissions as the source app does: envelopes sealed to the active journalists.
-    Small chunks put the large ones in the blobs database, in several pieces."""
+    Small chunks: the large ones go to the slots file in several pieces."""
     settings = load_settings(data, db_key_file=key_file, upload_chunk_bytes=64 << 10)
     with Store.open(settings) as store:
         recipients = store.active_recipients()
@@ -131,6 +134,7 @@ def test_a_backup_holds_no_secret_in_clear_and_no_time(tmp_path: Path, laptop: P
     data = tmp_path / "data"
     run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
         cwd=tmp_path)
+    _submit(data, key, {"file": os.urandom(700_000)})  # a large one: its slots are in the backup
     backup = tmp_path / "intake.backup"
     run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=tmp_path)
     raw = backup.read_bytes()
@@ -141,7 +145,8 @@ def test_a_backup_holds_no_secret_in_clear_and_no_time(tmp_path: Path, laptop: P
         assert secret not in raw
     with tarfile.open(backup) as tar:
         members = tar.getmembers()
-    assert [m.name for m in members] == ["intake-backup", "secrets.sealed", "db-key.recovery", "intake.db", "intake.db-blobs"]
+    # No blobs database: a store made since the slots file never has one.
+    assert [m.name for m in members] == ["intake-backup", "secrets.sealed", "db-key.recovery", "intake.db", "intake.db-slots"]
     assert {(m.mtime, m.uid, m.gid, m.mode) for m in members} == {(0, 0, 0, 0o600)}
     # Refuses to overwrite.
     again = run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=tmp_path, ok=False)
@@ -229,3 +234,29 @@ def test_recover_db_key_refuses_what_is_not_a_recovery_file(tmp_path: Path, lapt
                    "--passphrase-file", laptop / "passphrase", "--out", tmp_path / "out.key", cwd=tmp_path, ok=False)
         assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert not (tmp_path / "out.key").exists()
+
+
+def test_a_submission_deleted_while_its_slots_are_copied_is_left_out_and_the_backup_completes(tmp_path: Path, laptop: Path, monkeypatch):
+    """The backup copies the snapshot's slots from the live file; a journalist deletes one of
+    them meanwhile (its slots overwritten, the file cut): the backup copies again, without it."""
+    key = _key_file(tmp_path / "db.key")
+    data = tmp_path / "data"
+    run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
+        cwd=tmp_path)
+    for _ in range(2):
+        _submit(data, key, {"file": os.urandom(700_000)})
+    settings = load_settings(data, db_key_file=key)
+    with Store.open(settings) as store:  # the later one: its slots are at the file's end
+        (last,) = [s.source_id for s in store.submissions() if max(slot for _seq, slot in slot_table.slots_of(store._conn, s.id))
+                   == store._conn.execute("SELECT max(slot) FROM slots").fetchone()[0]]
+    real_read, deleted = SlotsFile.read, []
+
+    def read_while_deleting(self, slots, length):
+        if not deleted:
+            with Store.open(settings) as journalist:
+                deleted.append(Newsroom(journalist).delete_source(last))
+        return real_read(self, slots, length)
+
+    monkeypatch.setattr(SlotsFile, "read", read_while_deleting)
+    counts = make_backup(data, tmp_path / "intake.backup", db_key_file=key)
+    assert deleted == [True] and counts["submissions"] == 1

@@ -76,7 +76,7 @@ def test_status_speaks_russian_and_english(instance):
     russian = intake("status", "--data", data, "--db-key-file", key, env=RUSSIAN_ENV)
     assert russian.returncode == 0, russian.stderr
     assert "источников: 0\n" in russian.stdout and "материалы: 0 байт\n" in russian.stdout
-    assert re.search(r"^база данных: \d+\.\d KiB$", russian.stdout, re.MULTILINE) and "свободно в базе крупных файлов: " in russian.stdout
+    assert re.search(r"^база данных: \d+\.\d KiB$", russian.stdout, re.MULTILINE) and "хранилище крупных файлов: " in russian.stdout
     assert words_left_in_english(russian.stdout, ("KiB", "MiB")) == [], russian.stdout
     english = intake("status", "--data", data, "--db-key-file", key)
     assert "sources: 0\n" in english.stdout and "submissions: 0 bytes\n" in english.stdout

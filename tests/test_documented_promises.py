@@ -21,6 +21,7 @@ from keys.errors import FormatError
 from intake.config import Settings
 from intake.server_identity import PREVIOUS_SIGNING_FILE, SERVER_SIGNING_FILE, rotate_server_signing_key
 from intake.store import Store
+from intake.store.store import _open_blobs
 from tests.fixtures_serve import REPO, ServeProcess, command_line, descendants, free_port
 
 BIN = Path(sys.executable).parent
@@ -34,7 +35,9 @@ def _run(*args, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
 
 
 def test_deleted_rows_are_overwritten_in_both_databases(settings: Settings):
-    """SECURITY.md section 2: "Deleted rows are overwritten (`secure_delete`) in both"."""
+    """SECURITY.md section 2: deleted rows are overwritten (`secure_delete`) in the database, and
+    in an older store's blobs database."""
+    _open_blobs(settings).close()  # as a store from before the slots file has it
     with Store.open(settings) as store:
         modes = {name: conn.execute("PRAGMA secure_delete").fetchone()[0] for name, conn in store.databases()}
     assert modes == {"database": 1, "blobs database": 1}

@@ -48,6 +48,8 @@ from intake.config import load_settings
 from intake.server_identity import server_public_key
 from intake.store import Store
 from intake.store.connection import connect, connect_blobs
+from intake.store.newsroom import Newsroom
+from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.store.store import INLINE_BYTES, blobs_path
 from tests.fixtures_app import make_instance, upload_body
 from tests.fixtures_serve import REPO, INTAKE, ServeProcess, descendants, free_port
@@ -198,22 +200,32 @@ def exported(data_dir: Path, out: Path, identity: Identity) -> list[tuple[str, s
 
 
 def store_space(settings) -> dict[str, object]:
-    """Free pages left in each database, pending rows, and which submissions own chunks in the blobs file."""
+    """Free pages left in each database, pending rows, and which submissions own slots (or chunks
+    in the blobs database, in a store that has one)."""
     main = connect(settings.db_path, settings.db_key, busy_timeout_ms=10_000)
-    blobs = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=10_000)
+    blobs = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=10_000) if blobs_path(settings).exists() else None
+    slots = slots_path(settings.db_path)
     try:
         return {
             "main free pages": main.execute("PRAGMA freelist_count").fetchone()[0],
-            "blobs free pages": blobs.execute("PRAGMA freelist_count").fetchone()[0],
+            "blobs free pages": blobs.execute("PRAGMA freelist_count").fetchone()[0] if blobs else 0,
             "pending": [row[0] for row in main.execute("SELECT id FROM submissions WHERE state != 'ready'")],
             "ready": {row[0] for row in main.execute("SELECT id FROM submissions WHERE state = 'ready'")},
             "main chunk owners": {row[0] for row in main.execute("SELECT DISTINCT submission_id FROM submission_chunks")},
-            "blob chunk owners": {row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks")},
-            "blob bytes": blobs.execute("SELECT coalesce(sum(length(data)), 0) FROM chunks").fetchone()[0],
+            "blob chunk owners": {row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks")} if blobs else set(),
+            "slot owners": {row[0] for row in main.execute("SELECT DISTINCT submission_id FROM slots WHERE submission_id IS NOT NULL")},
+            "slots in use": main.execute("SELECT count(*) FROM slots WHERE submission_id IS NOT NULL").fetchone()[0],
+            "slots to overwrite": main.execute("SELECT count(*) FROM slots WHERE submission_id IS NULL AND dirty = 1").fetchone()[0],
+            "slots file length": slots.stat().st_size if slots.exists() else 0,
+            "slot rows": main.execute("SELECT count(*) FROM slots").fetchone()[0],
+            "slots after the last in use": main.execute(
+                "SELECT count(*) FROM slots WHERE slot > (SELECT coalesce(max(slot), -1) FROM slots WHERE submission_id IS NOT NULL)"
+            ).fetchone()[0],
         }
     finally:
         main.close()
-        blobs.close()
+        if blobs:
+            blobs.close()
 
 
 def in_order_sent(parts: list[Part]) -> list[Part]:
@@ -330,7 +342,7 @@ class Load:
                 Part("file", f"notes-{rng.randrange(10**6)}.bin", unique_file(rng.randrange(1, 2 * INLINE_BYTES)))], {}
 
     def _large_files(self, rng) -> tuple[list[Part], dict]:
-        # Several chunk rows in the blobs file, and a last piece in either database.
+        # Several slots in the slots file, or one piece in the database.
         return [Part("message", None, unique_message("large")),
                 Part("file", f"large-{rng.randrange(10**6)}.bin", unique_file(rng.randrange(4 * MiB, 10 * MiB)))], {}
 
@@ -357,7 +369,7 @@ def wait_for(condition, timeout: float, load: Load) -> None:
 
 
 def trickle_has_stored_a_chunk(load: Load, pending) -> bool:
-    """The trickled upload is past its first 4 MiB chunk (stored in the blobs file under a pending
+    """The trickled upload is past its first 4 MiB chunk (stored in the slots file under a pending
     row) with at least 1.5 MiB, half a second, still to go: it is certainly in flight at the kill."""
     return 5 * MiB < load.trickled < 7.5 * MiB and pending() >= 1
 
@@ -401,8 +413,12 @@ def test_kill_9_during_concurrent_submissions_loses_no_acknowledged_one_and_show
         space = store_space(settings)
         assert space["pending"] == [], "a pending upload survived the restart"
         assert space["blob chunk owners"] <= space["ready"] and space["main chunk owners"] <= space["ready"]
+        assert space["slot owners"] <= space["ready"] and space["slots to overwrite"] == 0
         assert space["main free pages"] == 0 and space["blobs free pages"] == 0, "the interrupted uploads' space was not given back"
-        assert blobs_path(settings).stat().st_size <= space["blob bytes"] * 1.05 + MiB
+        assert not blobs_path(settings).exists(), "a blobs database was created in a store that never had one"
+        # The interrupted uploads' slots were overwritten (random bytes) and are free for the next
+        # uploads; those after the last slot in use were cut off the file.
+        assert space["slots after the last in use"] == 0 and space["slots file length"] <= space["slot rows"] * SLOT_BYTES
         # The restarted service takes submissions again.
         client = SourceClient(url)
         _, page = client.start_as_new_source()
@@ -493,7 +509,7 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
             refused = None
             for number in range(40):
                 parts = [Part("message", None, unique_message(f"tip {number}")),
-                         # 5.5 MiB: a chunk goes to the blobs file while the body still arrives; 3 MiB: all at the end.
+                         # 5.5 MiB: a chunk goes to the slots file while the body still arrives; 3 MiB: all at the end.
                          Part("file", f"scan-{number}.pdf", unique_file(int((5.5 if number % 2 else 3) * MiB) + number * 1000))]
                 request = Sent(parts)
                 sent.append(request)
@@ -542,7 +558,13 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
         visible = visible_submissions(settings, journalist)
         acked, _, _ = check_whole_parts(sent, list(visible.values()))
         space = store_space(settings)
-        assert space["pending"] == [] and space["blob chunk owners"] <= space["ready"]
+        assert space["pending"] == [] and space["blob chunk owners"] <= space["ready"] and space["slot owners"] <= space["ready"]
+        # The refused uploads' slots could not all be overwritten while the disk was full: they wait,
+        # unclaimable, for the next reclaim (the retention run's, here run as the service would).
+        with Store.open(settings) as store:
+            Newsroom(store).reclaim_space()
+        space = store_space(settings)
+        assert space["slots to overwrite"] == 0 and space["slots file length"] <= space["slot rows"] * SLOT_BYTES
         print(f"\n[disk full] refused with 503 after {sent.index(refused)} acknowledged requests of 3-5.5 MiB;"
               f" {sum(r.acknowledged for r in sent[sent.index(refused) + 1 : -2])} of 3 small messages accepted while full;"
               f" {acked} acknowledged requests kept and decrypted; accepted again after freeing space")
@@ -590,7 +612,7 @@ def test_parts_of_one_request_are_published_together_in_order_and_read_back(tmp_
             upload.write(_seal(recipients, content, Metadata("file", name="f")))
             uploads.append(upload)
         ids = store.commit_together(uploads)
-        # The main database took at most INLINE_BYTES of last pieces in that one transaction; the rest went to the blobs file.
+        # The main database took at most INLINE_BYTES of last pieces in that one transaction; the rest went to the slots file.
         inline = store._conn.execute("SELECT coalesce(sum(length(data)), 0) FROM submission_chunks").fetchone()[0]
         assert inline <= INLINE_BYTES
         read = [decrypt_bytes(b"".join(store.submission_ciphertext(i)), journalist.private_key)[1] for i in ids]
@@ -669,6 +691,20 @@ def _submit(store: Store, source_id: str, kind: str, content: bytes, name: str |
         return upload.commit()
 
 
+def _flip_a_slot_byte(settings, submission_id: str, seq: int) -> None:
+    """Change one byte in the middle of a slot of a stored envelope, in the slots file."""
+    main = connect(settings.db_path, settings.db_key, busy_timeout_ms=1000)
+    try:
+        (slot,) = main.execute("SELECT slot FROM slots WHERE submission_id = ? AND seq = ?", (submission_id, seq)).fetchone()
+    finally:
+        main.close()
+    with open(slots_path(settings.db_path), "r+b") as slots:
+        slots.seek(slot * SLOT_BYTES + SLOT_BYTES // 2)
+        byte = slots.read(1)[0]
+        slots.seek(-1, os.SEEK_CUR)
+        slots.write(bytes([byte ^ 0x01]))
+
+
 def _flip_a_byte(conn, table: str, submission_id: str, seq: int) -> None:
     """Change one byte in the middle of a stored piece, at the SQLite level with the real key:
     SQLCipher's page authentication sees a legitimate write; only the envelope can tell."""
@@ -699,27 +735,27 @@ def tampered_export_decrypted(tmp_path: Path, capsys, where: str) -> TamperedRun
     passphrase.write_text(PASSPHRASE + "\n")
     settings = load_settings(data_dir, upload_chunk_bytes=1 * MiB)  # a few MiB make several chunk rows
     sent = {"before": b"the message before " + os.urandom(8).hex().encode(),
-            "damaged": (os.urandom(3 * MiB + 12345) if where == "blobs database" else b"a short tip " + os.urandom(8).hex().encode()),
+            "damaged": (os.urandom(3 * MiB + 12345) if where == "slots file" else b"a short tip " + os.urandom(8).hex().encode()),
             "after": b"the message after " + os.urandom(8).hex().encode(),
             "other source": b"another source's tip " + os.urandom(8).hex().encode()}
     with Store.open(settings) as store:
         first = store.create_source(os.urandom(32), os.urandom(32))
         second = store.create_source(os.urandom(32), os.urandom(32))
         _submit(store, first.id, "message", sent["before"])
-        if where == "blobs database":
+        if where == "slots file":
             damaged_id = _submit(store, first.id, "file", sent["damaged"], "leak.pdf")
         else:
             damaged_id = _submit(store, first.id, "message", sent["damaged"])
         _submit(store, first.id, "message", sent["after"])
         _submit(store, second.id, "message", sent["other source"])
     if where == "main database":  # a one-piece envelope, in the main database
-        conn, table, seq = connect(settings.db_path, settings.db_key, busy_timeout_ms=1000), "submission_chunks", 0
-    else:  # a piece in the middle of a large envelope, in the blobs file
-        conn, table, seq = connect_blobs(blobs_path(settings), settings.db_key, busy_timeout_ms=1000), "chunks", 1
-    try:
-        _flip_a_byte(conn, table, damaged_id, seq)
-    finally:
-        conn.close()
+        conn = connect(settings.db_path, settings.db_key, busy_timeout_ms=1000)
+        try:
+            _flip_a_byte(conn, "submission_chunks", damaged_id, 0)
+        finally:
+            conn.close()
+    else:  # a slot in the middle of a large envelope, in the slots file
+        _flip_a_slot_byte(settings, damaged_id, 4)
 
     bundle = tmp_path / "export.bundle"
     result = CliRunner().invoke(cli, ["export", "--data", str(data_dir), "--out", str(bundle)])
@@ -733,7 +769,7 @@ def tampered_export_decrypted(tmp_path: Path, capsys, where: str) -> TamperedRun
     return TamperedRun(code, err, out, files, contents, sent)
 
 
-@pytest.mark.parametrize("where", ["main database", "blobs database"])
+@pytest.mark.parametrize("where", ["main database", "slots file"])
 def test_tampered_ciphertext_in_the_store_is_one_clear_error_and_no_partial_plaintext(tmp_path: Path, capsys, where: str):
     run = tampered_export_decrypted(tmp_path, capsys, where)
     # The bundle is intact (the server handed on what it stored), so decrypt goes on past the damaged item
@@ -757,6 +793,6 @@ def test_tampered_ciphertext_in_the_store_is_one_clear_error_and_no_partial_plai
 
 
 def test_items_after_a_tampered_one_still_decrypt(tmp_path: Path, capsys):
-    run = tampered_export_decrypted(tmp_path, capsys, "blobs database")
+    run = tampered_export_decrypted(tmp_path, capsys, "slots file")
     assert run.code != 0
     assert run.sent["after"] in run.contents and run.sent["other source"] in run.contents

@@ -11,7 +11,7 @@ from intake.store.connection import Connection
 from intake.store.errors import StoreError
 from intake.store import group_commit
 from intake.store.group_commit import GroupCommit, Work, group_for
-from tests.fixtures_store import recipients, settings, source, store  # noqa: F401 - fixtures
+from tests.fixtures_store import PAST_ANY_HEADER, recipients, settings, source, store  # noqa: F401 - fixtures
 
 SENDERS = 24
 
@@ -29,7 +29,7 @@ def _send_at_once(settings: Settings, source: Source, recipients: list[Recipient
             if index in removed:
                 # A first chunk stored (its pending row with it), then the row removed, as
                 # recovery or deleting the source would, while the rest is still arriving.
-                upload.write(b"x" * settings.upload_chunk_bytes)
+                upload.write(b"x" * (settings.upload_chunk_bytes + PAST_ANY_HEADER))
                 upload.write(b"the rest")
                 own._conn.execute("DELETE FROM submissions WHERE id = ?", (upload.id,))
             else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pyotp
@@ -14,9 +16,11 @@ import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands
 from intake.cli import cli
 from intake.journalist_auth import passphrase_matches
 from intake.store.newsroom import Newsroom as NewsroomStore
+from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.store.store import blobs_path
 from intake.onion_keys import normalise_client_public_key
 from tests.fixtures_newsroom import Newsroom, download_export, sign_in, submit_as_new_source
+from tests.fixtures_store import store_as_before_the_slots_file
 
 
 def invoke(newsroom: Newsroom, *args: str, input: str | None = None):
@@ -149,8 +153,10 @@ def test_check_reports_a_damaged_store(newsroom: Newsroom):
 
 
 def test_status_and_check_cover_the_blobs_database(newsroom: Newsroom):
-    big = newsroom.settings.upload_chunk_bytes * 2  # large enough to go to the blobs file
-    submit_as_new_source(newsroom.source_app, "x" * big)
+    """A store from before the slots file keeps its blobs database."""
+    with newsroom.store() as store:
+        source = store.create_source(os.urandom(32), os.urandom(32))
+        store_as_before_the_slots_file(store, source.id, os.urandom(3 * 1024 * 1024))
     status = invoke(newsroom, "status")
     assert status.exit_code == 0 and "blobs database:" in status.output
     blobs = blobs_path(newsroom.settings)
@@ -159,6 +165,22 @@ def test_status_and_check_cover_the_blobs_database(newsroom: Newsroom):
     blobs.write_bytes(bytes(data))
     result = invoke(newsroom, "check")
     assert result.exit_code == 1 and "blobs database" in result.output and "Traceback" not in result.output
+
+
+def test_status_and_check_cover_the_slots_file(newsroom: Newsroom):
+    big = newsroom.settings.upload_chunk_bytes * 2  # large enough to go to the slots file
+    submit_as_new_source(newsroom.source_app, "x" * big)
+    status = invoke(newsroom, "status")
+    assert status.exit_code == 0 and re.search(r"^slots file: [1-9]", status.output, re.MULTILINE), status.output
+    assert invoke(newsroom, "check").exit_code == 0
+    slots = slots_path(newsroom.settings.db_path)
+    # A slot the database names is given back to the file system: a hole.
+    subprocess.run(["fallocate", "--punch-hole", "--offset", str(SLOT_BYTES), "--length", str(SLOT_BYTES), str(slots)], check=True)
+    holed = invoke(newsroom, "check")
+    assert holed.exit_code == 1 and "1 slots of submissions hold nothing" in holed.output and "Traceback" not in holed.output
+    os.truncate(slots, slots.stat().st_size - SLOT_BYTES)  # a slot the database names is gone
+    result = invoke(newsroom, "check")
+    assert result.exit_code == 1 and "slots file" in result.output and "Traceback" not in result.output
 
 
 def test_every_command_has_help(newsroom: Newsroom):

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
+from tests.fixtures_store import PAST_ANY_HEADER
 from intake.cli import cli
 from intake.journalist_auth import sealed_time
 from intake.retention import PurgeSchedule, RetentionConfigError, RetentionPolicy, purge
@@ -61,7 +62,7 @@ def test_sources_that_never_submitted_go_others_stay(newsroom: Newsroom, alice_c
         store.add_reply(with_reply.id, None, seal_reply("hi", with_reply.reply_public_key))
         uploading = store.create_source(b"\x05" * 32, b"\x06" * 32)
         in_flight = store.start_submission(uploading.id, "file", store.active_recipients())
-        in_flight.write(b"\x00" * (newsroom.settings.upload_chunk_bytes + 1))  # the first chunk is stored
+        in_flight.write(b"\x00" * (newsroom.settings.upload_chunk_bytes + PAST_ANY_HEADER))  # the first chunk is stored
         backdate(store, "UPDATE sources SET last_active_day = ?, created_day = ?", 2, day_before(2))
         assert purge(store, RetentionPolicy(unused_source_days=1)).sources == 1
         remaining = {row[0] for row in store._conn.execute("SELECT id FROM sources")}

@@ -10,14 +10,17 @@ import os
 import re
 import shutil
 import time
+import zlib
 from pathlib import Path
 
+from keys.envelope import MAGIC
 from keys.reply_bundle import seal_reply
 from tests.test_export_import import reply_bundle
 
 from intake.app import create_app
 from intake.codename import generate_codename
-from intake.store.connection import connect, connect_blobs
+from intake.store.connection import connect
+from intake.store.slots_file import SLOT_BYTES
 from intake.store.newsroom import Newsroom as NewsroomStore
 from tests.fixtures_app import post_upload, start_as_new_source, upload_body
 from tests.fixtures_newsroom import Newsroom, csrf_token, download_export, make_newsroom, sign_in
@@ -62,7 +65,7 @@ class Session:
 
 def _realistic_session(tmp_path: Path) -> Session:
     newsroom = make_newsroom(tmp_path)
-    # Small chunks, so a file goes through the blobs database too.
+    # Small chunks, so a file goes through the slots file in several pieces.
     settings = dataclasses.replace(newsroom.settings, upload_chunk_bytes=64 * 1024)
     source_app = create_app(settings, TESTING=True)
     journalists = newsroom.journalist_app
@@ -71,7 +74,7 @@ def _realistic_session(tmp_path: Path) -> Session:
     first = source_app.test_client()
     codename, page = start_as_new_source(first)
     body, content_type = upload_body(csrf_token(page), message="first tip",
-                                     files=[("notes.pdf", os.urandom(200_000), "application/pdf")])
+                                     files=[("notes.pdf", os.urandom(600_000), "application/pdf")])
     assert post_upload(first, body, content_type).status_code == 303
     first.post("/logout", data={"csrf_token": csrf_token(first.get("/thanks").text)})
     # Source B: a new codename and a message; stays logged in.
@@ -207,12 +210,18 @@ def test_a_seized_copy_of_the_data_dir_tells_nothing_finer_than_the_day(tmp_path
     shutil.copytree(settings.data_dir, copy, copy_function=shutil.copy2)
     problems += _journal_problems(copy, settings.db_key, session.deleted_reply, tmp_path / "replayed")
     main = connect(copy / "intake.db", settings.db_key, busy_timeout_ms=1000)
-    blobs = connect_blobs(copy / "intake.db-blobs", settings.db_key, busy_timeout_ms=1000)
+    assert not (copy / "intake.db-blobs").exists()  # a store made since the slots file has none
     try:
-        assert blobs.execute("SELECT count(*) FROM chunks").fetchone()[0] > 0  # the file went through the blobs database
+        # The file went through the slots file: nothing there says where an envelope starts.
+        assert main.execute("SELECT count(*) FROM slots WHERE submission_id IS NOT NULL").fetchone()[0] > 0
+        slots_file = (copy / "intake.db-slots").read_bytes()
+        assert MAGIC not in slots_file, "the slots file holds an envelope's header"
+        # Every slot in use reads as random bytes: nothing in it compresses.
+        used = b"".join(slots_file[slot * SLOT_BYTES : (slot + 1) * SLOT_BYTES]
+                        for (slot,) in main.execute("SELECT slot FROM slots WHERE submission_id IS NOT NULL"))
+        compressed, size = len(zlib.compress(used, 9)), len(used)
+        assert compressed >= size, "a slot in use holds something other than random-looking bytes"
         problems += _table_problems(main, "intake.db", now, session.deleted_reply, session.arrival)
-        problems += _table_problems(blobs, "intake.db-blobs", now, session.deleted_reply, session.arrival)
     finally:
         main.close()
-        blobs.close()
     assert not problems, "the seized copy tells:\n" + "\n".join(problems)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.fixtures_store import PAST_ANY_HEADER
 from intake.store import Store
 from intake.store.connection import connect, write_transaction
 from intake.store.migrations import MIGRATIONS, migrate
@@ -50,7 +51,7 @@ def test_the_counts_follow_uploads_exports_replies_and_deletions(tmp_path: Path)
         submit(store, b)
         submit(store, c)
         # Past a chunk, an upload's row is written, pending (not counted) until it is complete.
-        part = bytes(newsroom.settings.upload_chunk_bytes + 1)
+        part = bytes(newsroom.settings.upload_chunk_bytes + PAST_ANY_HEADER)
         in_flight = store.start_submission(b, "file", store.active_recipients())
         in_flight.write(part)
         abandoned = store.start_submission(c, "file", store.active_recipients())

@@ -13,10 +13,12 @@ import threading
 import subprocess
 import sys
 import time
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes
+from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes, header_size
 
 from intake.config import Settings
 from intake.store import (
@@ -29,11 +31,19 @@ from intake.store import (
     WrongDatabaseKeyError,
 )
 from intake.store import store as store_module
+from intake.store import submission_writer as writer_module
 from intake.store.connection import write_transaction
 from intake.store.migrations import LATEST_VERSION
+from intake.store import slot_table
+from intake.store.slots_file import SLOT_BYTES, slots_path
+from intake.config import load_settings
+from intake.setup import init_data_dir
+from tests.fixtures_store import FAST_KDF, PAST_ANY_HEADER, store_as_before_the_slots_file
+from tests.test_faults import free_bytes, small_filesystem
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 REPO = Path(__file__).resolve().parents[1]
+MiB = 1 << 20
 
 
 def _files_digest(folder: Path) -> dict[str, str]:
@@ -41,7 +51,8 @@ def _files_digest(folder: Path) -> dict[str, str]:
 
 
 def _disk_bytes(settings: Settings) -> int:
-    return sum(path.stat().st_size for path in settings.data_dir.glob("intake.db*"))
+    """What the store's files take on disk (a hole in the slots file takes nothing)."""
+    return sum(path.stat().st_blocks * 512 for path in settings.data_dir.glob("intake.db*"))
 
 
 def _store_envelope(store: Store, source_id: str, recipients, body: bytes) -> str:
@@ -95,7 +106,7 @@ def test_database_and_wal_hold_no_plaintext(store: Store, settings: Settings, re
 
 @pytest.mark.parametrize(
     "chunks, tail",
-    [(0, 1000), (0, store_module.INLINE_BYTES + 1), (3, 123), (3, store_module.INLINE_BYTES + 1), (2, -3000)],
+    [(0, 1000), (0, writer_module.INLINE_BYTES + 1), (3, 123), (3, writer_module.INLINE_BYTES + 1), (2, -3000)],
     ids=["tiny", "just-over-the-inline-size", "three-chunks", "three-chunks-and-more", "under-two-chunks"],
 )
 def test_committed_submission_decrypts_for_every_journalist(store: Store, settings: Settings, source, recipients, journalists, chunks, tail):
@@ -113,11 +124,11 @@ def test_committed_submission_decrypts_for_every_journalist(store: Store, settin
 def test_a_slow_piece_after_full_chunks_stores_exactly_what_was_written(store: Store, settings: Settings, source, recipients):
     # Full chunks back to back refill the buffer of the chunk before; a piece stored by the slow
     # flush from such a buffer must not carry the old chunk's bytes past its own end.
-    pieces = [os.urandom(settings.upload_chunk_bytes) for _ in range(3)] + [os.urandom(store_module.SLOW_FLUSH_BYTES + 7)]
+    pieces = [os.urandom(settings.upload_chunk_bytes) for _ in range(3)] + [os.urandom(writer_module.SLOW_FLUSH_BYTES + 7)]
     upload = store.start_submission(source.id, "file", recipients)
     for piece in pieces:
         upload.write(piece)
-    time.sleep(store_module.SLOW_FLUSH_SECONDS + 0.05)
+    time.sleep(writer_module.SLOW_FLUSH_SECONDS + 0.05)
     pieces.append(os.urandom(11))  # the write after the wait stores what waited
     upload.write(pieces[-1])
     assert upload.size == sum(map(len, pieces))
@@ -159,7 +170,7 @@ def test_second_store_commits_while_an_upload_is_in_flight(settings: Settings, s
     impatient = dataclasses.replace(settings, busy_timeout_ms=100)
     with Store.open(settings) as slow_worker, Store.open(impatient) as other_worker:
         upload = slow_worker.start_submission(source.id, "file", recipients)
-        upload.write(os.urandom(settings.upload_chunk_bytes + 10))  # one chunk stored, the rest buffered
+        upload.write(os.urandom(settings.upload_chunk_bytes + PAST_ANY_HEADER))  # one chunk stored, the rest buffered
         # The slow client is between writes: another worker takes in a whole submission meanwhile.
         quick_source = other_worker.create_source(b"\x09" * 32, b"\x08" * 32)
         quick_id = _store_envelope(other_worker, quick_source.id, recipients, b"tip")
@@ -216,33 +227,63 @@ def test_recover_keeps_uploads_still_being_written(store: Store, source, recipie
     assert len(store.submissions()) == 1
 
 
-def _fill_disk(store: Store, spare_pages: int) -> None:
-    """The disk, as both database files see it, fills up after `spare_pages` more pages each
-    (chunks are written through the process's chunk writer: its connection too)."""
-    for conn in (store._conn, store._blobs_connection(), store._chunk_writer()._connection()):
-        used_pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        conn.execute(f"PRAGMA max_page_count = {used_pages + spare_pages}")
+@pytest.fixture
+def small_disk(tmp_path: Path, journalists) -> Iterator[tuple[Store, Settings, Path]]:
+    """A store on a real 24 MiB file system of its own, and that file system's folder."""
+    with small_filesystem(tmp_path / "disk", "24m") as disk:
+        data_dir = disk / "data"
+        init_data_dir(data_dir, [public_file for _, public_file in journalists], key_in_data_dir=True)
+        settings = load_settings(data_dir, **FAST_KDF)
+        with Store.open(settings) as opened:
+            yield opened, settings, disk
 
 
-def test_full_disk_gives_a_clear_error_and_no_partial_submission(store: Store, settings: Settings, source, recipients):
-    _fill_disk(store, 50)
-    upload = store.start_submission(source.id, "file", recipients)
+def _fill_disk(disk: Path, spare_bytes: int) -> None:
+    """Fill the file system until ``spare_bytes`` are left."""
+    with open(disk / "filler", "ab") as filler:
+        while (left := free_bytes(disk) - spare_bytes) > 0:
+            filler.write(bytes(min(left, 1 << 20)))
+            filler.flush()
+
+
+def test_full_disk_gives_a_clear_error_and_no_partial_submission(small_disk):
+    store, settings, disk = small_disk
+    source = store.create_source(b"\x01" * 32, b"\x02" * 32)
+    _fill_disk(disk, 2 * MiB)
+    upload = store.start_submission(source.id, "file", store.active_recipients())
     with pytest.raises(StoreFullError) as full:
-        upload.write(os.urandom(3 * settings.upload_chunk_bytes))
+        for _ in range(3):
+            upload.write(os.urandom(settings.upload_chunk_bytes))
     assert "full" in str(full.value)
     upload.abort()
     assert store.submissions() == [] and store.counts()["pending uploads"] == 0
+    assert _slots_in_use(settings) == 0
 
 
-def test_full_disk_at_publish_gives_a_clear_error_and_no_partial_submission(store: Store, settings: Settings, source, recipients):
-    upload = store.start_submission(source.id, "file", recipients)
-    upload.write(os.urandom(2 * settings.upload_chunk_bytes))  # full chunks stored in the blobs database
-    _fill_disk(store, 0)
-    upload.write(os.urandom(settings.upload_chunk_bytes // 2))  # the last piece goes in with the publish
+def test_full_disk_at_publish_gives_a_clear_error_and_no_partial_submission(small_disk):
+    store, settings, disk = small_disk
+    source = store.create_source(b"\x01" * 32, b"\x02" * 32)
+    upload = store.start_submission(source.id, "file", store.active_recipients())
+    recipients = store.active_recipients()
+    # Two full chunks stored in the slots file (the first also holds the envelope's header), with
+    # slots claimed ahead: the commit needs no claim, and fails writing the last piece.
+    upload.write(os.urandom(2 * settings.upload_chunk_bytes + header_size(len(recipients))))
+    _fill_disk(disk, 512 * 1024)  # room for the database to record the failure, not for the last piece
+    upload.write(os.urandom(settings.upload_chunk_bytes // 2))  # the last piece goes in at the commit
     with pytest.raises(StoreFullError):
         upload.commit()
     upload.abort()
     assert store.submissions() == [] and store.counts()["pending uploads"] == 0
+    (disk / "filler").unlink()
+    store.recover()
+    assert _slots_in_use(settings) == 0
+    assert _store_envelope(store, source.id, store.active_recipients(), os.urandom(3 * MiB))  # and it takes uploads again
+
+
+def _slots_in_use(settings: Settings) -> int:
+    """Blocks the slots file holds on disk, in slots (where a write failed, a hole holds none)."""
+    path = slots_path(settings.db_path)
+    return path.stat().st_blocks * 512 // SLOT_BYTES if path.exists() else 0
 
 
 def test_existing_lookup_id_is_refused(store: Store, source):
@@ -338,50 +379,66 @@ def _blob_chunk_count(store: Store, submission_id: str | None = None) -> int:
     sql, params = "SELECT count(*) FROM chunks", ()
     if submission_id is not None:
         sql, params = sql + " WHERE submission_id = ?", (submission_id,)
-    return store._blobs_connection().execute(sql, params).fetchone()[0]
+    blobs = store._legacy_blobs()
+    return blobs.execute(sql, params).fetchone()[0] if blobs is not None else 0
 
 
-def test_large_upload_goes_to_the_blobs_file_encrypted_and_private(store: Store, settings: Settings, source, recipients):
+def test_large_upload_goes_to_the_slots_file_all_but_its_header(store: Store, settings: Settings, source, recipients):
+    header = b"HEADER-" + os.urandom(header_size(len(recipients)) - 7).hex().encode()[: header_size(len(recipients)) - 7]
     canary = b"CANARY-" + os.urandom(8).hex().encode()
     main_before = settings.db_path.stat().st_size
+    body = header + canary * (2 * settings.upload_chunk_bytes // len(canary) + 100)  # stands in for an envelope
     with store.start_submission(source.id, "file", recipients) as upload:
-        upload.write(canary * (2 * settings.upload_chunk_bytes // len(canary) + 100))  # stands in for ciphertext
+        upload.write(body)
         submission_id = upload.commit()
-    assert _blob_chunk_count(store, submission_id) == 2
-    blobs = _blobs_file(settings)
-    assert blobs.stat().st_mode & 0o777 == 0o600
-    assert blobs.stat().st_size > 2 * settings.upload_chunk_bytes
+    assert b"".join(store.submission_ciphertext(submission_id)) == body
+    slots = slots_path(settings.db_path)
+    assert slots.stat().st_mode & 0o777 == 0o600
+    assert slots.stat().st_blocks * 512 >= len(body) - len(header)
     store.recover()  # checkpoint the main database's WAL into its file
     assert settings.db_path.stat().st_size < main_before + settings.upload_chunk_bytes
+    # The envelope's body is stored as given (it is ciphertext to the journalists); its header,
+    # with the format's magic and the number of recipients, only in the encrypted database.
+    assert canary in slots.read_bytes() and header[:16] not in slots.read_bytes()
     for path in settings.data_dir.glob("intake.db*"):
-        assert canary not in path.read_bytes(), path.name
+        assert path == slots or (canary not in path.read_bytes() and header[:16] not in path.read_bytes()), path.name
 
 
-def test_short_message_is_stored_and_read_without_touching_the_blobs_file(store: Store, settings: Settings, source, recipients):
+def test_short_message_is_stored_and_read_without_touching_the_slots_file(store: Store, settings: Settings, source, recipients):
     submission_id = _store_envelope(store, source.id, recipients, b"a short tip")
     assert b"".join(store.submission_ciphertext(submission_id))
-    assert not _blobs_file(settings).exists()
+    assert not _blobs_file(settings).exists() and not slots_path(settings.db_path).exists()
 
 
 def test_a_missing_piece_is_reported_not_skipped(store: Store, settings: Settings, source, recipients):
     with store.start_submission(source.id, "file", recipients) as upload:
         upload.write(os.urandom(3 * settings.upload_chunk_bytes))
         submission_id = upload.commit()
-    store._blobs_connection().execute("DELETE FROM chunks WHERE submission_id = ? AND seq = 1", (submission_id,))
+    store._conn.execute("UPDATE slots SET submission_id = NULL WHERE submission_id = ? AND seq = 1", (submission_id,))
     with pytest.raises(StoreError):
         b"".join(store.submission_ciphertext(submission_id))
 
 
-def test_blobs_file_is_refused_under_another_key(store: Store, settings: Settings, source, recipients):
-    with store.start_submission(source.id, "file", recipients) as upload:
-        upload.write(os.urandom(settings.upload_chunk_bytes + 1))
-        upload.commit()
+def test_a_submission_stored_before_the_slots_file_still_reads_whole(store: Store, settings: Settings, source, recipients):
+    envelope = os.urandom(3 * MiB + 12345)
+    old = store_as_before_the_slots_file(store, source.id, envelope)
+    new = _store_envelope(store, source.id, recipients, os.urandom(2 * MiB))
+    assert b"".join(store.submission_ciphertext(old)) == envelope
+    assert b"".join(store.submission_ciphertext(new))
+    assert _blob_chunk_count(store, old) > 1 and _blob_chunk_count(store, new) == 0
+    store._legacy_blobs().execute("DELETE FROM chunks WHERE submission_id = ? AND seq = 1", (old,))
+    with pytest.raises(StoreError):
+        b"".join(store.submission_ciphertext(old))
+
+
+def test_blobs_file_is_refused_under_another_key(store: Store, settings: Settings):
+    store_module._open_blobs(settings).close()  # a store from before the slots file has one
     wrong = dataclasses.replace(settings, db_key=bytes(range(32)))
     with pytest.raises(WrongDatabaseKeyError):
-        Store(store._conn, wrong)._blobs_connection()
+        Store(store._conn, wrong)._legacy_blobs()
 
 
-def test_deleting_a_submission_reclaims_its_chunks_and_space(store: Store, settings: Settings, source, recipients):
+def test_deleting_a_submission_reclaims_its_slots_and_space(store: Store, settings: Settings, source, recipients):
     from intake.store.newsroom import Newsroom
 
     store.recover()
@@ -390,19 +447,40 @@ def test_deleting_a_submission_reclaims_its_chunks_and_space(store: Store, setti
         upload.commit()
     grown = _disk_bytes(settings)
     assert Newsroom(store).delete_submissions_of(source.id) == 1
-    assert _blob_chunk_count(store) == 0
+    assert _slots_in_use(settings) == 0 and not store._conn.execute("SELECT 1 FROM slots WHERE dirty = 1").fetchall()
     assert _disk_bytes(settings) < grown - 2 * settings.upload_chunk_bytes
 
 
-def test_recover_removes_chunks_whose_submission_is_gone(store: Store, settings: Settings, source, recipients):
-    """As after a crash between deleting a submission and deleting its chunks."""
+def test_recover_overwrites_the_slots_of_a_submission_that_is_gone(store: Store, settings: Settings, source, recipients):
+    """As after a crash between deleting a submission and overwriting its slots (and, in a store
+    from before the slots file, deleting its chunks)."""
+    store_module._open_blobs(settings).close()
+    store._legacy_blobs().execute("INSERT INTO chunks (submission_id, seq, data) VALUES ('gone', 0, x'00')")
     with store.start_submission(source.id, "file", recipients) as upload:
         upload.write(os.urandom(settings.upload_chunk_bytes + 1))
+        gone = upload.commit()
+    with store.start_submission(source.id, "file", recipients) as upload:  # after it in the file
+        upload.write(os.urandom(settings.upload_chunk_bytes + 1))
         kept = upload.commit()
-    store._blobs_connection().execute("INSERT INTO chunks (submission_id, seq, data) VALUES ('gone', 0, x'00')")
+    gone_slots = [slot for _seq, slot in slot_table.slots_of(store._conn, gone)]
+    path = slots_path(settings.db_path)
+    before = {slot: _slot_bytes(path, slot) for slot in gone_slots}
+    with write_transaction(store._conn) as conn:
+        conn.execute("DELETE FROM submissions WHERE id = ?", (gone,))
     assert store.recover() == 0
-    assert _blob_chunk_count(store, "gone") == 0 and _blob_chunk_count(store, kept) == 1
+    assert _blob_chunk_count(store, "gone") == 0
+    for slot, old in before.items():
+        now = _slot_bytes(path, slot)
+        # Overwritten with random bytes: nothing of the old ciphertext, and not told apart from a slot in use.
+        assert len(now) == SLOT_BYTES and now != old and old[:4096] not in now and len(zlib.compress(now)) >= SLOT_BYTES
+    assert not store._conn.execute("SELECT 1 FROM slots WHERE submission_id IS NULL AND dirty = 1").fetchall()
     assert len(b"".join(store.submission_ciphertext(kept))) == settings.upload_chunk_bytes + 1
+
+
+def _slot_bytes(path: Path, slot: int) -> bytes:
+    with open(path, "rb") as slots_file:
+        slots_file.seek(slot * SLOT_BYTES)
+        return slots_file.read(SLOT_BYTES)
 
 
 def test_write_transaction_waits_for_the_lock_and_gives_up_clearly(settings: Settings, source):

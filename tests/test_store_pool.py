@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from tests.fixtures_store import PAST_ANY_HEADER
 from intake.config import Settings
 from intake.store.pool import StorePool
 
@@ -51,7 +52,7 @@ def test_a_store_with_an_upload_write_in_flight_is_not_reused(settings: Settings
     store = pool.take()
     source = store.create_source(os.urandom(32), os.urandom(32))
     upload = store.start_submission(source.id, "file", recipients)
-    upload.write(os.urandom(settings.upload_chunk_bytes))  # handed to an OS thread
+    upload.write(os.urandom(settings.upload_chunk_bytes + PAST_ANY_HEADER))  # handed to an OS thread
     assert not store.idle
     pool.give_back(store)
     assert pool.take() is not store

@@ -18,9 +18,9 @@ from intake.store.store import (
     Store,
     StoredReply,
     StoredSubmission,
-    SubmissionWriter,
     today,
 )
+from intake.store.submission_writer import SubmissionWriter
 
 __all__ = [
     "Journalist",

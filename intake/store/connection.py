@@ -1,15 +1,15 @@
 """Opening the SQLCipher databases: key, verification and the pragmas every connection needs.
 
-A data dir holds two SQLCipher databases under related keys:
+A data dir holds a SQLCipher database, and, in a store from before the slots file
+(intake.store.slots_file), a second one under a related key:
 
-- ``intake.db`` (WAL): everything but the bulk of large uploads, and the last
-  piece of every submission, so a submission is published in one transaction.
+- ``intake.db`` (WAL): everything but the bulk of large uploads, so a submission is
+  published in one transaction.
   A WAL keeps every commit since the last checkpoint, in order, and whoever holds
   the key can replay them (a deleted reply, the order in which sources came): so
   every write transaction ends with a checkpoint that empties it (empty_wal).
-- ``intake.db-blobs`` (rollback journal): the ciphertext chunks of large uploads.
-  Appended pages are encrypted and written once (WAL would write them twice:
-  log, then checkpoint), and writing them never holds the main database's lock.
+- ``intake.db-blobs`` (rollback journal): the ciphertext chunks of large uploads
+  stored before the slots file, read from there; nothing writes new ones.
 """
 
 from __future__ import annotations

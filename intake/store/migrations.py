@@ -333,7 +333,27 @@ CREATE INDEX sources_by_activity ON sources(last_active_day DESC, designation, h
     WHERE has_submitted = 1 OR reply_count > 0;
 """
 
-MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8]
+# Large envelopes' ciphertext moves out of SQLCipher, into the slots file (intake.db-slots,
+# intake.store.slots_file): encrypting it a second time, page by page, cost more CPU than a plain
+# app spends on the whole upload. This table says which slot holds what; it alone (with the
+# submission's state) decides what is visible, in the same transactions as before. A slotted
+# envelope is its header (submission_chunks seq 0) followed by its slots in seq order, its
+# length being the submission's size. Keyed by the slot's number (no rowid: rows numbered as
+# they came would tell the order of arrival); intake.store.slot_table claims free slots from a
+# random place on. Envelopes stored before stay in intake.db-blobs and are read from there.
+MIGRATION_9 = """
+CREATE TABLE slots (
+    slot INTEGER PRIMARY KEY,          -- bytes [slot * 256 KiB, + 256 KiB) of intake.db-slots
+    submission_id TEXT REFERENCES submissions(id) ON DELETE SET NULL,  -- NULL: free
+    seq INTEGER,                       -- its place among the submission's slots
+    dirty INTEGER NOT NULL DEFAULT 0 CHECK (dirty IN (0, 1)),  -- may hold ciphertext: overwritten before reuse
+    writer TEXT                        -- the process that claimed it, until its upload lets go (processes.py)
+) WITHOUT ROWID;
+CREATE INDEX slots_by_submission ON slots(submission_id, seq);
+CREATE INDEX slots_free ON slots(dirty, slot) WHERE submission_id IS NULL;
+"""
+
+MIGRATIONS: list[str] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8, MIGRATION_9]
 LATEST_VERSION = len(MIGRATIONS)
 
 # The blobs database (intake.db-blobs, see connection.py) has its own schema and
@@ -350,8 +370,8 @@ CREATE TABLE chunks (
 );
 """
 
-# Rows were numbered in the order the chunks came: from now on each gets a random rowid
-# (intake.store.chunk_writer), and the old ones are renumbered at random.
+# Rows were numbered in the order the chunks came: from then on each got a random rowid,
+# and the old ones are renumbered at random.
 BLOBS_MIGRATION_2 = """
 UPDATE chunks SET rowid = random() & 9223372036854775807;
 """

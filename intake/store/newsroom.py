@@ -486,10 +486,12 @@ class Newsroom:
                 page_size, pages, free = (int(conn.execute(f"PRAGMA {name}").fetchone()[0]) for name in ("page_size", "page_count", "freelist_count"))
             sizes[label] = page_size * pages
             sizes[f"free in {label}"] = page_size * free
+        sizes["slots file"] = self._store.slots_file_bytes()
         return sizes
 
     def integrity_problems(self) -> list[str]:
-        """What SQLCipher's page authentication and SQLite's structure checks report; [] if healthy."""
+        """What SQLCipher's page authentication and SQLite's structure checks report, and whether
+        the slots file holds every slot the database names; [] if healthy."""
         problems: list[str] = []
         for label, conn in self._store.databases():
             for pragma, healthy in (("cipher_integrity_check", None), ("integrity_check", "ok"), ("foreign_key_check", None)):
@@ -499,6 +501,10 @@ class Newsroom:
                     problems.append(f"{label}: {pragma}: {error}")
                     continue
                 problems += [f"{label}: {pragma}: {' '.join(map(str, row))}" for row in rows if row[0] != healthy]
+        try:
+            problems += self._store.slot_problems()
+        except DatabaseError as error:  # the database's own damage, already reported above
+            problems.append(f"slots file: the database's list of slots cannot be read: {error}")
         return problems
 
 

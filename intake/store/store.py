@@ -1,22 +1,27 @@
-"""The encrypted store: the only code in intake that knows SQL.
+"""The encrypted store: what intake keeps, and the SQL that keeps it.
 
-One `Store` wraps one connection to each SQLCipher database (see connection.py);
-use it from one request or thread at a time. Transactions are short and
-explicit. An upload writes its ciphertext chunk by chunk, each chunk committed
-in the blobs database (so a slow upload over Tor never holds the main database's
-write lock) through the process's chunk writer (chunk_writer.py: one connection
-for every upload of the process, chunks that come together share a commit), and
-becomes visible in one last short transaction in the main database, which also
-stores its last piece if that is small. A short message therefore costs one
-transaction. While one chunk is written in an OS thread, the caller reads and
-encrypts the next (at most one write in flight per store).
+One `Store` wraps one connection to the main SQLCipher database (see connection.py);
+use it from one request or thread at a time. Transactions are short and explicit.
+A submission of up to INLINE_BYTES is stored and published in one transaction. A
+larger one keeps its envelope's header in the database and writes the rest, piece
+by piece, into slots of the slots file (slots_file.py: plain pwrite of ciphertext
+that is already encrypted to the journalists, no second encryption), which a short
+transaction claims (slot_table.py); it becomes visible in one last short
+transaction, after one fdatasync of the file. A slow upload over Tor therefore
+never holds the database's write lock while it arrives. While one piece is written
+in an OS thread, the caller reads and encrypts the next (at most one write in
+flight per store). Envelopes stored before the slots file (schema 8 and older) are
+read from the blobs database (intake.db-blobs), which nothing writes any more.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
+import mmap
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -25,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from intake.store import processes
-from intake.store.chunk_writer import ChunkWriter, chunk_writer_for
+from keys.envelope import header_size
+
+from intake.store import processes, slot_table
 from intake.store.connection import (
     Connection,
     DatabaseError,
@@ -38,27 +44,25 @@ from intake.store.connection import (
     write_transaction,
 )
 from intake.store.designations import random_designation
-from intake.store.errors import JournalistExistsError, NotInitialisedError, SourceExistsError, StoreError
+from intake.store.errors import JournalistExistsError, NotInitialisedError, SourceExistsError, StoreError, StoreFullError
 from intake.store.file_times import settle_file_times
 from intake.store.group_commit import group_for
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
-from intake.worker_threads import Running, run_in_os_thread, start_in_background
+from intake.store.slots_file import SLOT_BYTES, SlotsFile, slots_file_for, slots_path
+from intake.store.submission_writer import INLINE_BYTES, SubmissionWriter
+from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
 
 if TYPE_CHECKING:
     from intake.config import Settings
 
+log = logging.getLogger(__name__)
 _DESIGNATION_ATTEMPTS = 20
 BLOBS_SUFFIX = "-blobs"  # intake.db-blobs: named like SQLite's own side files, so intake.db* is the whole store
-# A submission's last piece up to this size is stored in the main database with the
-# publish (a short message costs one transaction); a larger one goes to the blobs
-# database first, so the main database's write lock is held for milliseconds only.
-INLINE_BYTES = 256 * 1024
 _ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
-# A slow upload (over Tor: most of them) would hold up to a whole chunk in memory for as long
-# as it takes to arrive; its buffer is stored as soon as it holds this much and its first byte
-# waited this long. A fast upload still fills whole chunks (fewer, larger transactions).
-SLOW_FLUSH_BYTES = 256 * 1024
-SLOW_FLUSH_SECONDS = 1.0
+# An upload claims the slots of its next piece and, ahead, as many as it already has, up to this
+# many more (16 MiB): a few claims per upload (one transaction each on the main database), and
+# at most this many slots to fill with random bytes at the publish, those it did not write.
+_MAX_AHEAD_SLOTS = 64
 
 
 def today() -> str:
@@ -150,7 +154,8 @@ class Store:
     def __init__(self, conn: Connection, settings: Settings):
         self._conn = conn
         self._settings = settings
-        self._chunk_bytes = settings.upload_chunk_bytes
+        # Whole slots: a full chunk fills its slots exactly.
+        self._chunk_bytes = max(SLOT_BYTES, settings.upload_chunk_bytes // SLOT_BYTES * SLOT_BYTES)
         self._blobs: Connection | None = None  # opened on first use
         self._in_flight: Running[None] | None = None  # the one chunk write running in an OS thread
 
@@ -219,22 +224,31 @@ class Store:
         self.close()
 
     def databases(self) -> list[tuple[str, Connection]]:
-        """Both database files, named as `intake status` and `intake check` report them."""
+        """The database files, named as `intake status` and `intake check` report them: the
+        blobs database only in a store from before the slots file."""
         self._settle()
-        return [("database", self._conn), ("blobs database", self._blobs_connection())]
+        blobs = self._legacy_blobs()
+        return [("database", self._conn)] + ([("blobs database", blobs)] if blobs is not None else [])
 
-    def _blobs_connection(self) -> Connection:
-        """The blobs database, opened (and created, the first time) on first use.
-        Call only with no write in flight (see _settle)."""
-        if self._blobs is None:
+    def _legacy_blobs(self) -> Connection | None:
+        """The blobs database of a store from before the slots file, opened on first use; None
+        in a store that never had one (nothing creates it any more). Call only with no write in
+        flight (see _settle)."""
+        if self._blobs is None and blobs_path(self._settings).exists():
             self._blobs = _open_blobs(self._settings)
         return self._blobs
 
     def _settle(self) -> None:
-        """Wait for the write in flight, if any; raise what it raised."""
-        running, self._in_flight = self._in_flight, None
-        if running is not None:
+        """Wait for the write in flight, if any; raise what it raised. A wait cut short (the
+        request's greenlet killed) leaves the write known as in flight: it still runs."""
+        running = self._in_flight
+        if running is None:
+            return
+        try:
             running.result()
+        finally:
+            if running.done():
+                self._in_flight = None
 
     @contextmanager
     def page_cache(self, mib: int) -> Iterator[None]:
@@ -326,7 +340,8 @@ class Store:
         (a submission of at most INLINE_BYTES is stored and published in one transaction)."""
         if not recipients:
             raise StoreError("no journalist is registered to receive submissions")
-        return SubmissionWriter(self, _new_id(), source_id, kind, [r.journalist_id for r in recipients], self._chunk_bytes)
+        return SubmissionWriter(self, _new_id(), source_id, kind, [r.journalist_id for r in recipients], self._chunk_bytes,
+                                header_size(len(recipients)))
 
     def submissions(self, source_id: str | None = None) -> list[StoredSubmission]:
         """Visible (complete) submissions, of one source or of all."""
@@ -340,23 +355,83 @@ class Store:
     def submission_ciphertext(self, submission_id: str) -> Iterator[bytes]:
         """The stored envelope of a visible submission, chunk by chunk (memory stays flat).
 
-        Pieces 0..n-1 are in the blobs database, the last one (if small) in the main one,
-        so a submission stored in one piece needs no look at the blobs database.
+        A slotted envelope is its header (piece 0, in the main database) then its slots. One
+        stored before the slots file: pieces 0..n-1 in the blobs database, the last one (if
+        small) in the main one. A submission stored in one piece is read from the main database only.
         """
-        if not self._read("SELECT 1 FROM submissions WHERE id = ? AND state = 'ready'", (submission_id,)):
+        ready = self._read("SELECT size FROM submissions WHERE id = ? AND state = 'ready'", (submission_id,))
+        if not ready:
             return
         main_seqs = [row[0] for row in self._read("SELECT seq FROM submission_chunks WHERE submission_id = ? ORDER BY seq", (submission_id,))]
+        slots = slot_table.slots_of(self._conn, submission_id)
+        if slots:
+            yield from self._slotted_ciphertext(submission_id, main_seqs, slots, ready[0][0])
+            return
         blob_seqs: list[int] = []
         blobs = None
         if main_seqs != [0]:
-            blobs = self._settled_blobs()
-            blob_seqs = run_in_os_thread(self._blob_seqs, blobs, submission_id)
+            self._settle()
+            blobs = self._legacy_blobs()
+            blob_seqs = run_in_os_thread(self._blob_seqs, blobs, submission_id) if blobs is not None else []
         if blob_seqs + main_seqs != list(range(len(blob_seqs) + len(main_seqs))):
             raise StoreError("the submission's stored pieces are incomplete")
         for seq in blob_seqs:
             yield self._one_piece(run_in_os_thread(self._blob_chunk, blobs, submission_id, seq))
         for seq in main_seqs:
             yield self._one_piece(self._read("SELECT data FROM submission_chunks WHERE submission_id = ? AND seq = ?", (submission_id, seq)))
+
+    def _slotted_ciphertext(self, submission_id: str, main_seqs: list[int], slots: list[tuple[int, int]], size: int) -> Iterator[bytes]:
+        if main_seqs != [0] or [seq for seq, _slot in slots] != list(range(len(slots))):
+            raise StoreError("the submission's stored pieces are incomplete")
+        head = self._one_piece(self._read("SELECT data FROM submission_chunks WHERE submission_id = ? AND seq = 0", (submission_id,)))
+        left = size - len(head)
+        if not 0 < left <= len(slots) * SLOT_BYTES:
+            raise StoreError("the submission's stored pieces are incomplete")
+        yield head
+        numbers = [slot for _seq, slot in slots]
+        per_read = self._chunk_bytes // SLOT_BYTES
+        for start in range(0, len(numbers), per_read):
+            try:
+                piece = run_in_os_thread(self._slots().read, numbers[start : start + per_read], min(left, per_read * SLOT_BYTES))
+            finally:
+                # Still there after the read, so its slots were not freed (and perhaps reused or
+                # cut off the file) during it; gone, that is why a read came back short.
+                if not self._read("SELECT 1 FROM submissions WHERE id = ?", (submission_id,)):
+                    raise StoreError("the submission was deleted while it was being read")
+            left -= len(piece)
+            yield piece
+
+    def slot_problems(self) -> list[str]:
+        """What is wrong between the slots table and the slots file (`intake check`); [] if nothing."""
+        problems, highest = [], -1
+        for count, low, high, last_slot, size, head in self._read(
+            "SELECT count(*), min(slots.seq), max(slots.seq), max(slots.slot), submissions.size,"
+            " (SELECT length(data) FROM submission_chunks WHERE submission_id = submissions.id AND seq = 0)"
+            " FROM slots JOIN submissions ON submissions.id = slots.submission_id"
+            " WHERE submissions.state = 'ready' GROUP BY submissions.id"
+        ):
+            highest = max(highest, last_slot)
+            if (low, high) != (0, count - 1) or head is None or not (count - 1) * SLOT_BYTES < size - head <= count * SLOT_BYTES:
+                problems.append("slots file: a submission's slots do not add up to its size")
+        path = slots_path(self._settings.db_path)
+        length = path.stat().st_size if path.exists() else 0
+        if (highest + 1) * SLOT_BYTES > length:
+            problems.append(f"slots file: {path.name} ends before the slots the database names (restore a backup)")
+        elif highest >= 0:
+            in_use = [row[0] for row in self._read("SELECT slots.slot FROM slots JOIN submissions ON submissions.id = slots.submission_id"
+                                                  " WHERE submissions.state = 'ready' ORDER BY slots.slot")]
+            empty = run_in_os_thread(self._slots().holes_among, in_use)
+            if empty:
+                problems.append(f"slots file: {empty} slots of submissions hold nothing (holes): restore a backup")
+        return problems
+
+    def slots_file_bytes(self) -> int:
+        """What the slots file takes on disk (a hole, where a write failed, takes nothing)."""
+        path = slots_path(self._settings.db_path)
+        return path.stat().st_blocks * 512 if path.exists() else 0
+
+    def _slots(self) -> SlotsFile:
+        return slots_file_for(slots_path(self._settings.db_path))
 
     def ciphertext_positions(self, submission_ids: list[str]) -> dict[str, int]:
         """Where the envelope of each of ``submission_ids`` stored whole in the main database (one
@@ -368,7 +443,8 @@ class Store:
         for start in range(0, len(in_key_order), _ID_BATCH):
             batch = tuple(in_key_order[start : start + _ID_BATCH])
             marks = ",".join("?" * len(batch))
-            found.update(self._read(f"SELECT submission_id, rowid FROM submission_chunks WHERE seq = 0 AND submission_id IN ({marks})", batch))
+            found.update(self._read(f"SELECT submission_id, rowid FROM submission_chunks WHERE seq = 0 AND submission_id IN ({marks})"
+                                    " AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.submission_id = submission_chunks.submission_id)", batch))
         return found
 
     def ciphertexts_at(self, positions: list[tuple[str, int]]) -> dict[str, bytes]:
@@ -415,70 +491,89 @@ class Store:
             (upload.id, upload.source_id, upload.kind, today(), writer, upload.source_id, members),
         )
 
-    def _append_chunk(self, upload: SubmissionWriter, seq: int, data: bytes) -> None:
-        """Store a full chunk in the blobs database, in the background, through this
-        process's chunk writer (intake.store.chunk_writer: one connection, commits shared).
-
-        The pending row is committed first, so every chunk in the blobs database
-        belongs to a row of the main one until that row is deleted, and
-        _reclaim_space can tell orphans from uploads in flight.
+    def _append(self, upload: SubmissionWriter, buffer: mmap.mmap, start: int, length: int) -> None:
+        """Store the upload's next piece, ``buffer[start:start + length]``, in the background: its
+        first piece starts with the envelope's header, which goes to the main database with the
+        pending row; the rest fills whole slots of the slots file (a short last piece is padded
+        with random bytes in the buffer, so the slot shows neither where the envelope ends nor its
+        size). Slots are claimed before they are written, in a transaction that also records the
+        pending row first, so every written slot belongs to a row until that row is deleted, and
+        recovery frees it.
         """
         self._settle()  # the write in flight ends (or raises) first
-        if seq == 0:
+        head = min(upload._header_bytes, length) if not upload._stored else 0
+        body = start + head  # on a page boundary (HEADER_ROOM), as O_DIRECT needs
+        needed = -(-(length - head) // SLOT_BYTES)
+        unwritten = len(upload._slots) - upload._used
+        if head or needed > unwritten:
+            ahead = min(len(upload._slots), _MAX_AHEAD_SLOTS)
             with write_transaction(self._conn) as conn:
-                self._insert_pending(conn, upload, writer=processes.current_writer())
-            # The pages that insert cached are not needed again until the publish, which may be
-            # minutes away over Tor (~150 KiB per upload in flight, measured on the blobs branch).
+                if not head and not conn.execute("SELECT 1 FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,)).fetchone():
+                    raise StoreError("the upload was removed before it completed: please send it again")
+                if head:
+                    self._insert_pending(conn, upload, writer=processes.current_writer())
+                    conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
+                                 (random_rowid(), upload.id, buffer[start:body]))
+                if needed > unwritten:
+                    upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), needed - unwritten + ahead)
+            # The pages this transaction cached are not needed again until the next claim or the
+            # publish, which may be minutes away over Tor (~150 KiB per upload in flight, measured
+            # on the blobs branch).
             with translate_errors():
                 self._conn.execute("PRAGMA shrink_memory")
-        if upload._chunks is None:
-            upload._chunks = self._chunk_writer()
-            upload._chunks.enter()
-        # A piece smaller than a chunk is a slow upload's: its cached pages are released after it.
-        self._in_flight = start_in_background(upload._chunks.write, random_rowid(), upload.id, seq, data,
-                                              release_cache=len(data) < self._chunk_bytes)
-
-    def _chunk_writer(self) -> ChunkWriter:
-        settings = self._settings
-        return chunk_writer_for(blobs_path(settings), settings.busy_timeout_ms, lambda: _open_blobs(settings))
-
-    def _settled_blobs(self) -> Connection:
-        self._settle()
-        return self._blobs_connection()
+        if not upload._stored:
+            upload._sync_failures = self._slots().sync_failures
+        upload._stored += length
+        if needed:
+            end, padded = start + length, body + needed * SLOT_BYTES
+            if padded > end:
+                buffer[end:padded] = os.urandom(padded - end)
+            slots = upload._slots[upload._used : upload._used + needed]
+            upload._used += needed
+            self._in_flight = start_in_os_thread(self._slots().write, slots, buffer, body)
 
     def commit_together(self, uploads: list[SubmissionWriter]) -> tuple[str, ...]:
         """Make several submissions (the parts of one request) visible in one transaction:
-        all of them, or (on any error, or a crash) none. Their last pieces stay in the main
-        database only while they add up to INLINE_BYTES, so the write lock stays short."""
+        all of them, or (on any error, or a crash) none. Those with nothing stored yet stay
+        in the main database whole only while they add up to INLINE_BYTES, so the write lock
+        stays short; the others end in the slots file."""
         rests = [upload._rest() for upload in uploads]
         budget = INLINE_BYTES
-        to_blobs = []
-        for rest in rests:
-            to_blobs.append(len(rest) > budget)
-            budget -= 0 if to_blobs[-1] else len(rest)
+        to_slots = []
+        for upload, rest in zip(uploads, rests):
+            to_slots.append(bool(upload._stored) or len(rest) > budget)
+            budget -= 0 if to_slots[-1] else len(rest)
         # Positions are given as rows are first stored: a part with nothing stored yet that comes
-        # before one whose rest goes to the blobs file goes there too, so the parts keep their order.
-        last = max((i for i, big in enumerate(to_blobs) if big), default=-1)
+        # before one whose rest goes to the slots file goes there too, so the parts keep their order.
+        last = max((i for i, slotted in enumerate(to_slots) if slotted), default=-1)
         pieces = []
         for i, (upload, rest) in enumerate(zip(uploads, rests)):
-            if rest and (to_blobs[i] or (i < last and upload._seq == 0)):
-                upload._hand_over(rest)
+            first = not upload._stored
+            if rest and (to_slots[i] or i < last):
+                upload._hand_over_rest()
                 rest = b""
-            pieces.append((upload, upload._seq, rest or None, upload.size, upload._seq == 0))
+            pieces.append((upload, rest or None, upload.size, first and not upload._stored))
         self._publish(pieces)
         for upload in uploads:
             upload._published()
         return tuple(upload.id for upload in uploads)
 
-    def _publish(self, pieces: list[tuple[SubmissionWriter, int, bytes | None, int, bool]]) -> None:
-        """Store each upload's last chunk and make the uploads visible, in one transaction.
-        Every earlier chunk is committed (durably) in the blobs database before it."""
+    def _publish(self, pieces: list[tuple[SubmissionWriter, bytes | None, int, bool]]) -> None:
+        """Make the uploads visible (with each one stored whole in the database), in one
+        transaction, once everything written to the slots file is durable."""
         self._settle()
+        for upload, *_ in pieces:
+            if len(upload._slots) > upload._used:  # claimed ahead, not written: random bytes, no hole
+                run_in_os_thread(self._slots().fill_random, upload._slots[upload._used :])
+        if any(upload._used for upload, *_ in pieces):
+            run_in_os_thread(self._slots().sync)
+            if any(upload._used and upload._sync_failures != self._slots().sync_failures for upload, *_ in pieces):
+                raise StoreError("the disk failed to keep an upload: please send it again")
         group_for(self._settings.db_path).publish(self._conn, lambda conn: self._publish_in(conn, pieces))
 
-    def _publish_in(self, conn: Connection, pieces: list[tuple[SubmissionWriter, int, bytes | None, int, bool]]) -> None:
+    def _publish_in(self, conn: Connection, pieces: list[tuple[SubmissionWriter, bytes | None, int, bool]]) -> None:
         """_publish's writes, inside the (perhaps shared) transaction of intake.store.group_commit."""
-        for upload, seq, last_chunk, size, first in pieces:
+        for upload, whole, size, first in pieces:
             if first:
                 # Pending only inside this transaction, so no other process ever sees it without a writer.
                 self._insert_pending(conn, upload, writer=None)
@@ -486,24 +581,28 @@ class Store:
                 "UPDATE submissions SET state = 'ready', size = ?, writer = NULL WHERE id = ? AND state = 'pending'",
                 (size, upload.id),
             ).rowcount
-            if updated != 1:  # checked before its last chunk, whose row would otherwise refer to nothing
+            if updated != 1:  # checked before its envelope, whose row would otherwise refer to nothing
                 raise StoreError("the upload was removed before it completed: please send it again")
-            if last_chunk is not None:
-                conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, ?, ?)",
-                             (random_rowid(), upload.id, seq, last_chunk))
+            if whole is not None:
+                conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
+                             (random_rowid(), upload.id, whole))
+            if upload._slots:
+                slot_table.publish(conn, upload.id, upload._used)
         for source_id in {upload.source_id for upload, *_ in pieces}:
             conn.execute(
                 "UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
                 (today(), source_id, today()),
             )
 
-    def _discard(self, submission_id: str) -> None:
+    def _discard(self, upload: SubmissionWriter) -> None:
         try:
             self._settle()
         except Exception:  # noqa: BLE001 - a failed chunk write is often why the upload is discarded
             pass
         with write_transaction(self._conn) as conn:
-            conn.execute("DELETE FROM submissions WHERE id = ? AND state = 'pending'", (submission_id,))
+            conn.execute("DELETE FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,))
+            if self._in_flight is None:  # else a write whose wait was cut short may still land: they wait for this process to end
+                slot_table.let_go(conn, upload._slots)  # nothing of this upload writes them any more
         self._reclaim_space()
 
     def recover(self) -> int:
@@ -521,25 +620,41 @@ class Store:
         return len(orphans)
 
     def _reclaim_space(self) -> None:
-        """Delete chunks whose submission is gone (deleted, discarded, or left by a dead
-        writer), then give freed pages back to the file system. In an OS thread: with
-        secure_delete, freeing a large upload rewrites its pages."""
+        """Overwrite the slots of submissions that are gone (deleted, discarded, or left by a
+        dead writer) and give their space back; delete blobs-database chunks whose submission
+        is gone; then give freed pages back to the file system. In an OS thread: freeing a
+        large upload rewrites its slots (and, with secure_delete, pages)."""
         self._settle()
-        run_in_os_thread(self._reclaim_space_now, self._blobs_connection())
+        run_in_os_thread(self._reclaim_space_now, self._legacy_blobs())
 
-    def _reclaim_space_now(self, blobs: Connection) -> None:
-        with translate_errors():
-            stored = [row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks").fetchall()]
-        gone = set(stored) - self._existing_submissions(stored)
-        if gone:
-            with write_transaction(blobs) as conn:
-                conn.executemany("DELETE FROM chunks WHERE submission_id = ?", [(submission_id,) for submission_id in gone])
-        with translate_errors():
-            blobs.execute("PRAGMA incremental_vacuum").fetchall()
-            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+    def _reclaim_space_now(self, blobs: Connection | None) -> None:
+        # On a full (or failing) disk each step may fail: what is left is done at a later reclaim.
+        try:
+            if self._read("SELECT 1 FROM slots LIMIT 1"):
+                slots = self._slots()
+                with slots.cleaning() as alone:
+                    if alone:
+                        slot_table.clean_freed(self._conn, slots.free, slots.truncate)
+                        slots.sync()
+            if blobs is not None:
+                with translate_errors():
+                    stored = [row[0] for row in blobs.execute("SELECT DISTINCT submission_id FROM chunks").fetchall()]
+                gone = set(stored) - self.existing_submissions(stored)
+                if gone:
+                    with write_transaction(blobs) as conn:
+                        conn.executemany("DELETE FROM chunks WHERE submission_id = ?", [(submission_id,) for submission_id in gone])
+                with translate_errors():
+                    blobs.execute("PRAGMA incremental_vacuum").fetchall()
+            with translate_errors():
+                self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        except StoreError as error:
+            # The caller's change (a delete, an abort) stands; freed slots stay unclaimable until
+            # a later reclaim overwrites them.
+            log.warning("freed space was not reclaimed yet: %s", error)
         empty_wal(self._conn)  # the vacuum ran outside write_transaction
 
-    def _existing_submissions(self, ids: list[str]) -> set[str]:
+    def existing_submissions(self, ids: list[str]) -> set[str]:
+        """Those of ``ids`` that are submissions (pending or ready)."""
         found: set[str] = set()
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
@@ -612,111 +727,3 @@ class Store:
             " (SELECT count(*) FROM submissions WHERE state = 'pending')"
         )
         return dict(zip(("sources", "submissions", "replies", "journalists", "pending uploads"), row))
-
-
-class SubmissionWriter:
-    """File-like sink for one submission's ciphertext.
-
-    `write()` buffers up to one chunk and hands each full chunk to the store, which
-    writes it in its own short transaction while the caller goes on (a failed
-    write raises at the next call); `commit()` stores the rest and makes the
-    submission visible in one more; `abort()` (or leaving a `with` block by an
-    exception) removes it.
-    """
-
-    def __init__(self, store: Store, submission_id: str, source_id: str, kind: str, journalist_ids: list[int], chunk_bytes: int):
-        self.id = submission_id
-        self.source_id = source_id
-        self.kind = kind
-        self.journalist_ids = journalist_ids
-        self._store = store
-        self._chunk_bytes = chunk_bytes
-        # A new buffer for each piece of a slow upload: the one handed over is written in the
-        # background and then freed, so it holds one buffer, not two (measured: a spare kept for
-        # reuse was 4 MiB of every slow upload's ~16 MiB). A fast upload, whose full chunks follow
-        # each other, refills the buffer of the chunk before instead (its write has ended by the
-        # time the next chunk is handed over): a fresh 4 MiB block is a new mapping that malloc's
-        # wiping byte fills first, a page fault and a cleared page every 4 KiB.
-        self._buffer = bytearray()
-        self._written: bytearray | None = None  # the full chunk last handed over, refilled next
-        self._filled = 0  # bytes of _buffer in use
-        self._first_at = 0.0  # when the first byte now in _buffer arrived
-        self._seq = 0  # chunks stored so far
-        self._size = 0  # bytes stored so far
-        self._finished = False
-        self._chunks: ChunkWriter | None = None  # the process's chunk writer, from this upload's first chunk
-
-    @property
-    def size(self) -> int:
-        return self._size + self._filled
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self._finished:
-            raise ValueError("write to a submission that was already committed or aborted")
-        with memoryview(data) as view, view.cast("B") as octets:
-            taken = 0
-            while taken < len(octets):
-                if not self._filled:
-                    self._first_at = time.monotonic()
-                piece = octets[taken : taken + self._chunk_bytes - self._filled]
-                self._buffer[self._filled : self._filled + len(piece)] = piece
-                self._filled += len(piece)
-                taken += len(piece)
-                piece.release()
-                if self._filled == self._chunk_bytes:
-                    self._hand_over(self._buffer)
-        if self._filled >= SLOW_FLUSH_BYTES and time.monotonic() - self._first_at >= SLOW_FLUSH_SECONDS:
-            del self._buffer[self._filled :]  # a refilled chunk's buffer holds the old chunk past this
-            self._hand_over(self._buffer)
-        return taken
-
-    def _hand_over(self, chunk: bytearray | bytes) -> None:
-        self._store._append_chunk(self, self._seq, chunk)  # written in the background; every earlier write has ended
-        self._seq += 1
-        self._size += len(chunk)
-        if chunk is self._buffer:
-            full = len(chunk) == self._chunk_bytes
-            spare, self._written = self._written if full else None, chunk if full else None
-            self._buffer = spare if spare is not None else bytearray()
-        self._filled = 0
-
-    def commit(self) -> str:
-        (submission_id,) = self._store.commit_together([self])
-        return submission_id
-
-    def _rest(self) -> bytes:
-        """What is buffered: the last piece, stored by Store.commit_together."""
-        if self._finished:
-            raise ValueError("this submission was already committed or aborted")
-        with memoryview(self._buffer) as view:
-            return bytes(view[: self._filled])
-
-    def _published(self) -> None:
-        self._finished = True
-        self._buffer = self._written = None
-        self._done_with_chunks()
-
-    def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._buffer = self._written = None
-        self._filled = 0
-        try:
-            if self._seq:
-                self._store._discard(self.id)
-        finally:
-            self._done_with_chunks()
-
-    def _done_with_chunks(self) -> None:
-        """Every chunk write of this upload has ended (Store._settle): let the writer go."""
-        chunks, self._chunks = self._chunks, None
-        if chunks is not None:
-            chunks.leave()
-
-    def __enter__(self) -> SubmissionWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
