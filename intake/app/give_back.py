@@ -18,9 +18,10 @@ from typing import BinaryIO
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, NeedData
 
 from intake.app.ingest import FILES_FIELD, MESSAGE_FIELD, PARSER_BUFFER_LIMIT, READ_SIZE
+from intake.app.multipart import MultipartDecoder
 from keys.wiping import wipe
 
 MAX_GIVE_BACK_BYTES = 24 * 1024  # fits the login form with room to spare (SMALL_FORM_BYTES)

@@ -36,8 +36,9 @@ from typing import BinaryIO, Protocol
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, NeedData
 
+from intake.app.multipart import MultipartDecoder
 from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
 from keys.wiping import wipe
 

@@ -5,6 +5,12 @@ Opening a store (keying SQLCipher, reading the schema, setting pragmas) cost
 redirects to). A request takes a store for itself and gives it back at its end;
 a store is never shared by two requests at once. Stores beyond `keep` are
 closed, so a burst of slow uploads does not keep connections open afterwards.
+
+`keep` is 32 rather than 8: with 50 sources sending at once (25 requests in flight
+per worker), 8 meant most requests opened a store and closed it again (keying,
+pragmas, the page caches freed and filled again): about 1 ms of worker CPU a message. An idle store holds 0.4-0.6 MiB of resident
+memory: after a burst, up to ~20 MiB a worker (docs/PERFORMANCE.md, "Fifty senders,
+CPU per message").
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class StorePool:
-    def __init__(self, settings: Settings, *, keep: int = 8):
+    def __init__(self, settings: Settings, *, keep: int = 32):
         self._settings = settings
         self._keep = keep
         self._idle: list[Store] = []
