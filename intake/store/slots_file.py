@@ -61,12 +61,12 @@ def runs(slots: list[int]) -> Iterator[tuple[int, int, int]]:
 class SlotsFile:
     """One process's descriptors of the slots file; every method may block (call them in an OS thread).
 
-    Slots are written with O_DIRECT where the file system allows it (not tmpfs): straight from
+    Slots are written with O_DIRECT where the file system allows it: straight from
     the upload's buffer to the disk, not through the page cache (measured here: 0.03 s of system
     CPU per 256 MiB against 1.7-2.3 s when the page cache has to take fresh memory, see
     docs/PERFORMANCE.md, "The slots file"). Such a write must start at an aligned address and
-    cover whole blocks: the store hands over page-aligned buffers of whole slots. Reads, zeroing
-    and anything misaligned go through the page cache.
+    cover whole blocks: the store hands over page-aligned buffers of whole slots. Reads, and
+    anything misaligned or where O_DIRECT is refused, go through the page cache.
     """
 
     def __init__(self, path: Path, *, direct: bool = True):

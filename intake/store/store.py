@@ -537,22 +537,23 @@ class Store:
         all of them, or (on any error, or a crash) none. Those with nothing stored yet stay
         in the main database whole only while they add up to INLINE_BYTES, so the write lock
         stays short; the others end in the slots file."""
-        rests = [upload._rest() for upload in uploads]
+        buffered = [upload._buffered() for upload in uploads]
         budget = INLINE_BYTES
         to_slots = []
-        for upload, rest in zip(uploads, rests):
-            to_slots.append(bool(upload._stored) or len(rest) > budget)
-            budget -= 0 if to_slots[-1] else len(rest)
+        for upload, size in zip(uploads, buffered):
+            to_slots.append(bool(upload._stored) or size > budget)
+            budget -= 0 if to_slots[-1] else size
         # Positions are given as rows are first stored: a part with nothing stored yet that comes
         # before one whose rest goes to the slots file goes there too, so the parts keep their order.
         last = max((i for i, slotted in enumerate(to_slots) if slotted), default=-1)
         pieces = []
-        for i, (upload, rest) in enumerate(zip(uploads, rests)):
-            first = not upload._stored
-            if rest and (to_slots[i] or i < last):
+        for i, (upload, size) in enumerate(zip(uploads, buffered)):
+            first, whole = not upload._stored, None
+            if size and (to_slots[i] or i < last):
                 upload._hand_over_rest()
-                rest = b""
-            pieces.append((upload, rest or None, upload.size, first and not upload._stored))
+            elif size:
+                whole = upload._rest()
+            pieces.append((upload, whole, upload.size, first and not upload._stored))
         self._publish(pieces)
         for upload in uploads:
             upload._published()

@@ -134,10 +134,14 @@ class SubmissionWriter:
         (submission_id,) = self._store.commit_together([self])
         return submission_id
 
-    def _rest(self) -> bytes:
-        """What is buffered: the last piece, stored by Store.commit_together."""
+    def _buffered(self) -> int:
+        """How many bytes are buffered (the last piece, stored by Store.commit_together)."""
         if self._finished:
             raise ValueError("this submission was already committed or aborted")
+        return self._filled
+
+    def _rest(self) -> bytes:
+        """What is buffered, for a submission stored whole in the database."""
         return bytes(memoryview(self._buffer)[self._start : self._start + self._filled])
 
     def _published(self) -> None:
