@@ -157,8 +157,8 @@ def test_a_forged_record_is_refused_before_anything_is_written(capsys, raw):
 
 def test_decrypting_one_bundle_twice_writes_the_same_tree_once(capsys, tmp_path):
     keys = laptop()
-    sources = [Source("src-1", "brave otter", [Submission("message", b"one"), Submission("file", b"two", name="a.pdf")]),
-               Source("src-2", "quiet heron", [Submission("message", b"three")])]
+    sources = [Source("src-twice-1", "brave otter", [Submission("message", b"one"), Submission("file", b"two", name="a.pdf")]),
+               Source("src-twice-2", "quiet heron", [Submission("message", b"three")])]
     path = tmp_path / "b.bundle"
     path.write_bytes(build_export(sources, [keys.identity]))
     out = tmp_path / "out"
@@ -174,8 +174,8 @@ def test_decrypt_opens_each_envelope_whatever_the_recipient_list_says(capsys, tm
     the items are still hers. An item sealed to someone else is skipped, whatever the list claims."""
     keys = laptop()
     bob = Identity.generate("bob")
-    (mine,) = export_sources([Source("src-1", "brave otter", [Submission("message", b"for alice")])], [keys.identity])
-    (theirs,) = export_sources([Source("src-2", "quiet heron", [Submission("message", b"for bob")])], [bob])
+    (mine,) = export_sources([Source("src-recipients-1", "brave otter", [Submission("message", b"for alice")])], [keys.identity])
+    (theirs,) = export_sources([Source("src-recipients-2", "quiet heron", [Submission("message", b"for bob")])], [bob])
     mine.items[0] = dataclasses.replace(mine.items[0], recipients=["alice-desk"])
     theirs.items[0] = dataclasses.replace(theirs.items[0], item_id="other", recipients=["alice"])
     data = b"".join(bundle.stream_export_bundle([keys.identity.public.encryption_key], [mine, theirs], SERVER_KEY))
@@ -273,7 +273,7 @@ def manifest_bundle(manifest: bytes) -> bytes:
 def good_manifest() -> bytes:
     item = good_item()
     return json.dumps({"format": "intake-export-manifest", "version": 1, "items": 1, "sources": [
-        {"source_id": "src-1", "designation": "brave otter", "reply_public_key": "A" * 42 + "E=",
+        {"source_id": "src-manifest", "designation": "brave otter", "reply_public_key": "A" * 42 + "E=",
          "items": [{"item_id": "i", "kind": "message", "received_day": "2026-11-28", "recipients": ["alice"], "entry": 0,
                     "size": len(item), "blake2b": hashlib.blake2b(item, digest_size=32).hexdigest()}]}]}).encode()
 
@@ -363,7 +363,10 @@ def test_any_mutation_of_a_secret_key_file_is_refused(data):
 def decrypted_source() -> Path:
     work = Path(tempfile.mkdtemp(prefix="intake-source-"))
     keys = laptop()
-    (work / "b.bundle").write_bytes(build_export([Source("src-1", "brave otter", [Submission("message", b"x")])], [keys.identity]))
+    # Each test that decrypts has source ids of its own: the laptop's pins are shared by this
+    # file's tests, and the same id with another reply key is refused (xdist's order varies).
+    (work / "b.bundle").write_bytes(build_export([Source("src-source-record", "brave otter", [Submission("message", b"x")])],
+                                                 [keys.identity]))
     assert cli.main(["decrypt", str(work / "b.bundle"), "--key", str(keys.secret), "--passphrase-file", str(keys.passphrase), "--out", str(work / "out")]) == 0
     return work / "out" / "brave otter"
 
