@@ -8,8 +8,9 @@ A backup is an uncompressed tar (every member mode 0600, owner 0, time 0) of:
   ``intake:backup``), so the file is exactly as hard to read as the store itself;
 - ``db-key.recovery``: the database key sealed to the journalists (already sealed;
   taken out of a backup with ``tar -xf BACKUP db-key.recovery`` when the key is lost);
-- ``intake.db`` and ``intake.db-blobs``: consistent snapshots by SQLite's backup API,
-  still encrypted with the database key; uploads in progress are left out;
+- ``intake.db`` (and ``intake.db-blobs``, in a store older than the slots file): consistent
+  snapshots by SQLite's backup API, still encrypted with the database key; uploads in progress
+  are left out;
 - ``intake.db-slots``: the slots of the snapshot's submissions (ciphertext to the journalists),
   renumbered in the order of the submissions' random ids, with no free slot between them;
 - ``retention.toml``, if the instance has one.
