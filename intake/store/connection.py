@@ -76,13 +76,11 @@ def blobs_key(db_key: bytes) -> bytes:
     return hashlib.blake2b(b"", key=db_key, person=b"intake:blobs-db", digest_size=32).digest()
 
 
-def _open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str | None, cache_kib: int,
-                cached_statements: int = 128) -> Connection:
+def _open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str | None, cache_kib: int) -> Connection:
     if len(key) != 32:
         raise ValueError("the database key must be 32 bytes")
     with translate_errors():
-        conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False, factory=Connection,
-                                  cached_statements=cached_statements)
+        conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False, factory=Connection)
     try:
         with translate_errors():
             # SQLCipher logs decryption failures to stderr by default; the CLI says it in one line instead.
@@ -146,10 +144,7 @@ def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = Fals
 
 def connect_blobs(path: Path, db_key: bytes, *, busy_timeout_ms: int) -> Connection:
     """The blobs database (SQLite creates it the first time; then it is made 0600 like the main one)."""
-    # No statement cache: a cached INSERT keeps its parameters bound until it runs again, and
-    # so a copy of the last chunk written (measured: 260 KiB per slow upload's connection).
-    conn = _open_keyed(path, blobs_key(db_key), page_size=BLOBS_PAGE_SIZE, hmac_algorithm=BLOBS_HMAC, cache_kib=_OPENING_CACHE_KIB,
-                       cached_statements=0)
+    conn = _open_keyed(path, blobs_key(db_key), page_size=BLOBS_PAGE_SIZE, hmac_algorithm=BLOBS_HMAC, cache_kib=_OPENING_CACHE_KIB)
     try:
         if stat.S_IMODE(path.stat().st_mode) != 0o600:
             # SQLite gives its journal the database file's mode.

@@ -29,7 +29,6 @@ from intake.store.errors import StoreError
 from intake.worker_threads import start_in_os_thread
 
 Work = Callable[[Connection], None]
-Commit = Callable[[Connection, list["_Request"]], None]
 
 
 class _Request:
@@ -44,11 +43,9 @@ class _Request:
 
 
 class GroupCommit:
-    """The publishing queue of one database in this process. ``commit`` runs a batch's
-    work (in an OS thread); by default each request's in a savepoint of one transaction."""
+    """The publishing queue of one database in this process."""
 
-    def __init__(self, commit: Commit | None = None) -> None:
-        self._commit = commit or _commit
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: list[_Request] = []
         self._leading = False
@@ -86,7 +83,7 @@ class GroupCommit:
     def _lead(self, conn: Connection) -> None:
         with self._lock:
             batch, self._waiting = self._waiting, []
-        running = start_in_os_thread(self._commit, conn, batch)
+        running = start_in_os_thread(_commit, conn, batch)
         stopped: BaseException | None = None
         try:
             while True:
