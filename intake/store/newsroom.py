@@ -18,7 +18,7 @@ from keys.identity import MAX_NAME_BYTES
 
 from intake.store.connection import DatabaseError, IntegrityError, translate_errors, write_transaction
 from intake.store.errors import JournalistExistsError, StoreError
-from intake.store.store import Source, Store, StoredSubmission, expires_by_day, today
+from intake.store.store import ID_BATCH, Source, Store, StoredSubmission, expires_by_day, today
 
 # Names of retired keys stay in old rows (which submissions were sealed to them);
 # the suffix keeps them valid identity names (letters, digits, '.', '-').
@@ -322,8 +322,8 @@ class Newsroom:
         """Designation by source id, for the ids that exist."""
         wanted = sorted(set(source_ids))
         found: dict[str, str] = {}
-        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
-            batch = wanted[start : start + 500]
+        for start in range(0, len(wanted), ID_BATCH):
+            batch = wanted[start : start + ID_BATCH]
             marks = ",".join("?" * len(batch))
             found.update(self._read(f"SELECT id, designation FROM sources WHERE id IN ({marks})", tuple(batch)))
         return found
@@ -376,11 +376,11 @@ class Newsroom:
         wanted = sorted(set(submission_ids))  # in key order: each page of the table is written once
         marked = 0
         with write_transaction(self._conn) as conn:
-            # 500 a statement: each marked row fires a trigger that counts it on its source
+            # ID_BATCH a statement: each marked row fires a trigger that counts it on its source
             # (migration 8), and a statement with triggers journals the pages it changes; one
             # statement a row cost 24-36 us a row, against 9-13 in batches (10,000 rows).
-            for start in range(0, len(wanted), 500):  # and under SQLite's bound-parameter limit
-                batch = wanted[start : start + 500]
+            for start in range(0, len(wanted), ID_BATCH):
+                batch = wanted[start : start + ID_BATCH]
                 marked += conn.execute(
                     f"UPDATE submissions SET exported_day = ? WHERE id IN ({','.join('?' * len(batch))})"
                     " AND state = 'ready' AND exported_day IS NULL", (day, *batch),

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _DESIGNATION_ATTEMPTS = 20
 BLOBS_SUFFIX = "-blobs"  # intake.db-blobs: named like SQLite's own side files, so intake.db* is the whole store
-_ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
+ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
 # An upload claims the slots of its next piece and, ahead, as many as it already has, up to this
 # many more (16 MiB): a few claims per upload (one transaction each on the main database), and
 # at most this many slots to fill with random bytes at the publish, those it did not write.
@@ -440,8 +440,8 @@ class Store:
         (read them with submission_ciphertext). One query per batch of ids, along the key's index."""
         found: dict[str, int] = {}
         in_key_order = sorted(submission_ids)
-        for start in range(0, len(in_key_order), _ID_BATCH):
-            batch = tuple(in_key_order[start : start + _ID_BATCH])
+        for start in range(0, len(in_key_order), ID_BATCH):
+            batch = tuple(in_key_order[start : start + ID_BATCH])
             marks = ",".join("?" * len(batch))
             found.update(self._read(f"SELECT submission_id, rowid FROM submission_chunks WHERE seq = 0 AND submission_id IN ({marks})"
                                     " AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.submission_id = submission_chunks.submission_id)", batch))
@@ -453,8 +453,8 @@ class Store:
         found: dict[str, bytes] = {}
         wanted = dict((position, submission_id) for submission_id, position in positions)
         in_table_order = sorted(wanted)
-        for start in range(0, len(in_table_order), _ID_BATCH):
-            batch = tuple(in_table_order[start : start + _ID_BATCH])
+        for start in range(0, len(in_table_order), ID_BATCH):
+            batch = tuple(in_table_order[start : start + ID_BATCH])
             marks = ",".join("?" * len(batch))
             for position, submission_id, data in self._read(
                 f"SELECT rowid, submission_id, data FROM submission_chunks WHERE rowid IN ({marks})", batch
@@ -657,8 +657,8 @@ class Store:
     def existing_submissions(self, ids: list[str]) -> set[str]:
         """Those of ``ids`` that are submissions (pending or ready)."""
         found: set[str] = set()
-        for start in range(0, len(ids), _ID_BATCH):
-            batch = ids[start : start + _ID_BATCH]
+        for start in range(0, len(ids), ID_BATCH):
+            batch = ids[start : start + ID_BATCH]
             marks = ",".join("?" * len(batch))
             found.update(row[0] for row in self._read(f"SELECT id FROM submissions WHERE id IN ({marks})", tuple(batch)))
         return found
