@@ -7,7 +7,8 @@ Everything here runs the real thing: `intake serve --no-tor` (gunicorn, gevent w
 browser-like clients over loopback, a real small file system for the full disk, and the
 journalist's own tools (`intake export`, `intake-keys decrypt`) to see what a journalist sees.
 A bug these found has its own quick test here: recovery took a killed writer its parent had not
-reaped yet (a zombie) for a live one and kept its upload.
+reaped yet (a zombie) for a live one and kept its upload; and its opposite, a writer whose
+first thread had ended while another still ran (shown as a zombie) was taken for gone.
 Already covered elsewhere and not repeated: a wrong key at `intake init` and `intake status`
 (test_cli_setup.py), a damaged bundle file (test_keys_cli.py), a damaged database page
 (test_journalist_cli.py), a writer killed in-process and SQLITE_FULL simulated with
@@ -46,7 +47,7 @@ import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands
 from intake.cli import cli
 from intake.config import load_settings
 from intake.server_identity import server_public_key
-from intake.store import Store
+from intake.store import Store, processes
 from intake.store.connection import connect, connect_blobs
 from intake.store.newsroom import Newsroom
 from intake.store.slots_file import SLOT_BYTES, slots_path
@@ -98,6 +99,10 @@ def kill_everything(serve: ServeProcess) -> list[int]:
         assert time.monotonic() < deadline, "a killed process is still running"
         time.sleep(0.01)
     return pids
+
+
+def _start_time(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
 
 def _state(pid: int) -> str | None:
@@ -645,6 +650,59 @@ def test_recover_removes_the_upload_of_a_killed_writer_its_parent_has_not_reaped
             assert store.recover() == 1
             assert store.counts()["pending uploads"] == 0
     finally:
+        writer.wait()
+
+
+
+_MAIN_THREAD_ENDS_MID_UPLOAD = """
+import ctypes, os, sys, threading, time
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store
+settings = load_settings(Path(sys.argv[1]))
+release = Path(sys.argv[2])
+store = Store.open(settings)
+upload = store.start_submission(store.create_source(os.urandom(32), b"p" * 32).id, "file", store.active_recipients())
+upload.write(os.urandom(2 * settings.upload_chunk_bytes + 5))
+
+def stuck():  # stands for a thread stuck in a write on a stalled disk: it may still write
+    while not release.exists():
+        time.sleep(0.01)
+    os._exit(9)  # then the whole process ends
+
+threading.Thread(target=stuck).start()
+ctypes.CDLL(None).pthread_exit(None)  # the first thread ends, as a kill ends it before a thread stuck in the kernel
+"""
+
+
+def test_recover_keeps_the_upload_of_a_writer_whose_first_thread_ended_while_another_still_runs(settings, tmp_path: Path):
+    """/proc shows a process whose first thread has ended as a zombie, though another of its
+    threads (one stuck in a write on a stalled disk, after kill -9) may still write: its upload
+    and its slots stay until the last thread has ended."""
+    release = tmp_path / "release"
+    writer = subprocess.Popen([sys.executable, "-c", _MAIN_THREAD_ENDS_MID_UPLOAD, str(settings.data_dir), str(release)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while _state(writer.pid) != "Z":
+            assert time.monotonic() < deadline, "the writer's first thread did not end"
+            assert writer.poll() is None, "the writer exited"
+            time.sleep(0.01)
+        assert len(os.listdir(f"/proc/{writer.pid}/task")) > 1  # the ended first thread and those still running
+        # The same test decides whether freed slots it wrote may be overwritten (slot_table._cleanable).
+        assert processes.writer_alive(f"{writer.pid}:{_start_time(writer.pid)}")
+        with Store.open(settings) as store:
+            assert store.recover() == 0
+            assert store.counts()["pending uploads"] == 1
+        release.touch()
+        while _state(writer.pid) != "Z" or len(os.listdir(f"/proc/{writer.pid}/task")) != 1:
+            assert time.monotonic() < deadline, "the writer's last thread did not end"
+            time.sleep(0.01)
+        with Store.open(settings) as store:
+            assert not processes.writer_alive(f"{writer.pid}:{_start_time(writer.pid)}")
+            assert store.recover() == 1  # now nothing of it can write
+            assert store.counts()["pending uploads"] == 0
+    finally:
+        release.touch()
         writer.wait()
 
 

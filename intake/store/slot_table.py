@@ -102,8 +102,9 @@ def clean_freed(conn: Connection, overwrite: Callable[[list[int]], None], trunca
 
 
 def _cleanable(conn: Connection) -> list[int]:
-    """Freed slots that may hold ciphertext and that no live process may still write (a zombie,
-    killed and not yet reaped, counts as gone, as for recovery: see SECURITY.md §2)."""
+    """Freed slots that may hold ciphertext and that no live process may still write (a zombie
+    whose threads have all ended, killed and not yet reaped, counts as gone, as for recovery:
+    see SECURITY.md §2)."""
     with translate_errors():
         rows = conn.execute("SELECT slot, writer FROM slots WHERE submission_id IS NULL AND dirty = 1 ORDER BY slot").fetchall()
     return [slot for slot, writer in rows if writer is None or not processes.writer_alive(writer)]
