@@ -17,9 +17,14 @@ and the workers' peak RSS (VmHWM, reset before each upload) for uploads of
 256 MiB and 1 GiB. intake and plain alternate (A B, B A, ...); each figure is
 median [min..max] of the rounds, ratios per round.
 
-Targets (DESIGN.md, issue 10): intake at least as fast as plain (>= 1.0x), 4x
-faster than each gpg-after-upload, >= 0.7x the floor, worker RSS < 100 MiB and
-flat in file size; MISSED is printed next to a target the median does not meet.
+Targets (issue 10): intake at least as fast as plain (>= 1.0x), >= 0.7x the
+floor, worker RSS < 100 MiB and flat in file size; 4x faster than the upload then
+gpg as SecureDrop runs it; faster than the upload then `gpg -z 0` (>= 1.0x).
+That last one was 4x too, carried over from bench/envelope.py's decrypt target,
+and no server can meet it: one that stored the upload in no time at all beyond
+receiving it would show (plain + gpg) / plain, printed as the ceiling (2.1-2.4x
+on the 2-core machine of docs/PERFORMANCE.md, where gpg uses hardware AES).
+MISSED is printed next to a target the median does not meet.
 
 Run: .venv/bin/python bench/ingest.py [--size-mib 256] [--large-mib 1024] [--repeat 3]
 """
@@ -277,12 +282,14 @@ def main() -> None:
         print(f"  {labels[name]:44}{spread([mib / t for t in times[name]], 0)}")
     print()
     print("intake against each (the other's time / intake's, per round; higher is better for intake):")
-    for name, target in (("plain", 1.0), ("gpg as SecureDrop", 4.0), ("gpg -z 0", 4.0), ("floor", 0.7)):
+    for name, target in (("plain", 1.0), ("gpg as SecureDrop", 4.0), ("gpg -z 0", 1.0), ("floor", 0.7)):
         figure = Paired(labels[name], "intake", labels[name])
         for ours, theirs in zip(times["intake"], times[name]):
             figure.add(ours, theirs)
         ratio = statistics.median(figure.ratios)
         print(f"  vs {labels[name]:44}{spread(figure.ratios)}x  target >= {target}x{verdict(ratio, target, 'higher')}")
+    ceiling = [after / plain for after, plain in zip(times["gpg -z 0"], times["plain"])]
+    print(f"  (the ceiling against gpg -z 0: a server as fast as plain would show {spread(ceiling)}x)")
     print(f"workers' CPU per {mib} MiB upload (user + system, s): intake {spread(cpu['intake'], 2)}, plain {spread(cpu['plain'], 2)};"
           f" intake / plain {spread([ours / theirs for ours, theirs in zip(cpu['intake'], cpu['plain'])])}x")
     for label, peak in rss.items():

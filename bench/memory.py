@@ -7,13 +7,17 @@ of a file at once, each at a steady slow rate, to
   plain      baseline: bench/plain_upload_app.py (a Flask app saving request.files and
              fsyncing it), under the same gunicorn settings.
 The workers' resident memory is read before, while every upload is in flight (80% sent)
-and 3 s after the last one was answered.
+and 3 s after the last one was answered. Against intake, another source meanwhile sends
+short messages back to back: first on the idle server, then for as long as the slow uploads
+are being sent (each large upload claims its slots of the slots file in transactions of the
+main database, which short messages publish to too).
 
 Figures (min / median / max over the rounds):
   MiB per upload in flight, intake and plain, and their ratio
   intake: 200 uploads in flight, all workers (before + 200 x per upload)   target < 400 MiB
   intake: MiB per upload in flight                                          target <= 1 MiB
   intake: MiB kept after the burst                                          (reported)
+  intake: short message latency p95 during the burst, and against idle     target < 1 s
 
 Run: .venv/bin/python bench/memory.py [--rounds 3] [--uploads 40] [--file-kib 1536] [--kib-per-second 160]
 """
@@ -24,6 +28,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +42,35 @@ JOURNALISTS = 3
 EVERY = 0.2  # each upload sends a piece this often
 TARGET_PER_UPLOAD = 1.0
 TARGET_200 = 400.0
+TARGET_SHORT_P95 = 1.0  # seconds: issue 10's bar for normal sources while a server is under slow clients
+IDLE_SECONDS = 3.0
+
+
+class ShortMessages:
+    """Another logged-in source sending short messages back to back, each timed to its answer."""
+
+    def __init__(self, url: str):
+        self.client = SourceClient(url)
+        _codename, self.page = self.client.start_as_new_source()
+        self.latencies: list[float] = []
+        self.failures = 0
+
+    def send_one(self) -> None:
+        started = time.monotonic()
+        answer = self.client.send(self.page, "Короткое сообщение", follow_redirects=False)
+        self.latencies.append(time.monotonic() - started)
+        self.failures += answer.status != 303
+
+    def send_until(self, stop: threading.Event) -> None:
+        """At least one message, however short the burst."""
+        self.send_one()
+        while not stop.is_set():
+            self.send_one()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(len(ordered) * q + 0.5) - 1)]
 
 
 def _head(path: str, content_type: str, length: int, cookie: str = "") -> bytes:
@@ -44,11 +78,21 @@ def _head(path: str, content_type: str, length: int, cookie: str = "") -> bytes:
     return f"POST {path} HTTP/1.1\r\nHost: x\r\n{cookie_line}Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n".encode()
 
 
-def _burst(port: int, pids: list[int], uploads: list[SlowUpload], piece: int) -> tuple[float, float, float]:
-    """(before, in flight, after) RSS of the workers, MiB."""
+def _burst(port: int, pids: list[int], uploads: list[SlowUpload], piece: int,
+           alongside: ShortMessages | None = None) -> tuple[float, float, float]:
+    """(before, in flight, after) RSS of the workers, MiB; `alongside` sends while the uploads are sent."""
     before = workers_rss_mib(pids)
     driver = SlowUploads(port, uploads, piece, EVERY)
-    driver.run(pids, sample_at=0.8)
+    stop = threading.Event()
+    sender = threading.Thread(target=alongside.send_until, args=(stop,)) if alongside else None
+    if sender:
+        sender.start()
+    try:
+        driver.run(pids, sample_at=0.8)
+    finally:
+        stop.set()
+        if sender:
+            sender.join()
     bad = [upload.answer[:12] for upload in uploads if not upload.answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 303"))]
     if bad:
         raise RuntimeError(f"{len(bad)} uploads failed: {set(bad)}")
@@ -56,8 +100,17 @@ def _burst(port: int, pids: list[int], uploads: list[SlowUpload], piece: int) ->
     return before, driver.rss_samples[0], workers_rss_mib(pids)
 
 
-def intake_round(base: Path, count: int, size: int, piece: int) -> tuple[float, float, float]:
+def intake_round(base: Path, count: int, size: int, piece: int) -> tuple[tuple[float, float, float], list[float], list[float]]:
+    """(RSS before, in flight, after; short message latencies idle; the same during the burst)."""
     with run_intake_server(base, journalist_count=JOURNALISTS) as server:
+        idle = ShortMessages(server.url)
+        for _ in range(3):  # warm: the store pool, the pages
+            idle.send_one()
+        idle.latencies.clear()
+        until = time.monotonic() + IDLE_SECONDS
+        while time.monotonic() < until:
+            idle.send_one()
+        busy = ShortMessages(server.url)
         client = SourceClient(server.url)
         _codename, page = client.start_as_new_source()
         form = page.form_with("message", "files")
@@ -67,7 +120,10 @@ def intake_round(base: Path, count: int, size: int, piece: int) -> tuple[float, 
             content_type, pieces = encode_multipart(form, {"message": ""}, {"files": [Upload(f"f{i}.bin", random_content(size))]})
             body = b"".join(pieces)
             uploads.append(SlowUpload(_head("/submit", content_type, len(body), cookie), body))
-        return _burst(server.gunicorn.port, server.gunicorn.worker_pids(), uploads, piece)
+        memory = _burst(server.gunicorn.port, server.gunicorn.worker_pids(), uploads, piece, alongside=busy)
+        if idle.failures or busy.failures:
+            raise RuntimeError(f"{idle.failures + busy.failures} short messages failed")
+        return memory, idle.latencies, busy.latencies
 
 
 def plain_round(base: Path, count: int, size: int, piece: int) -> tuple[float, float, float]:
@@ -98,14 +154,20 @@ def main() -> None:
     size = args.file_kib * 1024
     piece = int(args.kib_per_second * 1024 * EVERY)
     results: dict[str, list[tuple[float, float, float]]] = {"intake": [], "plain": []}
+    short: dict[str, list[list[float]]] = {"idle": [], "busy": []}
     with tempfile.TemporaryDirectory(prefix="intake-bench-memory-") as tmp:
         for round_number in range(args.rounds):
             order = ("intake", "plain") if round_number % 2 == 0 else ("plain", "intake")
             for name in order:
                 base = Path(tmp) / f"{name}-{round_number}"
                 base.mkdir()
-                run = intake_round if name == "intake" else plain_round
-                results[name].append(run(base, args.uploads, size, piece))
+                if name == "intake":
+                    memory, idle, busy = intake_round(base, args.uploads, size, piece)
+                    short["idle"].append(idle)
+                    short["busy"].append(busy)
+                else:
+                    memory = plain_round(base, args.uploads, size, piece)
+                results[name].append(memory)
 
     per_upload = {name: [(during - before) / args.uploads for before, during, _after in rounds] for name, rounds in results.items()}
     ratios = [i / p for i, p in zip(per_upload["intake"], per_upload["plain"])]
@@ -121,6 +183,14 @@ def main() -> None:
     print(f"{'intake, 200 in flight, all workers (MiB)':52}{summary(at_200)}"
           f"   target < {TARGET_200:.0f}{'' if statistics.median(at_200) < TARGET_200 else '   MISSED'}")
     print(f"{'intake MiB kept 3 s after the burst':52}{summary(kept)}")
+    p95 = {when: [percentile(round_, 0.95) * 1000 for round_ in rounds] for when, rounds in short.items()}
+    p95_ratio = [busy / idle for busy, idle in zip(p95["busy"], p95["idle"])]
+    print(f"{'intake short message p95 ms, idle server':52}{summary(p95['idle'])}")
+    print(f"{'intake short message p95 ms, during the burst':52}{summary(p95['busy'])}"
+          f"   target < {TARGET_SHORT_P95 * 1000:.0f}{'' if statistics.median(p95['busy']) < TARGET_SHORT_P95 * 1000 else '   MISSED'}")
+    print(f"{'  the same against idle (ratio)':52}{summary(p95_ratio)}")
+    print(f"{'  short messages sent, idle / during the burst':52}"
+          f"{statistics.median(len(r) for r in short['idle']):7.0f} / {statistics.median(len(r) for r in short['busy']):.0f} (median a round)")
     print(f"{'workers RSS before (intake / plain)':52}{statistics.median(r[0] for r in results['intake']):7.1f} / "
           f"{statistics.median(r[0] for r in results['plain']):.1f}")
 
