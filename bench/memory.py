@@ -7,10 +7,11 @@ of a file at once, each at a steady slow rate, to
   plain      baseline: bench/plain_upload_app.py (a Flask app saving request.files and
              fsyncing it), under the same gunicorn settings.
 The workers' resident memory is read before, while every upload is in flight (80% sent)
-and 3 s after the last one was answered. Against intake, another source meanwhile sends
-short messages back to back: first on the idle server, then for as long as the slow uploads
-are being sent (each large upload claims its slots of the slots file in transactions of the
-main database, which short messages publish to too).
+and 3 s after the last one was answered. Then, against intake only, another source sends
+short messages back to back: first on the idle server, then during a second burst of as many
+slow uploads (each large upload claims its slots of the slots file in transactions of the
+main database, which short messages publish to too). A burst of its own, so that the memory
+figures above are the slow uploads' alone.
 
 Figures (min / median / max over the rounds):
   MiB per upload in flight, intake and plain, and their ratio
@@ -103,6 +104,21 @@ def _burst(port: int, pids: list[int], uploads: list[SlowUpload], piece: int,
 def intake_round(base: Path, count: int, size: int, piece: int) -> tuple[tuple[float, float, float], list[float], list[float]]:
     """(RSS before, in flight, after; short message latencies idle; the same during the burst)."""
     with run_intake_server(base, journalist_count=JOURNALISTS) as server:
+        client = SourceClient(server.url)
+        _codename, page = client.start_as_new_source()
+        form = page.form_with("message", "files")
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+        def uploads() -> list[SlowUpload]:
+            made = []
+            for i in range(count):
+                content_type, pieces = encode_multipart(form, {"message": ""}, {"files": [Upload(f"f{i}.bin", random_content(size))]})
+                body = b"".join(pieces)
+                made.append(SlowUpload(_head("/submit", content_type, len(body), cookie), body))
+            return made
+
+        port, pids = server.gunicorn.port, server.gunicorn.worker_pids()
+        memory = _burst(port, pids, uploads(), piece)
         idle = ShortMessages(server.url)
         for _ in range(3):  # warm: the store pool, the pages
             idle.send_one()
@@ -111,16 +127,7 @@ def intake_round(base: Path, count: int, size: int, piece: int) -> tuple[tuple[f
         while time.monotonic() < until:
             idle.send_one()
         busy = ShortMessages(server.url)
-        client = SourceClient(server.url)
-        _codename, page = client.start_as_new_source()
-        form = page.form_with("message", "files")
-        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
-        uploads = []
-        for i in range(count):
-            content_type, pieces = encode_multipart(form, {"message": ""}, {"files": [Upload(f"f{i}.bin", random_content(size))]})
-            body = b"".join(pieces)
-            uploads.append(SlowUpload(_head("/submit", content_type, len(body), cookie), body))
-        memory = _burst(server.gunicorn.port, server.gunicorn.worker_pids(), uploads, piece, alongside=busy)
+        _burst(port, pids, uploads(), piece, alongside=busy)
         if idle.failures or busy.failures:
             raise RuntimeError(f"{idle.failures + busy.failures} short messages failed")
         return memory, idle.latencies, busy.latencies
