@@ -11,7 +11,9 @@ Measured in one run, each on a fresh server under deploy/gunicorn.conf.py:
              submission today (gzip -9, then gpg -z 0 to one key), and gpg -z 0
              to the 3 keys; each result fsynced.
   floor      the physical limits, in the same round: the slower of writing the
-             upload's bytes to a file with fsync and raw secretstream over them.
+             upload's bytes to a file with fsync (the faster of through the page
+             cache and O_DIRECT, as intake's slots file does) and raw secretstream
+             over them.
 the CPU time (user + system) the workers spent on each upload of intake and plain,
 and the workers' peak RSS (VmHWM, reset before each upload) for uploads of
 256 MiB and 1 GiB. intake and plain alternate (A B, B A, ...); each figure is
@@ -32,6 +34,7 @@ Run: .venv/bin/python bench/ingest.py [--size-mib 256] [--large-mib 1024] [--rep
 from __future__ import annotations
 
 import argparse
+import mmap
 import os
 import statistics
 import subprocess
@@ -217,6 +220,37 @@ def disk_write_fsync(base: Path, data: bytes, total: int) -> float:
     return elapsed
 
 
+def disk_write_direct(base: Path, data: bytes, total: int) -> float | None:
+    """The same with O_DIRECT from a page-aligned buffer, as the slots file writes (copying into
+    it included), fdatasync, folder fsynced: the disk without the page cache, which costs this
+    kind of VM ~7 µs per fresh page (docs/PERFORMANCE.md, "Why O_DIRECT"). None where the file
+    system refuses O_DIRECT (tmpfs)."""
+    path = base / "floor-direct.bin"
+    piece = 4 * MIB
+    buffer = mmap.mmap(-1, piece)
+    started = time.perf_counter()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
+    except OSError:
+        return None
+    try:
+        view = memoryview(data)
+        for offset in range(0, total, piece):
+            length = min(piece, total - offset)
+            buffer[:length] = view[offset % len(data) : offset % len(data) + length]
+            os.pwrite(fd, memoryview(buffer)[:length] if length < piece else buffer, offset)
+        os.fdatasync(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+        path.unlink()
+    folder = os.open(base, os.O_RDONLY)
+    os.fsync(folder)
+    os.close(folder)
+    return time.perf_counter() - started
+
+
 def raw_secretstream(data: bytes, total: int) -> float:
     """The crypto's floor: secretstream over the upload's bytes in 64 KiB messages, nothing else."""
     from nacl import bindings as sodium
@@ -246,7 +280,7 @@ def main() -> None:
         base = Path(tmp)
         (base / "intake").mkdir()
         (base / "plain").mkdir()
-        names = ("intake", "plain", "gpg as SecureDrop", "gpg -z 0", "floor")
+        names = ("intake", "plain", "gpg as SecureDrop", "gpg -z 0", "disk, buffered", "disk, O_DIRECT", "secretstream", "floor")
         times: dict[str, list[float]] = {name: [] for name in names}
         cpu: dict[str, list[float]] = {"intake": [], "plain": []}  # the workers' CPU seconds per upload
         gpg = Gpg(base)
@@ -261,7 +295,13 @@ def main() -> None:
                         times["gpg as SecureDrop"].append(plain_seconds + gpg.securedrop(plain.saved_file()))
                         times["gpg -z 0"].append(plain_seconds + gpg.uncompressed(plain.saved_file()))
                 # The physical limits, in the same round: the slower of the disk and the crypto.
-                times["floor"].append(max(disk_write_fsync(base, data, size), raw_secretstream(data, size)))
+                buffered, direct = disk_write_fsync(base, data, size), disk_write_direct(base, data, size)
+                crypto = raw_secretstream(data, size)
+                times["disk, buffered"].append(buffered)
+                if direct is not None:
+                    times["disk, O_DIRECT"].append(direct)
+                times["secretstream"].append(crypto)
+                times["floor"].append(max(min(buffered, direct or buffered), crypto))
 
             rss = {}
             for label, total in ((f"{args.size_mib} MiB", size), (f"{args.large_mib} MiB", large)):
@@ -277,9 +317,11 @@ def main() -> None:
     print(f"MiB/s, median [min..max] of {args.repeat} rounds:")
     labels = {"intake": "intake (encrypt on receipt)", "plain": "plain Flask request.files + fsync",
               "gpg as SecureDrop": "plain upload + gzip -9 + gpg -z 0 (1 key)", "gpg -z 0": "plain upload + gpg -z 0 (3 keys)",
-              "floor": "min(disk write + fsync, raw secretstream)"}
+              "disk, buffered": "  disk write + fsync, through the page cache", "disk, O_DIRECT": "  disk write + fdatasync, O_DIRECT",
+              "secretstream": "  raw secretstream", "floor": "min(the faster disk write, raw secretstream)"}
     for name in names:
-        print(f"  {labels[name]:44}{spread([mib / t for t in times[name]], 0)}")
+        if times[name]:
+            print(f"  {labels[name]:48}{spread([mib / t for t in times[name]], 0)}")
     print()
     print("intake against each (the other's time / intake's, per round; higher is better for intake):")
     for name, target in (("plain", 1.0), ("gpg as SecureDrop", 4.0), ("gpg -z 0", 1.0), ("floor", 0.7)):
@@ -287,9 +329,11 @@ def main() -> None:
         for ours, theirs in zip(times["intake"], times[name]):
             figure.add(ours, theirs)
         ratio = statistics.median(figure.ratios)
-        print(f"  vs {labels[name]:44}{spread(figure.ratios)}x  target >= {target}x{verdict(ratio, target, 'higher')}")
+        print(f"  vs {labels[name]:48}{spread(figure.ratios)}x  target >= {target}x{verdict(ratio, target, 'higher')}")
     ceiling = [after / plain for after, plain in zip(times["gpg -z 0"], times["plain"])]
     print(f"  (the ceiling against gpg -z 0: a server as fast as plain would show {spread(ceiling)}x)")
+    plain_vs_floor = [floor / plain for floor, plain in zip(times["floor"], times["plain"])]
+    print(f"  (the plain app against the same floor: {spread(plain_vs_floor)}x: the HTTP path alone, on these cores)")
     print(f"workers' CPU per {mib} MiB upload (user + system, s): intake {spread(cpu['intake'], 2)}, plain {spread(cpu['plain'], 2)};"
           f" intake / plain {spread([ours / theirs for ours, theirs in zip(cpu['intake'], cpu['plain'])])}x")
     for label, peak in rss.items():
