@@ -20,6 +20,11 @@ from intake.cli_i18n import N_, _
 TYPE_NAMES = frozenset((N_("FILE"), N_("DIRECTORY"), N_("PATH"), N_("TEXT"), N_("INTEGER RANGE"), N_("FLOAT RANGE")))
 
 
+# The pieces click writes after the command's name in "Usage:" (its defaults, never passed to
+# gettext by click itself).
+USAGE_PIECES = frozenset((N_("[OPTIONS]"), N_("COMMAND [ARGS]...")))
+
+
 class _TranslatedHelp:
     """`help` holds the English text; reading it gives the text in the language chosen now."""
 
@@ -37,11 +42,16 @@ class _TranslatedHelp:
         self._english_help = english
 
 
-class TranslatedCommand(_TranslatedHelp, click.Command):
+class _TranslatedUsage:
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [_(piece) if piece in USAGE_PIECES else piece for piece in super().collect_usage_pieces(ctx)]
+
+
+class TranslatedCommand(_TranslatedUsage, _TranslatedHelp, click.Command):
     pass
 
 
-class TranslatedGroup(_TranslatedHelp, click.Group):
+class TranslatedGroup(_TranslatedUsage, _TranslatedHelp, click.Group):
     """Its commands and subgroups are translated too (click's command_class and group_class)."""
 
     command_class = TranslatedCommand

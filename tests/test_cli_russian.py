@@ -123,17 +123,17 @@ def test_a_wrong_database_key_is_told_in_russian(instance, tmp_path: Path):
 def test_clicks_own_messages_follow_lang_and_LANG(tmp_path: Path):
     missing = intake("--lang", "ru", "backup", "--data", tmp_path / "data")
     assert missing.returncode == 2
-    assert missing.stderr.splitlines() == ["Использование: intake backup [OPTIONS]", "Справка: 'intake backup --help'.", "",
+    assert missing.stderr.splitlines() == ["Использование: intake backup [ПАРАМЕТРЫ]", "Справка: 'intake backup --help'.", "",
                                            "Ошибка: не указан параметр '--out'."]
     unknown = intake("bogus", env=RUSSIAN_ENV)
     assert unknown.returncode == 2 and "Ошибка: нет такой команды: 'bogus'." in unknown.stderr
     no_file = intake("restore", tmp_path / "nothing.backup", "--data", tmp_path / "data", env=RUSSIAN_ENV)
     assert no_file.returncode == 2 and "не существует." in no_file.stderr and "does not exist" not in no_file.stderr
     help_page = intake("--lang", "ru", "--help").stdout
-    assert help_page.startswith("Использование: intake [OPTIONS] COMMAND [ARGS]...")
+    assert help_page.startswith("Использование: intake [ПАРАМЕТРЫ] КОМАНДА [АРГУМЕНТЫ]...")
     assert "\nПараметры:\n" in help_page and "\nКоманды:\n" in help_page and "Показать эту справку и выйти." in help_page
     english = intake("backup", "--data", tmp_path / "data")
-    assert english.returncode == 2 and "Error: Missing option '--out'." in english.stderr and "Usage: intake backup" in english.stderr
+    assert english.returncode == 2 and "Error: Missing option '--out'." in english.stderr and "Usage: intake backup [OPTIONS]" in english.stderr
 
 
 def test_the_catalogue_of_clicks_words_covers_the_installed_click_and_is_compiled(tmp_path: Path):
