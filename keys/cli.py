@@ -265,23 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, parents=[language],
                                      description=_("Offline toolkit for intake journalists: keys, decryption, cleaning, replies."))
     parser.add_argument("--version", action=_VersionAction)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar=_("COMMAND"))
 
     def command(name: str, help: str, description: str, **kwargs) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[language], help=help, description=description, **kwargs)
 
     def passphrase_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--passphrase-file", metavar="FILE", help=_("read the passphrase from the first line of FILE instead of prompting"))
+        p.add_argument("--passphrase-file", metavar=_("FILE"), help=_("read the passphrase from the first line of FILE instead of prompting"))
 
     p = command("generate", _("create a key pair: NAME.secret and NAME.public"), _("Create a journalist key pair."))
-    p.add_argument("--out", required=True, metavar="DIR", help=_("folder for NAME.secret (mode 0600) and NAME.public"))
-    p.add_argument("--name", help=_("your name as the server knows it (default: your user name)"))
+    p.add_argument("--out", required=True, metavar=_("DIR"), help=_("folder for NAME.secret (mode 0600) and NAME.public"))
+    p.add_argument("--name", metavar=_("NAME"), help=_("your name as the server knows it (default: your user name)"))
     p.add_argument("--kdf-strength", choices=sorted(KDF_STRENGTHS), default="moderate", help=_("Argon2id cost of the passphrase (default: moderate, 256 MiB)"))
     passphrase_option(p)
     p.set_defaults(run=cmd_generate)
 
     p = command("fingerprint", _("show a public key's fingerprint"), _("Show the fingerprint of a public key file, to read aloud."))
-    p.add_argument("public_file", metavar="PUBLIC_FILE")
+    p.add_argument("public_file", metavar=_("PUBLIC_FILE"))
     p.set_defaults(run=cmd_fingerprint)
 
     p = command(
@@ -292,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
           "file; decrypt accepts only bundles signed by a key kept there. After a key rotation, trust the new key too; "
           "delete the old file from trusted-servers/ once no bundle signed with it is left."),
     )
-    p.add_argument("server_key_file", metavar="SERVER_KEY_FILE")
-    p.add_argument("--key", required=True, metavar="SECRET_FILE", help=_("your secret key file: the trust store is beside it"))
-    p.add_argument("--fingerprint", metavar="FINGERPRINT", help=_("the fingerprint the admin read out (otherwise you are asked to confirm)"))
+    p.add_argument("server_key_file", metavar=_("SERVER_KEY_FILE"))
+    p.add_argument("--key", required=True, metavar=_("SECRET_FILE"), help=_("your secret key file: the trust store is beside it"))
+    p.add_argument("--fingerprint", metavar=_("FINGERPRINT"), help=_("the fingerprint the admin read out (otherwise you are asked to confirm)"))
     p.set_defaults(run=cmd_trust_server)
 
     p = command(
@@ -310,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
             "written. Nothing partial is ever left; items decrypted before a stop are kept."
         ).format(damaged=EXIT_DAMAGED_ITEMS, error=EXIT_ERROR),
     )
-    p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--key", required=True, metavar="SECRET_FILE", help=_("your secret key file; the trusted server keys and pinned sources are beside it"))
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("bundle", metavar=_("BUNDLE"))
+    p.add_argument("--key", required=True, metavar=_("SECRET_FILE"), help=_("your secret key file; the trusted server keys and pinned sources are beside it"))
+    p.add_argument("--out", required=True, metavar=_("DIR"))
     p.add_argument("--progress", action="store_true", help=_("always show the progress bar (default: on a terminal, for large bundles)"))
     p.add_argument("--clean", action="store_true", help=_("then make a cleaned copy of every file, as the clean command does"))
     passphrase_option(p)
@@ -326,24 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
           "sandbox without network. Originals are never changed. index.html then shows what was found."),
         epilog=_("Needs the Debian packages mat2 and bubblewrap: {install}").format(install=sandbox.INSTALL),
     )
-    p.add_argument("folder", metavar="FOLDER", help=_("a folder written by decrypt, or one source folder in it"))
-    p.add_argument("--time-limit", type=_positive, default=sandbox.Limits.seconds, metavar="SECONDS", help=_("per file and step, one more for every 8 MiB of the file (default: %(default)s)"))
-    p.add_argument("--memory-limit", type=_positive, default=sandbox.Limits.memory >> 20, metavar="MIB", help=_("address space of the cleaner (default: %(default)s)"))
+    p.add_argument("folder", metavar=_("FOLDER"), help=_("a folder written by decrypt, or one source folder in it"))
+    p.add_argument("--time-limit", type=_positive, default=sandbox.Limits.seconds, metavar=_("SECONDS"), help=_("per file and step, one more for every 8 MiB of the file (default: %(default)s)"))
+    p.add_argument("--memory-limit", type=_positive, default=sandbox.Limits.memory >> 20, metavar=_("MIB"), help=_("address space of the cleaner (default: %(default)s)"))
     p.set_defaults(run=cmd_clean)
 
     p = command("reply", _("seal a reply to a source into a signed reply bundle"), _("Seal a reply to a source and add it to a signed reply bundle."))
-    p.add_argument("--key", required=True, metavar="SECRET_FILE")
-    p.add_argument("--source", required=True, metavar="DIR/DESIGNATION", help=_("the source's folder written by decrypt"))
+    p.add_argument("--key", required=True, metavar=_("SECRET_FILE"))
+    p.add_argument("--source", required=True, metavar=_("DIR/DESIGNATION"), help=_("the source's folder written by decrypt"))
     text = p.add_mutually_exclusive_group(required=True)
-    text.add_argument("--message", metavar="TEXT")
-    text.add_argument("--message-file", metavar="FILE")
-    p.add_argument("--out", required=True, metavar="REPLY_BUNDLE", help=_("created, or extended and re-signed if it exists"))
+    text.add_argument("--message", metavar=_("TEXT"))
+    text.add_argument("--message-file", metavar=_("FILE"))
+    p.add_argument("--out", required=True, metavar=_("REPLY_BUNDLE"), help=_("created, or extended and re-signed if it exists"))
     passphrase_option(p)
     p.set_defaults(run=cmd_reply)
 
     p = command("inspect", _("describe a bundle without writing plaintext"), _("Describe an export or reply bundle; with --key, list the export manifest."))
-    p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--key", metavar="SECRET_FILE", help=_("decrypt the manifest to list sources and items"))
+    p.add_argument("bundle", metavar=_("BUNDLE"))
+    p.add_argument("--key", metavar=_("SECRET_FILE"), help=_("decrypt the manifest to list sources and items"))
     passphrase_option(p)
     p.set_defaults(run=cmd_inspect)
 

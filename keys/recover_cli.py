@@ -26,9 +26,9 @@ def add_parser(command, passphrase_option, read_passphrase) -> None:
           "with your secret key and write the database key to a new file, mode 0600."),
         epilog=_("Carry the key file to the new server on encrypted media, use it to restore, then destroy it."),
     )
-    p.add_argument("recovery_file", metavar="RECOVERY_FILE")
-    p.add_argument("--key", required=True, metavar="SECRET_FILE")
-    p.add_argument("--out", required=True, metavar="KEY_FILE", help=_("the database key file to write (must not exist)"))
+    p.add_argument("recovery_file", metavar=_("RECOVERY_FILE"))
+    p.add_argument("--key", required=True, metavar=_("SECRET_FILE"))
+    p.add_argument("--out", required=True, metavar=_("KEY_FILE"), help=_("the database key file to write (must not exist)"))
     passphrase_option(p)
     p.set_defaults(run=lambda args: cmd_recover_db_key(args, read_passphrase))
 

@@ -172,10 +172,10 @@ def test_argparses_own_messages_in_intake_keys_follow_lang_and_LANG():
 
     missing = keys("--lang", "ru", "fingerprint")
     assert missing.returncode == 2
-    assert missing.stderr.splitlines() == ["использование: intake-keys fingerprint [-h] [--lang {en,ru}] PUBLIC_FILE",
-                                           "intake-keys fingerprint: ошибка: не указаны обязательные аргументы: PUBLIC_FILE"]
+    assert missing.stderr.splitlines() == ["использование: intake-keys fingerprint [-h] [--lang {en,ru}] ОТКРЫТЫЙ_КЛЮЧ",
+                                           "intake-keys fingerprint: ошибка: не указаны обязательные аргументы: ОТКРЫТЫЙ_КЛЮЧ"]
     unknown = keys("bogus", env=RUSSIAN_ENV)
-    assert unknown.returncode == 2 and "ошибка: аргумент COMMAND: недопустимый выбор: 'bogus'" in unknown.stderr
+    assert unknown.returncode == 2 and "ошибка: аргумент КОМАНДА: недопустимый выбор: 'bogus'" in unknown.stderr
     help_page = keys("--lang", "ru", "--help").stdout
     assert help_page.startswith("использование: intake-keys") and "позиционные аргументы:" in help_page
     assert "показать эту справку и выйти" in help_page
