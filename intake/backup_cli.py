@@ -8,7 +8,7 @@ import click
 
 from intake.backup import make_backup, restore_backup
 from intake.cli import cli, data_option, db_key_option, echo_counts
-from intake.cli_help import option
+from intake.cli_help import TranslatedArgument, option
 from intake.cli_i18n import N_, _
 from intake.db_key_recovery import RECOVERY_FILE
 from intake.server import prepare_data_dir
@@ -35,7 +35,7 @@ def backup_command(data_dir: Path, out_path: Path, db_key_file: Path | None) -> 
                                 "every submission.\n\n"
                                 "The database key comes from --db-key-file (e.g. the file `intake-keys recover-db-key` "
                                 "wrote), $INTAKE_DB_KEY_FILE or the systemd credential, never from the data dir."))
-@click.argument("backup", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("backup", cls=TranslatedArgument, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @data_option
 @db_key_option
 def restore_command(backup: Path, data_dir: Path, db_key_file: Path | None) -> None:

@@ -20,6 +20,8 @@ from intake.cli_i18n import N_, _
 TYPE_NAMES = frozenset((N_("FILE"), N_("DIRECTORY"), N_("PATH"), N_("TEXT"), N_("INTEGER RANGE"), N_("FLOAT RANGE")))
 
 
+# intake's arguments, as click names them (their names made uppercase).
+ARGUMENT_NAMES = frozenset((N_("BACKUP"), N_("BUNDLE")))
 # The pieces click writes after the command's name in "Usage:" (its defaults, never passed to
 # gettext by click itself).
 USAGE_PIECES = frozenset((N_("[OPTIONS]"), N_("COMMAND [ARGS]...")))
@@ -74,6 +76,12 @@ class TranslatedOption(_TranslatedHelp, click.Option):
         if "required" in extra:  # click's own word, which click's catalogue lacks (it is never passed to _ literally)
             extra["required"] = _("required")
         return extra
+
+
+class TranslatedArgument(click.Argument):
+    def make_metavar(self, ctx: click.Context) -> str:
+        metavar = super().make_metavar(ctx)
+        return _(metavar) if metavar in ARGUMENT_NAMES else metavar
 
 
 def option(*param_decls: str, **attrs: Any):

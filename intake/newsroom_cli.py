@@ -15,7 +15,7 @@ from keys.files import PendingFile
 from keys.identity import fingerprint
 
 from intake.cli import cli, data_option, db_key_option
-from intake.cli_help import option
+from intake.cli_help import TranslatedArgument, option
 from intake.cli_i18n import N_, _, ngettext
 from intake.config import Settings, load_settings
 from intake.db_key_recovery import write_db_key_recovery
@@ -209,7 +209,7 @@ def rotate_signing_key_command(data_dir: Path, yes: bool) -> None:
 @cli.command("import-replies", help=N_("Import a reply bundle made with `intake-keys reply` (it must be signed by an active "
                                        "journalist)."))
 @data_option
-@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("bundle", cls=TranslatedArgument, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @db_key_option
 def import_replies_command(data_dir: Path, bundle: Path, db_key_file: Path | None) -> None:
     with Store.open(_settings(data_dir, db_key_file)) as store, open(bundle, "rb") as src:

@@ -132,6 +132,10 @@ def test_clicks_own_messages_follow_lang_and_LANG(tmp_path: Path):
     help_page = intake("--lang", "ru", "--help").stdout
     assert help_page.startswith("Использование: intake [ПАРАМЕТРЫ] КОМАНДА [АРГУМЕНТЫ]...")
     assert "\nПараметры:\n" in help_page and "\nКоманды:\n" in help_page and "Показать эту справку и выйти." in help_page
+    missing_argument = intake("--lang", "ru", "restore")
+    assert missing_argument.returncode == 2 and "Ошибка: не указан аргумент 'РЕЗЕРВНАЯ_КОПИЯ'." in missing_argument.stderr
+    assert intake("--lang", "ru", "import-replies", "--help").stdout.startswith("Использование: intake import-replies [ПАРАМЕТРЫ] ПАКЕТ")
+    assert "Error: Missing argument 'BACKUP'." in intake("restore").stderr
     english = intake("backup", "--data", tmp_path / "data")
     assert english.returncode == 2 and "Error: Missing option '--out'." in english.stderr and "Usage: intake backup [OPTIONS]" in english.stderr
 
