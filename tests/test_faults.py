@@ -95,10 +95,18 @@ def kill_everything(serve: ServeProcess) -> list[int]:
             os.kill(pid, signal.SIGKILL)
     serve.process.wait(10)
     deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{pid}").exists() and _state(pid) not in ("Z", "X") for pid in pids):
+    while any(_runs(pid) for pid in pids):
         assert time.monotonic() < deadline, "a killed process is still running"
         time.sleep(0.01)
     return pids
+
+
+def _runs(pid: int) -> bool:
+    """Some thread of it has not ended (its first one shows as a zombie before the others end)."""
+    try:
+        return _state(pid) not in ("Z", "X", None) or len(os.listdir(f"/proc/{pid}/task")) > 1
+    except FileNotFoundError:
+        return False
 
 
 def _start_time(pid: int) -> str:
@@ -642,7 +650,9 @@ def test_recover_removes_the_upload_of_a_killed_writer_its_parent_has_not_reaped
     writer = subprocess.Popen([sys.executable, "-c", _DIES_MID_UPLOAD, str(settings.data_dir)], cwd=REPO)
     try:
         deadline = time.monotonic() + 60
-        while _state(writer.pid) != "Z":
+        # Its first thread shows as a zombie before its other threads have ended: until they
+        # have, it may still write (test below), so recovery waits for that.
+        while _state(writer.pid) != "Z" or len(os.listdir(f"/proc/{writer.pid}/task")) != 1:
             assert time.monotonic() < deadline, "the writer did not die"
             time.sleep(0.01)
         with Store.open(settings) as store:
@@ -704,6 +714,45 @@ def test_recover_keeps_the_upload_of_a_writer_whose_first_thread_ended_while_ano
     finally:
         release.touch()
         writer.wait()
+
+
+
+_OUT_OF_DESCRIPTORS = """
+import os, resource, subprocess, sys
+from intake.store import processes
+from intake.store.errors import StoreError
+child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+writer = f"{child.pid}:{open(f'/proc/{child.pid}/stat').read().rsplit(')', 1)[1].split()[19]}"
+assert processes.writer_alive(writer)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+alive = processes.writer_alive(writer)
+try:
+    named = processes.current_writer()
+except StoreError as error:
+    named = "refused: " + str(error)
+for fd in held:
+    os.close(fd)
+child.stdin.close()
+child.wait()
+print(alive, named, sep="\\n")
+"""
+
+
+def test_a_writer_is_not_taken_for_gone_when_proc_cannot_be_read():
+    """Out of file descriptors (EMFILE), /proc cannot be read: a live writer must still count as
+    alive (taking it for gone would hand its slots to another upload), and a process that cannot
+    read its own start time refuses to name itself rather than record a name that reads as gone."""
+    result = subprocess.run([sys.executable, "-c", _OUT_OF_DESCRIPTORS], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    alive, named = result.stdout.splitlines()
+    assert alive == "True"
+    assert named.startswith("refused: could not read this process's start time from /proc")
 
 
 # --- 3. a wrong database key at `intake serve` ------------------------------------------------------
