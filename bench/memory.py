@@ -26,6 +26,7 @@ Run: .venv/bin/python bench/memory.py [--rounds 3] [--uploads 40] [--file-kib 15
 from __future__ import annotations
 
 import argparse
+import http.client
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.paired import percentile  # noqa: E402
 from tests.fixtures_server import Form, SourceClient, Upload, encode_multipart, run_gunicorn, run_intake_server  # noqa: E402
 from tests.fixtures_slow_uploads import SlowUpload, SlowUploads, random_content, workers_rss_mib  # noqa: E402
 
@@ -58,7 +60,11 @@ class ShortMessages:
 
     def send_one(self) -> None:
         started = time.monotonic()
-        answer = self.client.send(self.page, "Короткое сообщение", follow_redirects=False)
+        try:
+            answer = self.client.send(self.page, "Короткое сообщение", follow_redirects=False)
+        except (OSError, http.client.HTTPException):  # refused, reset, timed out: a failure, not a latency
+            self.failures += 1
+            return
         self.latencies.append(time.monotonic() - started)
         self.failures += answer.status != 303
 
@@ -67,11 +73,6 @@ class ShortMessages:
         self.send_one()
         while not stop.is_set():
             self.send_one()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, int(len(ordered) * q + 0.5) - 1)]
 
 
 def _head(path: str, content_type: str, length: int, cookie: str = "") -> bytes:

@@ -6,6 +6,7 @@ target that the median does not meet. Not a bench itself: the others import it.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -14,6 +15,12 @@ from collections.abc import Callable
 def spread(values: list[float], digits: int = 2) -> str:
     """'median [min..max]'."""
     return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}..{max(values):.{digits}f}]"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least a fraction q of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(len(ordered) * q) - 1)]
 
 
 def verdict(value: float, target: float | None, better: str) -> str:

@@ -33,15 +33,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.paired import Paired, spread, verdict  # noqa: E402
+from bench.paired import Paired, percentile, spread, verdict  # noqa: E402
 from tests.fixtures_server import IntakeServer, Page, SourceClient, Upload, encode_multipart, run_gunicorn, run_intake_server  # noqa: E402
 
 JOURNALISTS = 3
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, int(len(ordered) * q + 0.5) - 1)]
 
 
 def _run_senders(post: Callable[[int], bool], senders: int, seconds: float) -> tuple[list[float], int, float]:
