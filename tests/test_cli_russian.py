@@ -129,6 +129,7 @@ def test_clicks_own_messages_follow_lang_and_LANG(tmp_path: Path):
     assert unknown.returncode == 2 and "Ошибка: нет такой команды: 'bogus'." in unknown.stderr
     no_file = intake("restore", tmp_path / "nothing.backup", "--data", tmp_path / "data", env=RUSSIAN_ENV)
     assert no_file.returncode == 2 and "не существует." in no_file.stderr and "does not exist" not in no_file.stderr
+    assert "недопустимое значение для 'РЕЗЕРВНАЯ_КОПИЯ'" in no_file.stderr  # the argument named, not taken for the value
     help_page = intake("--lang", "ru", "--help").stdout
     assert help_page.startswith("Использование: intake [ПАРАМЕТРЫ] КОМАНДА [АРГУМЕНТЫ]...")
     assert "\nПараметры:\n" in help_page and "\nКоманды:\n" in help_page and "Показать эту справку и выйти." in help_page
