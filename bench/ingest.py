@@ -211,12 +211,7 @@ def disk_write_fsync(base: Path, data: bytes, total: int) -> float:
             out.write(piece)
         out.flush()
         os.fsync(out.fileno())
-    fd = os.open(base, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-    elapsed = time.perf_counter() - started
-    path.unlink()
-    return elapsed
+    return _folder_synced_then_removed(path, started)
 
 
 def disk_write_direct(base: Path, data: bytes, total: int) -> float | None:
@@ -243,7 +238,13 @@ def disk_write_direct(base: Path, data: bytes, total: int) -> float | None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
-    folder = os.open(base, os.O_RDONLY)
+    return _folder_synced_then_removed(path, started)
+
+
+def _folder_synced_then_removed(path: Path, started: float) -> float:
+    """Seconds since ``started`` once the folder holding the written file is fsynced too; then
+    the file goes (outside the time)."""
+    folder = os.open(path.parent, os.O_RDONLY)
     os.fsync(folder)
     os.close(folder)
     elapsed = time.perf_counter() - started
