@@ -543,3 +543,39 @@ def test_waiting_for_the_write_lock_does_not_freeze_a_gevent_worker(settings: Se
     assert done.returncode == 0, done.stderr[-2000:]
     waited, ticks = done.stdout.split()
     assert float(waited) >= 0.25 and int(ticks) >= 10
+
+
+def test_a_slots_file_replaced_on_disk_is_opened_again_not_written_through_an_old_descriptor(store: Store, settings: Settings,
+                                                                                            source, recipients):
+    """A process keeps its descriptors of the slots file from one store to the next. If the file
+    is replaced meanwhile (a restore writes a new one), writing through the old descriptors would
+    put an acknowledged upload into a file no longer on the disk."""
+    def stored(into: Store, body: bytes) -> str:
+        with into.start_submission(source.id, "file", recipients) as upload:
+            upload.write(body)
+            return upload.commit()
+
+    first = stored(store, os.urandom(2 * writer_module.INLINE_BYTES))  # opens the slots file
+    slots = slots_path(settings.db_path)
+    replacement = slots.with_name("replacement")
+    replacement.write_bytes(slots.read_bytes())
+    os.replace(replacement, slots)  # the same bytes, a new file
+    body = os.urandom(2 * writer_module.INLINE_BYTES)
+    with Store.open(settings) as again:
+        second = stored(again, body)
+    reader = subprocess.run([sys.executable, "-c", _PRINT_CIPHERTEXT_DIGEST, str(settings.data_dir), second, first],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert reader.returncode == 0, reader.stderr
+    assert reader.stdout.split() == [hashlib.sha256(body).hexdigest(), "first-readable"]
+
+
+_PRINT_CIPHERTEXT_DIGEST = """
+import hashlib, sys
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store
+with Store.open(load_settings(Path(sys.argv[1]))) as store:
+    print(hashlib.sha256(b"".join(store.submission_ciphertext(sys.argv[2]))).hexdigest())
+    b"".join(store.submission_ciphertext(sys.argv[3]))
+    print("first-readable")
+"""

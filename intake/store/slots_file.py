@@ -21,6 +21,7 @@ This module does file I/O only; the store decides which slots to use (intake.sto
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -76,6 +77,7 @@ class SlotsFile:
         self._direct_fd: int | None = None  # O_DIRECT, or None where the file system refuses it
         self._lock = threading.Lock()
         self._cleaning = threading.Lock()  # flock does not exclude the threads of one process
+        self._opened: tuple[int, int] | None = None  # (device, inode) of the file the descriptors name
         self.sync_failures = 0
 
     def _descriptor(self) -> int:
@@ -84,6 +86,8 @@ class SlotsFile:
                 created = not self.path.exists()
                 with _as_store_error("open"):
                     self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    opened = os.fstat(self._fd)
+                    self._opened = (opened.st_dev, opened.st_ino)
                 if self._direct_wanted:
                     with _as_store_error("open"):
                         try:
@@ -227,6 +231,25 @@ class SlotsFile:
             if fd is not None:
                 os.close(fd)
 
+    def still_at_its_path(self) -> bool:
+        """False once the file these descriptors name is no longer the one at the path (a restore
+        wrote a new one, or it was removed): writing through them would go nowhere lasting."""
+        if self._opened is None:
+            return True
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (now.st_dev, now.st_ino) == self._opened
+
+    def __del__(self) -> None:
+        # The last user of a file no longer at its path has finished with it (slots_file_for). No
+        # lock: nothing else holds this object, and one copied by fork may be held for ever.
+        for fd in (self._fd, self._direct_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
 
 def _data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
     """(offset, length) of each part of [start, end) that is on disk: not a hole, not past the end."""
@@ -290,12 +313,15 @@ _files_lock = threading.Lock()
 
 
 def slots_file_for(path: Path) -> SlotsFile:
-    """This process's SlotsFile for ``path`` (a forked worker opens its own descriptors)."""
+    """This process's SlotsFile for ``path`` (a forked worker opens its own descriptors), opened
+    again if the file at ``path`` is no longer the one it opened (the old one is closed once
+    whatever still uses it has finished)."""
     with _files_lock:
         key = (os.getpid(), Path(path))
-        if key not in _files:
-            _files[key] = SlotsFile(path)
-        return _files[key]
+        known = _files.get(key)
+        if known is None or not known.still_at_its_path():
+            known = _files[key] = SlotsFile(path)
+        return known
 
 
 def _close_the_parents_files() -> None:
@@ -305,7 +331,8 @@ def _close_the_parents_files() -> None:
     _files_lock = threading.Lock()
     for key in [key for key in _files if key[0] != os.getpid()]:
         parents = _files.pop(key)
-        for fd in (parents._fd, parents._direct_fd):
+        fds, parents._fd, parents._direct_fd = (parents._fd, parents._direct_fd), None, None
+        for fd in fds:
             if fd is not None:
                 os.close(fd)
 
