@@ -569,6 +569,22 @@ def test_a_slots_file_replaced_on_disk_is_opened_again_not_written_through_an_ol
     assert reader.stdout.split() == [hashlib.sha256(body).hexdigest(), "first-readable"]
 
 
+
+def test_an_upload_whose_slots_file_was_replaced_while_it_ran_is_refused_not_published(store: Store, settings: Settings,
+                                                                                     source, recipients):
+    before = store.counts()["submissions"]
+    with pytest.raises(StoreError, match="please send it again"):
+        with store.start_submission(source.id, "file", recipients) as upload:
+            # Two chunks handed over: the second waits for the first, so the file exists with its slots in it.
+            upload.write(os.urandom(3 * settings.upload_chunk_bytes))
+            slots = slots_path(settings.db_path)
+            replacement = slots.with_name("replacement")
+            replacement.write_bytes(slots.read_bytes())
+            os.replace(replacement, slots)
+            upload.write(os.urandom(settings.upload_chunk_bytes))
+            upload.commit()
+    assert store.counts()["submissions"] == before
+
 _PRINT_CIPHERTEXT_DIGEST = """
 import hashlib, sys
 from pathlib import Path

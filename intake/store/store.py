@@ -522,7 +522,8 @@ class Store:
             with translate_errors():
                 self._conn.execute("PRAGMA shrink_memory")
         if not upload._stored:
-            upload._sync_failures = self._slots().sync_failures
+            slots_file = self._slots()
+            upload._written_to = (slots_file, slots_file.sync_failures)
         upload._stored += length
         if needed:
             end, padded = start + length, body + needed * SLOT_BYTES
@@ -568,7 +569,10 @@ class Store:
                 run_in_os_thread(self._slots().fill_random, upload._slots[upload._used :])
         if any(upload._used for upload, *_ in pieces):
             run_in_os_thread(self._slots().sync)
-            if any(upload._used and upload._sync_failures != self._slots().sync_failures for upload, *_ in pieces):
+            # A failed sync since the upload first wrote, or a slots file replaced meanwhile (its
+            # first slots went to the old one): either way it is not all on the disk.
+            slots_file = self._slots()
+            if any(upload._used and upload._written_to != (slots_file, slots_file.sync_failures) for upload, *_ in pieces):
                 raise StoreError("the disk failed to keep an upload: please send it again")
         group_for(self._settings.db_path).publish(self._conn, lambda conn: self._publish_in(conn, pieces))
 

@@ -12,7 +12,7 @@ import mmap
 import time
 from typing import TYPE_CHECKING
 
-from intake.store.slots_file import HEADER_ROOM, SLOT_BYTES
+from intake.store.slots_file import HEADER_ROOM, SLOT_BYTES, SlotsFile
 
 if TYPE_CHECKING:
     from intake.store.store import Store
@@ -63,7 +63,7 @@ class SubmissionWriter:
         self._stored = 0  # bytes handed to the store so far
         self._slots: list[int] = []  # slots claimed, in the envelope's order
         self._used = 0  # of which written
-        self._sync_failures = 0  # the slots file's failed syncs when this upload first wrote
+        self._written_to: tuple[SlotsFile, int] | None = None  # the slots file it first wrote to, and its failed syncs then
         self._finished = False
 
     @property
