@@ -21,7 +21,6 @@ This module does file I/O only; the store decides which slots to use (intake.sto
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import fcntl
@@ -247,8 +246,10 @@ class SlotsFile:
         # lock: nothing else holds this object, and one copied by fork may be held for ever.
         for fd in (self._fd, self._direct_fd):
             if fd is not None:
-                with contextlib.suppress(OSError):
+                try:
                     os.close(fd)
+                except OSError:
+                    pass
 
 
 def _data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
