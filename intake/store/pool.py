@@ -8,9 +8,9 @@ closed, so a burst of slow uploads does not keep connections open afterwards.
 
 `keep` is 32 rather than 8: with 50 sources sending at once (25 requests in flight
 per worker), 8 meant most requests opened a store and closed it again (keying,
-pragmas, the page caches freed and filled again): about 1 ms of worker CPU a message. An idle store holds 0.4-0.6 MiB of resident
-memory: after a burst, up to ~20 MiB a worker (docs/PERFORMANCE.md, "Fifty senders,
-CPU per message").
+pragmas, the page caches freed and filled again): about 1 ms of worker CPU a message.
+An idle store holds 0.4-0.6 MiB of resident memory: after a burst, up to ~20 MiB a
+worker (docs/PERFORMANCE.md, "Fifty senders, CPU per message").
 """
 
 from __future__ import annotations

@@ -225,7 +225,11 @@ class SlotsFile:
 
     def close(self) -> None:
         with self._lock:
-            fds, self._fd, self._direct_fd = (self._fd, self._direct_fd), None, None
+            self._close_descriptors()
+
+    def _close_descriptors(self) -> None:
+        """Close and forget both descriptors (no lock: the caller's business)."""
+        fds, self._fd, self._direct_fd = (self._fd, self._direct_fd), None, None
         for fd in fds:
             if fd is not None:
                 os.close(fd)
@@ -244,12 +248,10 @@ class SlotsFile:
     def __del__(self) -> None:
         # The last user of a file no longer at its path has finished with it (slots_file_for). No
         # lock: nothing else holds this object, and one copied by fork may be held for ever.
-        for fd in (self._fd, self._direct_fd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        try:
+            self._close_descriptors()
+        except OSError:
+            pass
 
 
 def _data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -331,11 +333,7 @@ def _close_the_parents_files() -> None:
     global _files_lock
     _files_lock = threading.Lock()
     for key in [key for key in _files if key[0] != os.getpid()]:
-        parents = _files.pop(key)
-        fds, parents._fd, parents._direct_fd = (parents._fd, parents._direct_fd), None, None
-        for fd in fds:
-            if fd is not None:
-                os.close(fd)
+        _files.pop(key)._close_descriptors()
 
 
 os.register_at_fork(after_in_child=_close_the_parents_files)

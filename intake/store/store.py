@@ -564,16 +564,17 @@ class Store:
         """Make the uploads visible (with each one stored whole in the database), in one
         transaction, once everything written to the slots file is durable."""
         self._settle()
-        for upload, *_ in pieces:
-            if len(upload._slots) > upload._used:  # claimed ahead, not written: random bytes, no hole
-                run_in_os_thread(self._slots().fill_random, upload._slots[upload._used :])
-        if any(upload._used for upload, *_ in pieces):
-            run_in_os_thread(self._slots().sync)
-            # A failed sync since the upload first wrote, or a slots file replaced meanwhile (its
-            # first slots went to the old one): either way it is not all on the disk.
+        if any(upload._slots for upload, *_ in pieces):  # a short message has none: nothing to do here
             slots_file = self._slots()
-            if any(upload._used and upload._written_to != (slots_file, slots_file.sync_failures) for upload, *_ in pieces):
-                raise StoreError("the disk failed to keep an upload: please send it again")
+            for upload, *_ in pieces:
+                if len(upload._slots) > upload._used:  # claimed ahead, not written: random bytes, no hole
+                    run_in_os_thread(slots_file.fill_random, upload._slots[upload._used :])
+            if any(upload._used for upload, *_ in pieces):
+                run_in_os_thread(slots_file.sync)
+                # A failed sync since the upload first wrote, or a slots file replaced meanwhile (its
+                # first slots went to the old one): either way it is not all on the disk.
+                if any(upload._used and upload._written_to != (slots_file, slots_file.sync_failures) for upload, *_ in pieces):
+                    raise StoreError("the disk failed to keep an upload: please send it again")
         group_for(self._settings.db_path).publish(self._conn, lambda conn: self._publish_in(conn, pieces))
 
     def _publish_in(self, conn: Connection, pieces: list[tuple[SubmissionWriter, bytes | None, int, bool]]) -> None:
