@@ -7,6 +7,12 @@ per message"). This decoder keeps Werkzeug's state machine and every one of its 
 and errors; only the two boundary searches are done with ``bytes.find`` and a few byte
 comparisons, which behave exactly as the expressions did (tests/test_multipart_decoder.py
 runs both on the same bodies and requires the same events).
+
+It also reads a part's data with less copying. For every read of a large upload Werkzeug
+scanned the whole buffer for the delimiter and then again for the boundary, copied the
+buffer to look for a partial boundary at its end, and copied the data out twice; here the
+buffer is scanned once and the data copied out once (docs/PERFORMANCE.md, "Large uploads,
+sixth session").
 """
 
 from __future__ import annotations
@@ -50,9 +56,12 @@ class _BoundarySearch:
         self._break_optional = break_optional
 
     def search(self, data: bytes | bytearray, pos: int = 0) -> _BoundaryMatch | None:
+        return self.search_from(data, pos, data.find(self._delimiter, pos))
+
+    def search_from(self, data: bytes | bytearray, pos: int, at: int) -> _BoundaryMatch | None:
+        """``search(data, pos)`` when ``at`` is where the delimiter first occurs from ``pos`` (-1: nowhere)."""
         # The leftmost match starts before the first delimiter whose surroundings fit: a
         # line break ends at the delimiter, so a later delimiter can never start earlier.
-        at = data.find(self._delimiter, pos)
         while at != -1:
             start = self._start(data, pos, at)
             if start is not None:
@@ -109,3 +118,34 @@ class MultipartDecoder(werkzeug_multipart.MultipartDecoder):
         self.boundary_re = _BoundarySearch(boundary, break_optional=False)  # type: ignore[assignment]
         self._search_position = 0
         self._parts_decoded = 0
+
+    def _parse_data(self, data: bytes | bytearray, *, start: bool) -> tuple[bytes, int, bool]:
+        """Werkzeug's ``_parse_data``, with the same results: the data up to the boundary (or
+        up to where a boundary could begin at the end), where the buffer may be cut, and
+        whether more data of this part follows."""
+        data_start = werkzeug_multipart.LINE_BREAK_RE.match(data).end() if start else 0  # type: ignore[union-attr]
+        # Werkzeug looks for the delimiter anywhere in the buffer, then searches from its start.
+        at = data.find(self.boundary_re._delimiter)  # type: ignore[attr-defined]
+        match = None if at == -1 else self.boundary_re.search_from(data, 0, at)  # type: ignore[attr-defined]
+        if match is None:
+            data_end = del_index = _last_partial_boundary_index(data, data_start, len(self.boundary))
+        else:
+            self.state = werkzeug_multipart.State.EPILOGUE if match.group(1).startswith(b"--") else werkzeug_multipart.State.PART
+            data_end, del_index = match.start(), match.end()
+        with memoryview(data) as view, view[data_start:data_end] as piece:
+            return bytes(piece), del_index, match is None
+
+
+def _last_partial_boundary_index(data: bytes | bytearray, data_start: int, boundary_length: int) -> int:
+    """Where a boundary cut short by the end of the buffer could begin in ``data[data_start:]``
+    (an index into ``data``; its end when there is none), as Werkzeug's method of that name
+    finds it, without copying the buffer: the last CR or LF among the final bytes that a
+    line break, two dashes and the boundary would take."""
+    size = len(data) - data_start
+    complete_boundary_index = size - (4 + boundary_length)  # len(b"\r\n--" + boundary)
+    found = []
+    for line_break in (b"\n", b"\r"):
+        last = data.rfind(line_break, data_start)
+        last = size if last == -1 else last - data_start
+        found.append(size if last < complete_boundary_index else last)
+    return min(found) + data_start
