@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.key_senders < 0 or args.senders < 1:
+        parser.error("--senders must be at least 1 and --key-senders at least 0")
     print(f"senders benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start; {args.rounds} rounds")
     with tempfile.TemporaryDirectory(prefix="intake-bench-") as tmp:
         compare_with_plain(Path(tmp) / "plain-vs-intake", args)

@@ -4,13 +4,10 @@ transaction; each gets its own outcome; none waits for ever; a failed commit ack
 from __future__ import annotations
 
 import threading
-import time
-import types
 
 from intake.config import Settings
 from intake.store import Recipient, Source, Store
-from intake.store import connection
-from intake.store.connection import STEADY_LOCK_RETRY, Connection, write_transaction
+from intake.store.connection import Connection
 from intake.store.errors import StoreError
 from intake.store import group_commit
 from intake.store.group_commit import GroupCommit, Work, group_for
@@ -181,47 +178,6 @@ def test_a_leader_that_leaves_hands_the_queue_on(settings, store):
 def test_each_process_and_database_has_its_own_queue(settings, tmp_path):
     assert group_for(settings.db_path) is group_for(settings.db_path)
     assert group_for(settings.db_path) is not group_for(tmp_path / "other.db")
-
-
-def _pauses_while_another_holds_the_lock(settings: Settings, monkeypatch, take_the_lock) -> list[float]:
-    """The pauses ``take_the_lock()`` makes between its tries for the write lock while another
-    connection holds it for 0.2 s."""
-    pauses: list[float] = []
-
-    def pause(seconds: float) -> None:
-        pauses.append(seconds)
-        time.sleep(seconds)
-
-    with monkeypatch.context() as patched, Store.open(settings) as holder:
-        patched.setattr(connection, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=pause))
-        holder._conn.execute("BEGIN IMMEDIATE")
-        releasing = threading.Timer(0.2, holder._conn.execute, ("ROLLBACK",))
-        releasing.start()
-        try:
-            take_the_lock()
-        finally:
-            releasing.join()
-    return pauses
-
-
-def test_the_commit_thread_tries_for_the_lock_at_a_steady_pace_a_request_backs_off(settings, store, source, recipients, monkeypatch):
-    # Two workers' commits take turns with the write lock. One that backed off to 10 ms between
-    # tries kept finding the other's next batch already holding it (docs/PERFORMANCE.md,
-    # "Fifty senders: the write lock"); the commit thread's sleeps block no event loop.
-    upload = store.start_submission(source.id, "message", recipients)
-    upload.write(b"a message published while another process holds the lock")
-    commit_pauses = _pauses_while_another_holds_the_lock(settings, monkeypatch, upload.commit)
-    assert len(store.submissions(source.id)) == 1
-    assert len(commit_pauses) > 20 and max(commit_pauses) <= STEADY_LOCK_RETRY, commit_pauses
-
-    # A request's own transaction (waiting in the event loop under gevent) still backs off.
-    def request_transaction() -> None:
-        with write_transaction(store._conn):
-            pass
-
-    request_pauses = _pauses_while_another_holds_the_lock(settings, monkeypatch, request_transaction)
-    assert max(request_pauses) == connection._LONGEST_LOCK_RETRY, request_pauses
-    assert len(request_pauses) < 40, request_pauses
 
 
 def _count_batches(monkeypatch) -> list[int]:

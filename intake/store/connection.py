@@ -191,29 +191,20 @@ def translate_errors() -> Iterator[None]:
         raise
 
 
-# Waiting for the write lock: first retry soon (transactions are short), then back off, so
-# that a request's greenlet waiting in the event loop does not wake it every half millisecond.
+# Waiting for the write lock: first retry soon (transactions are short), then back off.
 _FIRST_LOCK_RETRY = 0.0005
 _LONGEST_LOCK_RETRY = 0.01
-# The group commit's OS thread (intake.store.group_commit) keeps retrying every half
-# millisecond instead: its sleeps cost the loop nothing, and backing off lost it the lock.
-# Under 50 senders the two workers' commits take turns with the lock, each holding it for
-# ~30 ms; a worker that had backed off to 10 ms between tries woke up to find the other's
-# next batch already holding it, and waited through several (90 ms at the 90th percentile;
-# docs/PERFORMANCE.md, "Fifty senders: the write lock").
-STEADY_LOCK_RETRY = 0.0005
 
 
-def _begin_immediate(conn: Connection, longest_retry: float) -> None:
-    """BEGIN IMMEDIATE, waiting for the write lock with time.sleep between tries, at most
-    ``longest_retry`` seconds apart.
+def _begin_immediate(conn: Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock with time.sleep between tries.
 
     SQLite's own busy handler sleeps inside C: under a gevent worker that would
     freeze every connection the worker serves. time.sleep is gevent's sleep
     there (other requests run meanwhile) and an ordinary sleep elsewhere.
     """
     deadline = time.monotonic() + conn.lock_wait_seconds
-    delay = min(_FIRST_LOCK_RETRY, longest_retry)
+    delay = _FIRST_LOCK_RETRY
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         while True:
@@ -224,18 +215,17 @@ def _begin_immediate(conn: Connection, longest_retry: float) -> None:
                 if not _is_busy(error) or time.monotonic() + delay > deadline:
                     raise
             time.sleep(delay)
-            delay = min(delay * 2, longest_retry)
+            delay = min(delay * 2, _LONGEST_LOCK_RETRY)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(conn.lock_wait_seconds * 1000)}")
 
 
 @contextlib.contextmanager
-def write_transaction(conn: Connection, *, longest_retry: float = _LONGEST_LOCK_RETRY) -> Iterator[Connection]:
+def write_transaction(conn: Connection) -> Iterator[Connection]:
     """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once (no upgrade deadlock), rolls back on error.
-    On the main database the commit is then checkpointed out of the WAL (empty_wal).
-    While another connection holds the lock, it is tried again at most ``longest_retry`` apart."""
+    On the main database the commit is then checkpointed out of the WAL (empty_wal)."""
     with translate_errors():
-        _begin_immediate(conn, longest_retry)
+        _begin_immediate(conn)
         try:
             yield conn
             conn.execute("COMMIT")  # a failed COMMIT (a foreign key checked at the end) leaves the transaction open

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from intake.store.connection import STEADY_LOCK_RETRY, Connection, translate_errors, write_transaction
+from intake.store.connection import Connection, translate_errors, write_transaction
 from intake.store.errors import StoreError
 from intake.worker_threads import start_in_os_thread
 
@@ -117,7 +117,7 @@ class GroupCommit:
 
 
 def _commit(conn: Connection, batch: list[_Request]) -> None:
-    with write_transaction(conn, longest_retry=STEADY_LOCK_RETRY):  # an OS thread: its sleeps block no loop
+    with write_transaction(conn):
         for request in batch:
             conn.execute("SAVEPOINT request")
             try:
