@@ -142,6 +142,10 @@ def bodies(rng: random.Random, boundary: bytes) -> list[bytes]:
         form(boundary, [(field(b"message") + b"\r\n\tcontinued", b"folded header")]),
         form(boundary, [(b"Content-Disposition: form-data; name=\"\xff\"", b"bad header bytes")]),
         b"--" + boundary + b"--\r\n",  # an empty form
+        # A boundary straight after a part's blank line, with no line break of its own: the
+        # data's search must start at the buffer's start, not after the blank line.
+        b"--" + boundary + b"\r\n" + field(b"message") + b"\r\n\r\n--" + boundary + b"--\r\n",
+        b"--" + boundary + b"\n" + field(b"message") + b"\n\n--" + boundary + b"\n" + field(b"files") + b"\n\nx\n--" + boundary + b"--",
         b"--" + boundary + b"\r\n",  # a boundary and nothing after
         b"not a form at all\r\n",
         b"",

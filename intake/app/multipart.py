@@ -11,8 +11,8 @@ runs both on the same bodies and requires the same events).
 It also reads a part's data with less copying. For every read of a large upload Werkzeug
 scanned the whole buffer for the delimiter and then again for the boundary, copied the
 buffer to look for a partial boundary at its end, and copied the data out twice; here the
-buffer is scanned once and the data copied out once (docs/PERFORMANCE.md, "Large uploads,
-sixth session").
+buffer is scanned once and the data copied out once (docs/PERFORMANCE.md, "Large uploads:
+one scan of the multipart buffer").
 """
 
 from __future__ import annotations
@@ -143,9 +143,11 @@ def _last_partial_boundary_index(data: bytes | bytearray, data_start: int, bound
     line break, two dashes and the boundary would take."""
     size = len(data) - data_start
     complete_boundary_index = size - (4 + boundary_length)  # len(b"\r\n--" + boundary)
+    # A line break before complete_boundary_index counts as none, so only the tail is searched.
+    tail = data_start + max(0, complete_boundary_index)
     found = []
     for line_break in (b"\n", b"\r"):
-        last = data.rfind(line_break, data_start)
+        last = data.rfind(line_break, tail)
         last = size if last == -1 else last - data_start
         found.append(size if last < complete_boundary_index else last)
     return min(found) + data_start
