@@ -331,8 +331,8 @@ def main() -> None:
             figure.add(ours, theirs)
         ratio = statistics.median(figure.ratios)
         print(f"  vs {labels[name]:48}{spread(figure.ratios)}x  target >= {target}x{verdict(ratio, target, 'higher')}")
-    ceiling = [after / plain for after, plain in zip(times["gpg -z 0"], times["plain"])]
-    print(f"  (against gpg -z 0, a server exactly as fast as plain would show {spread(ceiling)}x)")
+    as_fast_as_plain = [after / plain for after, plain in zip(times["gpg -z 0"], times["plain"])]
+    print(f"  (against gpg -z 0, a server exactly as fast as plain would show {spread(as_fast_as_plain)}x)")
     plain_vs_floor = [floor / plain for floor, plain in zip(times["floor"], times["plain"])]
     print(f"  (the plain app against the same floor: {spread(plain_vs_floor)}x)")
     print(f"workers' CPU per {mib} MiB upload (user + system, s): intake {spread(cpu['intake'], 2)}, plain {spread(cpu['plain'], 2)};"
