@@ -49,8 +49,10 @@ from intake.config import (
 from intake.db_key_recovery import RECOVERY_FILE
 from intake.server_identity import SERVER_SIGNING_FILE, write_server_public_file
 from intake.store import MissingDatabaseKeyError, Store, StoreError
+from intake.store.errors import StoreDamagedError
 from intake.store.connection import Connection, connect, connect_blobs, write_transaction
 from intake.store.newsroom import Newsroom
+from intake.store.page_size import convert_page_size
 from intake.store.slots_file import SLOT_BYTES, SLOTS_SUFFIX, SlotsFile, slots_path
 from intake.store.store import blobs_path
 
@@ -126,10 +128,13 @@ def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
             path.unlink()
         with Store.open(settings) as store:
             databases = dict(store.databases())
-            targets = {"database": lambda: connect(staged.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms),
-                       "blobs database": lambda: connect_blobs(blobs_path(staged), settings.db_key, busy_timeout_ms=settings.busy_timeout_ms)}
+            # SQLite's backup API copies pages as they are: the copy must have its source's page size.
+            targets = {"database": lambda source: connect(staged.db_path, settings.db_key, busy_timeout_ms=settings.busy_timeout_ms,
+                                                          page_size=source.page_size),
+                       "blobs database": lambda _source: connect_blobs(blobs_path(staged), settings.db_key,
+                                                                       busy_timeout_ms=settings.busy_timeout_ms)}
             for name, source in databases.items():
-                target = targets[name]()
+                target = targets[name](source)
                 try:
                     source.backup(target)
                 finally:
@@ -217,8 +222,12 @@ def restore_backup(backup: Path, data_dir: Path, *, db_key_file: Path | None = N
         os.chmod(data_dir, 0o700)
         _unpack(backup, data_dir, db_key)
         settings = load_settings(data_dir, db_key_file=db_key_file)
-        with Store.open(settings) as store:
-            problems = Newsroom(store).integrity_problems()
+        try:
+            convert_page_size(settings.db_path, db_key)  # a backup of a store with 16 KiB pages; nothing else has it open
+            with Store.open(settings) as store:
+                problems = Newsroom(store).integrity_problems()
+        except StoreDamagedError:
+            problems = [_("a page read to open it is malformed")]
         if problems:
             raise BackupError(_("the restored store is damaged ({problem}): this backup cannot be used").format(problem=problems[0]))
         write_server_public_file(data_dir)  # the public half journalists compare, from the restored seed

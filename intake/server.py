@@ -8,6 +8,7 @@ config's ``bind``).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -17,11 +18,13 @@ import time
 from pathlib import Path
 
 from intake.child_processes import dies_with_this_process
+from intake.cli_i18n import _
 from intake.config import DATA_DIR_ENV, DB_KEY_FILE_ENV, load_settings
 from intake.listeners import LOOPBACK, ListenerError, open_tcp_listener, open_unix_listener
 from intake.memory_wiping import WIPING_ENVIRONMENT
 from intake.memory_key import environment_for_children
 from intake.store import Store
+from intake.store.page_size import convert_page_size
 
 GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
 APP_FACTORY = "intake.app:create_app()"
@@ -34,16 +37,27 @@ _STOP_MARGIN = 5.0
 _READY_PROBE = b"GET /static/style.css HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 
+log = logging.getLogger(__name__)
+
+
 class ServerError(Exception):
     """gunicorn did not start or stopped unexpectedly."""
 
 
 def prepare_data_dir(data_dir: Path, db_key_file: Path | None = None) -> dict[str, int]:
     """Check the key opens the store, clear what a crash left, and return the counts.
+    A store made with 16 KiB pages is rewritten with 4 KiB ones first (intake.store.page_size).
 
     Raises the store's errors (not initialised, wrong key) before anything is started.
     """
     settings = load_settings(data_dir, db_key_file=db_key_file)
+    rewrite = convert_page_size(settings.db_path, settings.db_key)
+    if rewrite == "in use":
+        log.warning(_("The database keeps its older, slower 16 KiB pages for now: another program has it open. "
+                      "It is rewritten with 4 KiB pages at a start when nothing else uses it."))
+    elif rewrite == "no room":
+        log.warning(_("The database keeps its older, slower 16 KiB pages for now: rewriting it with 4 KiB pages "
+                      "needs as much free disk space as it takes. Free some, then start intake again."))
     with Store.open(settings) as store:
         store.recover()
         store.purge_expired_sessions()

@@ -15,6 +15,7 @@ from keys.server_key import ServerPublicKey
 import intake.newsroom_cli  # noqa: F401  (attaches the journalist-side commands)
 from intake.cli import cli
 from intake.journalist_auth import passphrase_matches
+from intake.store.connection import CIPHER_PAGE_SIZE
 from intake.store.newsroom import Newsroom as NewsroomStore
 from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.store.store import blobs_path
@@ -145,7 +146,7 @@ def test_check_reports_a_damaged_store(newsroom: Newsroom):
     with newsroom.store() as store:
         store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(db.read_bytes())
-    page = 16384
+    page = CIPHER_PAGE_SIZE
     data[3 * page + 100] ^= 0xFF  # a flipped bit inside the fourth page
     db.write_bytes(bytes(data))
     result = invoke(newsroom, "check")

@@ -23,23 +23,26 @@ from pathlib import Path
 
 import sqlcipher3
 
-from intake.store.errors import StoreBusyError, StoreFullError, WrongDatabaseKeyError
+from intake.store.errors import StoreBusyError, StoreDamagedError, StoreFullError, WrongDatabaseKeyError
 
 DatabaseError = sqlcipher3.DatabaseError
 IntegrityError = sqlcipher3.IntegrityError
 
 # SQLCipher encrypts and authenticates each page, and WAL mode writes each page twice
-# (log, then database). Measured here (bench figures in the store engineer's report):
-# 1 MiB chunk rows ingest at ~120 MiB/s with 4 KiB pages, ~155 MiB/s with 16 KiB,
-# while small submissions (three transactions each, as they were then) drop only from ~850/s to ~630/s
-# (64 KiB pages: ~280/s). The page size is not stored in the clear, so every
-# connection must give the same one; changing it needs a `sqlcipher_export` migration.
-CIPHER_PAGE_SIZE = 16384
+# (log, then database). Stores made before 2026-12 have 16 KiB pages: then 1 MiB chunk rows lived
+# here and ingested at ~155 MiB/s against ~120 with 4 KiB. Large uploads now go to the slots file,
+# and what bounds fifty senders is the write lock's hold: each publish dirties about five pages at
+# random places, each encrypted, written twice and synced. Measured with 4 KiB pages (paired
+# rounds, docs/PERFORMANCE.md): +2 to +40% messages/s a round, and the journalist side as fast.
+# The page size is not stored in the clear, so every connection must give the right one: an older
+# store opens with LEGACY_PAGE_SIZE and is rewritten by intake.store.page_size at the next start.
+CIPHER_PAGE_SIZE = 4096
+LEGACY_PAGE_SIZE = 16384
 
 # The blobs database holds only large chunk rows. Measured here (2 cores, 256 MiB of
 # 1 MiB rows, fsync on every commit): 16 KiB pages + HMAC-SHA512 ~230 MiB/s; 64 KiB
 # pages ~240 MiB/s; 64 KiB + HMAC-SHA256 (SHA extensions in the CPU) ~330 MiB/s.
-# Both are fixed for the life of the file, like CIPHER_PAGE_SIZE.
+# Both are fixed for the life of the file.
 BLOBS_PAGE_SIZE = 65536
 BLOBS_HMAC = "HMAC_SHA256"
 
@@ -66,6 +69,7 @@ class Connection(sqlcipher3.Connection):
     """
 
     lock_wait_seconds: float = 10.0
+    page_size: int = CIPHER_PAGE_SIZE  # SQLCipher's page size for this file (a copy must use the same)
     empties_wal: bool = False  # the main database: checkpoint after every write transaction
     wal_pending: bool = False  # a checkpoint was held up by a reader: try again when the request ends
 
@@ -76,13 +80,13 @@ def blobs_key(db_key: bytes) -> bytes:
     return hashlib.blake2b(b"", key=db_key, person=b"intake:blobs-db", digest_size=32).digest()
 
 
-def _open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str | None, cache_kib: int) -> Connection:
+def open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str | None, cache_kib: int) -> Connection:
     if len(key) != 32:
         raise ValueError("the database key must be 32 bytes")
     with translate_errors():
         conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False, factory=Connection)
     try:
-        with translate_errors():
+        with translate_errors(), _damage_reported(path):
             # SQLCipher logs decryption failures to stderr by default; the CLI says it in one line instead.
             conn.execute("PRAGMA cipher_log_level = NONE")
             conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
@@ -96,13 +100,12 @@ def _open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str |
             # halved read speed here, while the bulk of the pages hold envelopes (ciphertext to
             # the journalists) and the rest is pseudonymous (lookup ids, sealed session secrets).
             conn.execute("PRAGMA cipher_memory_security = OFF")
-        try:
+        with translate_errors():  # a wrong key (or page size) reads as SQLITE_NOTADB; a locked file as busy
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except DatabaseError:
-            raise WrongDatabaseKeyError("the database key does not open this database (wrong key, or not an intake database)") from None
     except BaseException:
         conn.close()
         raise
+    conn.page_size = page_size
     return conn
 
 
@@ -115,13 +118,17 @@ def _common_pragmas(conn: Connection, *, busy_timeout_ms: int) -> None:
     conn.execute("PRAGMA temp_store = MEMORY")
 
 
-def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = False) -> Connection:
+def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = False, page_size: int | None = None) -> Connection:
     """The main database, in autocommit mode (transactions are explicit), keyed and verified.
 
     The key is given raw (x'..'), so opening costs no PBKDF. A wrong key is
-    detected by reading the schema, before anything is written.
+    detected by reading the schema, before anything is written. A new file gets
+    ``page_size`` (CIPHER_PAGE_SIZE unless given: a backup's copy takes its source's).
     """
-    conn = _open_keyed(path, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
+    if create or page_size is not None:
+        conn = open_keyed(path, key, page_size=page_size or CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
+    else:
+        conn = open_main(path, key)
     try:
         with translate_errors():
             if create:
@@ -142,9 +149,18 @@ def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = Fals
     return conn
 
 
+def open_main(path: Path, key: bytes) -> Connection:
+    """The main database with the page size it was made with: CIPHER_PAGE_SIZE, or
+    LEGACY_PAGE_SIZE in a store not yet rewritten (one failed read of page 1 more)."""
+    try:
+        return open_keyed(path, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
+    except WrongDatabaseKeyError:
+        return open_keyed(path, key, page_size=LEGACY_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
+
+
 def connect_blobs(path: Path, db_key: bytes, *, busy_timeout_ms: int) -> Connection:
     """The blobs database (SQLite creates it the first time; then it is made 0600 like the main one)."""
-    conn = _open_keyed(path, blobs_key(db_key), page_size=BLOBS_PAGE_SIZE, hmac_algorithm=BLOBS_HMAC, cache_kib=_OPENING_CACHE_KIB)
+    conn = open_keyed(path, blobs_key(db_key), page_size=BLOBS_PAGE_SIZE, hmac_algorithm=BLOBS_HMAC, cache_kib=_OPENING_CACHE_KIB)
     try:
         if stat.S_IMODE(path.stat().st_mode) != 0o600:
             # SQLite gives its journal the database file's mode.
@@ -170,7 +186,19 @@ def _error_code(error: BaseException) -> int | None:
     return getattr(error, "sqlite_errorcode", None)
 
 
-def _is_busy(error: BaseException) -> bool:
+@contextlib.contextmanager
+def _damage_reported(path: Path) -> Iterator[None]:
+    """Opening reads page 1 and the schema's pages: one of them damaged is said in one line."""
+    try:
+        yield
+    except DatabaseError as error:
+        code = _error_code(error)
+        if code is not None and code & 0xFF == sqlcipher3.SQLITE_CORRUPT:
+            raise StoreDamagedError(f"{path.name} is damaged (a page SQLite reads to open it is malformed): restore a backup") from None
+        raise
+
+
+def is_busy(error: BaseException) -> bool:
     code = _error_code(error)
     return code is not None and code & 0xFF == sqlcipher3.SQLITE_BUSY
 
@@ -186,7 +214,7 @@ def translate_errors() -> Iterator[None]:
             raise StoreFullError("the disk holding the intake database is full: free some space and try again") from None
         if code is not None and code & 0xFF == sqlcipher3.SQLITE_NOTADB:
             raise WrongDatabaseKeyError("the database key does not open this database (wrong key, or not an intake database)") from None
-        if _is_busy(error):
+        if is_busy(error):
             raise StoreBusyError("the database stayed busy too long: try again") from None
         raise
 
@@ -212,7 +240,7 @@ def _begin_immediate(conn: Connection) -> None:
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except DatabaseError as error:
-                if not _is_busy(error) or time.monotonic() + delay > deadline:
+                if not is_busy(error) or time.monotonic() + delay > deadline:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, _LONGEST_LOCK_RETRY)

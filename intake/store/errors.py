@@ -25,6 +25,10 @@ class WrongDatabaseKeyError(StoreError):
     """The key does not open this database (or the file is not an intake database)."""
 
 
+class StoreDamagedError(StoreError):
+    """A page SQLite needs to open the database is damaged."""
+
+
 class StoreFullError(StoreError):
     """The disk holding the database is full."""
 
