@@ -55,6 +55,9 @@ def prepare_data_dir(data_dir: Path, db_key_file: Path | None = None) -> dict[st
     if rewrite == "in use":
         log.warning(_("The database keeps its older, slower 16 KiB pages for now: another program has it open. "
                       "It is rewritten with 4 KiB pages at a start when nothing else uses it."))
+    elif rewrite == "failed":
+        log.warning(_("The database keeps its older, slower 16 KiB pages: it could not be rewritten with 4 KiB pages, "
+                      "perhaps because a page of it is damaged. Run `intake check`."))
     elif rewrite == "no room":
         log.warning(_("The database keeps its older, slower 16 KiB pages for now: rewriting it with 4 KiB pages "
                       "needs as much free disk space as it takes. Free some, then start intake again."))

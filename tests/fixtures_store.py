@@ -79,3 +79,24 @@ def store_as_before_the_slots_file(store: Store, source_id: str, envelope: bytes
                      (random_rowid(), upload.id, len(pieces) - 1, pieces[-1]))
     upload.abort()  # nothing of it was written through the writer
     return upload.id
+
+
+def page_to_damage(database: bytes, key: bytes, scratch: Path, *, read_at_opening: bool, page_size: int | None = None) -> int:
+    """The offset of a byte in the last page of ``database`` past page 1 that opening it reads (the
+    schema's pages), or does not read (then only an integrity check finds a flip there)."""
+    from intake.store.connection import CIPHER_PAGE_SIZE, MAIN_CACHE_KIB, open_keyed
+    from intake.store.errors import StoreDamagedError
+
+    page_size = page_size or CIPHER_PAGE_SIZE
+    for page in range(len(database) // page_size - 1, 0, -1):
+        offset = page * page_size + 100
+        scratch.write_bytes(database[:offset] + bytes([database[offset] ^ 0x01]) + database[offset + 1:])
+        try:
+            open_keyed(scratch, key, page_size=page_size, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB).close()
+        except StoreDamagedError:
+            if read_at_opening:
+                return offset
+        else:
+            if not read_at_opening:
+                return offset
+    raise AssertionError("no such page in this database")

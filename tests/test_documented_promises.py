@@ -21,9 +21,8 @@ from keys.errors import FormatError
 from intake.config import Settings
 from intake.server_identity import PREVIOUS_SIGNING_FILE, SERVER_SIGNING_FILE, rotate_server_signing_key
 from intake.store import Store
-from intake.store.errors import StoreDamagedError
-from intake.store.connection import CIPHER_PAGE_SIZE, MAIN_CACHE_KIB, open_keyed
 from intake.store.store import _open_blobs
+from tests.fixtures_store import page_to_damage
 from tests.fixtures_serve import REPO, ServeProcess, command_line, descendants, free_port
 
 BIN = Path(sys.executable).parent
@@ -79,23 +78,6 @@ def test_an_export_bundle_of_more_than_a_million_items_is_refused_from_its_heade
     assert bundle.MAX_ITEMS == 1_000_000
 
 
-def _page_to_damage(database: bytes, key: bytes, scratch: Path, *, read_at_opening: bool) -> int:
-    """The offset of a byte in the last page of ``database`` past page 1 that opening it reads (the
-    schema's pages), or does not read (then only an integrity check finds a flip there)."""
-    for page in range(len(database) // CIPHER_PAGE_SIZE - 1, 0, -1):
-        offset = page * CIPHER_PAGE_SIZE + 100
-        scratch.write_bytes(database[:offset] + bytes([database[offset] ^ 0x01]) + database[offset + 1:])
-        try:
-            open_keyed(scratch, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB).close()
-        except StoreDamagedError:
-            if read_at_opening:
-                return offset
-        else:
-            if not read_at_opening:
-                return offset
-    raise AssertionError("no such page in this database")
-
-
 @pytest.mark.parametrize("damaged_page", ["read-by-the-check", "read-at-opening"])
 def test_restore_checks_the_integrity_of_what_it_wrote_and_refuses_a_damaged_backup(tmp_path: Path, journalists, damaged_page: str):
     """docs/operator.md: `intake restore` "refuses a wrong key, a damaged or cut backup ... with one
@@ -116,8 +98,8 @@ def test_restore_checks_the_integrity_of_what_it_wrote_and_refuses_a_damaged_bac
         for member in original.getmembers():
             content = original.extractfile(member).read() if member.isfile() else None
             if member.name == "intake.db":
-                offset = _page_to_damage(content, bytes.fromhex(key.read_text()), tmp_path / "scratch.db",
-                                         read_at_opening=damaged_page == "read-at-opening")
+                offset = page_to_damage(content, bytes.fromhex(key.read_text()), tmp_path / "scratch.db",
+                                        read_at_opening=damaged_page == "read-at-opening")
                 content = content[:offset] + bytes([content[offset] ^ 0x01]) + content[offset + 1:]
             out.addfile(member, io.BytesIO(content) if content is not None else None)
     target = tmp_path / "restored"

@@ -5,11 +5,13 @@ whole store behind."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from intake.store.errors import WrongDatabaseKeyError
 from intake.store.newsroom import Newsroom
 from intake.store import page_size as page_size_module
 from intake.store.page_size import convert_page_size, copy_path
-from tests.fixtures_store import FAST_KDF
+from tests.fixtures_store import FAST_KDF, page_to_damage
 from tests.test_faults import free_bytes, small_filesystem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,18 +115,66 @@ def test_an_old_store_works_and_is_rewritten_at_start_with_every_row(old_store: 
     assert convert_page_size(settings.db_path, settings.db_key) == "current"
 
 
-def test_a_store_in_use_is_left_as_it_is_until_a_later_start(old_store: Settings, caplog: pytest.LogCaptureFixture):
+HOLD_OPEN = """
+import os, sys
+from intake.config import load_settings
+from intake.store import Store
+with Store.open(load_settings(sys.argv[1], kdf_opslimit=1, kdf_memlimit=8192)) as store:
+    store.counts()
+    print("open", flush=True)
+    sys.stdin.readline()  # the test says when to go on
+    print(store.create_source(os.urandom(32), os.urandom(32)).id, flush=True)
+"""
+
+
+def test_a_store_another_process_has_open_is_left_as_it_is_until_a_later_start(old_store: Settings, caplog: pytest.LogCaptureFixture):
     settings = old_store
-    with Store.open(settings) as store:
-        store.counts()  # an open connection that has read: the other program
+    other = subprocess.Popen([sys.executable, "-c", HOLD_OPEN, str(settings.data_dir)], cwd=ROOT, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert other.stdout.readline() == "open\n"
         assert convert_page_size(settings.db_path, settings.db_key) == "in use"
         prepare_data_dir(settings.data_dir)  # `intake serve` starts all the same, and says why the pages stay
         assert "another program has it open" in caplog.text
         assert opens_with(settings, LEGACY_PAGE_SIZE)
-        source = store.create_source(os.urandom(32), os.urandom(32))  # it goes on working
-    assert source.id in {row[0] for row in rows(settings)["sources"]}
+        source_id, _ = other.communicate("go on\n", timeout=60)  # the other program goes on working
+        assert other.returncode == 0
+    finally:
+        other.kill()
+    assert source_id.strip() in {row[0] for row in rows(settings)["sources"]}
     assert convert_page_size(settings.db_path, settings.db_key) == "converted"
-    assert source.id in {row[0] for row in rows(settings)["sources"]}
+    assert source_id.strip() in {row[0] for row in rows(settings)["sources"]}
+
+
+OPEN_AND_COUNT = """
+import sys
+from intake.config import load_settings
+from intake.store import Store
+print("opening", flush=True)
+with Store.open(load_settings(sys.argv[1], kdf_opslimit=1, kdf_memlimit=8192)) as store:
+    print(store.counts()["submissions"], flush=True)
+"""
+
+
+def test_a_process_that_opens_the_store_during_the_rewrite_waits_and_reads_the_new_file(old_store: Settings,
+                                                                                           monkeypatch: pytest.MonkeyPatch):
+    settings = old_store
+    waiting = []
+    check_copy = page_size_module._check_copy
+
+    def check_then_let_another_process_open(*args) -> None:
+        check_copy(*args)
+        process = subprocess.Popen([sys.executable, "-c", OPEN_AND_COUNT, str(settings.data_dir)], cwd=ROOT, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout.readline() == "opening\n"
+        time.sleep(1.0)  # it opens the old file and waits for the rewrite's lock
+        waiting.append(process)
+
+    monkeypatch.setattr(page_size_module, "_check_copy", check_then_let_another_process_open)
+    assert convert_page_size(settings.db_path, settings.db_key) == "converted"
+    output, errors = waiting[0].communicate(timeout=60)
+    assert waiting[0].returncode == 0, errors
+    assert output.strip() == "31"
 
 
 def test_the_old_file_is_zeroed_and_a_connection_that_had_it_open_cannot_use_it(old_store: Settings, tmp_path: Path):
@@ -151,11 +201,30 @@ def test_a_wrong_key_is_refused_and_leaves_nothing(old_store: Settings):
 
 
 CONVERT = """
-import sys
+import sys, time
 from pathlib import Path
-from intake.store.page_size import convert_page_size
-print(convert_page_size(Path(sys.argv[1]), bytes.fromhex(sys.argv[2])), flush=True)
+from intake.store import page_size
+if sys.argv[3] == "stop-after-the-rename":
+    def renamed_then_stop(fd):
+        print("renamed", flush=True)
+        time.sleep(60)
+    page_size._overwrite = renamed_then_stop
+print(page_size.convert_page_size(Path(sys.argv[1]), bytes.fromhex(sys.argv[2])), flush=True)
 """
+
+
+def test_a_rewrite_killed_after_its_rename_leaves_the_new_store_whole(old_store: Settings):
+    settings = old_store
+    before = rows(settings)
+    process = subprocess.Popen([sys.executable, "-c", CONVERT, str(settings.db_path), settings.db_key.hex(), "stop-after-the-rename"],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "renamed\n"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+    assert opens_with(settings, CIPHER_PAGE_SIZE) and rows(settings) == before
+    assert convert_page_size(settings.db_path, settings.db_key) == "current"
 
 
 @pytest.mark.slow
@@ -170,7 +239,7 @@ def test_a_rewrite_killed_at_any_moment_leaves_a_whole_store(old_store: Settings
     duration = time.monotonic() - started
     outcomes = set()
     for tenth in range(13):  # from the copy's first page to past the end
-        process = subprocess.Popen([sys.executable, "-c", CONVERT, str(settings.db_path), settings.db_key.hex()],
+        process = subprocess.Popen([sys.executable, "-c", CONVERT, str(settings.db_path), settings.db_key.hex(), "run"],
                                    cwd=ROOT, stdout=subprocess.PIPE, text=True)
         waited = time.monotonic()
         while process.poll() is None and not copy_path(settings.db_path).exists() and time.monotonic() - waited < 30:
@@ -226,3 +295,35 @@ def test_a_disk_without_room_for_the_copy_keeps_the_old_pages_and_serves(tmp_pat
         (disk / "filler").unlink()
         prepare_data_dir(settings.data_dir)
         assert opens_with(settings, CIPHER_PAGE_SIZE) and rows(settings) == before
+
+
+def test_an_old_store_with_a_damaged_page_is_served_as_before_and_its_backup_refused_in_one_line(
+        old_store: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    settings = old_store
+    key_file = tmp_path / "db.key"
+    key_file.write_text(settings.db_key.hex() + "\n")
+    key_file.chmod(0o600)
+    ensure_onion_keys(settings.data_dir)
+    backup = tmp_path / "intake.backup"
+    make_backup(settings.data_dir, backup, db_key_file=key_file)
+    database = settings.db_path.read_bytes()
+    offset = page_to_damage(database, settings.db_key, tmp_path / "scratch.db", read_at_opening=False, page_size=LEGACY_PAGE_SIZE)
+    settings.db_path.write_bytes(database[:offset] + bytes([database[offset] ^ 0x01]) + database[offset + 1:])
+
+    counts = prepare_data_dir(settings.data_dir)  # it served before 4 KiB pages; it still does
+    assert counts["submissions"] == 31 and "Run `intake check`" in caplog.text
+    assert opens_with(settings, LEGACY_PAGE_SIZE) and not copy_path(settings.db_path).exists()
+
+    damaged = tmp_path / "damaged.backup"
+    with tarfile.open(backup) as original, tarfile.open(damaged, "w") as out:
+        for member in original.getmembers():
+            content = original.extractfile(member).read()
+            if member.name == "intake.db":
+                offset = page_to_damage(content, settings.db_key, tmp_path / "scratch.db", read_at_opening=False,
+                                        page_size=LEGACY_PAGE_SIZE)
+                content = content[:offset] + bytes([content[offset] ^ 0x01]) + content[offset + 1:]
+            out.addfile(member, io.BytesIO(content))
+    refused = subprocess.run([str(Path(sys.executable).parent / "intake"), "restore", str(damaged), "--data",
+                              str(tmp_path / "restored"), "--db-key-file", str(key_file)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "the restored store is damaged" in refused.stderr and not (tmp_path / "restored").exists()

@@ -151,11 +151,30 @@ def connect(path: Path, key: bytes, *, busy_timeout_ms: int, create: bool = Fals
 
 def open_main(path: Path, key: bytes) -> Connection:
     """The main database with the page size it was made with: CIPHER_PAGE_SIZE, or
-    LEGACY_PAGE_SIZE in a store not yet rewritten (one failed read of page 1 more)."""
+    LEGACY_PAGE_SIZE in a store not yet rewritten (one failed read of page 1 more).
+
+    A connection opened while intake.store.page_size rewrites the store waits for its lock,
+    then finds the old file zeroed: the path names the new file by then, so it opens again."""
+    for _attempt in range(2):
+        file_id = _file_id(path)
+        try:
+            return open_keyed(path, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
+        except WrongDatabaseKeyError:
+            pass
+        try:
+            return open_keyed(path, key, page_size=LEGACY_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
+        except WrongDatabaseKeyError:
+            if _file_id(path) == file_id:
+                raise
+    raise WrongDatabaseKeyError("the database key does not open this database (wrong key, or not an intake database)")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
     try:
-        return open_keyed(path, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
-    except WrongDatabaseKeyError:
-        return open_keyed(path, key, page_size=LEGACY_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def connect_blobs(path: Path, db_key: bytes, *, busy_timeout_ms: int) -> Connection:

@@ -36,9 +36,10 @@ from intake.store.errors import StoreError, StoreFullError, WrongDatabaseKeyErro
 
 COPY_SUFFIX = "-repaging"
 _ZEROS = bytes(1 << 20)
-# Room the copy needs beyond the old file's size: 4 KiB pages lose more to SQLCipher's 80 bytes
-# of IV and HMAC a page, and the database needs room to go on taking submissions after.
-_MARGIN = 64 << 20
+# Room the copy needs: the old file's size, a tenth more (4 KiB pages lose more to SQLCipher's
+# 80 bytes of IV and HMAC a page), and room for the database to go on taking submissions after.
+ROOM_FACTOR = 1.1
+ROOM_MARGIN = 64 << 20
 
 
 def copy_path(db_path: Path) -> Path:
@@ -49,30 +50,35 @@ def convert_page_size(db_path: Path, key: bytes) -> str:
     """Give the store at ``db_path`` CIPHER_PAGE_SIZE pages if it has the older size.
 
     Returns "current" (nothing to do), "converted", "in use" (another connection has it
-    open) or "no room" (the disk cannot hold a second copy); in the last two cases the
-    store keeps its pages until a later call. Raises WrongDatabaseKeyError if the key
-    opens it with neither size.
+    open), "no room" (the disk cannot hold a second copy) or "failed" (the copy could not
+    be made or did not match: a damaged page, say); in the last three cases the store
+    keeps its pages until a later call. Raises WrongDatabaseKeyError if the key opens it
+    with neither size.
     """
     if not db_path.is_file():
         return "current"  # not a store yet: Store.open says so
-    copy = copy_path(db_path)
-    _remove_copy(copy)  # a conversion killed before its rename: the old file is whole
     try:
         open_keyed(db_path, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB).close()
         return "current"
     except WrongDatabaseKeyError:
         pass
+    copy = copy_path(db_path)
     old = open_keyed(db_path, key, page_size=LEGACY_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
+    alone = False
     try:
-        if not _take_alone(old):
+        alone = _take_alone(old)
+        if not alone:
             return "in use"
-        if shutil.disk_usage(db_path.parent).free < db_path.stat().st_size * 1.1 + _MARGIN:
+        _remove_copy(copy)  # left by a rewrite killed before its rename (under the lock: not another's in progress)
+        if shutil.disk_usage(db_path.parent).free < db_path.stat().st_size * ROOM_FACTOR + ROOM_MARGIN:
             return "no room"  # the store serves on with its old pages
         try:
             _export(old, copy, key)
+            _check_copy(old, copy, key)
         except StoreFullError:
             return "no room"
-        _check_copy(old, copy, key)
+        except (DatabaseError, StoreError):
+            return "failed"  # a damaged page, say: the store serves on as it is, and `intake check` tells more
         with _opened(db_path, os.O_WRONLY) as old_file, _opened(copy, os.O_RDONLY) as copy_file:
             os.fsync(copy_file)
             os.replace(copy, db_path)
@@ -80,7 +86,8 @@ def convert_page_size(db_path: Path, key: bytes) -> str:
             _overwrite(old_file)  # still under the exclusive lock: a waiting connection reads zeros
     finally:
         old.close()
-        _remove_copy(copy)  # what is left of a copy that did not take the store's place
+        if alone:
+            _remove_copy(copy)  # what is left of a copy that did not take the store's place
     return "converted"
 
 
@@ -95,8 +102,6 @@ def _take_alone(conn: Connection) -> bool:
             if is_busy(error):
                 return False
             raise
-        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
-            return False
         conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
             conn.execute("BEGIN EXCLUSIVE")
@@ -104,8 +109,10 @@ def _take_alone(conn: Connection) -> bool:
             if is_busy(error):
                 return False
             raise
+        # Read again under the lock: a connection opened since the switch may have set WAL mode back.
+        still_alone = conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "delete"
         conn.execute("COMMIT")  # in EXCLUSIVE locking mode the lock stays taken
-    return True
+    return still_alone
 
 
 def _export(old: Connection, copy: Path, key: bytes) -> None:
