@@ -49,8 +49,8 @@ from intake.config import (
 from intake.db_key_recovery import RECOVERY_FILE
 from intake.server_identity import SERVER_SIGNING_FILE, write_server_public_file
 from intake.store import MissingDatabaseKeyError, Store, StoreError
-from intake.store.errors import StoreDamagedError
 from intake.store.connection import Connection, connect, connect_blobs, write_transaction
+from intake.store.errors import StoreDamagedError
 from intake.store.newsroom import Newsroom
 from intake.store.page_size import convert_page_size
 from intake.store.slots_file import SLOT_BYTES, SLOTS_SUFFIX, SlotsFile, slots_path

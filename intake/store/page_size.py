@@ -8,7 +8,8 @@ connection can write to the old file, or its writes would go to a file nobody re
   so a store in use is left as it is (converted at a later start);
 - from then on this connection holds the old file's exclusive lock, so a connection opened
   meanwhile waits; the old file is overwritten with zeros before the lock is let go, so such a
-  connection then fails to read it ("wrong key"), and nothing is ever written to it.
+  connection cannot read it, let alone write to it (connection.open_main then opens the file
+  the path names by then: the new one).
 
 The rename is the commit point: killed before it, the old file is whole (a leftover copy is
 removed the next time); after it, the new one is. The copy is checked (every table's rows
