@@ -30,6 +30,7 @@ from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, SOCKET_DIR_NAME, TOR_MODES
 from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
+from intake.store.connection import CIPHER_PAGE_SIZE
 from intake.store.errors import WrongDatabaseKeyError
 from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError
@@ -176,6 +177,11 @@ def _echo_store_details(store: Store, settings: Settings) -> None:
     labels = _size_labels()
     for name, size in newsroom.sizes().items():
         click.echo(f"{labels.get(name, name)}: {_human(size)}")
+    if store.page_size == CIPHER_PAGE_SIZE:
+        click.echo(_("database pages: {size} KiB").format(size=store.page_size // 1024))
+    else:
+        click.echo(_("database pages: {size} KiB, the older and slower size: the next start of intake with nothing else "
+                     "using the store rewrites it with {new} KiB pages").format(size=store.page_size // 1024, new=CIPHER_PAGE_SIZE // 1024))
     accounts = newsroom.accounts()
     click.echo(_("journalists who can sign in: {able} of {total}").format(able=sum(a.can_log_in for a in accounts), total=len(accounts)))
     policy = RetentionPolicy.load(settings.data_dir)

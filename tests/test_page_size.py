@@ -327,3 +327,16 @@ def test_an_old_store_with_a_damaged_page_is_served_as_before_and_its_backup_ref
                               str(tmp_path / "restored"), "--db-key-file", str(key_file)], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "the restored store is damaged" in refused.stderr and not (tmp_path / "restored").exists()
+
+
+def test_intake_status_says_which_pages_the_store_has(old_store: Settings):
+    def status(*extra: str) -> str:
+        done = subprocess.run([str(Path(sys.executable).parent / "intake"), *extra, "status", "--data", str(old_store.data_dir)],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "LANG": "C.UTF-8", "LANGUAGE": ""})
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "database pages: 16 KiB, the older and slower size" in status()
+    assert "страницы базы данных: 16 КиБ, прежний и более медленный размер" in status("--lang", "ru")
+    prepare_data_dir(old_store.data_dir)
+    assert "database pages: 4 KiB\n" in status()

@@ -213,6 +213,11 @@ class Store:
                 self._blobs.execute("PRAGMA shrink_memory")
 
     @property
+    def page_size(self) -> int:
+        """The main database's page size: connection.CIPHER_PAGE_SIZE, or the older size until rewritten."""
+        return self._conn.page_size
+
+    @property
     def idle(self) -> bool:
         """No transaction open and no write in flight: safe to hand to the next request."""
         return self._in_flight is None and not self._conn.in_transaction and not (self._blobs and self._blobs.in_transaction)
