@@ -23,6 +23,8 @@ import os
 import shutil
 from pathlib import Path
 
+from keys.files import fsync_folders
+
 from intake.store.connection import (
     CIPHER_PAGE_SIZE,
     LEGACY_PAGE_SIZE,
@@ -83,7 +85,7 @@ def convert_page_size(db_path: Path, key: bytes) -> str:
         with _opened(db_path, os.O_WRONLY) as old_file, _opened(copy, os.O_RDONLY) as copy_file:
             os.fsync(copy_file)
             os.replace(copy, db_path)
-            _sync_folder(db_path.parent)
+            fsync_folders([db_path.parent])
             _overwrite(old_file)  # still under the exclusive lock: a waiting connection reads zeros
     finally:
         old.close()
@@ -177,14 +179,6 @@ def _opened(path: Path, flags: int):
         yield fd
     finally:
         os.close(fd)  # the old file's: this also lets go of the exclusive lock SQLite took on it
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_copy(copy: Path) -> None:
