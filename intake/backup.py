@@ -22,6 +22,7 @@ gives the same onion addresses and every submission, or nothing at all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -52,7 +53,7 @@ from intake.store import MissingDatabaseKeyError, Store, StoreError
 from intake.store.connection import Connection, connect, connect_blobs, write_transaction
 from intake.store.errors import StoreDamagedError
 from intake.store.newsroom import Newsroom
-from intake.store.page_size import convert_page_size
+from intake.store.page_size import PageRewriteError, convert_page_size
 from intake.store.slots_file import SLOT_BYTES, SLOTS_SUFFIX, SlotsFile, slots_path
 from intake.store.store import blobs_path
 
@@ -223,7 +224,8 @@ def restore_backup(backup: Path, data_dir: Path, *, db_key_file: Path | None = N
         _unpack(backup, data_dir, db_key)
         settings = load_settings(data_dir, db_key_file=db_key_file)
         try:
-            convert_page_size(settings.db_path, db_key)  # a backup of a store with 16 KiB pages; nothing else has it open
+            with contextlib.suppress(PageRewriteError):  # a damaged page, say: the check below finds it
+                convert_page_size(settings.db_path, db_key)  # a backup of a store with 16 KiB pages; nothing else has it open
             with Store.open(settings) as store:
                 problems = Newsroom(store).integrity_problems()
         except StoreDamagedError:

@@ -24,7 +24,7 @@ from intake.listeners import LOOPBACK, ListenerError, open_tcp_listener, open_un
 from intake.memory_wiping import WIPING_ENVIRONMENT
 from intake.memory_key import environment_for_children
 from intake.store import Store
-from intake.store.page_size import convert_page_size
+from intake.store.page_size import PageRewriteError, convert_page_size
 
 GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
 APP_FACTORY = "intake.app:create_app()"
@@ -51,16 +51,18 @@ def prepare_data_dir(data_dir: Path, db_key_file: Path | None = None) -> dict[st
     Raises the store's errors (not initialised, wrong key) before anything is started.
     """
     settings = load_settings(data_dir, db_key_file=db_key_file)
-    rewrite = convert_page_size(settings.db_path, settings.db_key)
+    try:
+        rewrite = convert_page_size(settings.db_path, settings.db_key)
+    except PageRewriteError as error:
+        rewrite = "failed"
+        log.warning(_("The database keeps its older, slower 16 KiB pages: rewriting it with 4 KiB pages failed ({reason}). "
+                      "Run `intake check`.").format(reason=error))
     if rewrite == "in use":
         log.warning(_("The database keeps its older, slower 16 KiB pages for now: another program has it open. "
                       "It is rewritten with 4 KiB pages at a start when nothing else uses it."))
-    elif rewrite == "failed":
-        log.warning(_("The database keeps its older, slower 16 KiB pages: it could not be rewritten with 4 KiB pages, "
-                      "perhaps because a page of it is damaged. Run `intake check`."))
     elif rewrite == "no room":
         log.warning(_("The database keeps its older, slower 16 KiB pages for now: rewriting it with 4 KiB pages "
-                      "needs as much free disk space as it takes. Free some, then start intake again."))
+                      "needs free disk space of a tenth more than it takes, plus 64 MiB. Free some, then start intake again."))
     with Store.open(settings) as store:
         store.recover()
         store.purge_expired_sessions()

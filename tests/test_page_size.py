@@ -200,6 +200,58 @@ def test_a_wrong_key_is_refused_and_leaves_nothing(old_store: Settings):
     assert not copy_path(old_store.db_path).exists() and opens_with(old_store, LEGACY_PAGE_SIZE)
 
 
+SECOND_START = """
+import sys
+from pathlib import Path
+from intake.store.page_size import convert_page_size
+print("starting", flush=True)
+print(convert_page_size(Path(sys.argv[1]), bytes.fromhex(sys.argv[2])), flush=True)
+"""
+
+
+def test_a_second_start_during_the_rewrite_waits_and_finds_it_done(old_store: Settings, monkeypatch: pytest.MonkeyPatch):
+    """Two starts at once (`intake restore` and systemd's, say): the second neither removes the
+    first one's copy in progress nor takes the rewritten store for a wrong key."""
+    settings = old_store
+    before = rows(settings)
+    second = []
+    export = page_size_module._export
+
+    def export_then_start_another(*args) -> None:
+        export(*args)
+        process = subprocess.Popen([sys.executable, "-c", SECOND_START, str(settings.db_path), settings.db_key.hex()],
+                                   cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout.readline() == "starting\n"
+        time.sleep(1.0)  # it opens the store and waits for this rewrite's lock
+        second.append(process)
+
+    monkeypatch.setattr(page_size_module, "_export", export_then_start_another)
+    assert convert_page_size(settings.db_path, settings.db_key) == "converted"
+    output, errors = second[0].communicate(timeout=60)
+    assert (second[0].returncode, output.strip()) == (0, "current"), errors
+    assert rows(settings) == before
+
+
+def test_a_connection_opened_just_after_the_switch_out_of_wal_stops_the_rewrite(old_store: Settings,
+                                                                                monkeypatch: pytest.MonkeyPatch):
+    """Between leaving WAL mode and taking the lock, another connection may open the store and set
+    WAL mode back: the rewrite must see it under the lock and leave the store alone."""
+    settings = old_store
+    hold = page_size_module._hold_exclusive_lock
+    other = []
+
+    def another_connection_first(conn) -> bool:
+        other.append(Store.open(settings))  # sets WAL mode, as every intake connection does
+        other[0].close()
+        return hold(conn)
+
+    monkeypatch.setattr(page_size_module, "_hold_exclusive_lock", another_connection_first)
+    assert convert_page_size(settings.db_path, settings.db_key) == "in use"
+    assert opens_with(settings, LEGACY_PAGE_SIZE)
+    monkeypatch.undo()
+    assert convert_page_size(settings.db_path, settings.db_key) == "converted"
+
+
 CONVERT = """
 import sys, time
 from pathlib import Path
@@ -289,7 +341,7 @@ def test_a_disk_without_room_for_the_copy_keeps_the_old_pages_and_serves(tmp_pat
             monkeypatch.setattr(page_size_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40))
         counts = prepare_data_dir(settings.data_dir)
         monkeypatch.undo()
-        assert "needs as much free disk space as it takes" in caplog.text
+        assert "needs free disk space of a tenth more than it takes, plus 64 MiB" in caplog.text
         assert counts["submissions"] == 401 and rows(settings) == before
         assert opens_with(settings, LEGACY_PAGE_SIZE) and not copy_path(settings.db_path).exists()
         (disk / "filler").unlink()
@@ -337,6 +389,6 @@ def test_intake_status_says_which_pages_the_store_has(old_store: Settings):
         return done.stdout
 
     assert "database pages: 16 KiB, the older and slower size" in status()
-    assert "страницы базы данных: 16 КиБ, прежний и более медленный размер" in status("--lang", "ru")
+    assert "размер страниц базы данных: 16 КиБ (прежний, запись с ним медленнее)" in status("--lang", "ru")
     prepare_data_dir(old_store.data_dir)
     assert "database pages: 4 KiB\n" in status()

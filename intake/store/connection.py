@@ -153,8 +153,9 @@ def open_main(path: Path, key: bytes) -> Connection:
     """The main database with the page size it was made with: CIPHER_PAGE_SIZE, or
     LEGACY_PAGE_SIZE in a store not yet rewritten (one failed read of page 1 more).
 
-    A connection opened while intake.store.page_size rewrites the store waits for its lock,
-    then finds the old file zeroed: the path names the new file by then, so it opens again."""
+    A connection opened while intake.store.page_size rewrites the store waits for its lock (up
+    to sqlcipher3's 5 s, then StoreBusyError), then finds the old file zeroed: the path names
+    the new file by then, so it opens again."""
     for _attempt in range(2):
         file_id = _file_id(path)
         try:

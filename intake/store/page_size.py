@@ -27,15 +27,15 @@ from keys.files import fsync_folders
 
 from intake.store.connection import (
     CIPHER_PAGE_SIZE,
-    LEGACY_PAGE_SIZE,
     MAIN_CACHE_KIB,
     Connection,
     DatabaseError,
     is_busy,
     open_keyed,
+    open_main,
     translate_errors,
 )
-from intake.store.errors import StoreError, StoreFullError, WrongDatabaseKeyError
+from intake.store.errors import StoreError, StoreFullError
 
 COPY_SUFFIX = "-repaging"
 _ZEROS = bytes(1 << 20)
@@ -49,27 +49,28 @@ def copy_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + COPY_SUFFIX)
 
 
+class PageRewriteError(StoreError):
+    """The copy could not be made or did not match (a damaged page, say): the store is as it was."""
+
+
 def convert_page_size(db_path: Path, key: bytes) -> str:
     """Give the store at ``db_path`` CIPHER_PAGE_SIZE pages if it has the older size.
 
     Returns "current" (nothing to do), "converted", "in use" (another connection has it
-    open), "no room" (the disk cannot hold a second copy) or "failed" (the copy could not
-    be made or did not match: a damaged page, say); in the last three cases the store
-    keeps its pages until a later call. Raises WrongDatabaseKeyError if the key opens it
-    with neither size.
+    open) or "no room" (the disk cannot hold a second copy); in the last two cases the
+    store keeps its pages until a later call. Raises PageRewriteError (the store kept as it
+    was) if the copy fails, and WrongDatabaseKeyError if the key opens it with neither size.
     """
     if not db_path.is_file():
         return "current"  # not a store yet: Store.open says so
-    try:
-        open_keyed(db_path, key, page_size=CIPHER_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB).close()
+    old = open_main(db_path, key)  # waits out, and then sees past, another process's rewrite in progress
+    if old.page_size == CIPHER_PAGE_SIZE:
+        old.close()
         return "current"
-    except WrongDatabaseKeyError:
-        pass
     copy = copy_path(db_path)
-    old = open_keyed(db_path, key, page_size=LEGACY_PAGE_SIZE, hmac_algorithm=None, cache_kib=MAIN_CACHE_KIB)
     alone = False
     try:
-        alone = _take_alone(old)
+        alone = _leave_wal(old) and _hold_exclusive_lock(old)
         if not alone:
             return "in use"
         _remove_copy(copy)  # left by a rewrite killed before its rename (under the lock: not another's in progress)
@@ -80,8 +81,8 @@ def convert_page_size(db_path: Path, key: bytes) -> str:
             _check_copy(old, copy, key)
         except StoreFullError:
             return "no room"
-        except (DatabaseError, StoreError):
-            return "failed"  # a damaged page, say: the store serves on as it is, and `intake check` tells more
+        except (DatabaseError, StoreError) as error:  # SQLite's one-line messages hold no content
+            raise PageRewriteError(str(error)) from None
         with _opened(db_path, os.O_WRONLY) as old_file, _opened(copy, os.O_RDONLY) as copy_file:
             os.fsync(copy_file)
             os.replace(copy, db_path)
@@ -94,9 +95,9 @@ def convert_page_size(db_path: Path, key: bytes) -> str:
     return "converted"
 
 
-def _take_alone(conn: Connection) -> bool:
-    """Leave WAL mode (SQLite allows it only to the one connection that has the file open)
-    and keep the exclusive lock until ``conn`` closes; False if another connection has it open."""
+def _leave_wal(conn: Connection) -> bool:
+    """Leave WAL mode: SQLite allows it only to the one connection that has the file open.
+    False if another connection has it open."""
     with translate_errors():
         conn.execute("PRAGMA busy_timeout = 0")
         try:
@@ -105,6 +106,13 @@ def _take_alone(conn: Connection) -> bool:
             if is_busy(error):
                 return False
             raise
+    return True
+
+
+def _hold_exclusive_lock(conn: Connection) -> bool:
+    """Take the exclusive lock and keep it until ``conn`` closes; False if another connection
+    opened the store since it left WAL mode."""
+    with translate_errors():
         conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
             conn.execute("BEGIN EXCLUSIVE")
