@@ -119,7 +119,7 @@ HOLD_OPEN = """
 import os, sys
 from intake.config import load_settings
 from intake.store import Store
-with Store.open(load_settings(sys.argv[1], kdf_opslimit=1, kdf_memlimit=8192)) as store:
+with Store.open(load_settings(sys.argv[1])) as store:
     store.counts()
     print("open", flush=True)
     sys.stdin.readline()  # the test says when to go on
@@ -151,7 +151,7 @@ import sys
 from intake.config import load_settings
 from intake.store import Store
 print("opening", flush=True)
-with Store.open(load_settings(sys.argv[1], kdf_opslimit=1, kdf_memlimit=8192)) as store:
+with Store.open(load_settings(sys.argv[1])) as store:
     print(store.counts()["submissions"], flush=True)
 """
 
