@@ -54,15 +54,15 @@ def prepare_data_dir(data_dir: Path, db_key_file: Path | None = None) -> dict[st
     try:
         rewrite = convert_page_size(settings.db_path, settings.db_key)
     except PageRewriteError as error:
-        rewrite = "failed"
         log.warning(_("The database keeps its older, slower 16 KiB pages: rewriting it with 4 KiB pages failed ({reason}). "
                       "Run `intake check`.").format(reason=error))
-    if rewrite == "in use":
-        log.warning(_("The database keeps its older, slower 16 KiB pages for now: another program has it open. "
-                      "It is rewritten with 4 KiB pages at a start when nothing else uses it."))
-    elif rewrite == "no room":
-        log.warning(_("The database keeps its older, slower 16 KiB pages for now: rewriting it with 4 KiB pages "
-                      "needs free disk space of a tenth more than it takes, plus 64 MiB. Free some, then start intake again."))
+    else:
+        if rewrite == "in use":
+            log.warning(_("The database keeps its older, slower 16 KiB pages for now: another program has it open. "
+                          "It is rewritten with 4 KiB pages at a start when nothing else uses it."))
+        elif rewrite == "no room":
+            log.warning(_("The database keeps its older, slower 16 KiB pages for now: rewriting it with 4 KiB pages "
+                          "needs free disk space of a tenth more than it takes, plus 64 MiB. Free some, then start intake again."))
     with Store.open(settings) as store:
         store.recover()
         store.purge_expired_sessions()

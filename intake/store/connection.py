@@ -100,7 +100,7 @@ def open_keyed(path: Path, key: bytes, *, page_size: int, hmac_algorithm: str | 
             # halved read speed here, while the bulk of the pages hold envelopes (ciphertext to
             # the journalists) and the rest is pseudonymous (lookup ids, sealed session secrets).
             conn.execute("PRAGMA cipher_memory_security = OFF")
-        with translate_errors(), _damage_reported(path):  # a wrong key (or page size) reads as SQLITE_NOTADB
+            # The first read: a wrong key (or page size) reads as SQLITE_NOTADB.
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except BaseException:
         conn.close()
