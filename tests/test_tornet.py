@@ -121,3 +121,28 @@ def test_source_and_journalist_onions_over_a_private_tor_network(tor_network, si
     print(f"\nnetwork up in {tor_network.bring_up_seconds:.1f} s; service bootstrapped "
           f"{t_bootstrap:.1f} s, source fetched {t_source:.1f} s, journalist fetched "
           f"{t_journalist:.1f} s after intake started its tor")
+
+
+def test_a_relay_that_joins_late_is_fast_and_stable_at_once(tmp_path_factory):
+    """A relay whose descriptor still says 0 bytes/s, or whose uptime is below the median, keeps
+    the Fast and Stable flags: with three relays, losing them stalled tors at 95% ("Failed to find
+    node for hop #2"), one run in three. A relay started after the others is both at once."""
+    root = tmp_path_factory.mktemp("tornet_late")
+    root.chmod(0o700)
+    with TorNetwork.start(root) as net:
+        net.add_relay("late")
+        consensus = net.root / "auth" / "cached-microdesc-consensus"
+        deadline = time.monotonic() + 60
+        while "late" not in net.flags():
+            net.nodes[-1].check_running()
+            assert time.monotonic() < deadline, "the late relay never reached the consensus"
+            time.sleep(0.2)
+        for check in ("first consensus listing it", "next consensus (new bandwidths)"):
+            if check.startswith("next"):
+                listed_at = consensus.stat().st_mtime_ns
+                while consensus.stat().st_mtime_ns == listed_at:
+                    assert time.monotonic() < deadline, "no new consensus"
+                    time.sleep(0.2)
+            short = {name: sorted({"Fast", "Stable"} - node_flags) for name, node_flags in net.flags().items()
+                     if not {"Fast", "Stable"} <= node_flags}
+            assert not short, f"{check}: relays without Fast or Stable: {short}"

@@ -47,6 +47,13 @@ Authority:
                                     vote + dist delay must stay under half the interval.
   ``TestingDirAuthVoteGuard *``     every relay is a Guard (else no onion circuits),
   ``TestingDirAuthVoteHSDir *``     every relay is an HSDir (descriptors need them).
+  ``AuthDirFastGuarantee 1``        every relay is Fast and Stable, whatever it measured:
+  ``AuthDirVoteStableGuarantee*`` 0 otherwise a relay whose descriptor still says 0 bytes/s
+                                    (the others say 1) loses Fast, and one with less than
+                                    the median uptime loses Stable; with one relay short
+                                    of each, a tor needing a Fast and Stable third hop
+                                    finds none ("Failed to find node for hop #2") and
+                                    stalls at 95%.
 Relays:
   ``AssumeReachable 1``             publish at once, without self-testing.
   ``DirCache 0``                    clients fetch directory info from the authority
@@ -432,15 +439,8 @@ class TorNetwork:
         tor, gencert_binary = _tor_binaries()
         t0 = time.monotonic()
         deadline = t0 + timeout
-        owner = os.getpid()
-
-        def node_dir(name: str) -> Path:
-            d = self.root / name
-            d.mkdir(mode=0o700)
-            return d
-
         # 1. Authority keys: v3 identity (tor-gencert) and relay identity, in parallel.
-        auth_dir = node_dir("auth")
+        auth_dir = self._node_dir("auth")
         (auth_dir / "keys").mkdir(mode=0o700)
         auth_or, auth_dir_port = _free_port(), _free_port()
         gencert = subprocess.Popen(
@@ -466,21 +466,8 @@ class TorNetwork:
                                    f"127.0.0.1:{auth_dir_port} {rsa_fpr}")
         self.timings["keys"] = time.monotonic() - t0
 
-        def common(name: str, d: Path) -> list[str]:
-            return [
-                "TestingTorNetwork 1",
-                f'DataDirectory "{d}"',
-                f"Nickname {name}",
-                self.dir_authority_line,
-                "GeoIPFile /nonexistent",
-                "GeoIPv6File /nonexistent",
-                "ShutdownWaitLength 0",
-                f"__OwningControllerProcess {owner}",
-                f"Log notice file {d / 'notice.log'}",  # (Log takes no quotes)
-            ]
-
         # 2. Authority and relays, all at once.
-        self.nodes.append(TorNode("auth", auth_dir, "\n".join(common("auth", auth_dir) + [
+        self.nodes.append(TorNode("auth", auth_dir, "\n".join(self._common("auth", auth_dir) + [
             "SocksPort 0",
             f"ORPort 127.0.0.1:{auth_or}",
             f"DirPort 127.0.0.1:{auth_dir_port}",
@@ -498,31 +485,21 @@ class TorNetwork:
             "V3AuthNIntervalsValid 2",
             "TestingDirAuthVoteGuard *",
             "TestingDirAuthVoteHSDir *",
+            "AuthDirFastGuarantee 1",
+            "AuthDirVoteStableGuaranteeMinUptime 0",
+            "AuthDirVoteStableGuaranteeMTBF 0",
         ]) + "\n"))
         for i in range(1, relays + 1):
-            name = f"relay{i}"
-            d = node_dir(name)
-            self.nodes.append(TorNode(name, d, "\n".join(common(name, d) + [
-                "SocksPort 0",
-                f"ORPort 127.0.0.1:{_free_port()}",
-                "Address 127.0.0.1",
-                "AssumeReachable 1",
-                "DirCache 0",
-                "ExitRelay 0",
-            ]) + "\n"))
+            self.nodes.append(self._relay(f"relay{i}"))
         for node in self.nodes:
             node.start(tor)
 
         # 3. Wait until the authority's consensus lists every relay.
         expected = {n.name for n in self.nodes}
-        consensus = auth_dir / "cached-microdesc-consensus"
         while True:
             for node in self.nodes:
                 node.check_running()
-            listed = set()
-            if consensus.exists():
-                listed = {l.split()[1] for l in consensus.read_text(errors="replace").splitlines()
-                          if l.startswith("r ")}
+            listed = set(self.flags())
             if expected <= listed:
                 break
             if time.monotonic() > deadline:
@@ -532,9 +509,9 @@ class TorNetwork:
         self.timings["consensus"] = time.monotonic() - t0
 
         # 4. The client, once the consensus is complete.
-        d = node_dir("client")
+        d = self._node_dir("client")
         self.socks_port = _free_port()
-        client = TorNode("client", d, "\n".join(common("client", d) + [
+        client = TorNode("client", d, "\n".join(self._common("client", d) + [
             f"SocksPort 127.0.0.1:{self.socks_port} ExtendedErrors",
             f'ControlSocket unix:"{d / "control"}"',
             "CookieAuthentication 1",
@@ -547,6 +524,55 @@ class TorNetwork:
                 raise TorNetworkError(f"the client did not bootstrap within {timeout:.0f} s")
             time.sleep(0.1)
         self.bring_up_seconds = self.timings["client"] = time.monotonic() - t0
+
+    def _node_dir(self, name: str) -> Path:
+        d = self.root / name
+        d.mkdir(mode=0o700)
+        return d
+
+    def _common(self, name: str, d: Path) -> list[str]:
+        return [
+            "TestingTorNetwork 1",
+            f'DataDirectory "{d}"',
+            f"Nickname {name}",
+            self.dir_authority_line,
+            "GeoIPFile /nonexistent",
+            "GeoIPv6File /nonexistent",
+            "ShutdownWaitLength 0",
+            f"__OwningControllerProcess {os.getpid()}",
+            f"Log notice file {d / 'notice.log'}",  # (Log takes no quotes)
+        ]
+
+    def _relay(self, name: str) -> TorNode:
+        d = self._node_dir(name)
+        return TorNode(name, d, "\n".join(self._common(name, d) + [
+            "SocksPort 0",
+            f"ORPort 127.0.0.1:{_free_port()}",
+            "Address 127.0.0.1",
+            "AssumeReachable 1",
+            "DirCache 0",
+            "ExitRelay 0",
+        ]) + "\n")
+
+    def add_relay(self, name: str) -> None:
+        """Start one more relay, as one that joins a running network."""
+        node = self._relay(name)
+        self.nodes.append(node)
+        node.start(_tor_binaries()[0])
+
+    def flags(self) -> dict[str, set[str]]:
+        """Each node's flags in the authority's latest consensus."""
+        flags: dict[str, set[str]] = {}
+        name = ""
+        consensus = self.root / "auth" / "cached-microdesc-consensus"
+        if not consensus.exists():
+            return flags
+        for line in consensus.read_text(errors="replace").splitlines():
+            if line.startswith("r "):
+                name = line.split()[1]
+            elif line.startswith("s ") and name:
+                flags[name] = set(line.split()[1:])
+        return flags
 
     def stop(self) -> None:
         """Stop every tor this network started (and nothing else)."""
