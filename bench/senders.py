@@ -11,6 +11,12 @@ Measured in one run, each on a fresh server under deploy/gunicorn.conf.py:
              against one with 1 key (each message and file is sealed to every key).
 The contenders alternate (A B, B A, ...); each figure is median [min..max] of the rounds.
 
+Where the time goes, for both contenders in the same rounds: the CPU their gunicorn workers and
+this client (all 50 threads) spent per message stored, and how much of the two cores sat idle.
+Messages/s cannot pass (cores x busy share) / (worker + client CPU per message): when intake's
+workers spend k times the plain app's CPU per message, and the machine is as busy, the ratio
+of messages/s is about 1/k whatever holds the write lock.
+
 Targets (issue 10): p95 < 250 ms and p99 < 500 ms with 50 senders, messages/s >= 0.8x the
 plain app's; 30 keys >= 0.8x the messages/s of 1 key. MISSED is printed next to a target
 that the median does not meet.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -37,6 +44,43 @@ from bench.paired import Paired, percentile, spread, verdict  # noqa: E402
 from tests.fixtures_server import IntakeServer, Page, SourceClient, Upload, encode_multipart, run_gunicorn, run_intake_server  # noqa: E402
 
 JOURNALISTS = 3
+
+
+class CpuMeter:
+    """CPU seconds of some server processes and of this process, and the machine's idle share,
+    between start() and stop()."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+
+    @staticmethod
+    def _machine() -> tuple[float, float]:
+        with open("/proc/stat") as stat:
+            ticks = [int(x) for x in stat.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
+
+    def _servers(self) -> float:
+        ticks = 0
+        for pid in self.pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _client() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def start(self) -> None:
+        self._begin = (self._servers(), self._client(), *self._machine())
+
+    def stop(self, messages: float) -> tuple[float, float, float]:
+        """(server ms per message, client ms per message, idle %) since start()."""
+        servers, client, (idle, total) = self._servers(), self._client(), self._machine()
+        per = 1000 / max(messages, 1)
+        return ((servers - self._begin[0]) * per, (client - self._begin[1]) * per,
+                100 * (idle - self._begin[2]) / max(total - self._begin[3], 1))
 
 
 def _run_senders(post: Callable[[int], bool], senders: int, seconds: float) -> tuple[list[float], int, float]:
@@ -70,6 +114,7 @@ class IntakeSenders:
 
     def __init__(self, server: IntakeServer, senders: int, content: bytes):
         self.server, self.content = server, content
+        self.cpu = (0.0, 0.0, 0.0)  # of the last round: CpuMeter.stop
         self.sources: list[tuple[SourceClient, Page]] = []
         for _ in range(senders):
             client = SourceClient(server.url)
@@ -86,12 +131,16 @@ class IntakeSenders:
         answer = client.send(page, "a short note with the file", files, follow_redirects=False)
         return answer.status == 303 and answer.headers["Location"].endswith("/thanks")
 
-    def round(self, seconds: float) -> tuple[list[float], float, int]:
+    def round(self, seconds: float, meter: CpuMeter | None = None) -> tuple[list[float], float, int]:
         """(latencies, stored messages/s, failures); a message with a file stores two items."""
         before = self.stored()
+        if meter:
+            meter.start()
         latencies, failures, elapsed = _run_senders(self.post, len(self.sources), seconds)
-        items = 2 if self.content else 1
-        return latencies, (self.stored() - before) / items / elapsed, failures
+        messages = (self.stored() - before) / (2 if self.content else 1)
+        if meter:
+            self.cpu = meter.stop(messages)
+        return latencies, messages / elapsed, failures
 
 
 class PlainSenders:
@@ -104,6 +153,7 @@ class PlainSenders:
         self.form = form_page.form_with("message", "files")
         self.content = content
         self.clients = [SourceClient(url) for _ in range(senders)]
+        self.cpu = (0.0, 0.0, 0.0)  # of the last round: CpuMeter.stop
 
     def post(self, index: int) -> bool:
         content_type, pieces = encode_multipart(self.form, {"message": "a short note with the file"},
@@ -111,10 +161,15 @@ class PlainSenders:
         answer = self.clients[index].request("POST", "/upload", pieces, {"Content-Type": content_type}, follow_redirects=False)
         return answer.status == 200
 
-    def round(self, seconds: float) -> tuple[list[float], float, int]:
+    def round(self, seconds: float, meter: CpuMeter | None = None) -> tuple[list[float], float, int]:
         before = len(os.listdir(self.upload_dir))
+        if meter:
+            meter.start()
         latencies, failures, elapsed = _run_senders(self.post, self.senders, seconds)
-        return latencies, (len(os.listdir(self.upload_dir)) - before) / elapsed, failures
+        messages = len(os.listdir(self.upload_dir)) - before
+        if meter:
+            self.cpu = meter.stop(messages)
+        return latencies, messages / elapsed, failures
 
 
 def compare_with_plain(base: Path, args: argparse.Namespace) -> None:
@@ -125,15 +180,22 @@ def compare_with_plain(base: Path, args: argparse.Namespace) -> None:
     (base / "intake").mkdir()
     rates = Paired(f"messages/s, {args.senders} senders of {args.kib} KB, {args.seconds:g} s a round",
                    "plain Flask request.files + fsync", "intake (3 keys)", unit="/s", digits=1)
+    workers = Paired("worker CPU per message", "plain Flask request.files + fsync", "intake (3 keys)", unit="ms", digits=2)
+    clients = Paired("this client's CPU per message (for comparison)", "plain", "intake", unit="ms", digits=2)
+    idles = Paired("machine idle (for comparison)", "plain", "intake", unit="%", digits=1)
     p95s, p99s, plain_p95s, failures = [], [], [], 0
     with run_gunicorn("bench.plain_upload_app:app", base / "plain", {"BENCH_UPLOAD_DIR": str(upload_dir)}) as plain_server, \
             run_intake_server(base / "intake", journalist_count=JOURNALISTS) as server:
         plain = PlainSenders(plain_server.url, upload_dir, args.senders, content)
         intake = IntakeSenders(server, args.senders, content)
+        meters = {"plain": CpuMeter(plain_server.worker_pids()), "intake": CpuMeter(server.gunicorn.worker_pids())}
         for number in range(args.rounds):
             figures = {}
             for name in (("plain", "intake") if number % 2 == 0 else ("intake", "plain")):
-                figures[name] = (plain if name == "plain" else intake).round(args.seconds)
+                figures[name] = (plain if name == "plain" else intake).round(args.seconds, meters[name])
+            workers.add(plain.cpu[0], intake.cpu[0])
+            clients.add(plain.cpu[1], intake.cpu[1])
+            idles.add(plain.cpu[2], intake.cpu[2])
             (plain_latencies, plain_rate, plain_failed), (latencies, rate, failed) = figures["plain"], figures["intake"]
             rates.add(plain_rate, rate)
             p95s.append(percentile(latencies, 0.95) * 1000)
@@ -147,6 +209,10 @@ def compare_with_plain(base: Path, args: argparse.Namespace) -> None:
     print(f"  intake POST latency p99: {spread(p99s, 0)} ms  target < 500 ms{verdict(p99, 500, 'lower')}")
     print(f"  plain POST latency p95:  {spread(plain_p95s, 0)} ms  (for comparison)")
     print(f"  failed requests: {failures}{'   MISSED (failures)' if failures else ''}")
+    print()
+    workers.report()
+    clients.report()
+    idles.report()
 
 
 def compare_keys(base: Path, args: argparse.Namespace) -> None:
