@@ -39,8 +39,10 @@ VIDEO = {
     "clip.avi": ["-c:v", "mpeg4", "-c:a", "pcm_s16le", *_TAGS, "-metadata", f"date={CREATED}"],
     "clip.wmv": ["-c:v", "wmv2", "-c:a", "wmav2", *_TAGS, "-metadata", f"copyright={MAKER}"],
     "clip.webm": ["-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libvorbis", *_TAGS],
-    "clip.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS, *_APPLE_KEYS],
+    "clip.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS, *_APPLE_KEYS, "-movflags", "use_metadata_tags"],
     "clip.mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS],
+    # As cameras record: PCM sound, which an MP4 cannot hold, so mat2's MP4 parser cannot rewrite it.
+    "camera.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", *_TAGS, *_APPLE_KEYS],
 }
 AUDIO = {
     "song.mp3": ["-c:a", "libmp3lame", *_TAGS, "-metadata", f"encoded_by={CREATOR_APP}", "-write_id3v1", "1", "-id3v2_version", "3"],

@@ -2,7 +2,13 @@
 
 mat2 (the tool Tails ships) picks its parser from the file's extension and
 writes ``NAME.cleaned.EXT`` beside its input, so the input is shown to it as
-``/work/input.EXT`` and the copy appears in the scratch folder. No flag about
+``/work/input.EXT`` and the copy appears in the scratch folder. Debian 12's mat2
+has a parser for MP4 but none for the other names of the same container
+(QuickTime's ``.mov``, which MP4 grew from, ``.m4a``, ``.3gp``): when the bytes say
+MP4 or QuickTime, such a file is shown to it as ``input.mp4``, and its MP4 parser
+(ffmpeg copying every stream, no metadata) writes the cleaned copy as an MP4. A
+stream that MP4 cannot hold (PCM sound, a timecode track) makes that fail, and
+the file is reported not cleaned. No flag about
 mat2's own bubblewrap is passed: Debian's mat2 0.13.3 turns it on only when
 given ``--no-sandbox`` (the flag is inverted there), and it cannot nest inside
 ours when the laptop's user is root; everything mat2 runs is inside ours anyway.
@@ -16,7 +22,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from keys.cleaning import sandbox
+from keys.cleaning import sandbox, sniff
 from keys.cleaning.sandbox import Limits, Tools
 
 MAX_FIELD = 100
@@ -24,6 +30,7 @@ _EXTENSION = re.compile(r"[a-z0-9]{1,10}")
 _HEADER = re.compile(r"^\[(\++)\] Metadata for (.*):$")
 _FIELD = re.compile(r"^\s+(\S.{0,199}?):(?: |$)")  # "cp:lastModifiedBy: Petr": the name ends at the first ": "
 _UNSUPPORTED = re.compile(r"format \(.*\) is not supported|isn't supported")
+_AS_MP4 = frozenset({"mov", "qt", "m4a", "3gp", "3g2"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +44,15 @@ class Result:
 
 def inside_name(path: Path, stem: str = "input") -> str:
     ext = path.suffix.lower().lstrip(".")
+    if ext in _AS_MP4 and sniff.detect(path).name in ("mp4", "quicktime"):
+        ext = "mp4"
     return f"{stem}.{ext}" if _EXTENSION.fullmatch(ext) else stem
 
 
 def show(tools: Tools, path: Path, scratch: Path, limits: Limits) -> tuple[Result | None, tuple[str, ...]]:
     """The metadata fields mat2 lists for ``path``; a failed Result instead when mat2 cannot read it."""
-    outcome = sandbox.run(tools, [tools.mat2, "--show", f"/work/{inside_name(path)}"], path, inside_name(path), scratch, limits)
+    name = inside_name(path)
+    outcome = sandbox.run(tools, [tools.mat2, "--show", f"/work/{name}"], path, name, scratch, limits)
     failure = _failure(outcome, limits)
     if failure:
         return failure, ()
