@@ -21,6 +21,7 @@ CREATED = "2024-03-05T06:07:08Z"
 CREATED_SHOWN = "2024:03:05 06:07:08"  # how exiftool prints it
 LOCATION = "+55.7558+037.6173+150.000/"  # ISO 6709, as com.apple.quicktime.location.ISO6709 holds it
 LATITUDE = "55 deg 45' 20.88\""  # how exiftool prints the planted latitude
+TIMECODE = "06:07:08:09"  # a time of day, as a camera's timecode track holds it
 PLANTED = [AUTHOR, CAMERA, CREATOR_APP, SERIAL, TITLE, COMMENT, MAKER, CREATED, CREATED_SHOWN, "55.7558", LATITUDE]
 
 _TAGS = ["-metadata", f"title={TITLE}", "-metadata", f"artist={AUTHOR}", "-metadata", f"comment={COMMENT}", "-metadata", f"creation_time={CREATED}"]
@@ -43,6 +44,8 @@ VIDEO = {
     "clip.mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS],
     # As cameras record: PCM sound, which an MP4 cannot hold, so mat2's MP4 parser cannot rewrite it.
     "camera.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", *_TAGS, *_APPLE_KEYS],
+    # A timecode track (tmcd): the time of day the recording started, as cameras write it.
+    "timecode.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-timecode", TIMECODE, *_TAGS],
 }
 AUDIO = {
     "song.mp3": ["-c:a", "libmp3lame", *_TAGS, "-metadata", f"encoded_by={CREATOR_APP}", "-write_id3v1", "1", "-id3v2_version", "3"],

@@ -38,6 +38,7 @@ CLEANED = {
     "long.mp4": ["GPSCoordinates", "Title"],
     "clip.mov": ["GPSCoordinates", "Location", "Make", "Model", "CreationTime", "Title", "Artist", "Comment", "Software"],
     "memo.m4a": ["Title", "Artist", "Comment", "CreateDate"],
+    "timecode.mov": ["Title", "Artist", "Comment", "track tmcd/tmcd"],
 }
 NOT_CLEANED = ("clip.webm", "clip.mkv")  # mat2 0.13 (Debian 12) has no parser for Matroska
 # QuickTime and M4A go to mat2's MP4 parser (keys.cleaning.metadata); it fails on a stream MP4 cannot hold.
@@ -116,9 +117,10 @@ def planted_in(text: str) -> list[str]:
 
 
 def test_the_run_cleans_audio_video_and_heic_and_names_what_it_could_not(run):
-    cleaned = len(CLEANED) + 1  # and action.mp4, with a warning
+    cleaned = len(CLEANED) + 1  # and action.mp4
     not_cleaned = len(NOT_CLEANED) + len(FAILED)
-    assert f"{cleaned} file(s) cleaned, {not_cleaned} not cleaned, 0 cleaned before; 1 file(s) with warnings" in run.stdout
+    warned = 2  # action.mp4 and timecode.mov: tracks that are neither picture nor sound
+    assert f"{cleaned} file(s) cleaned, {not_cleaned} not cleaned, 0 cleaned before; {warned} file(s) with warnings" in run.stdout
 
 
 @pytest.mark.parametrize("name", CLEANED)
@@ -153,6 +155,9 @@ def test_the_picture_and_sound_are_copied_not_re_encoded(run):
 
     for name in ("clip.mp4", "clip.avi", "long.mp4", "clip.mov", "memo.m4a"):
         assert stream_hashes(run.original(name)) == stream_hashes(run.cleaned(name)) != ""
+    for name in ("action.mp4", "timecode.mov"):  # the picture and sound of a file whose other tracks were dropped
+        kept = [line for line in stream_hashes(run.original(name)).splitlines() if ",v," in line or ",a," in line]
+        assert kept and kept == stream_hashes(run.cleaned(name)).splitlines(), name
     assert b"x264 - core " in run.cleaned("clip.mp4").read_bytes()  # the encoder's settings line, inside the picture stream
 
 
@@ -230,19 +235,32 @@ def test_limits_grow_with_the_file_at_a_slow_disks_pace():
     assert grown.seconds == 120 + 512 and grown.file_size == 8 << 30 and grown.memory == base.memory and grown.tmp_size == base.tmp_size
 
 
-def test_a_gps_track_that_mat2_keeps_is_flagged_in_the_report_and_the_triage_view(run):
-    """mat2 copies every track of a video: an action camera's GPS track is still in the cleaned copy, and the report says so."""
-    says = "a video with tracks that are neither picture nor sound (meta/gpmd): cameras and drones record places and times there, and cleaning does not remove them"
+def streams(path: Path) -> list[str]:
+    command = ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,codec_tag_string", "-of", "csv=p=0", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_a_gps_track_is_left_out_of_the_cleaned_copy_and_the_original_is_flagged(run):
+    """mat2 copies every track of a video: an action camera's GPS track is dropped before it runs,
+    the copy keeps the picture bit for bit, the report names the track, and the original is flagged."""
+    says = "a video with tracks that are neither picture nor sound (meta/gpmd): cameras and drones record places and times there; the cleaned copy leaves them out"
     lines = run.stdout.splitlines()
-    start = lines.index(run.line("action.mp4"))
-    assert run.line("action.mp4").startswith(f"{FOLDER}/{DAY} action.mp4: cleaned; ") and lines[start + 1] == f"  warning: {says}"
-    streams = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,codec_tag_string", "-of", "csv=p=0", str(run.cleaned("action.mp4"))],
-                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    assert "data,gpmd" in streams and made.GPS_TRACK in run.cleaned("action.mp4").read_bytes()  # the warning is true
+    line = run.line("action.mp4")
+    assert line.startswith(f"{FOLDER}/{DAY} action.mp4: cleaned; removed: ") and "track meta/gpmd" in line
+    assert lines[lines.index(line) + 1] == f"  warning: {says}"
+    assert "data,gpmd" in streams(run.original("action.mp4")) and made.GPS_TRACK in run.original("action.mp4").read_bytes()
+    assert streams(run.cleaned("action.mp4")) == ["video,avc1"] and made.GPS_TRACK not in run.cleaned("action.mp4").read_bytes()
     index = (run.out / "index.html").read_text()
     (row,) = [row for row in index.split("<tr")[1:] if f"{DAY} action.mp4" in row]
-    assert html.escape(says) in row and f'href="brave%20otter/{DAY}%20action.cleaned.mp4"' in row  # a caution: still a link
+    assert html.escape(says) in row and f'href="brave%20otter/{DAY}%20action.cleaned.mp4"' in row
     assert run.original("action.mp4").read_bytes() == run.bodies["action.mp4"]
+
+
+def test_a_timecode_track_is_left_out_and_picture_and_sound_are_kept_bit_for_bit(run):
+    """A camera's timecode track (the time of day) would make mat2's MP4 rewrite of a .mov fail: it is dropped first."""
+    original, cleaned = run.original("timecode.mov"), run.cleaned("timecode.mov")
+    assert "data,tmcd" in streams(original) and "timecode" in ffprobe(original) and "Time Code" in exiftool(original)
+    assert streams(cleaned) == ["video,avc1", "audio,mp4a"] and "timecode" not in ffprobe(cleaned) and "Time Code" not in exiftool(cleaned)
 
 
 def test_the_track_reader_survives_any_damage_to_the_boxes(tmp_path):

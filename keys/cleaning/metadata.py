@@ -7,8 +7,14 @@ has a parser for MP4 but none for the other names of the same container
 (QuickTime's ``.mov``, which MP4 grew from, ``.m4a``, ``.3gp``): when the bytes say
 MP4 or QuickTime, such a file is shown to it as ``input.mp4``, and its MP4 parser
 (ffmpeg copying every stream, no metadata) writes the cleaned copy as an MP4. A
-stream that MP4 cannot hold (PCM sound, a timecode track) makes that fail, and
-the file is reported not cleaned. No flag about
+stream that MP4 cannot hold (PCM sound) makes that fail, and the file is
+reported not cleaned.
+
+mat2 copies every track of a video, and some are nothing but metadata: a camera's
+or drone's GPS track, a timecode (the time of day), an iPhone's timed metadata. When
+the boxes of an MP4 or QuickTime file show such a track (keys.cleaning.tracks),
+ffmpeg first copies only its picture and sound into an MP4, in the same sandbox,
+and mat2 cleans that; the tracks left out are named among what was removed. No flag about
 mat2's own bubblewrap is passed: Debian's mat2 0.13.3 turns it on only when
 given ``--no-sandbox`` (the flag is inverted there), and it cannot nest inside
 ours when the laptop's user is root; everything mat2 runs is inside ours anyway.
@@ -22,7 +28,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from keys.cleaning import sandbox, sniff
+from keys.cleaning import sandbox, sniff, tracks
 from keys.cleaning.sandbox import Limits, Tools
 
 MAX_FIELD = 100
@@ -65,6 +71,13 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
     if failure:
         return failure
     name = inside_name(path)
+    dropped = tracks.other_tracks(path) if sniff.detect(path).name in ("mp4", "quicktime") else []
+    if dropped:
+        failure = _picture_and_sound(tools, path, name, scratch, limits)
+        if failure:
+            return failure
+        path = scratch / _PICTURE_AND_SOUND
+        name = _PICTURE_AND_SOUND
     outcome = sandbox.run(tools, [tools.mat2, f"/work/{name}"], path, name, scratch, limits)
     failure = _failure(outcome, limits)
     stem, dot, ext = name.partition(".")
@@ -74,8 +87,25 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
     failure, after = show(tools, cleaned, scratch, limits)
     if failure:
         return failure
-    removed = tuple(field for field in before if field not in after)
+    if tracks.other_tracks(cleaned):
+        return Result("failed", "a track that is neither picture nor sound was left in the copy")
+    removed = tuple(f"track {track}" for track in dropped) + tuple(field for field in before if field not in after)
     return Result("cleaned", "", cleaned, removed, after)
+
+
+_PICTURE_AND_SOUND = "picture-and-sound.mp4"
+
+
+def _picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> Result | None:
+    """Copy only the picture and sound streams of ``path`` into an MP4 in the scratch folder (no re-encoding)."""
+    argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}",
+            "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1",
+            "-f", "mp4", f"/work/{_PICTURE_AND_SOUND}"]  # fmt: skip
+    outcome = sandbox.run(tools, argv, path, name, scratch, limits)
+    failure = _failure(outcome, limits)
+    if failure is None and not (scratch / _PICTURE_AND_SOUND).is_file():
+        failure = Result("failed", "ffmpeg wrote no copy")
+    return failure
 
 
 def fields(output: str) -> tuple[str, ...]:

@@ -3,8 +3,8 @@
 Action cameras, drones and dashcams record where they were as a track of its
 own (GoPro's ``gpmd``, Google's ``camm``, Apple's ``mebx`` timed metadata),
 and cameras write the time of day as a timecode track (``tmcd``). mat2 copies
-every track of a video as it is, so such a track is still in the cleaned copy:
-it is flagged, on the original and on the copy. Only box headers and a few bytes
+every track of a video as it is, so such a track is left out before mat2 runs
+(keys.cleaning.metadata), and the original is flagged. Only box headers and a few bytes
 of each track's handler and sample description are read; ``mdat``, however
 large, is skipped over.
 """

@@ -86,7 +86,7 @@ FLAGS = {
     "partly-checked": N_("large: only the first {detail} were checked"),
     "media-track": N_(
         "a video with tracks that are neither picture nor sound ({detail}): cameras and drones record "
-        "places and times there, and cleaning does not remove them"
+        "places and times there; the cleaned copy leaves them out"
     ),
     "archive-traversal": N_("an archive with names that leave its folder ({detail}); refused"),
     "archive-link": N_("an archive with links or device files ({detail}); refused"),
