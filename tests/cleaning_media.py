@@ -94,6 +94,29 @@ def video_with_gps_track(folder: Path) -> bytes:
     return path.read_bytes()
 
 
+def audio_with_cover(folder: Path) -> bytes:
+    """An M4A with cover art whose JPEG carries EXIF (GPS, camera, serial): ffmpeg reads cover art as
+    a one-frame picture stream, which mat2 copies into its MP4 as it is."""
+    cover = folder / "cover.jpg"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1", "-y", str(cover))
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", f"-Make={MAKER}", f"-Model={CAMERA}", f"-SerialNumber={SERIAL}",
+         "-GPSLatitude=55.7558", "-GPSLatitudeRef=N", "-GPSLongitude=37.6173", "-GPSLongitudeRef=E", str(cover)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    path = folder / "cover.m4a"
+    _ffmpeg(*_SOUND, "-i", str(cover), "-t", "1", "-map", "0:a", "-map", "1:v", "-c:a", "aac", "-c:v", "copy",
+            "-disposition:v", "attached_pic", *_TAGS, "-y", str(path))  # fmt: skip
+    return path.read_bytes()
+
+
+def old_phone_video(folder: Path) -> bytes:
+    """A 3GP as older phones record it: H.263 picture, which an MP4 cannot hold."""
+    path = folder / "phone.3gp"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=176x144:rate=10", *_SOUND, "-t", "1", "-c:v", "h263", "-c:a", "aac", *_TAGS, "-y", str(path))
+    return path.read_bytes()
+
+
 def heic(folder: Path) -> bytes:
     """A HEIC photo (x265, through heif-enc) with EXIF GPS, camera model, body serial and artist written by exiftool."""
     from PIL import Image

@@ -39,10 +39,11 @@ CLEANED = {
     "clip.mov": ["GPSCoordinates", "Location", "Make", "Model", "CreationTime", "Title", "Artist", "Comment", "Software"],
     "memo.m4a": ["Title", "Artist", "Comment", "CreateDate"],
     "timecode.mov": ["Title", "Artist", "Comment", "track tmcd/tmcd"],
+    "cover.m4a": ["CoverArt", "Title", "Artist"],
 }
 NOT_CLEANED = ("clip.webm", "clip.mkv")  # mat2 0.13 (Debian 12) has no parser for Matroska
-# QuickTime and M4A go to mat2's MP4 parser (keys.cleaning.metadata); it fails on a stream MP4 cannot hold.
-FAILED = ("camera.mov",)
+# MP4, QuickTime and 3GP are first copied as MP4 (keys.cleaning.metadata); that fails on a stream MP4 cannot hold.
+FAILED = ("camera.mov", "phone.3gp")
 ALL_PLANTED = sorted(set(made.PLANTED) | set(cleaning_files.PLANTED))
 
 
@@ -69,6 +70,8 @@ def media_files(folder: Path) -> dict[str, bytes]:
     bodies["photo.heic"] = made.heic(folder)
     bodies["long.mp4"] = made.long_video(folder)
     bodies["action.mp4"] = made.video_with_gps_track(folder)
+    bodies["cover.m4a"] = made.audio_with_cover(folder)
+    bodies["phone.3gp"] = made.old_phone_video(folder)
     return bodies
 
 
@@ -183,11 +186,60 @@ def test_quicktime_and_m4a_are_cleaned_as_mp4_and_keep_their_names(run):
 
 
 @pytest.mark.parametrize("name", FAILED)
-def test_a_quicktime_file_mat2_cannot_rewrite_is_reported_not_cleaned(run, name):
+def test_a_video_whose_streams_an_mp4_cannot_hold_is_reported_not_cleaned(run, name):
+    """Sound as cameras record it (PCM), or H.263 picture as older phones do."""
     line = run.line(name)
-    assert line.startswith(f"{FOLDER}/{DAY} {name}: not cleaned: mat2 failed (") and planted_in(line) == []
+    assert line.startswith(f"{FOLDER}/{DAY} {name}: not cleaned: ffmpeg could not copy the picture and sound into an MP4 (")
+    assert planted_in(line) == []
     assert not run.cleaned(name).exists() and run.original(name).read_bytes() == run.bodies[name]
     assert not [p for p in run.folder.iterdir() if p.name.startswith(".") or "cleaned" in p.name and name.split(".")[0] in p.name]
+
+
+def test_cover_art_and_the_exif_in_its_picture_are_left_out(run):
+    """ffmpeg reads cover art as a picture stream, and mat2 alone would copy it with its JPEG's EXIF
+    (a place, a camera's serial): the copy is sound only, and none of the EXIF's values is in it."""
+    assert streams(run.original("cover.m4a")) == ["audio,mp4a", "video,[0][0][0][0]"]
+    assert cleaning_files.SERIAL.encode() in run.original("cover.m4a").read_bytes()
+    cleaned = run.cleaned("cover.m4a")
+    assert streams(cleaned) == ["audio,mp4a"]
+    assert [value for value in ALL_PLANTED if value.encode() in cleaned.read_bytes()] == []
+    assert b"Exif" not in cleaned.read_bytes() and b"\xff\xd8\xff" not in cleaned.read_bytes()
+
+
+def test_every_program_the_cleaner_runs_runs_in_the_sandbox(tmp_path, monkeypatch):
+    """The copy of picture and sound is made by ffmpeg inside the same sandbox as mat2: every
+    program started while cleaning a video goes through sandbox.run (watched, not replaced)."""
+    from keys.cleaning import sandbox
+    from keys.cleaning.folder import clean_folder
+
+    started: list[str] = []
+    real_run, real_popen = sandbox.run, subprocess.Popen
+
+    def watched_run(tools, argv, *args, **kwargs):
+        started.append(f"sandboxed {Path(argv[0]).name}")
+        return real_run(tools, argv, *args, **kwargs)
+
+    def watched_popen(argv, *args, **kwargs):
+        if Path(str(argv[0])).name != "bwrap":
+            started.append(f"outside {Path(str(argv[0])).name}")
+        return real_popen(argv, *args, **kwargs)
+
+    monkeypatch.setattr(sandbox, "run", watched_run)
+    monkeypatch.setattr(subprocess, "Popen", watched_popen)
+    (tmp_path / "made").mkdir()
+    out = decrypted(tmp_path, {"action.mp4": made.video_with_gps_track(tmp_path / "made")})
+    started.clear()
+    assert clean_folder(out).cleaned == 1
+    assert "sandboxed ffmpeg" in started and "sandboxed mat2" in started
+    assert [entry for entry in started if entry.startswith("outside")] == []
+
+
+def test_the_check_on_a_copy_refuses_a_track_that_is_neither_picture_nor_sound(run):
+    from keys.cleaning.metadata import check_no_other_tracks
+
+    refused = check_no_other_tracks(run.original("action.mp4"))
+    assert refused is not None and refused.status == "failed"
+    assert check_no_other_tracks(run.cleaned("action.mp4")) is None and check_no_other_tracks(run.cleaned("timecode.mov")) is None
 
 
 def test_an_hour_long_video_is_cleaned_within_the_default_limits(run):
@@ -243,7 +295,7 @@ def streams(path: Path) -> list[str]:
 def test_a_gps_track_is_left_out_of_the_cleaned_copy_and_the_original_is_flagged(run):
     """mat2 copies every track of a video: an action camera's GPS track is dropped before it runs,
     the copy keeps the picture bit for bit, the report names the track, and the original is flagged."""
-    says = "a video with tracks that are neither picture nor sound (meta/gpmd): cameras and drones record places and times there; the cleaned copy leaves them out"
+    says = "a video with tracks that are neither picture nor sound (meta/gpmd): cameras and drones record places and times there; cleaning leaves them out of the copy"
     lines = run.stdout.splitlines()
     line = run.line("action.mp4")
     assert line.startswith(f"{FOLDER}/{DAY} action.mp4: cleaned; removed: ") and "track meta/gpmd" in line

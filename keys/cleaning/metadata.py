@@ -2,19 +2,20 @@
 
 mat2 (the tool Tails ships) picks its parser from the file's extension and
 writes ``NAME.cleaned.EXT`` beside its input, so the input is shown to it as
-``/work/input.EXT`` and the copy appears in the scratch folder. Debian 12's mat2
-has a parser for MP4 but none for the other names of the same container
-(QuickTime's ``.mov``, which MP4 grew from, ``.m4a``, ``.3gp``): when the bytes say
-MP4 or QuickTime, such a file is shown to it as ``input.mp4``, and its MP4 parser
-(ffmpeg copying every stream, no metadata) writes the cleaned copy as an MP4. A
-stream that MP4 cannot hold (PCM sound) makes that fail, and the file is
-reported not cleaned.
+``/work/input.EXT`` and the copy appears in the scratch folder.
 
-mat2 copies every track of a video, and some are nothing but metadata: a camera's
-or drone's GPS track, a timecode (the time of day), an iPhone's timed metadata. When
-the boxes of an MP4 or QuickTime file show such a track (keys.cleaning.tracks),
-ffmpeg first copies only its picture and sound into an MP4, in the same sandbox,
-and mat2 cleans that; the tracks left out are named among what was removed. No flag about
+An MP4 or QuickTime file (``.mp4``, ``.mov``, ``.m4a``, ``.3gp``: one container
+family) may hold more than picture and sound: a camera's or drone's GPS track, a
+timecode (the time of day), an iPhone's timed metadata, which mat2 copies as they
+are; and cover art, which ffmpeg reads as a picture stream whose JPEG keeps its own
+EXIF. So ffmpeg first copies only the picture and sound streams into an MP4, in
+the same sandbox, and mat2's MP4 parser cleans that (Debian 12's mat2 has no parser
+for ``.mov``, ``.m4a`` or ``.3gp`` anyway). The tracks left out
+(keys.cleaning.tracks) are named among what was removed, and a copy that still has
+one is refused. A stream an MP4 cannot hold (PCM sound, H.263) makes the first copy
+fail, and the file is reported not cleaned.
+
+No flag about
 mat2's own bubblewrap is passed: Debian's mat2 0.13.3 turns it on only when
 given ``--no-sandbox`` (the flag is inverted there), and it cannot nest inside
 ours when the laptop's user is root; everything mat2 runs is inside ours anyway.
@@ -71,14 +72,17 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
     if failure:
         return failure
     name = inside_name(path)
-    dropped = tracks.other_tracks(path) if sniff.detect(path).name in ("mp4", "quicktime") else []
-    if dropped:
+    dropped: list[str] = []
+    if sniff.detect(path).name in ("mp4", "quicktime"):
+        dropped = list(dict.fromkeys(tracks.other_tracks(path)))
         failure = _picture_and_sound(tools, path, name, scratch, limits)
         if failure:
             return failure
-        path = scratch / _PICTURE_AND_SOUND
         name = _PICTURE_AND_SOUND
+        path = scratch / name
     outcome = sandbox.run(tools, [tools.mat2, f"/work/{name}"], path, name, scratch, limits)
+    if path.parent == scratch:
+        path.unlink()  # mat2 has read it: the disk holds two copies of the video, not three
     failure = _failure(outcome, limits)
     stem, dot, ext = name.partition(".")
     cleaned = scratch / f"{stem}.cleaned{dot}{ext}"
@@ -87,24 +91,35 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
     failure, after = show(tools, cleaned, scratch, limits)
     if failure:
         return failure
-    if tracks.other_tracks(cleaned):
-        return Result("failed", "a track that is neither picture nor sound was left in the copy")
+    failure = check_no_other_tracks(cleaned)
+    if failure:
+        return failure
     removed = tuple(f"track {track}" for track in dropped) + tuple(field for field in before if field not in after)
     return Result("cleaned", "", cleaned, removed, after)
+
+
+def check_no_other_tracks(cleaned: Path) -> Result | None:
+    """A failed Result if a cleaned MP4 still has a track that is neither picture nor sound."""
+    if sniff.detect(cleaned).name in ("mp4", "quicktime") and tracks.other_tracks(cleaned):
+        return Result("failed", "a track that is neither picture nor sound was left in the copy")
+    return None
 
 
 _PICTURE_AND_SOUND = "picture-and-sound.mp4"
 
 
 def _picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> Result | None:
-    """Copy only the picture and sound streams of ``path`` into an MP4 in the scratch folder (no re-encoding)."""
+    """Copy only the picture and sound streams of ``path`` into an MP4 in the scratch folder (no
+    re-encoding). ``0:V`` is video that is not an attached picture: cover art stays behind."""
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}",
-            "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1",
+            "-map", "0:V?", "-map", "0:a?", "-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1",
             "-f", "mp4", f"/work/{_PICTURE_AND_SOUND}"]  # fmt: skip
     outcome = sandbox.run(tools, argv, path, name, scratch, limits)
     failure = _failure(outcome, limits)
+    if failure and failure.status == "failed":
+        return Result("copy-failed", failure.detail)
     if failure is None and not (scratch / _PICTURE_AND_SOUND).is_file():
-        failure = Result("failed", "ffmpeg wrote no copy")
+        failure = Result("copy-failed", "no copy was written")
     return failure
 
 

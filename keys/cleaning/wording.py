@@ -69,6 +69,7 @@ STATUS = {
     "refused": N_("not cleaned: {reason}"),
     "unsupported": N_("not cleaned: mat2 does not support this format"),
     "failed": N_("not cleaned: mat2 failed ({detail})"),
+    "copy-failed": N_("not cleaned: ffmpeg could not copy the picture and sound into an MP4 ({detail})"),
     "timeout": N_("not cleaned: the cleaner took longer than {seconds} seconds and was stopped"),
     "crashed": N_("not cleaned: the cleaner crashed or went over its time or memory limit"),
 }
@@ -86,7 +87,7 @@ FLAGS = {
     "partly-checked": N_("large: only the first {detail} were checked"),
     "media-track": N_(
         "a video with tracks that are neither picture nor sound ({detail}): cameras and drones record "
-        "places and times there; the cleaned copy leaves them out"
+        "places and times there; cleaning leaves them out of the copy"
     ),
     "archive-traversal": N_("an archive with names that leave its folder ({detail}); refused"),
     "archive-link": N_("an archive with links or device files ({detail}); refused"),
