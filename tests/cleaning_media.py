@@ -22,7 +22,8 @@ CREATED_SHOWN = "2024:03:05 06:07:08"  # how exiftool prints it
 LOCATION = "+55.7558+037.6173+150.000/"  # ISO 6709, as com.apple.quicktime.location.ISO6709 holds it
 LATITUDE = "55 deg 45' 20.88\""  # how exiftool prints the planted latitude
 TIMECODE = "06:07:08:09"  # a time of day, as a camera's timecode track holds it
-PLANTED = [AUTHOR, CAMERA, CREATOR_APP, SERIAL, TITLE, COMMENT, MAKER, CREATED, CREATED_SHOWN, "55.7558", LATITUDE]
+SEI_TEXT = "PLANTED-SEI-IMEI-356789"  # text a camera wrote into the picture stream's SEI messages
+PLANTED = [AUTHOR, CAMERA, CREATOR_APP, SERIAL, TITLE, COMMENT, MAKER, CREATED, CREATED_SHOWN, "55.7558", LATITUDE, SEI_TEXT]
 
 _TAGS = ["-metadata", f"title={TITLE}", "-metadata", f"artist={AUTHOR}", "-metadata", f"comment={COMMENT}", "-metadata", f"creation_time={CREATED}"]
 # The keys an iPhone writes into a video's metadata (mdta), which ffmpeg writes with use_metadata_tags.
@@ -94,19 +95,53 @@ def video_with_gps_track(folder: Path) -> bytes:
     return path.read_bytes()
 
 
-def audio_with_cover(folder: Path) -> bytes:
-    """An M4A with cover art whose JPEG carries EXIF (GPS, camera, serial): ffmpeg reads cover art as
-    a one-frame picture stream, which mat2 copies into its MP4 as it is."""
-    cover = folder / "cover.jpg"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1", "-y", str(cover))
+def jpeg_with_exif(folder: Path) -> Path:
+    """A small JPEG whose EXIF holds a place, a camera and its serial."""
+    jpeg = folder / "exif.jpg"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1", "-y", str(jpeg))
     subprocess.run(
         ["exiftool", "-q", "-overwrite_original", f"-Make={MAKER}", f"-Model={CAMERA}", f"-SerialNumber={SERIAL}",
-         "-GPSLatitude=55.7558", "-GPSLatitudeRef=N", "-GPSLongitude=37.6173", "-GPSLongitudeRef=E", str(cover)],
+         "-GPSLatitude=55.7558", "-GPSLatitudeRef=N", "-GPSLongitude=37.6173", "-GPSLongitudeRef=E", str(jpeg)],
         check=True, timeout=60,
     )  # fmt: skip
-    path = folder / "cover.m4a"
-    _ffmpeg(*_SOUND, "-i", str(cover), "-t", "1", "-map", "0:a", "-map", "1:v", "-c:a", "aac", "-c:v", "copy",
-            "-disposition:v", "attached_pic", *_TAGS, "-y", str(path))  # fmt: skip
+    return jpeg
+
+
+def audio_with_cover(folder: Path, name: str = "cover.m4a", sound: bool = True) -> bytes:
+    """An M4A with cover art whose JPEG carries EXIF: ffmpeg reads cover art as a one-frame picture
+    stream, which mat2 copies into its MP4 as it is. Without sound: the cover alone."""
+    path = folder / name
+    inputs = [*_SOUND, "-i", str(jpeg_with_exif(folder))] if sound else ["-i", str(jpeg_with_exif(folder))]
+    maps = ["-map", "0:a", "-map", "1:v", "-c:a", "aac"] if sound else ["-map", "0:v"]
+    _ffmpeg(*inputs, "-t", "1", *maps, "-c:v", "copy", "-disposition:v", "attached_pic", *_TAGS, "-y", str(path))
+    return path.read_bytes()
+
+
+def video_with_still_track(folder: Path) -> bytes:
+    """An MP4 with a still picture (its JPEG's EXIF inside) stored as a second video track, not as cover art."""
+    path = folder / "still.mp4"
+    _ffmpeg(*_PICTURE, *_SOUND, "-i", str(jpeg_with_exif(folder)), "-t", "1", "-map", "0:v", "-map", "1:a", "-map", "2:v",
+            "-c:v:0", "libx264", "-preset", "ultrafast", "-c:v:1", "copy", "-c:a", "aac", "-y", str(path))  # fmt: skip
+    return path.read_bytes()
+
+
+def motion_jpeg(folder: Path) -> bytes:
+    """A QuickTime whose picture is Motion JPEG, as older cameras record, each frame a JPEG with EXIF."""
+    frames = folder / "frames"
+    frames.mkdir(exist_ok=True)
+    jpeg = jpeg_with_exif(folder)
+    for number in range(5):
+        (frames / f"{number:03d}.jpg").write_bytes(jpeg.read_bytes())
+    path = folder / "mjpeg.mov"
+    _ffmpeg("-framerate", "5", "-i", str(frames / "%03d.jpg"), *_SOUND, "-t", "1", "-c:v", "copy", "-c:a", "aac", "-y", str(path))
+    return path.read_bytes()
+
+
+def video_with_sei_text(folder: Path) -> bytes:
+    """An H.264 MP4 whose picture stream carries text in an SEI message (a camera may write anything there)."""
+    path = folder / "sei.mp4"
+    _ffmpeg(*_PICTURE, *_SOUND, "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+            "-bsf:v", f"h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+{SEI_TEXT}", "-y", str(path))  # fmt: skip
     return path.read_bytes()
 
 

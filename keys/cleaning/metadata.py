@@ -4,21 +4,13 @@ mat2 (the tool Tails ships) picks its parser from the file's extension and
 writes ``NAME.cleaned.EXT`` beside its input, so the input is shown to it as
 ``/work/input.EXT`` and the copy appears in the scratch folder.
 
-An MP4 or QuickTime file (``.mp4``, ``.mov``, ``.m4a``, ``.3gp``: one container
-family) may hold more than picture and sound: a camera's or drone's GPS track, a
-timecode (the time of day), an iPhone's timed metadata, which mat2 copies as they
-are; and cover art, which ffmpeg reads as a picture stream whose JPEG keeps its own
-EXIF. So ffmpeg first copies only the picture and sound streams into an MP4, in
-the same sandbox, and mat2's MP4 parser cleans that (Debian 12's mat2 has no parser
-for ``.mov``, ``.m4a`` or ``.3gp`` anyway). The tracks left out
-(keys.cleaning.tracks) are named among what was removed, and a copy that still has
-one is refused. A stream an MP4 cannot hold (PCM sound, H.263) makes the first copy
-fail, and the file is reported not cleaned.
-
-No flag about
-mat2's own bubblewrap is passed: Debian's mat2 0.13.3 turns it on only when
-given ``--no-sandbox`` (the flag is inverted there), and it cannot nest inside
-ours when the laptop's user is root; everything mat2 runs is inside ours anyway.
+An MP4 or QuickTime file is first copied to its sound and moving picture only
+(keys.cleaning.streams), and mat2's MP4 parser cleans that copy: mat2 alone
+would keep every stream, and Debian 12's mat2 has no parser for ``.mov``,
+``.m4a`` or ``.3gp`` anyway. No flag about mat2's own bubblewrap is passed:
+Debian's mat2 0.13.3 turns it on only when given ``--no-sandbox`` (the flag is
+inverted there), and it cannot nest inside ours when the laptop's user is root;
+everything mat2 runs is inside ours anyway.
 Field names, never values, leave this module:
 values are what the source may need hidden, even from a report.
 """
@@ -29,7 +21,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from keys.cleaning import sandbox, sniff, tracks
+from keys.cleaning import sandbox, sniff, streams, tracks
 from keys.cleaning.sandbox import Limits, Tools
 
 MAX_FIELD = 100
@@ -72,13 +64,14 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
     if failure:
         return failure
     name = inside_name(path)
-    dropped: list[str] = []
+    kept: list[streams.Stream] | None = None
+    dropped: list[streams.Stream] = []
     if sniff.detect(path).name in ("mp4", "quicktime"):
-        dropped = list(dict.fromkeys(tracks.other_tracks(path)))
-        failure = _picture_and_sound(tools, path, name, scratch, limits)
-        if failure:
-            return failure
-        name = _PICTURE_AND_SOUND
+        try:
+            kept, dropped = streams.copy_picture_and_sound(tools, path, name, scratch, limits)
+        except streams.StreamError as error:
+            return Result("copy-failed", str(error))
+        name = streams.COPY_NAME
         path = scratch / name
     outcome = sandbox.run(tools, [tools.mat2, f"/work/{name}"], path, name, scratch, limits)
     if path.parent == scratch:
@@ -94,7 +87,12 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
     failure = check_no_other_tracks(cleaned)
     if failure:
         return failure
-    removed = tuple(f"track {track}" for track in dropped) + tuple(field for field in before if field not in after)
+    if kept is not None:
+        try:
+            streams.check_copy(tools, cleaned, kept, scratch, limits)
+        except streams.StreamError as error:
+            return Result("failed", str(error))
+    removed = tuple(dict.fromkeys(f"track {stream.describe()}" for stream in dropped)) + tuple(field for field in before if field not in after)
     return Result("cleaned", "", cleaned, removed, after)
 
 
@@ -103,24 +101,6 @@ def check_no_other_tracks(cleaned: Path) -> Result | None:
     if sniff.detect(cleaned).name in ("mp4", "quicktime") and tracks.other_tracks(cleaned):
         return Result("failed", "a track that is neither picture nor sound was left in the copy")
     return None
-
-
-_PICTURE_AND_SOUND = "picture-and-sound.mp4"
-
-
-def _picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> Result | None:
-    """Copy only the picture and sound streams of ``path`` into an MP4 in the scratch folder (no
-    re-encoding). ``0:V`` is video that is not an attached picture: cover art stays behind."""
-    argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}",
-            "-map", "0:V?", "-map", "0:a?", "-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1",
-            "-f", "mp4", f"/work/{_PICTURE_AND_SOUND}"]  # fmt: skip
-    outcome = sandbox.run(tools, argv, path, name, scratch, limits)
-    failure = _failure(outcome, limits)
-    if failure and failure.status == "failed":
-        return Result("copy-failed", failure.detail)
-    if failure is None and not (scratch / _PICTURE_AND_SOUND).is_file():
-        failure = Result("copy-failed", "no copy was written")
-    return failure
 
 
 def fields(output: str) -> tuple[str, ...]:

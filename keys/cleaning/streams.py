@@ -1,0 +1,110 @@
+"""Which streams of an MP4 or QuickTime file go into its cleaned copy, and that first copy.
+
+Such a file (``.mp4``, ``.mov``, ``.m4a``, ``.3gp``: one family) may hold more than
+picture and sound, and mat2 copies every stream as it is:
+
+- tracks that are nothing but metadata: a camera's or drone's GPS track, a timecode
+  (the time of day), an iPhone's timed metadata;
+- pictures: cover art, or a still image stored as a track of its own, whose JPEG or
+  PNG keeps its own EXIF (GPS, a serial number); Motion JPEG video, whose every frame
+  may carry it too;
+- text inside the picture stream: H.264 and HEVC carry "SEI" messages, where x264
+  writes its settings and a camera may write anything.
+
+So ffprobe lists the streams (in the sandbox), and ffmpeg copies only sound and
+moving picture in a video codec into an MP4, without SEI messages and without
+metadata, not re-encoded. A file whose only picture is still images (Motion JPEG)
+is refused: it cannot be cleaned without re-encoding. What was left out is named for the report,
+and the copy is listed again to check it holds only what was kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from keys.cleaning import sandbox
+from keys.cleaning.sandbox import Limits, Tools
+
+COPY_NAME = "picture-and-sound.mp4"
+# Picture codecs that hold still images (each frame a file format of its own, with room for EXIF).
+STILL_PICTURES = frozenset({"mjpeg", "jpeg2000", "jpegls", "png", "apng", "bmp", "gif", "tiff", "webp", "ljpeg"})
+# The SEI messages of each video codec (NAL unit types), removed from the copy.
+_SEI = {"h264": "6", "hevc": "39|40"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    index: int
+    kind: str  # ffprobe's codec_type: video, audio, data, subtitle, attachment
+    codec: str
+    tag: str  # the format's four characters in the file (gpmd, tmcd, mebx...)
+    attached_picture: bool
+
+    def describe(self) -> str:
+        """e.g. ``data/gpmd``, ``video/mjpeg (cover art)``: the format's tag says more than the codec for data."""
+        label = self.tag if self.kind not in ("video", "audio") and self.tag else self.codec
+        return f"{self.kind}/{label}" + (" (cover art)" if self.attached_picture else "")
+
+    @property
+    def moving_picture(self) -> bool:
+        return self.kind == "video" and not self.attached_picture and self.codec not in STILL_PICTURES
+
+    @property
+    def kept(self) -> bool:
+        return self.kind == "audio" or self.moving_picture
+
+
+class StreamError(Exception):
+    """The streams could not be listed, or none can be kept: the file is not cleaned (``args[0]`` says why)."""
+
+
+def list_streams(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> list[Stream]:
+    argv = ["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type,codec_name,codec_tag_string:stream_disposition=attached_pic",
+            "-of", "json", f"/work/{name}"]  # fmt: skip
+    outcome = sandbox.run(tools, argv, path, name, scratch, limits)
+    try:
+        if outcome.returncode != 0 or outcome.timed_out:
+            raise ValueError
+        listed = json.loads(outcome.output)["streams"]
+        return [Stream(int(s["index"]), str(s.get("codec_type", "unknown")), str(s.get("codec_name", "unknown")),
+                       sandbox.printable(str(s.get("codec_tag_string", "")))[:16], bool(s.get("disposition", {}).get("attached_pic")))
+                for s in listed]  # fmt: skip
+    except (ValueError, KeyError, TypeError):
+        reason = next((line for line in reversed(outcome.output.splitlines()) if line.strip()), "")
+        raise StreamError(sandbox.printable("ffprobe: " + reason.replace("/work/", ""))[:200]) from None
+
+
+def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> tuple[list[Stream], list[Stream]]:
+    """Write scratch/COPY_NAME; return the streams (kept, left out). Raises StreamError (and writes
+    nothing usable) when the streams cannot be listed, a picture is of still images, or nothing is kept."""
+    streams = list_streams(tools, path, name, scratch, limits)
+    stills = [s for s in streams if s.kind == "video" and not s.attached_picture and s.codec in STILL_PICTURES]
+    if stills and not any(s.moving_picture for s in streams):
+        raise StreamError(f"its picture is a series of still images ({stills[0].codec}), each of which may carry its own EXIF")
+    kept = [s for s in streams if s.kept]
+    if not kept:
+        raise StreamError("it holds no sound and no moving picture")
+    argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}"]
+    for stream in kept:
+        argv += ["-map", f"0:{stream.index}"]
+    for position, stream in enumerate(kept):
+        if stream.codec in _SEI:
+            argv += [f"-bsf:{position}", f"filter_units=remove_types={_SEI[stream.codec]}"]
+    argv += ["-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1", "-f", "mp4", f"/work/{COPY_NAME}"]
+    outcome = sandbox.run(tools, argv, path, name, scratch, limits)
+    if outcome.timed_out or outcome.killed:
+        raise StreamError("ffmpeg went over its time or memory limit")
+    if outcome.returncode != 0 or not (scratch / COPY_NAME).is_file():
+        reason = next((line for line in reversed(outcome.output.splitlines()) if line.strip()), f"exit status {outcome.returncode}")
+        raise StreamError(sandbox.printable(reason.replace("/work/", ""))[:200])
+    check_copy(tools, scratch / COPY_NAME, kept, scratch, limits)
+    return kept, [s for s in streams if not s.kept]
+
+
+def check_copy(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limits: Limits) -> None:
+    """Raise StreamError unless ``copy`` (in the scratch folder) holds exactly the streams kept."""
+    copied = list_streams(tools, copy, copy.name, scratch, limits)
+    if sorted((s.kind, s.codec) for s in copied) != sorted((s.kind, s.codec) for s in kept) or any(s.attached_picture for s in copied):
+        raise StreamError("the copy holds other streams than the ones kept")
