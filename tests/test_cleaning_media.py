@@ -260,6 +260,24 @@ def test_every_program_the_cleaner_runs_runs_in_the_sandbox(tmp_path, monkeypatc
     assert [entry for entry in started if entry.startswith("outside")] == []
 
 
+def test_a_damaged_video_gets_a_clear_answer_and_no_copy_short_of_a_stream(tmp_path):
+    """A decoder's complaints about damaged frames (ffprobe's stderr) do not spoil the listing of
+    its streams; the picture, whose SEI filter fails on the damaged frames, is missing from the
+    first copy, and the check on it refuses the file with words a journalist can read."""
+    from keys.cleaning.folder import clean_folder
+
+    (tmp_path / "made").mkdir()
+    body = bytearray(made.video(tmp_path / "made", "clip.mp4"))
+    start = body.index(b"mdat") + 600
+    body[start : start + 2000] = bytes(b ^ 0x5A for b in body[start : start + 2000])
+    out = decrypted(tmp_path, {"damaged.mp4": bytes(body)})
+    clean_folder(out, say=lambda line: None)
+    record = json.loads((out / FOLDER / "cleaning.json").read_text())[f"{DAY} damaged.mp4"]
+    assert record["status"] == "copy-failed" and record["cleaned"] is None, record
+    assert record["detail"] == "the copy does not hold the streams kept, no more and no fewer (a damaged file?)"
+    assert [p.name for p in (out / FOLDER).iterdir() if "cleaned" in p.name] == []
+
+
 def test_the_check_on_a_copy_refuses_a_track_that_is_neither_picture_nor_sound(run):
     from keys.cleaning.metadata import check_no_other_tracks
 

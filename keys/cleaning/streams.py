@@ -28,6 +28,8 @@ from keys.cleaning import sandbox
 from keys.cleaning.sandbox import Limits, Tools
 
 COPY_NAME = "picture-and-sound.mp4"
+_LIST_NAME = "streams.json"  # ffprobe's answer: a file of its own, apart from its complaints
+_LIST_LIMIT = 1 << 20
 # Picture codecs that hold still images (each frame a file format of its own, with room for EXIF).
 STILL_PICTURES = frozenset({"mjpeg", "jpeg2000", "jpegls", "png", "apng", "bmp", "gif", "tiff", "webp", "ljpeg"})
 # The SEI messages of each video codec (NAL unit types), removed from the copy.
@@ -61,19 +63,22 @@ class StreamError(Exception):
 
 
 def list_streams(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> list[Stream]:
+    """The streams of ``path`` as ffprobe lists them. A decoder's complaint about a damaged frame
+    (on stderr) does not stop it: the list is read from a file of its own."""
+    listing = scratch / _LIST_NAME
+    listing.unlink(missing_ok=True)
     argv = ["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type,codec_name,codec_tag_string:stream_disposition=attached_pic",
-            "-of", "json", f"/work/{name}"]  # fmt: skip
+            "-of", "json", "-o", f"/work/{_LIST_NAME}", f"/work/{name}"]  # fmt: skip
     outcome = sandbox.run(tools, argv, path, name, scratch, limits)
     try:
-        if outcome.returncode != 0 or outcome.timed_out:
+        if outcome.returncode != 0 or outcome.timed_out or listing.stat().st_size > _LIST_LIMIT:
             raise ValueError
-        listed = json.loads(outcome.output)["streams"]
+        listed = json.loads(listing.read_bytes())["streams"]
         return [Stream(int(s["index"]), str(s.get("codec_type", "unknown")), str(s.get("codec_name", "unknown")),
                        sandbox.printable(str(s.get("codec_tag_string", "")))[:16], bool(s.get("disposition", {}).get("attached_pic")))
                 for s in listed]  # fmt: skip
-    except (ValueError, KeyError, TypeError):
-        reason = next((line for line in reversed(outcome.output.splitlines()) if line.strip()), "")
-        raise StreamError(sandbox.printable("ffprobe: " + reason.replace("/work/", ""))[:200]) from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StreamError("ffprobe could not list its streams") from None
 
 
 def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> tuple[list[Stream], list[Stream]]:
@@ -107,4 +112,4 @@ def check_copy(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limi
     """Raise StreamError unless ``copy`` (in the scratch folder) holds exactly the streams kept."""
     copied = list_streams(tools, copy, copy.name, scratch, limits)
     if sorted((s.kind, s.codec) for s in copied) != sorted((s.kind, s.codec) for s in kept) or any(s.attached_picture for s in copied):
-        raise StreamError("the copy holds other streams than the ones kept")
+        raise StreamError("the copy does not hold the streams kept, no more and no fewer (a damaged file?)")
