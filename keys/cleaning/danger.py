@@ -103,7 +103,7 @@ def inspect(path: Path) -> Inspection:
         flags += _scan(path, _ole_flags)
     elif kind.name == "pdf":
         flags += _scan(path, _pdf_flags)
-    elif kind.name in ("mp4", "quicktime"):
+    elif kind.name in sniff.MP4_FAMILY:
         other = tracks.other_tracks(path)
         if other:
             flags.append(Flag("media-track", ", ".join(other)))

@@ -43,7 +43,7 @@ class Result:
 
 def inside_name(path: Path, stem: str = "input") -> str:
     ext = path.suffix.lower().lstrip(".")
-    if ext in _AS_MP4 and sniff.detect(path).name in ("mp4", "quicktime"):
+    if ext in _AS_MP4 and sniff.detect(path).name in sniff.MP4_FAMILY:
         ext = "mp4"
     return f"{stem}.{ext}" if _EXTENSION.fullmatch(ext) else stem
 
@@ -66,7 +66,7 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
     name = inside_name(path)
     kept: list[streams.Stream] | None = None
     dropped: list[streams.Stream] = []
-    if sniff.detect(path).name in ("mp4", "quicktime"):
+    if sniff.detect(path).name in sniff.MP4_FAMILY:
         try:
             kept, dropped = streams.copy_picture_and_sound(tools, path, name, scratch, limits)
         except streams.StreamError as error:
@@ -98,7 +98,7 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
 
 def check_no_other_tracks(cleaned: Path) -> Result | None:
     """A failed Result if a cleaned MP4 still has a track that is neither picture nor sound."""
-    if sniff.detect(cleaned).name in ("mp4", "quicktime") and tracks.other_tracks(cleaned):
+    if sniff.detect(cleaned).name in sniff.MP4_FAMILY and tracks.other_tracks(cleaned):
         return Result("failed", "a track that is neither picture nor sound was left in the copy")
     return None
 

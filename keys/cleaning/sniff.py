@@ -89,6 +89,7 @@ UNKNOWN = _kind("unknown")
 MARKUP = frozenset({"html", "svg", "xml"})
 ARCHIVES = frozenset({"zip", "tar", "gzip", "bzip2", "xz", "zstd", "7z", "rar", "jar", "apk"})
 ZIP_BASED = frozenset({"zip", "jar", "apk", "epub", "odt", "ods", "odp", "odg"}) | {k.name for pair in _OOXML.values() for k in pair}
+MP4_FAMILY = frozenset({"mp4", "quicktime"})  # ISO base media: .mp4, .mov, .m4a, .3gp
 EXECUTABLES = frozenset({"elf", "pe", "macho", "script", "jar", "apk"})
 
 

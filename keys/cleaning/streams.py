@@ -50,8 +50,12 @@ class Stream:
         return f"{self.kind}/{label}" + (" (cover art)" if self.attached_picture else "")
 
     @property
+    def still_picture(self) -> bool:
+        return self.kind == "video" and not self.attached_picture and self.codec in STILL_PICTURES
+
+    @property
     def moving_picture(self) -> bool:
-        return self.kind == "video" and not self.attached_picture and self.codec not in STILL_PICTURES
+        return self.kind == "video" and not self.attached_picture and not self.still_picture
 
     @property
     def kept(self) -> bool:
@@ -85,7 +89,7 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
     """Write scratch/COPY_NAME; return the streams (kept, left out). Raises StreamError (and writes
     nothing usable) when the streams cannot be listed, a picture is of still images, or nothing is kept."""
     streams = list_streams(tools, path, name, scratch, limits)
-    stills = [s for s in streams if s.kind == "video" and not s.attached_picture and s.codec in STILL_PICTURES]
+    stills = [s for s in streams if s.still_picture]
     if stills and not any(s.moving_picture for s in streams):
         raise StreamError(f"its picture is a series of still images ({stills[0].codec}), each of which may carry its own EXIF")
     kept = [s for s in streams if s.kept]
