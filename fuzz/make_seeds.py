@@ -122,6 +122,18 @@ def video_track_seeds() -> None:
     write("video_tracks", _box(b"ftyp", b"qt  " + bytes(4)) + struct.pack(">I4sQ", 1, b"mdat", 16) + moov)
 
 
+def hevc_header_seeds() -> None:
+    """A moov with an HEVC sample entry whose hvcC holds parameter sets and an SEI message (as
+    x265 writes its settings there), and one whose moov has a 64-bit size."""
+    def array(nal_type: int, unit: bytes) -> bytes:
+        return bytes([0x80 | nal_type]) + struct.pack(">HH", 1, len(unit)) + unit
+    record = bytes(22) + b"\x04" + array(32, b"\x40\x01vps") + array(33, b"\x42\x01sps") + array(34, b"\x44\x01pps") + array(39, b"\x4e\x01x265 options")
+    stsd = _box(b"stsd", bytes(4) + struct.pack(">I", 1) + _box(b"hvc1", bytes(78), _box(b"hvcC", record)))
+    trak = _box(b"trak", _box(b"mdia", _box(b"minf", _box(b"stbl", stsd))))
+    write("hevc_header", _box(b"moov", _box(b"mvhd", bytes(100)), trak))
+    write("hevc_header", struct.pack(">I4sQ", 1, b"moov", 16 + len(trak)) + trak)
+
+
 if __name__ == "__main__":
     envelope_seeds()
     key_file_seeds()
@@ -129,3 +141,4 @@ if __name__ == "__main__":
     bundle_seeds()
     text_seeds()
     video_track_seeds()
+    hevc_header_seeds()

@@ -47,7 +47,11 @@ VIDEO = {
     "camera.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", *_TAGS, *_APPLE_KEYS],
     # A timecode track (tmcd): the time of day the recording started, as cameras write it.
     "timecode.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-timecode", TIMECODE, *_TAGS],
+    # HEVC, as iPhones record by default; x265 writes its version and settings (HEVC_ENCODER_TEXT) into
+    # an SEI message in the picture header (hvcC).
+    "hevc.mp4": ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-tag:v", "hvc1", "-c:a", "aac", *_TAGS],
 }
+HEVC_ENCODER_TEXT = b"x265 (build"
 AUDIO = {
     "song.mp3": ["-c:a", "libmp3lame", *_TAGS, "-metadata", f"encoded_by={CREATOR_APP}", "-write_id3v1", "1", "-id3v2_version", "3"],
     "song.flac": ["-c:a", "flac", *_TAGS, "-metadata", f"organization={MAKER}"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ CLEANED = {
     "memo.m4a": ["Title", "Artist", "Comment", "CreateDate"],
     "timecode.mov": ["Title", "Artist", "Comment", "track data/tmcd"],
     "cover.m4a": ["track video/mjpeg (cover art)", "CoverArt", "Title", "Artist"],
+    "hevc.mp4": ["HEVC header/SEI", "Title", "Artist", "Comment"],
 }
 NOT_CLEANED = ("clip.webm", "clip.mkv")  # mat2 0.13 (Debian 12) has no parser for Matroska
 # MP4, QuickTime and 3GP are first copied as MP4 (keys.cleaning.metadata); that fails on a stream MP4 cannot hold.
@@ -168,9 +170,29 @@ def test_the_picture_and_sound_are_copied_not_re_encoded(run):
     for name in ("clip.avi", "memo.m4a"):
         assert stream_hashes(run.original(name)) == stream_hashes(run.cleaned(name)) != ""
     # H.264 loses its SEI messages (x264's settings line among them): the same frames, decoded.
-    for name in ("clip.mp4", "clip.mov", "long.mp4", "action.mp4", "timecode.mov", "still.mp4", "sei.mp4"):
+    for name in ("clip.mp4", "clip.mov", "long.mp4", "action.mp4", "timecode.mov", "still.mp4", "sei.mp4", "hevc.mp4"):
         assert decoded(run.original(name)) == decoded(run.cleaned(name)) != "", name
     assert b"x264 - core " in run.original("clip.mp4").read_bytes() and b"x264 - core " not in run.cleaned("clip.mp4").read_bytes()
+
+
+def test_hevc_keeps_only_its_parameter_sets_in_its_picture_header(run):
+    """x265 writes its version and settings into an SEI message in the picture header (hvcC),
+    which ffmpeg's SEI filter does not reach. It is not in the copy, whose header holds the three
+    parameter sets a decoder needs and nothing else."""
+    original, cleaned = run.original("hevc.mp4").read_bytes(), run.cleaned("hevc.mp4").read_bytes()
+    assert original.count(made.HEVC_ENCODER_TEXT) == 1
+    assert made.HEVC_ENCODER_TEXT not in cleaned and b"options: " not in cleaned
+    assert hevc_header_nal_types(run.original("hevc.mp4")) == [32, 33, 34, 39]
+    assert hevc_header_nal_types(run.cleaned("hevc.mp4")) == [32, 33, 34]
+    assert streams(run.cleaned("hevc.mp4")) == ["video,hvc1", "audio,mp4a"]
+
+
+def hevc_header_nal_types(path: Path) -> list[int]:
+    """The NAL unit types of the arrays in the file's hvcC, read by ffmpeg's trace_headers (not by intake's reader)."""
+    command = ["ffmpeg", "-nostdin", "-i", str(path), "-map", "0:v", "-c", "copy", "-bsf:v", "trace_headers", "-frames:v", "1", "-f", "null", "-"]
+    trace = subprocess.run(command, capture_output=True, text=True, timeout=60).stderr
+    extradata = trace.split("Extradata")[1].split("Packet")[0]
+    return [int(found) for found in re.findall(r"nal_unit_type +[01]+ = +(\d+)", extradata)]
 
 
 @pytest.mark.parametrize("name", NOT_CLEANED)

@@ -13,6 +13,7 @@ danger    flags for files to be careful with, from bytes only
 tracks    tracks of a video that are neither picture nor sound (GPS, timecode)
 sandbox   run one command on one file under bubblewrap, with time and memory limits
 streams   an MP4-family video's streams, and a first copy of its sound and moving picture only
+hevc_header  HEVC's picture header in that copy: its parameter sets only (no encoder text)
 metadata  mat2 in the sandbox: what metadata a file carries, a cleaned copy
 folder    clean every decrypted file of a folder, keep a record per source
 triage    index.html as a triage view

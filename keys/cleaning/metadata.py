@@ -65,10 +65,10 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
         return failure
     name = inside_name(path)
     kept: list[streams.Stream] | None = None
-    dropped: list[streams.Stream] = []
+    left_out: list[str] = []
     if sniff.detect(path).name in sniff.MP4_FAMILY:
         try:
-            kept, dropped = streams.copy_picture_and_sound(tools, path, name, scratch, limits)
+            kept, left_out = streams.copy_picture_and_sound(tools, path, name, scratch, limits)
         except streams.StreamError as error:
             return Result("copy-failed", str(error))
         name = streams.COPY_NAME
@@ -92,7 +92,7 @@ def clean(tools: Tools, path: Path, scratch: Path, limits: Limits) -> Result:
             streams.check_copy(tools, cleaned, kept, scratch, limits)
         except streams.StreamError as error:
             return Result("failed", str(error))
-    removed = tuple(dict.fromkeys(f"track {stream.describe()}" for stream in dropped)) + tuple(field for field in before if field not in after)
+    removed = tuple(dict.fromkeys(left_out)) + tuple(field for field in before if field not in after)
     return Result("cleaned", "", cleaned, removed, after)
 
 

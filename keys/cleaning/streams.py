@@ -13,7 +13,8 @@ picture and sound, and mat2 copies every stream as it is:
 
 So ffprobe lists the streams (in the sandbox), and ffmpeg copies only sound and
 moving picture in a video codec into an MP4, without SEI messages and without
-metadata, not re-encoded. A file whose only picture is still images (Motion JPEG)
+metadata, not re-encoded; HEVC's picture header keeps only its parameter sets
+(keys.cleaning.hevc_header). A file whose only picture is still images (Motion JPEG)
 is refused: it cannot be cleaned without re-encoding. What was left out is named for the report,
 and the copy is listed again to check it holds only what was kept.
 """
@@ -24,7 +25,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from keys.cleaning import sandbox
+from keys.cleaning import hevc_header, sandbox
 from keys.cleaning.sandbox import Limits, Tools
 
 COPY_NAME = "picture-and-sound.mp4"
@@ -85,9 +86,10 @@ def list_streams(tools: Tools, path: Path, name: str, scratch: Path, limits: Lim
         raise StreamError("ffprobe could not list its streams") from None
 
 
-def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> tuple[list[Stream], list[Stream]]:
-    """Write scratch/COPY_NAME; return the streams (kept, left out). Raises StreamError (and writes
-    nothing usable) when the streams cannot be listed, a picture is of still images, or nothing is kept."""
+def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> tuple[list[Stream], list[str]]:
+    """Write scratch/COPY_NAME; return the streams kept and what was left out, for the report
+    (``track data/gpmd``, ``HEVC header/SEI``). Raises StreamError (and writes nothing usable) when
+    the streams cannot be listed, a picture is of still images, or nothing is kept."""
     streams = list_streams(tools, path, name, scratch, limits)
     stills = [s for s in streams if s.still_picture]
     if stills and not any(s.moving_picture for s in streams):
@@ -108,12 +110,23 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
     if outcome.returncode != 0 or not (scratch / COPY_NAME).is_file():
         reason = next((line for line in reversed(outcome.output.splitlines()) if line.strip()), f"exit status {outcome.returncode}")
         raise StreamError(sandbox.printable(reason.replace("/work/", ""))[:200])
+    try:
+        header_left_out = hevc_header.keep_parameter_sets(scratch / COPY_NAME)
+    except (hevc_header.HeaderError, OSError) as error:
+        raise StreamError(f"its HEVC picture header could not be rewritten: {error}") from None
     check_copy(tools, scratch / COPY_NAME, kept, scratch, limits)
-    return kept, [s for s in streams if not s.kept]
+    return kept, [f"track {s.describe()}" for s in streams if not s.kept] + header_left_out
 
 
 def check_copy(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limits: Limits) -> None:
-    """Raise StreamError unless ``copy`` (in the scratch folder) holds exactly the streams kept."""
+    """Raise StreamError unless ``copy`` (in the scratch folder) holds exactly the streams kept,
+    and HEVC picture headers hold only parameter sets."""
     copied = list_streams(tools, copy, copy.name, scratch, limits)
     if sorted((s.kind, s.codec) for s in copied) != sorted((s.kind, s.codec) for s in kept) or any(s.attached_picture for s in copied):
         raise StreamError("the copy does not hold the streams kept, no more and no fewer (a damaged file?)")
+    try:
+        extras = hevc_header.header_extras(copy)
+    except (hevc_header.HeaderError, OSError) as error:
+        raise StreamError(f"its HEVC picture header could not be read: {error}") from None
+    if extras:
+        raise StreamError(f"the copy's HEVC picture header still holds more than parameter sets ({', '.join(extras)})")

@@ -15,11 +15,18 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 PICTURE_AND_SOUND = frozenset({b"vide", b"soun"})
 MAX_BOXES = 10_000  # boxes read per file: a real video has a few hundred
 _PATH = (b"mdia", b"minf", b"stbl", b"stsd")
+
+
+class Box(NamedTuple):
+    kind: bytes
+    header: int  # where the box starts (its size field)
+    payload: int
+    end: int
 
 
 def other_tracks(path: Path) -> list[str]:
@@ -31,21 +38,22 @@ def other_tracks(path: Path) -> list[str]:
 def tracks_in(f: BinaryIO, size: int) -> list[str]:
     """other_tracks() of an open file of ``size`` bytes (what the fuzzing harness feeds)."""
     budget = [MAX_BOXES]
-    moov = next((box for box in _boxes(f, 0, size, budget) if box[0] == b"moov"), None)
+    moov = next((box for box in boxes(f, 0, size, budget) if box.kind == b"moov"), None)
     if moov is None:
         return []
     found = []
-    for kind, start, end in _boxes(f, moov[1], moov[2], budget):
-        if kind != b"trak":
+    for trak in boxes(f, moov.payload, moov.end, budget):
+        if trak.kind != b"trak":
             continue
-        handler = _handler(f, start, end, budget)
+        handler = _handler(f, trak.payload, trak.end, budget)
         if handler is not None and handler not in PICTURE_AND_SOUND:
-            found.append(f"{_text(handler)}/{_text(_sample_format(f, start, end, budget))}")
+            found.append(f"{_text(handler)}/{_text(_sample_format(f, trak.payload, trak.end, budget))}")
     return found
 
 
-def _boxes(f: BinaryIO, start: int, end: int, budget: list[int]) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, payload end) of each box between ``start`` and ``end``."""
+def boxes(f: BinaryIO, start: int, end: int, budget: list[int]) -> Iterator[Box]:
+    """Each box between ``start`` and ``end``, while ``budget[0]`` (boxes left to read) lasts;
+    a box that claims more than the room it has ends the list."""
     position = start
     while position + 8 <= end and budget[0] > 0:
         budget[0] -= 1
@@ -64,14 +72,14 @@ def _boxes(f: BinaryIO, start: int, end: int, budget: list[int]) -> Iterator[tup
             size = end - position
         if size < payload - position or position + size > end:
             return
-        yield kind, payload, position + size
+        yield Box(kind, position, payload, position + size)
         position += size
 
 
 def _child(f: BinaryIO, start: int, end: int, path: tuple[bytes, ...], budget: list[int]) -> tuple[int, int] | None:
-    for kind, child_start, child_end in _boxes(f, start, end, budget):
-        if kind == path[0]:
-            return (child_start, child_end) if len(path) == 1 else _child(f, child_start, child_end, path[1:], budget)
+    for box in boxes(f, start, end, budget):
+        if box.kind == path[0]:
+            return (box.payload, box.end) if len(path) == 1 else _child(f, box.payload, box.end, path[1:], budget)
     return None
 
 
