@@ -165,15 +165,41 @@ class ServeProcess:
             self.lines.append(line)
         return self.output
 
+    def _drain(self) -> None:
+        """Take in what it printed so far, without waiting."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if line is None:
+                self._queue.put(None)
+                return
+            self.lines.append(line)
+
     def onions(self) -> dict[str, str]:
         return {kind.lower(): address for kind, address in ONION_LINE.findall(self.output)}
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 45.0) -> int:
+        """Send ``sig`` and wait for the exit status. Past ``timeout``, what still ran and what
+        intake and gunicorn said meanwhile become the failure's message (then it is killed)."""
+        self._drain()
+        said_before = len(self.lines)
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            running = [f"{pid} {process_state(pid)} {command_line(pid)}" for pid in [self.process.pid, *descendants(self.process.pid)]]
+            self._drain()
+            raise AssertionError(f"not stopped {timeout:.0f} s after {signal.Signals(sig).name}; still running:\n"
+                                 + "\n".join(running) + "\nsaid since:\n" + "".join(self.lines[said_before:])) from None
         finally:
             if self.process.poll() is None:
+                for pid in descendants(self.process.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
                 self.process.kill()
                 self.process.wait()
