@@ -43,8 +43,10 @@ VIDEO = {
     "clip.webm": ["-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libvorbis", *_TAGS],
     "clip.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS, *_APPLE_KEYS, "-movflags", "use_metadata_tags"],
     "clip.mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", *_TAGS],
-    # As cameras record: PCM sound, which an MP4 cannot hold, so mat2's MP4 parser cannot rewrite it.
-    "camera.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", *_TAGS, *_APPLE_KEYS],
+    # As cameras record: 24-bit PCM sound, which an MP4 cannot hold (the copy holds it as ALAC, lossless).
+    "camera.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s24le", *_TAGS, *_APPLE_KEYS],
+    # Floating-point PCM, which no lossless codec an MP4 holds can take.
+    "float.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_f32le", *_TAGS],
     # A timecode track (tmcd): the time of day the recording started, as cameras write it.
     "timecode.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-timecode", TIMECODE, *_TAGS],
     # HEVC, as iPhones record by default; x265 writes its version and settings (HEVC_ENCODER_TEXT) into

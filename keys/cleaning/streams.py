@@ -14,7 +14,8 @@ picture and sound, and mat2 copies every stream as it is:
 So ffprobe lists the streams (in the sandbox), and ffmpeg copies only sound and
 moving picture in a video codec into an MP4, without SEI messages and without
 metadata, not re-encoded; HEVC's picture header keeps only its parameter sets
-(keys.cleaning.hevc_header). A file whose only picture is still images (Motion JPEG)
+(keys.cleaning.hevc_header). Uncompressed sound as cameras record it (16- or 24-bit
+PCM), which an MP4 cannot hold, is encoded as ALAC: lossless, the same samples decoded. A file whose only picture is still images (Motion JPEG)
 is refused: it cannot be cleaned without re-encoding. What was left out is named for the report,
 and the copy is listed again to check it holds only what was kept.
 """
@@ -35,6 +36,8 @@ _LIST_LIMIT = 1 << 20
 STILL_PICTURES = frozenset({"mjpeg", "jpeg2000", "jpegls", "png", "apng", "bmp", "gif", "tiff", "webp", "ljpeg"})
 # The SEI messages of each video codec (NAL unit types), removed from the copy.
 _SEI = {"h264": "6", "hevc": "39|40"}
+# Uncompressed sound an MP4 cannot hold, which ALAC encodes without loss (16 and 24 bits).
+TO_ALAC = frozenset({"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,11 @@ class Stream:
     def kept(self) -> bool:
         return self.kind == "audio" or self.moving_picture
 
+    @property
+    def in_copy(self) -> Stream:
+        """This stream as the copy holds it: the same, or its PCM sound as ALAC."""
+        return dataclasses.replace(self, codec="alac") if self.kind == "audio" and self.codec in TO_ALAC else self
+
 
 class StreamError(Exception):
     """The streams could not be listed, or none can be kept: the file is not cleaned (``args[0]`` says why)."""
@@ -87,7 +95,7 @@ def list_streams(tools: Tools, path: Path, name: str, scratch: Path, limits: Lim
 
 
 def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> tuple[list[Stream], list[str]]:
-    """Write scratch/COPY_NAME; return the streams kept and what was left out, for the report
+    """Write scratch/COPY_NAME; return the streams kept (as the copy holds them) and what was left out, for the report
     (``track data/gpmd``, ``HEVC header/SEI``). Raises StreamError (and writes nothing usable) when
     the streams cannot be listed, a picture is of still images, or nothing is kept."""
     streams = list_streams(tools, path, name, scratch, limits)
@@ -100,10 +108,13 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}"]
     for stream in kept:
         argv += ["-map", f"0:{stream.index}"]
+    argv += ["-c", "copy"]
     for position, stream in enumerate(kept):
         if stream.codec in _SEI:
             argv += [f"-bsf:{position}", f"filter_units=remove_types={_SEI[stream.codec]}"]
-    argv += ["-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1", "-f", "mp4", f"/work/{COPY_NAME}"]
+        if stream.in_copy.codec != stream.codec:
+            argv += [f"-c:{position}", stream.in_copy.codec]
+    argv += ["-map_metadata", "-1", "-map_chapters", "-1", "-f", "mp4", f"/work/{COPY_NAME}"]
     outcome = sandbox.run(tools, argv, path, name, scratch, limits)
     if outcome.timed_out or outcome.killed:
         raise StreamError("ffmpeg went over its time or memory limit")
@@ -114,6 +125,7 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
         header_left_out = hevc_header.keep_parameter_sets(scratch / COPY_NAME)
     except (hevc_header.HeaderError, OSError) as error:
         raise StreamError(f"its HEVC picture header could not be rewritten: {error}") from None
+    kept = [stream.in_copy for stream in kept]
     check_copy(tools, scratch / COPY_NAME, kept, scratch, limits)
     return kept, [f"track {s.describe()}" for s in streams if not s.kept] + header_left_out
 
