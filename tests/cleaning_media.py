@@ -9,6 +9,7 @@ means cleaning failed.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -148,6 +149,31 @@ def video_with_sei_text(folder: Path) -> bytes:
     path = folder / "sei.mp4"
     _ffmpeg(*_PICTURE, *_SOUND, "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
             "-bsf:v", f"h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+{SEI_TEXT}", "-y", str(path))  # fmt: skip
+    return path.read_bytes()
+
+
+UNIT_TEXT = "PLANTED-NAL-UNIT-IMEI-356789"  # text in NAL units of types no decoder reads
+# NAL unit types a camera might fill with text: H.264's filler and unspecified types; HEVC's
+# filler, reserved and unspecified types (Dolby Vision writes its metadata as type 62).
+FOREIGN_UNITS = {"h264": (12, 24, 30), "hevc": (38, 41, 48, 62)}
+
+
+def video_with_foreign_units(folder: Path, codec: str) -> bytes:
+    """An MP4 whose first frame is preceded by NAL units of FOREIGN_UNITS[codec] carrying UNIT_TEXT:
+    the picture is encoded, written as a raw stream, the units are put in, and it is muxed again."""
+    encoder, header = {"h264": ("libx264", lambda t: bytes([0x60 | t])), "hevc": ("libx265", lambda t: bytes([t << 1, 1]))}[codec]
+    raw = folder / f"units.{codec}"
+    _ffmpeg(*_PICTURE, "-t", "1", "-c:v", encoder, "-preset", "ultrafast", *(["-x265-params", "log-level=error"] if codec == "hevc" else []),
+            "-bsf:v", f"{codec}_mp4toannexb", "-f", codec, "-y", str(raw))  # fmt: skip
+    stream, start = raw.read_bytes(), 0
+    for start in (m.start() for m in re.finditer(b"\x00\x00\x01", stream)):
+        nal_header = stream[start + 3]
+        if (codec == "hevc" and (nal_header >> 1) & 0x3F < 32) or (codec == "h264" and nal_header & 0x1F in (1, 5)):
+            break  # the first slice of the first frame
+    units = b"".join(b"\x00\x00\x01" + header(t) + UNIT_TEXT.encode() + bytes([0x80]) for t in FOREIGN_UNITS[codec])
+    raw.write_bytes(stream[:start] + units + stream[start:])
+    path = folder / f"units-{codec}.mp4"
+    _ffmpeg("-f", codec, "-framerate", "10", "-i", str(raw), "-c", "copy", *(["-tag:v", "hvc1"] if codec == "hevc" else []), "-y", str(path))
     return path.read_bytes()
 
 

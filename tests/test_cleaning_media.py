@@ -79,6 +79,8 @@ def media_files(folder: Path) -> dict[str, bytes]:
     bodies["still.mp4"] = made.video_with_still_track(folder)
     bodies["mjpeg.mov"] = made.motion_jpeg(folder)
     bodies["sei.mp4"] = made.video_with_sei_text(folder)
+    bodies["units-h264.mp4"] = made.video_with_foreign_units(folder, "h264")
+    bodies["units-hevc.mp4"] = made.video_with_foreign_units(folder, "hevc")
     return bodies
 
 
@@ -127,7 +129,7 @@ def planted_in(text: str) -> list[str]:
 
 
 def test_the_run_cleans_audio_video_and_heic_and_names_what_it_could_not(run):
-    cleaned = len(CLEANED) + 3  # and action.mp4, still.mp4, sei.mp4 (their values are not tags: tested on their own)
+    cleaned = len(CLEANED) + 5  # and action.mp4, still.mp4, sei.mp4, units-*.mp4 (their values are not tags: tested on their own)
     not_cleaned = len(NOT_CLEANED) + len(FAILED)
     warned = 2  # action.mp4 and timecode.mov: tracks that are neither picture nor sound
     assert f"{cleaned} file(s) cleaned, {not_cleaned} not cleaned, 0 cleaned before; {warned} file(s) with warnings" in run.stdout
@@ -269,6 +271,22 @@ def test_a_still_picture_track_and_text_in_the_picture_stream_are_left_out(run):
     assert made.SEI_TEXT.encode() in run.original("sei.mp4").read_bytes()
     for name in ("still.mp4", "sei.mp4"):
         assert [value for value in ALL_PLANTED if value.encode() in run.cleaned(name).read_bytes()] == [], name
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_nal_units_no_decoder_reads_are_left_out_of_the_picture(run, codec):
+    """Filler, reserved and unspecified NAL units (Dolby Vision's metadata is one) are no part of the
+    picture but may carry anything: the copy keeps only the units that make the picture, which
+    decodes to the same frames."""
+    name = f"units-{codec}.mp4"
+    text = made.UNIT_TEXT.encode()
+    assert run.original(name).read_bytes().count(text) == len(made.FOREIGN_UNITS[codec])
+    assert run.line(name).startswith(f"{FOLDER}/{DAY} {name}: cleaned; ")
+    assert text not in run.cleaned(name).read_bytes()
+    command = ["ffmpeg", "-v", "error", "-nostdin", "-i", "PATH", "-map", "0:v", "-f", "framemd5", "-"]
+    frames = [subprocess.run([str(path) if part == "PATH" else part for part in command], capture_output=True, text=True, check=True, timeout=60).stdout
+              for path in (run.original(name), run.cleaned(name))]  # fmt: skip
+    assert [line for line in frames[0].splitlines() if not line.startswith("#")] == [line for line in frames[1].splitlines() if not line.startswith("#")] != []
 
 
 def test_every_program_the_cleaner_runs_runs_in_the_sandbox(tmp_path, monkeypatch):

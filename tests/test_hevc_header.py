@@ -98,6 +98,16 @@ def test_the_record_keeps_the_parameter_sets_in_order_and_every_size_around_it_s
     assert hevc_header.rewrite_moov(rewritten) == (rewritten, [])
 
 
+def test_a_unit_is_kept_only_when_its_own_header_says_parameter_set():
+    """An SEI message (or anything else) filed under a parameter-set array is still left out."""
+    head = bytes(22)
+    sps, sei_as_sps = b"\x42\x01sps", b"\x4e\x01camera serial 42"
+    array = bytes([0x80 | 33]) + struct.pack(">HH", 2, len(sps)) + sps + struct.pack(">H", len(sei_as_sps)) + sei_as_sps
+    rewritten, left_out = hevc_header.rewrite_moov(_moov_with_record(head + b"\x01" + array))
+    assert left_out == ["HEVC header/SEI"] and b"camera serial" not in rewritten
+    assert rewritten == _moov_with_record(head + b"\x01" + _array(33, sps))
+
+
 @pytest.mark.parametrize("record", [
     bytes(22),  # the fixed fields without the count of arrays
     bytes(22) + b"\x01" + bytes([0x80 | 39]),  # an array cut inside its header

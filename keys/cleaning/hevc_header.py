@@ -40,16 +40,19 @@ def keep_parameter_sets(path: Path) -> list[str]:
     """Rewrite every hvcC of the MP4 at ``path`` to hold its parameter sets only; return what was
     left out, for the report (e.g. ``HEVC header/SEI``), [] if nothing was."""
     with open(path, "r+b") as f:
-        moov, data = _read_moov(f)
-        if moov is None:
-            return []
-        rewritten, removed = rewrite_moov(data)
-        if not removed:
-            return []
-        room = len(data) - len(rewritten)
+        size = os.fstat(f.fileno()).st_size
+        moov = next((box for box in boxes(f, 0, size, [MAX_BOXES]) if box.kind == b"moov"), None)
+        if moov is None or not _edits(f, moov)[1]:
+            return []  # nothing to leave out: moov is not read whole (a day-long H.264 video's is large)
+        if moov.end - moov.header > MAX_MOOV:
+            raise HeaderError("the MP4's moov box is larger than a video needs")
+        f.seek(moov.header)
+        original = f.read(moov.end - moov.header)
+        rewritten, removed = rewrite_moov(original)
+        room = len(original) - len(rewritten)
         f.seek(moov.header)
         f.write(rewritten)
-        if moov.end == os.fstat(f.fileno()).st_size:
+        if moov.end == size:
             f.truncate()
         elif room >= 8:
             f.write(struct.pack(">I4s", room, b"free") + bytes(room - 8))
@@ -61,45 +64,43 @@ def keep_parameter_sets(path: Path) -> list[str]:
 def header_extras(path: Path) -> list[str]:
     """What keep_parameter_sets() would leave out of the MP4 at ``path`` ([]: only parameter sets)."""
     with open(path, "rb") as f:
-        moov, data = _read_moov(f)
-    return rewrite_moov(data)[1] if moov is not None else []
-
-
-def _read_moov(f) -> tuple[Box | None, bytes]:
-    moov = next((box for box in boxes(f, 0, os.fstat(f.fileno()).st_size, [MAX_BOXES]) if box.kind == b"moov"), None)
-    if moov is None:
-        return None, b""
-    if moov.end - moov.header > MAX_MOOV:
-        raise HeaderError("the MP4's moov box is larger than a video needs")
-    f.seek(moov.header)
-    return moov, f.read(moov.end - moov.header)
+        moov = next((box for box in boxes(f, 0, os.fstat(f.fileno()).st_size, [MAX_BOXES]) if box.kind == b"moov"), None)
+        return _edits(f, moov)[1] if moov is not None else []
 
 
 def rewrite_moov(moov: bytes) -> tuple[bytes, list[str]]:
     """``moov`` (a whole box, header included) with each hvcC holding only parameter sets, and
     what was left out. Raises HeaderError for an hvcC that does not add up."""
-    found = list(_hevc_records(moov))
+    f = io.BytesIO(moov)
+    top = next(boxes(f, 0, len(moov), [MAX_BOXES]), None)
+    if top is None or top.kind != b"moov":
+        return moov, []
+    edits, removed = _edits(f, top)
     buffer = bytearray(moov)
-    removed: set[str] = set()
-    for ancestors, record in reversed(found):  # from the end: an edit moves nothing before it
-        kept, left_out = _parameter_sets_only(moov[record.payload : record.end])
-        if not left_out:
-            continue
-        removed.update(left_out)
-        shrink = (record.end - record.payload) - len(kept)
+    for ancestors, record, kept in reversed(edits):  # from the end: an edit moves nothing before it
         buffer[record.payload : record.end] = kept
         for box in (*ancestors, record):
-            _shrink(buffer, box, shrink)
-    return bytes(buffer), sorted(f"HEVC header/{what}" for what in removed)
+            _shrink(buffer, box, (record.end - record.payload) - len(kept))
+    return bytes(buffer), removed
 
 
-def _hevc_records(moov: bytes):
+def _edits(f, moov: Box) -> tuple[list[tuple[tuple[Box, ...], Box, bytes]], list[str]]:
+    """For each hvcC under ``moov`` that holds more than parameter sets: (its ancestors from moov
+    down, the hvcC box, its record rewritten); and what would be left out, for the report."""
+    edits, removed = [], set()
+    for ancestors, record in _hevc_records(f, moov):
+        f.seek(record.payload)
+        kept, left_out = _parameter_sets_only(f.read(record.end - record.payload))
+        if left_out:
+            edits.append((ancestors, record, kept))
+            removed.update(left_out)
+    return edits, sorted(f"HEVC header/{what}" for what in removed)
+
+
+def _hevc_records(f, moov: Box):
     """(ancestors, hvcC box) of each HEVC sample entry, ancestors from moov down."""
-    f, budget = io.BytesIO(moov), [MAX_BOXES]
-    top = next(boxes(f, 0, len(moov), budget), None)
-    if top is None or top.kind != b"moov":
-        return
-    for trail in _descend(f, [top], _PATH, budget):
+    budget = [MAX_BOXES]
+    for trail in _descend(f, [moov], _PATH, budget):
         stsd = trail[-1]
         for entry in boxes(f, stsd.payload + _STSD_FIELDS, stsd.end, budget):
             if entry.kind not in _HEVC_ENTRIES:
@@ -118,29 +119,35 @@ def _descend(f, trail: list[Box], path: tuple[bytes, ...], budget: list[int]):
 
 
 def _parameter_sets_only(record: bytes) -> tuple[bytes, set[str]]:
-    """The hvcC record with its parameter-set arrays only, and what else it held."""
+    """The hvcC record with its parameter sets only, and what else it held. A NAL unit is kept
+    when its own header, not only its array's, says it is a parameter set of the array's type."""
     if len(record) <= _RECORD_FIELDS:
         raise HeaderError("an HEVC header record is shorter than its fixed fields")
-    position, kept, left_out = _RECORD_FIELDS + 1, [], set()
+    position, arrays, left_out = _RECORD_FIELDS + 1, [], set()
     for _ in range(record[_RECORD_FIELDS]):
-        start = position
         if position + 3 > len(record):
             raise HeaderError("an HEVC header record ends inside an array")
-        nal_type, count = record[position] & 0x3F, struct.unpack_from(">H", record, position + 1)[0]
+        flags_and_type, count = record[position], struct.unpack_from(">H", record, position + 1)[0]
+        array_type, units = flags_and_type & 0x3F, []
         position += 3
         for _ in range(count):
             if position + 2 > len(record):
                 raise HeaderError("an HEVC header record ends inside an array")
-            position += 2 + struct.unpack_from(">H", record, position)[0]
-        if position > len(record):
-            raise HeaderError("a NAL unit in an HEVC header record runs past its end")
-        if nal_type in PARAMETER_SETS:
-            kept.append(record[start:position])
-        else:
-            left_out.add("SEI" if nal_type in _SEI else f"NAL unit type {nal_type}")
+            end = position + 2 + struct.unpack_from(">H", record, position)[0]
+            if end > len(record):
+                raise HeaderError("a NAL unit in an HEVC header record runs past its end")
+            unit = record[position + 2 : end]
+            unit_type = (unit[0] >> 1) & 0x3F if unit else None
+            if array_type in PARAMETER_SETS and unit_type == array_type:
+                units.append(record[position:end])
+            else:
+                left_out.add("SEI" if {array_type, unit_type} & _SEI else f"NAL unit type {unit_type if unit_type is not None else array_type}")
+            position = end
+        if units:
+            arrays.append(bytes([flags_and_type]) + struct.pack(">H", len(units)) + b"".join(units))
     if position < len(record):
         left_out.add("bytes after the arrays")
-    return record[:_RECORD_FIELDS] + bytes([len(kept)]) + b"".join(kept), left_out
+    return record[:_RECORD_FIELDS] + bytes([len(arrays)]) + b"".join(arrays), left_out
 
 
 def _shrink(buffer: bytearray, box: Box, by: int) -> None:

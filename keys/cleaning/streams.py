@@ -9,14 +9,16 @@ picture and sound, and mat2 copies every stream as it is:
   PNG keeps its own EXIF (GPS, a serial number); Motion JPEG video, whose every frame
   may carry it too;
 - text inside the picture stream: H.264 and HEVC carry "SEI" messages, where x264
-  writes its settings and a camera may write anything.
+  writes its settings and a camera may write anything, and NAL units of types no
+  decoder reads (filler, reserved, unspecified), which may carry anything too.
 
 So ffprobe lists the streams (in the sandbox), and ffmpeg copies only sound and
-moving picture in a video codec into an MP4, without SEI messages and without
-metadata, not re-encoded; HEVC's picture header keeps only its parameter sets
-(keys.cleaning.hevc_header). Uncompressed sound as cameras record it (16- or 24-bit
-PCM), which an MP4 cannot hold, is encoded as ALAC: lossless, the same samples decoded. A file whose only picture is still images (Motion JPEG)
-is refused: it cannot be cleaned without re-encoding. What was left out is named for the report,
+moving picture in a video codec into an MP4, with only the NAL units that make the
+picture (no SEI) and without metadata, not re-encoded; HEVC's picture header keeps
+only its parameter sets (keys.cleaning.hevc_header). Uncompressed sound as cameras
+record it (16- or 24-bit PCM), which an MP4 cannot hold, is encoded as ALAC: lossless,
+the same samples decoded. A file whose only picture is still images (Motion JPEG) is
+refused: it cannot be cleaned without re-encoding. What was left out is named for the report,
 and the copy is listed again to check it holds only what was kept.
 """
 
@@ -34,8 +36,11 @@ _LIST_NAME = "streams.json"  # ffprobe's answer: a file of its own, apart from i
 _LIST_LIMIT = 1 << 20
 # Picture codecs that hold still images (each frame a file format of its own, with room for EXIF).
 STILL_PICTURES = frozenset({"mjpeg", "jpeg2000", "jpegls", "png", "apng", "bmp", "gif", "tiff", "webp", "ljpeg"})
-# The SEI messages of each video codec (NAL unit types), removed from the copy.
-_SEI = {"h264": "6", "hevc": "39|40"}
+# The NAL unit types of each video codec that the copy keeps: the picture's slices, parameter
+# sets, delimiters and ends of sequence. Everything else is left out: SEI messages (where x264
+# writes its settings and a camera may write anything), filler, reserved and unspecified types
+# (Dolby Vision's metadata is type 62 in HEVC).
+_PICTURE_UNITS = {"h264": "1-5|7-11", "hevc": "0-9|16-21|32-37"}
 # Uncompressed sound an MP4 cannot hold, which ALAC encodes without loss (16 and 24 bits).
 TO_ALAC = frozenset({"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be"})
 
@@ -110,8 +115,8 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
         argv += ["-map", f"0:{stream.index}"]
     argv += ["-c", "copy"]
     for position, stream in enumerate(kept):
-        if stream.codec in _SEI:
-            argv += [f"-bsf:{position}", f"filter_units=remove_types={_SEI[stream.codec]}"]
+        if stream.codec in _PICTURE_UNITS:
+            argv += [f"-bsf:{position}", f"filter_units=pass_types={_PICTURE_UNITS[stream.codec]}"]
         if stream.in_copy.codec != stream.codec:
             argv += [f"-c:{position}", stream.in_copy.codec]
     argv += ["-map_metadata", "-1", "-map_chapters", "-1", "-f", "mp4", f"/work/{COPY_NAME}"]
