@@ -48,6 +48,8 @@ VIDEO = {
     "camera.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s24le", *_TAGS, *_APPLE_KEYS],
     # Floating-point PCM, which no lossless codec an MP4 holds can take.
     "float.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_f32le", *_TAGS],
+    # Six channels of 24-bit PCM: ffmpeg's ALAC encoder would remix a layout it does not know.
+    "surround.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s24le", "-ac", "6", *_TAGS],
     # A timecode track (tmcd): the time of day the recording started, as cameras write it.
     "timecode.mov": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-timecode", TIMECODE, *_TAGS],
     # HEVC, as iPhones record by default; x265 writes its version and settings (HEVC_ENCODER_TEXT) into
@@ -152,15 +154,18 @@ def video_with_sei_text(folder: Path) -> bytes:
     return path.read_bytes()
 
 
-UNIT_TEXT = "PLANTED-NAL-UNIT-IMEI-356789"  # text in NAL units of types no decoder reads
-# NAL unit types a camera might fill with text: H.264's filler and unspecified types; HEVC's
-# filler, reserved and unspecified types (Dolby Vision writes its metadata as type 62).
-FOREIGN_UNITS = {"h264": (12, 24, 30), "hevc": (38, 41, 48, 62)}
+UNIT_TEXT = "PLANTED-NAL-UNIT-IMEI-356789"  # text in NAL units of types no decoder needs
+# NAL unit types a camera might fill with text: an access unit delimiter (H.264 9, HEVC 35), filler,
+# reserved and unspecified types (Dolby Vision writes its metadata as HEVC's 62); and, at the
+# stream's end, an end of stream (H.264 11, HEVC 37), which should be empty.
+FOREIGN_UNITS = {"h264": (9, 12, 24, 30), "hevc": (35, 38, 41, 48, 62)}
+END_OF_STREAM = {"h264": 11, "hevc": 37}
 
 
 def video_with_foreign_units(folder: Path, codec: str) -> bytes:
-    """An MP4 whose first frame is preceded by NAL units of FOREIGN_UNITS[codec] carrying UNIT_TEXT:
-    the picture is encoded, written as a raw stream, the units are put in, and it is muxed again."""
+    """An MP4 whose first frame is preceded by NAL units of FOREIGN_UNITS[codec] carrying UNIT_TEXT,
+    and whose stream ends with an end of stream carrying it too: the picture is encoded, written
+    as a raw stream, the units are put in, and it is muxed again."""
     encoder, header = {"h264": ("libx264", lambda t: bytes([0x60 | t])), "hevc": ("libx265", lambda t: bytes([t << 1, 1]))}[codec]
     raw = folder / f"units.{codec}"
     _ffmpeg(*_PICTURE, "-t", "1", "-c:v", encoder, "-preset", "ultrafast", *(["-x265-params", "log-level=error"] if codec == "hevc" else []),
@@ -170,8 +175,10 @@ def video_with_foreign_units(folder: Path, codec: str) -> bytes:
         nal_header = stream[start + 3]
         if (codec == "hevc" and (nal_header >> 1) & 0x3F < 32) or (codec == "h264" and nal_header & 0x1F in (1, 5)):
             break  # the first slice of the first frame
-    units = b"".join(b"\x00\x00\x01" + header(t) + UNIT_TEXT.encode() + bytes([0x80]) for t in FOREIGN_UNITS[codec])
-    raw.write_bytes(stream[:start] + units + stream[start:])
+    def unit(nal_type: int) -> bytes:
+        return b"\x00\x00\x01" + header(nal_type) + UNIT_TEXT.encode() + bytes([0x80])
+
+    raw.write_bytes(stream[:start] + b"".join(map(unit, FOREIGN_UNITS[codec])) + stream[start:] + unit(END_OF_STREAM[codec]))
     path = folder / f"units-{codec}.mp4"
     _ffmpeg("-f", codec, "-framerate", "10", "-i", str(raw), "-c", "copy", *(["-tag:v", "hvc1"] if codec == "hevc" else []), "-y", str(path))
     return path.read_bytes()

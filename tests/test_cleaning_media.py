@@ -46,7 +46,7 @@ CLEANED = {
 }
 NOT_CLEANED = ("clip.webm", "clip.mkv")  # mat2 0.13 (Debian 12) has no parser for Matroska
 # MP4, QuickTime and 3GP are first copied as MP4 (keys.cleaning.metadata); that fails on a stream MP4 cannot hold.
-FAILED = ("float.mov", "phone.3gp", "cover-only.m4a", "mjpeg.mov")
+FAILED = ("float.mov", "surround.mov", "phone.3gp", "cover-only.m4a", "mjpeg.mov")
 ALL_PLANTED = sorted(set(made.PLANTED) | set(cleaning_files.PLANTED))
 
 
@@ -194,6 +194,24 @@ def test_a_cameras_pcm_sound_is_kept_losslessly_as_alac(run):
     assert decoded(run.original("camera.mov"), "0:v", "rawvideo") == decoded(run.cleaned("camera.mov"), "0:v", "rawvideo") != b""
 
 
+def test_sound_that_would_not_decode_the_same_as_alac_is_refused(run, tmp_path):
+    """The check behind the conversion: a copy whose sound differs from the original's by one
+    sample's worth of level is refused, not reported cleaned."""
+    from keys.cleaning import streams as copying
+    from keys.cleaning.sandbox import Limits, find_tools
+
+    tools, original = find_tools(), run.original("camera.mov")
+    kept = [s for s in copying.list_streams(tools, original, original.name, tmp_path, Limits()) if s.kept]
+    assert [s.to_alac for s in kept] == [False, True]
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(original), "-map", "0", "-c:v", "copy", "-c:a", "alac", "-af", "volume=0.999",
+                    "-f", "mp4", str(tmp_path / copying.COPY_NAME)], check=True, timeout=60)  # fmt: skip
+    with pytest.raises(copying.StreamError, match=r"its sound \(pcm_s24le\) would not come out the same as ALAC"):
+        copying._check_same_samples(tools, original, original.name, kept, tmp_path, Limits())
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(original), "-map", "0", "-c:v", "copy", "-c:a", "alac",
+                    "-f", "mp4", str(tmp_path / copying.COPY_NAME)], check=True, timeout=60)  # fmt: skip
+    copying._check_same_samples(tools, original, original.name, kept, tmp_path, Limits())  # the same samples: no complaint
+
+
 def test_hevc_keeps_only_its_parameter_sets_in_its_picture_header(run):
     """x265 writes its version and settings into an SEI message in the picture header (hvcC),
     which ffmpeg's SEI filter does not reach. It is not in the copy, whose header holds the three
@@ -243,8 +261,11 @@ def test_a_video_whose_streams_an_mp4_cannot_hold_is_reported_not_cleaned(run, n
     assert line.startswith(f"{FOLDER}/{DAY} {name}: not cleaned: ffmpeg could not copy the picture and sound into an MP4 (")
     assert planted_in(line) == []
     why = {"cover-only.m4a": "it holds no sound and no moving picture",
-           "mjpeg.mov": "its picture is a series of still images (mjpeg), each of which may carry its own EXIF"}
-    assert name not in why or line.endswith(f"({why[name]})")
+           "mjpeg.mov": "its picture is a series of still images (mjpeg), each of which may carry its own EXIF",
+           "float.mov": "its sound, uncompressed pcm_f32le in 1 channel(s), cannot be put into an MP4 unchanged",
+           "surround.mov": "its sound, uncompressed pcm_s24le in 6 channel(s), cannot be put into an MP4 unchanged",
+           "phone.3gp": "ffmpeg cannot write h263 into an MP4"}
+    assert line.endswith(f"({why[name]})")
     assert not run.cleaned(name).exists() and run.original(name).read_bytes() == run.bodies[name]
     assert not [p for p in run.folder.iterdir() if p.name.startswith(".") or "cleaned" in p.name and name.split(".")[0] in p.name]
 
@@ -275,12 +296,12 @@ def test_a_still_picture_track_and_text_in_the_picture_stream_are_left_out(run):
 
 @pytest.mark.parametrize("codec", ["h264", "hevc"])
 def test_nal_units_no_decoder_reads_are_left_out_of_the_picture(run, codec):
-    """Filler, reserved and unspecified NAL units (Dolby Vision's metadata is one) are no part of the
-    picture but may carry anything: the copy keeps only the units that make the picture, which
-    decodes to the same frames."""
+    """Access unit delimiters, filler, reserved and unspecified NAL units (Dolby Vision's metadata is
+    one) and the end of the stream are no part of the picture but may carry anything: the copy
+    keeps only the units that make the picture, which decodes to the same frames."""
     name = f"units-{codec}.mp4"
     text = made.UNIT_TEXT.encode()
-    assert run.original(name).read_bytes().count(text) == len(made.FOREIGN_UNITS[codec])
+    assert run.original(name).read_bytes().count(text) == len(made.FOREIGN_UNITS[codec]) + 1  # and the end of stream
     assert run.line(name).startswith(f"{FOLDER}/{DAY} {name}: cleaned; ")
     assert text not in run.cleaned(name).read_bytes()
     command = ["ffmpeg", "-v", "error", "-nostdin", "-i", "PATH", "-map", "0:v", "-f", "framemd5", "-"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 from keys.cleaning import hevc_header, sandbox
@@ -37,12 +38,16 @@ _LIST_LIMIT = 1 << 20
 # Picture codecs that hold still images (each frame a file format of its own, with room for EXIF).
 STILL_PICTURES = frozenset({"mjpeg", "jpeg2000", "jpegls", "png", "apng", "bmp", "gif", "tiff", "webp", "ljpeg"})
 # The NAL unit types of each video codec that the copy keeps: the picture's slices, parameter
-# sets, delimiters and ends of sequence. Everything else is left out: SEI messages (where x264
-# writes its settings and a camera may write anything), filler, reserved and unspecified types
-# (Dolby Vision's metadata is type 62 in HEVC).
-_PICTURE_UNITS = {"h264": "1-5|7-11", "hevc": "0-9|16-21|32-37"}
-# Uncompressed sound an MP4 cannot hold, which ALAC encodes without loss (16 and 24 bits).
+# sets and ends of sequence (which change how what follows decodes). Everything else is left
+# out: SEI messages (where x264 writes its settings and a camera may write anything), access unit
+# delimiters and the end of the stream (a decoder needs neither, and their payload can carry
+# text), filler, reserved and unspecified types (Dolby Vision's metadata is type 62 in HEVC).
+_PICTURE_UNITS = {"h264": "1-5|7|8|10", "hevc": "0-9|16-21|32-34|36"}
+# Uncompressed sound ffmpeg cannot write into an MP4, which ALAC encodes without loss: 16 and
+# 24 bits, mono or stereo (ffmpeg would remix other layouts into one ALAC knows).
 TO_ALAC = frozenset({"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be"})
+_ALAC_CHANNELS = (1, 2)
+_SAMPLES = ("samples-original.md5", "samples-copy.md5")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,8 @@ class Stream:
     codec: str
     tag: str  # the format's four characters in the file (gpmd, tmcd, mebx...)
     attached_picture: bool
+    channels: int = 0  # sound only
+    sample_rate: str = ""
 
     def describe(self) -> str:
         """e.g. ``data/gpmd``, ``video/mjpeg (cover art)``: the format's tag says more than the codec for data."""
@@ -71,9 +78,17 @@ class Stream:
         return self.kind == "audio" or self.moving_picture
 
     @property
+    def to_alac(self) -> bool:
+        return self.kind == "audio" and self.codec in TO_ALAC and self.channels in _ALAC_CHANNELS
+
+    @property
     def in_copy(self) -> Stream:
         """This stream as the copy holds it: the same, or its PCM sound as ALAC."""
-        return dataclasses.replace(self, codec="alac") if self.kind == "audio" and self.codec in TO_ALAC else self
+        return dataclasses.replace(self, codec="alac") if self.to_alac else self
+
+    def shape(self) -> tuple[str, str, int, str]:
+        """What the copy must keep of it."""
+        return self.kind, self.codec, self.channels, self.sample_rate
 
 
 class StreamError(Exception):
@@ -85,7 +100,8 @@ def list_streams(tools: Tools, path: Path, name: str, scratch: Path, limits: Lim
     (on stderr) does not stop it: the list is read from a file of its own."""
     listing = scratch / _LIST_NAME
     listing.unlink(missing_ok=True)
-    argv = ["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type,codec_name,codec_tag_string:stream_disposition=attached_pic",
+    argv = ["ffprobe", "-v", "error", "-show_entries",
+            "stream=index,codec_type,codec_name,codec_tag_string,channels,sample_rate:stream_disposition=attached_pic",
             "-of", "json", "-o", f"/work/{_LIST_NAME}", f"/work/{name}"]  # fmt: skip
     outcome = sandbox.run(tools, argv, path, name, scratch, limits)
     try:
@@ -93,7 +109,8 @@ def list_streams(tools: Tools, path: Path, name: str, scratch: Path, limits: Lim
             raise ValueError
         listed = json.loads(listing.read_bytes())["streams"]
         return [Stream(int(s["index"]), str(s.get("codec_type", "unknown")), str(s.get("codec_name", "unknown")),
-                       sandbox.printable(str(s.get("codec_tag_string", "")))[:16], bool(s.get("disposition", {}).get("attached_pic")))
+                       sandbox.printable(str(s.get("codec_tag_string", "")))[:16], bool(s.get("disposition", {}).get("attached_pic")),
+                       int(s.get("channels", 0)), sandbox.printable(str(s.get("sample_rate", "")))[:16])
                 for s in listed]  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         raise StreamError("ffprobe could not list its streams") from None
@@ -110,6 +127,9 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
     kept = [s for s in streams if s.kept]
     if not kept:
         raise StreamError("it holds no sound and no moving picture")
+    pcm = next((s for s in kept if s.kind == "audio" and s.codec.startswith("pcm_") and not s.to_alac), None)
+    if pcm is not None:
+        raise StreamError(f"its sound, uncompressed {pcm.codec} in {pcm.channels} channel(s), cannot be put into an MP4 unchanged")
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}"]
     for stream in kept:
         argv += ["-map", f"0:{stream.index}"]
@@ -124,22 +144,54 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
     if outcome.timed_out or outcome.killed:
         raise StreamError("ffmpeg went over its time or memory limit")
     if outcome.returncode != 0 or not (scratch / COPY_NAME).is_file():
-        reason = next((line for line in reversed(outcome.output.splitlines()) if line.strip()), f"exit status {outcome.returncode}")
-        raise StreamError(sandbox.printable(reason.replace("/work/", ""))[:200])
+        raise StreamError(_ffmpeg_reason(outcome))
     try:
         header_left_out = hevc_header.keep_parameter_sets(scratch / COPY_NAME)
     except (hevc_header.HeaderError, OSError) as error:
         raise StreamError(f"its HEVC picture header could not be rewritten: {error}") from None
+    _check_same_samples(tools, path, name, kept, scratch, limits)
     kept = [stream.in_copy for stream in kept]
     check_copy(tools, scratch / COPY_NAME, kept, scratch, limits)
     return kept, [f"track {s.describe()}" for s in streams if not s.kept] + header_left_out
+
+
+def _ffmpeg_reason(outcome: sandbox.Outcome) -> str:
+    """Why ffmpeg made no copy, in words a journalist can read where ffmpeg says it."""
+    lines = outcome.output.splitlines()
+    untagged = next((re.search(r"Could not find tag for codec (\w+)", line) for line in lines if "Could not find tag" in line), None)
+    if untagged:
+        return f"ffmpeg cannot write {untagged.group(1)} into an MP4"
+    reason = next((line for line in reversed(lines) if line.strip()), f"exit status {outcome.returncode}")
+    return sandbox.printable(reason.replace("/work/", ""))[:200]
+
+
+def _check_same_samples(tools: Tools, path: Path, name: str, kept: list[Stream], scratch: Path, limits: Limits) -> None:
+    """Raise StreamError unless each sound encoded as ALAC decodes to the original's samples
+    (ffmpeg, in the sandbox, hashes both as 32-bit samples: 16 and 24 bits fit without change)."""
+    for position, stream in enumerate(kept):
+        if not stream.to_alac:
+            continue
+        for old in _SAMPLES:
+            (scratch / old).unlink(missing_ok=True)
+        argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}", "-i", f"/work/{COPY_NAME}",
+                "-map", f"0:{stream.index}", "-c:a", "pcm_s32le", "-f", "md5", f"/work/{_SAMPLES[0]}",
+                "-map", f"1:{position}", "-c:a", "pcm_s32le", "-f", "md5", f"/work/{_SAMPLES[1]}"]  # fmt: skip
+        outcome = sandbox.run(tools, argv, path, name, scratch, limits)
+        try:
+            hashes = [(scratch / digest).read_text()[:200] for digest in _SAMPLES]
+        except OSError:
+            hashes = []
+        for digest in _SAMPLES:
+            (scratch / digest).unlink(missing_ok=True)
+        if outcome.returncode != 0 or outcome.timed_out or len(hashes) != 2 or hashes[0] != hashes[1] or not hashes[0].startswith("MD5="):
+            raise StreamError(f"its sound ({stream.codec}) would not come out the same as ALAC")
 
 
 def check_copy(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limits: Limits) -> None:
     """Raise StreamError unless ``copy`` (in the scratch folder) holds exactly the streams kept,
     and HEVC picture headers hold only parameter sets."""
     copied = list_streams(tools, copy, copy.name, scratch, limits)
-    if sorted((s.kind, s.codec) for s in copied) != sorted((s.kind, s.codec) for s in kept) or any(s.attached_picture for s in copied):
+    if sorted(s.shape() for s in copied) != sorted(s.shape() for s in kept) or any(s.attached_picture for s in copied):
         raise StreamError("the copy does not hold the streams kept, no more and no fewer (a damaged file?)")
     try:
         extras = hevc_header.header_extras(copy)
