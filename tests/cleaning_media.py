@@ -156,18 +156,29 @@ def video_with_sei_text(folder: Path) -> bytes:
 
 UNIT_TEXT = "PLANTED-NAL-UNIT-IMEI-356789"  # text in NAL units of types no decoder needs
 # NAL unit types a camera might fill with text: an access unit delimiter (H.264 9, HEVC 35), filler,
-# reserved and unspecified types (Dolby Vision writes its metadata as HEVC's 62); and, at the
-# stream's end, an end of stream (H.264 11, HEVC 37), which should be empty.
+# reserved and unspecified types (Dolby Vision writes its metadata as HEVC's 62).
 FOREIGN_UNITS = {"h264": (9, 12, 24, 30), "hevc": (35, 38, 41, 48, 62)}
-END_OF_STREAM = {"h264": 11, "hevc": 37}
+# The ends of sequence and of stream, which decoders need and which hold nothing but their header.
+END_UNITS = {"h264": (10, 11), "hevc": (36, 37)}
+_NAL_HEADER = {"h264": lambda t: bytes([0x60 | t]), "hevc": lambda t: bytes([t << 1, 1])}
 
 
 def video_with_foreign_units(folder: Path, codec: str) -> bytes:
     """An MP4 whose first frame is preceded by NAL units of FOREIGN_UNITS[codec] carrying UNIT_TEXT,
-    and whose stream ends with an end of stream carrying it too: the picture is encoded, written
-    as a raw stream, the units are put in, and it is muxed again."""
-    encoder, header = {"h264": ("libx264", lambda t: bytes([0x60 | t])), "hevc": ("libx265", lambda t: bytes([t << 1, 1]))}[codec]
-    raw = folder / f"units.{codec}"
+    and whose stream ends with an (empty) end of stream."""
+    units = [_NAL_HEADER[codec](t) + UNIT_TEXT.encode() + bytes([0x80]) for t in FOREIGN_UNITS[codec]]
+    return _with_units(folder, codec, f"units-{codec}.mp4", units, [_NAL_HEADER[codec](END_UNITS[codec][1])])
+
+
+def video_with_text_in_its_ends(folder: Path, codec: str) -> bytes:
+    """An MP4 whose stream ends with an end of sequence and an end of stream, each carrying UNIT_TEXT."""
+    return _with_units(folder, codec, f"ends-{codec}.mp4", [], [_NAL_HEADER[codec](t) + UNIT_TEXT.encode() + bytes([0x80]) for t in END_UNITS[codec]])
+
+
+def _with_units(folder: Path, codec: str, name: str, before_first_slice: list[bytes], at_end: list[bytes]) -> bytes:
+    """The picture is encoded, written as a raw stream, the units are put in, and it is muxed again."""
+    raw = folder / f"{name}.{codec}"
+    encoder = {"h264": "libx264", "hevc": "libx265"}[codec]
     _ffmpeg(*_PICTURE, "-t", "1", "-c:v", encoder, "-preset", "ultrafast", *(["-x265-params", "log-level=error"] if codec == "hevc" else []),
             "-bsf:v", f"{codec}_mp4toannexb", "-f", codec, "-y", str(raw))  # fmt: skip
     stream, start = raw.read_bytes(), 0
@@ -175,11 +186,10 @@ def video_with_foreign_units(folder: Path, codec: str) -> bytes:
         nal_header = stream[start + 3]
         if (codec == "hevc" and (nal_header >> 1) & 0x3F < 32) or (codec == "h264" and nal_header & 0x1F in (1, 5)):
             break  # the first slice of the first frame
-    def unit(nal_type: int) -> bytes:
-        return b"\x00\x00\x01" + header(nal_type) + UNIT_TEXT.encode() + bytes([0x80])
-
-    raw.write_bytes(stream[:start] + b"".join(map(unit, FOREIGN_UNITS[codec])) + stream[start:] + unit(END_OF_STREAM[codec]))
-    path = folder / f"units-{codec}.mp4"
+    start_code = b"\x00\x00\x01"
+    raw.write_bytes(stream[:start] + b"".join(start_code + unit for unit in before_first_slice) + stream[start:]
+                    + b"".join(start_code + unit for unit in at_end))  # fmt: skip
+    path = folder / name
     _ffmpeg("-f", codec, "-framerate", "10", "-i", str(raw), "-c", "copy", *(["-tag:v", "hvc1"] if codec == "hevc" else []), "-y", str(path))
     return path.read_bytes()
 

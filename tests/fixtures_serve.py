@@ -153,29 +153,23 @@ class ServeProcess:
 
     def all_output(self, timeout: float = 10.0) -> str:
         """Everything it printed, once it has ended (for failure messages)."""
+        self._take(timeout)
+        return self.output
+
+    def _take(self, timeout: float) -> None:
+        """Take in what it prints for up to ``timeout`` seconds, or until its output ends (0: what it printed so far)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             try:
                 line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                break
-            if line is None:
-                self._queue.put(None)
-                break
-            self.lines.append(line)
-        return self.output
-
-    def _drain(self) -> None:
-        """Take in what it printed so far, without waiting."""
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
                 return
             if line is None:
                 self._queue.put(None)
                 return
             self.lines.append(line)
+            if time.monotonic() > deadline and timeout:
+                return
 
     def onions(self) -> dict[str, str]:
         return {kind.lower(): address for kind, address in ONION_LINE.findall(self.output)}
@@ -183,7 +177,7 @@ class ServeProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 45.0) -> int:
         """Send ``sig`` and wait for the exit status. Past ``timeout``, what still ran and what
         intake and gunicorn said meanwhile become the failure's message (then it is killed)."""
-        self._drain()
+        self._take(0)
         said_before = len(self.lines)
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -191,7 +185,7 @@ class ServeProcess:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             running = [f"{pid} {process_state(pid)} {command_line(pid)}" for pid in [self.process.pid, *descendants(self.process.pid)]]
-            self._drain()
+            self._take(0)
             raise AssertionError(f"not stopped {timeout:.0f} s after {signal.Signals(sig).name}; still running:\n"
                                  + "\n".join(running) + "\nsaid since:\n" + "".join(self.lines[said_before:])) from None
         finally:

@@ -38,11 +38,15 @@ _LIST_LIMIT = 1 << 20
 # Picture codecs that hold still images (each frame a file format of its own, with room for EXIF).
 STILL_PICTURES = frozenset({"mjpeg", "jpeg2000", "jpegls", "png", "apng", "bmp", "gif", "tiff", "webp", "ljpeg"})
 # The NAL unit types of each video codec that the copy keeps: the picture's slices, parameter
-# sets and ends of sequence (which change how what follows decodes). Everything else is left
-# out: SEI messages (where x264 writes its settings and a camera may write anything), access unit
-# delimiters and the end of the stream (a decoder needs neither, and their payload can carry
+# sets, and the ends of sequence and of stream (which change how what follows them decodes).
+# Everything else is left out: SEI messages (where x264 writes its settings and a camera may
+# write anything), access unit delimiters (a decoder needs none, and their payload can carry
 # text), filler, reserved and unspecified types (Dolby Vision's metadata is type 62 in HEVC).
-_PICTURE_UNITS = {"h264": "1-5|7|8|10", "hevc": "0-9|16-21|32-34|36"}
+_PICTURE_UNITS = {"h264": "1-5|7|8|10|11", "hevc": "0-9|16-21|32-34|36|37"}
+# The ends of sequence and of stream hold nothing but their header (1 byte in H.264, 2 in HEVC):
+# a copy where one holds more is refused.
+_END_UNITS = {"h264": ("10|11", 1), "hevc": ("36|37", 2)}
+_ENDS_NAME = "ends.raw"
 # Uncompressed sound ffmpeg cannot write into an MP4, which ALAC encodes without loss: 16 and
 # 24 bits, mono or stereo (ffmpeg would remix other layouts into one ALAC knows).
 TO_ALAC = frozenset({"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be"})
@@ -112,7 +116,7 @@ def list_streams(tools: Tools, path: Path, name: str, scratch: Path, limits: Lim
                        sandbox.printable(str(s.get("codec_tag_string", "")))[:16], bool(s.get("disposition", {}).get("attached_pic")),
                        int(s.get("channels", 0)), sandbox.printable(str(s.get("sample_rate", "")))[:16])
                 for s in listed]  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise StreamError("ffprobe could not list its streams") from None
 
 
@@ -129,7 +133,7 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
         raise StreamError("it holds no sound and no moving picture")
     pcm = next((s for s in kept if s.kind == "audio" and s.codec.startswith("pcm_") and not s.to_alac), None)
     if pcm is not None:
-        raise StreamError(f"its sound, uncompressed {pcm.codec} in {pcm.channels} channel(s), cannot be put into an MP4 unchanged")
+        raise StreamError(f"its sound, {pcm.codec} in {pcm.channels} channel(s), cannot be put into an MP4 unchanged")
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}"]
     for stream in kept:
         argv += ["-map", f"0:{stream.index}"]
@@ -149,10 +153,11 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
         header_left_out = hevc_header.keep_parameter_sets(scratch / COPY_NAME)
     except (hevc_header.HeaderError, OSError) as error:
         raise StreamError(f"its HEVC picture header could not be rewritten: {error}") from None
+    in_copy = [stream.in_copy for stream in kept]
+    check_copy(tools, scratch / COPY_NAME, in_copy, scratch, limits)  # first: the checks below go by position
     _check_same_samples(tools, path, name, kept, scratch, limits)
-    kept = [stream.in_copy for stream in kept]
-    check_copy(tools, scratch / COPY_NAME, kept, scratch, limits)
-    return kept, [f"track {s.describe()}" for s in streams if not s.kept] + header_left_out
+    _check_empty_ends(tools, scratch / COPY_NAME, in_copy, scratch, limits)
+    return in_copy, [f"track {s.describe()}" for s in streams if not s.kept] + header_left_out
 
 
 def _ffmpeg_reason(outcome: sandbox.Outcome) -> str:
@@ -183,8 +188,36 @@ def _check_same_samples(tools: Tools, path: Path, name: str, kept: list[Stream],
             hashes = []
         for digest in _SAMPLES:
             (scratch / digest).unlink(missing_ok=True)
-        if outcome.returncode != 0 or outcome.timed_out or len(hashes) != 2 or hashes[0] != hashes[1] or not hashes[0].startswith("MD5="):
+        if outcome.timed_out or outcome.killed:
+            raise StreamError("ffmpeg went over its time or memory limit")
+        if outcome.returncode != 0 or len(hashes) != 2 or hashes[0] != hashes[1] or not hashes[0].startswith("MD5="):
             raise StreamError(f"its sound ({stream.codec}) would not come out the same as ALAC")
+
+
+def _check_empty_ends(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limits: Limits) -> None:
+    """Raise StreamError if an end of sequence or of stream in the copy's picture holds more than
+    its header: text there would pass the filter that keeps these units."""
+    for position, stream in enumerate(kept):
+        if stream.codec not in _END_UNITS:
+            continue
+        types, header = _END_UNITS[stream.codec]
+        ends = scratch / _ENDS_NAME
+        ends.unlink(missing_ok=True)
+        argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{copy.name}", "-map", f"0:{position}", "-c", "copy",
+                "-bsf:v", f"filter_units=pass_types={types}", "-f", stream.codec, f"/work/{_ENDS_NAME}"]  # fmt: skip
+        outcome = sandbox.run(tools, argv, copy, copy.name, scratch, limits)
+        try:
+            if outcome.timed_out or outcome.killed or outcome.returncode != 0:
+                raise StreamError("ffmpeg could not read the ends of its picture's sequences")
+            with open(ends, "rb") as raw:
+                units = raw.read().split(b"\x00\x00\x01")
+        finally:
+            ends.unlink(missing_ok=True)
+        end_types = {int(t) for t in types.split("|")}
+        for unit in units:
+            unit_type = (unit[0] & 0x1F if header == 1 else (unit[0] >> 1) & 0x3F) if unit else None
+            if unit_type in end_types and len(unit.rstrip(b"\x00")) > header:
+                raise StreamError("an end-of-sequence marker in its picture holds data, which may be anything")
 
 
 def check_copy(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limits: Limits) -> None:
