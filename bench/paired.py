@@ -68,7 +68,8 @@ class Paired:
 
     @property
     def ratios(self) -> list[float]:
-        return [b / a for a, b in zip(self.a, self.b)]
+        """B / A of each round; a baseline of 0 (a machine with no idle time, say) gives 1 for 0 and inf otherwise."""
+        return [b / a if a else (1.0 if b == 0 else math.inf) for a, b in zip(self.a, self.b)]
 
     def report(self, *, target: float | None = None, better: str = "lower", target_text: str = "") -> float:
         """Print the figure; returns the median ratio B / A."""

@@ -37,3 +37,17 @@ def test_benchmark_runs_and_prints_figures(bench):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert any(ch.isdigit() for ch in result.stdout)
+
+
+def test_a_baseline_of_zero_gives_a_ratio_not_a_crash(capsys):
+    """A loaded machine has no idle time at all: the senders bench divided by that 0 (CI, 2026-12-02)."""
+    sys.path.insert(0, str(ROOT))
+    from bench.paired import Paired
+
+    idle = Paired("machine idle", "plain", "intake", unit="%")
+    idle.add(0.0, 0.0)
+    idle.add(0.0, 12.5)
+    idle.add(10.0, 5.0)
+    assert idle.ratios == [1.0, float("inf"), 0.5]
+    assert idle.report() == 1.0
+    assert "inf" in capsys.readouterr().out
