@@ -9,17 +9,18 @@ picture and sound, and mat2 copies every stream as it is:
   PNG keeps its own EXIF (GPS, a serial number); Motion JPEG video, whose every frame
   may carry it too;
 - text inside the picture stream: H.264 and HEVC carry "SEI" messages, where x264
-  writes its settings and a camera may write anything, and NAL units of types no
-  decoder reads (filler, reserved, unspecified), which may carry anything too.
+  writes its settings and a camera may write anything, and NAL units no decoder
+  needs (delimiters, filler, reserved, unspecified), which may carry anything too.
 
 So ffprobe lists the streams (in the sandbox), and ffmpeg copies only sound and
 moving picture in a video codec into an MP4, with only the NAL units that make the
-picture (no SEI) and without metadata, not re-encoded; HEVC's picture header keeps
-only its parameter sets (keys.cleaning.hevc_header). Uncompressed sound as cameras
-record it (16- or 24-bit PCM), which an MP4 cannot hold, is encoded as ALAC: lossless,
-the same samples decoded. A file whose only picture is still images (Motion JPEG) is
-refused: it cannot be cleaned without re-encoding. What was left out is named for the report,
-and the copy is listed again to check it holds only what was kept.
+picture and without metadata, not re-encoded; HEVC's picture header keeps only its
+parameter sets (keys.cleaning.hevc_header). Uncompressed sound as cameras record it
+(16- or 24-bit PCM, mono or stereo), which ffmpeg cannot write into an MP4, is encoded
+as ALAC, and checked to decode to the same samples. A file whose only picture is still
+images (Motion JPEG) is refused: it cannot be cleaned without re-encoding. What was left
+out is named for the report, and the copy is listed again to check it holds only what
+was kept.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ STILL_PICTURES = frozenset({"mjpeg", "jpeg2000", "jpegls", "png", "apng", "bmp",
 # write anything), access unit delimiters (a decoder needs none, and their payload can carry
 # text), filler, reserved and unspecified types (Dolby Vision's metadata is type 62 in HEVC).
 _PICTURE_UNITS = {"h264": "1-5|7|8|10|11", "hevc": "0-9|16-21|32-34|36|37"}
-# The ends of sequence and of stream hold nothing but their header (1 byte in H.264, 2 in HEVC):
-# a copy where one holds more is refused.
-_END_UNITS = {"h264": ("10|11", 1), "hevc": ("36|37", 2)}
+# The ends of sequence and of stream hold nothing but their header (1 byte in H.264, 2 in HEVC,
+# layer 0): a copy where one holds more is refused. Written out on their own with start codes,
+# such units and zeros must be all there is.
+_END_UNITS = {"h264": ("10|11", re.compile(rb"\x00\x00\x01[\x0a\x0b\x2a\x2b\x4a\x4b\x6a\x6b]")),  # any nal_ref_idc
+              "hevc": ("36|37", re.compile(rb"\x00\x00\x01[\x48\x4a][\x01-\x07]"))}
 _ENDS_NAME = "ends.raw"
 # Uncompressed sound ffmpeg cannot write into an MP4, which ALAC encodes without loss: 16 and
 # 24 bits, mono or stereo (ffmpeg would remix other layouts into one ALAC knows).
@@ -200,7 +203,7 @@ def _check_empty_ends(tools: Tools, copy: Path, kept: list[Stream], scratch: Pat
     for position, stream in enumerate(kept):
         if stream.codec not in _END_UNITS:
             continue
-        types, header = _END_UNITS[stream.codec]
+        types, empty_unit = _END_UNITS[stream.codec]
         ends = scratch / _ENDS_NAME
         ends.unlink(missing_ok=True)
         argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{copy.name}", "-map", f"0:{position}", "-c", "copy",
@@ -210,14 +213,11 @@ def _check_empty_ends(tools: Tools, copy: Path, kept: list[Stream], scratch: Pat
             if outcome.timed_out or outcome.killed or outcome.returncode != 0:
                 raise StreamError("ffmpeg could not read the ends of its picture's sequences")
             with open(ends, "rb") as raw:
-                units = raw.read().split(b"\x00\x00\x01")
+                leftover = empty_unit.sub(b"", raw.read()).strip(b"\x00")
         finally:
             ends.unlink(missing_ok=True)
-        end_types = {int(t) for t in types.split("|")}
-        for unit in units:
-            unit_type = (unit[0] & 0x1F if header == 1 else (unit[0] >> 1) & 0x3F) if unit else None
-            if unit_type in end_types and len(unit.rstrip(b"\x00")) > header:
-                raise StreamError("an end-of-sequence marker in its picture holds data, which may be anything")
+        if leftover:
+            raise StreamError("an end-of-sequence marker in its picture holds data, which may be anything")
 
 
 def check_copy(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limits: Limits) -> None:
