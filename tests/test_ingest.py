@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 from werkzeug.exceptions import ClientDisconnected
 
+import intake.app.ingest as ingest_module
 from intake.app.ingest import (
     MAX_FILES,
     ConnectionLostError,
@@ -225,6 +227,77 @@ def test_connection_lost_anywhere_keeps_exactly_the_parts_that_ended_before_the_
             may = sum(cut >= end + len(delimiter) for end in ends)
             assert must <= len(shown) <= may, f"cut at {cut}: kept {len(shown)}, expected {must}..{may}"
             assert store.counts()["pending uploads"] == 0
+
+
+def publications(store: Store, monkeypatch) -> list[list[str]]:
+    """The kinds of the parts of each publication (one transaction each) the store makes from now on."""
+    groups: list[list[str]] = []
+    commit_together = store.commit_together
+
+    def spy(sinks):
+        groups.append([sink.kind for sink in sinks])
+        return commit_together(sinks)
+
+    monkeypatch.setattr(store, "commit_together", spy)
+    return groups
+
+
+def test_parts_that_arrive_together_are_published_in_one_transaction(instance, monkeypatch):
+    files = [("a.txt", os.urandom(10_000), "text/plain"), ("b.jpg", os.urandom(20_000), "image/jpeg")]
+    body, content_type = upload_body(TOKEN, message="together", files=files)
+    with Store.open(instance.settings) as store:
+        groups = publications(store, monkeypatch)
+        ingest(store, new_source_id(store), body, content_type)
+        assert groups == [["message", "file", "file"]]
+        assert kept_exactly(instance, store, [("message", None, b"together")] + [("file", name, data) for name, data, _t in files])
+
+
+def test_held_parts_are_published_before_a_larger_one_grows_and_every_part_keeps_its_place(instance, monkeypatch):
+    """The parts held may not add up past HOLD_BYTES: the part that would take them there has them
+    published first, before the store writes any of it ahead of its publication, so the order
+    stays the one sent."""
+    files = [("small", os.urandom(100_000), "x/y"), ("large", os.urandom(3_000_000), "x/y"), ("last", os.urandom(10_000), "x/y")]
+    body, content_type = upload_body(TOKEN, message="m", files=files)
+    with Store.open(instance.settings) as store:
+        groups = publications(store, monkeypatch)
+        ingest(store, new_source_id(store), body, content_type, sizes=(4096, 65536))
+        assert groups == [["message", "file"], ["file"], ["file"]]
+        assert kept_exactly(instance, store, [("message", None, b"m")] + [("file", name, data) for name, data, _t in files])
+
+
+def test_a_whole_part_waits_for_the_next_one_at_most_hold_seconds(instance, monkeypatch):
+    """Over a slow circuit a message is not kept back until a small file after it has crawled in."""
+    monkeypatch.setattr(ingest_module, "HOLD_SECONDS", 0.2)
+    body, content_type = upload_body(TOKEN, message="slow", files=[("f", os.urandom(60_000), "x/y")])
+    file_starts = body.index(b'filename="f"')
+    with Store.open(instance.settings) as store:
+        groups = publications(store, monkeypatch)
+        heard = []
+
+        def slowly(reads: int) -> None:
+            if reads * 5_000 > file_starts:
+                time.sleep(0.05)
+
+        ingest_submission(Dribble(body, (5_000,), slowly), content_type, store=store, source_id=new_source_id(store),
+                          max_bytes=10 * 1024 * 1024, check_form_token=accept_token, on_published=heard.append)
+        assert groups == [["message"], ["file"]]
+        assert [item.kind for item in heard] == ["message", "file"]
+
+
+def test_a_request_being_stopped_publishes_nothing_it_held_and_leaves_nothing_pending(instance, monkeypatch):
+    """A worker stopping (its greenlet killed: a BaseException) is no refusal: what was held goes."""
+    body, content_type = upload_body(TOKEN, message="held", files=[("f", os.urandom(60_000), "x/y")])
+    file_starts = body.index(b'filename="f"')
+
+    def stop(reads: int) -> None:
+        if reads * 4096 > file_starts + 8192:
+            raise KeyboardInterrupt
+
+    with Store.open(instance.settings) as store:
+        groups = publications(store, monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            ingest(store, new_source_id(store), body, content_type, sizes=(4096,), on_read=stop)
+        assert groups == [] and nothing_kept(store)
 
 
 def test_client_disconnect_reported_by_the_server_keeps_the_message_before_it_and_nothing_of_the_file(instance):

@@ -4,11 +4,16 @@ is encrypted, chunk by chunk, to all active journalist keys as it arrives.
 Werkzeug's own form parser spools uploaded files to a temporary file in the clear,
 so upload routes never touch ``request.form``/``request.files``; they hand the raw
 body to :func:`ingest_submission`. Plaintext exists only in this process's memory,
-one read at a time. Each part (the message, every file) is published on its own as
-soon as it has arrived whole, so that a connection cut or a refusal later in the
-request keeps what was complete: never a part in part, and the source is told
-which parts arrived (``on_published``, the receipt). A failure aborts only the part
-in flight.
+one read at a time. Each part (the message, every file) is published once it has
+arrived whole, so that a connection cut or a refusal later in the request keeps
+what was complete: never a part in part, and the source is told which parts
+arrived (``on_published``, the receipt). A failure aborts only the part in flight.
+Parts that end close together (a message and a few small files: most requests) are
+published in one transaction: a whole part waits for the parts after it while they
+stay small and come within HOLD_SECONDS, and what waits is published before any
+refusal is raised. Each transaction costs a commit and emptying the WAL, and every
+request of a busy server waits for one: one per part made 50 senders 15% slower
+(docs/PERFORMANCE.md, "Tenth session").
 
 Every buffer of plaintext this module owns (what is held back for the parser, a
 blank message held back, the form token, the envelope writers' message buffers) is
@@ -29,6 +34,7 @@ and have a real source's message thrown away behind a success page.
 
 from __future__ import annotations
 
+import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +57,12 @@ MAX_PARTS = MAX_FILES + 3
 SMALL_FIELD_LIMIT = 1024  # the CSRF token
 MAX_FILE_NAME = 255
 BLANK_MESSAGE_HOLD = 64 * 1024  # a message of only whitespace is not stored
+# A whole part waits to be published with the parts after it while all of them together stay
+# under HOLD_BYTES of plaintext, far below the size at which the store starts writing a part
+# before its publication (intake.store.submission_writer: 256 KiB of ciphertext), so the parts
+# keep the order they were sent in; and for at most HOLD_SECONDS, checked as data arrives.
+HOLD_BYTES = 128 * 1024
+HOLD_SECONDS = 1.0
 
 CSRF_FIELD = "csrf_token"
 MESSAGE_FIELD = "message"
@@ -106,6 +118,7 @@ class RecipientLike(Protocol):
 class SubmissionStore(Protocol):
     def active_recipients(self) -> Sequence[RecipientLike]: ...
     def start_submission(self, source_id: str, kind: str, recipients: list) -> SubmissionSink: ...
+    def commit_together(self, sinks: list) -> tuple[str, ...]: ...  # all visible in one transaction, or none
 
 
 @dataclass(frozen=True)
@@ -169,13 +182,14 @@ class _EncryptedPart:
     def _write(self, data: bytes | bytearray) -> None:
         if not data:
             return
+        self._upload.before_write(self.received + len(data))
         if self._envelope is None:
             self._start()
         self._envelope.write(data)
         self.received += len(data)
 
     def finish(self) -> None:
-        """The part has arrived whole: close its envelope and publish it."""
+        """The part has arrived whole: close its envelope and publish it (perhaps with the next ones)."""
         if self._envelope is not None:
             self._envelope.close()
             self._upload.publish(self._sink, self.receipt())
@@ -229,6 +243,9 @@ class _Upload:
             raise NoRecipientsError("no journalist key is active")
         self.recipient_keys = [recipient.public_key for recipient in self._recipients]
         self._in_flight: SubmissionSink | None = None  # the part being stored, not yet published
+        self._held: list[tuple[SubmissionSink, ReceivedItem]] = []  # whole parts waiting for the next ones
+        self._held_since = 0.0
+        self._held_refused = False  # the store refused to publish them: abort() drops them
         self.published_ids: list[str] = []
         self.items: list[ReceivedItem] = []  # the parts published, in the order sent
         self._files = 0
@@ -241,13 +258,40 @@ class _Upload:
         return self._in_flight
 
     def publish(self, sink: SubmissionSink, item: ReceivedItem) -> None:
-        """Make one whole part visible (in its own transaction), then tell the caller.
-        Only reached after the form token was checked: on_part refuses any part before it."""
-        self.published_ids.append(sink.commit())
+        """A part has arrived whole: hold it for the parts after it (HOLD_BYTES), or publish it
+        with those held before it. Only reached after the form token was checked: on_part
+        refuses any part before it."""
         self._in_flight = None
-        self.items.append(item)
-        if self._on_published is not None:
-            self._on_published(item)
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.append((sink, item))
+        if self._held_bytes() > HOLD_BYTES or time.monotonic() - self._held_since > HOLD_SECONDS:
+            self.publish_held()
+
+    def before_write(self, part_bytes: int) -> None:
+        """The part in flight is about to hold ``part_bytes``: publish the held parts first if
+        they waited long enough or the parts would no longer be small together."""
+        if self._held and (self._held_bytes() + part_bytes > HOLD_BYTES or time.monotonic() - self._held_since > HOLD_SECONDS):
+            self.publish_held()
+
+    def _held_bytes(self) -> int:
+        return sum(item.size for _, item in self._held)
+
+    def publish_held(self) -> None:
+        """Make the held parts visible, in one transaction, then tell the caller of each."""
+        if not self._held:
+            return
+        try:
+            ids = self._store.commit_together([sink for sink, _ in self._held])
+        except BaseException:
+            self._held_refused = True
+            raise
+        held, self._held = self._held, []
+        for submission_id, (_, item) in zip(ids, held):
+            self.published_ids.append(submission_id)
+            self.items.append(item)
+            if self._on_published is not None:
+                self._on_published(item)
 
     def on_part(self, event: Field | File) -> None:
         if not self._token_checked and event.name != CSRF_FIELD:
@@ -291,9 +335,10 @@ class _Upload:
         self._token_checked = True
 
     def finish(self) -> IngestResult:
-        """The form is complete; every part in it was published as it ended."""
+        """The form is complete: publish what is held; every other part was published before."""
         if not self._token_checked:
             raise FormTokenError("the form token is missing")
+        self.publish_held()
         if not self.published_ids:
             raise EmptySubmissionError("nothing was submitted")
         return IngestResult(tuple(self.published_ids), tuple(self.items))
@@ -303,10 +348,17 @@ class _Upload:
         if self._part is not None:
             self._part.wipe()
 
-    def abort(self) -> None:
-        """Drop the part in flight; what was published stays."""
-        sink, self._in_flight = self._in_flight, None
-        if sink is not None:
+    def abort(self, *, keep_held: bool) -> None:
+        """Drop the part in flight; publish the whole parts held (``keep_held``, the request was
+        refused or cut) or drop them too (the process is stopping); what was published stays."""
+        if keep_held and not self._held_refused:
+            try:
+                self.publish_held()
+            except Exception:  # noqa: BLE001 - the store refused them too (a full disk): the error raised is the first one
+                pass
+        dropped = [sink for sink, _ in self._held] + ([self._in_flight] if self._in_flight is not None else [])
+        self._held, self._in_flight = [], None
+        for sink in dropped:
             try:
                 sink.abort()
             except Exception:  # noqa: BLE001 - the store's recover() at next start removes what is left
@@ -377,9 +429,10 @@ def ingest_submission(
     on_published: PublishedCallback | None = None,
 ) -> IngestResult:
     """Read a multipart body from ``stream``, encrypting as it arrives and publishing
-    each part once it is whole (``on_published`` hears of each, in order). Raises an
-    UploadError (after dropping the part in flight) when the request is refused; the
-    parts published before the refusal stay."""
+    each part once it is whole (perhaps with the next ones; ``on_published`` hears of
+    each, in order). Raises an UploadError (after publishing the whole parts held and
+    dropping the part in flight) when the request is refused; the parts published
+    before the refusal stay."""
     boundary = _boundary(content_type)
     delimiter = b"--" + boundary
     decoder = MultipartDecoder(boundary, PARSER_BUFFER_LIMIT, max_parts=MAX_PARTS)
@@ -410,13 +463,16 @@ def ingest_submission(
                 raise ConnectionLostError("the upload ended before the form was complete")
         return upload.finish()
     except RequestEntityTooLarge:
-        upload.abort()
+        upload.abort(keep_held=True)
         raise MalformedUploadError("the form has too many parts or an oversized part header") from None
     except ValueError:  # the parser's complaints (UnicodeDecodeError included); they name no data
-        upload.abort()
+        upload.abort(keep_held=True)
         raise MalformedUploadError("the request is not a well-formed multipart form") from None
-    except BaseException:
-        upload.abort()
+    except Exception:
+        upload.abort(keep_held=True)
+        raise
+    except BaseException:  # the request is being stopped (its greenlet killed): nothing more is stored
+        upload.abort(keep_held=False)
         raise
     finally:
         wipe(held)
