@@ -10,8 +10,9 @@ against the real SQLCipher store is tests/test_ingest.py's.
 
 Contract: nothing is published before the form token was accepted; every part is
 published once whole (alone or with the parts after it, in one commit_together), an
-envelope that opens to a complete item, and the caller hears of each; a part starts
-only once the one before it is whole; an IngestResult lists every published part; an UploadError leaves the parts
+envelope that opens to a complete item, in the order sent, and the caller hears of
+each; a part starts only once the one before it is whole; a refusal publishes every
+part that had arrived whole; an IngestResult lists every published part; an UploadError leaves the parts
 published before it (in order) and no part open.
 """
 
@@ -50,6 +51,18 @@ class Sink:
     data: bytearray = field(default_factory=bytearray)
     state: str = "open"
 
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def whole(self) -> bool:
+        """The envelope opens to a complete item (its part arrived whole and was closed)."""
+        try:
+            decrypt_bytes(bytes(self.data), KEY)
+        except Exception:  # noqa: BLE001 - any refusal of the envelope: not whole
+            return False
+        return True
+
     def write(self, ciphertext: bytes) -> int:
         assert self.state == "open", "write after commit or abort"
         self.data += ciphertext
@@ -80,7 +93,7 @@ class MemoryStore:
     def start_submission(self, source_id: str, kind: str, recipients: list) -> Sink:
         for sink in self.sinks:
             if sink.state == "open":  # held for the parts after it: it must be whole already
-                decrypt_bytes(bytes(sink.data), KEY)
+                assert sink.whole(), "a part started while the one before it was still open"
         sink = Sink(self, kind)
         self.sinks.append(sink)
         return sink
@@ -120,11 +133,15 @@ def test_one_input(data: bytes) -> None:
                                    on_published=heard.append)
     except UploadError:
         assert all(sink.state != "open" for sink in store.sinks), "a refused upload left a part open"
+        # Every part that arrived whole was published (none waiting was dropped), in the order sent.
+        assert all(sink.state == "published" for sink in store.sinks if sink.whole()), "a refusal dropped a whole part"
+        assert store.published == [sink for sink in store.sinks if sink.state == "published"], "parts published out of order"
         assert [item.kind for item in heard] == [sink.kind for sink in store.published]
         return
     assert len(result.submission_ids) == len(store.published) == len(result.items)
     assert list(result.items) == heard
     assert all(sink.state == "published" for sink in store.sinks)
+    assert store.published == store.sinks, "parts published out of order"
     for sink in store.published:
         meta, _body = decrypt_bytes(bytes(sink.data), KEY)
         assert meta.kind == sink.kind

@@ -24,6 +24,8 @@ from intake.app.ingest import (
     ingest_submission,
 )
 from intake.store import Store
+from intake.store.errors import StoreFullError
+from intake.store.slots_file import slots_path
 from keys.envelope import EnvelopeReader, decrypt_bytes
 from tests.fixtures_app import AppInstance, make_instance, upload_body
 
@@ -229,6 +231,11 @@ def test_connection_lost_anywhere_keeps_exactly_the_parts_that_ended_before_the_
             assert store.counts()["pending uploads"] == 0
 
 
+def slots_file_bytes(instance: AppInstance) -> int:
+    path = slots_path(instance.settings.db_path)
+    return path.stat().st_size if path.exists() else 0
+
+
 def publications(store: Store, monkeypatch) -> list[list[str]]:
     """The kinds of the parts of each publication (one transaction each) the store makes from now on."""
     groups: list[list[str]] = []
@@ -298,6 +305,45 @@ def test_a_request_being_stopped_publishes_nothing_it_held_and_leaves_nothing_pe
         with pytest.raises(KeyboardInterrupt):
             ingest(store, new_source_id(store), body, content_type, sizes=(4096,), on_read=stop)
         assert groups == [] and nothing_kept(store)
+
+
+def test_many_small_files_wait_in_groups_that_stay_in_the_database(instance, monkeypatch):
+    """What waits is counted in ciphertext (padded, with its header), not in what the source sent:
+    255 files of 20 bytes are over 256 KiB of envelopes, which published together would have gone
+    to the slots file, a 256 KiB slot each."""
+    files = [(f"f{i}", os.urandom(20), "x/y") for i in range(MAX_FILES)]
+    body, content_type = upload_body(TOKEN, message="many", files=files)
+    with Store.open(instance.settings) as store:
+        groups = publications(store, monkeypatch)
+        ingest(store, new_source_id(store), body, content_type)
+        assert 2 <= len(groups) < len(files) and sum(map(len, groups)) == len(files) + 1
+        assert slots_file_bytes(instance) == 0
+        assert kept_exactly(instance, store, [("message", None, b"many")] + [("file", name, data) for name, data, _t in files])
+
+
+def test_a_refusal_whose_store_refuses_the_waiting_parts_keeps_none_of_them_and_says_so(instance, monkeypatch):
+    """A full disk at the refusal (too large: the message and file a are waiting, b is in flight):
+    the parts that waited together are lost together, the first error is the one raised, and the
+    source is told of nothing kept."""
+    body, content_type = upload_body(TOKEN, message="m", files=[("a", b"a" * 50_000, "x/y"), ("b", b"b" * 500_000, "x/y")])
+    heard = []
+    with Store.open(instance.settings) as store:
+        monkeypatch.setattr(store, "commit_together", lambda sinks: (_ for _ in ()).throw(StoreFullError("the disk is full")))
+        with pytest.raises(UploadTooLargeError):
+            ingest_submission(Dribble(body, (4096,)), content_type, store=store, source_id=new_source_id(store),
+                              max_bytes=100_000, check_form_token=accept_token, on_published=heard.append)
+        assert heard == [] and nothing_kept(store)
+
+
+def test_a_request_stopped_while_its_refusal_publishes_what_waited_leaves_nothing_pending(instance, monkeypatch):
+    """The refusal (too large: the message and file a are waiting, b is in flight) tries to publish
+    what waited, and the request is stopped meanwhile: everything is dropped, then it stops."""
+    body, content_type = upload_body(TOKEN, message="m", files=[("a", b"a" * 50_000, "x/y"), ("b", b"b" * 500_000, "x/y")])
+    with Store.open(instance.settings) as store:
+        monkeypatch.setattr(store, "commit_together", lambda sinks: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            ingest(store, new_source_id(store), body, content_type, max_bytes=100_000, sizes=(4096,))
+        assert nothing_kept(store) and slots_file_bytes(instance) == 0
 
 
 def test_client_disconnect_reported_by_the_server_keeps_the_message_before_it_and_nothing_of_the_file(instance):

@@ -10,10 +10,10 @@ what was complete: never a part in part, and the source is told which parts
 arrived (``on_published``, the receipt). A failure aborts only the part in flight.
 Parts that end close together (a message and a few small files: most requests) are
 published in one transaction: a whole part waits for the parts after it while they
-stay small and come within HOLD_SECONDS, and what waits is published before any
-refusal is raised. Each transaction costs a commit and emptying the WAL, and every
-request of a busy server waits for one: one per part made 50 senders 15% slower
-(docs/PERFORMANCE.md, "Tenth session").
+stay small and data keeps coming (HOLD_SECONDS), and what waits is published
+before any refusal is raised. Each transaction costs a commit and emptying the WAL,
+and every request of a busy server waits for one: publishing per request made 50
+senders 14-17% faster (docs/PERFORMANCE.md, "Tenth session").
 
 Every buffer of plaintext this module owns (what is held back for the parser, a
 blank message held back, the form token, the envelope writers' message buffers) is
@@ -57,10 +57,13 @@ MAX_PARTS = MAX_FILES + 3
 SMALL_FIELD_LIMIT = 1024  # the CSRF token
 MAX_FILE_NAME = 255
 BLANK_MESSAGE_HOLD = 64 * 1024  # a message of only whitespace is not stored
-# A whole part waits to be published with the parts after it while all of them together stay
-# under HOLD_BYTES of plaintext, far below the size at which the store starts writing a part
-# before its publication (intake.store.submission_writer: 256 KiB of ciphertext), so the parts
-# keep the order they were sent in; and for at most HOLD_SECONDS, checked as data arrives.
+# A whole part waits to be published with the parts after it while the ciphertext of those
+# waiting and the plaintext of the part in flight stay under HOLD_BYTES. That is half of what
+# the store keeps in the database with a publication (INLINE_BYTES, 256 KiB of ciphertext:
+# padding adds at most 12% to a part, its header at most 5 KiB) and of the size at which it
+# starts writing a part to the slots file before its publication, so parts that wait together
+# all stay in the database and keep the order they were sent in. The first data, part or end
+# after HOLD_SECONDS have passed publishes them: a slow circuit does not keep a message back.
 HOLD_BYTES = 128 * 1024
 HOLD_SECONDS = 1.0
 
@@ -106,6 +109,7 @@ class NoRecipientsError(UploadError):
 
 
 class SubmissionSink(Protocol):
+    size: int  # ciphertext bytes written so far
     def write(self, ciphertext: bytes | memoryview) -> object: ...  # copies: the buffer is reused after it returns
     def commit(self) -> str: ...
     def abort(self) -> None: ...
@@ -182,7 +186,7 @@ class _EncryptedPart:
     def _write(self, data: bytes | bytearray) -> None:
         if not data:
             return
-        self._upload.before_write(self.received + len(data))
+        self._upload.publish_held_if(self.received + len(data))
         if self._envelope is None:
             self._start()
         self._envelope.write(data)
@@ -265,17 +269,16 @@ class _Upload:
         if not self._held:
             self._held_since = time.monotonic()
         self._held.append((sink, item))
-        if self._held_bytes() > HOLD_BYTES or time.monotonic() - self._held_since > HOLD_SECONDS:
-            self.publish_held()
+        self.publish_held_if(0)
 
-    def before_write(self, part_bytes: int) -> None:
-        """The part in flight is about to hold ``part_bytes``: publish the held parts first if
-        they waited long enough or the parts would no longer be small together."""
-        if self._held and (self._held_bytes() + part_bytes > HOLD_BYTES or time.monotonic() - self._held_since > HOLD_SECONDS):
+    def publish_held_if(self, in_flight_bytes: int) -> None:
+        """Publish the held parts if they waited HOLD_SECONDS, or if with a part in flight of
+        ``in_flight_bytes`` (plaintext) they would no longer be small together (HOLD_BYTES)."""
+        if not self._held:
+            return
+        held_bytes = sum(sink.size for sink, _ in self._held)  # ciphertext: padded, with its header
+        if held_bytes + in_flight_bytes > HOLD_BYTES or time.monotonic() - self._held_since > HOLD_SECONDS:
             self.publish_held()
-
-    def _held_bytes(self) -> int:
-        return sum(item.size for _, item in self._held)
 
     def publish_held(self) -> None:
         """Make the held parts visible, in one transaction, then tell the caller of each."""
@@ -296,6 +299,7 @@ class _Upload:
     def on_part(self, event: Field | File) -> None:
         if not self._token_checked and event.name != CSRF_FIELD:
             raise FormTokenError("the form token must come first")
+        self.publish_held_if(0)
         self._field_name = event.name
         if event.name == CSRF_FIELD:
             self._part = _SmallField()
@@ -351,11 +355,14 @@ class _Upload:
     def abort(self, *, keep_held: bool) -> None:
         """Drop the part in flight; publish the whole parts held (``keep_held``, the request was
         refused or cut) or drop them too (the process is stopping); what was published stays."""
+        stopped: BaseException | None = None
         if keep_held and not self._held_refused:
             try:
                 self.publish_held()
             except Exception:  # noqa: BLE001 - the store refused them too (a full disk): the error raised is the first one
                 pass
+            except BaseException as stop:  # stopped meanwhile: drop what is left first, then stop
+                stopped = stop
         dropped = [sink for sink, _ in self._held] + ([self._in_flight] if self._in_flight is not None else [])
         self._held, self._in_flight = [], None
         for sink in dropped:
@@ -363,6 +370,8 @@ class _Upload:
                 sink.abort()
             except Exception:  # noqa: BLE001 - the store's recover() at next start removes what is left
                 pass
+        if stopped is not None:
+            raise stopped
 
 
 def _boundary(content_type: str | None) -> bytes:
