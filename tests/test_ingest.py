@@ -236,8 +236,11 @@ def slots_file_bytes(instance: AppInstance) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def publications(store: Store, monkeypatch) -> list[list[str]]:
-    """The kinds of the parts of each publication (one transaction each) the store makes from now on."""
+def publications(store: Store, monkeypatch, *, hold_seconds: float = 60.0) -> list[list[str]]:
+    """The kinds of the parts of each publication (one transaction each) the store makes from now on.
+    Parts wait up to ``hold_seconds`` (a minute by default: a loaded test machine must not split
+    what arrived together)."""
+    monkeypatch.setattr(ingest_module, "HOLD_SECONDS", hold_seconds)
     groups: list[list[str]] = []
     commit_together = store.commit_together
 
@@ -247,6 +250,12 @@ def publications(store: Store, monkeypatch) -> list[list[str]]:
 
     monkeypatch.setattr(store, "commit_together", spy)
     return groups
+
+
+def raising(error: BaseException):
+    def refuse(*_args):
+        raise error
+    return refuse
 
 
 def test_parts_that_arrive_together_are_published_in_one_transaction(instance, monkeypatch):
@@ -274,11 +283,10 @@ def test_held_parts_are_published_before_a_larger_one_grows_and_every_part_keeps
 
 def test_a_whole_part_waits_for_the_next_one_at_most_hold_seconds(instance, monkeypatch):
     """Over a slow circuit a message is not kept back until a small file after it has crawled in."""
-    monkeypatch.setattr(ingest_module, "HOLD_SECONDS", 0.2)
     body, content_type = upload_body(TOKEN, message="slow", files=[("f", os.urandom(60_000), "x/y")])
     file_starts = body.index(b'filename="f"')
     with Store.open(instance.settings) as store:
-        groups = publications(store, monkeypatch)
+        groups = publications(store, monkeypatch, hold_seconds=0.2)
         heard = []
 
         def slowly(reads: int) -> None:
@@ -328,7 +336,7 @@ def test_a_refusal_whose_store_refuses_the_waiting_parts_keeps_none_of_them_and_
     body, content_type = upload_body(TOKEN, message="m", files=[("a", b"a" * 50_000, "x/y"), ("b", b"b" * 500_000, "x/y")])
     heard = []
     with Store.open(instance.settings) as store:
-        monkeypatch.setattr(store, "commit_together", lambda sinks: (_ for _ in ()).throw(StoreFullError("the disk is full")))
+        monkeypatch.setattr(store, "commit_together", raising(StoreFullError("the disk is full")))
         with pytest.raises(UploadTooLargeError):
             ingest_submission(Dribble(body, (4096,)), content_type, store=store, source_id=new_source_id(store),
                               max_bytes=100_000, check_form_token=accept_token, on_published=heard.append)
@@ -340,7 +348,7 @@ def test_a_request_stopped_while_its_refusal_publishes_what_waited_leaves_nothin
     what waited, and the request is stopped meanwhile: everything is dropped, then it stops."""
     body, content_type = upload_body(TOKEN, message="m", files=[("a", b"a" * 50_000, "x/y"), ("b", b"b" * 500_000, "x/y")])
     with Store.open(instance.settings) as store:
-        monkeypatch.setattr(store, "commit_together", lambda sinks: (_ for _ in ()).throw(KeyboardInterrupt()))
+        monkeypatch.setattr(store, "commit_together", raising(KeyboardInterrupt()))
         with pytest.raises(KeyboardInterrupt):
             ingest(store, new_source_id(store), body, content_type, max_bytes=100_000, sizes=(4096,))
         assert nothing_kept(store) and slots_file_bytes(instance) == 0
