@@ -17,7 +17,10 @@ every other round; figures are median [min..max] of the rounds):
 
 Peak memory is the maximum RSS of a child process that encrypts, then decrypts,
 a generated stream of the given size. Then ``intake-keys decrypt`` of many short
-messages against writing the same plaintexts as files fsynced the same way.
+messages against writing the same plaintexts as files fsynced the same way. Last,
+what envelope version 2 saves with many recipients: short messages sealed to 30
+keys and opened with one of them, against version 1 (a crypto_box_seal per key,
+written by tests/fixtures_keys.seal_v1 and read by the same reader).
 Targets: envelope >= 0.8x raw secretstream, >= 4x each gpg, memory flat in the
 size (<= 1.1x); MISSED is printed next to a target the median does not meet.
 """
@@ -40,7 +43,8 @@ from bench.paired import Paired, seconds, spread, verdict  # noqa: E402
 from nacl import bindings as sodium  # noqa: E402
 from nacl.public import PrivateKey  # noqa: E402
 
-from keys.envelope import MESSAGE_SIZE, EnvelopeReader, EnvelopeWriter, Metadata  # noqa: E402
+from keys.envelope import MESSAGE_SIZE, EnvelopeReader, EnvelopeWriter, Metadata, decrypt_bytes, encrypt_bytes  # noqa: E402
+from tests.fixtures_keys import seal_v1  # noqa: E402
 
 PIECE = 1 << 20
 MiB = 1 << 20
@@ -275,6 +279,25 @@ TARGETS = [
 ]
 
 
+def recipients_figures(runs: int, count: int = 30, items: int = 300) -> None:
+    """Envelope version 2 against version 1 where they differ: the stanzas, with many recipients."""
+    keys = [PrivateKey.generate() for _ in range(count)]
+    publics = [key.public_key for key in keys]
+    meta = Metadata("message", content_type="text/plain; charset=utf-8")
+    body = "Документы у меня, могу передать.".encode() * 4
+    labels = ("version 1 (a crypto_box_seal per key)", "version 2 (one ephemeral key)")
+    sealing = Paired(f"sealing {items} short messages to {count} keys, ms per message", *labels, unit="ms", scale=1000 / items)
+    sealing.run(lambda: [seal_v1(body, publics, meta) for _ in range(items)],
+                lambda: [encrypt_bytes(body, publics, meta) for _ in range(items)], rounds=runs)
+    sealing.report()
+    old, new = [seal_v1(body, publics, meta) for _ in range(items)], [encrypt_bytes(body, publics, meta) for _ in range(items)]
+    # Each message opened with the next key in turn: on average the reader's stanza is half way down.
+    opening = Paired(f"opening them, each with one of the {count} keys, ms per message", *labels, unit="ms", scale=1000 / items)
+    opening.run(lambda: [decrypt_bytes(blob, keys[i % count]) for i, blob in enumerate(old)],
+                lambda: [decrypt_bytes(blob, keys[i % count]) for i, blob in enumerate(new)], rounds=runs)
+    opening.report()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -330,6 +353,7 @@ def main() -> None:
         for decrypt_time, floor in zip(decrypts, floors):
             figure.add(floor, decrypt_time)
         figure.report()
+    recipients_figures(args.runs)
 
 
 if __name__ == "__main__":

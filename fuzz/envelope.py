@@ -1,8 +1,8 @@
 """Fuzz the envelope reader (keys.envelope.EnvelopeReader) with two kinds of input.
 
 - raw (first byte even): the bytes as an envelope file, for the header parser;
-- authentic (first byte odd): the rest builds an envelope whose header and messages
-  are correctly encrypted to the harness key, but whose plaintext (used-length fields,
+- authentic (first byte odd): the rest builds an envelope (version 2, or version 1, which is
+  still read) whose header and messages are correctly encrypted to the harness key, but whose plaintext (used-length fields,
   record, padding, body, tags, message sizes) is whatever the fuzzer chose. Random
   bytes never get past authentication; this form reaches everything behind it.
 
@@ -11,6 +11,7 @@ Contract: a Metadata with usable text and a body, or a KeysError.
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import atheris
@@ -21,7 +22,7 @@ with atheris.instrument_imports():
     from nacl import bindings as sodium
     from nacl.public import PrivateKey
 
-    from keys.envelope import MAGIC, MESSAGE_SIZE, VERSION, EnvelopeReader
+    from keys.envelope import MAGIC, MESSAGE_SIZE, EnvelopeReader
     from keys.errors import KeysError
 
 KEY = PrivateKey(fixed_key_bytes("envelope"))
@@ -31,10 +32,15 @@ TAGS = (sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE, sodium.crypto_
 
 def authentic_envelope(provider: atheris.FuzzedDataProvider) -> bytes:
     file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-    stanza = sodium.crypto_box_seal(file_key, bytes(KEY.public_key))
+    public = bytes(KEY.public_key)
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, file_key)
-    header = MAGIC + bytes([VERSION, 1]) + stanza + stream_header
+    if provider.ConsumeBool():
+        header = MAGIC + bytes([1, 1]) + sodium.crypto_box_seal(file_key, public) + stream_header
+    else:
+        ephemeral, secret = sodium.crypto_box_keypair()
+        nonce = hashlib.blake2b(ephemeral + public, digest_size=24).digest()
+        header = MAGIC + bytes([2, 1]) + ephemeral + sodium.crypto_box_easy(file_key, nonce, public, secret) + stream_header
     out, ad = [header], header
     for _ in range(provider.ConsumeIntInRange(1, 3)):
         tag = TAGS[provider.ConsumeIntInRange(0, 3)]

@@ -1,6 +1,6 @@
 """intake's offline toolkit and crypto format. PyNaCl and the standard library only.
 
-envelope       streaming public-key encryption, format v1 (the server writes, the laptop reads)
+envelope       streaming public-key encryption, format v2, v1 still read (the server writes, the laptop reads)
 identity       journalist key pairs, passphrase-protected secret files, fingerprints
 bundle         export bundles (server -> laptop), signed by the server
 reply_bundle   reply bundles (laptop -> server), signed by a journalist, routing sealed to the server

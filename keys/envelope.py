@@ -1,13 +1,21 @@
-"""The intake envelope, format version 1: streaming public-key encryption.
+"""The intake envelope, format version 2: streaming public-key encryption.
 
 One envelope holds one item (a message, a file, a reply, a manifest) for one or
 more recipients' X25519 keys. The full specification, with test vectors, is in
 SECURITY.md; in short::
 
-    envelope = MAGIC "INTAKE-E" | version u8 = 1 | count u8 (1..64)
-             | count x sealed_file_key (80 bytes: crypto_box_seal of the 32-byte file key)
+    envelope = MAGIC "INTAKE-E" | version u8 = 2 | count u8 (1..64)
+             | ephemeral public key (32 bytes, one per envelope)
+             | count x stanza (48 bytes: crypto_box_easy of the 32-byte file key from the
+               ephemeral key to the recipient's, nonce = BLAKE2b-192(ephemeral | recipient))
              | secretstream header (24 bytes)
              | messages...
+
+``ephemeral | stanza`` is exactly a crypto_box_seal of the file key: version 2 shares one
+ephemeral key pair among the recipients, as saltpack does, so each more recipient costs one
+key agreement instead of a key pair and a key agreement, and a reader needs one key agreement
+per key it holds instead of one per stanza. Version 1 (a whole crypto_box_seal of 80 bytes per
+recipient) is still read, never written.
 
 Every message is libsodium secretstream XChaCha20-Poly1305. A message's plaintext
 is ``u32be used | used bytes of content | zero bytes``; every message but the
@@ -27,6 +35,7 @@ the size of the item.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import random
@@ -51,10 +60,13 @@ from keys.strict_json import is_int, loads
 from keys.wiping import wipe, wiping
 
 MAGIC = b"INTAKE-E"
-VERSION = 1
+VERSION = 2  # written
+READ_VERSIONS = (1, 2)  # read: envelopes already stored or exported stay readable
 MAX_RECIPIENTS = 64
 FILE_KEY_SIZE = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES  # 32
-STANZA_SIZE = FILE_KEY_SIZE + sodium.crypto_box_SEALBYTES  # 80
+EPHEMERAL_KEY_SIZE = sodium.crypto_box_PUBLICKEYBYTES  # 32
+STANZA_SIZE = FILE_KEY_SIZE + owned.BOX_MACBYTES  # 48
+V1_STANZA_SIZE = FILE_KEY_SIZE + sodium.crypto_box_SEALBYTES  # 80: the ephemeral key, the MAC, the key
 STREAM_HEADER_SIZE = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
 MESSAGE_SIZE = 64 * 1024  # plaintext bytes of every message but the last
 ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17
@@ -147,8 +159,13 @@ def padded_size(content_length: int) -> int:
 
 
 def header_size(recipients: int) -> int:
-    """Bytes before the first message: magic, version, count, stanzas, stream header."""
-    return len(_PREFIX) + 1 + recipients * STANZA_SIZE + STREAM_HEADER_SIZE
+    """Bytes before the first message: magic, version, count, ephemeral key, stanzas, stream header."""
+    return len(_PREFIX) + 1 + EPHEMERAL_KEY_SIZE + recipients * STANZA_SIZE + STREAM_HEADER_SIZE
+
+
+def stanza_nonce(ephemeral_public: bytes, recipient_public: bytes) -> bytes:
+    """A stanza's nonce, as crypto_box_seal derives its own: BLAKE2b-192 of the two public keys."""
+    return hashlib.blake2b(ephemeral_public + recipient_public, digest_size=sodium.crypto_box_NONCEBYTES).digest()
 
 
 def envelope_size(content_length: int, recipients: int) -> int:
@@ -181,20 +198,24 @@ class EnvelopeWriter:
     def __init__(self, out: BinaryIO, recipients: Sequence[PublicKey | bytes], metadata: Metadata):
         if not 1 <= len(recipients) <= MAX_RECIPIENTS:
             raise ValueError(f"an envelope needs 1 to {MAX_RECIPIENTS} recipients")
+        public_keys = [_public_bytes(pk) for pk in recipients]
+        if len(set(public_keys)) != len(public_keys):  # its two stanzas would be the same bytes
+            raise ValueError("a recipient is listed twice")
         self._out = out
         self.metadata = metadata
         record = metadata.encode()
         self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
         file_key = bytearray(FILE_KEY_SIZE)
-        with wiping(file_key):
+        ephemeral, ephemeral_secret = owned.box_keypair()
+        with wiping(file_key), wiping(ephemeral_secret):
             owned.secretstream_keygen(file_key)
             try:
-                stanzas = [owned.box_seal(file_key, _public_bytes(pk)) for pk in recipients]
+                stanzas = [owned.box_easy(file_key, stanza_nonce(ephemeral, pk), pk, ephemeral_secret) for pk in public_keys]
             except CryptoError:  # libsodium refuses low-order points such as the all-zero key
                 raise FormatError("a recipient key is not a usable X25519 public key") from None
             random.SystemRandom().shuffle(stanzas)  # stanza order must not reveal the recipient list's order
             stream_header = owned.secretstream_init_push(self._state, file_key)
-        header = _PREFIX + bytes([len(stanzas)]) + b"".join(stanzas) + stream_header
+        header = _PREFIX + bytes([len(stanzas)]) + ephemeral + b"".join(stanzas) + stream_header
         out.write(header)
         self._ad: bytes | None = header  # associated data of the first message only
         # One message's plaintext, reused: u32 used | content (| zeros, in the last).
@@ -305,6 +326,35 @@ def _as_private_keys(identities) -> list[PrivateKey]:
     return [key if isinstance(key, PrivateKey) else PrivateKey(key) for key in identities]
 
 
+def _open_stanzas(keys_part: bytes, count: int, keys: list[PrivateKey]) -> bytearray:
+    """Version 2: one key agreement per key held, then one MAC check per stanza."""
+    ephemeral, stanzas = keys_part[:EPHEMERAL_KEY_SIZE], keys_part[EPHEMERAL_KEY_SIZE:]
+    shared = bytearray(sodium.crypto_box_BEFORENMBYTES)
+    with wiping(shared):
+        for key in keys:
+            public = bytes(key.public_key)
+            if not owned.box_beforenm(shared, ephemeral, bytes(key)):
+                continue  # an ephemeral key of low order: no one's
+            nonce = stanza_nonce(ephemeral, public)
+            for i in range(count):
+                file_key = owned.box_open_afternm(stanzas[i * STANZA_SIZE : (i + 1) * STANZA_SIZE], nonce, shared)
+                if file_key is not None:
+                    return file_key
+    raise WrongKeyError("none of the given keys can open this envelope")
+
+
+def _open_v1_stanzas(keys_part: bytes, count: int, keys: list[PrivateKey]) -> bytearray:
+    """Version 1: each stanza is a whole sealed box, so every stanza costs a key agreement."""
+    pairs = [(bytes(key.public_key), bytes(key)) for key in keys]
+    for i in range(count):
+        stanza = keys_part[i * V1_STANZA_SIZE : (i + 1) * V1_STANZA_SIZE]
+        for public, secret in pairs:
+            file_key = owned.seal_open(stanza, public, secret)
+            if file_key is not None:
+                return file_key
+    raise WrongKeyError("none of the given keys can open this envelope")
+
+
 class EnvelopeReader:
     """Reads an envelope with one of the given secret keys.
 
@@ -347,15 +397,21 @@ class EnvelopeReader:
             raise FormatError("this is not an intake envelope")
         if len(prefix) < len(_PREFIX) + 1:
             raise TruncatedError("the envelope ends inside its header")
-        if prefix[len(MAGIC)] != VERSION:
-            raise UnsupportedVersionError(f"envelope format version {prefix[len(MAGIC)]} is not supported (this toolkit reads version {VERSION})")
+        version = prefix[len(MAGIC)]
+        if version not in READ_VERSIONS:
+            raise UnsupportedVersionError(f"envelope format version {version} is not supported (this toolkit reads versions 1 and 2)")
         count = prefix[-1]
         if not 1 <= count <= MAX_RECIPIENTS:
             raise FormatError("the envelope names an invalid number of recipients")
-        rest = read_exact(src, count * STANZA_SIZE + STREAM_HEADER_SIZE)
-        if len(rest) < count * STANZA_SIZE + STREAM_HEADER_SIZE:
+        keys_size = count * V1_STANZA_SIZE if version == 1 else EPHEMERAL_KEY_SIZE + count * STANZA_SIZE
+        rest = read_exact(src, keys_size + STREAM_HEADER_SIZE)
+        if len(rest) < keys_size + STREAM_HEADER_SIZE:
             raise TruncatedError("the envelope ends inside its header")
-        key = bytearray(file_key) if file_key is not None else self._open_stanzas(rest, count, _as_private_keys(identities))
+        if file_key is not None:
+            key = bytearray(file_key)
+        else:
+            open_stanzas = _open_v1_stanzas if version == 1 else _open_stanzas
+            key = open_stanzas(rest[:keys_size], count, _as_private_keys(identities))
         try:
             self._stream = owned.PullStream(rest[-STREAM_HEADER_SIZE:], key)
         except CryptoError:
@@ -366,17 +422,6 @@ class EnvelopeReader:
                 self.file_key = bytes(key)
             wipe(key)
         return prefix + rest
-
-    @staticmethod
-    def _open_stanzas(rest: bytes, count: int, keys: list[PrivateKey]) -> bytearray:
-        pairs = [(bytes(key.public_key), bytes(key)) for key in keys]
-        for i in range(count):
-            stanza = rest[i * STANZA_SIZE : (i + 1) * STANZA_SIZE]
-            for public, secret in pairs:
-                file_key = owned.seal_open(stanza, public, secret)
-                if file_key is not None:
-                    return file_key
-        raise WrongKeyError("none of the given keys can open this envelope")
 
     def _next_message(self) -> bool:
         """Decrypt the next message into the buffer; its content becomes ``_content``. False at the end."""

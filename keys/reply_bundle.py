@@ -124,8 +124,8 @@ def _check_reply(reply: SealedReply) -> None:
     sealed = reply.envelope
     if not len(envelope.MAGIC) + 2 <= len(sealed) <= MAX_REPLY_ENVELOPE:
         raise FormatError("a reply in the bundle is oversized or empty")
-    if not sealed.startswith(envelope.MAGIC) or sealed[len(envelope.MAGIC)] != envelope.VERSION:
-        raise FormatError("a reply in the bundle is not a version 1 envelope")
+    if not sealed.startswith(envelope.MAGIC) or sealed[len(envelope.MAGIC)] not in envelope.READ_VERSIONS:
+        raise FormatError("a reply in the bundle is not an envelope of version 1 or 2")
 
 
 @dataclasses.dataclass(frozen=True)

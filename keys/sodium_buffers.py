@@ -31,6 +31,7 @@ _PUBLICKEYBYTES = sodium.crypto_box_PUBLICKEYBYTES
 _SECRETKEYBYTES = sodium.crypto_box_SECRETKEYBYTES
 ARGON2ID = sodium.crypto_pwhash_ALG_ARGON2ID13
 SECRETBOX_MACBYTES = sodium.crypto_secretbox_MACBYTES
+BOX_MACBYTES = lib.crypto_box_macbytes()  # 16; PyNaCl does not export it
 
 
 def _writable(buffer: bytearray | memoryview, size: int):
@@ -44,14 +45,43 @@ def secretstream_keygen(key: bytearray | memoryview) -> None:
     lib.crypto_secretstream_xchacha20poly1305_keygen(_writable(key, SECRETSTREAM_KEYBYTES))
 
 
-def box_seal(message: Buffer, public_key: bytes) -> bytes:
-    """crypto_box_seal of ``message`` (e.g. a file key) to ``public_key``; the sealed box is public."""
-    if len(public_key) != _PUBLICKEYBYTES:  # libsodium reads that many bytes, whatever it is given
-        raise ValueError("a public key must be 32 bytes")
-    out = ffi.new("unsigned char[]", len(message) + _SEALBYTES)
-    if lib.crypto_box_seal(out, ffi.from_buffer(message), len(message), public_key) != 0:
-        raise CryptoError("crypto_box_seal refused the public key")
+def box_keypair() -> tuple[bytes, bytearray]:
+    """A new X25519 key pair: the public key, and the secret key in a buffer the caller wipes."""
+    public = ffi.new("unsigned char[]", _PUBLICKEYBYTES)
+    secret = bytearray(_SECRETKEYBYTES)
+    lib.crypto_box_keypair(public, ffi.from_buffer(secret, require_writable=True))
+    return ffi.buffer(public)[:], secret
+
+
+def box_easy(message: Buffer, nonce: bytes, public_key: bytes, secret_key: Buffer) -> bytes:
+    """crypto_box_easy (MAC | ciphertext) of ``message`` from ``secret_key`` to ``public_key``. libsodium
+    derives the shared key and wipes it; CryptoError for a public key of low order."""
+    if len(public_key) != _PUBLICKEYBYTES or len(secret_key) != _SECRETKEYBYTES or len(nonce) != sodium.crypto_box_NONCEBYTES:
+        raise ValueError("crypto_box takes keys of 32 bytes and a nonce of 24")
+    out = ffi.new("unsigned char[]", len(message) + BOX_MACBYTES)
+    if lib.crypto_box_easy(out, ffi.from_buffer(message), len(message), nonce, public_key, ffi.from_buffer(secret_key)) != 0:
+        raise CryptoError("crypto_box_easy refused the public key")
     return ffi.buffer(out)[:]
+
+
+def box_beforenm(shared: bytearray, public_key: bytes, secret_key: bytes) -> bool:
+    """The crypto_box shared key of the two keys, written into ``shared`` (the caller wipes it);
+    False when ``public_key`` is of low order (the shared secret would be zeros)."""
+    if len(public_key) != _PUBLICKEYBYTES or len(secret_key) != _SECRETKEYBYTES:
+        raise ValueError("a key pair is two keys of 32 bytes")
+    return lib.crypto_box_beforenm(_writable(shared, sodium.crypto_box_BEFORENMBYTES), public_key, secret_key) == 0
+
+
+def box_open_afternm(box: bytes, nonce: bytes, shared: Buffer) -> bytearray | None:
+    """The plaintext of ``box`` (MAC | ciphertext) under a crypto_box shared key, in a new buffer; None if
+    it does not authenticate."""
+    if len(box) < BOX_MACBYTES:
+        return None
+    plaintext = bytearray(len(box) - BOX_MACBYTES)
+    if lib.crypto_box_open_easy_afternm(ffi.from_buffer(plaintext, require_writable=True), box, len(box), nonce,
+                                        ffi.from_buffer(shared)) != 0:
+        return None  # libsodium checks the MAC before it decrypts: a refused box leaves the buffer zeros
+    return plaintext
 
 
 def secretstream_init_push(state: sodium.crypto_secretstream_xchacha20poly1305_state, key: Buffer) -> bytes:
@@ -128,7 +158,7 @@ def secretbox_open(out: bytearray | memoryview, box: bytes, key: Buffer) -> bool
 
 
 def seal_open(stanza: bytes, public_key: bytes, secret_key: bytes) -> bytearray | None:
-    """The file key sealed in ``stanza`` for this key pair, in a new buffer; None if it is not for them."""
+    """The file key sealed in a version-1 ``stanza`` (crypto_box_seal) for this key pair, in a new buffer; None if it is not for them."""
     if len(public_key) != _PUBLICKEYBYTES or len(secret_key) != _SECRETKEYBYTES:
         raise ValueError("a key pair is two keys of 32 bytes")
     if len(stanza) != SECRETSTREAM_KEYBYTES + _SEALBYTES:

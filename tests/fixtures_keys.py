@@ -63,6 +63,7 @@ class Submission:
     body: bytes
     name: str | None = None
     day: str = "2026-11-28"
+    envelope_version: int = envelope.VERSION  # 1: sealed as the server did before version 2
 
 
 @dataclasses.dataclass
@@ -75,7 +76,32 @@ class Source:
 
 def seal_submission(submission: Submission, recipients: Sequence[Identity]) -> bytes:
     meta = envelope.Metadata(submission.kind, name=submission.name, content_type="application/octet-stream" if submission.name else None)
-    return envelope.encrypt_bytes(submission.body, [r.public.encryption_key for r in recipients], meta)
+    keys = [r.public.encryption_key for r in recipients]
+    if submission.envelope_version == 1:
+        return seal_v1(submission.body, keys, meta)
+    return envelope.encrypt_bytes(submission.body, keys, meta)
+
+
+def seal_v1(body: bytes, recipients: Sequence, meta: envelope.Metadata) -> bytes:
+    """A version-1 envelope, written from SECURITY.md section 3 with PyNaCl alone (keys.envelope
+    no longer writes version 1; it must still read what was stored and exported before)."""
+    from nacl import bindings as sodium
+
+    content = meta.encode() + body  # u16 record length | record | body
+    padded = envelope.padded_size(len(content))
+    file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, file_key)
+    header = envelope.MAGIC + bytes([1, len(recipients)]) + b"".join(sodium.crypto_box_seal(file_key, bytes(pk)) for pk in recipients) + stream_header
+    out, slot, position = [header], envelope.SLOT_CAPACITY, 0
+    capacities = [slot] * (-(-padded // slot) - 1) + [padded - slot * (-(-padded // slot) - 1)]
+    for i, capacity in enumerate(capacities):
+        used = content[position : position + capacity]
+        position += len(used)
+        plaintext = struct.pack(">I", len(used)) + used + bytes(capacity - len(used))
+        tag = envelope.TAG_FINAL if i == len(capacities) - 1 else envelope.TAG_MESSAGE
+        out.append(sodium.crypto_secretstream_xchacha20poly1305_push(state, plaintext, header if i == 0 else None, tag))
+    return b"".join(out)
 
 
 def export_sources(sources: Sequence[Source], recipients: Sequence[Identity], piece: int = 4096) -> list[bundle.ExportSource]:

@@ -1,4 +1,4 @@
-"""keys.envelope, format v1: round trips, sizes, every way an envelope can be refused, memory."""
+"""keys.envelope, format v2 (and v1, read only): round trips, sizes, every way an envelope can be refused, memory."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from keys.envelope import (
     MESSAGE_CT_SIZE,
     MESSAGE_SIZE,
     SLOT_CAPACITY,
+    EPHEMERAL_KEY_SIZE,
     STANZA_SIZE,
     STREAM_HEADER_SIZE,
     EnvelopeReader,
@@ -30,14 +31,17 @@ from keys.envelope import (
     decrypt_bytes,
     encrypt_bytes,
     envelope_size,
+    header_size,
     padme,
 )
 from keys.errors import FormatError, KeysError, TamperedError, TruncatedError, UnsupportedVersionError, WrongKeyError
 
 KEY = PrivateKey(bytes(range(1, 33)))
 OTHER = PrivateKey(bytes(range(33, 65)))
-VECTORS = Path(__file__).parent / "vectors" / "envelope-v1.json"
-HEADER_1 = len(MAGIC) + 2 + STANZA_SIZE + STREAM_HEADER_SIZE  # header size with one recipient
+THIRD = PrivateKey(bytes(range(65, 97)))
+VECTOR_FILES = {2: Path(__file__).parent / "vectors" / "envelope-v2.json", 1: Path(__file__).parent / "vectors" / "envelope-v1.json"}
+STANZAS_START = len(MAGIC) + 2 + EPHEMERAL_KEY_SIZE  # after magic, version, count and the ephemeral key
+HEADER_1 = STANZAS_START + STANZA_SIZE + STREAM_HEADER_SIZE  # header size with one recipient
 
 
 def seal(body: bytes, meta: Metadata = Metadata("message"), recipients=(KEY,)) -> bytes:
@@ -166,7 +170,7 @@ def test_envelope_size_is_exact_and_depends_only_on_the_padded_length(content_le
     size = envelope_size(content_length, recipients)
     slots = padme(max(content_length, envelope.MIN_PADDED))
     messages = -(-slots // SLOT_CAPACITY)
-    assert size == len(MAGIC) + 2 + recipients * STANZA_SIZE + STREAM_HEADER_SIZE + slots + messages * (4 + sodium.crypto_secretstream_xchacha20poly1305_ABYTES)
+    assert size == len(MAGIC) + 2 + 32 + recipients * 48 + 24 + slots + messages * (4 + sodium.crypto_secretstream_xchacha20poly1305_ABYTES)
     assert slots >= content_length
     assert slots - content_length <= max(content_length, envelope.MIN_PADDED) * 0.12 + envelope.MIN_PADDED
 
@@ -209,10 +213,11 @@ def test_wrong_magic_is_refused():
         decrypt_bytes(b"", KEY)
 
 
-def test_unknown_version_is_refused_before_anything_else():
+@pytest.mark.parametrize("version", [0, 3, 255])
+def test_unknown_version_is_refused_before_anything_else(version):
     blob = bytearray(seal(b"x"))
-    blob[len(MAGIC)] = 2
-    with pytest.raises(UnsupportedVersionError, match="version 2"):
+    blob[len(MAGIC)] = version
+    with pytest.raises(UnsupportedVersionError, match=f"version {version} "):
         decrypt_bytes(bytes(blob), KEY)
 
 
@@ -274,7 +279,7 @@ def test_message_from_another_envelope_is_detected():
 
 def test_swapped_stanzas_are_detected():
     blob = seal(os.urandom(2 * SLOT_CAPACITY), recipients=[KEY, OTHER])
-    start = len(MAGIC) + 2
+    start = STANZAS_START
     first, second = blob[start : start + STANZA_SIZE], blob[start + STANZA_SIZE : start + 2 * STANZA_SIZE]
     swapped = blob[:start] + second + first + blob[start + 2 * STANZA_SIZE :]
     with pytest.raises(TamperedError):
@@ -300,9 +305,9 @@ def test_a_flipped_bit_anywhere_is_refused():
             assert isinstance(error, FormatError)
         elif position == len(MAGIC):
             assert isinstance(error, UnsupportedVersionError)
-        elif len(MAGIC) + 2 <= position < len(MAGIC) + 2 + STANZA_SIZE:
-            assert isinstance(error, WrongKeyError)  # a damaged stanza opens for no one
-        elif len(MAGIC) + 2 + STANZA_SIZE <= position < final_start:
+        elif len(MAGIC) + 2 <= position < STANZAS_START + STANZA_SIZE:
+            assert isinstance(error, WrongKeyError)  # a damaged ephemeral key or stanza opens for no one
+        elif STANZAS_START + STANZA_SIZE <= position < final_start:
             assert isinstance(error, TamperedError), position  # stream header, full messages, their tags
         elif position >= final_start:
             # A short final message that fails is, to the reader, cut off or damaged: both are refused.
@@ -324,12 +329,25 @@ def test_trailing_data_is_refused():
 # also survive well-encrypted nonsense. These build envelopes by hand.
 
 
-def forge(messages: list[tuple[bytes, int]], key: PrivateKey = KEY) -> bytes:
+def spec_header(version: int, file_key: bytes, public_keys: list[bytes], stream_header: bytes,
+                ephemeral: tuple[bytes, bytes] | None = None) -> bytes:
+    """A header built from SECURITY.md section 3 with PyNaCl and hashlib alone, not keys.envelope."""
+    if version == 1:
+        stanzas = [sodium.crypto_box_seal(file_key, pk) for pk in public_keys]
+        return MAGIC + bytes([1, len(stanzas)]) + b"".join(stanzas) + stream_header
+    public, secret = ephemeral or sodium.crypto_box_keypair()
+    stanzas = [sodium.crypto_box_easy(file_key, hashlib.blake2b(public + pk, digest_size=24).digest(), pk, secret)
+               for pk in public_keys]
+    return MAGIC + bytes([2, len(stanzas)]) + public + b"".join(stanzas) + stream_header
+
+
+def forge(messages: list[tuple[bytes, int]], key: PrivateKey = KEY, version: int = 2,
+          ephemeral: tuple[bytes, bytes] | None = None) -> bytes:
     """An envelope with exactly these (plaintext, tag) messages, correctly encrypted."""
     file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, file_key)
-    header = MAGIC + bytes([1, 1]) + sodium.crypto_box_seal(file_key, bytes(key.public_key)) + stream_header
+    header = spec_header(version, file_key, [bytes(key.public_key)], stream_header, ephemeral)
     out = [header]
     for i, (plaintext, tag) in enumerate(messages):
         out.append(sodium.crypto_secretstream_xchacha20poly1305_push(state, plaintext, header if i == 0 else None, tag))
@@ -354,8 +372,55 @@ def record(payload: dict | bytes) -> bytes:
 GOOD_RECORD = {"kind": "message", "length": None, "name": None, "type": None}
 
 
-def test_forge_helper_makes_envelopes_the_reader_accepts():
-    assert decrypt_bytes(forge([(slot(record(GOOD_RECORD) + b"hi", 100), FINAL)]), KEY)[1] == b"hi"
+@pytest.mark.parametrize("version", [2, 1])
+def test_forge_helper_makes_envelopes_the_reader_accepts(version):
+    """An envelope written from the spec alone opens: version 2, and version 1, which is still read."""
+    assert decrypt_bytes(forge([(slot(record(GOOD_RECORD) + b"hi", 100), FINAL)], version=version), KEY)[1] == b"hi"
+
+
+# ---------------------------------------------------------------- version 2's stanzas
+
+
+def test_a_new_envelope_seals_its_file_key_with_one_ephemeral_key_for_all_recipients():
+    keys = [KEY, OTHER, THIRD]
+    blob = seal(b"tip", recipients=keys)
+    assert blob[len(MAGIC)] == 2 and blob[len(MAGIC) + 1] == 3
+    assert header_size(3) == len(MAGIC) + 2 + 32 + 3 * 48 + 24 == HEADER_1 + 2 * STANZA_SIZE
+    ephemeral = blob[len(MAGIC) + 2 : STANZAS_START]
+    stanzas = [blob[STANZAS_START + i * STANZA_SIZE : STANZAS_START + (i + 1) * STANZA_SIZE] for i in range(3)]
+    file_key = EnvelopeReader(io.BytesIO(blob), KEY, keep_file_key=True).file_key
+    for key in keys:
+        # "ephemeral key | stanza" is a sealed box (crypto_box_seal) made with that ephemeral key pair.
+        opened = []
+        for stanza in stanzas:
+            try:
+                opened.append(sodium.crypto_box_seal_open(ephemeral + stanza, bytes(key.public_key), bytes(key)))
+            except Exception:
+                pass
+        assert opened == [file_key]
+    assert EnvelopeReader(io.BytesIO(blob), THIRD).read() == b"tip"
+    assert seal(b"tip", recipients=keys)[len(MAGIC) + 2 : STANZAS_START] != ephemeral  # a fresh pair per envelope
+
+
+def test_a_recipient_listed_twice_is_refused():
+    """Its two stanzas would be the same bytes, which shows the duplicate; no caller means it."""
+    with pytest.raises(ValueError, match="twice"):
+        seal(b"tip", recipients=[KEY, OTHER, KEY])
+
+
+def test_an_ephemeral_key_of_low_order_opens_for_no_one():
+    """libsodium refuses a shared secret of zeros; such a header is no one's."""
+    zero = (bytes(32), bytes(32))
+    with pytest.raises(WrongKeyError):
+        decrypt_bytes(forge([(slot(record(GOOD_RECORD), 100), FINAL)], ephemeral=zero), KEY)
+
+
+def test_a_stanza_made_for_one_key_does_not_open_for_another_with_the_same_ephemeral_key():
+    file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
+    stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(sodium.crypto_secretstream_xchacha20poly1305_state(), file_key)
+    header = spec_header(2, file_key, [bytes(OTHER.public_key), bytes(THIRD.public_key)], stream_header)
+    with pytest.raises(WrongKeyError):
+        EnvelopeReader(io.BytesIO(header + bytes(100)), KEY)
 
 
 @pytest.mark.parametrize(
@@ -441,14 +506,15 @@ def test_memory_stays_flat_while_streaming_a_large_body(tmp_path):
 # ---------------------------------------------------------------- published test vectors
 
 
-def test_published_vectors_decrypt_to_the_published_plaintext():
-    doc = json.loads(VECTORS.read_text())
-    assert doc["format"] == "intake envelope v1"
+@pytest.mark.parametrize("version", [2, 1])
+def test_published_vectors_decrypt_to_the_published_plaintext(version):
+    doc = json.loads(VECTOR_FILES[version].read_text())
+    assert doc["format"] == f"intake envelope v{version}"
     keys = {name: PrivateKey(bytes.fromhex(hex_key)) for name, hex_key in doc["secret_keys"].items()}
     assert len(doc["vectors"]) >= 4
     for vector in doc["vectors"]:
         blob = bytes.fromhex(vector["envelope_hex"])
-        assert len(blob) == vector["envelope_size"]
+        assert len(blob) == vector["envelope_size"] and blob[len(MAGIC)] == version
         expected_body = bytes.fromhex(vector["body_hex"])
         assert hashlib.sha256(blob).hexdigest() == vector["envelope_sha256"]
         for name in vector["recipients"]:
@@ -461,9 +527,10 @@ def test_published_vectors_decrypt_to_the_published_plaintext():
                 decrypt_bytes(blob, keys[name])
 
 
-def test_security_md_prints_the_same_vectors():
-    doc = json.loads(VECTORS.read_text())
-    text = (VECTORS.parents[2] / "SECURITY.md").read_text()
+@pytest.mark.parametrize("version", [2, 1])
+def test_security_md_prints_the_same_vectors(version):
+    doc = json.loads(VECTOR_FILES[version].read_text())
+    text = (VECTOR_FILES[version].parents[2] / "SECURITY.md").read_text()
     flat = text.replace("\n", "")
     for name, key in doc["secret_keys"].items():
         assert key in text

@@ -151,6 +151,29 @@ def test_decrypt_writes_a_folder_per_source_with_messages_files_record_and_index
     assert "Der Bürgermeister hat gelogen." in index and 'href="brave%20otter/2026-11-28%20minutes.pdf"' in index
 
 
+def test_items_sealed_in_version_1_before_the_upgrade_decrypt_beside_new_ones(capsys, tmp_path, alice, alice_files):
+    """Submissions stored before envelope version 2 are exported as they were stored."""
+    from tests.fixtures_keys import build_export, seal_v1
+
+    old_file = os.urandom(70_000)  # two messages
+    sources = [Source("src-1", "brave otter", [
+        Submission("message", b"sent before the upgrade", envelope_version=1),
+        Submission("file", old_file, name="old.pdf", envelope_version=1),
+        Submission("message", b"sent after the upgrade"),
+    ])]
+    assert seal_v1(b"x", [alice.public.encryption_key], envelope.Metadata("message"))[8] == 1
+    path = tmp_path / "export.bundle"
+    path.write_bytes(build_export(sources, [alice]))
+    out = tmp_path / "out"
+    code, stdout, err = decrypt(capsys, alice_files, path, out)
+    assert code == 0, err
+    assert "3 item(s) decrypted from 1 source(s)" in stdout
+    folder = out / "brave otter"
+    assert (folder / "2026-11-28 old.pdf").read_bytes() == old_file
+    texts = sorted(p.read_bytes() for p in folder.glob("2026-11-28 message*.txt"))
+    assert texts == [b"sent after the upgrade", b"sent before the upgrade"]
+
+
 def test_decrypting_again_skips_what_is_already_there(capsys, tmp_path, alice_files, export_file):
     out = tmp_path / "out"
     decrypt(capsys, alice_files, export_file, out)
@@ -420,7 +443,7 @@ def _damaged_on_server_export(alice, sources: list[Source], flip_at: int) -> byt
     return b"".join(bundle.stream_export_bundle([alice.public.encryption_key], exported, SERVER_KEY))
 
 
-# The envelope's version byte, its stream header (after one 80-byte recipient stanza), a middle and a last byte.
+# The envelope's version byte, its stream header (after the ephemeral key and one recipient's stanza), a middle and a last byte.
 @pytest.mark.parametrize("flip_at", [8, 95, 3000, -5], ids=["version", "stream header", "middle", "end"])
 def test_an_item_damaged_on_the_server_is_reported_and_the_items_around_it_decrypt(capsys, tmp_path, alice, alice_files, flip_at):
     seed = os.urandom(8).hex().encode()

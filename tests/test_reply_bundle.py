@@ -146,8 +146,10 @@ def test_oversized_reply_bundle_is_refused_while_reading(alice, monkeypatch):
 
 def test_a_reply_that_is_not_an_envelope_is_refused_on_both_sides(alice):
     routing = seal_routing("src", SERVER_PUBLIC.encryption_key)
-    with pytest.raises(FormatError, match="not a version 1 envelope"):
+    with pytest.raises(FormatError, match="not an envelope of version 1 or 2"):
         reply_bundle.write_reply_bundle(io.BytesIO(), alice, [SealedReply(routing, b"INTAKE-Q" + bytes(200))])
+    with pytest.raises(FormatError, match="not an envelope of version 1 or 2"):
+        reply_bundle.write_reply_bundle(io.BytesIO(), alice, [SealedReply(routing, b"INTAKE-E\x03" + bytes(200))])
     with pytest.raises(FormatError, match="source id"):
         seal_routing("../x", SERVER_PUBLIC.encryption_key)
     with pytest.raises(FormatError, match="routing"):

@@ -29,17 +29,16 @@ from intake.app.sessions import SourceSession, open_session, resume_session
 from intake.codename import derive_source_keys, generate_codename
 from intake.journalist_auth import hash_passphrase, passphrase_matches
 from intake.store import Store
+from keys import envelope
 from keys.envelope import (
-    _PREFIX,
     MESSAGE_CT_SIZE,
-    STANZA_SIZE,
-    STREAM_HEADER_SIZE,
     EnvelopeReader,
     EnvelopeWriter,
     Metadata,
     encrypt_bytes,
+    header_size,
 )
-from keys.errors import BadPassphraseError, TamperedError, TruncatedError
+from keys.errors import BadPassphraseError, TamperedError, TruncatedError, WrongKeyError
 from keys.identity import KDF_MIN, Identity, _derive_into
 from tests.fixtures_app import AppInstance, csrf_token, make_instance, post_upload, start_as_new_source, upload_body
 from tests.test_wiping import FAST, TOKEN, UPLOADS, _canary, _check_token, _Reads
@@ -50,7 +49,8 @@ LOCALS = {
     ingest._safe_cut: ("tail",),
     ingest._EncryptedPart.feed: ("held",),
     read_unsent_form: ("message", "decoder"),
-    EnvelopeWriter.__init__: ("file_key",),
+    EnvelopeWriter.__init__: ("file_key", "ephemeral_secret"),
+    envelope._open_stanzas: ("shared",),
     EnvelopeReader._read_header: ("key",),
     EnvelopeReader._take_content: ("taken",),
     EnvelopeReader.read: ("out",),
@@ -222,7 +222,7 @@ def test_a_sessions_reply_key_is_wiped_after_every_request(leftovers: Leftovers,
 # --- envelopes --------------------------------------------------------------------------------
 
 KEY = PrivateKey.generate()
-HEADER = len(_PREFIX) + 1 + STANZA_SIZE + STREAM_HEADER_SIZE  # one recipient
+HEADER = header_size(1)  # one recipient
 
 
 def _flip(blob: bytes, at: int) -> bytes:
@@ -245,11 +245,11 @@ def test_an_envelope_writer_leaves_nothing(leftovers: Leftovers, how: str):
         else:
             with pytest.raises(ValueError):
                 writer.close()
-    assert {"EnvelopeWriter.__init__.file_key", "EnvelopeWriter"} <= leftovers.check()
+    assert {"EnvelopeWriter.__init__.file_key", "EnvelopeWriter.__init__.ephemeral_secret", "EnvelopeWriter"} <= leftovers.check()
 
 
 READS = ["read", "read-in-pieces", "chunks", "write_to", "metadata-then-close", "kept-file-key",
-         "tampered-first-message", "tampered-later-message", "truncated", "file-key-of-the-wrong-length"]
+         "tampered-first-message", "tampered-later-message", "truncated", "file-key-of-the-wrong-length", "a-stranger's-key"]
 
 
 @pytest.mark.parametrize("how", READS)
@@ -257,7 +257,8 @@ def test_an_envelope_reader_leaves_nothing(leftovers: Leftovers, how: str):
     body = os.urandom(150_000)  # three messages
     blob = encrypt_bytes(body, [KEY.public_key], Metadata("file", name="leak.txt"))
     refusal = {"tampered-first-message": TamperedError, "tampered-later-message": TamperedError,
-               "truncated": TruncatedError, "file-key-of-the-wrong-length": TamperedError}.get(how)
+               "truncated": TruncatedError, "file-key-of-the-wrong-length": TamperedError,
+               "a-stranger's-key": WrongKeyError}.get(how)
     if how == "tampered-first-message":
         blob = _flip(blob, HEADER + 100)
     elif how == "tampered-later-message":
@@ -267,7 +268,8 @@ def test_an_envelope_reader_leaves_nothing(leftovers: Leftovers, how: str):
     with leftovers.watching(), contextlib.ExitStack() as refused:
         if refusal is not None:
             refused.enter_context(pytest.raises(refusal))
-        reader = EnvelopeReader(io.BytesIO(blob), KEY, file_key=os.urandom(31) if how == "file-key-of-the-wrong-length" else None,
+        reader = EnvelopeReader(io.BytesIO(blob), PrivateKey.generate() if how == "a-stranger's-key" else KEY,
+                                file_key=os.urandom(31) if how == "file-key-of-the-wrong-length" else None,
                                 keep_file_key=how == "kept-file-key")
         if how in ("read", "tampered-later-message", "truncated"):
             assert reader.read() == body
@@ -285,7 +287,11 @@ def test_an_envelope_reader_leaves_nothing(leftovers: Leftovers, how: str):
             again = EnvelopeReader(io.BytesIO(blob), [], file_key=reader.file_key)
             assert again.read() == reader.read() == body
     seen = leftovers.check()
-    assert "EnvelopeReader" in seen and "EnvelopeReader._read_header.key" in seen
+    assert "EnvelopeReader" in seen
+    if how != "a-stranger's-key":
+        assert "EnvelopeReader._read_header.key" in seen
+    if how != "file-key-of-the-wrong-length":
+        assert "_open_stanzas.shared" in seen  # the key agreement with the ephemeral key
     if refusal is None or how == "tampered-later-message":
         assert "EnvelopeReader._take_content.taken" in seen  # the record: the file's name and type
     if how.startswith("read") or how in ("kept-file-key", "tampered-later-message", "truncated"):
