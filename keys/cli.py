@@ -251,9 +251,13 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, help=_("show the version and exit"))
 
     def __call__(self, parser: argparse.ArgumentParser, *_args) -> None:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        print(f"{PROG} {version('intake')}")
+        try:
+            release = version("intake-keys")  # the laptop's install: keys/ alone (scripts/laptop-bundle)
+        except PackageNotFoundError:
+            release = version("intake")  # beside the server
+        print(f"{PROG} {release}")
         parser.exit()
 
 

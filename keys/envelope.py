@@ -159,7 +159,8 @@ def padded_size(content_length: int) -> int:
 
 
 def header_size(recipients: int) -> int:
-    """Bytes before the first message: magic, version, count, ephemeral key, stanzas, stream header."""
+    """Bytes before the first message of a version-2 envelope (what the writer writes): magic,
+    version, count, ephemeral key, stanzas, stream header."""
     return len(_PREFIX) + 1 + EPHEMERAL_KEY_SIZE + recipients * STANZA_SIZE + STREAM_HEADER_SIZE
 
 
@@ -169,7 +170,7 @@ def stanza_nonce(ephemeral_public: bytes, recipient_public: bytes) -> bytes:
 
 
 def envelope_size(content_length: int, recipients: int) -> int:
-    """Exact stored size of an envelope whose content (record + body) has this length."""
+    """Exact stored size of a version-2 envelope whose content (record + body) has this length."""
     slots = padded_size(content_length)
     messages = max(1, -(-slots // SLOT_CAPACITY))
     return header_size(recipients) + messages * (ABYTES + 4) + slots
@@ -395,11 +396,11 @@ class EnvelopeReader:
         prefix = read_exact(src, len(_PREFIX) + 1)
         if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
             raise FormatError("this is not an intake envelope")
+        if len(prefix) > len(MAGIC) and prefix[len(MAGIC)] not in READ_VERSIONS:  # even when the count is cut off
+            raise UnsupportedVersionError(f"envelope format version {prefix[len(MAGIC)]} is not supported (this toolkit reads versions 1 and 2)")
         if len(prefix) < len(_PREFIX) + 1:
             raise TruncatedError("the envelope ends inside its header")
         version = prefix[len(MAGIC)]
-        if version not in READ_VERSIONS:
-            raise UnsupportedVersionError(f"envelope format version {version} is not supported (this toolkit reads versions 1 and 2)")
         count = prefix[-1]
         if not 1 <= count <= MAX_RECIPIENTS:
             raise FormatError("the envelope names an invalid number of recipients")

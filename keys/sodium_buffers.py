@@ -75,6 +75,8 @@ def box_beforenm(shared: bytearray, public_key: bytes, secret_key: bytes) -> boo
 def box_open_afternm(box: bytes, nonce: bytes, shared: Buffer) -> bytearray | None:
     """The plaintext of ``box`` (MAC | ciphertext) under a crypto_box shared key, in a new buffer; None if
     it does not authenticate."""
+    if len(nonce) != sodium.crypto_box_NONCEBYTES or len(shared) != sodium.crypto_box_BEFORENMBYTES:
+        raise ValueError("crypto_box takes a shared key of 32 bytes and a nonce of 24")  # libsodium reads that many
     if len(box) < BOX_MACBYTES:
         return None
     plaintext = bytearray(len(box) - BOX_MACBYTES)

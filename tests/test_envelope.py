@@ -8,6 +8,7 @@ import json
 import os
 import struct
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -217,8 +218,9 @@ def test_wrong_magic_is_refused():
 def test_unknown_version_is_refused_before_anything_else(version):
     blob = bytearray(seal(b"x"))
     blob[len(MAGIC)] = version
-    with pytest.raises(UnsupportedVersionError, match=f"version {version} "):
-        decrypt_bytes(bytes(blob), KEY)
+    for cut in (len(blob), len(MAGIC) + 1):  # whole, or cut off right after the version
+        with pytest.raises(UnsupportedVersionError, match=f"version {version} "):
+            decrypt_bytes(bytes(blob[:cut]), KEY)
 
 
 def test_wrong_key_is_refused():
@@ -330,24 +332,28 @@ def test_trailing_data_is_refused():
 
 
 def spec_header(version: int, file_key: bytes, public_keys: list[bytes], stream_header: bytes,
-                ephemeral: tuple[bytes, bytes] | None = None) -> bytes:
-    """A header built from SECURITY.md section 3 with PyNaCl and hashlib alone, not keys.envelope."""
+                stanzas: list[bytes] | None = None, ephemeral: bytes | None = None) -> bytes:
+    """A header built from SECURITY.md section 3 with PyNaCl and hashlib alone, not keys.envelope
+    (or with the given stanzas and ephemeral key, to forge one)."""
     if version == 1:
-        stanzas = [sodium.crypto_box_seal(file_key, pk) for pk in public_keys]
+        stanzas = stanzas or [sodium.crypto_box_seal(file_key, pk) for pk in public_keys]
         return MAGIC + bytes([1, len(stanzas)]) + b"".join(stanzas) + stream_header
-    public, secret = ephemeral or sodium.crypto_box_keypair()
-    stanzas = [sodium.crypto_box_easy(file_key, hashlib.blake2b(public + pk, digest_size=24).digest(), pk, secret)
-               for pk in public_keys]
-    return MAGIC + bytes([2, len(stanzas)]) + public + b"".join(stanzas) + stream_header
+    if stanzas is None:
+        ephemeral, secret = sodium.crypto_box_keypair()
+        stanzas = [sodium.crypto_box_easy(file_key, hashlib.blake2b(ephemeral + pk, digest_size=24).digest(), pk, secret)
+                   for pk in public_keys]
+    return MAGIC + bytes([2, len(stanzas)]) + ephemeral + b"".join(stanzas) + stream_header
 
 
-def forge(messages: list[tuple[bytes, int]], key: PrivateKey = KEY, version: int = 2,
-          ephemeral: tuple[bytes, bytes] | None = None) -> bytes:
-    """An envelope with exactly these (plaintext, tag) messages, correctly encrypted."""
+def forge(messages: list[tuple[bytes, int]], keys: tuple[PrivateKey, ...] = (KEY,), version: int = 2,
+          header: Callable[[bytes], tuple[bytes, list[bytes]]] | None = None) -> bytes:
+    """An envelope with exactly these (plaintext, tag) messages, correctly encrypted to ``keys``;
+    ``header(file_key)`` may forge the version-2 ephemeral key and stanzas instead."""
     file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, file_key)
-    header = spec_header(version, file_key, [bytes(key.public_key)], stream_header, ephemeral)
+    ephemeral, stanzas = header(file_key) if header else (None, None)
+    header = spec_header(version, file_key, [bytes(key.public_key) for key in keys], stream_header, stanzas, ephemeral)
     out = [header]
     for i, (plaintext, tag) in enumerate(messages):
         out.append(sodium.crypto_secretstream_xchacha20poly1305_push(state, plaintext, header if i == 0 else None, tag))
@@ -409,18 +415,26 @@ def test_a_recipient_listed_twice_is_refused():
 
 
 def test_an_ephemeral_key_of_low_order_opens_for_no_one():
-    """libsodium refuses a shared secret of zeros; such a header is no one's."""
-    zero = (bytes(32), bytes(32))
+    """libsodium refuses a shared secret of zeros. A forger who knows that boxes the file key under
+    the key such a refusal would leave (zeros): the reader must refuse, not open with it."""
+    zero = bytes(32)
+
+    def low_order(file_key: bytes) -> tuple[bytes, list[bytes]]:
+        nonce = hashlib.blake2b(zero + bytes(KEY.public_key), digest_size=24).digest()
+        return zero, [sodium.crypto_box_easy_afternm(file_key, nonce, zero)]
+
     with pytest.raises(WrongKeyError):
-        decrypt_bytes(forge([(slot(record(GOOD_RECORD), 100), FINAL)], ephemeral=zero), KEY)
+        decrypt_bytes(forge([(slot(record(GOOD_RECORD), 100), FINAL)], header=low_order), KEY)
 
 
-def test_a_stanza_made_for_one_key_does_not_open_for_another_with_the_same_ephemeral_key():
-    file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-    stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(sodium.crypto_secretstream_xchacha20poly1305_state(), file_key)
-    header = spec_header(2, file_key, [bytes(OTHER.public_key), bytes(THIRD.public_key)], stream_header)
+@pytest.mark.parametrize("version", [2, 1])
+def test_a_reader_with_several_keys_finds_its_stanza_among_several(version):
+    stranger = PrivateKey.generate()
+    blob = forge([(slot(record(GOOD_RECORD) + b"hi", 100), FINAL)], keys=(OTHER, THIRD, KEY), version=version)
+    for keys in ([stranger, KEY], [KEY, stranger], [stranger, THIRD], [OTHER]):
+        assert decrypt_bytes(blob, keys)[1] == b"hi"
     with pytest.raises(WrongKeyError):
-        EnvelopeReader(io.BytesIO(header + bytes(100)), KEY)
+        decrypt_bytes(blob, [stranger, PrivateKey.generate()])
 
 
 @pytest.mark.parametrize(

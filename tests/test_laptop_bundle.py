@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,10 @@ def test_it_installs_and_decrypts_with_no_network(stick, tmp_path, alice, alice_
     assert (tmp_path / "out" / "brave otter" / "2026-11-28 message.txt").read_text() == "Встреча в среду.\n"
     no_server = offline(str(venv / "bin" / "python"), "-c", "import flask", env=env)
     assert no_server.returncode != 0  # the server's dependencies are not there: keys only
+    # The release, which says whether this toolkit reads what the server writes (docs/journalists.md).
+    release = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = offline(str(venv / "bin" / "intake-keys"), "--version", env=env)
+    assert (version.returncode, version.stdout, version.stderr) == (0, f"intake-keys {release}\n", "")
 
 
 def test_a_tampered_stick_is_refused_before_anything_is_installed(stick, tmp_path):

@@ -121,6 +121,30 @@ def test_committed_submission_decrypts_for_every_journalist(store: Store, settin
         assert plaintext == body and metadata.kind == "message"
 
 
+@pytest.mark.parametrize("size", [1000, 3 * MiB], ids=["inline", "slotted"])
+def test_a_version_1_envelope_stored_before_the_upgrade_reads_back_whole(store: Store, settings: Settings, source, recipients,
+                                                                         journalists, monkeypatch, size):
+    """The code before envelope version 2 kept a slotted envelope's header, 80 bytes a recipient, in
+    the database: reading it back follows the stored header's length, not today's header_size."""
+    import intake.store.store as store_module
+    from tests.fixtures_keys import seal_v1
+
+    body = os.urandom(size)
+    old = seal_v1(body, [r.public_key for r in recipients], Metadata("file", name="old.pdf", length=size))
+    monkeypatch.setattr(store_module, "header_size", lambda count: 10 + 80 * count + 24)  # as that code split it
+    with store.start_submission(source.id, "file", recipients) as upload:
+        upload.write(old)
+        old_id = upload.commit()
+    monkeypatch.undo()
+    new_id = _store_envelope(store, source.id, recipients, body)  # and a version-2 one beside it
+    assert store.slot_problems() == []
+    assert b"".join(store.submission_ciphertext(old_id)) == old
+    new = b"".join(store.submission_ciphertext(new_id))
+    assert new[8] == 2 and len(new) == len(old) - len(recipients) * 32 + 32  # 48-byte stanzas and one ephemeral key
+    for identity, _ in journalists:
+        assert decrypt_bytes(old, identity.private_key)[1] == body == decrypt_bytes(new, identity.private_key)[1]
+
+
 def test_a_slow_piece_after_full_chunks_stores_exactly_what_was_written(store: Store, settings: Settings, source, recipients):
     # Full chunks back to back refill the buffer of the chunk before; a piece stored by the slow
     # flush from such a buffer must not carry the old chunk's bytes past its own end.

@@ -34,8 +34,9 @@ from pathlib import Path
 from intake.store.errors import StoreError, StoreFullError
 
 SLOT_BYTES = 256 * 1024
-# Room before a large envelope's first slot in its first buffer, for its header (at most 5,154
-# bytes: 64 recipients), so that the slots' bytes start on a page boundary (O_DIRECT).
+# Room before a large envelope's first slot in its first buffer, for its header (at most 3,138
+# bytes: 64 recipients; 5,154 in envelope version 1), so that the slots' bytes start on a page
+# boundary (O_DIRECT).
 HEADER_ROOM = 8192
 # Linux's fallocate(2) mode: deallocate the range, keep the file's size.
 _FALLOC_FL_KEEP_SIZE = 0x01

@@ -27,7 +27,7 @@ from keys.server_key import ServerPublicKey, server_keys_from_seed
 
 JOURNALIST = Identity(
     "alice",
-    PrivateKey(hashlib.sha256(b"intake test vector key: alice").digest()),  # alice of envelope-v1.json
+    PrivateKey(hashlib.sha256(b"intake test vector key: alice").digest()),  # alice of envelope-v1.json and envelope-v2.json
     SigningKey(hashlib.sha256(b"intake test vector key: alice signing").digest()),
 )
 SERVER_SEED = hashlib.sha256(b"intake test vector key: server").digest()
