@@ -26,6 +26,8 @@ from pathlib import Path
 import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 import nacl.utils
+from nacl import bindings as sodium
+from nacl.exceptions import RuntimeError as SodiumError
 from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
@@ -158,7 +160,7 @@ class PublicIdentity:
         fields = key_file_fields(lines[1:], _PUBLIC_FIELDS, "public key file")
         if not {"name", "encryption-key", "verify-key"} <= fields.keys():
             raise FormatError("the public key file lacks its name or keys")
-        identity = cls(check_name(fields["name"]), PublicKey(_key32(fields["encryption-key"])), VerifyKey(_key32(fields["verify-key"])))
+        identity = cls(check_name(fields["name"]), x25519_public_key(_key32(fields["encryption-key"]), "the public key file's encryption key"), VerifyKey(_key32(fields["verify-key"])))
         # Files written before fingerprint v2 carry a v1 line: still a check of the keys.
         written = fields.get("fingerprint", "").upper()
         if written and written not in (identity.fingerprint, fingerprint_v1(bytes(identity.encryption_key), bytes(identity.verify_key))):
@@ -182,6 +184,21 @@ class PublicIdentity:
 
 def _key32(text: str) -> bytes:
     return b64_key(text, 32, "a key in the public key file")
+
+
+_FIELD_PRIME = 2**255 - 19
+
+
+def x25519_public_key(key: bytes, what: str) -> PublicKey:
+    """An X25519 public key as libsodium makes them: written below 2^255 - 19, and not of small
+    order. Envelopes sealed to any other would be refused, or unreadable to whoever holds it."""
+    try:
+        usable = int.from_bytes(key, "little") < _FIELD_PRIME and bool(sodium.crypto_scalarmult(b"\x01" * 32, key))
+    except SodiumError:  # libsodium refuses a point of small order: the product would be zeros
+        usable = False
+    if not usable:
+        raise FormatError(f"{what} is not an X25519 public key that a secret key could have made")
+    return PublicKey(key)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

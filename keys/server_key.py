@@ -33,7 +33,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from keys.errors import FormatError, UnknownServerError, UnsupportedVersionError
 from keys.files import write_new_file
-from keys.identity import MAX_PUBLIC_FILE, format_fingerprint, key_file_fields, key_file_lines
+from keys.identity import MAX_PUBLIC_FILE, format_fingerprint, key_file_fields, key_file_lines, x25519_public_key
 from keys.strict_json import b64_key
 
 SERVER_HEADER = "intake-server-key v1"
@@ -92,7 +92,7 @@ class ServerPublicKey:
         if fields.keys() != _FIELDS:
             raise FormatError("the server key file lacks its keys or fingerprint")
         key = cls(VerifyKey(b64_key(fields["verify-key"], 32, "the server's verify key")),
-                  PublicKey(b64_key(fields["encryption-key"], 32, "the server's encryption key")))
+                  x25519_public_key(b64_key(fields["encryption-key"], 32, "the server's encryption key"), "the server's encryption key"))
         if fields["fingerprint"].upper() != key.fingerprint:
             raise FormatError("the server key file's fingerprint does not match its keys")
         return key

@@ -9,6 +9,7 @@ import stat
 import struct
 
 import pytest
+from nacl.public import PrivateKey
 
 from keys.errors import BadPassphraseError, FormatError, TruncatedError, UnsupportedVersionError
 from keys.identity import (
@@ -196,6 +197,30 @@ def test_swapped_key_in_public_file_is_caught_by_the_fingerprint(alice, bob):
 def test_malformed_public_files_are_refused(text, error):
     with pytest.raises(FormatError, match=error):
         PublicIdentity.from_text(text)
+
+
+def _public_text_with_encryption_key(key: bytes) -> str:
+    text = "intake-public-key v1\nname: alice\n"
+    text += f"encryption-key: {base64.b64encode(key).decode()}\nverify-key: {base64.b64encode(bytes(32)).decode()}\n"
+    return text
+
+
+@pytest.mark.parametrize("key", [
+    bytes(32),  # the point of order 1 (zeros): every key agreement with it gives zeros, which libsodium refuses
+    (1).to_bytes(32, "little"),  # order 4
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),  # order 8
+    (2**255 - 19).to_bytes(32, "little"),  # p itself: zero again, not written in its canonical form
+    (2**255 - 19 + 9).to_bytes(32, "little"),  # the base point, non-canonical
+    (9 + 2**255).to_bytes(32, "little"),  # the base point with bit 255 set, which X25519 ignores
+], ids=["zero", "order-4", "order-8", "p", "p-plus-9", "bit-255"])
+def test_an_encryption_key_no_secret_key_could_have_made_is_refused(key):
+    """libsodium makes public keys below 2^255 - 19 and never of small order. Any other key is not
+    one a journalist holds the secret of: every upload would be refused (the envelope writer
+    refuses small orders) or sealed in stanzas its holder cannot find (its nonce names its key as
+    written), so registering it must fail."""
+    with pytest.raises(FormatError, match="not an X25519 public key"):
+        PublicIdentity.from_text(_public_text_with_encryption_key(key))
+    assert PublicIdentity.from_text(_public_text_with_encryption_key(bytes(PrivateKey.generate().public_key)))
 
 
 def test_oversized_public_file_is_refused(tmp_path):

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -268,6 +269,8 @@ def test_trust_server_asks_when_no_fingerprint_is_given(capsys, tmp_path, monkey
         (lambda t: t.replace("fingerprint: ", "fingerprint: AAAA"), "does not match"),
         (lambda t: t + "verify-key: x\n", "repeated"),
         (lambda t: t.replace("\nverify-key", "\u2028verify-key"), "lacks"),
+        # A server box key of small order: every reply's routing would be refused or unreadable.
+        (lambda t: re.sub(r"encryption-key: \S+", "encryption-key: " + base64.b64encode(bytes(32)).decode(), t), "not an X25519 public key"),
     ],
 )
 def test_hostile_server_key_files_are_refused(capsys, tmp_path, edit, error):
