@@ -190,14 +190,14 @@ _FIELD_PRIME = 2**255 - 19
 
 
 def x25519_public_key(key: bytes, what: str) -> PublicKey:
-    """An X25519 public key as libsodium makes them: written below 2^255 - 19, and not of small
-    order. Envelopes sealed to any other would be refused, or unreadable to whoever holds it."""
+    """An X25519 public key written below 2^255 - 19 and not of small order, as every key libsodium
+    makes is. (Not checked: that it lies on the curve with prime order; the fingerprint guards that.)"""
     try:
-        usable = int.from_bytes(key, "little") < _FIELD_PRIME and bool(sodium.crypto_scalarmult(b"\x01" * 32, key))
+        usable = int.from_bytes(key, "little") < _FIELD_PRIME and sodium.crypto_scalarmult(b"\x01" * 32, key) != bytes(32)
     except SodiumError:  # libsodium refuses a point of small order: the product would be zeros
         usable = False
     if not usable:
-        raise FormatError(f"{what} is not an X25519 public key that a secret key could have made")
+        raise FormatError(f"{what} is not an X25519 public key: of small order, or not written below 2^255 - 19")
     return PublicKey(key)
 
 

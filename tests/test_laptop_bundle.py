@@ -84,6 +84,14 @@ def test_it_installs_and_decrypts_with_no_network(stick, tmp_path, alice, alice_
     release = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     version = offline(str(venv / "bin" / "intake-keys"), "--version", env=env)
     assert (version.returncode, version.stdout, version.stderr) == (0, f"intake-keys {release}\n", "")
+    # Installed again into the same folder, the stick's wheels replace what is there, even under the
+    # same release number (pip would otherwise keep the installed files).
+    (installed_cli,) = venv.glob("lib/python*/site-packages/keys/cli.py")
+    original = installed_cli.read_bytes()
+    installed_cli.write_text("raise SystemExit('an older toolkit')\n")
+    again = offline("sh", str(stick / "install.sh"), str(venv), env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert installed_cli.read_bytes() == original
 
 
 def test_a_tampered_stick_is_refused_before_anything_is_installed(stick, tmp_path):
