@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from nacl import bindings as sodium
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
@@ -85,16 +86,15 @@ def seal_submission(submission: Submission, recipients: Sequence[Identity]) -> b
 def seal_v1(body: bytes, recipients: Sequence, meta: envelope.Metadata) -> bytes:
     """A version-1 envelope, written from SECURITY.md section 3 with PyNaCl alone (keys.envelope
     no longer writes version 1; it must still read what was stored and exported before)."""
-    from nacl import bindings as sodium
-
     content = meta.encode() + body  # u16 record length | record | body
     padded = envelope.padded_size(len(content))
     file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, file_key)
     header = envelope.MAGIC + bytes([1, len(recipients)]) + b"".join(sodium.crypto_box_seal(file_key, bytes(pk)) for pk in recipients) + stream_header
-    out, slot, position = [header], envelope.SLOT_CAPACITY, 0
-    capacities = [slot] * (-(-padded // slot) - 1) + [padded - slot * (-(-padded // slot) - 1)]
+    full_messages = -(-padded // envelope.SLOT_CAPACITY) - 1  # every message but the last is full
+    capacities = [envelope.SLOT_CAPACITY] * full_messages + [padded - envelope.SLOT_CAPACITY * full_messages]
+    out, position = [header], 0
     for i, capacity in enumerate(capacities):
         used = content[position : position + capacity]
         position += len(used)
