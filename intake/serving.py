@@ -20,7 +20,6 @@ takes effect between steps, never half-way through starting a process.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,30 @@ from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, OnionServices, TorError
 TOR_MODES = ("launch", "system", "offline", "none")
 DEFAULT_BOOTSTRAP_TIMEOUT = 120.0
 _WATCH_INTERVAL = 0.5
+
+
+class _SignalFlag:
+    """What a signal handler asks for, without a lock. A handler runs in the main thread between
+    two bytecodes, possibly while that thread holds a threading.Event's lock (inside its wait());
+    Event.set() from the handler then waits for that lock for ever. A plain attribute is set
+    atomically, and the main loop looks at it every _WATCH_INTERVAL."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        if not self._set:
+            time.sleep(timeout)  # a signal's handler runs during the sleep, which then goes on (PEP 475)
+        return self._set
 # How often intake tries the system tor's control socket again after losing it.
 _RECONNECT_INTERVAL = 2.0
 SOCKET_DIR_NAME = "sockets"
@@ -101,8 +124,8 @@ class TipLine:
         self.onions: OnionServices | None = None
         self._retention: PurgeSchedule | None = None
         self._file_times: FileTimesTicker | None = None
-        self._stop_requested = threading.Event()
-        self._reload_requested = threading.Event()
+        self._stop_requested = _SignalFlag()
+        self._reload_requested = _SignalFlag()
 
     # -- the whole life --
 

@@ -240,3 +240,42 @@ def test_without_a_port_intake_serve_opens_no_tcp_listener(settings: Settings):
     finally:
         assert serve.stop() == 0, serve.output
     assert not (settings.data_dir / "sockets" / "source.sock").exists()  # gunicorn removed them
+
+
+def test_a_stop_signal_is_heard_whatever_the_serving_loop_was_doing(settings: Settings):
+    """A signal's handler runs in the main thread between any two of its bytecodes, so also in the
+    middle of the serving loop's wait. Here the handler is called at each line of that wait in turn:
+    once (a real SIGTERM under load, tests/test_serve_tor.py) it waited for ever for a lock the
+    interrupted wait held, and intake ignored SIGTERM and every signal after it."""
+    import sys
+
+    from intake.serving import TipLine
+
+    tip_line = TipLine(settings.data_dir)
+    for moment in range(1, 40):
+        tip_line._stop_requested.clear()
+        delivered = []
+
+        def wait_with_a_signal_at_the_moment(moment: int = moment) -> None:
+            lines = 0
+
+            def on_line(frame, event, _arg):
+                nonlocal lines
+                if event == "line" and not delivered:
+                    lines += 1
+                    if lines == moment:
+                        delivered.append(True)
+                        tip_line._on_signal(signal.SIGTERM, None)
+                return on_line
+
+            sys.settrace(lambda frame, event, arg: on_line if event == "call" else None)
+            try:
+                tip_line._stop_requested.wait(0.01)
+            finally:
+                sys.settrace(None)
+
+        waiting = threading.Thread(target=wait_with_a_signal_at_the_moment, daemon=True)
+        waiting.start()
+        waiting.join(5)
+        assert not waiting.is_alive(), f"the handler called at line {moment} of the wait never returned"
+        assert tip_line._stop_requested.is_set() == bool(delivered), moment
