@@ -78,6 +78,7 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import random
 import shutil
 import socket
 import struct
@@ -194,9 +195,18 @@ class Response:
 # --- tor processes ------------------------------------------------------------------
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, and below the kernel's range for outgoing connections: a port from that
+    range (what binding port 0 hands out) can be taken by any client's connection before tor binds
+    it, which once failed the whole network ("Address already in use")."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _tor_binaries() -> tuple[str, str]:
