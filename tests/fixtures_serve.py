@@ -14,7 +14,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port  # noqa: F401 (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 INTAKE = [sys.executable, "-c", "from intake.cli import main; main()"]
@@ -40,12 +41,6 @@ def intake_tor_defaults_to_none() -> Iterator[None]:
             os.environ.pop("INTAKE_TOR", None)
         else:
             os.environ["INTAKE_TOR"] = previous
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def process_state(pid: int) -> str | None:

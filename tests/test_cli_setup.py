@@ -24,6 +24,7 @@ from intake.server_identity import load_server_signing_key
 from intake.setup import DEMO_JOURNALIST_DIR, SetupError, ensure_demo_instance, init_data_dir
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, NotInitialisedError, Store
 from tests.fixtures_store import make_journalist
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 INTAKE = [sys.executable, "-c", "from intake.cli import main; main()"]
@@ -229,12 +230,6 @@ def test_demo_instance_is_labelled_reused_and_usable(tmp_path: Path):
     assert recipient.public_key == bytes(identity.private_key.public_key)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(INTAKE + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -260,9 +255,9 @@ def _stop(process: subprocess.Popen) -> int:
 
 @pytest.mark.slow
 def test_serve_prints_its_url_serves_and_stops_on_sigterm(settings):
-    port = _free_port()
+    port = free_port()
     process = _start(["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(port),
-                      "--journalist-port", str(_free_port())], REPO)
+                      "--journalist-port", str(free_port())], REPO)
     try:
         output = _read_until(process, "Ctrl-C")
         url = f"http://127.0.0.1:{port}/"
@@ -278,9 +273,9 @@ def test_serve_prints_its_url_serves_and_stops_on_sigterm(settings):
 
 @pytest.mark.slow
 def test_demo_sets_itself_up_and_prints_where_to_submit_and_how_to_decrypt(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     process = _start(["demo", "--dir", str(tmp_path / "demo"), "--port", str(port),
-                      "--journalist-port", str(_free_port())], tmp_path)
+                      "--journalist-port", str(free_port())], tmp_path)
     try:
         output = _read_until(process, "Ctrl-C stops the server")
         url = f"http://127.0.0.1:{port}/"

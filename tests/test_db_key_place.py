@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
 WARNING = "WARNING: the database key is inside the data dir"
@@ -59,19 +60,13 @@ def test_a_key_outside_the_data_dir_brings_no_warning(tmp_path: Path, journalist
     assert status.returncode == 0 and status.stderr == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_serve_warns_when_the_key_is_beside_the_database(tmp_path: Path, journalists, env):
     data = tmp_path / "data"
     assert intake("init", "--yes", "--data", data, "--journalist-key", journalists[0][1], "--db-key-in-data-dir",
                   cwd=tmp_path, env=env).returncode == 0
-    serve = subprocess.Popen(["intake", "serve", "--data", str(data), "--no-tor", "--port", str(_free_port()),
-                              "--journalist-port", str(_free_port())],
+    serve = subprocess.Popen(["intake", "serve", "--data", str(data), "--no-tor", "--port", str(free_port()),
+                              "--journalist-port", str(free_port())],
                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         first_line = serve.stderr.readline()

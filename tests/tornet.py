@@ -78,7 +78,6 @@ from __future__ import annotations
 import base64
 import http.client
 import os
-import random
 import shutil
 import socket
 import struct
@@ -90,6 +89,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from tests.ports import free_port
 
 RELAYS = 3
 NETWORK_TIMEOUT = 90.0
@@ -193,21 +194,6 @@ class Response:
 
 
 # --- tor processes ------------------------------------------------------------------
-
-def _free_port() -> int:
-    """A port free now, and below the kernel's range for outgoing connections: a port from that
-    range (what binding port 0 hands out) can be taken by any client's connection before tor binds
-    it, which once failed the whole network ("Address already in use")."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(10_000, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-
 
 def _tor_binaries() -> tuple[str, str]:
     """Paths of tor and tor-gencert."""
@@ -452,7 +438,7 @@ class TorNetwork:
         # 1. Authority keys: v3 identity (tor-gencert) and relay identity, in parallel.
         auth_dir = self._node_dir("auth")
         (auth_dir / "keys").mkdir(mode=0o700)
-        auth_or, auth_dir_port = _free_port(), _free_port()
+        auth_or, auth_dir_port = free_port(), free_port()
         gencert = subprocess.Popen(
             [gencert_binary, "--create-identity-key", "--passphrase-fd", "0", "-m", "12",
              "-a", f"127.0.0.1:{auth_dir_port}",
@@ -520,7 +506,7 @@ class TorNetwork:
 
         # 4. The client, once the consensus is complete.
         d = self._node_dir("client")
-        self.socks_port = _free_port()
+        self.socks_port = free_port()
         client = TorNode("client", d, "\n".join(self._common("client", d) + [
             f"SocksPort 127.0.0.1:{self.socks_port} ExtendedErrors",
             f'ControlSocket unix:"{d / "control"}"',
@@ -557,7 +543,7 @@ class TorNetwork:
         d = self._node_dir(name)
         return TorNode(name, d, "\n".join(self._common(name, d) + [
             "SocksPort 0",
-            f"ORPort 127.0.0.1:{_free_port()}",
+            f"ORPort 127.0.0.1:{free_port()}",
             "Address 127.0.0.1",
             "AssumeReachable 1",
             "DirCache 0",
