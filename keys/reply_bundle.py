@@ -32,7 +32,7 @@ from keys.bundle import MAX_SOURCE_ID, SOURCE_ID
 from keys.envelope import Metadata, read_exact
 from keys.errors import BadSignatureError, FormatError, TruncatedError, UnknownSignerError, UnsupportedVersionError
 from keys.files import PendingFile
-from keys.identity import Identity, check_name
+from keys.identity import Identity, check_name, x25519_public_key
 
 REPLY_MAGIC = b"INTAKE-R"
 VERSION = 2
@@ -63,7 +63,11 @@ class VerifiedReplies:
 
 
 def seal_reply(text: str, source_reply_key: PublicKey | bytes) -> bytes:
-    """Seal a reply's text to the source's reply public key (envelope kind "reply")."""
+    """Seal a reply's text to the source's reply public key (envelope kind "reply").
+
+    The key came from the server: one of small order would be refused by the envelope, and one
+    written at or above 2^255 - 19 would seal a reply its source could never open."""
+    source_reply_key = x25519_public_key(bytes(source_reply_key), "the source's reply key")
     body = text.encode("utf-8")
     sealed = envelope.encrypt_bytes(body, [source_reply_key], Metadata("reply", content_type="text/plain; charset=utf-8", length=len(body)))
     if len(sealed) > MAX_REPLY_ENVELOPE:

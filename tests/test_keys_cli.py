@@ -612,7 +612,14 @@ def test_reply_errors_are_one_line(capsys, tmp_path, alice_files):
     record = {"source_id": "s", "designation": "d", "reply_public_key": "A" * 43 + "=", "items": []}
     (tmp_path / "source.json").write_text(json.dumps(record))
     code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
-    assert_one_line_error(code, err, "not a usable X25519 public key")  # the all-zero key
+    assert_one_line_error(code, err, "the source's reply key is not an X25519 public key")  # the all-zero key
+    # Written at or above 2^255 - 19 (here with bit 255 set): sealed to, it would be opened by no one.
+    usable = bytes(PrivateKey.generate().public_key)
+    record["reply_public_key"] = __import__("base64").b64encode(usable[:31] + bytes([usable[31] | 0x80])).decode()
+    (tmp_path / "source.json").write_text(json.dumps(record))
+    code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
+    assert_one_line_error(code, err, "the source's reply key is not an X25519 public key")
+    assert not (tmp_path / "r.bundle").exists()
     record["reply_public_key"] = __import__("base64").b64encode(bytes(PrivateKey.generate().public_key)).decode()
     (tmp_path / "source.json").write_text(json.dumps(record))
     code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "   ", *common)
