@@ -1,9 +1,11 @@
-"""Generate tests/vectors/bundles-v2.json: one export bundle (version 2, signed) and one reply
-bundle (version 2, routing sealed to the server). Run once; encryption is randomised, so
-re-running makes different but equally valid vectors. Keys are fixed and public: never use
-them for anything else.
+"""Generate tests/vectors/bundles-v2.json: export bundles (version 2, signed) and reply bundles
+(version 2, routing sealed to the server), one of each whose envelopes are version 2 (as
+written today) and one of each whose envelopes are version 1 (as written before release 0.2.0;
+today's writers cannot make them, so a re-run keeps those two from the file as it is). Run
+once; encryption is randomised, so re-running makes different but equally valid vectors. Keys
+are fixed and public: never use them for anything else.
 
-    PYTHONPATH=. .venv/bin/python tests/vectors/make_bundle_vectors.py > tests/vectors/bundles-v2.json
+    PYTHONPATH=. .venv/bin/python tests/vectors/make_bundle_vectors.py              # rewrites tests/vectors/bundles-v2.json
     PYTHONPATH=. .venv/bin/python tests/vectors/make_bundle_vectors.py --markdown   # part of section 9 of SECURITY.md
 
 tests/test_vectors.py reads both vectors with the published keys and checks that SECURITY.md
@@ -24,6 +26,8 @@ from nacl.signing import SigningKey
 from keys import bundle, envelope, reply_bundle
 from keys.identity import Identity
 from keys.server_key import ServerPublicKey, server_keys_from_seed
+
+VECTORS = Path(__file__).parent / "bundles-v2.json"
 
 JOURNALIST = Identity(
     "alice",
@@ -63,6 +67,7 @@ def main() -> None:
     signing, box = server_keys_from_seed(SERVER_SEED)
     server = ServerPublicKey.from_seed(SERVER_SEED)
     export, reply = _export(), _reply()
+    before = json.loads(VECTORS.read_text())  # the bundles with version-1 envelopes, kept
     doc = {
         "format": "intake bundles v2",
         "keys": {
@@ -76,7 +81,10 @@ def main() -> None:
                        "fingerprint": server.fingerprint, "public_file": server.to_text()},
             "source": {"x25519_secret": bytes(SOURCE).hex(), "x25519_public": bytes(SOURCE.public_key).hex()},
         },
-        "export": {
+        "export": {"envelope_version": 1, **before["export"]},
+        "reply": {"envelope_version": 1, **before["reply"]},
+        "export_with_v2_envelopes": {
+            "envelope_version": 2,
             "sources": [{"source_id": "src-1", "designation": "brave otter", "reply_public_key": bytes(SOURCE.public_key).hex(),
                          "items": [{"item_id": "sub-1", "kind": "message", "received_day": "2026-11-28", "recipients": ["alice"],
                                     "name": None, "type": "text/plain; charset=utf-8", "body_hex": MESSAGE.hex()},
@@ -87,7 +95,8 @@ def main() -> None:
             "signed_blake2b_512": hashlib.blake2b(export[: -(9 + bundle.SIGNATURE_ENTRY_LENGTH)], digest_size=64).hexdigest(),
             "hex": export.hex(),
         },
-        "reply": {
+        "reply_with_v2_envelopes": {
+            "envelope_version": 2,
             "signer": "alice",
             "replies": [{"source_id": "src-1", "text": REPLY}],
             "size": len(reply),
@@ -95,13 +104,19 @@ def main() -> None:
             "hex": reply.hex(),
         },
     }
-    json.dump(doc, sys.stdout, indent=1, ensure_ascii=False)
-    sys.stdout.write("\n")
+    pending = VECTORS.with_suffix(".json.new")
+    pending.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    pending.replace(VECTORS)
+
+
+def _described(vector: dict, signed: bool = False) -> str:
+    text = f"{vector['size']} bytes, SHA-256 `{vector['sha256']}`"
+    return text + (f"; the BLAKE2b-512 its signature covers is `{vector['signed_blake2b_512']}`" if signed else "")
 
 
 def markdown() -> str:
     """The bundle vectors' part of SECURITY.md, from the published JSON file."""
-    doc = json.loads((Path(__file__).parent / "bundles-v2.json").read_text())
+    doc = json.loads(VECTORS.read_text())
     keys = doc["keys"]
     journalist, server, source = keys["journalist"], keys["server"], keys["source"]
     out = [
@@ -118,15 +133,17 @@ def markdown() -> str:
         f"                  fingerprint    {server['fingerprint']}",
         f"source            x25519 secret  {source['x25519_secret']}",
         "```\n",
-        f"**Export bundle vector.** One source `src-1` (\"brave otter\", reply key = the source key above) with a message "
+        f"**Export bundle vectors.** One source `src-1` (\"brave otter\", reply key = the source key above) with a message "
         f"(`{doc['export']['sources'][0]['items'][0]['body_hex']}`, type `text/plain; charset=utf-8`) and a file "
         f"`minutes.pdf` (2000 bytes, byte i = (7·i + 3) mod 256, type `application/pdf`), both received 2026-11-28 and "
-        f"sealed to alice; signed by the server key above. {doc['export']['size']} bytes, SHA-256 "
-        f"`{doc['export']['sha256']}`; the BLAKE2b-512 its signature covers is `{doc['export']['signed_blake2b_512']}`.\n",
-        f"**Reply bundle vector.** Signed by alice; one reply to `src-1` (routing sealed to the server's X25519 key), "
-        f"text \"{doc['reply']['replies'][0]['text']}\" sealed to the source key. {doc['reply']['size']} bytes, SHA-256 "
-        f"`{doc['reply']['sha256']}`.\n",
-        "The full hex of both bundles is in the JSON file.",
+        f"sealed to alice; signed by the server key above. With envelopes of version 2 (`export_with_v2_envelopes`): "
+        f"{_described(doc['export_with_v2_envelopes'], signed=True)}. With envelopes of version 1 (`export`): "
+        f"{_described(doc['export'], signed=True)}.\n",
+        f"**Reply bundle vectors.** Signed by alice; one reply to `src-1` (routing sealed to the server's X25519 key), "
+        f"text \"{doc['reply']['replies'][0]['text']}\" sealed to the source key. With an envelope of version 2 "
+        f"(`reply_with_v2_envelopes`): {_described(doc['reply_with_v2_envelopes'])}. With an envelope of version 1 "
+        f"(`reply`): {_described(doc['reply'])}.\n",
+        "The full hex of the four bundles is in the JSON file.",
     ]
     return "\n".join(out)
 
