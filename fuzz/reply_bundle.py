@@ -23,7 +23,7 @@ with atheris.instrument_imports():
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from keys.envelope import MAGIC, VERSION
+from keys.envelope import MAGIC, READ_VERSIONS
 from keys.identity import Identity
 from keys.server_key import ServerPublicKey, server_keys_from_seed
 
@@ -42,7 +42,8 @@ def authentic(provider: atheris.FuzzedDataProvider) -> bytes:
             routing = reply_bundle.seal_routing(source_id, SERVER_PUBLIC.encryption_key)
         except (KeysError, ValueError):
             routing = provider.ConsumeBytes(176).ljust(176, b"\0")
-        sealed = MAGIC + bytes([VERSION]) + provider.ConsumeBytes(provider.ConsumeIntInRange(0, 4096))
+        version = READ_VERSIONS[provider.ConsumeIntInRange(0, len(READ_VERSIONS) - 1)]  # old laptops still write version 1
+        sealed = MAGIC + bytes([version]) + provider.ConsumeBytes(provider.ConsumeIntInRange(0, 4096))
         replies.append(reply_bundle.SealedReply(routing, sealed))
     out = io.BytesIO()
     try:
