@@ -19,6 +19,7 @@ from pathlib import Path
 
 from intake.server import APP_FACTORY, JOURNALIST_APP_FACTORY
 from soak.newsroom import BIN, Newsroom
+from tests.ports import free_port
 
 RESTART_SEC = 5.0  # deploy/intake.service
 TIMEOUT_STOP_SEC = 30.0
@@ -30,12 +31,6 @@ KILL_KINDS = {  # kind: weight
     "journalist gunicorn master": 1,
     "intake serve": 2,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _accepts(port: int) -> bool:

@@ -56,6 +56,8 @@ def test_the_export_vector_verifies_and_decrypts_to_the_published_contents(name)
     server = ServerPublicKey.from_text(KEYS["server"]["public_file"])
     export = bundle.ExportBundle(io.BytesIO(data))
     assert export.verify({bytes(server.verify_key): server}) == server
+    manifest = export.manifest_entry
+    assert data[manifest.offset : manifest.offset + 9] == envelope.MAGIC + bytes([vector["envelope_version"]])
     alice = journalist()
     (source,) = export.read_manifest(alice)
     (expected,) = vector["sources"]

@@ -8,7 +8,7 @@ are fixed and public: never use them for anything else.
     PYTHONPATH=. .venv/bin/python tests/vectors/make_bundle_vectors.py              # rewrites tests/vectors/bundles-v2.json
     PYTHONPATH=. .venv/bin/python tests/vectors/make_bundle_vectors.py --markdown   # part of section 9 of SECURITY.md
 
-tests/test_vectors.py reads both vectors with the published keys and checks that SECURITY.md
+tests/test_vectors.py reads the four bundles with the published keys and checks that SECURITY.md
 prints what the JSON file holds.
 """
 
@@ -84,7 +84,7 @@ def main() -> None:
         "export": {"envelope_version": 1, **before["export"]},
         "reply": {"envelope_version": 1, **before["reply"]},
         "export_with_v2_envelopes": {
-            "envelope_version": 2,
+            "envelope_version": envelope.VERSION,
             "sources": [{"source_id": "src-1", "designation": "brave otter", "reply_public_key": bytes(SOURCE.public_key).hex(),
                          "items": [{"item_id": "sub-1", "kind": "message", "received_day": "2026-11-28", "recipients": ["alice"],
                                     "name": None, "type": "text/plain; charset=utf-8", "body_hex": MESSAGE.hex()},
@@ -96,7 +96,7 @@ def main() -> None:
             "hex": export.hex(),
         },
         "reply_with_v2_envelopes": {
-            "envelope_version": 2,
+            "envelope_version": envelope.VERSION,
             "signer": "alice",
             "replies": [{"source_id": "src-1", "text": REPLY}],
             "size": len(reply),
