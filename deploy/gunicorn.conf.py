@@ -40,7 +40,7 @@ import logging
 import os
 import signal
 
-from intake.body_pace import worker_limits_from_environment
+from intake.body_pace import count_from_environment, worker_limits_from_environment
 from intake.config import limits_from_environment
 from intake.child_processes import die_with_parent
 from intake.logs import redact
@@ -59,12 +59,12 @@ bind = [os.environ.get("INTAKE_BIND", "127.0.0.1:8080")]
 # request line, malformed headers) with intake's strict headers and no echo of the request.
 worker_class = "intake.gunicorn_worker.IntakeGeventWorker"
 # One process per core: each gevent worker is one event-loop thread (plus KDF threads).
-workers = int(os.environ.get("INTAKE_WORKERS", str(os.cpu_count() or 1)))
+workers = count_from_environment("INTAKE_WORKERS", os.cpu_count() or 1)
 # A waiting connection costs a greenlet and a file descriptor (~40 KiB measured, see
 # docs/worker-model.md); what is costly (a store, an upload, a derivation) has its own
 # cap in the app. 2 workers x 1500 hold 2,000 slow clients with room for real sources.
 # Needs a file limit above it (deploy/intake.service: LimitNOFILE).
-worker_connections = int(os.environ.get("INTAKE_WORKER_CONNECTIONS", "1500"))
+worker_connections = count_from_environment("INTAKE_WORKER_CONNECTIONS", 1500)
 # Request bodies: minimum rate and deadline, and tor's circuit ids (intake.body_pace).
 # Read here so that a bad value stops the server at once; each worker reads them again.
 worker_limits_from_environment()

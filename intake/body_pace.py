@@ -70,6 +70,11 @@ def _number(env: dict[str, str], name: str, default: float, kind: type, minimum:
     return value
 
 
+def count_from_environment(name: str, default: int, env: dict[str, str] | None = None) -> int:
+    """A whole number of at least 1 from the environment (workers, connections per worker)."""
+    return _number(dict(os.environ if env is None else env), name, default, int, 1)
+
+
 def worker_limits_from_environment(env: dict[str, str] | None = None) -> WorkerLimits:
     env = dict(os.environ if env is None else env)
     defaults = WorkerLimits()

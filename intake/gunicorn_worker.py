@@ -158,6 +158,12 @@ def take_proxy_line(client: socket.socket, timeout: float) -> tuple[bytes, bytes
         client.settimeout(None)
 
 
+def request_burst(rate: float) -> int:
+    """Requests one circuit may make at once: 4 seconds' worth, and at least one (a rate below
+    0.25 a second would otherwise allow none, and the worker could not start)."""
+    return max(1, int(4 * rate))
+
+
 class IntakeGeventWorker(GeventWorker):
     """The gevent worker (see docs/worker-model.md) with intake's answers to refused
     requests, paced request bodies and, with tor's circuit ids, connections capped per circuit."""
@@ -168,7 +174,7 @@ class IntakeGeventWorker(GeventWorker):
         wsgi.Response = ResponseWithoutServerOrDate
         self.limits: WorkerLimits = worker_limits_from_environment()
         self.connections = CircuitLedger(self.limits.connections_per_circuit, self.cfg.worker_connections,
-                                         rate=self.limits.requests_per_circuit, burst=int(4 * self.limits.requests_per_circuit))
+                                         rate=self.limits.requests_per_circuit, burst=request_burst(self.limits.requests_per_circuit))
         self._collection_due = False
         self._last_collection = 0.0
         super().init_process()

@@ -90,6 +90,10 @@ def test_bodies_below_the_minimum_rate_are_cut_and_those_above_it_arrive(tmp_pat
     [
         ("INTAKE_MAX_UPLOAD_MIB", "lots", "intake: INTAKE_MAX_UPLOAD_MIB must be a whole number of at least 1, not 'lots'"),
         ("INTAKE_BODY_WINDOW_SECONDS", "0", "intake: INTAKE_BODY_WINDOW_SECONDS must be at least 1"),
+        ("INTAKE_WORKERS", "abc", "intake: INTAKE_WORKERS must be a number, not 'abc'"),
+        ("INTAKE_WORKERS", "0", "intake: INTAKE_WORKERS must be at least 1"),
+        ("INTAKE_WORKER_CONNECTIONS", "0", "intake: INTAKE_WORKER_CONNECTIONS must be at least 1"),
+        ("INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND", "0.05", "intake: INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND must be at least 0.1"),
     ],
 )
 def test_a_bad_limit_stops_the_server_at_start_with_one_line(tmp_path: Path, variable: str, value: str, message: str) -> None:
@@ -100,4 +104,15 @@ def test_a_bad_limit_stops_the_server_at_start_with_one_line(tmp_path: Path, var
     result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "wsgi:app"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == message
+    assert result.stderr.strip().splitlines() == [message]  # one line, no traceback
+
+
+def test_a_request_rate_below_one_every_four_seconds_still_serves(tmp_path: Path) -> None:
+    """INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND accepts 0.1; a burst of int(4 x 0.2) = 0 requests
+    made every worker fail at start, and the site answered nothing."""
+    from intake.gunicorn_worker import request_burst
+
+    assert [request_burst(rate) for rate in (0.1, 0.2, 0.25, 1, 4)] == [1, 1, 1, 4, 16]
+    with run_intake_server(tmp_path, env={"INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND": "0.2"}) as server:
+        assert SourceClient(server.url).get("/").status == 200
+        assert "Traceback" not in server.gunicorn.error_log_text()
