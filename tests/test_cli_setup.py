@@ -53,6 +53,10 @@ def test_init_makes_a_private_data_dir_and_registers_journalists(tmp_path: Path,
     assert _mode(data_dir) == 0o700
     for name in ("db.key", "instance.secret", "intake.db"):
         assert _mode(data_dir / name) == 0o600, name
+    # SECURITY.md §2: every file 0600 and every folder 0700, but the server's public key (made to be shown).
+    for path in data_dir.rglob("*"):
+        expected = 0o700 if path.is_dir() else 0o644 if path.name == "server-signing.public" else 0o600
+        assert _mode(path) == expected, (path.relative_to(data_dir), oct(_mode(path)))
     settings = load_settings(data_dir)
     with Store.open(settings) as store:
         assert {j.name for j in store.journalists()} == {"alice", "bob", "carol"}

@@ -156,6 +156,34 @@ def test_header_names_no_recipient():
     assert bytes(KEY.public_key) not in blob
 
 
+def test_stanzas_are_written_in_a_random_order():
+    """SECURITY.md §3: the stanzas' order must not reveal the recipient list's order. Each stanza
+    is found by the recipient whose key opens it; over 40 envelopes to the same three keys, in the
+    same order, each recipient's stanza must be seen in more than one place."""
+    from nacl import bindings as sodium
+    from nacl.exceptions import CryptoError
+
+    keys = [PrivateKey.generate() for _ in range(3)]
+    places: dict[int, set[int]] = {n: set() for n in range(3)}
+    for _ in range(40):
+        out = io.BytesIO()
+        with EnvelopeWriter(out, [k.public_key for k in keys], Metadata("message")) as writer:
+            writer.write(b"x")
+        header = out.getvalue()
+        ephemeral = header[10:42]
+        stanzas = [header[42 + i * envelope.STANZA_SIZE : 42 + (i + 1) * envelope.STANZA_SIZE] for i in range(3)]
+        for n, key in enumerate(keys):
+            nonce = envelope.stanza_nonce(ephemeral, bytes(key.public_key))
+            shared = sodium.crypto_box_beforenm(ephemeral, bytes(key))
+            for place, stanza in enumerate(stanzas):
+                try:
+                    sodium.crypto_box_open_afternm(stanza, nonce, shared)
+                except CryptoError:
+                    continue
+                places[n].add(place)
+    assert all(len(seen) > 1 for seen in places.values()), places
+
+
 @pytest.mark.parametrize("count", [0, envelope.MAX_RECIPIENTS + 1])
 def test_recipient_count_out_of_range_is_refused(count):
     with pytest.raises(ValueError):
