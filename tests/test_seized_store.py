@@ -63,6 +63,18 @@ class Session:
     deleted_reply: bytes  # the envelope of a reply the source read and deleted
 
 
+# What each source's browser and connection say about it (SECURITY.md §1: intake stores no IP
+# address and no user agent): none of it may be found anywhere in the seized copy.
+SOURCE_CLUES = {"REMOTE_ADDR": "203.0.113.77", "HTTP_USER_AGENT": "Mozilla/5.0 (canary-agent-7f3e)",
+                "HTTP_X_FORWARDED_FOR": "198.51.100.23", "HTTP_X_REAL_IP": "192.0.2.41"}
+
+
+def _source_client(app):
+    client = app.test_client()
+    client.environ_base.update(SOURCE_CLUES)
+    return client
+
+
 def _realistic_session(tmp_path: Path) -> Session:
     newsroom = make_newsroom(tmp_path)
     # Small chunks, so a file goes through the slots file in several pieces.
@@ -71,14 +83,14 @@ def _realistic_session(tmp_path: Path) -> Session:
     journalists = newsroom.journalist_app
 
     # Source A: a new codename, a message and a file, then a second visit with a failed login first.
-    first = source_app.test_client()
+    first = _source_client(source_app)
     codename, page = start_as_new_source(first)
     body, content_type = upload_body(csrf_token(page), message="first tip",
                                      files=[("notes.pdf", os.urandom(600_000), "application/pdf")])
     assert post_upload(first, body, content_type).status_code == 303
     first.post("/logout", data={"csrf_token": csrf_token(first.get("/thanks").text)})
     # Source B: a new codename and a message; stays logged in.
-    second = source_app.test_client()
+    second = _source_client(source_app)
     _codename_b, page_b = start_as_new_source(second)
     body, content_type = upload_body(csrf_token(page_b), message="second tip")
     assert post_upload(second, body, content_type).status_code == 303
@@ -89,7 +101,7 @@ def _realistic_session(tmp_path: Path) -> Session:
     reply_key_a = group_a.source.reply_public_key
 
     # Failed logins: a source with a codename that does not exist, a name nobody has, a wrong passphrase.
-    stranger = source_app.test_client()
+    stranger = _source_client(source_app)
     stranger.post("/login", data={"csrf_token": csrf_token(stranger.get("/login").text), "codename": generate_codename()})
     assert sign_in(journalists.test_client(), newsroom.bob, passphrase="wrong " * 7).status_code == 401
     unknown = journalists.test_client()
@@ -197,6 +209,9 @@ def _table_problems(conn, label: str, now: float, deleted_reply: bytes, arrival:
                     problems.append(f"{label}: {table}.{column} = {value!r} reads as a time finer than the day")
                 if isinstance(value, bytes) and deleted_reply[:64] in value:
                     problems.append(f"{label}: {table}.{column} still holds the deleted reply")
+                text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+                problems += [f"{label}: {table}.{column} holds the source's {clue}"
+                             for clue, clue_value in SOURCE_CLUES.items() if clue_value in text]
     return problems
 
 
@@ -206,6 +221,8 @@ def test_a_seized_copy_of_the_data_dir_tells_nothing_finer_than_the_day(tmp_path
     now = time.time()
     # The disk as seized: file times first (copying reads the files, which may change their atime).
     problems = _file_time_problems(settings.data_dir) + _name_problems(settings.data_dir)
+    problems += [f"{path.name} holds the source's {clue} as written" for path in settings.data_dir.rglob("*") if path.is_file()
+                 for clue, value in SOURCE_CLUES.items() if value.encode() in path.read_bytes()]
     copy = tmp_path / "seized"
     shutil.copytree(settings.data_dir, copy, copy_function=shutil.copy2)
     problems += _journal_problems(copy, settings.db_key, session.deleted_reply, tmp_path / "replayed")
