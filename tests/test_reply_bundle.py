@@ -189,3 +189,32 @@ def test_describe_reply_bundle_reports_without_verifying(alice):
     assert not reply_bundle.describe_reply_bundle(io.BytesIO(data[:-69])).signed
     with pytest.raises(TruncatedError):
         reply_bundle.describe_reply_bundle(io.BytesIO(data[:-1]))
+
+
+def test_the_published_limits_are_the_readers_and_the_writers(alice):
+    """SECURITY.md §7: an envelope of 10 bytes to 4 MiB, 10,000 replies, 64 MiB in all."""
+    assert (reply_bundle.MAX_REPLY_ENVELOPE, reply_bundle.MAX_REPLIES, reply_bundle.MAX_REPLY_BUNDLE) == (4 << 20, 10_000, 64 << 20)
+    routing = bytes(reply_bundle.ROUTING_SIZE)
+    smallest = envelope.MAGIC + bytes([envelope.VERSION, 1])  # 10 bytes: what _check_reply lets through at least
+    reply_bundle._check_reply(SealedReply(routing, smallest))
+    reply_bundle._check_reply(SealedReply(routing, smallest.ljust(4 << 20, b"\0")))
+    for wrong in (smallest[:9], smallest.ljust((4 << 20) + 1, b"\0")):
+        with pytest.raises(FormatError, match="oversized or empty"):
+            reply_bundle._check_reply(SealedReply(routing, wrong))
+
+    def unsigned_bundle(count: int) -> bytes:
+        entry = reply_bundle._ENTRY.pack(reply_bundle.ENTRY_REPLY, len(routing) + len(smallest)) + routing + smallest
+        return reply_bundle.REPLY_MAGIC + bytes([reply_bundle.VERSION, 5]) + b"alice" + entry * count
+
+    keys = {"alice": alice.signing_key.verify_key}
+    with pytest.raises(FormatError, match="too many replies"):
+        verify(unsigned_bundle(10_001), {"alice": keys})
+    with pytest.raises(BadSignatureError):  # 10,000 are read to the end, where the signature is missing
+        verify(unsigned_bundle(10_000), {"alice": keys})
+
+
+def test_the_writer_refuses_a_bundle_of_more_than_10000_replies(alice):
+    routing = bytes(reply_bundle.ROUTING_SIZE)
+    smallest = SealedReply(routing, envelope.MAGIC + bytes([envelope.VERSION, 1]))
+    with pytest.raises(FormatError, match="at most 10000 replies"):
+        reply_bundle.write_reply_bundle(io.BytesIO(), alice, [smallest] * 10_001)
