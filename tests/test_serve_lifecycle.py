@@ -19,7 +19,7 @@ import pytest
 from intake.config import Settings
 from intake.store import Store
 from tests.fixtures_serve import ServeProcess, alive, command_line, descendants, free_port, tcp_listeners
-from tests.fixtures_server import SourceClient, Upload, encode_multipart
+from tests.fixtures_server import SourceClient, Upload, encode_multipart, run_intake_server
 from tests.test_faults import Part, acknowledged, post_submission
 
 # Time or memory bounds: one worker runs all such tests in turn, never two at once (scripts/test).
@@ -279,3 +279,17 @@ def test_a_stop_signal_is_heard_whatever_the_serving_loop_was_doing(settings: Se
         waiting.join(5)
         assert not waiting.is_alive(), f"the handler called at line {moment} of the wait never returned"
         assert tip_line._stop_requested.is_set() == bool(delivered), moment
+
+
+def test_workers_stop_when_their_gunicorn_master_is_killed(tmp_path: Path):
+    """docs/operator.md: each gunicorn worker stops if its master is gone (a kill -9 of the master
+    must not leave workers holding the store and the sockets)."""
+    with run_intake_server(tmp_path) as server:
+        workers = server.gunicorn.worker_pids()
+        assert workers and SourceClient(server.url).get("/").status == 200
+        server.gunicorn.process.kill()
+        server.gunicorn.process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if alive(pid)], "workers outlived their master"
