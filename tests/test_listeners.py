@@ -87,6 +87,17 @@ def test_the_sockets_belong_to_tors_group_when_intake_is_in_it(settings: Setting
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("character", [" ", ",", '"', "'", "\\", "\t"])
+def test_every_character_tor_cannot_name_in_a_socket_path_is_refused(tmp_path: Path, character: str):
+    """docs/operator.md: paths with spaces, commas, quotes or backslashes are refused (tor splits
+    HiddenServicePort and ADD_ONION's Port= on them and takes no quotes there)."""
+    from intake.tor import TorError, unix_socket_target
+
+    with pytest.raises(TorError, match="must not contain spaces, commas, quotes or backslashes"):
+        unix_socket_target(tmp_path / f"a{character}b" / "source.sock")
+    assert unix_socket_target(tmp_path / "ab" / "source.sock") == f"unix:{tmp_path / 'ab' / 'source.sock'}"
+
+
 def test_a_socket_path_tor_cannot_name_is_refused_in_one_line(settings: Settings, tmp_path: Path):
     serve = ServeProcess(["serve", "--data", str(settings.data_dir), "--tor", "offline",
                           "--socket-dir", str(tmp_path / "with space"), "--port", str(free_port())])
