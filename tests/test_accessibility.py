@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from nacl.public import PrivateKey
 
 from intake.codename import generate_codename
 from intake.store.newsroom import Newsroom as NewsroomStore
@@ -96,7 +97,7 @@ def servers(tmp_path_factory) -> Iterator[Servers]:
 def _add_a_source_with_a_message(newsroom: Newsroom) -> None:
     with newsroom.store() as store:
         recipients = store.active_recipients()
-        source = store.create_source(os.urandom(32), os.urandom(32))
+        source = store.create_source(os.urandom(32), bytes(PrivateKey.generate().public_key))  # replies are sealed to it
         with store.start_submission(source.id, "message", recipients) as upload:
             upload.write(encrypt_bytes(b"a message sent before the walks", [r.public_key for r in recipients], Metadata("message")))
             upload.commit()
