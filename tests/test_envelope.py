@@ -170,8 +170,10 @@ def test_stanzas_are_written_in_a_random_order():
         with EnvelopeWriter(out, [k.public_key for k in keys], Metadata("message")) as writer:
             writer.write(b"x")
         header = out.getvalue()
-        ephemeral = header[10:42]
-        stanzas = [header[42 + i * envelope.STANZA_SIZE : 42 + (i + 1) * envelope.STANZA_SIZE] for i in range(3)]
+        start = len(envelope.MAGIC) + 2  # after the version and the count
+        ephemeral = header[start : start + envelope.EPHEMERAL_KEY_SIZE]
+        first = start + envelope.EPHEMERAL_KEY_SIZE
+        stanzas = [header[first + i * envelope.STANZA_SIZE : first + (i + 1) * envelope.STANZA_SIZE] for i in range(3)]
         for n, key in enumerate(keys):
             nonce = envelope.stanza_nonce(ephemeral, bytes(key.public_key))
             shared = sodium.crypto_box_beforenm(ephemeral, bytes(key))

@@ -86,7 +86,6 @@ def test_the_sockets_belong_to_tors_group_when_intake_is_in_it(settings: Setting
         assert serve.wait(60) == 0
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("character", [" ", ",", '"', "'", "\\", "\t"])
 def test_every_character_tor_cannot_name_in_a_socket_path_is_refused(tmp_path: Path, character: str):
     """docs/operator.md: paths with spaces, commas, quotes or backslashes are refused (tor splits
@@ -98,6 +97,7 @@ def test_every_character_tor_cannot_name_in_a_socket_path_is_refused(tmp_path: P
     assert unix_socket_target(tmp_path / "ab" / "source.sock") == f"unix:{tmp_path / 'ab' / 'source.sock'}"
 
 
+@pytest.mark.slow
 def test_a_socket_path_tor_cannot_name_is_refused_in_one_line(settings: Settings, tmp_path: Path):
     serve = ServeProcess(["serve", "--data", str(settings.data_dir), "--tor", "offline",
                           "--socket-dir", str(tmp_path / "with space"), "--port", str(free_port())])
