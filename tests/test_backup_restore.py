@@ -278,6 +278,7 @@ def test_an_upload_in_progress_is_left_out_of_the_backup(tmp_path: Path, laptop:
         sealed = encrypt_bytes(os.urandom(600_000), [r.public_key for r in recipients], Metadata("file"))
         with store.start_submission(source.id, "file", recipients) as upload:
             upload.write(sealed[:500_000])  # in flight: its slots written, not committed
+            store._settle()  # those writes run beside the upload: they have ended now
             assert store.counts()["pending uploads"] == 1
             claimed = store._conn.execute("SELECT count(*) FROM slots WHERE submission_id IS NOT NULL").fetchone()[0]
             assert claimed > whole_slots  # the upload in flight holds slots of its own

@@ -209,6 +209,7 @@ settings = load_settings(Path(sys.argv[1]))
 store = Store.open(settings)
 upload = store.start_submission(store.create_source(b"o" * 32, b"p" * 32).id, "file", store.active_recipients())
 upload.write(os.urandom(2 * settings.upload_chunk_bytes + 5))  # chunks stored, whatever the chunk size
+store._settle()  # they are stored beside the upload: the first one's pending row is in now
 os._exit(9)  # dies without aborting, as a killed worker would
 """
 

@@ -642,6 +642,7 @@ settings = load_settings(Path(sys.argv[1]))
 store = Store.open(settings)
 upload = store.start_submission(store.create_source(os.urandom(32), b"p" * 32).id, "file", store.active_recipients())
 upload.write(os.urandom(2 * settings.upload_chunk_bytes + 5))
+store._settle()  # its pieces are stored beside it: the first one's pending row is in now
 os._exit(9)  # killed mid-upload; its parent (this test) does not reap it: a zombie, as after kill -9 of a server
 """
 
@@ -674,6 +675,7 @@ release = Path(sys.argv[2])
 store = Store.open(settings)
 upload = store.start_submission(store.create_source(os.urandom(32), b"p" * 32).id, "file", store.active_recipients())
 upload.write(os.urandom(2 * settings.upload_chunk_bytes + 5))
+store._settle()  # its pieces are stored beside it: the first one's pending row is in now
 
 def stuck():  # stands for a thread stuck in a write on a stalled disk: it may still write
     while not release.exists():

@@ -31,6 +31,7 @@ def _send_at_once(settings: Settings, source: Source, recipients: list[Recipient
                 # recovery or deleting the source would, while the rest is still arriving.
                 upload.write(b"x" * (settings.upload_chunk_bytes + PAST_ANY_HEADER))
                 upload.write(b"the rest")
+                own._settle()  # the first chunk's transaction runs beside the upload: it has ended now
                 own._conn.execute("DELETE FROM submissions WHERE id = ?", (upload.id,))
             else:
                 upload.write(f"message {index}".encode())

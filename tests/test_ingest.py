@@ -486,6 +486,7 @@ def test_another_worker_commits_while_an_upload_is_in_flight(instance):
 
         def meanwhile(reads: int) -> None:
             if reads == 20:  # well into the slow file, with chunks already stored
+                first._settle()  # they are stored beside the upload, on its connection: they have ended now
                 assert first.counts()["pending uploads"] >= 1
                 quick_ids.extend(ingest(second, quick_source, quick_body, content_type).submission_ids)
                 assert [s.id for s in second.submissions(quick_source)] == quick_ids

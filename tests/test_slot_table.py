@@ -113,6 +113,7 @@ def test_an_upload_whose_source_is_deleted_never_writes_into_anothers_slots(sett
         _delete(worker, uploads[0])  # its 64 slots are free again
         deleted = worker.start_submission(spammer.id, "file", recipients)
         deleted.write(os.urandom(8 * MiB + PAST_ANY_HEADER))  # two chunks stored, 16 free slots claimed ahead
+        worker._settle()  # claims and writes run beside the upload; they have ended now
         assert len(deleted._slots) - deleted._used == 16
         assert Newsroom(journalist).delete_source(spammer.id)
         body = os.urandom(11 * MiB)
@@ -121,8 +122,10 @@ def test_an_upload_whose_source_is_deleted_never_writes_into_anothers_slots(sett
             kept = upload.commit()
         with pytest.raises(StoreError, match="removed before it completed"):
             # Its connection still sends: a chunk into the slots it claimed ahead, then the next
-            # claim sees the upload is gone.
+            # claim sees the upload is gone (it runs beside the upload, which hears of it at its
+            # next call at the latest).
             deleted.write(os.urandom(8 * MiB))
+            deleted.commit()
         deleted.abort()
         assert b"".join(other_worker.submission_ciphertext(kept)) == body
         assert not worker._conn.execute("SELECT 1 FROM slots WHERE submission_id IS NULL AND dirty = 1").fetchall()

@@ -165,6 +165,7 @@ def test_a_slow_piece_after_full_chunks_stores_exactly_what_was_written(store: S
 def test_pending_upload_is_invisible_until_commit(store: Store, settings: Settings, source, recipients):
     upload = store.start_submission(source.id, "file", recipients)
     upload.write(os.urandom(2 * settings.upload_chunk_bytes))
+    store._settle()  # its first piece is stored beside the upload: its pending row is in now
     assert store.submissions() == []
     assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 1
     upload.commit()
@@ -213,6 +214,7 @@ store = Store.open(settings)
 (source,) = [store.source_by_lookup(bytes(32))]
 upload = store.start_submission(source.id, "file", store.active_recipients())
 upload.write(os.urandom(3 * settings.upload_chunk_bytes + 5))
+store._settle()  # its pieces are stored beside it: the first one's pending row is in now
 print("written", flush=True)
 sys.stdin.read()  # wait to be killed
 """
@@ -567,6 +569,53 @@ def test_waiting_for_the_write_lock_does_not_freeze_a_gevent_worker(settings: Se
     assert done.returncode == 0, done.stderr[-2000:]
     waited, ticks = done.stdout.split()
     assert float(waited) >= 0.25 and int(ticks) >= 10
+
+
+_SLOW_CLAIM_UNDER_GEVENT = """
+from gevent import monkey
+monkey.patch_all()
+import os, sys, time, gevent
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store, slot_table
+
+blocking_sleep = monkey.get_original("time", "sleep")
+real_claim = slot_table.claim
+def slow_claim(*args):
+    blocking_sleep(0.3)  # a claim's commit on a slow disk: its fsyncs hold the calling thread
+    return real_claim(*args)
+slot_table.claim = slow_claim
+
+settings = load_settings(Path(sys.argv[1]))
+with Store.open(settings) as store:
+    source = store.create_source(os.urandom(32), os.urandom(32))
+    upload = store.start_submission(source.id, "file", store.active_recipients())
+    ticks = []
+    def tick():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.01)
+    gevent.spawn(tick)
+    gevent.sleep(0.05)
+    started = time.monotonic()
+    upload.write(os.urandom(2 * settings.upload_chunk_bytes + 5))  # two claims: the first piece's and the second's
+    upload.commit()
+    took = time.monotonic() - started
+during = [t for t in ticks if t >= started] + [started + took]
+longest = max(later - earlier for earlier, later in zip([started] + during, during))
+print(f"{took:.3f} {longest:.3f}")
+"""
+
+
+def test_an_uploads_slow_claim_does_not_freeze_a_gevent_worker(settings: Settings):
+    """An upload claims its slots in a transaction whose commit waits for the disk (about 20 ms a
+    claim on this VM, far more on a busy one). The worker's other connections (other sources, a
+    journalist) keep being served meanwhile."""
+    done = subprocess.run([sys.executable, "-c", _SLOW_CLAIM_UNDER_GEVENT, str(settings.data_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    took, longest_frozen = map(float, done.stdout.split())
+    assert took >= 0.6 and longest_frozen < 0.15, (took, longest_frozen)
 
 
 def test_a_slots_file_replaced_on_disk_is_opened_again_not_written_through_an_old_descriptor(store: Store, settings: Settings,

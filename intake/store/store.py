@@ -8,9 +8,9 @@ by piece, into slots of the slots file (slots_file.py: plain pwrite of ciphertex
 that is already encrypted to the journalists, no second encryption), which a short
 transaction claims (slot_table.py); it becomes visible in one last short
 transaction, after one fdatasync of the file. A slow upload over Tor therefore
-never holds the database's write lock while it arrives. While one piece is written
-in an OS thread, the caller reads and encrypts the next (at most one write in
-flight per store). Envelopes stored before the slots file (schema 8 and older) are
+never holds the database's write lock while it arrives. While one piece is claimed
+and written in an OS thread, the caller reads and encrypts the next (at most one
+piece in flight per store). Envelopes stored before the slots file (schema 8 and older) are
 read from the blobs database (intake.db-blobs), which nothing writes any more.
 """
 
@@ -157,7 +157,7 @@ class Store:
         # Whole slots: a full chunk fills its slots exactly.
         self._chunk_bytes = max(SLOT_BYTES, settings.upload_chunk_bytes // SLOT_BYTES * SLOT_BYTES)
         self._blobs: Connection | None = None  # opened on first use
-        self._in_flight: Running[None] | None = None  # the one chunk write running in an OS thread
+        self._in_flight: Running[None] | None = None  # the one piece being claimed and written in an OS thread
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
@@ -497,46 +497,56 @@ class Store:
         )
 
     def _append(self, upload: SubmissionWriter, buffer: mmap.mmap, start: int, length: int) -> None:
-        """Store the upload's next piece, ``buffer[start:start + length]``, in the background: its
-        first piece starts with the envelope's header, which goes to the main database with the
-        pending row; the rest fills whole slots of the slots file (a short last piece is padded
-        with random bytes in the buffer, so the slot shows neither where the envelope ends nor its
-        size). Slots are claimed before they are written, in a transaction that also records the
-        pending row first, so every written slot belongs to a row until that row is deleted, and
-        recovery frees it.
+        """Store the upload's next piece, ``buffer[start:start + length]``, in the background (see
+        _store_piece): its first piece starts with the envelope's header, which goes to the main
+        database with the pending row; the rest fills whole slots of the slots file (a short last
+        piece is padded with random bytes in the buffer, so the slot shows neither where the
+        envelope ends nor its size). What goes wrong there is raised by the next call.
         """
         self._settle()  # the write in flight ends (or raises) first
         head = min(upload._header_bytes, length) if not upload._stored else 0
         body = start + head  # on a page boundary (HEADER_ROOM), as O_DIRECT needs
         needed = -(-(length - head) // SLOT_BYTES)
         unwritten = len(upload._slots) - upload._used
-        if head or needed > unwritten:
-            ahead = min(len(upload._slots), _MAX_AHEAD_SLOTS)
+        claim = needed - unwritten + min(len(upload._slots), _MAX_AHEAD_SLOTS) if needed > unwritten else 0
+        slots_file = self._slots()
+        if not upload._stored:
+            upload._written_to = (slots_file, slots_file.sync_failures)
+        upload._stored += length
+        end, padded = start + length, body + needed * SLOT_BYTES
+        if padded > end:
+            buffer[end:padded] = os.urandom(padded - end)
+        # A claim's transaction waits for two fsyncs (about 20 ms on this VM). Run here, under a
+        # gevent worker, it froze every connection of the worker meanwhile.
+        self._in_flight = start_in_os_thread(self._store_piece, upload, slots_file, buffer, start, body, needed, claim)
+
+    def _store_piece(self, upload: SubmissionWriter, slots_file: SlotsFile, buffer: mmap.mmap, start: int, body: int,
+                     needed: int, claim: int) -> None:
+        """_append's work, in an OS thread (the caller settles it before it touches the upload's
+        slots again): claim ``claim`` more slots, then write the piece into the next ``needed``.
+        Slots are claimed before they are written, in a transaction that also records the pending
+        row first (with the envelope's header, the first piece's first bytes), so every written
+        slot belongs to a row until that row is deleted, and recovery frees it."""
+        first = body > start
+        if first or claim:
             with write_transaction(self._conn) as conn:
-                if not head and not conn.execute("SELECT 1 FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,)).fetchone():
+                if not first and not conn.execute("SELECT 1 FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,)).fetchone():
                     raise StoreError("the upload was removed before it completed: please send it again")
-                if head:
+                if first:
                     self._insert_pending(conn, upload, writer=processes.current_writer())
                     conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
                                  (random_rowid(), upload.id, buffer[start:body]))
-                if needed > unwritten:
-                    upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), needed - unwritten + ahead)
+                if claim:
+                    upload._slots += slot_table.claim(conn, upload.id, len(upload._slots), claim)
             # The pages this transaction cached are not needed again until the next claim or the
             # publish, which may be minutes away over Tor (~150 KiB per upload in flight, measured
             # on the blobs branch).
             with translate_errors():
                 self._conn.execute("PRAGMA shrink_memory")
-        if not upload._stored:
-            slots_file = self._slots()
-            upload._written_to = (slots_file, slots_file.sync_failures)
-        upload._stored += length
         if needed:
-            end, padded = start + length, body + needed * SLOT_BYTES
-            if padded > end:
-                buffer[end:padded] = os.urandom(padded - end)
             slots = upload._slots[upload._used : upload._used + needed]
             upload._used += needed
-            self._in_flight = start_in_os_thread(self._slots().write, slots, buffer, body)
+            slots_file.write(slots, buffer, body)
 
     def commit_together(self, uploads: list[SubmissionWriter]) -> tuple[str, ...]:
         """Make several submissions (the parts of one request) visible in one transaction:
