@@ -63,6 +63,7 @@ def test_sources_that_never_submitted_go_others_stay(newsroom: Newsroom, alice_c
         uploading = store.create_source(b"\x05" * 32, b"\x06" * 32)
         in_flight = store.start_submission(uploading.id, "file", store.active_recipients())
         in_flight.write(b"\x00" * (newsroom.settings.upload_chunk_bytes + PAST_ANY_HEADER))  # the first chunk is stored
+        store._settle()  # beside the upload, on the store's connection: it has ended now
         backdate(store, "UPDATE sources SET last_active_day = ?, created_day = ?", 2, day_before(2))
         assert purge(store, RetentionPolicy(unused_source_days=1)).sources == 1
         remaining = {row[0] for row in store._conn.execute("SELECT id FROM sources")}

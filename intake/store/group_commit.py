@@ -1,4 +1,5 @@
-"""Publishing the submissions of many requests in one transaction (group commit).
+"""Publishing the submissions of many requests in one transaction (group commit); a source's
+other writes (a new codename, a session, replies read) go the same way (Store._write).
 
 A submission is acknowledged only once it is durable: its transaction committed (the WAL
 fsynced) and the WAL emptied into the database (connection.empty_wal: more fsyncs). That is
