@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from intake.config import Settings
 from intake.store import Recipient, Source, Store
 from intake.store.connection import Connection
@@ -174,6 +176,27 @@ def test_a_leader_that_leaves_hands_the_queue_on(settings, store):
         for own in stores:
             own.close()
     assert sorted(done) == sorted((i, r) for i in range(16) for r in range(10))
+
+
+def test_a_commit_no_thread_would_take_fails_its_batch_and_the_queue_goes_on(settings, store, monkeypatch):
+    """The leader cannot hand the commit to a thread (none can start, or it is stopped while the
+    pool is full): its batch is told nothing was stored, and the next publish still runs."""
+    group = GroupCommit()
+    ran = []
+    real_start = group_commit.start_in_os_thread
+
+    def no_thread(*_args):
+        monkeypatch.setattr(group_commit, "start_in_os_thread", real_start)  # only this once
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(group_commit, "start_in_os_thread", no_thread)
+    with pytest.raises(StoreError, match="could not store"):
+        group.publish(store._conn, lambda conn: ran.append("first"))
+    after = threading.Thread(target=group.publish, args=(store._conn, lambda conn: ran.append("after")))
+    after.start()
+    after.join(10)
+    assert not after.is_alive(), "the next publish waited for a leader that had gone"
+    assert ran == ["after"]
 
 
 def test_each_process_and_database_has_its_own_queue(settings, tmp_path):

@@ -25,7 +25,7 @@ MiB = 1 << 20
 
 def _table_problems(store: Store) -> list[str]:
     problems = []
-    rows = store._conn.execute("SELECT slot, submission_id, seq, dirty FROM slots ORDER BY slot").fetchall()
+    rows = store._read("SELECT slot, submission_id, seq, dirty FROM slots ORDER BY slot")  # once the piece in flight has ended
     held: dict[str, list[int]] = {}
     for slot, submission_id, seq, dirty in rows:
         if submission_id is not None:
@@ -75,6 +75,7 @@ def test_interleaved_uploads_read_back_exactly_and_never_share_a_slot(store: Sto
 
 
 def _delete(store: Store, submission_id: str) -> None:
+    store._wait_for_piece()  # a claim in flight runs its transaction on this connection
     with write_transaction(store._conn) as conn:
         conn.execute("DELETE FROM submissions WHERE id = ?", (submission_id,))
     store._reclaim_space()

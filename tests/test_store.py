@@ -609,13 +609,46 @@ with Store.open(settings) as store:
 """
 
 
-def _frozen_loop(settings: Settings, script: str) -> tuple[float, float, int]:
-    """(seconds the action took, the longest the loop went without serving the ticker, its ticks meanwhile)."""
+_UPLOADS_WAITING_FOR_THE_LOCK = """
+from tests.fixtures_store import PAST_ANY_HEADER
+from intake.worker_threads import run_in_os_thread
+
+holder = Store.open(settings)
+source_id = holder.create_source(os.urandom(32), os.urandom(32)).id
+run_in_os_thread(holder._conn.execute, "BEGIN IMMEDIATE")  # another worker's long write
+gevent.spawn_later(1.0, run_in_os_thread, holder._conn.execute, "COMMIT")
+def send():
+    with Store.open(settings) as store:
+        upload = store.start_submission(source_id, "file", store.active_recipients())
+        upload.write(os.urandom(settings.upload_chunk_bytes + PAST_ANY_HEADER))  # its first piece: a claim
+        upload.commit()
+senders = [gevent.spawn(send) for _ in range(12)]  # more than gevent's pool has threads
+gevent.sleep(0.2)
+started = time.monotonic()
+run_in_os_thread(lambda: None)  # as a login's key derivation would
+print(f"{time.monotonic() - started:.3f}")
+gevent.joinall(senders, raise_error=True)
+"""
+
+
+def _probe(settings: Settings, script: str) -> list[str]:
     done = subprocess.run([sys.executable, "-c", _FROZEN_LOOP_PROBE + script, str(settings.data_dir)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    took, longest_frozen, ticks = done.stdout.split()
+    return done.stdout.split()
+
+
+def _frozen_loop(settings: Settings, script: str) -> tuple[float, float, int]:
+    """(seconds the action took, the longest the loop went without serving the ticker, its ticks meanwhile)."""
+    took, longest_frozen, ticks = _probe(settings, script)
     return float(took), float(longest_frozen), int(ticks)
+
+
+def test_uploads_waiting_for_the_write_lock_leave_the_workers_threads_free(settings: Settings):
+    """Uploads wait for the write lock on their own greenlets: the worker's few OS threads (a
+    login's key derivation, a publish) are not held while another worker writes."""
+    (waited,) = _probe(settings, _UPLOADS_WAITING_FOR_THE_LOCK)
+    assert float(waited) < 0.2, waited
 
 
 def test_waiting_for_the_write_lock_does_not_freeze_a_gevent_worker(settings: Settings):

@@ -268,12 +268,21 @@ def _begin_immediate(conn: Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(conn.lock_wait_seconds * 1000)}")
 
 
-@contextlib.contextmanager
-def write_transaction(conn: Connection) -> Iterator[Connection]:
-    """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once (no upgrade deadlock), rolls back on error.
-    On the main database the commit is then checkpointed out of the WAL (empty_wal)."""
+def begin_write(conn: Connection) -> None:
+    """Take the write lock (BEGIN IMMEDIATE), waiting as _begin_immediate does; the transaction
+    is then ended by ``write_transaction(conn, begun=True)``, perhaps in another thread."""
     with translate_errors():
         _begin_immediate(conn)
+
+
+@contextlib.contextmanager
+def write_transaction(conn: Connection, *, begun: bool = False) -> Iterator[Connection]:
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock at once (no upgrade deadlock), rolls back on error.
+    On the main database the commit is then checkpointed out of the WAL (empty_wal). ``begun``:
+    the caller took the lock already (begin_write)."""
+    with translate_errors():
+        if not begun:
+            _begin_immediate(conn)
         try:
             yield conn
             conn.execute("COMMIT")  # a failed COMMIT (a foreign key checked at the end) leaves the transaction open

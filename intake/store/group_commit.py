@@ -84,10 +84,17 @@ class GroupCommit:
     def _lead(self, conn: Connection) -> None:
         with self._lock:
             batch, self._waiting = self._waiting, []
-        running = start_in_os_thread(_commit, conn, batch)
         stopped: BaseException | None = None
         try:
-            while True:
+            running = start_in_os_thread(_commit, conn, batch)
+        except BaseException as failure:  # no thread took the commit (stopped while the pool was full, say)
+            running = None
+            if not isinstance(failure, Exception):
+                stopped = failure  # re-raised below, once the others are told
+            for request in batch:  # none of the batch is stored: each is told so, none waits for ever
+                request.error = StoreError("the database could not store this: please send it again")
+        try:
+            while running is not None:
                 try:
                     running.result()
                 except Exception as error:  # the transaction is gone: none of the batch is stored

@@ -37,6 +37,7 @@ from intake.store.connection import (
     Connection,
     DatabaseError,
     IntegrityError,
+    begin_write,
     connect,
     connect_blobs,
     empty_wal,
@@ -192,18 +193,22 @@ class Store:
         except Exception:  # noqa: BLE001 - a write of an upload left unfinished: recover() removes it
             pass
         finally:
-            if self._conn.wal_pending:
-                empty_wal(self._conn)
-            if self._blobs is not None:
-                self._blobs.close()
-                self._blobs = None
-            self._conn.close()
-            settle_file_times(self._settings.data_dir)
+            # A wait cut short leaves the piece in flight on the connection: the process keeps
+            # both until it ends (recovery then removes the upload).
+            if self._in_flight is None or self._in_flight.done():
+                if self._conn.wal_pending:
+                    empty_wal(self._conn)
+                if self._blobs is not None:
+                    self._blobs.close()
+                    self._blobs = None
+                self._conn.close()
+                settle_file_times(self._settings.data_dir)
 
     def end_request(self) -> None:
         """Leave nothing that dates the request: empty the WAL if a reader held up the
         checkpoint after this store's last write (connection.empty_wal), and give the
         files the day's start as their times (file_times.py)."""
+        self._wait_for_piece()
         if self._conn.wal_pending:
             empty_wal(self._conn)
         settle_file_times(self._settings.data_dir)
@@ -245,6 +250,18 @@ class Store:
             self._blobs = _open_blobs(self._settings)
         return self._blobs
 
+    def _wait_for_piece(self) -> None:
+        """Let the piece in flight (its claim runs a transaction on this connection) end before the
+        connection does anything else. Its error, if any, stays for the upload's next call."""
+        running = self._in_flight
+        if running is None:
+            return
+        try:
+            running.result()
+        except Exception:  # noqa: BLE001 - raised by _settle, to the upload
+            return
+        self._in_flight = None
+
     def _settle(self) -> None:
         """Wait for the write in flight, if any; raise what it raised. A wait cut short (the
         request's greenlet killed) leaves the write known as in flight: it still runs."""
@@ -274,6 +291,7 @@ class Store:
                 pass  # the store was closed before the reader let go: nothing to restore
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        self._wait_for_piece()
         with translate_errors():
             return self._conn.execute(sql, params).fetchall()
 
@@ -282,6 +300,7 @@ class Store:
         through intake.store.group_commit, so the commit (its fsyncs: tens of milliseconds on a
         busy disk) runs in an OS thread, where under a gevent worker it freezes no other
         connection, and shares its transaction with other requests writing at the same moment."""
+        self._wait_for_piece()
         done: list[T] = []
         group_for(self._settings.db_path).publish(self._conn, lambda conn: done.append(work(conn)))
         return done[0]
@@ -289,6 +308,7 @@ class Store:
     # Journalists
 
     def register_journalist(self, name: str, public_key: bytes, verify_key: bytes, fingerprint: str) -> Recipient:
+        self._wait_for_piece()
         try:
             with write_transaction(self._conn) as conn:
                 cursor = conn.execute(
@@ -523,16 +543,27 @@ class Store:
         needed = -(-(length - head) // SLOT_BYTES)
         unwritten = len(upload._slots) - upload._used
         claim = needed - unwritten + min(len(upload._slots), _MAX_AHEAD_SLOTS) if needed > unwritten else 0
-        slots_file = self._slots()
-        if not upload._stored:
-            upload._written_to = (slots_file, slots_file.sync_failures)
-        upload._stored += length
-        end, padded = start + length, body + needed * SLOT_BYTES
-        if padded > end:
-            buffer[end:padded] = os.urandom(padded - end)
-        # A claim's transaction waits for two fsyncs (about 20 ms on this VM). Run here, under a
-        # gevent worker, it froze every connection of the worker meanwhile.
-        self._in_flight = start_in_os_thread(self._store_piece, upload, slots_file, buffer, start, body, needed, claim)
+        # A claim's commit waits for two fsyncs (about 20 ms on this VM): run here, under a gevent
+        # worker, it froze every connection of the worker meanwhile, so the OS thread runs it.
+        # The write lock is taken here first: its wait sleeps on this greenlet, where in the
+        # thread it would hold one of the few threads that also derive keys and publish.
+        transaction = bool(head or claim)
+        if transaction:
+            begin_write(self._conn)
+        try:
+            slots_file = self._slots()
+            if not upload._stored:
+                upload._written_to = (slots_file, slots_file.sync_failures)
+            upload._stored += length
+            end, padded = start + length, body + needed * SLOT_BYTES
+            if padded > end:
+                buffer[end:padded] = os.urandom(padded - end)
+            self._in_flight = start_in_os_thread(self._store_piece, upload, slots_file, buffer, start, body, needed, claim)
+        except BaseException:
+            if transaction:
+                with translate_errors():
+                    self._conn.execute("ROLLBACK")
+            raise
 
     def _store_piece(self, upload: SubmissionWriter, slots_file: SlotsFile, buffer: mmap.mmap, start: int, body: int,
                      needed: int, claim: int) -> None:
@@ -540,10 +571,11 @@ class Store:
         slots again): claim ``claim`` more slots, then write the piece into the next ``needed``.
         Slots are claimed before they are written, in a transaction that also records the pending
         row first (with the envelope's header, the first piece's first bytes), so every written
-        slot belongs to a row until that row is deleted, and recovery frees it."""
+        slot belongs to a row until that row is deleted, and recovery frees it. The caller took
+        the write lock for them (begin_write)."""
         first = body > start
         if first or claim:
-            with write_transaction(self._conn) as conn:
+            with write_transaction(self._conn, begun=True) as conn:
                 if not first and not conn.execute("SELECT 1 FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,)).fetchone():
                     raise StoreError("the upload was removed before it completed: please send it again")
                 if first:
@@ -634,10 +666,15 @@ class Store:
             self._settle()
         except Exception:  # noqa: BLE001 - a failed chunk write is often why the upload is discarded
             pass
-        with write_transaction(self._conn) as conn:
+        # Else a write whose wait was cut short may still land: its slots wait for this process to end.
+        nothing_in_flight = self._in_flight is None
+
+        def remove(conn: Connection) -> None:
             conn.execute("DELETE FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,))
-            if self._in_flight is None:  # else a write whose wait was cut short may still land: they wait for this process to end
+            if nothing_in_flight:
                 slot_table.let_go(conn, upload._slots)  # nothing of this upload writes them any more
+
+        self._write(remove)  # an upload cut off over Tor is common: its commit too runs off the loop
         self._reclaim_space()
 
     def recover(self) -> int:
@@ -701,6 +738,7 @@ class Store:
 
     def add_reply(self, source_id: str, journalist_id: int | None, envelope: bytes) -> StoredReply:
         reply = StoredReply(_new_id(), today(), envelope)
+        self._wait_for_piece()
         with write_transaction(self._conn) as conn:
             conn.execute(
                 "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day, position) VALUES (?, ?, ?, ?, ?,"
@@ -745,8 +783,7 @@ class Store:
         self._write(lambda conn: conn.execute("DELETE FROM source_sessions WHERE id = ?", (session_id,)))
 
     def purge_expired_sessions(self) -> int:
-        with write_transaction(self._conn) as conn:
-            return conn.execute("DELETE FROM source_sessions WHERE expires_by_day < ?", (today(),)).rowcount
+        return self._write(lambda conn: conn.execute("DELETE FROM source_sessions WHERE expires_by_day < ?", (today(),)).rowcount)
 
     # Overview
 
