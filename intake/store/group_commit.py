@@ -92,7 +92,7 @@ class GroupCommit:
             if not isinstance(failure, Exception):
                 stopped = failure  # re-raised below, once the others are told
             for request in batch:  # none of the batch is stored: each is told so, none waits for ever
-                request.error = StoreError("the database could not store this: please send it again")
+                request.error = _not_stored()
         try:
             while running is not None:
                 try:
@@ -144,7 +144,11 @@ def _own_copy(error: Exception) -> Exception:
     try:
         return copy.copy(error).with_traceback(None)
     except Exception:  # an exception whose constructor takes other arguments than its args
-        return StoreError("the database could not store this: please send it again")
+        return _not_stored()
+
+
+def _not_stored() -> StoreError:
+    return StoreError("the database could not store this: please send it again")
 
 
 _groups: dict[tuple[int, Path], GroupCommit] = {}
