@@ -69,3 +69,10 @@ def test_ports_all_in_use_give_up_after_a_bounded_number_of_tries(monkeypatch):
     monkeypatch.setattr(socket.socket, "bind", in_use)
     with pytest.raises(RuntimeError, match="no free loopback port"):
         ports.free_port()
+
+
+@pytest.mark.parametrize("worker", ["gw0", "gw1", "gw2"])
+def test_each_xdist_worker_takes_only_its_own_ports(monkeypatch, worker):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    assert {ports.free_port() % 3 for _ in range(30)} == {int(worker[2:])}
