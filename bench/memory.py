@@ -97,7 +97,7 @@ def _burst(port: int, pids: list[int], uploads: list[SlowUpload], piece: int,
             sender.join()
     bad = [upload.answer[:12] for upload in uploads if not upload.answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 303"))]
     if bad:
-        raise RuntimeError(f"{len(bad)} uploads failed: {set(bad)}")
+        raise RuntimeError(f"{len(bad)} uploads failed: {set(bad)}" + (f"; {driver.unanswered()}" if b"" in bad else ""))
     time.sleep(3)
     return before, driver.rss_samples[0], workers_rss_mib(pids)
 

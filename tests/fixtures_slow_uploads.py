@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Every answer is due this long after the last upload's last byte (they come in under a second here).
+ANSWER_SECONDS = 30
+
 
 def workers_rss_mib(pids: list[int]) -> float:
     """Resident memory of these processes together, MiB."""
@@ -31,7 +34,7 @@ class SlowUpload:
     content: bytes = b""  # the file in the body, to compare with what was stored
     sock: socket.socket | None = None
     sent: int = 0
-    answer: bytes = b""
+    answer: bytes = b""  # empty if none came in time
 
 
 @dataclass
@@ -43,6 +46,7 @@ class SlowUploads:
     piece: int
     every: float
     rss_samples: list[float] = field(default_factory=list)
+    stuck_threads: dict[int, list[str]] = field(default_factory=dict)
 
     def run(self, pids: list[int], sample_at: float) -> None:
         """Send everything; sample the workers' RSS when `sample_at` of the bodies is sent (0..1)."""
@@ -62,9 +66,36 @@ class SlowUploads:
                 self.rss_samples.append(workers_rss_mib(pids))
                 sampled = True
             time.sleep(max(0.0, self.every - (time.monotonic() - started)))
+        deadline = time.monotonic() + ANSWER_SECONDS
         for upload in self.uploads:
-            upload.answer = upload.sock.recv(200)
+            upload.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                upload.answer = upload.sock.recv(200)
+            except TimeoutError:  # left empty: the caller's assertion says which and how many
+                self.stuck_threads = self.stuck_threads or threads_of(pids)
             upload.sock.close()
+
+    def unanswered(self) -> str:
+        """Which uploads got no answer in time, and what the workers' threads were doing then."""
+        missing = [n for n, upload in enumerate(self.uploads) if not upload.answer]
+        return (f"{len(missing)} of {len(self.uploads)} uploads unanswered {ANSWER_SECONDS} s after the last byte"
+                f" (numbers {missing[:20]}); the workers' threads then: {self.stuck_threads}")
+
+
+def threads_of(pids: list[int]) -> dict[int, list[str]]:
+    """Each process's threads: name, scheduler state and the kernel function it sleeps in."""
+    threads = {}
+    for pid in pids:
+        threads[pid] = []
+        for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+            try:
+                name = (task / "comm").read_text().strip()
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                wchan = (task / "wchan").read_text().strip()
+            except OSError:  # the thread ended meanwhile
+                continue
+            threads[pid].append(f"{name} {state} {wchan}")
+    return threads
 
 
 def random_content(size: int) -> bytes:

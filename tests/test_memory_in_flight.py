@@ -66,6 +66,7 @@ def test_100_slow_uploads_in_flight_hold_little_memory_and_give_it_back(tmp_path
     per_upload = (during - before) / UPLOADS
     print(f"\n{UPLOADS} slow uploads in flight, {len(pids)} workers: RSS {before:.0f} MiB before, {during:.0f} MiB in flight"
           f" ({per_upload:.2f} MiB per upload), {after:.0f} MiB after")
+    assert all(upload.answer for upload in uploads), (driver.unanswered(), log[-3000:])
     assert all(upload.answer.startswith(b"HTTP/1.1 303") for upload in uploads), ({u.answer[:12] for u in uploads}, log[-3000:])
     assert "Traceback" not in log
     assert len(files) == UPLOADS and pending == 0
