@@ -18,6 +18,20 @@ def _gevent_threads() -> bool:
     return monkey is not None and monkey.is_module_patched("threading")
 
 
+def os_thread_lock() -> threading.Lock:
+    """A lock for what OS threads share, such as the slots file's descriptors.
+
+    Under a gevent worker, `threading.Lock` is gevent's lock, made for greenlets. OS threads of
+    the hub's pool that contend for one can stop waiting for good (tests/test_os_thread_locks.py),
+    so such state gets a real lock. A greenlet may take it too, but must not switch to another
+    greenlet while it holds it: hold it only around a few quick calls.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("_thread", "allocate_lock")()
+    return threading.Lock()
+
+
 def run_in_os_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Call `fn` in a real OS thread when this process runs under gevent, else directly.
 

@@ -26,12 +26,12 @@ import errno
 import fcntl
 import mmap
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from intake.store.errors import StoreError, StoreFullError
+from intake.worker_threads import os_thread_lock
 
 SLOT_BYTES = 256 * 1024
 # Room before a large envelope's first slot in its first buffer, for its header (at most 3,138
@@ -75,8 +75,9 @@ class SlotsFile:
         self._direct_wanted = direct
         self._fd: int | None = None  # through the page cache
         self._direct_fd: int | None = None  # O_DIRECT, or None where the file system refuses it
-        self._lock = threading.Lock()
-        self._cleaning = threading.Lock()  # flock does not exclude the threads of one process
+        # Taken by the OS threads that write and read: real locks (intake.worker_threads).
+        self._lock = os_thread_lock()
+        self._cleaning = os_thread_lock()  # flock does not exclude the threads of one process
         self._opened: tuple[int, int] | None = None  # (device, inode) of the file the descriptors name
         self.sync_failures = 0
 
@@ -313,7 +314,7 @@ def _as_store_error(doing: str) -> Iterator[None]:
 
 
 _files: dict[tuple[int, Path], SlotsFile] = {}
-_files_lock = threading.Lock()
+_files_lock = os_thread_lock()
 
 
 def slots_file_for(path: Path) -> SlotsFile:
@@ -332,7 +333,7 @@ def _close_the_parents_files() -> None:
     """In a forked child: the parent's descriptors are not this process's to use. (No lock is
     taken: a thread of the parent may have held one when it forked.)"""
     global _files_lock
-    _files_lock = threading.Lock()
+    _files_lock = os_thread_lock()
     for key in [key for key in _files if key[0] != os.getpid()]:
         _files.pop(key)._close_descriptors()
 
