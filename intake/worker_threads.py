@@ -6,6 +6,7 @@ import concurrent.futures
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -30,6 +31,18 @@ def os_thread_lock() -> threading.Lock:
     if monkey is not None and monkey.is_module_patched("threading"):
         return monkey.get_original("_thread", "allocate_lock")()
     return threading.Lock()
+
+
+def sleep_here(seconds: float) -> None:
+    """Wait ``seconds`` as suits this thread. On a gevent worker's loop (its main thread) with
+    gevent's sleep: the worker's other connections are served meanwhile. In any other thread, a
+    pool thread included, with the OS's sleep: gevent's there would give the thread an event
+    loop of its own, and OS threads stay clear of gevent (see os_thread_lock)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("time") and threading.get_native_id() != os.getpid():
+        monkey.get_original("time", "sleep")(seconds)
+    else:
+        time.sleep(seconds)
 
 
 def run_in_os_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -1,10 +1,11 @@
-"""Locks that a gevent worker's OS threads share.
+"""OS threads of a gevent worker stay clear of gevent's primitives.
 
-Under gunicorn's gevent worker, `threading.Lock` is gevent's lock. The slots file's
-descriptors were guarded by such locks and taken by the hub's pool threads, which write every
-upload's pieces: when several of them contended for one, they stopped for good (on the code
-before this test, 9 of 10 threads in every run), and with them every upload of the worker and
-every login's key derivation. CI once saw it as 100 slow uploads never answered.
+Under gunicorn's gevent worker, `threading.Lock` is gevent's lock, and logging's locks are
+gevent's too. The hub's pool threads write every upload's pieces and commit every publish:
+when several of them contended for such a lock, they stopped for good (the slots file's
+locks: 9 of 10 threads in every run on the code before; a warning logged by reclaims that
+failed together: 3 to 5 of 10), and with them every upload of the worker and every login's
+key derivation. CI once saw it as 100 slow uploads never answered.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+
+from intake.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,3 +54,85 @@ def test_the_pools_threads_never_stop_on_the_slots_files_locks(tmp_path: Path):
     outcome, count = done.stdout.split()
     assert outcome == "calls", f"{count} of 10 threads never finished"
     assert int(count) > 1000
+
+
+_HOLD_THE_WRITE_LOCK = """
+import sys, time
+from intake.config import load_settings
+from intake.store.connection import connect
+settings = load_settings(sys.argv[1])
+conn = connect(settings.db_path, settings.db_key, busy_timeout_ms=1000)
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+time.sleep(1.0)
+conn.execute("ROLLBACK")
+"""
+
+_RECLAIMS_FAIL_TOGETHER = """
+from gevent import monkey
+monkey.patch_all()
+import subprocess, sys, gevent
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store
+
+data_dir, hold_the_lock = sys.argv[1], sys.argv[2]
+stores = [Store.open(load_settings(Path(data_dir), busy_timeout_ms=300)) for _ in range(10)]
+for _round in range(5):
+    holder = subprocess.Popen([sys.executable, "-c", hold_the_lock, data_dir], stdout=subprocess.PIPE, text=True)
+    holder.stdout.readline()  # another process holds the write lock past the busy timeout
+    reclaims = [gevent.spawn(store._reclaim_space) for store in stores]  # as 10 uploads given up at once
+    gevent.joinall(reclaims, timeout=10)
+    holder.wait()
+    stuck = sum(not reclaim.ready() for reclaim in reclaims)
+    if stuck:
+        print("stuck", stuck)
+        break
+else:
+    print("returned", 50)
+"""
+
+
+def test_reclaims_failing_together_log_their_warnings_and_return(settings: Settings):
+    """Ten uploads given up at once (a full disk, a lock held elsewhere) each try to reclaim
+    their space and fail: each one warns, and each one returns."""
+    done = subprocess.run([sys.executable, "-c", _RECLAIMS_FAIL_TOGETHER, str(settings.data_dir), _HOLD_THE_WRITE_LOCK],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome, count = done.stdout.split()
+    assert outcome == "returned", f"{count} of 10 reclaims never returned"
+    assert done.stderr.count("freed space was not reclaimed yet") == 50, done.stderr[-2000:]
+
+
+_THREADS_WAIT_FOR_THE_LOCK = """
+from gevent import monkey
+monkey.patch_all()
+import os, sys, gevent
+from pathlib import Path
+from intake.config import load_settings
+from intake.store import Store
+from intake.store.connection import write_transaction
+
+settings = load_settings(Path(sys.argv[1]))
+holder, waiters = Store.open(settings), [Store.open(settings) for _ in range(10)]
+def wait_then_write(store):
+    with write_transaction(store._conn):  # as a group commit's leader does, in its OS thread
+        pass
+descriptors = len(os.listdir("/proc/self/fd"))
+holder._conn.execute("BEGIN IMMEDIATE")
+running = [gevent.get_hub().threadpool.spawn(wait_then_write, store) for store in waiters]
+gevent.sleep(0.3)
+holder._conn.execute("COMMIT")
+for result in running:
+    result.get(timeout=20)
+print(len(os.listdir("/proc/self/fd")) - descriptors)
+"""
+
+
+def test_os_threads_waiting_for_the_write_lock_sleep_as_os_threads(settings: Settings):
+    """A pool thread waiting for the write lock sleeps with the OS's sleep. gevent's would give
+    each such thread an event loop of its own, with its descriptors, for the thread's life."""
+    done = subprocess.run([sys.executable, "-c", _THREADS_WAIT_FOR_THE_LOCK, str(settings.data_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) < 5, done.stdout

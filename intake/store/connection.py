@@ -24,6 +24,7 @@ from pathlib import Path
 import sqlcipher3
 
 from intake.store.errors import StoreBusyError, StoreDamagedError, StoreFullError, WrongDatabaseKeyError
+from intake.worker_threads import sleep_here
 
 DatabaseError = sqlcipher3.DatabaseError
 IntegrityError = sqlcipher3.IntegrityError
@@ -245,11 +246,11 @@ _LONGEST_LOCK_RETRY = 0.01
 
 
 def _begin_immediate(conn: Connection) -> None:
-    """BEGIN IMMEDIATE, waiting for the write lock with time.sleep between tries.
+    """BEGIN IMMEDIATE, waiting for the write lock with sleep_here between tries.
 
-    SQLite's own busy handler sleeps inside C: under a gevent worker that would
-    freeze every connection the worker serves. time.sleep is gevent's sleep
-    there (other requests run meanwhile) and an ordinary sleep elsewhere.
+    SQLite's own busy handler sleeps inside C: on a gevent worker's loop that would
+    freeze every connection the worker serves. sleep_here is gevent's sleep there
+    (other requests run meanwhile) and an ordinary sleep in any other thread.
     """
     deadline = time.monotonic() + conn.lock_wait_seconds
     delay = _FIRST_LOCK_RETRY
@@ -262,7 +263,7 @@ def _begin_immediate(conn: Connection) -> None:
             except DatabaseError as error:
                 if not is_busy(error) or time.monotonic() + delay > deadline:
                     raise
-            time.sleep(delay)
+            sleep_here(delay)
             delay = min(delay * 2, _LONGEST_LOCK_RETRY)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(conn.lock_wait_seconds * 1000)}")

@@ -697,10 +697,14 @@ class Store:
         is gone; then give freed pages back to the file system. In an OS thread: freeing a
         large upload rewrites its slots (and, with secure_delete, pages)."""
         self._settle()
-        run_in_os_thread(self._reclaim_space_now, self._legacy_blobs())
+        failure = run_in_os_thread(self._reclaim_space_now, self._legacy_blobs())
+        if failure is not None:  # logged here: logging's locks are gevent's, which hang OS threads (os_thread_lock)
+            log.warning("freed space was not reclaimed yet: %s", failure)
 
-    def _reclaim_space_now(self, blobs: Connection | None) -> None:
-        # On a full (or failing) disk each step may fail: what is left is done at a later reclaim.
+    def _reclaim_space_now(self, blobs: Connection | None) -> str | None:
+        """_reclaim_space's work, in an OS thread; what went wrong, if anything. On a full (or
+        failing) disk each step may fail: what is left is done at a later reclaim."""
+        failure = None
         try:
             if self._read("SELECT 1 FROM slots LIMIT 1"):
                 slots = self._slots()
@@ -722,8 +726,9 @@ class Store:
         except StoreError as error:
             # The caller's change (a delete, an abort) stands; freed slots stay unclaimable until
             # a later reclaim overwrites them.
-            log.warning("freed space was not reclaimed yet: %s", error)
+            failure = str(error)
         empty_wal(self._conn)  # the vacuum ran outside write_transaction
+        return failure
 
     def existing_submissions(self, ids: list[str]) -> set[str]:
         """Those of ``ids`` that are submissions (pending or ready)."""
