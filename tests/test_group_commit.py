@@ -138,6 +138,36 @@ def test_when_the_commit_fails_no_request_of_the_batch_is_acknowledged(settings,
     assert _probe_rows(settings) == []
 
 
+def _frames_held_by(error: BaseException) -> list:
+    """Every frame the error keeps alive through its tracebacks (and those of the errors it chains)."""
+    frames, errors, seen = [], [error], set()
+    while errors:
+        current = errors.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback = current.__traceback__
+        while traceback is not None:
+            frames.append(traceback.tb_frame)
+            traceback = traceback.tb_next
+        errors += [current.__context__, current.__cause__]
+    return frames
+
+
+def test_a_requests_own_error_keeps_no_frame_of_the_shared_transaction(settings, store):
+    """A request whose own work fails gets its error without the frames of the transaction it
+    shared: they hold the work of every request of the batch, and what that work holds."""
+
+    def bad(conn: Connection) -> None:
+        raise StoreError("the upload was removed before it completed: please send it again")
+
+    outcome = _good_and_bad_in_one_batch(settings, bad)
+    assert outcome["good"] is None and isinstance(outcome["bad"], StoreError), outcome
+    assert "removed before it completed" in str(outcome["bad"])
+    held = [frame.f_code.co_name for frame in _frames_held_by(outcome["bad"]) if "batch" in frame.f_locals]
+    assert held == [], held
+
+
 def test_when_one_request_ends_the_whole_transaction_the_batch_fails_cleanly(settings, store):
     """A statement that makes SQLite roll the whole transaction back (a full disk mid-statement):
     no savepoint is left to roll back to, so every request of the batch gets that error, and
@@ -150,6 +180,8 @@ def test_when_one_request_ends_the_whole_transaction_the_batch_fails_cleanly(set
     outcome = _good_and_bad_in_one_batch(settings, bad)
     assert isinstance(outcome["good"], StoreError) and isinstance(outcome["bad"], StoreError), outcome
     assert _probe_rows(settings) == []
+    for error in (outcome["good"], outcome["bad"]):
+        assert not [frame for frame in _frames_held_by(error) if "batch" in frame.f_locals]
 
 
 def test_a_leader_that_leaves_hands_the_queue_on(settings, store):

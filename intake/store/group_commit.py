@@ -132,11 +132,19 @@ def _commit(conn: Connection, batch: list[_Request]) -> None:
                 with translate_errors():
                     request.work(conn)
             except Exception as error:  # this request's own failure, given back to it
-                request.error = error
-                if not conn.in_transaction:
-                    raise  # SQLite rolled the whole transaction back (a full disk, say): the batch fails with it
+                request.error = _detached(error)
+                if not conn.in_transaction:  # SQLite rolled the whole transaction back (a full disk, say)
+                    raise _own_copy(request.error) from None  # the batch fails with it; this request keeps its own
                 conn.execute("ROLLBACK TO request")
             conn.execute("RELEASE request")
+
+
+def _detached(error: Exception) -> Exception:
+    """The error without its traceback and the error it chains: they hold _commit's frame, and
+    with it the work of every request of the batch (and what that work holds)."""
+    error.__traceback__ = None
+    error.__context__ = error.__cause__ = None
+    return error
 
 
 def _own_copy(error: Exception) -> Exception:
