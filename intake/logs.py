@@ -33,8 +33,11 @@ class RedactRequestDetails(logging.Filter):
             if message.startswith(prefix):
                 record.msg, record.args = replacement, ()
         if record.exc_info and record.exc_info[1] is not None:
-            exc_type, _, tb = record.exc_info
+            exc_type, error, tb = record.exc_info
             frames = "".join(traceback.format_tb(tb))
+            # Raised in an OS thread and handed over without its frames (intake.store.group_commit).
+            if raised_at := getattr(error, "raised_in_thread_at", None):
+                frames += "  ... raised in an OS thread, at:\n" + "".join(raised_at)
             record.exc_text = f"Traceback (most recent call last):\n{frames}{exc_type.__name__} (message withheld)"
             record.exc_info = None
         return True

@@ -39,6 +39,7 @@ def sleep_here(seconds: float) -> None:
     pool thread included, with the OS's sleep: gevent's there would give the thread an event
     loop of its own, and OS threads stay clear of gevent (see os_thread_lock)."""
     monkey = sys.modules.get("gevent.monkey")
+    # On Linux the main thread's id is the process id; gevent does not patch get_native_id.
     if monkey is not None and monkey.is_module_patched("time") and threading.get_native_id() != os.getpid():
         monkey.get_original("time", "sleep")(seconds)
     else:

@@ -34,7 +34,8 @@ class SlowUpload:
     content: bytes = b""  # the file in the body, to compare with what was stored
     sock: socket.socket | None = None
     sent: int = 0
-    answer: bytes = b""  # empty if none came in time
+    answer: bytes = b""  # empty if none came
+    timed_out: bool = False  # none came in time (else: the server closed the connection)
 
 
 @dataclass
@@ -70,24 +71,31 @@ class SlowUploads:
         for upload in self.uploads:
             upload.sock.settimeout(max(0.001, deadline - time.monotonic()))
             try:
-                upload.answer = upload.sock.recv(200)
-            except TimeoutError:  # left empty: the caller's assertion says which and how many
+                upload.answer = upload.sock.recv(200)  # empty: the server closed without an answer
+            except TimeoutError:  # left empty too: the caller's assertion says which and how many
+                upload.timed_out = True
                 self.stuck_threads = self.stuck_threads or threads_of(pids)
             upload.sock.close()
 
     def unanswered(self) -> str:
-        """Which uploads got no answer in time, and what the workers' threads were doing then."""
-        missing = [n for n, upload in enumerate(self.uploads) if not upload.answer]
-        return (f"{len(missing)} of {len(self.uploads)} uploads unanswered {ANSWER_SECONDS} s after the last byte"
-                f" (numbers {missing[:20]}); the workers' threads then: {self.stuck_threads}")
+        """Which uploads got no answer, why, and what the workers' threads were doing then."""
+        waited = [n for n, upload in enumerate(self.uploads) if upload.timed_out]
+        closed = [n for n, upload in enumerate(self.uploads) if not upload.answer and not upload.timed_out]
+        return (f"of {len(self.uploads)} uploads, {len(waited)} unanswered {ANSWER_SECONDS} s after the last byte"
+                f" (numbers {waited[:20]}), {len(closed)} closed without an answer (numbers {closed[:20]});"
+                f" the workers' threads then: {self.stuck_threads}")
 
 
 def threads_of(pids: list[int]) -> dict[int, list[str]]:
     """Each process's threads: name, scheduler state and the kernel function it sleeps in."""
-    threads = {}
+    threads: dict[int, list[str]] = {}
     for pid in pids:
         threads[pid] = []
-        for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+        try:
+            tasks = sorted(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:  # the process is gone (a worker that died, say)
+            continue
+        for task in tasks:
             try:
                 name = (task / "comm").read_text().strip()
                 state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -3,11 +3,14 @@ transaction; each gets its own outcome; none waits for ever; a failed commit ack
 
 from __future__ import annotations
 
+import logging
+import secrets
 import threading
 
 import pytest
 
 from intake.config import Settings
+from intake.logs import RedactRequestDetails
 from intake.store import Recipient, Source, Store
 from intake.store.connection import Connection
 from intake.store.errors import StoreError
@@ -166,6 +169,26 @@ def test_a_requests_own_error_keeps_no_frame_of_the_shared_transaction(settings,
     assert "removed before it completed" in str(outcome["bad"])
     held = [frame.f_code.co_name for frame in _frames_held_by(outcome["bad"]) if "batch" in frame.f_locals]
     assert held == [], held
+
+
+def test_a_requests_own_error_still_tells_the_error_log_where_it_was_raised(settings, store):
+    """Without its frames, the error keeps where it was raised as text: the error log shows the
+    code locations (intake.logs withholds the message, which may quote request data)."""
+
+    quoted = secrets.token_hex(8)  # what the message quotes: bytes of an upload, say
+
+    def a_step_of_the_work() -> None:
+        raise KeyError(quoted)
+
+    def bad(conn: Connection) -> None:
+        a_step_of_the_work()
+
+    error = _good_and_bad_in_one_batch(settings, bad)["bad"]
+    assert isinstance(error, KeyError), error
+    record = logging.LogRecord("intake", logging.ERROR, __file__, 1, "publishing failed", (), (type(error), error, error.__traceback__))
+    RedactRequestDetails().filter(record)
+    assert "a_step_of_the_work" in record.exc_text and "_commit" in record.exc_text, record.exc_text
+    assert quoted not in record.exc_text
 
 
 def test_when_one_request_ends_the_whole_transaction_the_batch_fails_cleanly(settings, store):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,18 +142,23 @@ def _commit(conn: Connection, batch: list[_Request]) -> None:
 
 def _detached(error: Exception) -> Exception:
     """The error without its traceback and the error it chains: they hold _commit's frame, and
-    with it the work of every request of the batch (and what that work holds)."""
+    with it the work of every request of the batch (and what that work holds). Where it was
+    raised stays, as text, for the error log (intake.logs)."""
+    error.raised_in_thread_at = traceback.format_tb(error.__traceback__)
     error.__traceback__ = None
     error.__context__ = error.__cause__ = None
     return error
 
 
 def _own_copy(error: Exception) -> Exception:
-    """The same error in a new object with no traceback (a StoreError if it cannot be copied)."""
+    """The same error in a new object with no traceback (a StoreError if it cannot be copied);
+    where the original was raised stays, as text, for the error log."""
     try:
-        return copy.copy(error).with_traceback(None)
+        duplicate = copy.copy(error).with_traceback(None)
     except Exception:  # an exception whose constructor takes other arguments than its args
-        return _not_stored()
+        duplicate = _not_stored()
+    duplicate.raised_in_thread_at = getattr(error, "raised_in_thread_at", None) or traceback.format_tb(error.__traceback__)
+    return duplicate
 
 
 def _not_stored() -> StoreError:
