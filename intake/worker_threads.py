@@ -1,4 +1,5 @@
-"""Running long C calls without stalling a gevent worker's event loop."""
+"""Running long C calls in OS threads without stalling a gevent worker's event loop, and the lock
+and the sleep those threads use instead of gevent's."""
 
 from __future__ import annotations
 
