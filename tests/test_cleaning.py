@@ -29,6 +29,9 @@ from tests import cleaning_files as made
 from keys.server_key import trust_server
 from tests.fixtures_keys import PASSPHRASE, SERVER_PUBLIC, Source, Submission, build_export
 
+# Under pytest-xdist one worker runs the whole module, so its costly fixture (the cleaned tips) is made once.
+pytestmark = pytest.mark.xdist_group("cleaning")
+
 ROOT = Path(__file__).resolve().parents[1]
 DAY = "2026-11-28"
 

@@ -24,6 +24,9 @@ from keys.server_key import trust_server
 from tests import cleaning_files, cleaning_media as made
 from tests.fixtures_keys import PASSPHRASE, SERVER_PUBLIC, Source, Submission, build_export
 
+# Under pytest-xdist one worker runs the whole module, so its costly fixture (the cleaned tips) is made once.
+pytestmark = pytest.mark.xdist_group("cleaning_media")
+
 BIN = Path(sys.executable).parent
 DAY = "2026-11-28"
 FOLDER = "brave otter"
