@@ -28,9 +28,8 @@ def os_thread_lock() -> threading.Lock:
     so such state gets a real lock. A greenlet may take it too, but must not switch to another
     greenlet while it holds it: hold it only around a few quick calls.
     """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("threading"):
-        return monkey.get_original("_thread", "allocate_lock")()
+    if _gevent_threads():
+        return sys.modules["gevent.monkey"].get_original("_thread", "allocate_lock")()
     return threading.Lock()
 
 
