@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_a_short_soak_with_kills_loses_nothing_and_leaves_the_store_intact(tmp_path: Path):
-    run = subprocess.run([str(REPO / "scripts" / "soak"), "0.5", "--kill-every", "6", "--export-every", "10",
+    run = subprocess.run([str(REPO / "scripts" / "soak"), "0.3", "--kill-every", "5", "--export-every", "8",
                           "--work", str(tmp_path / "soak")], capture_output=True, text=True, timeout=900, cwd=REPO)
     out = run.stdout
     print(out)
