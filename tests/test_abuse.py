@@ -42,9 +42,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 DRIBBLERS = 2000
 DRIBBLE_INTERVAL = 5.0
-ATTACK_SECONDS = 40.0
 PROBE_START = 12.0  # every dribbler is connected by then
 PROBE_SECONDS = 22.0
+ATTACK_SECONDS = PROBE_START + PROBE_SECONDS + 2.0  # the attack holds on until the probe is done
 # Of DRIBBLERS, uploads of a logged-in source: fewer than a worker's upload slots (150).
 # Without circuit ids, more would take every slot until the body rate cuts them (60 s).
 LOGGED_IN_DRIBBLERS = 100
