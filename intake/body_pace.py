@@ -20,9 +20,12 @@ Imported by the gunicorn master (through the worker class), so standard library 
 
 from __future__ import annotations
 
+import array
 import errno
+import fcntl
 import os
 import socket
+import termios
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +126,20 @@ class _BodyClock:
             self._in_window = 0
 
 
+def close_if_nothing_waiting(sock: socket.socket) -> bool:
+    """Shut the connection down for both directions unless bytes have arrived that nobody has
+    read yet (asked without reading or blocking). Its reader then reads the end of the stream."""
+    try:
+        waiting = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
+        if waiting[0]:
+            return False
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already, by either end
+    return True
+
+
 class PacedSocket:
     """A connection's socket whose reads enforce the body limits while a body is read.
 
@@ -130,6 +147,10 @@ class PacedSocket:
     unread through ``recv``; the worker calls `start_body` before the app runs a
     request that has a body and `end_body` after. Once a body was too slow, every
     later read fails too, so the connection is closed rather than drained.
+
+    It also knows whether the connection is idle (no byte of a request since it opened
+    or since its last answer, `answered`), so that a stopping worker can close it
+    (`close_if_idle`) instead of waiting out the keepalive.
     """
 
     def __init__(self, sock: socket.socket, limits: WorkerLimits, *, unread: bytes = b""):
@@ -139,6 +160,17 @@ class PacedSocket:
         self._clock: _BodyClock | None = None
         self.carried_a_body = False  # some request on this connection had a body (intake.memory_wiping)
         self.too_slow = False
+        self._idle = not unread
+
+    def answered(self) -> None:
+        """The last request's answer is out: the connection waits for the next request."""
+        self._idle = True
+
+    def close_if_idle(self) -> bool:
+        """Close the connection for both directions if no request is under way on it, and no
+        byte of one is waiting to be read: a client may always find an idle connection closed
+        (RFC 9112, 9.3). Its handler then reads the end of the stream and ends."""
+        return self._idle and close_if_nothing_waiting(self._sock)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -155,10 +187,13 @@ class PacedSocket:
             raise BodyTooSlowError("the request body arrived too slowly")
         if self._unread:
             data, self._unread = self._unread[:size], self._unread[size:]
+            self._idle = False
             return data
         clock = self._clock
         if clock is None:
-            return self._sock.recv(size, *flags)
+            data = self._sock.recv(size, *flags)
+            self._idle = self._idle and not data
+            return data
         try:
             while True:
                 self._sock.settimeout(max(0.001, clock.seconds_left(time.monotonic())))

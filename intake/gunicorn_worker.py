@@ -47,7 +47,7 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.ggevent import GeventWorker
 
-from intake.body_pace import PacedSocket, WorkerLimits, worker_limits_from_environment
+from intake.body_pace import PacedSocket, WorkerLimits, close_if_nothing_waiting, worker_limits_from_environment
 from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, current_circuit, serving_circuit
 from intake.headers import SECURITY_HEADERS
 from intake.memory_wiping import collect_request_garbage, freeze_startup_objects
@@ -122,6 +122,8 @@ PROXY_LINE_WAIT = 5.0  # seconds; then the connection is gunicorn's, under its o
 # At most one collection of reference cycles a second (intake.memory_wiping), however many requests end:
 # a flood of requests cannot become a flood of collections, each of which walks every live connection's objects.
 COLLECT_INTERVAL = 1.0
+# How often a stopping worker closes the connections that have gone idle (it exits once none is left).
+IDLE_CLOSE_INTERVAL = 0.2
 
 
 def _refuse_busy(client) -> None:
@@ -177,7 +179,28 @@ class IntakeGeventWorker(GeventWorker):
                                          rate=self.limits.requests_per_circuit, burst=request_burst(self.limits.requests_per_circuit))
         self._collection_due = False
         self._last_collection = 0.0
+        # Each connection's socket until tor's line is read, then its PacedSocket.
+        self._open_connections: set[socket.socket | PacedSocket] = set()
         super().init_process()
+
+    def run(self) -> None:
+        gevent.spawn(self._close_idle_connections_when_stopping)
+        super().run()
+
+    def _close_idle_connections_when_stopping(self) -> None:
+        """gunicorn's graceful stop waits until every connection's handler has ended, and a kept-alive
+        connection's handler waits for the next request for up to `keepalive` (20 s): every stop
+        took that long while a browser had the site open. Requests under way still finish within
+        the grace period; idle connections are closed, now and as others become idle."""
+        while self.alive:
+            gevent.sleep(IDLE_CLOSE_INTERVAL)
+        while True:
+            for connection in list(self._open_connections):
+                if isinstance(connection, PacedSocket):
+                    connection.close_if_idle()
+                else:  # still waiting for tor's line: no request has begun
+                    close_if_nothing_waiting(connection)
+            gevent.sleep(IDLE_CLOSE_INTERVAL)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -201,7 +224,11 @@ class IntakeGeventWorker(GeventWorker):
         unread = b""
         if self.limits.circuit_ids != "off":
             # tor writes its line as it connects; a client's own first bytes may take a Tor round trip.
-            line, unread = take_proxy_line(client, min(self.cfg.keepalive, PROXY_LINE_WAIT))
+            self._open_connections.add(client)
+            try:
+                line, unread = take_proxy_line(client, min(self.cfg.keepalive, PROXY_LINE_WAIT))
+            finally:
+                self._open_connections.discard(client)
             circuit = circuit_from_proxy_line(line)
             if circuit is None:
                 unread = line + unread  # not tor's line: gunicorn answers it as the bad request it is
@@ -211,12 +238,14 @@ class IntakeGeventWorker(GeventWorker):
                     util.close(client)
                     return
         paced = PacedSocket(client, self.limits, unread=unread)
+        self._open_connections.add(paced)
         try:
             with self.connections.hold(circuit), serving_circuit(circuit):
                 super().handle(listener, paced, addr)
         except CircuitBusyError:
             _refuse_busy(client)
         finally:
+            self._open_connections.discard(paced)
             if paced.carried_a_body:
                 # gunicorn's request and its body reader refer to each other: garbage only now.
                 self._collect_soon()
@@ -232,11 +261,14 @@ class IntakeGeventWorker(GeventWorker):
             if isinstance(req.unreader, SocketUnreader):
                 req.unreader.max_body_chunk = BODY_RECV_BYTES
         try:
-            return super().handle_request(listener_name, req, sock, addr)
+            kept_open = super().handle_request(listener_name, req, sock, addr)
         finally:
             if paced:
                 sock.end_body()
                 self._collect_soon()  # a refusal's traceback held the frames that held its data
+        if isinstance(sock, PacedSocket):
+            sock.answered()
+        return kept_open
 
     def handle_error(self, req, client, addr, exc) -> None:
         status, reason = refusal_status(exc)

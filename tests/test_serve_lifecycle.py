@@ -186,7 +186,7 @@ def test_an_upload_longer_than_the_grace_period_is_cut_and_intake_still_stops(se
                           "--journalist-port", str(free_port()), "--grace-period", "2"])
     try:
         serve.read_until(SERVING)
-        thread, result, half_sent = _slow_upload(settings, port, seconds=30.0)
+        thread, result, half_sent = _slow_upload(settings, port, seconds=20.0)
         assert half_sent.wait(60)
         t0 = time.monotonic()
         serve.process.send_signal(signal.SIGTERM)
@@ -199,6 +199,47 @@ def test_an_upload_longer_than_the_grace_period_is_cut_and_intake_still_stops(se
     assert took < 2 + 6, f"intake took {took:.1f} s to stop with a 2 s grace period"
     assert "answer" not in result or not acknowledged(*result["answer"][:2])
     assert _stored_submissions(settings) == 0
+
+
+def _kept_alive(port: int, path: str = "/") -> http.client.HTTPConnection:
+    """A connection that had one page answered and was kept open, as a browser or tor keeps it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200 and not response.will_close
+    return conn
+
+
+def test_a_stop_does_not_wait_for_idle_connections_but_answers_a_request_under_way(settings: Settings):
+    """gunicorn's gevent worker let a kept-alive connection sit out its keepalive (20 s) before a
+    stop could finish: every restart of a site a browser had open took that long."""
+    port, journalist_port = free_port(), free_port()
+    serve = ServeProcess(["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(port),
+                          "--journalist-port", str(journalist_port)])
+    try:
+        serve.read_until(SERVING)
+        idle = [_kept_alive(port) for _ in range(3)] + [_kept_alive(journalist_port, "/login")]
+        never_used = socket.create_connection(("127.0.0.1", port), timeout=30)
+        under_way = _kept_alive(port)
+        under_way.sock.sendall(b"GET / HTTP/1.1\r\n")  # the rest of its head follows after the signal
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        serve.process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        under_way.sock.sendall(b"Host: x\r\n\r\n")
+        answer = under_way.sock.recv(100)
+        status = serve.process.wait(30)
+        took = time.monotonic() - t0
+    finally:
+        serve.stop()
+    assert status == 0, serve.output
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert took < 5, f"intake took {took:.1f} s to stop with idle connections open (keepalive: 20 s)"
+    for conn in idle:
+        assert conn.sock.recv(1) == b"", "the server did not close an idle connection"
+    assert never_used.recv(1) == b""
+    print(f"\nstopped {took:.2f} s after SIGTERM, 1 s of it waiting to finish the request under way")
 
 
 # --- what it listens on ---------------------------------------------------------------------------
