@@ -38,6 +38,11 @@ CONNECTIONS_PER_CIRCUIT_ENV = "INTAKE_CONNECTIONS_PER_CIRCUIT"
 REQUESTS_PER_CIRCUIT_ENV = "INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND"
 
 
+# A connection that never carried a request counts as idle only after this long: a browser over tor
+# opens one for a request that is on its way, and a stop must not close it just before it arrives.
+FRESH_CONNECTION_WAIT = 5.0
+
+
 class BodyTooSlowError(ConnectionResetError):
     """The body arrived slower than the minimum rate, or not within the deadline.
 
@@ -128,13 +133,19 @@ class _BodyClock:
 
 def close_if_nothing_waiting(sock: socket.socket) -> bool:
     """Shut the connection down for both directions unless bytes have arrived that nobody has
-    read yet (asked without reading or blocking). Its reader then reads the end of the stream."""
+    read yet (asked without reading or blocking). The greenlet waiting to read it then reads
+    the end of the stream: the shutdown goes to the file descriptor through a socket object of
+    its own, since gevent's own shutdown would wake that reader with an error instead."""
     try:
         waiting = array.array("i", [0])
         fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
         if waiting[0]:
             return False
-        sock.shutdown(socket.SHUT_RDWR)
+        same = socket.socket(fileno=sock.fileno())
+        try:
+            same.shutdown(socket.SHUT_RDWR)
+        finally:
+            same.detach()  # the descriptor stays the handler's to close
     except OSError:
         pass  # closed already, by either end
     return True
@@ -148,9 +159,12 @@ class PacedSocket:
     request that has a body and `end_body` after. Once a body was too slow, every
     later read fails too, so the connection is closed rather than drained.
 
-    It also knows whether the connection is idle (no byte of a request since it opened
-    or since its last answer, `answered`), so that a stopping worker can close it
-    (`close_if_idle`) instead of waiting out the keepalive.
+    It also knows whether the connection is idle, so that a stopping worker can close it
+    (`close_if_idle`) instead of waiting out the keepalive: no byte of a request has come
+    since its last answer (`answered`, which the worker calls only when nothing of a next
+    request is held in gunicorn's buffer), or, if it never carried a request, for
+    FRESH_CONNECTION_WAIT since it opened (over tor, a request's first bytes follow the
+    connection a circuit's round trip later).
     """
 
     def __init__(self, sock: socket.socket, limits: WorkerLimits, *, unread: bytes = b""):
@@ -161,16 +175,23 @@ class PacedSocket:
         self.carried_a_body = False  # some request on this connection had a body (intake.memory_wiping)
         self.too_slow = False
         self._idle = not unread
+        self._fresh_until = time.monotonic() + FRESH_CONNECTION_WAIT  # until it carried a request
+
+    def request_began(self) -> None:
+        self._idle = False
+        self._fresh_until = 0.0
 
     def answered(self) -> None:
-        """The last request's answer is out: the connection waits for the next request."""
+        """The last request's answer is out, and nothing of the next one has been read."""
         self._idle = True
 
     def close_if_idle(self) -> bool:
         """Close the connection for both directions if no request is under way on it, and no
         byte of one is waiting to be read: a client may always find an idle connection closed
-        (RFC 9112, 9.3). Its handler then reads the end of the stream and ends."""
-        return self._idle and close_if_nothing_waiting(self._sock)
+        (RFC 9112, 9.3), and browsers send a request again when a connection they reused was."""
+        if not self._idle or time.monotonic() < self._fresh_until:
+            return False
+        return close_if_nothing_waiting(self._sock)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)

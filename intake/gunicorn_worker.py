@@ -47,7 +47,7 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.ggevent import GeventWorker
 
-from intake.body_pace import PacedSocket, WorkerLimits, close_if_nothing_waiting, worker_limits_from_environment
+from intake.body_pace import PacedSocket, WorkerLimits, worker_limits_from_environment
 from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, current_circuit, serving_circuit
 from intake.headers import SECURITY_HEADERS
 from intake.memory_wiping import collect_request_garbage, freeze_startup_objects
@@ -71,6 +71,12 @@ _CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (ForbiddenProxyRequest, 403, "Forbidden"),
     (ssl.SSLError, 403, "Forbidden"),
 )
+
+
+def _holds_unread_bytes(req) -> bool:
+    """Whether gunicorn read bytes past this request from its connection (a pipelined request)."""
+    with req.unreader.buf.getbuffer() as held:
+        return held.nbytes > 0
 
 
 def _has_body(req) -> bool:
@@ -122,7 +128,8 @@ PROXY_LINE_WAIT = 5.0  # seconds; then the connection is gunicorn's, under its o
 # At most one collection of reference cycles a second (intake.memory_wiping), however many requests end:
 # a flood of requests cannot become a flood of collections, each of which walks every live connection's objects.
 COLLECT_INTERVAL = 1.0
-# How often a stopping worker closes the connections that have gone idle (it exits once none is left).
+# How often a worker looks whether it is stopping, and then closes the connections gone idle
+# (gunicorn's own loop looks once a second; a stopping worker exits once no connection is left).
 IDLE_CLOSE_INTERVAL = 0.2
 
 
@@ -179,8 +186,7 @@ class IntakeGeventWorker(GeventWorker):
                                          rate=self.limits.requests_per_circuit, burst=request_burst(self.limits.requests_per_circuit))
         self._collection_due = False
         self._last_collection = 0.0
-        # Each connection's socket until tor's line is read, then its PacedSocket.
-        self._open_connections: set[socket.socket | PacedSocket] = set()
+        self._open_connections: set[PacedSocket] = set()
         super().init_process()
 
     def run(self) -> None:
@@ -191,15 +197,13 @@ class IntakeGeventWorker(GeventWorker):
         """gunicorn's graceful stop waits until every connection's handler has ended, and a kept-alive
         connection's handler waits for the next request for up to `keepalive` (20 s): every stop
         took that long while a browser had the site open. Requests under way still finish within
-        the grace period; idle connections are closed, now and as others become idle."""
+        the grace period; idle connections are closed, now and as others become idle. (A connection
+        still waiting for tor's line waits PROXY_LINE_WAIT at most, then is a PacedSocket like the rest.)"""
         while self.alive:
             gevent.sleep(IDLE_CLOSE_INTERVAL)
         while True:
             for connection in list(self._open_connections):
-                if isinstance(connection, PacedSocket):
-                    connection.close_if_idle()
-                else:  # still waiting for tor's line: no request has begun
-                    close_if_nothing_waiting(connection)
+                connection.close_if_idle()
             gevent.sleep(IDLE_CLOSE_INTERVAL)
 
     def load_wsgi(self) -> None:
@@ -224,11 +228,7 @@ class IntakeGeventWorker(GeventWorker):
         unread = b""
         if self.limits.circuit_ids != "off":
             # tor writes its line as it connects; a client's own first bytes may take a Tor round trip.
-            self._open_connections.add(client)
-            try:
-                line, unread = take_proxy_line(client, min(self.cfg.keepalive, PROXY_LINE_WAIT))
-            finally:
-                self._open_connections.discard(client)
+            line, unread = take_proxy_line(client, min(self.cfg.keepalive, PROXY_LINE_WAIT))
             circuit = circuit_from_proxy_line(line)
             if circuit is None:
                 unread = line + unread  # not tor's line: gunicorn answers it as the bad request it is
@@ -255,20 +255,21 @@ class IntakeGeventWorker(GeventWorker):
         if not self.connections.allow_request(current_circuit()):
             _refuse_busy(sock)
             raise StopIteration()  # gunicorn closes the connection
+        if isinstance(sock, PacedSocket):
+            sock.request_began()  # its bytes may all have come in an earlier read (pipelined)
         paced = isinstance(sock, PacedSocket) and _has_body(req)
         if paced:
             sock.start_body()
             if isinstance(req.unreader, SocketUnreader):
                 req.unreader.max_body_chunk = BODY_RECV_BYTES
         try:
-            kept_open = super().handle_request(listener_name, req, sock, addr)
+            super().handle_request(listener_name, req, sock, addr)
         finally:
             if paced:
                 sock.end_body()
                 self._collect_soon()  # a refusal's traceback held the frames that held its data
-        if isinstance(sock, PacedSocket):
-            sock.answered()
-        return kept_open
+        if isinstance(sock, PacedSocket) and not _holds_unread_bytes(req):
+            sock.answered()  # kept open, and no byte of a next request is held in gunicorn's buffer
 
     def handle_error(self, req, client, addr, exc) -> None:
         status, reason = refusal_status(exc)
