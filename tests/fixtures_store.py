@@ -63,7 +63,8 @@ def store_as_before_the_slots_file(store: Store, source_id: str, envelope: bytes
     """Store ``envelope`` as intake did before the slots file (schema 8): every piece but the
     last in the blobs database, the last one in the main database. Returns the submission's id."""
     from intake.store.connection import write_transaction
-    from intake.store.store import _open_blobs, random_rowid
+    from intake.store.records import random_rowid
+    from intake.store.store import _open_blobs
 
     upload = store.start_submission(source_id, "file", store.active_recipients())
     pieces = [envelope[start : start + piece_bytes] for start in range(0, len(envelope), piece_bytes)]

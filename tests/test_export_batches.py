@@ -16,7 +16,7 @@ from keys.bundle import ExportBundle
 from intake.exchange import EXPORT_CACHE_MIB, ExportScope, PreparedExport, _BatchedCiphertexts
 from intake.server_identity import load_server_signing_key, server_public_key
 from intake.store.newsroom import Newsroom as NewsroomStore
-from intake.store.store import INLINE_BYTES
+from intake.store.submission_writer import INLINE_BYTES
 from tests.fixtures_newsroom import Newsroom, make_newsroom
 
 

@@ -51,7 +51,8 @@ from intake.store import Store, processes
 from intake.store.connection import connect, connect_blobs
 from intake.store.newsroom import Newsroom
 from intake.store.slots_file import SLOT_BYTES, slots_path
-from intake.store.store import INLINE_BYTES, blobs_path
+from intake.store.store import blobs_path
+from intake.store.submission_writer import INLINE_BYTES
 from tests.fixtures_app import make_instance, upload_body
 from tests.fixtures_serve import REPO, INTAKE, ServeProcess, descendants, free_port
 from tests.fixtures_server import Page, SourceClient, Upload, encode_multipart, init_instance
