@@ -37,8 +37,10 @@ from intake.codename import generate_codename
 from tests.fixtures_circuits import TOR_ENV, circuit_connection, open_over_circuit, tor_line
 from tests.fixtures_server import IntakeServer, SourceClient, encode_multipart, run_intake_server
 
-# Latencies under attack are what it measures: it runs alone, after the parallel run (scripts/test).
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+# Latencies under attack are what it measures: it runs after the parallel run, one test at a time,
+# beside only the private Tor network's tests; the login floods, which fill both cores with key
+# derivations, by themselves (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.xdist_group("abuse")]
 
 DRIBBLERS = 2000
 DRIBBLE_INTERVAL = 5.0
@@ -372,6 +374,7 @@ def _genuine_logins(server: IntakeServer, codenames: list[str], circuit_ids: boo
     return login_times, login_results, page_times
 
 
+@pytest.mark.by_itself
 @pytest.mark.parametrize("circuit_ids", [True, False], ids=["with-circuit-ids", "without-circuit-ids"])
 def test_genuine_logins_go_through_while_one_circuit_floods_the_login_form(tmp_path: Path, circuit_ids: bool) -> None:
     with _server(tmp_path, circuit_ids) as server:

@@ -20,8 +20,9 @@ from intake.onion_keys import generate_client_auth_keypair
 from intake.tor import OnionServices
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TRANSIENT_SOCKS_ERRORS, SocksError, TorNetwork
 
-# The private Tor network (one per process) needs the machine to itself: run alone, after the parallel run (scripts/test).
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+# The private Tor network (one per process, so all its tests in one group) runs after the parallel run,
+# beside nothing but the abuse tests that leave the cores idle (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.xdist_group("tornet")]
 
 
 class _Site(socketserver.ThreadingUnixStreamServer):

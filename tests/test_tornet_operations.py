@@ -26,8 +26,9 @@ from tests.test_tornet_end_to_end import _client_auth_private_key, _socks_refusa
 from tests.test_tornet_system_tor import _start_system_tor
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, SOCKS_WRONG_CLIENT_AUTH, TorNetwork, socks5_connect
 
-# The private Tor network (one per process) needs the machine to itself: run alone, after the parallel run (scripts/test).
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+# The private Tor network (one per process, so all its tests in one group) runs after the parallel run,
+# beside nothing but the abuse tests that leave the cores idle (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.xdist_group("tornet")]
 
 
 def _restart_system_tor(data: Path) -> subprocess.Popen:

@@ -24,8 +24,9 @@ from tests.fixtures_serve import ServeProcess, alive, descendants, tcp_listeners
 from tests.test_tornet_end_to_end import _socks_refusal
 from tests.tornet import SOCKS_MISSING_CLIENT_AUTH, TorNetwork, _check_private, _Control
 
-# The private Tor network (one per process) needs the machine to itself: run alone, after the parallel run (scripts/test).
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+# The private Tor network (one per process, so all its tests in one group) runs after the parallel run,
+# beside nothing but the abuse tests that leave the cores idle (scripts/test).
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.xdist_group("tornet")]
 
 
 def _start_system_tor(net: TorNetwork, data: Path) -> subprocess.Popen:
