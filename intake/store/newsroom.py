@@ -18,7 +18,8 @@ from keys.identity import MAX_NAME_BYTES
 
 from intake.store.connection import DatabaseError, IntegrityError, translate_errors, write_transaction
 from intake.store.errors import JournalistExistsError, StoreError
-from intake.store.store import ID_BATCH, Source, Store, StoredSubmission, expires_by_day, today
+from intake.store.records import ID_BATCH, Source, StoredSubmission, expires_by_day, today
+from intake.store.store import Store
 
 # Names of retired keys stay in old rows (which submissions were sealed to them);
 # the suffix keeps them valid identity names (letters, digits, '.', '-').

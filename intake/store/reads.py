@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING
 from intake.store import slot_table
 from intake.store.connection import Connection, translate_errors
 from intake.store.errors import StoreError
+from intake.store.records import ID_BATCH
 from intake.store.slots_file import SLOT_BYTES, slots_path
 from intake.worker_threads import run_in_os_thread
 
 if TYPE_CHECKING:
     from intake.config import Settings
-
-ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
 
 
 class EnvelopeReads:

@@ -1,5 +1,5 @@
-"""What the store hands out (its records), and the values it writes that are not the caller's:
-ids, row ids and days (the finest time the store keeps)."""
+"""What the store hands out (its records), the values it writes that are not the caller's (ids,
+row ids, and days: the finest time the store keeps), and how many ids one query names at most."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
+
 
 def today() -> str:
     """The current day, UTC: the finest time the store keeps (see migrations.py)."""
     return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
 
 
-def _new_id() -> str:
+def new_id() -> str:
     return secrets.token_hex(16)
 
 

@@ -35,15 +35,16 @@ from intake.store.errors import JournalistExistsError, NotInitialisedError, Sour
 from intake.store.file_times import settle_file_times
 from intake.store.group_commit import group_for
 from intake.store.migrations import BLOBS_MIGRATIONS, migrate
-from intake.store.reads import ID_BATCH, EnvelopeReads
+from intake.store.reads import EnvelopeReads
 from intake.store.records import (
+    ID_BATCH,
     Journalist,
     Recipient,
     Source,
     StoredReply,
     StoredSubmission,
-    _new_id,
     expires_by_day,
+    new_id,
     today,
 )
 from intake.store.slots_file import SLOT_BYTES, SlotsFile, slots_file_for, slots_path
@@ -269,7 +270,7 @@ class Store(EnvelopeReads, UploadWrites):
             if conn.execute("SELECT 1 FROM sources WHERE lookup_id = ?", (lookup_id,)).fetchone():
                 raise SourceExistsError("a source with this codename already exists")
             for _ in range(_DESIGNATION_ATTEMPTS):
-                source = Source(_new_id(), random_designation(), reply_public_key, day, day)
+                source = Source(new_id(), random_designation(), reply_public_key, day, day)
                 try:
                     conn.execute(
                         "INSERT INTO sources (id, lookup_id, reply_public_key, designation, created_day, last_active_day)"
@@ -304,7 +305,7 @@ class Store(EnvelopeReads, UploadWrites):
         (a submission of at most INLINE_BYTES is stored and published in one transaction)."""
         if not recipients:
             raise StoreError("no journalist is registered to receive submissions")
-        return SubmissionWriter(self, _new_id(), source_id, kind, [r.journalist_id for r in recipients], self._chunk_bytes,
+        return SubmissionWriter(self, new_id(), source_id, kind, [r.journalist_id for r in recipients], self._chunk_bytes,
                                 header_size(len(recipients)))
 
     def submissions(self, source_id: str | None = None) -> list[StoredSubmission]:
@@ -328,7 +329,7 @@ class Store(EnvelopeReads, UploadWrites):
     # Replies
 
     def add_reply(self, source_id: str, journalist_id: int | None, envelope: bytes) -> StoredReply:
-        reply = StoredReply(_new_id(), today(), envelope)
+        reply = StoredReply(new_id(), today(), envelope)
         self._wait_for_piece()
         with write_transaction(self._conn) as conn:
             conn.execute(
