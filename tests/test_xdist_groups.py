@@ -42,3 +42,36 @@ def test_a_groups_tests_all_run_on_one_worker(tmp_path: Path):
     assert len(marks) == 8
     workers = {mark.read_text() for mark in marks}
     assert len(workers) == 1, f"one group's tests ran on {sorted(workers)}"
+
+
+_REPORT_MARKS = """
+def pytest_collection_finish(session):
+    for item in session.items:
+        group = item.get_closest_marker("xdist_group")
+        print("ITEM", item.nodeid, group.args[0] if group else "-",
+              *(bool(item.get_closest_marker(name)) for name in ("alone", "by_itself")))
+"""
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_alone_part_runs_two_groups_side_by_side_and_the_floods_by_themselves(tmp_path: Path):
+    """scripts/test's second run (--part alone: marked alone, not by_itself) has two workers: each
+    of its tests must be in the private Tor network's group or the abuse group, or it would run
+    beside either. Its third run (--part by-itself) holds only the login floods, which fill both
+    cores."""
+    (tmp_path / "report_marks.py").write_text(_REPORT_MARKS)
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "report_marks",
+                           "tests"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=_outside_any_xdist_worker(PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    items = [(nodeid, group, alone == "True", by_itself == "True") for nodeid, group, alone, by_itself in
+             (line.removeprefix("ITEM ").rsplit(" ", 3) for line in done.stdout.splitlines() if line.startswith("ITEM "))]
+    assert len(items) > 1000
+    second_run = [(nodeid, group) for nodeid, group, alone, by_itself in items if alone and not by_itself]
+    assert second_run and {group for _, group in second_run} == {"tornet", "abuse"}, second_run
+    assert {nodeid.split("::")[0] for nodeid, group in second_run if group == "tornet"} == {
+        str(path.relative_to(REPO)) for path in (REPO / "tests").glob("test_tornet*.py")}
+    by_itself = [(nodeid, alone) for nodeid, _, alone, flag in items if flag]
+    assert all(alone for _, alone in by_itself)  # by_itself only within the alone part
+    assert {nodeid.split("[")[0] for nodeid, _ in by_itself} == {
+        "tests/test_abuse.py::test_genuine_logins_go_through_while_one_circuit_floods_the_login_form"}
