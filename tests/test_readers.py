@@ -18,6 +18,7 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,28 @@ class Laptop:
         return self.folder / "passphrase"
 
 
+# Hypothesis runs a test many times, so these tests make their folders themselves rather than take
+# tmp_path: all under one root per module run, removed at its end with everything in it.
+_roots: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _folders_removed_after() -> Iterator[None]:
+    root = Path(tempfile.mkdtemp(prefix="intake-test-readers-"))
+    _roots.append(root)
+    yield
+    laptop.cache_clear()
+    _roots.remove(root)
+    shutil.rmtree(root)
+
+
+def _fresh_folder(prefix: str) -> str:
+    return tempfile.mkdtemp(prefix=prefix, dir=_roots[-1])
+
+
 @functools.lru_cache(maxsize=1)
 def laptop() -> Laptop:
-    folder = Path(tempfile.mkdtemp(prefix="intake-readers-"))
+    folder = Path(_fresh_folder("intake-readers-"))
     identity = Identity.generate("alice")
     identity.save(folder / "alice.secret", PASSPHRASE, KDF_MIN)
     (folder / "passphrase").write_text(PASSPHRASE + "\n")
@@ -86,7 +106,7 @@ def laptop() -> Laptop:
 
 def decrypt(data: bytes, capsys) -> tuple[int, str, str, Path]:
     """`intake-keys decrypt` of ``data`` into a fresh folder, with fresh pins."""
-    work = Path(tempfile.mkdtemp(prefix="intake-decrypt-"))
+    work = Path(_fresh_folder("intake-decrypt-"))
     keys = laptop()
     (keys.folder / "pinned-sources.json").unlink(missing_ok=True)
     (work / "b.bundle").write_bytes(data)
@@ -361,7 +381,7 @@ def test_any_mutation_of_a_secret_key_file_is_refused(data):
 
 @functools.lru_cache(maxsize=1)
 def decrypted_source() -> Path:
-    work = Path(tempfile.mkdtemp(prefix="intake-source-"))
+    work = Path(_fresh_folder("intake-source-"))
     keys = laptop()
     # Each test that decrypts has source ids of its own: the laptop's pins are shared by this
     # file's tests, and the same id with another reply key is refused (xdist's order varies).
@@ -376,7 +396,7 @@ def decrypted_source() -> Path:
 def test_any_mutation_of_source_json_gives_a_reply_or_one_line(capsys, data):
     folder = decrypted_source()
     original = (folder / SOURCE_RECORD).read_bytes()
-    work = Path(tempfile.mkdtemp(prefix="intake-reply-"))
+    work = Path(_fresh_folder("intake-reply-"))
     shutil.copytree(folder, work / "src")
     (work / "src" / SOURCE_RECORD).write_bytes(mutate(original, data.draw(mutations(len(original)))))
     keys = laptop()
@@ -394,7 +414,7 @@ def test_any_mutation_of_source_json_gives_a_reply_or_one_line(capsys, data):
 def test_any_mutation_of_the_pin_file_is_refused_or_read(data):
     original = json.dumps({"format": "intake-pinned-sources", "version": 1, "sources": [
         {"source_id": "src-1", "designation": "brave otter", "reply_public_key": "A" * 42 + "E="}]}).encode()
-    path = Path(tempfile.mkdtemp(prefix="intake-pins-")) / "pinned-sources.json"
+    path = Path(_fresh_folder("intake-pins-")) / "pinned-sources.json"
     path.write_bytes(mutate(original, data.draw(mutations(len(original)))))
     try:
         pins = load_pins(path)
