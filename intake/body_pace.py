@@ -131,7 +131,7 @@ class _BodyClock:
             self._in_window = 0
 
 
-def close_if_nothing_waiting(sock: socket.socket) -> bool:
+def _close_if_nothing_waiting(sock: socket.socket) -> bool:
     """Shut the connection down for both directions unless bytes have arrived that nobody has
     read yet (asked without reading or blocking). The greenlet waiting to read it then reads
     the end of the stream: the shutdown goes to the file descriptor through a socket object of
@@ -191,7 +191,7 @@ class PacedSocket:
         (RFC 9112, 9.3), and browsers send a request again when a connection they reused was."""
         if not self._idle or time.monotonic() < self._fresh_until:
             return False
-        return close_if_nothing_waiting(self._sock)
+        return _close_if_nothing_waiting(self._sock)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
