@@ -608,6 +608,30 @@ with Store.open(settings) as store:
     measure(visit)
 """
 
+_SLOW_JOURNALIST_WRITES = """
+real_empty_wal = connection.empty_wal
+def slow_empty_wal(conn):
+    blocking_sleep(0.2)  # after each commit
+    return real_empty_wal(conn)
+connection.empty_wal = slow_empty_wal
+
+from intake.store.newsroom import Newsroom
+with Store.open(settings) as store:
+    newsroom = Newsroom(store)
+    journalist = store.active_recipients()[0]
+    def visit():  # what a journalist's visit writes: a login, its session, an export, replies, a deletion, logout
+        reservation = newsroom.reserve_login_attempt(journalist.journalist_id, b"name-key", sealed_now=b"now", recent=lambda sealed: True,
+                                                     per_name=5, overall=50)
+        assert newsroom.use_totp_step(journalist.journalist_id, 1, seal=lambda step: b"step", last_used=lambda sealed: 0)
+        newsroom.login_succeeded(journalist.journalist_id, reservation)
+        newsroom.save_journalist_session(b"session", journalist.journalist_id, b"sealed", int(time.time()) + 60)
+        newsroom.mark_exported(["no-such-submission"])
+        newsroom.import_replies(journalist.name, [("no-such-source", b"reply")])
+        newsroom.delete_submissions_of("no-such-source")
+        newsroom.delete_journalist_session(b"session")
+    measure(visit)
+"""
+
 
 _UPLOADS_WAITING_FOR_THE_LOCK = """
 from tests.fixtures_store import PAST_ANY_HEADER
@@ -670,6 +694,14 @@ def test_a_sources_writes_do_not_freeze_a_gevent_worker(settings: Settings):
     write's commit waits for the disk. The worker's other connections keep being served meanwhile."""
     took, longest_frozen, _ticks = _frozen_loop(settings, _SLOW_SOURCE_WRITES)
     assert took >= 1.2 and longest_frozen < 0.1, (took, longest_frozen)
+
+
+def test_a_journalists_writes_do_not_freeze_a_gevent_worker(settings: Settings):
+    """The journalist interface runs in the same workers as the source site: a login, its
+    session, an export's marks, imported replies and a deletion each commit, and a commit
+    waits for the disk. Sources' connections keep being served meanwhile."""
+    took, longest_frozen, _ticks = _frozen_loop(settings, _SLOW_JOURNALIST_WRITES)
+    assert took >= 1.6 and longest_frozen < 0.1, (took, longest_frozen)
 
 
 def test_a_slots_file_replaced_on_disk_is_opened_again_not_written_through_an_old_descriptor(store: Store, settings: Settings,

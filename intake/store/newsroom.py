@@ -13,13 +13,16 @@ import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from keys.identity import MAX_NAME_BYTES
 
-from intake.store.connection import DatabaseError, IntegrityError, translate_errors, write_transaction
+from intake.store.connection import Connection, DatabaseError, IntegrityError, translate_errors
 from intake.store.errors import JournalistExistsError, StoreError
 from intake.store.records import ID_BATCH, Source, StoredSubmission, expires_by_day, today
 from intake.store.store import Store
+
+T = TypeVar("T")
 
 # Names of retired keys stay in old rows (which submissions were sealed to them);
 # the suffix keeps them valid identity names (letters, digits, '.', '-').
@@ -100,6 +103,11 @@ class Newsroom:
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self._store._read(sql, params)
 
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        """``work(conn)`` in a write transaction, as a source's writes: its commit in an OS thread
+        (Store._write), since the journalist interface shares the gevent workers with the source site."""
+        return self._store._write(work)
+
     # ------------------------------------------------------------- journalists
 
     def add_journalist(
@@ -116,18 +124,20 @@ class Newsroom:
         """Register an active journalist with login secrets. A removed journalist's
         name may be reused (key rotation): the old row is renamed, kept for the record
         of what was sealed to the old key."""
+        def insert(conn: Connection) -> int:
+            for old_id, old_name in conn.execute(
+                "SELECT id, name FROM journalists WHERE name = ? AND active = 0", (name,)
+            ).fetchall():
+                conn.execute("UPDATE journalists SET name = ? WHERE id = ?", (_retired_name(old_name, old_id), old_id))
+            cursor = conn.execute(
+                "INSERT INTO journalists (name, public_key, verify_key, fingerprint, added_day,"
+                " login_hash, totp_secret, client_auth_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, public_key, verify_key, fingerprint, today(), login_hash, totp_secret, client_auth_key),
+            )
+            return int(cursor.lastrowid)
+
         try:
-            with write_transaction(self._conn) as conn:
-                for old_id, old_name in conn.execute(
-                    "SELECT id, name FROM journalists WHERE name = ? AND active = 0", (name,)
-                ).fetchall():
-                    conn.execute("UPDATE journalists SET name = ? WHERE id = ?", (_retired_name(old_name, old_id), old_id))
-                cursor = conn.execute(
-                    "INSERT INTO journalists (name, public_key, verify_key, fingerprint, added_day,"
-                    " login_hash, totp_secret, client_auth_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, public_key, verify_key, fingerprint, today(), login_hash, totp_secret, client_auth_key),
-                )
-                return int(cursor.lastrowid)
+            return self._write(insert)
         except IntegrityError:
             raise JournalistExistsError(
                 f"a journalist named {name!r} or with the same key is already registered"
@@ -136,7 +146,8 @@ class Newsroom:
 
     def set_login(self, name: str, *, login_hash: bytes, totp_secret: str, client_auth_key: str) -> int:
         """Replace an active journalist's login secrets and end their sessions."""
-        with write_transaction(self._conn) as conn:
+
+        def replace(conn: Connection) -> int:
             row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
             if row is None:
                 raise UnknownJournalistError(f"no active journalist is named {name!r}")
@@ -148,9 +159,12 @@ class Newsroom:
             conn.execute("DELETE FROM failed_logins WHERE journalist_id = ?", (row[0],))
             return int(row[0])
 
+        return self._write(replace)
+
     def remove_journalist(self, name: str) -> None:
         """Stop sealing to this journalist, end their sessions and forget their login."""
-        with write_transaction(self._conn) as conn:
+
+        def remove(conn: Connection) -> None:
             row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
             if row is None:
                 raise UnknownJournalistError(f"no active journalist is named {name!r}")
@@ -163,6 +177,8 @@ class Newsroom:
                 (today(), row[0]),
             )
             conn.execute("DELETE FROM journalist_sessions WHERE journalist_id = ?", (row[0],))
+
+        self._write(remove)
 
     def accounts(self, *, include_removed: bool = False) -> list[JournalistAccount]:
         sql = ("SELECT id, name, fingerprint, active, added_day, removed_day,"
@@ -201,17 +217,19 @@ class Newsroom:
                       last_used: Callable[[bytes | None], int]) -> bool:
         """Record ``step`` as used (sealed by ``seal``); False if it or a later one was
         used already (``last_used`` opens what is stored): a replay."""
-        with write_transaction(self._conn) as conn:
+
+        def use(conn: Connection) -> bool:
             row = conn.execute("SELECT totp_used FROM journalists WHERE id = ?", (journalist_id,)).fetchone()
             if row is None or step <= last_used(row[0]):
                 return False
             conn.execute("UPDATE journalists SET totp_used = ? WHERE id = ?", (seal(step), journalist_id))
             return True
 
+        return self._write(use)
+
     def record_failed_login(self, journalist_id: int | None, name_key: bytes, sealed_time: bytes) -> None:
-        with write_transaction(self._conn) as conn:
-            conn.execute("INSERT INTO failed_logins (id, journalist_id, name_key, sealed_time) VALUES (?, ?, ?, ?)",
-                         (secrets.token_bytes(16), journalist_id, name_key, sealed_time))
+        self._write(lambda conn: conn.execute("INSERT INTO failed_logins (id, journalist_id, name_key, sealed_time) VALUES (?, ?, ?, ?)",
+                                              (secrets.token_bytes(16), journalist_id, name_key, sealed_time)))
 
     def reserve_login_attempt(self, journalist_id: int | None, name_key: bytes, *, sealed_now: bytes,
                               recent: Callable[[bytes], bool], per_name: int, overall: int) -> bytes | None:
@@ -225,7 +243,8 @@ class Newsroom:
         than the limit get through. Returns the record's id (the caller deletes it when
         the attempt succeeds), or None: the attempt is throttled.
         """
-        with write_transaction(self._conn) as conn:
+
+        def reserve(conn: Connection) -> bytes | None:
             live = []
             for row in conn.execute("SELECT id, name_key, journalist_id, sealed_time FROM failed_logins").fetchall():
                 if recent(row[3]):
@@ -240,28 +259,27 @@ class Newsroom:
                          (reservation, journalist_id, name_key, sealed_now))
             return reservation
 
+        return self._write(reserve)
+
     def login_succeeded(self, journalist_id: int, reservation: bytes) -> None:
         """Drop the attempt's reserved record and the account's earlier failures."""
-        with write_transaction(self._conn) as conn:
-            conn.execute("DELETE FROM failed_logins WHERE id = ? OR journalist_id = ?", (reservation, journalist_id))
+        self._write(lambda conn: conn.execute("DELETE FROM failed_logins WHERE id = ? OR journalist_id = ?", (reservation, journalist_id)))
 
     def forget_failed_logins(self, *, outdated: Callable[[bytes], bool]) -> int:
         """Delete the failed-login records whose sealed time is ``outdated`` (outside every throttle window)."""
         rows = self._read("SELECT id, sealed_time FROM failed_logins")
-        with write_transaction(self._conn) as conn:
-            return sum(conn.execute("DELETE FROM failed_logins WHERE id = ?", (row_id,)).rowcount
-                       for row_id, sealed in rows if outdated(sealed))
+        return self._write(lambda conn: sum(conn.execute("DELETE FROM failed_logins WHERE id = ?", (row_id,)).rowcount
+                                            for row_id, sealed in rows if outdated(sealed)))
 
     # ------------------------------------------------------------- sessions
 
     def save_journalist_session(self, session_id: bytes, journalist_id: int, sealed_expiry: bytes, expires_at: int) -> None:
         """Store a session: its exact expiry only sealed (by the caller, under the cookie's
         token), and the day it has surely ended by (see store.expires_by_day)."""
-        with write_transaction(self._conn) as conn:
-            conn.execute(
-                "INSERT INTO journalist_sessions (id, journalist_id, sealed_expiry, expires_by_day) VALUES (?, ?, ?, ?)",
-                (session_id, journalist_id, sealed_expiry, expires_by_day(expires_at)),
-            )
+        self._write(lambda conn: conn.execute(
+            "INSERT INTO journalist_sessions (id, journalist_id, sealed_expiry, expires_by_day) VALUES (?, ?, ?, ?)",
+            (session_id, journalist_id, sealed_expiry, expires_by_day(expires_at)),
+        ))
 
     def load_journalist_session(self, session_id: bytes) -> tuple[int, str, bytes] | None:
         """(journalist id, name, sealed expiry) of a session of an active journalist whose
@@ -274,12 +292,10 @@ class Newsroom:
         return (int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
     def delete_journalist_session(self, session_id: bytes) -> None:
-        with write_transaction(self._conn) as conn:
-            conn.execute("DELETE FROM journalist_sessions WHERE id = ?", (session_id,))
+        self._write(lambda conn: conn.execute("DELETE FROM journalist_sessions WHERE id = ?", (session_id,)))
 
     def purge_expired_journalist_sessions(self) -> int:
-        with write_transaction(self._conn) as conn:
-            return conn.execute("DELETE FROM journalist_sessions WHERE expires_by_day < ?", (today(),)).rowcount
+        return self._write(lambda conn: conn.execute("DELETE FROM journalist_sessions WHERE expires_by_day < ?", (today(),)).rowcount)
 
     # ------------------------------------------------------------- sources and exports
 
@@ -375,18 +391,21 @@ class Newsroom:
         (the retention clock starts at the first export)."""
         day = today()
         wanted = sorted(set(submission_ids))  # in key order: each page of the table is written once
-        marked = 0
-        with write_transaction(self._conn) as conn:
+
+        def mark(conn: Connection) -> int:
             # ID_BATCH a statement: each marked row fires a trigger that counts it on its source
             # (migration 8), and a statement with triggers journals the pages it changes; one
             # statement a row cost 24-36 us a row, against 9-13 in batches (10,000 rows).
+            marked = 0
             for start in range(0, len(wanted), ID_BATCH):
                 batch = wanted[start : start + ID_BATCH]
                 marked += conn.execute(
                     f"UPDATE submissions SET exported_day = ? WHERE id IN ({','.join('?' * len(batch))})"
                     " AND state = 'ready' AND exported_day IS NULL", (day, *batch),
                 ).rowcount
-        return marked
+            return marked
+
+        return self._write(mark)
 
     # ------------------------------------------------------------- replies
 
@@ -398,7 +417,8 @@ class Newsroom:
         turns up, e.g. from a restored backup)."""
         counts: dict[str, ReplyImportCounts] = {}
         day = today()
-        with write_transaction(self._conn) as conn:
+
+        def store_replies(conn: Connection) -> None:
             row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (journalist_name,)).fetchone()
             if row is None:
                 raise UnknownJournalistError(f"no active journalist is named {journalist_name!r}")
@@ -419,50 +439,47 @@ class Newsroom:
                     )
                 counts[source_id] = dataclasses.replace(
                     before, added=before.added + inserted, duplicates=before.duplicates + 1 - inserted)
+
+        self._write(store_replies)
         return counts
 
     # ------------------------------------------------------------- deletion
 
     def delete_source(self, source_id: str) -> bool:
         """Delete a source and everything from or for it (overwritten: secure_delete)."""
-        with write_transaction(self._conn) as conn:
-            deleted = conn.execute("DELETE FROM sources WHERE id = ?", (source_id,)).rowcount == 1
+        deleted = self._write(lambda conn: conn.execute("DELETE FROM sources WHERE id = ?", (source_id,)).rowcount == 1)
         self._store._reclaim_space()
         return deleted
 
     def delete_submissions_of(self, source_id: str) -> int:
-        with write_transaction(self._conn) as conn:
-            deleted = conn.execute(
-                "DELETE FROM submissions WHERE source_id = ? AND state = 'ready'", (source_id,)
-            ).rowcount
+        deleted = self._write(lambda conn: conn.execute(
+            "DELETE FROM submissions WHERE source_id = ? AND state = 'ready'", (source_id,)
+        ).rowcount)
         self._store._reclaim_space()
         return deleted
 
     # ------------------------------------------------------------- retention
 
     def purge_exported_submissions(self, exported_on_or_before: str) -> int:
-        with write_transaction(self._conn) as conn:
-            return conn.execute(
-                "DELETE FROM submissions WHERE state = 'ready' AND exported_day IS NOT NULL AND exported_day <= ?",
-                (exported_on_or_before,),
-            ).rowcount
+        return self._write(lambda conn: conn.execute(
+            "DELETE FROM submissions WHERE state = 'ready' AND exported_day IS NOT NULL AND exported_day <= ?",
+            (exported_on_or_before,),
+        ).rowcount)
 
     def purge_read_replies(self, read_on_or_before: str) -> int:
-        with write_transaction(self._conn) as conn:
-            return conn.execute(
-                "DELETE FROM replies WHERE read_day IS NOT NULL AND read_day <= ?", (read_on_or_before,)
-            ).rowcount
+        return self._write(lambda conn: conn.execute(
+            "DELETE FROM replies WHERE read_day IS NOT NULL AND read_day <= ?", (read_on_or_before,)
+        ).rowcount)
 
     def purge_sources_that_never_submitted(self, last_active_on_or_before: str) -> int:
         """Sources that made a codename but never sent anything, idle since that day.
         A source with an upload in flight or a reply waiting is kept."""
-        with write_transaction(self._conn) as conn:
-            return conn.execute(
-                "DELETE FROM sources WHERE has_submitted = 0 AND last_active_day <= ?"
-                " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
-                " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
-                (last_active_on_or_before,),
-            ).rowcount
+        return self._write(lambda conn: conn.execute(
+            "DELETE FROM sources WHERE has_submitted = 0 AND last_active_day <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
+            " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
+            (last_active_on_or_before,),
+        ).rowcount)
 
     def reclaim_space(self) -> None:
         self._store._reclaim_space()

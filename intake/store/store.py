@@ -330,13 +330,11 @@ class Store(EnvelopeReads, UploadWrites):
 
     def add_reply(self, source_id: str, journalist_id: int | None, envelope: bytes) -> StoredReply:
         reply = StoredReply(new_id(), today(), envelope)
-        self._wait_for_piece()
-        with write_transaction(self._conn) as conn:
-            conn.execute(
-                "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day, position) VALUES (?, ?, ?, ?, ?,"
-                " (SELECT coalesce(max(position), 0) + 1 FROM replies WHERE source_id = ?))",
-                (reply.id, source_id, journalist_id, envelope, reply.created_day, source_id),
-            )
+        self._write(lambda conn: conn.execute(
+            "INSERT INTO replies (id, source_id, journalist_id, envelope, created_day, position) VALUES (?, ?, ?, ?, ?,"
+            " (SELECT coalesce(max(position), 0) + 1 FROM replies WHERE source_id = ?))",
+            (reply.id, source_id, journalist_id, envelope, reply.created_day, source_id),
+        ))
         return reply
 
     def replies_for(self, source_id: str) -> list[StoredReply]:
