@@ -27,8 +27,9 @@ import os
 import socket
 import termios
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 BODY_MIN_RATE_ENV = "INTAKE_BODY_MIN_BYTES_PER_SECOND"
 BODY_WINDOW_ENV = "INTAKE_BODY_WINDOW_SECONDS"
@@ -36,6 +37,8 @@ BODY_DEADLINE_ENV = "INTAKE_BODY_DEADLINE_SECONDS"
 CIRCUIT_IDS_ENV = "INTAKE_TOR_CIRCUIT_IDS"
 CONNECTIONS_PER_CIRCUIT_ENV = "INTAKE_CONNECTIONS_PER_CIRCUIT"
 REQUESTS_PER_CIRCUIT_ENV = "INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND"
+
+T = TypeVar("T")
 
 
 # A connection that never carried a request counts as idle only after this long: a browser over tor
@@ -204,26 +207,42 @@ class PacedSocket:
         self._clock = None
 
     def recv(self, size: int, *flags: int) -> bytes:
-        if self.too_slow:
-            raise BodyTooSlowError("the request body arrived too slowly")
-        if self._unread:
+        if self._unread and not self.too_slow:
             data, self._unread = self._unread[:size], self._unread[size:]
             self._idle = False
             return data
+        return self._read(lambda: self._sock.recv(size, *flags), len)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, *flags: int) -> int:
+        """As ``recv``, into ``buffer`` (an upload's body, read straight into the app's buffer:
+        intake.socket_body)."""
+        if self._unread and not self.too_slow:
+            with memoryview(buffer) as view:
+                count = min(nbytes or len(view), len(self._unread))
+                view[:count] = self._unread[:count]
+            self._unread = self._unread[count:]
+            self._idle = False
+            return count
+        return self._read(lambda: self._sock.recv_into(buffer, nbytes, *flags), int)
+
+    def _read(self, read: Callable[[], T], count: Callable[[T], int]) -> T:
+        """``read()`` from the socket, held to the body's rate and deadline while a body is read."""
+        if self.too_slow:
+            raise BodyTooSlowError("the request body arrived too slowly")
         clock = self._clock
         if clock is None:
-            data = self._sock.recv(size, *flags)
-            self._idle = self._idle and not data
+            data = read()
+            self._idle = self._idle and not count(data)
             return data
         try:
             while True:
                 self._sock.settimeout(max(0.001, clock.seconds_left(time.monotonic())))
                 try:
-                    data = self._sock.recv(size, *flags)
+                    data = read()
                 except TimeoutError:
                     clock.check(time.monotonic())  # raises unless a window passed with enough data
                     continue
-                clock.received(len(data), time.monotonic())
+                clock.received(count(data), time.monotonic())
                 return data
         except BodyTooSlowError:
             self.too_slow = True

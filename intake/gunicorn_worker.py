@@ -51,6 +51,7 @@ from intake.body_pace import PacedSocket, WorkerLimits, worker_limits_from_envir
 from intake.circuits import PROXY_V1_MAX, CircuitBusyError, CircuitKey, CircuitLedger, circuit_from_proxy_line, current_circuit, serving_circuit
 from intake.headers import SECURITY_HEADERS
 from intake.memory_wiping import collect_request_garbage, freeze_startup_objects
+from intake.socket_body import SocketBody
 
 # Largest recv() for a request body: what the apps read at once (Werkzeug's form parser and
 # intake's upload parser, intake.app.ingest.READ_SIZE, both 64 KiB). gunicorn reads up to 1 MiB
@@ -262,6 +263,8 @@ class IntakeGeventWorker(GeventWorker):
             sock.start_body()
             if isinstance(req.unreader, SocketUnreader):
                 req.unreader.max_body_chunk = BODY_RECV_BYTES
+            if SocketBody.fits(req.body):
+                req.body = SocketBody(req.body)  # the app's wsgi.input, and what gunicorn drains after
         try:
             super().handle_request(listener_name, req, sock, addr)
         finally:

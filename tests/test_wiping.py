@@ -170,6 +170,21 @@ class _Reads(io.RawIOBase):
         return piece
 
 
+class _ReadsInto(_Reads):
+    """The same reads, into the caller's buffer (as intake.socket_body gives them), noting at
+    each read whether that buffer still holds anything of the read before."""
+
+    def __init__(self, body: bytes):
+        super().__init__(body)
+        self.held_something_at_a_read: list[bool] = []
+
+    def readinto(self, buffer) -> int:
+        self.held_something_at_a_read.append(any(bytes(buffer)))
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+
 @pytest.fixture(scope="module")
 def instance(tmp_path_factory) -> AppInstance:
     return make_instance(tmp_path_factory.mktemp("wiping"), journalist_count=1)
@@ -208,6 +223,20 @@ def test_an_upload_wipes_every_buffer_that_held_its_plaintext(watcher: Watcher, 
     assert watcher.check(message) >= (2 if case == "forged-token" else 1)
     if case != "forged-token":
         assert watcher.check(file_marker) >= 1
+
+
+def test_an_uploads_read_buffer_holds_nothing_while_the_next_read_waits(instance: AppInstance):
+    """Over Tor the next read of a body may wait for minutes: what the last one brought is
+    handed to the parser and wiped first, not kept until it is overwritten."""
+    _marker, file_content = _canary(500_000)
+    body, content_type = upload_body(TOKEN, message="a message", files=[("leak.bin", file_content, "application/octet-stream")])
+    reads = _ReadsInto(body)
+    with Store.open(instance.settings) as store:
+        source_id = store.create_source(os.urandom(32), os.urandom(32)).id
+        result = ingest_submission(reads, content_type, store=store, source_id=source_id, max_bytes=10 << 20,
+                                   check_form_token=_check_token)
+    assert len(result.submission_ids) == 2
+    assert len(reads.held_something_at_a_read) >= 8 and not any(reads.held_something_at_a_read)
 
 
 def test_a_message_handed_back_is_wiped_once_its_text_is_made(watcher: Watcher):

@@ -11,6 +11,7 @@ them makes a test here or in test_wiping.py fail (docs/ASSURANCE.md)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import os
 import sys
@@ -40,12 +41,13 @@ from keys.envelope import (
 )
 from keys.errors import BadPassphraseError, TamperedError, TruncatedError, WrongKeyError
 from keys.identity import KDF_MIN, Identity, _derive_into
+from keys.wiping import wipe
 from tests.fixtures_app import AppInstance, csrf_token, make_instance, post_upload, start_as_new_source, upload_body
 from tests.test_wiping import FAST, TOKEN, UPLOADS, _canary, _check_token, _Reads
 
 # The buffer locals of each function that must be zeros when it returns.
 LOCALS = {
-    ingest.ingest_submission: ("held", "decoder"),
+    ingest.ingest_submission: ("held", "decoder", "read_buffer"),
     ingest._safe_cut: ("tail",),
     ingest._EncryptedPart.feed: ("held",),
     read_unsent_form: ("message", "decoder"),
@@ -193,6 +195,36 @@ def test_an_upload_leaves_no_buffer_holding_anything(leftovers: Leftovers, insta
         assert {"EnvelopeWriter", "_EncryptedPart", "_EncryptedPart.feed.held"} <= seen
     if case == "oversized-part-header":
         assert max(leftovers.sizes("ingest_submission.held")) > 0  # the refused header was still in it
+
+
+class _ByteArrayHead(ctypes.Structure):
+    """CPython's PyByteArrayObject: where a bytearray's allocation is, and how large."""
+
+    _fields_ = [("ob_refcnt", ctypes.c_ssize_t), ("ob_type", ctypes.c_void_p), ("ob_size", ctypes.c_ssize_t),
+                ("ob_alloc", ctypes.c_ssize_t), ("ob_bytes", ctypes.c_void_p), ("ob_start", ctypes.c_void_p)]
+
+
+def _allocation(buffer: bytearray) -> bytes:
+    """All of a bytearray's allocation: deleting from its front only moves its start, so what was
+    there stays in memory unless it was wiped first."""
+    head = _ByteArrayHead.from_address(id(buffer))
+    return ctypes.string_at(head.ob_bytes, head.ob_alloc)
+
+
+def test_the_bytes_handed_to_the_parser_are_wiped_not_only_dropped():
+    """What stays held is most of the buffer, so CPython keeps the allocation and only moves its
+    start past the bytes handed over: they stay in memory unless wiped before."""
+    secret = os.urandom(16).hex().encode() * 64
+    kept = b"kept back " * 1000
+    held = bytearray(secret + kept)
+    decoder = MultipartDecoder(b"boundary", 1 << 20)
+    ingest._hand_over(decoder, held, len(secret))
+    assert bytes(held) == kept and bytes(decoder.buffer) == secret
+    allocation = _allocation(held)
+    assert kept in allocation  # the check sees this buffer's memory
+    assert secret[:32] not in allocation
+    wipe(decoder.buffer)
+    wipe(held)
 
 
 def test_a_message_handed_back_leaves_nothing_in_the_parser(leftovers: Leftovers):

@@ -418,9 +418,18 @@ def _feed(decoder: MultipartDecoder, upload: _Upload) -> bool:
             upload.on_data(event)
 
 
-def _read(stream: BinaryIO) -> bytes:
+def _read_into(stream: BinaryIO, into: memoryview) -> int:
+    """Fill the start of ``into`` with the next bytes of the body; 0 at its end. Straight from
+    the connection where the stream can (intake.socket_body), else through a read."""
     try:
-        return stream.read(READ_SIZE)
+        if hasattr(stream, "readinto"):
+            try:
+                return stream.readinto(into) or 0
+            except NotImplementedError:  # io.RawIOBase's own, in a stream that has only read()
+                pass
+        data = stream.read(len(into))
+        into[: len(data)] = data
+        return len(data)
     except (ClientDisconnected, OSError):
         raise ConnectionLostError("the connection ended mid-upload") from None
     except RequestEntityTooLarge:  # Werkzeug's own cap on the input stream
@@ -448,16 +457,18 @@ def ingest_submission(
     upload = _Upload(store, source_id, check_form_token, on_published)
     received = 0
     held = bytearray()
+    read_buffer = bytearray(READ_SIZE)  # each read lands here, is handed on, and is wiped
+    reads = memoryview(read_buffer)
     try:
         finished = False
         while not finished:
-            chunk = _read(stream)
-            received += len(chunk)
+            count = _read_into(stream, reads)
+            received += count
             if received > max_bytes:
                 raise UploadTooLargeError("the upload is larger than allowed")
-            if chunk:
-                held += chunk
-                del chunk  # not kept while the next read waits for the network
+            if count:
+                held += reads[:count]
+                wipe(reads[:count])  # not kept while the next read waits for the network
                 cut = _safe_cut(decoder, held, delimiter)
                 _hand_over(decoder, held, cut)
                 finished = _feed(decoder, upload)
@@ -484,6 +495,8 @@ def ingest_submission(
         upload.abort(keep_held=False)
         raise
     finally:
+        reads.release()
+        wipe(read_buffer)
         wipe(held)
         wipe(decoder.buffer)  # the parser's own bytearray: what it had not handed out yet
         upload.wipe()

@@ -75,6 +75,15 @@ class _GuardedInput:
     def read(self, *args: Any) -> bytes:
         return self._guarded("read", *args)
 
+    def readinto(self, buffer: Any) -> int:
+        """Werkzeug's stream reads through this when the server's input has it (intake.socket_body:
+        straight from the connection into the upload's buffer)."""
+        if not hasattr(self._stream, "readinto"):
+            data = self.read(len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
+        return self._guarded("readinto", buffer)
+
     def readline(self, *args: Any) -> bytes:
         return self._guarded("readline", *args)
 
