@@ -53,3 +53,8 @@ def test_the_check_sees_a_name_that_does_not_exist(tmp_path: Path):
     assert refs == [("tests/test_sample.py", "test_real"), ("tests/test_sample.py", "test_real"),
                     ("tests/test_sample.py", "helper"), ("tests/test_gone.py", "test_x")]
     assert names_collected_from(sample) == {"test_real"}
+
+
+def test_the_assurance_document_counts_no_tests_in_a_file():
+    """A file's tests are named as "every test": a count ("all 16 tests") goes stale unseen."""
+    assert not re.search(r"\((?:all \d+|both) tests\)", ASSURANCE.read_text())

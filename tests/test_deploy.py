@@ -130,3 +130,30 @@ def test_apparmor_addition_parses_inside_debians_system_tor_profile(tmp_path):
     result = subprocess.run(["apparmor_parser", "--skip-kernel-load", "--skip-cache", "--base", str(root),
                              "--Include", str(root), str(root / "system_tor")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def _systemd_settings(path: Path, section: str) -> dict[str, str]:
+    """A unit or journald file's settings of one section, as systemd reads them (the last one wins)."""
+    settings, current = {}, None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+        elif current == section and line and not line.startswith(("#", ";")) and "=" in line:
+            name, value = line.split("=", 1)
+            settings[name.strip()] = value.strip()
+    return settings
+
+
+def test_the_service_logs_to_a_namespace_kept_in_memory_for_about_a_day():
+    """SECURITY.md, "The service's log": the journal's times must not reach a seized disk. The
+    container test proves it on a booted system; this reads what every install gets."""
+    assert _systemd_settings(DEPLOY / "intake.service", "Service").get("LogNamespace") == "intake"
+    journal = _systemd_settings(DEPLOY / "journald@intake.conf", "Journal")
+    assert journal["Storage"] == "volatile"
+    assert journal["MaxFileSec"] == "1day" and journal["MaxRetentionSec"] == "1day"
+    assert journal["RuntimeMaxUse"].endswith("M") and not any(name.startswith("ForwardTo") and value != "no"
+                                                               for name, value in journal.items())
+    setup = (DEPLOY / "setup-debian.sh").read_text()
+    assert "JOURNALD_CONF=/etc/systemd/journald@intake.conf" in setup
+    assert '"$PREFIX/deploy/journald@intake.conf" "$JOURNALD_CONF"' in setup

@@ -281,6 +281,13 @@ def test_held_parts_are_published_before_a_larger_one_grows_and_every_part_keeps
         assert kept_exactly(instance, store, [("message", None, b"m")] + [("file", name, data) for name, data, _t in files])
 
 
+def test_the_hold_limits_are_the_ones_security_md_states():
+    """The tests around change HOLD_SECONDS to run fast; what ships is what SECURITY.md says."""
+    text = " ".join((Path(__file__).resolve().parents[1] / "SECURITY.md").read_text().split())
+    assert ingest_module.HOLD_BYTES == 128 * 1024 and "(128 KiB of envelopes" in text
+    assert ingest_module.HOLD_SECONDS == 1.0 and "for about a second: the first data, part or end of the request after a second publishes it" in text
+
+
 def test_a_whole_part_waits_for_the_next_one_at_most_hold_seconds(instance, monkeypatch):
     """Over a slow circuit a message is not kept back until a small file after it has crawled in."""
     body, content_type = upload_body(TOKEN, message="slow", files=[("f", os.urandom(60_000), "x/y")])

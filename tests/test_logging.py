@@ -52,3 +52,32 @@ def test_gunicorn_config_uses_the_same_filter():
     config = (Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py").read_text()
     assert "from intake.logs import redact" in config and 'redact(logging.getLogger("gunicorn.error"))' in config
     assert RedactRequestDetails.__module__ == "intake.logs"
+
+
+def test_gunicorn_as_shipped_logs_no_address_or_browser_of_any_request(tmp_path: Path):
+    """SECURITY.md §2: no IP address and no user agent in the logs. The in-process tests cannot
+    see gunicorn's own logging (its access log above all): this serves with deploy/gunicorn.conf.py
+    and reads everything the server wrote, after normal pages, a missing one and refused requests."""
+    import socket
+
+    from tests.fixtures_server import SourceClient, run_intake_server
+
+    agent, forwarded = "CanaryBrowser/1.0 (agent-5e1d9c)", "198.51.100.203"
+    headers = f"User-Agent: {agent}\r\nX-Forwarded-For: {forwarded}\r\nX-Real-IP: {forwarded}\r\n"
+    requests = [
+        f"GET / HTTP/1.1\r\nHost: x\r\n{headers}\r\n",
+        f"GET /nope-3a7f HTTP/1.1\r\nHost: x\r\n{headers}\r\n",
+        f"GET / HTTP/1.1\r\nHost: x\r\n{headers}Bad Name: 1\r\n\r\n",  # a header gunicorn refuses
+        f"GET /{'a' * 9000} HTTP/1.1\r\nHost: x\r\n{headers}\r\n",  # over gunicorn's request line limit
+    ]
+    with run_intake_server(tmp_path) as server:
+        SourceClient(server.url).start_as_new_source()  # a codename made: the app's own logging runs too
+        answers = []
+        for raw in requests:
+            with socket.create_connection(("127.0.0.1", server.gunicorn.port), timeout=30) as sock:
+                sock.sendall(raw.encode())
+                answers.append(sock.recv(100).split(b"\r\n", 1)[0])
+        log = server.gunicorn.error_log_text()
+    assert [answer.split()[1] for answer in answers] == [b"200", b"404", b"400", b"414"], answers
+    assert "Refused an invalid request" in log  # the refusals were logged: the log was written to
+    assert "agent-5e1d9c" not in log and forwarded not in log and "127.0.0.1" not in log

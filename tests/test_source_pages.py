@@ -318,10 +318,13 @@ def test_logout_of_a_codename_that_never_sent_anything_asks_first(source_client,
 def test_logout_ends_the_session_and_advises_a_new_identity(source_client, app_instance):
     start_as_new_source(source_client)
     send_something(source_client)
+    assert source_client.get_cookie("intake_codename") is not None and source_client.get_cookie("intake_receipt") is not None
     page = source_client.post("/logout", data={"csrf_token": csrf_token(source_client.get("/submit").text)})
     assert page.status_code == 200
     assert "New identity" in page.text
     assert source_client.get_cookie(COOKIE_NAME) is None
+    # SECURITY.md: the sealed codename and receipt cookies go with the session.
+    assert source_client.get_cookie("intake_codename") is None and source_client.get_cookie("intake_receipt") is None
     assert source_client.get("/submit").status_code == 303
     with Store.open(app_instance.settings) as store:
         assert store.purge_expired_sessions() == 0  # nothing left behind to expire
