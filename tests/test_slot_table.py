@@ -266,3 +266,19 @@ def test_a_slow_upload_in_a_growing_store_claims_a_few_times_and_leaves_no_hole(
     assert len(claims) <= 10, claims
     every_slot = [slot for (slot,) in store._conn.execute("SELECT slot FROM slots")]
     assert len(every_slot) > 65 and store._slots().holes_among(every_slot) == 0
+
+
+def test_a_claim_starts_at_a_random_free_slot_so_a_reused_slots_place_tells_nothing_of_its_time(store: Store, source, recipients):
+    """SECURITY.md §2: a reused slot is taken from a random place among the free ones. With a
+    fixed start, uploads one after another would fill the free slots in order of arrival."""
+    with write_transaction(store._conn) as conn:  # 1,000 free, clean slots: a store that emptied out
+        conn.execute("WITH RECURSIVE new(slot) AS (SELECT 0 UNION ALL SELECT slot + 1 FROM new WHERE slot + 1 < 1000)"
+                     " INSERT INTO slots (slot, dirty) SELECT slot, 0 FROM new")
+    firsts = []
+    for _ in range(30):
+        with store.start_submission(source.id, "file", recipients) as upload:
+            upload.write(os.urandom(SLOT_BYTES + PAST_ANY_HEADER))
+            submission_id = upload.commit()
+        firsts.append(min(slot for (slot,) in store._conn.execute("SELECT slot FROM slots WHERE submission_id = ?", (submission_id,))))
+    assert len({first // 100 for first in firsts}) >= 5, sorted(firsts)  # a fixed start: all in the first hundred
+    assert firsts != sorted(firsts)
