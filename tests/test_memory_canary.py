@@ -51,16 +51,29 @@ def readable_regions(pid: int) -> Iterator[tuple[int, int, str]]:
         yield start, end, name
 
 
+# In the environment of every server these tests start: a scan that does not find it did not read
+# the process's memory, and would find no canary either.
+PROBE = "MEMORY-PROBE-" + secrets.token_hex(12)
+PROBE_ENVIRONMENT = {"INTAKE_TEST_MEMORY_PROBE": PROBE}
+
+
 def count_in_memory(pid: int, needle: bytes) -> int:
-    found = 0
+    """How often ``needle`` is in the process's writable memory. The scan proves it read that
+    memory: it finds PROBE, and reads nearly every byte mapped (a region may go away meanwhile)."""
+    found = probes = read = mapped = 0
     with open(f"/proc/{pid}/mem", "rb", buffering=0) as memory:
         for start, end, _name in readable_regions(pid):
+            mapped += end - start
             try:
                 memory.seek(start)
                 data = memory.read(end - start)
             except (OSError, ValueError, OverflowError):
                 continue
+            read += len(data)
             found += data.count(needle)
+            probes += data.count(PROBE.encode())
+    assert probes >= 1, f"process {pid}: the scan did not find the probe in its memory"
+    assert read >= 0.9 * mapped, f"process {pid}: read {read} of {mapped} bytes mapped"
     return found
 
 
@@ -70,7 +83,7 @@ def gunicorn_pids(server: IntakeServer) -> list[int]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[IntakeServer]:
-    with run_intake_server(tmp_path) as running:
+    with run_intake_server(tmp_path, env=PROBE_ENVIRONMENT) as running:
         yield running
 
 
@@ -148,7 +161,7 @@ JOURNALIST_APP = "intake.app.journalist:create_journalist_app()"
 @pytest.fixture(scope="module")
 def small_limit_server(tmp_path_factory) -> Iterator[IntakeServer]:
     """One server for the refusals below, with a 2 MiB upload limit so one can be exceeded."""
-    with run_intake_server(tmp_path_factory.mktemp("canary-refusals"), env={"INTAKE_MAX_UPLOAD_MIB": str(SMALL_LIMIT_MIB)}) as running:
+    with run_intake_server(tmp_path_factory.mktemp("canary-refusals"), env={"INTAKE_MAX_UPLOAD_MIB": str(SMALL_LIMIT_MIB), **PROBE_ENVIRONMENT}) as running:
         yield running
 
 
@@ -260,7 +273,7 @@ def journalist_server(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("canary-journalist")
     newsroom = make_newsroom(base)
-    with run_gunicorn(JOURNALIST_APP, base, {"INTAKE_DATA": str(newsroom.settings.data_dir)}) as server:
+    with run_gunicorn(JOURNALIST_APP, base, {"INTAKE_DATA": str(newsroom.settings.data_dir), **PROBE_ENVIRONMENT}) as server:
         yield server, newsroom
 
 
