@@ -61,6 +61,7 @@ def test_the_keys_wheel_holds_keys_and_nothing_of_the_server(stick):
     (wheel,) = (stick / "wheels").glob("intake_keys-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "keys/cli.py" in names and "keys/cleaning/sandbox.py" in names
+    assert {"keys/locale/ru/LC_MESSAGES/intake-keys.mo", "keys/locale/ru/LC_MESSAGES/argparse.mo"} <= set(names)
     assert not [n for n in names if n.startswith("intake/")]
 
 
@@ -78,6 +79,9 @@ def test_it_installs_and_decrypts_with_no_network(stick, tmp_path, alice, alice_
     )  # fmt: skip
     assert decrypted.returncode == 0, decrypted.stderr
     assert (tmp_path / "out" / "brave otter" / "2026-11-28 message.txt").read_text() == "Встреча в среду.\n"
+    # The journalists' guide promises Russian (--lang ru): the laptop is where they use the tool.
+    russian = offline(str(venv / "bin" / "intake-keys"), "--lang", "ru", "--help", env=env)
+    assert russian.returncode == 0 and "Офлайн-инструменты журналиста intake" in russian.stdout, russian.stdout
     no_server = offline(str(venv / "bin" / "python"), "-c", "import flask", env=env)
     assert no_server.returncode != 0  # the server's dependencies are not there: keys only
     # The release, which says whether this toolkit reads what the server writes (docs/journalists.md).
