@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from intake.store.errors import MissingDatabaseKeyError, NotInitialisedError, SecretFileError
+from intake.store.errors import DamagedInstanceError, MissingDatabaseKeyError, NotInitialisedError, SecretFileError
 
 DB_FILE = "intake.db"
 DEFAULT_DB_KEY_FILE = "db.key"
@@ -126,9 +126,28 @@ def read_secret_file(path: Path, size: int, what: str, error: type[SecretFileErr
     return secret
 
 
+# The two files `intake init` makes first and every command needs, and two things only an instance
+# has: finding any of them without the others means an instance lost a file (a failed disk, a copy
+# made wrong), not a new dir. `intake init` there would make an empty store at the same addresses.
+_INSTANCE_FILES = (DB_FILE, INSTANCE_SECRET_FILE)
+_INSTANCE_TRACES = (f"{DB_FILE}-slots", "onion")
+
+
+def check_instance_whole(data_dir: Path) -> None:
+    """Raise DamagedInstanceError if ``data_dir`` holds part of an instance: one of its
+    essential files is missing while other traces of it are there."""
+    present = [name for name in (*_INSTANCE_FILES, *_INSTANCE_TRACES) if (data_dir / name).exists()]
+    missing = [name for name in _INSTANCE_FILES if not (data_dir / name).is_file()]
+    if present and missing:
+        raise DamagedInstanceError(f"{data_dir} holds an intake instance whose {' and '.join(missing)} "
+                                   f"{'is' if len(missing) == 1 else 'are'} missing: restore it from a backup "
+                                   "(intake restore); intake init cannot bring it back")
+
+
 def load_settings(data_dir: Path, *, db_key_file: Path | None = None, **overrides) -> Settings:
     """Settings of the instance in `data_dir`; `overrides` replace any default (tests use small KDF costs)."""
     data_dir = Path(data_dir)
+    check_instance_whole(data_dir)
     if not (data_dir / DB_FILE).is_file() or not (data_dir / INSTANCE_SECRET_FILE).is_file():
         raise NotInitialisedError(f"{data_dir} is not an intake data dir: run `intake init --data {data_dir}` first")
     instance_secret = read_secret_file(data_dir / INSTANCE_SECRET_FILE, INSTANCE_SECRET_BYTES, "instance secret")

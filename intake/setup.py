@@ -20,6 +20,7 @@ from intake.config import (
     INSTANCE_SECRET_BYTES,
     INSTANCE_SECRET_FILE,
     Settings,
+    check_instance_whole,
     db_key_path,
     key_inside_data_dir,
     load_settings,
@@ -112,6 +113,7 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
     Any failure leaves the dir as it was.
     """
     data_dir = Path(data_dir)
+    check_instance_whole(data_dir)
     identities = _load_journalist_keys([Path(path) for path in journalist_public_files])
     if (data_dir / DB_FILE).exists():
         settings = load_settings(data_dir, db_key_file=db_key_file)

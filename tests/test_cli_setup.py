@@ -133,6 +133,23 @@ def test_init_with_a_missing_key_on_an_existing_dir_changes_nothing(settings):
     assert _digest(settings.data_dir) == before
 
 
+@pytest.mark.parametrize("lost", ["intake.db", "instance.secret"])
+def test_an_instance_that_lost_its_database_or_secret_is_called_damaged_and_init_refuses_it(settings, lost: str):
+    """Found by a newcomer test: with intake.db gone, every command said "not an intake data dir:
+    run intake init", and init made an empty store at the same onion addresses, every source's
+    account and document gone, the slots file orphaned. A lost file calls for the backup."""
+    (settings.data_dir / lost).unlink()
+    before = _digest(settings.data_dir)
+    status = CliRunner().invoke(cli, ["status", "--data", str(settings.data_dir)])
+    assert status.exit_code == 1
+    assert status.output.strip() == (f"Error: {settings.data_dir} holds an intake instance whose {lost} is missing:"
+                                     " restore it from a backup (intake restore); intake init cannot bring it back")
+    _, dave = make_journalist(settings.data_dir.parent, "dave")
+    init = CliRunner().invoke(cli, ["init", "--yes", "--data", str(settings.data_dir), "--journalist-key", str(dave)])
+    assert init.exit_code == 1 and init.output == status.output
+    assert _digest(settings.data_dir) == before
+
+
 def test_key_file_outside_the_data_dir_is_used_and_needed(tmp_path: Path, journalists):
     key_file = _write_key(tmp_path / "db-key", os.urandom(32))
     data_dir = tmp_path / "data"

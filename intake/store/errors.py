@@ -13,6 +13,10 @@ class NotInitialisedError(StoreError):
     """The data dir does not exist or was never set up with `intake init`."""
 
 
+class DamagedInstanceError(NotInitialisedError):
+    """The data dir holds an instance that lost its database or its instance secret."""
+
+
 class SecretFileError(StoreError):
     """A secret file of the data dir is missing, unreadable, malformed or readable by others."""
 
