@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -51,7 +52,7 @@ from intake.db_key_recovery import RECOVERY_FILE
 from intake.server_identity import SERVER_SIGNING_FILE, write_server_public_file
 from intake.store import MissingDatabaseKeyError, Store, StoreError
 from intake.store.connection import Connection, connect, connect_blobs, write_transaction
-from intake.store.errors import StoreDamagedError
+from intake.store.errors import StoreDamagedError, StoreFullError
 from intake.store.newsroom import Newsroom
 from intake.store.page_size import PageRewriteError, convert_page_size
 from intake.store.slots_file import SLOT_BYTES, SLOTS_SUFFIX, SlotsFile, slots_path
@@ -92,7 +93,10 @@ def make_backup(data_dir: Path, out: Path, *, db_key_file: Path | None = None) -
     folder = out.parent if str(out.parent) else Path(".")
     stage = Path(tempfile.mkdtemp(prefix=".intake-backup-", dir=folder))
     try:
-        counts = _snapshot(settings, stage)
+        try:
+            counts = _snapshot(settings, stage)  # its copy of the database is written beside the backup
+        except StoreFullError:
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder)) from None
         with PendingFile(folder, 0o600) as pending:
             with tarfile.open(fileobj=pending, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 _add_bytes(tar, FORMAT_MEMBER, FORMAT_LINE)

@@ -7,6 +7,7 @@ line on stderr and a non-zero exit; no secret is ever printed.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import shlex
@@ -30,7 +31,7 @@ from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, SOCKET_DIR_NAME, TOR_MODES
 from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
-from intake.store.connection import CIPHER_PAGE_SIZE
+from intake.store.connection import CIPHER_PAGE_SIZE, DatabaseError
 from intake.store.errors import WrongDatabaseKeyError
 from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError
@@ -56,7 +57,8 @@ grace_option = option(
 
 
 class _Group(TranslatedGroup):
-    """Turns the errors intake explains into one line and exit status 1."""
+    """Turns the errors intake explains, and those of the system and the database it does not,
+    into one line and exit status 1: never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -65,6 +67,25 @@ class _Group(TranslatedGroup):
             raise click.ClickException(_("the database key does not open this database (wrong key, or not an intake database)")) from None
         except (StoreError, KeysError, ServerError, TorError, OnionKeyError) as error:
             raise click.ClickException(str(error)) from None
+        except DatabaseError as error:  # what the store does not translate: damage, an unreadable file
+            raise click.ClickException(_("the database cannot be read ({reason}): run `intake check`, and restore a backup "
+                                         "if it finds damage").format(reason=error)) from None
+        except OSError as error:  # a folder that is missing or read-only, a full disk
+            raise click.ClickException(os_error_line(error)) from None
+
+
+def os_error_line(error: OSError) -> str:
+    """What went wrong with which path, in one line. A hidden file intake was making (a partial
+    export, a backup's staging folder) is named by its folder, the place the operator chose."""
+    path = Path(error.filename) if error.filename else None
+    if path is not None and path.name.startswith(".intake-"):
+        path = path.parent
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC and path is None:
+        return _("a disk is full: free some space and try again")
+    if error.errno == errno.ENOSPC:
+        return _("the disk holding {path} is full: free some space there and try again").format(path=path)
+    return _("{path}: {reason}").format(path=path, reason=reason) if path is not None else reason
 
 
 def _choose_language(_ctx: click.Context, _param: click.Parameter, language: str | None) -> None:

@@ -290,3 +290,34 @@ def test_an_upload_in_progress_is_left_out_of_the_backup(tmp_path: Path, laptop:
     with Store.open(load_settings(restored_data, db_key_file=key)) as restored:
         assert restored.counts()["submissions"] == 1 and restored.counts()["pending uploads"] == 0
         assert restored._conn.execute("SELECT count(*) FROM slots WHERE submission_id IS NOT NULL").fetchone()[0] == whole_slots
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 KiB file system, for a backup that cannot fit."""
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here (mount: {mounted.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_backup_to_a_place_it_cannot_write_names_that_place_in_one_line(tmp_path: Path, laptop: Path, small_disk: Path):
+    """Found by a newcomer test: a missing folder gave a traceback, and a full target disk was
+    reported as "the disk holding the intake database is full", sending the operator to free
+    space on the server."""
+    key = _key_file(tmp_path / "db.key")
+    data = tmp_path / "data"
+    run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
+        cwd=tmp_path)
+    _submit(data, key, {"a tip": os.urandom(600_000)})
+    cases = {tmp_path / "missing": f"{tmp_path / 'missing'}: No such file or directory",
+             small_disk: f"the disk holding {small_disk} is full: free some space there and try again"}
+    for folder, message in cases.items():
+        done = run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", folder / "x.backup", cwd=tmp_path, ok=False)
+        assert done.returncode == 1 and done.stderr == f"Error: {message}\n", done.stderr
+    assert list(small_disk.iterdir()) == []  # nothing half-written left behind

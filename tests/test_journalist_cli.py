@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import pyotp
 from click.testing import CliRunner
 from keys.identity import Identity, fingerprint_v1
@@ -151,6 +153,35 @@ def test_check_reports_a_damaged_store(newsroom: Newsroom):
     db.write_bytes(bytes(data))
     result = invoke(newsroom, "check")
     assert result.exit_code == 1 and "integrity problems" in result.output and "Traceback" not in result.output
+
+
+def test_status_and_export_on_a_damaged_store_say_so_in_one_line(newsroom: Newsroom, tmp_path: Path):
+    """check explains damage; the other commands failed with sqlcipher's traceback instead."""
+    submit_as_new_source(newsroom.source_app, "x" * 2000)
+    with newsroom.store() as store:
+        store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db = newsroom.settings.db_path
+    data = bytearray(db.read_bytes())
+    data[CIPHER_PAGE_SIZE : 3 * CIPHER_PAGE_SIZE] = os.urandom(2 * CIPHER_PAGE_SIZE)  # the schema's pages
+    db.write_bytes(bytes(data))
+    for command in (["status"], ["export", "--out", str(tmp_path / "x.bundle")]):
+        result = invoke(newsroom, *command)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (command, result.output)
+        assert result.output.startswith("Error: the database cannot be read (") and result.output.count("\n") == 1, result.output
+        assert "intake check" in result.output
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "not-a-folder"])
+def test_an_export_to_a_place_it_cannot_write_says_so_in_one_line(newsroom: Newsroom, tmp_path: Path, where: str):
+    submit_as_new_source(newsroom.source_app, "a message")
+    folder = tmp_path / "target"
+    if where == "not-a-folder":
+        folder.write_text("a file where the folder should be")
+    result = invoke(newsroom, "export", "--out", str(folder / "x.bundle"))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output == f"Error: {folder}: {'No such file or directory' if where == 'missing-folder' else 'Not a directory'}\n"
+    with newsroom.store() as store:
+        assert all(s.exported_day is None for s in store.submissions())  # nothing marked exported
 
 
 def test_status_and_check_cover_the_blobs_database(newsroom: Newsroom):
