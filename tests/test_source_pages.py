@@ -359,10 +359,12 @@ def test_language_can_be_switched_by_a_plain_link(source_client):
     assert "Enter your codename" in source_client.get("/login", headers={"Accept-Language": "ru"}).text
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"])
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)",
+                                    "/guide\r\nX-Injected: 1", "/guide\nX", "/guide\x00", "/guide\x7f"])
 def test_language_switch_never_redirects_off_site(source_client, target):
+    """A line break in the target made a 500 with a traceback in the log (found by a newcomer test)."""
     response = source_client.get("/language/ru", query_string={"next": target})
-    assert response.location == "/"
+    assert response.status_code == 303 and response.location == "/"
 
 
 def test_unknown_language_is_not_found(source_client):

@@ -28,7 +28,8 @@ def language_redirect(code: str, fallback: str) -> Response:
     """Remember ``code`` and go back to the page the link came from (a path on this site, else ``fallback``)."""
     target = request.args.get("next", "")
     parts = urlsplit(target)
-    if not target.startswith("/") or target.startswith("//") or "\\" in target or parts.scheme or parts.netloc:
+    control = any(ord(character) < 0x20 or ord(character) == 0x7F for character in target)  # no header can carry them
+    if control or not target.startswith("/") or target.startswith("//") or "\\" in target or parts.scheme or parts.netloc:
         target = fallback
     response = redirect(target, 303)
     response.set_cookie(LANGUAGE_COOKIE, code, path="/", httponly=True, samesite="Strict", secure=False)

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, g, make_response, redirect, render_template, request, session, url_for
 from flask_babel import format_date, format_decimal, get_locale, ngettext
@@ -26,7 +25,7 @@ from wtforms import ValidationError
 
 from intake.app import app_state
 from intake.app.errors import FORM_EXPIRED, error_page
-from intake.app.i18n import LANGUAGE_COOKIE, LANGUAGES
+from intake.app.i18n import LANGUAGES, language_redirect
 from intake.app.give_back import read_unsent_form
 from intake.app.ingest import (
     MAX_FILES,
@@ -149,13 +148,7 @@ def index():
 def language(code: str):
     if code not in LANGUAGES:
         abort(404)
-    target = request.args.get("next", "")
-    parts = urlsplit(target)
-    if not target.startswith("/") or target.startswith("//") or "\\" in target or parts.scheme or parts.netloc:
-        target = url_for("source.index")
-    response = redirect(target, 303)
-    response.set_cookie(LANGUAGE_COOKIE, code, path="/", httponly=True, samesite="Strict", secure=False)
-    return response
+    return language_redirect(code, url_for("source.index"))
 
 
 @blueprint.post("/new")
