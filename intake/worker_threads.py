@@ -59,7 +59,31 @@ def run_in_os_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
     import gevent
 
-    return gevent.get_hub().threadpool.apply(fn, args, kwargs)
+    return _outcome(gevent.get_hub().threadpool.apply(_caught, (fn, args, kwargs)))
+
+
+class _Raised:
+    """What a task raised, handed back as its result: gevent prints every error a pool task
+    raises (its message, traceback and a timestamp, in the server's log, past intake.logs'
+    withheld details) even though the greenlet waiting for it gets it, and handles it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _caught(fn: Callable[..., T], args: tuple, kwargs: dict) -> T | _Raised:
+    try:
+        return fn(*args, **kwargs)
+    except BaseException as error:  # raised again, whole, in the greenlet that waits for it
+        return _Raised(error)
+
+
+def _outcome(value: Any) -> Any:
+    if isinstance(value, _Raised):
+        raise value.error
+    return value
 
 
 class Running(Protocol[T_co]):
@@ -75,7 +99,7 @@ class _GeventRunning:
         self._async_result = async_result
 
     def result(self) -> Any:
-        return self._async_result.get()
+        return _outcome(self._async_result.get())
 
     def done(self) -> bool:
         return self._async_result.ready()
@@ -105,5 +129,5 @@ def start_in_os_thread(fn: Callable[..., T], /, *args: Any) -> Running[T]:
     if _gevent_threads():
         import gevent
 
-        return _GeventRunning(gevent.get_hub().threadpool.spawn(fn, *args))
+        return _GeventRunning(gevent.get_hub().threadpool.spawn(_caught, fn, args, {}))
     return _plain_executor().submit(fn, *args)

@@ -138,3 +138,31 @@ def test_os_threads_waiting_for_the_write_lock_sleep_as_os_threads(settings: Set
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) < 5, done.stdout
+
+
+_A_TASK_FAILS = """
+from gevent import monkey
+monkey.patch_all()
+from intake.worker_threads import run_in_os_thread, start_in_os_thread
+
+def fails():
+    raise OSError(28, "No space left on device: /srv/intake/secret-path-5d1c")
+
+for call in (lambda: run_in_os_thread(fails), lambda: start_in_os_thread(fails).result()):
+    try:
+        call()
+    except OSError as error:
+        assert error.errno == 28 and error.__traceback__ is not None  # the caller gets it, and where it came from
+    else:
+        raise AssertionError("the task's error was lost")
+print("handled")
+"""
+
+
+def test_an_os_thread_tasks_error_goes_to_its_caller_and_nowhere_else():
+    """gevent also printed every error of a pool task, with its message, a traceback and a timestamp,
+    though the greenlet waiting for it got it and handled it (a full disk is a page for the source):
+    found in the server log by a newcomer test, past intake's withheld details (intake.logs)."""
+    done = subprocess.run([sys.executable, "-c", _A_TASK_FAILS], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "handled\n", done.stderr[-2000:]
+    assert done.stderr == ""
