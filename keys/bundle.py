@@ -365,7 +365,8 @@ class ExportBundle:
         if server is None or server != named:
             raise UnknownServerError(
                 f"the export bundle is signed by a server key this laptop does not trust ({named.fingerprint}); "
-                "nothing was written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)"
+                "nothing was written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)",
+                fingerprint=named.fingerprint,
             )
         signed = hashlib.blake2b(digest_size=64)
         self._src.seek(0)

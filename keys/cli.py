@@ -17,7 +17,7 @@ from pathlib import Path
 
 from keys import bundle, recover_cli, reply_bundle
 from keys.cleaning import folder as cleaning, sandbox, triage, wording
-from keys.errors import KeysError
+from keys.errors import BadPassphraseError, EmptyPassphraseError, KeysError, UnknownServerError
 from keys.i18n import LANGUAGES, _, ngettext, set_language, speak_for_argparse
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
 from keys.progress import Progress
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeysError as error:
-        _fail(str(error))
+        _fail(_said(error))
         return EXIT_ERROR
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
@@ -388,6 +388,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug: still one line, and no data in it
         _fail(_("internal error ({kind}); please report it").format(kind=type(error).__name__))
         return EXIT_INTERNAL
+
+
+def _said(error: KeysError) -> str:
+    """A refusal in the chosen language: the ones a journalist meets most are translated here
+    (keys/' other modules speak English, and their deeper reasons stay so)."""
+    if isinstance(error, EmptyPassphraseError):
+        return _("the passphrase is empty")
+    if isinstance(error, BadPassphraseError):
+        return _("the passphrase does not unlock this secret key file (or the file is damaged)")
+    if isinstance(error, UnknownServerError) and error.folder is not None:
+        return _("no server key is trusted on this laptop yet ({folder} is empty): run `intake-keys trust-server "
+                 "SERVER_KEY_FILE --key SECRET_FILE` with the file your admin gave you").format(folder=error.folder)
+    if isinstance(error, UnknownServerError) and error.fingerprint is not None:
+        return _("the export bundle is signed by a server key this laptop does not trust ({fingerprint}); nothing was "
+                 "written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)"
+                 ).format(fingerprint=error.fingerprint)
+    return str(error)
 
 
 def _fail(message: str) -> None:

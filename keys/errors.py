@@ -38,6 +38,10 @@ class BadPassphraseError(KeysError):
     """The passphrase does not unlock this secret key file."""
 
 
+class EmptyPassphraseError(BadPassphraseError):
+    """No passphrase was given."""
+
+
 class BadSignatureError(TamperedError):
     """A signature is missing or does not verify."""
 
@@ -53,6 +57,12 @@ class RecordError(FormatError):
 
 class UnknownServerError(KeysError):
     """An export bundle is signed by a server key this laptop does not trust."""
+
+    def __init__(self, message: str, *, fingerprint: str | None = None, folder: str | None = None):
+        super().__init__(message)
+        # For the message in the journalist's language (keys.cli): the unknown key's fingerprint,
+        # or the trust store's folder when no key is trusted yet.
+        self.fingerprint, self.folder = fingerprint, folder
 
 
 class PinnedSourceError(KeysError):

@@ -31,7 +31,7 @@ from nacl.exceptions import RuntimeError as SodiumError
 from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
-from keys.errors import BadPassphraseError, FormatError, TruncatedError, UnsupportedVersionError
+from keys.errors import BadPassphraseError, EmptyPassphraseError, FormatError, TruncatedError, UnsupportedVersionError
 from keys.files import write_new_file
 from keys.sodium_buffers import argon2id_kdf, secretbox_open
 from keys.strict_json import b64_key
@@ -285,7 +285,7 @@ def _derive_into(key: bytearray, passphrase: str, salt: bytes, kdf: KdfParams) -
     """Argon2id of the passphrase into ``key``; its bytes exist only in a buffer wiped here
     (the str given cannot be wiped)."""
     if not passphrase:
-        raise BadPassphraseError("the passphrase is empty")
+        raise EmptyPassphraseError("the passphrase is empty")
     password = bytearray(passphrase, "utf-8")
     with wiping(password):
         argon2id_kdf(key, password, salt, opslimit=kdf.opslimit, memlimit=kdf.memlimit)

@@ -147,8 +147,10 @@ def trusted_servers(secret_key_file: str | os.PathLike) -> dict[bytes, ServerPub
 def require_trusted(secret_key_file: str | os.PathLike) -> dict[bytes, ServerPublicKey]:
     keys = trusted_servers(secret_key_file)
     if not keys:
+        folder = trusted_servers_dir(secret_key_file)
         raise UnknownServerError(
-            f"no server key is trusted on this laptop yet ({trusted_servers_dir(secret_key_file)} is empty): "
-            "run `intake-keys trust-server SERVER_KEY_FILE --key SECRET_FILE` with the file your admin gave you"
+            f"no server key is trusted on this laptop yet ({folder} is empty): "
+            "run `intake-keys trust-server SERVER_KEY_FILE --key SECRET_FILE` with the file your admin gave you",
+            folder=str(folder),
         )
     return keys

@@ -128,6 +128,39 @@ def test_intake_keys_errors_and_help_in_russian(tmp_path: Path, alice_files: Key
     assert english.returncode == 0 and english.stdout.startswith("alice: ")
 
 
+def test_intake_keys_most_common_refusals_are_in_russian(tmp_path: Path, alice_files: KeyFiles, two_sources):
+    """A wrong passphrase and a bundle from a server key not trusted yet are what a journalist meets
+    most; both came out in English under --lang ru (found by a newcomer test)."""
+    from nacl.signing import SigningKey
+
+    from keys.server_key import ServerPublicKey
+
+    bundle = tmp_path / "export.bundle"
+    bundle.write_bytes(build_export(two_sources, [alice_files.identity]))
+    wrong = tmp_path / "wrong-passphrase"
+    wrong.write_text("not the passphrase\n")
+    refused = run("intake-keys", "--lang", "ru", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file", wrong,
+                  "--out", tmp_path / "out")
+    assert refused.returncode == 1
+    assert refused.stderr == "intake-keys: ошибка: парольная фраза не открывает этот файл секретного ключа (или файл повреждён)\n"
+    rotated = SigningKey.generate()
+    bundle.write_bytes(build_export(two_sources, [alice_files.identity], rotated))
+    untrusted = run("intake-keys", "--lang", "ru", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file",
+                    alice_files.passphrase_file, "--out", tmp_path / "out")
+    fingerprint = ServerPublicKey.from_seed(bytes(rotated)).fingerprint
+    assert untrusted.returncode == 1 and untrusted.stderr == (
+        f"intake-keys: ошибка: выгрузка подписана ключом сервера, которому этот ноутбук не доверяет ({fingerprint}); "
+        "ничего не записано (если администратор заменил ключ сервера, добавьте новый в доверенные: "
+        "`intake-keys trust-server`)\n")
+    for trusted in (alice_files.secret.parent / "trusted-servers").iterdir():
+        trusted.unlink()  # a new laptop: nothing trusted yet
+    new_laptop = run("intake-keys", "--lang", "ru", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file",
+                     alice_files.passphrase_file, "--out", tmp_path / "out")
+    assert new_laptop.returncode == 1 and new_laptop.stderr.startswith(
+        "intake-keys: ошибка: на этом ноутбуке ещё нет ни одного доверенного ключа сервера (")
+    assert not (tmp_path / "out").exists()
+
+
 def test_intake_keys_clean_reports_in_russian(tmp_path: Path, alice_files: KeyFiles, two_sources):
     # minutes.pdf holds random bytes: refused before mat2 runs, with the reason on the terminal and the page.
     bundle = tmp_path / "export.bundle"
