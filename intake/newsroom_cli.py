@@ -55,19 +55,26 @@ def journalist() -> None:
 @option("--public-key", "public_key", required=True, type=click.Path(dir_okay=False, path_type=Path),
         help=N_("the public key file made by `intake-keys generate` on the air-gapped laptop"))
 @option("--yes", is_flag=True, help=N_("do not ask to confirm the fingerprint"))
+@option("--replace", is_flag=True, help=N_("key rotation: this key replaces the active journalist's of that name, whose "
+                                           "key is retired in the same step (as remove, then add)"))
+@option("--even-if-unexported", "even_if_unexported", is_flag=True,
+        help=N_("with --replace: retire the old key even though submissions sealed to it were never exported"))
 @db_key_option
-def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, db_key_file: Path | None) -> None:
+def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, replace: bool, even_if_unexported: bool,
+                   db_key_file: Path | None) -> None:
     settings = _settings(data_dir, db_key_file)
     identity = load_public_key(public_key, name)
+    if replace and not even_if_unexported:
+        _refuse_to_strand_submissions(settings, name)
     click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
     if not yes:
         click.confirm(_("Does the journalist read the same fingerprint on their laptop?"), abort=True)
     with Store.open(settings) as store:
         try:
-            enrolment = enrol_journalist(store, settings.data_dir, identity)
+            enrolment = enrol_journalist(store, settings.data_dir, identity, replacing=replace)
         except JournalistExistsError as error:
-            raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`")
-                                       .format(error=error, name=name)) from None
+            raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`, "
+                                         "for a new key `intake journalist add --replace`").format(error=error, name=name)) from None
         write_db_key_recovery(settings.data_dir, settings.db_key, store)  # the new journalist can recover the key too
     _echo_enrolment(enrolment, settings.data_dir)
 
@@ -111,18 +118,37 @@ def _fingerprint(account: JournalistAccount, keys: dict[int, Journalist]) -> str
 
 
 @journalist.command("remove", help=N_("Stop sealing new submissions to a journalist and end their login.\n\n"
-                                      "What was already sealed to their key stays readable with it. Key rotation: `remove`, "
-                                      "then `add` with the new public key."))
+                                      "What was already sealed to their key stays readable with it. Key rotation: `add "
+                                      "--replace` with the new public key."))
 @data_option
 @option("--name", required=True)
+@option("--even-if-unexported", "even_if_unexported", is_flag=True,
+        help=N_("remove the journalist even though submissions sealed to their key were never exported"))
 @db_key_option
-def journalist_remove(data_dir: Path, name: str, db_key_file: Path | None) -> None:
+def journalist_remove(data_dir: Path, name: str, even_if_unexported: bool, db_key_file: Path | None) -> None:
     settings = _settings(data_dir, db_key_file)
+    if not even_if_unexported:
+        _refuse_to_strand_submissions(settings, name)
     with Store.open(settings) as store:
         Newsroom(store).remove_journalist(name)
         write_db_key_recovery(settings.data_dir, settings.db_key, store)  # sealed to the remaining journalists only
     click.echo(_("Removed {name}: new submissions are no longer sealed to their key and their login is gone.").format(name=name))
     click.echo(_restart_note())
+
+
+def _refuse_to_strand_submissions(settings: Settings, name: str) -> None:
+    """A bundle's manifest is sealed to the active keys: what was never exported before a key is
+    retired can no longer be opened with that key (only by other journalists it was sealed to)."""
+    with Store.open(settings) as store:
+        count = Newsroom(store).never_exported_for(name)
+    if count:
+        raise click.ClickException(ngettext(
+            "{count} submission sealed to {name}'s key was never exported: export it and decrypt it with that key first "
+            "(bundles made once the key is retired cannot be opened with it); to go on anyway (a key that may be "
+            "compromised), add --even-if-unexported",
+            "{count} submissions sealed to {name}'s key were never exported: export them and decrypt them with that key "
+            "first (bundles made once the key is retired cannot be opened with it); to go on anyway (a key that may be "
+            "compromised), add --even-if-unexported", count).format(count=count, name=name))
 
 
 def _echo_enrolment(enrolment: Enrolment, data_dir: Path) -> None:

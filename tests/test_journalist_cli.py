@@ -120,7 +120,7 @@ def test_reset_login_replaces_the_passphrase_and_ends_sessions(newsroom: Newsroo
 def test_key_rotation_is_remove_then_add(newsroom: Newsroom, alice_client, tmp_path: Path):
     submit_as_new_source(newsroom.source_app, "sealed to bob's old key")
     new_bob, path = new_key(tmp_path, "bob")
-    assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob", "--even-if-unexported").exit_code == 0
     added = invoke(newsroom, "journalist", "add", "--name", "bob", "--public-key", str(path), "--yes")
     assert added.exit_code == 0, added.output
     submit_as_new_source(newsroom.source_app, "sealed to bob's new key")
@@ -130,6 +130,69 @@ def test_key_rotation_is_remove_then_add(newsroom: Newsroom, alice_client, tmp_p
         assert recipients == [("alice", "bob"), ("alice", "bob.retired-2")]
         assert [r.public_key for r in store.active_recipients() if r.name == "bob"] == [bytes(new_bob.public.encryption_key)]
     download_export(alice_client)
+
+
+def test_a_newsrooms_only_journalist_rotates_with_add_replace(newsroom: Newsroom, tmp_path: Path):
+    """remove refused the last journalist and add refused a name in use: the only journalist could
+    not rotate their key (found by an independent newcomer test)."""
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0
+    submit_as_new_source(newsroom.source_app, "sealed to alice's old key")
+    last = invoke(newsroom, "journalist", "remove", "--name", "alice", "--even-if-unexported")
+    assert last.exit_code == 1 and "add --replace" in last.output
+    new_alice, path = new_key(tmp_path, "alice")
+    taken = invoke(newsroom, "journalist", "add", "--name", "alice", "--public-key", str(path), "--yes")
+    assert taken.exit_code == 1 and "intake journalist add --replace" in taken.output
+    recovery = (newsroom.settings.data_dir / "db-key.recovery").read_bytes()
+    replaced = invoke(newsroom, "journalist", "add", "--name", "alice", "--public-key", str(path), "--yes", "--replace",
+                      "--even-if-unexported")
+    assert replaced.exit_code == 0, replaced.output
+    assert (newsroom.settings.data_dir / "db-key.recovery").read_bytes() != recovery  # sealed to the new key now
+    submit_as_new_source(newsroom.source_app, "sealed to alice's new key")
+    with newsroom.store() as store:
+        recipients = sorted(tuple(entry.recipients) for group in NewsroomStore(store).export_groups(only_new=True)
+                            for entry in group.entries)
+        assert recipients == [("alice",), ("alice.retired-1",)]
+        assert [r.public_key for r in store.active_recipients()] == [bytes(new_alice.public.encryption_key)]
+    unknown = invoke(newsroom, "journalist", "add", "--name", "carol", "--public-key", str(new_key(tmp_path, "carol")[1]),
+                     "--yes", "--replace")
+    assert unknown.exit_code == 1 and "no active journalist is named 'carol'" in unknown.output
+
+
+def test_a_rotated_key_decrypts_the_new_items_and_the_old_key_the_old_ones_into_one_folder(newsroom: Newsroom, tmp_path: Path):
+    """docs/journalists.md, "Key rotation", as a journalist does it: everything sealed to the old
+    key exported and decrypted first (the rotation refuses until it is), the new key in a folder of
+    its own with the trust store copied over, later bundles decrypted with it into the same folder."""
+    import shutil
+
+    from keys.cli import main as intake_keys
+    from keys.identity import KDF_MIN
+    from keys.server_key import trust_server
+    from intake.server_identity import server_public_key
+
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("the laptop's passphrase\n")
+    old_folder, new_folder = tmp_path / "keys", tmp_path / "keys-2026"
+    old_folder.mkdir()
+    newsroom.alice.identity.save(old_folder / "alice.secret", "the laptop's passphrase", KDF_MIN)
+    trust_server(old_folder / "alice.secret", server_public_key(newsroom.settings.data_dir))
+    submit_as_new_source(newsroom.source_app, "before the rotation")
+    new_folder.mkdir()
+    shutil.copytree(old_folder / "trusted-servers", new_folder / "trusted-servers")
+    new_alice, public = new_key(tmp_path, "alice")
+    new_alice.save(new_folder / "alice.secret", "the laptop's passphrase", KDF_MIN)
+    rotate = ["journalist", "add", "--name", "alice", "--public-key", str(public), "--yes", "--replace"]
+    refused = invoke(newsroom, *rotate)  # a bundle made after it could not be opened with the old key
+    assert refused.exit_code == 1 and "1 submission sealed to alice's key was never exported" in refused.output
+    out = tmp_path / "decrypted"
+    for bundle, key in ((tmp_path / "before.bundle", old_folder), (tmp_path / "after.bundle", new_folder)):
+        assert invoke(newsroom, "export", "--out", str(bundle)).exit_code == 0
+        assert intake_keys(["decrypt", str(bundle), "--key", str(key / "alice.secret"), "--passphrase-file", str(passphrase),
+                            "--out", str(out)]) == 0
+        if key == old_folder:
+            assert invoke(newsroom, *rotate).exit_code == 0
+            submit_as_new_source(newsroom.source_app, "after the rotation")
+    texts = sorted(path.read_text() for path in out.rglob("*message.txt"))
+    assert texts == ["after the rotation", "before the rotation"]
 
 
 def test_status_shows_counts_sizes_and_logins_and_check_passes(newsroom: Newsroom):

@@ -120,11 +120,16 @@ class Newsroom:
         login_hash: bytes,
         totp_secret: str,
         client_auth_key: str,
+        replacing: bool = False,
     ) -> int:
         """Register an active journalist with login secrets. A removed journalist's
         name may be reused (key rotation): the old row is renamed, kept for the record
-        of what was sealed to the old key."""
+        of what was sealed to the old key. ``replacing``: the active journalist of that
+        name is removed in the same transaction (a newsroom's only journalist can rotate)."""
+
         def insert(conn: Connection) -> int:
+            if replacing:
+                _retire(conn, name)
             for old_id, old_name in conn.execute(
                 "SELECT id, name FROM journalists WHERE name = ? AND active = 0", (name,)
             ).fetchall():
@@ -165,18 +170,11 @@ class Newsroom:
         """Stop sealing to this journalist, end their sessions and forget their login."""
 
         def remove(conn: Connection) -> None:
-            row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
-            if row is None:
-                raise UnknownJournalistError(f"no active journalist is named {name!r}")
-            if conn.execute("SELECT count(*) FROM journalists WHERE active = 1").fetchone()[0] == 1:
-                raise StoreError("this is the last active journalist: add another before removing it,"
-                                 " or sources could not submit")
-            conn.execute(
-                "UPDATE journalists SET active = 0, removed_day = ?, login_hash = NULL, totp_secret = NULL,"
-                " client_auth_key = NULL WHERE id = ?",
-                (today(), row[0]),
-            )
-            conn.execute("DELETE FROM journalist_sessions WHERE journalist_id = ?", (row[0],))
+            if conn.execute("SELECT count(*) FROM journalists WHERE active = 1 AND name != ?", (name,)).fetchone()[0] == 0:
+                if conn.execute("SELECT 1 FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone():
+                    raise StoreError("this is the last active journalist: add another before removing it, or sources"
+                                     " could not submit (for a new key: intake journalist add --replace)")
+            _retire(conn, name)
 
         self._write(remove)
 
@@ -386,6 +384,15 @@ class Newsroom:
             names.setdefault(members, []).append(name)
         return {members: sorted(of_set) for members, of_set in names.items()}
 
+    def never_exported_for(self, name: str) -> int:
+        """Submissions sealed to the active journalist ``name``'s key that were never exported:
+        the bundles made once that key is retired are opened with the active keys only."""
+        rows = self._read(
+            "SELECT count(*) FROM submissions AS s, json_each(s.sealed_to) AS member"
+            " JOIN journalists AS j ON j.id = member.value"
+            " WHERE s.state = 'ready' AND s.exported_day IS NULL AND j.name = ? AND j.active = 1", (name,))
+        return int(rows[0][0])
+
     def mark_exported(self, submission_ids: Iterable[str]) -> int:
         """Mark submissions exported today; one already exported keeps its first day
         (the retention clock starts at the first export)."""
@@ -524,6 +531,20 @@ class Newsroom:
         except DatabaseError as error:  # the database's own damage, already reported above
             problems.append(f"slots file: the database's list of slots cannot be read: {error}")
         return problems
+
+
+def _retire(conn: Connection, name: str) -> None:
+    """The active journalist ``name`` stops: no new submission is sealed to their key, their login
+    and sessions end. Call inside a write transaction."""
+    row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
+    if row is None:
+        raise UnknownJournalistError(f"no active journalist is named {name!r}")
+    conn.execute(
+        "UPDATE journalists SET active = 0, removed_day = ?, login_hash = NULL, totp_secret = NULL,"
+        " client_auth_key = NULL WHERE id = ?",
+        (today(), row[0]),
+    )
+    conn.execute("DELETE FROM journalist_sessions WHERE journalist_id = ?", (row[0],))
 
 
 def _retired_name(name: str, journalist_id: int) -> str:
