@@ -41,14 +41,14 @@ class SocketBody(Body):
         """Fill the start of ``buffer`` with the next bytes of the body; 0 at its end (or when
         the client went away before it). Raises what the connection's reads raise."""
         reader: LengthReader = self.reader
-        with memoryview(buffer) as view:
+        with memoryview(buffer) as given, given.cast("B") as view:
+            if self.buf.tell():  # an earlier read() took more than it returned: those bytes first
+                data = self.read(min(len(view), self.buf.tell()))
+                view[: len(data)] = data
+                return len(data)
             wanted = min(len(view), reader.length)
             if wanted <= 0:
                 return 0
-            if self.buf.tell():  # an earlier read() left the rest of its step here
-                data = self.read(wanted)
-                view[: len(data)] = data
-                return len(data)
             ahead = reader.unreader.take_buffered()  # read with the head (or unread by gunicorn)
             if ahead:
                 if len(ahead) > wanted:
@@ -57,7 +57,11 @@ class SocketBody(Body):
                 view[: len(ahead)] = ahead
                 reader.length -= len(ahead)
                 return len(ahead)
-            with view[:wanted] as into:
-                count = reader.unreader.sock.recv_into(into)
+            try:
+                with view[:wanted] as into:
+                    count = reader.unreader.sock.recv_into(into)
+            except Exception:
+                self.failed = True  # as gunicorn's own reads mark it: the connection is closed, not drained
+                raise
             reader.length -= count
             return count

@@ -34,6 +34,7 @@ and have a real source's message thrown away behind a success page.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -495,11 +496,12 @@ def ingest_submission(
         upload.abort(keep_held=False)
         raise
     finally:
-        reads.release()
         wipe(read_buffer)
         wipe(held)
         wipe(decoder.buffer)  # the parser's own bytearray: what it had not handed out yet
         upload.wipe()
+        with contextlib.suppress(BufferError):  # a stream that kept a view of it: nothing left to wipe
+            reads.release()
 
 
 def _hand_over(decoder: MultipartDecoder, held: bytearray, cut: int) -> None:
