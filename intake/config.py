@@ -126,22 +126,23 @@ def read_secret_file(path: Path, size: int, what: str, error: type[SecretFileErr
     return secret
 
 
-# The two files `intake init` makes first and every command needs, and two things only an instance
-# has: finding any of them without the others means an instance lost a file (a failed disk, a copy
-# made wrong), not a new dir. `intake init` there would make an empty store at the same addresses.
-_INSTANCE_FILES = (DB_FILE, INSTANCE_SECRET_FILE)
-_INSTANCE_TRACES = (f"{DB_FILE}-slots", "onion")
+# Files `intake init` writes only after the database (and `intake serve` after that): finding one
+# without intake.db means the instance lost its database (a failed disk, a copy made wrong), not
+# that the dir is new or that a first init was cut short. `intake init` there would make an empty
+# store at the same addresses.
+_WRITTEN_AFTER_THE_DATABASE = ("db-key.recovery", f"{DB_FILE}-slots", "onion")
 
 
 def check_instance_whole(data_dir: Path) -> None:
-    """Raise DamagedInstanceError if ``data_dir`` holds part of an instance: one of its
-    essential files is missing while other traces of it are there."""
-    present = [name for name in (*_INSTANCE_FILES, *_INSTANCE_TRACES) if (data_dir / name).exists()]
-    missing = [name for name in _INSTANCE_FILES if not (data_dir / name).is_file()]
-    if present and missing:
-        raise DamagedInstanceError(f"{data_dir} holds an intake instance whose {' and '.join(missing)} "
-                                   f"{'is' if len(missing) == 1 else 'are'} missing: restore it from a backup "
-                                   "(intake restore); intake init cannot bring it back")
+    """Raise DamagedInstanceError if ``data_dir`` holds an instance that lost its database or its
+    instance secret (an init cut short before its database is not one: init goes on there)."""
+    if (data_dir / DB_FILE).is_file():
+        missing = [] if (data_dir / INSTANCE_SECRET_FILE).is_file() else [INSTANCE_SECRET_FILE]
+    else:
+        missing = [DB_FILE] if any((data_dir / name).exists() for name in _WRITTEN_AFTER_THE_DATABASE) else []
+    if missing:
+        raise DamagedInstanceError(f"{data_dir} holds an intake instance whose {missing[0]} is missing: restore it "
+                                   "from a backup into a new folder (intake restore); intake init cannot bring it back")
 
 
 def load_settings(data_dir: Path, *, db_key_file: Path | None = None, **overrides) -> Settings:

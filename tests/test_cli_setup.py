@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,11 +144,27 @@ def test_an_instance_that_lost_its_database_or_secret_is_called_damaged_and_init
     status = CliRunner().invoke(cli, ["status", "--data", str(settings.data_dir)])
     assert status.exit_code == 1
     assert status.output.strip() == (f"Error: {settings.data_dir} holds an intake instance whose {lost} is missing:"
-                                     " restore it from a backup (intake restore); intake init cannot bring it back")
+                                     " restore it from a backup into a new folder (intake restore); intake init cannot"
+                                     " bring it back")
     _, dave = make_journalist(settings.data_dir.parent, "dave")
     init = CliRunner().invoke(cli, ["init", "--yes", "--data", str(settings.data_dir), "--journalist-key", str(dave)])
     assert init.exit_code == 1 and init.output == status.output
     assert _digest(settings.data_dir) == before
+
+
+def test_an_init_cut_short_before_its_database_is_taken_up_again(tmp_path: Path, journalists):
+    """A first init killed after its instance secret and signing key but before the database (a
+    hostile review: every command then called the dir damaged, and no backup existed)."""
+    data_dir = tmp_path / "data"
+    args = ["init", "--yes", "--data", str(data_dir), "--db-key-in-data-dir", "--journalist-key", str(journalists[0][1])]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    for path in data_dir.iterdir():  # all but what init writes before the database
+        if path.name not in ("instance.secret", "db.key", "server-signing.secret", "server-signing.public"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert not (data_dir / "intake.db").exists() and not (data_dir / "db-key.recovery").exists()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert load_settings(data_dir).db_path.is_file()
 
 
 def test_key_file_outside_the_data_dir_is_used_and_needed(tmp_path: Path, journalists):
