@@ -78,12 +78,13 @@ def _login_secrets(data_dir: Path, name: str, opslimit: int, memlimit: int) -> t
 
 
 def enrol_journalist(store: Store, data_dir: Path, identity: PublicIdentity, *, replacing: bool = False,
+                     even_if_unexported: bool = False,
                      opslimit: int = PASSPHRASE_OPSLIMIT, memlimit: int = PASSPHRASE_MEMLIMIT) -> Enrolment:
     """Register ``identity`` with a new login; ``replacing``: in place of the active journalist of that
-    name, whose key is retired (key rotation)."""
+    name, whose key is retired (key rotation; Newsroom.add_journalist)."""
     stored, shown = _login_secrets(data_dir, identity.name, opslimit, memlimit)
     Newsroom(store).add_journalist(identity.name, bytes(identity.encryption_key), bytes(identity.verify_key),
-                                   identity.fingerprint, replacing=replacing, **stored)
+                                   identity.fingerprint, replacing=replacing, even_if_unexported=even_if_unexported, **stored)
     return Enrolment(shown.name, identity.fingerprint, shown.passphrase, shown.totp_uri,
                      shown.journalist_onion, shown.client_auth_line)
 

@@ -62,7 +62,7 @@ class PreparedExport:
         self.submission_ids = [entry.submission.id for group in groups for entry in group.entries]
         if not self.submission_ids:
             raise NothingToExportError(f"there are no {scope.describe()} to export")
-        self.recipients = [recipient.public_key for recipient in store.active_recipients()]
+        self.recipients = _manifest_recipients(store, [entry.recipients for group in groups for entry in group.entries])
         self.source_count = len(groups)
         self.stored_bytes = sum(entry.submission.size for group in groups for entry in group.entries)
         self.completed = False
@@ -93,6 +93,16 @@ class PreparedExport:
         # the sources' pages went out and came back, 7-9 s for 100,000 rows against 3 s.
         with self._store.page_cache(EXPORT_CACHE_MIB):
             return Newsroom(self._store).mark_exported(self.submission_ids)
+
+
+def _manifest_recipients(store: Store, item_recipients: list[list[str]]) -> list[bytes]:
+    """The keys the manifest is sealed to: the active journalists', and a retired key that is the
+    only way into some item of the bundle (retired with --even-if-unexported, or while the item's
+    upload was still arriving): without it in the manifest, nobody could open that item."""
+    journalists = store.journalists()
+    active = {journalist.name for journalist in journalists if journalist.active}
+    needed = {name for names in item_recipients if not active.intersection(names) for name in names}
+    return [journalist.public_key for journalist in journalists if journalist.active or journalist.name in needed]
 
 
 def _export_item(ciphertexts: _BatchedCiphertexts, submission_id: str, kind: str, day: str, size: int, recipients: list[str]) -> ExportItem:

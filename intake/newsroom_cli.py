@@ -30,7 +30,7 @@ from intake.server_identity import (
     write_server_public_file,
 )
 from intake.store import Journalist, JournalistExistsError, Store
-from intake.store.newsroom import JournalistAccount, Newsroom
+from intake.store.newsroom import JournalistAccount, Newsroom, UnexportedSubmissionsError
 
 def _restart_note() -> str:
     return _("Send SIGHUP to the running `intake serve` (or restart it) so the journalist onion service "
@@ -64,14 +64,15 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, repla
                    db_key_file: Path | None) -> None:
     settings = _settings(data_dir, db_key_file)
     identity = load_public_key(public_key, name)
-    if replace and not even_if_unexported:
-        _refuse_to_strand_submissions(settings, name)
     click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
     if not yes:
         click.confirm(_("Does the journalist read the same fingerprint on their laptop?"), abort=True)
     with Store.open(settings) as store:
         try:
-            enrolment = enrol_journalist(store, settings.data_dir, identity, replacing=replace)
+            enrolment = enrol_journalist(store, settings.data_dir, identity, replacing=replace,
+                                         even_if_unexported=even_if_unexported)
+        except UnexportedSubmissionsError as error:
+            raise click.ClickException(_unexported_line(error)) from None
         except JournalistExistsError as error:
             raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`, "
                                          "for a new key `intake journalist add --replace`").format(error=error, name=name)) from None
@@ -127,28 +128,24 @@ def _fingerprint(account: JournalistAccount, keys: dict[int, Journalist]) -> str
 @db_key_option
 def journalist_remove(data_dir: Path, name: str, even_if_unexported: bool, db_key_file: Path | None) -> None:
     settings = _settings(data_dir, db_key_file)
-    if not even_if_unexported:
-        _refuse_to_strand_submissions(settings, name)
     with Store.open(settings) as store:
-        Newsroom(store).remove_journalist(name)
+        try:
+            Newsroom(store).remove_journalist(name, even_if_unexported=even_if_unexported)
+        except UnexportedSubmissionsError as error:
+            raise click.ClickException(_unexported_line(error)) from None
         write_db_key_recovery(settings.data_dir, settings.db_key, store)  # sealed to the remaining journalists only
     click.echo(_("Removed {name}: new submissions are no longer sealed to their key and their login is gone.").format(name=name))
     click.echo(_restart_note())
 
 
-def _refuse_to_strand_submissions(settings: Settings, name: str) -> None:
-    """A bundle's manifest is sealed to the active keys: what was never exported before a key is
-    retired can no longer be opened with that key (only by other journalists it was sealed to)."""
-    with Store.open(settings) as store:
-        count = Newsroom(store).never_exported_for(name)
-    if count:
-        raise click.ClickException(ngettext(
-            "{count} submission sealed to {name}'s key was never exported: export it and decrypt it with that key first "
-            "(bundles made once the key is retired cannot be opened with it); to go on anyway (a key that may be "
-            "compromised), add --even-if-unexported",
-            "{count} submissions sealed to {name}'s key were never exported: export them and decrypt them with that key "
-            "first (bundles made once the key is retired cannot be opened with it); to go on anyway (a key that may be "
-            "compromised), add --even-if-unexported", count).format(count=count, name=name))
+def _unexported_line(error: UnexportedSubmissionsError) -> str:
+    return ngettext(
+        "{count} submission sealed to {name}'s key, and to no other active journalist's, was never exported: export "
+        "it and decrypt it with that key first; to go on anyway (a key that may be compromised), add "
+        "--even-if-unexported",
+        "{count} submissions sealed to {name}'s key, and to no other active journalist's, were never exported: export "
+        "them and decrypt them with that key first; to go on anyway (a key that may be compromised), add "
+        "--even-if-unexported", error.count).format(count=error.count, name=error.name)
 
 
 def _echo_enrolment(enrolment: Enrolment, data_dir: Path) -> None:

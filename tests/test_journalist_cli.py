@@ -11,6 +11,7 @@ import pytest
 
 import pyotp
 from click.testing import CliRunner
+from keys.envelope import Metadata, encrypt_bytes
 from keys.identity import Identity, fingerprint_v1
 from keys.server_key import ServerPublicKey
 
@@ -120,7 +121,7 @@ def test_reset_login_replaces_the_passphrase_and_ends_sessions(newsroom: Newsroo
 def test_key_rotation_is_remove_then_add(newsroom: Newsroom, alice_client, tmp_path: Path):
     submit_as_new_source(newsroom.source_app, "sealed to bob's old key")
     new_bob, path = new_key(tmp_path, "bob")
-    assert invoke(newsroom, "journalist", "remove", "--name", "bob", "--even-if-unexported").exit_code == 0
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0
     added = invoke(newsroom, "journalist", "add", "--name", "bob", "--public-key", str(path), "--yes")
     assert added.exit_code == 0, added.output
     submit_as_new_source(newsroom.source_app, "sealed to bob's new key")
@@ -158,6 +159,55 @@ def test_a_newsrooms_only_journalist_rotates_with_add_replace(newsroom: Newsroom
     assert unknown.exit_code == 1 and "no active journalist is named 'carol'" in unknown.output
 
 
+def _laptop_folder(newsroom: Newsroom, folder: Path, identity: Identity) -> Path:
+    """A journalist's key folder: the secret key (passphrase in folder/passphrase) and the server key trusted."""
+    from keys.identity import KDF_MIN
+    from keys.server_key import trust_server
+    from intake.server_identity import server_public_key
+
+    folder.mkdir()
+    (folder / "passphrase").write_text("the laptop's passphrase\n")
+    identity.save(folder / f"{identity.name}.secret", "the laptop's passphrase", KDF_MIN)
+    trust_server(folder / f"{identity.name}.secret", server_public_key(newsroom.settings.data_dir))
+    return folder
+
+
+def _decrypt(folder: Path, name: str, bundle: Path, out: Path) -> int:
+    from keys.cli import main as intake_keys
+
+    return intake_keys(["decrypt", str(bundle), "--key", str(folder / f"{name}.secret"), "--passphrase-file",
+                        str(folder / "passphrase"), "--out", str(out)])
+
+
+def test_a_rotation_counts_uploads_still_arriving_and_a_forced_one_strands_nothing(newsroom: Newsroom, tmp_path: Path):
+    """A hostile review: an upload still arriving was not counted, and a key retired with
+    --even-if-unexported (or while an upload sealed to it arrived) left items nobody could open,
+    since the manifest was sealed to the active keys only. Now the upload counts, and a bundle
+    holding items only a retired key opens is sealed to that key too."""
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0  # nothing sealed to bob alone
+    old_folder = _laptop_folder(newsroom, tmp_path / "keys", newsroom.alice.identity)
+    _, public = new_key(tmp_path, "alice")
+    rotate = ["journalist", "add", "--name", "alice", "--public-key", str(public), "--yes", "--replace"]
+    content = os.urandom(3 * newsroom.settings.upload_chunk_bytes)
+    sealed = encrypt_bytes(content, [newsroom.alice.identity.public.encryption_key], Metadata("file", name="evidence.bin"))
+    half = 2 * newsroom.settings.upload_chunk_bytes + 1000
+    with newsroom.store() as store:
+        upload = store.start_submission(store.create_source(os.urandom(32), os.urandom(32)).id, "file", store.active_recipients())
+        # Two pieces handed over: the second waits for the first, stored with the pending row (sealed to alice alone).
+        upload.write(sealed[:half])
+        refused = invoke(newsroom, *rotate)
+        assert refused.exit_code == 1 and "1 submission sealed to alice's key, and to no other" in refused.output
+        assert invoke(newsroom, *rotate, "--even-if-unexported").exit_code == 0
+        upload.write(sealed[half:])
+        upload.commit()  # published after the rotation, sealed to the retired key alone
+    submit_as_new_source(newsroom.source_app, "after the rotation")
+    bundle = tmp_path / "export.bundle"
+    assert invoke(newsroom, "export", "--out", str(bundle)).exit_code == 0
+    assert _decrypt(old_folder, "alice", bundle, tmp_path / "tips") == 0  # the manifest opens with the old key too
+    (decrypted,) = (tmp_path / "tips").rglob("*evidence.bin")
+    assert decrypted.read_bytes() == content
+
+
 def test_a_rotated_key_decrypts_the_new_items_and_the_old_key_the_old_ones_into_one_folder(newsroom: Newsroom, tmp_path: Path):
     """docs/journalists.md, "Key rotation", as a journalist does it: everything sealed to the old
     key exported and decrypted first (the rotation refuses until it is), the new key in a folder of
@@ -175,6 +225,7 @@ def test_a_rotated_key_decrypts_the_new_items_and_the_old_key_the_old_ones_into_
     old_folder.mkdir()
     newsroom.alice.identity.save(old_folder / "alice.secret", "the laptop's passphrase", KDF_MIN)
     trust_server(old_folder / "alice.secret", server_public_key(newsroom.settings.data_dir))
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0  # alice alone: nobody else opens hers
     submit_as_new_source(newsroom.source_app, "before the rotation")
     new_folder.mkdir()
     shutil.copytree(old_folder / "trusted-servers", new_folder / "trusted-servers")
@@ -182,7 +233,7 @@ def test_a_rotated_key_decrypts_the_new_items_and_the_old_key_the_old_ones_into_
     new_alice.save(new_folder / "alice.secret", "the laptop's passphrase", KDF_MIN)
     rotate = ["journalist", "add", "--name", "alice", "--public-key", str(public), "--yes", "--replace"]
     refused = invoke(newsroom, *rotate)  # a bundle made after it could not be opened with the old key
-    assert refused.exit_code == 1 and "1 submission sealed to alice's key was never exported" in refused.output
+    assert refused.exit_code == 1 and "1 submission sealed to alice's key, and to no other" in refused.output
     out = tmp_path / "decrypted"
     for bundle, key in ((tmp_path / "before.bundle", old_folder), (tmp_path / "after.bundle", new_folder)):
         assert invoke(newsroom, "export", "--out", str(bundle)).exit_code == 0

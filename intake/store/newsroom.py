@@ -33,6 +33,15 @@ class UnknownJournalistError(StoreError):
     """No active journalist has this name."""
 
 
+class UnexportedSubmissionsError(StoreError):
+    """Retiring this key would leave submissions that no other active journalist can open, never
+    exported: a bundle's manifest is sealed to the active keys."""
+
+    def __init__(self, name: str, count: int):
+        super().__init__(f"{count} submission(s) sealed to {name}'s key and to no other active journalist's were never exported")
+        self.name, self.count = name, count
+
+
 @dataclass(frozen=True)
 class JournalistAccount:
     id: int
@@ -121,15 +130,17 @@ class Newsroom:
         totp_secret: str,
         client_auth_key: str,
         replacing: bool = False,
+        even_if_unexported: bool = False,
     ) -> int:
         """Register an active journalist with login secrets. A removed journalist's
         name may be reused (key rotation): the old row is renamed, kept for the record
         of what was sealed to the old key. ``replacing``: the active journalist of that
-        name is removed in the same transaction (a newsroom's only journalist can rotate)."""
+        name is removed in the same transaction (a newsroom's only journalist can rotate);
+        see _retire for ``even_if_unexported``."""
 
         def insert(conn: Connection) -> int:
             if replacing:
-                _retire(conn, name)
+                _retire(conn, name, even_if_unexported=even_if_unexported)
             for old_id, old_name in conn.execute(
                 "SELECT id, name FROM journalists WHERE name = ? AND active = 0", (name,)
             ).fetchall():
@@ -166,15 +177,16 @@ class Newsroom:
 
         return self._write(replace)
 
-    def remove_journalist(self, name: str) -> None:
-        """Stop sealing to this journalist, end their sessions and forget their login."""
+    def remove_journalist(self, name: str, *, even_if_unexported: bool = False) -> None:
+        """Stop sealing to this journalist, end their sessions and forget their login (see
+        _retire for ``even_if_unexported``)."""
 
         def remove(conn: Connection) -> None:
             if conn.execute("SELECT count(*) FROM journalists WHERE active = 1 AND name != ?", (name,)).fetchone()[0] == 0:
                 if conn.execute("SELECT 1 FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone():
                     raise StoreError("this is the last active journalist: add another before removing it, or sources"
                                      " could not submit (for a new key: intake journalist add --replace)")
-            _retire(conn, name)
+            _retire(conn, name, even_if_unexported=even_if_unexported)
 
         self._write(remove)
 
@@ -384,15 +396,6 @@ class Newsroom:
             names.setdefault(members, []).append(name)
         return {members: sorted(of_set) for members, of_set in names.items()}
 
-    def never_exported_for(self, name: str) -> int:
-        """Submissions sealed to the active journalist ``name``'s key that were never exported:
-        the bundles made once that key is retired are opened with the active keys only."""
-        rows = self._read(
-            "SELECT count(*) FROM submissions AS s, json_each(s.sealed_to) AS member"
-            " JOIN journalists AS j ON j.id = member.value"
-            " WHERE s.state = 'ready' AND s.exported_day IS NULL AND j.name = ? AND j.active = 1", (name,))
-        return int(rows[0][0])
-
     def mark_exported(self, submission_ids: Iterable[str]) -> int:
         """Mark submissions exported today; one already exported keeps its first day
         (the retention clock starts at the first export)."""
@@ -533,12 +536,22 @@ class Newsroom:
         return problems
 
 
-def _retire(conn: Connection, name: str) -> None:
+def _retire(conn: Connection, name: str, *, even_if_unexported: bool) -> None:
     """The active journalist ``name`` stops: no new submission is sealed to their key, their login
-    and sessions end. Call inside a write transaction."""
+    and sessions end. Call inside a write transaction. Refused (UnexportedSubmissionsError) while
+    submissions sealed to that key and to no other active one, published or still arriving, were
+    never exported, unless ``even_if_unexported``: in the same transaction, so none can slip in."""
     row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
     if row is None:
         raise UnknownJournalistError(f"no active journalist is named {name!r}")
+    if not even_if_unexported:
+        stranded = conn.execute(
+            "SELECT count(*) FROM submissions AS s WHERE s.exported_day IS NULL AND s.state IN ('ready', 'pending')"
+            " AND EXISTS (SELECT 1 FROM json_each(s.sealed_to) AS member WHERE member.value = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM json_each(s.sealed_to) AS member JOIN journalists AS j ON j.id = member.value"
+            " WHERE j.active = 1 AND j.id != ?)", (row[0], row[0])).fetchone()[0]
+        if stranded:
+            raise UnexportedSubmissionsError(name, int(stranded))
     conn.execute(
         "UPDATE journalists SET active = 0, removed_day = ?, login_hash = NULL, totp_secret = NULL,"
         " client_auth_key = NULL WHERE id = ?",
