@@ -32,6 +32,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nacl.secret
@@ -51,7 +52,7 @@ from intake.config import (
 from intake.db_key_recovery import RECOVERY_FILE
 from intake.server_identity import SERVER_SIGNING_FILE, write_server_public_file
 from intake.store import MissingDatabaseKeyError, Store, StoreError
-from intake.store.connection import Connection, connect, connect_blobs, write_transaction
+from intake.store.connection import Connection, DatabaseError, connect, connect_blobs, files_fault, write_transaction
 from intake.store.errors import StoreDamagedError, StoreFullError
 from intake.store.newsroom import Newsroom
 from intake.store.page_size import PageRewriteError, convert_page_size
@@ -91,13 +92,11 @@ def make_backup(data_dir: Path, out: Path, *, db_key_file: Path | None = None) -
         raise BackupError(_("{path} exists already: choose a new file name").format(path=out))
     secrets_blob = _seal_secrets(settings)
     folder = out.parent if str(out.parent) else Path(".")
-    stage = Path(tempfile.mkdtemp(prefix=".intake-backup-", dir=folder))
+    with _writing_in(folder):
+        stage = Path(tempfile.mkdtemp(prefix=".intake-backup-", dir=folder))
     try:
-        try:
-            counts = _snapshot(settings, stage)  # its copy of the database is written beside the backup
-        except StoreFullError:
-            raise OSError(errno.ENOSPC, "No space left on device", str(folder)) from None
-        with PendingFile(folder, 0o600) as pending:
+        counts = _snapshot(settings, stage)
+        with _writing_in(folder), PendingFile(folder, 0o600) as pending:
             with tarfile.open(fileobj=pending, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 _add_bytes(tar, FORMAT_MEMBER, FORMAT_LINE)
                 _add_bytes(tar, SECRETS_MEMBER, secrets_blob)
@@ -139,19 +138,24 @@ def _snapshot(settings: Settings, stage: Path) -> dict[str, int]:
                        "blobs database": lambda _source: connect_blobs(blobs_path(staged), settings.db_key,
                                                                        busy_timeout_ms=settings.busy_timeout_ms)}
             for name, source in databases.items():
-                target = targets[name](source)
-                try:
-                    source.backup(target)
-                finally:
-                    target.close()
-        with Store.open(staged) as copy:
+                with _writing_in(stage.parent):
+                    target = targets[name](source)
+                    try:
+                        source.backup(target)
+                    finally:
+                        target.close()
+        with _writing_in(stage.parent), Store.open(staged) as copy:
             databases = dict(copy.databases())
             main, blobs = databases["database"], databases.get("blobs database")
             # Uploads in progress are not submissions yet; their chunks are reclaimed later.
             main.execute("DELETE FROM submissions WHERE state = 'pending'")
-            if _every_submission_whole(main, blobs) and _copy_slots(settings, main, slots_path(staged.db_path)):
+            copied = _copy_slots(settings, main, slots_path(staged.db_path)) if _every_submission_whole(main, blobs) else None
+            if copied is not None:
                 main.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                return copy.counts()
+                counts = copy.counts()
+        # A submission still in the live store after its slots were copied was there throughout.
+        if copied is not None and _all_still_there(settings, copied):
+            return counts
     raise BackupError(_("submissions kept being deleted while the backup was made: run it again"))
 
 
@@ -169,10 +173,22 @@ def _every_submission_whole(main, blobs) -> bool:
     return True
 
 
-def _copy_slots(settings: Settings, staged: Connection, target_path: Path) -> bool:
+@contextlib.contextmanager
+def _writing_in(folder: Path) -> Iterator[None]:
+    """A full disk while writing the backup's staging copy is the backup folder's disk: named so,
+    not as the data dir's (which the store's own error would say)."""
+    try:
+        yield
+    except (StoreFullError, DatabaseError, OSError) as error:
+        if isinstance(error, StoreFullError) or files_fault(error) == "full" or getattr(error, "errno", None) == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder)) from None
+        raise
+
+
+def _copy_slots(settings: Settings, staged: Connection, target_path: Path) -> list[str] | None:
     """Copy the slots of the staged snapshot's submissions from the live slots file into
-    ``target_path``, numbered afresh; False if one of them was deleted meanwhile (its slots
-    may have been reused): a submission still there after the copy was there throughout."""
+    ``target_path``, numbered afresh; the submissions copied, or None if the live file was cut
+    short meanwhile (a submission deleted: copy again)."""
     rows = staged.execute("SELECT submission_id, seq, slot FROM slots WHERE submission_id IS NOT NULL ORDER BY submission_id, seq").fetchall()
     if rows:
         live, target = SlotsFile(slots_path(settings.db_path), direct=False), SlotsFile(target_path, direct=False)
@@ -181,7 +197,7 @@ def _copy_slots(settings: Settings, staged: Connection, target_path: Path) -> bo
                 try:
                     piece = live.read([slot], SLOT_BYTES)
                 except StoreError:  # cut off the file with a submission deleted meanwhile: copy again
-                    return False
+                    return None
                 target.write([number], piece, 0)
             target.sync()
         finally:
@@ -191,9 +207,12 @@ def _copy_slots(settings: Settings, staged: Connection, target_path: Path) -> bo
         staged.execute("DELETE FROM slots")
         staged.executemany("INSERT INTO slots (slot, submission_id, seq, dirty) VALUES (?, ?, ?, 1)",
                            [(number, submission_id, seq) for number, (submission_id, seq, _slot) in enumerate(rows)])
-    copied = sorted({submission_id for submission_id, _seq, _slot in rows})
+    return sorted({submission_id for submission_id, _seq, _slot in rows})
+
+
+def _all_still_there(settings: Settings, submission_ids: list[str]) -> bool:
     with Store.open(settings) as store:
-        return len(store.existing_submissions(copied)) == len(copied)
+        return len(store.existing_submissions(submission_ids)) == len(submission_ids)
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:

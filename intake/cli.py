@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import importlib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, SOCKET_DIR_NAME, TOR_MODES
 from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
 from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
-from intake.store.connection import CIPHER_PAGE_SIZE, DatabaseError
+from intake.store.connection import CIPHER_PAGE_SIZE, DatabaseError, files_fault
 from intake.store.errors import WrongDatabaseKeyError
 from intake.store.newsroom import Newsroom
 from intake.tor import DEFAULT_SYSTEM_CONTROL_SOCKET, TorError
@@ -67,17 +68,35 @@ class _Group(TranslatedGroup):
             raise click.ClickException(_("the database key does not open this database (wrong key, or not an intake database)")) from None
         except (StoreError, KeysError, ServerError, TorError, OnionKeyError) as error:
             raise click.ClickException(str(error)) from None
-        except DatabaseError as error:  # what the store does not translate: damage, an unreadable file
-            raise click.ClickException(_("the database cannot be read ({reason}): run `intake check`, and restore a backup "
-                                         "if it finds damage").format(reason=error)) from None
+        except DatabaseError as error:  # what the store does not translate, if it is the files' fault, not a bug
+            line = database_error_line(error)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
         except OSError as error:  # a folder that is missing or read-only, a full disk
             raise click.ClickException(os_error_line(error)) from None
+
+
+def database_error_line(error: DatabaseError) -> str | None:
+    """One line for a database error the files or the disk caused; None for any other (a bug:
+    its traceback is worth more than a line)."""
+    fault = files_fault(error)
+    if fault == "damaged":
+        return _("the database cannot be read ({reason}): run `intake check`, and restore a backup if it finds "
+                 "damage").format(reason=error)
+    if fault == "unusable":
+        return _("the database cannot be opened or written ({reason}): check that the data dir and its files belong "
+                 "to this user and can be written, and that the disk works").format(reason=error)
+    if fault == "full":
+        return _("a disk is full: free some space and try again")
+    return None
 
 
 def os_error_line(error: OSError) -> str:
     """What went wrong with which path, in one line. A hidden file intake was making (a partial
     export, a backup's staging folder) is named by its folder, the place the operator chose."""
-    path = Path(error.filename) if error.filename else None
+    filename = os.fsdecode(error.filename) if isinstance(error.filename, (str, bytes, os.PathLike)) else None
+    path = Path(filename) if filename else None
     if path is not None and path.name.startswith(".intake-"):
         path = path.parent
     reason = error.strerror or str(error)

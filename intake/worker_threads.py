@@ -4,6 +4,7 @@ and the sleep those threads use instead of gevent's."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import sys
 import threading
@@ -62,26 +63,41 @@ def run_in_os_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return _outcome(gevent.get_hub().threadpool.apply(_caught, (fn, args, kwargs)))
 
 
+# gevent's system errors: they stop the worker (the hub throws them into its main greenlet), as a
+# fault in a C extension should; they are left to gevent.
+_STOPS_THE_WORKER = (KeyboardInterrupt, SystemExit, SystemError)
+
+
 class _Raised:
     """What a task raised, handed back as its result: gevent prints every error a pool task
     raises (its message, traceback and a timestamp, in the server's log, past intake.logs'
-    withheld details) even though the greenlet waiting for it gets it, and handles it."""
+    withheld details) even though the greenlet waiting for it gets it, and handles it. One that
+    nothing ever waited for is logged when it goes, by its type only."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "raised")
 
     def __init__(self, error: BaseException):
-        self.error = error
+        self.error, self.raised = error, False
+
+    def __del__(self) -> None:
+        # On the loop's thread only: logging's locks are gevent's there, and would hang an OS thread.
+        if not self.raised and threading.get_native_id() == os.getpid():
+            logging.getLogger(__name__).warning("A task in an OS thread failed and nothing waited for it: %s (details withheld)",
+                                                type(self.error).__name__)
 
 
 def _caught(fn: Callable[..., T], args: tuple, kwargs: dict) -> T | _Raised:
     try:
         return fn(*args, **kwargs)
+    except _STOPS_THE_WORKER:
+        raise
     except BaseException as error:  # raised again, whole, in the greenlet that waits for it
         return _Raised(error)
 
 
 def _outcome(value: Any) -> Any:
     if isinstance(value, _Raised):
+        value.raised = True
         raise value.error
     return value
 

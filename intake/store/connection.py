@@ -224,6 +224,20 @@ def is_busy(error: BaseException) -> bool:
     return code is not None and code & 0xFF == sqlcipher3.SQLITE_BUSY
 
 
+def files_fault(error: BaseException) -> str | None:
+    """What a database error says of the files or the disk: "damaged", "unusable" (cannot be opened
+    or written: permissions, a failing disk) or "full"; None when it is not about them (a bug)."""
+    code = _error_code(error)
+    primary = None if code is None else code & 0xFF
+    if primary in (sqlcipher3.SQLITE_CORRUPT, sqlcipher3.SQLITE_NOTADB):
+        return "damaged"
+    if primary in (sqlcipher3.SQLITE_READONLY, sqlcipher3.SQLITE_CANTOPEN, sqlcipher3.SQLITE_IOERR):
+        return "unusable"
+    if primary == sqlcipher3.SQLITE_FULL:
+        return "full"
+    return None
+
+
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
     """Turn SQLite failures that an operator can act on into store errors with a clear message."""
