@@ -74,6 +74,8 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, repla
         except UnexportedSubmissionsError as error:
             raise click.ClickException(_unexported_line(error)) from None
         except JournalistExistsError as error:
+            if replace:  # this very key is registered already (or was): a new one is needed
+                raise click.ClickException(str(error)) from None
             raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`, "
                                          "for a new key `intake journalist add --replace`").format(error=error, name=name)) from None
         write_db_key_recovery(settings.data_dir, settings.db_key, store)  # the new journalist can recover the key too
