@@ -81,3 +81,17 @@ def test_init_with_a_systemd_credential_writes_no_key_into_the_data_dir(tmp_path
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(MissingDatabaseKeyError):
         load_settings(data_dir)
+
+
+@pytest.mark.parametrize(("out", "said"), [
+    ("/tmp/export.bundle", "is in a private temporary folder, removed when the command ends"),
+    ("/var/tmp/intake.backup", "is in a private temporary folder, removed when the command ends"),
+    ("export.bundle", "give --out as an absolute path"),
+])
+def test_intake_admin_refuses_an_out_file_that_would_be_lost_or_land_in_the_data_dir(out: str, said: str):
+    """intake-admin runs intake with a private /tmp (PrivateTmp=yes) in the data dir: an export written
+    to /tmp was gone when it ended, marked exported all the same (found by a newcomer test). The
+    refusal comes before systemd-run, so it is tested here; the container test runs it as deployed."""
+    for argv in (["export", "--out", out], ["backup", f"--out={out}"]):
+        done = subprocess.run(["sh", str(DEPLOY / "intake-admin"), *argv], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2 and said in done.stderr and done.stdout == "", done.stderr

@@ -113,6 +113,7 @@ check serves serves
 check same-source-address same_source_address
 check log-in-memory-only log_in_memory_only
 check admin-status /usr/local/sbin/intake-admin status
+check admin-refuses-private-tmp bash -c '! /usr/local/sbin/intake-admin export --out /tmp/x.bundle 2>/dev/null && [ ! -e /tmp/x.bundle ]'
 check key-recovery key_stays_out_of_the_data_dir
 check reset-login bash -c '/usr/local/sbin/intake-admin journalist reset-login --name alice | grep -q "Login passphrase"'
 check tor-exposure exposure_at_most_2 tor@default.service
