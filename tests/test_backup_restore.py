@@ -24,6 +24,7 @@ from intake.store import Store, slot_table
 from intake.store.newsroom import Newsroom
 from intake.store.slots_file import SlotsFile
 from intake.onion_keys import ensure_onion_keys
+from tests.test_faults import small_filesystem
 
 BIN = Path(sys.executable).parent
 PASSPHRASE = "a long passphrase for the laptop"
@@ -295,15 +296,8 @@ def test_an_upload_in_progress_is_left_out_of_the_backup(tmp_path: Path, laptop:
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 256 KiB file system, for a backup that cannot fit."""
-    path = tmp_path / "small-disk"
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(path)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here (mount: {mounted.stderr.strip()})")
-    try:
+    with small_filesystem(tmp_path / "small-disk", "256k") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_a_backup_to_a_place_it_cannot_write_names_that_place_in_one_line(tmp_path: Path, laptop: Path, small_disk: Path):

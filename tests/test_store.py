@@ -590,13 +590,15 @@ with Store.open(settings) as store:
     measure(send)
 """
 
-_SLOW_SOURCE_WRITES = """
+_SLOW_COMMITS = """
 real_empty_wal = connection.empty_wal
 def slow_empty_wal(conn):
     blocking_sleep(0.2)  # after each commit
     return real_empty_wal(conn)
 connection.empty_wal = slow_empty_wal
+"""
 
+_SLOW_SOURCE_WRITES = _SLOW_COMMITS + """
 with Store.open(settings) as store:
     def visit():  # what a source's visits write: a new codename, a login's session, its day, replies read, logout
         source = store.create_source(os.urandom(32), os.urandom(32))
@@ -608,13 +610,7 @@ with Store.open(settings) as store:
     measure(visit)
 """
 
-_SLOW_JOURNALIST_WRITES = """
-real_empty_wal = connection.empty_wal
-def slow_empty_wal(conn):
-    blocking_sleep(0.2)  # after each commit
-    return real_empty_wal(conn)
-connection.empty_wal = slow_empty_wal
-
+_SLOW_JOURNALIST_WRITES = _SLOW_COMMITS + """
 from intake.store.newsroom import Newsroom
 with Store.open(settings) as store:
     newsroom = Newsroom(store)
