@@ -92,6 +92,16 @@ def database_error_line(error: DatabaseError) -> str | None:
     return None
 
 
+YES = ("y", "yes", "д", "да")  # an answer in either language of the commands
+
+
+def confirm_or_abort(question: str) -> None:
+    """click.confirm(question, abort=True), but a Russian yes (д, да) is a yes too: click knows
+    only y and yes, and answered «д» with "invalid input" (found by a newcomer test)."""
+    if click.prompt(f"{question} [y/N]", default="", show_default=False).strip().lower() not in YES:
+        raise click.Abort()
+
+
 def os_error_line(error: OSError) -> str:
     """What went wrong with which path, in one line. A hidden file intake was making (a partial
     export, a backup's staging folder) is named by its folder, the place the operator chose."""
@@ -140,7 +150,7 @@ def init(data_dir: Path, journalist_keys: tuple[Path, ...], yes: bool, db_key_fi
         for identity in identities:
             click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
         if not yes:
-            click.confirm(_("Does each journalist read the same fingerprint on their laptop?"), abort=True)
+            confirm_or_abort(_("Does each journalist read the same fingerprint on their laptop?"))
 
     settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file, key_in_data_dir=key_in_data_dir,
                              confirm=confirm)

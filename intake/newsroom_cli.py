@@ -14,7 +14,7 @@ import click
 from keys.files import PendingFile
 from keys.identity import fingerprint
 
-from intake.cli import cli, data_option, db_key_option
+from intake.cli import cli, confirm_or_abort, data_option, db_key_option
 from intake.cli_help import TranslatedArgument, option
 from intake.cli_i18n import N_, _, ngettext
 from intake.config import Settings, load_settings
@@ -66,7 +66,7 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, repla
     identity = load_public_key(public_key, name)
     click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
     if not yes:
-        click.confirm(_("Does the journalist read the same fingerprint on their laptop?"), abort=True)
+        confirm_or_abort(_("Does the journalist read the same fingerprint on their laptop?"))
     with Store.open(settings) as store:
         try:
             enrolment = enrol_journalist(store, settings.data_dir, identity, replacing=replace,
@@ -223,7 +223,7 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
 @option("--yes", is_flag=True, help=N_("do not ask to confirm"))
 def rotate_signing_key_command(data_dir: Path, yes: bool) -> None:
     if not yes:
-        click.confirm(_("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?"), abort=True)
+        confirm_or_abort(_("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?"))
     old, new = rotate_server_signing_key(data_dir)
     click.echo(_("Old server key fingerprint: {fingerprint} (kept only to open replies sealed to it)").format(fingerprint=old.fingerprint))
     click.echo(_("New server key fingerprint: {fingerprint}").format(fingerprint=new.fingerprint))

@@ -93,18 +93,21 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+YES = ("y", "yes", "д", "да")  # an answer in either language of the tool
+
+
 def cmd_trust_server(args: argparse.Namespace) -> int:
     key = ServerPublicKey.load(args.server_key_file)
     print(_("server key fingerprint: {fingerprint}").format(fingerprint=key.fingerprint))
     if args.fingerprint is not None:
-        if " ".join(args.fingerprint.upper().split()) != key.fingerprint:
+        if "".join(args.fingerprint.upper().split()) != key.fingerprint.replace(" ", ""):  # spaced or not
             raise UsageError(_("the fingerprint you gave does not match this server key file: it was NOT trusted"))
     else:
         try:
             answer = input(_("Is this the fingerprint your admin read out from `intake journalist add`? [y/N] "))
         except EOFError:
             answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
+        if answer.strip().lower() not in YES:
             raise UsageError(_("not confirmed: the server key was NOT trusted"))
     path, new = trust_server(args.key, key)
     print((_("trusted: {path}") if new else _("already trusted: {path}")).format(path=path))

@@ -47,6 +47,8 @@ def test_add_shows_the_fingerprint_and_asks_before_registering(newsroom: Newsroo
         assert "carol" not in [r.name for r in store.active_recipients()]
     added = invoke(newsroom, "journalist", "add", "--name", "carol", "--public-key", str(path), input="y\n")
     assert added.exit_code == 0, added.output
+    _, dave = new_key(tmp_path, "dave")  # a Russian operator answers in Russian (refused before: a newcomer test)
+    assert invoke(newsroom, "journalist", "add", "--name", "dave", "--public-key", str(dave), input="да\n").exit_code == 0
     passphrase = re.search(r"Login passphrase:\s+(.+)", added.output).group(1).strip()
     totp = pyotp.parse_uri(re.search(r"(otpauth://\S+)", added.output).group(1))
     auth_line = re.search(r"(\S+:descriptor:x25519:\S+)", added.output).group(1)

@@ -247,6 +247,10 @@ def test_trust_server_checks_the_fingerprint_and_keeps_the_key_beside_the_secret
     assert server.fingerprint in out and str(stored) in out and ServerPublicKey.load(stored) == server
     assert cli.main(["trust-server", str(server_file), "--key", str(secret), "--fingerprint", server.fingerprint]) == 0
     assert "already trusted" in capsys.readouterr().out
+    # Typed without the spaces, as it may be copied from a message (a newcomer test found it refused).
+    unspaced = server.fingerprint.replace(" ", "")
+    assert cli.main(["trust-server", str(server_file), "--key", str(secret), "--fingerprint", unspaced]) == 0
+    assert "already trusted" in capsys.readouterr().out
 
 
 def test_trust_server_asks_when_no_fingerprint_is_given(capsys, tmp_path, monkeypatch):
@@ -258,6 +262,10 @@ def test_trust_server_asks_when_no_fingerprint_is_given(capsys, tmp_path, monkey
     assert "not confirmed" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
     assert cli.main(["trust-server", str(server_file), "--key", str(secret)]) == 0
+    # A Russian reader answers in Russian (a newcomer test found «д» refused).
+    for answer in ("д", "Да"):
+        monkeypatch.setattr("sys.stdin", io.StringIO(answer + "\n"))
+        assert cli.main(["trust-server", str(server_file), "--key", str(secret)]) == 0
 
 
 @pytest.mark.parametrize(
