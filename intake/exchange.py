@@ -42,8 +42,11 @@ class ExportScope:
     source_ids: tuple[str, ...] | None = None
 
     def describe(self) -> str:
-        what = "new submissions" if self.only_new else "all submissions"
-        return what if self.source_ids is None else f"{what} of {len(self.source_ids)} selected sources"
+        what = "new submissions" if self.only_new else "submissions"
+        if self.source_ids is None:
+            return what
+        count = len(self.source_ids)
+        return f"{what} of {count} selected source{'' if count == 1 else 's'}"
 
 
 class PreparedExport:

@@ -191,14 +191,20 @@ def _terminal_qr(text: str) -> str | None:
 @option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
         help=N_("the bundle file to write (must not exist)"))
 @option("--all", "export_all", is_flag=True, help=N_("also submissions exported before"))
-@option("--source", "source_ids", multiple=True, help=N_("only this source id (repeatable)"))
+@option("--source", "source_ids", multiple=True, help=N_("only this source, by its id or designation (repeatable)"))
 @db_key_option
 def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids: tuple[str, ...],
                    db_key_file: Path | None) -> None:
     if out_path.exists():
         raise click.ClickException(_("{path} exists already: choose a new file name").format(path=out_path))
-    scope = ExportScope(only_new=not export_all, source_ids=selected_sources(source_ids) or None)
     with Store.open(_settings(data_dir, db_key_file)) as store:
+        chosen = []
+        for given in selected_sources(source_ids):
+            source_id = Newsroom(store).source_id_for(given)
+            if source_id is None:
+                raise click.ClickException(_("no source has the id or designation {value!r}").format(value=given))
+            chosen.append(source_id)
+        scope = ExportScope(only_new=not export_all, source_ids=tuple(dict.fromkeys(chosen)) or None)
         try:
             prepared = PreparedExport(store, scope, load_server_signing_key(data_dir))
         except NothingToExportError as error:

@@ -315,6 +315,22 @@ def test_cli_export_and_import_replies(newsroom: Newsroom, tmp_path: Path):
     assert result.exit_code == 1 and "does not verify" in result.output and "Traceback" not in result.output
 
 
+def test_cli_export_of_one_source_takes_its_id_or_designation_and_names_an_unknown_one(newsroom: Newsroom, tmp_path: Path):
+    """Journalists see designations everywhere; an unknown id or a designation was taken silently
+    as a source with nothing to export (found by a newcomer test)."""
+    submit_as_new_source(newsroom.source_app, "one source's message")
+    data = str(newsroom.settings.data_dir)
+    ((designation, source_id),) = designation_of(newsroom).items()
+    unknown = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "x.bundle"), "--source", "no-such"])
+    assert unknown.exit_code == 1 and unknown.output == "Error: no source has the id or designation 'no-such'\n"
+    by_name = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "a.bundle"), "--source", designation])
+    assert by_name.exit_code == 0, by_name.output
+    again = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "b.bundle"), "--source", source_id])
+    assert again.exit_code == 1 and "there are no new submissions of 1 selected source to export" in again.output
+    every = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "c.bundle"), "--source", source_id, "--all"])
+    assert every.exit_code == 0, every.output
+
+
 def test_the_journalist_app_reuses_the_workers_stores(newsroom: Newsroom, alice_client, monkeypatch):
     """Like the source app, the journalist app takes stores from the worker's pool and gives
     them back (an export's store too, once the download is complete)."""

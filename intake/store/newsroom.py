@@ -345,6 +345,12 @@ class Newsroom:
         rows = self._read(self._OVERVIEW + " WHERE s.id = ?", (source_id,))
         return SourceOverview(*rows[0]) if rows else None
 
+    def source_id_for(self, id_or_designation: str) -> str | None:
+        """The id of the source with this id, or with this designation (what journalists see)."""
+        rows = self._read("SELECT id FROM sources WHERE id = ? OR designation = ? ORDER BY id = ? DESC LIMIT 1",
+                          (id_or_designation, id_or_designation, id_or_designation))
+        return rows[0][0] if rows else None
+
     def designations(self, source_ids: Iterable[str]) -> dict[str, str]:
         """Designation by source id, for the ids that exist."""
         wanted = sorted(set(source_ids))
