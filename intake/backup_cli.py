@@ -25,8 +25,8 @@ from intake.onion_keys import ensure_onion_keys
 @db_key_option
 def backup_command(data_dir: Path, out_path: Path, db_key_file: Path | None) -> None:
     counts = make_backup(data_dir, out_path, db_key_file=db_key_file)
-    click.echo(_("Wrote {path}: {submissions} submissions from {sources} sources, {replies} replies, "
-                 "{journalists} journalists, and both onion keys.").format(path=out_path, **counts))
+    click.echo(_("Wrote {path}: submissions: {submissions}, sources: {sources}, replies: {replies}, "
+                 "journalists: {journalists}, and both onion keys.").format(path=out_path, **counts))
     click.echo(_("It opens with the database key only; if that is lost, a journalist recovers it from "
                  "{file} (in the backup) with `intake-keys recover-db-key`.").format(file=RECOVERY_FILE))
 

@@ -215,8 +215,8 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
                 pending.write(piece)
             pending.commit(out_path.name, durable=True, renumber=False)
         prepared.mark_exported()
-    click.echo(_("Wrote {path}: {submissions} submissions from {sources} sources ({size} bytes of ciphertext), "
-                 "sealed to {journalists} journalists.").format(
+    click.echo(_("Wrote {path}: submissions: {submissions}, sources: {sources}, ciphertext: {size} bytes, "
+                 "sealed to journalists: {journalists}.").format(
         path=out_path, submissions=len(prepared.submission_ids), sources=prepared.source_count,
         size=prepared.stored_bytes, journalists=len(prepared.recipients)))
 
@@ -263,7 +263,7 @@ def _import_lines(report: ImportReport) -> list[str]:
                        .format(source=line.designation, added=line.added, duplicates=line.duplicates))
         else:
             out.append(_("{source}: {added} added").format(source=line.designation, added=line.added))
-    out.append(_("{added} replies added, {duplicates} already here, {missing} not deliverable (signed by {journalist})")
+    out.append(_("Replies added: {added}, already here: {duplicates}, not deliverable: {missing} (signed by {journalist})")
                .format(added=report.added, duplicates=report.duplicates, missing=report.missing, journalist=report.journalist))
     return out
 

@@ -97,7 +97,7 @@ def test_a_backup_restored_on_another_machine_keeps_the_addresses_and_every_subm
 
     backup = server / "intake.backup"
     made = run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=server)
-    assert "2 submissions from 2 sources" in made.stdout
+    assert "submissions: 2, sources: 2" in made.stdout
     assert backup.stat().st_mode & 0o077 == 0
     # The server is lost: its data dir and its key with it. Only the backup is left.
     shutil.copy(backup, other / "intake.backup")

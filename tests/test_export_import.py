@@ -308,7 +308,7 @@ def test_cli_export_and_import_replies(newsroom: Newsroom, tmp_path: Path):
     replies = tmp_path / "replies.bundle"
     replies.write_bytes(reply_bundle(newsroom, newsroom.alice.identity, [(source_id, sealed)]))
     result = runner.invoke(cli, ["import-replies", "--data", data, str(replies)])
-    assert result.exit_code == 0 and "1 replies added" in result.output
+    assert result.exit_code == 0 and "Replies added: 1, already here: 0" in result.output
     forged = tmp_path / "forged.bundle"
     forged.write_bytes(reply_bundle(newsroom, Identity.generate("alice"), [(source_id, sealed)]))
     result = runner.invoke(cli, ["import-replies", "--data", data, str(forged)])
