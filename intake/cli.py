@@ -58,8 +58,8 @@ grace_option = option(
 
 
 class _Group(TranslatedGroup):
-    """Turns the errors intake explains, and those of the system and the database it does not,
-    into one line and exit status 1: never a traceback."""
+    """Turns the errors intake explains, and those the system or the database's files cause, into
+    one line and exit status 1; a bug keeps its traceback."""
 
     def invoke(self, ctx: click.Context):
         try:

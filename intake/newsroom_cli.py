@@ -197,6 +197,8 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
                    db_key_file: Path | None) -> None:
     if out_path.exists():
         raise click.ClickException(_("{path} exists already: choose a new file name").format(path=out_path))
+    if any(not given.strip() for given in source_ids):  # an unset variable in a script: not "every source"
+        raise click.ClickException(_("--source needs a source's id or designation"))
     with Store.open(_settings(data_dir, db_key_file)) as store:
         chosen = []
         for given in selected_sources(source_ids):

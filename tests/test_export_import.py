@@ -321,6 +321,8 @@ def test_cli_export_of_one_source_takes_its_id_or_designation_and_names_an_unkno
     submit_as_new_source(newsroom.source_app, "one source's message")
     data = str(newsroom.settings.data_dir)
     ((designation, source_id),) = designation_of(newsroom).items()
+    blank = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "x.bundle"), "--source", " "])
+    assert blank.exit_code == 1 and blank.output == "Error: --source needs a source's id or designation\n"  # not every source
     unknown = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "x.bundle"), "--source", "no-such"])
     assert unknown.exit_code == 1 and unknown.output == "Error: no source has the id or designation 'no-such'\n"
     by_name = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "a.bundle"), "--source", designation])

@@ -183,31 +183,51 @@ def _decrypt(folder: Path, name: str, bundle: Path, out: Path) -> int:
 
 def test_a_rotation_counts_uploads_still_arriving_and_a_forced_one_strands_nothing(newsroom: Newsroom, tmp_path: Path):
     """A hostile review: an upload still arriving was not counted, and a key retired with
-    --even-if-unexported (or while an upload sealed to it arrived) left items nobody could open,
-    since the manifest was sealed to the active keys only. Now the upload counts, and a bundle
-    holding items only a retired key opens is sealed to that key too."""
+    --even-if-unexported left items nobody could open, since the manifest was sealed to the active
+    keys only. Now an upload with a piece stored counts (and, once its keys are gone, is refused at
+    its publish), and a bundle holding items only a retired key opens is sealed to that key too."""
+    from intake.store import StoreError
+
     assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0  # nothing sealed to bob alone
     old_folder = _laptop_folder(newsroom, tmp_path / "keys", newsroom.alice.identity)
+    submit_as_new_source(newsroom.source_app, "before the rotation")  # published, sealed to alice alone
     _, public = new_key(tmp_path, "alice")
     rotate = ["journalist", "add", "--name", "alice", "--public-key", str(public), "--yes", "--replace"]
-    content = os.urandom(3 * newsroom.settings.upload_chunk_bytes)
-    sealed = encrypt_bytes(content, [newsroom.alice.identity.public.encryption_key], Metadata("file", name="evidence.bin"))
-    half = 2 * newsroom.settings.upload_chunk_bytes + 1000
+    sealed = encrypt_bytes(os.urandom(3 * newsroom.settings.upload_chunk_bytes), [newsroom.alice.identity.public.encryption_key],
+                           Metadata("file", name="evidence.bin"))
     with newsroom.store() as store:
         upload = store.start_submission(store.create_source(os.urandom(32), os.urandom(32)).id, "file", store.active_recipients())
         # Two pieces handed over: the second waits for the first, stored with the pending row (sealed to alice alone).
-        upload.write(sealed[:half])
+        upload.write(sealed[: 2 * newsroom.settings.upload_chunk_bytes + 1000])
         refused = invoke(newsroom, *rotate)
-        assert refused.exit_code == 1 and "1 submission sealed to alice's key, and to no other" in refused.output
+        assert refused.exit_code == 1 and "2 submissions sealed to alice's key, and to no other" in refused.output
         assert invoke(newsroom, *rotate, "--even-if-unexported").exit_code == 0
-        upload.write(sealed[half:])
-        upload.commit()  # published after the rotation, sealed to the retired key alone
+        with pytest.raises(StoreError, match="keys changed while this was sent"):
+            upload.commit()
     submit_as_new_source(newsroom.source_app, "after the rotation")
     bundle = tmp_path / "export.bundle"
     assert invoke(newsroom, "export", "--out", str(bundle)).exit_code == 0
     assert _decrypt(old_folder, "alice", bundle, tmp_path / "tips") == 0  # the manifest opens with the old key too
-    (decrypted,) = (tmp_path / "tips").rglob("*evidence.bin")
-    assert decrypted.read_bytes() == content
+    assert [path.read_text() for path in (tmp_path / "tips").rglob("*message.txt")] == ["before the rotation"]
+
+
+def test_an_upload_whose_every_key_was_retired_while_it_arrived_is_refused_not_published(newsroom: Newsroom, tmp_path: Path):
+    """A second hostile review: an upload with nothing stored yet (a message, or the first 4 MiB of
+    a file) is not in the database when the rotation counts, and was then published sealed to the
+    retired key alone. Its publish is refused instead, and the source told to send it again."""
+    from intake.store import StoreError
+
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob").exit_code == 0
+    _, public = new_key(tmp_path, "alice")
+    with newsroom.store() as store:
+        before = store.counts()["submissions"]
+        upload = store.start_submission(store.create_source(os.urandom(32), os.urandom(32)).id, "message", store.active_recipients())
+        upload.write(encrypt_bytes(b"sent during the rotation", [newsroom.alice.identity.public.encryption_key], Metadata("message")))
+        rotated = invoke(newsroom, "journalist", "add", "--name", "alice", "--public-key", str(public), "--yes", "--replace")
+        assert rotated.exit_code == 0, rotated.output  # nothing of the upload stored yet: nothing to count
+        with pytest.raises(StoreError, match="keys changed while this was sent: please send it again"):
+            upload.commit()
+        assert store.counts()["submissions"] == before
 
 
 def test_a_rotated_key_decrypts_the_new_items_and_the_old_key_the_old_ones_into_one_folder(newsroom: Newsroom, tmp_path: Path):

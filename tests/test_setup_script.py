@@ -87,6 +87,9 @@ def test_init_with_a_systemd_credential_writes_no_key_into_the_data_dir(tmp_path
     ("/tmp/export.bundle", "is in a private temporary folder, removed when the command ends"),
     ("/var/tmp/intake.backup", "is in a private temporary folder, removed when the command ends"),
     ("export.bundle", "give --out as an absolute path"),
+    ("//tmp/x.bundle", "is in a private temporary folder"),
+    ("/var/../tmp/x.bundle", "is in a private temporary folder"),
+    ("/var/lib/intake/x.bundle", "is in the data dir"),
 ])
 def test_intake_admin_refuses_an_out_file_that_would_be_lost_or_land_in_the_data_dir(out: str, said: str):
     """intake-admin runs intake with a private /tmp (PrivateTmp=yes) in the data dir: an export written

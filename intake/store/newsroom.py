@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from keys.identity import MAX_NAME_BYTES
 
+from intake.store import processes
 from intake.store.connection import Connection, DatabaseError, IntegrityError, translate_errors
 from intake.store.errors import JournalistExistsError, StoreError
 from intake.store.records import ID_BATCH, Source, StoredSubmission, expires_by_day, today
@@ -545,19 +546,22 @@ class Newsroom:
 def _retire(conn: Connection, name: str, *, even_if_unexported: bool) -> None:
     """The active journalist ``name`` stops: no new submission is sealed to their key, their login
     and sessions end. Call inside a write transaction. Refused (UnexportedSubmissionsError) while
-    submissions sealed to that key and to no other active one, published or still arriving, were
-    never exported, unless ``even_if_unexported``: in the same transaction, so none can slip in."""
+    submissions sealed to that key and to no other active one were never exported (published, or
+    arriving with a piece stored), unless ``even_if_unexported``. One still arriving with nothing
+    stored yet is refused at its publish instead (UploadWrites._publish_in): so none slips through."""
     row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
     if row is None:
         raise UnknownJournalistError(f"no active journalist is named {name!r}")
     if not even_if_unexported:
         stranded = conn.execute(
-            "SELECT count(*) FROM submissions AS s WHERE s.exported_day IS NULL AND s.state IN ('ready', 'pending')"
+            "SELECT s.state, s.writer FROM submissions AS s WHERE s.exported_day IS NULL AND s.state IN ('ready', 'pending')"
             " AND EXISTS (SELECT 1 FROM json_each(s.sealed_to) AS member WHERE member.value = ?)"
             " AND NOT EXISTS (SELECT 1 FROM json_each(s.sealed_to) AS member JOIN journalists AS j ON j.id = member.value"
-            " WHERE j.active = 1 AND j.id != ?)", (row[0], row[0])).fetchone()[0]
-        if stranded:
-            raise UnexportedSubmissionsError(name, int(stranded))
+            " WHERE j.active = 1 AND j.id != ?)", (row[0], row[0])).fetchall()
+        # An upload whose writer died is removed at the next start (Store.recover): it strands nothing.
+        count = sum(1 for state, writer in stranded if state == "ready" or processes.writer_alive(writer))
+        if count:
+            raise UnexportedSubmissionsError(name, count)
     conn.execute(
         "UPDATE journalists SET active = 0, removed_day = ?, login_hash = NULL, totp_secret = NULL,"
         " client_auth_key = NULL WHERE id = ?",

@@ -164,6 +164,12 @@ class UploadWrites:
     def _publish_in(self, conn: Connection, pieces: list[tuple[SubmissionWriter, bytes | None, int, bool]]) -> None:
         """_publish's writes, inside the (perhaps shared) transaction of intake.store.group_commit."""
         for upload, whole, size, first in pieces:
+            ids = sorted(upload.journalist_ids)
+            if not conn.execute(f"SELECT 1 FROM journalists WHERE active = 1 AND id IN ({','.join('?' * len(ids))}) LIMIT 1",
+                                ids).fetchone():
+                # Every key it was sealed to was retired while it arrived (a key rotation): nobody would
+                # be meant to open it, and the export's manifest is sealed to active keys.
+                raise StoreError("the newsroom's keys changed while this was sent: please send it again")
             if first:
                 # Pending only inside this transaction, so no other process ever sees it without a writer.
                 self._insert_pending(conn, upload, writer=None)
