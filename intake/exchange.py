@@ -100,8 +100,8 @@ class PreparedExport:
 
 def _manifest_recipients(store: Store, item_recipients: list[list[str]]) -> list[bytes]:
     """The keys the manifest is sealed to: the active journalists', and a retired key that is the
-    only way into some item of the bundle (retired with --even-if-unexported, or while the item's
-    upload was still arriving): without it in the manifest, nobody could open that item."""
+    only way into some item of the bundle (retired with --even-if-unexported): without it in the
+    manifest, nobody could open that item."""
     journalists = store.journalists()
     active = {journalist.name for journalist in journalists if journalist.active}
     needed = {name for names in item_recipients if not active.intersection(names) for name in names}

@@ -3,9 +3,9 @@
 gunicorn hands the app a body through ``Body.read``: each 64 KiB the app asks for was
 received into a new bytes object, copied into the socket reader's buffer, copied into the
 body's own, and sliced out; Werkzeug's stream then copied it twice more. Each copy is a
-fresh allocation, which intake's allocator settings fill and wipe (intake.memory_wiping):
-about a fifth of a worker's CPU on a large upload went to moving and wiping those copies
-(docs/PERFORMANCE.md, "Sixteenth session"). ``SocketBody.readinto`` receives into the
+fresh allocation, which intake's allocator settings fill and wipe (intake.memory_wiping).
+Reading without them saved 15% of a worker's CPU on a 256 MiB upload (docs/PERFORMANCE.md,
+"Sixteenth session"). ``SocketBody.readinto`` receives into the
 caller's buffer instead: once what gunicorn read ahead with the request's head is given
 out, each call is one ``recv_into`` on the connection, paced like every body read
 (intake.body_pace).
