@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 from keys.errors import KeysError
+from keys.i18n import YES
 from keys.identity import PublicIdentity
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
@@ -90,9 +91,6 @@ def database_error_line(error: DatabaseError) -> str | None:
     if fault == "full":
         return _("a disk is full: free some space and try again")
     return None
-
-
-YES = ("y", "yes", "д", "да")  # an answer in either language of the commands
 
 
 def confirm_or_abort(question: str) -> None:

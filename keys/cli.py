@@ -18,7 +18,7 @@ from pathlib import Path
 from keys import bundle, recover_cli, reply_bundle
 from keys.cleaning import folder as cleaning, sandbox, triage, wording
 from keys.errors import BadPassphraseError, EmptyPassphraseError, KeysError, UnknownServerError
-from keys.i18n import LANGUAGES, _, ngettext, set_language, speak_for_argparse
+from keys.i18n import LANGUAGES, YES, _, ngettext, set_language, speak_for_argparse
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
 from keys.progress import Progress
 from keys.server_key import ServerPublicKey, require_trusted, trust_server, trusted_servers_dir
@@ -91,9 +91,6 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     public = PublicIdentity.load(args.public_file)
     print(f"{public.name}: {public.fingerprint}")
     return 0
-
-
-YES = ("y", "yes", "д", "да")  # an answer in either language of the tool
 
 
 def cmd_trust_server(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "intake-keys"
 ARGPARSE_DOMAIN = "argparse"
 LANGUAGES = ("en", "ru")
+YES = ("y", "yes", "д", "да")  # a yes to a [y/N] question, in any of LANGUAGES (intake's commands too)
 
 _translation: gettext.NullTranslations = gettext.NullTranslations()
 _language = "en"

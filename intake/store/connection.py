@@ -245,7 +245,7 @@ def translate_errors() -> Iterator[None]:
         yield
     except DatabaseError as error:
         code = _error_code(error)
-        if code is not None and code & 0xFF == sqlcipher3.SQLITE_FULL:
+        if files_fault(error) == "full":
             raise StoreFullError("the disk holding the intake database is full: free some space and try again") from None
         if code is not None and code & 0xFF == sqlcipher3.SQLITE_NOTADB:
             raise WrongDatabaseKeyError("the database key does not open this database (wrong key, or not an intake database)") from None
