@@ -166,11 +166,17 @@ def test_a_thousand_hostile_names_make_one_flag_naming_the_first(tmp_path):
     assert [(f.code, f.detail) for f in danger.inspect(path).flags] == [("archive-traversal", "../x0")]
 
 
-@pytest.mark.parametrize(
-    ("data", "kind"),
-    [(made.image("PNG"), "png"), (made.image("TIFF"), "tiff"), (made.docx(), "docx"), (made.odt(), "odt"), (made.elf(), "elf"),
-     (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 16, "heic"), (b"\x00\x00\x00\x18ftypisom" + b"\x00" * 16, "mp4"),
-     (b"RIFF\x00\x00\x00\x00WAVEfmt ", "wav"), (b"fLaC\x00", "flac"), (b"ID3\x04", "mp3"), (b"", "empty"), (b"\x00\x01\x02garbage", "unknown")],
-)  # fmt: skip
-def test_types_are_told_from_bytes(tmp_path, data, kind):
+# Made when the test runs, not at collection: the zip and image makers stamp the
+# current time, and xdist's workers must collect the same test names.
+SAMPLES_BY_KIND = {
+    "png": lambda: made.image("PNG"), "tiff": lambda: made.image("TIFF"), "docx": made.docx, "odt": made.odt,
+    "elf": made.elf, "heic": lambda: b"\x00\x00\x00\x18ftypheic" + b"\x00" * 16,
+    "mp4": lambda: b"\x00\x00\x00\x18ftypisom" + b"\x00" * 16, "wav": lambda: b"RIFF\x00\x00\x00\x00WAVEfmt ",
+    "flac": lambda: b"fLaC\x00", "mp3": lambda: b"ID3\x04", "empty": lambda: b"", "unknown": lambda: b"\x00\x01\x02garbage",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", SAMPLES_BY_KIND)
+def test_types_are_told_from_bytes(tmp_path, kind):
+    data = SAMPLES_BY_KIND[kind]()
     assert sniff.detect(write(tmp_path, "file", data)).name == kind
