@@ -41,6 +41,7 @@ from nacl.exceptions import CryptoError
 
 from intake.cli_i18n import _
 from intake.config import (
+    DATABASE_KEY,
     DB_FILE,
     DB_KEY_BYTES,
     INSTANCE_SECRET_FILE,
@@ -238,7 +239,7 @@ def restore_backup(backup: Path, data_dir: Path, *, db_key_file: Path | None = N
     if key_path.resolve().is_relative_to(data_dir.resolve()):
         raise BackupError(_("give the database key with --db-key-file (the one `intake-keys recover-db-key` wrote), "
                             "or run this where the server's systemd credential holds it"))
-    db_key = read_secret_file(key_path, DB_KEY_BYTES, "database key", MissingDatabaseKeyError)
+    db_key = read_secret_file(key_path, DB_KEY_BYTES, DATABASE_KEY, MissingDatabaseKeyError)
     made_dir = not data_dir.exists()
     try:
         if made_dir:

@@ -24,7 +24,7 @@ from keys.identity import PublicIdentity
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
 from intake.cli_help import TranslatedGroup, TranslatedOption, option
-from intake.cli_i18n import N_, _, ngettext, pgettext, set_language, speak_for_click
+from intake.cli_i18n import N_, _, ngettext, pgettext, said, set_language, speak_for_click
 from intake.config import DATA_DIR_ENV, Settings, key_inside_data_dir, load_settings
 from intake.retention import RetentionPolicy
 from intake.onion_keys import OnionKeyError, ensure_onion_keys
@@ -68,7 +68,7 @@ class _Group(TranslatedGroup):
         except WrongDatabaseKeyError:  # the store's own words, in the terminal's language
             raise click.ClickException(_("the database key does not open this database (wrong key, or not an intake database)")) from None
         except (StoreError, KeysError, ServerError, TorError, OnionKeyError) as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(said(error)) from None
         except DatabaseError as error:  # what the store does not translate, if it is the files' fault, not a bug
             line = database_error_line(error)
             if line is None:

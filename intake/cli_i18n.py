@@ -17,6 +17,8 @@ import gettext
 import os
 from pathlib import Path
 
+from intake.told import in_language
+
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 DOMAIN = "cli"
 CLICK_DOMAIN = "click"
@@ -52,6 +54,11 @@ def ngettext(singular: str, plural: str, count: int) -> str:
 def pgettext(context: str, message: str) -> str:
     """For a word that is translated differently in another place (a count's label, a size's)."""
     return _translation.pgettext(context, message)
+
+
+def said(error: BaseException) -> str:
+    """An error's words in the chosen language (intake.told: the layers below speak English)."""
+    return in_language(error, _translation.gettext)
 
 
 def N_(message: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from intake.store.errors import DamagedInstanceError, MissingDatabaseKeyError, NotInitialisedError, SecretFileError
+from intake.told import Told, told
 
 DB_FILE = "intake.db"
 DEFAULT_DB_KEY_FILE = "db.key"
@@ -106,23 +107,28 @@ def key_inside_data_dir(data_dir: Path, db_key_file: Path | None = None) -> Path
     return key_path if key_path.resolve().is_relative_to(Path(data_dir).resolve()) else None
 
 
-def read_secret_file(path: Path, size: int, what: str, error: type[SecretFileError] = SecretFileError) -> bytes:
+# What read_secret_file reads, named in its errors.
+DATABASE_KEY = told("the database key")
+INSTANCE_SECRET = told("the instance secret")
+
+
+def read_secret_file(path: Path, size: int, what: Told, error: type[SecretFileError] = SecretFileError) -> bytes:
     """Read a secret written as hex by `intake init`; refuse it if others may read it."""
     try:
         info = path.stat()
         text = path.read_text("ascii").strip()
     except FileNotFoundError:
-        raise error(f"the {what} file {path} does not exist") from None
+        raise error(told("{path} ({what}) does not exist", path=path, what=what)) from None
     except (OSError, UnicodeDecodeError):
-        raise error(f"the {what} file {path} cannot be read") from None
+        raise error(told("{path} ({what}) cannot be read", path=path, what=what)) from None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise error(f"the {what} file {path} is readable by other users: run chmod 600 {path}")
+        raise error(told("{path} ({what}) is readable by other users: run chmod 600 {path}", path=path, what=what))
     try:
         secret = bytes.fromhex(text)
     except ValueError:
         secret = b""
     if len(secret) != size:
-        raise error(f"the {what} file {path} does not hold a {size}-byte key in hex")
+        raise error(told("{path} ({what}) does not hold a {size}-byte key in hex", path=path, what=what, size=size))
     return secret
 
 
@@ -141,8 +147,9 @@ def check_instance_whole(data_dir: Path) -> None:
     else:
         missing = [DB_FILE] if any((data_dir / name).exists() for name in _WRITTEN_AFTER_THE_DATABASE) else []
     if missing:
-        raise DamagedInstanceError(f"{data_dir} holds an intake instance whose {missing[0]} is missing: restore it "
-                                   "from a backup into a new folder (intake restore); intake init cannot bring it back")
+        raise DamagedInstanceError(told("{data_dir} holds an intake instance whose {file} is missing: restore it from a "
+                                        "backup into a new folder (`intake restore`); `intake init` cannot bring it back",
+                                        data_dir=data_dir, file=missing[0]))
 
 
 def load_settings(data_dir: Path, *, db_key_file: Path | None = None, **overrides) -> Settings:
@@ -150,9 +157,10 @@ def load_settings(data_dir: Path, *, db_key_file: Path | None = None, **override
     data_dir = Path(data_dir)
     check_instance_whole(data_dir)
     if not (data_dir / DB_FILE).is_file() or not (data_dir / INSTANCE_SECRET_FILE).is_file():
-        raise NotInitialisedError(f"{data_dir} is not an intake data dir: run `intake init --data {data_dir}` first")
-    instance_secret = read_secret_file(data_dir / INSTANCE_SECRET_FILE, INSTANCE_SECRET_BYTES, "instance secret")
-    db_key = read_secret_file(db_key_path(data_dir, db_key_file), DB_KEY_BYTES, "database key", MissingDatabaseKeyError)
+        raise NotInitialisedError(told("{data_dir} is not an intake data dir: run `intake init --data {data_dir}` first",
+                                       data_dir=data_dir))
+    instance_secret = read_secret_file(data_dir / INSTANCE_SECRET_FILE, INSTANCE_SECRET_BYTES, INSTANCE_SECRET)
+    db_key = read_secret_file(db_key_path(data_dir, db_key_file), DB_KEY_BYTES, DATABASE_KEY, MissingDatabaseKeyError)
     settings = Settings(data_dir=data_dir, db_key=db_key, instance_secret=instance_secret)
     return dataclasses.replace(settings, **overrides) if overrides else settings
 

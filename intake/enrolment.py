@@ -25,6 +25,7 @@ from intake.setup import load_journalist_key
 from intake.store import Store, StoreError
 from intake.store.newsroom import Newsroom
 from intake.onion_keys import client_auth_line, generate_client_auth_keypair, load_or_create_onion_key, onion_address_for_key
+from intake.told import told
 
 
 class EnrolmentError(StoreError):
@@ -58,7 +59,7 @@ def load_public_key(path: Path, name: str) -> PublicIdentity:
     identity = load_journalist_key(path)
     if identity.name != name:
         # Reply bundles are signed under the identity's own name: the account must carry it.
-        raise EnrolmentError(f"{path} is the key of {identity.name!r}, not {name!r}: use --name {identity.name}")
+        raise EnrolmentError(told("{path} is the key of {owner!r}, not {name!r}: use --name {owner}", path=path, owner=identity.name, name=name))
     return identity
 
 

@@ -19,6 +19,7 @@ from nacl.signing import SigningKey
 
 from intake.store import Store
 from intake.store.newsroom import Newsroom
+from intake.told import Told, told
 
 
 # The page cache of the store an export reads from, while it reads and marks (Store.page_cache): at
@@ -41,12 +42,14 @@ class ExportScope:
     only_new: bool = True
     source_ids: tuple[str, ...] | None = None
 
-    def describe(self) -> str:
-        what = "new submissions" if self.only_new else "submissions"
+    def nothing_to_export(self) -> Told:
+        """Why an export of this scope found nothing, in words the reader's language can take."""
         if self.source_ids is None:
-            return what
+            return told("there are no new submissions to export") if self.only_new else told("there are no submissions to export")
         count = len(self.source_ids)
-        return f"{what} of {count} selected source{'' if count == 1 else 's'}"
+        if self.only_new:
+            return told("there are no new submissions of the selected sources to export (sources: {count})", count=count)
+        return told("there are no submissions of the selected sources to export (sources: {count})", count=count)
 
 
 class PreparedExport:
@@ -64,7 +67,7 @@ class PreparedExport:
             groups = newsroom.export_groups(only_new=scope.only_new, source_ids=scope.source_ids)
         self.submission_ids = [entry.submission.id for group in groups for entry in group.entries]
         if not self.submission_ids:
-            raise NothingToExportError(f"there are no {scope.describe()} to export")
+            raise NothingToExportError(scope.nothing_to_export())
         self.recipients = _manifest_recipients(store, [entry.recipients for group in groups for entry in group.entries])
         self.source_count = len(groups)
         self.stored_bytes = sum(entry.submission.size for group in groups for entry in group.entries)
@@ -186,7 +189,7 @@ def import_reply_bundle(store: Store, src: BinaryIO, box_keys: Sequence[PrivateK
     try:
         verified = verify_reply_bundle(src, newsroom.verify_keys(), box_keys)
     except KeysError as error:
-        raise ReplyBundleRefusedError(f"the reply bundle was refused: {error}. Nothing was imported.") from None
+        raise ReplyBundleRefusedError(told("the reply bundle was refused: {reason}. Nothing was imported.", reason=error)) from None
     counts = newsroom.import_replies(verified.journalist, verified.replies)
     designations = newsroom.designations(counts)
     return ImportReport(

@@ -21,6 +21,8 @@ import socket
 import stat
 from pathlib import Path
 
+from intake.told import told
+
 LOOPBACK = "127.0.0.1"
 SOCKET_NAMES = {"source": "source.sock", "journalist": "journalist.sock"}
 # Tor's group on Debian (debian-tor) and on other systems; the first one intake is in is used.
@@ -48,9 +50,9 @@ def open_tcp_listener(port: int, host: str = LOOPBACK) -> socket.socket:
     except OSError as error:
         sock.close()
         if error.errno == errno.EADDRINUSE:
-            raise ListenerError(f"port {port} on {host} is already in use: choose another with --port "
-                                "or --journalist-port") from None
-        raise ListenerError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+            raise ListenerError(told("port {port} on {host} is already in use: choose another with --port "
+                                     "or --journalist-port", port=port, host=host)) from None
+        raise ListenerError(told("cannot listen on {host}:{port}: {reason}", host=host, port=port, reason=error.strerror)) from None
     return sock
 
 
@@ -80,8 +82,8 @@ def prepare_socket_dir(path: Path, group: int | None) -> Path:
     except FileExistsError:
         info = path.lstat()
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o007:
-            raise ListenerError(f"{path} must be a directory of intake's own user that others cannot enter: "
-                                "choose another --socket-dir") from None
+            raise ListenerError(told("{path} must be a directory of intake's own user that others cannot enter: "
+                                     "choose another --socket-dir", path=path)) from None
     if group is not None and path.stat().st_gid != group:
         os.chown(path, -1, group)
     os.chmod(path, 0o710 if group is not None else 0o700)
@@ -91,8 +93,8 @@ def prepare_socket_dir(path: Path, group: int | None) -> Path:
 def _check_path_length(path: Path) -> None:
     text = os.fspath(path)
     if len(os.fsencode(text)) > _SUN_PATH_MAX:
-        raise ListenerError(f"the socket path {text} is longer than {_SUN_PATH_MAX} bytes: "
-                            "choose a shorter --socket-dir")
+        raise ListenerError(told("the socket path {path} is longer than {limit} bytes: choose a shorter --socket-dir",
+                                 path=text, limit=_SUN_PATH_MAX))
 
 
 def _remove_stale_socket(path: Path) -> None:
@@ -102,14 +104,14 @@ def _remove_stale_socket(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise ListenerError(f"{path} exists and is not a socket: remove it or choose another --socket-dir")
+        raise ListenerError(told("{path} exists and is not a socket: remove it or choose another --socket-dir", path=path))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
             probe.connect(os.fspath(path))
         except OSError:
             path.unlink(missing_ok=True)
             return
-    raise ListenerError(f"{path} is in use: is another intake serving this data dir?")
+    raise ListenerError(told("{path} is in use: is another intake serving this data dir?", path=path))
 
 
 def open_unix_listener(path: Path, group: int | None) -> socket.socket:
@@ -127,5 +129,5 @@ def open_unix_listener(path: Path, group: int | None) -> socket.socket:
         sock.listen(_BACKLOG)
     except OSError as error:
         sock.close()
-        raise ListenerError(f"cannot listen on {path}: {error.strerror}") from None
+        raise ListenerError(told("cannot listen on {path}: {reason}", path=path, reason=error.strerror)) from None
     return sock

@@ -16,7 +16,7 @@ from keys.identity import fingerprint
 
 from intake.cli import cli, confirm_or_abort, data_option, db_key_option
 from intake.cli_help import TranslatedArgument, option
-from intake.cli_i18n import N_, _, ngettext
+from intake.cli_i18n import N_, _, ngettext, said
 from intake.config import Settings, load_settings
 from intake.db_key_recovery import write_db_key_recovery
 from intake.enrolment import Enrolment, enrol_journalist, load_public_key, reset_login
@@ -75,9 +75,9 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, repla
             raise click.ClickException(_unexported_line(error)) from None
         except JournalistExistsError as error:
             if replace:  # this very key is registered already (or was): a new one is needed
-                raise click.ClickException(str(error)) from None
+                raise click.ClickException(said(error)) from None
             raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`, "
-                                         "for a new key `intake journalist add --replace`").format(error=error, name=name)) from None
+                                         "for a new key `intake journalist add --replace`").format(error=said(error), name=name)) from None
         write_db_key_recovery(settings.data_dir, settings.db_key, store)  # the new journalist can recover the key too
     _echo_enrolment(enrolment, settings.data_dir)
 
@@ -210,7 +210,7 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
         try:
             prepared = PreparedExport(store, scope, load_server_signing_key(data_dir))
         except NothingToExportError as error:
-            raise click.ClickException(_("nothing exported: {reason}").format(reason=error)) from None
+            raise click.ClickException(_("nothing exported: {reason}").format(reason=said(error))) from None
         parent = out_path.parent if str(out_path.parent) else Path(".")
         with PendingFile(parent) as pending:
             for piece in prepared:
@@ -249,7 +249,7 @@ def import_replies_command(data_dir: Path, bundle: Path, db_key_file: Path | Non
         try:
             report = import_reply_bundle(store, src, server_box_keys(data_dir))
         except ReplyBundleRefusedError as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(said(error)) from None
     for line in _import_lines(report):
         click.echo(line)
 

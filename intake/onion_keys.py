@@ -19,6 +19,8 @@ from pathlib import Path
 import nacl.bindings
 import nacl.public
 
+from intake.told import told
+
 log = logging.getLogger(__name__)
 
 KEY_HEADER = b"== ed25519v1-secret: type0 ==\x00\x00\x00"
@@ -54,7 +56,7 @@ def _generate_onion_secret_key() -> bytes:
 def onion_address_for_key(expanded_secret_key: bytes) -> str:
     """The v3 ``xxx.onion`` address of an expanded ed25519 secret key (rend-spec-v3 6)."""
     if len(expanded_secret_key) != 64:
-        raise OnionKeyError("an onion secret key must be 64 bytes")
+        raise OnionKeyError(told("an onion secret key must be 64 bytes"))
     public = nacl.bindings.crypto_scalarmult_ed25519_base_noclamp(expanded_secret_key[:32])
     version = b"\x03"
     checksum = hashlib.sha3_256(b".onion checksum" + public + version).digest()[:2]
@@ -99,9 +101,9 @@ def load_or_create_onion_key(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise OnionKeyError(f"cannot read onion key {path}: {exc.strerror}") from None
+        raise OnionKeyError(told("cannot read the onion key {path}: {reason}", path=path, reason=exc.strerror)) from None
     if len(data) != _KEY_FILE_LEN or not data.startswith(KEY_HEADER):
-        raise OnionKeyError(f"{path} is not a tor v3 onion secret key file")
+        raise OnionKeyError(told("{path} is not a tor v3 onion secret key file", path=path))
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
     return data[len(KEY_HEADER):]
@@ -136,7 +138,7 @@ def normalise_client_public_key(key: str) -> str:
     except (ValueError, binascii.Error):
         raw = b""
     if len(raw) != 32:
-        raise InvalidClientKeyError("a client authorisation key must be 52 base32 characters (an x25519 key)")
+        raise InvalidClientKeyError(told("a client authorisation key must be 52 base32 characters (an x25519 key)"))
     return _b32(raw)
 
 
@@ -146,11 +148,11 @@ def client_auth_line(onion_address: str, private_b32: str) -> str:
     (Tor Browser's authentication prompt takes just the private key part.)"""
     address = onion_address.strip().lower().removesuffix(".onion")
     if not re.fullmatch(r"[a-z2-7]{56}", address):
-        raise OnionKeyError("not a v3 onion address")
+        raise OnionKeyError(told("not a v3 onion address"))
     try:
         raw = _b32decode(private_b32)
     except (ValueError, binascii.Error):
         raw = b""
     if len(raw) != 32:
-        raise InvalidClientKeyError("a client authorisation private key must be 52 base32 characters")
+        raise InvalidClientKeyError(told("a client authorisation private key must be 52 base32 characters"))
     return f"{address}:descriptor:x25519:{_b32(raw)}"

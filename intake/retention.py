@@ -26,6 +26,7 @@ from intake.config import Settings
 from intake.journalist_auth import ThrottlePolicy
 from intake.store import Store, StoreError
 from intake.store.newsroom import Newsroom, day_before
+from intake.told import told
 
 RETENTION_FILE = "retention.toml"
 
@@ -53,14 +54,17 @@ class RetentionPolicy:
         except FileNotFoundError:
             return cls()
         except (OSError, tomllib.TOMLDecodeError) as error:
-            raise RetentionConfigError(f"{path} cannot be read: {error}") from None
+            raise RetentionConfigError(told("{path} cannot be read: {reason}", path=path, reason=error)) from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise RetentionConfigError(f"{path}: unknown setting {sorted(unknown)[0]!r} (known: {', '.join(sorted(known))})")
+            raise RetentionConfigError(told("{path}: unknown setting {name!r} (known: {known})", path=path,
+                                            name=sorted(unknown)[0], known=", ".join(sorted(known))))
         for name, value in values.items():
             if type(value) is not int or value < 0 or (name == "interval_minutes" and value < 1):
-                raise RetentionConfigError(f"{path}: {name} must be a whole number of days (minutes) >= {int(name == 'interval_minutes')}")
+                if name == "interval_minutes":
+                    raise RetentionConfigError(told("{path}: {name} must be a whole number of minutes, at least 1", path=path, name=name))
+                raise RetentionConfigError(told("{path}: {name} must be a whole number of days, at least 0", path=path, name=name))
         return cls(**values)
 
 

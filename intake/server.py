@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from intake.child_processes import dies_with_this_process
-from intake.cli_i18n import _
+from intake.cli_i18n import _, said
 from intake.config import DATA_DIR_ENV, DB_KEY_FILE_ENV, load_settings
 from intake.listeners import LOOPBACK, ListenerError, open_tcp_listener, open_unix_listener
 from intake.memory_wiping import WIPING_ENVIRONMENT
@@ -55,7 +55,7 @@ def prepare_data_dir(data_dir: Path, db_key_file: Path | None = None) -> dict[st
         rewrite = convert_page_size(settings.db_path, settings.db_key)
     except PageRewriteError as error:
         log.warning(_("The database keeps its older, slower 16 KiB pages: rewriting it with 4 KiB pages failed ({reason}). "
-                      "Run `intake check`.").format(reason=error))
+                      "Run `intake check`.").format(reason=said(error)))
     else:
         if rewrite == "in use":
             log.warning(_("The database keeps its older, slower 16 KiB pages for now: another program has it open. "
@@ -74,8 +74,8 @@ def gunicorn_command(fds: list[int], app_factory: str = APP_FACTORY,
     # Without its config gunicorn would run sync workers and keep gunicorn's own error log format:
     # refuse rather than serve that way.
     if not GUNICORN_CONF.is_file():
-        raise ServerError(f"{GUNICORN_CONF} is missing: install intake from its source tree "
-                          "(pip install -e, as deploy/setup-debian.sh does)")
+        raise ServerError(told("{path} is missing: install intake from its source tree "
+                               "(pip install -e, as deploy/setup-debian.sh does)", path=GUNICORN_CONF))
     binds = [arg for fd in fds for arg in ("--bind", f"fd://{fd}")]
     return [sys.executable, "-m", "gunicorn", *binds, "--graceful-timeout", str(grace_period),
             "--config", str(GUNICORN_CONF), app_factory]
@@ -128,7 +128,7 @@ class GunicornServer:
         except ListenerError as error:
             for sock in listeners:
                 sock.close()
-            raise ServerError(str(error)) from None
+            raise ServerError(*error.args) from None
         return listeners
 
     def start(self, ready_timeout: float = 30.0) -> None:
@@ -159,10 +159,12 @@ class GunicornServer:
         deadline = time.monotonic() + ready_timeout
         while not _answers_http(family, address, timeout=1.0):
             if self._process.poll() is not None:
-                raise ServerError(f"gunicorn exited with status {self._process.returncode} while starting (see its messages above)")
+                raise ServerError(told("gunicorn exited with status {status} while starting (see its messages above)",
+                                        status=self._process.returncode))
             if time.monotonic() > deadline:
                 self.stop()
-                raise ServerError(f"gunicorn did not start serving {self.socket_path or self.url} within {ready_timeout:.0f} s")
+                raise ServerError(told("gunicorn did not start serving {address} within {seconds:.0f} s",
+                                        address=self.socket_path or self.url, seconds=ready_timeout))
             time.sleep(0.1)
 
     def exit_status(self) -> int | None:

@@ -25,6 +25,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from intake.config import SecretFileError, read_secret_file
+from intake.told import told
 
 SERVER_SIGNING_FILE = "server-signing.secret"
 PREVIOUS_SIGNING_FILE = "server-signing.previous.secret"
@@ -50,7 +51,7 @@ def ensure_server_signing_key(data_dir: Path) -> None:
 
 
 def _seed(path: Path) -> bytes:
-    return read_secret_file(path, SEED_BYTES, "server signing key")
+    return read_secret_file(path, SEED_BYTES, told("the server signing key"))
 
 
 def load_server_signing_key(data_dir: Path) -> SigningKey:
@@ -87,7 +88,7 @@ def rotate_server_signing_key(data_dir: Path) -> tuple[ServerPublicKey, ServerPu
     data_dir = Path(data_dir)
     current = server_signing_path(data_dir)
     if not current.exists():
-        raise SecretFileError(f"the server signing key file {current} does not exist: run `intake init` first")
+        raise SecretFileError(told("the server signing key file {path} does not exist: run `intake init` first", path=current))
     old = server_public_key(data_dir)
     os.replace(current, data_dir / PREVIOUS_SIGNING_FILE)
     create_server_signing_key(data_dir)

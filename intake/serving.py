@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from intake.cli_i18n import _, ngettext
+from intake.cli_i18n import _, ngettext, said
 from intake.config import load_settings
 from intake.listeners import SOCKET_NAMES, ListenerError, prepare_socket_dir, tor_group
 from intake.retention import PurgeSchedule
@@ -87,11 +87,11 @@ class TorPlan:
 
     def __post_init__(self) -> None:
         if self.mode not in TOR_MODES:
-            raise TorError(f"unknown tor mode {self.mode!r} (choose one of {', '.join(TOR_MODES)})")
+            raise TorError(_("unknown tor mode {mode!r} (choose one of {modes})").format(mode=self.mode, modes=", ".join(TOR_MODES)))
         if self.extra_torrc and self.mode not in ("launch", "offline"):
-            raise TorConfigError("extra torrc lines only apply to a tor that intake launches (--tor launch or offline)")
+            raise TorConfigError(_("extra torrc lines only apply to a tor that intake launches (--tor launch or offline)"))
         if self.control_socket is not None and self.mode != "system":
-            raise TorConfigError("a tor control socket is only given with --tor system")
+            raise TorConfigError(_("a tor control socket is only given with --tor system"))
 
 
 def read_torrc_lines(path: Path) -> tuple[str, ...]:
@@ -100,7 +100,7 @@ def read_torrc_lines(path: Path) -> tuple[str, ...]:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or "not text"
-        raise TorConfigError(f"cannot read the extra torrc file {path}: {reason}") from None
+        raise TorConfigError(_("cannot read the extra torrc file {path}: {reason}").format(path=path, reason=reason)) from None
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
@@ -151,7 +151,7 @@ class TipLine:
         try:
             prepare_socket_dir(self.socket_dir, self._socket_group)
         except ListenerError as error:
-            raise ServerError(str(error)) from None
+            raise ServerError(*error.args) from None
         except OSError as error:
             raise ServerError(_("cannot prepare the socket directory {folder}: {reason}")
                               .format(folder=self.socket_dir, reason=error.strerror)) from None
@@ -292,11 +292,11 @@ class TipLine:
                 if self._stop_requested.is_set():
                     break
                 if self.tor_plan.mode != "system" or onions.connected:
-                    self.say(_("Tor failed: {error}. Stopping intake.").format(error=error))
+                    self.say(_("Tor failed: {error}. Stopping intake.").format(error=said(error)))
                     return 1
                 system_tor_lost, next_attempt = True, time.monotonic()
                 self.say(_("Lost the system tor ({error}): the onion services are unreachable until it is "
-                           "back. intake keeps serving and publishes them again as soon as it is.").format(error=error))
+                           "back. intake keeps serving and publishes them again as soon as it is.").format(error=said(error)))
         return 0
 
     def _republish_on_system_tor(self) -> bool:

@@ -15,8 +15,10 @@ from keys.server_key import trust_server
 
 from intake.cli_i18n import _
 from intake.config import (
+    DATABASE_KEY,
     DB_FILE,
     DB_KEY_BYTES,
+    INSTANCE_SECRET,
     INSTANCE_SECRET_BYTES,
     INSTANCE_SECRET_FILE,
     Settings,
@@ -63,7 +65,7 @@ def load_journalist_key(path: Path) -> PublicIdentity:
     except OSError:
         raise JournalistKeyFileError(_("the journalist public key file {path} cannot be read").format(path=path)) from None
     except KeysError as error:
-        raise JournalistKeyFileError(f"{path}: {error}") from None
+        raise JournalistKeyFileError(_("{path}: {reason}").format(path=path, reason=error)) from None
 
 
 def _load_journalist_keys(paths: list[Path]) -> list[PublicIdentity]:
@@ -144,7 +146,7 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
                 raise MissingDatabaseKeyError(_("the database key file {path} (from the environment) does not exist").format(path=key_path))
             write_new_file(key_path, secrets.token_bytes(DB_KEY_BYTES).hex().encode() + b"\n", 0o600)
             created.append(key_path)
-        read_secret_file(key_path, DB_KEY_BYTES, "database key", MissingDatabaseKeyError)
+        read_secret_file(key_path, DB_KEY_BYTES, DATABASE_KEY, MissingDatabaseKeyError)
         secret_path = data_dir / INSTANCE_SECRET_FILE
         if not secret_path.exists():
             write_new_file(secret_path, secrets.token_bytes(INSTANCE_SECRET_BYTES).hex().encode() + b"\n", 0o600)
@@ -172,8 +174,8 @@ def _settings_for_new_dir(data_dir: Path, db_key_file: Path | None) -> Settings:
     # load_settings() insists on an existing database; the first open creates it.
     return Settings(
         data_dir=data_dir,
-        db_key=read_secret_file(db_key_path(data_dir, db_key_file), DB_KEY_BYTES, "database key", MissingDatabaseKeyError),
-        instance_secret=read_secret_file(data_dir / INSTANCE_SECRET_FILE, INSTANCE_SECRET_BYTES, "instance secret"),
+        db_key=read_secret_file(db_key_path(data_dir, db_key_file), DB_KEY_BYTES, DATABASE_KEY, MissingDatabaseKeyError),
+        instance_secret=read_secret_file(data_dir / INSTANCE_SECRET_FILE, INSTANCE_SECRET_BYTES, INSTANCE_SECRET),
     )
 
 

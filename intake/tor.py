@@ -100,6 +100,7 @@ from intake.onion_keys import (
     private_dir,
     write_private_file,
 )
+from intake.told import told
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def _find_tor(binary: str | None) -> str:
     path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
     found = shutil.which(binary or "tor", path=path)
     if not found:
-        raise TorError("tor is not installed (install the Debian package `tor`)")
+        raise TorError(told("tor is not installed (install the Debian package `tor`)"))
     return found
 
 
@@ -198,8 +199,8 @@ def unix_socket_target(path: Path) -> str:
     Tor splits both on spaces (ADD_ONION also on commas) and takes no quotes there."""
     text = os.fspath(Path(path).absolute())
     if any(c in text for c in " \t\r\n,\"'\\\0"):
-        raise TorError(f"tor cannot forward to {text}: a socket path must not contain spaces, "
-                       "commas, quotes or backslashes")
+        raise TorError(told("tor cannot forward to {path}: a socket path must not contain spaces, commas, quotes or "
+                            "backslashes", path=text))
     return f"unix:{text}"
 
 
@@ -225,7 +226,7 @@ class OnionServices:
         tor_binary: str | None = None,
     ) -> None:
         if mode not in MODES:
-            raise TorError(f"unknown tor mode {mode!r} (choose one of {', '.join(MODES)})")
+            raise TorError(told("unknown tor mode {mode!r} (choose one of {modes})", mode=mode, modes=", ".join(MODES)))
         self.mode = mode
         self.data_dir = Path(data_dir).absolute()
         self.onion_dir = self.data_dir / "onion"
@@ -487,8 +488,8 @@ class OnionServices:
         tor = _find_tor(self._tor_binary)
         private_dir(self.tor_dir)
         if len(os.fsencode(self.control_socket)) > _SUN_PATH_MAX:
-            raise TorError(f"the data directory path is too long for tor's control socket "
-                           f"(keep {self.control_socket} under {_SUN_PATH_MAX} bytes)")
+            raise TorError(told("the data directory path is too long for tor's control socket (keep {path} under "
+                                "{limit} bytes)", path=self.control_socket, limit=_SUN_PATH_MAX))
         # tor's copy of the source key: rewritten from onion/source.key at each start.
         hs_dir = self.tor_dir / "source_service"
         if hs_dir.exists():
@@ -509,7 +510,7 @@ class OnionServices:
                 preexec_fn=dies_with_this_process(signal.SIGTERM),  # even if intake is killed outright
             )
         except OSError as exc:
-            raise TorError(f"cannot run tor: {exc.strerror}") from None
+            raise TorError(told("cannot run tor: {reason}", reason=exc.strerror)) from None
         self._reader = threading.Thread(target=self._read_output, name="tor-output", daemon=True)
         self._reader.start()
 
@@ -524,15 +525,15 @@ class OnionServices:
                     if time.monotonic() > deadline:
                         raise
             if time.monotonic() > deadline:
-                raise TorError("tor did not open its control socket within "
-                               f"{_START_TIMEOUT:.0f} s{self._last_complaint()}")
+                raise TorError(told("tor did not open its control socket within {seconds:.0f} s{complaint}",
+                                    seconds=_START_TIMEOUT, complaint=self._last_complaint()))
             time.sleep(0.05)
         self._msg("TAKEOWNERSHIP", "tor refused TAKEOWNERSHIP")
 
     def _attach(self) -> None:
         if not self.control_socket.exists():
-            raise TorError(f"no tor control socket at {self.control_socket} (is the system tor "
-                           "running with ControlSocket enabled?)")
+            raise TorError(told("no tor control socket at {path} (is the system tor running with ControlSocket "
+                                "enabled?)", path=self.control_socket))
         self._connect()
 
     def _connect(self) -> None:
@@ -541,15 +542,17 @@ class OnionServices:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 controller = stem.control.Controller.from_socket_file(str(self.control_socket))
         except stem.SocketError as exc:
-            reason = "permission denied" if "ermission" in str(exc) else str(exc)
-            hint = " (is intake's user in tor's group, e.g. debian-tor?)" if reason == "permission denied" else ""
-            raise TorError(f"cannot open tor's control socket {self.control_socket}: {reason}{hint}") from None
+            if "ermission" in str(exc):
+                raise TorError(told("cannot open tor's control socket {path}: permission denied (is intake's user in "
+                                    "tor's group, e.g. debian-tor?)", path=self.control_socket)) from None
+            raise TorError(told("cannot open tor's control socket {path}: {reason}", path=self.control_socket,
+                                reason=exc)) from None
         try:
             controller.authenticate()
         except stem.connection.AuthenticationFailure as exc:
             controller.close()
-            raise TorError(f"tor refused intake's control connection ({type(exc).__name__}); "
-                           "check CookieAuthentication and the cookie file's permissions") from None
+            raise TorError(told("tor refused intake's control connection ({reason}); check CookieAuthentication "
+                                "and the cookie file's permissions", reason=type(exc).__name__)) from None
         self._controller = controller
 
     def _check_alive(self) -> None:
@@ -557,7 +560,7 @@ class OnionServices:
             code = self._process.returncode
             if self._reader is not None:
                 self._reader.join(2)
-            raise TorError(f"tor exited (status {code}){self._last_complaint()}")
+            raise TorError(told("tor exited (status {status}){complaint}", status=code, complaint=self._last_complaint()))
 
     def _read_output(self) -> None:
         process = self._process

@@ -27,9 +27,10 @@ def intake(*args: object, env: dict[str, str] | None = None, stdin: str | None =
 
 
 def words_left_in_english(text: str, allowed: tuple[str, ...] = ()) -> list[str]:
-    """Latin words of four letters or more, outside names, paths, commands (indented lines),
-    addresses and fingerprints."""
+    """Latin words of four letters or more, outside names, paths, commands (indented lines and
+    `quoted` ones), addresses and fingerprints."""
     text = "\n".join(line for line in text.splitlines() if not line.startswith("  "))
+    text = re.sub(r"`[^`\n]*`", " ", text)
     text = re.sub(r"\S*[/`.]\S*|--[\w-]+|[a-z2-7]{56}|[0-9A-Za-z]{4}(?:[ :-][0-9A-Za-z]{4}){3,}", " ", text)
     return [word for word in LATIN_WORDS.findall(text) if word not in NAMES + allowed]
 
@@ -232,6 +233,37 @@ def test_serve_and_purge_speak_russian(instance):
     purged = intake("purge", "--data", data, "--db-key-file", key, env=RUSSIAN_ENV)
     assert purged.returncode == 0, purged.stderr
     assert "удалено материалов: 0\n" in purged.stdout and "удалено записей о неудачных входах: 0\n" in purged.stdout
+
+
+def test_refusals_from_the_store_and_the_settings_speak_russian(instance, tmp_path: Path):
+    """The errors raised below the command (the store, the settings, retention.toml, the export)
+    are shown in the chosen language too (intake.told; a newcomer test found them in English)."""
+    data, key = instance
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "onion").mkdir()
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "retention.toml").write_text("exported_dayz = 3\n")
+    refusals = [
+        (("status", "--data", tmp_path / "none"), f"{tmp_path / 'none'} — не папка данных intake: сначала запустите"),
+        (("status", "--data", damaged), "лежит экземпляр intake, у которого пропал файл intake.db"),
+        (("status", "--data", data, "--db-key-file", tmp_path / "no.key"), f"{tmp_path / 'no.key'} (ключ базы данных) не существует"),
+        (("export", "--data", data, "--db-key-file", key, "--out", tmp_path / "x.bundle"),
+         "ничего не выгружено: новых материалов для выгрузки нет"),
+        (("journalist", "remove", "--data", data, "--db-key-file", key, "--name", "nobody"),
+         "нет действующего журналиста с именем 'nobody'"),
+        (("journalist", "remove", "--data", data, "--db-key-file", key, "--name", "alice"), "это последний действующий журналист"),
+    ]
+    for args, expected in refusals:
+        refused = intake("--lang", "ru", *args)
+        assert refused.returncode == 1 and expected in refused.stderr, (args, refused.stderr)
+        assert words_left_in_english(refused.stderr, ("alice", "nobody", "replace")) == [], refused.stderr
+    (data / "retention.toml").write_text("exported_dayz = 3\n")
+    refused = intake("purge", "--data", data, "--db-key-file", key, env=RUSSIAN_ENV)
+    assert refused.returncode == 1 and "неизвестный параметр 'exported_dayz' (известные: " in refused.stderr, refused.stderr
+    assert words_left_in_english(refused.stderr, ("exported_dayz",)) == [], refused.stderr
+    english = intake("status", "--data", tmp_path / "none")
+    assert "is not an intake data dir: run `intake init --data" in english.stderr
 
 
 def test_import_replies_reports_in_russian(newsroom, tmp_path: Path):

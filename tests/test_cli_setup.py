@@ -144,7 +144,7 @@ def test_an_instance_that_lost_its_database_or_secret_is_called_damaged_and_init
     status = CliRunner().invoke(cli, ["status", "--data", str(settings.data_dir)])
     assert status.exit_code == 1
     assert status.output.strip() == (f"Error: {settings.data_dir} holds an intake instance whose {lost} is missing:"
-                                     " restore it from a backup into a new folder (intake restore); intake init cannot"
+                                     " restore it from a backup into a new folder (`intake restore`); `intake init` cannot"
                                      " bring it back")
     _, dave = make_journalist(settings.data_dir.parent, "dave")
     init = CliRunner().invoke(cli, ["init", "--yes", "--data", str(settings.data_dir), "--journalist-key", str(dave)])

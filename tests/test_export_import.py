@@ -328,7 +328,7 @@ def test_cli_export_of_one_source_takes_its_id_or_designation_and_names_an_unkno
     by_name = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "a.bundle"), "--source", designation])
     assert by_name.exit_code == 0, by_name.output
     again = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "b.bundle"), "--source", source_id])
-    assert again.exit_code == 1 and "there are no new submissions of 1 selected source to export" in again.output
+    assert again.exit_code == 1 and "there are no new submissions of the selected sources to export (sources: 1)" in again.output
     every = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "c.bundle"), "--source", source_id, "--all"])
     assert every.exit_code == 0, every.output
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import sqlcipher3
 
 from intake.store.errors import StoreBusyError, StoreDamagedError, StoreFullError, WrongDatabaseKeyError
+from intake.told import told
 from intake.worker_threads import sleep_here
 
 DatabaseError = sqlcipher3.DatabaseError
@@ -168,7 +169,7 @@ def open_main(path: Path, key: bytes) -> Connection:
         except WrongDatabaseKeyError:
             if _file_id(path) == file_id:
                 raise
-    raise WrongDatabaseKeyError("the database key does not open this database (wrong key, or not an intake database)")
+    raise WrongDatabaseKeyError(told("the database key does not open this database (wrong key, or not an intake database)"))
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -215,7 +216,8 @@ def _damage_reported(path: Path) -> Iterator[None]:
     except DatabaseError as error:
         code = _error_code(error)
         if code is not None and code & 0xFF == sqlcipher3.SQLITE_CORRUPT:
-            raise StoreDamagedError(f"{path.name} is damaged (a page SQLite reads to open it is malformed): restore a backup") from None
+            raise StoreDamagedError(told("{file} is damaged (a page SQLite reads to open it is malformed): restore a backup",
+                                         file=path.name)) from None
         raise
 
 
@@ -246,11 +248,11 @@ def translate_errors() -> Iterator[None]:
     except DatabaseError as error:
         code = _error_code(error)
         if files_fault(error) == "full":
-            raise StoreFullError("the disk holding the intake database is full: free some space and try again") from None
+            raise StoreFullError(told("the disk holding the intake database is full: free some space and try again")) from None
         if code is not None and code & 0xFF == sqlcipher3.SQLITE_NOTADB:
-            raise WrongDatabaseKeyError("the database key does not open this database (wrong key, or not an intake database)") from None
+            raise WrongDatabaseKeyError(told("the database key does not open this database (wrong key, or not an intake database)")) from None
         if is_busy(error):
-            raise StoreBusyError("the database stayed busy too long: try again") from None
+            raise StoreBusyError(told("the database stayed busy too long: try again")) from None
         raise
 
 

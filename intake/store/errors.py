@@ -1,7 +1,8 @@
 """Exceptions of the store and of the data dir set-up.
 
-Each message is one line a person can act on; the CLI and web layers show it as is.
-No message ever quotes a key, a codename or any content.
+Each message is one line a person can act on. Those a person may read are raised with
+``intake.told.told``, so that the CLI and the journalist interface can show them in the
+reader's language. No message ever quotes a key, a codename or any content.
 """
 
 

@@ -14,6 +14,7 @@ import sqlcipher3
 
 from intake.store.connection import Connection, write_transaction
 from intake.store.errors import SchemaTooNewError, StoreError
+from intake.told import told
 
 MIGRATION_1 = """
 CREATE TABLE journalists (
@@ -396,13 +397,14 @@ def migrate(conn: Connection, migrations: list[str] = MIGRATIONS) -> int:
         with write_transaction(conn):
             version = schema_version(conn)  # re-read under the write lock: another process may have migrated
             if version > latest:
-                raise SchemaTooNewError(f"the database has schema version {version}, newer than this intake ({latest}): upgrade intake")
+                raise SchemaTooNewError(told("the database has schema version {version}, newer than this intake ({latest}): upgrade "
+                                             "intake", version=version, latest=latest))
             for number in range(version + 1, latest + 1):
                 for statement in _statements(migrations[number - 1]):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
             if conn.execute("PRAGMA foreign_key_check").fetchall():
-                raise StoreError("the database's references are broken: run `intake check` and restore a backup")
+                raise StoreError(told("the database's references are broken: run `intake check` and restore a backup"))
     finally:
         conn.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
     return latest

@@ -22,6 +22,7 @@ from intake.store.connection import Connection, DatabaseError, IntegrityError, t
 from intake.store.errors import JournalistExistsError, StoreError
 from intake.store.records import ID_BATCH, Source, StoredSubmission, expires_by_day, today
 from intake.store.store import Store
+from intake.told import told
 
 T = TypeVar("T")
 
@@ -156,10 +157,10 @@ class Newsroom:
         try:
             return self._write(insert)
         except IntegrityError:
-            raise JournalistExistsError(
-                f"a journalist named {name!r} or with the same key is already registered"
-                " (a removed key cannot be registered again: make a new one)"
-            ) from None
+            raise JournalistExistsError(told(
+                "a journalist named {name!r} or with the same key is already registered"
+                " (a removed key cannot be registered again: make a new one)", name=name,
+            )) from None
 
     def set_login(self, name: str, *, login_hash: bytes, totp_secret: str, client_auth_key: str) -> int:
         """Replace an active journalist's login secrets and end their sessions."""
@@ -167,7 +168,7 @@ class Newsroom:
         def replace(conn: Connection) -> int:
             row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
             if row is None:
-                raise UnknownJournalistError(f"no active journalist is named {name!r}")
+                raise UnknownJournalistError(told("no active journalist is named {name!r}", name=name))
             conn.execute(
                 "UPDATE journalists SET login_hash = ?, totp_secret = ?, totp_used = NULL, client_auth_key = ? WHERE id = ?",
                 (login_hash, totp_secret, client_auth_key, row[0]),
@@ -185,8 +186,8 @@ class Newsroom:
         def remove(conn: Connection) -> None:
             if conn.execute("SELECT count(*) FROM journalists WHERE active = 1 AND name != ?", (name,)).fetchone()[0] == 0:
                 if conn.execute("SELECT 1 FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone():
-                    raise StoreError("this is the last active journalist: add another before removing it, or sources"
-                                     " could not submit (for a new key: intake journalist add --replace)")
+                    raise StoreError(told("this is the last active journalist: add another before removing it, or sources"
+                                          " could not submit (for a new key: `intake journalist add --replace`)"))
             _retire(conn, name, even_if_unexported=even_if_unexported)
 
         self._write(remove)
@@ -438,7 +439,7 @@ class Newsroom:
         def store_replies(conn: Connection) -> None:
             row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (journalist_name,)).fetchone()
             if row is None:
-                raise UnknownJournalistError(f"no active journalist is named {journalist_name!r}")
+                raise UnknownJournalistError(told("no active journalist is named {name!r}", name=journalist_name))
             for source_id, envelope in replies:
                 before = counts.get(source_id, ReplyImportCounts(0, 0, 0))
                 if conn.execute("SELECT 1 FROM sources WHERE id = ?", (source_id,)).fetchone() is None:
@@ -551,7 +552,7 @@ def _retire(conn: Connection, name: str, *, even_if_unexported: bool) -> None:
     stored yet is refused at its publish instead (UploadWrites._publish_in): so none slips through."""
     row = conn.execute("SELECT id FROM journalists WHERE name = ? AND active = 1", (name,)).fetchone()
     if row is None:
-        raise UnknownJournalistError(f"no active journalist is named {name!r}")
+        raise UnknownJournalistError(told("no active journalist is named {name!r}", name=name))
     if not even_if_unexported:
         stranded = conn.execute(
             "SELECT s.state, s.writer FROM submissions AS s WHERE s.exported_day IS NULL AND s.state IN ('ready', 'pending')"

@@ -36,6 +36,7 @@ from intake.store.connection import (
     translate_errors,
 )
 from intake.store.errors import StoreError, StoreFullError
+from intake.told import told
 
 COPY_SUFFIX = "-repaging"
 _ZEROS = bytes(1 << 20)
@@ -82,7 +83,7 @@ def convert_page_size(db_path: Path, key: bytes) -> str:
         except StoreFullError:
             return "no room"
         except (DatabaseError, StoreError) as error:  # SQLite's one-line messages hold no content
-            raise PageRewriteError(str(error)) from None
+            raise PageRewriteError(*error.args) from None
         with _opened(db_path, os.O_WRONLY) as old_file, _opened(copy, os.O_RDONLY) as copy_file:
             os.fsync(copy_file)
             os.replace(copy, db_path)
@@ -140,7 +141,7 @@ def _export(old: Connection, copy: Path, key: bytes) -> None:
                 old.execute("SELECT sqlcipher_export('repaged')")
             except DatabaseError as error:  # it reports a full disk as SQLITE_ERROR, by its message only
                 if "full" in str(error):
-                    raise StoreFullError("the disk is full") from None
+                    raise StoreFullError(told("the disk is full")) from None
                 raise
             version = old.execute("PRAGMA main.user_version").fetchone()[0]
             old.execute(f"PRAGMA repaged.user_version = {int(version)}")  # not copied either
@@ -153,15 +154,15 @@ def _check_copy(old: Connection, copy: Path, key: bytes) -> None:
     try:
         with translate_errors():
             if new.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
-                raise StoreError("the rewritten database did not check out: the store was left as it was")
+                raise StoreError(told("the rewritten database did not check out: the store was left as it was"))
             for question in ("PRAGMA user_version", "PRAGMA auto_vacuum", "SELECT type, name, sql FROM sqlite_master ORDER BY name"):
                 if new.execute(question).fetchall() != old.execute(question).fetchall():
-                    raise StoreError("the rewritten database differs from the store: the store was left as it was")
+                    raise StoreError(told("the rewritten database differs from the store: the store was left as it was"))
             tables = [name for (name,) in old.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
             for table in tables:
                 count = f'SELECT count(*) FROM "{table}"'  # noqa: S608 - names from the schema
                 if new.execute(count).fetchone() != old.execute(count).fetchone():
-                    raise StoreError("the rewritten database lacks rows: the store was left as it was")
+                    raise StoreError(told("the rewritten database lacks rows: the store was left as it was"))
     finally:
         new.close()
 

@@ -13,6 +13,7 @@ import errno
 import os
 
 from intake.store.errors import StoreError
+from intake.told import told
 
 _GONE = (errno.ENOENT, errno.ESRCH)  # what reading /proc gives for a process or thread that has ended
 
@@ -48,7 +49,7 @@ def current_writer() -> str:
         fields = _stat_fields(f"/proc/{pid}/stat")
     except OSError as error:
         # A name without its start time would read as "the pid names another process" to the others.
-        raise StoreError(f"could not read this process's start time from /proc: {os.strerror(error.errno or 0)}") from None
+        raise StoreError(told("could not read this process's start time from /proc: {reason}", reason=os.strerror(error.errno or 0))) from None
     # Field 22 of /proc/PID/stat: start time in clock ticks since boot. With the pid it names a
     # process uniquely, even after the pid is reused. No /proc at all: the pid is all there is.
     return f"{pid}:{fields[19].decode() if fields else ''}"

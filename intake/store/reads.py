@@ -15,6 +15,7 @@ from intake.store.connection import Connection, translate_errors
 from intake.store.errors import StoreError
 from intake.store.records import ID_BATCH
 from intake.store.slots_file import SLOT_BYTES, slots_path
+from intake.told import told
 from intake.worker_threads import run_in_os_thread
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class EnvelopeReads:
             blobs = self._legacy_blobs()
             blob_seqs = run_in_os_thread(self._blob_seqs, blobs, submission_id) if blobs is not None else []
         if blob_seqs + main_seqs != list(range(len(blob_seqs) + len(main_seqs))):
-            raise StoreError("the submission's stored pieces are incomplete")
+            raise StoreError(told("the submission's stored pieces are incomplete"))
         for seq in blob_seqs:
             yield self._one_piece(run_in_os_thread(self._blob_chunk, blobs, submission_id, seq))
         for seq in main_seqs:
@@ -59,11 +60,11 @@ class EnvelopeReads:
 
     def _slotted_ciphertext(self, submission_id: str, main_seqs: list[int], slots: list[tuple[int, int]], size: int) -> Iterator[bytes]:
         if main_seqs != [0] or [seq for seq, _slot in slots] != list(range(len(slots))):
-            raise StoreError("the submission's stored pieces are incomplete")
+            raise StoreError(told("the submission's stored pieces are incomplete"))
         head = self._one_piece(self._read("SELECT data FROM submission_chunks WHERE submission_id = ? AND seq = 0", (submission_id,)))
         left = size - len(head)
         if not 0 < left <= len(slots) * SLOT_BYTES:
-            raise StoreError("the submission's stored pieces are incomplete")
+            raise StoreError(told("the submission's stored pieces are incomplete"))
         yield head
         numbers = [slot for _seq, slot in slots]
         per_read = self._chunk_bytes // SLOT_BYTES
@@ -74,7 +75,7 @@ class EnvelopeReads:
                 # Still there after the read, so its slots were not freed (and perhaps reused or
                 # cut off the file) during it; gone, that is why a read came back short.
                 if not self._read("SELECT 1 FROM submissions WHERE id = ?", (submission_id,)):
-                    raise StoreError("the submission was deleted while it was being read")
+                    raise StoreError(told("the submission was deleted while it was being read"))
             left -= len(piece)
             yield piece
 
@@ -140,7 +141,7 @@ class EnvelopeReads:
     @staticmethod
     def _one_piece(rows: list[tuple]) -> bytes:
         if not rows:
-            raise StoreError("the submission was deleted while it was being read")
+            raise StoreError(told("the submission was deleted while it was being read"))
         return rows[0][0]
 
     # Reads of the blobs database wait for a writer's commit in SQLite's busy handler, so they run in OS threads.

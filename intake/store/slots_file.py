@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from intake.store.errors import StoreError, StoreFullError
+from intake.told import told
 from intake.worker_threads import os_thread_lock
 
 SLOT_BYTES = 256 * 1024
@@ -144,7 +145,7 @@ class SlotsFile:
             with _as_store_error("read"):
                 got = os.pread(fd, want, first * SLOT_BYTES)
             if len(got) != want:
-                raise StoreError("the slots file is shorter than the database says: restore a backup")
+                raise StoreError(told("the slots file is shorter than the database says: restore a backup"))
             out += got
         return bytes(out)
 
@@ -309,8 +310,8 @@ def _as_store_error(doing: str) -> Iterator[None]:
         yield
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StoreFullError("the disk holding the intake database is full: free some space and try again") from None
-        raise StoreError(f"could not {doing} the slots file: {os.strerror(error.errno or 0)}") from None
+            raise StoreFullError(told("the disk holding the intake database is full: free some space and try again")) from None
+        raise StoreError(told("the slots file: {reason}", reason=os.strerror(error.errno or 0))) from None
 
 
 _files: dict[tuple[int, Path], SlotsFile] = {}

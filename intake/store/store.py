@@ -50,6 +50,7 @@ from intake.store.records import (
 from intake.store.slots_file import SLOT_BYTES, SlotsFile, slots_file_for, slots_path
 from intake.store.submission_writer import SubmissionWriter
 from intake.store.uploads import UploadWrites
+from intake.told import told
 from intake.worker_threads import Running
 
 if TYPE_CHECKING:
@@ -89,7 +90,8 @@ class Store(EnvelopeReads, UploadWrites):
     def open(cls, settings: Settings) -> Store:
         """Open an initialised database (raises NotInitialisedError, WrongDatabaseKeyError)."""
         if not settings.db_path.is_file():
-            raise NotInitialisedError(f"{settings.data_dir} has no intake database: run `intake init --data {settings.data_dir}` first")
+            raise NotInitialisedError(told("{data_dir} has no intake database: run `intake init --data {data_dir}` first",
+                                           data_dir=settings.data_dir))
         return cls._connect(settings, create=False)
 
     @classmethod
@@ -242,7 +244,7 @@ class Store(EnvelopeReads, UploadWrites):
                     (name, public_key, verify_key, fingerprint, today()),
                 )
         except IntegrityError:
-            raise JournalistExistsError(f"a journalist named {name!r} or with the same key is already registered") from None
+            raise JournalistExistsError(told("a journalist named {name!r} or with the same key is already registered", name=name)) from None
         return Recipient(cursor.lastrowid, name, public_key)
 
     def journalists(self) -> list[Journalist]:
@@ -268,7 +270,7 @@ class Store(EnvelopeReads, UploadWrites):
         def insert(conn: Connection) -> Source:
             # Under the write lock this check cannot race another insert.
             if conn.execute("SELECT 1 FROM sources WHERE lookup_id = ?", (lookup_id,)).fetchone():
-                raise SourceExistsError("a source with this codename already exists")
+                raise SourceExistsError(told("a source with this codename already exists"))
             for _ in range(_DESIGNATION_ATTEMPTS):
                 source = Source(new_id(), random_designation(), reply_public_key, day, day)
                 try:
@@ -280,7 +282,7 @@ class Store(EnvelopeReads, UploadWrites):
                     return source
                 except IntegrityError:
                     continue  # the designation (or the random id) is taken: draw again
-            raise StoreError("could not find a free source designation: try again")
+            raise StoreError(told("could not find a free source designation: try again"))
 
         return self._write(insert)
 
@@ -304,7 +306,7 @@ class Store(EnvelopeReads, UploadWrites):
         """A writer for a new submission. Nothing is stored until its first chunk is
         (a submission of at most INLINE_BYTES is stored and published in one transaction)."""
         if not recipients:
-            raise StoreError("no journalist is registered to receive submissions")
+            raise StoreError(told("no journalist is registered to receive submissions"))
         return SubmissionWriter(self, new_id(), source_id, kind, [r.journalist_id for r in recipients], self._chunk_bytes,
                                 header_size(len(recipients)))
 

@@ -23,6 +23,7 @@ from intake.store.group_commit import group_for
 from intake.store.records import random_rowid, today
 from intake.store.slots_file import SLOT_BYTES, SlotsFile
 from intake.store.submission_writer import INLINE_BYTES, SubmissionWriter
+from intake.told import told
 from intake.worker_threads import Running, run_in_os_thread, start_in_os_thread
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class UploadWrites:
         if first or claim:
             with write_transaction(self._conn, begun=True) as conn:
                 if not first and not conn.execute("SELECT 1 FROM submissions WHERE id = ? AND state = 'pending'", (upload.id,)).fetchone():
-                    raise StoreError("the upload was removed before it completed: please send it again")
+                    raise StoreError(told("the upload was removed before it completed: please send it again"))
                 if first:
                     self._insert_pending(conn, upload, writer=processes.current_writer())
                     conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
@@ -158,7 +159,7 @@ class UploadWrites:
                 # A failed sync since the upload first wrote, or a slots file replaced meanwhile (its
                 # first slots went to the old one): either way it is not all on the disk.
                 if any(upload._used and upload._written_to != (slots_file, slots_file.sync_failures) for upload, *_ in pieces):
-                    raise StoreError("the disk failed to keep an upload: please send it again")
+                    raise StoreError(told("the disk failed to keep an upload: please send it again"))
         group_for(self._settings.db_path).publish(self._conn, lambda conn: self._publish_in(conn, pieces))
 
     def _publish_in(self, conn: Connection, pieces: list[tuple[SubmissionWriter, bytes | None, int, bool]]) -> None:
@@ -169,7 +170,7 @@ class UploadWrites:
                                 ids).fetchone():
                 # Every key it was sealed to was retired while it arrived (a key rotation): nobody would
                 # be meant to open it, and the export's manifest is sealed to active keys.
-                raise StoreError("the newsroom's keys changed while this was sent: please send it again")
+                raise StoreError(told("the newsroom's keys changed while this was sent: please send it again"))
             if first:
                 # Pending only inside this transaction, so no other process ever sees it without a writer.
                 self._insert_pending(conn, upload, writer=None)
@@ -178,7 +179,7 @@ class UploadWrites:
                 (size, upload.id),
             ).rowcount
             if updated != 1:  # checked before its envelope, whose row would otherwise refer to nothing
-                raise StoreError("the upload was removed before it completed: please send it again")
+                raise StoreError(told("the upload was removed before it completed: please send it again"))
             if whole is not None:
                 conn.execute("INSERT INTO submission_chunks (rowid, submission_id, seq, data) VALUES (?, ?, 0, ?)",
                              (random_rowid(), upload.id, whole))
