@@ -25,6 +25,7 @@ from intake.memory_wiping import WIPING_ENVIRONMENT
 from intake.memory_key import environment_for_children
 from intake.store import Store
 from intake.store.page_size import PageRewriteError, convert_page_size
+from intake.told import told
 
 GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
 APP_FACTORY = "intake.app:create_app()"

@@ -266,6 +266,19 @@ def test_refusals_from_the_store_and_the_settings_speak_russian(instance, tmp_pa
     assert "is not an intake data dir: run `intake init --data" in english.stderr
 
 
+def test_serve_that_gunicorn_refuses_says_so_in_russian(instance):
+    """A bad operator setting stops gunicorn at start: its own line, then intake's, in the
+    chosen language (server.py raised that line through a name it had not imported)."""
+    from tests.fixtures_serve import free_port
+
+    data, key = instance
+    refused = intake("--lang", "ru", "serve", "--data", data, "--db-key-file", key, "--no-tor", "--port", free_port(),
+                     "--journalist-port", free_port(), env={"INTAKE_WORKERS": "abc"})
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.splitlines()[-1] == "Ошибка: gunicorn завершился с кодом 1 при запуске (его сообщения выше)"
+    assert "intake: INTAKE_WORKERS must be a number, not 'abc'" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_import_replies_reports_in_russian(newsroom, tmp_path: Path):
     from tests.fixtures_newsroom import submit_as_new_source
     from tests.test_export_import import reply_bundle, reply_to
