@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import gettext
 import os
-from pathlib import Path
 
-from intake.told import in_language
+from intake.told import DOMAIN, TRANSLATIONS, in_language
 
-TRANSLATIONS = Path(__file__).resolve().parent / "translations"
-DOMAIN = "cli"
 CLICK_DOMAIN = "click"
 LANGUAGES = ("en", "ru")
 

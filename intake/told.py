@@ -4,13 +4,20 @@ The layers below the interfaces (the store, the settings, tor) do not know who r
 errors: an operator at a terminal under `--lang ru`, a journalist in the web interface, a log.
 They raise with ``told(template, **fields)``: English words, as ``str(error)`` has always given,
 that remember their template and fields. Where the words are shown, ``in_language`` translates
-the template with that place's catalogue and fills the fields in again. The extractor finds the
-templates by the keyword ``told`` (babel-cli.cfg).
+the template and fills the fields in again: the `intake` command with its chosen language, the
+journalist interface with the page's. Their words live in the `intake` command's catalogue
+(domain "cli"), where the extractor finds the templates by the keyword ``told`` (babel-cli.cfg).
 """
 
 from __future__ import annotations
 
+import functools
+import gettext
+from pathlib import Path
 from typing import Callable
+
+TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+DOMAIN = "cli"
 
 
 class Told(str):
@@ -38,3 +45,9 @@ def in_language(said: object, gettext: Callable[[str], str]) -> str:
     fields = {name: in_language(value, gettext) if isinstance(value, (Told, BaseException)) else value
               for name, value in said.fields.items()}
     return gettext(said.template).format(**fields)
+
+
+@functools.cache
+def catalogue(language: str) -> gettext.NullTranslations:
+    """The translations of told words into ``language`` (English: none)."""
+    return gettext.translation(DOMAIN, TRANSLATIONS, languages=[language], fallback=True)

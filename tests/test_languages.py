@@ -76,6 +76,38 @@ def test_a_wrong_sign_in_is_refused_in_russian(newsroom: Newsroom):
     assert refused.status_code == 401 and "Неверное имя, парольная фраза или код" in refused.text
 
 
+def test_a_store_refusal_is_told_in_the_pages_language(newsroom: Newsroom):
+    """The store's own words (intake.told) on the journalist's error page, in Russian: here the
+    database kept busy by another writer past the wait allowed."""
+    import dataclasses
+
+    from intake.app.journalist import create_journalist_app
+    from intake.store.connection import connect
+
+    app = create_journalist_app(dataclasses.replace(newsroom.settings, busy_timeout_ms=300), TESTING=True)
+    client = app.test_client()
+    client.get("/language/ru")
+    holder = connect(newsroom.settings.db_path, newsroom.settings.db_key, busy_timeout_ms=300)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        refused = sign_in(client, newsroom.alice)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert refused.status_code == 503
+    assert "база данных слишком долго была занята: попробуйте ещё раз" in refused.text
+    english = app.test_client()
+    english.get("/language/en")
+    holder = connect(newsroom.settings.db_path, newsroom.settings.db_key, busy_timeout_ms=300)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        refused = sign_in(english, newsroom.bob)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert refused.status_code == 503 and "the database stayed busy too long: try again" in refused.text
+
+
 # --- the intake command ------------------------------------------------------------------
 
 

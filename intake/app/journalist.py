@@ -36,6 +36,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -62,6 +63,7 @@ from intake.journalist_auth import LoginError, LoginThrottledError, ThrottlePoli
 from intake.store import Store, StoreError
 from intake.store.pool import StorePool
 from intake.store.newsroom import Newsroom, SourceOverview
+from intake.told import catalogue, in_language
 from intake.worker_threads import run_in_os_thread
 
 SESSION_COOKIE = "journalist_session"
@@ -285,7 +287,7 @@ def upload_replies():
     try:
         report = import_reply_bundle(request_store(), upload.stream, server_box_keys(_state().settings.data_dir))
     except ReplyBundleRefusedError as error:
-        return render_template("journalist/error.html", title=_("Reply bundle refused"), message=str(error)), 400
+        return render_template("journalist/error.html", title=_("Reply bundle refused"), message=_said(error)), 400
     return render_template("journalist/import_report.html", report=report)
 
 
@@ -339,6 +341,11 @@ def _error(status: int, message: str | None = None):
     return render_template("journalist/error.html", title=title, message=message or advice), status
 
 
+def _said(error: Exception) -> str:
+    """An error of the layers below in the page's language (intake.told)."""
+    return in_language(error, catalogue(str(get_locale())).gettext)
+
+
 def _http_error(error: HTTPException):
     if error.code is None or error.code < 400:
         return error
@@ -348,7 +355,7 @@ def _http_error(error: HTTPException):
 def _install_error_pages(app: Flask) -> None:
     app.register_error_handler(CSRFError, lambda _e: _error(400, _("The form expired or came from elsewhere. Reload the page and try again.")))
     app.register_error_handler(RequestEntityTooLarge, lambda _e: _error(413))
-    app.register_error_handler(StoreError, lambda e: _error(503, str(e)))
+    app.register_error_handler(StoreError, lambda e: _error(503, _said(e)))
     app.register_error_handler(HTTPException, _http_error)
 
 
