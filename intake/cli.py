@@ -233,17 +233,20 @@ def _echo_store_details(store: Store, settings: Settings) -> None:
     accounts = newsroom.accounts()
     click.echo(_("journalists who can sign in: {able} of {total}").format(able=sum(a.can_log_in for a in accounts), total=len(accounts)))
     policy = RetentionPolicy.load(settings.data_dir)
-    click.echo(_("retention: exported submissions {exported} days, read replies {read} days, unused codenames {unused} days,"
-                 " every {minutes} minutes").format(exported=policy.exported_days, read=policy.read_reply_days,
-                                                     unused=policy.unused_source_days, minutes=policy.interval_minutes))
+    click.echo(_("retention (days): exported submissions {exported}, read replies {read}, unused codenames {unused};"
+                 " checked every {minutes} min").format(exported=policy.exported_days, read=policy.read_reply_days,
+                                                        unused=policy.unused_source_days, minutes=policy.interval_minutes))
 
 
 def _human(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return ngettext("{size} byte", "{size} bytes", size).format(size=size) if unit == "bytes" else f"{size:.1f} {unit}"
+    if size < 1024:
+        return ngettext("{size} byte", "{size} bytes", size).format(size=size)
+    for unit in ("KiB", "MiB", "GiB"):
         size /= 1024
-    return str(size)
+        if size < 1024 or unit == "GiB":
+            break
+    number = f"{size:.1f}".replace(".", pgettext("decimal separator", "."))
+    return {"KiB": _("{number} KiB"), "MiB": _("{number} MiB"), "GiB": _("{number} GiB")}[unit].format(number=number)
 
 
 def tor_options(command: Callable) -> Callable:

@@ -77,10 +77,13 @@ def test_status_speaks_russian_and_english(instance):
     russian = intake("status", "--data", data, "--db-key-file", key, env=RUSSIAN_ENV)
     assert russian.returncode == 0, russian.stderr
     assert "источников: 0\n" in russian.stdout and "материалы: 0 байт\n" in russian.stdout
-    assert re.search(r"^база данных: \d+\.\d KiB$", russian.stdout, re.MULTILINE) and "хранилище крупных файлов: " in russian.stdout
-    assert words_left_in_english(russian.stdout, ("KiB", "MiB")) == [], russian.stdout
+    assert re.search(r"^база данных: \d+,\d КиБ$", russian.stdout, re.MULTILINE) and "хранилище крупных файлов: " in russian.stdout
+    assert "хранение (дней): выгруженные материалы 14, прочитанные ответы 7, неиспользованные кодовые имена 1; проверка раз в 60 мин.\n" in russian.stdout
+    assert words_left_in_english(russian.stdout) == [] and not re.search(r"[KMG]iB", russian.stdout), russian.stdout
     english = intake("status", "--data", data, "--db-key-file", key)
     assert "sources: 0\n" in english.stdout and "submissions: 0 bytes\n" in english.stdout
+    assert re.search(r"^database: \d+\.\d KiB$", english.stdout, re.MULTILINE)
+    assert "retention (days): exported submissions 14, read replies 7, unused codenames 1; checked every 60 min\n" in english.stdout
 
 
 def test_backup_and_restore_speak_russian(instance, tmp_path: Path):
