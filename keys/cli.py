@@ -73,7 +73,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     identity = Identity.generate(name)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     identity.save(secret_path, passphrase, KDF_STRENGTHS[args.kdf_strength])
-    identity.public.save(public_path)
+    try:
+        identity.public.save(public_path)
+    except BaseException:  # both files or neither: a lone secret would block the next try
+        secret_path.unlink()
+        raise
     print(_("secret key: {path} (keep it on this laptop)").format(path=secret_path))
     print(_("public key: {path} (give it to the server admin)").format(path=public_path))
     print(_("fingerprint: {fingerprint}").format(fingerprint=identity.public.fingerprint))

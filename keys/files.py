@@ -11,10 +11,12 @@ only gives the file its real name once the caller says it is complete.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -122,7 +124,8 @@ class PendingFile:
         self._committed: Path | None = None
 
     def write(self, data: bytes) -> int:
-        return self._file.write(data)
+        with _named(self.folder):
+            return self._file.write(data)
 
     def start_writeback(self) -> None:
         """Have the system start writing the content now, so a later ``sync`` finds it (mostly) written:
@@ -133,17 +136,19 @@ class PendingFile:
 
     def sync(self) -> None:
         """Make the content durable under the temporary name (commit then only names it)."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with _named(self.folder):
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def commit(self, name: str, durable: bool = False, renumber: bool = True, first_number: int = 1) -> Path:
         """Name the file; with ``renumber`` False an existing ``name`` raises FileExistsError.
         ``first_number``: where to start among ``name``, ``name (2)``, ... (a caller that
         knows the taken names saves a try per taken one)."""
-        self._file.flush()
-        if durable:
-            os.fsync(self._file.fileno())
-        self._file.close()
+        with _named(self.folder):
+            self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
+            self._file.close()
         for number in range(first_number, 10_000 if renumber else 2):
             path = _inside(self.folder, with_suffix_number(name, number))
             try:
@@ -156,18 +161,23 @@ class PendingFile:
 
     def commit_replacing(self, name: str, durable: bool = True) -> Path:
         """Give the file the name ``name``, atomically replacing any file of that name."""
-        self._file.flush()
-        if durable:
-            os.fsync(self._file.fileno())
-        self._file.close()
+        with _named(self.folder):
+            self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
+            self._file.close()
         path = _inside(self.folder, name)
         os.replace(self._tmp, path)
         self._committed = path
         return path
 
     def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            self._file.close()
+        except OSError:
+            pass  # what was still buffered could not be written (a full disk): the file goes all the same
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "PendingFile":
         return self
@@ -175,6 +185,18 @@ class PendingFile:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._committed is None:
             self.abort()
+
+
+@contextlib.contextmanager
+def _named(folder: Path) -> Iterator[None]:
+    """An error writing a pending file (a full disk) names the folder: the file's own name is a
+    hidden temporary one, and the folder is the place the user chose."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(folder)
+        raise
 
 
 class FreeNames:

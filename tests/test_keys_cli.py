@@ -103,6 +103,26 @@ def test_generate_prompts_twice_and_refuses_a_mismatch_or_a_short_passphrase(cap
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("pages_free", [0, 1])  # room for nothing; for the secret file but not the public one
+def test_generate_on_a_full_disk_leaves_no_file_names_the_folder_and_works_once_there_is_room(capsys, tmp_path, pages_free):
+    """Found by a newcomer test: a full disk left a hidden 0-byte partial file and, with room for
+    one file only, a secret key without its public file, which the next try refused to overwrite."""
+    from tests.test_faults import small_filesystem
+
+    pw = tmp_path / "pw"
+    pw.write_text(PASSPHRASE + "\n")
+    with small_filesystem(tmp_path / "disk", "16k") as disk:
+        page = os.statvfs(disk).f_frsize
+        (disk / "ballast").write_bytes(b"\0" * (os.statvfs(disk).f_bavail - pages_free) * page)
+        code, _, err = run(capsys, "generate", "--out", disk, "--name", "alice", "--passphrase-file", pw, "--kdf-strength", "interactive")
+        assert_one_line_error(code, err, f"{disk}: No space left on device")
+        assert os.listdir(disk) == ["ballast"]
+        (disk / "ballast").unlink()
+        code, out, err = run(capsys, "generate", "--out", disk, "--name", "alice", "--passphrase-file", pw, "--kdf-strength", "interactive")
+        assert code == 0, err
+        assert sorted(os.listdir(disk)) == ["alice.public", "alice.secret"]
+
+
 def test_generate_refuses_a_name_unsafe_as_a_file_name(capsys, tmp_path, alice_files):
     code, _, err = run(capsys, "generate", "--out", tmp_path, "--name", "../evil", "--passphrase-file", alice_files.passphrase_file)
     assert_one_line_error(code, err, "name must be")
