@@ -88,6 +88,15 @@ def test_message_and_several_files_are_stored_for_the_journalist(source_client, 
     ]
 
 
+def test_the_thanks_page_without_anything_sent_does_not_thank(source_client):
+    """A source who opens /thanks (a bookmark, the back button in a new session) having sent
+    nothing is not told "we received it": it lands on the status page."""
+    start_as_new_source(source_client)
+    page = source_client.get("/thanks")
+    assert page.status_code == 303 and page.headers["Location"].endswith("/replies")
+    assert "Thank you, we received it" not in source_client.get("/thanks", follow_redirects=True).text
+
+
 def test_empty_submission_gets_a_clear_error(source_client, app_instance):
     _codename, page = start_as_new_source(source_client)
     body, content_type = upload_body(csrf_token(page), message="  \r\n ", files=[("", b"", "application/octet-stream")])

@@ -247,6 +247,8 @@ def thanks():
     """What arrived in the last upload, part by part (the receipt lives sealed in the browser only)."""
     source_session = current_session()
     items = open_receipt(request.cookies.get(COOKIE_NAME), source_session.reply_secret_key, request.cookies.get(RECEIPT_COOKIE))
+    if not items:  # nothing sent in this session: a thank-you would tell the source something arrived
+        return redirect(url_for("source.replies"), 303)
     return render_template("thanks.html", items=items)
 
 
