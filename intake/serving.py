@@ -19,6 +19,8 @@ takes effect between steps, never half-way through starting a process.
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from intake.cli_i18n import _, ngettext, said
-from intake.config import load_settings
+from intake.config import DEFAULT_DB_KEY_FILE, db_key_path, load_settings
 from intake.listeners import SOCKET_NAMES, ListenerError, prepare_socket_dir, tor_group
 from intake.retention import PurgeSchedule
 from intake.server import DEFAULT_GRACE_PERIOD, JOURNALIST_APP_FACTORY, GunicornServer, ServerError
@@ -112,6 +114,7 @@ class TipLine:
                  db_key_file: Path | None = None, tor: TorPlan = TorPlan(), say: Say = print):
         self.settings = load_settings(data_dir, db_key_file=db_key_file)
         self.data_dir = Path(data_dir).resolve()
+        self._db_key_file = db_key_file
         self.socket_dir = Path(socket_dir).absolute() if socket_dir else self.data_dir / SOCKET_DIR_NAME
         self.tor_plan = tor
         self.say = say
@@ -226,12 +229,31 @@ class TipLine:
                               " {count} key authorised)",
                               "Journalist onion:  {url}  (client authorisation: reachable only with a journalist's key;"
                               " {count} keys authorised)", count).format(url=f"http://{service.address}/", count=count))
+        elif self._under_systemd():
+            self.say(_("Journalist onion:  {url}  NOT published: no journalist has a client-authorisation key yet. "
+                       "Add one with `intake-admin journalist add --name NAME --public-key FILE` (for a journalist "
+                       "registered at set-up: `intake-admin journalist reset-login --name NAME`), then "
+                       "`systemctl reload intake`.").format(url=f"http://{service.address}/"))
         else:
             self.say(_("Journalist onion:  {url}  NOT published: no journalist has a client-authorisation key yet. "
-                       "Add one with `intake journalist add --data {folder} --name NAME --public-key FILE` (for a "
-                       "journalist registered by `intake init`: `intake journalist reset-login --data {folder} "
+                       "Add one with `intake journalist add {instance} --name NAME --public-key FILE` (for a "
+                       "journalist registered by `intake init`: `intake journalist reset-login {instance} "
                        "--name NAME`), then send intake SIGHUP or restart it.")
-                     .format(url=f"http://{service.address}/", folder=self.data_dir))
+                     .format(url=f"http://{service.address}/", instance=self._instance_options()))
+
+    def _under_systemd(self) -> bool:
+        """The database key came from systemd's credential (deploy/intake.service): the operator's
+        commands go through intake-admin, which opens it the same way."""
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        return bool(credentials) and self._db_key_file is None and db_key_path(self.data_dir).parent == Path(credentials)
+
+    def _instance_options(self) -> str:
+        """--data, and --db-key-file unless the key is where intake looks by itself, as a shell takes them."""
+        options = f"--data {shlex.quote(str(self.data_dir))}"
+        key = db_key_path(self.data_dir, self._db_key_file)
+        if key != self.data_dir / DEFAULT_DB_KEY_FILE:
+            options += f" --db-key-file {shlex.quote(str(Path(key).resolve()))}"
+        return options
 
     def _on_bootstrap_progress(self, percent: int, summary: str) -> None:
         self.say(_("Tor: bootstrapped {percent}% ({summary})").format(percent=percent, summary=summary))

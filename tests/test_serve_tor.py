@@ -5,6 +5,7 @@ can contact any network. The private-network end to end is tests/test_tornet_end
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import socket
 import urllib.request
@@ -19,6 +20,7 @@ from intake.config import Settings
 from intake.enrolment import reset_login
 from intake.store import Store
 from intake.onion_keys import ensure_onion_keys
+from intake.serving import TipLine, TorPlan
 from tests.fixtures_newsroom import FAST_LOGIN_HASH
 from tests.fixtures_serve import ServeProcess, alive, command_line, descendants, free_port
 
@@ -144,13 +146,34 @@ def test_journalist_onion_waits_for_a_client_key_and_sighup_publishes_it(serve, 
     process = serve("--tor", "offline")
     output = process.read_until("Ctrl-C stops intake")
     assert "NOT published: no journalist has a client-authorisation key yet" in output
-    assert "intake journalist add" in output
+    assert f"`intake journalist add --data {settings.data_dir} --name NAME --public-key FILE`" in output
 
     _give_alice_a_login(settings)  # what `intake journalist reset-login` does
     process.process.send_signal(signal.SIGHUP)
     line = process.read_until("1 key authorised")
     assert f"Journalist onion:  http://{ensure_onion_keys(settings.data_dir)[1]}/" in line.splitlines()[-1]
     assert process.stop() == 0
+
+
+def test_the_hint_for_a_journalist_key_names_the_instance_as_it_was_started(settings: Settings, tmp_path: Path, monkeypatch):
+    """The command the operator is told to run opens this instance: with its --db-key-file when
+    intake got one, and through intake-admin when systemd gave the key (deploy/intake.service)."""
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("INTAKE_DB_KEY_FILE", raising=False)
+    data = settings.data_dir.resolve()
+    assert TipLine(data, tor=TorPlan("none"))._instance_options() == f"--data {data}"
+    outside = tmp_path / "my keys" / "db.key"
+    outside.parent.mkdir()
+    shutil.copy(data / "db.key", outside)
+    tip_line = TipLine(data, db_key_file=outside, tor=TorPlan("none"))
+    assert tip_line._instance_options() == f"--data {data} --db-key-file '{outside}'"
+    assert not tip_line._under_systemd()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    shutil.copy(data / "db.key", credentials / "intake-db-key")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert TipLine(data, tor=TorPlan("none"))._under_systemd()
 
 
 @pytest.mark.slow
