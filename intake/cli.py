@@ -31,7 +31,7 @@ from intake.onion_keys import OnionKeyError, ensure_onion_keys
 from intake.server import DEFAULT_GRACE_PERIOD, ServerError, prepare_data_dir
 from intake.serving import DEFAULT_BOOTSTRAP_TIMEOUT, SOCKET_DIR_NAME, TOR_MODES, TipLine, TorPlan, read_torrc_lines
 from intake.server_identity import SERVER_PUBLIC_FILE, server_public_key
-from intake.setup import DemoInfo, ensure_demo_instance, init_data_dir
+from intake.setup import DEMO_JOURNALIST_NAME, DemoInfo, ensure_demo_instance, init_data_dir
 from intake.store import Store, StoreError
 from intake.store.connection import CIPHER_PAGE_SIZE, DatabaseError, files_fault
 from intake.store.errors import WrongDatabaseKeyError
@@ -326,7 +326,7 @@ def demo(base_dir: Path, port: int, journalist_port: int | None, grace_period: i
     prepare_data_dir(info.data_dir)
     tip_line = TipLine(info.data_dir, source_port=port, journalist_port=journalist_port or (port + 1 if port < 65535 else port - 1),
                        grace_period=grace_period, tor=plan, say=click.echo)
-    raise SystemExit(tip_line.serve(banner=demo_instructions(info, tip_line.source.url)))
+    raise SystemExit(tip_line.serve(banner=demo_instructions(info, tip_line.source.url, tip_line.journalist.url)))
 
 
 def _shell_path(path: Path) -> str:
@@ -337,9 +337,9 @@ def _shell_path(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def demo_instructions(info: DemoInfo, url: str) -> str:
+def demo_instructions(info: DemoInfo, url: str, journalist_url: str) -> str:
     data = _shell_path(info.data_dir)
-    bundle = _shell_path(info.base_dir / "export.bundle")
+    bundle = _shell_path(_first_free(info.base_dir, "export{}.bundle"))  # export refuses to overwrite an earlier run's
     out = _shell_path(info.base_dir / "decrypted")
     key = _shell_path(info.secret_key_file)
     passphrase = _shell_path(info.passphrase_file)
@@ -358,8 +358,19 @@ def demo_instructions(info: DemoInfo, url: str) -> str:
         f"    {intake_keys} decrypt {bundle} --key {key} --passphrase-file {passphrase} --out {out}",
         _("  and open {index}.").format(index=f"{out}/index.html"),
         "",
+        _("  The journalist interface ({url}) needs a login; give the demo journalist one with:").format(url=journalist_url),
+        f"    {intake} journalist reset-login --data {data} --name {DEMO_JOURNALIST_NAME}",
+        "",
         _("Ctrl-C stops the server; run the same command again to continue with the same instance."),
     ])
+
+
+def _first_free(folder: Path, pattern: str) -> Path:
+    """``pattern`` with "" in its {}, else -2, -3, ...: the first name not taken in ``folder``."""
+    number = 1
+    while (folder / pattern.format("" if number == 1 else f"-{number}")).exists():
+        number += 1
+    return folder / pattern.format("" if number == 1 else f"-{number}")
 
 
 def _language_asked(args: list[str]) -> str | None:

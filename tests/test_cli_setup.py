@@ -329,24 +329,29 @@ def test_demo_sets_itself_up_and_prints_where_to_submit_and_how_to_decrypt(tmp_p
 
 
 @pytest.mark.slow
-def test_demo_export_and_decrypt_commands_work_as_printed(tmp_path: Path):
+def test_demo_export_and_decrypt_commands_work_as_printed_and_again_at_the_next_run(tmp_path: Path):
+    """The printed commands, copied as they are, work; and at the next `intake demo` (a newcomer
+    test: the export refused to overwrite the first run's bundle) they work again."""
     info = ensure_demo_instance(tmp_path / "demo")
-    tip = b"the demo tip " + os.urandom(8).hex().encode()
-    with Store.open(load_settings(info.data_dir)) as store:
-        recipients = store.active_recipients()
-        source = store.create_source(b"s" * 32, b"r" * 32)
-        with store.start_submission(source.id, "message", recipients) as upload:
-            upload.write(encrypt_bytes(tip, [r.public_key for r in recipients], Metadata("message", length=len(tip))))
-            upload.commit()
-    instructions = demo_instructions(info, "http://127.0.0.1:8080/")
-    commands = [line.strip() for line in instructions.splitlines() if line.startswith("    ")]
-    assert len(commands) == 2
-    for command in commands:
-        # Printed relative to where `intake demo` ran; run them from there, as a person would.
-        done = subprocess.run(command, shell=True, cwd=Path.cwd(), capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-    decrypted = [p.read_bytes() for p in (tmp_path / "demo" / "decrypted").rglob("*") if p.is_file()]
-    assert any(tip in data for data in decrypted)
+    for run in range(2):
+        tip = f"the demo tip of run {run} ".encode() + os.urandom(8).hex().encode()
+        with Store.open(load_settings(info.data_dir)) as store:
+            recipients = store.active_recipients()
+            source = store.create_source(os.urandom(32), os.urandom(32))
+            with store.start_submission(source.id, "message", recipients) as upload:
+                upload.write(encrypt_bytes(tip, [r.public_key for r in recipients], Metadata("message", length=len(tip))))
+                upload.commit()
+        instructions = demo_instructions(info, "http://127.0.0.1:8080/", "http://127.0.0.1:8081/")
+        commands = [line.strip() for line in instructions.splitlines() if line.startswith("    ")]
+        assert [command.split()[1] for command in commands] == ["export", "decrypt", "journalist"]
+        for command in commands[:2]:
+            # Printed relative to where `intake demo` ran; run them from there, as a person would.
+            done = subprocess.run(command, shell=True, cwd=Path.cwd(), capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+        decrypted = [p.read_bytes() for p in (tmp_path / "demo" / "decrypted").rglob("*") if p.is_file()]
+        assert any(tip in data for data in decrypted)
+    login = subprocess.run(commands[2], shell=True, cwd=Path.cwd(), capture_output=True, text=True, timeout=120)
+    assert login.returncode == 0 and "otpauth://totp/" in login.stdout, login.stderr
 
 
 def test_init_makes_a_private_server_signing_key_that_stays(tmp_path):
