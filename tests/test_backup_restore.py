@@ -148,7 +148,7 @@ def test_a_backup_holds_no_secret_in_clear_and_no_time(tmp_path: Path, laptop: P
         members = tar.getmembers()
     # No blobs database: a store made since the slots file never has one.
     assert [m.name for m in members] == ["intake-backup", "secrets.sealed", "db-key.recovery", "intake.db", "intake.db-slots"]
-    assert {(m.mtime, m.uid, m.gid, m.mode) for m in members} == {(0, 0, 0, 0o600)}
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o600)}
     # Refuses to overwrite.
     again = run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", backup, cwd=tmp_path, ok=False)
     assert again.returncode == 1 and again.stderr.strip() == f"Error: {backup} exists already: choose a new file name"
