@@ -64,6 +64,30 @@ def _store_envelope(store: Store, source_id: str, recipients, body: bytes) -> st
         return upload.commit()
 
 
+def test_rows_that_could_tell_an_order_of_arrival_are_keyed_by_random_ids(store: Store):
+    """SECURITY.md §2, "No order of arrival": sources, submissions, replies, sessions and failed
+    sign-ins sit in WITHOUT ROWID tables keyed by random ids, and the ciphertext pieces get random
+    rowids, so neither the keys nor the rowids of forty sources follow the order they came in."""
+    tables = {name: sql.upper() for name, sql in store._conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")}
+    for name in ("sources", "submissions", "replies", "source_sessions", "journalist_sessions", "failed_logins"):
+        assert "WITHOUT ROWID" in tables[name], name
+    recipients = store.active_recipients()
+    source_ids, submission_ids = [], []
+    for _ in range(40):
+        source_ids.append(store.create_source(os.urandom(32), os.urandom(32)).id)
+        submission_ids.append(_store_envelope(store, source_ids[-1], recipients, os.urandom(100)))
+    rowids = [row[0] for row in store._conn.execute(
+        "SELECT rowid FROM submission_chunks WHERE submission_id IN (%s)" % ",".join("?" * 40), submission_ids)]
+    assert len(rowids) == 40
+    for arrival in (source_ids, submission_ids):
+        assert sorted(arrival) != arrival and sorted(arrival, reverse=True) != arrival
+        assert all(re.fullmatch(r"[0-9a-f]{32}", value) for value in arrival)
+    by_arrival = dict(store._conn.execute(
+        "SELECT submission_id, rowid FROM submission_chunks WHERE submission_id IN (%s)" % ",".join("?" * 40), submission_ids))
+    in_order = [by_arrival[submission_id] for submission_id in submission_ids]
+    assert sorted(in_order) != in_order and max(in_order) > 2**40  # random 63-bit, not 1, 2, 3, ...
+
+
 def test_wrong_database_key_is_refused_and_changes_nothing(settings: Settings):
     before = _files_digest(settings.data_dir)
     wrong = dataclasses.replace(settings, db_key=bytes(32))
