@@ -377,3 +377,26 @@ def test_workers_stop_when_their_gunicorn_master_is_killed(tmp_path: Path):
         while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [pid for pid in workers if alive(pid)], "workers outlived their master"
+
+
+@pytest.mark.slow
+def test_intake_serve_moves_the_change_time_on_every_minute_without_any_request(settings: Settings):
+    """SECURITY.md §2, "File names and file times": the ticker runs in `intake serve` as shipped,
+    every minute, so a file's ctime tells when the server last ran, not when the last request came."""
+    from intake.store.file_times import day_start
+
+    process = ServeProcess(["serve", "--data", str(settings.data_dir), "--no-tor", "--port", str(free_port()),
+                            "--journalist-port", str(free_port())])
+    try:
+        process.read_until(SERVING)
+        time.sleep(3)  # what the start itself settles is done
+        database = settings.db_path
+        started = database.stat().st_ctime_ns
+        deadline = time.monotonic() + 75  # one interval of 60 s, and room for a loaded machine
+        while database.stat().st_ctime_ns == started and time.monotonic() < deadline:
+            time.sleep(1)
+        info = database.stat()
+    finally:
+        assert process.stop() == 0, process.output
+    assert info.st_ctime_ns > started, "no tick within 75 s of serving"
+    assert info.st_mtime == day_start() and info.st_atime == day_start()
