@@ -297,7 +297,7 @@ def _purge_lines(report: PurgeReport) -> list[str]:
 
 
 @cli.command("check", help=N_("Check the store's integrity (SQLCipher page authentication, SQLite structure, foreign "
-                              "keys)."))
+                              "keys), and read every slot of the slots file in use back."))
 @data_option
 @db_key_option
 def check_command(data_dir: Path, db_key_file: Path | None) -> None:

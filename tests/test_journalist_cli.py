@@ -272,7 +272,7 @@ def test_status_shows_counts_sizes_and_logins_and_check_passes(newsroom: Newsroo
     submit_as_new_source(newsroom.source_app, "something")
     status = invoke(newsroom, "status")
     assert status.exit_code == 0
-    for line in ("sources: 1", "submissions: 1", "not exported:", "database:", "journalists who can sign in: 2 of 2", "retention:"):
+    for line in ("sources: 1", "submissions: 1", "not exported:", "database:", "journalists who can sign in: 2 of 2", "retention (days):"):
         assert line in status.output
     check = invoke(newsroom, "check")
     assert check.exit_code == 0 and "intact" in check.output
@@ -342,10 +342,23 @@ def test_status_and_check_cover_the_slots_file(newsroom: Newsroom):
     assert status.exit_code == 0 and re.search(r"^slots file: [1-9]", status.output, re.MULTILINE), status.output
     assert invoke(newsroom, "check").exit_code == 0
     slots = slots_path(newsroom.settings.db_path)
+    # A block of a slot in use that lost what was written to it (zeros, but still on disk).
+    with open(slots, "r+b") as file:
+        file.seek(SLOT_BYTES + 8192)
+        saved = file.read(4096)
+        file.seek(SLOT_BYTES + 8192)
+        file.write(bytes(4096))
+    zeroed = invoke(newsroom, "check")
+    assert zeroed.exit_code == 1 and "1 slots of submissions hold zeroed blocks" in zeroed.output, zeroed.output
+    with open(slots, "r+b") as file:
+        file.seek(SLOT_BYTES + 8192)
+        file.write(saved)
+    assert invoke(newsroom, "check").exit_code == 0
     # A slot the database names is given back to the file system: a hole.
     subprocess.run(["fallocate", "--punch-hole", "--offset", str(SLOT_BYTES), "--length", str(SLOT_BYTES), str(slots)], check=True)
     holed = invoke(newsroom, "check")
     assert holed.exit_code == 1 and "1 slots of submissions hold nothing" in holed.output and "Traceback" not in holed.output
+    assert "zeroed" not in holed.output  # a hole is told once, as a hole
     os.truncate(slots, slots.stat().st_size - SLOT_BYTES)  # a slot the database names is gone
     result = invoke(newsroom, "check")
     assert result.exit_code == 1 and "slots file" in result.output and "Traceback" not in result.output

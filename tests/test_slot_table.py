@@ -265,7 +265,7 @@ def test_a_slow_upload_in_a_growing_store_claims_a_few_times_and_leaves_no_hole(
         upload.commit()
     assert len(claims) <= 10, claims
     every_slot = [slot for (slot,) in store._conn.execute("SELECT slot FROM slots")]
-    assert len(every_slot) > 65 and store._slots().holes_among(every_slot) == 0
+    assert len(every_slot) > 65 and store._slots().holes_among(every_slot) == set()
 
 
 def test_a_claim_starts_at_a_random_free_slot_so_a_reused_slots_place_tells_nothing_of_its_time(store: Store, source, recipients):

@@ -80,7 +80,8 @@ class EnvelopeReads:
             yield piece
 
     def slot_problems(self) -> list[str]:
-        """What is wrong between the slots table and the slots file (`intake check`); [] if nothing."""
+        """What is wrong between the slots table and the slots file (`intake check`); [] if nothing.
+        Every slot in use is read back (slots_file.SlotsFile.zeroed_among)."""
         problems, highest = [], -1
         for count, low, high, last_slot, size, head in self._read(
             "SELECT count(*), min(slots.seq), max(slots.seq), max(slots.slot), submissions.size,"
@@ -98,9 +99,13 @@ class EnvelopeReads:
         elif highest >= 0:
             in_use = [row[0] for row in self._read("SELECT slots.slot FROM slots JOIN submissions ON submissions.id = slots.submission_id"
                                                   " WHERE submissions.state = 'ready' ORDER BY slots.slot")]
-            empty = run_in_os_thread(self._slots().holes_among, in_use)
-            if empty:
-                problems.append(f"slots file: {empty} slots of submissions hold nothing (holes): restore a backup")
+            holes = run_in_os_thread(self._slots().holes_among, in_use)
+            if holes:
+                problems.append(f"slots file: {len(holes)} slots of submissions hold nothing (holes): restore a backup")
+            zeroed = run_in_os_thread(self._slots().zeroed_among, [slot for slot in in_use if slot not in holes])
+            if zeroed:
+                problems.append(f"slots file: {zeroed} slots of submissions hold zeroed blocks where ciphertext was written:"
+                                " restore a backup")
         return problems
 
     def slots_file_bytes(self) -> int:
