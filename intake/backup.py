@@ -57,7 +57,7 @@ from intake.store.connection import Connection, DatabaseError, connect, connect_
 from intake.store.errors import StoreDamagedError, StoreFullError
 from intake.store.newsroom import Newsroom
 from intake.store.page_size import PageRewriteError, convert_page_size
-from intake.store.slots_file import SLOT_BYTES, SLOTS_SUFFIX, SlotsFile, slots_path
+from intake.store.slots_file import SLOT_BYTES, SLOTS_SUFFIX, SlotsFile, SlotsFileShortError, slots_path
 from intake.store.store import blobs_path
 
 FORMAT_MEMBER = "intake-backup"
@@ -194,11 +194,13 @@ def _copy_slots(settings: Settings, staged: Connection, target_path: Path) -> li
     if rows:
         live, target = SlotsFile(slots_path(settings.db_path), direct=False), SlotsFile(target_path, direct=False)
         try:
-            for number, (_submission_id, _seq, slot) in enumerate(rows):
+            for number, (submission_id, _seq, slot) in enumerate(rows):
                 try:
                     piece = live.read([slot], SLOT_BYTES)
-                except StoreError:  # cut off the file with a submission deleted meanwhile: copy again
-                    return None
+                except SlotsFileShortError:
+                    if _all_still_there(settings, [submission_id]):
+                        raise  # not a deletion that cut the file meanwhile: the file lost its end
+                    return None  # cut off with a submission deleted meanwhile: copy again
                 target.write([number], piece, 0)
             target.sync()
         finally:

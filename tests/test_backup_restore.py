@@ -22,7 +22,7 @@ from intake.backup import make_backup
 from intake.config import load_settings
 from intake.store import Store, slot_table
 from intake.store.newsroom import Newsroom
-from intake.store.slots_file import SlotsFile
+from intake.store.slots_file import SLOT_BYTES, SlotsFile, slots_path
 from intake.onion_keys import ensure_onion_keys
 from tests.test_faults import small_filesystem
 
@@ -261,6 +261,24 @@ def test_a_submission_deleted_while_its_slots_are_copied_is_left_out_and_the_bac
     monkeypatch.setattr(SlotsFile, "read", read_while_deleting)
     counts = make_backup(data, tmp_path / "intake.backup", db_key_file=key)
     assert deleted == [True] and counts["submissions"] == 1
+
+
+def test_a_slots_file_that_lost_its_end_is_told_as_damage_not_as_deletions(tmp_path: Path, laptop: Path):
+    """A slots file cut short by damage (no submission deleted) made the backup try again and
+    again and then say "submissions kept being deleted while the backup was made: run it again",
+    which no rerun could cure (found by a newcomer test)."""
+    key = _key_file(tmp_path / "db.key")
+    data = tmp_path / "data"
+    run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
+        cwd=tmp_path)
+    _submit(data, key, {"file": os.urandom(700_000)})
+    slots = slots_path(load_settings(data, db_key_file=key).db_path)
+    os.truncate(slots, slots.stat().st_size - SLOT_BYTES)
+    done = run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", tmp_path / "x.backup", cwd=tmp_path,
+               ok=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "Error: the slots file is shorter than the database says: restore a backup\n", done.stderr
+    assert not (tmp_path / "x.backup").exists()
 
 
 def test_an_upload_in_progress_is_left_out_of_the_backup(tmp_path: Path, laptop: Path):

@@ -47,6 +47,11 @@ _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c
 SLOTS_SUFFIX = "-slots"  # intake.db-slots: named like SQLite's side files, so intake.db* is the whole store
 
 
+class SlotsFileShortError(StoreError):
+    """The slots file ends before a slot asked for: damage, or (to a reader outside the store's
+    transactions, such as a backup) a submission deleted and the file cut meanwhile."""
+
+
 def slots_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + SLOTS_SUFFIX)
 
@@ -145,7 +150,7 @@ class SlotsFile:
             with _as_store_error("read"):
                 got = os.pread(fd, want, first * SLOT_BYTES)
             if len(got) != want:
-                raise StoreError(told("the slots file is shorter than the database says: restore a backup"))
+                raise SlotsFileShortError(told("the slots file is shorter than the database says: restore a backup"))
             out += got
         return bytes(out)
 
