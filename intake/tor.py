@@ -1,8 +1,9 @@
 """Tor for intake: launch or attach to tor, publish the two onion services.
 
-This is the only module in the project that imports stem. The rest of the
-app asks :class:`OnionServices` for "the source onion for this unix socket and
-the journalist onion for that one" and gets ``xxx.onion`` addresses back. Both
+The rest of the app asks :class:`OnionServices` for "the source onion for this
+unix socket and the journalist onion for that one" and gets ``xxx.onion``
+addresses back; tor itself (launched or attached, its control connection) is
+intake.tor_control's. These two are the only modules that import stem. Both
 services forward virtual port 80 to ``unix:PATH`` (``HiddenServicePort`` and
 ``ADD_ONION Port=80,unix:PATH``), never to a TCP port that any local process
 could reach (intake.listeners makes the sockets).
@@ -62,36 +63,24 @@ Secrets
 -------
 Private keys never appear in exceptions or logs. stem's errors are caught as
 ``stem.ControllerError`` (the base of its control-connection errors:
-``SocketClosed``, ``ProtocolError``, ``OperationFailed``...). stem traces every control
-command (ADD_ONION carries the service secret key) at its own TRACE level
-(5); this module pins stem's logger at WARNING so that trace is never emitted,
-whatever the root logger is set to.
+``SocketClosed``, ``ProtocolError``, ``OperationFailed``...); stem's own trace of
+control commands is silenced in intake.tor_control.
 """
 
 from __future__ import annotations
 
 import base64
-import collections
 import dataclasses
 import logging
 import os
-import re
 import shutil
-import signal
-import subprocess
-import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import stem
-import stem.connection
-import stem.control
-import stem.response
 
-from intake.child_processes import dies_with_this_process
 from intake.onion_keys import (
     KEY_HEADER,
     load_or_create_onion_key,
@@ -101,12 +90,9 @@ from intake.onion_keys import (
     write_private_file,
 )
 from intake.told import told
+from intake.tor_control import BootstrapStatus, ProgressCallback, TorControl, TorError, torrc_quote
 
 log = logging.getLogger(__name__)
-
-# stem logs raw control traffic (including ADD_ONION's secret key) at TRACE (5),
-# and chatters at INFO when a controller closes: keep only its warnings.
-logging.getLogger("stem").setLevel(logging.WARNING)
 
 MODES = ("launch", "offline", "system")
 DEFAULT_SYSTEM_CONTROL_SOCKET = Path("/run/tor/control")
@@ -116,35 +102,12 @@ ONION_VIRTUAL_PORT = 80
 # circuit is ample for a person and closes circuits that open hundreds.
 MAX_STREAMS_PER_CIRCUIT = 20
 
-_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
-_START_TIMEOUT = 60.0
-_STOP_TIMEOUT = 10.0
 _TORRC_DESCRIPTOR_WAIT = 10.0  # seconds a torrc service forwarding to intake's socket may take to build its descriptor
 
-ProgressCallback = Callable[[int, str], None]
-
-
-class TorError(Exception):
-    """Tor could not do what intake asked; the message is one clear line."""
+__all__ = ["BootstrapStatus", "OnionService", "OnionServices", "TorError", "unix_socket_target"]
 
 
 # --- status records ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BootstrapStatus:
-    """What tor last said about bootstrapping."""
-    percent: int
-    summary: str
-    problem: str | None = None  # tor's warning and reason, when it reported one
-
-    @property
-    def done(self) -> bool:
-        return self.percent >= 100
-
-    def describe(self) -> str:
-        text = f"{self.percent}% ({self.summary})"
-        return f"{text}: {self.problem}" if self.problem else text
-
 
 @dataclass(frozen=True)
 class OnionService:
@@ -158,40 +121,6 @@ class OnionService:
     intro_dos_defense: bool = False
     max_streams: int = 0
     client_auth: tuple[str, ...] = ()   # client public keys tor echoed back
-
-
-_KV = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
-
-
-def _parse_bootstrap_phase(value: str) -> BootstrapStatus:
-    fields = {k: v.strip('"') for k, v in _KV.findall(value)}
-    try:
-        percent = int(fields.get("PROGRESS", "0"))
-    except ValueError:
-        percent = 0
-    problem = None
-    if value.startswith("WARN") or "WARNING" in fields:
-        problem = fields.get("WARNING", "problem")
-        if fields.get("REASON"):
-            problem += f" (reason: {fields['REASON']})"
-    return BootstrapStatus(percent, fields.get("SUMMARY", fields.get("TAG", "")), problem)
-
-
-def _torrc_quote(value: str | os.PathLike) -> str:
-    text = os.fspath(value)
-    if any(c in text for c in "\n\r\0"):
-        raise TorError("a path given to tor contains a line break")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _find_tor(binary: str | None) -> str:
-    if binary and os.sep in binary:
-        return binary
-    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
-    found = shutil.which(binary or "tor", path=path)
-    if not found:
-        raise TorError(told("tor is not installed (install the Debian package `tor`)"))
-    return found
 
 
 def unix_socket_target(path: Path) -> str:
@@ -239,20 +168,14 @@ class OnionServices:
             if any(c in line for c in "\n\r\0"):
                 raise TorError("an extra torrc line contains a line break")
         self.extra_torrc = list(extra_torrc or ())
-        self.progress = progress
-        self._tor_binary = tor_binary
-        self._lock = threading.RLock()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-        self._tor_output: collections.deque[str] = collections.deque(maxlen=40)
-        self._controller: stem.control.Controller | None = None
+        self._tor = TorControl(self.tor_dir, self.control_socket, tor_binary=tor_binary, progress=progress)
+        self._lock = self._tor.lock
         self._source_key: bytes | None = None
         self._source_target: str | None = None
         self._journalist_target: str | None = None
         self._journalist_key: bytes | None = None
         self._added: list[str] = []          # service ids we ADD_ONIONed
         self._services: dict[str, OnionService] = {}
-        self._bootstrap = BootstrapStatus(0, "not started")
         self._stopped = False
         self.notices: list[str] = []  # things the operator should be told, one line each
 
@@ -266,12 +189,12 @@ class OnionServices:
     @property
     def bootstrap(self) -> BootstrapStatus:
         """The last bootstrap status seen (see :meth:`wait_for_bootstrap`)."""
-        return self._bootstrap
+        return self._tor.bootstrap
 
     @property
     def pid(self) -> int | None:
         """The pid of the tor we launched (None in system mode or when stopped)."""
-        return self._process.pid if self._process else None
+        return self._tor.pid
 
     def start(self, source_socket: Path, journalist_socket: Path,
               journalist_client_keys: Iterable[str]) -> tuple[str, str]:
@@ -284,14 +207,14 @@ class OnionServices:
         keys = [normalise_client_public_key(k) for k in journalist_client_keys]
         source_target, journalist_target = (unix_socket_target(path) for path in (source_socket, journalist_socket))
         with self._lock:
-            if self._controller is not None or self._stopped:
+            if self._tor.controller is not None or self._stopped:
                 raise TorError("these onion services were already started")
             self._source_key = load_or_create_onion_key(self.onion_dir / "source.key")
             self._journalist_key = load_or_create_onion_key(self.onion_dir / "journalist.key")
             self._source_target, self._journalist_target = source_target, journalist_target
             try:
                 if self.mode == "system":
-                    self._attach()
+                    self._tor.attach()
                     self._services["source"] = self._add_source_onion()
                 else:
                     self._launch()
@@ -318,14 +241,14 @@ class OnionServices:
         with self._lock:
             if self._stopped or self._source_key is None:
                 raise TorError("these onion services are not started")
-            self._close_controller()
+            self._tor.close_controller()
             self._added.clear()  # they went with the old connection
-            self._attach()
+            self._tor.attach()
             try:
                 self._services["source"] = self._add_source_onion()
                 self._services["journalist"] = self._add_journalist_onion(keys)
             except TorError:
-                self._close_controller()
+                self._tor.close_controller()
                 raise
 
     def update_journalist_clients(self, journalist_client_keys: Iterable[str]) -> str:
@@ -336,12 +259,12 @@ class OnionServices:
         circuits), and a removed journalist could go on using theirs."""
         keys = [normalise_client_public_key(k) for k in journalist_client_keys]
         with self._lock:
-            if self._controller is None:
+            if self._tor.controller is None:
                 raise TorError("tor is not running")
             old = self._services.get("journalist")
             if old and old.how == "add_onion":
                 sid = old.address.removesuffix(".onion")
-                self._msg(f"DEL_ONION {sid}", "could not remove the journalist onion service")
+                self._tor.msg(f"DEL_ONION {sid}", "could not remove the journalist onion service")
                 if sid in self._added:
                     self._added.remove(sid)
                 self._services["journalist"] = dataclasses.replace(
@@ -359,95 +282,40 @@ class OnionServices:
         mode it returns False at once. Raises TorError if tor died.
         """
         if self.mode == "offline":
-            self._set_bootstrap(BootstrapStatus(0, "network disabled (offline mode)"))
+            self._tor.set_bootstrap(BootstrapStatus(0, "network disabled (offline mode)"))
             return False
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if self._controller is None:
-                    raise TorError("tor is not running")
-                self._check_alive()
-                try:
-                    value = self._controller.get_info("status/bootstrap-phase")
-                except stem.ControllerError as exc:
-                    raise TorError(f"lost the connection to tor: {exc}") from None
-            self._set_bootstrap(_parse_bootstrap_phase(value))
-            if self._bootstrap.done:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        return self._tor.wait_for_bootstrap(timeout)
 
     def check_running(self) -> None:
         """Raise TorError if our tor exited or the control connection to tor is lost
         (e.g. the system tor restarted, taking our services with it)."""
-        with self._lock:
-            if self._controller is None:
-                raise TorError("tor is not running")
-            self._check_alive()
-            if not self._controller.is_alive():
-                raise TorError("lost the connection to tor's control socket")
+        self._tor.check_running()
 
     @property
     def connected(self) -> bool:
         """Whether the control connection to tor is open (False once tor went away)."""
-        with self._lock:
-            return self._controller is not None and self._controller.is_alive()
+        return self._tor.connected
 
     def getinfo(self, key: str) -> str:
         """Tor's answer to ``GETINFO key`` (read-only, for status and diagnostics)."""
-        with self._lock:
-            if self._controller is None:
-                raise TorError("tor is not running")
-            try:
-                return self._controller.get_info(key)
-            except stem.ControllerError as exc:
-                raise TorError(f"GETINFO {key} failed: {exc}") from None
+        return self._tor.getinfo(key)
 
     def getconf(self, key: str) -> dict[str, list[str]]:
         """Tor's answer to ``GETCONF key`` as {option: [values]} (read-only)."""
-        with self._lock:
-            if self._controller is None:
-                raise TorError("tor is not running")
-            try:
-                return self._controller.get_conf_map(key)
-            except stem.ControllerError as exc:
-                raise TorError(f"GETCONF {key} failed: {exc}") from None
+        return self._tor.getconf(key)
 
     def stop(self) -> None:
         """Remove our services, and stop the tor we launched (no orphan). Idempotent."""
         with self._lock:
             self._stopped = True
-            if self.mode == "system" and self._controller is not None:
+            if self.mode == "system" and self._tor.controller is not None:
                 for sid in self._added:
                     try:
-                        self._controller.msg(f"DEL_ONION {sid}")
+                        self._tor.controller.msg(f"DEL_ONION {sid}")
                     except stem.ControllerError:
                         pass
             self._added.clear()
-            self._close_controller()
-            process, self._process = self._process, None
-            if process is not None:
-                if process.poll() is None:
-                    process.terminate()
-                    try:
-                        process.wait(_STOP_TIMEOUT)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait()
-            reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.join(5)  # tor is gone: its output ends
-        if process is not None and process.stdout:
-            process.stdout.close()
-
-    def _close_controller(self) -> None:
-        controller, self._controller = self._controller, None
-        if controller is not None:
-            try:
-                controller.close()
-            except Exception:  # closing must never stop a shutdown or a reconnection
-                pass
+        self._tor.stop()
 
     def __enter__(self) -> "OnionServices":
         return self
@@ -455,20 +323,20 @@ class OnionServices:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- tor process / control connection --
+    # -- our own tor --
 
     def _torrc(self, source_key_dir: Path) -> str:
         lines = [
             "# Written by intake at each start; edits are lost.",
-            f"DataDirectory {_torrc_quote(self.tor_dir)}",
-            f"ControlSocket unix:{_torrc_quote(self.control_socket)}",
+            f"DataDirectory {torrc_quote(self.tor_dir)}",
+            f"ControlSocket unix:{torrc_quote(self.control_socket)}",
             "CookieAuthentication 1",
             f"__OwningControllerProcess {os.getpid()}",
             "SocksPort 0",
             "SafeLogging 1",
             "Log notice stdout",
             "AvoidDiskWrites 1",
-            f"HiddenServiceDir {_torrc_quote(source_key_dir)}",
+            f"HiddenServiceDir {torrc_quote(source_key_dir)}",
             f"HiddenServicePort {ONION_VIRTUAL_PORT} {self._source_target}",
             "HiddenServicePoWDefensesEnabled 1",
             "HiddenServiceEnableIntroDoSDefense 1",
@@ -485,136 +353,21 @@ class OnionServices:
 
     def _launch(self) -> None:
         assert self._source_key is not None
-        tor = _find_tor(self._tor_binary)
+        self._tor.check_launchable()
         private_dir(self.tor_dir)
-        if len(os.fsencode(self.control_socket)) > _SUN_PATH_MAX:
-            raise TorError(told("the data directory path is too long for tor's control socket (keep {path} under "
-                                "{limit} bytes)", path=self.control_socket, limit=_SUN_PATH_MAX))
         # tor's copy of the source key: rewritten from onion/source.key at each start.
         hs_dir = self.tor_dir / "source_service"
         if hs_dir.exists():
             shutil.rmtree(hs_dir)
         private_dir(hs_dir)
         write_private_file(hs_dir / "hs_ed25519_secret_key", KEY_HEADER + self._source_key)
-        torrc = self.tor_dir / "torrc"
-        torrc.unlink(missing_ok=True)
-        write_private_file(torrc, self._torrc(hs_dir).encode())
-        self.control_socket.unlink(missing_ok=True)
-
-        self._bootstrap = BootstrapStatus(0, "starting tor")
-        try:
-            self._process = subprocess.Popen(
-                [tor, "--defaults-torrc", os.devnull, "-f", str(torrc)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches intake, which stops tor in order
-                preexec_fn=dies_with_this_process(signal.SIGTERM),  # even if intake is killed outright
-            )
-        except OSError as exc:
-            raise TorError(told("cannot run tor: {reason}", reason=exc.strerror)) from None
-        self._reader = threading.Thread(target=self._read_output, name="tor-output", daemon=True)
-        self._reader.start()
-
-        deadline = time.monotonic() + _START_TIMEOUT
-        while True:
-            self._check_alive()
-            if self.control_socket.exists():
-                try:
-                    self._connect()
-                    break
-                except TorError:
-                    if time.monotonic() > deadline:
-                        raise
-            if time.monotonic() > deadline:
-                raise TorError(told("tor did not open its control socket within {seconds:.0f} s{complaint}",
-                                    seconds=_START_TIMEOUT, complaint=self._last_complaint()))
-            time.sleep(0.05)
-        self._msg("TAKEOWNERSHIP", "tor refused TAKEOWNERSHIP")
-
-    def _attach(self) -> None:
-        if not self.control_socket.exists():
-            raise TorError(told("no tor control socket at {path} (is the system tor running with ControlSocket "
-                                "enabled?)", path=self.control_socket))
-        self._connect()
-
-    def _connect(self) -> None:
-        try:
-            with warnings.catch_warnings():  # stem 1.8 calls Thread.setDaemon (deprecated)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                controller = stem.control.Controller.from_socket_file(str(self.control_socket))
-        except stem.SocketError as exc:
-            if "ermission" in str(exc):
-                raise TorError(told("cannot open tor's control socket {path}: permission denied (is intake's user in "
-                                    "tor's group, e.g. debian-tor?)", path=self.control_socket)) from None
-            raise TorError(told("cannot open tor's control socket {path}: {reason}", path=self.control_socket,
-                                reason=exc)) from None
-        try:
-            controller.authenticate()
-        except stem.connection.AuthenticationFailure as exc:
-            controller.close()
-            raise TorError(told("tor refused intake's control connection ({reason}); check CookieAuthentication "
-                                "and the cookie file's permissions", reason=type(exc).__name__)) from None
-        self._controller = controller
-
-    def _check_alive(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            code = self._process.returncode
-            if self._reader is not None:
-                self._reader.join(2)
-            raise TorError(told("tor exited (status {status}){complaint}", status=code, complaint=self._last_complaint()))
-
-    def _read_output(self) -> None:
-        process = self._process
-        if process is None or process.stdout is None:
-            return
-        for raw in process.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if not line:
-                continue
-            self._tor_output.append(line)
-            if "[err]" in line or "[warn]" in line:
-                if "running Tor as root" not in line:
-                    log.warning("tor: %s", line.split("] ", 1)[-1])
-            else:
-                log.debug("tor: %s", line)
-
-    def _last_complaint(self) -> str:
-        """': <tor's last warning or error>', preferring the warning that an
-        error such as "Reading config failed--see warnings above" points to."""
-        complaints = [line.split("] ", 1)[-1] for line in self._tor_output
-                      if ("[err]" in line or "[warn]" in line) and "running Tor as root" not in line]
-        while len(complaints) > 1 and "see warnings above" in complaints[-1]:
-            complaints.pop()
-        return ": " + complaints[-1].strip() if complaints else ""
-
-    def _send(self, command: str, what: str) -> stem.response.ControlMessage:
-        """Send a raw control command and return tor's reply, accepted or not.
-        The command itself never goes into an error (it may carry a key)."""
-        if self._controller is None:
-            raise TorError("tor is not running")
-        try:
-            return self._controller.msg(command)
-        except stem.ControllerError as exc:
-            raise TorError(f"{what}: lost the connection to tor ({type(exc).__name__})") from None
-
-    def _msg(self, command: str, what: str) -> stem.response.ControlMessage:
-        """Send a raw control command; raise TorError(what: tor's reply) if refused."""
-        reply = self._send(command, what)
-        if not reply.is_ok():
-            raise TorError(f"{what}: tor said {str(reply).strip()!r}")
-        return reply
+        self._tor.launch(self._torrc(hs_dir))
 
     def _notice(self, text: str) -> None:
         # The caller shows self.notices to the operator; logging them too would say it twice.
         if text not in self.notices:
             self.notices.append(text)
         log.info("%s", text)
-
-    def _set_bootstrap(self, status: BootstrapStatus) -> None:
-        changed = (status.percent, status.summary, status.problem) != (
-            self._bootstrap.percent, self._bootstrap.summary, self._bootstrap.problem)
-        self._bootstrap = status
-        if changed and self.progress is not None:
-            self.progress(status.percent, status.summary)
 
     # -- services --
 
@@ -640,7 +393,7 @@ class OnionServices:
         """ADD_ONION with ``key``; the fields of tor's reply. With ``collision_ok``, None
         when tor answers that it already publishes this address."""
         blob = base64.b64encode(key).decode("ascii")
-        reply = self._send(f"ADD_ONION ED25519-V3:{blob} {args}", what)
+        reply = self._tor.send(f"ADD_ONION ED25519-V3:{blob} {args}", what)
         if not reply.is_ok():
             if collision_ok and reply.content()[-1][0] == "550" and "collision" in str(reply).lower():
                 return None
@@ -692,7 +445,7 @@ class OnionServices:
         deadline = time.monotonic() + _TORRC_DESCRIPTOR_WAIT
         while True:
             try:
-                self._controller.get_info(f"hs/service/desc/id/{address.removesuffix('.onion')}")
+                self._tor.controller.get_info(f"hs/service/desc/id/{address.removesuffix('.onion')}")
                 return True
             except stem.ControllerError:
                 if time.monotonic() >= deadline:
@@ -702,7 +455,7 @@ class OnionServices:
     def _torrc_hostname_files(self, target: str) -> list[Path]:
         """The hostname file of each system torrc service with a HiddenServicePort to ``target``."""
         try:
-            reply = self._controller.msg("GETCONF HiddenServiceOptions") if self._controller else None
+            reply = self._tor.controller.msg("GETCONF HiddenServiceOptions") if self._tor.controller else None
         except stem.ControllerError:
             return []
         if reply is None or not reply.is_ok():
@@ -746,14 +499,15 @@ class OnionServices:
     def _close_rendezvous_circuits(self, address: str) -> int:
         """Close this service's rendezvous circuits (the open connections of its clients);
         returns how many. Tor names a service circuit's onion in REND_QUERY."""
-        assert self._controller is not None
+        controller = self._tor.controller
+        assert controller is not None
         sid = address.removesuffix(".onion")
         try:
-            circuits = [c.id for c in self._controller.get_circuits()
+            circuits = [c.id for c in controller.get_circuits()
                         if c.purpose == "HS_SERVICE_REND" and c.rend_query == sid]
             for circuit in circuits:
                 try:
-                    self._controller.close_circuit(circuit)
+                    controller.close_circuit(circuit)
                 except stem.InvalidRequest:
                     pass  # it closed meanwhile (552 unknown circuit)
         except stem.ControllerError as exc:

@@ -438,13 +438,14 @@ def test_offline_mode_cannot_be_turned_online_by_extra_torrc_lines(tmp_path, sta
 
 def test_every_stem_name_intake_uses_exists():
     """`except stem.StemError` named a class stem does not have: the handler itself raised
-    AttributeError when tor went away. Every stem.* name in intake.tor must resolve."""
+    AttributeError when tor went away. Every stem.* name in intake.tor and intake.tor_control must resolve."""
     import ast
     import importlib
 
-    source = Path(intake_tor.__file__).read_text()
+    from intake import tor_control
+
     used = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in (node for module in (intake_tor, tor_control) for node in ast.walk(ast.parse(Path(module.__file__).read_text()))):
         if isinstance(node, ast.Attribute):
             parts, inner = [node.attr], node.value
             while isinstance(inner, ast.Attribute):
