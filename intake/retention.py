@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 import tomllib
@@ -29,6 +30,8 @@ from intake.store.newsroom import Newsroom, day_before
 from intake.told import told
 
 RETENTION_FILE = "retention.toml"
+MAX_DAYS = 36_500  # a hundred years: "keep for ever", within what a date can hold
+MAX_INTERVAL_MINUTES = 1440  # a run at least once a day
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +52,35 @@ class RetentionPolicy:
         """The policy of the instance in ``data_dir``: the defaults, changed by retention.toml if present."""
         path = Path(data_dir) / RETENTION_FILE
         try:
-            with open(path, "rb") as f:
-                values = tomllib.load(f)
+            raw = path.read_bytes()
         except FileNotFoundError:
             return cls()
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise RetentionConfigError(told("{path} cannot be read: {reason}", path=path, reason=error)) from None
+        except OSError as error:
+            raise RetentionConfigError(told("{path} cannot be read: {reason}", path=path, reason=error.strerror)) from None
+        try:
+            text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # an editor's byte-order mark is no error
+        except UnicodeDecodeError:
+            raise RetentionConfigError(told("{path} is not UTF-8 text: save it as UTF-8", path=path)) from None
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            place = re.search(r"line (\d+), column (\d+)", str(error))
+            raise RetentionConfigError(told("{path}: not a valid setting at line {line}, column {column} (write it as "
+                                            "name = number)", path=path, line=place[1] if place else "?",
+                                            column=place[2] if place else "?")) from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise RetentionConfigError(told("{path}: unknown setting {name!r} (known: {known})", path=path,
                                             name=sorted(unknown)[0], known=", ".join(sorted(known))))
         for name, value in values.items():
-            if type(value) is not int or value < 0 or (name == "interval_minutes" and value < 1):
-                if name == "interval_minutes":
-                    raise RetentionConfigError(told("{path}: {name} must be a whole number of minutes, at least 1", path=path, name=name))
-                raise RetentionConfigError(told("{path}: {name} must be a whole number of days, at least 0", path=path, name=name))
+            if name == "interval_minutes":
+                if type(value) is not int or not 1 <= value <= MAX_INTERVAL_MINUTES:
+                    raise RetentionConfigError(told("{path}: {name} must be a whole number of minutes from 1 to {most}",
+                                                    path=path, name=name, most=MAX_INTERVAL_MINUTES))
+            elif type(value) is not int or not 0 <= value <= MAX_DAYS:
+                raise RetentionConfigError(told("{path}: {name} must be a whole number of days from 0 to {most}",
+                                                path=path, name=name, most=MAX_DAYS))
         return cls(**values)
 
 
@@ -126,6 +142,8 @@ class PurgeSchedule:
                     log.info("retention: %s", "; ".join(report.lines()))
             except StoreError as error:  # e.g. the disk is full or the database busy: try again later
                 log.warning("retention run failed: %s", error)
+            except Exception as error:  # noqa: BLE001 - a bug must not end retention for the rest of the run
+                log.error("retention run failed (%s): retrying at the next interval", type(error).__name__)
             self.runs += 1
             self._stop.wait(self.policy.interval_minutes * 60)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -129,6 +130,49 @@ def test_the_schedule_purges_without_anyone_asking(newsroom: Newsroom):
     assert schedule.runs >= 1
     with newsroom.store() as store:
         assert store.counts()["sources"] == 0
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"exported_days = 999999\n", "exported_days must be a whole number of days from 0 to 36500"),
+    (b"interval_minutes = 0\n", "interval_minutes must be a whole number of minutes from 1 to 1440"),
+    (b"interval_minutes = 100000000000\n", "interval_minutes must be a whole number of minutes from 1 to 1440"),
+    (b"read_reply_days = -1\n", "read_reply_days must be a whole number of days from 0 to 36500"),
+    (b"read_reply_days = 7.5\n", "read_reply_days must be a whole number of days from 0 to 36500"),
+    ("# сроки хранения\nexported_days = 30\n".encode("cp1251"), "is not UTF-8 text: save it as UTF-8"),
+    (b"exported_days = thirty\n", "not a valid setting at line 1, column 17 (write it as name = number)"),
+])  # fmt: skip
+def test_a_bad_retention_toml_is_one_clear_line_and_changes_nothing(newsroom: Newsroom, content: bytes, message: str):
+    """Found by a newcomer test: 999999 days ("never delete") crashed every purge with an
+    OverflowError, a file saved in Windows-1251 with a UnicodeDecodeError, in `purge`, `status`
+    and `serve` alike."""
+    (newsroom.settings.data_dir / "retention.toml").write_bytes(content)
+    with pytest.raises(RetentionConfigError, match=re.escape(message)):
+        RetentionPolicy.load(newsroom.settings.data_dir)
+    for command in ("purge", "status"):
+        result = CliRunner().invoke(cli, [command, "--data", str(newsroom.settings.data_dir)])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_a_byte_order_mark_and_the_longest_policy_are_taken(newsroom: Newsroom):
+    (newsroom.settings.data_dir / "retention.toml").write_bytes(b"\xef\xbb\xbfexported_days = 36500\ninterval_minutes = 1440\n")
+    policy = RetentionPolicy.load(newsroom.settings.data_dir)
+    assert (policy.exported_days, policy.interval_minutes) == (36500, 1440)
+    with newsroom.store() as store:
+        purge(store, policy)  # a hundred years back is still a date
+
+
+def test_a_failed_run_leaves_the_schedule_running(newsroom: Newsroom, caplog):
+    """A run that fails in a way nobody foresaw (here a policy beyond any date, which load()
+    now refuses) is logged by its type and the schedule keeps its thread for the next run."""
+    schedule = PurgeSchedule(newsroom.settings, RetentionPolicy(exported_days=10**9)).start()
+    try:
+        deadline = time.monotonic() + 10
+        while schedule.runs == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert schedule.runs == 1 and schedule._thread.is_alive()
+    finally:
+        schedule.stop()
+    assert "retention run failed (OverflowError): retrying at the next interval" in caplog.text
 
 
 def test_purge_command_runs_retention_now(newsroom: Newsroom):
