@@ -7,10 +7,8 @@ line on stderr and a non-zero exit; no secret is ever printed.
 
 from __future__ import annotations
 
-import errno
 import importlib
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -21,6 +19,7 @@ import click
 from keys.errors import KeysError
 from keys.i18n import YES
 from keys.identity import PublicIdentity
+from keys.os_errors import os_error_words
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
 from intake.cli_help import TranslatedGroup, TranslatedOption, option
@@ -101,18 +100,8 @@ def confirm_or_abort(question: str) -> None:
 
 
 def os_error_line(error: OSError) -> str:
-    """What went wrong with which path, in one line. A hidden file intake was making (a partial
-    export, a backup's staging folder) is named by its folder, the place the operator chose."""
-    filename = os.fsdecode(error.filename) if isinstance(error.filename, (str, bytes, os.PathLike)) else None
-    path = Path(filename) if filename else None
-    if path is not None and path.name.startswith(".intake-"):
-        path = path.parent
-    reason = error.strerror or str(error)
-    if error.errno == errno.ENOSPC and path is None:
-        return _("a disk is full: free some space and try again")
-    if error.errno == errno.ENOSPC:
-        return _("the disk holding {path} is full: free some space there and try again").format(path=path)
-    return _("{path}: {reason}").format(path=path, reason=reason) if path is not None else reason
+    """What went wrong with which path, in one line of the chosen language (keys.os_errors)."""
+    return said(os_error_words(error))
 
 
 def _choose_language(_ctx: click.Context, _param: click.Parameter, language: str | None) -> None:

@@ -17,6 +17,8 @@ import gettext
 import os
 
 from intake.told import DOMAIN, TRANSLATIONS, in_language
+from keys.i18n import DOMAIN as KEYS_DOMAIN
+from keys.i18n import LOCALE_DIR as KEYS_LOCALE_DIR
 
 CLICK_DOMAIN = "click"
 LANGUAGES = ("en", "ru")
@@ -29,6 +31,8 @@ def set_language(language: str | None) -> None:
     global _translation
     languages = [language] if language else None
     _translation = gettext.translation(DOMAIN, TRANSLATIONS, languages=languages, fallback=True)
+    # keys/' told words that intake passes on (a journalist's public key file that is not one).
+    _translation.add_fallback(gettext.translation(KEYS_DOMAIN, KEYS_LOCALE_DIR, languages=languages, fallback=True))
 
 
 def speak_for_click(language: str | None) -> None:

@@ -34,6 +34,10 @@ class NothingToExportError(Exception):
 class ReplyBundleRefusedError(Exception):
     """The reply bundle is not signed by an active journalist, or is damaged; nothing was imported."""
 
+    def __init__(self, reason: KeysError):
+        super().__init__(told("the reply bundle was refused: {reason}. Nothing was imported.", reason=reason))
+        self.reason = reason
+
 
 @dataclass(frozen=True)
 class ExportScope:
@@ -189,7 +193,7 @@ def import_reply_bundle(store: Store, src: BinaryIO, box_keys: Sequence[PrivateK
     try:
         verified = verify_reply_bundle(src, newsroom.verify_keys(), box_keys)
     except KeysError as error:
-        raise ReplyBundleRefusedError(told("the reply bundle was refused: {reason}. Nothing was imported.", reason=error)) from None
+        raise ReplyBundleRefusedError(error) from None
     counts = newsroom.import_replies(verified.journalist, verified.replies)
     designations = newsroom.designations(counts)
     return ImportReport(

@@ -53,6 +53,7 @@ from keys.errors import (
 from keys.identity import Identity, check_name
 from keys.server_key import ServerPublicKey
 from keys.strict_json import b64_key, is_int, loads
+from keys.told import told
 
 EXPORT_MAGIC = b"INTAKE-X"
 VERSION = 2
@@ -193,36 +194,36 @@ def _unsigned_export(recipients: Sequence[PublicKey | bytes], sources: list[Expo
 
 def _check_source(source_id: object, designation: object, reply_key: bytes) -> None:
     if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
-        raise FormatError("a source id in the bundle is invalid")
+        raise FormatError(told("a source id in the bundle is invalid"))
     check_designation(designation)
     if len(reply_key) != 32:
-        raise FormatError("a source's reply key in the bundle is invalid")
+        raise FormatError(told("a source's reply key in the bundle is invalid"))
 
 
 def check_designation(designation: object) -> str:
     """``designation`` if it has the server's shape, else FormatError."""
     if not isinstance(designation, str) or len(designation) > MAX_DESIGNATION or not DESIGNATION.fullmatch(designation):
-        raise FormatError("a source designation in the bundle is invalid: expected lowercase words separated by single spaces, like 'brave otter'")
+        raise FormatError(told("a source designation in the bundle is invalid: expected lowercase words separated by single spaces, like 'brave otter'"))
     return designation
 
 
 def _check_item_fields(item_id: object, kind: object, day: object, recipients: object) -> None:
     if not isinstance(item_id, str) or not SOURCE_ID.fullmatch(item_id):
-        raise FormatError("an item id in the bundle is invalid")
+        raise FormatError(told("an item id in the bundle is invalid"))
     if kind not in ITEM_KINDS:
-        raise FormatError("an item in the bundle has an unknown kind")
+        raise FormatError(told("an item in the bundle has an unknown kind"))
     if not isinstance(day, str) or not _DAY.fullmatch(day):
-        raise FormatError("an item in the bundle has an invalid date")
+        raise FormatError(told("an item in the bundle has an invalid date"))
     try:
         datetime.date.fromisoformat(day)
     except ValueError:
-        raise FormatError("an item in the bundle has an invalid date") from None
+        raise FormatError(told("an item in the bundle has an invalid date")) from None
     if not isinstance(recipients, list) or not 0 < len(recipients) <= envelope.MAX_RECIPIENTS:
-        raise FormatError("an item in the bundle has an invalid recipient list")
+        raise FormatError(told("an item in the bundle has an invalid recipient list"))
     for name in recipients:
         check_name(name)
     if len(set(recipients)) != len(recipients):
-        raise FormatError("an item in the bundle names a recipient twice")
+        raise FormatError(told("an item in the bundle names a recipient twice"))
 
 
 # ---------------------------------------------------------------- export: offline side
@@ -269,13 +270,13 @@ class ExportBundle:
         src.seek(0)
         head = read_exact(src, len(EXPORT_MAGIC) + 1)
         if not head.startswith(EXPORT_MAGIC):
-            raise FormatError("this is not an intake export bundle")
+            raise FormatError(told("this is not an intake export bundle"))
         if len(head) == len(EXPORT_MAGIC):
-            raise TruncatedError("the export bundle is truncated")
+            raise TruncatedError(told("the export bundle is truncated"))
         if head[-1] == 1:
-            raise UnsupportedVersionError("this export bundle is version 1, which is not signed: export it again from an updated server")
+            raise UnsupportedVersionError(told("this export bundle is version 1, which is not signed: export it again from an updated server"))
         if head[-1] != VERSION:
-            raise UnsupportedVersionError(f"export bundle version {head[-1]} is not supported (this toolkit reads version {VERSION})")
+            raise UnsupportedVersionError(told("export bundle version {version} is not supported (this toolkit reads version {supported})", version=head[-1], supported=VERSION))
         self.version = head[-1]
         self.items: list[_Entry] = []
         self.manifest_entry: _Entry | None = None
@@ -288,32 +289,32 @@ class ExportBundle:
             src.seek(offset)
             raw = read_exact(src, _EXPORT_ENTRY.size)
             if len(raw) < _EXPORT_ENTRY.size:
-                raise TruncatedError("the export bundle is truncated inside an entry header")
+                raise TruncatedError(told("the export bundle is truncated inside an entry header"))
             kind, length = _EXPORT_ENTRY.unpack(raw)
             offset += _EXPORT_ENTRY.size
             if self.signature_entry is not None:
-                raise FormatError("the export bundle has data after its signature")
+                raise FormatError(told("the export bundle has data after its signature"))
             if kind == ENTRY_ITEM:
                 if self.manifest_entry is not None:
-                    raise FormatError("the export bundle has an item after its manifest")
+                    raise FormatError(told("the export bundle has an item after its manifest"))
                 if not 0 < length <= MAX_ITEM_SIZE:
-                    raise FormatError("an item in the export bundle is oversized")
+                    raise FormatError(told("an item in the export bundle is oversized"))
                 if len(self.items) >= MAX_ITEMS:
-                    raise FormatError("the export bundle holds too many items")
+                    raise FormatError(told("the export bundle holds too many items"))
             elif kind == ENTRY_MANIFEST:
                 if self.manifest_entry is not None:
-                    raise FormatError("the export bundle has two manifests")
+                    raise FormatError(told("the export bundle has two manifests"))
                 if not 0 < length <= MAX_MANIFEST_SIZE:
-                    raise FormatError("the export bundle's manifest is oversized")
+                    raise FormatError(told("the export bundle's manifest is oversized"))
             elif kind == ENTRY_SIGNATURE:
                 if self.manifest_entry is None:
-                    raise FormatError("the export bundle is signed before its manifest")
+                    raise FormatError(told("the export bundle is signed before its manifest"))
                 if length != SIGNATURE_ENTRY_LENGTH:
-                    raise FormatError("the export bundle's signature is malformed")
+                    raise FormatError(told("the export bundle's signature is malformed"))
             else:
-                raise FormatError(f"the export bundle has an entry of unknown type {kind}")
+                raise FormatError(told("the export bundle has an entry of unknown type {kind}", kind=kind))
             if offset + length > self.size:
-                raise TruncatedError("the export bundle is truncated")
+                raise TruncatedError(told("the export bundle is truncated"))
             entry = _Entry(kind, offset, length)
             if kind == ENTRY_ITEM:
                 self.items.append(entry)
@@ -323,10 +324,10 @@ class ExportBundle:
                 self.signature_entry = entry
             offset += length
         if self.manifest_entry is None:
-            raise TruncatedError("the export bundle is truncated: it has no manifest")
+            raise TruncatedError(told("the export bundle is truncated: it has no manifest"))
         if self.signature_entry is None:
             # Every version 2 bundle ends with the server's signature: without it, it is unsigned or cut off.
-            raise TruncatedError("the export bundle is not signed by the server (or it was cut off after its manifest)")
+            raise TruncatedError(told("the export bundle is not signed by the server (or it was cut off after its manifest)"))
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "ExportBundle":
@@ -380,7 +381,7 @@ class ExportBundle:
             while remaining:
                 data = self._src.read(min(1 << 20, remaining))
                 if not data:
-                    raise TruncatedError("the export bundle is truncated")
+                    raise TruncatedError(told("the export bundle is truncated"))
                 signed.update(data)
                 if entry.kind == ENTRY_ITEM:
                     item_hash.update(data)
@@ -391,11 +392,11 @@ class ExportBundle:
             if entry.kind == ENTRY_ITEM:
                 digests.append(item_hash.digest())
         if self._src.tell() != self.signature_entry.offset - _EXPORT_ENTRY.size:
-            raise FormatError("the export bundle's framing changed while it was read")
+            raise FormatError(told("the export bundle's framing changed while it was read"))
         try:
             server.verify_key.verify(SIGNATURE_CONTEXT + signed.digest(), signature)
         except NaclBadSignature:
-            raise BadSignatureError("the export bundle's signature does not verify: it was modified or forged; nothing was written") from None
+            raise BadSignatureError(told("the export bundle's signature does not verify: it was modified or forged; nothing was written")) from None
         self._manifest = bytes(manifest)
         self._item_digests = digests
         self.server = server
@@ -404,16 +405,16 @@ class ExportBundle:
     def read_manifest(self, identity: Identity) -> list[ManifestSource]:
         """Decrypt and validate the manifest the signature covered; it must describe every item entry exactly once."""
         if self._manifest is None:
-            raise BadSignatureError("the export bundle's signature has not been checked")
+            raise BadSignatureError(told("the export bundle's signature has not been checked"))
         reader = EnvelopeReader(io.BytesIO(self._manifest), identity.private_key)
         if reader.metadata.kind != "manifest":
-            raise FormatError("the export bundle's manifest is not a manifest")
+            raise FormatError(told("the export bundle's manifest is not a manifest"))
         sources = _parse_manifest(reader.read(), self.items)
         # Every item's hash was taken in the signature pass: a mismatch refuses the bundle before anything is written.
         for source in sources:
             for item in source.items:
                 if item.blake2b != self._item_digests[item.entry]:
-                    raise TamperedError("an item in the export bundle does not match its manifest entry")
+                    raise TamperedError(told("an item in the export bundle does not match its manifest entry"))
         return sources
 
     def open_item(self, item: ManifestItem, identity: Identity, *, file_key: bytes | None = None, keep_file_key: bool = False,
@@ -450,7 +451,7 @@ class ItemReader:
         self.metadata = self._reader.metadata
         self.file_key = self._reader.file_key
         if self.metadata.kind != item.kind:
-            raise RecordError("an item in the export bundle does not match its manifest entry: it is of another kind")
+            raise RecordError(told("an item in the export bundle does not match its manifest entry: it is of another kind"))
 
     def close(self) -> None:
         """Wipe what was decrypted and not read (see EnvelopeReader.close)."""
@@ -479,7 +480,7 @@ class ItemReader:
 
     def _check_end(self) -> None:
         if not self._reader.complete or self._src.remaining or self._src.digest() != self._item.blake2b:
-            raise TamperedError("an item in the export bundle does not match its manifest entry")
+            raise TamperedError(told("an item in the export bundle does not match its manifest entry"))
 
     def _refusal(self, error: KeysError) -> KeysError:
         """The envelope refused: DamagedItemError if the item's bytes are the ones the manifest lists, else ``error``."""
@@ -496,43 +497,43 @@ _ITEM_KEYS = {"item_id", "kind", "received_day", "recipients", "entry", "size", 
 def _parse_manifest(data: bytes, entries: list[_Entry]) -> list[ManifestSource]:
     doc = loads(data, "the export bundle's manifest")
     if not isinstance(doc, dict) or doc.get("format") != "intake-export-manifest":
-        raise FormatError("the export bundle's manifest is malformed")
+        raise FormatError(told("the export bundle's manifest is malformed"))
     if not is_int(doc.get("version")) or doc["version"] != MANIFEST_VERSION:
-        raise UnsupportedVersionError(f"manifest version {doc.get('version')!r} is not supported (this toolkit reads version {MANIFEST_VERSION})")
+        raise UnsupportedVersionError(told("manifest version {version!r} is not supported (this toolkit reads version {supported})", version=doc.get("version"), supported=MANIFEST_VERSION))
     if set(doc) != _MANIFEST_KEYS or not isinstance(doc["sources"], list):
-        raise FormatError("the export bundle's manifest is malformed")
+        raise FormatError(told("the export bundle's manifest is malformed"))
     if not is_int(doc["items"]) or doc["items"] != len(entries):
-        raise FormatError("the export bundle's manifest does not match its items")
+        raise FormatError(told("the export bundle's manifest does not match its items"))
     seen: set[int] = set()
     item_ids: set[str] = set()
     source_ids: set[str] = set()
     sources = []
     for raw in doc["sources"]:
         if not isinstance(raw, dict) or set(raw) != _SOURCE_KEYS or not isinstance(raw["items"], list):
-            raise FormatError("the export bundle's manifest is malformed")
+            raise FormatError(told("the export bundle's manifest is malformed"))
         reply_key = b64_key(raw["reply_public_key"], 32, "a source's reply key in the bundle")
         _check_source(raw["source_id"], raw["designation"], reply_key)
         if raw["source_id"] in source_ids:
-            raise FormatError("the export bundle's manifest lists a source twice")
+            raise FormatError(told("the export bundle's manifest lists a source twice"))
         source_ids.add(raw["source_id"])
         items = []
         for it in raw["items"]:
             if not isinstance(it, dict) or set(it) != _ITEM_KEYS:
-                raise FormatError("the export bundle's manifest is malformed")
+                raise FormatError(told("the export bundle's manifest is malformed"))
             _check_item_fields(it["item_id"], it["kind"], it["received_day"], it["recipients"])
             index, size, digest = it["entry"], it["size"], it["blake2b"]
             if not is_int(index) or not 0 <= index < len(entries) or index in seen or it["item_id"] in item_ids:
-                raise FormatError("the export bundle's manifest does not match its items")
+                raise FormatError(told("the export bundle's manifest does not match its items"))
             if not is_int(size) or size != entries[index].length:
-                raise FormatError("the export bundle's manifest does not match its items")
+                raise FormatError(told("the export bundle's manifest does not match its items"))
             if not isinstance(digest, str) or not _HEX_HASH.fullmatch(digest):
-                raise FormatError("the export bundle's manifest is malformed")
+                raise FormatError(told("the export bundle's manifest is malformed"))
             seen.add(index)
             item_ids.add(it["item_id"])
             items.append(ManifestItem(it["item_id"], it["kind"], it["received_day"], tuple(it["recipients"]), index, size, bytes.fromhex(digest)))
         sources.append(ManifestSource(raw["source_id"], raw["designation"], reply_key, tuple(items)))
     if len(seen) != len(entries):
-        raise FormatError("the export bundle's manifest does not match its items")
+        raise FormatError(told("the export bundle's manifest does not match its items"))
     return sources
 
 

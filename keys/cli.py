@@ -19,10 +19,12 @@ from keys import bundle, recover_cli, reply_bundle
 from keys.cleaning import folder as cleaning, sandbox, triage, wording
 from keys.errors import BadPassphraseError, EmptyPassphraseError, KeysError, UnknownServerError
 from keys.i18n import LANGUAGES, YES, _, ngettext, set_language, speak_for_argparse
-from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name
+from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name, check_secret_key_file
+from keys.os_errors import os_error_words
 from keys.progress import Progress
 from keys.server_key import ServerPublicKey, require_trusted, trust_server, trusted_servers_dir
 from keys.source_record import SOURCE_RECORD, load_source_record
+from keys.told import in_language
 from keys.unpack import unpack_bundle
 
 PROG = "intake-keys"
@@ -98,6 +100,7 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_server(args: argparse.Namespace) -> int:
+    check_secret_key_file(args.key)  # before the questions: the trust goes beside it
     key = ServerPublicKey.load(args.server_key_file)
     print(_("server key fingerprint: {fingerprint}").format(fingerprint=key.fingerprint))
     if args.fingerprint is not None:
@@ -383,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(_said(error))
         return EXIT_ERROR
     except OSError as error:
-        where = f"{error.filename}: " if error.filename else ""
-        _fail(f"{where}{error.strerror or error}")
+        _fail(in_language(os_error_words(error), _))
         return EXIT_ERROR
     except KeyboardInterrupt:
         _fail(_("interrupted; nothing partial was kept"))
@@ -395,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _said(error: KeysError) -> str:
-    """A refusal in the chosen language: the ones a journalist meets most are translated here
-    (keys/' other modules speak English, and their deeper reasons stay so)."""
+    """A refusal in the chosen language: keys/' modules raise told words (keys.told), and the
+    errors that carry their facts as attributes are worded here."""
     if isinstance(error, EmptyPassphraseError):
         return _("the passphrase is empty")
     if isinstance(error, BadPassphraseError):
@@ -408,7 +410,7 @@ def _said(error: KeysError) -> str:
         return _("the export bundle is signed by a server key this laptop does not trust ({fingerprint}); nothing was "
                  "written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)"
                  ).format(fingerprint=error.fingerprint)
-    return str(error)
+    return in_language(error, _)
 
 
 def _fail(message: str) -> None:

@@ -57,6 +57,7 @@ from keys.errors import (
 )
 from keys import sodium_buffers as owned
 from keys.strict_json import is_int, loads
+from keys.told import told
 from keys.wiping import wipe, wiping
 
 MAGIC = b"INTAKE-E"
@@ -107,9 +108,9 @@ class Metadata:
         try:
             data = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         except UnicodeEncodeError:  # lone surrogates, e.g. from a badly decoded file name
-            raise FormatError("the item's name or type is not valid text") from None
+            raise FormatError(told("the item's name or type is not valid text")) from None
         if len(data) > MAX_RECORD:
-            raise FormatError("the item's name or type is too long for an envelope")
+            raise FormatError(told("the item's name or type is too long for an envelope"))
         return _U16.pack(len(data)) + data
 
     @classmethod
@@ -120,10 +121,10 @@ class Metadata:
         except FormatError as error:
             raise RecordError(str(error)) from None
         if not isinstance(record, dict) or set(record) != {"kind", "length", "name", "type"}:
-            raise RecordError("the envelope's record has unexpected fields")
+            raise RecordError(told("the envelope's record has unexpected fields"))
         length = record["length"]
         if length is not None and (not is_int(length) or length < 0):
-            raise RecordError("the envelope's record has an invalid length")
+            raise RecordError(told("the envelope's record has an invalid length"))
         meta = cls(record["kind"], record["name"], record["type"], length)
         try:
             _check_record(meta)
@@ -139,7 +140,7 @@ def _check_record(meta: Metadata) -> None:
         return isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value
 
     if not (text(meta.kind, MAX_KIND, False) and text(meta.name, MAX_NAME) and text(meta.content_type, MAX_TYPE)):
-        raise FormatError("the envelope's record has an invalid kind, name or type")
+        raise FormatError(told("the envelope's record has an invalid kind, name or type"))
 
 
 def padme(length: int) -> int:
@@ -213,7 +214,7 @@ class EnvelopeWriter:
             try:
                 stanzas = [owned.box_easy(file_key, stanza_nonce(ephemeral, pk), pk, ephemeral_secret) for pk in public_keys]
             except CryptoError:  # libsodium refuses low-order points such as the all-zero key
-                raise FormatError("a recipient key is not a usable X25519 public key") from None
+                raise FormatError(told("a recipient key is not a usable X25519 public key")) from None
             random.SystemRandom().shuffle(stanzas)  # stanza order must not reveal the recipient list's order
             stream_header = owned.secretstream_init_push(self._state, file_key)
         header = _PREFIX + bytes([len(stanzas)]) + ephemeral + b"".join(stanzas) + stream_header
@@ -341,7 +342,7 @@ def _open_stanzas(keys_part: bytes, count: int, keys: list[PrivateKey]) -> bytea
                 file_key = owned.box_open_afternm(stanzas[i * STANZA_SIZE : (i + 1) * STANZA_SIZE], nonce, shared)
                 if file_key is not None:
                     return file_key
-    raise WrongKeyError("none of the given keys can open this envelope")
+    raise WrongKeyError(told("none of the given keys can open this envelope"))
 
 
 def _open_v1_stanzas(keys_part: bytes, count: int, keys: list[PrivateKey]) -> bytearray:
@@ -353,7 +354,7 @@ def _open_v1_stanzas(keys_part: bytes, count: int, keys: list[PrivateKey]) -> by
             file_key = owned.seal_open(stanza, public, secret)
             if file_key is not None:
                 return file_key
-    raise WrongKeyError("none of the given keys can open this envelope")
+    raise WrongKeyError(told("none of the given keys can open this envelope"))
 
 
 class EnvelopeReader:
@@ -386,7 +387,7 @@ class EnvelopeReader:
             self._first_ad: bytes | None = self._read_header(src, identities, file_key, keep_file_key)
             (record_len,) = _U16.unpack(self._take_content(2))
             if record_len > MAX_RECORD:
-                raise RecordError("the envelope's record is oversized")
+                raise RecordError(told("the envelope's record is oversized"))
             self.metadata = Metadata.decode(self._take_content(record_len))
         except BaseException:
             self._wipe()
@@ -395,19 +396,19 @@ class EnvelopeReader:
     def _read_header(self, src: BinaryIO, identities, file_key: bytes | None, keep_file_key: bool) -> bytes:
         prefix = read_exact(src, len(_PREFIX) + 1)
         if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
-            raise FormatError("this is not an intake envelope")
+            raise FormatError(told("this is not an intake envelope"))
         if len(prefix) > len(MAGIC) and prefix[len(MAGIC)] not in READ_VERSIONS:  # even when the count is cut off
-            raise UnsupportedVersionError(f"envelope format version {prefix[len(MAGIC)]} is not supported (this toolkit reads versions 1 and 2)")
+            raise UnsupportedVersionError(told("envelope format version {version} is not supported (this toolkit reads versions 1 and 2)", version=prefix[len(MAGIC)]))
         if len(prefix) < len(_PREFIX) + 1:
-            raise TruncatedError("the envelope ends inside its header")
+            raise TruncatedError(told("the envelope ends inside its header"))
         version = prefix[len(MAGIC)]
         count = prefix[-1]
         if not 1 <= count <= MAX_RECIPIENTS:
-            raise FormatError("the envelope names an invalid number of recipients")
+            raise FormatError(told("the envelope names an invalid number of recipients"))
         keys_size = count * V1_STANZA_SIZE if version == 1 else EPHEMERAL_KEY_SIZE + count * STANZA_SIZE
         rest = read_exact(src, keys_size + STREAM_HEADER_SIZE)
         if len(rest) < keys_size + STREAM_HEADER_SIZE:
-            raise TruncatedError("the envelope ends inside its header")
+            raise TruncatedError(told("the envelope ends inside its header"))
         if file_key is not None:
             key = bytearray(file_key)
         else:
@@ -417,7 +418,7 @@ class EnvelopeReader:
             self._stream = owned.PullStream(rest[-STREAM_HEADER_SIZE:], key)
         except CryptoError:
             wipe(key)
-            raise TamperedError("the envelope's header is damaged") from None
+            raise TamperedError(told("the envelope's header is damaged")) from None
         else:
             if keep_file_key:
                 self.file_key = bytes(key)
@@ -430,31 +431,31 @@ class EnvelopeReader:
             return False
         got = _read_into(self._src, self._ciphertext)
         if not got:
-            raise TruncatedError("the envelope is truncated: it ends before its final message")
+            raise TruncatedError(told("the envelope is truncated: it ends before its final message"))
         try:
             size, tag = self._stream.pull_into(memoryview(self._ciphertext)[:got], self._plaintext, self._first_ad)
         except CryptoError:
             if got < MESSAGE_CT_SIZE:
-                raise TruncatedError("the envelope is truncated or damaged at its end") from None
-            raise TamperedError("the envelope failed authentication: it was modified or reordered") from None
+                raise TruncatedError(told("the envelope is truncated or damaged at its end")) from None
+            raise TamperedError(told("the envelope failed authentication: it was modified or reordered")) from None
         self._first_ad = None
         if tag == TAG_FINAL:
             if read_exact(self._src, 1):
-                raise FormatError("the envelope has data after its final message")
+                raise FormatError(told("the envelope has data after its final message"))
             self._done = True
         elif tag != TAG_MESSAGE:
-            raise FormatError("an envelope message carries an unexpected tag")
+            raise FormatError(told("an envelope message carries an unexpected tag"))
         elif got < MESSAGE_CT_SIZE:
-            raise TruncatedError("the envelope is truncated: it ends before its final message")
+            raise TruncatedError(told("the envelope is truncated: it ends before its final message"))
         if size < 4:
-            raise FormatError("an envelope message is malformed")
+            raise FormatError(told("an envelope message is malformed"))
         (used,) = _U32.unpack_from(self._plaintext)
         capacity = size - 4
         if used > capacity or (self._content_ended and used):
-            raise FormatError("an envelope message is malformed")
+            raise FormatError(told("an envelope message is malformed"))
         if used < capacity:
             if self._plaintext.count(0, 4 + used, size) != capacity - used:
-                raise FormatError("an envelope's padding is not zero")
+                raise FormatError(told("an envelope's padding is not zero"))
             self._content_ended = True
         self._content = memoryview(self._plaintext)[4 : 4 + used]
         return True
@@ -467,7 +468,7 @@ class EnvelopeReader:
             filled = 0
             while filled < size:
                 if not self._content and not self._next_message():
-                    raise RecordError("the envelope ends inside its record")
+                    raise RecordError(told("the envelope ends inside its record"))
                 piece = self._content[: size - filled]
                 taken[filled : filled + len(piece)] = piece
                 filled += len(piece)
@@ -525,7 +526,7 @@ class EnvelopeReader:
 
     def _check_length(self) -> None:
         if self.metadata.length is not None and self.metadata.length != self._body_length:
-            raise FormatError("the envelope's body does not match its declared length")
+            raise FormatError(told("the envelope's body does not match its declared length"))
 
     def close(self) -> None:
         """Wipe what was decrypted and not read (a reader asked only for its metadata). Idempotent."""

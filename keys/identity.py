@@ -35,6 +35,7 @@ from keys.errors import BadPassphraseError, EmptyPassphraseError, FormatError, T
 from keys.files import write_new_file
 from keys.sodium_buffers import argon2id_kdf, secretbox_open
 from keys.strict_json import b64_key
+from keys.told import told
 from keys.wiping import wiping
 
 SECRET_MAGIC = b"INTAKE-K"
@@ -65,7 +66,7 @@ class KdfParams:
 
     def check(self) -> None:
         if not (KDF_MIN.opslimit <= self.opslimit <= KDF_MAX.opslimit and KDF_MIN.memlimit <= self.memlimit <= KDF_MAX.memlimit):
-            raise FormatError("the secret key file asks for an out-of-range passphrase cost")
+            raise FormatError(told("the secret key file asks for an out-of-range passphrase cost"))
 
 
 KDF_MIN = KdfParams(argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN)  # tests only
@@ -83,9 +84,9 @@ def check_name(name: str) -> str:
         or not 0 < len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
         or not _NAME_PATTERN.fullmatch(name)
     ):
-        raise FormatError(
-            f"a name must be 1 to {MAX_NAME_BYTES} bytes of letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+        raise FormatError(told(
+            "a name must be 1 to {most} bytes of letters, digits, '.', '_' or '-', starting with a letter or digit",
+            most=MAX_NAME_BYTES))
     return name
 
 
@@ -126,7 +127,7 @@ def key_file_fields(lines: list[str], allowed: set[str], what: str) -> dict[str,
             continue
         key, sep, value = line.partition(":")
         if not sep or key in fields or key not in allowed:
-            raise FormatError(f"the {what} has an unexpected or repeated line")
+            raise FormatError(told("the {what} has an unexpected or repeated line", what=what))
         fields[key] = value.strip(" \t")
     return fields
 
@@ -155,16 +156,16 @@ class PublicIdentity:
         lines = key_file_lines(text)
         if not lines or lines[0] != PUBLIC_HEADER:
             if lines and lines[0].startswith("intake-public-key "):
-                raise UnsupportedVersionError(f"public key format {lines[0].split(' ', 1)[1]!r} is not supported (this toolkit reads v1)")
-            raise FormatError("this is not an intake public key file")
+                raise UnsupportedVersionError(told("public key format {version!r} is not supported (this toolkit reads v1)", version=lines[0].split(' ', 1)[1]))
+            raise FormatError(told("this is not an intake public key file"))
         fields = key_file_fields(lines[1:], _PUBLIC_FIELDS, "public key file")
         if not {"name", "encryption-key", "verify-key"} <= fields.keys():
-            raise FormatError("the public key file lacks its name or keys")
+            raise FormatError(told("the public key file lacks its name or keys"))
         identity = cls(check_name(fields["name"]), x25519_public_key(_key32(fields["encryption-key"]), "the public key file's encryption key"), VerifyKey(_key32(fields["verify-key"])))
         # Files written before fingerprint v2 carry a v1 line: still a check of the keys.
         written = fields.get("fingerprint", "").upper()
         if written and written not in (identity.fingerprint, fingerprint_v1(bytes(identity.encryption_key), bytes(identity.verify_key))):
-            raise FormatError("the public key file's fingerprint does not match its keys")
+            raise FormatError(told("the public key file's fingerprint does not match its keys"))
         return identity
 
     @classmethod
@@ -172,11 +173,11 @@ class PublicIdentity:
         with open(path, "rb") as f:
             data = f.read(MAX_PUBLIC_FILE + 1)
         if len(data) > MAX_PUBLIC_FILE:
-            raise FormatError("the public key file is oversized")
+            raise FormatError(told("the public key file is oversized"))
         try:
             return cls.from_text(data.decode("utf-8"))
         except UnicodeDecodeError:
-            raise FormatError("this is not an intake public key file") from None
+            raise FormatError(told("this is not an intake public key file")) from None
 
     def save(self, path: str | os.PathLike) -> None:
         write_new_file(Path(path), self.to_text().encode(), 0o644)
@@ -197,7 +198,7 @@ def x25519_public_key(key: bytes, what: str) -> PublicKey:
     except SodiumError:  # libsodium refuses a point of small order: the product would be zeros
         usable = False
     if not usable:
-        raise FormatError(f"{what} is not an X25519 public key: of small order, or not written below 2^255 - 19")
+        raise FormatError(told("{what} is not an X25519 public key: of small order, or not written below 2^255 - 19", what=what))
     return PublicKey(key)
 
 
@@ -237,16 +238,16 @@ class Identity:
         stay in buffers wiped here; the keys then live in PyNaCl's key objects, as bytes (PyNaCl
         takes nothing else), for as long as the Identity does."""
         if len(data) < len(SECRET_MAGIC) or not data.startswith(SECRET_MAGIC):
-            raise FormatError("this is not an intake secret key file")
+            raise FormatError(told("this is not an intake secret key file"))
         if len(data) < _SECRET_HEAD.size:
-            raise TruncatedError("the secret key file is truncated")
+            raise TruncatedError(told("the secret key file is truncated"))
         _, version, opslimit, memlimit = _SECRET_HEAD.unpack_from(data)
         if version != SECRET_VERSION:
-            raise UnsupportedVersionError(f"secret key format version {version} is not supported (this toolkit reads version {SECRET_VERSION})")
+            raise UnsupportedVersionError(told("secret key format version {version} is not supported (this toolkit reads version {supported})", version=version, supported=SECRET_VERSION))
         if len(data) < _SECRET_MIN:
-            raise TruncatedError("the secret key file is truncated")
+            raise TruncatedError(told("the secret key file is truncated"))
         if len(data) > _SECRET_MAX:
-            raise FormatError("the secret key file is oversized")
+            raise FormatError(told("the secret key file is oversized"))
         kdf = KdfParams(opslimit, memlimit)
         kdf.check()
         salt = bytes(data[_SECRET_HEAD.size : _SECRET_HEAD.size + _SALT_SIZE])
@@ -257,11 +258,11 @@ class Identity:
             _derive_into(key, passphrase, salt, kdf)
             if not secretbox_open(payload, sealed, key):
                 # A wrong passphrase and a damaged file look the same to secretbox.
-                raise BadPassphraseError("the passphrase does not unlock this secret key file (or the file is damaged)")
+                raise BadPassphraseError(told("the passphrase does not unlock this secret key file (or the file is damaged)"))
             try:
                 name = payload[_KEYS_SIZE:].decode("utf-8")
             except UnicodeDecodeError:
-                raise FormatError("the secret key file holds an invalid name") from None
+                raise FormatError(told("the secret key file holds an invalid name")) from None
             with memoryview(payload) as keys:
                 return cls(check_name(name), PrivateKey(bytes(keys[:32])), SigningKey(bytes(keys[32:64])))
 
@@ -281,11 +282,23 @@ class Identity:
         write_new_file(Path(path), self.to_secret_bytes(passphrase, kdf), 0o600)
 
 
+def check_secret_key_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is an intake secret key file by its first bytes (no passphrase needed):
+    commands that keep their state beside the key (the trusted server keys, the pinned sources)
+    refuse a mistyped path instead of writing beside whatever it names."""
+    path = Path(path)
+    with open(path, "rb") as f:  # FileNotFoundError, IsADirectoryError: the caller's one line
+        head = f.read(len(SECRET_MAGIC))
+    if head != SECRET_MAGIC:
+        raise FormatError(told("{path} is not an intake secret key file", path=path))
+    return path
+
+
 def _derive_into(key: bytearray, passphrase: str, salt: bytes, kdf: KdfParams) -> None:
     """Argon2id of the passphrase into ``key``; its bytes exist only in a buffer wiped here
     (the str given cannot be wiped)."""
     if not passphrase:
-        raise EmptyPassphraseError("the passphrase is empty")
+        raise EmptyPassphraseError(told("the passphrase is empty"))
     password = bytearray(passphrase, "utf-8")
     with wiping(password):
         argon2id_kdf(key, password, salt, opslimit=kdf.opslimit, memlimit=kdf.memlimit)

@@ -23,6 +23,7 @@ from keys.bundle import ManifestSource, check_designation
 from keys.errors import FormatError, PinnedSourceError
 from keys.files import PendingFile
 from keys.strict_json import b64_key, loads
+from keys.told import told
 
 PINS_FILE = "pinned-sources.json"
 MAX_PINS_FILE = 256 << 20
@@ -43,14 +44,14 @@ def load_pins(path: Path) -> dict[str, tuple[str, bytes]]:
     if (len(data) > MAX_PINS_FILE or not isinstance(doc, dict) or set(doc) != {"format", "version", "sources"}
             or doc["format"] != "intake-pinned-sources" or type(doc["version"]) is not int or doc["version"] != 1
             or not isinstance(doc["sources"], list)):
-        raise FormatError(f"{path} is damaged")
+        raise FormatError(told("{path} is damaged", path=path))
     pins: dict[str, tuple[str, bytes]] = {}
     for entry in doc["sources"]:
         if not isinstance(entry, dict) or set(entry) != {"source_id", "designation", "reply_public_key"}:
-            raise FormatError(f"{path} is damaged")
+            raise FormatError(told("{path} is damaged", path=path))
         source_id = entry["source_id"]
         if not isinstance(source_id, str) or source_id in pins:
-            raise FormatError(f"{path} is damaged")
+            raise FormatError(told("{path} is damaged", path=path))
         pins[source_id] = (check_designation(entry["designation"]), b64_key(entry["reply_public_key"], 32, f"a key in {path}"))
     return pins
 
@@ -64,16 +65,16 @@ def check_and_pin(secret_key_file: str | os.PathLike, sources: Sequence[Manifest
     for source in sources:
         pinned = pins.get(source.source_id)
         if pinned is not None and pinned != (source.designation, source.reply_public_key):
-            raise PinnedSourceError(
-                f"REFUSED: this bundle changes the designation or reply key of source {source.source_id} "
-                f"(pinned as {pinned[0]!r} in {path}); it may be forged: nothing was written, tell your security contact"
-            )
+            raise PinnedSourceError(told(
+                "REFUSED: this bundle changes the designation or reply key of source {source_id} (pinned as "
+                "{designation!r} in {path}); it may be forged: nothing was written, tell your security contact",
+                source_id=source.source_id, designation=pinned[0], path=path))
         owner = owners.get(source.reply_public_key)
         if owner is not None and owner != source.source_id:
-            raise PinnedSourceError(
-                f"REFUSED: this bundle gives source {source.source_id} the reply key of source {owner} "
-                f"(pinned in {path}); it may be forged: nothing was written, tell your security contact"
-            )
+            raise PinnedSourceError(told(
+                "REFUSED: this bundle gives source {source_id} the reply key of source {owner} (pinned in {path}); "
+                "it may be forged: nothing was written, tell your security contact",
+                source_id=source.source_id, owner=owner, path=path))
         if pinned is None:
             pins[source.source_id] = (source.designation, source.reply_public_key)
             owners[source.reply_public_key] = source.source_id

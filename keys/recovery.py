@@ -19,6 +19,7 @@ from nacl.public import PublicKey
 from keys.envelope import Metadata, decrypt_bytes, encrypt_bytes
 from keys.errors import FormatError, WrongKeyError
 from keys.identity import Identity
+from keys.told import told
 
 DB_KEY_KIND = "intake-db-key"
 DB_KEY_BYTES = 32
@@ -40,11 +41,11 @@ def open_db_key(sealed: bytes, identity: Identity) -> bytes:
     Refuses anything that is not a database key sealed to this identity.
     """
     if len(sealed) > MAX_RECOVERY_FILE:
-        raise FormatError("this is not a database-key recovery file (it is far too large)")
+        raise FormatError(told("this is not a database-key recovery file (it is far too large)"))
     try:
         metadata, text = decrypt_bytes(sealed, identity.private_key)
     except WrongKeyError:
-        raise WrongKeyError(f"this recovery file is not sealed to {identity.name}'s key") from None
+        raise WrongKeyError(told("this recovery file is not sealed to {name}'s key", name=identity.name)) from None
     if metadata.kind != DB_KEY_KIND or not _KEY_TEXT.fullmatch(text):
-        raise FormatError("this envelope does not hold a database key")
+        raise FormatError(told("this envelope does not hold a database key"))
     return text

@@ -33,6 +33,7 @@ from keys.envelope import Metadata, read_exact
 from keys.errors import BadSignatureError, FormatError, TruncatedError, UnknownSignerError, UnsupportedVersionError
 from keys.files import PendingFile
 from keys.identity import Identity, check_name, x25519_public_key
+from keys.told import told
 
 REPLY_MAGIC = b"INTAKE-R"
 VERSION = 2
@@ -71,14 +72,14 @@ def seal_reply(text: str, source_reply_key: PublicKey | bytes) -> bytes:
     body = text.encode("utf-8")
     sealed = envelope.encrypt_bytes(body, [source_reply_key], Metadata("reply", content_type="text/plain; charset=utf-8", length=len(body)))
     if len(sealed) > MAX_REPLY_ENVELOPE:
-        raise FormatError("the reply is too long")
+        raise FormatError(told("the reply is too long"))
     return sealed
 
 
 def seal_routing(source_id: str, server_box_key: PublicKey) -> bytes:
     """The source id sealed to the server, always the same size."""
     if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
-        raise FormatError("a reply names an invalid source id")
+        raise FormatError(told("a reply names an invalid source id"))
     return SealedBox(server_box_key).encrypt(source_id.encode("ascii").ljust(ROUTING_PLAINTEXT, b"\0"))
 
 
@@ -93,11 +94,11 @@ def open_routing(routing: bytes, box_keys: Sequence[PrivateKey]) -> str:
         try:
             text = source_id.decode("ascii")
         except UnicodeDecodeError:
-            raise FormatError("a reply in the bundle names an invalid source id") from None
+            raise FormatError(told("a reply in the bundle names an invalid source id")) from None
         if len(padded) != ROUTING_PLAINTEXT or not SOURCE_ID.fullmatch(text):
-            raise FormatError("a reply in the bundle names an invalid source id")
+            raise FormatError(told("a reply in the bundle names an invalid source id"))
         return text
-    raise FormatError("a reply in the bundle is not addressed to this server (its routing does not open with this server's key)")
+    raise FormatError(told("a reply in the bundle is not addressed to this server (its routing does not open with this server's key)"))
 
 
 def write_reply_bundle(out: BinaryIO, identity: Identity, replies: Iterable[SealedReply]) -> None:
@@ -115,7 +116,7 @@ def write_reply_bundle(out: BinaryIO, identity: Identity, replies: Iterable[Seal
         _check_reply(reply)
         count += 1
         if count > MAX_REPLIES:
-            raise FormatError(f"a reply bundle holds at most {MAX_REPLIES} replies")
+            raise FormatError(told("a reply bundle holds at most {most} replies", most=MAX_REPLIES))
         put(_ENTRY.pack(ENTRY_REPLY, ROUTING_SIZE + len(reply.envelope)) + reply.routing)
         put(reply.envelope)
     signature = identity.signing_key.sign(SIGNATURE_CONTEXT + digest.digest()).signature
@@ -124,12 +125,12 @@ def write_reply_bundle(out: BinaryIO, identity: Identity, replies: Iterable[Seal
 
 def _check_reply(reply: SealedReply) -> None:
     if len(reply.routing) != ROUTING_SIZE:
-        raise FormatError("a reply in the bundle has malformed routing")
+        raise FormatError(told("a reply in the bundle has malformed routing"))
     sealed = reply.envelope
     if not len(envelope.MAGIC) + 2 <= len(sealed) <= MAX_REPLY_ENVELOPE:
-        raise FormatError("a reply in the bundle is oversized or empty")
+        raise FormatError(told("a reply in the bundle is oversized or empty"))
     if not sealed.startswith(envelope.MAGIC) or sealed[len(envelope.MAGIC)] not in envelope.READ_VERSIONS:
-        raise FormatError("a reply in the bundle is not an envelope of version 1 or 2")
+        raise FormatError(told("a reply in the bundle is not an envelope of version 1 or 2"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,25 +150,25 @@ def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> 
         nonlocal total
         total += size
         if total > MAX_REPLY_BUNDLE:
-            raise FormatError("the reply bundle is oversized")
+            raise FormatError(told("the reply bundle is oversized"))
         data = read_exact(src, size)
         if len(data) < size:
-            raise TruncatedError("the reply bundle is truncated")
+            raise TruncatedError(told("the reply bundle is truncated"))
         return data
 
     head = read_exact(src, len(REPLY_MAGIC) + 2)
     if not head.startswith(REPLY_MAGIC):
-        raise FormatError("this is not an intake reply bundle")
+        raise FormatError(told("this is not an intake reply bundle"))
     if len(head) < len(REPLY_MAGIC) + 2:
-        raise TruncatedError("the reply bundle is truncated")
+        raise TruncatedError(told("the reply bundle is truncated"))
     version = head[len(REPLY_MAGIC)]
     if version != VERSION:
-        raise UnsupportedVersionError(f"reply bundle version {version} is not supported (this toolkit reads version {VERSION})")
+        raise UnsupportedVersionError(told("reply bundle version {version} is not supported (this toolkit reads version {supported})", version=version, supported=VERSION))
     signer_raw = take(head[-1])
     try:
         signer = check_name(signer_raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise FormatError("the reply bundle names an invalid signer") from None
+        raise FormatError(told("the reply bundle names an invalid signer")) from None
     accept_signer(signer)
     digest.update(head + signer_raw)
     replies: list[SealedReply] = []
@@ -176,22 +177,22 @@ def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> 
         if not raw:
             return _ParsedReplies(signer, replies, digest.digest(), None)
         if len(raw) < _ENTRY.size:
-            raise TruncatedError("the reply bundle is truncated")
+            raise TruncatedError(told("the reply bundle is truncated"))
         total += len(raw)
         kind, length = _ENTRY.unpack(raw)
         if kind == ENTRY_SIGNATURE:
             if length != 64:
-                raise FormatError("the reply bundle's signature is malformed")
+                raise FormatError(told("the reply bundle's signature is malformed"))
             signature = take(64)
             if read_exact(src, 1):
-                raise FormatError("the reply bundle has data after its signature")
+                raise FormatError(told("the reply bundle has data after its signature"))
             return _ParsedReplies(signer, replies, digest.digest(), signature)
         if kind != ENTRY_REPLY:
-            raise FormatError(f"the reply bundle has an entry of unknown type {kind}")
+            raise FormatError(told("the reply bundle has an entry of unknown type {kind}", kind=kind))
         if not ROUTING_SIZE < length <= ROUTING_SIZE + MAX_REPLY_ENVELOPE:
-            raise FormatError("a reply in the bundle is oversized or empty")
+            raise FormatError(told("a reply in the bundle is oversized or empty"))
         if len(replies) >= MAX_REPLIES:
-            raise FormatError("the reply bundle holds too many replies")
+            raise FormatError(told("the reply bundle holds too many replies"))
         payload = take(length)
         digest.update(raw + payload)
         reply = SealedReply(payload[:ROUTING_SIZE], payload[ROUTING_SIZE:])
@@ -202,17 +203,17 @@ def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> 
 def _verified(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | bytes]) -> _ParsedReplies:
     def accept(signer: str) -> None:
         if signer not in verify_keys:
-            raise UnknownSignerError(f"the reply bundle is signed by {signer!r}, who is not a registered journalist")
+            raise UnknownSignerError(told("the reply bundle is signed by {signer!r}, who is not a registered journalist", signer=signer))
 
     parsed = _parse_reply_bundle(src, accept)
     if parsed.signature is None:
-        raise BadSignatureError("the reply bundle is not signed")
+        raise BadSignatureError(told("the reply bundle is not signed"))
     key = verify_keys[parsed.signer]
     key = key if isinstance(key, VerifyKey) else VerifyKey(bytes(key))
     try:
         key.verify(SIGNATURE_CONTEXT + parsed.signed_digest, parsed.signature)
     except NaclBadSignature:
-        raise BadSignatureError(f"the reply bundle's signature by {parsed.signer!r} does not verify: it was forged or modified") from None
+        raise BadSignatureError(told("the reply bundle's signature by {signer!r} does not verify: it was forged or modified", signer=parsed.signer)) from None
     return parsed
 
 
@@ -246,7 +247,7 @@ def add_replies(path: Path, identity: Identity, new_replies: Sequence[SealedRepl
             try:
                 existing = _verified(f, {identity.name: identity.signing_key.verify_key})
             except UnknownSignerError:
-                raise UnknownSignerError(f"{path} is signed by another journalist: write your replies to a new file") from None
+                raise UnknownSignerError(told("{path} is signed by another journalist: write your replies to a new file", path=path)) from None
         replies.extend(existing.replies)
     replies.extend(new_replies)
     with PendingFile(path.parent) as pending:

@@ -33,8 +33,9 @@ from nacl.signing import SigningKey, VerifyKey
 
 from keys.errors import FormatError, UnknownServerError, UnsupportedVersionError
 from keys.files import write_new_file
-from keys.identity import MAX_PUBLIC_FILE, format_fingerprint, key_file_fields, key_file_lines, x25519_public_key
+from keys.identity import MAX_PUBLIC_FILE, check_secret_key_file, format_fingerprint, key_file_fields, key_file_lines, x25519_public_key
 from keys.strict_json import b64_key
+from keys.told import told
 
 SERVER_HEADER = "intake-server-key v1"
 TRUSTED_SERVERS = "trusted-servers"
@@ -86,15 +87,15 @@ class ServerPublicKey:
         lines = key_file_lines(text)
         if not lines or lines[0] != SERVER_HEADER:
             if lines and lines[0].startswith("intake-server-key "):
-                raise UnsupportedVersionError(f"server key format {lines[0].split(' ', 1)[1]!r} is not supported (this toolkit reads v1)")
-            raise FormatError("this is not an intake server key file")
+                raise UnsupportedVersionError(told("server key format {version!r} is not supported (this toolkit reads v1)", version=lines[0].split(' ', 1)[1]))
+            raise FormatError(told("this is not an intake server key file"))
         fields = key_file_fields(lines[1:], _FIELDS, "server key file")
         if fields.keys() != _FIELDS:
-            raise FormatError("the server key file lacks its keys or fingerprint")
+            raise FormatError(told("the server key file lacks its keys or fingerprint"))
         key = cls(VerifyKey(b64_key(fields["verify-key"], 32, "the server's verify key")),
                   x25519_public_key(b64_key(fields["encryption-key"], 32, "the server's encryption key"), "the server's encryption key"))
         if fields["fingerprint"].upper() != key.fingerprint:
-            raise FormatError("the server key file's fingerprint does not match its keys")
+            raise FormatError(told("the server key file's fingerprint does not match its keys"))
         return key
 
     @classmethod
@@ -102,11 +103,11 @@ class ServerPublicKey:
         with open(path, "rb") as f:
             data = f.read(MAX_PUBLIC_FILE + 1)
         if len(data) > MAX_PUBLIC_FILE:
-            raise FormatError("the server key file is oversized")
+            raise FormatError(told("the server key file is oversized"))
         try:
             return cls.from_text(data.decode("utf-8"))
         except UnicodeDecodeError:
-            raise FormatError("this is not an intake server key file") from None
+            raise FormatError(told("this is not an intake server key file")) from None
 
 
 def _b64(raw: bytes) -> str:
@@ -114,8 +115,9 @@ def _b64(raw: bytes) -> str:
 
 
 def trusted_servers_dir(secret_key_file: str | os.PathLike) -> Path:
-    """Where the laptop keeps the server keys it trusts: beside the journalist's secret key."""
-    return Path(secret_key_file).resolve().parent / TRUSTED_SERVERS
+    """Where the laptop keeps the server keys it trusts: beside the journalist's secret key
+    (which must be one: a mistyped --key would put the trust somewhere no decrypt looks)."""
+    return check_secret_key_file(secret_key_file).resolve().parent / TRUSTED_SERVERS
 
 
 def trust_server(secret_key_file: str | os.PathLike, key: ServerPublicKey) -> tuple[Path, bool]:
@@ -139,7 +141,7 @@ def trusted_servers(secret_key_file: str | os.PathLike) -> dict[bytes, ServerPub
             try:
                 key = ServerPublicKey.load(path)
             except FormatError as error:
-                raise FormatError(f"{path}: {error}") from None
+                raise FormatError(told("{path}: {error}", path=path, error=error)) from None
             keys[bytes(key.verify_key)] = key
     return keys
 

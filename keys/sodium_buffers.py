@@ -18,6 +18,7 @@ from nacl import bindings as sodium
 from nacl._sodium import ffi, lib
 from nacl.exceptions import CryptoError
 
+from keys.told import told
 from keys.wiping import wipe
 
 Buffer = bytearray | memoryview | bytes
@@ -60,7 +61,7 @@ def box_easy(message: Buffer, nonce: bytes, public_key: bytes, secret_key: Buffe
         raise ValueError("crypto_box takes keys of 32 bytes and a nonce of 24")
     out = ffi.new("unsigned char[]", len(message) + BOX_MACBYTES)
     if lib.crypto_box_easy(out, ffi.from_buffer(message), len(message), nonce, public_key, ffi.from_buffer(secret_key)) != 0:
-        raise CryptoError("crypto_box_easy refused the public key")
+        raise CryptoError(told("crypto_box_easy refused the public key"))
     return ffi.buffer(out)[:]
 
 
@@ -178,22 +179,22 @@ class PullStream:
         self._state = bytearray(_STATEBYTES)
         self._tag = bytearray(1)
         if len(header) != _HEADERBYTES or len(key) != SECRETSTREAM_KEYBYTES:
-            raise CryptoError("invalid secretstream header or key")
+            raise CryptoError(told("invalid secretstream header or key"))
         if lib.crypto_secretstream_xchacha20poly1305_init_pull(ffi.from_buffer(self._state), header, ffi.from_buffer(key)) != 0:
-            raise CryptoError("invalid secretstream header")
+            raise CryptoError(told("invalid secretstream header"))
 
     def pull_into(self, ciphertext: memoryview, out: bytearray, ad: bytes | None = None) -> tuple[int, int]:
         """Decrypt ``ciphertext`` into the start of ``out``; returns (plaintext length, tag).
         CryptoError if it fails authentication (``out`` may then hold garbage: wipe it)."""
         length = len(ciphertext) - _ABYTES
         if length < 0 or length > len(out):
-            raise CryptoError("invalid ciphertext length")
+            raise CryptoError(told("invalid ciphertext length"))
         rc = lib.crypto_secretstream_xchacha20poly1305_pull(
             ffi.from_buffer(self._state), ffi.from_buffer(out, require_writable=True), ffi.NULL, ffi.from_buffer(self._tag),
             ffi.from_buffer(ciphertext), len(ciphertext), ad if ad is not None else ffi.NULL, len(ad) if ad is not None else 0,
         )
         if rc != 0:
-            raise CryptoError("secretstream message failed authentication")
+            raise CryptoError(told("secretstream message failed authentication"))
         return length, self._tag[0]
 
     def wipe(self) -> None:

@@ -15,6 +15,7 @@ from keys.bundle import MAX_DESIGNATION, SOURCE_ID
 from keys.errors import FormatError
 from keys.files import PendingFile
 from keys.strict_json import b64_key, loads
+from keys.told import told
 
 SOURCE_RECORD = "source.json"
 MAX_SOURCE_RECORD = 64 << 20
@@ -29,13 +30,13 @@ def load_source_record(folder: Path, missing_ok: bool = False) -> dict | None:
     except (FileNotFoundError, NotADirectoryError):
         if missing_ok:
             return None
-        raise FormatError(f"{folder} is not a source folder from intake-keys decrypt (no {SOURCE_RECORD})") from None
+        raise FormatError(told("{folder} is not a source folder from intake-keys decrypt (no {record})", folder=folder, record=SOURCE_RECORD)) from None
     try:
         if len(data) > MAX_SOURCE_RECORD:
-            raise FormatError("oversized")
+            raise FormatError(told("oversized"))
         record = loads(data, str(path))
         if not isinstance(record, dict):
-            raise FormatError("not an object")
+            raise FormatError(told("not an object"))
         b64_key(record["reply_public_key"], 32, "the reply key")
         valid = (
             isinstance(record["designation"], str)
@@ -49,7 +50,7 @@ def load_source_record(folder: Path, missing_ok: bool = False) -> dict | None:
     except (FormatError, KeyError):
         valid = False
     if not valid:
-        raise FormatError(f"{path} is damaged")
+        raise FormatError(told("{path} is damaged", path=path))
     return record
 
 

@@ -14,6 +14,7 @@ import binascii
 import json
 
 from keys.errors import FormatError
+from keys.told import told
 
 
 class _Refused(ValueError):
@@ -24,13 +25,13 @@ def _pairs(pairs: list[tuple[str, object]]) -> dict:
     result: dict = {}
     for key, value in pairs:
         if key in result:
-            raise _Refused("duplicate key")
+            raise _Refused(told("duplicate key"))
         result[key] = value
     return result
 
 
 def _no_constant(name: str) -> object:
-    raise _Refused(f"{name} is not JSON")
+    raise _Refused(told("{name} is not JSON", name=name))
 
 
 def _check_text(value: object) -> None:
@@ -42,7 +43,7 @@ def _check_text(value: object) -> None:
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise _Refused("lone surrogate") from None
+                raise _Refused(told("lone surrogate")) from None
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
@@ -56,7 +57,7 @@ def loads(data: bytes, what: str) -> object:
         value = json.loads(data.decode("utf-8"), object_pairs_hook=_pairs, parse_constant=_no_constant)
         _check_text(value)
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise FormatError(f"{what} is not valid JSON (or has a repeated key, or text that is not Unicode)") from None
+        raise FormatError(told("{what} is not valid JSON (or has a repeated key, or text that is not Unicode)", what=what)) from None
     return value
 
 
@@ -72,13 +73,13 @@ def b64_key(value: object, size: int, what: str) -> bytes:
     the last character are zero and no two texts name the same key.
     """
     if not isinstance(value, str):
-        raise FormatError(f"{what} is not base64")
+        raise FormatError(told("{what} is not base64", what=what))
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise FormatError(f"{what} is not base64") from None
+        raise FormatError(told("{what} is not base64", what=what)) from None
     if len(raw) != size:
-        raise FormatError(f"{what} has the wrong length (expected {size} bytes)")
+        raise FormatError(told("{what} has the wrong length (expected {size} bytes)", what=what, size=size))
     if base64.b64encode(raw).decode("ascii") != value:
-        raise FormatError(f"{what} is not canonical base64 (its last character has unused bits set)")
+        raise FormatError(told("{what} is not canonical base64 (its last character has unused bits set)", what=what))
     return raw

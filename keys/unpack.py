@@ -51,7 +51,9 @@ from keys.files import (
 from keys.identity import Identity
 from keys.pins import check_and_pin
 from keys.source_record import load_source_record, save_source_record
+from keys.told import told
 from keys.workers import Team, worker_count
+
 
 @dataclasses.dataclass
 class UnpackSummary:
@@ -342,7 +344,7 @@ def _candidates(out: Path, source: ManifestSource) -> Iterator[Path]:
     base = _folder_base(source)
     for number in range(1, 1000):
         yield out / with_suffix_number(base, number)
-    raise FormatError(f"too many folders named like {base!r} in {out}")
+    raise FormatError(told("too many folders named like {base!r} in {out}", base=base, out=out))
 
 
 def _existing_source_folder(out: Path, source: ManifestSource) -> tuple[Path, dict] | None:
@@ -358,10 +360,10 @@ def _existing_source_folder(out: Path, source: ManifestSource) -> tuple[Path, di
             continue
         if record is not None and record["source_id"] == source.source_id:
             if base64.b64decode(record["reply_public_key"]) != source.reply_public_key:
-                raise PinnedSourceError(
-                    f"REFUSED: this bundle changes the reply key of source {source.source_id}, decrypted before into "
-                    f"{folder}; it may be forged: nothing was written, tell your security contact"
-                )
+                raise PinnedSourceError(told(
+                    "REFUSED: this bundle changes the reply key of source {source_id}, decrypted before into {folder}; "
+                    "it may be forged: nothing was written, tell your security contact",
+                    source_id=source.source_id, folder=folder))
             return folder, record
     return None
 

@@ -327,7 +327,7 @@ def test_a_backup_to_a_place_it_cannot_write_names_that_place_in_one_line(tmp_pa
     run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
         cwd=tmp_path)
     _submit(data, key, {"a tip": os.urandom(600_000)})
-    cases = {tmp_path / "missing": f"{tmp_path / 'missing'}: No such file or directory",
+    cases = {tmp_path / "missing": f"{tmp_path / 'missing'}: there is no such file or folder",
              small_disk: f"the disk holding {small_disk} is full: free some space there and try again"}
     for folder, message in cases.items():
         done = run(BIN / "intake", "backup", "--data", data, "--db-key-file", key, "--out", folder / "x.backup", cwd=tmp_path, ok=False)

@@ -256,6 +256,8 @@ def test_refusals_from_the_store_and_the_settings_speak_russian(instance, tmp_pa
         (("journalist", "remove", "--data", data, "--db-key-file", key, "--name", "nobody"),
          "нет действующего журналиста с именем 'nobody'"),
         (("journalist", "remove", "--data", data, "--db-key-file", key, "--name", "alice"), "это последний действующий журналист"),
+        (("backup", "--data", data, "--db-key-file", key, "--out", tmp_path / "nowhere" / "x.backup"),
+         f"{tmp_path / 'nowhere'}: такого файла или папки нет"),
     ]
     for args, expected in refusals:
         refused = intake("--lang", "ru", *args)

@@ -315,7 +315,7 @@ def test_an_export_to_a_place_it_cannot_write_says_so_in_one_line(newsroom: News
         folder.write_text("a file where the folder should be")
     result = invoke(newsroom, "export", "--out", str(folder / "x.bundle"))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    assert result.output == f"Error: {folder}: {'No such file or directory' if where == 'missing-folder' else 'Not a directory'}\n"
+    assert result.output == f"Error: {folder}: {'there is no such file or folder' if where == 'missing-folder' else 'a part of this path is not a folder'}\n"
     with newsroom.store() as store:
         assert all(s.exported_day is None for s in store.submissions())  # nothing marked exported
 

@@ -115,7 +115,7 @@ def test_generate_on_a_full_disk_leaves_no_file_names_the_folder_and_works_once_
         page = os.statvfs(disk).f_frsize
         (disk / "ballast").write_bytes(b"\0" * (os.statvfs(disk).f_bavail - pages_free) * page)
         code, _, err = run(capsys, "generate", "--out", disk, "--name", "alice", "--passphrase-file", pw, "--kdf-strength", "interactive")
-        assert_one_line_error(code, err, f"{disk}: No space left on device")
+        assert_one_line_error(code, err, f"the disk holding {disk} is full: free some space there and try again")
         assert os.listdir(disk) == ["ballast"]
         (disk / "ballast").unlink()
         code, out, err = run(capsys, "generate", "--out", disk, "--name", "alice", "--passphrase-file", pw, "--kdf-strength", "interactive")

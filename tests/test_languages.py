@@ -76,6 +76,22 @@ def test_a_wrong_sign_in_is_refused_in_russian(newsroom: Newsroom):
     assert refused.status_code == 401 and "Неверное имя, парольная фраза или код" in refused.text
 
 
+def test_a_refused_reply_bundle_is_told_in_russian_once(newsroom: Newsroom):
+    """The reason came from keys/ in English, after a heading said the same thing twice (found by
+    a Russian-speaking newcomer test)."""
+    import io
+
+    client = newsroom.journalist_app.test_client()
+    client.get("/language/ru")
+    assert sign_in(client, newsroom.alice).status_code == 303
+    page = client.get("/sources")
+    refused = client.post("/replies", data={"csrf_token": csrf_token(page.text),
+                                            "bundle": (io.BytesIO(b"not a reply bundle at all"), "replies.bundle")})
+    assert refused.status_code == 400
+    assert "Ничего не импортировано: это не пакет ответов intake." in refused.text, refused.text
+    assert "reply bundle" not in refused.text and refused.text.count("отклонён") == 2  # <title> and <h1>
+
+
 def test_a_store_refusal_is_told_in_the_pages_language(newsroom: Newsroom):
     """The store's own words (intake.told) on the journalist's error page, in Russian: here the
     database kept busy by another writer past the wait allowed."""
@@ -191,6 +207,44 @@ def test_intake_keys_most_common_refusals_are_in_russian(tmp_path: Path, alice_f
     assert new_laptop.returncode == 1 and new_laptop.stderr.startswith(
         "intake-keys: ошибка: на этом ноутбуке ещё нет ни одного доверенного ключа сервера (")
     assert not (tmp_path / "out").exists()
+
+
+def test_intake_keys_refuses_a_damaged_or_forged_bundle_and_a_wrong_key_file_in_russian(tmp_path: Path, alice_files: KeyFiles,
+                                                                                         two_sources):
+    """keys/' own refusals (keys.told), the forged-source one most of all, came out in English
+    under --lang ru (found by a Russian-speaking newcomer test)."""
+    import dataclasses
+
+    from nacl.public import PrivateKey
+
+    def decrypt(bundle_path: Path, *, key: Path = alice_files.secret) -> subprocess.CompletedProcess:
+        return run("intake-keys", "--lang", "ru", "decrypt", bundle_path, "--key", key, "--passphrase-file",
+                   alice_files.passphrase_file, "--out", tmp_path / "out")
+
+    bundle = tmp_path / "export.bundle"
+    whole = build_export(two_sources, [alice_files.identity])
+    bundle.write_bytes(whole[: len(whole) // 2])
+    assert decrypt(bundle).stderr == "intake-keys: ошибка: пакет выгрузки обрезан\n"
+    bundle.write_bytes(b"not a bundle at all")
+    assert decrypt(bundle).stderr == "intake-keys: ошибка: это не пакет выгрузки intake\n"
+    bundle.write_bytes(whole)
+    assert decrypt(bundle).returncode == 0
+    forged = [dataclasses.replace(two_sources[0], key=PrivateKey.generate()), two_sources[1]]
+    bundle.write_bytes(build_export(forged, [alice_files.identity]))
+    refused = decrypt(bundle)
+    assert refused.returncode == 1 and refused.stderr.startswith(
+        "intake-keys: ошибка: REFUSED: этот пакет выгрузки меняет ключ для ответов источника src-1, чьи материалы уже "
+        "расшифрованы в "), refused.stderr
+    assert refused.stderr.endswith("возможно, пакет подделан: ничего не записано, сообщите тому, кто у вас отвечает за "
+                                   "безопасность\n"), refused.stderr
+    server_key = tmp_path / "server.public"
+    server_key.write_text(next((alice_files.secret.parent / "trusted-servers").iterdir()).read_text())
+    mistyped = run("intake-keys", "--lang", "ru", "trust-server", server_key, "--key", alice_files.public,
+                   "--fingerprint", "00")
+    assert mistyped.returncode == 1 and mistyped.stderr == (
+        f"intake-keys: ошибка: {alice_files.public} — не файл секретного ключа intake\n"), mistyped.stderr
+    missing = run("intake-keys", "--lang", "ru", "trust-server", server_key, "--key", tmp_path / "mash.secret")
+    assert missing.stderr == f"intake-keys: ошибка: {tmp_path / 'mash.secret'}: такого файла или папки нет\n", missing.stderr
 
 
 def test_intake_keys_clean_reports_in_russian(tmp_path: Path, alice_files: KeyFiles, two_sources):

@@ -287,7 +287,8 @@ def upload_replies():
     try:
         report = import_reply_bundle(request_store(), upload.stream, server_box_keys(_state().settings.data_dir))
     except ReplyBundleRefusedError as error:
-        return render_template("journalist/error.html", title=_("Reply bundle refused"), message=_said(error)), 400
+        return render_template("journalist/error.html", title=_("Reply bundle refused"),
+                               message=_("Nothing was imported: {reason}.").format(reason=_said(error.reason))), 400
     return render_template("journalist/import_report.html", report=report)
 
 

@@ -21,6 +21,7 @@ import struct
 from pathlib import Path
 
 from keys.cleaning.tracks import MAX_BOXES, Box, boxes
+from keys.told import told
 
 PARAMETER_SETS = frozenset({32, 33, 34})  # VPS, SPS, PPS: all a decoder needs from the header
 _SEI = frozenset({39, 40})  # prefix and suffix SEI
@@ -45,7 +46,7 @@ def keep_parameter_sets(path: Path) -> list[str]:
         if moov is None or not _edits(f, moov)[1]:
             return []  # nothing to leave out: moov is not read whole (a day-long H.264 video's is large)
         if moov.end - moov.header > MAX_MOOV:
-            raise HeaderError("the MP4's moov box is larger than a video needs")
+            raise HeaderError(told("the MP4's moov box is larger than a video needs"))
         f.seek(moov.header)
         original = f.read(moov.end - moov.header)
         rewritten, removed = rewrite_moov(original)
@@ -57,7 +58,7 @@ def keep_parameter_sets(path: Path) -> list[str]:
         elif room >= 8:
             f.write(struct.pack(">I4s", room, b"free") + bytes(room - 8))
         else:
-            raise HeaderError("the HEVC header shrank by too little to leave a free box in its place")
+            raise HeaderError(told("the HEVC header shrank by too little to leave a free box in its place"))
     return removed
 
 
@@ -109,7 +110,7 @@ def _hevc_records(f, moov: Box):
                 if child.kind == b"hvcC":
                     yield (*trail, entry), child
     if budget[0] <= 0:
-        raise HeaderError("the MP4 has more boxes than a video has")
+        raise HeaderError(told("the MP4 has more boxes than a video has"))
 
 
 def _descend(f, trail: list[Box], path: tuple[bytes, ...], budget: list[int]):
@@ -122,20 +123,20 @@ def _parameter_sets_only(record: bytes) -> tuple[bytes, set[str]]:
     """The hvcC record with its parameter sets only, and what else it held. A NAL unit is kept
     when its own header, not only its array's, says it is a parameter set of the array's type."""
     if len(record) <= _RECORD_FIELDS:
-        raise HeaderError("an HEVC header record is shorter than its fixed fields")
+        raise HeaderError(told("an HEVC header record is shorter than its fixed fields"))
     position, arrays, left_out = _RECORD_FIELDS + 1, [], set()
     for _ in range(record[_RECORD_FIELDS]):
         if position + 3 > len(record):
-            raise HeaderError("an HEVC header record ends inside an array")
+            raise HeaderError(told("an HEVC header record ends inside an array"))
         flags_and_type, count = record[position], struct.unpack_from(">H", record, position + 1)[0]
         array_type, units = flags_and_type & 0x3F, []
         position += 3
         for _ in range(count):
             if position + 2 > len(record):
-                raise HeaderError("an HEVC header record ends inside an array")
+                raise HeaderError(told("an HEVC header record ends inside an array"))
             end = position + 2 + struct.unpack_from(">H", record, position)[0]
             if end > len(record):
-                raise HeaderError("a NAL unit in an HEVC header record runs past its end")
+                raise HeaderError(told("a NAL unit in an HEVC header record runs past its end"))
             unit = record[position + 2 : end]
             unit_type = (unit[0] >> 1) & 0x3F if unit else None
             if array_type in PARAMETER_SETS and unit_type == array_type:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from keys.cleaning import hevc_header, sandbox
 from keys.cleaning.sandbox import Limits, Tools
+from keys.told import told
 
 COPY_NAME = "picture-and-sound.mp4"
 _LIST_NAME = "streams.json"  # ffprobe's answer: a file of its own, apart from its complaints
@@ -120,7 +121,7 @@ def list_streams(tools: Tools, path: Path, name: str, scratch: Path, limits: Lim
                        int(s.get("channels", 0)), sandbox.printable(str(s.get("sample_rate", "")))[:16])
                 for s in listed]  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise StreamError("ffprobe could not list its streams") from None
+        raise StreamError(told("ffprobe could not list its streams")) from None
 
 
 def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, limits: Limits) -> tuple[list[Stream], list[str]]:
@@ -130,13 +131,13 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
     streams = list_streams(tools, path, name, scratch, limits)
     stills = [s for s in streams if s.still_picture]
     if stills and not any(s.moving_picture for s in streams):
-        raise StreamError(f"its picture is a series of still images ({stills[0].codec}), each of which may carry its own EXIF")
+        raise StreamError(told("its picture is a series of still images ({codec}), each of which may carry its own EXIF", codec=stills[0].codec))
     kept = [s for s in streams if s.kept]
     if not kept:
-        raise StreamError("it holds no sound and no moving picture")
+        raise StreamError(told("it holds no sound and no moving picture"))
     pcm = next((s for s in kept if s.kind == "audio" and s.codec.startswith("pcm_") and not s.to_alac), None)
     if pcm is not None:
-        raise StreamError(f"its sound, {pcm.codec} in {pcm.channels} channel(s), cannot be put into an MP4 unchanged")
+        raise StreamError(told("its sound, {codec} in {channels} channel(s), cannot be put into an MP4 unchanged", codec=pcm.codec, channels=pcm.channels))
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"/work/{name}"]
     for stream in kept:
         argv += ["-map", f"0:{stream.index}"]
@@ -149,13 +150,13 @@ def copy_picture_and_sound(tools: Tools, path: Path, name: str, scratch: Path, l
     argv += ["-map_metadata", "-1", "-map_chapters", "-1", "-f", "mp4", f"/work/{COPY_NAME}"]
     outcome = sandbox.run(tools, argv, path, name, scratch, limits)
     if outcome.timed_out or outcome.killed:
-        raise StreamError("ffmpeg went over its time or memory limit")
+        raise StreamError(told("ffmpeg went over its time or memory limit"))
     if outcome.returncode != 0 or not (scratch / COPY_NAME).is_file():
         raise StreamError(_ffmpeg_reason(outcome))
     try:
         header_left_out = hevc_header.keep_parameter_sets(scratch / COPY_NAME)
     except (hevc_header.HeaderError, OSError) as error:
-        raise StreamError(f"its HEVC picture header could not be rewritten: {error}") from None
+        raise StreamError(told("its HEVC picture header could not be rewritten: {error}", error=error)) from None
     in_copy = [stream.in_copy for stream in kept]
     check_copy(tools, scratch / COPY_NAME, in_copy, scratch, limits)  # first: the checks below go by position
     _check_same_samples(tools, path, name, kept, scratch, limits)
@@ -192,9 +193,9 @@ def _check_same_samples(tools: Tools, path: Path, name: str, kept: list[Stream],
         for digest in _SAMPLES:
             (scratch / digest).unlink(missing_ok=True)
         if outcome.timed_out or outcome.killed:
-            raise StreamError("ffmpeg went over its time or memory limit")
+            raise StreamError(told("ffmpeg went over its time or memory limit"))
         if outcome.returncode != 0 or len(hashes) != 2 or hashes[0] != hashes[1] or not hashes[0].startswith("MD5="):
-            raise StreamError(f"its sound ({stream.codec}) would not come out the same as ALAC")
+            raise StreamError(told("its sound ({codec}) would not come out the same as ALAC", codec=stream.codec))
 
 
 def _check_empty_ends(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limits: Limits) -> None:
@@ -211,13 +212,13 @@ def _check_empty_ends(tools: Tools, copy: Path, kept: list[Stream], scratch: Pat
         outcome = sandbox.run(tools, argv, copy, copy.name, scratch, limits)
         try:
             if outcome.timed_out or outcome.killed or outcome.returncode != 0:
-                raise StreamError("ffmpeg could not read the ends of its picture's sequences")
+                raise StreamError(told("ffmpeg could not read the ends of its picture's sequences"))
             with open(ends, "rb") as raw:
                 leftover = empty_unit.sub(b"", raw.read()).strip(b"\x00")
         finally:
             ends.unlink(missing_ok=True)
         if leftover:
-            raise StreamError("an end-of-sequence marker in its picture holds data, which may be anything")
+            raise StreamError(told("an end-of-sequence marker in its picture holds data, which may be anything"))
 
 
 def check_copy(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limits: Limits) -> None:
@@ -225,10 +226,10 @@ def check_copy(tools: Tools, copy: Path, kept: list[Stream], scratch: Path, limi
     and HEVC picture headers hold only parameter sets."""
     copied = list_streams(tools, copy, copy.name, scratch, limits)
     if sorted(s.shape() for s in copied) != sorted(s.shape() for s in kept) or any(s.attached_picture for s in copied):
-        raise StreamError("the copy does not hold the streams kept, no more and no fewer (a damaged file?)")
+        raise StreamError(told("the copy does not hold the streams kept, no more and no fewer (a damaged file?)"))
     try:
         extras = hevc_header.header_extras(copy)
     except (hevc_header.HeaderError, OSError) as error:
-        raise StreamError(f"its HEVC picture header could not be read: {error}") from None
+        raise StreamError(told("its HEVC picture header could not be read: {error}", error=error)) from None
     if extras:
-        raise StreamError(f"the copy's HEVC picture header still holds more than parameter sets ({', '.join(extras)})")
+        raise StreamError(told("the copy's HEVC picture header still holds more than parameter sets ({names})", names=', '.join(extras)))
