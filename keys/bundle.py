@@ -364,11 +364,10 @@ class ExportBundle:
         named = ServerPublicKey(VerifyKey(trailer[:32]), PublicKey(trailer[32:64]))
         server = trusted.get(bytes(named.verify_key))
         if server is None or server != named:
-            raise UnknownServerError(
-                f"the export bundle is signed by a server key this laptop does not trust ({named.fingerprint}); "
-                "nothing was written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)",
-                fingerprint=named.fingerprint,
-            )
+            raise UnknownServerError(told(
+                "the export bundle is signed by a server key this laptop does not trust ({fingerprint}); nothing was "
+                "written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)",
+                fingerprint=named.fingerprint))
         signed = hashlib.blake2b(digest_size=64)
         self._src.seek(0)
         signed.update(read_exact(self._src, len(EXPORT_MAGIC) + 1))

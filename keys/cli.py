@@ -17,7 +17,7 @@ from pathlib import Path
 
 from keys import bundle, recover_cli, reply_bundle
 from keys.cleaning import folder as cleaning, sandbox, triage, wording
-from keys.errors import BadPassphraseError, EmptyPassphraseError, KeysError, UnknownServerError
+from keys.errors import KeysError
 from keys.i18n import LANGUAGES, YES, _, ngettext, set_language, speak_for_argparse
 from keys.identity import KDF_INTERACTIVE, KDF_MODERATE, KDF_SENSITIVE, Identity, PublicIdentity, check_name, check_secret_key_file
 from keys.os_errors import os_error_words
@@ -397,19 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _said(error: KeysError) -> str:
-    """A refusal in the chosen language: keys/' modules raise told words (keys.told), and the
-    errors that carry their facts as attributes are worded here."""
-    if isinstance(error, EmptyPassphraseError):
-        return _("the passphrase is empty")
-    if isinstance(error, BadPassphraseError):
-        return _("the passphrase does not unlock this secret key file (or the file is damaged)")
-    if isinstance(error, UnknownServerError) and error.folder is not None:
-        return _("no server key is trusted on this laptop yet ({folder} is empty): run `intake-keys trust-server "
-                 "SERVER_KEY_FILE --key SECRET_FILE` with the file your admin gave you").format(folder=error.folder)
-    if isinstance(error, UnknownServerError) and error.fingerprint is not None:
-        return _("the export bundle is signed by a server key this laptop does not trust ({fingerprint}); nothing was "
-                 "written (if your admin rotated the server key, trust the new one with `intake-keys trust-server`)"
-                 ).format(fingerprint=error.fingerprint)
+    """A refusal in the chosen language (keys/' modules raise told words: keys.told)."""
     return in_language(error, _)
 
 

@@ -58,12 +58,6 @@ class RecordError(FormatError):
 class UnknownServerError(KeysError):
     """An export bundle is signed by a server key this laptop does not trust."""
 
-    def __init__(self, message: str, *, fingerprint: str | None = None, folder: str | None = None):
-        super().__init__(message)
-        # For the message in the journalist's language (keys.cli): the unknown key's fingerprint,
-        # or the trust store's folder when no key is trusted yet.
-        self.fingerprint, self.folder = fingerprint, folder
-
 
 class PinnedSourceError(KeysError):
     """A bundle describes a source otherwise than the bundles this laptop decrypted before."""

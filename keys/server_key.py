@@ -150,9 +150,7 @@ def require_trusted(secret_key_file: str | os.PathLike) -> dict[bytes, ServerPub
     keys = trusted_servers(secret_key_file)
     if not keys:
         folder = trusted_servers_dir(secret_key_file)
-        raise UnknownServerError(
-            f"no server key is trusted on this laptop yet ({folder} is empty): "
-            "run `intake-keys trust-server SERVER_KEY_FILE --key SECRET_FILE` with the file your admin gave you",
-            folder=str(folder),
-        )
+        raise UnknownServerError(told(
+            "no server key is trusted on this laptop yet ({folder} is empty): run `intake-keys trust-server "
+            "SERVER_KEY_FILE --key SECRET_FILE` with the file your admin gave you", folder=folder))
     return keys
