@@ -30,6 +30,7 @@ from intake.config import (
 )
 from intake.db_key_recovery import RECOVERY_FILE, write_db_key_recovery
 from intake.journalist_auth import generate_login_passphrase
+from intake.onion_keys import ensure_onion_keys
 from intake.server_identity import SERVER_SIGNING_FILE, create_server_signing_key, server_public_key, write_server_public_file
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, Store, StoreError
 
@@ -123,6 +124,7 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
             if _register(store, identities, confirm) or not (data_dir / RECOVERY_FILE).exists():
                 write_db_key_recovery(data_dir, settings.db_key, store)
         write_server_public_file(data_dir)  # makes the signing key first if the dir predates it
+        ensure_onion_keys(data_dir)  # a dir that only ever served without tor (`intake demo --no-tor`) lacked them
         return settings
     if not identities:
         raise SetupError(_("a new data dir needs at least one journalist public key (--journalist-key)"))
@@ -160,6 +162,8 @@ def init_data_dir(data_dir: Path, journalist_public_files: list[Path], *, db_key
         with Store.create(settings) as store:
             _register(store, identities, lambda confirmed: None)
             write_db_key_recovery(data_dir, settings.db_key, store)
+        created += [data_dir / "onion", data_dir / "onion" / "source.key", data_dir / "onion" / "journalist.key"]
+        ensure_onion_keys(data_dir)  # a whole instance from the start, whether or not tor ever runs on it
         return load_settings(data_dir, db_key_file=db_key_file)
     except BaseException:
         for path in reversed(created):

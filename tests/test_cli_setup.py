@@ -354,6 +354,16 @@ def test_demo_export_and_decrypt_commands_work_as_printed_and_again_at_the_next_
     assert login.returncode == 0 and "otpauth://totp/" in login.stdout, login.stderr
 
 
+def test_a_demo_that_never_ran_tor_can_be_backed_up(tmp_path: Path):
+    """`intake demo --no-tor` left a data dir without onion keys, and `intake backup` refused it
+    as incomplete (found by a newcomer test): every instance gets its onion keys when made."""
+    info = ensure_demo_instance(tmp_path / "demo")
+    assert sorted(path.name for path in (info.data_dir / "onion").iterdir()) == ["journalist.key", "source.key"]
+    done = subprocess.run([str(Path(sys.executable).parent / "intake"), "backup", "--data", str(info.data_dir), "--out",
+                           str(tmp_path / "demo.backup")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and (tmp_path / "demo.backup").is_file(), done.stderr
+
+
 def test_init_makes_a_private_server_signing_key_that_stays(tmp_path):
     from intake.server_identity import load_server_signing_key, server_signing_path
 
