@@ -23,7 +23,7 @@ from keys.os_errors import os_error_words
 
 from intake.cli_i18n import LANGUAGES as CLI_LANGUAGES
 from intake.cli_help import TranslatedGroup, TranslatedOption, option
-from intake.cli_i18n import N_, _, ngettext, pgettext, said, set_language, speak_for_click
+from intake.cli_i18n import N_, _, language_option, ngettext, pgettext, said, set_language, speak_for_click
 from intake.config import DATA_DIR_ENV, Settings, key_inside_data_dir, load_settings
 from intake.retention import RetentionPolicy
 from intake.onion_keys import OnionKeyError, ensure_onion_keys
@@ -92,11 +92,12 @@ def database_error_line(error: DatabaseError) -> str | None:
     return None
 
 
-def confirm_or_abort(question: str) -> None:
+def confirm_or_abort(question: str, refused: str) -> None:
     """click.confirm(question, abort=True), but a Russian yes (д, да) is a yes too: click knows
-    only y and yes, and answered «д» with "invalid input" (found by a newcomer test)."""
+    only y and yes, and answered «д» with "invalid input"; and a no ends with ``refused``, which
+    says what was not done and why, not click's bare "Aborted!" (found by newcomer tests)."""
     if click.prompt(f"{question} [y/N]", default="", show_default=False).strip().lower() not in YES:
-        raise click.Abort()
+        raise click.ClickException(refused)
 
 
 def os_error_line(error: OSError) -> str:
@@ -137,7 +138,9 @@ def init(data_dir: Path, journalist_keys: tuple[Path, ...], yes: bool, db_key_fi
         for identity in identities:
             click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
         if not yes:
-            confirm_or_abort(_("Does each journalist read the same fingerprint on their laptop?"))
+            confirm_or_abort(_("Does each journalist read the same fingerprint on their laptop?"),
+                             _("nothing was set up: the fingerprints were not confirmed. Get each public key file again "
+                               "from its journalist in person"))
 
     settings = init_data_dir(data_dir, list(journalist_keys), db_key_file=db_key_file, key_in_data_dir=key_in_data_dir,
                              confirm=confirm)
@@ -166,7 +169,7 @@ def _echo_login_commands(settings: Settings, db_key_file: Path | None) -> None:
     click.echo(_("Journalists without a login yet. Give each one their passphrase, TOTP secret and Tor client key,"
                  " in person, with:"))
     for name in waiting:
-        click.echo(f"  intake journalist reset-login --data {_shell_path(settings.data_dir)}{key_option}"
+        click.echo(f"  intake{language_option()} journalist reset-login --data {_shell_path(settings.data_dir)}{key_option}"
                    f" --name {shlex.quote(name)}")
 
 
@@ -333,8 +336,8 @@ def demo_instructions(info: DemoInfo, url: str, journalist_url: str) -> str:
     key = _shell_path(info.secret_key_file)
     passphrase = _shell_path(info.passphrase_file)
     # The commands next to this interpreter: the venv's, e.g. .venv/bin/intake from the repository.
-    intake = _shell_path(Path(sys.executable).parent / "intake")
-    intake_keys = _shell_path(Path(sys.executable).parent / "intake-keys")
+    intake = _shell_path(Path(sys.executable).parent / "intake") + language_option()
+    intake_keys = _shell_path(Path(sys.executable).parent / "intake-keys") + language_option()
     return "\n".join([
         "",
         _("intake demo: a tip line for trying things out on this machine. NOT FOR PRODUCTION:"),
@@ -375,8 +378,26 @@ def _language_asked(args: list[str]) -> str | None:
     return None
 
 
+def _language_first(args: list[str]) -> list[str]:
+    """--lang moved before the command: it is the group's option, which click takes only there,
+    and `intake status --lang ru` was refused as "No such option" (newcomer test)."""
+    moved, rest, position = [], [], 0
+    while position < len(args):
+        arg = args[position]
+        if arg == "--":  # what follows is not options
+            rest += args[position:]
+            break
+        if arg == "--lang" and position + 1 < len(args):
+            moved += args[position : position + 2]
+            position += 2
+            continue
+        (moved if arg.startswith("--lang=") else rest).append(arg)
+        position += 1
+    return moved + rest
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = _language_first(sys.argv[1:] if argv is None else list(argv))
     asked = _language_asked(args)
     speak_for_click(asked)
     set_language(asked if asked in CLI_LANGUAGES else None)  # before click parses: even `--help --lang ru` is Russian

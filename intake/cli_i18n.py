@@ -24,11 +24,13 @@ CLICK_DOMAIN = "click"
 LANGUAGES = ("en", "ru")
 
 _translation: gettext.NullTranslations = gettext.NullTranslations()
+_chosen: str | None = None  # the language --lang asked for, if any
 
 
 def set_language(language: str | None) -> None:
     """``None``: from the environment, as gettext reads it."""
-    global _translation
+    global _translation, _chosen
+    _chosen = language
     languages = [language] if language else None
     _translation = gettext.translation(DOMAIN, TRANSLATIONS, languages=languages, fallback=True)
     # keys/' told words that intake passes on (a journalist's public key file that is not one).
@@ -42,6 +44,12 @@ def speak_for_click(language: str | None) -> None:
         os.environ["LANGUAGE"] = language
     gettext.bindtextdomain(CLICK_DOMAIN, TRANSLATIONS)
     gettext.textdomain(CLICK_DOMAIN)
+
+
+def language_option() -> str:
+    """" --lang LANG" when --lang chose the language, else "": for the commands intake prints for
+    the reader to copy, so that they answer in the same language wherever they are pasted."""
+    return f" --lang {_chosen}" if _chosen else ""
 
 
 def _(message: str) -> str:

@@ -49,10 +49,13 @@ class ExportScope:
     def nothing_to_export(self) -> Told:
         """Why an export of this scope found nothing, in words the reader's language can take."""
         if self.source_ids is None:
-            return told("there are no new submissions to export") if self.only_new else told("there are no submissions to export")
+            if self.only_new:
+                return told("there are no new submissions to export (--all exports those exported before again)")
+            return told("there are no submissions to export")
         count = len(self.source_ids)
         if self.only_new:
-            return told("there are no new submissions of the selected sources to export (sources: {count})", count=count)
+            return told("there are no new submissions of the selected sources to export (sources: {count}; --all exports "
+                        "those exported before again)", count=count)
         return told("there are no submissions of the selected sources to export (sources: {count})", count=count)
 
 

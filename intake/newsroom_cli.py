@@ -66,7 +66,9 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, repla
     identity = load_public_key(public_key, name)
     click.echo(_("Fingerprint of {name}'s key: {fingerprint}").format(name=identity.name, fingerprint=identity.fingerprint))
     if not yes:
-        confirm_or_abort(_("Does the journalist read the same fingerprint on their laptop?"))
+        confirm_or_abort(_("Does the journalist read the same fingerprint on their laptop?"),
+                         _("the journalist was not added: the fingerprints were not confirmed. Get the public key file "
+                           "again from the journalist in person"))
     with Store.open(settings) as store:
         try:
             enrolment = enrol_journalist(store, settings.data_dir, identity, replacing=replace,
@@ -74,7 +76,8 @@ def journalist_add(data_dir: Path, name: str, public_key: Path, yes: bool, repla
         except UnexportedSubmissionsError as error:
             raise click.ClickException(_unexported_line(error)) from None
         except JournalistExistsError as error:
-            if replace:  # this very key is registered already (or was): a new one is needed
+            active = {account.name for account in Newsroom(store).accounts() if account.active}
+            if replace or name not in active:  # this very key is registered already (or was): a new one is needed
                 raise click.ClickException(said(error)) from None
             raise click.ClickException(_("{error}; for a new login use `intake journalist reset-login --name {name}`, "
                                          "for a new key `intake journalist add --replace`").format(error=said(error), name=name)) from None
@@ -231,7 +234,8 @@ def export_command(data_dir: Path, out_path: Path, export_all: bool, source_ids:
 @option("--yes", is_flag=True, help=N_("do not ask to confirm"))
 def rotate_signing_key_command(data_dir: Path, yes: bool) -> None:
     if not yes:
-        confirm_or_abort(_("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?"))
+        confirm_or_abort(_("Journalists cannot decrypt new bundles until they trust the new key. Rotate now?"),
+                         _("the server key was not rotated"))
     old, new = rotate_server_signing_key(data_dir)
     click.echo(_("Old server key fingerprint: {fingerprint} (kept only to open replies sealed to it)").format(fingerprint=old.fingerprint))
     click.echo(_("New server key fingerprint: {fingerprint}").format(fingerprint=new.fingerprint))
@@ -277,8 +281,8 @@ def _import_lines(report: ImportReport) -> list[str]:
 def purge_command(data_dir: Path, db_key_file: Path | None) -> None:
     settings = _settings(data_dir, db_key_file)
     policy = RetentionPolicy.load(settings.data_dir)
-    click.echo(_("Retention: exported submissions after {exported} days, read replies after {read} days, "
-                 "sources that never submitted after {unused} days.").format(
+    click.echo(_("Retention (days): exported submissions {exported}, read replies {read}, sources that never "
+                 "submitted {unused}.").format(
         exported=policy.exported_days, read=policy.read_reply_days, unused=policy.unused_source_days))
     with Store.open(settings) as store:
         report = purge(store, policy)

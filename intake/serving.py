@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from intake.cli_i18n import _, ngettext, said
+from intake.cli_i18n import _, language_option, ngettext, said
 from intake.config import DEFAULT_DB_KEY_FILE, db_key_path, load_settings
 from intake.listeners import SOCKET_NAMES, ListenerError, prepare_socket_dir, tor_group
 from intake.retention import PurgeSchedule
@@ -236,10 +236,11 @@ class TipLine:
                        "`systemctl reload intake`.").format(url=f"http://{service.address}/"))
         else:
             self.say(_("Journalist onion:  {url}  NOT published: no journalist has a client-authorisation key yet. "
-                       "Add one with `intake journalist add {instance} --name NAME --public-key FILE` (for a "
-                       "journalist registered by `intake init`: `intake journalist reset-login {instance} "
+                       "Add one with `{intake} journalist add {instance} --name NAME --public-key FILE` (for a "
+                       "journalist registered by `intake init`: `{intake} journalist reset-login {instance} "
                        "--name NAME`), then send intake SIGHUP or restart it.")
-                     .format(url=f"http://{service.address}/", instance=self._instance_options()))
+                     .format(url=f"http://{service.address}/", instance=self._instance_options(),
+                             intake="intake" + language_option()))
 
     def _under_systemd(self) -> bool:
         """The database key came from systemd's credential (deploy/intake.service): the operator's

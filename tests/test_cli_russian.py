@@ -252,7 +252,7 @@ def test_refusals_from_the_store_and_the_settings_speak_russian(instance, tmp_pa
         (("status", "--data", damaged), "лежит экземпляр intake, у которого пропал файл intake.db"),
         (("status", "--data", data, "--db-key-file", tmp_path / "no.key"), f"{tmp_path / 'no.key'} (ключ базы данных) не существует"),
         (("export", "--data", data, "--db-key-file", key, "--out", tmp_path / "x.bundle"),
-         "ничего не выгружено: новых материалов для выгрузки нет"),
+         "ничего не выгружено: новых материалов для выгрузки нет (с --all выгрузятся и уже выгруженные)"),
         (("journalist", "remove", "--data", data, "--db-key-file", key, "--name", "nobody"),
          "нет действующего журналиста с именем 'nobody'"),
         (("journalist", "remove", "--data", data, "--db-key-file", key, "--name", "alice"), "это последний действующий журналист"),
@@ -268,7 +268,35 @@ def test_refusals_from_the_store_and_the_settings_speak_russian(instance, tmp_pa
     assert refused.returncode == 1 and "неизвестный параметр 'exported_dayz' (известные: " in refused.stderr, refused.stderr
     assert words_left_in_english(refused.stderr, ("exported_dayz",)) == [], refused.stderr
     english = intake("status", "--data", tmp_path / "none")
-    assert "is not an intake data dir: run `intake init --data" in english.stderr
+    assert "is not an intake data dir" in english.stderr
+
+
+def test_lang_is_taken_after_the_command_too(instance):
+    """`intake status --lang ru` was refused with "No such option: --lang" (newcomer test): --lang
+    belongs to the group, so it is moved before the command."""
+    data, key = instance
+    for args in (("status", "--lang", "ru", "--data", data), ("status", "--data", data, "--lang=ru")):
+        done = intake(*args, "--db-key-file", key)
+        assert done.returncode == 0 and "источников: 0\n" in done.stdout, done.stderr
+
+
+def test_commands_printed_for_copying_keep_the_language_asked_for(tmp_path: Path):
+    """Copied as printed, the demo's commands answered in English on a machine whose LANG is not
+    Russian (newcomer test): they carry --lang when --lang chose the language."""
+    from intake.cli_i18n import set_language
+    from intake.cli import demo_instructions
+    from intake.setup import ensure_demo_instance
+
+    info = ensure_demo_instance(tmp_path / "demo")
+    try:
+        set_language("ru")
+        russian = demo_instructions(info, "http://127.0.0.1:8080/", "http://127.0.0.1:8081/")
+    finally:
+        set_language(None)
+    commands = [line.strip() for line in russian.splitlines() if line.startswith("    ")]
+    assert [command.split()[1:3] for command in commands] == [["--lang", "ru"]] * 3
+    english = demo_instructions(info, "http://127.0.0.1:8080/", "http://127.0.0.1:8081/")
+    assert "--lang" not in english
 
 
 def test_serve_that_gunicorn_refuses_says_so_in_russian(instance):

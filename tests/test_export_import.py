@@ -164,8 +164,12 @@ def test_a_signed_reply_bundle_is_imported_with_a_report(newsroom: Newsroom, ali
     response = upload(alice_client, reply_bundle(newsroom, newsroom.bob.identity, [(source_id, sealed)]))
     assert response.status_code == 200
     assert "signed by <strong>bob</strong>" in response.text and ": 1 added" in response.text
+    assert "<h1>Replies imported</h1>" in response.text
     again = upload(alice_client, reply_bundle(newsroom, newsroom.bob.identity, [(source_id, sealed)]))
     assert "1 already imported before" in again.text
+    # Nothing new: not "Replies imported ... sources see their replies" (found by a newcomer test).
+    assert "<h1>No new replies</h1>" in again.text and "<title>No new replies" in again.text
+    assert "Replies imported" not in again.text and "Nothing in it was new" in again.text
     with newsroom.store() as store:
         assert [r.envelope for r in store.replies_for(source_id)] == [sealed]
 
@@ -328,7 +332,7 @@ def test_cli_export_of_one_source_takes_its_id_or_designation_and_names_an_unkno
     by_name = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "a.bundle"), "--source", designation])
     assert by_name.exit_code == 0, by_name.output
     again = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "b.bundle"), "--source", source_id])
-    assert again.exit_code == 1 and "there are no new submissions of the selected sources to export (sources: 1)" in again.output
+    assert again.exit_code == 1 and "there are no new submissions of the selected sources to export (sources: 1; --all exports those exported before again)" in again.output
     every = CliRunner().invoke(cli, ["export", "--data", data, "--out", str(tmp_path / "c.bundle"), "--source", source_id, "--all"])
     assert every.exit_code == 0, every.output
 

@@ -43,6 +43,8 @@ def test_add_shows_the_fingerprint_and_asks_before_registering(newsroom: Newsroo
     identity, path = new_key(tmp_path, "carol")
     declined = invoke(newsroom, "journalist", "add", "--name", "carol", "--public-key", str(path), input="n\n")
     assert identity.public.fingerprint in declined.output and declined.exit_code == 1
+    assert declined.output.endswith("Error: the journalist was not added: the fingerprints were not confirmed. Get the "
+                                    "public key file again from the journalist in person\n"), declined.output
     with newsroom.store() as store:
         assert "carol" not in [r.name for r in store.active_recipients()]
     added = invoke(newsroom, "journalist", "add", "--name", "carol", "--public-key", str(path), input="y\n")
@@ -75,6 +77,11 @@ def test_add_refuses_a_key_of_someone_else_or_twice(newsroom: Newsroom, tmp_path
     assert mismatch.exit_code == 1 and "is the key of 'dave'" in mismatch.output and "Traceback" not in mismatch.output
     twice = invoke(newsroom, "journalist", "add", "--name", "bob", "--public-key", str(newsroom_public(newsroom, tmp_path)), "--yes")
     assert twice.exit_code == 1 and "reset-login" in twice.output
+    # A removed journalist's key: no reset-login for a name that is no longer active (newcomer test).
+    assert invoke(newsroom, "journalist", "remove", "--name", "bob", "--even-if-unexported").exit_code == 0
+    removed = invoke(newsroom, "journalist", "add", "--name", "bob", "--public-key", str(tmp_path / "bob-again.public"), "--yes")
+    assert removed.exit_code == 1 and "a removed key cannot be registered again: make a new one" in removed.output
+    assert "reset-login" not in removed.output, removed.output
     broken = tmp_path / "broken.public"
     broken.write_text("not a key")
     assert invoke(newsroom, "journalist", "add", "--name", "x", "--public-key", str(broken), "--yes").exit_code == 1
