@@ -96,7 +96,8 @@ def confirm_or_abort(question: str, refused: str) -> None:
     """click.confirm(question, abort=True), but a Russian yes (д, да) is a yes too: click knows
     only y and yes, and answered «д» with "invalid input"; and a no ends with ``refused``, which
     says what was not done and why, not click's bare "Aborted!" (found by newcomer tests)."""
-    if click.prompt(f"{question} [y/N]", default="", show_default=False).strip().lower() not in YES:
+    choices = _("[y/N]")  # «д» is a yes too
+    if click.prompt(f"{question} {choices}", default="", show_default=False).strip().lower() not in YES:
         raise click.ClickException(refused)
 
 

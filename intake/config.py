@@ -118,6 +118,9 @@ def read_secret_file(path: Path, size: int, what: Told, error: type[SecretFileEr
         info = path.stat()
         text = path.read_text("ascii").strip()
     except FileNotFoundError:
+        if error is MissingDatabaseKeyError:
+            raise error(told("{path} ({what}) does not exist: give the key's file with --db-key-file", path=path,
+                             what=what)) from None
         raise error(told("{path} ({what}) does not exist", path=path, what=what)) from None
     except (OSError, UnicodeDecodeError):
         raise error(told("{path} ({what}) cannot be read", path=path, what=what)) from None
@@ -157,8 +160,8 @@ def load_settings(data_dir: Path, *, db_key_file: Path | None = None, **override
     data_dir = Path(data_dir)
     check_instance_whole(data_dir)
     if not (data_dir / DB_FILE).is_file() or not (data_dir / INSTANCE_SECRET_FILE).is_file():
-        raise NotInitialisedError(told("{data_dir} is not an intake data dir: run `intake init --data {data_dir}` first",
-                                       data_dir=data_dir))
+        raise NotInitialisedError(told("{data_dir} is not an intake data dir: check the path (`intake init --data "
+                                       "{data_dir}` would make a new, empty instance there)", data_dir=data_dir))
     instance_secret = read_secret_file(data_dir / INSTANCE_SECRET_FILE, INSTANCE_SECRET_BYTES, INSTANCE_SECRET)
     db_key = read_secret_file(db_key_path(data_dir, db_key_file), DB_KEY_BYTES, DATABASE_KEY, MissingDatabaseKeyError)
     settings = Settings(data_dir=data_dir, db_key=db_key, instance_secret=instance_secret)

@@ -234,9 +234,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     with bundle.ExportBundle.open(args.bundle) as export:
         assert export.manifest_entry is not None
-        print(_("export bundle, version {version}, {size:,} bytes").format(version=export.version, size=export.size))
-        print(_("items: {count}, {size:,} bytes of envelopes").format(count=len(export.items), size=export.items_size))
-        print(_("manifest: {size:,} bytes, sealed").format(size=export.manifest_entry.length))
+        print(_("export bundle, version {version}, {size}").format(version=export.version, size=wording.byte_count(export.size)))
+        print(_("items: {count}, envelopes: {size}").format(count=len(export.items), size=wording.byte_count(export.items_size)))
+        print(_("manifest: {size}, sealed").format(size=wording.byte_count(export.manifest_entry.length)))
         if not args.key:
             return 0
         server = export.verify(require_trusted(args.key))
@@ -245,8 +245,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for source in sources:
         print("\n" + _("{designation}  (source id {id})").format(designation=source.designation, id=source.source_id))
         for item in source.items:
-            print("  " + _("{day}  {kind:<7}  {size:>12,} bytes  sealed to {recipients}").format(
-                day=item.received_day, kind=item.kind, size=item.size, recipients=", ".join(item.recipients)))
+            kind = _("message") if item.kind == "message" else _("file")
+            print("  " + _("{day}  {kind:<9}  {size:>16}  sealed to {recipients}").format(
+                day=item.received_day, kind=kind, size=wording.byte_count(item.size), recipients=", ".join(item.recipients)))
     return 0
 
 

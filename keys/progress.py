@@ -6,6 +6,11 @@ import sys
 import time
 from typing import TextIO
 
+from keys.i18n import _
+from keys.told import N_
+
+DECIMAL_MARK = N_(".")  # "," in Russian
+
 SHOW_ABOVE = 16 << 20  # bundles smaller than this finish before a bar helps
 
 
@@ -32,7 +37,8 @@ class Progress:
         fraction = min(self.done / self.total, 1.0)
         filled = int(fraction * self._width)
         bar = "#" * filled + "-" * (self._width - filled)
-        self._stream.write(f"\r[{bar}] {fraction:4.0%} {self.done / 2**20:,.1f}/{self.total / 2**20:,.1f} MiB")
+        done, total = (f"{amount / 2**20:.1f}".replace(".", _(DECIMAL_MARK)) for amount in (self.done, self.total))
+        self._stream.write(f"\r[{bar}] {fraction:4.0%} " + _("{done}/{total} MiB").format(done=done, total=total))
         self._stream.flush()
 
     def finish(self) -> None:

@@ -51,7 +51,7 @@ def test_init_speaks_russian_with_lang(tmp_path: Path, alice_files: KeyFiles):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"Отпечаток ключа alice: {alice_files.identity.public.fingerprint}" in out
-    assert "Каждый журналист видит на своём ноутбуке тот же отпечаток? [y/N]" in out
+    assert "Каждый журналист видит на своём ноутбуке тот же отпечаток? [д/Н]" in out
     assert f"Папка данных готова: {data}" in out and "Отпечаток ключа сервера: " in out
     assert "Onion-адрес для источников: " in out and "Onion-адрес для журналистов: " in out
     assert "источников: 0\n" in out and "журналистов: 1\n" in out and "незавершённых загрузок: 0\n" in out
@@ -248,7 +248,7 @@ def test_refusals_from_the_store_and_the_settings_speak_russian(instance, tmp_pa
     (tmp_path / "policy").mkdir()
     (tmp_path / "policy" / "retention.toml").write_text("exported_dayz = 3\n")
     refusals = [
-        (("status", "--data", tmp_path / "none"), f"{tmp_path / 'none'} — не папка данных intake: сначала запустите"),
+        (("status", "--data", tmp_path / "none"), f"{tmp_path / 'none'} — не папка данных intake: проверьте путь"),
         (("status", "--data", damaged), "лежит экземпляр intake, у которого пропал файл intake.db"),
         (("status", "--data", data, "--db-key-file", tmp_path / "no.key"), f"{tmp_path / 'no.key'} (ключ базы данных) не существует"),
         (("export", "--data", data, "--db-key-file", key, "--out", tmp_path / "x.bundle"),
@@ -344,7 +344,7 @@ def test_trust_server_recover_db_key_and_clean_limits_speak_russian(tmp_path: Pa
     asked = keys("--lang", "ru", "trust-server", server_file, "--key", alice_files.secret, stdin="n\n")
     assert asked.returncode == 1
     assert asked.stdout.startswith(f"отпечаток ключа сервера: {server.fingerprint}\nЭто тот отпечаток, который прочитал вам "
-                                   "администратор из вывода `intake journalist add`? [y/N] ")
+                                   "администратор из вывода `intake journalist add`? [д/Н] ")
     assert "не подтверждено: ключ сервера НЕ добавлен в доверенные" in asked.stderr
     wrong = keys("trust-server", server_file, "--key", alice_files.secret, "--fingerprint", "AAAA", env=RUSSIAN_ENV)
     assert wrong.returncode == 1 and "указанный вами отпечаток не совпадает с этим файлом ключа сервера" in wrong.stderr

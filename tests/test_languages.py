@@ -7,6 +7,7 @@ The CLIs run as a user types them (the venv's console scripts)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -245,6 +246,18 @@ def test_intake_keys_refuses_a_damaged_or_forged_bundle_and_a_wrong_key_file_in_
         f"intake-keys: ошибка: {alice_files.public} — не файл секретного ключа intake\n"), mistyped.stderr
     missing = run("intake-keys", "--lang", "ru", "trust-server", server_key, "--key", tmp_path / "mash.secret")
     assert missing.stderr == f"intake-keys: ошибка: {tmp_path / 'mash.secret'}: такого файла или папки нет\n", missing.stderr
+
+
+def test_intake_keys_inspect_groups_digits_and_names_kinds_in_russian(tmp_path: Path, alice_files: KeyFiles, two_sources):
+    """"2,482 байт" read as a decimal in Russian, and the kinds stayed English (newcomer test)."""
+    bundle = tmp_path / "export.bundle"
+    bundle.write_bytes(build_export(two_sources, [alice_files.identity]))
+    shown = run("intake-keys", "--lang", "ru", "inspect", bundle, "--key", alice_files.secret, "--passphrase-file",
+                alice_files.passphrase_file)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^пакет выгрузки, версия 2, \d{3}\u00a0\d{3} байт(а|ов)?$", shown.stdout, re.MULTILINE), shown.stdout
+    assert "  сообщение  " in shown.stdout and "  файл  " in shown.stdout and not re.search(r"\d,\d", shown.stdout)
+    assert "message" not in shown.stdout and " bytes" not in shown.stdout
 
 
 def test_intake_keys_clean_reports_in_russian(tmp_path: Path, alice_files: KeyFiles, two_sources):
