@@ -39,7 +39,7 @@ import nacl.secret
 from keys.files import PendingFile, write_new_file
 from nacl.exceptions import CryptoError
 
-from intake.cli_i18n import _
+from intake.cli_i18n import _, said
 from intake.config import (
     DATABASE_KEY,
     DB_FILE,
@@ -257,7 +257,7 @@ def restore_backup(backup: Path, data_dir: Path, *, db_key_file: Path | None = N
         except StoreDamagedError:
             problems = [_("a page read to open it is malformed")]
         if problems:
-            raise BackupError(_("the restored store is damaged ({problem}): this backup cannot be used").format(problem=problems[0]))
+            raise BackupError(_("the restored store is damaged ({problem}): this backup cannot be used").format(problem=said(problems[0])))
         write_server_public_file(data_dir)  # the public half journalists compare, from the restored seed
         return settings
     except BaseException:

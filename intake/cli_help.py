@@ -77,6 +77,14 @@ class TranslatedOption(_TranslatedHelp, click.Option):
             extra["required"] = _("required")
         return extra
 
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        """click writes " (env var: 'INTAKE_DATA')" in English whatever the language (newcomer test)."""
+        hint = click.Parameter.get_error_hint(self, ctx)
+        if self.show_envvar and self.envvar:
+            names = [self.envvar] if isinstance(self.envvar, str) else self.envvar
+            hint += " " + _("(environment variable: {names})").format(names=", ".join(f"'{name}'" for name in names))
+        return hint
+
 
 class TranslatedArgument(click.Argument):
     def make_metavar(self, ctx: click.Context) -> str:

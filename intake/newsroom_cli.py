@@ -309,7 +309,7 @@ def check_command(data_dir: Path, db_key_file: Path | None) -> None:
         problems = Newsroom(store).integrity_problems()
     if problems:
         for problem in problems[:20]:
-            click.echo(problem, err=True)
+            click.echo(said(problem), err=True)
         raise click.ClickException(ngettext("the store has {count} integrity problem: restore it from a backup",
                                             "the store has {count} integrity problems: restore it from a backup",
                                             len(problems)).format(count=len(problems)))

@@ -143,6 +143,8 @@ def test_clicks_own_messages_follow_lang_and_LANG(tmp_path: Path):
     assert "Error: Missing argument 'BACKUP'." in intake("restore").stderr
     english = intake("backup", "--data", tmp_path / "data")
     assert english.returncode == 2 and "Error: Missing option '--out'." in english.stderr and "Usage: intake backup [OPTIONS]" in english.stderr
+    no_data = intake("--lang", "ru", "status", env={"INTAKE_DATA": ""})  # click wrote "(env var: ...)" in English
+    assert no_data.stderr.splitlines()[-1] == "Ошибка: не указан параметр '--data' (переменная окружения: 'INTAKE_DATA')."
 
 
 def test_the_catalogue_of_clicks_words_covers_the_installed_click_and_is_compiled(tmp_path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -357,6 +358,9 @@ def test_status_and_check_cover_the_slots_file(newsroom: Newsroom):
         file.write(bytes(4096))
     zeroed = invoke(newsroom, "check")
     assert zeroed.exit_code == 1 and "1 slots of submissions hold zeroed blocks" in zeroed.output, zeroed.output
+    russian = subprocess.run([str(Path(sys.executable).parent / "intake"), "--lang", "ru", "check", "--data",
+                              str(newsroom.settings.data_dir)], capture_output=True, text=True, timeout=60)
+    assert "хранилище крупных файлов: занятых ячеек с обнулёнными блоками на месте шифротекста: 1;" in russian.stderr
     with open(slots, "r+b") as file:
         file.seek(SLOT_BYTES + 8192)
         file.write(saved)

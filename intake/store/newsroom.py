@@ -22,7 +22,7 @@ from intake.store.connection import Connection, DatabaseError, IntegrityError, t
 from intake.store.errors import JournalistExistsError, StoreError
 from intake.store.records import ID_BATCH, Source, StoredSubmission, expires_by_day, today
 from intake.store.store import Store
-from intake.told import told
+from intake.told import Told, told
 
 T = TypeVar("T")
 
@@ -42,6 +42,10 @@ class UnexportedSubmissionsError(StoreError):
     def __init__(self, name: str, count: int):
         super().__init__(f"{count} submission(s) sealed to {name}'s key and to no other active journalist's were never exported")
         self.name, self.count = name, count
+
+
+# How `intake check` names the store's databases (Store.databases()' labels).
+_STORE_NAMES = {"database": told("the database"), "blobs database": told("the blobs database")}
 
 
 @dataclass(frozen=True)
@@ -525,7 +529,7 @@ class Newsroom:
         sizes["slots file"] = self._store.slots_file_bytes()
         return sizes
 
-    def integrity_problems(self) -> list[str]:
+    def integrity_problems(self) -> list[Told]:
         """What SQLCipher's page authentication and SQLite's structure checks report, and whether
         the slots file holds every slot the database names; [] if healthy."""
         problems: list[str] = []
@@ -534,13 +538,14 @@ class Newsroom:
                 try:
                     rows = conn.execute(f"PRAGMA {pragma}").fetchall()
                 except DatabaseError as error:  # a damaged page can stop a check half-way
-                    problems.append(f"{label}: {pragma}: {error}")
+                    problems.append(told("{store}: {check}: {detail}", store=_STORE_NAMES[label], check=pragma, detail=error))
                     continue
-                problems += [f"{label}: {pragma}: {' '.join(map(str, row))}" for row in rows if row[0] != healthy]
+                problems += [told("{store}: {check}: {detail}", store=_STORE_NAMES[label], check=pragma,
+                                  detail=" ".join(map(str, row))) for row in rows if row[0] != healthy]
         try:
             problems += self._store.slot_problems()
         except DatabaseError as error:  # the database's own damage, already reported above
-            problems.append(f"slots file: the database's list of slots cannot be read: {error}")
+            problems.append(told("slots file: the database's list of slots cannot be read: {detail}", detail=error))
         return problems
 
 

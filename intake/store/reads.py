@@ -15,7 +15,7 @@ from intake.store.connection import Connection, translate_errors
 from intake.store.errors import StoreError
 from intake.store.records import ID_BATCH
 from intake.store.slots_file import SLOT_BYTES, slots_path
-from intake.told import told
+from intake.told import Told, told
 from intake.worker_threads import run_in_os_thread
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class EnvelopeReads:
             left -= len(piece)
             yield piece
 
-    def slot_problems(self) -> list[str]:
+    def slot_problems(self) -> list[Told]:
         """What is wrong between the slots table and the slots file (`intake check`); [] if nothing.
         Every slot in use is read back (slots_file.SlotsFile.zeroed_among)."""
         problems, highest = [], -1
@@ -91,21 +91,23 @@ class EnvelopeReads:
         ):
             highest = max(highest, last_slot)
             if (low, high) != (0, count - 1) or head is None or not (count - 1) * SLOT_BYTES < size - head <= count * SLOT_BYTES:
-                problems.append("slots file: a submission's slots do not add up to its size")
+                problems.append(told("slots file: a submission's slots do not add up to its size"))
         path = slots_path(self._settings.db_path)
         length = path.stat().st_size if path.exists() else 0
         if (highest + 1) * SLOT_BYTES > length:
-            problems.append(f"slots file: {path.name} ends before the slots the database names (restore a backup)")
+            problems.append(told("slots file: {file} ends before the slots the database names (restore a backup)",
+                                 file=path.name))
         elif highest >= 0:
             in_use = [row[0] for row in self._read("SELECT slots.slot FROM slots JOIN submissions ON submissions.id = slots.submission_id"
                                                   " WHERE submissions.state = 'ready' ORDER BY slots.slot")]
             holes = run_in_os_thread(self._slots().holes_among, in_use)
             if holes:
-                problems.append(f"slots file: {len(holes)} slots of submissions hold nothing (holes): restore a backup")
+                problems.append(told("slots file: {count} slots of submissions hold nothing (holes): restore a backup",
+                                     count=len(holes)))
             zeroed = run_in_os_thread(self._slots().zeroed_among, [slot for slot in in_use if slot not in holes])
             if zeroed:
-                problems.append(f"slots file: {zeroed} slots of submissions hold zeroed blocks where ciphertext was written:"
-                                " restore a backup")
+                problems.append(told("slots file: {count} slots of submissions hold zeroed blocks where ciphertext was "
+                                     "written: restore a backup", count=zeroed))
         return problems
 
     def slots_file_bytes(self) -> int:
