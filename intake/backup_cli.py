@@ -37,7 +37,9 @@ def backup_command(data_dir: Path, out_path: Path, db_key_file: Path | None) -> 
                                 "wrote), $INTAKE_DB_KEY_FILE or the systemd credential, never from the data dir."))
 @click.argument("backup", cls=TranslatedArgument, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @data_option
-@db_key_option
+@option("--db-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help=N_("the database key file (default: $INTAKE_DB_KEY_FILE or a systemd credential intake-db-key; never "
+                "one in the data dir)"))
 def restore_command(backup: Path, data_dir: Path, db_key_file: Path | None) -> None:
     settings = restore_backup(backup, data_dir, db_key_file=db_key_file)
     click.echo(_("Restored {backup} into {folder}").format(backup=backup, folder=settings.data_dir))

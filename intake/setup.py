@@ -44,6 +44,15 @@ machine. Its secret key and the passphrase that unlocks it sit side by side on
 a networked machine, which defeats the point of intake: a real journalist's
 secret key is made and kept only on an air-gapped laptop
 (`intake-keys generate`), and only its public key goes to the server.
+
+ЭТО ДЕМОНСТРАЦИОННЫЙ КЛЮЧ. НЕ ИСПОЛЬЗУЙТЕ ЕГО ДЛЯ РАБОТЫ.
+
+`intake demo` создал эту пару ключей журналиста, чтобы канал можно было
+попробовать на одном компьютере. Секретный ключ и парольная фраза к нему лежат
+рядом, на компьютере, подключённом к сети, а это сводит на нет смысл intake:
+настоящий секретный ключ журналиста создаётся и хранится только на ноутбуке,
+который никогда не подключается к сети (`intake-keys generate`), и на сервер
+попадает только открытый ключ.
 """
 
 

@@ -214,7 +214,8 @@ def _reply_server(key_file: str, record: dict) -> ServerPublicKey:
     if len(matching) != 1:
         where = trusted_servers_dir(key_file)
         if named:
-            raise UsageError(_("the source came from server key {fingerprint}, which is no longer trusted in {folder}")
+            raise UsageError(_("the source came from server key {fingerprint}, which is not among the trusted keys in "
+                               "{folder} (trust it with `intake-keys trust-server` if your admin gave it to you)")
                              .format(fingerprint=named, folder=where))
         raise UsageError(_("several server keys are trusted in {folder}: decrypt the source's latest bundle again to record "
                            "which one it came from").format(folder=where))

@@ -325,7 +325,7 @@ def test_import_replies_reports_in_russian(newsroom, tmp_path: Path):
     data = newsroom.settings.data_dir
     imported = intake("--lang", "ru", "import-replies", "--data", data, replies)
     assert imported.returncode == 0, imported.stderr
-    assert ": добавлено 1\n" in imported.stdout and "Добавлено ответов: 1; уже были: 0; некому доставить: 0" in imported.stdout
+    assert ": добавлено 1\n" in imported.stdout and "Добавлено ответов: 1; импортированы раньше: 0; некому доставить: 0" in imported.stdout
     again = intake("import-replies", "--data", data, replies, env=RUSSIAN_ENV)
     assert ": добавлено 0, импортировано раньше 1\n" in again.stdout
 
