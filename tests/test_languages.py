@@ -323,6 +323,30 @@ def test_every_message_of_the_catalogue_is_translated_and_compiled(name: str):
     assert _ids(ROOT / mo, read_mo) == translated
 
 
+_BRACE_FIELD = re.compile(r"\{([A-Za-z_]\w*)(?:![rs])?(?::[^{}]*)?\}")
+_PERCENT_FIELD = re.compile(r"%\((\w+)\)s")
+
+
+@pytest.mark.parametrize("name", [*CATALOGUES, "messages"])
+def test_every_translation_keeps_the_fields_of_its_message(name: str):
+    """A Russian text naming a field its English lacks raises KeyError where it is shown, one that
+    drops a field hides a fact (a path, a count). Plural forms may leave the number out."""
+    po = CATALOGUES[name][2] if name in CATALOGUES else "intake/translations/ru/LC_MESSAGES/messages.po"
+    with open(ROOT / po, "rb") as f:
+        catalogue = read_po(f)
+    wrong = []
+    for message in catalogue:
+        if not message.id:
+            continue
+        english = message.id[0] if isinstance(message.id, tuple) else message.id
+        fields = set(_BRACE_FIELD.findall(english)) | set(_PERCENT_FIELD.findall(english))
+        for text in message.string if isinstance(message.string, tuple) else (message.string,):
+            said = set(_BRACE_FIELD.findall(text)) | set(_PERCENT_FIELD.findall(text))
+            if said - fields or (fields - said and not isinstance(message.id, tuple)):
+                wrong.append((english, text))
+    assert wrong == []
+
+
 @pytest.mark.parametrize("name", CATALOGUES)
 def test_the_catalogue_is_up_to_date_with_the_code(name: str, tmp_path: Path):
     config, template, _po, _mo, keywords = CATALOGUES[name]
