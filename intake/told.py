@@ -13,12 +13,12 @@ from pathlib import Path
 
 from keys.i18n import DOMAIN as KEYS_DOMAIN
 from keys.i18n import LOCALE_DIR as KEYS_LOCALE_DIR
-from keys.told import Told, in_language, told
+from keys.told import N_, Told, in_language, told
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 DOMAIN = "cli"
 
-__all__ = ["DOMAIN", "TRANSLATIONS", "Told", "catalogue", "in_language", "told"]
+__all__ = ["DOMAIN", "N_", "TRANSLATIONS", "Told", "catalogue", "in_language", "told"]
 
 
 @functools.cache

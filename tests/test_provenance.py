@@ -22,7 +22,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from keys import bundle, cli, envelope
-from keys.identity import Identity
+from keys.identity import SECRET_MAGIC, Identity
 from keys.pins import PINS_FILE
 from keys.server_key import ServerPublicKey
 from tests.fixtures_keys import SERVER_PUBLIC, KeyFiles, Source, Submission, build_export, sign_export, unsigned_part
@@ -234,7 +234,7 @@ def test_trust_server_checks_the_fingerprint_and_keeps_the_key_beside_the_secret
     folder = tmp_path / "laptop"
     folder.mkdir()
     secret = folder / "alice.secret"
-    secret.write_bytes(b"")  # only its folder matters to trust-server
+    secret.write_bytes(SECRET_MAGIC)  # trust-server checks its kind by its first bytes; otherwise only its folder matters
     server = ServerPublicKey.from_seed(bytes(range(32, 64)))
     server_file = tmp_path / "server-signing.public"
     server_file.write_text(server.to_text())
@@ -255,6 +255,7 @@ def test_trust_server_checks_the_fingerprint_and_keeps_the_key_beside_the_secret
 
 def test_trust_server_asks_when_no_fingerprint_is_given(capsys, tmp_path, monkeypatch):
     secret = tmp_path / "alice.secret"
+    secret.write_bytes(SECRET_MAGIC)
     server_file = tmp_path / "s.public"
     server_file.write_text(SERVER_PUBLIC.to_text())
     monkeypatch.setattr("sys.stdin", io.StringIO("no\n"))
@@ -284,6 +285,7 @@ def test_trust_server_asks_when_no_fingerprint_is_given(capsys, tmp_path, monkey
 def test_hostile_server_key_files_are_refused(capsys, tmp_path, edit, error):
     path = tmp_path / "s.public"
     path.write_text(edit(SERVER_PUBLIC.to_text()))
+    (tmp_path / "k.secret").write_bytes(SECRET_MAGIC)
     assert cli.main(["trust-server", str(path), "--key", str(tmp_path / "k.secret"), "--fingerprint", "x"]) == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and error in err and not (tmp_path / "trusted-servers").exists()

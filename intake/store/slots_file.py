@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from intake.store.errors import StoreError, StoreFullError
-from intake.told import told
+from intake.told import N_, told
 from intake.worker_threads import os_thread_lock
 
 SLOT_BYTES = 256 * 1024
@@ -332,6 +332,17 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
             raise
 
 
+# What _as_store_error says failed, by the operation named at its use.
+_COULD_NOT = {
+    "open": N_("could not open the slots file: {reason}"),
+    "create": N_("could not create the slots file: {reason}"),
+    "write": N_("could not write the slots file: {reason}"),
+    "read": N_("could not read the slots file: {reason}"),
+    "sync": N_("could not sync the slots file: {reason}"),
+    "truncate": N_("could not truncate the slots file: {reason}"),
+}
+
+
 @contextmanager
 def _as_store_error(doing: str) -> Iterator[None]:
     """OSError from the file, as the store's errors (a full disk is StoreFullError)."""
@@ -340,7 +351,7 @@ def _as_store_error(doing: str) -> Iterator[None]:
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StoreFullError(told("the disk holding the intake database is full: free some space and try again")) from None
-        raise StoreError(told("the slots file: {reason}", reason=os.strerror(error.errno or 0))) from None
+        raise StoreError(told(_COULD_NOT[doing], reason=os.strerror(error.errno or 0))) from None
 
 
 _files: dict[tuple[int, Path], SlotsFile] = {}
