@@ -30,8 +30,10 @@ from intake.store.newsroom import Newsroom, day_before
 from intake.told import told
 
 RETENTION_FILE = "retention.toml"
-MAX_DAYS = 36_500  # a hundred years: "keep for ever", within what a date can hold
-MAX_INTERVAL_MINUTES = 1440  # a run at least once a day
+# Bounds that every file an earlier intake took still meets: days that a date can still count
+# back from today (about 1,900 years: "keep for ever"), and a run at least once a year.
+MAX_DAYS = 700_000
+MAX_INTERVAL_MINUTES = 525_600
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from intake.journalist_auth import generate_login_passphrase
 from intake.onion_keys import ensure_onion_keys
 from intake.server_identity import SERVER_SIGNING_FILE, create_server_signing_key, server_public_key, write_server_public_file
 from intake.store import JournalistExistsError, MissingDatabaseKeyError, Store, StoreError
+from intake.told import told
 
 DEMO_JOURNALIST_DIR = "demo-journalist-DO-NOT-USE-IN-PRODUCTION"
 DEMO_JOURNALIST_NAME = "demo-journalist"
@@ -75,7 +76,7 @@ def load_journalist_key(path: Path) -> PublicIdentity:
     except OSError:
         raise JournalistKeyFileError(_("the journalist public key file {path} cannot be read").format(path=path)) from None
     except KeysError as error:
-        raise JournalistKeyFileError(_("{path}: {reason}").format(path=path, reason=error)) from None
+        raise JournalistKeyFileError(told("{path}: {reason}", path=path, reason=error)) from None
 
 
 def _load_journalist_keys(paths: list[Path]) -> list[PublicIdentity]:

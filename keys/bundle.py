@@ -484,7 +484,7 @@ class ItemReader:
     def _refusal(self, error: KeysError) -> KeysError:
         """The envelope refused: DamagedItemError if the item's bytes are the ones the manifest lists, else ``error``."""
         if self._src.whole_digest() == self._item.blake2b:
-            return DamagedItemError(str(error))
+            return DamagedItemError(*error.args)  # told words stay translatable
         return error
 
 

@@ -150,7 +150,8 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             _fail(
                 _("source {designation}: item {item} ({kind} received {day}) was damaged on the server before export "
                   "and was not decrypted (the bundle itself is intact): {reason}").format(
-                    designation=repr(item.designation), item=item.item_id, kind=item.kind, day=item.received_day, reason=item.reason)
+                    designation=repr(item.designation), item=item.item_id, kind=item.kind, day=item.received_day,
+                    reason=in_language(item.reason, _))
             )
         return EXIT_DAMAGED_ITEMS
     return 0

@@ -119,7 +119,7 @@ class Metadata:
         try:
             record = loads(data, "the envelope's record")
         except FormatError as error:
-            raise RecordError(str(error)) from None
+            raise RecordError(*error.args) from None
         if not isinstance(record, dict) or set(record) != {"kind", "length", "name", "type"}:
             raise RecordError(told("the envelope's record has unexpected fields"))
         length = record["length"]
@@ -129,7 +129,7 @@ class Metadata:
         try:
             _check_record(meta)
         except FormatError as error:
-            raise RecordError(str(error)) from None
+            raise RecordError(*error.args) from None
         return meta
 
 

@@ -175,7 +175,7 @@ class _Share:
                     try:
                         batch.add(target, _write_item(self._bundle, self._identity, folder, item, plan.file_keys.pop(item.entry), advance))
                     except DamagedItemError as error:
-                        damaged.append(_damaged(plan, item, str(error)))
+                        damaged.append(_damaged(plan, item, error.args[0] if len(error.args) == 1 else str(error)))
                     if batch.full:
                         written += batch.flush()
         finally:

@@ -81,34 +81,49 @@ class EnvelopeReads:
 
     def slot_problems(self) -> list[Told]:
         """What is wrong between the slots table and the slots file (`intake check`); [] if nothing.
-        Every slot in use is read back (slots_file.SlotsFile.zeroed_among)."""
-        problems, highest = [], -1
-        for count, low, high, last_slot, size, head in self._read(
-            "SELECT count(*), min(slots.seq), max(slots.seq), max(slots.slot), submissions.size,"
+        Every slot in use is read back (slots_file.SlotsFile.damaged_among)."""
+        problems = []
+        for count, low, high, size, head in self._read(
+            "SELECT count(*), min(slots.seq), max(slots.seq), submissions.size,"
             " (SELECT length(data) FROM submission_chunks WHERE submission_id = submissions.id AND seq = 0)"
             " FROM slots JOIN submissions ON submissions.id = slots.submission_id"
             " WHERE submissions.state = 'ready' GROUP BY submissions.id"
         ):
-            highest = max(highest, last_slot)
             if (low, high) != (0, count - 1) or head is None or not (count - 1) * SLOT_BYTES < size - head <= count * SLOT_BYTES:
                 problems.append(told("slots file: a submission's slots do not add up to its size"))
+        found = self._suspicious_slots()
+        if any(found.values()):
+            # The server may have deleted submissions and cut the file since: only what is still in
+            # use and still wrong on a second look is a problem (a check can run beside the server).
+            again = self._suspicious_slots(among=set().union(*found.values()))
+            found = {kind: found[kind] & again[kind] for kind in found}
+        if found["missing"]:
+            problems.append(told("slots file: {file} ends before the slots the database names (restore a backup)",
+                                 file=slots_path(self._settings.db_path).name))
+        if found["holes"]:
+            problems.append(told("slots file: {count} slots of submissions hold nothing (holes): restore a backup",
+                                 count=len(found["holes"])))
+        if found["zeroed"]:
+            problems.append(told("slots file: {count} slots of submissions hold zeroed blocks where ciphertext was "
+                                 "written: restore a backup", count=len(found["zeroed"])))
+        if found["unreadable"]:
+            problems.append(told("slots file: {count} slots of submissions cannot be read (the disk reports errors): "
+                                 "restore a backup", count=len(found["unreadable"])))
+        return problems
+
+    def _suspicious_slots(self, among: set[int] | None = None) -> dict[str, set[int]]:
+        """The slots of ready submissions (of ``among`` only, if given) that the file lacks, that
+        are holes, that hold zeroed blocks, or that cannot be read."""
+        in_use = [row[0] for row in self._read("SELECT slots.slot FROM slots JOIN submissions ON submissions.id = slots.submission_id"
+                                              " WHERE submissions.state = 'ready' ORDER BY slots.slot")
+                  if among is None or row[0] in among]
         path = slots_path(self._settings.db_path)
         length = path.stat().st_size if path.exists() else 0
-        if (highest + 1) * SLOT_BYTES > length:
-            problems.append(told("slots file: {file} ends before the slots the database names (restore a backup)",
-                                 file=path.name))
-        elif highest >= 0:
-            in_use = [row[0] for row in self._read("SELECT slots.slot FROM slots JOIN submissions ON submissions.id = slots.submission_id"
-                                                  " WHERE submissions.state = 'ready' ORDER BY slots.slot")]
-            holes = run_in_os_thread(self._slots().holes_among, in_use)
-            if holes:
-                problems.append(told("slots file: {count} slots of submissions hold nothing (holes): restore a backup",
-                                     count=len(holes)))
-            zeroed = run_in_os_thread(self._slots().zeroed_among, [slot for slot in in_use if slot not in holes])
-            if zeroed:
-                problems.append(told("slots file: {count} slots of submissions hold zeroed blocks where ciphertext was "
-                                     "written: restore a backup", count=zeroed))
-        return problems
+        missing = {slot for slot in in_use if (slot + 1) * SLOT_BYTES > length}
+        present = [slot for slot in in_use if slot not in missing]
+        holes = run_in_os_thread(self._slots().holes_among, present) if present else set()
+        zeroed, unreadable = run_in_os_thread(self._slots().damaged_among, [slot for slot in present if slot not in holes])
+        return {"missing": missing, "holes": holes, "zeroed": zeroed, "unreadable": unreadable}
 
     def slots_file_bytes(self) -> int:
         """What the slots file takes on disk (a hole, where a write failed, takes nothing)."""

@@ -164,24 +164,30 @@ class SlotsFile:
                 holes.difference_update(range(whole_from, whole_to))
         return holes
 
-    def zeroed_among(self, slots: list[int]) -> int:
-        """How many of ``slots`` hold a 4 KiB run of zeros, read back from the disk. A slot in use
-        holds ciphertext and random padding only, so such a run is a write that never reached the
-        disk or a file system that lost it. (A changed bit cannot be told from ciphertext here:
-        the laptop's decryption finds it, naming the item.) Read with O_DIRECT where the file
-        system allows it, into one page-aligned buffer: checking a large store neither fills the
-        page cache (each fresh page costs this kind of VM ~7 µs, docs/PERFORMANCE.md) nor pushes
-        out what else is cached."""
+    def damaged_among(self, slots: list[int]) -> tuple[set[int], set[int]]:
+        """Those of ``slots`` that hold a 4 KiB run of zeros, and those the disk cannot read back
+        (EIO), as read from the disk. A slot in use holds ciphertext and random padding only, so
+        such a run is a write that never reached the disk or a file system that lost it. (A
+        changed bit cannot be told from ciphertext here: the laptop's decryption finds it, naming
+        the item.) Read with O_DIRECT where the file system allows it, into one page-aligned
+        buffer: checking a large store neither fills the page cache (each fresh page costs this
+        kind of VM ~7 µs, docs/PERFORMANCE.md) nor pushes out what else is cached."""
         buffered = self._descriptor()
         fd = self._direct_fd if self._direct_fd is not None else buffered
-        zeroed = 0
+        zeroed, unreadable = set(), set()
         with mmap.mmap(-1, SLOT_BYTES) as buffer:
             for slot in slots:
-                with _as_store_error("read"):
+                try:
                     got = os.preadv(fd, [buffer], slot * SLOT_BYTES)
+                except OSError as error:
+                    if error.errno != errno.EIO:
+                        with _as_store_error("read"):
+                            raise
+                    unreadable.add(slot)  # the others are still read: a check lists every problem
+                    continue
                 if got < SLOT_BYTES or buffer.find(_ZEROED_RUN) != -1:
-                    zeroed += 1
-        return zeroed
+                    zeroed.add(slot)
+        return zeroed, unreadable
 
     def sync(self) -> None:
         """Make every write so far durable (before the transaction that publishes them). Linux
