@@ -215,8 +215,8 @@ class TipLine:
         source, journalist = self.onions.start(self.source.socket_path, self.journalist.socket_path, client_keys)
         self.say(_("Source onion:      {url}").format(url=f"http://{source}/"))
         self._say_journalist_onion()
-        for notice in self.onions.notices:
-            self.say(_("Note: {notice}").format(notice=notice))
+        for notice in self.onions.notices:  # told words (intake.tor)
+            self.say(_("Note: {notice}").format(notice=said(notice)))
         if plan.mode == "offline":
             self.say(_("Tor is offline: these addresses are made but not published, so nobody can reach them."))
 

@@ -89,7 +89,7 @@ from intake.onion_keys import (
     private_dir,
     write_private_file,
 )
-from intake.told import told
+from intake.told import Told, told
 from intake.tor_control import BootstrapStatus, ProgressCallback, TorControl, TorError, torrc_quote
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class OnionServices:
         keys = [normalise_client_public_key(k) for k in journalist_client_keys]
         with self._lock:
             if self._tor.controller is None:
-                raise TorError("tor is not running")
+                raise TorError(told("tor is not running"))
             old = self._services.get("journalist")
             if old and old.how == "add_onion":
                 sid = old.address.removesuffix(".onion")
@@ -363,7 +363,7 @@ class OnionServices:
         write_private_file(hs_dir / "hs_ed25519_secret_key", KEY_HEADER + self._source_key)
         self._tor.launch(self._torrc(hs_dir))
 
-    def _notice(self, text: str) -> None:
+    def _notice(self, text: Told) -> None:
         # The caller shows self.notices to the operator; logging them too would say it twice.
         if text not in self.notices:
             self.notices.append(text)
@@ -473,9 +473,9 @@ class OnionServices:
         """Tell the operator if the system torrc publishes another onion for our socket
         (deploy/torrc's source service, without intake's key installed)."""
         if self._torrc_hostname_files(target):
-            self._notice(f"the system tor's torrc publishes a different onion address for "
-                         f"{target}: install intake's onion/source.key in that "
-                         "HiddenServiceDir, or remove that service (docs/operator.md)")
+            self._notice(told("the system tor's torrc publishes a different onion address for {target}: install "
+                              "intake's onion/source.key in that HiddenServiceDir, or remove that service "
+                              "(docs/operator.md)", target=target))
 
     def _add_journalist_onion(self, client_keys: list[str]) -> OnionService:
         assert self._journalist_key is not None and self._journalist_target is not None

@@ -251,7 +251,7 @@ class TorControl:
         """Send a raw control command and return tor's reply, accepted or not.
         The command itself never goes into an error (it may carry a key)."""
         if self.controller is None:
-            raise TorError("tor is not running")
+            raise TorError(told("tor is not running"))
         try:
             return self.controller.msg(command)
         except stem.ControllerError as exc:
@@ -278,12 +278,12 @@ class TorControl:
         while True:
             with self.lock:
                 if self.controller is None:
-                    raise TorError("tor is not running")
+                    raise TorError(told("tor is not running"))
                 self.check_alive()
                 try:
                     value = self.controller.get_info("status/bootstrap-phase")
                 except stem.ControllerError as exc:
-                    raise TorError(f"lost the connection to tor: {exc}") from None
+                    raise TorError(told("lost the connection to tor: {reason}", reason=exc)) from None
             self.set_bootstrap(parse_bootstrap_phase(value))
             if self._bootstrap.done:
                 return True
@@ -295,10 +295,10 @@ class TorControl:
         """Raise TorError if our tor exited or the control connection to tor is lost."""
         with self.lock:
             if self.controller is None:
-                raise TorError("tor is not running")
+                raise TorError(told("tor is not running"))
             self.check_alive()
             if not self.controller.is_alive():
-                raise TorError("lost the connection to tor's control socket")
+                raise TorError(told("lost the connection to tor's control socket"))
 
     @property
     def connected(self) -> bool:
@@ -308,7 +308,7 @@ class TorControl:
     def getinfo(self, key: str) -> str:
         with self.lock:
             if self.controller is None:
-                raise TorError("tor is not running")
+                raise TorError(told("tor is not running"))
             try:
                 return self.controller.get_info(key)
             except stem.ControllerError as exc:
@@ -317,7 +317,7 @@ class TorControl:
     def getconf(self, key: str) -> dict[str, list[str]]:
         with self.lock:
             if self.controller is None:
-                raise TorError("tor is not running")
+                raise TorError(told("tor is not running"))
             try:
                 return self.controller.get_conf_map(key)
             except stem.ControllerError as exc:
