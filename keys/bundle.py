@@ -494,7 +494,7 @@ _ITEM_KEYS = {"item_id", "kind", "received_day", "recipients", "entry", "size", 
 
 
 def _parse_manifest(data: bytes, entries: list[_Entry]) -> list[ManifestSource]:
-    doc = loads(data, "the export bundle's manifest")
+    doc = loads(data, told("the export bundle's manifest"))
     if not isinstance(doc, dict) or doc.get("format") != "intake-export-manifest":
         raise FormatError(told("the export bundle's manifest is malformed"))
     if not is_int(doc.get("version")) or doc["version"] != MANIFEST_VERSION:
@@ -510,7 +510,7 @@ def _parse_manifest(data: bytes, entries: list[_Entry]) -> list[ManifestSource]:
     for raw in doc["sources"]:
         if not isinstance(raw, dict) or set(raw) != _SOURCE_KEYS or not isinstance(raw["items"], list):
             raise FormatError(told("the export bundle's manifest is malformed"))
-        reply_key = b64_key(raw["reply_public_key"], 32, "a source's reply key in the bundle")
+        reply_key = b64_key(raw["reply_public_key"], 32, told("a source's reply key in the bundle"))
         _check_source(raw["source_id"], raw["designation"], reply_key)
         if raw["source_id"] in source_ids:
             raise FormatError(told("the export bundle's manifest lists a source twice"))

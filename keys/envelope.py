@@ -117,7 +117,7 @@ class Metadata:
     def decode(cls, data: bytes) -> "Metadata":
         """Read a record that authenticated: any rule it breaks makes it a forgery (RecordError)."""
         try:
-            record = loads(data, "the envelope's record")
+            record = loads(data, told("the envelope's record"))
         except FormatError as error:
             raise RecordError(*error.args) from None
         if not isinstance(record, dict) or set(record) != {"kind", "length", "name", "type"}:

@@ -158,10 +158,10 @@ class PublicIdentity:
             if lines and lines[0].startswith("intake-public-key "):
                 raise UnsupportedVersionError(told("public key format {version!r} is not supported (this toolkit reads v1)", version=lines[0].split(' ', 1)[1]))
             raise FormatError(told("this is not an intake public key file"))
-        fields = key_file_fields(lines[1:], _PUBLIC_FIELDS, "public key file")
+        fields = key_file_fields(lines[1:], _PUBLIC_FIELDS, told("public key file"))
         if not {"name", "encryption-key", "verify-key"} <= fields.keys():
             raise FormatError(told("the public key file lacks its name or keys"))
-        identity = cls(check_name(fields["name"]), x25519_public_key(_key32(fields["encryption-key"]), "the public key file's encryption key"), VerifyKey(_key32(fields["verify-key"])))
+        identity = cls(check_name(fields["name"]), x25519_public_key(_key32(fields["encryption-key"]), told("the public key file's encryption key")), VerifyKey(_key32(fields["verify-key"])))
         # Files written before fingerprint v2 carry a v1 line: still a check of the keys.
         written = fields.get("fingerprint", "").upper()
         if written and written not in (identity.fingerprint, fingerprint_v1(bytes(identity.encryption_key), bytes(identity.verify_key))):
@@ -184,7 +184,7 @@ class PublicIdentity:
 
 
 def _key32(text: str) -> bytes:
-    return b64_key(text, 32, "a key in the public key file")
+    return b64_key(text, 32, told("a key in the public key file"))
 
 
 _FIELD_PRIME = 2**255 - 19

@@ -52,7 +52,7 @@ def load_pins(path: Path) -> dict[str, tuple[str, bytes]]:
         source_id = entry["source_id"]
         if not isinstance(source_id, str) or source_id in pins:
             raise FormatError(told("{path} is damaged", path=path))
-        pins[source_id] = (check_designation(entry["designation"]), b64_key(entry["reply_public_key"], 32, f"a key in {path}"))
+        pins[source_id] = (check_designation(entry["designation"]), b64_key(entry["reply_public_key"], 32, told("a key in {path}", path=path)))
     return pins
 
 

@@ -68,7 +68,7 @@ def seal_reply(text: str, source_reply_key: PublicKey | bytes) -> bytes:
 
     The key came from the server: one of small order would be refused by the envelope, and one
     written at or above 2^255 - 19 would seal a reply its source could never open."""
-    source_reply_key = x25519_public_key(bytes(source_reply_key), "the source's reply key")
+    source_reply_key = x25519_public_key(bytes(source_reply_key), told("the source's reply key"))
     body = text.encode("utf-8")
     sealed = envelope.encrypt_bytes(body, [source_reply_key], Metadata("reply", content_type="text/plain; charset=utf-8", length=len(body)))
     if len(sealed) > MAX_REPLY_ENVELOPE:

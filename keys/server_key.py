@@ -89,11 +89,11 @@ class ServerPublicKey:
             if lines and lines[0].startswith("intake-server-key "):
                 raise UnsupportedVersionError(told("server key format {version!r} is not supported (this toolkit reads v1)", version=lines[0].split(' ', 1)[1]))
             raise FormatError(told("this is not an intake server key file"))
-        fields = key_file_fields(lines[1:], _FIELDS, "server key file")
+        fields = key_file_fields(lines[1:], _FIELDS, told("server key file"))
         if fields.keys() != _FIELDS:
             raise FormatError(told("the server key file lacks its keys or fingerprint"))
-        key = cls(VerifyKey(b64_key(fields["verify-key"], 32, "the server's verify key")),
-                  x25519_public_key(b64_key(fields["encryption-key"], 32, "the server's encryption key"), "the server's encryption key"))
+        key = cls(VerifyKey(b64_key(fields["verify-key"], 32, told("the server's verify key"))),
+                  x25519_public_key(b64_key(fields["encryption-key"], 32, told("the server's encryption key")), told("the server's encryption key")))
         if fields["fingerprint"].upper() != key.fingerprint:
             raise FormatError(told("the server key file's fingerprint does not match its keys"))
         return key

@@ -37,7 +37,7 @@ def load_source_record(folder: Path, missing_ok: bool = False) -> dict | None:
         record = loads(data, str(path))
         if not isinstance(record, dict):
             raise FormatError(told("not an object"))
-        b64_key(record["reply_public_key"], 32, "the reply key")
+        b64_key(record["reply_public_key"], 32, told("the reply key"))
         valid = (
             isinstance(record["designation"], str)
             and 0 < len(record["designation"]) <= MAX_DESIGNATION

@@ -246,6 +246,11 @@ def test_intake_keys_refuses_a_damaged_or_forged_bundle_and_a_wrong_key_file_in_
         f"intake-keys: ошибка: {alice_files.public} — не файл секретного ключа intake\n"), mistyped.stderr
     missing = run("intake-keys", "--lang", "ru", "trust-server", server_key, "--key", tmp_path / "mash.secret")
     assert missing.stderr == f"intake-keys: ошибка: {tmp_path / 'mash.secret'}: такого файла или папки нет\n", missing.stderr
+    damaged_key = tmp_path / "damaged.public"
+    damaged_key.write_text(alice_files.public.read_text().replace("verify-key: ", "verify-key: AAAA", 1))
+    told_deep = run("intake-keys", "--lang", "ru", "fingerprint", damaged_key)  # the reason names the key it refers to
+    assert told_deep.returncode == 1 and "ключ в файле открытого ключа" in told_deep.stderr, told_deep.stderr
+    assert not re.search(r"\b(key|file|the)\b", told_deep.stderr), told_deep.stderr
 
 
 def test_intake_keys_inspect_groups_digits_and_names_kinds_in_russian(tmp_path: Path, alice_files: KeyFiles, two_sources):
