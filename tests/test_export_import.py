@@ -385,6 +385,15 @@ def test_both_export_paths_are_signed_by_the_instance_key(newsroom: Newsroom, al
             ExportBundle(io.BytesIO(data)).verify({})
 
 
+def test_rotating_the_signing_key_asks_first(newsroom: Newsroom):
+    """docs/operator.md: rotate-signing-key asks for confirmation (--yes skips it); a no rotates nothing."""
+    before = server_public_key(newsroom.settings.data_dir)
+    declined = CliRunner().invoke(cli, ["rotate-signing-key", "--data", str(newsroom.settings.data_dir)], input="n\n")
+    assert declined.exit_code == 1 and "Rotate now? [y/N]" in declined.output
+    assert declined.output.endswith("Error: the server key was not rotated\n")
+    assert server_public_key(newsroom.settings.data_dir) == before
+
+
 def test_rotating_the_signing_key_signs_with_the_new_one_and_still_opens_old_routing(newsroom: Newsroom, alice_client):
     submit_as_new_source(newsroom.source_app, "before the rotation")
     old = server_public_key(newsroom.settings.data_dir)
