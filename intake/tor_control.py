@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import stem
 import stem.connection
@@ -51,6 +51,7 @@ _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 10.0
 
 ProgressCallback = Callable[[int, str], None]
+T = TypeVar("T")
 
 
 class TorError(Exception):
@@ -306,22 +307,20 @@ class TorControl:
             return self.controller is not None and self.controller.is_alive()
 
     def getinfo(self, key: str) -> str:
-        with self.lock:
-            if self.controller is None:
-                raise TorError(told("tor is not running"))
-            try:
-                return self.controller.get_info(key)
-            except stem.ControllerError as exc:
-                raise TorError(f"GETINFO {key} failed: {exc}") from None
+        return self._ask(f"GETINFO {key}", lambda controller: controller.get_info(key))
 
     def getconf(self, key: str) -> dict[str, list[str]]:
+        return self._ask(f"GETCONF {key}", lambda controller: controller.get_conf_map(key))
+
+    def _ask(self, what: str, question: Callable[[stem.control.Controller], T]) -> T:
+        """A read-only question to tor, under the lock; a lost connection is a TorError naming ``what``."""
         with self.lock:
             if self.controller is None:
                 raise TorError(told("tor is not running"))
             try:
-                return self.controller.get_conf_map(key)
+                return question(self.controller)
             except stem.ControllerError as exc:
-                raise TorError(f"GETCONF {key} failed: {exc}") from None
+                raise TorError(f"{what} failed: {exc}") from None
 
     # -- stopping --
 

@@ -102,26 +102,22 @@ def test_a_store_refusal_is_told_in_the_pages_language(newsroom: Newsroom):
     from intake.store.connection import connect
 
     app = create_journalist_app(dataclasses.replace(newsroom.settings, busy_timeout_ms=300), TESTING=True)
-    client = app.test_client()
-    client.get("/language/ru")
-    holder = connect(newsroom.settings.db_path, newsroom.settings.db_key, busy_timeout_ms=300)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        refused = sign_in(client, newsroom.alice)
-    finally:
-        holder.rollback()
-        holder.close()
+
+    def sign_in_while_busy(language: str, journalist) -> object:
+        client = app.test_client()
+        client.get(f"/language/{language}")
+        holder = connect(newsroom.settings.db_path, newsroom.settings.db_key, busy_timeout_ms=300)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            return sign_in(client, journalist)
+        finally:
+            holder.rollback()
+            holder.close()
+
+    refused = sign_in_while_busy("ru", newsroom.alice)
     assert refused.status_code == 503
     assert "база данных слишком долго была занята: попробуйте ещё раз" in refused.text
-    english = app.test_client()
-    english.get("/language/en")
-    holder = connect(newsroom.settings.db_path, newsroom.settings.db_key, busy_timeout_ms=300)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        refused = sign_in(english, newsroom.bob)
-    finally:
-        holder.rollback()
-        holder.close()
+    refused = sign_in_while_busy("en", newsroom.bob)
     assert refused.status_code == 503 and "the database stayed busy too long: try again" in refused.text
 
 
