@@ -43,7 +43,8 @@ from bench.paired import Paired, seconds, spread, verdict  # noqa: E402
 from nacl import bindings as sodium  # noqa: E402
 from nacl.public import PrivateKey  # noqa: E402
 
-from keys.envelope import MESSAGE_SIZE, EnvelopeReader, EnvelopeWriter, Metadata, decrypt_bytes, encrypt_bytes  # noqa: E402
+from keys.envelope import MESSAGE_SIZE, EnvelopeWriter, Metadata, encrypt_bytes  # noqa: E402
+from keys.envelope_reader import EnvelopeReader, decrypt_bytes  # noqa: E402
 from tests.fixtures_keys import seal_v1  # noqa: E402
 
 PIECE = 1 << 20
@@ -109,7 +110,8 @@ _MEMORY_CHILD = """
 import os, resource, sys, tempfile
 sys.path.insert(0, {root!r})
 from nacl.public import PrivateKey
-from keys.envelope import EnvelopeReader, EnvelopeWriter, Metadata
+from keys.envelope import EnvelopeWriter, Metadata
+from keys.envelope_reader import EnvelopeReader
 size = {size}
 key = PrivateKey.generate()
 block = os.urandom(1 << 20)

@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.paired import Paired, seconds, spread, verdict  # noqa: E402
 from keys.cleaning.triage import write_triage  # noqa: E402
-from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes  # noqa: E402
+from keys.envelope import EnvelopeWriter, Metadata  # noqa: E402
+from keys.envelope_reader import decrypt_bytes  # noqa: E402
 from keys.identity import KDF_INTERACTIVE, Identity  # noqa: E402
 from keys.server_key import trust_server  # noqa: E402
 

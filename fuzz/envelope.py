@@ -1,4 +1,4 @@
-"""Fuzz the envelope reader (keys.envelope.EnvelopeReader) with two kinds of input.
+"""Fuzz the envelope reader (keys.envelope_reader.EnvelopeReader) with two kinds of input.
 
 - raw (first byte even): the bytes as an envelope file, for the header parser;
 - authentic (first byte odd): the rest builds an envelope (version 2, or version 1, which is
@@ -22,7 +22,8 @@ with atheris.instrument_imports():
     from nacl import bindings as sodium
     from nacl.public import PrivateKey
 
-    from keys.envelope import MAGIC, MESSAGE_SIZE, EnvelopeReader
+    from keys.envelope import MAGIC, MESSAGE_SIZE
+    from keys.envelope_reader import EnvelopeReader
     from keys.errors import KeysError
 
 KEY = PrivateKey(fixed_key_bytes("envelope"))

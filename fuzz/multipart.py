@@ -32,7 +32,7 @@ with atheris.instrument_imports(include=["intake.app.ingest", "werkzeug.sansio.m
 
 from nacl.public import PrivateKey
 
-from keys.envelope import decrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 
 TOKEN = "fuzz-token"
 MAX_BYTES = 256 * 1024

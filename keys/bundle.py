@@ -38,7 +38,8 @@ from nacl.public import PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
 from keys import envelope
-from keys.envelope import EnvelopeReader, Metadata, read_exact
+from keys.envelope import Metadata
+from keys.envelope_reader import EnvelopeReader, read_exact
 from keys.errors import (
     BadSignatureError,
     DamagedItemError,

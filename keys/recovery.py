@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from nacl.public import PublicKey
 
-from keys.envelope import Metadata, decrypt_bytes, encrypt_bytes
+from keys.envelope import Metadata, encrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 from keys.errors import FormatError, WrongKeyError
 from keys.identity import Identity
 from keys.told import told

@@ -29,7 +29,8 @@ from nacl.signing import VerifyKey
 
 from keys import envelope
 from keys.bundle import MAX_SOURCE_ID, SOURCE_ID
-from keys.envelope import Metadata, read_exact
+from keys.envelope import Metadata
+from keys.envelope_reader import read_exact
 from keys.errors import BadSignatureError, FormatError, TruncatedError, UnknownSignerError, UnsupportedVersionError
 from keys.files import PendingFile
 from keys.identity import Identity, check_name, x25519_public_key

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from intake.codename import derive_source_keys
-from keys.envelope import EnvelopeReader, Metadata, encrypt_bytes
+from keys.envelope import Metadata, encrypt_bytes
+from keys.envelope_reader import EnvelopeReader
 from tests.fixtures_browser import launch_chromium
 from tests.fixtures_server import IntakeServer
 

@@ -15,7 +15,7 @@ import pytest
 
 from intake.store import Store
 from intake.store.slots_file import slots_path
-from keys.envelope import decrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 from tests.fixtures_app import csrf_token, make_instance, post_upload, start_as_new_source, upload_body
 
 SCAN_ROOTS = (Path(tempfile.gettempdir()), Path("/var/tmp"), Path("/dev/shm"))

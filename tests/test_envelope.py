@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from nacl import bindings as sodium
 from nacl.public import PrivateKey
 
-from keys import envelope
+from keys import envelope, envelope_reader
 from keys.envelope import (
     MAGIC,
     MESSAGE_CT_SIZE,
@@ -26,15 +26,14 @@ from keys.envelope import (
     EPHEMERAL_KEY_SIZE,
     STANZA_SIZE,
     STREAM_HEADER_SIZE,
-    EnvelopeReader,
     EnvelopeWriter,
     Metadata,
-    decrypt_bytes,
     encrypt_bytes,
     envelope_size,
     header_size,
     padme,
 )
+from keys.envelope_reader import EnvelopeReader, decrypt_bytes
 from keys.errors import FormatError, KeysError, TamperedError, TruncatedError, UnsupportedVersionError, WrongKeyError
 
 KEY = PrivateKey(bytes(range(1, 33)))
@@ -114,7 +113,7 @@ def test_stream_helpers_round_trip_and_return_the_true_length():
     assert envelope.encrypt_stream(io.BytesIO(body), sealed, [KEY.public_key], Metadata("file"), chunk_size=10_000) == len(body)
     sealed.seek(0)
     plain = io.BytesIO()
-    meta = envelope.decrypt_stream(sealed, plain, KEY)
+    meta = envelope_reader.decrypt_stream(sealed, plain, KEY)
     assert plain.getvalue() == body and meta.length == len(body)
 
 

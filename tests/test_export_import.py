@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from keys.bundle import ExportBundle
-from keys.envelope import decrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 from keys.errors import UnknownServerError, WrongKeyError
 from keys.identity import Identity
 from keys.reply_bundle import SealedReply, seal_reply, seal_routing, write_reply_bundle

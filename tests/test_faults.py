@@ -39,7 +39,8 @@ from click.testing import CliRunner
 from keys import cli as keys_cli
 from keys.bundle import ExportBundle
 from keys.server_key import trust_server
-from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes
+from keys.envelope import EnvelopeWriter, Metadata
+from keys.envelope_reader import decrypt_bytes
 from keys.files import TEMP_PREFIX
 from keys.identity import KDF_MIN, Identity
 

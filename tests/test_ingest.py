@@ -26,7 +26,7 @@ from intake.app.ingest import (
 from intake.store import Store
 from intake.store.errors import StoreFullError
 from intake.store.slots_file import slots_path
-from keys.envelope import EnvelopeReader, decrypt_bytes
+from keys.envelope_reader import EnvelopeReader, decrypt_bytes
 from tests.fixtures_app import AppInstance, make_instance, upload_body
 
 TOKEN = "valid-token"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from nacl.public import PrivateKey
 
-from keys import bundle, cli, envelope, reply_bundle
+from keys import bundle, cli, envelope, envelope_reader, reply_bundle
 from keys.files import TEMP_PREFIX, safe_folder_name
 from keys.identity import KDF_MIN, Identity
 from keys.progress import Progress
@@ -617,9 +617,9 @@ def test_reply_seals_to_the_source_and_signs_and_adds(capsys, tmp_path, alice, a
     with open(replies, "rb") as f:
         verified = reply_bundle.verify_reply_bundle(f, {"alice": alice.signing_key.verify_key}, [server_keys_from_seed(SERVER_SEED)[1]])
     assert [sid for sid, _ in verified.replies] == ["src-1", "src-2"]
-    meta, text = envelope.decrypt_bytes(verified.replies[0][1], two_sources[0].key)
+    meta, text = envelope_reader.decrypt_bytes(verified.replies[0][1], two_sources[0].key)
     assert meta.kind == "reply" and text == "Thank you. Stay safe.".encode()
-    assert envelope.decrypt_bytes(verified.replies[1][1], two_sources[1].key)[1] == b"Second reply, to the heron."
+    assert envelope_reader.decrypt_bytes(verified.replies[1][1], two_sources[1].key)[1] == b"Second reply, to the heron."
 
 
 def test_reply_errors_are_one_line(capsys, tmp_path, alice_files):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keys.envelope import decrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 from tests.fixtures_server import SourceClient, Upload, encode_multipart, run_intake_server
 from tests.fixtures_slow_uploads import SlowUpload, SlowUploads, random_content, workers_rss_mib
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
-from keys import bundle, cli, envelope, reply_bundle
+from keys import bundle, cli, envelope, envelope_reader, reply_bundle
 from keys.errors import FormatError, KeysError
 from keys.files import TEMP_PREFIX
 from keys.identity import KDF_MIN, Identity, PublicIdentity
@@ -432,4 +432,4 @@ def test_any_mutation_of_an_envelope_is_refused(data):
     if mutated == original:
         return
     with pytest.raises(KeysError):
-        envelope.decrypt_bytes(mutated, key)
+        envelope_reader.decrypt_bytes(mutated, key)

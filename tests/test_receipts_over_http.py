@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from keys.envelope import decrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 from tests.fixtures_server import IntakeServer, SourceClient, Upload, encode_multipart, run_intake_server
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import struct
 import pytest
 from nacl.public import PrivateKey
 
-from keys import envelope, reply_bundle
+from keys import envelope, envelope_reader, reply_bundle
 from keys.errors import BadSignatureError, FormatError, KeysError, TruncatedError, UnknownSignerError, UnsupportedVersionError, WrongKeyError
 from keys.identity import Identity
 from keys.reply_bundle import SealedReply, seal_reply, seal_routing, verify_reply_bundle
@@ -38,10 +38,10 @@ def test_reply_bundle_round_trips_and_only_the_source_can_read(alice, bob):
     verified = verify(data, {"alice": alice.signing_key.verify_key, "bob": bytes(bob.signing_key.verify_key)})
     assert verified.journalist == "alice"
     assert [sid for sid, _ in verified.replies] == ["src-0", "src-1"]
-    meta, text = envelope.decrypt_bytes(verified.replies[1][1], source_key)
+    meta, text = envelope_reader.decrypt_bytes(verified.replies[1][1], source_key)
     assert meta.kind == "reply" and text == b"Can you send the rest?"
     with pytest.raises(WrongKeyError):
-        envelope.decrypt_bytes(verified.replies[0][1], alice.private_key)
+        envelope_reader.decrypt_bytes(verified.replies[0][1], alice.private_key)
 
 
 def test_source_ids_are_sealed_to_the_server_and_all_routing_is_one_size(alice):
@@ -163,7 +163,7 @@ def test_adding_replies_re_verifies_and_re_signs(alice, tmp_path):
     assert reply_bundle.add_replies(path, alice, [sealed("s2", "two", source_key.public_key)]) == 2
     verified = verify(path.read_bytes(), {"alice": alice.signing_key.verify_key})
     assert [sid for sid, _ in verified.replies] == ["s1", "s2"]
-    assert [envelope.decrypt_bytes(e, source_key)[1] for _, e in verified.replies] == [b"one", b"two"]
+    assert [envelope_reader.decrypt_bytes(e, source_key)[1] for _, e in verified.replies] == [b"one", b"two"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["replies.bundle"]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from keys.envelope import EnvelopeReader
+from keys.envelope_reader import EnvelopeReader
 from tests.fixtures_server import IntakeServer, Page, SourceClient, Upload, encode_multipart
 
 # Time or memory bounds: one worker runs all such tests in turn, never two at once (scripts/test).

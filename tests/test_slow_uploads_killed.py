@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from keys.envelope import decrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 from intake.store.newsroom import Newsroom
 from tests.fixtures_server import run_intake_server
 from tests.test_faults import store_space

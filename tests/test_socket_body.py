@@ -13,7 +13,7 @@ from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
 from intake.socket_body import SocketBody
-from keys.envelope import decrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 from tests.fixtures_server import SourceClient, Upload, encode_multipart, run_intake_server
 
 

@@ -13,7 +13,8 @@ from tests.fixtures_app import AppInstance, csrf_token, make_instance, post_uplo
 from intake.app.sessions import COOKIE_NAME
 from intake.codename import derive_source_keys
 from intake.store import Store
-from keys.envelope import Metadata, decrypt_bytes, encrypt_bytes
+from keys.envelope import Metadata, encrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 
 TRANSLATIONS = Path(__file__).resolve().parent.parent / "intake" / "translations"
 

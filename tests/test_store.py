@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes, header_size
+from keys.envelope import EnvelopeWriter, Metadata, header_size
+from keys.envelope_reader import decrypt_bytes
 
 from intake.config import Settings
 from intake.store import (

@@ -12,7 +12,7 @@ import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from keys import bundle, envelope, reply_bundle
+from keys import bundle, envelope, envelope_reader, reply_bundle
 from keys.identity import Identity
 from keys.server_key import ServerPublicKey, server_keys_from_seed
 from tests.vectors import make_bundle_vectors
@@ -86,7 +86,7 @@ def test_the_reply_vector_verifies_and_opens_with_the_published_keys(name):
     (want,) = vector["replies"]
     ((source_id, sealed),) = verified.replies
     assert sealed[:9] == envelope.MAGIC + bytes([vector["envelope_version"]])
-    meta, text = envelope.decrypt_bytes(sealed, PrivateKey(bytes.fromhex(KEYS["source"]["x25519_secret"])))
+    meta, text = envelope_reader.decrypt_bytes(sealed, PrivateKey(bytes.fromhex(KEYS["source"]["x25519_secret"])))
     assert source_id == want["source_id"] and meta.kind == "reply" and text.decode() == want["text"]
     assert source_id.encode() not in data
 

@@ -20,6 +20,7 @@ import intake.app.give_back
 import intake.app.ingest
 import intake.app.sessions
 import keys.envelope
+import keys.envelope_reader
 import keys.wiping
 from intake.app.give_back import read_unsent_form
 from intake.app.ingest import ConnectionLostError, FormTokenError, UploadTooLargeError, ingest_submission
@@ -27,7 +28,8 @@ from intake.app.sessions import open_session, resume_session, wipe_session
 from intake.codename import derive_source_keys, generate_codename
 from intake.journalist_auth import hash_passphrase, passphrase_matches
 from intake.store import Store
-from keys.envelope import EnvelopeWriter, Metadata, decrypt_bytes
+from keys.envelope import EnvelopeWriter, Metadata
+from keys.envelope_reader import decrypt_bytes
 from keys.errors import BadPassphraseError
 from keys.identity import KDF_MIN, Identity
 from keys.wiping import wipe, wiping
@@ -61,7 +63,7 @@ class Watcher:
 @pytest.fixture
 def watcher(monkeypatch) -> Watcher:
     watching = Watcher()
-    for module in (keys.wiping, keys.envelope, intake.app.ingest, intake.app.give_back, intake.app.sessions):
+    for module in (keys.wiping, keys.envelope, keys.envelope_reader, intake.app.ingest, intake.app.give_back, intake.app.sessions):
         monkeypatch.setattr(module, "wipe", watching)
     return watching
 

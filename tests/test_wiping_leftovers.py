@@ -30,15 +30,9 @@ from intake.app.sessions import SourceSession, open_session, resume_session
 from intake.codename import derive_source_keys, generate_codename
 from intake.journalist_auth import hash_passphrase, passphrase_matches
 from intake.store import Store
-from keys import envelope
-from keys.envelope import (
-    MESSAGE_CT_SIZE,
-    EnvelopeReader,
-    EnvelopeWriter,
-    Metadata,
-    encrypt_bytes,
-    header_size,
-)
+from keys import envelope_reader
+from keys.envelope import MESSAGE_CT_SIZE, EnvelopeWriter, Metadata, encrypt_bytes, header_size
+from keys.envelope_reader import EnvelopeReader
 from keys.errors import BadPassphraseError, TamperedError, TruncatedError, WrongKeyError
 from keys.identity import KDF_MIN, Identity, _derive_into
 from keys.wiping import wipe
@@ -52,7 +46,7 @@ LOCALS = {
     ingest._EncryptedPart.feed: ("held",),
     read_unsent_form: ("message", "decoder"),
     EnvelopeWriter.__init__: ("file_key", "ephemeral_secret"),
-    envelope._open_stanzas: ("shared",),
+    envelope_reader._open_stanzas: ("shared",),
     EnvelopeReader._read_header: ("key",),
     EnvelopeReader._take_content: ("taken",),
     EnvelopeReader.read: ("out",),

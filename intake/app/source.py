@@ -66,7 +66,7 @@ from intake.codename import (
 from intake.retention import RetentionPolicy
 from intake.store.errors import StoreBusyError, StoreError, StoreFullError
 from intake.wordlists.vocabulary import language_of
-from keys.envelope import decrypt_bytes
+from keys.envelope_reader import decrypt_bytes
 from keys.errors import KeysError
 from nacl.public import PrivateKey
 
