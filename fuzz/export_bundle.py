@@ -1,4 +1,4 @@
-"""Fuzz the export-bundle reader (keys.bundle.ExportBundle: verify, read_manifest, open_item).
+"""Fuzz the export-bundle reader (keys.bundle_reader.ExportBundle: verify, read_manifest, open_item).
 
 Three kinds of input, by the first byte:
 - 0 mod 3, raw: the bytes as a bundle file (framing, signature entry, trust check);
@@ -23,7 +23,7 @@ import atheris
 from common import fixed_key_bytes, run
 
 with atheris.instrument_imports():
-    from keys import bundle
+    from keys import bundle, bundle_reader
     from keys.envelope import Metadata, encrypt_bytes
     from keys.errors import KeysError
     from keys.server_key import ServerPublicKey
@@ -62,7 +62,7 @@ def test_one_input(data: bytes) -> None:
     mode, rest = data[0] % 3, data[1:]
     raw = rest if mode == 0 else signed(rest) if mode == 1 else with_manifest(rest)
     try:
-        export = bundle.ExportBundle(io.BytesIO(raw))
+        export = bundle_reader.ExportBundle(io.BytesIO(raw))
         export.verify(TRUSTED)
         sources = export.read_manifest(JOURNALIST)
         for source in sources:

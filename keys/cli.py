@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from keys import bundle, recover_cli, reply_bundle
+from keys import bundle, bundle_reader, recover_cli, reply_bundle
 from keys.cleaning import folder as cleaning, sandbox, triage, wording
 from keys.errors import KeysError
 from keys.i18n import LANGUAGES, YES, _, ngettext, set_language, speak_for_argparse
@@ -121,7 +121,7 @@ def cmd_trust_server(args: argparse.Namespace) -> int:
 def cmd_decrypt(args: argparse.Namespace) -> int:
     if args.clean:
         sandbox.find_tools()  # before the passphrase: say now what to install
-    with bundle.ExportBundle.open(args.bundle) as export:
+    with bundle_reader.ExportBundle.open(args.bundle) as export:
         trusted = require_trusted(args.key)
         progress = Progress(export.size + export.items_size, enabled=True if args.progress else None)
         try:
@@ -234,7 +234,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(_("signer: {signer} ({signature})").format(signer=info.signer, signature=signature))
         print(_("replies: {count}").format(count=info.replies))
         return 0
-    with bundle.ExportBundle.open(args.bundle) as export:
+    with bundle_reader.ExportBundle.open(args.bundle) as export:
         assert export.manifest_entry is not None
         print(_("export bundle, version {version}, {size}").format(version=export.version, size=wording.byte_count(export.size)))
         print(_("items: {count}, envelopes: {size}").format(count=len(export.items), size=wording.byte_count(export.items_size)))

@@ -19,7 +19,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from keys.bundle import ManifestSource, check_designation
+from keys.bundle import check_designation
+from keys.bundle_reader import ManifestSource
 from keys.errors import FormatError, PinnedSourceError
 from keys.files import PendingFile
 from keys.strict_json import b64_key, loads

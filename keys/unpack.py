@@ -36,7 +36,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from keys.bundle import ExportBundle, ManifestItem, ManifestSource
+from keys.bundle_reader import ExportBundle, ManifestItem, ManifestSource
 from keys.errors import DamagedItemError, FormatError, PinnedSourceError, WrongKeyError
 from keys.files import (
     TEMP_PREFIX,

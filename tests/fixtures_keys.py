@@ -15,7 +15,7 @@ from nacl import bindings as sodium
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from keys import bundle, envelope
+from keys import bundle, bundle_reader, envelope
 from keys.identity import KDF_MIN, Identity
 from keys.server_key import ServerPublicKey, trust_server
 
@@ -155,8 +155,8 @@ def sign_export(unsigned: bytes, server_key: SigningKey = SERVER_KEY) -> bytes:
     return unsigned + struct.pack(">BQ", bundle.ENTRY_SIGNATURE, bundle.SIGNATURE_ENTRY_LENGTH) + bytes(public.verify_key) + bytes(public.encryption_key) + signature
 
 
-def open_export(data: bytes) -> bundle.ExportBundle:
+def open_export(data: bytes) -> bundle_reader.ExportBundle:
     """An export bundle opened and its signature checked against the test server key."""
-    export = bundle.ExportBundle(io.BytesIO(data))
+    export = bundle_reader.ExportBundle(io.BytesIO(data))
     export.verify({bytes(SERVER_PUBLIC.verify_key): SERVER_PUBLIC})
     return export

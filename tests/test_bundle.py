@@ -10,7 +10,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from keys import bundle, envelope
-from keys.bundle import ExportBundle, stream_export_bundle
+from keys.bundle import stream_export_bundle
+from keys.bundle_reader import ExportBundle
 from keys.errors import (
     BadSignatureError,
     FormatError,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from keys import unpack
-from keys.bundle import ExportBundle
+from keys.bundle_reader import ExportBundle
 from keys.errors import TamperedError
 from keys.files import TEMP_PREFIX
 from tests.fixtures_keys import SERVER_PUBLIC, KeyFiles, Source, Submission, alice, alice_files, build_export  # noqa: F401

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from keys import bundle
+from keys import bundle, bundle_reader
 from keys.errors import FormatError
 
 from intake.config import Settings
@@ -74,7 +74,7 @@ def test_an_export_bundle_of_more_than_a_million_items_is_refused_from_its_heade
     entry = struct.pack(">BQ", bundle.ENTRY_ITEM, 1) + b"\0"
     data = bundle.EXPORT_MAGIC + bytes([bundle.VERSION]) + entry * (bundle.MAX_ITEMS + 1)
     with pytest.raises(FormatError, match="too many items"):
-        bundle.ExportBundle(io.BytesIO(data))
+        bundle_reader.ExportBundle(io.BytesIO(data))
     assert bundle.MAX_ITEMS == 1_000_000
 
 

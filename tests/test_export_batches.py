@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from keys.bundle import ExportBundle
+from keys.bundle_reader import ExportBundle
 
 from intake.exchange import EXPORT_CACHE_MIB, ExportScope, PreparedExport, _BatchedCiphertexts
 from intake.server_identity import load_server_signing_key, server_public_key

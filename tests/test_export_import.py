@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from keys.bundle import ExportBundle
+from keys.bundle_reader import ExportBundle
 from keys.envelope_reader import decrypt_bytes
 from keys.errors import UnknownServerError, WrongKeyError
 from keys.identity import Identity

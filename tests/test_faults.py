@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from keys import cli as keys_cli
-from keys.bundle import ExportBundle
+from keys.bundle_reader import ExportBundle
 from keys.server_key import trust_server
 from keys.envelope import EnvelopeWriter, Metadata
 from keys.envelope_reader import decrypt_bytes

@@ -97,7 +97,7 @@ def test_no_keys_module_imports_intake_even_lazily():
 
 # The core: what decrypts and replies. Cleaning (keys/cleaning/, which runs mat2 and bwrap) is
 # outside it: only the command line reaches it, so the core can be audited without it.
-CORE = ("envelope", "envelope_reader", "sodium_buffers", "wiping", "identity", "bundle", "unpack", "workers", "files", "index", "source_record", "errors", "progress")
+CORE = ("envelope", "envelope_reader", "sodium_buffers", "wiping", "identity", "bundle", "bundle_reader", "unpack", "workers", "files", "index", "source_record", "errors", "progress")
 
 
 def test_the_core_never_imports_the_cleaning_package():

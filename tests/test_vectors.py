@@ -12,7 +12,7 @@ import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from keys import bundle, envelope, envelope_reader, reply_bundle
+from keys import bundle_reader, envelope, envelope_reader, reply_bundle
 from keys.identity import Identity
 from keys.server_key import ServerPublicKey, server_keys_from_seed
 from tests.vectors import make_bundle_vectors
@@ -54,7 +54,7 @@ def test_the_export_vector_verifies_and_decrypts_to_the_published_contents(name)
     assert len(data) == vector["size"] and hashlib.sha256(data).hexdigest() == vector["sha256"]
     assert hashlib.blake2b(data[: -(9 + 128)], digest_size=64).hexdigest() == vector["signed_blake2b_512"]
     server = ServerPublicKey.from_text(KEYS["server"]["public_file"])
-    export = bundle.ExportBundle(io.BytesIO(data))
+    export = bundle_reader.ExportBundle(io.BytesIO(data))
     assert export.verify({bytes(server.verify_key): server}) == server
     manifest = export.manifest_entry
     assert data[manifest.offset : manifest.offset + 9] == envelope.MAGIC + bytes([vector["envelope_version"]])
