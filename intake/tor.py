@@ -3,10 +3,11 @@
 The rest of the app asks :class:`OnionServices` for "the source onion for this
 unix socket and the journalist onion for that one" and gets ``xxx.onion``
 addresses back; tor itself (launched or attached, its control connection) is
-intake.tor_control's. These two are the only modules that import stem. Both
-services forward virtual port 80 to ``unix:PATH`` (``HiddenServicePort`` and
-``ADD_ONION Port=80,unix:PATH``), never to a TCP port that any local process
-could reach (intake.listeners makes the sockets).
+intake.tor_control's, and what a system torrc already publishes, intake.system_torrc's.
+These three are the only modules that import stem. Both services forward virtual
+port 80 to ``unix:PATH`` (``HiddenServicePort`` and ``ADD_ONION Port=80,unix:PATH``),
+never to a TCP port that any local process could reach (intake.listeners makes the
+sockets).
 
 Modes
 -----
@@ -74,13 +75,13 @@ import dataclasses
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import stem
 
+from intake import system_torrc
 from intake.onion_keys import (
     KEY_HEADER,
     load_or_create_onion_key,
@@ -101,8 +102,6 @@ ONION_VIRTUAL_PORT = 80
 # Tor Browser opens at most ~6 connections per site; 20 streams per rendezvous
 # circuit is ample for a person and closes circuits that open hundreds.
 MAX_STREAMS_PER_CIRCUIT = 20
-
-_TORRC_DESCRIPTOR_WAIT = 10.0  # seconds a torrc service forwarding to intake's socket may take to build its descriptor
 
 __all__ = ["BootstrapStatus", "OnionService", "OnionServices", "TorError", "unix_socket_target"]
 
@@ -166,7 +165,7 @@ class OnionServices:
             self.control_socket = Path(control_socket) if control_socket else self.tor_dir / "control"
         for line in extra_torrc or ():
             if any(c in line for c in "\n\r\0"):
-                raise TorError("an extra torrc line contains a line break")
+                raise TorError(told("an extra torrc line contains a line break"))
         self.extra_torrc = list(extra_torrc or ())
         self._tor = TorControl(self.tor_dir, self.control_socket, tor_binary=tor_binary, progress=progress)
         self._lock = self._tor.lock
@@ -208,7 +207,7 @@ class OnionServices:
         source_target, journalist_target = (unix_socket_target(path) for path in (source_socket, journalist_socket))
         with self._lock:
             if self._tor.controller is not None or self._stopped:
-                raise TorError("these onion services were already started")
+                raise TorError(told("these onion services were already started"))
             self._source_key = load_or_create_onion_key(self.onion_dir / "source.key")
             self._journalist_key = load_or_create_onion_key(self.onion_dir / "journalist.key")
             self._source_target, self._journalist_target = source_target, journalist_target
@@ -236,11 +235,11 @@ class OnionServices:
         stopped): attach again and publish both services again, same addresses. Raises
         TorError while tor is not back."""
         if self.mode != "system":
-            raise TorError("only a system tor is reconnected to; intake's own tor is not restarted")
+            raise TorError(told("only a system tor is reconnected to; intake's own tor is not restarted"))
         keys = [normalise_client_public_key(k) for k in journalist_client_keys]
         with self._lock:
             if self._stopped or self._source_key is None:
-                raise TorError("these onion services are not started")
+                raise TorError(told("these onion services are not started"))
             self._tor.close_controller()
             self._added.clear()  # they went with the old connection
             self._tor.attach()
@@ -264,7 +263,7 @@ class OnionServices:
             old = self._services.get("journalist")
             if old and old.how == "add_onion":
                 sid = old.address.removesuffix(".onion")
-                self._tor.msg(f"DEL_ONION {sid}", "could not remove the journalist onion service")
+                self._tor.msg(f"DEL_ONION {sid}", told("could not remove the journalist onion service"))
                 if sid in self._added:
                     self._added.remove(sid)
                 self._services["journalist"] = dataclasses.replace(
@@ -376,8 +375,8 @@ class OnionServices:
         if hostname.exists():
             tor_says = hostname.read_text().strip()
             if tor_says != self._services[name].address:
-                raise TorError(f"tor derived {tor_says} from the {name} key, intake expected "
-                               f"{self._services[name].address}")
+                raise TorError(told("tor derived {derived} from the {name} key, intake expected {expected}",
+                                    derived=tor_says, name=name, expected=self._services[name].address))
 
     @staticmethod
     def _reply_fields(reply: stem.response.ControlMessage) -> list[tuple[str, str]]:
@@ -388,7 +387,7 @@ class OnionServices:
                 fields.append((key, value))
         return fields
 
-    def _add_onion(self, key: bytes, args: str, what: str, *,
+    def _add_onion(self, key: bytes, args: str, what: Told, *,
                    collision_ok: bool = False) -> list[tuple[str, str]] | None:
         """ADD_ONION with ``key``; the fields of tor's reply. With ``collision_ok``, None
         when tor answers that it already publishes this address."""
@@ -397,11 +396,11 @@ class OnionServices:
         if not reply.is_ok():
             if collision_ok and reply.content()[-1][0] == "550" and "collision" in str(reply).lower():
                 return None
-            raise TorError(f"{what}: tor said {str(reply).strip()!r}")
+            raise TorError(told("{what}: tor said {reply!r}", what=what, reply=str(reply).strip()))
         fields = self._reply_fields(reply)
         sid = dict(fields).get("ServiceID", "")
         if sid + ".onion" != onion_address_for_key(key):
-            raise TorError(f"{what}: tor returned an unexpected service id")
+            raise TorError(told("{what}: tor returned an unexpected service id", what=what))
         self._added.append(sid)
         return fields
 
@@ -413,8 +412,8 @@ class OnionServices:
                 f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},{target}")
         # Asked first, because ADD_ONION of an address the torrc already publishes is refused only
         # after tor logs a "Bug" warning with a stack trace, which would alarm the operator.
-        if self._torrc_publishes(address, target) or self._add_onion(
-                key, args, "could not add the source onion service", collision_ok=True) is None:
+        if system_torrc.publishes(self._tor.controller, address, target) or self._add_onion(
+                key, args, told("could not add the source onion service"), collision_ok=True) is None:
             # Only a holder of this key can publish this address: the system tor's torrc does
             # (HiddenServiceDir with intake's source.key, as in deploy/torrc), and its per-service
             # options (PoW, intro-point DoS defence, stream limits) apply.
@@ -424,55 +423,10 @@ class OnionServices:
         return OnionService("source", address, target, True, "add_onion", pow_defenses=True,
                             max_streams=MAX_STREAMS_PER_CIRCUIT)
 
-    def _torrc_publishes(self, address: str, target: str) -> bool:
-        """Whether the system tor's torrc already publishes ``address`` (forwarding to ``target``).
-
-        The service's hostname file says so when intake may read it; tor's own directory usually
-        is not readable (Debian's is debian-tor's, 0700), and then tor answers with the service's
-        descriptor once it has built it, within seconds of a torrc service starting (waited for,
-        only when a torrc service forwards to intake's socket)."""
-        hostnames = self._torrc_hostname_files(target)
-        if not hostnames:
-            return False
-        for hostname in hostnames:
-            try:
-                if hostname.read_text().strip() == address:
-                    return True
-            except OSError:
-                break  # not ours to read: ask tor
-        else:
-            return False  # every service forwarding to our socket has another address
-        deadline = time.monotonic() + _TORRC_DESCRIPTOR_WAIT
-        while True:
-            try:
-                self._tor.controller.get_info(f"hs/service/desc/id/{address.removesuffix('.onion')}")
-                return True
-            except stem.ControllerError:
-                if time.monotonic() >= deadline:
-                    return False
-            time.sleep(0.25)
-
-    def _torrc_hostname_files(self, target: str) -> list[Path]:
-        """The hostname file of each system torrc service with a HiddenServicePort to ``target``."""
-        try:
-            reply = self._tor.controller.msg("GETCONF HiddenServiceOptions") if self._tor.controller else None
-        except stem.ControllerError:
-            return []
-        if reply is None or not reply.is_ok():
-            return []
-        found, directory = [], None
-        for _code, _div, content in reply.content():  # in torrc order: each Dir, then its options
-            key, _, value = content.partition("=")
-            if key == "HiddenServiceDir":
-                directory = Path(value.strip().strip('"'))
-            elif key == "HiddenServicePort" and directory is not None and value.split()[-1] == target:
-                found.append(directory / "hostname")
-        return found
-
     def _check_system_torrc_services(self, target: str) -> None:
         """Tell the operator if the system torrc publishes another onion for our socket
         (deploy/torrc's source service, without intake's key installed)."""
-        if self._torrc_hostname_files(target):
+        if system_torrc.hostname_files(self._tor.controller, target):
             self._notice(told("the system tor's torrc publishes a different onion address for {target}: install "
                               "intake's onion/source.key in that HiddenServiceDir, or remove that service "
                               "(docs/operator.md)", target=target))
@@ -488,11 +442,11 @@ class OnionServices:
         args = (f"Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams={MAX_STREAMS_PER_CIRCUIT} "
                 f"PoWDefensesEnabled=1 Port={ONION_VIRTUAL_PORT},{target} "
                 + " ".join(f"ClientAuthV3={k}" for k in sorted(set(client_keys))))
-        fields = self._add_onion(self._journalist_key, args, "could not add the journalist onion service")
+        fields = self._add_onion(self._journalist_key, args, told("could not add the journalist onion service"))
         assert fields is not None
         echoed = tuple(v.upper() for k, v in fields if k == "ClientAuthV3")
         if sorted(echoed) != sorted(set(client_keys)):
-            raise TorError("tor did not confirm the journalist service's client authorisation")
+            raise TorError(told("tor did not confirm the journalist service's client authorisation"))
         return OnionService("journalist", address, target, True, "add_onion", pow_defenses=True,
                             max_streams=MAX_STREAMS_PER_CIRCUIT, client_auth=echoed)
 
@@ -511,7 +465,7 @@ class OnionServices:
                 except stem.InvalidRequest:
                     pass  # it closed meanwhile (552 unknown circuit)
         except stem.ControllerError as exc:
-            raise TorError(f"could not close the journalist service's open circuits ({type(exc).__name__})") from None
+            raise TorError(told("could not close the journalist service's open circuits ({error})", error=type(exc).__name__)) from None
         if circuits:
             log.info("closed %d open circuit(s) to the journalist service", len(circuits))
         return len(circuits)

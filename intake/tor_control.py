@@ -1,8 +1,8 @@
 """The tor intake talks to: one it launches and owns, or the system's; the control connection.
 
 intake.tor publishes the onion services through a :class:`TorControl`; this module knows how
-to start tor, attach to it, speak to it and stop it, and nothing about the services. The two
-are the only modules that import stem.
+to start tor, attach to it, speak to it and stop it, and nothing about the services. With
+intake.system_torrc, they are the only modules that import stem.
 
 A launched tor runs with the torrc intake writes (DataDirectory ``<data_dir>/tor/``, 0700),
 is controlled over a unix socket in that directory with cookie authentication, and exits
@@ -38,7 +38,7 @@ import stem.response
 
 from intake.child_processes import dies_with_this_process
 from intake.onion_keys import private_dir, write_private_file
-from intake.told import told
+from intake.told import Told, told
 
 log = logging.getLogger("intake.tor")  # the same log as the services': one name for everything tor says
 
@@ -96,7 +96,7 @@ def torrc_quote(value: str | os.PathLike) -> str:
     """A path as a torrc value."""
     text = os.fspath(value)
     if any(c in text for c in "\n\r\0"):
-        raise TorError("a path given to tor contains a line break")
+        raise TorError(told("a path given to tor contains a line break"))
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -184,7 +184,7 @@ class TorControl:
                 raise TorError(told("tor did not open its control socket within {seconds:.0f} s{complaint}",
                                     seconds=_START_TIMEOUT, complaint=self._last_complaint()))
             time.sleep(0.05)
-        self.msg("TAKEOWNERSHIP", "tor refused TAKEOWNERSHIP")
+        self.msg("TAKEOWNERSHIP", told("tor refused TAKEOWNERSHIP"))
 
     def attach(self) -> None:
         """Connect to a tor that runs already (the system's)."""
@@ -248,7 +248,7 @@ class TorControl:
 
     # -- commands --
 
-    def send(self, command: str, what: str) -> stem.response.ControlMessage:
+    def send(self, command: str, what: Told) -> stem.response.ControlMessage:
         """Send a raw control command and return tor's reply, accepted or not.
         The command itself never goes into an error (it may carry a key)."""
         if self.controller is None:
@@ -256,13 +256,13 @@ class TorControl:
         try:
             return self.controller.msg(command)
         except stem.ControllerError as exc:
-            raise TorError(f"{what}: lost the connection to tor ({type(exc).__name__})") from None
+            raise TorError(told("{what}: lost the connection to tor ({error})", what=what, error=type(exc).__name__)) from None
 
-    def msg(self, command: str, what: str) -> stem.response.ControlMessage:
+    def msg(self, command: str, what: Told) -> stem.response.ControlMessage:
         """Send a raw control command; raise TorError(what: tor's reply) if refused."""
         reply = self.send(command, what)
         if not reply.is_ok():
-            raise TorError(f"{what}: tor said {str(reply).strip()!r}")
+            raise TorError(told("{what}: tor said {reply!r}", what=what, reply=str(reply).strip()))
         return reply
 
     def set_bootstrap(self, status: BootstrapStatus) -> None:
@@ -320,7 +320,7 @@ class TorControl:
             try:
                 return question(self.controller)
             except stem.ControllerError as exc:
-                raise TorError(f"{what} failed: {exc}") from None
+                raise TorError(told("{what} failed: {reason}", what=what, reason=str(exc))) from None
 
     # -- stopping --
 

@@ -42,7 +42,8 @@ def test_words_that_were_not_told_are_shown_as_they_are():
 # and the exceptions that only ever mean a bug (their words are for a developer).
 TOLD_MODULES = sorted((ROOT / "intake" / "store").glob("*.py")) + [
     ROOT / "intake" / f"{name}.py"
-    for name in ("config", "retention", "exchange", "enrolment", "listeners", "server_identity", "onion_keys", "server")
+    for name in ("config", "retention", "exchange", "enrolment", "listeners", "server_identity", "onion_keys", "server",
+                 "tor", "tor_control", "system_torrc")
 ] + [
     ROOT / "keys" / f"{name}.py"
     for name in ("bundle", "bundle_reader", "envelope", "envelope_reader", "identity", "pins", "recovery", "reply_bundle", "server_key", "source_record",

@@ -438,14 +438,15 @@ def test_offline_mode_cannot_be_turned_online_by_extra_torrc_lines(tmp_path, sta
 
 def test_every_stem_name_intake_uses_exists():
     """`except stem.StemError` named a class stem does not have: the handler itself raised
-    AttributeError when tor went away. Every stem.* name in intake.tor and intake.tor_control must resolve."""
+    AttributeError when tor went away. Every stem.* name in intake.tor, intake.tor_control and
+    intake.system_torrc must resolve."""
     import ast
     import importlib
 
-    from intake import tor_control
+    from intake import system_torrc, tor_control
 
     used = set()
-    for node in (node for module in (intake_tor, tor_control) for node in ast.walk(ast.parse(Path(module.__file__).read_text()))):
+    for node in (node for module in (intake_tor, tor_control, system_torrc) for node in ast.walk(ast.parse(Path(module.__file__).read_text()))):
         if isinstance(node, ast.Attribute):
             parts, inner = [node.attr], node.value
             while isinstance(inner, ast.Attribute):
