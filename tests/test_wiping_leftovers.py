@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from nacl._sodium import ffi
 from nacl.public import PrivateKey
-from werkzeug.sansio.multipart import MultipartDecoder
 
 import intake.app.ingest as ingest
 from intake.app.give_back import read_unsent_form
 from intake.app.ingest import MalformedUploadError, ingest_submission
+from intake.app.multipart import MultipartDecoder
 from intake.app.sessions import SourceSession, open_session, resume_session
 from intake.codename import derive_source_keys, generate_codename
 from intake.journalist_auth import hash_passphrase, passphrase_matches
@@ -42,7 +42,7 @@ from tests.test_wiping import FAST, TOKEN, UPLOADS, _canary, _check_token, _Read
 # The buffer locals of each function that must be zeros when it returns.
 LOCALS = {
     ingest.ingest_submission: ("held", "decoder", "read_buffer"),
-    ingest._safe_cut: ("tail",),
+    MultipartDecoder._safe_cut: ("tail",),
     ingest._EncryptedPart.feed: ("held",),
     read_unsent_form: ("message", "decoder"),
     EnvelopeWriter.__init__: ("file_key", "ephemeral_secret"),
@@ -184,7 +184,7 @@ def test_an_upload_leaves_no_buffer_holding_anything(leftovers: Leftovers, insta
             with pytest.raises(refusal):
                 run()
     seen = leftovers.check()
-    assert {"ingest_submission.decoder", "_safe_cut.tail", "_SmallField"} <= seen
+    assert {"ingest_submission.decoder", "MultipartDecoder._safe_cut.tail", "_SmallField"} <= seen
     if case in ("stored", "connection-lost", "too-large"):
         assert {"EnvelopeWriter", "_EncryptedPart", "_EncryptedPart.feed.held"} <= seen
     if case == "oversized-part-header":
@@ -212,7 +212,7 @@ def test_the_bytes_handed_to_the_parser_are_wiped_not_only_dropped():
     kept = b"kept back " * 1000
     held = bytearray(secret + kept)
     decoder = MultipartDecoder(b"boundary", 1 << 20)
-    ingest._hand_over(decoder, held, len(secret))
+    decoder.hand_over(held, len(secret))
     assert bytes(held) == kept and bytes(decoder.buffer) == secret
     allocation = _allocation(held)
     assert kept in allocation  # the check sees this buffer's memory

@@ -383,28 +383,6 @@ def _boundary(content_type: str | None) -> bytes:
     return boundary.encode("ascii")
 
 
-def _safe_cut(decoder: MultipartDecoder, held: bytearray, delimiter: bytes) -> int:
-    """How many of the ``held`` bytes the decoder may see now.
-
-    Werkzeug 3.1's decoder mistakes the line break before a boundary for content
-    when its input ends right after ``--boundary-`` (half of the closing ``--``)
-    or after blanks following the boundary, and adds a stray CR to the part.
-    Such a suffix is held back until more data (or the end) arrives.
-    """
-    window = len(delimiter) + 64
-    tail = decoder.buffer[-window:] + held[-window:]  # bytearrays: wiped below, like every copy of the body
-    try:
-        index = tail.rfind(delimiter)
-        if index == -1:
-            return len(held)
-        after = len(tail) - index - len(delimiter)
-        with memoryview(tail) as view, view[index + len(delimiter) :] as rest:
-            held_back = rest == b"-" or (after > 0 and all(byte in b" \t" for byte in rest))
-        return max(0, len(held) - after) if held_back else len(held)
-    finally:
-        wipe(tail)
-
-
 def _feed(decoder: MultipartDecoder, upload: _Upload) -> bool:
     """Hand every event the decoder can produce to the upload; True once the form is complete."""
     while True:
@@ -452,9 +430,7 @@ def ingest_submission(
     each, in order). Raises an UploadError (after publishing the whole parts held and
     dropping the part in flight) when the request is refused; the parts published
     before the refusal stay."""
-    boundary = _boundary(content_type)
-    delimiter = b"--" + boundary
-    decoder = MultipartDecoder(boundary, PARSER_BUFFER_LIMIT, max_parts=MAX_PARTS)
+    decoder = MultipartDecoder(_boundary(content_type), PARSER_BUFFER_LIMIT, max_parts=MAX_PARTS)
     upload = _Upload(store, source_id, check_form_token, on_published)
     received = 0
     held = bytearray()
@@ -470,11 +446,10 @@ def ingest_submission(
             if count:
                 held += reads[:count]
                 wipe(reads[:count])  # not kept while the next read waits for the network
-                cut = _safe_cut(decoder, held, delimiter)
-                _hand_over(decoder, held, cut)
+                decoder.receive_held(held)
                 finished = _feed(decoder, upload)
                 continue
-            _hand_over(decoder, held, len(held))
+            decoder.receive_held(held, at_the_end=True)
             decoder.receive_data(None)
             try:
                 finished = _feed(decoder, upload)
@@ -503,10 +478,3 @@ def ingest_submission(
         with contextlib.suppress(BufferError):  # a stream that kept a view of it: nothing left to wipe
             reads.release()
 
-
-def _hand_over(decoder: MultipartDecoder, held: bytearray, cut: int) -> None:
-    """Give the parser the first ``cut`` held bytes (it copies them), then wipe and drop them."""
-    with memoryview(held) as view, view[:cut] as given:
-        decoder.receive_data(given)
-        wipe(given)
-    del held[:cut]

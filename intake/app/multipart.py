@@ -13,11 +13,17 @@ scanned the whole buffer for the delimiter and then again for the boundary, copi
 buffer to look for a partial boundary at its end, and copied the data out twice; here the
 buffer is scanned once and the data copied out once (docs/PERFORMANCE.md, "Large uploads:
 one scan of the multipart buffer").
+
+And it is fed the way intake.app.ingest needs: ``receive_held`` takes the body bytes a request
+has read, holds back the few after a boundary that Werkzeug would misread, and wipes what it
+handed to the parser (the body is plaintext).
 """
 
 from __future__ import annotations
 
 from werkzeug.sansio import multipart as werkzeug_multipart
+
+from keys.wiping import wipe
 
 # What ``[^\S\n\r]`` matches in a bytes pattern: ASCII whitespace but the line breaks.
 _BLANKS = b" \t\x0b\x0c"
@@ -134,6 +140,42 @@ class MultipartDecoder(werkzeug_multipart.MultipartDecoder):
             data_end, del_index = match.start(), match.end()
         with memoryview(data) as view, view[data_start:data_end] as piece:
             return bytes(piece), del_index, match is None
+
+    def receive_held(self, held: bytearray, *, at_the_end: bool = False) -> None:
+        """Give the parser what it may see now of the body bytes ``held`` (at the end of the
+        body, all of them), as :meth:`hand_over` does."""
+        self.hand_over(held, len(held) if at_the_end else self._safe_cut(held))
+
+    def hand_over(self, held: bytearray, cut: int) -> None:
+        """Give the parser the first ``cut`` bytes of ``held`` (it copies them), then wipe
+        and drop them from ``held``: deleting from a bytearray's front only moves its start,
+        so bytes not wiped first would stay in its memory."""
+        with memoryview(held) as view, view[:cut] as given:
+            self.receive_data(given)
+            wipe(given)
+        del held[:cut]
+
+    def _safe_cut(self, held: bytearray) -> int:
+        """How many of the ``held`` bytes may be given now.
+
+        Werkzeug 3.1's decoder mistakes the line break before a boundary for content
+        when its input ends right after ``--boundary-`` (half of the closing ``--``)
+        or after blanks following the boundary, and adds a stray CR to the part.
+        Such a suffix is held back until more data (or the end) arrives.
+        """
+        delimiter = self.boundary_re._delimiter  # type: ignore[attr-defined]
+        window = len(delimiter) + 64
+        tail = self.buffer[-window:] + held[-window:]  # bytearrays: wiped below, like every copy of the body
+        try:
+            index = tail.rfind(delimiter)
+            if index == -1:
+                return len(held)
+            after = len(tail) - index - len(delimiter)
+            with memoryview(tail) as view, view[index + len(delimiter) :] as rest:
+                held_back = rest == b"-" or (after > 0 and all(byte in b" \t" for byte in rest))
+            return max(0, len(held) - after) if held_back else len(held)
+        finally:
+            wipe(tail)
 
 
 def _last_partial_boundary_index(data: bytes | bytearray, data_start: int, boundary_length: int) -> int:
