@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import pyotp
 from click.testing import CliRunner
+from nacl.public import PrivateKey
 from keys.envelope import Metadata, encrypt_bytes
 from keys.identity import Identity, fingerprint_v1
 from keys.server_key import ServerPublicKey
@@ -31,6 +34,12 @@ from tests.fixtures_store import store_as_before_the_slots_file
 def invoke(newsroom: Newsroom, *args: str, input: str | None = None):
     return CliRunner().invoke(cli, [args[0], *args[1:], "--data", str(newsroom.settings.data_dir)] if args[0] != "journalist"
                               else [*args[:2], "--data", str(newsroom.settings.data_dir), *args[2:]], input=input)
+
+
+def client_public_key(private_b32: str) -> str:
+    """The client-auth public key (as the server keeps it) of a printed private key."""
+    private = PrivateKey(base64.b32decode(private_b32 + "=" * (-len(private_b32) % 8)))
+    return normalise_client_public_key(base64.b32encode(bytes(private.public_key)).decode())
 
 
 def new_key(tmp_path: Path, name: str) -> tuple[Identity, Path]:
@@ -124,8 +133,21 @@ def test_reset_login_replaces_the_passphrase_and_ends_sessions(newsroom: Newsroo
     assert client.get("/sources").status_code == 303
     assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice, code=newsroom.alice.code(1)).status_code == 401
     new_passphrase = re.search(r"Login passphrase:\s+(.+)", result.output).group(1).strip()
-    new_code = pyotp.parse_uri(re.search(r"(otpauth://\S+)", result.output).group(1)).now()
-    assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice, passphrase=new_passphrase, code=new_code).status_code == 303
+    new_totp = pyotp.parse_uri(re.search(r"(otpauth://\S+)", result.output).group(1))
+    # The old TOTP secret stops working too, not only the old passphrase (docs/journalists.md):
+    # the new passphrase with a code of the old secret is refused.
+    old_code = newsroom.alice.code(-1)
+    assert old_code not in {new_totp.at(time.time() + 30 * step) for step in (-1, 0, 1)}
+    refused = sign_in(newsroom.journalist_app.test_client(), newsroom.alice, passphrase=new_passphrase, code=old_code)
+    assert refused.status_code == 401
+    assert sign_in(newsroom.journalist_app.test_client(), newsroom.alice, passphrase=new_passphrase, code=new_totp.now()).status_code == 303
+    # And the old client-auth key: the journalist service is published with the new one only.
+    old_private = newsroom.alice.enrolment.client_auth_line.rsplit(":", 1)[1]
+    new_private = re.search(r"descriptor:x25519:([A-Z2-7]+)", result.output).group(1)
+    with newsroom.store() as store:
+        published = NewsroomStore(store).client_auth_keys()
+    assert client_public_key(new_private) in published
+    assert client_public_key(old_private) not in published
 
 
 def test_key_rotation_is_remove_then_add(newsroom: Newsroom, alice_client, tmp_path: Path):

@@ -194,6 +194,39 @@ def test_a_session_expires(tmp_path: Path):
         assert store._conn.execute("SELECT count(*) FROM journalist_sessions").fetchone()[0] == 0
 
 
+def test_the_documented_limits_and_session_length_are_the_servers_own(newsroom: Newsroom):
+    """docs/journalists.md gives the figures; the other tests here shrink them to run fast, so this
+    one reads what an app made with no overrides uses."""
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "journalists.md").read_text()
+    throttle = newsroom.journalist_app.extensions["intake-journalist"].throttle
+    assert f"**{throttle.per_account} failed sign-ins within {throttle.window_minutes} minutes**" in guide
+    assert f"**{throttle.overall} failures across all names**" in guide
+    assert f"sessions end after {newsroom.journalist_app.config['JOURNALIST_SESSION_MINUTES']} minutes" in guide
+
+
+class _Clock:
+    """The journalist app's time module as a session sees it: time.time(), moved on by hand."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+
+def test_a_session_lasts_thirty_minutes_and_no_longer(newsroom: Newsroom, monkeypatch):
+    import intake.app.journalist as journalist_app
+
+    clock = _Clock()
+    monkeypatch.setattr(journalist_app, "time", clock)
+    client = newsroom.journalist_app.test_client()
+    assert sign_in(client, newsroom.alice).status_code == 303
+    clock.ahead = 29 * 60
+    assert client.get("/sources").status_code == 200
+    clock.ahead = 31 * 60
+    assert client.get("/sources").status_code == 303
+
+
 def test_a_removed_journalist_is_signed_out_and_cannot_sign_in(newsroom: Newsroom, alice_client):
     with newsroom.store() as store:
         NewsroomStore(store).remove_journalist("alice")
