@@ -188,7 +188,9 @@ def test_restore_refuses_a_wrong_key_a_full_dir_and_a_key_inside_it_and_leaves_n
 
 def test_the_recovery_file_follows_the_list_of_journalists(tmp_path: Path, laptop: Path):
     """Sealed at init to every journalist; after `journalist remove` the removed one cannot open
-    it; a journalist added later (`journalist add`, or `init` with a new key) can. A key that is not a journalist's opens nothing, writes nothing."""
+    it; a journalist added later (`journalist add`, or `init` with a new key) can, and after a key
+    rotation the new key can and the old cannot. A key that is not a journalist's opens nothing,
+    writes nothing."""
     key = _key_file(tmp_path / "db.key")
     data = tmp_path / "data"
     run(BIN / "intake", "init", "--yes", "--data", data, "--db-key-file", key, "--journalist-key", laptop / "alice.public",
@@ -222,6 +224,16 @@ def test_the_recovery_file_follows_the_list_of_journalists(tmp_path: Path, lapto
     again = recover("alice", "alice.key")
     assert again.returncode == 1 and "exists" in again.stderr
     assert (data / "db-key.recovery").stat().st_mode & 0o777 == 0o600
+
+    # A key rotation (`journalist add --replace`) seals it to the new key, and no longer to the old.
+    rotated = Identity.generate("alice")
+    rotated.save(laptop / "alice-rotated.secret", PASSPHRASE, KDF_MIN)
+    rotated.public.save(laptop / "alice-rotated.public")
+    run(BIN / "intake", "journalist", "add", "--data", data, "--db-key-file", key, "--name", "alice",
+        "--public-key", laptop / "alice-rotated.public", "--replace", "--yes", cwd=tmp_path)
+    assert recover("alice-rotated", "rotated.key").returncode == 0
+    assert (tmp_path / "rotated.key").read_text() == key.read_text()
+    assert recover("alice", "old-alice.key").returncode == 1 and not (tmp_path / "old-alice.key").exists()
 
 
 def test_recover_db_key_refuses_what_is_not_a_recovery_file(tmp_path: Path, laptop: Path):
