@@ -326,6 +326,50 @@ def test_without_a_port_intake_serve_opens_no_tcp_listener(settings: Settings):
     assert not (settings.data_dir / "sockets" / "source.sock").exists()  # gunicorn removed them
 
 
+def _modes_not_as_promised(data_dir: Path) -> list[str]:
+    """SECURITY.md §2: the data dir's folders 0700 and its files 0600, but the server's public key
+    (0644), the folder of the apps' sockets (0710 when tor's group may enter it) and the two
+    sockets in it (0660)."""
+    wrong = []
+    for path in [data_dir, *data_dir.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        relative = path.relative_to(data_dir).as_posix()
+        if path.is_symlink():
+            wrong.append(f"{relative}: a symbolic link")
+        elif relative == "sockets":
+            allowed = (0o700, 0o710)
+        elif path.parent.name == "sockets" and stat.S_ISSOCK(path.lstat().st_mode) and path.parent.parent == data_dir:
+            allowed = (0o660,)
+        elif path.is_dir():
+            allowed = (0o700,)
+        elif relative == "server-signing.public":
+            allowed = (0o644,)
+        else:
+            allowed = (0o600,)
+        if mode not in allowed:
+            wrong.append(f"{relative}: {oct(mode)}")
+    return wrong
+
+
+def test_the_data_dir_keeps_its_modes_while_intake_serves_and_after(settings: Settings):
+    """Checked after `intake init` by test_cli_setup; here with what serving adds: tor's own files,
+    the sockets, the WAL, the slots file of a large upload, a session."""
+    port = free_port()
+    serve = ServeProcess(["serve", "--data", str(settings.data_dir), "--tor", "offline", "--port", str(port)])
+    try:
+        serve.read_until(SERVING)
+        source = SourceClient(f"http://127.0.0.1:{port}")
+        _codename, page = source.start_as_new_source()
+        answer = post_submission(source, page, [Part("message", None, b"a tip"), Part("file", "large.bin", os.urandom(400_000))])
+        assert acknowledged(*answer[:2]), answer[:2]
+        data = settings.data_dir
+        assert (data / "tor" / "state").exists() and (data / "intake.db-slots").stat().st_size > 400_000
+        assert _modes_not_as_promised(data) == []
+    finally:
+        assert serve.stop() == 0, serve.output
+    assert _modes_not_as_promised(settings.data_dir) == []
+
+
 def test_a_stop_signal_is_heard_whatever_the_serving_loop_was_doing(settings: Settings):
     """A signal's handler runs in the main thread between any two of its bytecodes, so also in the
     middle of the serving loop's wait. Here the handler is called at each line of that wait in turn:
