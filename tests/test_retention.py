@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from intake.store.newsroom import Newsroom as NewsroomStore
 from intake.store.newsroom import day_before
 from keys.reply_bundle import seal_reply
 from tests.fixtures_newsroom import Newsroom, download_export, submit_as_new_source
+from tests.fixtures_serve import INTAKE, ServeProcess
 
 
 def backdate(store: Store, sql: str, days: int, *params) -> None:
@@ -181,3 +184,54 @@ def test_purge_command_runs_retention_now(newsroom: Newsroom):
         backdate(store, "UPDATE sources SET last_active_day = ?", 5)
     result = CliRunner().invoke(cli, ["purge", "--data", str(newsroom.settings.data_dir)])
     assert result.exit_code == 0 and "sources deleted: 1" in result.output
+
+
+def _unused_source_from_days_ago(newsroom: Newsroom, days: int) -> bytes:
+    """A codename made `days` ago that never sent anything (the default policy keeps it 1 day)."""
+    lookup = os.urandom(32)
+    with newsroom.store() as store:
+        store.create_source(lookup, os.urandom(32))
+        backdate(store, "UPDATE sources SET last_active_day = ? WHERE lookup_id = ?", days, lookup)
+    return lookup
+
+
+def _sources(newsroom: Newsroom) -> int:
+    with newsroom.store() as store:
+        return store.counts()["sources"]
+
+
+@pytest.mark.slow
+def test_intake_serve_runs_retention_at_start_and_then_every_interval(newsroom: Newsroom):
+    """docs/journalists.md: "`intake serve` runs retention at start and then every 60 minutes,
+    without anyone asking" (here every minute, from retention.toml), as shipped."""
+    (newsroom.settings.data_dir / "retention.toml").write_text("interval_minutes = 1\n")
+    known = _sources(newsroom)
+    _unused_source_from_days_ago(newsroom, 5)
+    serve = ServeProcess(["serve", "--data", str(newsroom.settings.data_dir), "--no-tor"])
+    try:
+        serve.read_until("Ctrl-C stops intake.")
+        deadline = time.monotonic() + 10
+        while _sources(newsroom) != known and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sources(newsroom) == known, "not purged at start"
+        _unused_source_from_days_ago(newsroom, 5)
+        started = time.monotonic()
+        deadline = started + 75  # one interval of 60 s, and room for a loaded machine
+        while _sources(newsroom) != known and time.monotonic() < deadline:
+            time.sleep(1)
+        took = time.monotonic() - started
+        assert _sources(newsroom) == known, "not purged within 75 s of the next interval"
+    finally:
+        assert serve.stop() == 0, serve.output
+    print(f"\nthe second unused codename went {took:.0f} s after it was made")
+
+
+def test_a_bad_retention_toml_stops_intake_serve_at_start_with_one_line(newsroom: Newsroom):
+    (newsroom.settings.data_dir / "retention.toml").write_text("interval_minutes = 0\n")
+    result = subprocess.run(INTAKE + ["serve", "--data", str(newsroom.settings.data_dir), "--no-tor"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    # (The test's data dir keeps its database key inside, which serve warns of on a line of its own.)
+    lines = [line for line in result.stderr.splitlines() if "the database key is inside the data dir" not in line]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "retention.toml: interval_minutes must be a whole number" in lines[0]
