@@ -63,7 +63,9 @@ def generate_codename(words: int | None = None, *, language: str = "en") -> str:
     words = fewest if words is None else words
     if not fewest <= words <= MAX_WORDS:
         raise ValueError(f"a codename from the {language} list has {fewest} to {MAX_WORDS} words")
-    return " ".join(secrets.choice(vocabulary.words) for _ in range(words))
+    # No word twice: a source who sees a word repeated may "correct" it as a typo. Drawing without
+    # replacement costs 0.004 bits (English, 7 words) and 0.01 (Russian, 8): both stay above the floor.
+    return " ".join(secrets.SystemRandom().sample(vocabulary.words, words))
 
 
 def normalize_codename(text: str) -> str:
