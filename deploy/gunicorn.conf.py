@@ -22,7 +22,8 @@ Environment:
   INTAKE_WORKER_CONNECTIONS   connections per worker (default 1500)
   INTAKE_BODY_MIN_BYTES_PER_SECOND, INTAKE_BODY_WINDOW_SECONDS, INTAKE_BODY_DEADLINE_SECONDS
                               how fast a request body must arrive (default 1024 bytes/s
-                              averaged over each 60 s) and by when (default 4 h); see
+                              averaged over each 60 s) and by when (default: the upload limit at
+                              12 KiB/s, at least 4 h); see
                               intake/body_pace.py
   INTAKE_TOR_CIRCUIT_IDS      auto (default): a connection that opens with tor's PROXY line
                               (HiddenServiceExportCircuitID haproxy) is counted by its
@@ -30,8 +31,9 @@ Environment:
   INTAKE_CONNECTIONS_PER_CIRCUIT  connections one circuit may hold per worker (default 12)
   INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND  requests per second one circuit may make per worker
                               (default 4, in bursts of 16)
-  INTAKE_MAX_UPLOAD_MIB, INTAKE_UPLOADS_PER_WORKER, INTAKE_UPLOADS_PER_CIRCUIT
-                              the app's limits (intake/config.py); all in docs/operator.md
+  INTAKE_MAX_UPLOAD_MIB, INTAKE_UPLOADS_PER_WORKER, INTAKE_UPLOADS_PER_CIRCUIT, INTAKE_SOURCE_LANGUAGE
+                              the app's limits and the source pages' language (intake/config.py);
+                              all in docs/operator.md
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import os
 import signal
 
 from intake.body_pace import count_from_environment, worker_limits_from_environment
-from intake.config import limits_from_environment
+from intake.config import operator_settings_from_environment
 from intake.child_processes import die_with_parent
 from intake.logs import redact
 from intake.memory_key import environment_for_children
@@ -69,7 +71,7 @@ worker_connections = count_from_environment("INTAKE_WORKER_CONNECTIONS", 1500)
 # Read here so that a bad value stops the server at once; each worker reads them again.
 worker_limits_from_environment()
 try:
-    limits_from_environment()  # the app's (upload size, uploads per worker and circuit), read again in each worker
+    operator_settings_from_environment()  # the app's (upload size, uploads in flight, pages' language), read again in each worker
 except ValueError as error:
     raise SystemExit(f"intake: {error}") from None
 

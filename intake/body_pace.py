@@ -8,8 +8,10 @@ long as it liked, and ~500 of them stopped the source site. A body now has:
   ``window`` seconds (1 KiB/s over 60 s by default). A Tor circuit on a slow bridge
   moves tens of KiB a second; a stall of a whole minute means the circuit is gone.
   An attacker must now spend a real circuit's bandwidth on every connection it holds.
-- an overall deadline (4 h by default): a 500 MiB upload must average 36 KiB/s
-  (about 0.3 Mbit/s), a fraction of what onion services measure even over bridges.
+- an overall deadline: by default long enough for the largest upload allowed to arrive
+  at 12 KiB/s (about 0.1 Mbit/s, a slow bridge's upload), and at least 4 h: 11.9 h for
+  500 MiB. A source on a slow Snowflake bridge can send the whole limit; a body that
+  takes longer is cut, and the source is told why (intake.app.ingest).
 
 The limits are read from the environment by `worker_limits_from_environment`, which
 deploy/gunicorn.conf.py calls at start (so a bad value stops the server with a clear
@@ -38,7 +40,19 @@ CIRCUIT_IDS_ENV = "INTAKE_TOR_CIRCUIT_IDS"
 CONNECTIONS_PER_CIRCUIT_ENV = "INTAKE_CONNECTIONS_PER_CIRCUIT"
 REQUESTS_PER_CIRCUIT_ENV = "INTAKE_REQUESTS_PER_CIRCUIT_PER_SECOND"
 
+MAX_UPLOAD_ENV = "INTAKE_MAX_UPLOAD_MIB"  # intake.config reads it for the app; here for the deadline
+
 T = TypeVar("T")
+
+MIB = 1024 * 1024
+DEFAULT_MAX_UPLOAD_MIB = 500  # intake.config.Settings.max_request_bytes (tests/test_operator_settings_table.py)
+SLOW_BRIDGE_BYTES_PER_SECOND = 12 * 1024  # the slowest circuit that must still carry the largest upload
+SHORTEST_BODY_DEADLINE = 4 * 60 * 60
+
+
+def body_deadline_for(max_upload_bytes: int) -> float:
+    """The default deadline: the largest upload allowed at SLOW_BRIDGE_BYTES_PER_SECOND, at least 4 h."""
+    return float(max(SHORTEST_BODY_DEADLINE, -(-max_upload_bytes // SLOW_BRIDGE_BYTES_PER_SECOND)))
 
 
 # A connection that never carried a request counts as idle only after this long: a browser over tor
@@ -47,20 +61,23 @@ FRESH_CONNECTION_WAIT = 5.0
 
 
 class BodyTooSlowError(ConnectionResetError):
-    """The body arrived slower than the minimum rate, or not within the deadline.
+    """The body arrived slower than the minimum rate, or not within the deadline (``past_deadline``,
+    of ``deadline_seconds``): the app tells the source which.
 
     A ConnectionResetError (errno ECONNRESET), so that everything between the socket and
     the app (gunicorn, Werkzeug, intake's upload parser) treats it as the client going away."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, *, past_deadline: bool = False, deadline_seconds: float = 0.0):
         super().__init__(errno.ECONNRESET, reason)
+        self.past_deadline = past_deadline
+        self.deadline_seconds = deadline_seconds
 
 
 @dataclass(frozen=True)
 class WorkerLimits:
     body_min_rate: int = 1024  # bytes a second, averaged over each window
     body_window: float = 60.0  # seconds
-    body_deadline: float = 4 * 60 * 60  # seconds from the first byte of the body to its last
+    body_deadline: float = body_deadline_for(DEFAULT_MAX_UPLOAD_MIB * MIB)  # seconds from the body's first byte to its last
     # "auto": a connection that opens with tor's PROXY line is counted by its circuit, others
     # as unknown; "required": refused without it; "off": never read (the line is a bad request).
     circuit_ids: str = "auto"
@@ -95,7 +112,7 @@ def worker_limits_from_environment(env: dict[str, str] | None = None) -> WorkerL
     limits = WorkerLimits(
         body_min_rate=_number(env, BODY_MIN_RATE_ENV, defaults.body_min_rate, int, 1),
         body_window=_number(env, BODY_WINDOW_ENV, defaults.body_window, float, 1),
-        body_deadline=_number(env, BODY_DEADLINE_ENV, defaults.body_deadline, float, 1),
+        body_deadline=_number(env, BODY_DEADLINE_ENV, body_deadline_for(_max_upload_bytes(env)), float, 1),
         circuit_ids=circuit_ids,
         connections_per_circuit=_number(env, CONNECTIONS_PER_CIRCUIT_ENV, defaults.connections_per_circuit, int, 1),
         requests_per_circuit=_number(env, REQUESTS_PER_CIRCUIT_ENV, defaults.requests_per_circuit, float, 0.1),
@@ -103,6 +120,12 @@ def worker_limits_from_environment(env: dict[str, str] | None = None) -> WorkerL
     if limits.body_deadline < limits.body_window:
         raise SystemExit(f"intake: {BODY_DEADLINE_ENV} must be at least {BODY_WINDOW_ENV}")
     return limits
+
+
+def _max_upload_bytes(env: dict[str, str]) -> int:
+    """The upload limit, for the deadline; a bad value is intake.config's to refuse, with its own words."""
+    text = env.get(MAX_UPLOAD_ENV, "")
+    return int(text) * MIB if text.isdigit() and int(text) >= 1 else DEFAULT_MAX_UPLOAD_MIB * MIB
 
 
 class _BodyClock:
@@ -124,7 +147,8 @@ class _BodyClock:
 
     def check(self, now: float) -> None:
         if now >= self._deadline:
-            raise BodyTooSlowError("the request body did not arrive within the deadline")
+            raise BodyTooSlowError("the request body did not arrive within the deadline", past_deadline=True,
+                                   deadline_seconds=self._limits.body_deadline)
         if now >= self._window_end:
             needed = self._limits.body_min_rate * self._limits.body_window
             if self._in_window < needed:

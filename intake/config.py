@@ -36,6 +36,10 @@ DATA_DIR_ENV = "INTAKE_DATA"  # how gunicorn's workers learn their data dir (int
 KDF_OPSLIMIT = 5
 KDF_MEMLIMIT = 128 * 1024 * 1024
 
+# The languages of the source and journalist pages (each has its catalogue in intake/translations).
+PAGE_LANGUAGES: dict[str, str] = {"en": "English", "ru": "Русский"}
+SOURCE_LANGUAGE_ENV = "INTAKE_SOURCE_LANGUAGE"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -43,6 +47,10 @@ class Settings:
     db_key: bytes = field(repr=False)  # SQLCipher key; repr=False keeps it out of tracebacks and logs
     instance_secret: bytes = field(repr=False)  # Flask SECRET_KEY and the codename salt derive from it
     max_request_bytes: int = 500 * 1024 * 1024  # $INTAKE_MAX_UPLOAD_MIB
+    # The source pages' language until a visitor picks one ($INTAKE_SOURCE_LANGUAGE); None: the
+    # browser's. Tor Browser asks for English whatever its user reads, so a newsroom whose sources
+    # read Russian sets "ru", and their first codename is Russian too.
+    source_language: str | None = None
     session_minutes: int = 120
     kdf_opslimit: int = KDF_OPSLIMIT
     kdf_memlimit: int = KDF_MEMLIMIT
@@ -176,21 +184,27 @@ LIMITS_FROM_ENVIRONMENT = {
 }
 
 
-def limits_from_environment(env: dict[str, str] | None = None) -> dict[str, int]:
-    """The limits an operator set in the environment, as Settings fields (a bad value: ValueError)."""
+def operator_settings_from_environment(env: dict[str, str] | None = None) -> dict[str, object]:
+    """The limits and the source pages' language an operator set in the environment, as Settings
+    fields (a bad value: ValueError)."""
     env = os.environ if env is None else env
-    limits = {}
+    chosen: dict[str, object] = {}
     for name, (field_name, unit) in LIMITS_FROM_ENVIRONMENT.items():
         text = env.get(name, "")
         if not text:
             continue
         if not text.isdigit() or int(text) < 1:
             raise ValueError(f"{name} must be a whole number of at least 1, not {text!r}")
-        limits[field_name] = int(text) * unit
-    return limits
+        chosen[field_name] = int(text) * unit
+    language = env.get(SOURCE_LANGUAGE_ENV, "")
+    if language:
+        if language not in PAGE_LANGUAGES:
+            raise ValueError(f"{SOURCE_LANGUAGE_ENV} must be one of {', '.join(PAGE_LANGUAGES)}, not {language!r}")
+        chosen["source_language"] = language
+    return chosen
 
 
 def load_settings_from_environment(**overrides) -> Settings:
     """Settings of the instance in $INTAKE_DATA, with the operator's limits, for the app
     factories that gunicorn calls."""
-    return load_settings(Path(os.environ[DATA_DIR_ENV]), **{**limits_from_environment(), **overrides})
+    return load_settings(Path(os.environ[DATA_DIR_ENV]), **{**operator_settings_from_environment(), **overrides})

@@ -100,17 +100,33 @@ def refusal_status(error: BaseException) -> tuple[int, str]:
     return 500, "Internal Server Error"
 
 
-def error_response(status: int, reason: str) -> bytes:
-    """A complete HTTP/1.1 answer: fixed body, strict headers, connection closed."""
-    body = f"{status} {reason}\n".encode("ascii")
+def error_response(status: int, reason: str, page: str | None = None) -> bytes:
+    """A complete HTTP/1.1 answer: fixed body (``page``, an HTML page, or the status as text),
+    strict headers, connection closed."""
+    body = page.encode("utf-8") if page is not None else f"{status} {reason}\n".encode("ascii")
     head = [
         f"HTTP/1.1 {status} {reason}",
         "Connection: close",
-        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Type: {'text/html' if page is not None else 'text/plain'}; charset=utf-8",
         f"Content-Length: {len(body)}",
         *(f"{name}: {value}" for name, value in SECURITY_HEADERS.items()),
     ]
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+# What a person is shown when the worker itself refuses a connection as busy (its circuit's
+# requests or connections over their limits, or the worker full): before the app, so in every
+# language of the pages at once, and telling what to do. Nothing of that request was kept.
+BUSY_PAGE = """<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Busy, try again · Сервис перегружен</title>
+<h1>Busy, try again</h1>
+<p>The service is very busy right now. Wait a minute, then reload the page. What you sent with this request was not kept.</p>
+<h1 lang="ru">Сервис перегружен</h1>
+<p lang="ru">Сейчас сервис очень загружен. Подождите минуту и обновите страницу. То, что вы отправили этим запросом, не сохранено.</p>
+"""
 
 
 # The status line and headers gunicorn adds to every response that intake leaves out.
@@ -136,7 +152,7 @@ IDLE_CLOSE_INTERVAL = 0.2
 
 def _refuse_busy(client) -> None:
     try:
-        util.write_nonblock(client, error_response(503, "Service Unavailable"))
+        util.write_nonblock(client, error_response(503, "Service Unavailable", BUSY_PAGE))
     except OSError:
         pass
     util.close(client)

@@ -4,12 +4,13 @@ and the sleep those threads use instead of gevent's."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -45,6 +46,25 @@ def sleep_here(seconds: float) -> None:
         monkey.get_original("time", "sleep")(seconds)
     else:
         time.sleep(seconds)
+
+
+class WaitedTooLong(BaseException):
+    """Raised by ``waiting_at_most``. A BaseException, as gevent's own Timeout is: what reads on
+    the way turns errors into others (a TimeoutError is retried by intake.body_pace, an Exception
+    becomes a 400 in intake.app.security), and only the caller may catch it."""
+
+
+@contextlib.contextmanager
+def waiting_at_most(seconds: float) -> Iterator[None]:
+    """On a gevent worker, WaitedTooLong in the block if it still waits after ``seconds`` (for a
+    client's bytes, say). Elsewhere (the Flask test client reads from memory) no bound."""
+    if not _gevent_threads():
+        yield
+        return
+    import gevent
+
+    with gevent.Timeout(seconds, WaitedTooLong(f"waited {seconds:g} s")):
+        yield
 
 
 def run_in_os_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -85,6 +85,49 @@ def test_bodies_below_the_minimum_rate_are_cut_and_those_above_it_arrive(tmp_pat
         assert "Traceback" not in server.gunicorn.error_log_text()
 
 
+def _whole_answer(port: int, head: bytes, body: bytes, piece: int, every: float) -> str:
+    """Send the body paced as `_send_paced` does, and read the whole answer the server gave."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        for offset in range(0, len(body), piece):
+            try:
+                sock.sendall(body[offset : offset + piece])
+            except OSError:
+                break
+            ready = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) if _readable(sock) else b""
+            if ready:
+                break
+            time.sleep(every)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    return answer.decode("utf-8", "replace")
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_a_source_is_told_whether_its_upload_was_too_slow_or_took_too_long(tmp_path: Path) -> None:
+    """A cut by the server is not "the connection broke": the page says which limit stopped it."""
+    with run_intake_server(tmp_path, env={**LIMITS, "INTAKE_SOURCE_LANGUAGE": "ru"}) as server:
+        client = SourceClient(server.url)
+        form = client.start_as_new_source()[1].form_with("message", "files")
+        head, body = _request(client, form, "slow " * 200)
+        stalled = _whole_answer(server.gunicorn.port, head, body, 1, 0.5)
+        assert stalled.startswith("HTTP/1.1 400") and "Соединение стало слишком медленным" in stalled, stalled[:300]
+        head, body = _request(client, form, "long " * 4000)
+        too_long = _whole_answer(server.gunicorn.port, head, body, 400, 0.25)
+        assert too_long.startswith("HTTP/1.1 400") and "Отправка шла слишком долго" in too_long, too_long[:300]
+        assert "Сервис ждёт одну отправку не дольше 0 ч" in too_long  # 9 s here
+        assert "Traceback" not in server.gunicorn.error_log_text()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [

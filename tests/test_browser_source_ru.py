@@ -94,7 +94,7 @@ def test_a_russian_source_walks_the_whole_journey_and_sees_status_and_a_reply(in
         {"name": "скан.bin", "mimeType": "application/octet-stream", "buffer": scan},
     ])
     page.get_by_role("button", name="Отправить", exact=True).click()
-    assert page.get_by_role("heading", level=1).inner_text() == "Спасибо, мы всё получили"
+    assert page.get_by_role("heading", level=1).inner_text() == "Спасибо, получено"
     receipt = page.locator(".receipt li").all_inner_texts()
     assert receipt[0].startswith("Ваше сообщение") and "протокол.txt" in receipt[1] and "скан.bin" in receipt[2]
     journey.shot("ru-received")
@@ -117,8 +117,8 @@ def test_a_russian_source_walks_the_whole_journey_and_sees_status_and_a_reply(in
     status = [" ".join(item.split()) for item in page.locator(".status li").all_inner_texts()]
     assert status == [
         f"Сообщение: получено {today}; редакция скачала {today}",
-        f"Файл: получено {today}; редакция скачала {today}",
-        f"Файл: получено {today}; редакция скачала {today}",
+        f"Файл: получен {today}; редакция скачала {today}",
+        f"Файл: получен {today}; редакция скачала {today}",
     ]
     assert page.locator(".reply .text").inner_text() == reply
     assert "journalist" not in page.content()  # nothing names a journalist

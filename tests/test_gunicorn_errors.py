@@ -125,3 +125,21 @@ def test_no_answer_carries_a_server_or_date_header(request, app: str, case: str)
     assert status == expected_status
     assert "server" not in headers and "date" not in headers, headers
     assert headers["cache-control"] == "no-store"  # the answer is intake's, with its headers
+
+
+def test_the_workers_own_busy_refusal_is_a_page_a_source_can_read_in_either_language():
+    """Refused before the app (a circuit over its limits, a full worker), the answer cannot follow the
+    page's language: it says what to do in each language of the pages, with the strict headers."""
+    from intake.config import PAGE_LANGUAGES
+    from intake.gunicorn_worker import BUSY_PAGE, error_response
+
+    answer = error_response(503, "Service Unavailable", BUSY_PAGE)
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nContent-Type: text/html; charset=utf-8\r\n" in head and b"\r\nConnection: close\r\n" in head
+    assert b"\r\nContent-Security-Policy: default-src 'none'" in head
+    assert f"Content-Length: {len(body)}".encode() in head
+    text = body.decode("utf-8")
+    assert "Wait a minute, then reload the page" in text and "Подождите минуту и обновите страницу" in text
+    assert set(PAGE_LANGUAGES) == {"en", "ru"}  # a language added to the pages needs its words here too
+    assert "<script" not in text and "http" not in text

@@ -4,6 +4,7 @@ what it sent (issue 13, sections 1, 3 and 4), with the Flask test client and a r
 from __future__ import annotations
 
 import datetime
+import io
 import re
 
 import pytest
@@ -43,10 +44,13 @@ def test_russian_codename_typed_on_the_latin_layout_with_prefixes_and_spaces_log
     assert response.status_code == 303 and response.location.endswith("/replies")
 
 
-def test_login_field_lets_password_managers_and_paste_fill_it(source_client):
+def test_login_field_takes_a_paste_and_invites_no_browser_to_save_the_codename(source_client):
+    """The codename page says not to keep it on a computer: the field asks browsers not to offer
+    saving it (it once named a hidden account for password managers), and nothing stops a paste."""
     page = source_client.get("/login").text
     field = re.search(r'<input type="password" id="codename"[^>]*>', page).group(0)
-    assert 'autocomplete="current-password"' in field and "onpaste" not in page
+    assert 'autocomplete="off"' in field and "onpaste" not in page
+    assert 'autocomplete="username"' not in page and 'name="account"' not in page
 
 
 def test_codename_page_shows_the_same_codename_on_reload_and_after_back(source_client):
@@ -106,18 +110,30 @@ def test_255_files_are_accepted(source_client, app_instance):
         assert store.counts()["submissions"] == MAX_FILES
 
 
-def test_declared_oversized_upload_is_refused_before_its_body_is_read(tmp_path):
+def test_declared_oversized_upload_is_refused_reading_only_the_message_before_the_files(tmp_path):
+    """A body declared over the limit is refused without reading its files: only the form's first
+    parts are read, so that the message goes back into the form instead of being lost."""
     instance = make_instance(tmp_path, max_request_bytes=64 * 1024)
     client = instance.app.test_client()
-    start_as_new_source(client)
+    _codename, page = start_as_new_source(client)
+    body, content_type = upload_body(csrf_token(page), message="written for an hour", files=[("film.mkv", b"v" * 400_000, "video/x-matroska")])
 
-    class Untouchable:
-        def read(self, *_args):
-            raise AssertionError("the body was read")
+    class Counted(io.BytesIO):
+        taken = 0
 
-    response = client.post("/submit", headers={"Content-Type": "multipart/form-data; boundary=b"},
-                           environ_overrides={"wsgi.input": Untouchable(), "CONTENT_LENGTH": str(10**9)})
+        def read(self, size=-1):
+            data = super().read(size)
+            Counted.taken += len(data)
+            return data
+
+    # The content type goes in the environ: as a header with no data, the test client would replace its boundary.
+    response = client.post("/submit", environ_overrides={"wsgi.input": Counted(body), "CONTENT_LENGTH": str(10**9),
+                                                         "CONTENT_TYPE": content_type})
     assert response.status_code == 413 and "0.0625 MiB" in response.text
+    assert '<textarea id="message" name="message" rows="10">written for an hour</textarea>' in response.text
+    assert Counted.taken <= 100 * 1024, Counted.taken  # the token, the message and a part header, in 64 KiB reads
+    with Store.open(instance.settings) as store:
+        assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 
 
 def test_unknown_codename_says_unused_codenames_are_deleted_after_a_day(source_client):

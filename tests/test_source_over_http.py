@@ -6,11 +6,13 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import time
 from urllib.parse import urljoin
 
 import pytest
 
 from intake.app.sessions import COOKIE_NAME, resume_session
+from intake.app.source import GIVE_BACK_WAIT_SECONDS
 from tests.fixtures_server import IntakeServer, SourceClient, Upload, encode_multipart
 
 pytestmark = pytest.mark.slow
@@ -134,18 +136,46 @@ def test_upload_that_outlives_its_session_lands_on_its_receipt_still_logged_in(i
     assert client.get("/codename").codename() == codename  # the new session still shows it
 
 
-def test_upload_declared_over_the_limit_is_refused_before_its_body_is_sent(intake_server: IntakeServer):
-    client = SourceClient(intake_server.url)
-    _codename, page = client.start_as_new_source()
-    content_type, _pieces = encode_multipart(page.form_with("message", "files"), {"message": "big"}, {})
+def _declare_10_gib(intake_server: IntakeServer, client: SourceClient, content_type: str) -> http.client.HTTPConnection:
     conn = http.client.HTTPConnection("127.0.0.1", int(intake_server.url.rsplit(":", 1)[1]), timeout=30)
     conn.putrequest("POST", "/submit")
     conn.putheader("Cookie", "; ".join(f"{k}={v}" for k, v in client.cookies.items()))
     conn.putheader("Content-Type", content_type)
     conn.putheader("Content-Length", str(10 * 1024**3))
-    conn.endheaders()  # not one byte of the 10 GiB body is sent: the answer comes at once
+    conn.endheaders()
+    return conn
+
+
+def test_upload_declared_over_the_limit_is_refused_before_its_files_are_sent(intake_server: IntakeServer):
+    """As a browser sends it: the body starts at once. Its message comes back in the form as soon
+    as the first file's header has arrived; nothing of the 10 GiB is asked for."""
+    client = SourceClient(intake_server.url)
+    _codename, page = client.start_as_new_source()
+    content_type, pieces = encode_multipart(page.form_with("message", "files"), {"message": "big news"},
+                                            {"files": [Upload("film.mkv", b"v" * 100_000)]})
+    conn = _declare_10_gib(intake_server, client, content_type)
+    started = time.monotonic()
+    conn.send(b"".join(pieces)[:20_000])  # the token, the message and the start of the file
     response = conn.getresponse()
     text = response.read().decode()
+    took = time.monotonic() - started
     conn.close()
-    assert response.status == 413
+    assert response.status == 413 and took < 5, took
+    assert "Nothing was received" in text and "500 MiB" in text
+    assert '<textarea id="message" name="message" rows="10">big news</textarea>' in text
+
+
+def test_upload_declared_over_the_limit_is_answered_even_if_no_body_byte_comes(intake_server: IntakeServer):
+    """A client that waits for the answer before sending gets it after GIVE_BACK_WAIT_SECONDS,
+    without a message to hand back, and is never asked for the body."""
+    client = SourceClient(intake_server.url)
+    _codename, page = client.start_as_new_source()
+    content_type, _pieces = encode_multipart(page.form_with("message", "files"), {"message": "big"}, {})
+    conn = _declare_10_gib(intake_server, client, content_type)
+    started = time.monotonic()
+    response = conn.getresponse()
+    text = response.read().decode()
+    took = time.monotonic() - started
+    conn.close()
+    assert response.status == 413 and GIVE_BACK_WAIT_SECONDS - 1 < took < GIVE_BACK_WAIT_SECONDS + 5, took
     assert "Nothing was received" in text and "500 MiB" in text

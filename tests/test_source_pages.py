@@ -136,6 +136,9 @@ def test_oversized_upload_is_refused_with_a_clear_page_and_nothing_kept(tmp_path
     response = post_upload(source_client, body, content_type)
     assert response.status_code == 413
     assert "0.0625 MiB" in response.text  # the page names the limit
+    # The files were too large, not the message: it goes back into the form, ready to send.
+    assert '<textarea id="message" name="message" rows="10">fits</textarea>' in response.text
+    assert "Your message is back in the box below" in response.text
     with Store.open(app_instance.settings) as store:
         assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 
@@ -474,4 +477,6 @@ def test_russian_copy_calls_sources_sources_never_informers():
         strings = " ".join(" ".join(m.string) if isinstance(m.string, (list, tuple)) else m.string for m in read_po(f) if m.id)
     for word in ("информатор", "осведомител", "стукач", "доносчик"):
         assert word not in strings.lower()
-    assert "Защищённый канал для источников" in strings
+    # The page title says what the site is for the reader, in words that name no one: "a channel
+    # for sources" was newsroom jargon, and a tab titled so tells an onlooker who is reading it.
+    assert "Защищённый канал связи с редакцией" in strings

@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, **config_overrides: Any) -> Fla
         MAX_FORM_MEMORY_SIZE=SMALL_FORM_BYTES,
         BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
         BABEL_DEFAULT_LOCALE="en",
+        INTAKE_DEFAULT_LANGUAGE=settings.source_language,  # intake.app.i18n: before the browser's
     )
     app.config.update(config_overrides)
     uploads = CircuitLedger(settings.uploads_per_circuit, settings.uploads_per_worker)

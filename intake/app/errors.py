@@ -19,7 +19,9 @@ ERROR_MESSAGES = {
     503: (_l("Busy, try again"), _l("The service is busy right now. Wait a minute, then try again.")),
 }
 FORM_EXPIRED = (_l("The form has expired"), _l("For your safety, forms expire. Go back, reload the page and send again."))
-# The same failures part-way through an upload whose earlier parts were kept (g.received, listed above the advice).
+# The same failures part-way through an upload whose earlier parts were kept (g.received, listed above the advice):
+# the title says so, where the failure's own ("The upload did not arrive") would contradict the list below it.
+SOME_ARRIVED_TITLE = _l("Not everything arrived")
 SOME_ARRIVED = _l("The rest did not arrive. Reload the page and send the rest again.")
 SOME_ARRIVED_MESSAGES = {
     500: _l("The service could not finish this request, so the rest was not kept. Please send the rest again later."),
@@ -32,6 +34,7 @@ def error_page(status: int, title=None, advice=None, advice_if_some_arrived=None
     default_title, default_advice = ERROR_MESSAGES.get(status, ERROR_MESSAGES[500])
     received = g.get("received") or []
     if received:
+        title = SOME_ARRIVED_TITLE
         advice = advice_if_some_arrived or SOME_ARRIVED_MESSAGES.get(status, SOME_ARRIVED)
     page = render_template("error.html", title=title or default_title, advice=advice or default_advice, received=received)
     return page, status

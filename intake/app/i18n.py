@@ -2,7 +2,8 @@
 
 The override is a cookie holding only a language code, set by a GET link so it
 works without JavaScript. Tor Browser asks for English whatever its user reads,
-so Accept-Language is only the first guess. Each app has its own catalogue
+so Accept-Language is only the last guess: an operator whose sources read Russian
+sets the source pages' language (``INTAKE_SOURCE_LANGUAGE``). Each app has its own catalogue
 (domain): the source pages ``messages``, the journalist pages ``journalist``.
 """
 
@@ -10,17 +11,23 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, redirect, request
+from flask import Flask, Response, current_app, redirect, request
 from flask_babel import Babel, get_locale
 
-LANGUAGES: dict[str, str] = {"en": "English", "ru": "Русский"}
+from intake.config import PAGE_LANGUAGES as LANGUAGES
+
 LANGUAGE_COOKIE = "lang"
 
 
 def select_locale() -> str:
+    """The visitor's choice (the cookie), else the operator's (the app's config ``INTAKE_DEFAULT_LANGUAGE``,
+    from ``INTAKE_SOURCE_LANGUAGE`` for the source pages), else the browser's."""
     chosen = request.cookies.get(LANGUAGE_COOKIE)
     if chosen in LANGUAGES:
         return chosen
+    default = current_app.config.get("INTAKE_DEFAULT_LANGUAGE")
+    if default in LANGUAGES:
+        return default
     return request.accept_languages.best_match(list(LANGUAGES)) or "en"
 
 

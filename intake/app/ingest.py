@@ -46,6 +46,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, NeedData
 
 from intake.app.multipart import MultipartDecoder
+from intake.body_pace import BodyTooSlowError
 from keys.envelope import MAX_TYPE, EnvelopeWriter, Metadata
 from keys.wiping import wipe
 
@@ -95,6 +96,16 @@ class TooManyFilesError(MalformedUploadError):
 
 class ConnectionLostError(UploadError):
     """The client stopped sending before the request was complete."""
+
+
+class UploadTooSlowError(ConnectionLostError):
+    """The server stopped the body: it came slower than the minimum rate, or was still coming at
+    the deadline (``past_deadline``, of ``deadline_seconds``; intake.body_pace)."""
+
+    def __init__(self, message: str, *, past_deadline: bool, deadline_seconds: float):
+        super().__init__(message)
+        self.past_deadline = past_deadline
+        self.deadline_seconds = deadline_seconds
 
 
 class FormTokenError(UploadError):
@@ -409,10 +420,24 @@ def _read_into(stream: BinaryIO, into: memoryview) -> int:
         data = stream.read(len(into))
         into[: len(data)] = data
         return len(data)
-    except (ClientDisconnected, OSError):
+    except (ClientDisconnected, OSError) as error:
+        slow = _body_too_slow(error)
+        if slow is not None:
+            raise UploadTooSlowError("the server stopped a body that came too slowly", past_deadline=slow.past_deadline,
+                                     deadline_seconds=slow.deadline_seconds) from None
         raise ConnectionLostError("the connection ended mid-upload") from None
     except RequestEntityTooLarge:  # Werkzeug's own cap on the input stream
         raise UploadTooLargeError("the upload is larger than allowed") from None
+
+
+def _body_too_slow(error: BaseException | None) -> BodyTooSlowError | None:
+    """The worker's refusal of a slow body (intake.body_pace) behind ``error``: Werkzeug's stream
+    turns every read error into ClientDisconnected, raised while handling the original."""
+    while error is not None:
+        if isinstance(error, BodyTooSlowError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def ingest_submission(

@@ -37,6 +37,7 @@ from intake.app.ingest import (
     TooManyFilesError,
     UnexpectedPartError,
     UploadTooLargeError,
+    UploadTooSlowError,
     ingest_submission,
 )
 from intake.app.sealed_cookies import (
@@ -53,7 +54,7 @@ from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_se
 from intake.app.stores import request_store
 from intake.circuits import CircuitBusyError, current_circuit
 from intake.heap import give_back_free_memory
-from intake.worker_threads import start_in_os_thread
+from intake.worker_threads import WaitedTooLong, start_in_os_thread, waiting_at_most
 from intake.codename import (
     CODENAME_LANGUAGES,
     InvalidCodenameError,
@@ -73,6 +74,7 @@ from nacl.public import PrivateKey
 blueprint = Blueprint("source", __name__)
 
 MAX_REPLY_ID = 64
+GIVE_BACK_WAIT_SECONDS = 10  # for the message of an upload declared too large, before the page answers without it
 
 
 # --- sessions -----------------------------------------------------------------
@@ -153,10 +155,17 @@ def language(code: str):
 
 @blueprint.post("/new")
 def new_source():
-    """Make a codename in the page's language, log the new source in, and show the codename."""
-    if current_session() is not None:
-        # Already logged in: never start a second identity without the source logging out first.
-        return redirect(url_for("source.codename_page" if _shown_codename(current_session()) else "source.submit_form"), 303)
+    """Make a codename in the page's language, log the new source in, and show the codename.
+    On the page of a new codename in another language, before anything was sent, the source may
+    ask for one in the page's language instead: the first is forgotten at once."""
+    source_session = current_session()
+    if source_session is not None:
+        shown = _shown_codename(source_session)
+        if not (request.form.get("instead") and shown and _language_of_codename(shown) != get_locale().language
+                and request_store().forget_unused_source(source_session.source_id)):
+            # Never start a second identity without the source logging out first.
+            return redirect(url_for("source.codename_page" if shown else "source.submit_form"), 303)
+        end_session(request_store(), request.cookies.get(COOKIE_NAME))
     language = get_locale().language
     codename = generate_codename(language=language if language in CODENAME_LANGUAGES else "en")
     keys = _derive_keys(codename)
@@ -174,7 +183,13 @@ def codename_page():
     words = _shown_codename(current_session())
     if words is None:
         return redirect(url_for("source.submit_form"), 303)
-    return render_template("codename.html", codename=words, codename_language=language_of(words[0]), max_upload=_max_upload_label())
+    return render_template("codename.html", codename=words, codename_language=_language_of_codename(words),
+                           max_upload=_max_upload_label(), session_minutes=app_state().settings.session_minutes,
+                           may_change_language=not request_store().source_has_sent(current_session().source_id))
+
+
+def _language_of_codename(words: list[str]) -> str:
+    return language_of(words[0])
 
 
 @blueprint.get("/submit")
@@ -189,10 +204,22 @@ def submit():
     the form's first part and is checked inside the stream, before anything is published; a
     refusal's page lists what was published before it (g.received)."""
     settings = app_state().settings
-    if request.content_length is not None and request.content_length > settings.max_request_bytes:
-        raise UploadTooLargeError("declared body too large")  # refused before a byte of the body is read
-    request.max_content_length = settings.max_request_bytes
     source_session = current_session()
+    if request.content_length is not None and request.content_length > settings.max_request_bytes:
+        # Refused before the files are read; the message comes before them in the form, so it goes
+        # back into the form rather than being lost with the files.
+        if source_session is None:
+            raise UploadTooLargeError("declared body too large")
+        # A browser sends the body at once; a client that waits for the answer first gets it after
+        # a few seconds, and is never asked for the rest. Only the form's first parts are read.
+        request.max_content_length = request.content_length
+        try:
+            with waiting_at_most(GIVE_BACK_WAIT_SECONDS):
+                message = read_unsent_form(request.stream, request.headers.get("Content-Type")).message
+        except WaitedTooLong:
+            message = ""
+        return render_template("submit.html", max_upload=_max_upload_label(), too_large=True, message=message), 413
+    request.max_content_length = settings.max_request_bytes
     if source_session is None:
         # The session ended while the source was writing: nothing can be stored, so hand the text back.
         unsent = read_unsent_form(request.stream, request.headers.get("Content-Type"))
@@ -249,7 +276,7 @@ def thanks():
     items = open_receipt(request.cookies.get(COOKIE_NAME), source_session.reply_secret_key, request.cookies.get(RECEIPT_COOKIE))
     if not items:  # nothing sent in this session: a thank-you would tell the source something arrived
         return redirect(url_for("source.replies"), 303)
-    return render_template("thanks.html", items=items)
+    return render_template("thanks.html", items=items, codename_held=_shown_codename(source_session) is not None)
 
 
 @blueprint.get("/login")
@@ -322,7 +349,8 @@ def replies():
         ShownSubmission(item.kind, _day(item.received_day), _day(item.exported_day) if item.exported_day else None)
         for item in store.submissions(source_session.source_id)
     ]
-    return render_template("replies.html", replies=shown, submissions=submissions)
+    return render_template("replies.html", replies=shown, submissions=submissions,
+                           codename_held=_shown_codename(source_session) is not None)
 
 
 @blueprint.post("/replies/<reply_id>/delete")
@@ -370,6 +398,16 @@ BROKEN_UPLOAD = (
     _l("The connection broke before everything arrived, so nothing from this attempt was kept. Send it again; what arrived earlier is listed under \"Status and replies\"."),
 )
 BROKEN_UPLOAD_REST = _l("The connection broke before the rest arrived. Send the rest again.")
+TOO_SLOW = (
+    _l("The connection became too slow"),
+    _l("Almost nothing arrived for a minute, so the server stopped the upload and nothing from this attempt was kept. Check your connection (in Tor Browser, a different bridge may help), then send it again."),
+)
+TOO_SLOW_REST = _l("Then almost nothing arrived for a minute, so the server stopped the rest. Check your connection (in Tor Browser, a different bridge may help), then send the rest again.")
+TOO_LONG = (
+    _l("Sending took too long"),
+    _l("This service waits at most %(hours)s hours for one submission, so the server stopped this one and nothing from it was kept. Over a slow connection, send large files one at a time, or make them smaller."),
+)
+TOO_LONG_REST = _l("This service waits at most %(hours)s hours for one submission, so the server stopped the rest. Send the rest again, one large file at a time.")
 NOT_ACCEPTING = (_l("Not accepting submissions right now"), _l("The service cannot accept submissions at the moment. Nothing you sent was kept. Please try again later."))
 NOT_ACCEPTING_REST = _l("The service cannot accept the rest at the moment. Please send the rest later.")
 
@@ -404,6 +442,12 @@ def _too_many_files(_error: TooManyFilesError):
 def _broken_upload(error: Exception):
     if isinstance(error, UnexpectedPartError):
         return error_page(400, *UNEXPECTED_FORM, UNEXPECTED_FORM_REST)
+    if isinstance(error, UploadTooSlowError) and error.past_deadline:
+        hours = format_decimal(round(error.deadline_seconds / 3600, 1))
+        title, advice = TOO_LONG
+        return error_page(400, title, advice % {"hours": hours}, TOO_LONG_REST % {"hours": hours})
+    if isinstance(error, UploadTooSlowError):
+        return error_page(400, *TOO_SLOW, TOO_SLOW_REST)
     return error_page(400, *BROKEN_UPLOAD, BROKEN_UPLOAD_REST)
 
 

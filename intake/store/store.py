@@ -296,6 +296,16 @@ class Store(EnvelopeReads, UploadWrites):
         )
         return bool(rows and rows[0][0])
 
+    def forget_unused_source(self, source_id: str) -> bool:
+        """Delete a source that never sent anything (as retention would a day later): a codename
+        given up on its own page for one in the page's language. False if it has sent something."""
+        return self._write(lambda conn: conn.execute(
+            "DELETE FROM sources WHERE id = ? AND has_submitted = 0"
+            " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
+            " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
+            (source_id,),
+        ).rowcount == 1)
+
     def touch_source(self, source_id: str) -> None:
         self._write(lambda conn: conn.execute("UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
                                               (today(), source_id, today())))

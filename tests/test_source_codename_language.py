@@ -1,0 +1,103 @@
+"""The language a Russian source meets first, and the codename that comes with it.
+
+Tor Browser asks for English whatever its user reads, so a Russian source used to get English
+pages and an English codename. The operator now sets the source pages' language, and a codename
+made in the wrong language can be exchanged on its own page before anything is sent. A codename
+made in this session can be shown again from the receipt and the status page until logout.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from intake.wordlists.vocabulary import RUSSIAN
+from tests.fixtures_app import counts, csrf_token, make_instance, post_upload, start_as_new_source, upload_body
+
+ENGLISH_BROWSER = {"Accept-Language": "en-US,en;q=0.5"}  # what Tor Browser sends, whatever its user reads
+
+
+def _log_in(client, codename: str):
+    return client.post("/login", data={"csrf_token": csrf_token(client.get("/login").text), "codename": codename})
+
+
+def test_an_operator_makes_the_source_pages_russian_for_a_browser_that_asks_for_english(tmp_path: Path):
+    instance = make_instance(tmp_path, source_language="ru")
+    client = instance.app.test_client()
+    client.environ_base.update(HTTP_ACCEPT_LANGUAGE=ENGLISH_BROWSER["Accept-Language"])
+    assert '<html lang="ru">' in client.get("/").text
+    codename, _page = start_as_new_source(client)
+    assert all(word in RUSSIAN.words for word in codename.split())
+    client.get("/language/en")  # the visitor's own choice still wins
+    assert '<html lang="en">' in client.get("/").text
+
+
+def test_without_the_setting_the_browsers_language_is_taken(tmp_path: Path):
+    client = make_instance(tmp_path).app.test_client()
+    client.environ_base.update(HTTP_ACCEPT_LANGUAGE="ru-RU,ru;q=0.9")
+    assert '<html lang="ru">' in client.get("/").text
+    client.environ_base.update(HTTP_ACCEPT_LANGUAGE=ENGLISH_BROWSER["Accept-Language"])
+    assert '<html lang="en">' in client.get("/").text
+
+
+@pytest.mark.parametrize(("value", "accepted"), [("ru", True), ("en", True), ("de", False), ("RU", False)])
+def test_the_setting_takes_a_language_of_the_pages_only(value: str, accepted: bool):
+    from intake.config import operator_settings_from_environment
+
+    if accepted:
+        assert operator_settings_from_environment({"INTAKE_SOURCE_LANGUAGE": value}) == {"source_language": value}
+    else:
+        with pytest.raises(ValueError, match="INTAKE_SOURCE_LANGUAGE must be one of en, ru"):
+            operator_settings_from_environment({"INTAKE_SOURCE_LANGUAGE": value})
+
+
+def test_an_english_codename_is_exchanged_for_a_russian_one_before_anything_is_sent(tmp_path: Path):
+    instance = make_instance(tmp_path)
+    client = instance.app.test_client()
+    english, _page = start_as_new_source(client)
+    assert "Get a codename in this page's language" not in client.get("/codename").text  # same language: no offer
+    client.get("/language/ru")
+    offer = client.get("/codename").text
+    assert "Получить кодовое имя на русском языке" in offer
+    sources = counts(instance)["sources"]
+    answer = client.post("/new", data={"csrf_token": csrf_token(offer), "instead": "1"})
+    assert answer.status_code == 303 and answer.location.endswith("/codename")
+    russian_page = client.get("/codename").text
+    russian = re.findall(r"<span>([а-яё-]+)</span>", russian_page)
+    assert len(russian) == 8 and all(word in RUSSIAN.words for word in russian)
+    assert "Получить кодовое имя" not in russian_page
+    assert counts(instance)["sources"] == sources  # the English one was forgotten at once, not left for retention
+    stranger = instance.app.test_client()
+    assert _log_in(stranger, english).status_code == 401
+
+
+def test_once_something_was_sent_the_codename_is_not_exchanged(tmp_path: Path):
+    instance = make_instance(tmp_path)
+    client = instance.app.test_client()
+    english, page = start_as_new_source(client)
+    post_upload(client, *upload_body(csrf_token(page), message="sent with the English codename"))
+    client.get("/language/ru")
+    page = client.get("/codename").text
+    assert "Получить кодовое имя" not in page
+    answer = client.post("/new", data={"csrf_token": csrf_token(page), "instead": "1"})
+    assert answer.status_code == 303 and answer.location.endswith("/codename")
+    assert english.split()[0] in client.get("/codename").text  # the same codename, still logged in
+    assert _log_in(instance.app.test_client(), english).status_code == 303
+
+
+def test_the_receipt_and_the_status_page_show_the_codename_again_until_logout(tmp_path: Path):
+    instance = make_instance(tmp_path)
+    client = instance.app.test_client()
+    codename, page = start_as_new_source(client)
+    assert "a session lasts 120 minutes" in page
+    post_upload(client, *upload_body(csrf_token(page), message="a tip"))
+    for path in ("/thanks", "/replies"):
+        shown = client.get(path).text
+        assert 'href="/codename">Show my codename</a>' in shown, path
+    assert codename.split()[0] in client.get("/codename").text
+    client.post("/logout", data={"csrf_token": csrf_token(client.get("/replies").text)})
+    returning = instance.app.test_client()
+    assert _log_in(returning, codename).status_code == 303
+    assert "Show my codename" not in returning.get("/replies").text  # not made in this session: nothing to show
