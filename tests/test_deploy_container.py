@@ -33,7 +33,7 @@ PACKAGES = "systemd,systemd-sysv,dbus,procps,tor,python3-venv,adduser,ca-certifi
 CHECKS = [
     "first-run", "intake-active", "tor-active", "tor-unprivileged", "serves", "same-source-address",
     "log-in-memory-only", "admin-status", "admin-refuses-private-tmp", "key-recovery", "reset-login", "tor-exposure", "intake-exposure", "tor-survives-reload",
-    "intake-reload", "second-run", "intake-active-again", "serves-again",
+    "intake-reload", "second-run", "intake-active-again", "serves-again", "new-address-after-a-leak",
     "backup", "recover-db-key", "restore-run", "restored-intake-active", "restored-serves", "restored-same-source-address",
     "restored-same-address", "restored-store", "restored-key-stays-out",
 ]

@@ -110,6 +110,24 @@ admin_refuses_private_tmp() {
     [ "$status" -eq 2 ] && printf '%s' "$said" | grep -q "private temporary folder"
 }
 
+# A source key that may have leaked (docs/operator.md): stop intake, delete the key, run the script
+# again. tor's copy of the old key in its service folder is replaced (it would go on publishing the
+# leaked address), tor publishes the new address, and intake announces that one.
+new_address_after_a_leak() {
+    local old
+    old=$(cat /var/lib/tor/intake-source/hostname) || return 1
+    cp /var/lib/intake/onion/source.key /root/leaked-source.key || return 1
+    systemctl stop intake || return 1
+    rm /var/lib/intake/onion/source.key || return 1
+    /src/deploy/setup-debian.sh || return 1
+    for _ in $(seq 30); do [ -s /var/lib/tor/intake-source/hostname ] && break; sleep 1; done
+    [ "$(cat /var/lib/tor/intake-source/hostname)" != "$old" ] || return 1
+    ! cmp -s /root/leaked-source.key /var/lib/tor/intake-source/hs_ed25519_secret_key || return 1
+    ! grep -rqsF "${old%.onion}" /var/lib/tor/intake-source/ || return 1
+    rm /root/leaked-source.key
+    wait_active intake && same_source_address
+}
+
 # A persistent system journal, as many servers have: intake's log must still stay off the disk.
 mkdir -p /var/log/journal && systemctl restart systemd-journald && journalctl --flush
 check first-run /src/deploy/setup-debian.sh --yes /keys/alice.public
@@ -130,6 +148,7 @@ check intake-reload bash -c 'systemctl reload intake && sleep 2 && systemctl is-
 check second-run /src/deploy/setup-debian.sh
 check intake-active-again wait_active intake
 check serves-again serves
+check new-address-after-a-leak new_address_after_a_leak
 
 # Another machine: every trace of this instance goes (data dir, credential, this host's
 # credential key, tor's copy of the source key) but a backup; a journalist recovers the
