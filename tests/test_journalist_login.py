@@ -321,3 +321,17 @@ def test_action_results_never_travel_in_the_cookie(newsroom: Newsroom, alice_cli
         assert html.unescape(shown) == notice and designation not in response.location, path
     # A status in the address is only a key to a fixed message: nothing else can be shown through it.
     assert "<p class=\"notice" not in alice_client.get("/sources?done=%3Cb%3Eowned%3C%2Fb%3E").text
+
+
+def test_a_head_request_to_the_sign_in_page_is_the_page_not_a_sign_in(newsroom: Newsroom):
+    """HEAD is GET without the body (and CSRFProtect checks POST only): a HEAD carrying a sign-in
+    form, without its token, must neither sign anyone in nor count as an attempt (it did both)."""
+    client = newsroom.journalist_app.test_client()
+    response = client.head("/login", data={"name": "alice", "passphrase": newsroom.alice.enrolment.passphrase,
+                                           "code": newsroom.alice.code()})
+    assert response.status_code == 200
+    assert SESSION_COOKIE not in (response.headers.get("Set-Cookie") or "")
+    assert client.get("/sources").status_code == 303
+    with newsroom.store() as store:
+        assert store._conn.execute("SELECT count(*) FROM failed_logins").fetchone()[0] == 0
+    assert sign_in(client, newsroom.alice).status_code == 303  # the code was not used up

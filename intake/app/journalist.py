@@ -159,7 +159,8 @@ def language(code: str):
 
 @blueprint.route("/login", methods=["GET", "POST"])
 def login():
-    if request.method == "GET":
+    # HEAD too (GET without the body): CSRFProtect checks POST only, so anything but POST is the page.
+    if request.method != "POST":
         return render_template("journalist/login.html")
     form = request.form
     try:
