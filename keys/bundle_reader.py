@@ -116,14 +116,14 @@ class ExportBundle:
         self.server: ServerPublicKey | None = None
         offset = len(head)
         while offset < self.size:
+            if self.signature_entry is not None:  # any byte at all, not only a whole entry header
+                raise FormatError(told("the export bundle has data after its signature"))
             src.seek(offset)
             raw = read_exact(src, EXPORT_ENTRY.size)
             if len(raw) < EXPORT_ENTRY.size:
                 raise TruncatedError(told("the export bundle is truncated inside an entry header"))
             kind, length = EXPORT_ENTRY.unpack(raw)
             offset += EXPORT_ENTRY.size
-            if self.signature_entry is not None:
-                raise FormatError(told("the export bundle has data after its signature"))
             if kind == ENTRY_ITEM:
                 if self.manifest_entry is not None:
                     raise FormatError(told("the export bundle has an item after its manifest"))
