@@ -116,14 +116,14 @@ class ExportBundle:
         self.server: ServerPublicKey | None = None
         offset = len(head)
         while offset < self.size:
+            if self.signature_entry is not None:  # any byte at all, not only a whole entry header
+                raise FormatError(told("the export bundle has data after its signature"))
             src.seek(offset)
             raw = read_exact(src, EXPORT_ENTRY.size)
             if len(raw) < EXPORT_ENTRY.size:
                 raise TruncatedError(told("the export bundle is truncated inside an entry header"))
             kind, length = EXPORT_ENTRY.unpack(raw)
             offset += EXPORT_ENTRY.size
-            if self.signature_entry is not None:
-                raise FormatError(told("the export bundle has data after its signature"))
             if kind == ENTRY_ITEM:
                 if self.manifest_entry is not None:
                     raise FormatError(told("the export bundle has an item after its manifest"))
@@ -236,8 +236,9 @@ class ExportBundle:
         if self._manifest is None:
             raise BadSignatureError(told("the export bundle's signature has not been checked"))
         reader = EnvelopeReader(io.BytesIO(self._manifest), identity.private_key)
-        if reader.metadata.kind != "manifest":
-            raise FormatError(told("the export bundle's manifest is not a manifest"))
+        if reader.metadata.kind != "manifest":  # it authenticated: the server's forgery or bug, like any broken record
+            reader.close()
+            raise RecordError(told("the export bundle's manifest is not a manifest"))
         sources = _parse_manifest(reader.read(), self.items)
         # Every item's hash was taken in the signature pass: a mismatch refuses the bundle before anything is written.
         for source in sources:
@@ -264,8 +265,11 @@ class ItemReader:
     decrypted: if they match the manifest, the bundle is intact and the item was
     damaged before export, and DamagedItemError says so; otherwise the bundle is
     damaged and the envelope's own error is raised. Two refusals are never
-    "damaged": a record that authenticated but breaks the rules (RecordError:
-    a forgery, not damage) and a key that opens no stanza (WrongKeyError).
+    "damaged": an envelope that authenticated but breaks the rules, in its record
+    or its messages, or whose kind is not the manifest's (RecordError: a forgery
+    by whoever wrote it, for an item the server, or its bug; never damage, which
+    fails authentication), raised naming the item and saying so; and a key that
+    opens no stanza (WrongKeyError).
     """
 
     def __init__(self, src: "_Slice", identity: Identity, item: ManifestItem, *, file_key: bytes | None = None, keep_file_key: bool = False):
@@ -273,14 +277,15 @@ class ItemReader:
         self._item = item
         try:
             self._reader = EnvelopeReader(src, identity.private_key, file_key=file_key, keep_file_key=keep_file_key)
-        except RecordError:
-            raise
+        except RecordError as error:
+            raise self._forged(error) from None
         except (TamperedError, FormatError) as error:
             raise self._refusal(error) from None
         self.metadata = self._reader.metadata
         self.file_key = self._reader.file_key
         if self.metadata.kind != item.kind:
-            raise RecordError(told("an item in the export bundle does not match its manifest entry: it is of another kind"))
+            self._reader.close()
+            raise self._forged(RecordError(told("an item in the export bundle does not match its manifest entry: it is of another kind")))
 
     def close(self) -> None:
         """Wipe what was decrypted and not read (see EnvelopeReader.close)."""
@@ -302,14 +307,21 @@ class ItemReader:
     def _refusals(self) -> Iterator[None]:
         try:
             yield
-        except RecordError:
-            raise
+        except RecordError as error:
+            raise self._forged(error) from None
         except (TamperedError, FormatError) as error:
             raise self._refusal(error) from None
 
     def _check_end(self) -> None:
         if not self._reader.complete or self._src.remaining or self._src.digest() != self._item.blake2b:
             raise TamperedError(told("an item in the export bundle does not match its manifest entry"))
+
+    def _forged(self, error: RecordError) -> RecordError:
+        """What the journalist is told of an item that authenticated but breaks the rules: not damage."""
+        return RecordError(told(
+            "REFUSED: item {item} opened with your key but is malformed ({reason}); only whoever wrote it could "
+            "make it so (the server, or someone who can write to its store): it is forged or the server is faulty, "
+            "not damaged. Decryption stopped; tell your security contact", item=self._item.item_id, reason=error))
 
     def _refusal(self, error: KeysError) -> KeysError:
         """The envelope refused: DamagedItemError if the item's bytes are the ones the manifest lists, else ``error``."""

@@ -43,8 +43,13 @@ class UsageError(KeysError):
 
 def _read_passphrase(args: argparse.Namespace, prompt: str, confirm: bool = False) -> str:
     if args.passphrase_file:
-        with open(args.passphrase_file, encoding="utf-8") as f:
-            passphrase = f.readline().rstrip("\r\n")
+        # The bytes before the first LF or CR (so a line ends at LF, CR LF or a lone CR), as UTF-8 (SECURITY.md section 4).
+        with open(args.passphrase_file, "rb") as f:
+            first_line = f.readline().rstrip(b"\n").split(b"\r")[0]
+        try:
+            passphrase = first_line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(_("{file} is not UTF-8 text").format(file=args.passphrase_file)) from None
     else:
         try:
             passphrase = getpass.getpass(prompt)

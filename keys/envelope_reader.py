@@ -186,23 +186,25 @@ class EnvelopeReader:
                 raise TruncatedError(told("the envelope is truncated or damaged at its end")) from None
             raise TamperedError(told("the envelope failed authentication: it was modified or reordered")) from None
         self._first_ad = None
+        # From here on the message authenticated: only a holder of the file key (the envelope's
+        # writer) could have made it, so every rule it breaks is a forgery (RecordError), not damage.
         if tag == TAG_FINAL:
-            if read_exact(self._src, 1):
+            if read_exact(self._src, 1):  # unauthenticated bytes after the end: anyone can append them
                 raise FormatError(told("the envelope has data after its final message"))
             self._done = True
         elif tag != TAG_MESSAGE:
-            raise FormatError(told("an envelope message carries an unexpected tag"))
-        elif got < MESSAGE_CT_SIZE:
-            raise TruncatedError(told("the envelope is truncated: it ends before its final message"))
+            raise RecordError(told("an envelope message carries an unexpected tag"))
+        elif got < MESSAGE_CT_SIZE:  # a short message that authenticated was written short, not cut
+            raise RecordError(told("an envelope message is malformed"))
         if size < 4:
-            raise FormatError(told("an envelope message is malformed"))
+            raise RecordError(told("an envelope message is malformed"))
         (used,) = _U32.unpack_from(self._plaintext)
         capacity = size - 4
         if used > capacity or (self._content_ended and used):
-            raise FormatError(told("an envelope message is malformed"))
+            raise RecordError(told("an envelope message is malformed"))
         if used < capacity:
             if self._plaintext.count(0, 4 + used, size) != capacity - used:
-                raise FormatError(told("an envelope's padding is not zero"))
+                raise RecordError(told("an envelope's padding is not zero"))
             self._content_ended = True
         self._content = memoryview(self._plaintext)[4 : 4 + used]
         return True
@@ -273,7 +275,7 @@ class EnvelopeReader:
 
     def _check_length(self) -> None:
         if self.metadata.length is not None and self.metadata.length != self._body_length:
-            raise FormatError(told("the envelope's body does not match its declared length"))
+            raise RecordError(told("the envelope's body does not match its declared length"))
 
     def close(self) -> None:
         """Wipe what was decrypted and not read (a reader asked only for its metadata). Idempotent."""

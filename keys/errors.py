@@ -51,8 +51,11 @@ class UnknownSignerError(KeysError):
 
 
 class RecordError(FormatError):
-    """An envelope opened and authenticated, but the record it carries breaks the format's rules:
-    well-encrypted nonsense, which anyone holding the recipient's public key can write."""
+    """An envelope opened and authenticated, but what it carries breaks the format's rules (its
+    record, a message's tag, length, ``used`` count or padding, the body's declared length), or its
+    kind is not the one its bundle says: well-encrypted nonsense, which only a holder of the file key
+    (the envelope's writer; anyone holding the recipient's public key can be one) can make. A forgery
+    or a writer's bug, never damage: damage fails authentication."""
 
 
 class UnknownServerError(KeysError):

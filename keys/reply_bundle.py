@@ -42,9 +42,10 @@ ENTRY_REPLY = 1
 ENTRY_SIGNATURE = 2
 ROUTING_PLAINTEXT = MAX_SOURCE_ID  # a source id, padded with NUL bytes
 ROUTING_SIZE = 48 + ROUTING_PLAINTEXT  # crypto_box_seal adds an ephemeral key (32) and a MAC (16)
+MIN_REPLY_ENVELOPE = len(envelope.MAGIC) + 2  # magic, version, count: all the bundle's reader looks at
 MAX_REPLY_ENVELOPE = 4 << 20
 MAX_REPLIES = 10_000
-MAX_REPLY_BUNDLE = 64 << 20
+MAX_REPLY_BUNDLE = 64 << 20  # the whole file, from its magic to its signature
 SIGNATURE_CONTEXT = b"intake-reply-bundle-v2"
 
 _ENTRY = struct.Struct(">BI")
@@ -105,8 +106,13 @@ def open_routing(routing: bytes, box_keys: Sequence[PrivateKey]) -> str:
 def write_reply_bundle(out: BinaryIO, identity: Identity, replies: Iterable[SealedReply]) -> None:
     """Write ``replies`` signed by ``identity``."""
     digest = hashlib.blake2b(digest_size=64)
+    total = 0
 
     def put(data: bytes) -> None:
+        nonlocal total
+        total += len(data)
+        if total + _ENTRY.size + 64 > MAX_REPLY_BUNDLE:  # the server refuses a larger file, signature included
+            raise FormatError(told("the reply bundle is oversized"))
         digest.update(data)
         out.write(data)
 
@@ -128,7 +134,7 @@ def _check_reply(reply: SealedReply) -> None:
     if len(reply.routing) != ROUTING_SIZE:
         raise FormatError(told("a reply in the bundle has malformed routing"))
     sealed = reply.envelope
-    if not len(envelope.MAGIC) + 2 <= len(sealed) <= MAX_REPLY_ENVELOPE:
+    if not MIN_REPLY_ENVELOPE <= len(sealed) <= MAX_REPLY_ENVELOPE:
         raise FormatError(told("a reply in the bundle is oversized or empty"))
     if not sealed.startswith(envelope.MAGIC) or sealed[len(envelope.MAGIC)] not in envelope.READ_VERSIONS:
         raise FormatError(told("a reply in the bundle is not an envelope of version 1 or 2"))
@@ -145,7 +151,7 @@ class _ParsedReplies:
 def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> _ParsedReplies:
     """Parse a reply bundle's framing; ``accept_signer`` may refuse the signer before the body is read."""
     digest = hashlib.blake2b(digest_size=64)
-    total = 0
+    total = len(REPLY_MAGIC) + 2  # the head: MAX_REPLY_BUNDLE is the whole file's limit
 
     def take(size: int) -> bytes:
         nonlocal total
@@ -190,7 +196,7 @@ def _parse_reply_bundle(src: BinaryIO, accept_signer: Callable[[str], None]) -> 
             return _ParsedReplies(signer, replies, digest.digest(), signature)
         if kind != ENTRY_REPLY:
             raise FormatError(told("the reply bundle has an entry of unknown type {kind}", kind=kind))
-        if not ROUTING_SIZE < length <= ROUTING_SIZE + MAX_REPLY_ENVELOPE:
+        if not ROUTING_SIZE + MIN_REPLY_ENVELOPE <= length <= ROUTING_SIZE + MAX_REPLY_ENVELOPE:
             raise FormatError(told("a reply in the bundle is oversized or empty"))
         if len(replies) >= MAX_REPLIES:
             raise FormatError(told("the reply bundle holds too many replies"))

@@ -34,7 +34,7 @@ from keys.envelope import (
     padme,
 )
 from keys.envelope_reader import EnvelopeReader, decrypt_bytes
-from keys.errors import FormatError, KeysError, TamperedError, TruncatedError, UnsupportedVersionError, WrongKeyError
+from keys.errors import FormatError, KeysError, RecordError, TamperedError, TruncatedError, UnsupportedVersionError, WrongKeyError
 
 KEY = PrivateKey(bytes(range(1, 33)))
 OTHER = PrivateKey(bytes(range(33, 65)))
@@ -480,12 +480,17 @@ def test_a_reader_with_several_keys_finds_its_stanza_among_several(version):
         ([(b"\x00\x00", FINAL)], "malformed"),
         ([(slot(record(GOOD_RECORD), SLOT_CAPACITY), PUSH), (slot(b"late", 10), FINAL)], "malformed"),  # content after the end
         ([(slot(record(GOOD_RECORD), SLOT_CAPACITY), sodium.crypto_secretstream_xchacha20poly1305_TAG_PUSH)], "unexpected tag"),
+        ([(slot(record(GOOD_RECORD), 100), sodium.crypto_secretstream_xchacha20poly1305_TAG_REKEY)], "unexpected tag"),
+        ([(slot(record(GOOD_RECORD), 100), PUSH)], "malformed"),  # a MESSAGE shorter than 65,553 bytes: written short, not cut
         ([(slot(record(b"\x00")[:1]), FINAL)], "ends inside its record"),
     ],
 )
 def test_authentic_but_malformed_envelopes_are_refused(messages, error):
-    with pytest.raises(FormatError, match=error):
+    """It authenticated, so only a holder of its file key made it: every broken rule is a forgery
+    (RecordError, SECURITY.md section 3), never damage (which a bundle's reader may skip)."""
+    with pytest.raises(RecordError, match=error) as caught:
         decrypt_bytes(forge(messages), KEY)
+    assert type(caught.value) is RecordError
 
 
 def test_authentic_envelope_without_final_message_is_truncated():

@@ -85,6 +85,13 @@ def test_damaged_secret_files_are_refused_clearly(alice):
             Identity.from_secret_bytes(data[:cut], PASSPHRASE)
     with pytest.raises(FormatError, match="oversized"):
         Identity.from_secret_bytes(data + bytes(100), PASSPHRASE)
+    # SECURITY.md section 4: a name of 1..64 bytes makes a file of 138..201 bytes; anything else is
+    # refused before the passphrase is derived (a wrong one would otherwise say "passphrase").
+    shortest, longest = (Identity(name, alice.private_key, alice.signing_key).to_secret_bytes(PASSPHRASE, KDF_MIN) for name in ("a", "a" * 64))
+    assert (len(shortest), len(longest)) == (138, 201)
+    assert Identity.from_secret_bytes(longest, PASSPHRASE).name == "a" * 64
+    with pytest.raises(FormatError, match="oversized"):
+        Identity.from_secret_bytes(longest + b"\0", "not the passphrase")
     flipped = bytearray(data)
     flipped[-5] ^= 1
     with pytest.raises(BadPassphraseError):

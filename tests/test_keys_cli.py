@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import json
@@ -499,6 +500,41 @@ def test_an_item_damaged_on_the_server_is_reported_and_the_items_around_it_decry
     assert code == cli.EXIT_DAMAGED_ITEMS and "3 item(s) were already decrypted" in stdout and err2 == err
 
 
+@pytest.mark.parametrize("where", ["body", "record"])
+def test_an_item_that_authenticates_but_breaks_the_format_is_refused_as_forged_not_damaged(capsys, tmp_path, alice, alice_files, where):
+    """SECURITY.md sections 3 and 6: an item whose envelope authenticated was made by a holder of its
+    file key (the server that sealed it, or someone who can write to its store), so a rule it breaks
+    is a forgery or a fault of the server, never damage in storage: decrypt stops with one REFUSED
+    line and status 1, and never calls it "damaged on the server" (status 3, skipped and tried again).
+    "body": the body is not the length its record declares, found after the items were planned;
+    "record": found while planning, before anything is written."""
+    from tests.fixtures_keys import export_sources, seal_v1
+
+    seed = os.urandom(8).hex().encode()
+    sources = _three_and_one(seed)
+    exported = export_sources(sources, [alice])
+    item = exported[0].items[1]
+    body = sources[0].submissions[1].body
+    meta = envelope.Metadata("file", name="leak.pdf", content_type="application/octet-stream", length=len(body) + 1)
+    if where == "record":
+        meta = dataclasses.replace(meta, kind="message")  # the manifest says "file"
+    forged = seal_v1(body, [alice.public.encryption_key], meta)  # written from the spec, with its own file key
+    exported[0].items[1] = bundle.ExportItem(item.item_id, item.kind, item.received_day, len(forged), item.recipients, lambda: [forged])
+    path = tmp_path / "export.bundle"
+    path.write_bytes(b"".join(bundle.stream_export_bundle([alice.public.encryption_key], exported, SERVER_KEY)))
+    out = tmp_path / "out"
+    code, stdout, err = decrypt(capsys, alice_files, path, out)
+    assert code == cli.EXIT_ERROR
+    assert_one_line_error(code, err, "error: REFUSED: item item-0-1 opened with your key but is malformed (")
+    assert ("declared length" if where == "body" else "another kind") in err
+    assert "forged or the server is faulty" in err and "damaged on the server" not in stdout + err
+    found = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert not [p for p in found if b"the damaged file" in p.read_bytes()]  # nothing of it, under any name
+    assert not [p for p in found if p.name.startswith(TEMP_PREFIX)]
+    if where == "record":
+        assert not out.exists()
+
+
 def test_a_middle_item_damaged_in_the_bundle_stops_before_writing(capsys, tmp_path, alice, alice_files):
     # The same bytes changed in the bundle instead, after export: the signature no longer verifies, so
     # nothing is written; re-signed, they no longer match the manifest, and decrypt still stops
@@ -562,6 +598,24 @@ def test_every_damaged_bundle_gives_one_line_and_no_plaintext_file(capsys, tmp_p
     assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")] if out.exists() else True
     # The whole bundle is checked before anything is written.
     assert not out.exists()
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\rnot part of it\n", b"\nnot part of it\n", b""], ids=["LF", "CRLF", "CR", "2 lines", "none"])
+def test_a_passphrase_file_gives_its_first_line_without_its_ending(capsys, tmp_path, alice_files, export_file, ending):
+    """SECURITY.md section 4: the bytes before the first LF or CR, so a line ends at LF, CR LF or a lone CR."""
+    pw = tmp_path / "pw"
+    pw.write_bytes(PASSPHRASE.encode() + ending)
+    code, _, err = run(capsys, "decrypt", export_file, "--key", alice_files.secret, "--passphrase-file", pw, "--out", tmp_path / "out")
+    assert code == 0, err
+
+
+def test_a_passphrase_file_that_is_not_utf8_gives_one_line(capsys, tmp_path, alice_files, export_file):
+    pw = tmp_path / "pw"
+    pw.write_bytes(PASSPHRASE.encode("latin-1") + b"\xe9\n")
+    code, _, err = run(capsys, "decrypt", export_file, "--key", alice_files.secret, "--passphrase-file", pw, "--out", tmp_path / "out")
+    assert code == cli.EXIT_ERROR
+    assert_one_line_error(code, err, "is not UTF-8 text")
+    assert not (tmp_path / "out").exists()
 
 
 def test_wrong_key_gives_one_line(capsys, tmp_path, bob, export_file):

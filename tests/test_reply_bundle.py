@@ -144,6 +144,25 @@ def test_oversized_reply_bundle_is_refused_while_reading(alice, monkeypatch):
         verify(data, {"alice": alice.signing_key.verify_key})
 
 
+def test_the_64_mib_limit_is_the_whole_files_on_both_sides(alice, monkeypatch):
+    """SECURITY.md section 7: 64 MiB for the whole file, from its magic to its signature. The reader
+    refuses one byte more, and the writer refuses to write what the server would refuse."""
+    source_key = PrivateKey.generate()
+    replies = [sealed(f"src-{n}", "hi", source_key.public_key) for n in range(3)]
+    out = io.BytesIO()
+    reply_bundle.write_reply_bundle(out, alice, replies)
+    data = out.getvalue()
+    keys = {"alice": alice.signing_key.verify_key}
+    monkeypatch.setattr(reply_bundle, "MAX_REPLY_BUNDLE", len(data))
+    assert len(verify(data, keys).replies) == 3
+    reply_bundle.write_reply_bundle(io.BytesIO(), alice, replies)
+    monkeypatch.setattr(reply_bundle, "MAX_REPLY_BUNDLE", len(data) - 1)
+    with pytest.raises(FormatError, match="oversized"):
+        verify(data, keys)
+    with pytest.raises(FormatError, match="oversized"):
+        reply_bundle.write_reply_bundle(io.BytesIO(), alice, replies)
+
+
 def test_a_reply_that_is_not_an_envelope_is_refused_on_both_sides(alice):
     routing = seal_routing("src", SERVER_PUBLIC.encryption_key)
     with pytest.raises(FormatError, match="not an envelope of version 1 or 2"):
@@ -207,6 +226,12 @@ def test_the_published_limits_are_the_readers_and_the_writers(alice):
         return reply_bundle.REPLY_MAGIC + bytes([reply_bundle.VERSION, 5]) + b"alice" + entry * count
 
     keys = {"alice": alice.signing_key.verify_key}
+    # An entry is 176 + 10 bytes at least: a shorter one is refused from its header, before its payload is read.
+    head = reply_bundle.REPLY_MAGIC + bytes([reply_bundle.VERSION, 5]) + b"alice"
+    for length, refusal in ((176 + 9, FormatError), (176 + 10, TruncatedError)):
+        with pytest.raises(refusal) as caught:
+            verify(head + reply_bundle._ENTRY.pack(reply_bundle.ENTRY_REPLY, length), {"alice": keys})
+        assert type(caught.value) is refusal, length
     with pytest.raises(FormatError, match="too many replies"):
         verify(unsigned_bundle(10_001), {"alice": keys})
     with pytest.raises(BadSignatureError):  # 10,000 are read to the end, where the signature is missing

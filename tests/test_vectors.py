@@ -1,5 +1,6 @@
 """The published bundle test vectors (tests/vectors/bundles-v2.json) read as SECURITY.md says,
-with the published keys only; SECURITY.md prints them. Envelope vectors: tests/test_envelope.py."""
+with the published keys only; SECURITY.md prints them. The refusal vectors (refusals-v2.json):
+every input refused with exactly the error SECURITY.md names. Envelope vectors: tests/test_envelope.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from nacl.public import PrivateKey
-from nacl.signing import SigningKey
+from nacl.signing import SigningKey, VerifyKey
 
-from keys import bundle_reader, envelope, envelope_reader, reply_bundle
-from keys.identity import Identity
+from keys import bundle_reader, envelope, envelope_reader, errors, reply_bundle
+from keys.errors import KeysError, WrongKeyError
+from keys.identity import Identity, PublicIdentity
 from keys.server_key import ServerPublicKey, server_keys_from_seed
-from tests.vectors import make_bundle_vectors
+from tests.vectors import make_bundle_vectors, make_refusal_vectors
 
 # Each bundle twice: with the envelopes written today (version 2) and with those of release 0.1.0
 # (version 1), which every reader must still open.
@@ -125,3 +127,84 @@ def test_the_signatures_and_routing_are_exactly_as_specified(export_name, reply_
     assert reply[end : end + 5] == b"\x02" + (64).to_bytes(4, "big") and len(reply) == end + 5 + 64
     VerifyKey(bytes.fromhex(KEYS["journalist"]["ed25519_public"])).verify(
         b"intake-reply-bundle-v2" + hashlib.blake2b(reply[:end], digest_size=64).digest(), reply[end + 5 :])
+
+
+# ---------------------------------------------------------------- refusal vectors (tests/vectors/refusals-v2.json)
+
+REFUSALS_FILE = VECTORS.parent / "refusals-v2.json"
+REFUSALS = json.loads(REFUSALS_FILE.read_text())
+_BY_NAME = {vector["name"]: vector for vector in REFUSALS["accepted"] + REFUSALS["refusals"]}
+
+
+def refusal_input(name: str) -> bytes:
+    vector = _BY_NAME[name]
+    if "hex" in vector:
+        return bytes.fromhex(vector["hex"])
+    return make_refusal_vectors.apply(refusal_input(vector["of"]), vector["edits"])
+
+
+def read_as(kind: str, data: bytes, folder: Path) -> None:
+    """Read ``data`` as SECURITY.md says for its kind, with the vectors' keys only (their `readers`)."""
+    keys = REFUSALS["keys"]
+    alice = Identity("alice", PrivateKey(bytes.fromhex(keys["secret"]["alice_x25519"])), SigningKey(bytes.fromhex(keys["secret"]["alice_ed25519_seed"])))
+    path = folder / "input"
+    path.write_bytes(data)
+    if kind == "envelope":
+        envelope_reader.decrypt_bytes(data, alice.private_key)
+    elif kind == "public key file":
+        PublicIdentity.load(path)
+    elif kind == "server key file":
+        ServerPublicKey.load(path)
+    elif kind == "secret key file":
+        Identity.load(path, keys["secret_key_file_passphrase"])
+    elif kind == "export bundle":
+        server = ServerPublicKey.from_text(keys["server_public_file"])
+        with bundle_reader.ExportBundle.open(path) as export:
+            export.verify({bytes(server.verify_key): server})
+            for source in export.read_manifest(alice):
+                for item in source.items:
+                    try:
+                        reader = export.open_item(item, alice)
+                    except WrongKeyError:
+                        continue  # not for alice: skipped
+                    for _piece in reader.chunks():
+                        pass
+    elif kind == "reply bundle":
+        reply_bundle.verify_reply_bundle(io.BytesIO(data), {"alice": VerifyKey(bytes.fromhex(keys["public"]["alice_ed25519"]))},
+                                         [PrivateKey(bytes.fromhex(keys["secret"]["server_x25519"]))])
+    else:
+        raise AssertionError(f"unknown kind of input {kind!r}")
+
+
+def test_the_refusal_vectors_are_what_their_generator_makes():
+    """Deterministic: the published file is exactly what tests/vectors/make_refusal_vectors.py writes."""
+    assert make_refusal_vectors.text() == REFUSALS_FILE.read_text()
+
+
+@pytest.mark.parametrize("name", [vector["name"] for vector in REFUSALS["accepted"]])
+def test_every_accepted_vector_is_read(name, tmp_path):
+    read_as(_BY_NAME[name]["input"], refusal_input(name), tmp_path)
+
+
+@pytest.mark.parametrize("name", [vector["name"] for vector in REFUSALS["refusals"]])
+def test_every_refusal_vector_is_refused_with_exactly_its_error(name, tmp_path):
+    vector = _BY_NAME[name]
+    with pytest.raises(KeysError) as caught:
+        read_as(vector["input"], refusal_input(name), tmp_path)
+    assert type(caught.value).__name__ == vector["error"], (vector["reason"], repr(caught.value))
+
+
+def test_the_refusal_vectors_name_the_classes_of_keys_errors_as_security_md_does():
+    """Each error a vector names is a class of keys/errors.py with the parent the file gives, and
+    SECURITY.md names it in the sections that specify the formats."""
+    spec = (VECTORS.parents[2] / "SECURITY.md").read_text()
+    formats = spec[spec.index("## 3. Envelope format") : spec.index("## 9. Test vectors")]
+    assert {vector["error"] for vector in REFUSALS["refusals"]} == set(REFUSALS["errors"])
+    for name, parent in REFUSALS["errors"].items():
+        cls = getattr(errors, name)
+        assert cls.__mro__[1].__name__ == parent, name
+        assert f"`{name}`" in formats, name
+    assert "tests/vectors/refusals-v2.json" in spec[spec.index("## 9. Test vectors") :]
+    kinds = {vector["input"] for vector in REFUSALS["accepted"] + REFUSALS["refusals"]}
+    assert kinds == set(REFUSALS["readers"])
+    assert REFUSALS_FILE.stat().st_size < 400_000  # small envelopes: the one of 64 KiB is the one that needs it
