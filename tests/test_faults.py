@@ -538,7 +538,11 @@ def test_a_full_disk_refuses_clearly_keeps_everything_acknowledged_and_recovers_
             # A clear page for the source: what happened, what was kept (its message may have been, before
             # its file filled the disk), what to do; nothing internal.
             assert refused.status == 503, refused.page[:2000]
-            assert "Not accepting submissions right now" in refused.page
+            if "This arrived safely and was kept" in refused.page:  # its message was, before its file filled the disk
+                assert "Not everything arrived" in refused.page
+                assert "The service cannot accept the rest at the moment" in refused.page
+            else:
+                assert "Not accepting submissions right now" in refused.page
             check_refusal_lists_what_was_kept(refused, list(visible_submissions(settings, journalist).values()))
             for internal in ("Traceback", "sqlite", "SQLITE", "intake.db", str(disk), "Error", "full"):
                 assert internal not in refused.page, internal
