@@ -8,11 +8,15 @@ made in this session can be shown again from the receipt and the status page unt
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from intake.codename import KdfGate
 from intake.wordlists.vocabulary import RUSSIAN
 from tests.fixtures_app import counts, csrf_token, make_instance, post_upload, start_as_new_source, upload_body
 
@@ -101,3 +105,49 @@ def test_the_receipt_and_the_status_page_show_the_codename_again_until_logout(tm
     returning = instance.app.test_client()
     assert _log_in(returning, codename).status_code == 303
     assert "Show my codename" not in returning.get("/replies").text  # not made in this session: nothing to show
+
+
+def test_a_busy_server_during_the_exchange_leaves_the_first_codename_working(tmp_path: Path):
+    """The new codename is derived before the old one is given up: if the server is too busy to
+    derive it, the source keeps the codename it has, still logged in, and may try again."""
+    instance = make_instance(tmp_path)
+    client = instance.app.test_client()
+    english, _page = start_as_new_source(client)
+    client.get("/language/ru")
+    offer = client.get("/codename").text
+    real_state = instance.app.extensions["intake"]
+    full_gate = KdfGate(concurrency=1, queue=0, timeout=0.1)
+    release = threading.Event()
+    holder = threading.Thread(target=full_gate.run, args=(release.wait, 10))
+    holder.start()
+    try:
+        deadline = time.monotonic() + 5
+        while full_gate._admitted < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        instance.app.extensions["intake"] = dataclasses.replace(real_state, kdf_gate=full_gate)
+        answer = client.post("/new", data={"csrf_token": csrf_token(offer), "instead": "1"})
+    finally:
+        release.set()
+        holder.join()
+    assert answer.status_code == 503
+    instance.app.extensions["intake"] = real_state
+    assert english.split()[0] in client.get("/codename").text  # still logged in, with the same codename
+    assert _log_in(instance.app.test_client(), english).status_code == 303
+    again = client.post("/new", data={"csrf_token": csrf_token(client.get("/codename").text), "instead": "1"})
+    assert again.status_code == 303 and _log_in(instance.app.test_client(), english).status_code == 401
+
+
+@pytest.mark.parametrize("form", [{"instead": "1"}, {}], ids=["same language", "without asking"])
+def test_the_exchange_is_refused_unless_asked_for_in_another_language(tmp_path: Path, form: dict):
+    instance = make_instance(tmp_path)
+    client = instance.app.test_client()
+    english, page = start_as_new_source(client)
+    if not form:
+        client.get("/language/ru")
+        page = client.get("/codename").text
+    sources = counts(instance)["sources"]
+    answer = client.post("/new", data={"csrf_token": csrf_token(page), **form})
+    assert answer.status_code == 303 and answer.location.endswith("/codename")
+    assert counts(instance)["sources"] == sources
+    assert english.split()[0] in client.get("/codename").text
+    assert _log_in(instance.app.test_client(), english).status_code == 303

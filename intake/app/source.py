@@ -157,19 +157,24 @@ def language(code: str):
 def new_source():
     """Make a codename in the page's language, log the new source in, and show the codename.
     On the page of a new codename in another language, before anything was sent, the source may
-    ask for one in the page's language instead: the first is forgotten at once."""
+    ask for one in the page's language instead: the first is forgotten once the second exists."""
     source_session = current_session()
     if source_session is not None:
         shown = _shown_codename(source_session)
-        if not (request.form.get("instead") and shown and _language_of_codename(shown) != get_locale().language
-                and request_store().forget_unused_source(source_session.source_id)):
+        if not (request.form.get("instead") and shown and _language_of_codename(shown) != get_locale().language):
             # Never start a second identity without the source logging out first.
             return redirect(url_for("source.codename_page" if shown else "source.submit_form"), 303)
-        end_session(request_store(), request.cookies.get(COOKIE_NAME))
     language = get_locale().language
     codename = generate_codename(language=language if language in CODENAME_LANGUAGES else "en")
-    keys = _derive_keys(codename)
-    source = request_store().create_source(keys.lookup_id, keys.reply_public_key)
+    keys = _derive_keys(codename)  # before anything is given up: a busy server leaves the first codename working
+    store = request_store()
+    if source_session is None:
+        source = store.create_source(keys.lookup_id, keys.reply_public_key)
+    else:
+        source = store.exchange_unused_source(source_session.source_id, keys.lookup_id, keys.reply_public_key)
+        if source is None:  # something was sent from another tab meanwhile: keep this codename
+            return redirect(url_for("source.codename_page"), 303)
+        end_session(store, request.cookies.get(COOKIE_NAME))
     response = redirect(url_for("source.codename_page"), 303)
     cookie = _start_session(response, source.id, keys.reply_secret_key)
     set_sealed_cookie(response, CODENAME_COOKIE, seal(CODENAME_COOKIE, cookie, keys.reply_secret_key, codename.encode("utf-8")))

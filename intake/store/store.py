@@ -265,26 +265,42 @@ class Store(EnvelopeReads, UploadWrites):
         return Source(*rows[0]) if rows else None
 
     def create_source(self, lookup_id: bytes, reply_public_key: bytes) -> Source:
+        return self._write(lambda conn: self._insert_source(conn, lookup_id, reply_public_key))
+
+    def exchange_unused_source(self, source_id: str, lookup_id: bytes, reply_public_key: bytes) -> Source | None:
+        """In one transaction, forget a source that never sent anything (as retention would a day
+        later) and create its successor: a codename given up on its own page for one in the page's
+        language. None, and nothing changed, if the first has sent something meanwhile."""
+
+        def exchange(conn: Connection) -> Source | None:
+            forgotten = conn.execute(
+                "DELETE FROM sources WHERE id = ? AND has_submitted = 0"
+                " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
+                " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
+                (source_id,),
+            ).rowcount
+            return self._insert_source(conn, lookup_id, reply_public_key) if forgotten == 1 else None
+
+        return self._write(exchange)
+
+    @staticmethod
+    def _insert_source(conn: Connection, lookup_id: bytes, reply_public_key: bytes) -> Source:
         day = today()
-
-        def insert(conn: Connection) -> Source:
-            # Under the write lock this check cannot race another insert.
-            if conn.execute("SELECT 1 FROM sources WHERE lookup_id = ?", (lookup_id,)).fetchone():
-                raise SourceExistsError(told("a source with this codename already exists"))
-            for _ in range(_DESIGNATION_ATTEMPTS):
-                source = Source(new_id(), random_designation(), reply_public_key, day, day)
-                try:
-                    conn.execute(
-                        "INSERT INTO sources (id, lookup_id, reply_public_key, designation, created_day, last_active_day)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (source.id, lookup_id, reply_public_key, source.designation, day, day),
-                    )
-                    return source
-                except IntegrityError:
-                    continue  # the designation (or the random id) is taken: draw again
-            raise StoreError(told("could not find a free source designation: try again"))
-
-        return self._write(insert)
+        # Under the write lock this check cannot race another insert.
+        if conn.execute("SELECT 1 FROM sources WHERE lookup_id = ?", (lookup_id,)).fetchone():
+            raise SourceExistsError(told("a source with this codename already exists"))
+        for _ in range(_DESIGNATION_ATTEMPTS):
+            source = Source(new_id(), random_designation(), reply_public_key, day, day)
+            try:
+                conn.execute(
+                    "INSERT INTO sources (id, lookup_id, reply_public_key, designation, created_day, last_active_day)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (source.id, lookup_id, reply_public_key, source.designation, day, day),
+                )
+                return source
+            except IntegrityError:
+                continue  # the designation (or the random id) is taken: draw again
+        raise StoreError(told("could not find a free source designation: try again"))
 
     def source_has_sent(self, source_id: str) -> bool:
         """Whether the source ever sent something, has an upload in flight, or has a reply:
@@ -295,16 +311,6 @@ class Store(EnvelopeReads, UploadWrites):
             (source_id,),
         )
         return bool(rows and rows[0][0])
-
-    def forget_unused_source(self, source_id: str) -> bool:
-        """Delete a source that never sent anything (as retention would a day later): a codename
-        given up on its own page for one in the page's language. False if it has sent something."""
-        return self._write(lambda conn: conn.execute(
-            "DELETE FROM sources WHERE id = ? AND has_submitted = 0"
-            " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
-            " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
-            (source_id,),
-        ).rowcount == 1)
 
     def touch_source(self, source_id: str) -> None:
         self._write(lambda conn: conn.execute("UPDATE sources SET last_active_day = ? WHERE id = ? AND last_active_day != ?",
