@@ -165,6 +165,26 @@ def test_upload_declared_over_the_limit_is_refused_before_its_files_are_sent(int
     assert '<textarea id="message" name="message" rows="10">big news</textarea>' in text
 
 
+def test_upload_declared_over_the_limit_hands_back_the_part_of_the_message_that_came(intake_server: IntakeServer):
+    """A body that stalls in the middle of the message: after GIVE_BACK_WAIT_SECONDS the page
+    hands back what arrived, and says it is only the beginning."""
+    client = SourceClient(intake_server.url)
+    _codename, page = client.start_as_new_source()
+    message = "first line arrived. " * 200 + "this tail never comes"
+    content_type, pieces = encode_multipart(page.form_with("message", "files"), {"message": message},
+                                            {"files": [Upload("film.mkv", b"v" * 1000)]})
+    body = b"".join(pieces)
+    conn = _declare_10_gib(intake_server, client, content_type)
+    conn.send(body[: body.index(b"this tail")])
+    response = conn.getresponse()
+    text = response.read().decode()
+    conn.close()
+    assert response.status == 413
+    kept = re.search(r'<textarea id="message" name="message" rows="10">([^<]*)</textarea>', text).group(1)
+    assert kept.startswith("first line arrived.") and "tail" not in kept and len(kept) > 3000
+    assert "Only the beginning of your message could be kept here" in text
+
+
 def test_upload_declared_over_the_limit_is_answered_even_if_no_body_byte_comes(intake_server: IntakeServer):
     """A client that waits for the answer before sending gets it after GIVE_BACK_WAIT_SECONDS,
     without a message to hand back, and is never asked for the body."""
@@ -179,3 +199,4 @@ def test_upload_declared_over_the_limit_is_answered_even_if_no_body_byte_comes(i
     conn.close()
     assert response.status == 413 and GIVE_BACK_WAIT_SECONDS - 1 < took < GIVE_BACK_WAIT_SECONDS + 5, took
     assert "Nothing was received" in text and "500 MiB" in text
+    assert "back in the box" not in text  # nothing arrived to give back

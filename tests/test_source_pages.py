@@ -143,6 +143,31 @@ def test_oversized_upload_is_refused_with_a_clear_page_and_nothing_kept(tmp_path
         assert store.counts()["submissions"] == 0 and store.counts()["pending uploads"] == 0
 
 
+def test_oversized_upload_says_what_of_the_message_came_back(tmp_path):
+    app_instance = make_instance(tmp_path, max_request_bytes=64 * 1024)
+    source_client = app_instance.app.test_client()
+    _codename, page = start_as_new_source(source_client)
+    files = [("big.bin", b"x" * 100_000, "application/octet-stream")]
+    response = post_upload(source_client, *upload_body(csrf_token(page), message="", files=files))
+    assert response.status_code == 413 and "back in the box" not in response.text  # there was no message
+    long_message = "a long account of what happened. " * 1000  # 33 KB: more than a page can hand back
+    response = post_upload(source_client, *upload_body(csrf_token(page), message=long_message, files=files))
+    assert response.status_code == 413 and "Your message is back in the box below" in response.text
+    assert "Only the beginning of your message could be kept here" in response.text
+
+
+def test_oversized_upload_after_the_session_ended_hands_the_message_back_on_the_login_page(tmp_path):
+    app_instance = make_instance(tmp_path, max_request_bytes=64 * 1024)
+    source_client = app_instance.app.test_client()
+    _codename, page = start_as_new_source(source_client)
+    end_the_session_as_expiry_would(app_instance, source_client)
+    body, content_type = upload_body(csrf_token(page), message="written while the session ran out",
+                                     files=[("big.bin", b"x" * 100_000, "application/octet-stream")])
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 401 and "Nothing was received" in response.text
+    assert "written while the session ran out" in response.text and "choose them again" in response.text
+
+
 def test_oversized_upload_without_declared_length_is_cut_off_while_streaming(tmp_path):
     app_instance = make_instance(tmp_path, max_request_bytes=64 * 1024)
     source_client = app_instance.app.test_client()
@@ -209,7 +234,7 @@ def test_long_message_is_handed_back_only_in_part_and_says_so(source_client):
     page = source_client.get("/")
     body, content_type = upload_body(csrf_token(page.text), message="слово " * 10_000)
     response = post_upload(source_client, body, content_type)
-    assert response.status_code == 401 and "only its beginning" in response.text
+    assert response.status_code == 401 and "Only the beginning of your message could be kept here" in response.text
     assert response.text.count("слово") > 1000
 
 

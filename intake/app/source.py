@@ -54,7 +54,7 @@ from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_se
 from intake.app.stores import request_store
 from intake.circuits import CircuitBusyError, current_circuit
 from intake.heap import give_back_free_memory
-from intake.worker_threads import WaitedTooLong, start_in_os_thread, waiting_at_most
+from intake.worker_threads import start_in_os_thread
 from intake.codename import (
     CODENAME_LANGUAGES,
     InvalidCodenameError,
@@ -74,7 +74,7 @@ from nacl.public import PrivateKey
 blueprint = Blueprint("source", __name__)
 
 MAX_REPLY_ID = 64
-GIVE_BACK_WAIT_SECONDS = 10  # for the message of an upload declared too large, before the page answers without it
+GIVE_BACK_WAIT_SECONDS = 10  # for the message of an upload declared too large, before the page answers with what came
 
 
 # --- sessions -----------------------------------------------------------------
@@ -210,25 +210,22 @@ def submit():
     refusal's page lists what was published before it (g.received)."""
     settings = app_state().settings
     source_session = current_session()
-    if request.content_length is not None and request.content_length > settings.max_request_bytes:
-        # Refused before the files are read; the message comes before them in the form, so it goes
-        # back into the form rather than being lost with the files.
-        if source_session is None:
-            raise UploadTooLargeError("declared body too large")
-        # A browser sends the body at once; a client that waits for the answer first gets it after
-        # a few seconds, and is never asked for the rest. Only the form's first parts are read.
-        request.max_content_length = request.content_length
-        try:
-            with waiting_at_most(GIVE_BACK_WAIT_SECONDS):
-                message = read_unsent_form(request.stream, request.headers.get("Content-Type")).message
-        except WaitedTooLong:
-            message = ""
-        return render_template("submit.html", max_upload=_max_upload_label(), too_large=True, message=message), 413
-    request.max_content_length = settings.max_request_bytes
+    content_type = request.headers.get("Content-Type")
+    declared_too_large = request.content_length is not None and request.content_length > settings.max_request_bytes
+    # A body declared too large is refused before its files are read; the message comes before them
+    # in the form, so it goes back into a form rather than being lost with the files. A browser sends
+    # the body at once; a client that waits for the answer first gets it after a few seconds, with
+    # what arrived of the message, and is never asked for the rest.
+    request.max_content_length = request.content_length if declared_too_large else settings.max_request_bytes
+    wait_seconds = GIVE_BACK_WAIT_SECONDS if declared_too_large else None
     if source_session is None:
         # The session ended while the source was writing: nothing can be stored, so hand the text back.
-        unsent = read_unsent_form(request.stream, request.headers.get("Content-Type"))
+        unsent = read_unsent_form(request.stream, content_type, wait_seconds=wait_seconds)
         return render_template("login.html", ended=True, unsent=unsent), 401
+    if declared_too_large:
+        unsent = read_unsent_form(request.stream, content_type, wait_seconds=wait_seconds)
+        return render_template("submit.html", max_upload=_max_upload_label(), too_large=True, unsent=unsent,
+                               message=unsent.message), 413
     store = request_store()
     uploads = app_state().uploads
     g.received = []
