@@ -61,16 +61,16 @@ FRESH_CONNECTION_WAIT = 5.0
 
 
 class BodyTooSlowError(ConnectionResetError):
-    """The body arrived slower than the minimum rate, or not within the deadline (``past_deadline``,
-    of ``deadline_seconds``): the app tells the source which.
+    """The body arrived slower than the minimum rate over a window, or not within the deadline
+    (``past_deadline``); ``seconds`` is that window or deadline. The app tells the source which.
 
     A ConnectionResetError (errno ECONNRESET), so that everything between the socket and
     the app (gunicorn, Werkzeug, intake's upload parser) treats it as the client going away."""
 
-    def __init__(self, reason: str, *, past_deadline: bool = False, deadline_seconds: float = 0.0):
+    def __init__(self, reason: str, *, past_deadline: bool, seconds: float):
         super().__init__(errno.ECONNRESET, reason)
         self.past_deadline = past_deadline
-        self.deadline_seconds = deadline_seconds
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -148,11 +148,12 @@ class _BodyClock:
     def check(self, now: float) -> None:
         if now >= self._deadline:
             raise BodyTooSlowError("the request body did not arrive within the deadline", past_deadline=True,
-                                   deadline_seconds=self._limits.body_deadline)
+                                   seconds=self._limits.body_deadline)
         if now >= self._window_end:
             needed = self._limits.body_min_rate * self._limits.body_window
             if self._in_window < needed:
-                raise BodyTooSlowError("the request body arrived slower than the minimum rate")
+                raise BodyTooSlowError("the request body arrived slower than the minimum rate", past_deadline=False,
+                                       seconds=self._limits.body_window)
             # Windows follow each other; a pause is judged from where the last window ended.
             self._window_end += self._limits.body_window * max(1, int((now - self._window_end) // self._limits.body_window) + 1)
             self._in_window = 0
@@ -200,7 +201,7 @@ class PacedSocket:
         self._unread = unread  # read from the socket already (looking for tor's line): given out first
         self._clock: _BodyClock | None = None
         self.carried_a_body = False  # some request on this connection had a body (intake.memory_wiping)
-        self.too_slow = False
+        self.too_slow: BodyTooSlowError | None = None  # what stopped the body, said again to any later read
         self._idle = not unread
         self._fresh_until = time.monotonic() + FRESH_CONNECTION_WAIT  # until it carried a request
 
@@ -252,7 +253,7 @@ class PacedSocket:
     def _read(self, read: Callable[[], T], count: Callable[[T], int]) -> T:
         """``read()`` from the socket, held to the body's rate and deadline while a body is read."""
         if self.too_slow:
-            raise BodyTooSlowError("the request body arrived too slowly")
+            raise BodyTooSlowError(self.too_slow.strerror, past_deadline=self.too_slow.past_deadline, seconds=self.too_slow.seconds)
         clock = self._clock
         if clock is None:
             data = read()
@@ -268,8 +269,8 @@ class PacedSocket:
                     continue
                 clock.received(count(data), time.monotonic())
                 return data
-        except BodyTooSlowError:
-            self.too_slow = True
+        except BodyTooSlowError as stopped:
+            self.too_slow = stopped
             raise
         finally:
             self._sock.settimeout(None)

@@ -121,10 +121,11 @@ def test_a_source_is_told_whether_its_upload_was_too_slow_or_took_too_long(tmp_p
         head, body = _request(client, form, "slow " * 200)
         stalled = _whole_answer(server.gunicorn.port, head, body, 1, 0.5)
         assert stalled.startswith("HTTP/1.1 400") and "Соединение стало слишком медленным" in stalled, stalled[:300]
+        assert "В течение 3 секунд почти ничего не приходило" in stalled  # the window set here, as said
         head, body = _request(client, form, "long " * 4000)
         too_long = _whole_answer(server.gunicorn.port, head, body, 400, 0.25)
         assert too_long.startswith("HTTP/1.1 400") and "Отправка шла слишком долго" in too_long, too_long[:300]
-        assert "Сервис ждёт одну отправку не дольше 0 ч" in too_long  # 9 s here
+        assert "На одну отправку сервис отводит не больше 9 секунд" in too_long  # the deadline set here
         assert "Traceback" not in server.gunicorn.error_log_text()
 
 

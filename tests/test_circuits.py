@@ -134,8 +134,9 @@ def test_the_body_clock_wants_the_minimum_rate_in_each_window() -> None:
     limits = WorkerLimits(body_min_rate=100, body_window=10, body_deadline=100)
     clock = _BodyClock(limits, now=0)
     clock.received(999, now=5)
-    with pytest.raises(BodyTooSlowError):
+    with pytest.raises(BodyTooSlowError) as stopped:
         clock.check(now=10)  # 999 < 100 B/s x 10 s
+    assert not stopped.value.past_deadline and stopped.value.seconds == 10  # the window, told to the source
     clock = _BodyClock(limits, now=0)
     clock.received(1000, now=9)
     clock.check(now=10)  # enough: the next window starts
@@ -146,8 +147,9 @@ def test_the_body_clock_wants_the_minimum_rate_in_each_window() -> None:
     for window_end in range(10, 100, 10):
         clock.received(1000, now=window_end - 1)
         clock.check(now=window_end)
-    with pytest.raises(BodyTooSlowError, match="deadline"):
+    with pytest.raises(BodyTooSlowError, match="deadline") as stopped:
         clock.received(1000, now=100)
+    assert stopped.value.past_deadline and stopped.value.seconds == 100
 
 
 def test_bad_limits_in_the_environment_stop_the_server_with_a_clear_message() -> None:

@@ -505,3 +505,18 @@ def test_russian_copy_calls_sources_sources_never_informers():
     # The page title says what the site is for the reader, in words that name no one: "a channel
     # for sources" was newsroom jargon, and a tab titled so tells an onlooker who is reading it.
     assert "Защищённый канал связи с редакцией" in strings
+
+
+@pytest.mark.parametrize(("seconds", "english", "russian"), [
+    (1, "1 second", "1 секунды"), (45, "45 seconds", "45 секунд"), (60, "1 minute", "1 минуты"),
+    (300, "5 minutes", "5 минут"), (3600, "1 hour", "1 часа"), (14_400, "4 hours", "4 часов"),
+    (42_667, "11 hours 51 minutes", "11 часов 51 минуты"), (75_600, "21 hours", "21 часа"),
+])
+def test_a_limits_length_reads_right_after_at_most(app_instance, seconds: int, english: str, russian: str):
+    """The deadline and the stall window the source is told of: whole units, and in Russian the
+    genitive that "не больше" and "в течение" take."""
+    from intake.app.source import _duration_label
+
+    for language, expected in (("en", english), ("ru", russian)):
+        with app_instance.app.test_request_context(headers={"Accept-Language": language}):
+            assert _duration_label(seconds) == expected

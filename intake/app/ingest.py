@@ -99,13 +99,14 @@ class ConnectionLostError(UploadError):
 
 
 class UploadTooSlowError(ConnectionLostError):
-    """The server stopped the body: it came slower than the minimum rate, or was still coming at
-    the deadline (``past_deadline``, of ``deadline_seconds``; intake.body_pace)."""
+    """The server stopped the body: it came slower than the minimum rate over a window, or was
+    still coming at the deadline (``past_deadline``); ``seconds`` is that window or deadline
+    (intake.body_pace)."""
 
-    def __init__(self, message: str, *, past_deadline: bool, deadline_seconds: float):
+    def __init__(self, message: str, *, past_deadline: bool, seconds: float):
         super().__init__(message)
         self.past_deadline = past_deadline
-        self.deadline_seconds = deadline_seconds
+        self.seconds = seconds
 
 
 class FormTokenError(UploadError):
@@ -424,7 +425,7 @@ def _read_into(stream: BinaryIO, into: memoryview) -> int:
         slow = _body_too_slow(error)
         if slow is not None:
             raise UploadTooSlowError("the server stopped a body that came too slowly", past_deadline=slow.past_deadline,
-                                     deadline_seconds=slow.deadline_seconds) from None
+                                     seconds=slow.seconds) from None
         raise ConnectionLostError("the connection ended mid-upload") from None
     except RequestEntityTooLarge:  # Werkzeug's own cap on the input stream
         raise UploadTooLargeError("the upload is larger than allowed") from None

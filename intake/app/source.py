@@ -17,7 +17,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, abort, g, make_response, redirect, render_template, request, session, url_for
-from flask_babel import format_date, format_decimal, get_locale, ngettext
+from flask_babel import format_date, format_decimal, get_locale, ngettext, npgettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import validate_csrf
@@ -402,14 +402,14 @@ BROKEN_UPLOAD = (
 BROKEN_UPLOAD_REST = _l("The connection broke before the rest arrived. Send the rest again.")
 TOO_SLOW = (
     _l("The connection became too slow"),
-    _l("Almost nothing arrived for a minute, so the server stopped the upload and nothing from this attempt was kept. Check your connection (in Tor Browser, a different bridge may help), then send it again."),
+    _l("Almost nothing arrived for %(duration)s, so the server stopped the upload and nothing from this attempt was kept. Check your connection (in Tor Browser, a different bridge may help), then send it again."),
 )
-TOO_SLOW_REST = _l("Then almost nothing arrived for a minute, so the server stopped the rest. Check your connection (in Tor Browser, a different bridge may help), then send the rest again.")
+TOO_SLOW_REST = _l("Then almost nothing arrived for %(duration)s, so the server stopped the rest. Check your connection (in Tor Browser, a different bridge may help), then send the rest again.")
 TOO_LONG = (
     _l("Sending took too long"),
-    _l("This service waits at most %(hours)s hours for one submission, so the server stopped this one and nothing from it was kept. Over a slow connection, send large files one at a time, or make them smaller."),
+    _l("This service allows at most %(duration)s for one submission, so the server stopped this one and nothing from it was kept. Over a slow connection, send large files one at a time, or make them smaller."),
 )
-TOO_LONG_REST = _l("This service waits at most %(hours)s hours for one submission, so the server stopped the rest. Send the rest again, one large file at a time.")
+TOO_LONG_REST = _l("This service allows at most %(duration)s for one submission, so the server stopped the rest. Send the rest again, one large file at a time.")
 NOT_ACCEPTING = (_l("Not accepting submissions right now"), _l("The service cannot accept submissions at the moment. Nothing you sent was kept. Please try again later."))
 NOT_ACCEPTING_REST = _l("The service cannot accept the rest at the moment. Please send the rest later.")
 
@@ -444,12 +444,10 @@ def _too_many_files(_error: TooManyFilesError):
 def _broken_upload(error: Exception):
     if isinstance(error, UnexpectedPartError):
         return error_page(400, *UNEXPECTED_FORM, UNEXPECTED_FORM_REST)
-    if isinstance(error, UploadTooSlowError) and error.past_deadline:
-        hours = format_decimal(round(error.deadline_seconds / 3600, 1))
-        title, advice = TOO_LONG
-        return error_page(400, title, advice % {"hours": hours}, TOO_LONG_REST % {"hours": hours})
     if isinstance(error, UploadTooSlowError):
-        return error_page(400, *TOO_SLOW, TOO_SLOW_REST)
+        duration = {"duration": _duration_label(error.seconds)}
+        title, advice = TOO_LONG if error.past_deadline else TOO_SLOW
+        return error_page(400, title, advice % duration, (TOO_LONG_REST if error.past_deadline else TOO_SLOW_REST) % duration)
     return error_page(400, *BROKEN_UPLOAD, BROKEN_UPLOAD_REST)
 
 
@@ -457,6 +455,18 @@ def _broken_upload(error: Exception):
 @blueprint.errorhandler(NoRecipientsError)
 def _not_accepting(_error: Exception):
     return error_page(503, *NOT_ACCEPTING, NOT_ACCEPTING_REST)
+
+
+def _duration_label(seconds: float) -> str:
+    """How long a limit lasts, as the source reads it after "at most" or "for" (which Russian
+    follows with the genitive: the context tells the translator)."""
+    if seconds < 60:
+        return npgettext("how long, after 'at most' or 'for'", "%(num)s second", "%(num)s seconds", max(1, round(seconds)))
+    hours, minutes = divmod(round(seconds / 60), 60)
+    parts = [npgettext("how long, after 'at most' or 'for'", "%(num)s hour", "%(num)s hours", hours)] if hours else []
+    if minutes:
+        parts.append(npgettext("how long, after 'at most' or 'for'", "%(num)s minute", "%(num)s minutes", minutes))
+    return " ".join(parts)
 
 
 def _size_label(size: int) -> str:
