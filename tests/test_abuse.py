@@ -411,6 +411,14 @@ def _answer(sock: socket.socket) -> bytes:
         return b""
 
 
+def _rest_of_answer(sock: socket.socket) -> bytes:
+    rest = b""
+    sock.settimeout(2)
+    while chunk := sock.recv(65536):
+        rest += chunk
+    return rest
+
+
 def test_without_tors_line_a_connection_is_refused_when_circuit_ids_are_on(tmp_path: Path) -> None:
     with _server(tmp_path, circuit_ids=True) as server:
         with open_over_circuit(server.gunicorn.port, None) as sock:
@@ -433,7 +441,7 @@ def test_one_circuit_holds_at_most_its_share_of_connections(tmp_path: Path) -> N
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finished
                 socks.append(sock)
             time.sleep(1)
-            refused = 0
+            refused, busy_pages = 0, []
             for sock in socks:
                 sock.settimeout(0.2)
                 try:
@@ -441,8 +449,13 @@ def test_one_circuit_holds_at_most_its_share_of_connections(tmp_path: Path) -> N
                 except TimeoutError:
                     continue
                 refused += answer.startswith(b"HTTP/1.1 503") or answer == b""
+                if answer.startswith(b"HTTP/1.1 503"):
+                    busy_pages.append(answer + _rest_of_answer(sock))
             # Each worker holds 12; the kernel spreads connections over workers unevenly.
             assert 20 <= refused <= len(socks) - 12
+            # Refused before the app, the page still tells a source what to do, in each language.
+            page = busy_pages[0].decode("utf-8")
+            assert "Wait a minute, then reload the page" in page and "Подождите минуту и обновите страницу" in page
             assert _client(server, PROBE_CIRCUIT).get("/").status == 200  # another circuit is served
         finally:
             for sock in socks:
