@@ -44,9 +44,11 @@ def test_russian_codename_typed_on_the_latin_layout_with_prefixes_and_spaces_log
     assert response.status_code == 303 and response.location.endswith("/replies")
 
 
-def test_login_field_takes_a_paste_and_invites_no_browser_to_save_the_codename(source_client):
+def test_login_field_takes_a_paste_and_asks_browsers_not_to_save_the_codename(source_client):
     """The codename page says not to keep it on a computer: the field asks browsers not to offer
-    saving it (it once named a hidden account for password managers), and nothing stops a paste."""
+    saving it, and no longer names a hidden account for password managers; nothing stops a paste.
+    Only the asking is checked here: Firefox, and so Tor Browser, may still offer to save a password
+    field, so the page's own advice is what protects the source."""
     page = source_client.get("/login").text
     field = re.search(r'<input type="password" id="codename"[^>]*>', page).group(0)
     assert 'autocomplete="off"' in field and "onpaste" not in page
