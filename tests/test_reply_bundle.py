@@ -230,12 +230,12 @@ def test_the_published_limits_are_the_readers_and_the_writers(alice):
     head = reply_bundle.REPLY_MAGIC + bytes([reply_bundle.VERSION, 5]) + b"alice"
     for length, refusal in ((176 + 9, FormatError), (176 + 10, TruncatedError)):
         with pytest.raises(refusal) as caught:
-            verify(head + reply_bundle._ENTRY.pack(reply_bundle.ENTRY_REPLY, length), {"alice": keys})
+            verify(head + reply_bundle._ENTRY.pack(reply_bundle.ENTRY_REPLY, length), keys)
         assert type(caught.value) is refusal, length
     with pytest.raises(FormatError, match="too many replies"):
-        verify(unsigned_bundle(10_001), {"alice": keys})
+        verify(unsigned_bundle(10_001), keys)
     with pytest.raises(BadSignatureError):  # 10,000 are read to the end, where the signature is missing
-        verify(unsigned_bundle(10_000), {"alice": keys})
+        verify(unsigned_bundle(10_000), keys)
 
 
 def test_the_writer_refuses_a_bundle_of_more_than_10000_replies(alice):
