@@ -221,7 +221,7 @@ class OnionServices:
                         "source", onion_address_for_key(self._source_key), source_target, True, "torrc",
                         pow_defenses=True, intro_dos_defense=True,
                         max_streams=MAX_STREAMS_PER_CIRCUIT)
-                    self._check_torrc_service_address("source")
+                    self._check_torrc_source_address()
                 self._services["journalist"] = self._add_journalist_onion(keys)
             except BaseException:
                 self.stop()
@@ -370,13 +370,13 @@ class OnionServices:
 
     # -- services --
 
-    def _check_torrc_service_address(self, name: str) -> None:
-        hostname = self.tor_dir / f"{name}_service" / "hostname"
+    def _check_torrc_source_address(self) -> None:
+        hostname = self.tor_dir / "source_service" / "hostname"
         if hostname.exists():
             tor_says = hostname.read_text().strip()
-            if tor_says != self._services[name].address:
-                raise TorError(told("tor derived {derived} from the {name} key, intake expected {expected}",
-                                    derived=tor_says, name=name, expected=self._services[name].address))
+            if tor_says != self._services["source"].address:
+                raise TorError(told("tor derived {derived} from the source onion key, intake expected {expected}",
+                                    derived=tor_says, expected=self._services["source"].address))
 
     @staticmethod
     def _reply_fields(reply: stem.response.ControlMessage) -> list[tuple[str, str]]:
