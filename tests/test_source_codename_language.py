@@ -9,6 +9,7 @@ made in this session can be shown again from the receipt and the status page unt
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import threading
 import time
@@ -151,3 +152,42 @@ def test_the_exchange_is_refused_unless_asked_for_in_another_language(tmp_path: 
     assert counts(instance)["sources"] == sources
     assert english.split()[0] in client.get("/codename").text
     assert _log_in(instance.app.test_client(), english).status_code == 303
+
+
+def test_an_upload_in_another_tab_during_the_exchange_is_refused_with_a_clear_page(tmp_path: Path):
+    """The upload began with the first codename; the exchange in another tab forgot it before
+    anything was published. The upload keeps nothing (its source is gone) and says why."""
+    instance = make_instance(tmp_path)
+    client = instance.app.test_client()
+    _english, page = start_as_new_source(client)
+    body, content_type = upload_body(csrf_token(page), message="from the first tab",
+                                     files=[("scan.bin", b"x" * 3_000_000, "application/octet-stream")])
+    cut = body.index(b"x" * 100)
+    first, rest = io.BytesIO(body[:cut]), io.BytesIO(body[cut:])
+    reached, go_on = threading.Event(), threading.Event()
+
+    class StallsInTheFile:
+        def read(self, size: int = -1) -> bytes:
+            if data := first.read(size):
+                return data
+            reached.set()
+            go_on.wait(10)
+            return rest.read(size)
+
+    answers = []
+    uploading = threading.Thread(target=lambda: answers.append(client.post(
+        "/submit", environ_overrides={"CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(body)),
+                                      "wsgi.input": StallsInTheFile()})))
+    uploading.start()
+    try:
+        assert reached.wait(10)
+        client.get("/language/ru")
+        exchanged = client.post("/new", data={"csrf_token": csrf_token(client.get("/codename").text), "instead": "1"})
+        assert exchanged.status_code == 303
+    finally:
+        go_on.set()
+        uploading.join()
+    (answer,) = answers
+    assert answer.status_code == 409 and "its codename was exchanged for a new one in another tab" in answer.text
+    assert counts(instance)["submissions"] == 0 and counts(instance)["pending uploads"] == 0
+    assert "Получить кодовое имя" not in client.get("/codename").text  # logged in with the new codename

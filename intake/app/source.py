@@ -65,7 +65,7 @@ from intake.codename import (
     normalize_codename,
 )
 from intake.retention import RetentionPolicy
-from intake.store.errors import StoreBusyError, StoreError, StoreFullError
+from intake.store.errors import SourceGoneError, StoreBusyError, StoreError, StoreFullError
 from intake.wordlists.vocabulary import language_of
 from keys.envelope_reader import decrypt_bytes
 from keys.errors import KeysError
@@ -410,6 +410,10 @@ TOO_LONG = (
     _l("This service allows at most %(duration)s for one submission, so the server stopped this one and nothing from it was kept. Over a slow connection, send large files one at a time, or make them smaller."),
 )
 TOO_LONG_REST = _l("This service allows at most %(duration)s for one submission, so the server stopped the rest. Send the rest again, one large file at a time.")
+CODENAME_GIVEN_UP = (
+    _l("Sent with a codename that was given up"),
+    _l("While this was being sent, its codename was exchanged for a new one in another tab, so nothing from this upload was kept. You are now logged in with the new codename: send it again."),
+)
 NOT_ACCEPTING = (_l("Not accepting submissions right now"), _l("The service cannot accept submissions at the moment. Nothing you sent was kept. Please try again later."))
 NOT_ACCEPTING_REST = _l("The service cannot accept the rest at the moment. Please send the rest later.")
 
@@ -449,6 +453,11 @@ def _broken_upload(error: Exception):
         title, advice = TOO_LONG if error.past_deadline else TOO_SLOW
         return error_page(400, title, advice % duration, (TOO_LONG_REST if error.past_deadline else TOO_SLOW_REST) % duration)
     return error_page(400, *BROKEN_UPLOAD, BROKEN_UPLOAD_REST)
+
+
+@blueprint.errorhandler(SourceGoneError)
+def _codename_given_up(_error: SourceGoneError):
+    return error_page(409, *CODENAME_GIVEN_UP)
 
 
 @blueprint.errorhandler(StoreFullError)

@@ -42,6 +42,10 @@ class StoreBusyError(StoreError):
     """The write lock stayed taken longer than the connection waits (a burst of writers)."""
 
 
+class SourceGoneError(StoreError):
+    """The upload's source was forgotten while it arrived (its codename exchanged for a new one)."""
+
+
 class SourceExistsError(StoreError):
     """A source with this lookup id already exists."""
 

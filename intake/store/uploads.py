@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from intake.store import processes, slot_table
 from intake.store.connection import Connection, begin_write, empty_wal, translate_errors, write_transaction
-from intake.store.errors import StoreError
+from intake.store.errors import SourceGoneError, StoreError
 from intake.store.group_commit import group_for
 from intake.store.records import random_rowid, today
 from intake.store.slots_file import SLOT_BYTES, SlotsFile
@@ -45,6 +45,9 @@ class UploadWrites:
     _in_flight: Running[None] | None
 
     def _insert_pending(self, conn: Connection, upload: SubmissionWriter, *, writer: str | None) -> None:
+        if not conn.execute("SELECT 1 FROM sources WHERE id = ?", (upload.source_id,)).fetchone():
+            # Its codename was exchanged for another, in another tab, after this upload began.
+            raise SourceGoneError(told("the codename this upload was sent with was given up while it arrived"))
         # Two statements whatever the number of journalists (migration 7): the set is written once.
         members = json.dumps(sorted(upload.journalist_ids), separators=(",", ":"))
         conn.execute("INSERT INTO recipient_sets (members) VALUES (?) ON CONFLICT (members) DO NOTHING", (members,))
