@@ -201,7 +201,9 @@ class PacedSocket:
         self._unread = unread  # read from the socket already (looking for tor's line): given out first
         self._clock: _BodyClock | None = None
         self.carried_a_body = False  # some request on this connection had a body (intake.memory_wiping)
-        self.too_slow: BodyTooSlowError | None = None  # what stopped the body, said again to any later read
+        # What stopped the body, said again to any later read: a copy, never raised, so that no
+        # traceback keeps the request's frames (and views of its buffers) alive with the connection.
+        self.too_slow: BodyTooSlowError | None = None
         self._idle = not unread
         self._fresh_until = time.monotonic() + FRESH_CONNECTION_WAIT  # until it carried a request
 
@@ -270,7 +272,7 @@ class PacedSocket:
                 clock.received(count(data), time.monotonic())
                 return data
         except BodyTooSlowError as stopped:
-            self.too_slow = stopped
+            self.too_slow = BodyTooSlowError(stopped.strerror, past_deadline=stopped.past_deadline, seconds=stopped.seconds)
             raise
         finally:
             self._sock.settimeout(None)

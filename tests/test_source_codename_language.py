@@ -188,6 +188,33 @@ def test_an_upload_in_another_tab_during_the_exchange_is_refused_with_a_clear_pa
         go_on.set()
         uploading.join()
     (answer,) = answers
-    assert answer.status_code == 409 and "its codename was exchanged for a new one in another tab" in answer.text
+    assert answer.status_code == 409 and "you exchanged it for a new one in another tab" in answer.text
     assert counts(instance)["submissions"] == 0 and counts(instance)["pending uploads"] == 0
-    assert "Получить кодовое имя" not in client.get("/codename").text  # logged in with the new codename
+    now = client.get("/codename")
+    russian = re.findall(r"<span>([а-яё-]+)</span>", now.text)
+    assert now.status_code == 200 and len(russian) == 8  # logged in with the new codename, shown
+
+
+def test_a_store_failure_during_the_exchange_leaves_the_first_codename_logged_in(tmp_path: Path, monkeypatch):
+    """The old source, its session, the new source and its session change in one transaction: a
+    failure at its last step (injected where the new session is written) changes nothing."""
+    from intake.store.errors import StoreBusyError
+    from intake.store.store import Store
+
+    instance = make_instance(tmp_path)
+    client = instance.app.test_client()
+    english, _page = start_as_new_source(client)
+    client.get("/language/ru")
+    offer = client.get("/codename").text
+    sources = counts(instance)["sources"]
+
+    def busy(*_args):
+        raise StoreBusyError("injected: the write lock stayed taken")
+
+    monkeypatch.setattr(Store, "_insert_session", staticmethod(busy))
+    assert client.post("/new", data={"csrf_token": csrf_token(offer), "instead": "1"}).status_code == 503
+    monkeypatch.undo()
+    assert counts(instance)["sources"] == sources
+    page = client.get("/codename")
+    assert page.status_code == 200 and english.split()[0] in page.text  # still logged in, the same codename
+    assert _log_in(instance.app.test_client(), english).status_code == 303

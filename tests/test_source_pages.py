@@ -166,6 +166,7 @@ def test_oversized_upload_after_the_session_ended_hands_the_message_back_on_the_
     response = post_upload(source_client, body, content_type)
     assert response.status_code == 401 and "Nothing was received" in response.text
     assert "written while the session ran out" in response.text and "choose them again" in response.text
+    assert "also larger than the limit of 0.0625 MiB" in response.text  # not to choose the same files again
 
 
 def test_oversized_upload_without_declared_length_is_cut_off_while_streaming(tmp_path):
@@ -508,8 +509,9 @@ def test_russian_copy_calls_sources_sources_never_informers():
 
 
 @pytest.mark.parametrize(("seconds", "english", "russian"), [
-    (1, "1 second", "1 секунды"), (45, "45 seconds", "45 секунд"), (60, "1 minute", "1 минуты"),
-    (300, "5 minutes", "5 минут"), (3600, "1 hour", "1 часа"), (14_400, "4 hours", "4 часов"),
+    (1, "1 second", "1 секунды"), (45, "45 seconds", "45 секунд"), (60, "a minute", "минуты"),
+    (90, "2 minutes", "2 минут"), (150, "3 minutes", "3 минут"), (300, "5 minutes", "5 минут"),
+    (3600, "an hour", "часа"), (3660, "1 hour 1 minute", "1 часа 1 минуты"), (14_400, "4 hours", "4 часов"),
     (42_667, "11 hours 51 minutes", "11 часов 51 минуты"), (75_600, "21 hours", "21 часа"),
 ])
 def test_a_limits_length_reads_right_after_at_most(app_instance, seconds: int, english: str, russian: str):

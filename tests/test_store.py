@@ -775,3 +775,24 @@ with Store.open(load_settings(Path(sys.argv[1]))) as store:
     b"".join(store.submission_ciphertext(sys.argv[3]))
     print("first-readable")
 """
+
+
+def test_an_unused_source_is_exchanged_with_its_session_in_one_step(store: Store):
+    first = store.create_source(b"\x20" * 32, b"\x00" * 32)
+    store.save_session(b"\x21" * 32, first.id, b"sealed", 2_000_000_000)
+    second = store.exchange_unused_source(first.id, b"\x22" * 32, b"\x00" * 32, (b"\x23" * 32, b"sealed", 2_000_000_000))
+    assert store.source_by_lookup(b"\x20" * 32) is None and store.load_session(b"\x21" * 32) is None
+    assert store.source_by_lookup(b"\x22" * 32) == second and store.load_session(b"\x23" * 32) == (second.id, b"sealed")
+    # The same request again (a double click: the first answer never reached the browser) still
+    # gets its codename, though the first source is already gone.
+    third = store.exchange_unused_source(first.id, b"\x24" * 32, b"\x00" * 32, (b"\x25" * 32, b"sealed", 2_000_000_000))
+    assert third is not None and store.load_session(b"\x25" * 32) == (third.id, b"sealed")
+
+
+def test_a_source_that_sent_something_is_not_exchanged(store: Store, source, recipients):
+    with store.start_submission(source.id, "message", recipients) as upload:
+        upload.write(b"\x00" * 200)
+        upload.commit()
+    assert store.exchange_unused_source(source.id, b"\x26" * 32, b"\x00" * 32, (b"\x27" * 32, b"sealed", 2_000_000_000)) is None
+    assert store.source_by_lookup(b"\x01" * 32) == source and store.source_by_lookup(b"\x26" * 32) is None
+    assert store.load_session(b"\x27" * 32) is None

@@ -72,6 +72,7 @@ def _read_message(stream: BinaryIO, decoder: MultipartDecoder, message: bytearra
                             return _unsent(message, had_files=True, cut_short=False)
                     elif isinstance(event, Data) and in_message:
                         message += event.data
+                        in_message = event.more_data  # False once the message's closing boundary came
                 if not chunk:
                     break
     except (ValueError, RequestEntityTooLarge, ClientDisconnected, OSError, WaitedTooLong):

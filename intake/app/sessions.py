@@ -70,16 +70,33 @@ def _decode_token(cookie_value: str | None) -> bytes | None:
     return token if len(token) == TOKEN_BYTES else None
 
 
-def open_session(store: SessionStore, source_id: str, reply_secret_key: bytes | bytearray, *, minutes: int) -> str:
-    """Store a new session and return the cookie value that unlocks it."""
+@dataclass(frozen=True)
+class NewSession:
+    """A session ready to be stored (``row``, for any source) and the cookie that will unlock it."""
+
+    cookie: str
+    row: tuple[bytes, bytes, int]  # session id, sealed secret, exact expiry: Store.save_session's arguments
+
+    def __repr__(self) -> str:  # the cookie opens the session
+        return "NewSession(...)"
+
+
+def new_session(reply_secret_key: bytes | bytearray, *, minutes: int) -> NewSession:
     token = secrets.token_bytes(TOKEN_BYTES)
     expires_at = int(time.time()) + minutes * 60
     plaintext = bytearray(expires_at.to_bytes(_EXPIRY_BYTES, "big"))
     with wiping(plaintext):
         plaintext += reply_secret_key
         sealed = secretbox_seal(plaintext, _sealing_key(token))
-    store.save_session(_session_id(token), source_id, sealed, expires_at)
-    return _encode_token(token)
+    return NewSession(_encode_token(token), (_session_id(token), sealed, expires_at))
+
+
+def open_session(store: SessionStore, source_id: str, reply_secret_key: bytes | bytearray, *, minutes: int) -> str:
+    """Store a new session and return the cookie value that unlocks it."""
+    session = new_session(reply_secret_key, minutes=minutes)
+    session_id, sealed, expires_at = session.row
+    store.save_session(session_id, source_id, sealed, expires_at)
+    return session.cookie
 
 
 def resume_session(store: SessionStore, cookie_value: str | None) -> SourceSession | None:

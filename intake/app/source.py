@@ -17,7 +17,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, abort, g, make_response, redirect, render_template, request, session, url_for
-from flask_babel import format_date, format_decimal, get_locale, ngettext, npgettext
+from flask_babel import format_date, format_decimal, get_locale, ngettext, npgettext, pgettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import validate_csrf
@@ -50,7 +50,7 @@ from intake.app.sealed_cookies import (
     set_sealed_cookie,
     unseal,
 )
-from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, open_session, resume_session, wipe_session
+from intake.app.sessions import COOKIE_NAME, SourceSession, end_session, new_session, open_session, resume_session, wipe_session
 from intake.app.stores import request_store
 from intake.circuits import CircuitBusyError, current_circuit
 from intake.heap import give_back_free_memory
@@ -107,8 +107,12 @@ def _start_session(response: Response, source_id: str, reply_secret_key: bytes |
     store = request_store()
     end_session(store, request.cookies.get(COOKIE_NAME))  # a second login replaces the first
     cookie = open_session(store, source_id, reply_secret_key, minutes=app_state().settings.session_minutes)
-    response.set_cookie(COOKIE_NAME, cookie, path="/", httponly=True, samesite="Strict", secure=False)
+    _set_session_cookie(response, cookie)
     return cookie
+
+
+def _set_session_cookie(response: Response, cookie: str) -> None:
+    response.set_cookie(COOKIE_NAME, cookie, path="/", httponly=True, samesite="Strict", secure=False)
 
 
 def _shown_codename(source_session: SourceSession) -> list[str] | None:
@@ -167,16 +171,19 @@ def new_source():
     language = get_locale().language
     codename = generate_codename(language=language if language in CODENAME_LANGUAGES else "en")
     keys = _derive_keys(codename)  # before anything is given up: a busy server leaves the first codename working
-    store = request_store()
-    if source_session is None:
-        source = store.create_source(keys.lookup_id, keys.reply_public_key)
-    else:
-        source = store.exchange_unused_source(source_session.source_id, keys.lookup_id, keys.reply_public_key)
-        if source is None:  # something was sent from another tab meanwhile: keep this codename
-            return redirect(url_for("source.codename_page"), 303)
-        end_session(store, request.cookies.get(COOKIE_NAME))
     response = redirect(url_for("source.codename_page"), 303)
-    cookie = _start_session(response, source.id, keys.reply_secret_key)
+    if source_session is None:
+        source = request_store().create_source(keys.lookup_id, keys.reply_public_key)
+        cookie = _start_session(response, source.id, keys.reply_secret_key)
+    else:
+        # The old source, its session, the new source and its session change in one transaction:
+        # a failure anywhere leaves the source logged in with the first codename.
+        session = new_session(keys.reply_secret_key, minutes=app_state().settings.session_minutes)
+        if request_store().exchange_unused_source(source_session.source_id, keys.lookup_id, keys.reply_public_key,
+                                                  session.row) is None:
+            return redirect(url_for("source.codename_page"), 303)  # something was sent from another tab meanwhile
+        cookie = session.cookie
+        _set_session_cookie(response, cookie)
     set_sealed_cookie(response, CODENAME_COOKIE, seal(CODENAME_COOKIE, cookie, keys.reply_secret_key, codename.encode("utf-8")))
     return response
 
@@ -221,7 +228,8 @@ def submit():
     if source_session is None:
         # The session ended while the source was writing: nothing can be stored, so hand the text back.
         unsent = read_unsent_form(request.stream, content_type, wait_seconds=wait_seconds)
-        return render_template("login.html", ended=True, unsent=unsent), 401
+        return render_template("login.html", ended=True, unsent=unsent, too_large=declared_too_large,
+                               max_upload=_max_upload_label()), 401
     if declared_too_large:
         unsent = read_unsent_form(request.stream, content_type, wait_seconds=wait_seconds)
         return render_template("submit.html", max_upload=_max_upload_label(), too_large=True, unsent=unsent,
@@ -410,9 +418,9 @@ TOO_LONG = (
     _l("This service allows at most %(duration)s for one submission, so the server stopped this one and nothing from it was kept. Over a slow connection, send large files one at a time, or make them smaller."),
 )
 TOO_LONG_REST = _l("This service allows at most %(duration)s for one submission, so the server stopped the rest. Send the rest again, one large file at a time.")
-CODENAME_GIVEN_UP = (
-    _l("Sent with a codename that was given up"),
-    _l("While this was being sent, its codename was exchanged for a new one in another tab, so nothing from this upload was kept. You are now logged in with the new codename: send it again."),
+CODENAME_GONE = (
+    _l("Nothing was kept: the codename is gone"),
+    _l("While this was being sent, the codename it was sent with stopped existing: you exchanged it for a new one in another tab, or the newsroom deleted it. Nothing from this upload was kept. If you have a new codename, send it again with that one."),
 )
 NOT_ACCEPTING = (_l("Not accepting submissions right now"), _l("The service cannot accept submissions at the moment. Nothing you sent was kept. Please try again later."))
 NOT_ACCEPTING_REST = _l("The service cannot accept the rest at the moment. Please send the rest later.")
@@ -456,8 +464,8 @@ def _broken_upload(error: Exception):
 
 
 @blueprint.errorhandler(SourceGoneError)
-def _codename_given_up(_error: SourceGoneError):
-    return error_page(409, *CODENAME_GIVEN_UP)
+def _codename_gone(_error: SourceGoneError):
+    return error_page(409, *CODENAME_GONE)
 
 
 @blueprint.errorhandler(StoreFullError)
@@ -470,8 +478,12 @@ def _duration_label(seconds: float) -> str:
     """How long a limit lasts, as the source reads it after "at most" or "for" (which Russian
     follows with the genitive: the context tells the translator)."""
     if seconds < 60:
-        return npgettext("how long, after 'at most' or 'for'", "%(num)s second", "%(num)s seconds", max(1, round(seconds)))
-    hours, minutes = divmod(round(seconds / 60), 60)
+        return npgettext("how long, after 'at most' or 'for'", "%(num)s second", "%(num)s seconds", max(1, int(seconds + 0.5)))
+    hours, minutes = divmod(int(seconds / 60 + 0.5), 60)
+    if (hours, minutes) == (0, 1):
+        return pgettext("how long, after 'at most' or 'for'", "a minute")
+    if (hours, minutes) == (1, 0):
+        return pgettext("how long, after 'at most' or 'for'", "an hour")
     parts = [npgettext("how long, after 'at most' or 'for'", "%(num)s hour", "%(num)s hours", hours)] if hours else []
     if minutes:
         parts.append(npgettext("how long, after 'at most' or 'for'", "%(num)s minute", "%(num)s minutes", minutes))

@@ -267,19 +267,26 @@ class Store(EnvelopeReads, UploadWrites):
     def create_source(self, lookup_id: bytes, reply_public_key: bytes) -> Source:
         return self._write(lambda conn: self._insert_source(conn, lookup_id, reply_public_key))
 
-    def exchange_unused_source(self, source_id: str, lookup_id: bytes, reply_public_key: bytes) -> Source | None:
+    def exchange_unused_source(self, source_id: str, lookup_id: bytes, reply_public_key: bytes,
+                               session: tuple[bytes, bytes, int]) -> Source | None:
         """In one transaction, forget a source that never sent anything (as retention would a day
-        later) and create its successor: a codename given up on its own page for one in the page's
-        language. None, and nothing changed, if the first has sent something meanwhile."""
+        later, its sessions with it), create its successor and the successor's ``session`` (as
+        save_session takes it): a codename given up on its own page for one in the page's
+        language. None, and nothing changed, if the first has sent something meanwhile. A first
+        already forgotten (the same request sent twice) does not stop the successor."""
 
         def exchange(conn: Connection) -> Source | None:
-            forgotten = conn.execute(
+            conn.execute(
                 "DELETE FROM sources WHERE id = ? AND has_submitted = 0"
                 " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
                 " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
                 (source_id,),
-            ).rowcount
-            return self._insert_source(conn, lookup_id, reply_public_key) if forgotten == 1 else None
+            )
+            if conn.execute("SELECT 1 FROM sources WHERE id = ?", (source_id,)).fetchone():
+                return None
+            source = self._insert_source(conn, lookup_id, reply_public_key)
+            self._insert_session(conn, source.id, *session)
+            return source
 
         return self._write(exchange)
 
@@ -376,10 +383,12 @@ class Store(EnvelopeReads, UploadWrites):
     # (intake.app.sessions checks it). The row goes at logout, or the day after that day.
 
     def save_session(self, session_id: bytes, source_id: str, sealed_secret: bytes, expires_at: int) -> None:
-        self._write(lambda conn: conn.execute(
-            "INSERT INTO source_sessions (id, source_id, sealed_secret, expires_by_day) VALUES (?, ?, ?, ?)",
-            (session_id, source_id, sealed_secret, expires_by_day(expires_at)),
-        ))
+        self._write(lambda conn: self._insert_session(conn, source_id, session_id, sealed_secret, expires_at))
+
+    @staticmethod
+    def _insert_session(conn: Connection, source_id: str, session_id: bytes, sealed_secret: bytes, expires_at: int) -> None:
+        conn.execute("INSERT INTO source_sessions (id, source_id, sealed_secret, expires_by_day) VALUES (?, ?, ?, ?)",
+                     (session_id, source_id, sealed_secret, expires_by_day(expires_at)))
 
     def load_session(self, session_id: bytes) -> tuple[str, bytes] | None:
         """(source id, sealed secret) of a session whose day has not passed; the caller checks the exact expiry."""
