@@ -43,7 +43,8 @@ class StoreBusyError(StoreError):
 
 
 class SourceGoneError(StoreError):
-    """The upload's source was forgotten while it arrived (its codename exchanged for a new one)."""
+    """The upload's source was deleted while it arrived: its codename exchanged for a new one in
+    another tab, or the source deleted by the newsroom."""
 
 
 class SourceExistsError(StoreError):

@@ -46,8 +46,8 @@ class UploadWrites:
 
     def _insert_pending(self, conn: Connection, upload: SubmissionWriter, *, writer: str | None) -> None:
         if not conn.execute("SELECT 1 FROM sources WHERE id = ?", (upload.source_id,)).fetchone():
-            # Its codename was exchanged for another, in another tab, after this upload began.
-            raise SourceGoneError(told("the codename this upload was sent with was given up while it arrived"))
+            # Deleted after this upload began: the codename exchanged in another tab, or by the newsroom.
+            raise SourceGoneError(told("the source of this upload was deleted while it arrived"))
         # Two statements whatever the number of journalists (migration 7): the set is written once.
         members = json.dumps(sorted(upload.journalist_ids), separators=(",", ":"))
         conn.execute("INSERT INTO recipient_sets (members) VALUES (?) ON CONFLICT (members) DO NOTHING", (members,))
