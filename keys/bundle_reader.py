@@ -50,6 +50,7 @@ from keys.errors import (
     TruncatedError,
     UnknownServerError,
     UnsupportedVersionError,
+    WrongKeyError,
 )
 from keys.identity import Identity
 from keys.server_key import ServerPublicKey
@@ -102,7 +103,7 @@ class ExportBundle:
         if not head.startswith(EXPORT_MAGIC):
             raise FormatError(told("this is not an intake export bundle"))
         if len(head) == len(EXPORT_MAGIC):
-            raise TruncatedError(told("the export bundle is truncated"))
+            raise TruncatedError(told("the export file is cut short (downloaded or copied only in part): download it again"))
         if head[-1] == 1:
             raise UnsupportedVersionError(told("this export bundle is version 1, which is not signed: export it again from an updated server"))
         if head[-1] != VERSION:
@@ -121,7 +122,7 @@ class ExportBundle:
             src.seek(offset)
             raw = read_exact(src, EXPORT_ENTRY.size)
             if len(raw) < EXPORT_ENTRY.size:
-                raise TruncatedError(told("the export bundle is truncated inside an entry header"))
+                raise TruncatedError(told("the export file is cut short inside an entry header: download it again"))
             kind, length = EXPORT_ENTRY.unpack(raw)
             offset += EXPORT_ENTRY.size
             if kind == ENTRY_ITEM:
@@ -144,7 +145,7 @@ class ExportBundle:
             else:
                 raise FormatError(told("the export bundle has an entry of unknown type {kind}", kind=kind))
             if offset + length > self.size:
-                raise TruncatedError(told("the export bundle is truncated"))
+                raise TruncatedError(told("the export file is cut short (downloaded or copied only in part): download it again"))
             entry = _Entry(kind, offset, length)
             if kind == ENTRY_ITEM:
                 self.items.append(entry)
@@ -154,7 +155,7 @@ class ExportBundle:
                 self.signature_entry = entry
             offset += length
         if self.manifest_entry is None:
-            raise TruncatedError(told("the export bundle is truncated: it has no manifest"))
+            raise TruncatedError(told("the export file is cut short before its manifest: download it again"))
         if self.signature_entry is None:
             # Every version 2 bundle ends with the server's signature: without it, it is unsigned or cut off.
             raise TruncatedError(told("the export bundle is not signed by the server (or it was cut off after its manifest)"))
@@ -210,7 +211,7 @@ class ExportBundle:
             while remaining:
                 data = self._src.read(min(1 << 20, remaining))
                 if not data:
-                    raise TruncatedError(told("the export bundle is truncated"))
+                    raise TruncatedError(told("the export file is cut short (downloaded or copied only in part): download it again"))
                 signed.update(data)
                 if entry.kind == ENTRY_ITEM:
                     item_hash.update(data)
@@ -235,7 +236,13 @@ class ExportBundle:
         """Decrypt and validate the manifest the signature covered; it must describe every item entry exactly once."""
         if self._manifest is None:
             raise BadSignatureError(told("the export bundle's signature has not been checked"))
-        reader = EnvelopeReader(io.BytesIO(self._manifest), identity.private_key)
+        try:
+            reader = EnvelopeReader(io.BytesIO(self._manifest), identity.private_key)
+        except WrongKeyError:
+            # The manifest is sealed to every active journalist: not opening it means another's export.
+            raise WrongKeyError(told(
+                "this export was not made for your key: check that --key names your own secret key file (an export made before a key change opens with the old key)"
+            )) from None
         if reader.metadata.kind != "manifest":  # it authenticated: the server's forgery or bug, like any broken record
             reader.close()
             raise RecordError(told("the export bundle's manifest is not a manifest"))

@@ -290,7 +290,7 @@ def check_secret_key_file(path: str | os.PathLike) -> Path:
     with open(path, "rb") as f:  # FileNotFoundError, IsADirectoryError: the caller's one line
         head = f.read(len(SECRET_MAGIC))
     if head != SECRET_MAGIC:
-        raise FormatError(told("{path} is not an intake secret key file", path=path))
+        raise FormatError(told("{path} is not an intake secret key file: --key takes the NAME.secret file that generate wrote (NAME.public is what the server gets)", path=path))
     return path
 
 

@@ -220,7 +220,7 @@ def _verified(src: BinaryIO, verify_keys: Mapping[str, VerifyKey | bytes]) -> _P
     try:
         key.verify(SIGNATURE_CONTEXT + parsed.signed_digest, parsed.signature)
     except NaclBadSignature:
-        raise BadSignatureError(told("the reply bundle's signature by {signer!r} does not verify: it was forged or modified", signer=parsed.signer)) from None
+        raise BadSignatureError(told("the reply bundle's signature by {signer!r} does not verify: it was forged or modified (or damaged on the way): make it again with intake-keys reply", signer=parsed.signer)) from None
     return parsed
 
 

@@ -30,6 +30,8 @@ def load_source_record(folder: Path, missing_ok: bool = False) -> dict | None:
     except (FileNotFoundError, NotADirectoryError):
         if missing_ok:
             return None
+        if not folder.exists():
+            raise FormatError(told("{folder} does not exist: name a source's folder in your decrypted export, as its index.html lists them", folder=folder)) from None
         raise FormatError(told("{folder} is not a source folder from intake-keys decrypt (no {record})", folder=folder, record=SOURCE_RECORD)) from None
     try:
         if len(data) > MAX_SOURCE_RECORD:

@@ -64,7 +64,7 @@ def test_the_triage_view_works_with_javascript_off_loads_nothing_and_passes_axe(
     assert page.locator("script").count() == 0 and page.locator("img").count() == 0
     text = page.locator("main").inner_text()
     assert "<img src=x onerror=alert(1)>" in text  # the message, shown as text
-    for warning in ["names that leave its folder", "with macros", f"loads something from the internet when opened ({made.REMOTE_HOST})", "a program or script (elf)"]:
+    for warning in ["names that leave its folder", "with macros", f"loads something from the internet when opened ({made.REMOTE_HOST})", "Linux program (ELF): never run it"]:
         assert warning in text
     links = [link.get_attribute("href") for link in page.get_by_role("link").all()]
     assert links[:2] == ["brave%20otter/2026-11-28%20photo.cleaned.jpg", "brave%20otter/2026-11-28%20photo.jpg"]

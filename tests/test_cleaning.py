@@ -58,7 +58,7 @@ HOSTILE_SAYS = {
     "bomb.zip": "would expand to 10,737,418,240 bytes",
     "invoice.docm": "with macros",
     "page.html": f"loads something from the internet when opened ({made.REMOTE_HOST})",
-    "tool": "a program or script (elf)",
+    "tool": "Linux program (ELF): never run it",
 }
 NOT_EXIFTOOL_NAMES = re.compile(r"^(ExifTool Version Number|File Name|Directory|File Modification|File Access|File Inode|File Permissions)")
 
@@ -242,7 +242,7 @@ def test_decrypt_without_clean_still_writes_the_triage_view_with_flags(tmp_path,
     code = cli.main(["decrypt", str(tmp_path / "b"), "--key", str(alice_files.secret), "--passphrase-file", str(alice_files.passphrase_file), "--out", str(tmp_path / "out")])
     assert code == 0, capsys.readouterr().err
     index = (tmp_path / "out" / "index.html").read_text()
-    assert "a program or script (elf)" in index and "its content is not what its name (.pdf) says" in index
+    assert "Linux program (ELF): never run it" in index and "its content is not what its name (.pdf) says" in index
     assert "not cleaned yet" in index and "intake-keys clean " in index
     assert 'href="brave%20otter/2026-11-28%20report.pdf"' in index and 'href="brave%20otter/2026-11-28%20update.pdf"' not in index
 

@@ -184,9 +184,9 @@ def test_argparses_own_messages_in_intake_keys_follow_lang_and_LANG():
     missing = keys("--lang", "ru", "fingerprint")
     assert missing.returncode == 2
     assert missing.stderr.splitlines() == ["использование: intake-keys fingerprint [-h] [--lang {en,ru}] ОТКРЫТЫЙ_КЛЮЧ",
-                                           "intake-keys fingerprint: ошибка: не указаны обязательные аргументы: ОТКРЫТЫЙ_КЛЮЧ"]
+                                           "intake-keys fingerprint: ошибка: не указаны обязательные параметры: ОТКРЫТЫЙ_КЛЮЧ"]
     unknown = keys("bogus", env=RUSSIAN_ENV)
-    assert unknown.returncode == 2 and "ошибка: аргумент КОМАНДА: недопустимый выбор: 'bogus'" in unknown.stderr
+    assert unknown.returncode == 2 and "ошибка: аргумент КОМАНДА: недопустимое значение: 'bogus'" in unknown.stderr
     help_page = keys("--lang", "ru", "--help").stdout
     assert help_page.startswith("использование: intake-keys") and "позиционные аргументы:" in help_page
     assert "показать эту справку и выйти" in help_page
@@ -267,7 +267,7 @@ def test_refusals_from_the_store_and_the_settings_speak_russian(instance, tmp_pa
         assert words_left_in_english(refused.stderr, ("alice", "nobody", "replace")) == [], refused.stderr
     (data / "retention.toml").write_text("exported_dayz = 3\n")
     refused = intake("purge", "--data", data, "--db-key-file", key, env=RUSSIAN_ENV)
-    assert refused.returncode == 1 and "неизвестный параметр 'exported_dayz' (известные: " in refused.stderr, refused.stderr
+    assert refused.returncode == 1 and "неизвестная настройка 'exported_dayz' (известные: " in refused.stderr, refused.stderr
     assert words_left_in_english(refused.stderr, ("exported_dayz",)) == [], refused.stderr
     english = intake("status", "--data", tmp_path / "none")
     assert "is not an intake data dir" in english.stderr
@@ -325,9 +325,9 @@ def test_import_replies_reports_in_russian(newsroom, tmp_path: Path):
     data = newsroom.settings.data_dir
     imported = intake("--lang", "ru", "import-replies", "--data", data, replies)
     assert imported.returncode == 0, imported.stderr
-    assert ": добавлено 1\n" in imported.stdout and "Добавлено ответов: 1; импортированы раньше: 0; некому доставить: 0" in imported.stdout
+    assert ": добавлено 1\n" in imported.stdout and "Добавлено ответов: 1; уже были импортированы: 0; некому доставить: 0" in imported.stdout
     again = intake("import-replies", "--data", data, replies, env=RUSSIAN_ENV)
-    assert ": добавлено 0, импортировано раньше 1\n" in again.stdout
+    assert ": добавлено 0, уже были импортированы: 1\n" in again.stdout
 
 
 # --- intake-keys trust-server, recover-db-key and clean's limits --------------------------

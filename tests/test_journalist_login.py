@@ -309,7 +309,7 @@ def test_action_results_never_travel_in_the_cookie(newsroom: Newsroom, alice_cli
         ("/export", {"scope": "selected"}, "Select at least one source to download."),
         ("/replies", {}, "Choose a reply bundle file to upload."),
         (f"/sources/{source_id}/delete-submissions", {}, "Deleted the source's submissions."),
-        ("/export", {"scope": "new"}, "Nothing to download: there are no new submissions."),
+        ("/export", {"scope": "new"}, "Nothing to download: there are no new submissions. Submissions downloaded before are in “Download everything” until they are deleted."),
         (f"/sources/{source_id}/delete", {}, "Deleted the source and everything from and for it."),
     ]
     for path, data, notice in actions:
@@ -335,3 +335,18 @@ def test_a_head_request_to_the_sign_in_page_is_the_page_not_a_sign_in(newsroom: 
     with newsroom.store() as store:
         assert store._conn.execute("SELECT count(*) FROM failed_logins").fetchone()[0] == 0
     assert sign_in(client, newsroom.alice).status_code == 303  # the code was not used up
+
+
+def test_deleting_a_source_warns_when_some_of_it_was_never_downloaded(newsroom: Newsroom, alice_client):
+    from tests.fixtures_newsroom import submit_as_new_source
+
+    submit_as_new_source(newsroom.source_app, "never downloaded", [("a.txt", b"a", "text/plain"), ("b.txt", b"b", "text/plain")])
+    with newsroom.store() as store:
+        ((source_id, _designation),) = [(s.id, s.designation) for s in NewsroomStore(store).source_overview()]
+    page = alice_client.get(f"/sources/{source_id}/delete").text
+    assert "3 submissions have never been downloaded by anyone: deleting them loses them for good." in page
+    token = csrf_token(alice_client.get("/sources").text)
+    download = alice_client.post("/export", data={"csrf_token": token, "scope": "new"})
+    assert download.status_code == 200
+    download.get_data()  # the whole bundle read: its submissions are marked downloaded
+    assert "never been downloaded" not in alice_client.get(f"/sources/{source_id}/delete").text

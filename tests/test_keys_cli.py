@@ -580,8 +580,8 @@ def _oversized(data: bytes) -> bytes:
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda d: d[: len(d) // 2], "truncated"),
-        (lambda d: d[:-1], "truncated"),
+        (lambda d: d[: len(d) // 2], "cut short"),
+        (lambda d: d[:-1], "cut short"),
         (_reordered, "signature does not verify"),
         (_corrupt_second_item, "signature does not verify"),
         (_oversized, "oversized"),
@@ -627,7 +627,7 @@ def test_wrong_key_gives_one_line(capsys, tmp_path, bob, export_file):
     assert_one_line_error(code, err, "no server key is trusted")
     trust_server(secret, SERVER_PUBLIC)
     code, _, err = run(capsys, "decrypt", export_file, "--key", secret, "--passphrase-file", pw, "--out", tmp_path / "out")
-    assert_one_line_error(code, err, "none of the given keys")
+    assert_one_line_error(code, err, "this export was not made for your key: check that --key names your own secret key file")
     assert not (tmp_path / "out").exists()
 
 
@@ -680,6 +680,8 @@ def test_reply_errors_are_one_line(capsys, tmp_path, alice_files):
     common = ["--key", alice_files.secret, "--passphrase-file", alice_files.passphrase_file, "--out", tmp_path / "r.bundle"]
     code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
     assert_one_line_error(code, err, "not a source folder")
+    code, _, err = run(capsys, "reply", "--source", tmp_path / "brave otter", "--message", "hi", *common)
+    assert_one_line_error(code, err, "brave otter does not exist: name a source's folder in your decrypted export")
     (tmp_path / "source.json").write_text("{not json")
     code, _, err = run(capsys, "reply", "--source", tmp_path, "--message", "hi", *common)
     assert_one_line_error(code, err, "damaged")
@@ -734,7 +736,7 @@ def test_inspect_describes_a_reply_bundle(capsys, tmp_path, alice):
 def test_inspect_of_a_truncated_bundle_is_one_line(capsys, export_file):
     export_file.write_bytes(export_file.read_bytes()[:100])
     code, _, err = run(capsys, "inspect", export_file)
-    assert_one_line_error(code, err, "truncated")
+    assert_one_line_error(code, err, "cut short")
 
 
 # ---------------------------------------------------------------- as a process
@@ -751,4 +753,4 @@ def test_the_command_as_a_process_fails_with_one_line_and_no_traceback(tmp_path,
         timeout=60,
     )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == ["intake-keys: error: the export bundle is truncated"]
+    assert result.stderr.strip().splitlines() == ["intake-keys: error: the export file is cut short (downloaded or copied only in part): download it again"]

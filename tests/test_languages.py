@@ -74,7 +74,7 @@ def test_a_wrong_sign_in_is_refused_in_russian(newsroom: Newsroom):
     client = newsroom.journalist_app.test_client()
     client.get("/language/ru")
     refused = sign_in(client, newsroom.alice, code="000000")
-    assert refused.status_code == 401 and "Неверное имя, парольная фраза или код" in refused.text
+    assert refused.status_code == 401 and "Имя, парольная фраза или код введены неверно" in refused.text
 
 
 def test_a_refused_reply_bundle_is_told_in_russian_once(newsroom: Newsroom):
@@ -152,7 +152,7 @@ def test_intake_keys_decrypts_in_russian_and_writes_a_russian_index(tmp_path: Pa
     index = (out / "index.html").read_text()
     assert '<html lang="ru">' in index and "<h1>Расшифрованные материалы</h1>" in index and "ID источника: <code>src-1</code>" in index
     # The suggested command is shell-quoted, then escaped; the size is grouped the Russian way.
-    assert "ответить: <code>intake-keys reply --source &#x27;" in index and "<td>200\u00a0000 байт</td>" in index
+    assert "как ответить: <code>intake-keys reply --source &#x27;" in index and "<td>200\u00a0000 байт</td>" in index
     assert "Получено 2026-11-28" in index and '<th scope="col">Предупреждения</th>' in index and "Файлы ещё не очищены" in index
     assert "<td>ещё не очищен</td>" in index and "содержимое не соответствует имени файла (.pdf)" in index
     again = run("intake-keys", "decrypt", bundle, "--key", alice_files.secret, "--passphrase-file",
@@ -221,7 +221,7 @@ def test_intake_keys_refuses_a_damaged_or_forged_bundle_and_a_wrong_key_file_in_
     bundle = tmp_path / "export.bundle"
     whole = build_export(two_sources, [alice_files.identity])
     bundle.write_bytes(whole[: len(whole) // 2])
-    assert decrypt(bundle).stderr == "intake-keys: ошибка: пакет выгрузки обрезан\n"
+    assert decrypt(bundle).stderr == "intake-keys: ошибка: файл выгрузки обрезан (скачан или скопирован не до конца): скачайте его заново\n"
     bundle.write_bytes(b"not a bundle at all")
     assert decrypt(bundle).stderr == "intake-keys: ошибка: это не пакет выгрузки intake\n"
     bundle.write_bytes(whole)
@@ -239,7 +239,8 @@ def test_intake_keys_refuses_a_damaged_or_forged_bundle_and_a_wrong_key_file_in_
     mistyped = run("intake-keys", "--lang", "ru", "trust-server", server_key, "--key", alice_files.public,
                    "--fingerprint", "00")
     assert mistyped.returncode == 1 and mistyped.stderr == (
-        f"intake-keys: ошибка: {alice_files.public} — не файл секретного ключа intake\n"), mistyped.stderr
+        f"intake-keys: ошибка: {alice_files.public} — не файл секретного ключа intake: в --key указывают файл "
+        "ИМЯ.secret, созданный командой generate (ИМЯ.public — это то, что получает сервер)\n"), mistyped.stderr
     missing = run("intake-keys", "--lang", "ru", "trust-server", server_key, "--key", tmp_path / "mash.secret")
     assert missing.stderr == f"intake-keys: ошибка: {tmp_path / 'mash.secret'}: такого файла или папки нет\n", missing.stderr
     damaged_key = tmp_path / "damaged.public"

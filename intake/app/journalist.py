@@ -203,7 +203,7 @@ class Notice:
 NOTICES: dict[str, Notice] = {
     "choose-sources": Notice("error", _l("Select at least one source to download.")),
     "choose-bundle": Notice("error", _l("Choose a reply bundle file to upload.")),
-    "nothing-new": Notice("notice", _l("Nothing to download: there are no new submissions.")),
+    "nothing-new": Notice("notice", _l("Nothing to download: there are no new submissions. Submissions downloaded before are in “Download everything” until they are deleted.")),
     "nothing-selected": Notice("notice", _l("Nothing to download: the selected sources have no submissions.")),
     "nothing-all": Notice("notice", _l("Nothing to download: there are no submissions.")),
     "deleted-submissions": Notice("notice", _l("Deleted the source's submissions.")),

@@ -165,6 +165,8 @@ def field_list(names: list[str]) -> str:
 
 
 def flag_text(flag: danger.Flag) -> str:
+    if flag.code == "executable" and flag.detail in wording.KINDS:  # a program found by its content: name its kind
+        return wording.flag("executable-kind").format(detail=wording.kind(flag.detail))
     return wording.flag(flag.code).format(detail=sandbox.printable(flag.detail)[:100])
 
 

@@ -76,7 +76,8 @@ STATUS = {
 
 # Why a file was not cleaned or must be handled with care. {detail} comes from the file.
 FLAGS = {
-    "executable": N_("a program or script ({detail}): never run it"),
+    "executable": N_("a program or script (.{detail}): never run it"),
+    "executable-kind": N_("{detail}: never run it"),
     "mismatch": N_("its content is not what its name (.{detail}) says"),
     "macros": N_("an office document with macros"),
     "embedded": N_("an office document with embedded objects or ActiveX controls"),
