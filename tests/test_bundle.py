@@ -415,6 +415,10 @@ def test_manifest_listing_one_item_twice_is_refused(alice):
     doc["items"] = 1
     with pytest.raises(FormatError, match="does not match"):
         open_export(_bundle_with_manifest(alice, doc, [item])).read_manifest(alice)
+    # The same entry again under another item id: one ciphertext cannot be two sources' item.
+    doc["sources"][1]["items"] = [{**doc["sources"][0]["items"][0], "item_id": "j"}]
+    with pytest.raises(FormatError, match="does not match"):
+        open_export(_bundle_with_manifest(alice, doc, [item])).read_manifest(alice)
 
 
 @pytest.mark.parametrize(
@@ -434,16 +438,35 @@ def test_manifest_that_is_not_a_strict_json_object_is_refused(alice, body):
         open_export(_bundle_with_manifest(alice, body)).read_manifest(alice)
 
 
-def test_an_envelope_of_another_kind_is_not_accepted_as_manifest(alice):
+@pytest.fixture
+def readers_made(monkeypatch) -> list:
+    """Every EnvelopeReader the bundle reader makes, to see what each left in its buffers."""
+    import keys.bundle_reader
+
+    made = []
+
+    class Recorded(keys.bundle_reader.EnvelopeReader):
+        def __init__(self, *args, **kwargs):
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(keys.bundle_reader, "EnvelopeReader", Recorded)
+    return made
+
+
+def test_an_envelope_of_another_kind_is_not_accepted_as_manifest(alice, readers_made):
     sealed = envelope.encrypt_bytes(b"{}", [alice.public.encryption_key], envelope.Metadata("message"))
     data = sign_export(bundle.EXPORT_MAGIC + b"\x02" + ENTRY.pack(2, len(sealed)) + sealed)
     with pytest.raises(RecordError, match="not a manifest") as caught:  # it authenticated: a forgery, not damage
         open_export(data).read_manifest(alice)
     assert type(caught.value) is RecordError
+    assert not any(readers_made[-1]._plaintext)  # what it decrypted is wiped on the refusal
 
 
-def test_item_whose_kind_differs_from_the_manifest_is_refused(alice):
+def test_item_whose_kind_differs_from_the_manifest_is_refused(alice, readers_made):
     item = envelope.encrypt_bytes(b"hi", [alice.public.encryption_key], envelope.Metadata("file", name="x"))
     export = open_export(_bundle_with_manifest(alice, _good_manifest(item), [item]))
+    manifest = export.read_manifest(alice)
     with pytest.raises(RecordError, match="REFUSED: item .* is malformed .*does not match.*it is forged or the server is faulty"):
-        export.open_item(export.read_manifest(alice)[0].items[0], alice)
+        export.open_item(manifest[0].items[0], alice)
+    assert not any(readers_made[-1]._plaintext)  # what it decrypted is wiped on the refusal

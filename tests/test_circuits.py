@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import pytest
 
-from intake.body_pace import BodyTooSlowError, WorkerLimits, _BodyClock, worker_limits_from_environment
+from intake.body_pace import BodyTooSlowError, PacedSocket, WorkerLimits, _BodyClock, worker_limits_from_environment
 from intake.circuits import CircuitBusyError, CircuitLedger, circuit_from_proxy_line
 from intake.codename import KdfBusyError, KdfGate
 from tests.fixtures_circuits import tor_line
@@ -185,3 +186,19 @@ def test_the_request_rate_of_a_circuit_is_metered_while_it_holds_a_connection() 
         assert ledger.allow_request(circuit)
     with ledger.hold(circuit):  # the bucket went with the circuit's last connection
         assert [ledger.allow_request(circuit) for _ in range(3)] == [True, True, True]
+
+
+def test_a_stopped_body_says_the_same_limit_to_every_later_read_and_keeps_no_traceback() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        paced = PacedSocket(ours, WorkerLimits(body_min_rate=1, body_window=10, body_deadline=0.2))
+        paced.start_body()
+        with pytest.raises(BodyTooSlowError) as first:
+            paced.recv(10)
+        assert (first.value.past_deadline, first.value.seconds) == (True, 0.2)
+        # What is kept is a copy never raised: the raised one's traceback holds the request's frames.
+        assert paced.too_slow is not first.value and paced.too_slow.__traceback__ is None
+        theirs.sendall(b"late")
+        with pytest.raises(BodyTooSlowError) as again:
+            paced.recv(10)
+        assert (again.value.past_deadline, again.value.seconds) == (True, 0.2)

@@ -38,3 +38,13 @@ def test_a_body_that_stops_before_the_message_hands_back_nothing_and_claims_no_c
     body, content_type = _body_and_type()
     unsent = read_unsent_form(io.BytesIO(body[: body.index(b'name="message"')]), content_type)
     assert (unsent.message, unsent.truncated, unsent.had_files) == ("", False, False)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_message_of_exactly_the_bound_is_whole_and_one_byte_more_is_cut(extra: int):
+    from intake.app.give_back import MAX_GIVE_BACK_BYTES
+
+    text = "a" * (MAX_GIVE_BACK_BYTES + extra)
+    body, content_type = upload_body("token", message=text)
+    unsent = read_unsent_form(io.BytesIO(body), content_type)
+    assert (unsent.message, unsent.truncated) == (text[:MAX_GIVE_BACK_BYTES], bool(extra))

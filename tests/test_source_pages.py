@@ -496,6 +496,10 @@ def test_session_keeps_the_reply_key_only_sealed_under_the_cookie_token(source_c
         forged = cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BA")
         assert resume_session(store, forged) is None
     assert "reply_secret_key" not in repr(session) and keys.reply_secret_key.hex() not in repr(session)
+    from intake.app.sessions import new_session
+
+    made = new_session(keys.reply_secret_key, minutes=5)  # a session not stored yet (the codename's exchange)
+    assert made.cookie not in repr(made) and made.row[1].hex() not in repr(made)
 
 
 def test_russian_copy_calls_sources_sources_never_informers():
@@ -522,3 +526,18 @@ def test_a_limits_length_reads_right_after_at_most(app_instance, seconds: int, e
     for language, expected in (("en", english), ("ru", russian)):
         with app_instance.app.test_request_context(headers={"Accept-Language": language}):
             assert _duration_label(seconds) == expected
+
+
+def test_a_body_one_byte_over_the_limit_is_refused_before_its_files_with_the_message_back(tmp_path):
+    limit = 64 * 1024
+    app_instance = make_instance(tmp_path, max_request_bytes=limit)
+    source_client = app_instance.app.test_client()
+    _codename, page = start_as_new_source(source_client)
+    shape, _ = upload_body(csrf_token(page), message="fits", files=[("big.bin", b"", "application/octet-stream")])
+    body, content_type = upload_body(csrf_token(page), message="fits",
+                                     files=[("big.bin", b"x" * (limit + 1 - len(shape)), "application/octet-stream")])
+    assert len(body) == limit + 1
+    response = post_upload(source_client, body, content_type)
+    assert response.status_code == 413 and '<textarea id="message" name="message" rows="10">fits</textarea>' in response.text
+    with Store.open(app_instance.settings) as store:
+        assert store.counts()["submissions"] == 0

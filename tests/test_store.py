@@ -796,3 +796,29 @@ def test_a_source_that_sent_something_is_not_exchanged(store: Store, source, rec
     assert store.exchange_unused_source(source.id, b"\x26" * 32, b"\x00" * 32, (b"\x27" * 32, b"sealed", 2_000_000_000)) is None
     assert store.source_by_lookup(b"\x01" * 32) == source and store.source_by_lookup(b"\x26" * 32) is None
     assert store.load_session(b"\x27" * 32) is None
+
+
+def _kept_from_exchange(store: Store, source) -> None:
+    assert store.exchange_unused_source(source.id, b"\x28" * 32, b"\x00" * 32, (b"\x29" * 32, b"sealed", 2_000_000_000)) is None
+    assert store.source_by_lookup(b"\x01" * 32) == source and store.source_by_lookup(b"\x28" * 32) is None
+
+
+def test_a_source_whose_submissions_were_deleted_is_not_exchanged(store: Store, source, recipients):
+    from intake.store.newsroom import Newsroom
+
+    with store.start_submission(source.id, "message", recipients) as upload:
+        upload.write(b"\x00" * 200)
+        upload.commit()
+    Newsroom(store).delete_submissions_of(source.id)
+    _kept_from_exchange(store, source)  # it did send something: the newsroom may still reply
+
+
+def test_a_source_with_an_upload_in_flight_is_not_exchanged(store: Store, source, recipients):
+    with store.start_submission(source.id, "file", recipients) as upload:
+        upload.write(os.urandom(40 << 20))  # enough for its first piece, with the pending row, to be stored
+        _kept_from_exchange(store, source)
+
+
+def test_a_source_with_only_a_reply_is_not_exchanged(store: Store, source, recipients):
+    store.add_reply(source.id, recipients[0].journalist_id, b"x" * 100)
+    _kept_from_exchange(store, source)
