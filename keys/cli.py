@@ -329,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
             "written. Nothing partial is ever left; items decrypted before a stop are kept."
         ).format(damaged=EXIT_DAMAGED_ITEMS, error=EXIT_ERROR),
     )
-    p.add_argument("bundle", metavar=_("BUNDLE"))
+    p.add_argument("bundle", metavar=_("BUNDLE"), help=_("the export file downloaded from the journalist interface or written by intake export"))
     p.add_argument("--key", required=True, metavar=_("SECRET_FILE"), help=_("your secret key file; the trusted server keys and pinned sources are beside it"))
-    p.add_argument("--out", required=True, metavar=_("DIR"))
+    p.add_argument("--out", required=True, metavar=_("DIR"), help=_("folder for the decrypted submissions, one folder per source, and index.html; decrypting into it again adds only what is new"))
     p.add_argument("--progress", action="store_true", help=_("always show the progress bar (default: on a terminal, for large bundles)"))
     p.add_argument("--clean", action="store_true", help=_("then make a cleaned copy of every file, as the clean command does"))
     passphrase_option(p)
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_clean)
 
     p = command("reply", _("seal a reply to a source into a signed reply bundle"), _("Seal a reply to a source and add it to a signed reply bundle."))
-    p.add_argument("--key", required=True, metavar=_("SECRET_FILE"))
+    p.add_argument("--key", required=True, metavar=_("SECRET_FILE"), help=_("your secret key file: the reply bundle is signed with it"))
     p.add_argument("--source", required=True, metavar=_("DIR/DESIGNATION"), help=_("the source's folder written by decrypt"))
     text = p.add_mutually_exclusive_group(required=True)
     text.add_argument("--message", metavar=_("TEXT"))
