@@ -72,6 +72,10 @@ class BodyTooSlowError(ConnectionResetError):
         self.past_deadline = past_deadline
         self.seconds = seconds
 
+    def copy(self) -> BodyTooSlowError:
+        """The same refusal, not raised yet: no traceback holding the frames it was raised from."""
+        return BodyTooSlowError(self.strerror, past_deadline=self.past_deadline, seconds=self.seconds)
+
 
 @dataclass(frozen=True)
 class WorkerLimits:
@@ -255,7 +259,7 @@ class PacedSocket:
     def _read(self, read: Callable[[], T], count: Callable[[T], int]) -> T:
         """``read()`` from the socket, held to the body's rate and deadline while a body is read."""
         if self.too_slow:
-            raise BodyTooSlowError(self.too_slow.strerror, past_deadline=self.too_slow.past_deadline, seconds=self.too_slow.seconds)
+            raise self.too_slow.copy()
         clock = self._clock
         if clock is None:
             data = read()
@@ -272,7 +276,7 @@ class PacedSocket:
                 clock.received(count(data), time.monotonic())
                 return data
         except BodyTooSlowError as stopped:
-            self.too_slow = BodyTooSlowError(stopped.strerror, past_deadline=stopped.past_deadline, seconds=stopped.seconds)
+            self.too_slow = stopped.copy()
             raise
         finally:
             self._sock.settimeout(None)

@@ -28,6 +28,15 @@ def _log_in(client, codename: str):
     return client.post("/login", data={"csrf_token": csrf_token(client.get("/login").text), "codename": codename})
 
 
+def _offered_an_exchange(instance) -> tuple:
+    """A new source with an English codename, now reading the Russian pages: (client, codename,
+    the codename page offering a Russian one instead)."""
+    client = instance.app.test_client()
+    english, _page = start_as_new_source(client)
+    client.get("/language/ru")
+    return client, english, client.get("/codename").text
+
+
 def test_an_operator_makes_the_source_pages_russian_for_a_browser_that_asks_for_english(tmp_path: Path):
     instance = make_instance(tmp_path, source_language="ru")
     client = instance.app.test_client()
@@ -112,10 +121,7 @@ def test_a_busy_server_during_the_exchange_leaves_the_first_codename_working(tmp
     """The new codename is derived before the old one is given up: if the server is too busy to
     derive it, the source keeps the codename it has, still logged in, and may try again."""
     instance = make_instance(tmp_path)
-    client = instance.app.test_client()
-    english, _page = start_as_new_source(client)
-    client.get("/language/ru")
-    offer = client.get("/codename").text
+    client, english, offer = _offered_an_exchange(instance)
     real_state = instance.app.extensions["intake"]
     full_gate = KdfGate(concurrency=1, queue=0, timeout=0.1)
     release = threading.Event()
@@ -202,10 +208,7 @@ def test_a_store_failure_during_the_exchange_leaves_the_first_codename_logged_in
     from intake.store.store import Store
 
     instance = make_instance(tmp_path)
-    client = instance.app.test_client()
-    english, _page = start_as_new_source(client)
-    client.get("/language/ru")
-    offer = client.get("/codename").text
+    client, english, offer = _offered_an_exchange(instance)
     sources = counts(instance)["sources"]
 
     def busy(*_args):

@@ -20,7 +20,7 @@ from intake.store import processes
 from intake.store.connection import Connection, DatabaseError, IntegrityError, translate_errors
 from intake.store.errors import JournalistExistsError, StoreError
 from intake.store.newsroom_logins import JournalistLogins
-from intake.store.records import ID_BATCH, Source, StoredSubmission, today
+from intake.store.records import ID_BATCH, NEVER_SENT, Source, StoredSubmission, today
 from intake.told import Told, told
 
 # Names of retired keys stay in old rows (which submissions were sealed to them);
@@ -375,10 +375,7 @@ class Newsroom(JournalistLogins):
         """Sources that made a codename but never sent anything, idle since that day.
         A source with an upload in flight or a reply waiting is kept."""
         return self._write(lambda conn: conn.execute(
-            "DELETE FROM sources WHERE has_submitted = 0 AND last_active_day <= ?"
-            " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
-            " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
-            (last_active_on_or_before,),
+            f"DELETE FROM sources WHERE last_active_day <= ? AND {NEVER_SENT}", (last_active_on_or_before,)
         ).rowcount)
 
     def reclaim_space(self) -> None:

@@ -10,6 +10,10 @@ import time
 from dataclasses import dataclass, field
 
 ID_BATCH = 500  # ids per IN (...) query, well under SQLite's parameter limit
+# A source (row of `sources`) that never sent anything, has no upload in flight and no reply: what
+# retention forgets when idle, and what a source may exchange for a codename in another language.
+NEVER_SENT = ("has_submitted = 0 AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
+              " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)")
 
 
 def today() -> str:

@@ -38,6 +38,7 @@ from intake.store.migrations import BLOBS_MIGRATIONS, migrate
 from intake.store.reads import EnvelopeReads
 from intake.store.records import (
     ID_BATCH,
+    NEVER_SENT,
     Journalist,
     Recipient,
     Source,
@@ -276,12 +277,7 @@ class Store(EnvelopeReads, UploadWrites):
         already forgotten (the same request sent twice) does not stop the successor."""
 
         def exchange(conn: Connection) -> Source | None:
-            conn.execute(
-                "DELETE FROM sources WHERE id = ? AND has_submitted = 0"
-                " AND NOT EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
-                " AND NOT EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id)",
-                (source_id,),
-            )
+            conn.execute(f"DELETE FROM sources WHERE id = ? AND {NEVER_SENT}", (source_id,))
             if conn.execute("SELECT 1 FROM sources WHERE id = ?", (source_id,)).fetchone():
                 return None
             source = self._insert_source(conn, lookup_id, reply_public_key)
@@ -312,11 +308,7 @@ class Store(EnvelopeReads, UploadWrites):
     def source_has_sent(self, source_id: str) -> bool:
         """Whether the source ever sent something, has an upload in flight, or has a reply:
         exactly the sources that retention keeps when they are idle (see newsroom.py)."""
-        rows = self._read(
-            "SELECT has_submitted OR EXISTS (SELECT 1 FROM submissions WHERE source_id = sources.id)"
-            " OR EXISTS (SELECT 1 FROM replies WHERE source_id = sources.id) FROM sources WHERE id = ?",
-            (source_id,),
-        )
+        rows = self._read(f"SELECT NOT ({NEVER_SENT}) FROM sources WHERE id = ?", (source_id,))
         return bool(rows and rows[0][0])
 
     def touch_source(self, source_id: str) -> None:
